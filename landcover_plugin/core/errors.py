@@ -1,0 +1,34 @@
+"""All user-facing engine errors live here.
+
+Each error carries a ``kind`` from the engine-event contract (DESIGN.md):
+``bad_input`` (the user can fix the input), ``out_of_memory`` and ``internal``.
+Messages name the problem and the fix, in words an analyst understands.
+"""
+
+
+class LandcoverError(Exception):
+    """Base class: an error with a clear, user-facing message."""
+
+    kind = "internal"
+
+    def __init__(self, message: str):
+        super().__init__(message)
+        self.message = message
+
+
+class BadInputError(LandcoverError):
+    """The input is wrong (CRS, band count, missing field, ...); the message says how to fix it."""
+
+    kind = "bad_input"
+
+
+class OutOfMemoryError(LandcoverError):
+    """Ran out of RAM or GPU memory; the message suggests a smaller batch or tile."""
+
+    kind = "out_of_memory"
+
+
+class Cancelled(LandcoverError):
+    """The user cancelled (SIGTERM from the QGIS side)."""
+
+    kind = "cancelled"

@@ -1,0 +1,126 @@
+"""The self-describing model: our ``landcover_card`` plus the keys the Deepness plugin reads.
+
+DESIGN.md, "Model": the ONNX input is float32 NCHW with a static tile size and dynamic batch; the output
+is softmax probabilities (N, K, H, W) where channel k is the k-th class of the card.
+
+Normalisation: we feed ``(x - mean_b) / std_b`` on raw pixel values. Deepness feeds
+``(x / 255 - m) / s``, so we write ``m = mean_b / 255`` and ``s = std_b / 255``: the same numbers reach the net.
+"""
+import datetime as _dt
+import json
+
+from .errors import BadInputError
+from .schema import ClassSchema
+
+CARD_KEY = "landcover_card"
+CARD_SCHEMA_VERSION = 1
+DEEPNESS_SCALE = 255.0
+
+
+def build_card(*, schema: ClassSchema, band_names, input_dtype: str, nodata, mean, std, tile_size: int,
+               overlap: float, resolution, crs: str, architecture: str, metrics: dict,
+               extra: dict = None) -> dict:
+    """Our full model card (JSON-serialisable)."""
+    card = {
+        "schema_version": CARD_SCHEMA_VERSION,
+        "classes": schema.to_list(),
+        "bands": {"count": len(band_names), "names": list(band_names)},
+        "input_dtype": input_dtype,
+        "nodata": nodata,
+        "mean": [float(v) for v in mean],
+        "std": [float(v) for v in std],
+        "tile_size": int(tile_size),
+        "overlap": float(overlap),
+        "resolution": [float(r) for r in resolution] if resolution is not None else None,
+        "crs": crs,
+        "architecture": architecture,
+        "metrics": metrics,
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+    }
+    if extra:
+        card.update(extra)
+    return card
+
+
+def metadata_props(card: dict) -> dict:
+    """All metadata_props (str -> str) for a card: Deepness keys plus ``landcover_card``."""
+    resolution = card.get("resolution")
+    props = {
+        "model_type": "Segmentor",
+        "class_names": json.dumps({str(k): c["name"] for k, c in enumerate(card["classes"])}),
+        "tile_size": str(card["tile_size"]),
+        "tiles_size": str(card["tile_size"]),
+        "tiles_overlap": str(int(round(card["overlap"] * 100))),
+        "standardization_mean": json.dumps([m / DEEPNESS_SCALE for m in card["mean"]]),
+        "standardization_std": json.dumps([s / DEEPNESS_SCALE for s in card["std"]]),
+        CARD_KEY: json.dumps(card),
+    }
+    if resolution:
+        props["resolution"] = str(round(float(resolution[0]) * 100.0, 4))  # cm per pixel
+    return props
+
+
+def card_from_metadata(props: dict, input_shape, output_channels: int, overrides: dict = None) -> tuple:
+    """Make a usable card from whatever metadata a model carries.
+
+    Order of trust: our ``landcover_card``; else the Deepness keys; else ``overrides`` given by the
+    user (``class_names``, ``mean``, ``std``). ``input_shape`` is the ONNX input shape (N, C, H, W).
+    Returns ``(card, assumptions)`` where ``assumptions`` lists what was guessed, for the log.
+    """
+    overrides = {k: v for k, v in (overrides or {}).items() if v not in (None, "", [])}
+    assumptions = []
+    bands = input_shape[1] if isinstance(input_shape[1], int) else None
+    tile = input_shape[2] if isinstance(input_shape[2], int) else None
+
+    if CARD_KEY in props:
+        card = json.loads(props[CARD_KEY])
+    else:
+        card = {"schema_version": CARD_SCHEMA_VERSION, "architecture": "unknown (foreign model)",
+                "nodata": None, "resolution": None, "crs": None, "input_dtype": None}
+        names = overrides.get("class_names")
+        if names is None and "class_names" in props:
+            mapping = json.loads(props["class_names"])
+            names = [mapping[k] for k in sorted(mapping, key=int)]
+        if names is None:
+            names = [f"class {k + 1}" for k in range(output_channels)]
+            assumptions.append(f"no class names in the model: named them 'class 1'..'class {output_channels}'")
+        if len(names) != output_channels:
+            raise BadInputError(f"The model has {output_channels} output channels but {len(names)} class "
+                                f"names were given ({', '.join(names)}). Give one name per output channel.")
+        card["classes"] = ClassSchema.from_names(names).to_list()
+        count = bands or len(overrides.get("mean") or []) or 3
+        if "mean" in overrides or "std" in overrides:
+            card["mean"] = _per_band(overrides.get("mean", [0.0]), count, "mean")
+            card["std"] = _per_band(overrides.get("std", [1.0]), count, "std")
+        elif "standardization_mean" in props:
+            card["mean"] = _per_band([m * DEEPNESS_SCALE for m in json.loads(props["standardization_mean"])],
+                                     count, "standardization_mean")
+            card["std"] = _per_band([s * DEEPNESS_SCALE for s in json.loads(props["standardization_std"])],
+                                    count, "standardization_std")
+        else:
+            card["mean"], card["std"] = [0.0] * count, [DEEPNESS_SCALE] * count
+            assumptions.append("no normalisation in the model: divided pixel values by 255")
+        card["bands"] = {"count": count, "names": [f"band {b + 1}" for b in range(count)]}
+        card["tile_size"] = tile or int(props.get("tile_size", props.get("tiles_size", 512)))
+        card["overlap"] = float(props.get("tiles_overlap", 15)) / 100.0
+        if "resolution" in props:
+            metres = float(props["resolution"]) / 100.0
+            card["resolution"] = [metres, metres]
+        card["metrics"] = {}
+    if tile is not None and card["tile_size"] != tile:
+        assumptions.append(f"the card says tile size {card['tile_size']} but the model input is {tile}: used {tile}")
+        card["tile_size"] = tile
+    if len(card["classes"]) != output_channels:
+        raise BadInputError(f"The model card lists {len(card['classes'])} classes but the model has "
+                            f"{output_channels} output channels: the model file is inconsistent.")
+    return card, assumptions
+
+
+def _per_band(values, count: int, what: str) -> list:
+    values = [float(v) for v in values]
+    if len(values) == 1:
+        return values * count
+    if len(values) != count:
+        raise BadInputError(f"{what} has {len(values)} values but the model takes {count} bands: "
+                            f"give one value, or one per band.")
+    return values
