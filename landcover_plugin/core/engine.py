@@ -18,6 +18,7 @@ from .events import Events
 
 COMMANDS = {
     "env-report": ("landcover_plugin.core.env_report", "report versions, GPU and execution providers"),
+    "selftest": ("landcover_plugin.core.selftest", "check that the engine starts and reports progress"),
     "export-chips": ("landcover_plugin.core.chip_export", "cut image and label chips into a chip dataset"),
     "train": ("training.cli", "train a segmentation network on a chip dataset and export ONNX"),
     "classify": ("landcover_plugin.core.classify", "classify a raster with an ONNX model"),

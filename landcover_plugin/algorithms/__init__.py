@@ -1,0 +1,1 @@
+"""Thin Processing algorithms, one per file: parameters -> files -> engine call -> outputs."""

@@ -1,0 +1,61 @@
+"""Engine command ``env-report``: what this engine environment will use (versions, GPU, providers)."""
+import importlib
+import platform
+import sys
+
+from .errors import BadInputError
+
+
+def add_arguments(parser):
+    parser.add_argument("--require", nargs="*", default=["numpy", "rasterio", "onnxruntime", "torch", "onnx"],
+                        help="packages that must import (default: all the engine needs)")
+
+
+def _version(name: str):
+    try:
+        module = importlib.import_module(name)
+    except Exception as exc:  # noqa: BLE001 - report any import failure, whatever its type
+        return None, f"{type(exc).__name__}: {exc}"
+    return getattr(module, "__version__", "unknown"), None
+
+
+def collect(extra=()) -> dict:
+    report = {"python": sys.executable, "python_version": platform.python_version(), "packages": {},
+              "problems": []}
+    for name in ("numpy", "rasterio", "onnx", "onnxruntime", "torch", "matplotlib", *extra):
+        version, problem = _version(name)
+        report["packages"][name] = version
+        if problem:
+            report["problems"].append(f"{name}: {problem}")
+    report["gpu"] = "no GPU"
+    report["torch_device"] = None
+    if report["packages"]["torch"]:
+        import torch
+
+        if torch.cuda.is_available():
+            report["gpu"] = torch.cuda.get_device_name(0)
+            report["torch_device"] = "cuda"
+        else:
+            report["torch_device"] = "cpu"
+    report["onnxruntime_providers"] = []
+    if report["packages"]["onnxruntime"]:
+        import onnxruntime
+
+        available = onnxruntime.get_available_providers()
+        report["onnxruntime_providers"] = [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider")
+                                           if p in available]
+    return report
+
+
+def run(args, events):
+    report = collect(extra=[n for n in args.require if n not in ("numpy", "rasterio", "onnx", "onnxruntime", "torch")])
+    for name, version in report["packages"].items():
+        events.info(f"{name}: {version or 'MISSING'}")
+    events.info(f"GPU: {report['gpu']}; torch device: {report['torch_device']}; "
+                f"onnxruntime providers: {', '.join(report['onnxruntime_providers']) or 'none'}")
+    missing = [name for name in args.require if not report["packages"].get(name)]
+    if missing:
+        details = f" ({'; '.join(report['problems'])})" if report["problems"] else ""
+        raise BadInputError(f"The engine environment ({sys.executable}) lacks {', '.join(missing)}{details}. "
+                            f"Run 'Set up engine environment' to install it.")
+    return report

@@ -1,0 +1,34 @@
+"""The "Land cover" Processing provider, with an explicit list of its algorithms."""
+import os
+
+from qgis.core import QgsProcessingProvider
+from qgis.PyQt.QtGui import QIcon
+
+from .algorithms.setup_engine import SetupEngineAlgorithm
+
+ICON_PATH = os.path.join(os.path.dirname(__file__), "icon.svg")
+
+ALGORITHMS = [
+    SetupEngineAlgorithm,
+]
+
+
+class LandcoverProvider(QgsProcessingProvider):
+    def id(self):
+        return "landcover"
+
+    def name(self):
+        return "Land cover"
+
+    def longName(self):  # noqa: N802 - QGIS's name
+        return "Land cover: deep-learning land-cover mapping"
+
+    def icon(self):
+        return QIcon(ICON_PATH)
+
+    def svgIconPath(self):  # noqa: N802 - QGIS's name
+        return ICON_PATH
+
+    def loadAlgorithms(self):  # noqa: N802 - QGIS's name
+        for algorithm_class in ALGORITHMS:
+            self.addAlgorithm(algorithm_class())

@@ -1,0 +1,1 @@
+"""QGIS-side glue without widgets: layers to files, engine runs to feedback, styling, settings."""

@@ -1,0 +1,130 @@
+"""Turn QGIS map layers into files the engine can read.
+
+A file-based GDAL raster is passed by path (the engine reads it window by window). Any other raster
+(WMS/XYZ, virtual, in-memory, a sub-dataset with options) is first written to a temporary GeoTIFF.
+Vector layers are always written to a temporary GeoPackage in the target CRS, so the engine gets one
+format and one CRS whatever the source (shapefile, PostGIS, memory, a selection).
+"""
+import os
+
+from qgis.core import (
+    QgsCoordinateTransform,
+    QgsCsException,
+    QgsFeatureRequest,
+    QgsProcessingException,
+    QgsProcessingUtils,
+    QgsRasterFileWriter,
+    QgsRasterPipe,
+    QgsRectangle,
+    QgsVectorFileWriter,
+)
+
+
+def raster_file_path(layer):
+    """The local file behind a GDAL raster layer, or None when there is none."""
+    if layer.providerType() != "gdal":
+        return None
+    path = layer.source().split("|")[0]
+    return path if os.path.isfile(path) else None
+
+
+def raster_layer_to_path(layer, context, feedback, extent: QgsRectangle = None, pixel_size: float = None) -> str:
+    """A path the engine can open for ``layer``; non-file layers are written to a temporary GeoTIFF.
+
+    ``extent`` (in the layer's CRS) and ``pixel_size`` (map units) bound what is fetched from a web or
+    virtual layer; a file-based layer is passed whole and the engine windows it itself.
+    """
+    if layer is None or not layer.isValid():
+        raise QgsProcessingException("The raster layer is not valid: check that its source still exists.")
+    if not layer.crs().isValid():
+        raise QgsProcessingException(f"The raster layer '{layer.name()}' has no coordinate reference system. "
+                                     f"Set it in the layer's properties (Source > Assigned CRS).")
+    path = raster_file_path(layer)
+    if path is not None:
+        return path
+    extent = extent if extent is not None and not extent.isEmpty() else layer.extent()
+    if pixel_size is None or pixel_size <= 0:
+        if layer.dataProvider().capabilities() & layer.dataProvider().Size and layer.width() > 0:
+            pixel_size = layer.rasterUnitsPerPixelX()
+        else:
+            raise QgsProcessingException(
+                f"The layer '{layer.name()}' has no native resolution (a web or virtual layer): "
+                f"give a pixel size (or use a model that records its resolution).")
+    width = max(1, int(round(extent.width() / pixel_size)))
+    height = max(1, int(round(extent.height() / pixel_size)))
+    target = QgsProcessingUtils.generateTempFilename(f"{_safe(layer.name())}.tif")
+    feedback.pushInfo(f"Writing '{layer.name()}' ({layer.providerType()}) to a temporary GeoTIFF "
+                      f"of {width} x {height} pixels: {target}")
+    pipe = QgsRasterPipe()
+    if not pipe.set(layer.dataProvider().clone()):
+        raise QgsProcessingException(f"Cannot read the raster layer '{layer.name()}'.")
+    writer = QgsRasterFileWriter(target)
+    writer.setOutputFormat("GTiff")
+    writer.setCreateOptions(["COMPRESS=DEFLATE", "TILED=YES", "BIGTIFF=IF_SAFER"])
+    error = writer.writeRaster(pipe, width, height, extent, layer.crs(), context.transformContext(), feedback)
+    if error != QgsRasterFileWriter.NoError:
+        raise QgsProcessingException(f"Could not write '{layer.name()}' to a temporary GeoTIFF "
+                                     f"(QgsRasterFileWriter error {int(error)}).")
+    return target
+
+
+def vector_layer_to_gpkg(layer, context, feedback, target_crs, selected_only: bool = False, fields=None) -> str:
+    """Write ``layer``'s features (optionally the selected ones, optionally only ``fields``) to a
+    temporary GeoPackage in ``target_crs``; returns its path."""
+    if layer is None or not layer.isValid():
+        raise QgsProcessingException("The vector layer is not valid: check that its source still exists.")
+    if not layer.crs().isValid():
+        raise QgsProcessingException(f"The vector layer '{layer.name()}' has no coordinate reference system. "
+                                     f"Set it in the layer's properties (Source > Assigned CRS).")
+    if selected_only and layer.selectedFeatureCount() == 0:
+        raise QgsProcessingException(f"'Selected features only' is on but no feature of '{layer.name()}' is "
+                                     f"selected. Select the training polygons or turn the option off.")
+    transform = QgsCoordinateTransform(layer.crs(), target_crs, context.transformContext())
+    _check_transform(layer, transform, target_crs)
+    target = QgsProcessingUtils.generateTempFilename(f"{_safe(layer.name())}.gpkg")
+    options = QgsVectorFileWriter.SaveVectorOptions()
+    options.driverName = "GPKG"
+    options.layerName = "labels"
+    options.fileEncoding = "UTF-8"
+    options.ct = transform
+    options.onlySelectedFeatures = selected_only
+    options.feedback = feedback
+    if fields:
+        missing = [f for f in fields if layer.fields().indexOf(f) < 0]
+        if missing:
+            raise QgsProcessingException(f"The layer '{layer.name()}' has no field {', '.join(missing)}. "
+                                         f"Its fields are: {', '.join(layer.fields().names())}.")
+        options.attributes = [layer.fields().indexOf(f) for f in fields]
+    result = QgsVectorFileWriter.writeAsVectorFormatV2(layer, target, context.transformContext(), options)
+    error, message = result[0], result[1]
+    if error != QgsVectorFileWriter.NoError:
+        raise QgsProcessingException(f"Could not copy '{layer.name()}' into the raster's CRS "
+                                     f"({target_crs.authid() or target_crs.description()}): {message}")
+    return target
+
+
+def _check_transform(layer, transform, target_crs) -> None:
+    """Fail early, with both CRSs named, when the layer cannot be brought into the target CRS."""
+    if layer.crs() == target_crs:
+        return
+    request = QgsFeatureRequest().setLimit(1).setNoAttributes()
+    for feature in layer.getFeatures(request):
+        if not feature.hasGeometry():
+            continue
+        try:
+            geometry = feature.geometry()
+            geometry.transform(transform)
+        except QgsCsException as exc:
+            raise QgsProcessingException(
+                f"The features of '{layer.name()}' ({layer.crs().authid()}) cannot be transformed to the "
+                f"raster's CRS ({target_crs.authid() or target_crs.description()}): {exc}. Check both layers' "
+                f"CRS in their properties.") from exc
+        if geometry.isEmpty() or not geometry.boundingBox().isFinite():
+            raise QgsProcessingException(
+                f"The features of '{layer.name()}' ({layer.crs().authid()}) do not transform to valid "
+                f"coordinates in the raster's CRS ({target_crs.authid() or target_crs.description()}). "
+                f"Check both layers' CRS in their properties.")
+
+
+def _safe(name: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_" else "_" for c in name) or "layer"

@@ -1,0 +1,46 @@
+"""The provider inside a real (headless) QGIS, and the Set up engine environment check mode."""
+import pytest
+from qgis.core import QgsApplication, QgsProcessingContext, QgsProcessingFeedback
+
+from landcover_plugin.plugin import LandcoverPlugin
+from landcover_plugin.provider import ALGORITHMS
+
+
+@pytest.fixture(scope="module")
+def provider(qgis_app, qgis_processing):
+    plugin = LandcoverPlugin(None)
+    plugin.initProcessing()
+    yield plugin.provider
+    plugin.unload()
+
+
+def test_provider_lists_every_algorithm_with_stable_names(provider):
+    assert provider.id() == "landcover" and provider.name() == "Land cover"
+    registered = QgsApplication.processingRegistry().providerById("landcover")
+    names = sorted(a.name() for a in registered.algorithms())
+    assert names == sorted(cls().name() for cls in ALGORITHMS)
+    for algorithm in registered.algorithms():
+        assert algorithm.name() == algorithm.name().lower() and " " not in algorithm.name()
+        assert algorithm.group() == "Land cover" and algorithm.groupId() == "landcover"
+        assert len(algorithm.shortHelpString()) > 80, f"{algorithm.name()} needs help an analyst can follow"
+        assert isinstance(algorithm.createInstance(), type(algorithm))
+
+
+def test_setup_engine_check_mode_reports_what_the_engine_uses(provider):
+    algorithm = QgsApplication.processingRegistry().createAlgorithmById("landcover:setup_engine_environment")
+    feedback = QgsProcessingFeedback()
+    results, ok = algorithm.run({"MODE": 1}, QgsProcessingContext(), feedback)
+    assert ok, feedback.textLog()
+    assert results["GPU"] in ("no GPU",) or results["TORCH_DEVICE"] == "cuda"
+    assert "CPUExecutionProvider" in results["ORT_PROVIDERS"]
+    assert "torch 2." in results["VERSIONS"] and "onnxruntime 1." in results["VERSIONS"]
+    assert results["TORCH_DEVICE"] in ("cpu", "cuda")
+
+
+def test_setup_engine_check_mode_with_a_broken_engine_fails_with_a_fix(provider, monkeypatch, tmp_path):
+    monkeypatch.setenv("LANDCOVER_PYTHON", str(tmp_path / "missing" / "python"))
+    algorithm = QgsApplication.processingRegistry().createAlgorithmById("landcover:setup_engine_environment")
+    feedback = QgsProcessingFeedback()
+    results, ok = algorithm.run({"MODE": 1}, QgsProcessingContext(), feedback)
+    assert not ok
+    assert "Set up engine environment" in feedback.textLog() and "LANDCOVER_PYTHON" in feedback.textLog()

@@ -1,0 +1,74 @@
+"""The plugin installed as an analyst would (scripts/package_plugin.py) into a throw-away QGIS profile,
+then found and run headless by the real qgis_process."""
+import json
+import os
+import shutil
+import subprocess
+import sys
+import zipfile
+
+import pytest
+
+from landcover_plugin.provider import ALGORITHMS
+
+QGIS_PROCESS = shutil.which("qgis_process.bin") or "/usr/lib/qgis/bin/qgis_process.bin"
+pytestmark = pytest.mark.skipif(not os.path.exists(QGIS_PROCESS), reason="qgis_process.bin is not installed")
+
+
+@pytest.fixture(scope="module")
+def qgis_home(tmp_path_factory, repo_root):
+    """A HOME whose default QGIS profile has the plugin installed and enabled."""
+    home = tmp_path_factory.mktemp("home")
+    plugins = home / ".local/share/QGIS/QGIS3/profiles/default/python/plugins"
+    subprocess.run([sys.executable, str(repo_root / "scripts/package_plugin.py"), "--dest", str(plugins)],
+                   check=True, capture_output=True)
+    # A first run creates the profile; only then does qgis_process 3.22 see the profile's plugins.
+    assert qgis_process(home, "plugins", timeout=120).returncode == 0
+    enabled = qgis_process(home, "plugins", "enable", "landcover_plugin", timeout=120)
+    assert enabled.returncode == 0, enabled.stdout + enabled.stderr
+    return home
+
+
+def qgis_env(home) -> dict:
+    env = dict(os.environ, HOME=str(home), QT_QPA_PLATFORM="offscreen")
+    # qgis_process must find the plugin in the throw-away profile, not in this checkout or pytest-qgis' settings
+    for name in ("PYTHONPATH", "QGIS_CUSTOM_CONFIG_PATH", "QGIS_OPTIONS_PATH"):
+        env.pop(name, None)
+    return env
+
+
+def qgis_process(home, *args, timeout=300):
+    return subprocess.run([QGIS_PROCESS, *args], env=qgis_env(home), capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def test_installed_plugin_folder_holds_metadata_and_the_trainer(qgis_home):
+    folder = qgis_home / ".local/share/QGIS/QGIS3/profiles/default/python/plugins/landcover_plugin"
+    metadata = (folder / "metadata.txt").read_text()
+    assert "hasProcessingProvider=yes" in metadata and "qgisMinimumVersion=3.22" in metadata
+    assert (folder / "training" / "__init__.py").is_file() and not (folder / "metadata.txt").is_symlink()
+
+
+def test_qgis_process_lists_the_providers_algorithms(qgis_home):
+    listed = qgis_process(qgis_home, "list")
+    assert listed.returncode == 0, listed.stderr
+    for algorithm_class in ALGORITHMS:
+        assert f"landcover:{algorithm_class().name()}" in listed.stdout, listed.stdout[-3000:]
+
+
+def test_qgis_process_runs_an_engine_algorithm_headless(qgis_home, engine_python):
+    ran = qgis_process(qgis_home, "run", "landcover:setup_engine_environment", "--json", "--", "MODE=1")
+    assert ran.returncode == 0, ran.stdout[-2000:] + ran.stderr[-2000:]
+    results = json.loads(ran.stdout)["results"]
+    assert "CPUExecutionProvider" in results["ORT_PROVIDERS"]
+    assert results["PYTHON"] == engine_python
+
+
+def test_zip_has_one_top_folder_and_no_tests_or_data(tmp_path, repo_root):
+    zip_path = tmp_path / "landcover_plugin.zip"
+    subprocess.run([sys.executable, str(repo_root / "scripts/package_plugin.py"), "--zip", str(zip_path)],
+                   check=True, capture_output=True)
+    names = zipfile.ZipFile(zip_path).namelist()
+    assert {n.split("/")[0] for n in names} == {"landcover_plugin"}
+    assert "landcover_plugin/metadata.txt" in names and "landcover_plugin/training/__init__.py" in names
+    assert not any("/tests/" in n or n.endswith(".tif") or "__pycache__" in n for n in names)
