@@ -1,0 +1,36 @@
+"""Per-band mean and standard deviation over valid pixels, accumulated window by window.
+
+Uses Chan et al.'s pairwise update in float64, so large uint16 or float32 rasters keep full
+precision without ever holding more than one window in memory.
+"""
+import numpy as np
+
+
+class BandStats:
+    """Running per-band statistics; feed it (band, row, col) windows and their valid masks."""
+
+    def __init__(self, band_count: int):
+        self.count = 0
+        self.mean = np.zeros(band_count, dtype=np.float64)
+        self._m2 = np.zeros(band_count, dtype=np.float64)
+
+    def add(self, data: np.ndarray, valid: np.ndarray) -> None:
+        """Add the pixels of ``data`` (band, row, col) where ``valid`` (row, col) is True."""
+        values = data.reshape(data.shape[0], -1) if valid.all() else data[:, valid]
+        n = values.shape[1]
+        if n == 0:
+            return
+        mean = values.mean(axis=1, dtype=np.float64)
+        centred = values - mean[:, None]  # float64 whatever the input dtype
+        m2 = np.einsum("ij,ij->i", centred, centred)
+        total = self.count + n
+        delta = mean - self.mean
+        self.mean += delta * (n / total)
+        self._m2 += m2 + delta ** 2 * (self.count * n / total)
+        self.count = total
+
+    @property
+    def std(self) -> np.ndarray:
+        if self.count == 0:
+            return np.zeros_like(self.mean)
+        return np.sqrt(self._m2 / self.count)

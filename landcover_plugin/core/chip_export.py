@@ -1,0 +1,291 @@
+"""Export label chips: image + label chips and ``dataset.json`` (engine command ``export-chips``).
+
+Python API: :func:`export_chips`. The raster is streamed window by window (never loaded whole): each
+chip window is read once, its labels burnt (polygons) or read (classified raster), nodata/NaN image
+pixels set to 0 (unlabelled), and kept when enough of it is labelled. Band statistics are gathered over
+every valid source pixel on the way. The spatial train/val split comes last (see :mod:`chip_split`),
+then ``dataset.json`` (see :mod:`dataset_json`). Everything is written into a hidden staging folder
+that replaces the output folder only on success.
+"""
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import rasterio
+from rasterio import windows as rio_windows
+
+from .band_stats import BandStats
+from .chip_split import spatial_split, unique_spans, window_offsets
+from .dataset_json import (IMAGES_DIR, LABELS_DIR, SCHEMA_VERSION, is_chip_dataset_folder, nodata_to_json,
+                           write_dataset_json)
+from .errors import BadInputError, Cancelled
+from .events import RecordingEvents
+from .label_sources import RasterLabels, VectorLabels
+from .output_folder import check_output_folder, commit, discard, start_staging
+from .raster_utils import valid_mask
+from .schema import ClassSchema
+
+RARE_SHARE = 0.01  # a class with under 1 % of the labelled training pixels is "very few"
+
+
+def export_chips(raster_path, output_dir, *, labels_vector=None, class_field=None, labels_raster=None,
+                 schema=None, chip_size=256, stride=None, min_labelled=0.05, val_fraction=0.2, seed=0,
+                 fids=None, events=None, labels_layer=None) -> dict:
+    """Cut ``raster_path`` into chips labelled by polygons or by a classified raster; returns the summary.
+
+    :param labels_vector: vector file with the training polygons (any CRS GDAL can transform); with
+        ``class_field`` (numeric ids or text names) and optionally ``labels_layer`` and ``fids``.
+    :param labels_raster: classified raster (any grid/CRS: resampled by nearest onto the image grid).
+    :param schema: a :class:`ClassSchema` (or a list of class dicts); None derives it from a stored
+        ``landcover_classes`` table, a ``classes.json`` sidecar, raster category names, or the values.
+    :param chip_size: chip width and height in pixels. ``stride`` defaults to ``chip_size``.
+    :param min_labelled: share of labelled pixels a chip needs to be kept (at least one pixel always).
+    :param val_fraction: share of chips for validation, chosen by spatial blocks.
+    :raises BadInputError, Cancelled: with nothing left in ``output_dir``.
+    """
+    events = events if events is not None else RecordingEvents()
+    started = time.monotonic()
+    chip_size, stride = _check_numbers(chip_size, stride, min_labelled, val_fraction)
+    if (labels_vector is None) == (labels_raster is None):
+        raise BadInputError("Give the labels either as polygons (a vector layer and its class field) or as a "
+                            "classified raster, not both and not neither.")
+    if schema is not None and not isinstance(schema, ClassSchema):
+        schema = ClassSchema.from_list(schema)
+    folder = check_output_folder(output_dir, is_chip_dataset_folder)
+    try:
+        image = rasterio.open(raster_path)
+    except rasterio.errors.RasterioIOError as exc:
+        raise BadInputError(f"Cannot open the raster {raster_path} ({exc}). Choose a raster GDAL reads.") from exc
+    with image:
+        if chip_size > min(image.width, image.height):
+            raise BadInputError(f"The chip size {chip_size} px is larger than the raster ({image.width} x "
+                                f"{image.height} px). Use a chip size of at most {min(image.width, image.height)}.")
+        if labels_vector is not None:
+            labels = VectorLabels(labels_vector, class_field, image, schema, labels_layer, fids, events)
+        else:
+            labels = RasterLabels(labels_raster, image, schema, events)
+        events.info(f"Classes ({labels.schema_origin}): "
+                    + ", ".join(f"{c.id}={c.name}" for c in labels.schema))
+        staging = start_staging(folder)
+        try:
+            chips, stats, windows_seen = _scan(image, labels, staging, chip_size, stride, min_labelled, events)
+            if not chips:
+                raise BadInputError(f"No chip of {chip_size} px has at least {min_labelled:.0%} labelled pixels "
+                                    f"(of {windows_seen} windows). Lower the labelled share or the chip size, or "
+                                    f"label more area.")
+            splits, split_info = spatial_split([(c["window"]["row_off"], c["window"]["col_off"]) for c in chips],
+                                               chip_size, val_fraction, seed)
+            if "warning" in split_info:
+                events.warning(split_info["warning"])
+            kept = []
+            for chip, split in zip(chips, splits):
+                if split is None:
+                    (staging / chip["image"]).unlink()
+                    (staging / chip["label"]).unlink()
+                else:
+                    kept.append(dict(chip, split=split))
+            summary = _summary(kept, labels.schema, windows_seen, len(chips) - len(kept), started)
+            content = _dataset_content(image, labels, kept, stats, chip_size, stride, split_info, summary,
+                                       raster_path, labels_vector or labels_raster, class_field, min_labelled)
+            write_dataset_json(staging, content)
+            commit(staging, folder)
+        except BaseException:
+            discard(staging)
+            raise
+        finally:
+            labels.close()
+    summary["output_dir"] = str(folder)
+    summary["dataset_json"] = str(folder / "dataset.json")
+    _log_summary(summary, events)
+    events.progress(1.0, "done")
+    return summary
+
+
+def _check_numbers(chip_size, stride, min_labelled, val_fraction):
+    chip_size = int(chip_size)
+    stride = int(stride) if stride else chip_size
+    if chip_size < 8:
+        raise BadInputError(f"The chip size must be at least 8 px (got {chip_size}).")
+    if not 1 <= stride <= chip_size:
+        raise BadInputError(f"The stride must be 1..chip size ({chip_size}) px (got {stride}); a stride equal to "
+                            f"the chip size means no overlap.")
+    if not 0.0 <= float(min_labelled) <= 1.0:
+        raise BadInputError(f"The labelled share a chip needs must be 0..1 (got {min_labelled}).")
+    if not 0.0 <= float(val_fraction) < 1.0:
+        raise BadInputError(f"The validation share must be at least 0 and below 1 (got {val_fraction}).")
+    return chip_size, stride
+
+
+def _scan(image, labels, staging, chip_size, stride, min_labelled, events):
+    """Read every chip window once: band statistics over the part no earlier window covered; write the
+    chips that are labelled enough. Returns (chip records, BandStats, number of windows)."""
+    (staging / IMAGES_DIR).mkdir()
+    (staging / LABELS_DIR).mkdir()
+    rows = window_offsets(image.height, chip_size, stride)
+    cols = window_offsets(image.width, chip_size, stride)
+    row_spans, col_spans = unique_spans(rows, chip_size), unique_spans(cols, chip_size)
+    total = len(rows) * len(cols)
+    stats = BandStats(image.count)
+    image_profile, label_profile = _profiles(image, labels.schema, chip_size)
+    colormap = {c.id: c.rgb + (255,) for c in labels.schema}
+    descriptions = _band_names(image)
+    need = max(1, int(np.ceil(min_labelled * chip_size * chip_size)))
+    chips, done = [], 0
+    for r_index, row in enumerate(rows):
+        for c_index, col in enumerate(cols):
+            if events.cancel_requested:
+                raise Cancelled("Chip export cancelled: nothing was written.")
+            window = rio_windows.Window(col, row, chip_size, chip_size)
+            data = image.read(window=window)
+            valid = valid_mask(data, image.nodata)
+            (r0, r1), (c0, c1) = row_spans[r_index], col_spans[c_index]
+            stats.add(data[:, r0:r1, c0:c1], valid[r0:r1, c0:c1])
+            transform = image.window_transform(window)
+            bounds = rio_windows.bounds(window, image.transform)
+            if labels.has_labels(bounds):
+                label = labels.read(window, transform, bounds)
+                label[~valid] = 0
+                counts = np.bincount(label.ravel(), minlength=256)
+                labelled = int(chip_size * chip_size - counts[0])
+                if labelled >= need:
+                    name = f"r{row:06d}_c{col:06d}"
+                    chip = {"id": name, "image": f"{IMAGES_DIR}/{name}.tif", "label": f"{LABELS_DIR}/{name}.tif",
+                            "window": {"row_off": row, "col_off": col, "height": chip_size, "width": chip_size},
+                            "labelled_pixels": labelled,
+                            "class_counts": {str(i): int(counts[i]) for i in np.flatnonzero(counts[1:]) + 1}}
+                    with rasterio.open(staging / chip["image"], "w", transform=transform, **image_profile) as dst:
+                        dst.write(data)
+                        dst.descriptions = descriptions
+                    with rasterio.open(staging / chip["label"], "w", transform=transform, **label_profile) as dst:
+                        dst.write(label, 1)
+                        dst.write_colormap(1, colormap)
+                    chips.append(chip)
+            done += 1
+            events.progress(0.95 * done / total, f"window {done}/{total}, {len(chips)} chips")
+    return chips, stats, total
+
+
+def _profiles(image, schema, chip_size):
+    # Image chips uncompressed: satellite numbers compress by ~10 % and twice as slowly; labels compress well.
+    common = {"driver": "GTiff", "width": chip_size, "height": chip_size, "crs": image.crs}
+    image_profile = dict(common, count=image.count, dtype=image.dtypes[0], nodata=image.nodata)
+    label_profile = dict(common, count=1, dtype="uint8", nodata=0, compress="deflate", zlevel=1)
+    return image_profile, label_profile
+
+
+def _band_names(image) -> list:
+    return [d or f"band {i + 1}" for i, d in enumerate(image.descriptions)]
+
+
+def _pixels(chips, schema, split=None) -> dict:
+    totals = {str(c.id): 0 for c in schema}
+    for chip in chips:
+        if split is None or chip["split"] == split:
+            for key, value in chip["class_counts"].items():
+                totals[key] += value
+    return totals
+
+
+def _summary(chips, schema, windows_seen, dropped, started) -> dict:
+    train = _pixels(chips, schema, "train")
+    val = _pixels(chips, schema, "val")
+    labelled_train = sum(train.values())
+    names = {str(c.id): c.name for c in schema}
+    seconds = time.monotonic() - started
+    n_val = sum(c["split"] == "val" for c in chips)
+    return {
+        "windows": windows_seen, "chips": len(chips), "train_chips": len(chips) - n_val, "val_chips": n_val,
+        "dropped_overlapping": dropped,
+        "class_pixels": {names[k]: v for k, v in _pixels(chips, schema).items()},
+        "train_class_pixels": {names[k]: v for k, v in train.items()},
+        "val_class_pixels": {names[k]: v for k, v in val.items()},
+        "missing_classes": [names[k] for k, v in train.items() if v == 0],
+        "rare_classes": [names[k] for k, v in train.items() if 0 < v < RARE_SHARE * labelled_train],
+        "missing_in_val": [names[k] for k, v in val.items() if v == 0] if n_val else [],
+        "seconds": round(seconds, 3),
+        "chips_per_second": round(len(chips) / seconds, 1) if seconds > 0 else None,
+        "windows_per_second": round(windows_seen / seconds, 1) if seconds > 0 else None,
+    }
+
+
+def _dataset_content(image, labels, chips, stats, chip_size, stride, split_info, summary, raster_path,
+                     labels_path, class_field, min_labelled) -> dict:
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "classes": labels.schema.to_list(),
+        "bands": {"count": image.count, "names": _band_names(image), "dtype": image.dtypes[0]},
+        "nodata": nodata_to_json(image.nodata),
+        "crs": image.crs.to_wkt() if image.crs else None,
+        "resolution": [abs(image.res[0]), abs(image.res[1])],
+        "chip_size": chip_size,
+        "stride": stride,
+        "mean": stats.mean.tolist(),
+        "std": stats.std.tolist(),
+        "valid_pixels": int(stats.count),
+        "class_pixels": _pixels(chips, labels.schema),
+        "train_class_pixels": _pixels(chips, labels.schema, "train"),
+        "val_class_pixels": _pixels(chips, labels.schema, "val"),
+        "min_labelled": float(min_labelled),
+        "split": split_info,
+        "source": {"image": str(Path(raster_path).absolute()), "labels": str(Path(labels_path).absolute()),
+                   "labels_kind": labels.kind, "class_field": class_field, "schema_origin": labels.schema_origin},
+        "summary": summary,
+        "chips": chips,
+    }
+
+
+def _log_summary(summary, events) -> None:
+    events.info(f"{summary['chips']} chips ({summary['train_chips']} train, {summary['val_chips']} val) from "
+                f"{summary['windows']} windows in {summary['seconds']:.1f} s; {summary['dropped_overlapping']} "
+                f"training chips dropped for overlapping validation chips.")
+    events.info("Labelled pixels per class (train / val): " + "; ".join(
+        f"{name} {summary['train_class_pixels'][name]} / {summary['val_class_pixels'][name]}"
+        for name in summary["class_pixels"]))
+    if summary["missing_classes"]:
+        events.warning("Classes with no training pixels: " + ", ".join(summary["missing_classes"])
+                       + ". Label some of each, or the model cannot learn them.")
+    if summary["rare_classes"]:
+        events.warning(f"Classes with very few training pixels (under {RARE_SHARE:.0%}): "
+                       + ", ".join(summary["rare_classes"]) + ". Label more of them for a reliable model.")
+    if summary["missing_in_val"]:
+        events.warning("Classes absent from the validation chips (not scored): " + ", ".join(summary["missing_in_val"]))
+
+
+# -- engine command ---------------------------------------------------------------------------------
+def add_arguments(parser) -> None:
+    parser.add_argument("--image", required=True, help="raster to cut into chips (any band count and dtype)")
+    parser.add_argument("--output", required=True, help="output folder (new, empty, or a previous chip dataset)")
+    parser.add_argument("--labels-vector", help="training polygons (any vector file GDAL reads, any CRS)")
+    parser.add_argument("--labels-layer", help="layer name inside the vector file (default: the first)")
+    parser.add_argument("--class-field", help="attribute holding the class (numeric id or name)")
+    parser.add_argument("--fids", help="comma-separated feature ids to use (default: all)")
+    parser.add_argument("--labels-raster", help="classified raster to use as labels instead of polygons")
+    parser.add_argument("--schema", help="class schema: JSON text or a JSON file (list of {id, name, colour})")
+    parser.add_argument("--chip-size", type=int, default=256)
+    parser.add_argument("--stride", type=int, default=None, help="default: the chip size (no overlap)")
+    parser.add_argument("--min-labelled", type=float, default=0.05)
+    parser.add_argument("--val-fraction", type=float, default=0.2)
+    parser.add_argument("--seed", type=int, default=0)
+
+
+def parse_schema_argument(text):
+    """``--schema``: JSON text or a path to a JSON file; a list of classes or ``{"classes": [...]}``."""
+    if not text:
+        return None
+    try:
+        content = json.loads(Path(text).read_text(encoding="utf-8") if Path(text).is_file() else text)
+    except (OSError, ValueError) as exc:
+        raise BadInputError(f"The class schema is neither JSON nor a readable JSON file ({exc}).") from exc
+    return ClassSchema.from_list(content["classes"] if isinstance(content, dict) else content)
+
+
+def run(args, events) -> dict:
+    fids = [int(f) for f in args.fids.split(",") if f.strip()] if args.fids else None
+    summary = export_chips(args.image, args.output, labels_vector=args.labels_vector, class_field=args.class_field,
+                           labels_raster=args.labels_raster, schema=parse_schema_argument(args.schema),
+                           chip_size=args.chip_size, stride=args.stride, min_labelled=args.min_labelled,
+                           val_fraction=args.val_fraction, seed=args.seed, fids=fids, events=events,
+                           labels_layer=args.labels_layer)
+    return {"OUTPUT": summary["output_dir"], "DATASET": summary["dataset_json"], "CHIPS": summary["chips"],
+            "TRAIN_CHIPS": summary["train_chips"], "VAL_CHIPS": summary["val_chips"], "SUMMARY": summary}

@@ -1,0 +1,121 @@
+"""The chip dataset's ``dataset.json`` (DESIGN.md, "Chip dataset"): writing, loading, recognising.
+
+A chip dataset is a folder::
+
+    images/<chip>.tif   all source bands, source dtype and nodata, georeferenced (source CRS, chip transform)
+    labels/<chip>.tif   uint8 class ids on the same grid, 0 = unlabelled (nodata 0, colour table)
+    dataset.json        written last: a folder without it is not a dataset
+
+``dataset.json`` keys (schema_version 1)::
+
+    schema_version   1
+    classes          [{"id": 1, "name": "forest", "colour": "#1b7837"}, ...]
+    bands            {"count": 4, "names": ["band 1", ...], "dtype": "uint16"}
+    nodata           the image nodata value (number), "nan", or null
+    crs              WKT of the source raster's CRS (null when it has none)
+    resolution       [x, y] pixel size in CRS units (positive)
+    chip_size        chip width = height in pixels
+    stride           step between chip windows in pixels
+    mean, std        per band, over every valid source pixel (not nodata, not NaN in any band)
+    class_pixels     {"<id>": pixels} over all chips; also "train_class_pixels" and "val_class_pixels"
+    chips            [{"id", "image": "images/x.tif", "label": "labels/x.tif",
+                       "window": {"row_off", "col_off", "height", "width"},   (pixels in the source)
+                       "split": "train" | "val", "labelled_pixels": n, "class_counts": {"<id>": n}}]
+    split            {"method", "block_size", "val_fraction_requested", "seed", ...}
+    source           {"image", "labels", "labels_kind": "vector" | "raster", "class_field"}
+    summary          what chip export reported (chips per split, pixels per class, missing/rare classes)
+
+Class ids in ``class_pixels``/``class_counts`` are strings (JSON keys); :func:`load_dataset` gives
+them back as ints, turns ``"nan"`` into ``float('nan')`` and adds absolute chip paths.
+"""
+import json
+import math
+import os
+from pathlib import Path
+
+from .errors import BadInputError
+from .schema import ClassSchema
+
+DATASET_FILE = "dataset.json"
+IMAGES_DIR = "images"
+LABELS_DIR = "labels"
+SCHEMA_VERSION = 1
+
+
+def nodata_to_json(nodata):
+    if nodata is None:
+        return None
+    if isinstance(nodata, float) and math.isnan(nodata):
+        return "nan"
+    return int(nodata) if float(nodata).is_integer() else float(nodata)
+
+
+def nodata_from_json(value):
+    if isinstance(value, str) and value.lower() == "nan":
+        return float("nan")
+    return value
+
+
+def write_dataset_json(folder, content: dict) -> Path:
+    """Write ``dataset.json`` through a temporary name, so a reader never sees half a file."""
+    path = Path(folder) / DATASET_FILE
+    partial = path.with_suffix(".json.partial")
+    partial.write_text(json.dumps(content, indent=1), encoding="utf-8")
+    os.replace(partial, path)
+    return path
+
+
+def load_dataset(folder) -> dict:
+    """Read and check a chip dataset; returns the dataset.json dict with conveniences added:
+
+    ``schema`` (a :class:`ClassSchema`), ``folder`` (Path), ``nodata`` as a number or NaN,
+    ``class_pixels`` etc. keyed by int id, and per chip ``image_path`` / ``label_path`` (absolute Paths).
+    """
+    folder = Path(folder)
+    path = folder / DATASET_FILE
+    if not path.is_file():
+        raise BadInputError(f"{folder} is not a chip dataset: it has no {DATASET_FILE}. Run 'Export label "
+                            f"chips' first and choose its output folder.")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise BadInputError(f"{path} cannot be read as JSON ({exc}). Export the chips again.") from exc
+    version = data.get("schema_version")
+    if version != SCHEMA_VERSION:
+        raise BadInputError(f"{path} has schema_version {version!r}; this plugin reads version {SCHEMA_VERSION}. "
+                            f"Export the chips again with this plugin.")
+    data["schema"] = ClassSchema.from_list(data["classes"])
+    data["folder"] = folder
+    data["nodata"] = nodata_from_json(data.get("nodata"))
+    for key in ("class_pixels", "train_class_pixels", "val_class_pixels"):
+        if key in data:
+            data[key] = {int(k): int(v) for k, v in data[key].items()}
+    for chip in data["chips"]:
+        chip["class_counts"] = {int(k): int(v) for k, v in chip.get("class_counts", {}).items()}
+        chip["image_path"] = folder / chip["image"]
+        chip["label_path"] = folder / chip["label"]
+    return data
+
+
+def is_chip_dataset_folder(folder) -> bool:
+    """True when ``folder`` holds a chip dataset and nothing else (so it may be replaced):
+    ``dataset.json`` plus only the chip files it lists (and GDAL's ``.aux.xml`` sidecars)."""
+    folder = Path(folder)
+    try:
+        data = json.loads((folder / DATASET_FILE).read_text(encoding="utf-8"))
+        listed = {DATASET_FILE}
+        for chip in data["chips"]:
+            listed.update((chip["image"], chip["label"]))
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+    for root, dirs, files in os.walk(folder):
+        relative_root = Path(root).relative_to(folder)
+        if relative_root.parts and relative_root.parts[0] not in (IMAGES_DIR, LABELS_DIR):
+            return False
+        if len(relative_root.parts) > 1:
+            return False
+        for name in files:
+            relative = (relative_root / name).as_posix()
+            if relative not in listed and not (relative.endswith(".aux.xml") and relative[:-8] in listed):
+                return False
+    return True

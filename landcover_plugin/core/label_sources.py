@@ -1,0 +1,247 @@
+"""Where label chips come from: polygons rasterised per window, or a classified raster read per window.
+
+Both sources give, for a window of the image grid, a uint8 array of class ids (0 = unlabelled), and
+both settle the class schema first (given, stored with the data, or derived from the values), so that
+values outside the schema are refused before anything is written.
+"""
+import json
+from pathlib import Path
+
+import numpy as np
+import rasterio
+from rasterio import windows as rio_windows
+from rasterio.enums import Resampling
+from rasterio.features import rasterize
+from rasterio.vrt import WarpedVRT
+
+from .errors import BadInputError
+from .schema import ClassSchema, MAX_CLASS_ID, MIN_CLASS_ID
+from .vectors import geometry_bounds, read_labelled_geometries, read_schema_table
+
+
+def _is_integer_like(value) -> bool:
+    try:
+        return float(str(value).strip()).is_integer()
+    except ValueError:
+        return False
+
+
+def schema_from_values(values, what: str) -> ClassSchema:
+    """A schema for label values without one: text names sorted (ids 1..n), or integer ids kept."""
+    values = sorted({str(v).strip() for v in values})
+    if values and all(_is_integer_like(v) for v in values):
+        ids = sorted({int(float(v)) for v in values})
+        bad = [i for i in ids if not MIN_CLASS_ID <= i <= MAX_CLASS_ID]
+        if bad:
+            raise BadInputError(f"{what} holds class values {bad}; class ids must be 1..254. Recode the "
+                                f"classes, or give a class schema that names them.")
+        return ClassSchema.from_list([{"id": i, "name": f"class {i}"} for i in ids])
+    if len(values) > MAX_CLASS_ID:
+        raise BadInputError(f"{what} holds {len(values)} different values; at most 254 classes are possible. "
+                            f"Choose the field that holds the class.")
+    return ClassSchema.from_names(values)
+
+
+def read_classes_json(path) -> ClassSchema:
+    """A ``classes.json`` sidecar: a list of classes, or ``{"classes": [...], ...}``."""
+    try:
+        content = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise BadInputError(f"Cannot read the class list {path} ({exc}). Fix or remove the file.") from exc
+    return ClassSchema.from_list(content["classes"] if isinstance(content, dict) else content)
+
+
+def find_sidecar(path, folder_level: bool):
+    """``<file>.classes.json`` or ``<stem>.classes.json`` beside a file; with ``folder_level`` also
+    ``classes.json`` in its folder."""
+    path = Path(str(path).split("|", 1)[0])
+    names = [path.name + ".classes.json", path.stem + ".classes.json"] + (["classes.json"] if folder_level else [])
+    for name in names:
+        if (path.parent / name).is_file():
+            return path.parent / name
+    return None
+
+
+class VectorLabels:
+    """Polygons (any geometries) burnt into each window; later features win where they overlap."""
+
+    kind = "vector"
+
+    def __init__(self, path, class_field, image, schema=None, layer=None, fids=None, events=None):
+        if not class_field:
+            raise BadInputError("Polygon labels need a class field: name the attribute that holds the class.")
+        crs_wkt = image.crs.to_wkt() if image.crs else None
+        features = read_labelled_geometries(path, class_field, crs_wkt, layer=layer, fids=fids, events=events)
+        if not features:
+            raise BadInputError(f"The labels layer {path} has no feature with a geometry and a value in "
+                                f"{class_field!r}. Digitise some training polygons first.")
+        values = {v for _, v in features}
+        self.schema_origin = "given"
+        if schema is None:
+            stored = read_schema_table(path)
+            sidecar = find_sidecar(path, folder_level=False)
+            if stored:
+                schema, self.schema_origin = ClassSchema.from_list(stored), "landcover_classes table"
+            elif sidecar:
+                schema, self.schema_origin = read_classes_json(sidecar), str(sidecar)
+            else:
+                schema, self.schema_origin = schema_from_values(values, f"The field {class_field!r}"), "values"
+        self.schema = schema
+        mapping, unknown = {}, []
+        for value in sorted(values, key=str):
+            try:
+                mapping[value] = schema.id_for_value(value)
+            except BadInputError:
+                unknown.append(value)
+        if unknown:
+            raise BadInputError(f"The field {class_field!r} holds values that are not classes of the schema: "
+                                f"{', '.join(repr(v) for v in unknown[:20])}. The schema has "
+                                f"{', '.join(f'{c.id}={c.name}' for c in schema)}. Fix those features' values or "
+                                f"add the classes to the schema.")
+        self.shapes = [(geometry, mapping[value]) for geometry, value in features]
+        self.boxes = np.array([geometry_bounds(g) for g, _ in self.shapes], dtype=np.float64)
+        left, bottom, right, top = image.bounds
+        hits = ((self.boxes[:, 0] < right) & (self.boxes[:, 2] > left)
+                & (self.boxes[:, 1] < top) & (self.boxes[:, 3] > bottom))
+        if not hits.any():
+            box = self.boxes[:, 0].min(), self.boxes[:, 1].min(), self.boxes[:, 2].max(), self.boxes[:, 3].max()
+            raise BadInputError(f"None of the {len(self.shapes)} label polygons overlaps the raster: polygons span "
+                                f"{_fmt_box(box)}, the raster {_fmt_box(image.bounds)} (in the raster's CRS). "
+                                f"Choose the polygons drawn on this raster, or check the layers' CRS.")
+
+    def has_labels(self, bounds) -> bool:
+        left, bottom, right, top = bounds
+        b = self.boxes
+        return bool(((b[:, 0] < right) & (b[:, 2] > left) & (b[:, 1] < top) & (b[:, 3] > bottom)).any())
+
+    def read(self, window, transform, bounds) -> np.ndarray:
+        left, bottom, right, top = bounds
+        b = self.boxes
+        hits = np.flatnonzero((b[:, 0] < right) & (b[:, 2] > left) & (b[:, 1] < top) & (b[:, 3] > bottom))
+        shape = (int(window.height), int(window.width))
+        if hits.size == 0:
+            return np.zeros(shape, dtype=np.uint8)
+        return rasterize([self.shapes[i] for i in hits], out_shape=shape, transform=transform, fill=0,
+                         dtype=np.uint8)
+
+    def close(self):
+        pass
+
+
+class RasterLabels:
+    """A classified raster (e.g. a land-cover map) read on the image grid; resampled by nearest
+    neighbour through a warped VRT when its grid differs. Its nodata (and NaN) become 0."""
+
+    kind = "raster"
+
+    def __init__(self, path, image, schema=None, events=None):
+        try:
+            self._src = rasterio.open(path)
+        except rasterio.errors.RasterioIOError as exc:
+            raise BadInputError(f"Cannot open the labels raster {path} ({exc}). Choose a raster GDAL reads.") from exc
+        src = self._src
+        if src.count > 1 and events is not None:
+            events.warning(f"The labels raster has {src.count} bands: only band 1 is used.")
+        self.nodata = src.nodata
+        same_grid = (src.crs == image.crs and src.transform.almost_equals(image.transform)
+                     and src.shape == image.shape)
+        if same_grid:
+            self._reader = src
+        else:
+            if (src.crs is None) != (image.crs is None):
+                raise BadInputError("One of the image and the labels raster has no CRS, so they cannot be "
+                                    "aligned. Assign the right CRS to both.")
+            try:
+                self._reader = WarpedVRT(src, crs=image.crs, transform=image.transform, width=image.width,
+                                         height=image.height, resampling=Resampling.nearest,
+                                         nodata=self.nodata if self.nodata is not None else 0)
+            except rasterio.errors.RasterioError as exc:
+                raise BadInputError(f"The labels raster's CRS cannot be transformed into the image's CRS "
+                                    f"({exc}). Reproject one of them, or fix its CRS.") from exc
+            if events is not None:
+                events.info("The labels raster's grid differs from the image: resampled by nearest neighbour.")
+        values = self._values_on_image_grid()
+        self.schema_origin = "given"
+        if schema is None:
+            sidecar = find_sidecar(path, folder_level=True)
+            embedded = _embedded_schema(path)
+            if sidecar:
+                schema, self.schema_origin = read_classes_json(sidecar), str(sidecar)
+            elif embedded is not None:
+                schema, self.schema_origin = embedded, "category names of the raster"
+            elif values:
+                schema, self.schema_origin = schema_from_values(values, "The labels raster"), "values"
+        if not values:
+            raise BadInputError(f"The labels raster {path} has no class pixel (all 0 or nodata) where it overlaps "
+                                f"the image: it misses the raster. Choose labels that cover the image.")
+        self.schema = schema
+        unknown = sorted(set(values) - set(schema.ids))
+        if unknown:
+            origin = "" if self.schema_origin in ("given", "values") else f" (from {self.schema_origin})"
+            raise BadInputError(f"The labels raster holds values {unknown[:20]} that are not classes of the "
+                                f"schema{origin}: {', '.join(f'{c.id}={c.name}' for c in schema)}. Give a schema "
+                                f"that lists every class, or set those pixels to nodata.")
+
+    def _values_on_image_grid(self) -> list:
+        """Class values present on the image grid (not 0, nodata or NaN), read in row strips."""
+        reader, found = self._reader, set()
+        rows = max(1, 4_000_000 // max(1, reader.width))
+        for row in range(0, reader.height, rows):
+            window = rio_windows.Window(0, row, reader.width, min(rows, reader.height - row))
+            raw = self._raw(window)
+            if raw.dtype.kind == "u" and raw.dtype.itemsize <= 2:
+                values = np.flatnonzero(np.bincount(raw.ravel()))  # O(n), no sort
+            else:
+                values = np.unique(raw)
+            found.update(values[values != 0].tolist())
+        bad = [v for v in found if not float(v).is_integer()]
+        if bad:
+            raise BadInputError(f"The labels raster holds non-integer values (e.g. {bad[:5]}); class labels must "
+                                f"be whole numbers 1..254.")
+        return sorted(int(v) for v in found)
+
+    def _raw(self, window) -> np.ndarray:
+        data = self._reader.read(1, window=window)
+        invalid = np.zeros(data.shape, dtype=bool)
+        if np.issubdtype(data.dtype, np.floating):
+            invalid |= ~np.isfinite(data)
+        if self.nodata is not None and not np.isnan(self.nodata):
+            invalid |= data == self.nodata
+        return np.where(invalid, 0, data)
+
+    def has_labels(self, bounds) -> bool:
+        return True
+
+    def read(self, window, transform, bounds) -> np.ndarray:
+        return self._raw(window).astype(np.uint8)
+
+    def close(self):
+        if self._reader is not self._src:
+            self._reader.close()
+        self._src.close()
+
+
+def _embedded_schema(path):
+    """Class names (GDAL category names) and colours (colour table) embedded in a classified raster."""
+    from osgeo import gdal  # noqa: PLC0415 - lazy
+
+    gdal.UseExceptions()
+    try:
+        dataset = gdal.Open(str(path))  # keep a reference: the band dies with its dataset
+        band = dataset.GetRasterBand(1)
+    except RuntimeError:
+        return None
+    names = band.GetCategoryNames() or []
+    table = band.GetColorTable()
+    classes = []
+    for value, name in enumerate(names):
+        if name and MIN_CLASS_ID <= value <= MAX_CLASS_ID:
+            colour = None
+            if table is not None and value < table.GetCount():
+                colour = "#%02x%02x%02x" % table.GetColorEntry(value)[:3]
+            classes.append({"id": value, "name": name, "colour": colour})
+    return ClassSchema.from_list(classes) if classes else None
+
+
+def _fmt_box(box) -> str:
+    return "x {:.1f}..{:.1f}, y {:.1f}..{:.1f}".format(box[0], box[2], box[1], box[3])

@@ -1,0 +1,57 @@
+"""Writing a result folder so that a failure or cancel never leaves something that looks valid.
+
+Work happens in a hidden sibling ``.<name>.partial-<pid>``; :func:`commit` moves it into place
+(replacing a previous result of the same kind) and :func:`discard` removes it. An existing folder
+that holds anything but a previous result is refused, never emptied.
+"""
+import os
+import shutil
+from pathlib import Path
+
+from .errors import BadInputError
+
+
+def check_output_folder(folder, is_previous_result, what: str = "chip dataset") -> Path:
+    """Refuse an output path that is a file, or a non-empty folder that is not a previous result."""
+    folder = Path(folder).expanduser().absolute()
+    if folder.exists() and not folder.is_dir():
+        raise BadInputError(f"The output {folder} is a file, not a folder. Choose a new or empty folder.")
+    if folder.is_dir():
+        entries = sorted(p.name for p in folder.iterdir())
+        if entries and not is_previous_result(folder):
+            shown = ", ".join(entries[:5]) + (", ..." if len(entries) > 5 else "")
+            raise BadInputError(f"The output folder {folder} already holds other files ({shown}). Choose a new or "
+                                f"empty folder: nothing in it was changed or deleted.")
+    return folder
+
+
+def start_staging(folder: Path) -> Path:
+    """Create and return the hidden staging folder beside ``folder``."""
+    try:
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        staging = folder.parent / f".{folder.name}.partial-{os.getpid()}"
+        if staging.exists():
+            shutil.rmtree(staging)
+        staging.mkdir()
+    except OSError as exc:
+        raise BadInputError(f"Cannot write into {folder.parent} ({exc}). Choose a folder you can write to.") from exc
+    return staging
+
+
+def commit(staging: Path, folder: Path) -> None:
+    """Move the finished staging folder to ``folder``, replacing an empty folder or a previous result."""
+    if folder.exists():
+        old = folder.parent / f".{folder.name}.old-{os.getpid()}"
+        os.rename(folder, old)
+        try:
+            os.rename(staging, folder)
+        except OSError:
+            os.rename(old, folder)
+            raise
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.rename(staging, folder)
+
+
+def discard(staging: Path) -> None:
+    shutil.rmtree(staging, ignore_errors=True)
