@@ -1,0 +1,384 @@
+"""Engine command ``assess``: accuracy of a classified raster against reference polygons or a raster.
+
+    python -m landcover_plugin.core.engine assess --classified map.tif \\
+        (--reference-vector ref.gpkg --class-field class | --reference-raster ref.tif) \\
+        [--classes classes.json] [--output-folder DIR] [--html report.html] [--table table.csv] [--json out.json]
+
+Counts stream window by window on the classified raster's grid (extended to the reference data, so
+reference pixels outside the raster are counted too; see :mod:`.accuracy_reference`). Class names and
+colours come from ``--classes`` or from the classified raster's category names and colour table.
+Reference polygon values may be class names (any case) or ids. Writes a per-class CSV table, the
+confusion matrix as CSV, everything as JSON and an HTML report with two PNG plots; every file is
+written under a temporary name and renamed only when all of them are complete.
+"""
+import json
+import os
+
+import numpy as np
+import rasterio
+from rasterio.windows import transform as window_transform
+
+from .accuracy import ConfusionCounter, metrics_from_confusion, to_jsonable
+from .accuracy_reference import ExtendedGrid, PolygonReference, RasterReference, window_bounds
+from .accuracy_report import format_table, plot_confusion, plot_per_class, render_html
+from .errors import BadInputError, Cancelled
+from .schema import ClassInfo, ClassSchema, default_colour
+from .vectors import read_labelled_geometries
+
+EARTH_RADIUS_M = 6371007.2  # authalic sphere, for areas in a geographic CRS
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("--classified", required=True,
+                        help="classified raster: class ids 1..254 in band 1, 0 (or its nodata) = no data")
+    parser.add_argument("--reference-vector", help="reference polygons (any CRS, any format GDAL reads)")
+    parser.add_argument("--class-field", help="field of the reference polygons holding class names or ids")
+    parser.add_argument("--layer", help="layer name of the reference vector file (default: the first)")
+    parser.add_argument("--reference-raster", help="reference raster of class ids (any grid and CRS)")
+    parser.add_argument("--classes", help="class list as JSON text or a JSON file: [{id, name, colour}, ...] "
+                                          "or {\"classes\": [...]}; default: the classified raster's categories")
+    parser.add_argument("--output-folder", help="folder for all outputs (default: beside --html/--table/--json)")
+    parser.add_argument("--html", help="HTML report path (default: <folder>/accuracy_report.html)")
+    parser.add_argument("--table", help="per-class CSV table path (default: <folder>/accuracy_table.csv)")
+    parser.add_argument("--json", help="JSON results path (default: <folder>/accuracy.json)")
+    parser.add_argument("--block-size", type=int, default=1024, help="window size in pixels (default 1024)")
+
+
+def run(args, events) -> dict:
+    paths = _output_paths(args)
+    classified = str(args.classified)
+    if not os.path.isfile(classified):
+        raise BadInputError(f"The classified raster {classified} does not exist. Choose an existing raster file.")
+    if bool(args.reference_vector) == bool(args.reference_raster):
+        raise BadInputError("Give exactly one reference: reference polygons (with their class field) or a "
+                            "reference raster.")
+    if args.reference_vector and not args.class_field:
+        raise BadInputError("Reference polygons need a class field: choose the field holding class names or ids.")
+    if args.block_size < 16:
+        raise BadInputError("The block size must be at least 16 pixels.")
+    inputs = {os.path.realpath(p) for p in (classified, args.reference_vector, args.reference_raster) if p}
+    for path in paths.values():
+        if os.path.realpath(path) in inputs:
+            raise BadInputError(f"The output {path} is one of the inputs. Choose another output name.")
+
+    schema, colour_table = _load_schema(args.classes, classified, events)
+    try:
+        src = rasterio.open(classified)
+    except rasterio.errors.RasterioIOError as exc:
+        raise BadInputError(f"Cannot open the classified raster {classified} ({exc}).") from exc
+    with src:
+        if not np.issubdtype(np.dtype(src.dtypes[0]), np.integer):
+            raise BadInputError(f"The classified raster has pixel type {src.dtypes[0]}; it must hold integer "
+                                "class ids (1..254, 0 = no data). Choose the classified map, not a confidence "
+                                "or probability raster.")
+        if src.count > 1:
+            events.warning(f"The classified raster has {src.count} bands; band 1 is assessed.")
+        area = _area_info(src.transform, src.crs, src.height)
+        reference = _open_reference(args, src, schema, events)
+        try:
+            counts = _count(src, reference, args.block_size, area["row_area"], events)
+        finally:
+            reference.close()
+    report = _build_report(args, counts, schema, colour_table, area, events)
+    _write_outputs(report, paths)
+    events.info("Accuracy (rows = reference, columns = classified):\n" + format_table(report))
+    summary = report["summary"]
+    return {"OUTPUT_HTML": paths["html"], "OUTPUT_TABLE": paths["table"], "OUTPUT_JSON": paths["json"],
+            "OUTPUT_CONFUSION": paths["confusion"], "OA": summary["overall_accuracy"],
+            "KAPPA": summary["kappa"], "MIOU": summary["mean_iou"], "PIXELS_ASSESSED": summary["pixels_assessed"]}
+
+
+# -- inputs ---------------------------------------------------------------------------------------
+def _output_paths(args) -> dict:
+    explicit = [p for p in (args.html, args.table, args.json) if p]
+    folder = args.output_folder or (os.path.dirname(os.path.abspath(explicit[0])) if explicit else None)
+    if not folder:
+        raise BadInputError("Give an output folder (or the paths of the HTML report, table or JSON file).")
+    html = os.path.abspath(args.html or os.path.join(folder, "accuracy_report.html"))
+    table = os.path.abspath(args.table or os.path.join(folder, "accuracy_table.csv"))
+    stem = os.path.splitext(html)[0]
+    return {"table": table, "confusion": os.path.splitext(table)[0] + "_confusion.csv",
+            "json": os.path.abspath(args.json or os.path.join(folder, "accuracy.json")),
+            "confusion_png": stem + "_confusion_matrix.png", "per_class_png": stem + "_per_class.png",
+            "html": html}
+
+
+def _load_schema(classes_arg, classified, events):
+    """(ClassSchema or None, {id: colour} from the raster's colour table)."""
+    from osgeo import gdal  # noqa: PLC0415 - category names and colour table are GDAL-only metadata
+    gdal.UseExceptions()
+    names, colours = [], {}
+    try:
+        # gdal.Info, not Band.GetCategoryNames(): the latter returns None in Debian's GDAL 3.6 bindings
+        # even when the names are there (in the .aux.xml beside a GeoTIFF).
+        band = gdal.Info(classified, format="json")["bands"][0]
+        names = band.get("categories") or []
+        entries = (band.get("colorTable") or {}).get("entries") or []
+        colours = {i: "#{:02x}{:02x}{:02x}".format(*entry[:3]) for i, entry in enumerate(entries) if 1 <= i <= 254}
+    except (RuntimeError, KeyError, IndexError, TypeError):
+        pass  # rasterio reports an unreadable raster with a clear message later
+    if classes_arg:
+        text = classes_arg
+        if os.path.isfile(classes_arg):
+            with open(classes_arg, encoding="utf-8") as f:
+                text = f.read()
+        try:
+            items = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise BadInputError(f"The class list is neither a JSON file nor JSON text ({exc}). Give "
+                                "[{\"id\": 1, \"name\": \"water\", \"colour\": \"#1f78b4\"}, ...].") from exc
+        if isinstance(items, dict):
+            items = items.get("classes", [])
+        return ClassSchema.from_list(items), colours
+    entries = [ClassInfo(i, n.strip(), colours.get(i) or default_colour(n.strip(), i - 1))
+               for i, n in enumerate(names) if 1 <= i <= 254 and n and n.strip()]
+    if not entries:
+        return None, colours
+    try:
+        return ClassSchema(entries), colours
+    except BadInputError as exc:
+        events.warning(f"The classified raster's category names are not usable ({exc.message}); classes are "
+                       "named by id.")
+        return None, colours
+
+
+def _open_reference(args, src, schema, events):
+    if args.reference_raster:
+        return RasterReference(args.reference_raster, src.crs, src.transform, src.width, src.height, events)
+    crs_wkt = src.crs.to_wkt() if src.crs else None
+    labelled = read_labelled_geometries(args.reference_vector, args.class_field, crs_wkt, layer=args.layer,
+                                        events=events)
+    return PolygonReference(_match_values(labelled, schema, events))
+
+
+def _match_values(labelled, schema, events) -> list:
+    """Reference values (names or ids) to class ids; numeric ids outside the class list are kept as
+    extra classes, 0 means "no label" (skipped), unknown names are an error listing them all."""
+    matched, unknown, unlabelled = [], set(), 0
+    for geometry, value in labelled:
+        if str(value).strip() in ("0", "0.0"):
+            unlabelled += 1
+            continue
+        class_id = None
+        if schema is not None:
+            try:
+                class_id = schema.id_for_value(value)
+            except BadInputError:
+                pass
+        if class_id is None:
+            try:
+                number = float(str(value).strip())
+            except ValueError:
+                number = None
+            if number is not None and number.is_integer() and 1 <= number <= 254:
+                class_id = int(number)
+        if class_id is None:
+            unknown.add(str(value))
+        else:
+            matched.append((geometry, class_id))
+    if unknown:
+        known = ", ".join(f"{c.id}={c.name}" for c in schema) if schema else "none: the raster has no category names"
+        raise BadInputError(f"Reference class values {', '.join(sorted(unknown)[:20])} match no class of the "
+                            f"classified raster (classes: {known}). Choose the field holding the class names "
+                            "or ids, or give the class list (id, name, colour) so names can be matched.")
+    if unlabelled:
+        events.warning(f"{unlabelled} reference feature(s) have class 0 (no label) and are left out.")
+    return matched
+
+
+# -- counting -------------------------------------------------------------------------------------
+def _count(src, reference, block, row_area, events) -> dict:
+    grid = ExtendedGrid(src.transform, src.width, src.height, reference.bounds)
+    counter = ConfusionCounter()
+    mapped = np.zeros(256, dtype=np.int64)
+    mapped_area = np.zeros(256, dtype=np.float64)
+    outside = on_nodata = 0
+    nodata = src.nodata
+    windows = list(grid.windows(block))
+    for number, window in enumerate(windows, 1):
+        if events.cancel_requested:
+            raise Cancelled("Accuracy assessment cancelled: no output was written.")
+        events.progress((number - 1) / len(windows), f"window {number}/{len(windows)}")
+        inside = grid.inside_part(window)
+        box = window_bounds(src.transform, window)
+        has_reference = reference.intersects(box)
+        if inside is None and not has_reference:
+            continue
+        shape = (int(window.height), int(window.width))
+        classes = np.zeros(shape, dtype=np.uint8)
+        within = np.zeros(shape, dtype=bool)
+        if inside is not None:
+            raster_window, slices = inside
+            data = src.read(1, window=raster_window)
+            valid = _classified_valid(data, nodata)
+            values = data[valid].astype(np.int64)
+            classes[slices][valid] = values
+            within[slices] = True
+            mapped += np.bincount(values, minlength=256)
+            rows = np.arange(raster_window.row_off, raster_window.row_off + raster_window.height)
+            weights = np.broadcast_to(row_area[rows][:, None], data.shape)[valid]
+            mapped_area += np.bincount(values, weights=weights, minlength=256)
+        if not has_reference:
+            continue
+        ids = reference.read(window_transform(window, src.transform), box, shape, window=window)
+        has_ref = ids > 0
+        outside += int((has_ref & ~within).sum())
+        on_nodata += int((has_ref & within & (classes == 0)).sum())
+        pair = has_ref & (classes > 0)
+        counter.update(ids[pair], classes[pair])
+    events.progress(1.0, "counted")
+    return {"counter": counter, "mapped": mapped, "mapped_area": mapped_area, "outside": outside,
+            "on_nodata": on_nodata, "conflicts": reference.conflicts, "reference_kind": reference.kind}
+
+
+def _classified_valid(data: np.ndarray, nodata) -> np.ndarray:
+    valid = data != 0
+    if nodata is not None:
+        valid &= data != nodata
+    bad = data[valid & ((data < 0) | (data > 255))]
+    if bad.size:
+        raise BadInputError(f"The classified raster holds value {bad[0]}, which is not a class id (1..254). "
+                            "Choose a classified map with class ids 1..254 and 0 as no data.")
+    return valid & (data != 255)  # 255 is never a class (DESIGN.md): treated as no data
+
+
+def _area_info(transform, crs, height) -> dict:
+    """Pixel area per row: square metres (unit "ha" in reports) in a projected or geographic CRS,
+    else squared map units."""
+    rows = np.arange(height, dtype=np.float64)
+    flat = abs(transform.a * transform.e - transform.b * transform.d)
+    if crs is not None and crs.is_geographic:
+        top = np.radians(transform.f + transform.e * rows)
+        bottom = np.radians(transform.f + transform.e * (rows + 1))
+        row_area = EARTH_RADIUS_M ** 2 * np.radians(abs(transform.a)) * np.abs(np.sin(top) - np.sin(bottom))
+        return {"row_area": row_area, "unit": "ha", "to_unit": 1e-4,
+                "note": "The raster is in a geographic CRS: pixel areas are computed per row on a sphere "
+                        "(approximate to about 0.5 %)."}
+    factor = None
+    if crs is not None:
+        try:
+            factor = crs.linear_units_factor[1]
+        except Exception:  # noqa: BLE001 - a CRS without linear units
+            factor = None
+    if factor:
+        return {"row_area": np.full(height, flat * factor ** 2), "unit": "ha", "to_unit": 1e-4,
+                "note": f"Pixel area {flat * factor ** 2:g} m² from the raster's transform."}
+    return {"row_area": np.full(height, flat), "unit": "map units²", "to_unit": 1.0,
+            "note": "The raster has no CRS with known linear units: areas are in squared map units, not hectares."}
+
+
+# -- results --------------------------------------------------------------------------------------
+def _build_report(args, counts, schema, colour_table, area, events) -> dict:
+    counter, mapped = counts["counter"], counts["mapped"]
+    present = counter.present_ids()
+    classes = list(schema) if schema is not None else []
+    known = {c.id for c in classes}
+    extra = sorted((set(present) | {int(i) for i in np.flatnonzero(mapped) if 0 < i < 255}) - known)
+    if extra and schema is not None:
+        events.warning(f"Values {', '.join(map(str, extra))} are not in the class list; they are reported as "
+                       "'class <id>'.")
+    classes += [ClassInfo(i, f"class {i}", colour_table.get(i) or default_colour("", i - 1)) for i in extra]
+    cm_ids = [c.id for c in classes if c.id in set(present)]
+    if not cm_ids:
+        raise BadInputError(
+            f"No reference pixel falls on a classified pixel ({counts['outside']} reference pixels lie outside "
+            f"the classified raster, {counts['on_nodata']} on its no-data). Check that the reference data and "
+            "the classified raster cover the same area and that their CRSs are right.")
+    cm = counter.matrix(cm_ids)
+    m = metrics_from_confusion(cm)
+    index = {class_id: k for k, class_id in enumerate(cm_ids)}
+    rows = []
+    for c in classes:
+        k = index.get(c.id)
+        pick = (lambda name: m[name][k] if k is not None else float("nan"))  # noqa: E731
+        rows.append({"id": c.id, "name": c.name, "colour": c.colour,
+                     "reference_pixels": int(m["reference_totals"][k]) if k is not None else 0,
+                     "classified_pixels": int(m["classified_totals"][k]) if k is not None else 0,
+                     "precision": pick("precision"), "recall": pick("recall"), "f1": pick("f1"),
+                     "iou": pick("iou"), "mapped_pixels": int(mapped[c.id]),
+                     "mapped_area": float(counts["mapped_area"][c.id] * area["to_unit"])})
+    assessed = int(m["n"])
+    report = {
+        "schema_version": 1,
+        "inputs": {"classified": os.path.abspath(args.classified),
+                   "reference": os.path.abspath(args.reference_vector or args.reference_raster),
+                   "reference_kind": counts["reference_kind"], "class_field": args.class_field},
+        "convention": "confusion matrix rows = reference classes, columns = classified classes; "
+                      "precision = user's accuracy, recall = producer's accuracy",
+        "summary": {"pixels_assessed": assessed, "overall_accuracy": m["overall_accuracy"],
+                    "kappa": m["kappa"], "mean_iou": m["mean_iou"], "macro_f1": m["macro_f1"]},
+        "left_out": {"outside_classified_raster": counts["outside"],
+                     "on_classified_nodata": counts["on_nodata"],
+                     "overlapping_polygons_disagree": counts["conflicts"],
+                     "classified_pixels_without_reference": int(mapped.sum()) - assessed},
+        "area": {"unit": area["unit"], "note": area["note"]},
+        "classes": rows,
+        "confusion_matrix": {"class_ids": cm_ids, "names": [classes[[c.id for c in classes].index(i)].name
+                                                            for i in cm_ids],
+                             "counts": cm, "row_shares": m["row_shares"], "column_shares": m["column_shares"]},
+    }
+    return to_jsonable(report)
+
+
+def _write_outputs(report: dict, paths: dict) -> None:
+    """Write every output under a temporary name, then rename them all (the HTML last)."""
+    staged = []
+    try:
+        for path in paths.values():
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+        writers = [("table", lambda f: _write_table_csv(report, f)),
+                   ("confusion", lambda f: _write_confusion_csv(report, f)),
+                   ("json", lambda f: _write_text(f, json.dumps(report, indent=1))),
+                   ("confusion_png", lambda f: plot_confusion(report, f)),
+                   ("per_class_png", lambda f: plot_per_class(report, f)),
+                   ("html", lambda f: _write_text(f, render_html(
+                       report, os.path.basename(paths["confusion_png"]), os.path.basename(paths["per_class_png"]))))]
+        for key, write in writers:
+            temporary = f"{paths[key]}.part{os.getpid()}"
+            staged.append((temporary, paths[key]))
+            write(temporary)
+        for temporary, final in staged:
+            os.replace(temporary, final)
+    finally:
+        for temporary, _ in staged:
+            if os.path.exists(temporary):
+                os.remove(temporary)
+
+
+def _write_text(path, text) -> None:
+    with open(path, "w", encoding="utf-8", newline="\n") as f:
+        f.write(text)
+
+
+def _fmt(value) -> str:
+    return "" if value is None else (f"{value:.6f}" if isinstance(value, float) else str(value))
+
+
+def _write_table_csv(report, path) -> None:
+    import csv  # noqa: PLC0415
+    unit = "ha" if report["area"]["unit"] == "ha" else "map_units2"
+    with open(path, "w", encoding="utf-8", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["class_id", "class_name", "reference_pixels", "classified_pixels",
+                         "precision_users_accuracy", "recall_producers_accuracy", "f1", "iou",
+                         "mapped_pixels", f"mapped_area_{unit}"])
+        for row in report["classes"]:
+            writer.writerow([row["id"], row["name"], row["reference_pixels"], row["classified_pixels"],
+                             _fmt(row["precision"]), _fmt(row["recall"]), _fmt(row["f1"]), _fmt(row["iou"]),
+                             row["mapped_pixels"], _fmt(row["mapped_area"])])
+
+
+def _write_confusion_csv(report, path) -> None:
+    import csv  # noqa: PLC0415
+    cm = report["confusion_matrix"]
+    counts = np.array(cm["counts"], dtype=np.int64)
+    by_id = {row["id"]: row for row in report["classes"]}
+    with open(path, "w", encoding="utf-8", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["reference \\ classified"] + cm["names"] + ["total", "recall_producers_accuracy"])
+        for k, class_id in enumerate(cm["class_ids"]):
+            writer.writerow([cm["names"][k]] + counts[k].tolist() + [int(counts[k].sum()),
+                                                                    _fmt(by_id[class_id]["recall"])])
+        writer.writerow(["total"] + counts.sum(axis=0).tolist() + [int(counts.sum()), ""])
+        writer.writerow(["precision_users_accuracy"] + [_fmt(by_id[i]["precision"]) for i in cm["class_ids"]]
+                        + ["", ""])

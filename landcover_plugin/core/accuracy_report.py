@@ -1,0 +1,207 @@
+"""The accuracy report: a text table for the log, two matplotlib plots and a self-contained HTML5 page.
+
+All functions take the JSON-ready ``report`` dict built by the ``assess`` command (NaN already turned
+into ``None``). The HTML references its images by file name only, so the report folder can be moved.
+"""
+import datetime as _dt
+import html
+
+import numpy as np
+
+METRICS = [("precision", "Precision (user's acc.)"), ("recall", "Recall (producer's acc.)"),
+           ("f1", "F1"), ("iou", "IoU")]
+BAR_COLOURS = ["#4c72b0", "#dd8452", "#55a868", "#c44e52"]
+
+
+def _pct(value) -> str:
+    return "n/a" if value is None else f"{100.0 * value:.1f} %"
+
+
+def _num(value, digits: int = 3) -> str:
+    return "n/a" if value is None else f"{value:.{digits}f}"
+
+
+def _area(value) -> str:
+    return f"{value:,.2f}"
+
+
+# -- text --------------------------------------------------------------------------------------
+def format_table(report: dict) -> str:
+    """A plain-text summary and per-class table, for the processing log."""
+    s = report["summary"]
+    lines = [f"Overall accuracy {_pct(s['overall_accuracy'])}, kappa {_num(s['kappa'])}, "
+             f"mean IoU {_pct(s['mean_iou'])}, macro F1 {_pct(s['macro_f1'])} "
+             f"over {s['pixels_assessed']:,} reference pixels."]
+    width = max([len(r["name"]) for r in report["classes"]] + [5])
+    unit = report["area"]["unit"]
+    lines.append(f"{'class':<{width}}  {'ref px':>9}  {'precision':>9}  {'recall':>9}  {'F1':>9}  {'IoU':>9}  "
+                 f"{'mapped ' + unit:>14}")
+    for r in report["classes"]:
+        lines.append(f"{r['name']:<{width}}  {r['reference_pixels']:>9}  {_pct(r['precision']):>9}  "
+                     f"{_pct(r['recall']):>9}  {_pct(r['f1']):>9}  {_pct(r['iou']):>9}  "
+                     f"{_area(r['mapped_area']):>14}")
+    left = report["left_out"]
+    lines.append(f"Left out: {left['outside_classified_raster']:,} reference pixels outside the classified raster, "
+                 f"{left['on_classified_nodata']:,} on its no-data, {left['overlapping_polygons_disagree']:,} where "
+                 "overlapping polygons disagree.")
+    return "\n".join(lines)
+
+
+# -- plots -------------------------------------------------------------------------------------
+def _pyplot():
+    import matplotlib  # noqa: PLC0415 - heavy; only imported when a report is written
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt  # noqa: PLC0415
+    return plt
+
+
+def plot_confusion(report: dict, path) -> None:
+    """Heat map of the confusion matrix: colour = row share (of each reference class), text = count."""
+    plt = _pyplot()
+    cm = report["confusion_matrix"]
+    counts = np.array(cm["counts"], dtype=np.int64)
+    shares = np.array([[np.nan if v is None else v for v in row] for row in cm["row_shares"]], dtype=float)
+    k = len(cm["names"])
+    size = min(4.0 + 0.6 * k, 22.0)
+    fig, ax = plt.subplots(figsize=(size + 1.5, size))
+    image = ax.imshow(np.nan_to_num(shares), cmap="Blues", vmin=0.0, vmax=1.0)
+    ax.set_xticks(range(k))
+    ax.set_yticks(range(k))
+    ax.set_xticklabels(cm["names"], rotation=45, ha="right")
+    ax.set_yticklabels(cm["names"])
+    ax.set_xlabel("Classified")
+    ax.set_ylabel("Reference")
+    ax.set_title("Confusion matrix (pixel counts; colour = share of the reference class)")
+    if k <= 30:
+        font = max(5, 11 - k // 4)
+        for i in range(k):
+            for j in range(k):
+                dark = np.nan_to_num(shares[i, j]) > 0.5
+                ax.text(j, i, f"{counts[i, j]:,}", ha="center", va="center", fontsize=font,
+                        color="white" if dark else "black")
+    fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04, label="row share")
+    fig.tight_layout()
+    fig.savefig(path, format="png", dpi=110)
+    plt.close(fig)
+
+
+def plot_per_class(report: dict, path) -> None:
+    """Grouped bars of precision, recall, F1 and IoU for each class in the confusion matrix."""
+    plt = _pyplot()
+    ids = report["confusion_matrix"]["class_ids"]
+    rows = [r for r in report["classes"] if r["id"] in ids]
+    k = len(rows)
+    fig, ax = plt.subplots(figsize=(min(4.0 + 0.9 * k, 24.0), 4.8))
+    x = np.arange(k)
+    width = 0.2
+    for m, ((key, label), colour) in enumerate(zip(METRICS, BAR_COLOURS)):
+        values = [np.nan if r[key] is None else r[key] for r in rows]
+        ax.bar(x + (m - 1.5) * width, values, width, label=label, color=colour)
+    ax.set_xticks(x)
+    ax.set_xticklabels([r["name"] for r in rows], rotation=30 if k > 6 else 0, ha="right" if k > 6 else "center")
+    ax.set_ylim(0.0, 1.05)
+    ax.set_ylabel("score")
+    ax.set_title("Per-class accuracy")
+    ax.grid(axis="y", alpha=0.3)
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.18 if k > 6 else -0.1), ncol=4, frameon=False)
+    fig.tight_layout()
+    fig.savefig(path, format="png", dpi=110)
+    plt.close(fig)
+
+
+# -- HTML --------------------------------------------------------------------------------------
+_STYLE = """
+body { font-family: sans-serif; margin: 2em; color: #222; max-width: 1200px; }
+table { border-collapse: collapse; margin: 0.5em 0 1.5em 0; }
+th, td { border: 1px solid #bbb; padding: 0.25em 0.6em; text-align: right; }
+th { background: #f0f0f0; }
+td.name, th.name { text-align: left; }
+.swatch { display: inline-block; width: 0.9em; height: 0.9em; border: 1px solid #555;
+          vertical-align: middle; margin-right: 0.4em; }
+.big { font-size: 1.4em; }
+img { max-width: 100%; height: auto; }
+.note { color: #555; font-size: 0.9em; }
+"""
+
+
+def _e(value) -> str:
+    return html.escape(str(value), quote=True)
+
+
+def _name_cell(row, tag="td") -> str:
+    return (f'<{tag} class="name"><span class="swatch" style="background:{_e(row["colour"])}"></span>'
+            f"{_e(row['name'])}</{tag}>")
+
+
+def _matrix_table(report, values_key: str, caption: str, fmt) -> str:
+    cm = report["confusion_matrix"]
+    by_id = {r["id"]: r for r in report["classes"]}
+    head = "".join(f"<th>{_e(n)}</th>" for n in cm["names"])
+    out = [f"<table><caption>{_e(caption)}</caption>",
+           f'<thead><tr><th class="name">reference \\ classified</th>{head}<th>total</th></tr></thead><tbody>']
+    counts = np.array(cm["counts"], dtype=np.int64)
+    for i, class_id in enumerate(cm["class_ids"]):
+        cells = "".join(f"<td>{fmt(v)}</td>" for v in cm[values_key][i])
+        out.append(f"<tr>{_name_cell(by_id[class_id], 'th')}{cells}<td>{counts[i].sum():,}</td></tr>")
+    totals = "".join(f"<td>{v:,}</td>" for v in counts.sum(axis=0))
+    out.append(f'<tr><th class="name">total</th>{totals}<td>{counts.sum():,}</td></tr></tbody></table>')
+    return "\n".join(out)
+
+
+def render_html(report: dict, confusion_image: str, per_class_image: str) -> str:
+    """The report page (HTML5); image arguments are file names relative to the page."""
+    s, left, area = report["summary"], report["left_out"], report["area"]
+    inputs = report["inputs"]
+    reference = inputs["reference"] + (f" (field {inputs['class_field']})" if inputs.get("class_field") else "")
+    unit = area["unit"]
+    class_rows = []
+    for r in report["classes"]:
+        class_rows.append(
+            f"<tr>{_name_cell(r)}<td>{r['id']}</td><td>{r['reference_pixels']:,}</td>"
+            f"<td>{r['classified_pixels']:,}</td><td>{_pct(r['precision'])}</td><td>{_pct(r['recall'])}</td>"
+            f"<td>{_pct(r['f1'])}</td><td>{_pct(r['iou'])}</td><td>{r['mapped_pixels']:,}</td>"
+            f"<td>{_area(r['mapped_area'])}</td></tr>")
+    created = _dt.datetime.now().isoformat(timespec="seconds")
+    parts = [
+        "<!DOCTYPE html>", '<html lang="en">', "<head>", '<meta charset="utf-8">',
+        '<meta name="viewport" content="width=device-width, initial-scale=1">',
+        "<title>Accuracy assessment</title>", f"<style>{_STYLE}</style>", "</head>", "<body>",
+        "<h1>Accuracy assessment</h1>",
+        f'<p class="note">Created {_e(created)}.<br>Classified raster: {_e(inputs["classified"])}<br>'
+        f"Reference {_e(inputs['reference_kind'])}: {_e(reference)}</p>",
+        "<h2>Summary</h2>",
+        "<table><tbody>",
+        f'<tr><th class="name">Overall accuracy</th><td class="big">{_pct(s["overall_accuracy"])}</td></tr>',
+        f'<tr><th class="name">Cohen\'s kappa</th><td class="big">{_num(s["kappa"])}</td></tr>',
+        f'<tr><th class="name">Mean IoU</th><td class="big">{_pct(s["mean_iou"])}</td></tr>',
+        f'<tr><th class="name">Macro F1</th><td>{_pct(s["macro_f1"])}</td></tr>',
+        f'<tr><th class="name">Reference pixels assessed</th><td>{s["pixels_assessed"]:,}</td></tr>',
+        "</tbody></table>",
+        "<h2>Reference pixels left out</h2>",
+        "<table><tbody>",
+        f'<tr><th class="name">Outside the classified raster</th><td>{left["outside_classified_raster"]:,}</td></tr>',
+        f'<tr><th class="name">On no-data of the classified raster</th><td>{left["on_classified_nodata"]:,}</td></tr>',
+        f'<tr><th class="name">Where overlapping polygons of different classes meet</th>'
+        f'<td>{left["overlapping_polygons_disagree"]:,}</td></tr>',
+        "</tbody></table>",
+        f'<p class="note">Counted in pixels of the classified raster\'s grid. '
+        f'{left["classified_pixels_without_reference"]:,} classified pixels have no reference data.</p>',
+        "<h2>Per-class accuracy</h2>",
+        f'<img src="{_e(per_class_image)}" alt="Bar chart of precision, recall, F1 and IoU per class">',
+        "<table><thead><tr>",
+        '<th class="name">class</th><th>id</th><th>reference pixels</th><th>classified pixels (assessed)</th>'
+        "<th>precision (user's accuracy)</th><th>recall (producer's accuracy)</th><th>F1</th><th>IoU</th>"
+        f"<th>mapped pixels (whole raster)</th><th>mapped area ({_e(unit)})</th>",
+        "</tr></thead><tbody>", *class_rows, "</tbody></table>",
+        f'<p class="note">{_e(area["note"])} Mapped pixels and area count the whole classified raster; '
+        "the other columns count only pixels with reference data. n/a: the class does not occur there.</p>",
+        "<h2>Confusion matrix</h2>",
+        f'<img src="{_e(confusion_image)}" alt="Heat map of the confusion matrix">',
+        _matrix_table(report, "counts", "Pixel counts", lambda v: f"{v:,}"),
+        _matrix_table(report, "row_shares", "Row shares: where each reference class was mapped (recall view)", _pct),
+        _matrix_table(report, "column_shares", "Column shares: what each mapped class really is (precision view)",
+                      _pct),
+        f'<p class="note">{_e(report["convention"])}.</p>',
+        "</body>", "</html>", "",
+    ]
+    return "\n".join(parts)
