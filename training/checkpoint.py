@@ -1,0 +1,91 @@
+"""Checkpoints: written atomically, read safely (``weights_only``), self-contained enough to export.
+
+A checkpoint is a dict: ``model`` (state dict), ``optimizer``, ``scaler``, ``epoch`` (last finished,
+1-based), ``global_step``, ``best`` (epoch and metrics of the best epoch so far), ``history`` (one row
+per epoch), ``network`` (architecture, in_channels, num_classes, base_width) and ``data`` (classes,
+band names, mean/std, chip size, dtype, nodata, crs, resolution).
+"""
+import os
+from pathlib import Path
+
+import torch
+
+from landcover_plugin.core.errors import BadInputError
+
+FORMAT = "landcover-checkpoint"
+LAST, BEST = "last.pt", "best.pt"
+
+
+def save(state: dict, path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(dict(state, format=FORMAT), tmp)
+    os.replace(tmp, path)
+    return path
+
+
+def load(path) -> dict:
+    path = Path(path)
+    if path.is_dir():
+        path = path / LAST
+    if not path.is_file():
+        raise BadInputError(f"The checkpoint '{path}' does not exist. Choose the '{LAST}' file of an earlier run "
+                            f"(in its '<model>_checkpoints' folder).")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - any unreadable file is the user's input problem
+        raise BadInputError(f"The checkpoint '{path}' cannot be read ({type(exc).__name__}: {exc}). "
+                            f"Choose a checkpoint written by this trainer.") from exc
+    if not isinstance(state, dict) or state.get("format") != FORMAT:
+        raise BadInputError(f"'{path}' is not a checkpoint of this trainer. To start from its weights, "
+                            f"give it as initial weights instead of resuming from it.")
+    return state
+
+
+def best_beside(resume_path):
+    """The ``best.pt`` written next to a ``last.pt`` (or inside a checkpoint folder), if there is one."""
+    path = Path(resume_path)
+    best = (path if path.is_dir() else path.parent) / BEST
+    return best if best.is_file() else None
+
+
+def check_compatible(state: dict, network: dict, data: dict, path) -> None:
+    """A resumed run must train the same classes and bands it was started with."""
+    theirs, ours = state.get("data", {}), data
+    problems = []
+    if [c["id"] for c in theirs.get("classes", [])] != [c["id"] for c in ours["classes"]]:
+        problems.append("its classes differ from the dataset's")
+    if len(theirs.get("band_names", [])) != len(ours["band_names"]):
+        problems.append(f"it takes {len(theirs.get('band_names', []))} bands, the dataset has {len(ours['band_names'])}")
+    if state.get("network", {}).get("num_classes") != network["num_classes"]:
+        problems.append("its class count differs")
+    if problems:
+        raise BadInputError(f"Cannot resume from '{path}': {'; '.join(problems)}. Resume only with the chip "
+                            f"dataset the run was started on, or start a new run with it as initial weights.")
+
+
+def load_initial_weights(model: torch.nn.Module, path, events) -> None:
+    """Copy every tensor whose name and shape match (so a head for other classes is simply skipped)."""
+    try:
+        state = torch.load(Path(path), map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001
+        raise BadInputError(f"The initial weights file '{path}' cannot be read ({type(exc).__name__}: {exc}). "
+                            f"Give a PyTorch state dict (.pt/.pth) or a checkpoint of this trainer.") from exc
+    if isinstance(state, dict) and isinstance(state.get("model"), dict):
+        state = state["model"]
+    elif isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
+        state = state["state_dict"]
+    if not isinstance(state, dict):
+        raise BadInputError(f"'{path}' holds no state dict of weights. Give a .pt file saved with "
+                            f"torch.save(model.state_dict(), path) or a checkpoint of this trainer.")
+    own = model.state_dict()
+    matched = {k: v for k, v in state.items()
+               if k in own and isinstance(v, torch.Tensor) and v.shape == own[k].shape}
+    if not matched:
+        raise BadInputError(f"No tensor of '{path}' fits the chosen architecture (names or shapes differ). "
+                            f"Choose the architecture and band count the weights were trained with.")
+    model.load_state_dict(matched, strict=False)
+    skipped = len(own) - len(matched)
+    events.info(f"Initial weights: loaded {len(matched)} of {len(own)} tensors from '{path}'"
+                + (f"; {skipped} kept their random start (names or shapes differ)." if skipped else "."))

@@ -1,0 +1,58 @@
+"""The training curves: a CSV with one row per epoch and a PNG plot (matplotlib, Agg backend)."""
+import csv
+import os
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402 - after choosing the headless backend
+
+
+def write_csv(history: list, path) -> Path:
+    path = Path(path)
+    columns = []
+    for row in history:
+        columns += [key for key in row if key not in columns]
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, fieldnames=columns)
+        writer.writeheader()
+        for row in history:
+            writer.writerow({k: ("" if row.get(k) is None else row.get(k)) for k in columns})
+    os.replace(tmp, path)
+    return path
+
+
+def write_png(history: list, path, title: str = "Training curves", best_epoch: int = None) -> Path:
+    path = Path(path)
+    epochs = [row["epoch"] for row in history]
+    figure, (loss_axis, score_axis) = plt.subplots(1, 2, figsize=(11, 4.2))
+    for key, label in (("train_loss", "train loss"), ("val_loss", "validation loss")):
+        _plot(loss_axis, epochs, history, key, label)
+    loss_axis.set_xlabel("epoch")
+    loss_axis.set_ylabel("loss (cross-entropy)")
+    loss_axis.set_title("Loss")
+    for key, label in (("val_accuracy", "validation overall accuracy"), ("val_miou", "validation mIoU")):
+        _plot(score_axis, epochs, history, key, label)
+    score_axis.set_ylim(0, 1)
+    score_axis.set_xlabel("epoch")
+    score_axis.set_title("Validation scores")
+    for axis in (loss_axis, score_axis):
+        if best_epoch:
+            axis.axvline(best_epoch, color="grey", linestyle=":", label=f"best epoch ({best_epoch})")
+        axis.grid(alpha=0.3)
+        axis.legend(loc="best", fontsize="small")
+    figure.suptitle(title)
+    figure.tight_layout()
+    tmp = path.with_name(path.stem + ".tmp.png")
+    figure.savefig(tmp, dpi=100)
+    plt.close(figure)
+    os.replace(tmp, path)
+    return path
+
+
+def _plot(axis, epochs, history, key, label):
+    points = [(e, row[key]) for e, row in zip(epochs, history) if row.get(key) is not None]
+    if points:
+        axis.plot(*zip(*points), marker="o", markersize=3, label=label)

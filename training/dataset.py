@@ -1,0 +1,181 @@
+"""Chips as torch samples: read with rasterio, standardise per band, nodata -> 0, augment.
+
+Labels are kept in memory as output-channel indices (class id order of dataset.json), with
+``IGNORE`` where a pixel has no label or no data. Image chips are kept in memory in their source dtype
+when they fit in ``cache_mb``; otherwise each sample is read from disk (use DataLoader workers then).
+Augmentation is drawn from a generator seeded by (seed, epoch, chip), so runs are reproducible
+whatever the number of workers, and a resumed run sees the same samples as an uninterrupted one.
+"""
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import rasterio
+import torch
+from torch.utils.data import Dataset, Sampler
+
+from landcover_plugin.core.errors import BadInputError
+
+IGNORE = 255
+
+
+class ChipStore:
+    """Labels (always) and images (when they fit) of every chip of a dataset spec."""
+
+    def __init__(self, spec, cache_mb: int = 2048, events=None):
+        self.spec = spec
+        self.lut = np.full(256, IGNORE, dtype=np.uint8)
+        for channel, class_id in enumerate(spec.schema.ids):
+            self.lut[class_id] = channel
+        self.mean = np.asarray(spec.mean, dtype=np.float32)[:, None, None]
+        self.inv_std = (1.0 / np.asarray(spec.std, dtype=np.float32))[:, None, None]
+        self.nodata = spec.nodata
+        size = spec.chip_size
+        chips = spec.chips
+        image_bytes = len(chips) * spec.band_count * size * size * np.dtype(_np_dtype(spec.dtype)).itemsize
+        self.cached = image_bytes <= cache_mb * 2 ** 20
+        with ThreadPoolExecutor(max_workers=4) as pool:
+            raw_labels = list(pool.map(self._read_label, chips))
+            self.images = np.stack(list(pool.map(self._read_image, chips))) if self.cached else None
+        self.labels = np.stack([self.lut[lab] for lab in raw_labels])
+        unknown = sorted({int(v) for lab in raw_labels for v in np.unique(lab)} - set(spec.schema.ids) - {0})
+        if events is not None:
+            if unknown:
+                events.warning(f"Label chips hold values {unknown} that are not classes of dataset.json; "
+                               f"those pixels are ignored.")
+            where = f"in memory ({image_bytes / 2 ** 20:.0f} MB)" if self.cached else "from disk for each batch"
+            events.info(f"Chip dataset: {len(chips)} chips of {size}x{size} px, {spec.band_count} bands "
+                        f"({spec.dtype}), {len(spec.schema)} classes; images read {where}.")
+
+    def _read_label(self, chip) -> np.ndarray:
+        data = _read(chip.label, chip.name, "label")
+        if data.shape != (1, self.spec.chip_size, self.spec.chip_size):
+            raise BadInputError(f"Label chip '{chip.label}' has shape {data.shape[1:]} and {data.shape[0]} bands; "
+                                f"expected one band of {self.spec.chip_size}x{self.spec.chip_size}. "
+                                f"Export the chips again.")
+        return data[0].astype(np.uint8, copy=False)
+
+    def _read_image(self, chip) -> np.ndarray:
+        data = _read(chip.image, chip.name, "image")
+        expected = (self.spec.band_count, self.spec.chip_size, self.spec.chip_size)
+        if data.shape != expected:
+            raise BadInputError(f"Image chip '{chip.image}' has shape {data.shape} (bands, rows, cols); "
+                                f"dataset.json says {expected}. Export the chips again.")
+        return data
+
+    def image(self, index: int) -> np.ndarray:
+        return self.images[index] if self.cached else self._read_image(self.spec.chips[index])
+
+    def sample(self, index: int):
+        """Standardised float32 image (C, H, W) with nodata set to 0, and labels (H, W) uint8."""
+        raw = self.image(index)
+        valid = _valid(raw, self.nodata)
+        image = (raw.astype(np.float32) - self.mean) * self.inv_std
+        label = self.labels[index]
+        if not valid.all():
+            image[:, ~valid] = 0.0
+            label = np.where(valid, label, IGNORE).astype(np.uint8)
+        return image, label
+
+    def class_pixel_counts(self, indices) -> np.ndarray:
+        """Labelled pixels per output channel over the given chips (nodata pixels excluded)."""
+        counts = np.zeros(len(self.spec.schema), dtype=np.int64)
+        for index in indices:
+            label = self.labels[index]
+            if self.cached:
+                label = np.where(_valid(self.images[index], self.nodata), label, IGNORE)
+            counts += np.bincount(label.ravel(), minlength=256)[:len(counts)]
+        return counts
+
+
+class ChipDataset(Dataset):
+    """Samples of some chips of a store; training samples are augmented.
+
+    With augmentation, indices are ``(epoch, i)`` tuples from :class:`EpochSampler`.
+    """
+
+    def __init__(self, store: ChipStore, indices, augment: bool = False, colour_augment: bool = False,
+                 seed: int = 0):
+        self.store = store
+        self.indices = list(indices)
+        self.augment = augment
+        self.colour_augment = colour_augment
+        self.seed = seed
+
+    def __len__(self):
+        return len(self.indices)
+
+    def __getitem__(self, item):
+        epoch, i = item if isinstance(item, tuple) else (0, item)
+        image, label = self.store.sample(self.indices[i])
+        if self.augment or self.colour_augment:
+            rng = np.random.default_rng([self.seed, epoch, i])
+            image, label = augment(image, label, rng, geometric=self.augment, colour=self.colour_augment)
+        return torch.from_numpy(np.ascontiguousarray(image)), torch.from_numpy(np.ascontiguousarray(label))
+
+
+class EpochSampler(Sampler):
+    """A seeded shuffle per epoch that yields ``(epoch, i)`` so augmentation follows the epoch too."""
+
+    def __init__(self, length: int, seed: int = 0):
+        self.length = length
+        self.seed = seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __iter__(self):
+        order = np.random.default_rng([self.seed, self.epoch, 7]).permutation(self.length)
+        return iter([(self.epoch, int(i)) for i in order])
+
+    def __len__(self):
+        return self.length
+
+
+def augment(image: np.ndarray, label: np.ndarray, rng, geometric: bool = True, colour: bool = False):
+    """Joint random flips and 90 degree rotation; optional brightness/contrast jitter and noise."""
+    if geometric:
+        k = int(rng.integers(4))
+        if k:
+            image, label = np.rot90(image, k, axes=(1, 2)), np.rot90(label, k)
+        if rng.random() < 0.5:
+            image, label = image[:, :, ::-1], label[:, ::-1]
+    if colour:
+        image = np.array(image, dtype=np.float32)
+        nodata = (image == 0.0).all(axis=0)  # set to 0 by sample(); a real pixel is never exactly 0 in all bands
+        contrast = rng.uniform(0.9, 1.1, size=(image.shape[0], 1, 1)).astype(np.float32)
+        brightness = np.float32(rng.normal(0.0, 0.1))
+        image = image * contrast + brightness
+        image += rng.normal(0.0, 0.03, size=image.shape).astype(np.float32)
+        image[:, nodata] = 0.0
+    return image, label
+
+
+def _valid(raw: np.ndarray, nodata) -> np.ndarray:
+    valid = np.ones(raw.shape[1:], dtype=bool)
+    if np.issubdtype(raw.dtype, np.floating):
+        valid &= np.isfinite(raw).all(axis=0)
+    if nodata is not None and not (isinstance(nodata, float) and np.isnan(nodata)):
+        try:
+            value = np.asarray(nodata).astype(raw.dtype)
+        except (OverflowError, ValueError):
+            return valid
+        if value == nodata:
+            valid &= (raw != value).all(axis=0)
+    return valid
+
+
+def _read(path, name: str, what: str) -> np.ndarray:
+    try:
+        with rasterio.open(path) as src:
+            return src.read()
+    except rasterio.errors.RasterioIOError as exc:
+        raise BadInputError(f"The {what} chip '{path}' of chip '{name}' cannot be read ({exc}). "
+                            f"The chip folder is incomplete or damaged: export the chips again.") from exc
+
+
+def _np_dtype(name: str):
+    try:
+        return np.dtype(name)
+    except TypeError:
+        return np.dtype("float32")

@@ -1,0 +1,87 @@
+"""Export a trained network as the self-describing ONNX model of DESIGN.md, then prove it matches torch.
+
+Input ``input``: float32 NCHW, static H = W = tile size, dynamic batch. Output ``output``: softmax
+probabilities (N, K, H, W). ``metadata_props``: the Deepness keys plus ``landcover_card``. The file is
+written under a temporary name and renamed only after onnxruntime reproduced torch's output.
+"""
+import copy
+import os
+import warnings
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import torch
+from torch import nn
+
+from landcover_plugin.core.errors import LandcoverError
+from landcover_plugin.core.model_card import metadata_props
+
+OPSET = 17
+TOLERANCE = 1e-4  # on probabilities
+
+
+class ProbabilityModel(nn.Module):
+    """The network with softmax inside the graph."""
+
+    def __init__(self, net: nn.Module):
+        super().__init__()
+        self.net = net
+
+    def forward(self, x):
+        return torch.softmax(self.net(x), dim=1)
+
+
+def export(net: nn.Module, path, *, card: dict, tile_size: int, band_count: int, sample=None) -> dict:
+    """Write ``path`` (.onnx); return ``{"path", "max_abs_diff", "verify_batch"}``.
+
+    ``sample`` is an optional float32 (N, C, tile, tile) batch of real standardised chips for the check;
+    random standard-normal tiles are used otherwise.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    model = ProbabilityModel(copy.deepcopy(net).float().cpu()).eval()
+    tmp = path.with_name(path.stem + ".partial.onnx")
+    try:
+        dummy = torch.zeros(1, band_count, tile_size, tile_size)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(model, (dummy,), str(tmp), input_names=["input"], output_names=["output"],
+                              dynamic_axes={"input": {0: "batch"}, "output": {0: "batch"}},
+                              opset_version=OPSET, do_constant_folding=True, dynamo=False)
+        proto = onnx.load(str(tmp))
+        del proto.metadata_props[:]
+        for key, value in metadata_props(card).items():
+            entry = proto.metadata_props.add()
+            entry.key, entry.value = key, value
+        proto.producer_name = "landcover-trainer"
+        onnx.checker.check_model(proto)
+        onnx.save(proto, str(tmp))
+        if sample is None or tuple(sample.shape[1:]) != (band_count, tile_size, tile_size):
+            sample = np.random.default_rng(0).standard_normal((2, band_count, tile_size, tile_size))
+        sample = np.ascontiguousarray(sample, dtype=np.float32)
+        diff = max_abs_diff(tmp, model, sample)
+        if not diff <= TOLERANCE:
+            raise LandcoverError(f"The exported ONNX model does not reproduce the trained network "
+                                 f"(max abs difference {diff:.2e} in probabilities). Please report this bug; "
+                                 f"the checkpoint in the checkpoints folder still holds the weights.")
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return {"path": str(path), "max_abs_diff": diff, "verify_batch": int(sample.shape[0])}
+
+
+def max_abs_diff(onnx_path, model: nn.Module, sample: np.ndarray) -> float:
+    """Largest absolute difference between onnxruntime's and torch's probabilities on ``sample``."""
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    session = ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
+    ours = session.run(["output"], {"input": sample})[0]
+    with torch.no_grad():
+        reference = model(torch.from_numpy(sample)).numpy()
+    if ours.shape != reference.shape:
+        raise LandcoverError(f"The exported ONNX model gives shape {ours.shape}, torch {reference.shape}. "
+                             f"Please report this bug.")
+    return float(np.abs(ours - reference).max())

@@ -1,0 +1,73 @@
+"""The end of every run (finished, stopped early or cancelled): best weights -> ONNX, curves, outputs."""
+from landcover_plugin.core.model_card import build_card
+
+from . import checkpoint as ckpt
+from .curves import write_csv, write_png
+from .export_onnx import export
+
+
+def finish_run(run: dict, model, network: dict, data: dict, spec, config, device, sample, events) -> dict:
+    best = run["best"]
+    if run["best_state"] is not None:
+        model.load_state_dict(run["best_state"])
+        events.info(f"Exporting the weights of epoch {best['epoch']} (best validation mIoU {best['val_miou']}).")
+    elif run["epoch"] == 0:
+        events.warning("No epoch finished before the run stopped: the model is exported with its current, "
+                       "barely trained weights. Train for at least one epoch for a useful model.")
+    else:
+        events.warning("The best epoch's weights were not found beside the resumed checkpoint: exporting the "
+                       "latest weights instead.")
+    tile = config.export_tile_size or spec.chip_size
+    card = build_card(schema=spec.schema, band_names=spec.band_names, input_dtype=spec.dtype, nodata=spec.nodata,
+                      mean=spec.mean, std=spec.std, tile_size=tile, overlap=config.overlap,
+                      resolution=_resolution(spec.resolution), crs=spec.crs, architecture=network["architecture"],
+                      metrics=_card_metrics(run), extra={"network": network, "training": _summary(config, device)})
+    model.eval()
+    exported = export(model, config.output, card=card, tile_size=tile, band_count=spec.band_count, sample=sample)
+    events.info(f"Wrote the ONNX model '{exported['path']}' (tile {tile} px); onnxruntime matches torch on a "
+                f"batch of {exported['verify_batch']} (max abs difference {exported['max_abs_diff']:.2e}).")
+
+    csv_path, png_path = config.curves_paths()
+    write_csv(run["history"], csv_path)
+    write_png(run["history"], png_path, title=f"{network['architecture']} on {spec.folder.name}",
+              best_epoch=best["epoch"] if best else None)
+    best_file = config.checkpoint_dir / ckpt.BEST
+    last_file = config.checkpoint_dir / ckpt.LAST
+    return {
+        "OUTPUT": exported["path"],
+        "CURVES_CSV": str(csv_path),
+        "CURVES_PNG": str(png_path),
+        "CHECKPOINT": str(best_file) if best_file.exists() else None,
+        "LAST_CHECKPOINT": str(last_file) if last_file.exists() else None,
+        "BEST_VAL_MIOU": best["val_miou"] if best else None,
+        "BEST_VAL_ACCURACY": best["val_accuracy"] if best else None,
+        "BEST_EPOCH": best["epoch"] if best else None,
+        "epochs_run": run["epoch"],
+        "cancelled": run["cancelled"],
+        "stopped_early": run["stopped_early"],
+        "device": str(device),
+        "architecture": network["architecture"],
+        "onnx_max_abs_diff": exported["max_abs_diff"],
+    }
+
+
+def _card_metrics(run: dict) -> dict:
+    best = run["best"] or {}
+    return {"best_epoch": best.get("epoch"), "val_miou": best.get("val_miou"),
+            "val_accuracy": best.get("val_accuracy"), "val_loss": best.get("val_loss"),
+            "val_iou": best.get("val_iou"), "epochs_trained": run["epoch"], "cancelled": run["cancelled"],
+            "stopped_early": run["stopped_early"]}
+
+
+def _summary(config, device) -> dict:
+    keys = ("epochs", "batch_size", "learning_rate", "weight_decay", "schedule", "class_weights", "augment",
+            "colour_augment", "patience", "seed")
+    return dict({k: getattr(config, k) for k in keys}, device=str(device))
+
+
+def _resolution(value):
+    if value is None:
+        return None
+    if isinstance(value, (int, float)):
+        return [float(value), float(value)]
+    return [abs(float(v)) for v in value]

@@ -1,0 +1,132 @@
+"""Segmentation networks in plain torch, by name: any band count in, one logit map per class out.
+
+``unet``: a U-Net (conv-BN-ReLU pairs, max-pool down, transposed-conv up, skip connections).
+``deeplabv3plus``: a DeepLabV3+-like net: a small residual encoder with dilated convolutions at
+output stride 8, atrous spatial pyramid pooling, and a decoder that fuses stride-4 features.
+``smp_unet`` appears only when segmentation-models-pytorch is importable (never required; no weights
+are downloaded). Inputs of any size work: they are padded to the stride the net needs and cropped back.
+"""
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from landcover_plugin.core.errors import BadInputError
+
+
+def conv_bn_relu(cin: int, cout: int, kernel: int = 3, stride: int = 1, dilation: int = 1) -> nn.Sequential:
+    padding = dilation * (kernel // 2)
+    return nn.Sequential(nn.Conv2d(cin, cout, kernel, stride, padding, dilation=dilation, bias=False),
+                         nn.BatchNorm2d(cout), nn.ReLU(inplace=True))
+
+
+def _pad_to(x: torch.Tensor, multiple: int):
+    height, width = int(x.shape[-2]), int(x.shape[-1])
+    pad_h, pad_w = (-height) % multiple, (-width) % multiple
+    if pad_h or pad_w:
+        x = F.pad(x, (0, pad_w, 0, pad_h), mode="replicate")
+    return x, height, width
+
+
+class UNet(nn.Module):
+    def __init__(self, in_channels: int, num_classes: int, base_width: int = 16, depth: int = 4):
+        super().__init__()
+        widths = [base_width * 2 ** i for i in range(depth + 1)]
+        self.multiple = 2 ** depth
+        self.stem = nn.Sequential(conv_bn_relu(in_channels, widths[0]), conv_bn_relu(widths[0], widths[0]))
+        self.downs = nn.ModuleList(
+            nn.Sequential(nn.MaxPool2d(2), conv_bn_relu(widths[i], widths[i + 1]),
+                          conv_bn_relu(widths[i + 1], widths[i + 1]))
+            for i in range(depth))
+        self.ups = nn.ModuleList(nn.ConvTranspose2d(widths[i + 1], widths[i], 2, stride=2)
+                                 for i in reversed(range(depth)))
+        self.fuse = nn.ModuleList(
+            nn.Sequential(conv_bn_relu(2 * widths[i], widths[i]), conv_bn_relu(widths[i], widths[i]))
+            for i in reversed(range(depth)))
+        self.head = nn.Conv2d(widths[0], num_classes, 1)
+
+    def forward(self, x):
+        x, height, width = _pad_to(x, self.multiple)
+        skips = [self.stem(x)]
+        for down in self.downs:
+            skips.append(down(skips[-1]))
+        x = skips.pop()
+        for up, fuse in zip(self.ups, self.fuse):
+            x = fuse(torch.cat([up(x), skips.pop()], dim=1))
+        return self.head(x)[..., :height, :width]
+
+
+class _Residual(nn.Module):
+    def __init__(self, cin: int, cout: int, stride: int = 1, dilation: int = 1):
+        super().__init__()
+        self.body = nn.Sequential(
+            conv_bn_relu(cin, cout, stride=stride, dilation=dilation),
+            nn.Conv2d(cout, cout, 3, 1, dilation, dilation=dilation, bias=False), nn.BatchNorm2d(cout))
+        self.skip = (nn.Identity() if stride == 1 and cin == cout else
+                     nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout)))
+
+    def forward(self, x):
+        return F.relu(self.body(x) + self.skip(x))
+
+
+class _ASPP(nn.Module):
+    def __init__(self, cin: int, cout: int, rates=(3, 6, 9)):
+        super().__init__()
+        self.branches = nn.ModuleList([conv_bn_relu(cin, cout, kernel=1)] +
+                                      [conv_bn_relu(cin, cout, dilation=r) for r in rates])
+        # No batch norm on the pooled branch: it sees one value per channel and image.
+        self.pooled = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Conv2d(cin, cout, 1), nn.ReLU(inplace=True))
+        self.project = conv_bn_relu(cout * (len(rates) + 2), cout, kernel=1)
+
+    def forward(self, x):
+        pooled = self.pooled(x).expand(-1, -1, x.shape[-2], x.shape[-1])
+        return self.project(torch.cat([b(x) for b in self.branches] + [pooled], dim=1))
+
+
+class DeepLabV3Plus(nn.Module):
+    def __init__(self, in_channels: int, num_classes: int, base_width: int = 16):
+        super().__init__()
+        w = base_width
+        self.multiple = 8
+        self.stem = conv_bn_relu(in_channels, w)
+        self.layer1 = nn.Sequential(_Residual(w, w, stride=2), _Residual(w, w))                  # 1/2
+        self.layer2 = nn.Sequential(_Residual(w, 2 * w, stride=2), _Residual(2 * w, 2 * w))      # 1/4
+        self.layer3 = nn.Sequential(_Residual(2 * w, 4 * w, stride=2), _Residual(4 * w, 4 * w))  # 1/8
+        self.layer4 = nn.Sequential(_Residual(4 * w, 8 * w, dilation=2), _Residual(8 * w, 8 * w, dilation=4))
+        self.aspp = _ASPP(8 * w, 4 * w)
+        self.low = conv_bn_relu(2 * w, w, kernel=1)
+        self.decoder = nn.Sequential(conv_bn_relu(5 * w, 4 * w), conv_bn_relu(4 * w, 4 * w))
+        self.head = nn.Conv2d(4 * w, num_classes, 1)
+
+    def forward(self, x):
+        x, height, width = _pad_to(x, self.multiple)
+        low = self.layer2(self.layer1(self.stem(x)))
+        deep = self.aspp(self.layer4(self.layer3(low)))
+        deep = F.interpolate(deep, size=low.shape[-2:], mode="bilinear", align_corners=False)
+        logits = self.head(self.decoder(torch.cat([deep, self.low(low)], dim=1)))
+        logits = F.interpolate(logits, size=x.shape[-2:], mode="bilinear", align_corners=False)
+        return logits[..., :height, :width]
+
+
+def _smp_unet(in_channels: int, num_classes: int, base_width: int = 16):
+    import segmentation_models_pytorch as smp  # optional extra, only listed when importable
+    return smp.Unet(encoder_name="resnet34", encoder_weights=None, in_channels=in_channels, classes=num_classes)
+
+
+ARCHITECTURES = {"unet": UNet, "deeplabv3plus": DeepLabV3Plus}
+
+
+def available_architectures() -> list:
+    names = list(ARCHITECTURES)
+    try:
+        import segmentation_models_pytorch  # noqa: F401
+    except Exception:  # noqa: BLE001 - absent or broken: the built-in nets are enough
+        return names
+    return names + ["smp_unet"]
+
+
+def build_network(name: str, in_channels: int, num_classes: int, base_width: int = 16) -> nn.Module:
+    if name == "smp_unet" and "smp_unet" in available_architectures():
+        return _smp_unet(in_channels, num_classes, base_width)
+    if name not in ARCHITECTURES:
+        raise BadInputError(f"Unknown architecture '{name}'. Choose one of: {', '.join(available_architectures())}.")
+    return ARCHITECTURES[name](in_channels, num_classes, base_width=base_width)
