@@ -1,0 +1,82 @@
+"""The output folder: replaced only when it is a previous chip dataset; nothing left after a failure or cancel."""
+import json
+
+import pytest
+
+from landcover_plugin.core.chip_export import export_chips
+from landcover_plugin.core.dataset_json import is_chip_dataset_folder, load_dataset
+from landcover_plugin.core.errors import BadInputError, Cancelled
+from landcover_plugin.core.events import RecordingEvents
+
+
+@pytest.fixture()
+def rstoolbox(shared_data):
+    folder = shared_data / "rstoolbox"
+    return {"raster_path": folder / "landsat5_1988_7band.tif",
+            "labels_vector": folder / "training_polygons.gpkg", "class_field": "class", "min_labelled": 0.01}
+
+
+def leftovers(parent):
+    return sorted(p.name for p in parent.iterdir() if p.name.startswith("."))
+
+
+def test_previous_dataset_is_replaced_and_empty_folder_used(rstoolbox, tmp_path):
+    out = tmp_path / "chips"
+    out.mkdir()  # an empty folder is fine
+    export_chips(output_dir=out, chip_size=64, **rstoolbox)
+    first = load_dataset(out)
+    assert is_chip_dataset_folder(out)
+    export_chips(output_dir=out, chip_size=32, **rstoolbox)
+    second = load_dataset(out)
+    assert second["chip_size"] == 32 and len(second["chips"]) != len(first["chips"])
+    on_disk = {p.relative_to(out).as_posix() for p in out.rglob("*.tif")}
+    assert on_disk == {c["image"] for c in second["chips"]} | {c["label"] for c in second["chips"]}
+    assert leftovers(tmp_path) == []
+
+
+def test_folder_with_other_files_is_refused_and_untouched(rstoolbox, tmp_path):
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "notes.txt").write_text("keep me")
+    with pytest.raises(BadInputError, match="already holds other files"):
+        export_chips(output_dir=out, chip_size=64, **rstoolbox)
+    assert [p.name for p in out.iterdir()] == ["notes.txt"] and (out / "notes.txt").read_text() == "keep me"
+    # a chip dataset with an extra file in it is not "a previous dataset" either
+    export_chips(output_dir=tmp_path / "chips", chip_size=64, **rstoolbox)
+    (tmp_path / "chips" / "images" / "extra.tif").write_bytes(b"x")
+    assert not is_chip_dataset_folder(tmp_path / "chips")
+    with pytest.raises(BadInputError, match="extra|images"):
+        export_chips(output_dir=tmp_path / "chips", chip_size=32, **rstoolbox)
+    assert (tmp_path / "chips" / "images" / "extra.tif").exists() and leftovers(tmp_path) == []
+
+
+class CancelAfter(RecordingEvents):
+    def __init__(self, windows):
+        super().__init__()
+        self.windows = windows
+
+    def progress(self, fraction, message=""):
+        super().progress(fraction, message)
+        self.windows -= 1
+        self.cancel_requested = self.windows <= 0
+
+
+def test_cancel_and_failure_leave_nothing(rstoolbox, tmp_path):
+    events = CancelAfter(5)
+    with pytest.raises(Cancelled):
+        export_chips(output_dir=tmp_path / "chips", chip_size=32, events=events, **rstoolbox)
+    assert not (tmp_path / "chips").exists() and leftovers(tmp_path) == []
+    assert len(events.of_type("progress")) == 5
+
+    # a failure after chips were written (no chip is labelled enough) also cleans up
+    with pytest.raises(BadInputError, match="labelled"):
+        export_chips(output_dir=tmp_path / "chips", chip_size=32, **dict(rstoolbox, min_labelled=0.99))
+    assert not (tmp_path / "chips").exists() and leftovers(tmp_path) == []
+
+    # and a cancelled re-export keeps the previous dataset as it was
+    export_chips(output_dir=tmp_path / "chips", chip_size=64, **rstoolbox)
+    before = (tmp_path / "chips" / "dataset.json").read_text()
+    with pytest.raises(Cancelled):
+        export_chips(output_dir=tmp_path / "chips", chip_size=32, events=CancelAfter(3), **rstoolbox)
+    assert (tmp_path / "chips" / "dataset.json").read_text() == before and leftovers(tmp_path) == []
+    assert json.loads(before)["chip_size"] == 64

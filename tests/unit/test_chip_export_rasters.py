@@ -1,0 +1,132 @@
+"""Chip export from classified-raster labels, nodata/NaN handling and dtypes, on the real data."""
+import json
+
+import numpy as np
+import pytest
+import rasterio
+from rasterio.windows import Window
+
+from landcover_plugin.core.chip_export import export_chips
+from landcover_plugin.core.dataset_json import load_dataset
+
+from test_chip_export_polygons import assert_no_train_val_overlap, check_chips_against_source, valid_mask
+
+
+def copy_raster(source, target, edit=None, dtype=None):
+    """Copy a raster (all bands) to ``target``, optionally changing its pixels or dtype."""
+    with rasterio.open(source) as src:
+        data = src.read()
+        profile = src.profile
+    if dtype is not None:
+        data = data.astype(dtype)
+        profile.update(dtype=dtype)
+    if edit is not None:
+        edit(data)
+    with rasterio.open(target, "w", **profile) as dst:
+        dst.write(data)
+    return target
+
+
+def test_zion_nlcd_labels_with_nodata_pixels(shared_data, tmp_path):
+    zion = shared_data / "zion"
+
+    def punch_nodata(data):  # a nodata block in one band, crossing chip borders
+        data[2, 200:420, 300:700] = 65535
+
+    image = copy_raster(zion / "landsat8_2015_b2345.tif", tmp_path / "zion.tif", punch_nodata)
+    summary = export_chips(image, tmp_path / "chips", labels_raster=zion / "nlcd2011_8class.tif",
+                           chip_size=256, stride=192, min_labelled=0.05, val_fraction=0.2, seed=1)
+    dataset = load_dataset(tmp_path / "chips")
+
+    sidecar = json.loads((zion / "classes.json").read_text())
+    assert [(c.id, c.name, c.colour) for c in dataset["schema"]] == [
+        (c["id"], c["name"], c["color"]) for c in sidecar["classes"]]
+    assert dataset["nodata"] == 65535 and dataset["bands"]["dtype"] == "uint16" and dataset["stride"] == 192
+    with rasterio.open(zion / "nlcd2011_8class.tif") as nlcd:
+        reference = nlcd.read(1)
+    reference[reference == 255] = 0
+    check_chips_against_source(dataset, image, reference)  # includes: nodata pixels are labelled 0
+    with rasterio.open(image) as src:
+        whole = src.read()
+    valid = valid_mask(whole, 65535)
+    assert (~valid).sum() == 220 * 400
+    np.testing.assert_allclose(dataset["mean"], whole[:, valid].mean(axis=1), rtol=1e-9)
+    np.testing.assert_allclose(dataset["std"], whole[:, valid].std(axis=1), rtol=1e-9)
+    assert dataset["valid_pixels"] == valid.sum()
+    assert_no_train_val_overlap(dataset)
+    train = sum(c["split"] == "train" for c in dataset["chips"])
+    val = sum(c["split"] == "val" for c in dataset["chips"])
+    assert (train, val) == (summary["train_chips"], summary["val_chips"]) and train > val > 0
+    # summary: every class has pixels; the scarce ones are flagged as very few
+    assert set(summary["class_pixels"]) == {c["name"] for c in sidecar["classes"]}
+    labelled_train = sum(summary["train_class_pixels"].values())
+    assert summary["rare_classes"] == [n for n, v in summary["train_class_pixels"].items()
+                                       if 0 < v < 0.01 * labelled_train]
+    assert summary["chips_per_second"] > 0
+
+
+def test_labels_raster_on_another_grid_are_aligned(shared_data, tmp_path):
+    """A crop of the NLCD map (other origin and size) lands on the right image pixels; outside it is 0."""
+    zion = shared_data / "zion"
+    with rasterio.open(zion / "nlcd2011_8class.tif") as nlcd:
+        window = Window(150, 100, 700, 900)
+        crop = nlcd.read(1, window=window)
+        profile = dict(nlcd.profile, width=700, height=900, transform=nlcd.window_transform(window))
+        full = nlcd.read(1)
+    with rasterio.open(tmp_path / "crop.tif", "w", **profile) as dst:
+        dst.write(crop, 1)
+    export_chips(zion / "landsat8_2015_b2345.tif", tmp_path / "chips", labels_raster=tmp_path / "crop.tif",
+                 schema=json.loads((zion / "classes.json").read_text())["classes"], chip_size=128,
+                 min_labelled=0.0, val_fraction=0.2)
+    dataset = load_dataset(tmp_path / "chips")
+    expected = np.zeros_like(full)
+    expected[100:1000, 150:850] = full[100:1000, 150:850]
+    expected[expected == 255] = 0
+    check_chips_against_source(dataset, zion / "landsat8_2015_b2345.tif", expected)
+    assert all(c["window"]["row_off"] + 128 > 100 and c["window"]["col_off"] < 850 for c in dataset["chips"])
+
+
+def test_float32_with_nan_and_numeric_raster_labels(shared_data, tmp_path):
+    eolearn = shared_data / "eolearn"
+    image = eolearn / "sentinel2_13band_composite.tif"
+    export_chips(image, tmp_path / "chips", labels_raster=eolearn / "lulc.tif", chip_size=32, stride=24,
+                 min_labelled=0.05, val_fraction=0.2)
+    dataset = load_dataset(tmp_path / "chips")
+    assert dataset["schema"].ids == [1, 2, 3, 4, 8]  # the raster's values, 0 (its nodata) is unlabelled
+    assert np.isnan(dataset["nodata"]) and dataset["bands"] == {"count": 13, "dtype": "float32",
+                                                               "names": dataset["bands"]["names"]}
+    with rasterio.open(eolearn / "lulc.tif") as lulc, rasterio.open(image) as src:
+        reference = lulc.read(1)
+        whole = src.read()
+    valid = np.isfinite(whole).all(axis=0)
+    assert 0 < (~valid).sum() < valid.sum()
+    np.testing.assert_allclose(dataset["mean"], whole[:, valid].astype(np.float64).mean(axis=1), rtol=1e-9)
+    np.testing.assert_allclose(dataset["std"], whole[:, valid].astype(np.float64).std(axis=1), rtol=1e-7)
+    nan_pixels = 0
+    for chip in dataset["chips"]:
+        with rasterio.open(chip["image_path"]) as ci, rasterio.open(chip["label_path"]) as cl:
+            data, labels = ci.read(), cl.read(1)
+        expected = src_window = whole[:, chip["window"]["row_off"]:chip["window"]["row_off"] + 32,
+                                      chip["window"]["col_off"]:chip["window"]["col_off"] + 32]
+        np.testing.assert_array_equal(data, expected)  # NaN equal NaN here
+        nan = ~np.isfinite(src_window).all(axis=0)
+        assert (labels[nan] == 0).all()
+        nan_pixels += nan.sum()
+    assert nan_pixels > 0
+    check_chips_against_source(dataset, image, reference)
+
+
+@pytest.mark.parametrize("dtype", ["int16", "float32"])
+def test_dtypes_are_kept(shared_data, tmp_path, dtype):
+    def shift(data):
+        data -= 100  # negative values in int16
+
+    image = copy_raster(shared_data / "rstoolbox/landsat5_1988_7band.tif", tmp_path / f"{dtype}.tif", shift, dtype)
+    export_chips(image, tmp_path / "chips", labels_vector=shared_data / "rstoolbox/training_polygons.gpkg",
+                 class_field="class", chip_size=96, stride=64, min_labelled=0.01)
+    dataset = load_dataset(tmp_path / "chips")
+    assert dataset["bands"]["dtype"] == dtype
+    with rasterio.open(dataset["chips"][0]["image_path"]) as chip, rasterio.open(image) as src:
+        assert chip.dtypes[0] == dtype
+        w = dataset["chips"][0]["window"]
+        np.testing.assert_array_equal(chip.read(), src.read(window=Window(w["col_off"], w["row_off"], 96, 96)))

@@ -1,0 +1,79 @@
+"""Chip windows, band statistics and the spatial train/val split (QGIS-free, synthetic numbers)."""
+import itertools
+
+import numpy as np
+import pytest
+
+from landcover_plugin.core.band_stats import BandStats
+from landcover_plugin.core.chip_split import spatial_split, unique_spans, window_offsets
+
+
+@pytest.mark.parametrize("length,chip,stride", [(310, 64, 64), (1428, 256, 256), (287, 64, 48), (100, 100, 50),
+                                                (129, 32, 7)])
+def test_windows_are_full_size_cover_the_axis_and_spans_cover_it_once(length, chip, stride):
+    offsets = window_offsets(length, chip, stride)
+    assert offsets[0] == 0 and offsets[-1] == length - chip  # last window shifted inward, full size
+    assert all(0 < b - a <= stride for a, b in zip(offsets, offsets[1:]))
+    covered = np.zeros(length, dtype=int)
+    for offset, (start, stop) in zip(offsets, unique_spans(offsets, chip)):
+        covered[offset + start:offset + stop] += 1
+    assert (covered == 1).all()
+
+
+def test_band_stats_match_numpy_over_valid_pixels():
+    rng = np.random.default_rng(1)
+    stats, kept = BandStats(3), []
+    for _ in range(7):
+        data = rng.normal(20000, 300, size=(3, 40, 50)).astype(np.float32)
+        valid = rng.random((40, 50)) > 0.3
+        if _ == 0:
+            valid[:] = True
+        stats.add(data, valid)
+        kept.append(data[:, valid].astype(np.float64))
+    everything = np.concatenate(kept, axis=1)
+    assert stats.count == everything.shape[1]
+    np.testing.assert_allclose(stats.mean, everything.mean(axis=1), rtol=1e-12)
+    np.testing.assert_allclose(stats.std, everything.std(axis=1), rtol=1e-9)
+
+
+def _grid(rows, cols, step):
+    return [(r * step, c * step) for r, c in itertools.product(range(rows), range(cols))]
+
+
+def _overlap(a, b, chip):
+    return abs(a[0] - b[0]) < chip and abs(a[1] - b[1]) < chip
+
+
+@pytest.mark.parametrize("step", [64, 32, 16])  # no overlap, half, three quarters
+def test_split_never_shares_a_pixel_between_train_and_val(step):
+    windows = _grid(12, 10, step)
+    splits, info = spatial_split(windows, 64, 0.2, seed=3)
+    train = [w for w, s in zip(windows, splits) if s == "train"]
+    val = [w for w, s in zip(windows, splits) if s == "val"]
+    assert train and val and "warning" not in info
+    assert not any(_overlap(t, v, 64) for t in train for v in val)
+    dropped = [w for w, s in zip(windows, splits) if s is None]
+    assert info["dropped_overlapping"] == len(dropped)
+    assert all(any(_overlap(d, v, 64) for v in val) for d in dropped)  # only overlapping chips dropped
+    if step == 64:
+        assert not dropped and abs(len(val) / len(windows) - 0.2) < 0.1
+
+
+def test_split_uses_whole_blocks_and_follows_the_seed():
+    windows = _grid(8, 8, 64)
+    splits, info = spatial_split(windows, 64, 0.25, seed=0)
+    assert info["block_size"] == 128
+    blocks = {}
+    for w, s in zip(windows, splits):
+        blocks.setdefault(((w[0] + 32) // 128, (w[1] + 32) // 128), set()).add(s)
+    assert all(len(s) == 1 for s in blocks.values())  # a block is all train or all val
+    assert spatial_split(windows, 64, 0.25, seed=0)[0] == splits
+    assert spatial_split(windows, 64, 0.25, seed=1)[0] != splits
+
+
+def test_split_falls_back_to_all_train_with_a_warning():
+    assert spatial_split([(0, 0)], 64, 0.2) == (["train"], spatial_split([(0, 0)], 64, 0.2)[1])
+    splits, info = spatial_split([(0, 0), (0, 10), (10, 0)], 64, 0.3)  # all overlap each other
+    assert splits == ["train"] * 3 and "overlap" in info["warning"]
+    splits, info = spatial_split(_grid(3, 3, 64), 64, 0.0)
+    assert splits == ["train"] * 9 and "warning" not in info
