@@ -20,7 +20,8 @@ from rasterio.windows import transform as window_transform
 
 from .accuracy import ConfusionCounter, metrics_from_confusion, to_jsonable
 from .accuracy_reference import ExtendedGrid, PolygonReference, RasterReference, window_bounds
-from .accuracy_report import format_table, plot_confusion, plot_per_class, render_html
+from .accuracy_report import (format_table, plot_confusion, plot_per_class, render_html, write_confusion_csv,
+                              write_table_csv)
 from .errors import BadInputError, Cancelled
 from .schema import ClassInfo, ClassSchema, default_colour
 from .vectors import read_labelled_geometries
@@ -104,19 +105,28 @@ def _output_paths(args) -> dict:
 
 
 def _load_schema(classes_arg, classified, events):
-    """(ClassSchema or None, {id: colour} from the raster's colour table)."""
+    """(ClassSchema or None, {id: colour} from the raster's colour table). The class list comes from
+    ``--classes``, else the classifier's ``landcover_classes`` tag, else the raster's category names."""
     from osgeo import gdal  # noqa: PLC0415 - category names and colour table are GDAL-only metadata
     gdal.UseExceptions()
-    names, colours = [], {}
+    names, colours, stored = [], {}, None
     try:
         # gdal.Info, not Band.GetCategoryNames(): the latter returns None in Debian's GDAL 3.6 bindings
         # even when the names are there (in the .aux.xml beside a GeoTIFF).
-        band = gdal.Info(classified, format="json")["bands"][0]
+        info = gdal.Info(classified, format="json")
+        stored = ((info.get("metadata") or {}).get("") or {}).get("landcover_classes")  # our classifier's tag
+        band = info["bands"][0]
         names = band.get("categories") or []
         entries = (band.get("colorTable") or {}).get("entries") or []
         colours = {i: "#{:02x}{:02x}{:02x}".format(*entry[:3]) for i, entry in enumerate(entries) if 1 <= i <= 254}
     except (RuntimeError, KeyError, IndexError, TypeError):
         pass  # rasterio reports an unreadable raster with a clear message later
+    if not classes_arg and stored:
+        try:
+            return ClassSchema.from_json(stored), colours
+        except (ValueError, BadInputError):
+            events.warning("The classified raster's 'landcover_classes' tag is not a valid class list; "
+                           "its category names are used instead.")
     if classes_arg:
         text = classes_arg
         if os.path.isfile(classes_arg):
@@ -326,8 +336,8 @@ def _write_outputs(report: dict, paths: dict) -> None:
     try:
         for path in paths.values():
             os.makedirs(os.path.dirname(path), exist_ok=True)
-        writers = [("table", lambda f: _write_table_csv(report, f)),
-                   ("confusion", lambda f: _write_confusion_csv(report, f)),
+        writers = [("table", lambda f: write_table_csv(report, f)),
+                   ("confusion", lambda f: write_confusion_csv(report, f)),
                    ("json", lambda f: _write_text(f, json.dumps(report, indent=1))),
                    ("confusion_png", lambda f: plot_confusion(report, f)),
                    ("per_class_png", lambda f: plot_per_class(report, f)),
@@ -348,37 +358,3 @@ def _write_outputs(report: dict, paths: dict) -> None:
 def _write_text(path, text) -> None:
     with open(path, "w", encoding="utf-8", newline="\n") as f:
         f.write(text)
-
-
-def _fmt(value) -> str:
-    return "" if value is None else (f"{value:.6f}" if isinstance(value, float) else str(value))
-
-
-def _write_table_csv(report, path) -> None:
-    import csv  # noqa: PLC0415
-    unit = "ha" if report["area"]["unit"] == "ha" else "map_units2"
-    with open(path, "w", encoding="utf-8", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(["class_id", "class_name", "reference_pixels", "classified_pixels",
-                         "precision_users_accuracy", "recall_producers_accuracy", "f1", "iou",
-                         "mapped_pixels", f"mapped_area_{unit}"])
-        for row in report["classes"]:
-            writer.writerow([row["id"], row["name"], row["reference_pixels"], row["classified_pixels"],
-                             _fmt(row["precision"]), _fmt(row["recall"]), _fmt(row["f1"]), _fmt(row["iou"]),
-                             row["mapped_pixels"], _fmt(row["mapped_area"])])
-
-
-def _write_confusion_csv(report, path) -> None:
-    import csv  # noqa: PLC0415
-    cm = report["confusion_matrix"]
-    counts = np.array(cm["counts"], dtype=np.int64)
-    by_id = {row["id"]: row for row in report["classes"]}
-    with open(path, "w", encoding="utf-8", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(["reference \\ classified"] + cm["names"] + ["total", "recall_producers_accuracy"])
-        for k, class_id in enumerate(cm["class_ids"]):
-            writer.writerow([cm["names"][k]] + counts[k].tolist() + [int(counts[k].sum()),
-                                                                    _fmt(by_id[class_id]["recall"])])
-        writer.writerow(["total"] + counts.sum(axis=0).tolist() + [int(counts.sum()), ""])
-        writer.writerow(["precision_users_accuracy"] + [_fmt(by_id[i]["precision"]) for i in cm["class_ids"]]
-                        + ["", ""])

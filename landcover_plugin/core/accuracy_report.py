@@ -3,6 +3,7 @@
 All functions take the JSON-ready ``report`` dict built by the ``assess`` command (NaN already turned
 into ``None``). The HTML references its images by file name only, so the report folder can be moved.
 """
+import csv
 import datetime as _dt
 import html
 
@@ -45,6 +46,41 @@ def format_table(report: dict) -> str:
                  f"{left['on_classified_nodata']:,} on its no-data, {left['overlapping_polygons_disagree']:,} where "
                  "overlapping polygons disagree.")
     return "\n".join(lines)
+
+
+# -- CSV ------------------------------------------------------------------------------------------
+def _fmt(value) -> str:
+    return "" if value is None else (f"{value:.6f}" if isinstance(value, float) else str(value))
+
+
+def write_table_csv(report, path) -> None:
+    """One row per class: pixel counts, precision, recall, F1, IoU and mapped area."""
+    unit = "ha" if report["area"]["unit"] == "ha" else "map_units2"
+    with open(path, "w", encoding="utf-8", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["class_id", "class_name", "reference_pixels", "classified_pixels",
+                         "precision_users_accuracy", "recall_producers_accuracy", "f1", "iou",
+                         "mapped_pixels", f"mapped_area_{unit}"])
+        for row in report["classes"]:
+            writer.writerow([row["id"], row["name"], row["reference_pixels"], row["classified_pixels"],
+                             _fmt(row["precision"]), _fmt(row["recall"]), _fmt(row["f1"]), _fmt(row["iou"]),
+                             row["mapped_pixels"], _fmt(row["mapped_area"])])
+
+
+def write_confusion_csv(report, path) -> None:
+    """The confusion matrix with totals, recall per row and precision per column."""
+    cm = report["confusion_matrix"]
+    counts = np.array(cm["counts"], dtype=np.int64)
+    by_id = {row["id"]: row for row in report["classes"]}
+    with open(path, "w", encoding="utf-8", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["reference \\ classified"] + cm["names"] + ["total", "recall_producers_accuracy"])
+        for k, class_id in enumerate(cm["class_ids"]):
+            writer.writerow([cm["names"][k]] + counts[k].tolist() + [int(counts[k].sum()),
+                                                                    _fmt(by_id[class_id]["recall"])])
+        writer.writerow(["total"] + counts.sum(axis=0).tolist() + [int(counts.sum()), ""])
+        writer.writerow(["precision_users_accuracy"] + [_fmt(by_id[i]["precision"]) for i in cm["class_ids"]]
+                        + ["", ""])
 
 
 # -- plots -------------------------------------------------------------------------------------

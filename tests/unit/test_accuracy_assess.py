@@ -228,3 +228,26 @@ class StrictHtml(HTMLParser):
             self.problems.append(f"</{tag}> closes {self.stack[-1:] or 'nothing'}")
         else:
             self.stack.pop()
+
+
+def test_classes_from_the_classifier_tag_and_areas_in_a_geographic_crs(tmp_path):
+    # A map in WGS 84 at 0.001 degree pixels around 45 degrees north, with the classifier's class tag.
+    transform = from_origin(14.0, 45.004, 0.001, 0.001)
+    classified = tmp_path / "classified.tif"
+    profile = {"driver": "GTiff", "width": 5, "height": 4, "count": 1, "dtype": "uint8", "crs": "EPSG:4326",
+               "transform": transform, "nodata": 0}
+    with rasterio.open(classified, "w", **profile) as dst:
+        dst.write(CLASSIFIED, 1)
+        dst.update_tags(landcover_classes=json.dumps(CLASSES))
+    reference = tmp_path / "reference.tif"
+    with rasterio.open(reference, "w", **profile) as dst:
+        dst.write(REFERENCE, 1)
+    _, report, _ = assess(tmp_path, classified=classified, reference_raster=reference)
+    assert [c["name"] for c in report["classes"]] == ["Water", "Forest", "Urban"]
+    assert report["confusion_matrix"]["counts"] == [[5, 1, 0], [1, 4, 1], [0, 0, 5]]
+    # A 0.001 x 0.001 degree pixel at 45 degrees north: about 111.2 m x 78.7 m = 0.875 ha (spherical Earth).
+    water = report["classes"][0]
+    assert water["mapped_pixels"] == 6
+    assert water["mapped_area"] == pytest.approx(6 * 111.195 * 111.195 * np.cos(np.radians(45.002)) / 1e4,
+                                                 rel=1e-3)
+    assert report["area"]["unit"] == "ha" and "geographic" in report["area"]["note"]
