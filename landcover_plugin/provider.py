@@ -4,12 +4,14 @@ import os
 from qgis.core import QgsProcessingProvider
 from qgis.PyQt.QtGui import QIcon
 
+from .algorithms.assess_accuracy import AssessAccuracyAlgorithm
 from .algorithms.setup_engine import SetupEngineAlgorithm
 
 ICON_PATH = os.path.join(os.path.dirname(__file__), "icon.svg")
 
 ALGORITHMS = [
     SetupEngineAlgorithm,
+    AssessAccuracyAlgorithm,
 ]
 
 
