@@ -199,6 +199,7 @@ def _match_values(labelled, schema, events) -> list:
 # -- counting -------------------------------------------------------------------------------------
 def _count(src, reference, block, row_area, events) -> dict:
     grid = ExtendedGrid(src.transform, src.width, src.height, reference.bounds)
+    reference.prepare(grid)
     counter = ConfusionCounter()
     mapped = np.zeros(256, dtype=np.int64)
     mapped_area = np.zeros(256, dtype=np.float64)

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import rasterio
 from osgeo import gdal, ogr
+from rasterio.warp import transform as warp_transform
 
 gdal.UseExceptions()
 ogr.UseExceptions()
@@ -196,3 +197,49 @@ def test_bad_inputs_fail_with_a_fix_and_leave_no_output(tmp_path, shared_data, e
                                  "--class-field", "LULC_NAME", "--output-folder", out)
     assert code == 2 and "grassland" in events[-1]["message"] and "class list" in events[-1]["message"]
     assert not out.exists() or not any(out.iterdir())
+
+
+def test_reference_raster_in_another_crs_is_resampled_onto_the_map(tmp_path, shared_data, engine_python, repo_root):
+    nlcd = shared_data / "zion" / "nlcd2011_8class.tif"
+    with rasterio.open(nlcd) as src:
+        classified = src.read(1)
+        profile = src.profile
+        width, height = src.width, src.height
+    classified[classified == 255] = 0
+    profile.update(nodata=0)
+    classified_path = tmp_path / "classified.tif"
+    with rasterio.open(classified_path, "w", **profile) as dst:
+        dst.write(classified, 1)
+    # The reference in the neighbouring UTM zone (its own grid), made with GDAL's warper.
+    reference_path = tmp_path / "nlcd_utm13.tif"
+    gdal.Warp(str(reference_path), str(nlcd), dstSRS="EPSG:32613", xRes=30, yRes=30, resampleAlg="near")
+    # Expected, by nearest neighbour done by hand: the reference pixel under each map pixel's centre.
+    with rasterio.open(reference_path) as ref:
+        values, ref_transform, ref_crs, ref_shape = ref.read(1), ref.transform, ref.crs, ref.shape
+    rows, cols = np.mgrid[0:height, 0:width]
+    xs, ys = profile["transform"] * (cols.ravel() + 0.5, rows.ravel() + 0.5)
+    ref_cols, ref_rows = ~ref_transform * np.array(warp_transform(profile["crs"], ref_crs, xs, ys))
+    ref_cols, ref_rows = np.floor(ref_cols).astype(int), np.floor(ref_rows).astype(int)
+    inside = (ref_cols >= 0) & (ref_cols < ref_shape[1]) & (ref_rows >= 0) & (ref_rows < ref_shape[0])
+    back = np.full(width * height, 255, np.uint8)
+    back[inside] = values[ref_rows[inside], ref_cols[inside]]
+    back = back.reshape(height, width)
+    pairs = (back != 255) & (classified != 0)
+    expected_oa = (back[pairs] == classified[pairs]).mean()
+
+    code, events, stderr = run_engine(engine_python, repo_root, "--classified", classified_path,
+                                      "--reference-raster", reference_path, "--output-folder", tmp_path / "out",
+                                      "--block-size", 400)
+    assert code == 0, stderr
+    outputs = result_of(events)
+    # Up to a few pixels whose centres lie within 1/1000 pixel of a reference pixel's edge.
+    assert outputs["PIXELS_ASSESSED"] == pytest.approx(pairs.sum(), abs=50)
+    assert outputs["OA"] == pytest.approx(expected_oa, abs=2e-4)
+    assert 0.95 < outputs["OA"] < 1.0
+    assert not [e for e in events if e["event"] == "log" and e["level"] == "warning"]
+    # The answer does not depend on the window size.
+    code, events, stderr = run_engine(engine_python, repo_root, "--classified", classified_path,
+                                      "--reference-raster", reference_path, "--output-folder", tmp_path / "out2")
+    assert code == 0, stderr
+    assert result_of(events)["OA"] == outputs["OA"]
+    assert result_of(events)["PIXELS_ASSESSED"] == outputs["PIXELS_ASSESSED"]

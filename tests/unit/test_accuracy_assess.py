@@ -32,11 +32,12 @@ REFERENCE = np.array([[1, 1, 2, 2, 2],
 
 
 def write_raster(path, data, transform=None, nodata=0, names=None):
-    profile = {"driver": "GTiff", "width": data.shape[1], "height": data.shape[0], "count": 1, "dtype": "uint8",
+    profile = {"driver": "GTiff", "width": data.shape[1], "height": data.shape[0], "count": 1, "dtype": data.dtype.name,
                "crs": CRS, "transform": transform or from_origin(X0, Y0, PIXEL, PIXEL), "nodata": nodata}
     with rasterio.open(path, "w", **profile) as dst:
         dst.write(data, 1)
-        dst.write_colormap(1, {1: (31, 120, 180, 255), 2: (27, 120, 55, 255), 3: (215, 48, 39, 255)})
+        if data.dtype == np.uint8:
+            dst.write_colormap(1, {1: (31, 120, 180, 255), 2: (27, 120, 55, 255), 3: (215, 48, 39, 255)})
     if names:
         from osgeo import gdal
         dataset = gdal.Open(str(path), gdal.GA_Update)
@@ -93,6 +94,18 @@ def test_same_grid_reference_raster_gives_the_hand_counted_matrix(tmp_path):
     with open(outputs["OUTPUT_CONFUSION"], newline="", encoding="utf-8") as f:
         confusion = list(csv.reader(f))
     assert confusion[2][:4] == ["Forest", "1", "4", "1"] and confusion[4][:5] == ["total", "6", "5", "6", "17"]
+
+
+@pytest.mark.parametrize("dtype,nodata", [("uint16", 999), ("float32", -1.0), ("float32", float("nan"))])
+def test_reference_raster_nodata_of_any_type_is_no_reference(tmp_path, dtype, nodata):
+    classified = write_raster(tmp_path / "classified.tif", CLASSIFIED)
+    values = REFERENCE.astype(dtype)
+    values[REFERENCE == 0] = nodata  # the one pixel without reference (row 3, column 2)
+    reference = write_raster(tmp_path / "reference.tif", values, nodata=nodata)
+    _, report, events = assess(tmp_path, classified=classified, reference_raster=reference)
+    assert report["confusion_matrix"]["counts"] == [[5, 1, 0], [1, 4, 1], [0, 0, 5]]
+    assert report["left_out"]["classified_pixels_without_reference"] == 1
+    assert not events.of_type("log") or all("255" not in e["message"] for e in events.of_type("log"))
 
 
 def test_shifted_reference_raster_counts_pixels_outside_the_classified_raster(tmp_path):
