@@ -5,6 +5,8 @@ from qgis.core import QgsProcessingProvider
 from qgis.PyQt.QtGui import QIcon
 
 from .algorithms.assess_accuracy import AssessAccuracyAlgorithm
+from .algorithms.create_training_layer import CreateTrainingLayerAlgorithm
+from .algorithms.export_chips import ExportChipsAlgorithm
 from .algorithms.setup_engine import SetupEngineAlgorithm
 
 ICON_PATH = os.path.join(os.path.dirname(__file__), "icon.svg")
@@ -12,6 +14,8 @@ ICON_PATH = os.path.join(os.path.dirname(__file__), "icon.svg")
 ALGORITHMS = [
     SetupEngineAlgorithm,
     AssessAccuracyAlgorithm,
+    CreateTrainingLayerAlgorithm,
+    ExportChipsAlgorithm,
 ]
 
 

@@ -276,7 +276,7 @@ def parse_schema_argument(text):
     if not text:
         return None
     try:
-        content = json.loads(Path(text).read_text(encoding="utf-8") if Path(text).is_file() else text)
+        content = json.loads(text if text.lstrip()[:1] in "[{" else Path(text).read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
         raise BadInputError(f"The class schema is neither JSON nor a readable JSON file ({exc}).") from exc
     return ClassSchema.from_list(content["classes"] if isinstance(content, dict) else content)

@@ -17,7 +17,10 @@ A chip dataset is a folder::
     chip_size        chip width = height in pixels
     stride           step between chip windows in pixels
     mean, std        per band, over every valid source pixel (not nodata, not NaN in any band)
-    class_pixels     {"<id>": pixels} over all chips; also "train_class_pixels" and "val_class_pixels"
+    class_pixels     {"<id>": pixels} summed over all chips (a pixel in two overlapping chips counts
+                     twice, as training sees it); also "train_class_pixels" and "val_class_pixels"
+    valid_pixels     how many source pixels the mean and std were computed over
+    min_labelled     the labelled share a chip needed
     chips            [{"id", "image": "images/x.tif", "label": "labels/x.tif",
                        "window": {"row_off", "col_off", "height", "width"},   (pixels in the source)
                        "split": "train" | "val", "labelled_pixels": n, "class_counts": {"<id>": n}}]

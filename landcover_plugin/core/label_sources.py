@@ -4,9 +4,6 @@ Both sources give, for a window of the image grid, a uint8 array of class ids (0
 both settle the class schema first (given, stored with the data, or derived from the values), so that
 values outside the schema are refused before anything is written.
 """
-import json
-from pathlib import Path
-
 import numpy as np
 import rasterio
 from rasterio import windows as rio_windows
@@ -14,6 +11,7 @@ from rasterio.enums import Resampling
 from rasterio.features import rasterize
 from rasterio.vrt import WarpedVRT
 
+from .class_files import find_sidecar, read_classes_json
 from .errors import BadInputError
 from .schema import ClassSchema, MAX_CLASS_ID, MIN_CLASS_ID
 from .vectors import geometry_bounds, read_labelled_geometries, read_schema_table
@@ -40,26 +38,6 @@ def schema_from_values(values, what: str) -> ClassSchema:
         raise BadInputError(f"{what} holds {len(values)} different values; at most 254 classes are possible. "
                             f"Choose the field that holds the class.")
     return ClassSchema.from_names(values)
-
-
-def read_classes_json(path) -> ClassSchema:
-    """A ``classes.json`` sidecar: a list of classes, or ``{"classes": [...], ...}``."""
-    try:
-        content = json.loads(Path(path).read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise BadInputError(f"Cannot read the class list {path} ({exc}). Fix or remove the file.") from exc
-    return ClassSchema.from_list(content["classes"] if isinstance(content, dict) else content)
-
-
-def find_sidecar(path, folder_level: bool):
-    """``<file>.classes.json`` or ``<stem>.classes.json`` beside a file; with ``folder_level`` also
-    ``classes.json`` in its folder."""
-    path = Path(str(path).split("|", 1)[0])
-    names = [path.name + ".classes.json", path.stem + ".classes.json"] + (["classes.json"] if folder_level else [])
-    for name in names:
-        if (path.parent / name).is_file():
-            return path.parent / name
-    return None
 
 
 class VectorLabels:

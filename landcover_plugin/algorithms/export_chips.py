@@ -1,0 +1,145 @@
+"""Export label chips: raster + training polygons (or a classified raster) -> a chip dataset folder."""
+import json
+
+from qgis.core import (
+    QgsProcessing,
+    QgsProcessingException,
+    QgsProcessingOutputFile,
+    QgsProcessingOutputNumber,
+    QgsProcessingOutputString,
+    QgsProcessingParameterBoolean,
+    QgsProcessingParameterField,
+    QgsProcessingParameterFolderDestination,
+    QgsProcessingParameterNumber,
+    QgsProcessingParameterRasterLayer,
+    QgsProcessingParameterVectorLayer,
+)
+
+from ..qgis_glue.layers import raster_layer_to_path, vector_layer_to_gpkg
+from ..qgis_glue.training_layer import schema_for_layer, schema_to_argument
+from .base import EngineAlgorithm
+
+
+class ExportChipsAlgorithm(EngineAlgorithm):
+    INPUT = "INPUT"
+    LABELS = "LABELS"
+    SELECTED_ONLY = "SELECTED_ONLY"
+    CLASS_FIELD = "CLASS_FIELD"
+    LABELS_RASTER = "LABELS_RASTER"
+    CHIP_SIZE = "CHIP_SIZE"
+    STRIDE = "STRIDE"
+    MIN_LABELLED = "MIN_LABELLED"
+    VAL_FRACTION = "VAL_FRACTION"
+    SEED = "SEED"
+    OUTPUT = "OUTPUT"
+    DATASET = "DATASET"
+    CHIPS = "CHIPS"
+    TRAIN_CHIPS = "TRAIN_CHIPS"
+    VAL_CHIPS = "VAL_CHIPS"
+    CLASS_PIXELS = "CLASS_PIXELS"
+    MISSING_CLASSES = "MISSING_CLASSES"
+    RARE_CLASSES = "RARE_CLASSES"
+
+    def name(self):
+        return "export_label_chips"
+
+    def displayName(self):  # noqa: N802 - QGIS's name
+        return self.tr("Export label chips")
+
+    def shortHelpString(self):  # noqa: N802 - QGIS's name
+        return self.tr(
+            "Cuts the raster into square chips and writes, for each chip that is labelled enough, the image "
+            "chip (all bands, the raster's data type and nodata, georeferenced) and a label chip (class ids, "
+            "0 = unlabelled), plus dataset.json with the classes, band statistics, pixels per class and a "
+            "spatial train/validation split. This folder is the input of 'Train segmentation model'.\n\n"
+            "<b>Labels</b>: training polygons (any vector layer in any CRS; the class field may hold class "
+            "ids or class names; optionally only the selected features), or a classified raster such as an "
+            "existing land-cover map (resampled by nearest neighbour onto the raster's grid). Classes come "
+            "from the training layer made by 'Create training areas layer', a categorised style, a "
+            "classes.json beside the labels, or the values themselves.\n\n"
+            "<b>Stride</b>: pixels between chips; 0 means the chip size (no overlap). <b>Minimum labelled "
+            "share</b>: chips with fewer labelled pixels are skipped. <b>Validation share</b>: whole blocks "
+            "of chips go to validation, and training chips overlapping them are dropped, so no pixel is in "
+            "both. Nodata and NaN pixels are unlabelled.\n\n"
+            "The output folder must be new, empty, or an earlier chip dataset (which is replaced); a folder "
+            "holding other files is refused and left untouched.")
+
+    def initAlgorithm(self, config=None):  # noqa: N802 - QGIS's name
+        self.addParameter(QgsProcessingParameterRasterLayer(self.INPUT, self.tr("Raster (image)")))
+        self.addParameter(QgsProcessingParameterVectorLayer(
+            self.LABELS, self.tr("Training polygons"), [QgsProcessing.TypeVectorPolygon], optional=True))
+        self.addParameter(QgsProcessingParameterBoolean(self.SELECTED_ONLY, self.tr("Selected features only"),
+                                                        defaultValue=False))
+        self.addParameter(QgsProcessingParameterField(
+            self.CLASS_FIELD, self.tr("Class field"), parentLayerParameterName=self.LABELS, optional=True))
+        self.addParameter(QgsProcessingParameterRasterLayer(
+            self.LABELS_RASTER, self.tr("Or: classified raster as labels"), optional=True))
+        self.addParameter(QgsProcessingParameterNumber(self.CHIP_SIZE, self.tr("Chip size (pixels)"),
+                                                       defaultValue=256, minValue=8, maxValue=4096))
+        self.addParameter(QgsProcessingParameterNumber(self.STRIDE, self.tr("Stride (pixels, 0 = chip size)"),
+                                                       defaultValue=0, minValue=0, maxValue=4096))
+        self.addParameter(QgsProcessingParameterNumber(
+            self.MIN_LABELLED, self.tr("Minimum labelled share of a chip (0-1)"),
+            QgsProcessingParameterNumber.Double, defaultValue=0.05, minValue=0.0, maxValue=1.0))
+        self.addParameter(QgsProcessingParameterNumber(
+            self.VAL_FRACTION, self.tr("Validation share (0-0.9)"), QgsProcessingParameterNumber.Double,
+            defaultValue=0.2, minValue=0.0, maxValue=0.9))
+        self.addParameter(QgsProcessingParameterNumber(self.SEED, self.tr("Random seed of the split"),
+                                                       defaultValue=0, minValue=0))
+        self.addParameter(QgsProcessingParameterFolderDestination(self.OUTPUT, self.tr("Chip dataset folder")))
+        self.addOutput(QgsProcessingOutputFile(self.DATASET, self.tr("dataset.json")))
+        for key, label in ((self.CHIPS, "Chips"), (self.TRAIN_CHIPS, "Training chips"),
+                           (self.VAL_CHIPS, "Validation chips")):
+            self.addOutput(QgsProcessingOutputNumber(key, self.tr(label)))
+        for key, label in ((self.CLASS_PIXELS, "Labelled pixels per class (JSON)"),
+                           (self.MISSING_CLASSES, "Classes without training pixels"),
+                           (self.RARE_CLASSES, "Classes with very few training pixels")):
+            self.addOutput(QgsProcessingOutputString(key, self.tr(label)))
+
+    def checkParameterValues(self, parameters, context):  # noqa: N802 - QGIS's name
+        has_polygons = self.parameterAsVectorLayer(parameters, self.LABELS, context) is not None
+        has_raster = self.parameterAsRasterLayer(parameters, self.LABELS_RASTER, context) is not None
+        if has_polygons == has_raster:
+            return False, self.tr("Give the labels either as training polygons (with their class field) or as "
+                                  "a classified raster: one of the two.")
+        if has_polygons and not self.parameterAsString(parameters, self.CLASS_FIELD, context):
+            return False, self.tr("Choose the class field of the training polygons.")
+        return super().checkParameterValues(parameters, context)
+
+    def processAlgorithm(self, parameters, context, feedback):  # noqa: N802 - QGIS's name
+        raster = self.parameterAsRasterLayer(parameters, self.INPUT, context)
+        if raster is None:
+            raise QgsProcessingException("Choose the raster to cut into chips.")
+        output = self.parameterAsString(parameters, self.OUTPUT, context)
+        args = ["--image", raster_layer_to_path(raster, context, feedback), "--output", output]
+        polygons = self.parameterAsVectorLayer(parameters, self.LABELS, context)
+        if polygons is not None:
+            field = self.parameterAsString(parameters, self.CLASS_FIELD, context)
+            selected = self.parameterAsBool(parameters, self.SELECTED_ONLY, context)
+            schema = schema_for_layer(polygons, field)
+            labels = vector_layer_to_gpkg(polygons, context, feedback, raster.crs(), selected_only=selected,
+                                          fields=[field])
+            args += ["--labels-vector", labels, "--class-field", field]
+        else:
+            labels_raster = self.parameterAsRasterLayer(parameters, self.LABELS_RASTER, context)
+            schema = schema_for_layer(labels_raster)
+            args += ["--labels-raster", raster_layer_to_path(labels_raster, context, feedback)]
+        if schema is not None:
+            feedback.pushInfo("Classes of the labels layer: " + ", ".join(f"{c.id}={c.name}" for c in schema))
+            args += ["--schema", schema_to_argument(schema)]
+        stride = self.parameterAsInt(parameters, self.STRIDE, context)
+        args += ["--chip-size", self.parameterAsInt(parameters, self.CHIP_SIZE, context),
+                 "--min-labelled", self.parameterAsDouble(parameters, self.MIN_LABELLED, context),
+                 "--val-fraction", self.parameterAsDouble(parameters, self.VAL_FRACTION, context),
+                 "--seed", self.parameterAsInt(parameters, self.SEED, context)]
+        if stride > 0:
+            args += ["--stride", stride]
+        outputs = self.run_engine("export-chips", args, feedback)
+        summary = outputs["SUMMARY"]
+        return {
+            self.OUTPUT: outputs["OUTPUT"], self.DATASET: outputs["DATASET"], self.CHIPS: outputs["CHIPS"],
+            self.TRAIN_CHIPS: outputs["TRAIN_CHIPS"], self.VAL_CHIPS: outputs["VAL_CHIPS"],
+            self.CLASS_PIXELS: json.dumps(summary["class_pixels"]),
+            self.MISSING_CLASSES: ", ".join(summary["missing_classes"]),
+            self.RARE_CLASSES: ", ".join(summary["rare_classes"]),
+        }

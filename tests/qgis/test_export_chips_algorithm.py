@@ -1,0 +1,165 @@
+""""Export label chips" in a real headless QGIS on the real data: polygon layers in any CRS and with a
+selection, a classified raster, the training layer made by "Create training areas layer", bad input."""
+import json
+
+import numpy as np
+import pytest
+import rasterio
+from osgeo import gdal
+from qgis.core import (
+    QgsApplication,
+    QgsFeature,
+    QgsGeometry,
+    QgsProcessingContext,
+    QgsProcessingFeedback,
+    QgsProject,
+    QgsRasterLayer,
+    QgsVectorLayer,
+)
+from rasterio.windows import Window
+
+from landcover_plugin.plugin import LandcoverPlugin
+
+gdal.UseExceptions()
+
+
+@pytest.fixture(scope="module")
+def provider(qgis_app, qgis_processing):
+    plugin = LandcoverPlugin(None)
+    plugin.initProcessing()
+    yield plugin.provider
+    plugin.unload()
+
+
+def run(name, parameters):
+    algorithm = QgsApplication.processingRegistry().createAlgorithmById(f"landcover:{name}")
+    assert algorithm is not None, f"landcover:{name} is not registered"
+    context, feedback = QgsProcessingContext(), QgsProcessingFeedback()
+    context.setProject(QgsProject.instance())
+    ok, message = algorithm.checkParameterValues(parameters, context)
+    if not ok:
+        return {}, False, message
+    results, ok = algorithm.run(parameters, context, feedback)
+    return results, ok, feedback.textLog()
+
+
+def label_pixels(dataset_folder):
+    """Pixels per label value over all label chips, read from the chips themselves."""
+    counts = np.zeros(256, dtype=np.int64)
+    for path in (dataset_folder / "labels").glob("*.tif"):
+        with rasterio.open(path) as src:
+            counts += np.bincount(src.read(1).ravel(), minlength=256)
+    return counts
+
+
+def test_park_polygons_in_another_crs(provider, shared_data, tmp_path):
+    image = QgsRasterLayer(str(shared_data / "zion/landsat8_2015_b2345.tif"), "zion")
+    park = QgsVectorLayer(str(shared_data / "zion/park_boundary.gpkg"), "park", "ogr")
+    assert park.crs() != image.crs()
+    results, ok, log = run("export_label_chips", {"INPUT": image, "LABELS": park, "CLASS_FIELD": "UNIT_CODE",
+                                                  "CHIP_SIZE": 256, "OUTPUT": str(tmp_path / "park")})
+    assert ok, log
+    dataset = json.loads((tmp_path / "park" / "dataset.json").read_text())
+    assert results["OUTPUT"] == str(tmp_path / "park") and results["DATASET"].endswith("dataset.json")
+    assert results["CHIPS"] == len(dataset["chips"]) == results["TRAIN_CHIPS"] + results["VAL_CHIPS"]
+    assert results["VAL_CHIPS"] > 0 and "chips" in log  # the summary is in the log
+    assert json.loads(results["CLASS_PIXELS"]) == {"ZION": int(label_pixels(tmp_path / "park")[1])}
+    # labels are where GDAL burns the park (reprojecting it itself) on the image grid
+    with rasterio.open(shared_data / "zion/landsat8_2015_b2345.tif") as src:
+        memory = gdal.GetDriverByName("MEM").Create("", src.width, src.height, 1, gdal.GDT_Byte)
+        memory.SetGeoTransform(src.transform.to_gdal())
+        memory.SetProjection(src.crs.to_wkt())
+    gdal.Rasterize(memory, str(shared_data / "zion/park_boundary.gpkg"), burnValues=[1])
+    reference = memory.GetRasterBand(1).ReadAsArray()
+    for chip in dataset["chips"]:
+        w = chip["window"]
+        with rasterio.open(tmp_path / "park" / chip["label"]) as label:
+            np.testing.assert_array_equal(label.read(1), reference[w["row_off"]:w["row_off"] + 256,
+                                                                   w["col_off"]:w["col_off"] + 256])
+
+
+def test_selected_polygons_only_and_a_chip_against_the_source(provider, shared_data, tmp_path):
+    raster_path = shared_data / "rstoolbox/landsat5_1988_7band.tif"
+    image = QgsRasterLayer(str(raster_path), "landsat")
+    polygons = QgsVectorLayer(str(shared_data / "rstoolbox/training_polygons.gpkg"), "polygons", "ogr")
+    polygons.selectByExpression("\"class\" IN ('water', 'forest')")
+    assert 0 < polygons.selectedFeatureCount() < polygons.featureCount()
+    results, ok, log = run("export_label_chips", {
+        "INPUT": image, "LABELS": polygons, "SELECTED_ONLY": True, "CLASS_FIELD": "class", "CHIP_SIZE": 64,
+        "STRIDE": 48, "MIN_LABELLED": 0.01, "VAL_FRACTION": 0.25, "OUTPUT": str(tmp_path / "sel")})
+    assert ok, log
+    dataset = json.loads((tmp_path / "sel" / "dataset.json").read_text())
+    assert [c["name"] for c in dataset["classes"]] == ["forest", "water"]  # only the selected classes
+    assert dataset["stride"] == 48 and dataset["bands"]["count"] == 7
+    chip = dataset["chips"][0]
+    w = chip["window"]
+    with rasterio.open(raster_path) as src, rasterio.open(tmp_path / "sel" / chip["image"]) as out:
+        np.testing.assert_array_equal(out.read(), src.read(window=Window(w["col_off"], w["row_off"], 64, 64)))
+        assert out.transform == src.window_transform(Window(w["col_off"], w["row_off"], 64, 64))
+
+
+def test_classified_raster_labels(provider, shared_data, tmp_path):
+    image = QgsRasterLayer(str(shared_data / "zion/landsat8_2015_b2345.tif"), "zion")
+    nlcd = QgsRasterLayer(str(shared_data / "zion/nlcd2011_8class.tif"), "nlcd")
+    results, ok, log = run("export_label_chips", {"INPUT": image, "LABELS_RASTER": nlcd, "CHIP_SIZE": 128,
+                                                  "OUTPUT": str(tmp_path / "nlcd")})
+    assert ok, log
+    dataset = json.loads((tmp_path / "nlcd" / "dataset.json").read_text())
+    sidecar = json.loads((shared_data / "zion/classes.json").read_text())["classes"]
+    assert [(c["id"], c["name"], c["colour"]) for c in dataset["classes"]] == [
+        (c["id"], c["name"], c["color"]) for c in sidecar]
+    counts = label_pixels(tmp_path / "nlcd")
+    assert json.loads(results["CLASS_PIXELS"]) == {c["name"]: int(counts[c["id"]]) for c in sidecar}
+    assert set(results["RARE_CLASSES"].split(", ")) <= {c["name"] for c in sidecar}
+
+
+def test_training_layer_schema_reaches_the_dataset(provider, shared_data, tmp_path):
+    """Create a training layer, digitise two polygons (ids), export: names and colours come along."""
+    results, ok, log = run("create_training_layer", {
+        "OUTPUT": str(tmp_path / "areas.gpkg"), "CRS": "EPSG:32622",
+        "CLASSES": [3, "forest", "#115511", 9, "river", "#2255ff"]})
+    assert ok, log
+    layer = QgsVectorLayer(results["OUTPUT"], "areas", "ogr")
+    assert layer.startEditing()
+    origin_x, origin_y = 619395, -410205  # the raster's top-left corner; 30 m pixels
+    squares = {3: (26, 20), 9: (160, 150)}  # class id: (row, col) of a 50 x 50 pixel square on the grid
+    for class_id, (row, col) in squares.items():
+        x0, y0 = origin_x + 30 * col, origin_y - 30 * row
+        wkt = f"POLYGON(({x0} {y0}, {x0 + 1500} {y0}, {x0 + 1500} {y0 - 1500}, {x0} {y0 - 1500}, {x0} {y0}))"
+        feature = QgsFeature(layer.fields())
+        feature.setGeometry(QgsGeometry.fromWkt(wkt))
+        feature["class_id"] = class_id
+        assert layer.addFeature(feature)
+    assert layer.commitChanges()
+    fresh = QgsVectorLayer(results["OUTPUT"], "areas", "ogr")  # no custom properties: the table/style carry it
+    image = QgsRasterLayer(str(shared_data / "rstoolbox/landsat5_1988_7band.tif"), "landsat")
+    results, ok, log = run("export_label_chips", {"INPUT": image, "LABELS": fresh, "CLASS_FIELD": "class_id",
+                                                  "CHIP_SIZE": 64, "VAL_FRACTION": 0.0, "MIN_LABELLED": 0.0,
+                                                  "OUTPUT": str(tmp_path / "chips")})
+    assert ok, log
+    dataset = json.loads((tmp_path / "chips" / "dataset.json").read_text())
+    assert dataset["classes"] == [{"id": 3, "name": "forest", "colour": "#115511"},
+                                  {"id": 9, "name": "river", "colour": "#2255ff"}]
+    mosaic = np.zeros((310, 287), dtype=np.uint8)  # the label chips put back in place
+    for chip in dataset["chips"]:
+        w = chip["window"]
+        with rasterio.open(tmp_path / "chips" / chip["label"]) as label:
+            mosaic[w["row_off"]:w["row_off"] + 64, w["col_off"]:w["col_off"] + 64] = label.read(1)
+    for class_id, (row, col) in squares.items():
+        assert (mosaic == class_id).sum() == 50 * 50
+        assert (mosaic[row:row + 50, col:col + 50] == class_id).all()
+    assert results["VAL_CHIPS"] == 0
+
+
+def test_bad_input_gives_a_clear_message_and_no_output(provider, shared_data, tmp_path):
+    zion = QgsRasterLayer(str(shared_data / "zion/landsat8_2015_b2345.tif"), "zion")
+    polygons = QgsVectorLayer(str(shared_data / "rstoolbox/training_polygons.gpkg"), "polygons", "ogr")
+    _, ok, log = run("export_label_chips", {"INPUT": zion, "LABELS": polygons, "CLASS_FIELD": "class",
+                                            "OUTPUT": str(tmp_path / "out")})
+    assert not ok and "None of the 36 label polygons overlaps the raster" in log
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+
+    nlcd = QgsRasterLayer(str(shared_data / "zion/nlcd2011_8class.tif"), "nlcd")
+    _, ok, message = run("export_label_chips", {"INPUT": zion, "LABELS": polygons, "CLASS_FIELD": "class",
+                                                "LABELS_RASTER": nlcd, "OUTPUT": str(tmp_path / "out")})
+    assert not ok and "one of the two" in message
