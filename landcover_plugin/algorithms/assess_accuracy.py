@@ -46,7 +46,8 @@ class AssessAccuracyAlgorithm(EngineAlgorithm):
             "<b>Reference</b>: give <i>either</i> reference polygons with their <b>class field</b> (class names, "
             "any case, or class ids; any CRS: they are reprojected to the raster's CRS) <i>or</i> a reference "
             "raster of class ids (any grid and CRS; resampled by nearest neighbour onto the classified grid). "
-            "Polygons should be independent of the training polygons, or the scores will be too optimistic.\n\n"
+            "Sample points work too: each point counts the pixel it falls in. The reference should be "
+            "independent of the training polygons, or the scores will be too optimistic.\n\n"
             "<b>Class list</b> (optional JSON file, [{\"id\": 1, \"name\": \"water\", \"colour\": \"#1f78b4\"}, "
             "...]): needed only when the classified raster has no class names and the reference uses names.\n\n"
             "Outputs: an <b>HTML report</b> (opened in the Results Viewer) with overall accuracy, Cohen's kappa, "
@@ -62,7 +63,8 @@ class AssessAccuracyAlgorithm(EngineAlgorithm):
     def initAlgorithm(self, config=None):  # noqa: N802 - QGIS's name
         self.addParameter(QgsProcessingParameterRasterLayer(self.CLASSIFIED, self.tr("Classified raster")))
         self.addParameter(QgsProcessingParameterVectorLayer(
-            self.REFERENCE_VECTOR, self.tr("Reference polygons"), [QgsProcessing.TypeVectorPolygon], optional=True))
+            self.REFERENCE_VECTOR, self.tr("Reference polygons (or sample points)"),
+            [QgsProcessing.TypeVectorPolygon, QgsProcessing.TypeVectorPoint], optional=True))
         self.addParameter(QgsProcessingParameterField(
             self.CLASS_FIELD, self.tr("Class field of the reference polygons (names or ids)"),
             parentLayerParameterName=self.REFERENCE_VECTOR, optional=True))

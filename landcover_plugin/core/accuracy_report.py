@@ -42,9 +42,10 @@ def format_table(report: dict) -> str:
                      f"{_pct(r['recall']):>9}  {_pct(r['f1']):>9}  {_pct(r['iou']):>9}  "
                      f"{_area(r['mapped_area']):>14}")
     left = report["left_out"]
+    overlaps = (f", {left['overlapping_polygons_disagree']:,} where overlapping polygons disagree"
+                if report["inputs"]["reference_kind"] == "polygons" else "")
     lines.append(f"Left out: {left['outside_classified_raster']:,} reference pixels outside the classified raster, "
-                 f"{left['on_classified_nodata']:,} on its no-data, {left['overlapping_polygons_disagree']:,} where "
-                 "overlapping polygons disagree.")
+                 f"{left['on_classified_nodata']:,} on its no-data{overlaps}.")
     return "\n".join(lines)
 
 
@@ -152,6 +153,7 @@ table { border-collapse: collapse; margin: 0.5em 0 1.5em 0; }
 th, td { border: 1px solid #bbb; padding: 0.25em 0.6em; text-align: right; }
 th { background: #f0f0f0; }
 td.name, th.name { text-align: left; }
+td, .name { white-space: nowrap; }
 .swatch { display: inline-block; width: 0.9em; height: 0.9em; border: 1px solid #555;
           vertical-align: middle; margin-right: 0.4em; }
 .big { font-size: 1.4em; }
@@ -217,8 +219,8 @@ def render_html(report: dict, confusion_image: str, per_class_image: str) -> str
         "<table><tbody>",
         f'<tr><th class="name">Outside the classified raster</th><td>{left["outside_classified_raster"]:,}</td></tr>',
         f'<tr><th class="name">On no-data of the classified raster</th><td>{left["on_classified_nodata"]:,}</td></tr>',
-        f'<tr><th class="name">Where overlapping polygons of different classes meet</th>'
-        f'<td>{left["overlapping_polygons_disagree"]:,}</td></tr>',
+        (f'<tr><th class="name">Where overlapping polygons of different classes meet</th>'
+         f'<td>{left["overlapping_polygons_disagree"]:,}</td></tr>' if inputs["reference_kind"] == "polygons" else ""),
         "</tbody></table>",
         f'<p class="note">Counted in pixels of the classified raster\'s grid. '
         f'{left["classified_pixels_without_reference"]:,} classified pixels have no reference data.</p>',

@@ -264,3 +264,26 @@ def test_classes_from_the_classifier_tag_and_areas_in_a_geographic_crs(tmp_path)
     assert water["mapped_area"] == pytest.approx(6 * 111.195 * 111.195 * np.cos(np.radians(45.002)) / 1e4,
                                                  rel=1e-3)
     assert report["area"]["unit"] == "ha" and "geographic" in report["area"]["note"]
+
+
+def test_reference_points_are_samples_of_one_pixel(tmp_path):
+    classified = write_raster(tmp_path / "classified.tif", CLASSIFIED)
+    srs = osr.SpatialReference()
+    srs.ImportFromEPSG(32633)
+    path = tmp_path / "points.gpkg"
+    dataset = ogr.GetDriverByName("GPKG").CreateDataSource(str(path))
+    layer = dataset.CreateLayer("samples", srs, ogr.wkbPoint)
+    layer.CreateField(ogr.FieldDefn("class", ogr.OFTInteger))
+    # (row, col, class id): r0c0 W on W; r1c1 F on W; r2c3 U on U; r3c0 on no data; r0c7 outside the map.
+    for row, col, value in [(0, 0, 1), (1, 1, 2), (2, 3, 3), (3, 0, 1), (0, 7, 2)]:
+        feature = ogr.Feature(layer.GetLayerDefn())
+        feature.SetGeometry(ogr.CreateGeometryFromWkt(f"POINT ({X0 + (col + 0.5) * PIXEL} {Y0 - (row + 0.5) * PIXEL})"))
+        feature.SetField("class", value)
+        layer.CreateFeature(feature)
+    dataset = None
+    _, report, _ = assess(tmp_path, classified=classified, reference_vector=path, class_field="class",
+                          classes=json.dumps(CLASSES))
+    assert report["confusion_matrix"]["counts"] == [[1, 0, 0], [1, 0, 0], [0, 0, 1]]
+    assert report["left_out"]["outside_classified_raster"] == 1
+    assert report["left_out"]["on_classified_nodata"] == 1
+    assert report["summary"]["overall_accuracy"] == pytest.approx(2 / 3)
