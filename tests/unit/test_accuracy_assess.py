@@ -287,3 +287,18 @@ def test_reference_points_are_samples_of_one_pixel(tmp_path):
     assert report["left_out"]["outside_classified_raster"] == 1
     assert report["left_out"]["on_classified_nodata"] == 1
     assert report["summary"]["overall_accuracy"] == pytest.approx(2 / 3)
+
+
+def test_cancel_stops_before_writing_anything(tmp_path):
+    from landcover_plugin.core.errors import Cancelled
+
+    classified = write_raster(tmp_path / "classified.tif", CLASSIFIED)
+    reference = write_raster(tmp_path / "reference.tif", REFERENCE)
+    parser = argparse.ArgumentParser()
+    accuracy_cli.add_arguments(parser)
+    events = RecordingEvents()
+    events.cancel_requested = True  # as after SIGTERM from the QGIS side
+    with pytest.raises(Cancelled):
+        accuracy_cli.run(parser.parse_args(["--classified", classified, "--reference-raster", reference,
+                                            "--output-folder", str(tmp_path / "out")]), events)
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
