@@ -65,40 +65,49 @@ def export_chips(raster_path, output_dir, *, labels_vector=None, class_field=Non
             labels = VectorLabels(labels_vector, class_field, image, schema, labels_layer, fids, events)
         else:
             labels = RasterLabels(labels_raster, image, schema, events)
-        events.info(f"Classes ({labels.schema_origin}): "
-                    + ", ".join(f"{c.id}={c.name}" for c in labels.schema))
-        staging = start_staging(folder)
         try:
-            chips, stats, windows_seen = _scan(image, labels, staging, chip_size, stride, min_labelled, events)
-            if not chips:
-                raise BadInputError(f"No chip of {chip_size} px has at least {min_labelled:.0%} labelled pixels "
-                                    f"(of {windows_seen} windows). Lower the labelled share or the chip size, or "
-                                    f"label more area.")
-            splits, split_info = spatial_split([(c["window"]["row_off"], c["window"]["col_off"]) for c in chips],
-                                               chip_size, val_fraction, seed)
-            if "warning" in split_info:
-                events.warning(split_info["warning"])
-            kept = []
-            for chip, split in zip(chips, splits):
-                if split is None:
-                    (staging / chip["image"]).unlink()
-                    (staging / chip["label"]).unlink()
-                else:
-                    kept.append(dict(chip, split=split))
-            summary = _summary(kept, labels.schema, windows_seen, len(chips) - len(kept), started)
-            content = _dataset_content(image, labels, kept, stats, chip_size, stride, split_info, summary,
-                                       raster_path, labels_vector or labels_raster, class_field, min_labelled)
-            write_dataset_json(staging, content)
-            commit(staging, folder)
-        except BaseException:
-            discard(staging)
-            raise
+            events.info(f"Classes ({labels.schema_origin}): "
+                        + ", ".join(f"{c.id}={c.name}" for c in labels.schema))
+            summary = _export(image, labels, folder, chip_size, stride, min_labelled, val_fraction, seed, events,
+                              started, raster_path, labels_vector or labels_raster, class_field)
         finally:
             labels.close()
     summary["output_dir"] = str(folder)
     summary["dataset_json"] = str(folder / "dataset.json")
     _log_summary(summary, events)
     events.progress(1.0, "done")
+    return summary
+
+
+def _export(image, labels, folder, chip_size, stride, min_labelled, val_fraction, seed, events, started,
+            raster_path, labels_path, class_field) -> dict:
+    """Scan, split and write into a staging folder; move it into place only when all went well."""
+    staging = start_staging(folder)
+    try:
+        chips, stats, windows_seen = _scan(image, labels, staging, chip_size, stride, min_labelled, events)
+        if not chips:
+            raise BadInputError(f"No chip of {chip_size} px has at least {min_labelled:.0%} labelled pixels "
+                                f"(of {windows_seen} windows). Lower the labelled share or the chip size, or "
+                                f"label more area.")
+        splits, split_info = spatial_split([(c["window"]["row_off"], c["window"]["col_off"]) for c in chips],
+                                           chip_size, val_fraction, seed)
+        if "warning" in split_info:
+            events.warning(split_info["warning"])
+        kept = []
+        for chip, split in zip(chips, splits):
+            if split is None:
+                (staging / chip["image"]).unlink()
+                (staging / chip["label"]).unlink()
+            else:
+                kept.append(dict(chip, split=split))
+        summary = _summary(kept, labels.schema, windows_seen, len(chips) - len(kept), started)
+        content = _dataset_content(image, labels, kept, stats, chip_size, stride, split_info, summary,
+                                   raster_path, labels_path, class_field, min_labelled)
+        write_dataset_json(staging, content)
+        commit(staging, folder)
+    except BaseException:
+        discard(staging)
+        raise
     return summary
 
 

@@ -8,13 +8,14 @@ import numpy as np
 import rasterio
 from rasterio import windows as rio_windows
 from rasterio.enums import Resampling
+from rasterio._err import CPLE_BaseError  # GDAL errors (e.g. no CRS transformation); not re-exported
 from rasterio.features import rasterize
 from rasterio.vrt import WarpedVRT
 
 from .class_files import find_sidecar, read_classes_json
 from .errors import BadInputError
 from .schema import ClassSchema, MAX_CLASS_ID, MIN_CLASS_ID
-from .vectors import geometry_bounds, read_labelled_geometries, read_schema_table
+from .vectors import crs_name, geometry_bounds, read_labelled_geometries, read_schema_table
 
 
 def _is_integer_like(value) -> bool:
@@ -117,27 +118,38 @@ class RasterLabels:
             self._src = rasterio.open(path)
         except rasterio.errors.RasterioIOError as exc:
             raise BadInputError(f"Cannot open the labels raster {path} ({exc}). Choose a raster GDAL reads.") from exc
+        self._reader = self._src
+        try:
+            self._open_on_image_grid(image, events)
+            self._settle_schema(path, schema)
+        except BaseException:
+            self.close()
+            raise
+
+    def _open_on_image_grid(self, image, events):
         src = self._src
         if src.count > 1 and events is not None:
             events.warning(f"The labels raster has {src.count} bands: only band 1 is used.")
         self.nodata = src.nodata
-        same_grid = (src.crs == image.crs and src.transform.almost_equals(image.transform)
-                     and src.shape == image.shape)
-        if same_grid:
-            self._reader = src
-        else:
-            if (src.crs is None) != (image.crs is None):
-                raise BadInputError("One of the image and the labels raster has no CRS, so they cannot be "
-                                    "aligned. Assign the right CRS to both.")
-            try:
-                self._reader = WarpedVRT(src, crs=image.crs, transform=image.transform, width=image.width,
-                                         height=image.height, resampling=Resampling.nearest,
-                                         nodata=self.nodata if self.nodata is not None else 0)
-            except rasterio.errors.RasterioError as exc:
-                raise BadInputError(f"The labels raster's CRS cannot be transformed into the image's CRS "
-                                    f"({exc}). Reproject one of them, or fix its CRS.") from exc
-            if events is not None:
-                events.info("The labels raster's grid differs from the image: resampled by nearest neighbour.")
+        if src.crs == image.crs and src.transform.almost_equals(image.transform) and src.shape == image.shape:
+            return
+        if (src.crs is None) != (image.crs is None):
+            raise BadInputError("One of the image and the labels raster has no CRS, so they cannot be "
+                                "aligned. Assign the right CRS to both.")
+        try:
+            self._reader = WarpedVRT(src, crs=image.crs, transform=image.transform, width=image.width,
+                                     height=image.height, resampling=Resampling.nearest, tolerance=0.001,
+                                     nodata=self.nodata if self.nodata is not None else 0)
+        except (rasterio.errors.RasterioError, CPLE_BaseError) as exc:
+            raise BadInputError(f"The labels raster's CRS '{crs_name(src.crs.to_wkt())}' cannot be transformed into "
+                                f"the image's CRS '{crs_name(image.crs.to_wkt())}'. Reproject one of them, or fix "
+                                f"its CRS.") from exc
+        if events is not None:
+            events.info("The labels raster's grid differs from the image: resampled by nearest neighbour.")
+
+    def _settle_schema(self, path, schema):
+        """Find the values on the image grid, the schema (given, sidecar, embedded or from the values),
+        and refuse values outside it."""
         values = self._values_on_image_grid()
         self.schema_origin = "given"
         if schema is None:

@@ -72,6 +72,18 @@ def field_is_numeric(ogr_layer, field: str) -> bool:
     return definition.GetFieldDefn(index).GetType() in (ogr.OFTInteger, ogr.OFTInteger64, ogr.OFTReal)
 
 
+def crs_name(crs_text) -> str:
+    """A short, readable name of a CRS given as WKT, 'EPSG:n' or anything osr understands."""
+    _, osr = _ogr()
+    srs = osr.SpatialReference()
+    try:
+        srs.SetFromUserInput(str(crs_text))
+    except RuntimeError:
+        return str(crs_text)[:80]
+    code = srs.GetAuthorityCode(None)
+    return f"{srs.GetName()}" + (f" ({srs.GetAuthorityName(None)}:{code})" if code else "")
+
+
 def make_transform(source_wkt, target_crs_wkt, what: str = "The labels"):
     """An osr CoordinateTransformation from ``source_wkt`` to ``target_crs_wkt`` in traditional GIS
     axis order, or None when either CRS is unknown or both are the same."""

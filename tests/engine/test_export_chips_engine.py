@@ -59,6 +59,14 @@ def _mars_copy(source, target):
     return target
 
 
+def _mars_raster(source, target):
+    """The NLCD map with a Mars CRS assigned."""
+    mars = osr.SpatialReference()
+    mars.SetFromUserInput("IAU_2015:49900")
+    gdal.Translate(str(target), str(source), outputSRS=mars.ExportToWkt())
+    return target
+
+
 def _tiny_raster(source, target):
     with rasterio.open(source) as src:
         profile = dict(src.profile, width=60, height=50, transform=src.window_transform(Window(0, 0, 60, 50)))
@@ -87,6 +95,10 @@ BAD_INPUTS = {
                                                 _mars_copy(d / "rstoolbox/training_polygons.gpkg", t / "mars.gpkg"),
                                                 "--class-field", "class"],
                                   "cannot be transformed"),
+    "raster_crs_cannot_be_transformed": (lambda d, t: ["--image", d / "zion/landsat8_2015_b2345.tif",
+                                                       "--labels-raster",
+                                                       _mars_raster(d / "zion/nlcd2011_8class.tif", t / "mars.tif")],
+                                         "cannot be transformed"),
     "chip_larger_than_raster": (lambda d, t: ["--labels-vector", d / "rstoolbox/training_polygons.gpkg",
                                               "--class-field", "class", "--chip-size", 512],
                                 "larger than the raster"),
@@ -124,3 +136,26 @@ def test_existing_folder_with_other_files_is_refused(engine_python, repo_root, s
     assert events[-1]["kind"] == "bad_input" and "already holds other files (my_map.tif)" in events[-1]["message"]
     assert [p.name for p in out.iterdir()] == ["my_map.tif"] and (out / "my_map.tif").read_bytes() == b"precious"
     assert hidden_leftovers(tmp_path) == []
+
+
+def test_sigterm_cancels_cleanly(engine_python, repo_root, shared_data, tmp_path):
+    """The QGIS side cancels by terminating the engine: exit code 4, a 'cancelled' error event, no output."""
+    import signal
+
+    zion = shared_data / "zion"
+    proc = subprocess.Popen([engine_python, "-m", "landcover_plugin.core.engine", "export-chips", "--image",
+                             str(zion / "landsat8_2015_b2345.tif"), "--labels-raster",
+                             str(zion / "nlcd2011_8class.tif"), "--output", str(tmp_path / "chips"),
+                             "--chip-size", "16", "--stride", "8"],
+                            cwd=repo_root, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    events = []
+    for line in proc.stdout:
+        events.append(json.loads(line))
+        if events[-1]["event"] == "progress":
+            proc.send_signal(signal.SIGTERM)
+            break
+    rest, stderr = proc.communicate(timeout=60)
+    events += [json.loads(line) for line in rest.splitlines() if line.strip()]
+    assert proc.returncode == 4, stderr
+    assert events[-1]["event"] == "error" and events[-1]["kind"] == "cancelled"
+    assert not (tmp_path / "chips").exists() and hidden_leftovers(tmp_path) == []
