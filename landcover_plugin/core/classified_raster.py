@@ -1,0 +1,227 @@
+"""Writing the classified raster (DESIGN.md, "Classified raster") and its optional confidence raster.
+
+uint8 GeoTIFF on the input grid, nodata 0, 256 px tiles, DEFLATE, embedded colour table, category names
+(GDAL keeps them in the ``.aux.xml`` beside a GeoTIFF), the classes as JSON in the ``landcover_classes``
+tag, internal overviews, and a ``.qml`` beside it (QGIS loads ``<name>.qml`` as the layer's default style).
+The confidence raster is the blended top-class probability in percent (uint8, 1..100, nodata 0).
+
+Every file is written under a hidden temporary name in the target folder and renamed only when complete;
+on any failure, cancel or full disk the temporary files are removed, so no half-written raster is left
+looking valid. Writing uses GDAL's own bindings (one thread) because they report write errors such as a
+full disk, which GDAL otherwise only prints while the file is flushed.
+"""
+import json
+import os
+import shutil
+
+import numpy as np
+from osgeo import gdal
+
+from .errors import BadInputError, Cancelled
+from .qml import write_paletted_qml
+
+BLOCK = 256
+CREATION_OPTIONS = ["TILED=YES", f"BLOCKXSIZE={BLOCK}", f"BLOCKYSIZE={BLOCK}", "COMPRESS=DEFLATE",
+                    "BIGTIFF=IF_SAFER"]
+NODATA = 0
+OVERVIEW_RESAMPLING = {"labels": "NEAREST", "confidence": "AVERAGE"}
+
+
+def overview_factors(width: int, height: int, smallest: int = BLOCK) -> list:
+    """2, 4, 8, ... until the coarsest overview fits in one block."""
+    factors, factor = [], 2
+    while max(width, height) / (factor // 2) > smallest:
+        factors.append(factor)
+        factor *= 2
+    return factors
+
+
+def partial_path(path: str) -> str:
+    folder, name = os.path.split(os.path.abspath(path))
+    return os.path.join(folder, f".{name}.partial-{os.getpid()}.tif")
+
+
+def check_output_path(path: str, *, overwrite: bool, inputs=()) -> str:
+    """Refuse inputs as outputs and existing files unless ``overwrite`` (Processing's convention)."""
+    path = os.path.abspath(os.fspath(path))
+    if os.path.splitext(path)[1].lower() not in (".tif", ".tiff"):
+        raise BadInputError(f"The output {path} must be a GeoTIFF: give a path ending in .tif.")
+    for other in inputs:
+        if other and os.path.exists(other) and os.path.exists(path) and os.path.samefile(path, other):
+            raise BadInputError(f"The output {path} is also an input: choose another output path.")
+    if os.path.exists(path) and not overwrite:
+        raise BadInputError(f"The output {path} already exists: choose another path, or allow overwriting "
+                            f"(--overwrite; Processing always overwrites the file you chose).")
+    if os.path.isdir(path):
+        raise BadInputError(f"The output {path} is a folder: give a file path ending in .tif.")
+    return path
+
+
+class ClassifiedRasterWriter:
+    """Writes label rows (and confidence rows) in 256-row block strips; ``finish()`` publishes the files.
+
+    Use as a context manager: leaving it by an exception removes every temporary file.
+    """
+
+    def __init__(self, path: str, *, width: int, height: int, crs_wkt: str, geotransform, classes: list,
+                 confidence_path: str = None, progress=None):
+        self.path, self.width, self.height = path, int(width), int(height)
+        self.classes = classes
+        self.confidence_path = confidence_path
+        self.progress = progress or (lambda fraction, message: True)
+        self._targets = [("labels", path)] + ([("confidence", confidence_path)] if confidence_path else [])
+        self._temps = {kind: partial_path(target) for kind, target in self._targets}
+        self._datasets = {}
+        self._crs_wkt, self._geotransform = crs_wkt, tuple(geotransform)
+        self._pending = {kind: [] for kind, _ in self._targets}
+        self._pending_rows = 0
+        self._written_rows = 0
+
+    # -- life cycle --------------------------------------------------------------------------------
+    def __enter__(self):
+        for kind, _target in self._targets:
+            folder = os.path.dirname(self._temps[kind])
+            os.makedirs(folder, exist_ok=True)
+            self._check_free_space(folder)
+            self._datasets[kind] = self._create(self._temps[kind])
+        band = self._datasets["labels"].GetRasterBand(1)
+        band.SetRasterColorTable(self._colour_table())
+        band.SetRasterColorInterpretation(gdal.GCI_PaletteIndex)
+        self._datasets["labels"].SetMetadataItem("landcover_classes", json.dumps(self.classes))
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        if exc_type is not None:
+            self.abort()
+        return False
+
+    def abort(self):
+        """Close and remove every temporary file (failure, cancel, full disk)."""
+        self._datasets.clear()  # GDAL closes a dataset when its last reference goes
+        for temp in self._temps.values():
+            for leftover in (temp, temp + ".aux.xml", temp + ".ovr"):
+                if os.path.exists(leftover):
+                    os.remove(leftover)
+
+    # -- rows ----------------------------------------------------------------------------------------
+    def write_rows(self, labels: np.ndarray, confidence: np.ndarray = None):
+        """Append rows (in order, top to bottom); written in whole block rows for compact tiles."""
+        self._pending["labels"].append(labels)
+        if self.confidence_path:
+            self._pending["confidence"].append(confidence)
+        self._pending_rows += labels.shape[0]
+        if self._pending_rows >= BLOCK or self._written_rows + self._pending_rows >= self.height:
+            self._flush_pending()
+
+    def _flush_pending(self):
+        for kind, rows in self._pending.items():
+            if not rows:
+                continue
+            block = np.concatenate(rows, axis=0) if len(rows) > 1 else rows[0]
+            usable = block.shape[0] if self._written_rows + block.shape[0] >= self.height else \
+                (block.shape[0] // BLOCK) * BLOCK
+            self._gdal(lambda: self._datasets[kind].GetRasterBand(1).WriteArray(block[:usable], 0,
+                                                                                self._written_rows), kind)
+            self._pending[kind] = [block[usable:]] if usable < block.shape[0] else []
+        written = usable
+        self._written_rows += written
+        self._pending_rows -= written
+
+    # -- publishing ----------------------------------------------------------------------------------
+    def finish(self) -> dict:
+        """Flush, build overviews, close, add category names, rename into place, write the .qml."""
+        if self._pending_rows:
+            self._flush_pending()
+        if self._written_rows != self.height:
+            raise RuntimeError(f"wrote {self._written_rows} of {self.height} rows")
+        factors = overview_factors(self.width, self.height)
+        for kind, dataset in self._datasets.items():
+            self._gdal(dataset.FlushCache, kind)
+            if factors:
+                self._gdal(lambda: dataset.BuildOverviews(OVERVIEW_RESAMPLING[kind], factors,
+                                                          self._overview_callback), kind)
+                if getattr(self, "_cancelled", False):
+                    raise Cancelled("Cancelled while building overviews; no output was kept.")
+            self._gdal(dataset.FlushCache, kind)
+        self._datasets.clear()
+        self._add_category_names(self._temps["labels"])
+        outputs = {}
+        for kind, target in self._targets:
+            for old in (target, target + ".aux.xml"):
+                if os.path.exists(old):
+                    os.remove(old)
+            if os.path.exists(self._temps[kind] + ".aux.xml"):
+                os.replace(self._temps[kind] + ".aux.xml", target + ".aux.xml")
+            os.replace(self._temps[kind], target)
+            outputs[kind] = target
+        outputs["qml"] = write_paletted_qml(os.path.splitext(self.path)[0] + ".qml", self.classes)
+        return outputs
+
+    # -- helpers -------------------------------------------------------------------------------------
+    def _create(self, temp: str):
+        driver = gdal.GetDriverByName("GTiff")
+        gdal.ErrorReset()
+        try:
+            dataset = driver.Create(temp, self.width, self.height, 1, gdal.GDT_Byte, CREATION_OPTIONS)
+        except RuntimeError as exc:  # when someone turned on gdal.UseExceptions()
+            dataset, message = None, str(exc)
+        else:
+            message = gdal.GetLastErrorMsg()
+        if dataset is None:
+            raise BadInputError(f"Cannot create {temp}: {message}. Check that the folder is writable and has "
+                                f"free space, or choose another output path.")
+        dataset.SetGeoTransform(self._geotransform)
+        if self._crs_wkt:
+            dataset.SetProjection(self._crs_wkt)
+        dataset.GetRasterBand(1).SetNoDataValue(NODATA)
+        return dataset
+
+    def _colour_table(self):
+        table = gdal.ColorTable()
+        table.SetColorEntry(NODATA, (0, 0, 0, 0))
+        for item in self.classes:
+            colour = item["colour"]
+            table.SetColorEntry(int(item["id"]), tuple(int(colour[i:i + 2], 16) for i in (1, 3, 5)) + (255,))
+        return table
+
+    def _add_category_names(self, temp: str):
+        names = [""] * (max(int(c["id"]) for c in self.classes) + 1)
+        for item in self.classes:
+            names[int(item["id"])] = item["name"]
+        dataset = gdal.Open(temp)  # read-only: GDAL keeps the names in the .aux.xml beside the file
+        dataset.GetRasterBand(1).SetCategoryNames(names)
+        dataset = None  # noqa: F841 - closing writes the .aux.xml
+
+    def _overview_callback(self, fraction, _message, _data):
+        keep_going = self.progress(fraction, "building overviews")
+        self._cancelled = not keep_going
+        return 1 if keep_going else 0
+
+    def _gdal(self, call, kind):
+        """Run a GDAL call and turn any error it reports (full disk above all) into a clear BadInputError."""
+        gdal.ErrorReset()
+        try:
+            result = call()
+        except RuntimeError as exc:  # when someone turned on gdal.UseExceptions()
+            message = str(exc)
+        else:
+            if gdal.GetLastErrorType() < gdal.CE_Failure:
+                return result
+            message = gdal.GetLastErrorMsg()
+        if getattr(self, "_cancelled", False):
+            raise Cancelled("Cancelled while building overviews; no output was kept.")
+        where = self._temps[kind]
+        folder = os.path.dirname(where)
+        free_mb = shutil.disk_usage(folder).free / 2**20
+        raise BadInputError(f"Writing {os.path.basename(where)} failed: {message}. There is probably not enough "
+                            f"disk space at {folder} ({free_mb:.0f} MB free) or the file exceeds a size limit: "
+                            f"free some space or choose another folder. The partial file was removed.")
+
+    def _check_free_space(self, folder: str):
+        # A classified map compresses well, but not below ~1/8 of a byte per pixel with overviews.
+        needed = self.width * self.height / 8 + 2**20
+        free = shutil.disk_usage(folder).free
+        if free < needed:
+            raise BadInputError(f"Not enough disk space at {folder}: {free / 2**20:.0f} MB free, about "
+                                f"{needed / 2**20:.0f} MB needed for a {self.width}x{self.height} px classified "
+                                f"raster. Free some space or choose another folder.")

@@ -1,0 +1,206 @@
+"""The ``classify`` engine command and its Python API: ONNX model + raster -> classified GeoTIFF.
+
+A three-stage pipeline keeps the model busy and memory bounded:
+
+1. a reader thread reads the next batch of tile windows (rasterio), marks nodata/NaN/outside-mask pixels
+   invalid, skips tiles with no valid pixel, and standardises the rest with the card's mean/std;
+2. the calling thread runs the batch through onnxruntime (which releases the GIL);
+3. a writer thread blends the probabilities into a strip one tile high (:class:`tiling.StripBlender`) and
+   writes finished rows (:class:`classified_raster.ClassifiedRasterWriter`).
+
+Peak memory is a few batches plus classes x tile x width floats, whatever the raster's height.
+"""
+import concurrent.futures as futures
+import os
+import time
+
+import numpy as np
+
+from .classified_raster import ClassifiedRasterWriter, check_output_path
+from .errors import BadInputError, Cancelled
+from .events import Events, RecordingEvents
+from .onnx_model import DEVICES, load_model
+from .classify_input import open_source
+from .tiling import StripBlender, TileGrid, overlap_pixels
+
+DEFAULT_BATCH = 4
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("--raster", required=True, help="input raster (any GDAL-readable file)")
+    parser.add_argument("--model", required=True, help="ONNX segmentation model")
+    parser.add_argument("--output", required=True, help="classified GeoTIFF to write (.tif)")
+    parser.add_argument("--extent", help="xmin,ymin,xmax,ymax in the raster's CRS (default: whole raster)")
+    parser.add_argument("--mask", help="polygons (any OGR file); only pixels inside them are classified")
+    parser.add_argument("--overlap", type=float, help="tile overlap in percent of the tile (default: the model's)")
+    parser.add_argument("--batch-size", type=int, default=DEFAULT_BATCH, help="tiles per model run")
+    parser.add_argument("--device", choices=DEVICES, default="auto", help="where the model runs")
+    parser.add_argument("--threads", type=int, help="onnxruntime intra-op threads (default: all usable CPUs)")
+    parser.add_argument("--class-names", help="class names for a model without metadata: comma-separated")
+    parser.add_argument("--mean", help="per-band mean for a model without metadata: comma-separated")
+    parser.add_argument("--std", help="per-band standard deviation for a model without metadata")
+    parser.add_argument("--resample", action="store_true", help="resample the raster to the model's resolution")
+    parser.add_argument("--confidence", help="also write the top-class probability (percent) to this GeoTIFF")
+    parser.add_argument("--overwrite", action="store_true", help="replace existing output files")
+
+
+def run(args, events: Events) -> dict:
+    return classify_raster(
+        args.raster, args.model, args.output, extent=_floats(args.extent, "extent", 4), mask_path=args.mask,
+        overlap=None if args.overlap is None else args.overlap / 100.0, batch_size=args.batch_size,
+        device=args.device, threads=args.threads, class_names=_names(args.class_names),
+        mean=_floats(args.mean, "mean"), std=_floats(args.std, "std"), resample=args.resample,
+        confidence_path=args.confidence, overwrite=args.overwrite, events=events)
+
+
+def classify_raster(raster_path, model_path, output_path, *, extent=None, mask_path=None, overlap=None,
+                    batch_size: int = DEFAULT_BATCH, device: str = "auto", threads: int = None,
+                    class_names=None, mean=None, std=None, resample: bool = False, confidence_path=None,
+                    overwrite: bool = False, events: Events = None) -> dict:
+    """Classify ``raster_path`` with ``model_path`` into ``output_path``; returns outputs and timings.
+
+    ``overlap`` is a fraction of the tile (default: the model card's, at least 1/8); ``extent`` is
+    (xmin, ymin, xmax, ymax) in the raster's CRS; ``mask_path`` an OGR polygon file in any CRS.
+    """
+    events = events or RecordingEvents()
+    started = time.perf_counter()
+    raster_path, model_path = os.fspath(raster_path), os.fspath(model_path)
+    if not os.path.exists(raster_path):
+        raise BadInputError(f"The raster {raster_path} does not exist.")
+    if batch_size < 1:
+        raise BadInputError(f"Batch size must be at least 1, got {batch_size}.")
+    output_path = check_output_path(output_path, overwrite=overwrite, inputs=(raster_path, model_path, mask_path))
+    if confidence_path:
+        confidence_path = check_output_path(confidence_path, overwrite=overwrite,
+                                            inputs=(raster_path, model_path, mask_path, output_path))
+    model = load_model(model_path, device=device, threads=threads,
+                       overrides={"class_names": class_names, "mean": mean, "std": std}, events=events)
+    overlap_px = overlap_pixels(model.tile, max(model.card.get("overlap") or 0.0, 0.125)
+                                if overlap is None else overlap)
+    with open_source(raster_path, model, extent=extent, mask_path=mask_path, resample=resample,
+                     events=events) as source:
+        grid = TileGrid(source.height, source.width, model.tile, overlap_px)
+        events.info(f"Classifying {source.width}x{source.height} px in {len(grid)} tiles of {model.tile} px "
+                    f"overlapping by {overlap_px} px, {batch_size} tiles a batch.")
+        with ClassifiedRasterWriter(output_path, width=source.width, height=source.height,
+                                    crs_wkt=source.crs_wkt, geotransform=source.transform.to_gdal(),
+                                    classes=model.classes, confidence_path=confidence_path,
+                                    progress=lambda f, m: _progress(events, 0.97 + 0.03 * f, m)) as writer:
+            stats = _run_pipeline(source, model, grid, writer, batch_size, bool(confidence_path), events)
+            outputs = writer.finish()
+    seconds = time.perf_counter() - started
+    megapixels = source.width * source.height / 1e6
+    events.progress(1.0, "done")
+    events.info(f"Classified {megapixels:.1f} Mpx in {seconds:.1f} s ({megapixels / seconds:.2f} Mpx/s; model "
+                f"{stats['model_seconds']:.1f} s); {stats['tiles_run']} tiles run, {stats['tiles_skipped']} "
+                f"skipped (no valid pixel).")
+    result = {"OUTPUT": outputs["labels"], "QML": outputs["qml"], "CLASSES": model.classes,
+              "DEVICE": "cuda" if model.uses_cuda else "cpu", "SECONDS": round(seconds, 3),
+              "MEGAPIXELS": round(megapixels, 3), "MEGAPIXELS_PER_SECOND": round(megapixels / seconds, 3),
+              "TILE": model.tile, "OVERLAP": overlap_px, "BATCH_SIZE": batch_size, **stats}
+    if confidence_path:
+        result["CONFIDENCE"] = outputs["confidence"]
+    return result
+
+
+def _run_pipeline(source, model, grid, writer, batch_size, confidence, events) -> dict:
+    blender = StripBlender(grid, [c["id"] for c in model.classes], writer.write_rows, confidence=confidence)
+    batches = source.batches(grid, batch_size)
+    stats = {"tiles": len(grid), "tiles_run": 0, "tiles_skipped": 0, "model_seconds": 0.0}
+    needs_softmax = None
+    mode = os.environ.get("LC_PIPE", "threads")
+    make = (lambda name: futures.ThreadPoolExecutor(1, name)) if mode == "threads" else (lambda name: _Inline())
+    with make("landcover-read") as reader, make("landcover-write") as blend_writer:
+        # Leaving this block by an error waits for the read in flight, so the raster closes after it.
+        pending_read = reader.submit(next, batches, None)
+        pending_write = None
+        while True:
+            batch = pending_read.result()
+            if batch is None:
+                break
+            pending_read = reader.submit(next, batches, None)  # read ahead while the model runs
+            if events.cancel_requested:
+                raise Cancelled("Classification cancelled; the partial output was removed.")
+            tick = time.perf_counter()
+            probs = model.run(batch.x)
+            stats["model_seconds"] += time.perf_counter() - tick
+            if needs_softmax is None:
+                needs_softmax = _needs_softmax(probs, events)
+            if needs_softmax:
+                probs = _softmax(probs)
+            if pending_write is not None:
+                pending_write.result()  # at most one batch waits to be blended: memory stays bounded
+            pending_write = blend_writer.submit(_blend, blender, batch, probs)
+            stats["tiles_run"] += len(batch.tiles)
+            done = batch.tiles[-1].index + 1
+            _progress(events, 0.97 * done / len(grid), f"tile {done}/{len(grid)}")
+        if pending_write is not None:
+            pending_write.result()
+        blend_writer.submit(blender.finish).result()
+    stats["tiles_skipped"] = len(grid) - stats["tiles_run"]
+    stats["model_seconds"] = round(stats["model_seconds"], 3)
+    return stats
+
+
+class _Inline:
+    """An executor that runs each call at once in the calling thread."""
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+    def submit(self, call, *args):
+        future = futures.Future()
+        try:
+            future.set_result(call(*args))
+        except BaseException as exc:  # noqa: BLE001 - handed to the caller through the future
+            future.set_exception(exc)
+        return future
+
+
+def _blend(blender, batch, probs):
+    for tile, tile_probs, valid in zip(batch.tiles, probs, batch.valid):
+        blender.add(tile, tile_probs, valid)
+
+
+def _needs_softmax(probs: np.ndarray, events: Events) -> bool:
+    sums = probs.sum(axis=1)
+    if probs.min() >= -1e-4 and np.abs(sums - 1.0).max() <= 1e-2:
+        return False
+    events.warning("The model's outputs are not class probabilities (they do not sum to 1 per pixel): "
+                   "applied a softmax to them. Confidence values are that softmax.")
+    return True
+
+
+def _softmax(logits: np.ndarray) -> np.ndarray:
+    logits = logits - logits.max(axis=1, keepdims=True)
+    np.exp(logits, out=logits)
+    logits /= logits.sum(axis=1, keepdims=True)
+    return logits
+
+
+def _progress(events: Events, fraction: float, message: str) -> bool:
+    events.progress(fraction, message)
+    return not events.cancel_requested
+
+
+def _floats(text, what, count=None):
+    if text in (None, ""):
+        return None
+    values = text if isinstance(text, (list, tuple)) else str(text).replace(";", ",").split(",")
+    try:
+        numbers = [float(v) for v in values if str(v).strip()]
+    except ValueError as exc:
+        raise BadInputError(f"{what} must be comma-separated numbers, got '{text}'.") from exc
+    if count is not None and len(numbers) != count:
+        raise BadInputError(f"{what} needs {count} comma-separated numbers, got '{text}'.")
+    return numbers
+
+
+def _names(text):
+    if text in (None, ""):
+        return None
+    names = [n.strip() for n in str(text).split(",") if n.strip()]
+    return names or None

@@ -1,0 +1,224 @@
+"""The classifier's input side: checking a raster against the model, and reading it as standardised tiles.
+
+:func:`open_source` checks the raster against the model (band count, pixel type, CRS units, resolution),
+resamples it on the fly to the model's resolution when asked (a rasterio ``WarpedVRT``), limits it to an
+extent (snapped outward to whole pixels of the input grid) and rasterises an optional mask per tile.
+:meth:`RasterSource.batches` then yields batches of tiles: nodata, NaN, padded and outside-mask pixels are
+invalid and set to 0 after standardisation; tiles with no valid pixel are skipped, never run.
+"""
+import contextlib
+import json
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import rasterio
+from osgeo import gdal, ogr
+from rasterio.enums import Resampling
+from rasterio.features import geometry_mask
+from rasterio.vrt import WarpedVRT
+from rasterio.warp import transform_geom
+from rasterio.windows import Window
+
+from .errors import BadInputError
+from .raster_utils import valid_mask
+
+RESOLUTION_TOLERANCE = 1.5  # warn when raster and model resolutions differ by more than this factor
+GDAL_CACHE_BYTES = 256 * 2**20  # bounded block cache: strip-organised rasters are decoded once per tile row
+
+
+@dataclass
+class Batch:
+    tiles: list  # tiling.Tile, in grid order
+    x: np.ndarray  # (n, bands, T, T) float32, standardised; invalid and padded pixels 0
+    valid: np.ndarray  # (n, T, T) bool
+
+
+class RasterSource:
+    """A checked raster window ready to be read as tiles; its grid is the output grid."""
+
+    def __init__(self, dataset, window: Window, model, shapes, events):
+        self.dataset, self.window, self.shapes = dataset, window, shapes
+        self.width, self.height = int(window.width), int(window.height)
+        self.transform = dataset.window_transform(window)
+        self.crs_wkt = dataset.crs.to_wkt() if dataset.crs else ""
+        self.nodata = _usable_nodata(dataset.nodata, dataset.dtypes[0])
+        self.mean = np.asarray(model.card["mean"], dtype=np.float32)[:, None, None]
+        self.inv_std = (1.0 / np.asarray(model.card["std"], dtype=np.float32))[:, None, None]
+        self.bands, self.tile = model.bands, model.tile
+        self.events = events
+
+    def batches(self, grid, batch_size: int):
+        """Yield :class:`Batch` es of up to ``batch_size`` tiles that hold at least one valid pixel."""
+        tiles, x, valid = [], None, None
+        for tile in grid:
+            if x is None:
+                x = np.zeros((batch_size, self.bands, self.tile, self.tile), dtype=np.float32)
+                valid = np.zeros((batch_size, self.tile, self.tile), dtype=bool)
+            if self._read_tile(tile, x[len(tiles)], valid[len(tiles)]):
+                tiles.append(tile)
+                if len(tiles) == batch_size:
+                    yield Batch(tiles, x, valid)
+                    tiles, x, valid = [], None, None
+        if tiles:
+            yield Batch(tiles, x[:len(tiles)], valid[:len(tiles)])
+
+    def _read_tile(self, tile, x: np.ndarray, valid: np.ndarray) -> bool:
+        window = Window(self.window.col_off + tile.col, self.window.row_off + tile.row, tile.cols, tile.rows)
+        inside = valid[:tile.rows, :tile.cols]
+        if self.shapes is not None:
+            inside[:] = geometry_mask(self.shapes, out_shape=(tile.rows, tile.cols),
+                                      transform=self.dataset.window_transform(window), invert=True)
+            if not inside.any():
+                inside[:] = False
+                return False
+        else:
+            inside[:] = True
+        data = self.dataset.read(window=window)
+        inside &= valid_mask(data, self.nodata)
+        if not inside.any():
+            return False  # all False already
+        part = x[:, :tile.rows, :tile.cols]
+        with np.errstate(invalid="ignore", over="ignore"):
+            np.subtract(data, self.mean, out=part, casting="unsafe")
+            part *= self.inv_std
+        part[:, ~inside] = 0.0
+        return True
+
+
+@contextlib.contextmanager
+def open_source(raster_path, model, *, extent=None, mask_path=None, resample=False, events):
+    """Open, check and frame the raster for ``model``; yields a :class:`RasterSource`."""
+    previous_cache = gdal.GetCacheMax()
+    gdal.SetCacheMax(GDAL_CACHE_BYTES)
+    try:
+        try:
+            src = rasterio.open(raster_path)
+        except rasterio.errors.RasterioIOError as exc:
+            raise BadInputError(f"Cannot read the raster {raster_path}: {exc}. Choose a GDAL-readable raster "
+                                f"file.") from exc
+        with src, contextlib.ExitStack() as stack:
+            _check(src, model, events)
+            dataset = src
+            target = _target_grid(src, model, resample, events)
+            if target is not None:
+                dataset = stack.enter_context(WarpedVRT(src, crs=src.crs, resampling=Resampling.bilinear, **target))
+            window = extent_window(extent, dataset)
+            shapes = load_mask(mask_path, dataset.crs) if mask_path else None
+            yield RasterSource(dataset, window, model, shapes, events)
+    finally:
+        gdal.SetCacheMax(previous_cache)
+
+
+def _check(src, model, events) -> None:
+    card = model.card
+    if src.count != model.bands:
+        names = ", ".join(card["bands"].get("names") or [])
+        raise BadInputError(f"The raster has {src.count} bands but the model takes {model.bands} bands"
+                            f"{f' ({names})' if names else ''}. Choose a raster with the bands the model was "
+                            f"trained on, in the same order, or a model trained on this raster's bands.")
+    if card.get("input_dtype") and card["input_dtype"] != src.dtypes[0]:
+        events.warning(f"The raster's pixels are {src.dtypes[0]} but the model was trained on "
+                       f"{card['input_dtype']} pixels: if their value ranges differ (e.g. 8-bit vs 16-bit "
+                       f"digital numbers), the classes will be wrong. Convert the raster, or use a model "
+                       f"trained on this kind of image.")
+    if src.crs is None:
+        events.warning(f"The raster {src.name} has no CRS: the classified raster will have none either, and "
+                       f"its resolution cannot be compared with the model's.")
+    elif card.get("crs") and _crs_text(src.crs) != card["crs"]:
+        events.info(f"The raster's CRS is {_crs_text(src.crs)}; the model was trained in {card['crs']}.")
+
+
+def _target_grid(src, model, resample: bool, events):
+    """Keyword arguments of a WarpedVRT at the model's resolution, or None to read the raster as it is."""
+    model_res = model.card.get("resolution")
+    if not model_res:
+        if resample:
+            events.warning("Resampling was asked for but the model does not say its resolution: not resampled.")
+        return None
+    model_res = float(model_res[0])
+    if src.crs is None or src.crs.is_geographic:
+        units = "no CRS" if src.crs is None else f"a geographic CRS ({_crs_text(src.crs)}, in degrees)"
+        message = (f"The raster has {units}, but the model was trained at {model_res:g} m per pixel: the "
+                   f"resolutions cannot be compared. Reproject the raster to a projected CRS in metres")
+        if resample:
+            raise BadInputError(message + " before resampling it to the model's resolution.")
+        events.warning(message + " if the classes look wrong.")
+        return None
+    metres = src.res[0] * src.crs.linear_units_factor[1]
+    ratio = metres / model_res
+    if not resample:
+        if not 1 / RESOLUTION_TOLERANCE <= ratio <= RESOLUTION_TOLERANCE:
+            events.warning(f"The raster's resolution is {metres:g} m per pixel but the model was trained at "
+                           f"{model_res:g} m per pixel ({ratio:.2f}x): objects will look {'smaller' if ratio > 1 else 'larger'} "
+                           f"than in training. Turn on resampling to the model's resolution, or use a "
+                           f"model trained at this resolution.")
+        return None
+    if abs(ratio - 1) < 0.01:
+        events.info(f"The raster is already at the model's resolution ({model_res:g} m): not resampled.")
+        return None
+    step = model_res / src.crs.linear_units_factor[1]
+    left, bottom, right, top = src.bounds
+    width, height = max(1, round((right - left) / step)), max(1, round((top - bottom) / step))
+    events.info(f"Resampled (bilinear) from {metres:g} m to the model's {model_res:g} m per pixel: "
+                f"{src.width}x{src.height} -> {width}x{height} px; the classified raster is on that grid.")
+    return {"transform": rasterio.transform.from_origin(left, top, step, step), "width": width, "height": height}
+
+
+def extent_window(extent, dataset) -> Window:
+    """The pixel window covering ``extent`` (xmin, ymin, xmax, ymax), snapped outward, within the raster."""
+    full = Window(0, 0, dataset.width, dataset.height)
+    if not extent:
+        return full
+    xmin, ymin, xmax, ymax = (float(v) for v in extent)
+    if not (xmin < xmax and ymin < ymax):
+        raise BadInputError(f"The extent {xmin}, {ymin}, {xmax}, {ymax} is empty: give xmin < xmax and ymin < ymax.")
+    inverse = ~dataset.transform
+    cols, rows = zip(*(inverse * corner for corner in ((xmin, ymin), (xmin, ymax), (xmax, ymin), (xmax, ymax))))
+    col0, row0 = max(0, math.floor(min(cols) + 1e-6)), max(0, math.floor(min(rows) + 1e-6))
+    col1, row1 = min(dataset.width, math.ceil(max(cols) - 1e-6)), min(dataset.height, math.ceil(max(rows) - 1e-6))
+    if col1 <= col0 or row1 <= row0:
+        left, bottom, right, top = dataset.bounds
+        raise BadInputError(f"The extent {xmin:g}, {ymin:g}, {xmax:g}, {ymax:g} does not overlap the raster, "
+                            f"which covers {left:g}, {bottom:g}, {right:g}, {top:g} in its CRS "
+                            f"({_crs_text(dataset.crs)}). Choose an extent over the raster.")
+    return Window(col0, row0, col1 - col0, row1 - row0)
+
+
+def load_mask(path, crs) -> list:
+    """The polygons of the first layer of an OGR file, as GeoJSON-like dicts in ``crs``."""
+    try:
+        source = ogr.Open(str(path))
+    except RuntimeError:  # when someone turned on ogr.UseExceptions()
+        source = None
+    if source is None or source.GetLayerCount() == 0:
+        raise BadInputError(f"Cannot read the mask layer {path}: give a polygon file GDAL/OGR can open.")
+    layer = source.GetLayer(0)
+    shapes = [json.loads(feature.GetGeometryRef().ExportToJson()) for feature in layer
+              if feature.GetGeometryRef() is not None and "POLYGON" in feature.GetGeometryRef().GetGeometryName()]
+    if not shapes:
+        raise BadInputError(f"The mask layer {path} has no polygons: give polygons that outline the area to "
+                            f"classify.")
+    reference = layer.GetSpatialRef()
+    if reference is not None and crs is not None:
+        mask_crs = rasterio.crs.CRS.from_wkt(reference.ExportToWkt())
+        if mask_crs != crs:
+            shapes = transform_geom(mask_crs, crs, shapes)
+    return shapes
+
+
+def _usable_nodata(nodata, dtype):
+    """rasterio gives nodata as a float: an integer raster's nodata must be an int to be compared."""
+    if nodata is None or not np.issubdtype(np.dtype(dtype), np.integer):
+        return nodata
+    info = np.iinfo(np.dtype(dtype))
+    if float(nodata).is_integer() and info.min <= nodata <= info.max:
+        return int(nodata)
+    return None  # a nodata value no pixel of this type can hold
+
+
+def _crs_text(crs) -> str:
+    if crs is None:
+        return "none"
+    epsg = crs.to_epsg()
+    return f"EPSG:{epsg}" if epsg else crs.to_wkt()[:60]

@@ -1,0 +1,201 @@
+"""Loading, checking and running an ONNX segmentation model with onnxruntime.
+
+DESIGN.md, "Model": one float32 NCHW input with a static tile size and a dynamic batch; one output of class
+probabilities (N, K, H, W). Our models carry a ``landcover_card``; Deepness models carry Deepness keys;
+models made elsewhere may carry nothing, and then the user gives class names and normalisation
+(``overrides``). What was guessed is reported, never hidden.
+
+The session is tuned on purpose: execution providers chosen by device (CUDA first with CPU fallback, and
+the fallback is logged), a fixed number of intra-op threads, full graph optimisation, sequential
+execution of one batch at a time.
+"""
+import os
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import onnxruntime as ort
+
+from .errors import BadInputError
+from .events import Events, RecordingEvents
+from .model_card import card_from_metadata
+
+DEVICES = ("auto", "cpu", "cuda")
+CUDA = "CUDAExecutionProvider"
+CPU = "CPUExecutionProvider"
+_FLOAT_TYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16}
+DEFAULT_TILE = 512
+
+
+@dataclass
+class OnnxModel:
+    """A checked, ready-to-run model and the card that describes it."""
+
+    path: str
+    session: ort.InferenceSession
+    input_name: str
+    output_name: str
+    input_dtype: type
+    card: dict
+    tile: int
+    bands: int
+    assumptions: list = field(default_factory=list)
+    providers: list = field(default_factory=list)
+
+    @property
+    def classes(self) -> list:
+        return self.card["classes"]
+
+    @property
+    def uses_cuda(self) -> bool:
+        return CUDA in self.providers
+
+    def run(self, batch: np.ndarray) -> np.ndarray:
+        """(N, C, T, T) float32 -> (N, K, T, T) float32 probabilities as the model gives them."""
+        if batch.dtype != self.input_dtype:
+            batch = batch.astype(self.input_dtype)
+        out = self.session.run([self.output_name], {self.input_name: batch})[0]
+        return out if out.dtype == np.float32 else out.astype(np.float32)
+
+
+def choose_providers(device: str, events: Events) -> list:
+    """Execution providers for ``device`` (auto, cpu, cuda); CUDA falls back to the CPU with a warning."""
+    device = (device or "auto").lower()
+    if device not in DEVICES:
+        raise BadInputError(f"Device '{device}' is not one of {', '.join(DEVICES)}.")
+    available = ort.get_available_providers()
+    if device == "cpu":
+        return [CPU]
+    if CUDA in available:
+        return [CUDA, CPU]
+    if device == "cuda":
+        events.warning(f"CUDA was asked for but this onnxruntime ({ort.__version__}) has no CUDA execution "
+                       f"provider (it has {', '.join(available)}): running on the CPU. Install "
+                       f"onnxruntime-gpu with 'Set up engine environment' to use the GPU.")
+    return [CPU]
+
+
+def session_options(threads: int = None) -> ort.SessionOptions:
+    """Options for throughput on one batch at a time: all graph optimisations, fixed intra-op threads."""
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.intra_op_num_threads = int(threads) if threads else usable_cpus()
+    options.inter_op_num_threads = 1
+    # Idle ORT threads must not spin: our reader and writer threads need those cores between batches.
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    options.log_severity_level = 3
+    return options
+
+
+def usable_cpus() -> int:
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def create_session(path: str, device: str = "auto", threads: int = None, events: Events = None):
+    """An InferenceSession for ``path``; BadInputError when the file is not a loadable ONNX model."""
+    events = events or RecordingEvents()
+    if not os.path.isfile(path):
+        raise BadInputError(f"The model file {path} does not exist. Choose the .onnx file written by "
+                            f"'Train segmentation model' or another ONNX segmentation model.")
+    providers = choose_providers(device, events)
+    try:
+        session = ort.InferenceSession(path, sess_options=session_options(threads), providers=providers)
+    except Exception as exc:  # noqa: BLE001 - onnxruntime raises several unrelated types for bad files
+        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise BadInputError(f"{path} is not a usable ONNX model: onnxruntime cannot load it ({first_line[:300]}). "
+                            f"Choose an .onnx model file (export it again if it is damaged).") from exc
+    used = session.get_providers()
+    if CUDA in providers and CUDA not in used:
+        events.warning(f"The CUDA execution provider failed to start (CUDA or cuDNN libraries missing or "
+                       f"incompatible): running on the CPU with {', '.join(used)}.")
+    return session
+
+
+def load_model(path, *, device: str = "auto", threads: int = None, overrides: dict = None,
+               events: Events = None) -> OnnxModel:
+    """Load, check and describe a segmentation model; reports the device and what was assumed."""
+    events = events or RecordingEvents()
+    path = os.fspath(path)
+    session = create_session(path, device, threads, events)
+    model_input = _the_input(path, session)
+    output = _the_output(path, session)
+    shape = list(model_input.shape)
+    props = dict(session.get_modelmeta().custom_metadata_map)
+    channels = output.shape[1] if isinstance(output.shape[1], int) else None
+    static_tile = shape[2] if isinstance(shape[2], int) and shape[2] == shape[3] else None
+    if channels is None:  # learn the class count from one run on a zero tile
+        probe_tile = static_tile or _tile_from_props(props) or DEFAULT_TILE
+        probe_bands = shape[1] if isinstance(shape[1], int) else len((overrides or {}).get("mean") or [0, 0, 0])
+        probe = np.zeros((1, probe_bands, probe_tile, probe_tile), _FLOAT_TYPES[model_input.type])
+        channels = int(session.run([output.name], {model_input.name: probe})[0].shape[1])
+    card, assumptions = card_from_metadata(props, shape, channels, overrides)
+    tile = static_tile or int(card["tile_size"])
+    if static_tile is None:
+        assumptions.append(f"the model input has no fixed tile size: used {tile} px")
+    _check_spatial_match(path, shape, output.shape)
+    bands = int(card["bands"]["count"])
+    if isinstance(shape[1], int) and shape[1] != bands:
+        raise BadInputError(f"The model card describes {bands} bands but the model input takes {shape[1]}: "
+                            f"the model file is inconsistent; give mean/std with one value per input band.")
+    model = OnnxModel(path, session, model_input.name, output.name, _FLOAT_TYPES[model_input.type], card, tile,
+                      bands, assumptions, session.get_providers())
+    events.info(f"Model {os.path.basename(path)}: {bands} bands in, {len(card['classes'])} classes out "
+                f"({', '.join(c['name'] for c in card['classes'])}), tile {tile} px, running on "
+                f"{'CUDA' if model.uses_cuda else 'the CPU'} ({', '.join(model.providers)}).")
+    for assumption in assumptions:
+        events.warning(f"Assumed: {assumption}.")
+    return model
+
+
+def time_bare_run(model: OnnxModel, tiles: int, batch_size: int) -> float:
+    """Seconds onnxruntime alone takes for ``tiles`` tiles in batches: the floor our whole run is compared to."""
+    rng = np.random.default_rng(0)
+    batch = rng.standard_normal((batch_size, model.bands, model.tile, model.tile)).astype(np.float32)
+    model.run(batch[:1])  # warm-up, as our run's first batch also pays it
+    start = time.perf_counter()
+    remaining = tiles
+    while remaining > 0:
+        model.run(batch[:min(batch_size, remaining)])
+        remaining -= batch_size
+    return time.perf_counter() - start
+
+
+def _the_input(path, session):
+    inputs = session.get_inputs()
+    if len(inputs) != 1:
+        raise BadInputError(f"{path} has {len(inputs)} inputs ({', '.join(i.name for i in inputs)}); a "
+                            f"segmentation model takes one image tensor (N, C, H, W).")
+    model_input = inputs[0]
+    if len(model_input.shape) != 4 or model_input.type not in _FLOAT_TYPES:
+        raise BadInputError(f"{path} takes input '{model_input.name}' of shape {model_input.shape} and type "
+                            f"{model_input.type}; a segmentation model takes one float tensor (N, C, H, W).")
+    return model_input
+
+
+def _the_output(path, session):
+    outputs = session.get_outputs()
+    for output in outputs:
+        if len(output.shape) == 4 and output.type in _FLOAT_TYPES:
+            return output
+    found = "; ".join(f"'{o.name}' {o.shape} {o.type}" for o in outputs)
+    raise BadInputError(f"{path} has no usable output: it gives {found}, but a segmentation model must give "
+                        f"class probabilities of shape (N, classes, height, width). Is it a classifier or a "
+                        f"detector rather than a segmentation model?")
+
+
+def _check_spatial_match(path, in_shape, out_shape):
+    in_hw, out_hw = list(in_shape[2:]), list(out_shape[2:])
+    if all(isinstance(v, int) for v in in_hw + out_hw) and in_hw != out_hw:
+        raise BadInputError(f"{path} gives output of {out_hw[0]}x{out_hw[1]} px for a {in_hw[0]}x{in_hw[1]} px "
+                            f"input tile; the classifier needs one probability per input pixel.")
+
+
+def _tile_from_props(props: dict):
+    for key in ("tile_size", "tiles_size"):
+        if str(props.get(key, "")).isdigit():
+            return int(props[key])
+    return None

@@ -1,0 +1,171 @@
+"""Tile grids with overlap, and the blending window that hides tile seams.
+
+A grid covers a ``height`` x ``width`` area with square tiles of ``tile`` pixels placed every
+``stride = tile - overlap`` pixels. The last tile of a row or column is shifted inward so it ends on the
+area's edge (never past it); only an area smaller than a tile is padded (the tile starts at 0 and its
+part beyond the edge is filled by the reader).
+
+Blending: each tile's probabilities are multiplied by a separable window that ramps linearly from a
+small floor at the tile's edge up to 1 across the overlap, summed per pixel, and divided by the summed
+weights. Two neighbouring tiles overlapping by exactly ``overlap`` pixels then weigh each pixel
+``w`` and ``1 - w``: the result slides from one tile's view to the other with no step, and pixels next
+to a tile's edge (where the network sees zero padding) count for little when another tile sees them
+from its centre. The floor keeps every pixel's weight sum above zero.
+"""
+from dataclasses import dataclass
+
+import numpy as np
+
+EDGE_FLOOR = 1e-3
+
+
+def tile_offsets(length: int, tile: int, overlap: int) -> list:
+    """Start offsets of tiles along one axis: every ``tile - overlap`` pixels, the last shifted inward."""
+    if tile <= 0:
+        raise ValueError(f"tile size must be positive, got {tile}")
+    if not 0 <= overlap < tile:
+        raise ValueError(f"overlap must be in 0..{tile - 1} for tile size {tile}, got {overlap}")
+    if length <= tile:
+        return [0]
+    stride = tile - overlap
+    offsets = list(range(0, length - tile, stride))
+    offsets.append(length - tile)
+    return offsets
+
+
+@dataclass(frozen=True)
+class Tile:
+    """One tile: its row/col offset in the area, and the part of it inside the area (``rows``/``cols``)."""
+
+    index: int
+    grid_row: int
+    row: int
+    col: int
+    rows: int
+    cols: int
+
+
+class TileGrid:
+    """Row-major tiles covering a ``height`` x ``width`` area."""
+
+    def __init__(self, height: int, width: int, tile: int, overlap: int):
+        self.height, self.width, self.tile, self.overlap = int(height), int(width), int(tile), int(overlap)
+        self.row_offsets = tile_offsets(self.height, self.tile, self.overlap)
+        self.col_offsets = tile_offsets(self.width, self.tile, self.overlap)
+
+    def __len__(self) -> int:
+        return len(self.row_offsets) * len(self.col_offsets)
+
+    def __iter__(self):
+        index = 0
+        for grid_row, row in enumerate(self.row_offsets):
+            for col in self.col_offsets:
+                yield Tile(index, grid_row, row, col, min(self.tile, self.height - row),
+                           min(self.tile, self.width - col))
+                index += 1
+
+    def rows_final_before(self, grid_row: int) -> int:
+        """First area row still open while tiles of ``grid_row`` onwards are not blended.
+
+        Rows above the returned row are covered only by tile rows before ``grid_row``: once those are
+        blended, the rows are final and can be written.
+        """
+        if grid_row >= len(self.row_offsets):
+            return self.height
+        return self.row_offsets[grid_row]
+
+
+def ramp_1d(tile: int, overlap: int, floor: float = EDGE_FLOOR) -> np.ndarray:
+    """1-D weights: a linear ramp over ``overlap`` pixels at each end, 1 in the middle, never below ``floor``."""
+    weights = np.ones(tile, dtype=np.float32)
+    if overlap > 0:
+        ramp = (np.arange(overlap, dtype=np.float32) + 0.5) / overlap
+        weights[:overlap] = ramp
+        weights[tile - overlap:] = np.minimum(weights[tile - overlap:], ramp[::-1])
+    return np.maximum(weights, np.float32(floor))
+
+
+def blend_window(tile: int, overlap: int, floor: float = EDGE_FLOOR) -> np.ndarray:
+    """(tile, tile) float32 separable blending window; every value is in [floor, 1]."""
+    ramp = ramp_1d(tile, overlap, floor)
+    return np.outer(ramp, ramp).astype(np.float32)
+
+
+def overlap_pixels(tile: int, fraction: float) -> int:
+    """Overlap in pixels for an overlap given as a fraction of the tile (0.25 = a quarter)."""
+    return max(0, min(int(round(float(fraction) * tile)), tile - 1))
+
+
+class StripBlender:
+    """Blends tiles' probabilities into a buffer one tile high and the area's width; emits finished rows.
+
+    Tiles must be added in row-major grid order. Before a tile of grid row ``g`` is added, every area row
+    above that grid row's offset is final: it is turned into labels (argmax of the blended probabilities,
+    class id, 0 where no input pixel was valid) and confidence (top probability, percent) and handed to
+    ``emit(labels, confidence)``. Memory is O(classes x tile x width), whatever the area's height.
+    """
+
+    def __init__(self, grid: TileGrid, class_ids, emit, *, confidence: bool = False, floor: float = EDGE_FLOOR):
+        self.grid = grid
+        self.class_ids = np.asarray(class_ids, dtype=np.uint8)
+        self.emit = emit
+        self.confidence = confidence
+        self.window = blend_window(grid.tile, grid.overlap, floor)
+        rows = min(grid.tile, grid.height)
+        self.acc = np.zeros((len(self.class_ids), rows, grid.width), dtype=np.float32)
+        self.weight = np.zeros((rows, grid.width), dtype=np.float32)
+        self.valid = np.zeros((rows, grid.width), dtype=bool)
+        self.top = 0  # area row held in buffer row 0
+        self.used = 0  # buffer rows touched by a tile so far
+
+    def add(self, tile: Tile, probs: np.ndarray, valid: np.ndarray) -> None:
+        """Blend one tile's (K, T, T) probabilities (modified in place) and (T, T) validity."""
+        self.release(self.grid.rows_final_before(tile.grid_row))
+        r0, rows, c0, cols = tile.row - self.top, tile.rows, tile.col, tile.cols
+        if r0 < 0 or r0 + rows > self.acc.shape[1]:
+            raise ValueError(f"tile at row {tile.row} is outside the blending buffer (rows {self.top}..)")
+        window = self.window[:rows, :cols]
+        part = probs[:, :rows, :cols]
+        np.multiply(part, window, out=part)
+        self.acc[:, r0:r0 + rows, c0:c0 + cols] += part
+        self.weight[r0:r0 + rows, c0:c0 + cols] += window
+        self.valid[r0:r0 + rows, c0:c0 + cols] |= valid[:rows, :cols]
+        self.used = max(self.used, r0 + rows)
+
+    def finish(self) -> None:
+        self.release(self.grid.height)
+
+    def release(self, until: int) -> None:
+        """Emit area rows [top, until): from the buffer where tiles ran, empty (0) rows past it."""
+        take = min(until - self.top, self.used)
+        if take > 0:
+            self.emit(*self._labels(take))
+            keep = self.used - take
+            for array in (self.acc[:, :], self.weight, self.valid):
+                array = array if array.ndim == 3 else array[None]
+                array[:, :keep] = array[:, take:self.used]
+                array[:, keep:self.used] = 0
+            self.used, self.top = keep, self.top + take
+        while self.top < until:  # rows that only skipped (all-nodata) tiles covered
+            rows = min(until - self.top, 256)
+            empty = np.zeros((rows, self.grid.width), dtype=np.uint8)
+            self.emit(empty, empty if self.confidence else None)
+            self.top += rows
+
+    def _labels(self, rows: int) -> tuple:
+        probs, weight, valid = self.acc[:, :rows], self.weight[:rows], self.valid[:rows]
+        best = probs[0].copy()
+        index = np.zeros(best.shape, dtype=np.uint8)
+        for k in range(1, probs.shape[0]):
+            better = probs[k] > best
+            index[better] = k
+            np.maximum(best, probs[k], out=best)
+        labels = self.class_ids[index]
+        labels[~valid] = 0
+        confidence = None
+        if self.confidence:
+            with np.errstate(invalid="ignore", divide="ignore"):
+                percent = np.rint(100.0 * best / weight)
+            confidence = np.clip(np.nan_to_num(percent), 1, 100).astype(np.uint8)
+            confidence[~valid] = 0
+        return labels, confidence

@@ -1,0 +1,107 @@
+"""Models made elsewhere: Deepness metadata only, no metadata at all (the user gives class names and
+normalisation), logits instead of probabilities, and the device choice."""
+import numpy as np
+import onnxruntime as ort
+import pytest
+import rasterio
+
+from classify_models import band_stats, card_for, export, tiny_net
+from landcover_plugin.core.classify import classify_raster
+from landcover_plugin.core.errors import BadInputError
+from landcover_plugin.core.events import RecordingEvents
+from landcover_plugin.core.model_card import CARD_KEY, metadata_props
+
+NAMES = ["water", "forest", "shrubland", "developed"]
+
+
+@pytest.fixture(scope="module")
+def setup(shared_data, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("foreign")
+    image = shared_data / "zion" / "landsat8_2015_b2345.tif"
+    mean, std = band_stats(image)
+    card = card_for(NAMES, mean=mean, std=std, tile=64, input_dtype="uint16", resolution=[30.0, 30.0])
+    net = tiny_net(4, len(NAMES), seed=7)
+    props = metadata_props(card)
+    ours = export(net, folder / "ours.onnx", 4, 64, props)
+    with rasterio.open(image) as src:
+        x0, y0 = src.xy(500, 200)
+        x1, y1 = src.xy(300, 450)
+    extent = (x0, y0, x1, y1)
+    reference = classify_raster(image, ours, folder / "ours.tif", extent=extent, events=RecordingEvents())
+    with rasterio.open(reference["OUTPUT"]) as out:
+        labels = out.read(1)
+    return {"folder": folder, "image": image, "mean": mean, "std": std, "net": net, "props": props,
+            "extent": extent, "labels": labels}
+
+
+def run(setup, model, name, **options):
+    events = RecordingEvents()
+    result = classify_raster(setup["image"], model, setup["folder"] / name, extent=setup["extent"],
+                             events=events, **options)
+    with rasterio.open(result["OUTPUT"]) as out:
+        return out.read(1), result, [e["message"] for e in events.of_type("log")]
+
+
+def test_a_deepness_model_runs_the_same_as_ours(setup):
+    deepness_props = {k: v for k, v in setup["props"].items() if k != CARD_KEY}
+    assert set(deepness_props) >= {"model_type", "class_names", "resolution", "standardization_mean",
+                                   "standardization_std", "tiles_overlap"}
+    model = export(setup["net"], setup["folder"] / "deepness.onnx", 4, 64, deepness_props)
+    labels, result, _ = run(setup, model, "deepness.tif")
+    assert [c["name"] for c in result["CLASSES"]] == NAMES
+    # Deepness divides by 255 then standardises; read back, the same numbers reach the net.
+    assert (labels == setup["labels"]).mean() > 0.9999
+
+
+def test_a_bare_model_runs_with_the_users_class_names_and_normalisation(setup):
+    model = export(setup["net"], setup["folder"] / "bare.onnx", 4, 64)
+    labels, result, _ = run(setup, model, "bare.tif", class_names=NAMES, mean=setup["mean"], std=setup["std"],
+                            overlap=0.25)  # our card's overlap; a bare model gets 15 % by default
+    assert [c["name"] for c in result["CLASSES"]] == NAMES
+    assert (labels == setup["labels"]).mean() > 0.9999
+    # Without class names it still runs, and says what it assumed.
+    _labels, result, logs = run(setup, model, "bare_unnamed.tif", mean=setup["mean"], std=setup["std"])
+    assert [c["name"] for c in result["CLASSES"]] == ["class 1", "class 2", "class 3", "class 4"]
+    assert any("Assumed: no class names" in m for m in logs)
+    with pytest.raises(BadInputError, match="4 output channels but 2 class names"):
+        run(setup, model, "bare_wrong.tif", class_names=["a", "b"])
+
+
+def test_a_model_giving_logits_gets_a_softmax(setup):
+    model = export(tiny_net(4, len(NAMES), seed=7, softmax=False), setup["folder"] / "logits.onnx", 4, 64,
+                   setup["props"])
+    labels, _result, logs = run(setup, model, "logits.tif", confidence_path=setup["folder"] / "logits_conf.tif")
+    assert any("not class probabilities" in m for m in logs)
+    assert (labels == setup["labels"]).mean() > 0.9999
+    with rasterio.open(setup["folder"] / "logits_conf.tif") as conf:
+        confidence = conf.read(1)
+    assert confidence.min() >= 100 // len(NAMES) and confidence.max() <= 100
+
+
+def test_device_choice_is_reported(setup):
+    model = export(setup["net"], setup["folder"] / "device.onnx", 4, 64, setup["props"])
+    _labels, result, logs = run(setup, model, "cuda.tif", device="cuda")
+    if "CUDAExecutionProvider" in ort.get_available_providers():
+        assert result["DEVICE"] == "cuda"
+    else:
+        assert result["DEVICE"] == "cpu"
+        assert any("CUDA was asked for" in m and "running on the CPU" in m for m in logs)
+    _labels, result, logs = run(setup, model, "cpu.tif", device="cpu")
+    assert result["DEVICE"] == "cpu" and any("running on the CPU" in m for m in logs)
+    with pytest.raises(BadInputError, match="Device 'tpu'"):
+        run(setup, model, "tpu.tif", device="tpu")
+
+
+def test_resampling_to_the_models_resolution(setup):
+    card = card_for(NAMES, mean=setup["mean"], std=setup["std"], tile=64, input_dtype="uint16",
+                    resolution=[60.0, 60.0])
+    model = export(setup["net"], setup["folder"] / "coarse.onnx", 4, 64, metadata_props(card))
+    labels, _result, logs = run(setup, model, "coarse_warned.tif")
+    assert labels.shape == setup["labels"].shape
+    assert any("resolution is 30 m per pixel but the model was trained at 60 m" in m for m in logs)
+    labels, result, logs = run(setup, model, "coarse.tif", resample=True)
+    with rasterio.open(result["OUTPUT"]) as out:
+        assert out.res == (60.0, 60.0)
+    assert abs(labels.shape[0] - setup["labels"].shape[0] / 2) <= 1
+    assert any("Resampled (bilinear) from 30 m to the model's 60 m" in m for m in logs)
+    assert labels.min() >= 1

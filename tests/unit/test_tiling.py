@@ -1,0 +1,133 @@
+"""Tile grids, the blending window and the strip blender, against brute-force references."""
+import numpy as np
+import pytest
+
+from landcover_plugin.core.tiling import (
+    StripBlender,
+    TileGrid,
+    blend_window,
+    overlap_pixels,
+    ramp_1d,
+    tile_offsets,
+)
+
+
+@pytest.mark.parametrize("length,tile,overlap", [(1000, 256, 32), (256, 256, 32), (257, 256, 32), (100, 256, 32),
+                                                 (1000, 64, 0), (513, 128, 63), (1, 8, 2)])
+def test_offsets_cover_every_pixel_and_stay_inside(length, tile, overlap):
+    offsets = tile_offsets(length, tile, overlap)
+    covered = np.zeros(length, dtype=int)
+    for offset in offsets:
+        covered[offset:offset + tile] += 1
+        assert offset >= 0
+        assert offset + tile <= length or (offset == 0 and length < tile)  # only a short axis is padded
+    assert covered.min() >= 1
+    assert offsets == sorted(set(offsets))
+    steps = np.diff(offsets)
+    assert (steps <= tile - overlap).all()  # neighbours overlap by at least ``overlap``
+
+
+def test_last_tile_is_shifted_inward():
+    assert tile_offsets(1000, 256, 32) == [0, 224, 448, 672, 744]
+    assert tile_offsets(256, 256, 32) == [0]
+
+
+def test_bad_tiling_arguments_are_refused():
+    with pytest.raises(ValueError):
+        tile_offsets(100, 0, 0)
+    with pytest.raises(ValueError):
+        tile_offsets(100, 64, 64)
+
+
+def test_overlap_from_a_fraction():
+    assert overlap_pixels(256, 0.125) == 32
+    assert overlap_pixels(256, 0) == 0
+    assert overlap_pixels(64, 5.0) == 63  # never a whole tile
+
+
+def test_ramps_of_neighbours_sum_to_one_across_the_overlap():
+    tile, overlap = 64, 16
+    ramp = ramp_1d(tile, overlap)
+    assert ramp.min() > 0 and ramp.max() == 1.0
+    # The right edge of one tile meets the left edge of the next over ``overlap`` pixels.
+    np.testing.assert_allclose(ramp[tile - overlap:] + ramp[:overlap], 1.0, atol=1e-6)
+    window = blend_window(tile, overlap)
+    np.testing.assert_allclose(window, np.outer(ramp, ramp))
+    assert window.shape == (tile, tile) and window.dtype == np.float32
+
+
+def _brute_force(grid, probs_for, valid_for, class_ids):
+    """Blend every tile into whole-area arrays at once: the reference the strip blender must equal."""
+    k = len(class_ids)
+    acc = np.zeros((k, grid.height, grid.width))
+    weight = np.zeros((grid.height, grid.width))
+    valid = np.zeros((grid.height, grid.width), bool)
+    window = blend_window(grid.tile, grid.overlap).astype(np.float64)
+    for tile in grid:
+        probs, ok = probs_for(tile), valid_for(tile)
+        if probs is None:
+            continue
+        rows, cols = tile.rows, tile.cols
+        acc[:, tile.row:tile.row + rows, tile.col:tile.col + cols] += probs[:, :rows, :cols] * window[:rows, :cols]
+        weight[tile.row:tile.row + rows, tile.col:tile.col + cols] += window[:rows, :cols]
+        valid[tile.row:tile.row + rows, tile.col:tile.col + cols] |= ok[:rows, :cols]
+    labels = np.asarray(class_ids, np.uint8)[acc.argmax(axis=0)]
+    labels[~valid] = 0
+    with np.errstate(invalid="ignore"):
+        confidence = np.clip(np.rint(100 * acc.max(axis=0) / weight), 1, 100)
+    confidence[~valid] = 0
+    return labels, confidence.astype(np.uint8)
+
+
+@pytest.mark.parametrize("height,width,tile,overlap", [(300, 270, 64, 16), (50, 300, 64, 8), (130, 129, 32, 0)])
+def test_strip_blender_equals_whole_area_blending(height, width, tile, overlap):
+    rng = np.random.default_rng(height)
+    class_ids = [3, 7, 9, 12]
+    grid = TileGrid(height, width, tile, overlap)
+    # A smooth "truth" plus per-tile noise, so tiles disagree near their edges as a real net does.
+    truth = rng.random((len(class_ids), height // 8 + 2, width // 8 + 2)).repeat(8, 1).repeat(8, 2)
+    per_tile = {}
+    skipped = {t.index for t in grid if (t.index * 7) % 5 == 0}  # some tiles are "all nodata"
+    for t in grid:
+        if t.index in skipped:
+            continue
+        p = np.zeros((len(class_ids), tile, tile), np.float32)
+        p[:, :t.rows, :t.cols] = truth[:, t.row:t.row + t.rows, t.col:t.col + t.cols]
+        p += rng.random(p.shape).astype(np.float32) * 0.3
+        p /= p.sum(axis=0, keepdims=True)
+        ok = rng.random((tile, tile)) > 0.02
+        per_tile[t.index] = (p, ok)
+    expected_labels, expected_conf = _brute_force(
+        grid, lambda t: per_tile.get(t.index, (None, None))[0].copy() if t.index in per_tile else None,
+        lambda t: per_tile.get(t.index, (None, None))[1], class_ids)
+
+    out_labels, out_conf = [], []
+    blender = StripBlender(grid, class_ids, lambda lab, conf: (out_labels.append(lab.copy()),
+                                                                out_conf.append(conf.copy())), confidence=True)
+    for t in grid:
+        if t.index in per_tile:
+            p, ok = per_tile[t.index]
+            blender.add(t, p.copy(), ok)
+    blender.finish()
+    labels, conf = np.concatenate(out_labels), np.concatenate(out_conf)
+    assert labels.shape == (height, width)
+    np.testing.assert_array_equal(labels, expected_labels)
+    assert np.abs(conf.astype(int) - expected_conf).max() <= 1  # float32 vs float64 rounding
+    assert blender.acc.shape[1] <= tile  # memory: one tile high, whatever the height
+
+
+def test_rows_only_skipped_tiles_covered_come_out_as_nodata():
+    grid = TileGrid(200, 40, 32, 8)
+    rows = []
+    blender = StripBlender(grid, [1, 2], lambda lab, conf: rows.append(lab))
+    for t in grid:
+        if t.row >= 150:  # everything above row 150 is "all nodata": never run
+            p = np.zeros((2, 32, 32), np.float32)
+            p[1] = 1.0
+            blender.add(t, p, np.ones((32, 32), bool))
+    blender.finish()
+    labels = np.concatenate(rows)
+    assert labels.shape == (200, 40)
+    first_run_row = min(t.row for t in grid if t.row >= 150)
+    assert (labels[:first_run_row] == 0).all()
+    assert (labels[first_run_row:] == 2).all()
