@@ -204,7 +204,7 @@ def _count(src, reference, block, row_area, events) -> dict:
     mapped = np.zeros(256, dtype=np.int64)
     mapped_area = np.zeros(256, dtype=np.float64)
     outside = on_nodata = 0
-    nodata = src.nodata
+    nodata, warned_255 = src.nodata, False
     windows = list(grid.windows(block))
     for number, window in enumerate(windows, 1):
         if events.cancel_requested:
@@ -222,6 +222,9 @@ def _count(src, reference, block, row_area, events) -> dict:
             raster_window, slices = inside
             data = src.read(1, window=raster_window)
             valid = _classified_valid(data, nodata)
+            if not warned_255 and nodata != 255 and (data == 255).any():
+                warned_255 = True
+                events.warning("The classified raster holds value 255, which is never a class: treated as no data.")
             values = data[valid].astype(np.int64)
             classes[slices][valid] = values
             within[slices] = True
