@@ -210,12 +210,16 @@ class ClassifiedRasterWriter:
             message = gdal.GetLastErrorMsg()
         if getattr(self, "_cancelled", False):
             raise Cancelled("Cancelled while building overviews; no output was kept.")
-        where = self._temps[kind]
-        folder = os.path.dirname(where)
+        target = dict(self._targets)[kind]
+        folder = os.path.dirname(target)
         free_mb = shutil.disk_usage(folder).free / 2**20
-        raise BadInputError(f"Writing {os.path.basename(where)} failed: {message}. There is probably not enough "
-                            f"disk space at {folder} ({free_mb:.0f} MB free) or the file exceeds a size limit: "
-                            f"free some space or choose another folder. The partial file was removed.")
+        if free_mb < 64 or "space" in message.lower():
+            raise BadInputError(f"Not enough disk space at {folder} to write {os.path.basename(target)} "
+                                f"({free_mb:.0f} MB free; GDAL said: {message}). Free some space or choose "
+                                f"another folder. The partial file was removed.")
+        raise BadInputError(f"Writing {target} failed: {message}. The disk at {folder} still has {free_mb:.0f} MB "
+                            f"free, so a file-size limit or quota probably stopped it: choose another folder. "
+                            f"The partial file was removed.")
 
     def _check_free_space(self, folder: str):
         # A classified map compresses well, but not below ~1/8 of a byte per pixel with overviews.

@@ -1,0 +1,150 @@
+"""Bad input to the classifier: each gives a clear message naming both sides, and no output is left."""
+import json
+import os
+import resource
+import signal
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import rasterio
+from osgeo import gdal
+
+from classify_models import card_for, export, tiny_net
+from landcover_plugin.core.classify import classify_raster
+from landcover_plugin.core.errors import BadInputError, Cancelled
+from landcover_plugin.core.events import RecordingEvents
+from landcover_plugin.core.model_card import metadata_props
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory):
+    card = card_for(["water", "forest", "shrubland"], mean=[9000, 8000, 7500, 15000],
+                    std=[1000, 1200, 1500, 2500], tile=64, input_dtype="uint16", resolution=[30.0, 30.0])
+    return export(tiny_net(4, 3), tmp_path_factory.mktemp("model") / "m.onnx", 4, 64, metadata_props(card))
+
+
+@pytest.fixture
+def zion_image(shared_data):
+    return shared_data / "zion" / "landsat8_2015_b2345.tif"
+
+
+def small_extent(image, rows=(100, 260), cols=(100, 300)):
+    with rasterio.open(image) as src:
+        x0, y0 = src.xy(rows[1], cols[0])
+        x1, y1 = src.xy(rows[0], cols[1])
+    return (x0, y0, x1, y1)
+
+
+def leftovers(folder):
+    return sorted(p.name for p in folder.iterdir())
+
+
+def test_wrong_band_count_names_both_counts(model, shared_data, tmp_path):
+    with pytest.raises(BadInputError, match="raster has 7 bands but the model takes 4 bands"):
+        classify_raster(shared_data / "rstoolbox" / "landsat5_1988_7band.tif", model, tmp_path / "out.tif")
+    assert leftovers(tmp_path) == []
+
+
+def test_a_file_that_is_not_onnx(zion_image, tmp_path):
+    fake = tmp_path / "model.onnx"
+    fake.write_text("this is not a model")
+    with pytest.raises(BadInputError, match="is not a usable ONNX model"):
+        classify_raster(zion_image, fake, tmp_path / "out.tif")
+    with pytest.raises(BadInputError, match="does not exist"):
+        classify_raster(zion_image, tmp_path / "missing.onnx", tmp_path / "out.tif")
+
+
+def test_a_model_with_no_usable_output(zion_image, tmp_path):
+    import torch  # noqa: PLC0415 - only this test needs a classifier net
+
+    classifier = torch.nn.Sequential(torch.nn.Conv2d(4, 5, 3), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(),
+                                     torch.nn.Softmax(dim=1)).eval()
+    path = export(classifier, tmp_path / "classifier.onnx", 4, 64)
+    with pytest.raises(BadInputError, match=r"has no usable output.*\(N, classes, height, width\)"):
+        classify_raster(zion_image, path, tmp_path / "out.tif")
+
+
+def test_an_extent_outside_the_raster(model, zion_image, tmp_path):
+    with pytest.raises(BadInputError, match=r"does not overlap the raster, which covers 301905, 4\.11124e\+06"):
+        classify_raster(zion_image, model, tmp_path / "out.tif", extent=(0, 0, 1000, 1000))
+    assert leftovers(tmp_path) == []
+
+
+def test_an_existing_output_is_kept_unless_overwriting(model, zion_image, tmp_path):
+    output = tmp_path / "out.tif"
+    output.write_bytes(b"keep me")
+    with pytest.raises(BadInputError, match="already exists.*--overwrite"):
+        classify_raster(zion_image, model, output, extent=small_extent(zion_image))
+    assert output.read_bytes() == b"keep me"
+    classify_raster(zion_image, model, output, extent=small_extent(zion_image), overwrite=True)
+    with rasterio.open(output) as out:
+        assert out.read(1).min() >= 1
+    with pytest.raises(BadInputError, match="is also an input"):
+        classify_raster(output, model, output, overwrite=True)
+    with pytest.raises(BadInputError, match="must be a GeoTIFF"):
+        classify_raster(zion_image, model, tmp_path / "out.png")
+
+
+def test_a_full_disk_fails_cleanly(model, zion_image, tmp_path):
+    """The engine with a 60 kB file-size limit: GDAL's write fails; the partial file is removed."""
+    def limit_file_size():
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # stays ignored across exec: writes fail with EFBIG
+        resource.setrlimit(resource.RLIMIT_FSIZE, (60_000, 60_000))
+
+    output = tmp_path / "out" / "classes.tif"
+    completed = subprocess.run(
+        [sys.executable, "-m", "landcover_plugin.core.engine", "classify", "--raster", str(zion_image),
+         "--model", model, "--output", str(output)], capture_output=True, text=True, timeout=120,
+        preexec_fn=limit_file_size)
+    events = [json.loads(line) for line in completed.stdout.splitlines()]
+    assert completed.returncode == 2, completed.stderr[-2000:]
+    assert events[-1]["event"] == "error" and events[-1]["kind"] == "bad_input"
+    message = events[-1]["message"]
+    assert f"Writing {output} failed: " in message and "file-size limit" in message
+    assert "The partial file was removed" in message
+    assert leftovers(output.parent) == []
+
+
+def test_cancel_removes_the_partial_output(model, zion_image, tmp_path):
+    class CancelAfterFirstTiles(RecordingEvents):
+        def progress(self, fraction, message=""):
+            super().progress(fraction, message)
+            if fraction > 0:
+                self.cancel_requested = True
+
+    with pytest.raises(Cancelled):
+        classify_raster(zion_image, model, tmp_path / "out.tif", confidence_path=tmp_path / "conf.tif",
+                        events=CancelAfterFirstTiles())
+    assert leftovers(tmp_path) == []
+
+
+def test_a_geographic_raster_cannot_be_compared_or_resampled(model, zion_image, tmp_path):
+    geographic = tmp_path / "wgs84.tif"
+    gdal.Warp(str(geographic), str(zion_image), dstSRS="EPSG:4326", width=150, height=150,
+              outputBounds=(-113.2, 37.3, -113.1, 37.4), outputBoundsSRS="EPSG:4326")
+    events = RecordingEvents()
+    classify_raster(geographic, model, tmp_path / "out.tif", events=events)
+    warnings = [e["message"] for e in events.of_type("log") if e["level"] == "warning"]
+    assert any("geographic CRS (EPSG:4326, in degrees)" in m and "30 m per pixel" in m for m in warnings)
+    with pytest.raises(BadInputError, match="Reproject the raster to a projected CRS"):
+        classify_raster(geographic, model, tmp_path / "out2.tif", resample=True)
+
+
+def test_a_pixel_type_other_than_the_models_is_warned_about(shared_data, tmp_path):
+    image = tmp_path / "landsat5.tif"
+    with rasterio.open(shared_data / "rstoolbox" / "landsat5_1988_7band.tif") as src:
+        profile, data = src.profile, src.read()
+    data[2, 40:90, 30:200] = 255  # nodata (255) in one band: output nodata
+    with rasterio.open(image, "w", **profile) as dst:
+        dst.write(data)
+    card = card_for(["a", "b"], mean=[0.0] * 7, std=[255.0] * 7, tile=64, input_dtype="uint16",
+                    resolution=[30.0, 30.0])
+    path = export(tiny_net(7, 2), tmp_path / "m7.onnx", 7, 64, metadata_props(card))
+    events = RecordingEvents()
+    result = classify_raster(image, path, tmp_path / "out.tif", events=events)
+    assert any("pixels are uint8 but the model was trained on uint16" in e["message"] for e in events.of_type("log"))
+    with rasterio.open(result["OUTPUT"]) as out:
+        np.testing.assert_array_equal(out.read(1) == 0, (data == 255).any(axis=0))
+    assert os.path.exists(result["QML"])
