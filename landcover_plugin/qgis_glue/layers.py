@@ -95,7 +95,7 @@ def vector_layer_to_gpkg(layer, context, feedback, target_crs, selected_only: bo
             raise QgsProcessingException(f"The layer '{layer.name()}' has no field {', '.join(missing)}. "
                                          f"Its fields are: {', '.join(layer.fields().names())}.")
         options.attributes = [layer.fields().indexOf(f) for f in fields]
-    result = QgsVectorFileWriter.writeAsVectorFormatV2(layer, target, context.transformContext(), options)
+    result = QgsVectorFileWriter.writeAsVectorFormatV3(layer, target, context.transformContext(), options)
     error, message = result[0], result[1]
     if error != QgsVectorFileWriter.NoError:
         raise QgsProcessingException(f"Could not copy '{layer.name()}' into the raster's CRS "
