@@ -5,6 +5,7 @@ from qgis.core import QgsProcessingProvider
 from qgis.PyQt.QtGui import QIcon
 
 from .algorithms.assess_accuracy import AssessAccuracyAlgorithm
+from .algorithms.classify_raster import ClassifyRasterAlgorithm
 from .algorithms.create_training_layer import CreateTrainingLayerAlgorithm
 from .algorithms.export_chips import ExportChipsAlgorithm
 from .algorithms.setup_engine import SetupEngineAlgorithm
@@ -16,6 +17,7 @@ ALGORITHMS = [
     AssessAccuracyAlgorithm,
     CreateTrainingLayerAlgorithm,
     ExportChipsAlgorithm,
+    ClassifyRasterAlgorithm,
 ]
 
 

@@ -1,0 +1,155 @@
+"""Classify raster with model: ONNX model + raster layer -> classified GeoTIFF with its legend (engine ``classify``)."""
+from qgis.core import (
+    QgsProcessing,
+    QgsProcessingException,
+    QgsProcessingLayerPostProcessorInterface,
+    QgsProcessingParameterBoolean,
+    QgsProcessingParameterDefinition,
+    QgsProcessingParameterEnum,
+    QgsProcessingParameterExtent,
+    QgsProcessingParameterFile,
+    QgsProcessingParameterNumber,
+    QgsProcessingParameterRasterDestination,
+    QgsProcessingParameterRasterLayer,
+    QgsProcessingParameterString,
+    QgsProcessingParameterVectorLayer,
+    QgsRasterLayer,
+)
+
+from ..qgis_glue.layers import raster_layer_to_path, vector_layer_to_gpkg
+from .base import EngineAlgorithm
+
+DEVICES = ["auto", "cpu", "cuda"]
+# Post-processors must outlive the algorithm instance until QGIS has loaded the layers.
+_POST_PROCESSORS = {}
+
+
+class ClassifyRasterAlgorithm(EngineAlgorithm):
+    INPUT = "INPUT"
+    MODEL = "MODEL"
+    EXTENT = "EXTENT"
+    MASK = "MASK"
+    OVERLAP = "OVERLAP"
+    BATCH_SIZE = "BATCH_SIZE"
+    DEVICE = "DEVICE"
+    CLASS_NAMES = "CLASS_NAMES"
+    MEAN = "MEAN"
+    STD = "STD"
+    RESAMPLE = "RESAMPLE"
+    CONFIDENCE = "CONFIDENCE"
+    OUTPUT = "OUTPUT"
+
+    def name(self):
+        return "classify_raster"
+
+    def displayName(self):  # noqa: N802 - QGIS's name
+        return self.tr("Classify raster with model")
+
+    def shortHelpString(self):  # noqa: N802 - QGIS's name
+        return self.tr(
+            "Classifies a raster with an ONNX segmentation model and writes a classified GeoTIFF (class ids "
+            "1..254, 0 = no data) on the raster's grid, with a colour table, class names and a QGIS style, "
+            "so the legend shows the classes.\n\n"
+            "<b>Model</b>: a model from 'Train segmentation model', a Deepness model, or any ONNX model that "
+            "takes one image tensor (N, bands, H, W) and gives class probabilities (N, classes, H, W). For a "
+            "model with no metadata, give the <b>class names</b> (comma-separated, one per output channel) and "
+            "the per-band <b>mean</b> and <b>standard deviation</b> (comma-separated; pixels are fed as "
+            "(value - mean) / std). What the model does not say is assumed and reported in the log.\n\n"
+            "The raster must have the bands the model was trained on, in the same order. A resolution far "
+            "from the model's is reported; turn on <b>Resample to the model's resolution</b> to classify on "
+            "a grid at the model's resolution instead. Web and virtual layers are first saved to a temporary "
+            "GeoTIFF.\n\n"
+            "The raster is classified in overlapping tiles whose class probabilities are blended, so no tile "
+            "edges show. <b>Overlap</b> is in percent of the tile (empty: the model's recommendation). "
+            "No-data and NaN pixels, and pixels outside the <b>mask</b> polygons, are no data in the output; "
+            "tiles with no valid pixel are not run. <b>Device</b>: auto uses CUDA when the engine's "
+            "onnxruntime has it, else the CPU. <b>Confidence</b> (optional): the blended probability of the "
+            "chosen class, in percent.")
+
+    def initAlgorithm(self, config=None):  # noqa: N802 - QGIS's name
+        self.addParameter(QgsProcessingParameterRasterLayer(self.INPUT, self.tr("Raster to classify")))
+        self.addParameter(QgsProcessingParameterFile(self.MODEL, self.tr("Model (ONNX)"), extension="onnx"))
+        self.addParameter(QgsProcessingParameterExtent(self.EXTENT, self.tr("Extent (default: the whole raster)"),
+                                                       optional=True))
+        self.addParameter(QgsProcessingParameterVectorLayer(
+            self.MASK, self.tr("Classify only inside these polygons"), [QgsProcessing.TypeVectorPolygon],
+            optional=True))
+        self.addParameter(QgsProcessingParameterNumber(
+            self.OVERLAP, self.tr("Tile overlap (% of the tile; empty: the model's)"),
+            QgsProcessingParameterNumber.Double, optional=True, minValue=0, maxValue=75))
+        self.addParameter(QgsProcessingParameterNumber(
+            self.BATCH_SIZE, self.tr("Tiles per batch"), QgsProcessingParameterNumber.Integer, 4,
+            minValue=1, maxValue=256))
+        self.addParameter(QgsProcessingParameterEnum(self.DEVICE, self.tr("Device"), DEVICES, defaultValue=0))
+        self.addParameter(QgsProcessingParameterBoolean(
+            self.RESAMPLE, self.tr("Resample to the model's resolution"), defaultValue=False))
+        for name, label in ((self.CLASS_NAMES, "Class names, comma-separated (models without metadata)"),
+                            (self.MEAN, "Per-band mean, comma-separated (models without metadata)"),
+                            (self.STD, "Per-band standard deviation, comma-separated (models without metadata)")):
+            parameter = QgsProcessingParameterString(name, self.tr(label), optional=True)
+            parameter.setFlags(parameter.flags() | QgsProcessingParameterDefinition.FlagAdvanced)
+            self.addParameter(parameter)
+        self.addParameter(QgsProcessingParameterRasterDestination(
+            self.CONFIDENCE, self.tr("Confidence (%)"), optional=True, createByDefault=False))
+        self.addParameter(QgsProcessingParameterRasterDestination(self.OUTPUT, self.tr("Classified raster")))
+
+    def processAlgorithm(self, parameters, context, feedback):  # noqa: N802 - QGIS's name
+        layer = self.parameterAsRasterLayer(parameters, self.INPUT, context)
+        if layer is None:
+            raise QgsProcessingException(self.tr("Choose the raster to classify."))
+        model = self.parameterAsFile(parameters, self.MODEL, context)
+        if not model:
+            raise QgsProcessingException(self.tr("Choose the ONNX model file."))
+        extent = None
+        if parameters.get(self.EXTENT) not in (None, ""):
+            extent = self.parameterAsExtent(parameters, self.EXTENT, context, layer.crs())
+        output = self.parameterAsOutputLayer(parameters, self.OUTPUT, context)
+        args = ["--raster", raster_layer_to_path(layer, context, feedback, extent=extent), "--model", model,
+                "--output", output, "--overwrite",  # Processing's convention: the chosen file is replaced
+                "--batch-size", str(self.parameterAsInt(parameters, self.BATCH_SIZE, context)),
+                "--device", DEVICES[self.parameterAsEnum(parameters, self.DEVICE, context)]]
+        if extent is not None and not extent.isEmpty():
+            args += ["--extent", f"{extent.xMinimum()!r},{extent.yMinimum()!r},{extent.xMaximum()!r},"
+                                 f"{extent.yMaximum()!r}"]
+        mask = self.parameterAsVectorLayer(parameters, self.MASK, context)
+        if mask is not None:
+            args += ["--mask", vector_layer_to_gpkg(mask, context, feedback, layer.crs())]
+        if parameters.get(self.OVERLAP) not in (None, ""):
+            args += ["--overlap", str(self.parameterAsDouble(parameters, self.OVERLAP, context))]
+        if self.parameterAsBoolean(parameters, self.RESAMPLE, context):
+            args.append("--resample")
+        for name, flag in ((self.CLASS_NAMES, "--class-names"), (self.MEAN, "--mean"), (self.STD, "--std")):
+            text = self.parameterAsString(parameters, name, context).strip()
+            if text:
+                args += [flag, text]
+        confidence = None
+        if parameters.get(self.CONFIDENCE) not in (None, ""):
+            confidence = self.parameterAsOutputLayer(parameters, self.CONFIDENCE, context)
+            if confidence:
+                args += ["--confidence", confidence]
+
+        outputs = self.run_engine("classify", args, feedback)
+        feedback.pushInfo(
+            f"Classified {outputs['MEGAPIXELS']:.1f} Mpx in {outputs['SECONDS']:.1f} s on "
+            f"{outputs['DEVICE']} ({outputs['MEGAPIXELS_PER_SECOND']:.2f} Mpx/s): {outputs['tiles_run']} tiles run, "
+            f"{outputs['tiles_skipped']} without valid pixels skipped. Classes: "
+            + ", ".join(f"{c['id']}={c['name']}" for c in outputs["CLASSES"]))
+        if context.willLoadLayerOnCompletion(outputs["OUTPUT"]):
+            post_processor = _POST_PROCESSORS[outputs["OUTPUT"]] = ApplyClassStyle(outputs["QML"])
+            context.layerToLoadOnCompletionDetails(outputs["OUTPUT"]).setPostProcessor(post_processor)
+        return {self.OUTPUT: outputs["OUTPUT"], self.CONFIDENCE: outputs.get("CONFIDENCE")}
+
+
+class ApplyClassStyle(QgsProcessingLayerPostProcessorInterface):
+    """Gives the loaded classified raster its paletted style, so the legend lists the class names."""
+
+    def __init__(self, qml_path: str):
+        super().__init__()
+        self.qml_path = qml_path
+
+    def postProcessLayer(self, layer, context, feedback):  # noqa: N802 - QGIS's name
+        if isinstance(layer, QgsRasterLayer):
+            message, ok = layer.loadNamedStyle(self.qml_path)
+            if not ok:
+                feedback.reportError(f"Could not apply the class style {self.qml_path}: {message}")
+            layer.triggerRepaint()

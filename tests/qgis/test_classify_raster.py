@@ -1,0 +1,106 @@
+"""Classify raster with model in a real headless QGIS: parameters -> engine -> a styled layer with a legend."""
+import processing
+import pytest
+import rasterio
+from qgis.core import (
+    QgsApplication,
+    QgsCoordinateReferenceSystem,
+    QgsCoordinateTransform,
+    QgsPalettedRasterRenderer,
+    QgsProcessingContext,
+    QgsProcessingException,
+    QgsProcessingFeedback,
+    QgsProject,
+    QgsRasterLayer,
+    QgsRectangle,
+    QgsVectorLayer,
+)
+
+from classify_models import card_for, export, tiny_net
+from landcover_plugin.core.model_card import metadata_props
+from landcover_plugin.plugin import LandcoverPlugin
+
+NAMES = ["Water", "Forest", "Shrubland"]
+
+
+@pytest.fixture(scope="module")
+def provider(qgis_app, qgis_processing):
+    plugin = LandcoverPlugin(None)
+    plugin.initProcessing()
+    yield plugin.provider
+    plugin.unload()
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory):
+    card = card_for(NAMES, mean=[9000, 8000, 7500, 15000], std=[1000, 1200, 1500, 2500], tile=64,
+                    input_dtype="uint16", resolution=[30.0, 30.0], crs="EPSG:32612")
+    return export(tiny_net(4, 3), tmp_path_factory.mktemp("model") / "zion.onnx", 4, 64, metadata_props(card))
+
+
+@pytest.fixture
+def zion_layer(shared_data):
+    layer = QgsRasterLayer(str(shared_data / "zion" / "landsat8_2015_b2345.tif"), "zion")
+    assert layer.isValid()
+    return layer
+
+
+def a_piece(layer, crs=None):
+    """An extent of about 300 x 250 px in the middle of the image, in ``crs`` (default: the layer's)."""
+    full = layer.extent()
+    piece = QgsRectangle(full.xMinimum() + 9000, full.yMinimum() + 15000, full.xMinimum() + 18000,
+                         full.yMinimum() + 22500)
+    if crs is not None:
+        piece = QgsCoordinateTransform(layer.crs(), crs, QgsProject.instance()).transformBoundingBox(piece)
+    return piece
+
+
+def test_output_is_loaded_with_the_class_legend(provider, model, zion_layer, tmp_path, shared_data):
+    QgsProject.instance().removeAllMapLayers()
+    output, confidence = str(tmp_path / "classes.tif"), str(tmp_path / "confidence.tif")
+    park = QgsVectorLayer(str(shared_data / "zion" / "park_boundary.gpkg"), "park", "ogr")
+    # The extent given in WGS 84: the algorithm brings it into the raster's CRS.
+    wgs84 = QgsCoordinateReferenceSystem("EPSG:4326")
+    extent = a_piece(zion_layer, wgs84)
+    extent_text = f"{extent.xMinimum()},{extent.xMaximum()},{extent.yMinimum()},{extent.yMaximum()} [EPSG:4326]"
+    results = processing.runAndLoadResults("landcover:classify_raster", {
+        "INPUT": zion_layer, "MODEL": model, "EXTENT": extent_text, "MASK": park, "BATCH_SIZE": 2,
+        "DEVICE": 1, "OVERLAP": 25, "CONFIDENCE": confidence, "OUTPUT": output})
+    assert results["OUTPUT"] == output and results["CONFIDENCE"] == confidence
+    loaded = [lyr for lyr in QgsProject.instance().mapLayers().values() if lyr.source() == output]
+    assert len(loaded) == 1
+    renderer = loaded[0].renderer()
+    assert isinstance(renderer, QgsPalettedRasterRenderer)
+    assert [(c.value, c.label) for c in renderer.classes()] == [(1, "Water"), (2, "Forest"), (3, "Shrubland")]
+    with rasterio.open(output) as out, rasterio.open(zion_layer.source()) as src:
+        assert out.crs == src.crs and out.res == src.res
+        left, top = out.transform.c, out.transform.f
+        assert (left - src.transform.c) % 30 == 0 and (src.transform.f - top) % 30 == 0  # on the input grid
+        assert out.width > 250 and out.height > 200
+        labels = out.read(1)
+    assert 0 < (labels == 0).mean() < 1  # the park edge crosses the piece: outside it is no data
+    assert {int(v) for v in set(labels.ravel())} <= {0, 1, 2, 3}
+    QgsProject.instance().removeAllMapLayers()
+
+
+def test_a_raster_with_the_wrong_bands_fails_with_the_engines_message(provider, model, shared_data, tmp_path):
+    layer = QgsRasterLayer(str(shared_data / "rstoolbox" / "landsat5_1988_7band.tif"), "landsat5")
+    algorithm = QgsApplication.processingRegistry().createAlgorithmById("landcover:classify_raster")
+    context, feedback = QgsProcessingContext(), QgsProcessingFeedback()
+    with pytest.raises(QgsProcessingException, match="raster has 7 bands but the model takes 4 bands"):
+        algorithm.run({"INPUT": layer, "MODEL": model, "OUTPUT": str(tmp_path / "out.tif")}, context, feedback,
+                      catchExceptions=False)
+    assert not (tmp_path / "out.tif").exists()
+
+
+def test_a_foreign_model_with_class_names_from_the_user(provider, zion_layer, tmp_path):
+    bare = export(tiny_net(4, 3, seed=2), tmp_path / "bare.onnx", 4, 64)
+    extent = a_piece(zion_layer)
+    results = processing.run("landcover:classify_raster", {
+        "INPUT": zion_layer, "MODEL": bare, "CLASS_NAMES": "sand, rock, snow", "MEAN": "9000,8000,7500,15000",
+        "STD": "1500", "EXTENT": f"{extent.xMinimum()},{extent.xMaximum()},{extent.yMinimum()},"
+                                 f"{extent.yMaximum()} [EPSG:32612]", "OUTPUT": str(tmp_path / "bare.tif")})
+    layer = QgsRasterLayer(results["OUTPUT"], "bare")
+    # The .qml beside the raster is its default style: the names show even when loaded by hand.
+    assert isinstance(layer.renderer(), QgsPalettedRasterRenderer)
+    assert [c.label for c in layer.renderer().classes()] == ["sand", "rock", "snow"]
