@@ -1,13 +1,24 @@
 """Small pure helpers over (band, row, col) arrays shared by chips, inference and accuracy."""
+import math
+
 import numpy as np
 
 
 def valid_mask(data: np.ndarray, nodata=None) -> np.ndarray:
-    """(row, col) bool mask: True where every band holds a real value (not nodata, not NaN/inf)."""
+    """(row, col) bool mask: True where every band holds a real value (not nodata, not NaN/inf).
+
+    ``nodata`` may come as rasterio gives it (a float, even for integer rasters: ``255.0``); a value
+    the dtype cannot hold (``-9999`` for uint8, ``0.5`` for int16) matches no pixel.
+    """
     mask = np.ones(data.shape[-2:], dtype=bool)
     if np.issubdtype(data.dtype, np.floating):
         mask &= np.isfinite(data).all(axis=0)
-    if nodata is not None and not (isinstance(nodata, float) and np.isnan(nodata)):
-        mask &= (data != np.asarray(nodata, dtype=data.dtype) if np.can_cast(np.min_scalar_type(nodata), data.dtype)
-                 else np.ones(data.shape, dtype=bool)).all(axis=0)
+    if nodata is None or (isinstance(nodata, float) and math.isnan(nodata)):
+        return mask
+    if np.issubdtype(data.dtype, np.integer):
+        info = np.iinfo(data.dtype)
+        if float(nodata) != int(nodata) or not info.min <= int(nodata) <= info.max:
+            return mask
+        nodata = int(nodata)
+    mask &= (data != np.asarray(nodata, dtype=data.dtype)).all(axis=0)
     return mask
