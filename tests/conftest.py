@@ -1,5 +1,6 @@
 """Shared fixtures: the real sample data, the repository root, and the engine's Python."""
 import os
+import shutil
 import sys
 from pathlib import Path
 
@@ -19,10 +20,19 @@ def repo_root() -> Path:
 
 
 @pytest.fixture(scope="session")
-def shared_data() -> Path:
+def shared_data(tmp_path_factory) -> Path:
+    """A private copy of the real sample data (``../shared/data``) for this test session.
+
+    The originals are read-only for everyone: QGIS and GDAL write beside what they open (statistics
+    ``.aux.xml`` files, GeoPackage bookkeeping), so tests only ever see this copy.
+    """
     if not SHARED_DATA.is_dir():
         pytest.fail(f"The sample data folder {SHARED_DATA} is missing: clone the project beside 'shared/'.")
-    return SHARED_DATA
+    copy = tmp_path_factory.mktemp("shared") / "data"
+    shutil.copytree(SHARED_DATA, copy, ignore=shutil.ignore_patterns("*.aux.xml"))
+    for path in copy.rglob("*"):
+        path.chmod(0o755 if path.is_dir() else 0o644)
+    return copy
 
 
 @pytest.fixture(scope="session")
