@@ -42,7 +42,10 @@ def write_png(history: list, path, title: str = "Training curves", best_epoch: i
         if best_epoch:
             axis.axvline(best_epoch, color="grey", linestyle=":", label=f"best epoch ({best_epoch})")
         axis.grid(alpha=0.3)
-        axis.legend(loc="best", fontsize="small")
+        if axis.get_legend_handles_labels()[0]:
+            axis.legend(loc="best", fontsize="small")
+        else:
+            axis.text(0.5, 0.5, "no finished epoch", ha="center", va="center", transform=axis.transAxes)
     figure.suptitle(title)
     figure.tight_layout()
     tmp = path.with_name(path.stem + ".tmp.png")

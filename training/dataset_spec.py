@@ -3,12 +3,12 @@
 Torch-free. Every problem becomes a :class:`BadInputError` that names the folder, what is wrong and
 how to fix it, so a broken or empty folder never surfaces as a Python traceback.
 """
-import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from landcover_plugin.core.errors import BadInputError
+from landcover_plugin.core.dataset_json import load_dataset
 from landcover_plugin.core.schema import ClassSchema
 
 _FIX = "Choose a folder written by 'Export label chips', or export the chips again."
@@ -50,19 +50,12 @@ def load_spec(folder) -> DatasetSpec:
     if not folder.is_dir():
         raise BadInputError(f"The chip dataset folder '{folder}' does not exist or is not a folder. {_FIX}")
     meta_path = folder / "dataset.json"
-    if not meta_path.is_file():
-        raise BadInputError(f"The folder '{folder}' has no dataset.json, so it is not a chip dataset. {_FIX}")
     try:
-        meta = json.loads(meta_path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError) as exc:
-        raise BadInputError(f"'{meta_path}' cannot be read as JSON ({exc}). The file is damaged. {_FIX}") from exc
-    if not isinstance(meta, dict):
-        raise BadInputError(f"'{meta_path}' does not hold a JSON object. {_FIX}")
-
-    classes = meta.get("classes")
-    if not classes:
-        raise BadInputError(f"'{meta_path}' lists no classes. {_FIX}")
-    schema = ClassSchema.from_list(classes)
+        meta = load_dataset(folder)  # the contract's own reader: file, JSON, schema version, classes
+    except (KeyError, TypeError, AttributeError, ValueError) as exc:
+        raise BadInputError(f"'{meta_path}' lacks or mangles an entry the chip dataset needs "
+                            f"({type(exc).__name__}: {exc}). {_FIX}") from exc
+    schema = meta["schema"]
 
     bands = meta.get("bands") or {}
     if isinstance(bands, list):  # a list of band names
@@ -83,38 +76,18 @@ def load_spec(folder) -> DatasetSpec:
         raise BadInputError(f"The chip dataset '{folder}' holds no chips: the export found no chip with "
                             f"enough labelled pixels. Digitise more training areas, lower the minimum "
                             f"labelled fraction or use a smaller chip size, then export again.")
-    chips = [_chip(entry, index, folder, meta_path) for index, entry in enumerate(entries)]
-    nodata = meta.get("nodata")
-    if isinstance(nodata, str):
-        nodata = float(nodata)
-    return DatasetSpec(folder=folder, schema=schema, band_names=names, dtype=dtype, nodata=nodata,
+    chips = [_chip(entry, index, meta_path) for index, entry in enumerate(entries)]
+    return DatasetSpec(folder=folder, schema=schema, band_names=names, dtype=dtype, nodata=meta.get("nodata"),
                        mean=mean, std=std, chip_size=chip_size, crs=str(meta.get("crs") or ""),
                        resolution=meta.get("resolution"), chips=chips, raw=meta)
 
 
-def _chip(entry, index, folder: Path, meta_path: Path) -> Chip:
-    if not isinstance(entry, dict):
-        raise BadInputError(f"Chip entry {index} in '{meta_path}' is not an object. {_FIX}")
-    image = _first(entry, entry.get("files") or {}, "image", "image_file", "image_path")
-    label = _first(entry, entry.get("files") or {}, "label", "label_file", "label_path")
-    name = str(entry.get("name") or entry.get("id") or (Path(str(image)).stem if image else index))
-    if image is None and label is None and "name" in entry:
-        image, label = f"images/{name}.tif", f"labels/{name}.tif"
-    if image is None or label is None:
-        raise BadInputError(f"Chip entry {index} in '{meta_path}' names no image or label file. {_FIX}")
+def _chip(entry, index, meta_path: Path) -> Chip:
+    name = str(entry.get("id") or entry.get("name") or index)
     split = str(entry.get("split", "train")).lower()
     if split not in ("train", "val"):
         raise BadInputError(f"Chip '{name}' in '{meta_path}' has split '{split}'; use 'train' or 'val'. {_FIX}")
-    return Chip(name=name, image=_resolve(folder, image, "images"), label=_resolve(folder, label, "labels"),
-                split=split)
-
-
-def _resolve(folder: Path, value, sub: str) -> Path:
-    path = Path(str(value))
-    if path.is_absolute():
-        return path
-    direct = folder / path
-    return direct if direct.exists() or len(path.parts) > 1 else folder / sub / path
+    return Chip(name=name, image=Path(entry["image_path"]), label=Path(entry["label_path"]), split=split)
 
 
 def _first(primary: dict, secondary: dict, *keys):

@@ -1,0 +1,145 @@
+"""A tiny real training run on chips cut from the rstoolbox Landsat scene and its digitised polygons.
+
+The expected numbers come from the chips themselves (majority-class share of the validation labels) and
+from an independent re-computation: the exported ONNX model is run with onnxruntime on the validation chips
+standardised here with numpy, and scored here with numpy.
+"""
+import csv
+import json
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+import rasterio
+import torch
+
+from landcover_plugin.core.chip_export import export_chips
+from landcover_plugin.core.events import RecordingEvents
+from landcover_plugin.core.model_card import CARD_KEY, card_from_metadata
+from training import checkpoint
+from training.config import TrainConfig
+from training.export_onnx import ProbabilityModel
+from training.loop import train
+from training.networks import build_network
+
+TINY = {"epochs": 6, "batch_size": 4, "base_width": 8, "learning_rate": 3e-3, "patience": 0}
+
+
+@pytest.fixture(scope="module")
+def chips(tmp_path_factory, shared_data):
+    folder = tmp_path_factory.mktemp("rstoolbox") / "chips"
+    export_chips(shared_data / "rstoolbox" / "landsat5_1988_7band.tif", folder,
+                 labels_vector=shared_data / "rstoolbox" / "training_polygons.gpkg", class_field="class",
+                 chip_size=32)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def trained(chips, tmp_path_factory):
+    events = RecordingEvents()
+    out = tmp_path_factory.mktemp("model") / "rstoolbox.onnx"
+    outputs = train(TrainConfig(dataset_dir=str(chips), output=str(out), **TINY), events)
+    return outputs, events
+
+
+def val_chips(folder):
+    meta = json.loads((folder / "dataset.json").read_text())
+    images, labels = [], []
+    for chip in meta["chips"]:
+        if chip["split"] == "val":
+            with rasterio.open(folder / chip["image"]) as src:
+                images.append(src.read().astype(np.float64))
+            with rasterio.open(folder / chip["label"]) as src:
+                labels.append(src.read(1))
+    return meta, np.stack(images), np.stack(labels)
+
+
+def test_validation_accuracy_is_clearly_above_the_majority_share(chips, trained):
+    outputs, _ = trained
+    _, _, labels = val_chips(chips)
+    counts = np.bincount(labels[labels > 0])
+    majority_share = counts.max() / counts.sum()
+    assert outputs["BEST_VAL_ACCURACY"] >= min(0.95, majority_share + 0.25), (majority_share, outputs)
+    assert outputs["BEST_VAL_MIOU"] > 0.5
+    assert not outputs["cancelled"] and outputs["epochs_run"] == TINY["epochs"]
+
+
+def test_onnx_model_reproduces_the_reported_validation_accuracy(chips, trained):
+    outputs, _ = trained
+    meta, images, labels = val_chips(chips)
+    mean = np.asarray(meta["mean"])[None, :, None, None]
+    std = np.asarray(meta["std"])[None, :, None, None]
+    session = ort.InferenceSession(outputs["OUTPUT"], providers=["CPUExecutionProvider"])
+    probs = session.run(None, {"input": ((images - mean) / std).astype(np.float32)})[0]
+    assert probs.shape == (len(images), len(meta["classes"]), 32, 32)
+    np.testing.assert_allclose(probs.sum(axis=1), 1.0, atol=1e-5)  # softmax inside the graph
+    class_ids = np.array([c["id"] for c in meta["classes"]])
+    predicted = class_ids[probs.argmax(axis=1)]
+    labelled = labels > 0
+    accuracy = (predicted[labelled] == labels[labelled]).mean()
+    assert accuracy == pytest.approx(outputs["BEST_VAL_ACCURACY"], abs=1e-6)
+
+
+def test_onnx_contract_metadata_and_dynamic_batch(chips, trained):
+    outputs, _ = trained
+    meta = json.loads((chips / "dataset.json").read_text())
+    model = onnx.load(outputs["OUTPUT"])
+    (inp,) = model.graph.input
+    dims = [d.dim_param or d.dim_value for d in inp.type.tensor_type.shape.dim]
+    assert inp.name == "input" and inp.type.tensor_type.elem_type == onnx.TensorProto.FLOAT
+    assert isinstance(dims[0], str) and dims[1:] == [7, 32, 32]
+    assert model.opset_import[0].version == 17
+    props = {p.key: p.value for p in model.metadata_props}
+    assert props["model_type"] == "Segmentor"
+    assert json.loads(props["class_names"]) == {str(k): c["name"] for k, c in enumerate(meta["classes"])}
+    assert props["tile_size"] == props["tiles_size"] == "32"
+    assert float(props["resolution"]) == pytest.approx(3000.0)  # 30 m in cm
+    np.testing.assert_allclose(json.loads(props["standardization_mean"]), np.asarray(meta["mean"]) / 255.0)
+    card, assumptions = card_from_metadata(props, [None, 7, 32, 32], len(meta["classes"]))
+    assert assumptions == [] and CARD_KEY in props
+    assert [c["id"] for c in card["classes"]] == [c["id"] for c in meta["classes"]]
+    assert card["architecture"] == "unet" and card["input_dtype"] == "uint8" and card["nodata"] == 255
+    assert card["metrics"]["val_miou"] == outputs["BEST_VAL_MIOU"]
+    session = ort.InferenceSession(outputs["OUTPUT"], providers=["CPUExecutionProvider"])
+    for batch in (1, 5):
+        out = session.run(None, {"input": np.zeros((batch, 7, 32, 32), np.float32)})[0]
+        assert out.shape == (batch, 4, 32, 32)
+
+
+def test_export_round_trip_equals_the_best_checkpoint_in_torch(trained):
+    outputs, _ = trained
+    state = checkpoint.load(outputs["CHECKPOINT"])
+    assert state["epoch"] == outputs["BEST_EPOCH"]
+    net = build_network("unet", 7, 4, base_width=TINY["base_width"])
+    net.load_state_dict(state["model"])
+    model = ProbabilityModel(net).eval()
+    x = np.random.default_rng(1).standard_normal((3, 7, 32, 32)).astype(np.float32)
+    with torch.no_grad():
+        expected = model(torch.from_numpy(x)).numpy()
+    session = ort.InferenceSession(outputs["OUTPUT"], providers=["CPUExecutionProvider"])
+    got = session.run(None, {"input": x})[0]
+    assert np.abs(got - expected).max() < 1e-4
+    assert outputs["onnx_max_abs_diff"] < 1e-4
+
+
+def test_events_metrics_and_curves(trained):
+    outputs, events = trained
+    metrics = events.of_type("metric")
+    assert [m["epoch"] for m in metrics] == list(range(1, TINY["epochs"] + 1))
+    for m in metrics:
+        values = m["values"]
+        for key in ("train_loss", "val_loss", "val_accuracy", "val_miou", "val_iou_forest", "val_iou_water"):
+            assert key in values
+        assert 0.0 <= values["val_accuracy"] <= 1.0 and values["train_loss"] > 0
+    assert metrics[-1]["values"]["train_loss"] < metrics[0]["values"]["train_loss"]
+    fractions = [p["fraction"] for p in events.of_type("progress")]
+    assert fractions == sorted(fractions) and len(fractions) >= TINY["epochs"] * 2
+    logs = " ".join(e["message"] for e in events.of_type("log"))
+    assert "Training on CPU" in logs
+    with open(outputs["CURVES_CSV"], newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert [int(r["epoch"]) for r in rows] == list(range(1, TINY["epochs"] + 1))
+    assert float(rows[-1]["val_miou"]) == pytest.approx(metrics[-1]["values"]["val_miou"])
+    with open(outputs["CURVES_PNG"], "rb") as handle:
+        assert handle.read(8) == b"\x89PNG\r\n\x1a\n"

@@ -1,0 +1,78 @@
+"""The objective and its measures: class-weighted loss, class weights, learning-rate schedule, evaluation."""
+import math
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .dataset import IGNORE
+from .metrics import summarise
+
+
+def weighted_loss(logits, labels, pixel_weight):
+    """Class-weighted mean cross-entropy over labelled pixels; 0 (not NaN) when a batch has none."""
+    safe = labels.clamp(max=logits.shape[1] - 1)
+    per_pixel = F.cross_entropy(logits, safe, reduction="none")
+    weight = pixel_weight[labels]
+    return (per_pixel * weight).sum() / weight.sum().clamp_min(1e-6)
+
+
+@torch.no_grad()
+def evaluate(model, loader, pixel_weight, names, device, amp=False, amp_dtype=torch.float32, should_stop=None,
+             on_batch=None):
+    """Loss, overall accuracy, mIoU, per-class IoU and the confusion matrix over ``loader``.
+
+    Returns None when ``should_stop()`` turns true part way (a cancel); ``on_batch()`` follows progress.
+    """
+    model.eval()
+    k = len(names)
+    matrix = torch.zeros(k * k, dtype=torch.int64, device=device)
+    loss_sum = torch.zeros((), device=device)
+    weight_sum = torch.zeros((), device=device)
+    for images, labels in loader:
+        if should_stop is not None and should_stop():
+            return None
+        images = images.to(device, non_blocking=True)
+        labels = labels.to(device, non_blocking=True).long()
+        with torch.autocast(device.type, dtype=amp_dtype, enabled=amp):
+            logits = model(images).float()
+        weight = pixel_weight[labels]
+        loss_sum += (F.cross_entropy(logits, labels.clamp(max=k - 1), reduction="none") * weight).sum()
+        weight_sum += weight.sum()
+        keep = labels != IGNORE
+        matrix += torch.bincount(labels[keep] * k + logits.argmax(1)[keep], minlength=k * k)
+        if on_batch is not None:
+            on_batch()
+    scores = summarise(matrix.view(k, k).cpu().numpy(), names)
+    scores["loss"] = round(float(loss_sum / weight_sum.clamp_min(1e-6)), 6)
+    scores["confusion"] = matrix.view(k, k).cpu().tolist()
+    return scores
+
+
+def class_weights(counts) -> np.ndarray:
+    """Inverse square-root frequency, normalised so the average labelled pixel weighs 1, clipped to
+    [0.1, 10]. A class with no training pixels gets 1 (it never appears in the loss anyway)."""
+    counts = np.asarray(counts, dtype=np.float64)
+    present = counts > 0
+    weights = np.ones_like(counts)
+    freq = counts[present] / counts[present].sum()
+    raw = 1.0 / np.sqrt(freq)
+    weights[present] = np.clip(raw / (freq * raw).sum(), 0.1, 10.0)
+    return weights
+
+
+def lr_factor(step: int, total: int, schedule: str) -> float:
+    """Learning-rate multiplier at a global step. ``onecycle``: cosine up from 1/25 over the first 30 %,
+    then cosine down to 1e-3. ``cosine``: linear warm-up over 5 %, then cosine down to 1e-2."""
+    total = max(1, total)
+    progress = min(step / total, 1.0)
+    if schedule == "onecycle":
+        warm, start, floor = 0.3, 1 / 25, 1e-3
+    else:
+        warm, start, floor = 0.05, 0.1, 1e-2
+    if progress < warm:
+        t = progress / warm
+        return start + (1 - start) * (0.5 - 0.5 * math.cos(math.pi * t)) if schedule == "onecycle" \
+            else start + (1 - start) * t
+    t = (progress - warm) / (1 - warm)
+    return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * t))
