@@ -1,12 +1,18 @@
 """The ``classify`` engine command and its Python API: ONNX model + raster -> classified GeoTIFF.
 
-A three-stage pipeline keeps the model busy and memory bounded:
+Three stages keep memory bounded:
 
-1. a reader thread reads the next batch of tile windows (rasterio), marks nodata/NaN/outside-mask pixels
-   invalid, skips tiles with no valid pixel, and standardises the rest with the card's mean/std;
-2. the calling thread runs the batch through onnxruntime (which releases the GIL);
-3. a writer thread blends the probabilities into a strip one tile high (:class:`tiling.StripBlender`) and
-   writes finished rows (:class:`classified_raster.ClassifiedRasterWriter`).
+1. read the next batch of tile windows (rasterio), mark nodata/NaN/outside-mask pixels invalid, skip
+   tiles with no valid pixel, standardise the rest with the card's mean/std (:mod:`classify_input`);
+2. run the batch through onnxruntime (which releases the GIL);
+3. blend the probabilities into a strip one tile high (:class:`tiling.StripBlender`) and write finished
+   rows (:class:`classified_raster.ClassifiedRasterWriter`).
+
+When the model runs on CUDA, or leaves a CPU core free (4 cores or more), stages 1 and 3 run in their own
+threads while the model runs, so reading, blending and writing hide behind it. On a CPU the model uses
+whole (2-3 cores), they run in turn instead: measured on 2 cores, concurrent reading slowed every
+parallel section of the model by more than the reading cost (whole run 1.5x bare onnxruntime
+threaded, 1.13x in turn, trainer's U-Net base width 16 on Zion).
 
 Peak memory is a few batches plus classes x tile x width floats, whatever the raster's height.
 """
@@ -19,7 +25,7 @@ import numpy as np
 from .classified_raster import ClassifiedRasterWriter, check_output_path
 from .errors import BadInputError, Cancelled
 from .events import Events, RecordingEvents
-from .onnx_model import DEVICES, load_model
+from .onnx_model import DEVICES, load_model, usable_cpus
 from .classify_input import open_source
 from .tiling import StripBlender, TileGrid, overlap_pixels
 
@@ -56,11 +62,14 @@ def run(args, events: Events) -> dict:
 def classify_raster(raster_path, model_path, output_path, *, extent=None, mask_path=None, overlap=None,
                     batch_size: int = DEFAULT_BATCH, device: str = "auto", threads: int = None,
                     class_names=None, mean=None, std=None, resample: bool = False, confidence_path=None,
-                    overwrite: bool = False, events: Events = None) -> dict:
+                    overwrite: bool = False, pipelined: bool = None, events: Events = None) -> dict:
     """Classify ``raster_path`` with ``model_path`` into ``output_path``; returns outputs and timings.
 
     ``overlap`` is a fraction of the tile (default: the model card's, at least 1/8); ``extent`` is
-    (xmin, ymin, xmax, ymax) in the raster's CRS; ``mask_path`` an OGR polygon file in any CRS.
+    (xmin, ymin, xmax, ymax) in the raster's CRS; ``mask_path`` an OGR polygon file in any CRS;
+    ``pipelined`` forces reading/writing in threads on or off (default: see the module's docstring).
+    Returns the outputs (OUTPUT, QML, CONFIDENCE) with the classes, device and timings (SECONDS,
+    model_seconds, MEGAPIXELS_PER_SECOND, tiles, tiles_run, tiles_skipped, TILE, OVERLAP, BATCH_SIZE).
     """
     events = events or RecordingEvents()
     started = time.perf_counter()
@@ -86,7 +95,7 @@ def classify_raster(raster_path, model_path, output_path, *, extent=None, mask_p
                                     crs_wkt=source.crs_wkt, geotransform=source.transform.to_gdal(),
                                     classes=model.classes, confidence_path=confidence_path,
                                     progress=lambda f, m: _progress(events, 0.97 + 0.03 * f, m)) as writer:
-            stats = _run_pipeline(source, model, grid, writer, batch_size, bool(confidence_path), events)
+            stats = _run_pipeline(source, model, grid, writer, batch_size, bool(confidence_path), events, pipelined)
             outputs = writer.finish()
     seconds = time.perf_counter() - started
     megapixels = source.width * source.height / 1e6
@@ -103,14 +112,19 @@ def classify_raster(raster_path, model_path, output_path, *, extent=None, mask_p
     return result
 
 
-def _run_pipeline(source, model, grid, writer, batch_size, confidence, events) -> dict:
+def _run_pipeline(source, model, grid, writer, batch_size, confidence, events, pipelined=None) -> dict:
+    """Read, run, blend and write every tile. ``pipelined``: reading and blending/writing in their own
+    threads while the model runs (default: when the model runs on CUDA or leaves a CPU core free; on a
+    CPU the model fully uses, they would slow every parallel section of the model more than they save)."""
     blender = StripBlender(grid, [c["id"] for c in model.classes], writer.write_rows, confidence=confidence)
     batches = source.batches(grid, batch_size)
     stats = {"tiles": len(grid), "tiles_run": 0, "tiles_skipped": 0, "model_seconds": 0.0}
     needs_softmax = None
-    mode = os.environ.get("LC_PIPE", "threads")
-    make = (lambda name: futures.ThreadPoolExecutor(1, name)) if mode == "threads" else (lambda name: _Inline())
-    with make("landcover-read") as reader, make("landcover-write") as blend_writer:
+    if pipelined is None:
+        pipelined = model.uses_cuda or model.threads < usable_cpus()
+    stage = (lambda name: futures.ThreadPoolExecutor(1, name)) if pipelined else (lambda name: _Inline())
+    stats["pipelined"] = bool(pipelined)
+    with stage("landcover-read") as reader, stage("landcover-write") as blend_writer:
         # Leaving this block by an error waits for the read in flight, so the raster closes after it.
         pending_read = reader.submit(next, batches, None)
         pending_write = None

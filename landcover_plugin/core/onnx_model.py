@@ -41,6 +41,7 @@ class OnnxModel:
     bands: int
     assumptions: list = field(default_factory=list)
     providers: list = field(default_factory=list)
+    threads: int = 1  # onnxruntime intra-op threads
 
     @property
     def classes(self) -> list:
@@ -75,12 +76,18 @@ def choose_providers(device: str, events: Events) -> list:
     return [CPU]
 
 
+def default_threads() -> int:
+    """Intra-op threads: every core on small machines; one core left to reading and writing from 4 cores."""
+    cpus = usable_cpus()
+    return cpus if cpus < 4 else cpus - 1
+
+
 def session_options(threads: int = None) -> ort.SessionOptions:
     """Options for throughput on one batch at a time: all graph optimisations, fixed intra-op threads."""
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    options.intra_op_num_threads = int(threads) if threads else usable_cpus()
+    options.intra_op_num_threads = int(threads) if threads else default_threads()
     options.inter_op_num_threads = 1
     # Idle ORT threads must not spin: our reader and writer threads need those cores between batches.
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
@@ -142,10 +149,11 @@ def load_model(path, *, device: str = "auto", threads: int = None, overrides: di
         raise BadInputError(f"The model card describes {bands} bands but the model input takes {shape[1]}: "
                             f"the model file is inconsistent; give mean/std with one value per input band.")
     model = OnnxModel(path, session, model_input.name, output.name, _FLOAT_TYPES[model_input.type], card, tile,
-                      bands, assumptions, session.get_providers())
+                      bands, assumptions, session.get_providers(), int(threads) if threads else default_threads())
     events.info(f"Model {os.path.basename(path)}: {bands} bands in, {len(card['classes'])} classes out "
                 f"({', '.join(c['name'] for c in card['classes'])}), tile {tile} px, running on "
-                f"{'CUDA' if model.uses_cuda else 'the CPU'} ({', '.join(model.providers)}).")
+                f"{'CUDA' if model.uses_cuda else f'the CPU ({model.threads} threads)'}; providers "
+                f"{', '.join(model.providers)}.")
     for assumption in assumptions:
         events.warning(f"Assumed: {assumption}.")
     return model

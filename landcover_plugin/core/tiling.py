@@ -113,7 +113,8 @@ class StripBlender:
         self.window = blend_window(grid.tile, grid.overlap, floor)
         rows = min(grid.tile, grid.height)
         self.acc = np.zeros((len(self.class_ids), rows, grid.width), dtype=np.float32)
-        self.weight = np.zeros((rows, grid.width), dtype=np.float32)
+        # Weights matter only for confidence: the argmax of a weighted sum needs no division.
+        self.weight = np.zeros((rows if confidence else 0, grid.width), dtype=np.float32)
         self.valid = np.zeros((rows, grid.width), dtype=bool)
         self.top = 0  # area row held in buffer row 0
         self.used = 0  # buffer rows touched by a tile so far
@@ -128,7 +129,8 @@ class StripBlender:
         part = probs[:, :rows, :cols]
         np.multiply(part, window, out=part)
         self.acc[:, r0:r0 + rows, c0:c0 + cols] += part
-        self.weight[r0:r0 + rows, c0:c0 + cols] += window
+        if self.confidence:
+            self.weight[r0:r0 + rows, c0:c0 + cols] += window
         self.valid[r0:r0 + rows, c0:c0 + cols] |= valid[:rows, :cols]
         self.used = max(self.used, r0 + rows)
 
@@ -141,8 +143,9 @@ class StripBlender:
         if take > 0:
             self.emit(*self._labels(take))
             keep = self.used - take
-            for array in (self.acc[:, :], self.weight, self.valid):
-                array = array if array.ndim == 3 else array[None]
+            for array in (self.acc, self.weight[None], self.valid[None]):
+                if array.shape[1] == 0:
+                    continue
                 array[:, :keep] = array[:, take:self.used]
                 array[:, keep:self.used] = 0
             self.used, self.top = keep, self.top + take
@@ -153,7 +156,7 @@ class StripBlender:
             self.top += rows
 
     def _labels(self, rows: int) -> tuple:
-        probs, weight, valid = self.acc[:, :rows], self.weight[:rows], self.valid[:rows]
+        probs, valid = self.acc[:, :rows], self.valid[:rows]
         best = probs[0].copy()
         index = np.zeros(best.shape, dtype=np.uint8)
         for k in range(1, probs.shape[0]):
@@ -165,7 +168,7 @@ class StripBlender:
         confidence = None
         if self.confidence:
             with np.errstate(invalid="ignore", divide="ignore"):
-                percent = np.rint(100.0 * best / weight)
+                percent = np.rint(100.0 * best / self.weight[:rows])
             confidence = np.clip(np.nan_to_num(percent), 1, 100).astype(np.uint8)
             confidence[~valid] = 0
         return labels, confidence

@@ -205,3 +205,16 @@ def test_engine_command_line_streams_events(zion, tmp_path):
     assert any(e["event"] == "progress" for e in events)
     assert any("tiles of 64 px overlapping by 16 px" in e.get("message", "") for e in events)
     assert read(output).min() >= 1
+
+
+def test_threaded_and_in_turn_pipelines_write_the_same_map(zion, tmp_path):
+    with rasterio.open(zion["image"]) as src:
+        x0, y0 = src.xy(900, 100)
+        x1, y1 = src.xy(600, 500)
+    maps = []
+    for pipelined in (True, False):
+        result = classify_raster(zion["image"], zion["model"], tmp_path / f"p{pipelined}.tif", extent=(x0, y0, x1, y1),
+                                 batch_size=3, pipelined=pipelined, events=RecordingEvents())
+        assert result["pipelined"] is pipelined
+        maps.append(read(result["OUTPUT"]))
+    np.testing.assert_array_equal(maps[0], maps[1])

@@ -114,6 +114,14 @@ def test_strip_blender_equals_whole_area_blending(height, width, tile, overlap):
     np.testing.assert_array_equal(labels, expected_labels)
     assert np.abs(conf.astype(int) - expected_conf).max() <= 1  # float32 vs float64 rounding
     assert blender.acc.shape[1] <= tile  # memory: one tile high, whatever the height
+    # Without confidence no weights are summed (argmax needs none): the same labels.
+    plain = []
+    blender = StripBlender(grid, class_ids, lambda lab, conf: plain.append(lab.copy()))
+    for t in grid:
+        if t.index in per_tile:
+            blender.add(t, per_tile[t.index][0].copy(), per_tile[t.index][1])
+    blender.finish()
+    np.testing.assert_array_equal(np.concatenate(plain), expected_labels)
 
 
 def test_rows_only_skipped_tiles_covered_come_out_as_nodata():
