@@ -1,0 +1,111 @@
+"""The ``train`` engine command as the QGIS side runs it: a subprocess with JSON-line events on stdout.
+
+Covers a finished run, a cancel (SIGTERM) mid-run that still delivers a usable model with exit code 0,
+a broken chip folder (exit 2) and a real out-of-memory failure (exit 3, address space capped).
+"""
+import json
+import resource
+import signal
+import subprocess
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+
+from landcover_plugin.core.chip_export import export_chips
+
+TINY = ["--epochs", "2", "--batch-size", "4", "--base-width", "8", "--learning-rate", "0.003"]
+
+
+@pytest.fixture(scope="module")
+def chips(tmp_path_factory, shared_data):
+    folder = tmp_path_factory.mktemp("rstoolbox") / "chips"
+    export_chips(shared_data / "rstoolbox" / "landsat5_1988_7band.tif", folder,
+                 labels_vector=shared_data / "rstoolbox" / "training_polygons.gpkg", class_field="class",
+                 chip_size=32)
+    return folder
+
+
+def command(engine_python, *args):
+    return [engine_python, "-m", "landcover_plugin.core.engine", "train", *map(str, args)]
+
+
+def run(engine_python, repo_root, *args, **kwargs):
+    proc = subprocess.run(command(engine_python, *args), cwd=repo_root, capture_output=True, text=True,
+                          timeout=300, **kwargs)
+    return proc.returncode, [json.loads(line) for line in proc.stdout.splitlines() if line.strip()], proc.stderr
+
+
+def of_type(events, name):
+    return [e for e in events if e["event"] == name]
+
+
+def test_a_finished_run(chips, tmp_path, engine_python, repo_root):
+    out = tmp_path / "model.onnx"
+    code, events, stderr = run(engine_python, repo_root, chips, "--output", out, *TINY)
+    assert code == 0, stderr
+    (result,) = of_type(events, "result")
+    outputs = result["outputs"]
+    assert outputs["OUTPUT"] == str(out) and out.is_file()
+    assert [m["epoch"] for m in of_type(events, "metric")] == [1, 2]
+    assert of_type(events, "progress") and not of_type(events, "error")
+    assert outputs["cancelled"] is False and outputs["device"] == "cpu"
+    for key in ("CURVES_CSV", "CURVES_PNG", "CHECKPOINT"):
+        assert (tmp_path / outputs[key]).is_file()
+    assert any("Training on CPU" in e["message"] for e in of_type(events, "log"))
+
+
+def test_sigterm_mid_run_keeps_the_best_epoch_and_exports_a_usable_model(chips, tmp_path, engine_python,
+                                                                        repo_root):
+    out = tmp_path / "model.onnx"
+    proc = subprocess.Popen(command(engine_python, chips, "--output", out, "--epochs", "500", "--batch-size", "4",
+                                    "--base-width", "8", "--patience", "0"),
+                            cwd=repo_root, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    events = []
+    try:
+        for line in proc.stdout:
+            events.append(json.loads(line))
+            if len(of_type(events, "metric")) == 2:
+                proc.send_signal(signal.SIGTERM)  # what the QGIS side does on cancel
+                break
+        events += [json.loads(line) for line in proc.stdout]
+        code = proc.wait(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    stderr = proc.stderr.read()
+    assert code == 0, stderr
+    (result,) = of_type(events, "result")
+    outputs = result["outputs"]
+    metrics = {m["epoch"]: m["values"] for m in of_type(events, "metric")}
+    assert outputs["cancelled"] is True and 2 <= outputs["epochs_run"] < 500
+    assert outputs["BEST_VAL_MIOU"] == max(m["val_miou"] for m in metrics.values())
+    assert any("Cancelled" in e["message"] for e in of_type(events, "log") if e["level"] == "warning")
+    session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    probs = session.run(None, {"input": np.zeros((3, 7, 32, 32), np.float32)})[0]
+    assert probs.shape == (3, 4, 32, 32) and np.allclose(probs.sum(axis=1), 1.0, atol=1e-5)
+
+
+def test_a_broken_chip_folder_is_a_bad_input_error(tmp_path, engine_python, repo_root):
+    (tmp_path / "chips").mkdir()
+    (tmp_path / "chips" / "dataset.json").write_text("{ not json")
+    out = tmp_path / "model.onnx"
+    code, events, _ = run(engine_python, repo_root, tmp_path / "chips", "--output", out, *TINY)
+    assert code == 2
+    (error,) = of_type(events, "error")
+    assert error["kind"] == "bad_input" and "dataset.json" in error["message"]
+    assert not of_type(events, "result") and not out.exists()
+
+
+def test_running_out_of_memory_is_reported_with_the_fix(chips, tmp_path, engine_python, repo_root):
+    def cap_memory():  # 2.5 GiB of address space: a U-Net of base width 256 (~2 GB of weights) cannot fit
+        resource.setrlimit(resource.RLIMIT_AS, (2_500 * 2 ** 20, 2_500 * 2 ** 20))
+
+    out = tmp_path / "model.onnx"
+    code, events, stderr = run(engine_python, repo_root, chips, "--output", out, "--epochs", "1",
+                               "--base-width", "256", "--batch-size", "8", preexec_fn=cap_memory)
+    assert code == 3, (events, stderr[-2000:])
+    (error,) = of_type(events, "error")
+    assert error["kind"] == "out_of_memory"
+    assert "smaller batch size (e.g. 4)" in error["message"]
+    assert not out.exists()
