@@ -9,6 +9,7 @@ from .algorithms.classify_raster import ClassifyRasterAlgorithm
 from .algorithms.create_training_layer import CreateTrainingLayerAlgorithm
 from .algorithms.export_chips import ExportChipsAlgorithm
 from .algorithms.setup_engine import SetupEngineAlgorithm
+from .algorithms.train_model import TrainModelAlgorithm
 
 ICON_PATH = os.path.join(os.path.dirname(__file__), "icon.svg")
 
@@ -18,6 +19,7 @@ ALGORITHMS = [
     CreateTrainingLayerAlgorithm,
     ExportChipsAlgorithm,
     ClassifyRasterAlgorithm,
+    TrainModelAlgorithm,
 ]
 
 

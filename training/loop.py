@@ -208,7 +208,7 @@ class _Training:
         if improved:
             ckpt.save(snapshot, self.config.checkpoint_dir / ckpt.BEST)
         row["epoch_seconds"] = round(time.perf_counter() - tic, 3)  # training + validation + checkpoints
-        self.events.metric(epoch, row)
+        self.events.metric(epoch, {k: v for k, v in row.items() if k != "epoch"})
         return improved
 
 

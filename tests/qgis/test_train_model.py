@@ -1,0 +1,87 @@
+""""Train segmentation model" in a real headless QGIS on real rstoolbox chips: a run, a cancel, bad input."""
+import json
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+from qgis.core import QgsApplication, QgsProcessingContext, QgsProcessingFeedback, QgsProject
+
+from landcover_plugin.core.chip_export import export_chips
+from landcover_plugin.plugin import LandcoverPlugin
+
+TINY = {"EPOCHS": 2, "BATCH_SIZE": 4, "BASE_WIDTH": 8, "LEARNING_RATE": 0.003, "PATIENCE": 0}
+
+
+@pytest.fixture(scope="module")
+def provider(qgis_app, qgis_processing):
+    plugin = LandcoverPlugin(None)
+    plugin.initProcessing()
+    yield plugin.provider
+    plugin.unload()
+
+
+@pytest.fixture(scope="module")
+def chips(tmp_path_factory, shared_data):
+    folder = tmp_path_factory.mktemp("rstoolbox") / "chips"
+    export_chips(shared_data / "rstoolbox" / "landsat5_1988_7band.tif", folder,
+                 labels_vector=shared_data / "rstoolbox" / "training_polygons.gpkg", class_field="class",
+                 chip_size=32)
+    return folder
+
+
+class CancelAfterEpoch(QgsProcessingFeedback):
+    """Presses Cancel once the log shows the given epoch's metrics, as a user would."""
+
+    def __init__(self, epoch):
+        super().__init__()
+        self.epoch = epoch
+
+    def pushInfo(self, info):  # noqa: N802 - QGIS's name
+        super().pushInfo(info)
+        if info.startswith(f"Epoch {self.epoch}:"):
+            self.cancel()
+
+
+def run(parameters, feedback=None):
+    algorithm = QgsApplication.processingRegistry().createAlgorithmById("landcover:train_segmentation_model")
+    assert algorithm is not None
+    context, feedback = QgsProcessingContext(), feedback or QgsProcessingFeedback()
+    context.setProject(QgsProject.instance())
+    results, ok = algorithm.run(parameters, context, feedback)
+    return results, ok, feedback.textLog()
+
+
+def test_training_writes_the_model_curves_and_scores(provider, chips, tmp_path):
+    out = tmp_path / "model.onnx"
+    results, ok, log = run(dict(TINY, DATASET=str(chips), ARCHITECTURE=1, OUTPUT=str(out)))
+    assert ok, log
+    assert results["OUTPUT"] == str(out) and out.is_file()
+    assert "Training on CPU" in log and "Epoch 1:" in log and "Epoch 2:" in log and "val_miou=" in log
+    with open(results["CURVES_CSV"]) as handle:
+        assert len(handle.read().strip().splitlines()) == 1 + 2
+    assert open(results["CURVES_PNG"], "rb").read(4) == b"\x89PNG"
+    assert 0.0 <= results["BEST_VAL_MIOU"] <= 1.0 and results["BEST_EPOCH"] in (1, 2)
+    assert results["CANCELLED"] is False
+    session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    card = json.loads(session.get_modelmeta().custom_metadata_map["landcover_card"])
+    assert card["architecture"] == "deeplabv3plus" and card["tile_size"] == 32
+    assert [c["name"] for c in card["classes"]] == [c["name"] for c in
+                                                    json.loads((chips / "dataset.json").read_text())["classes"]]
+
+
+def test_cancel_still_gives_the_best_model_so_far(provider, chips, tmp_path):
+    out = tmp_path / "model.onnx"
+    results, ok, log = run(dict(TINY, EPOCHS=500, DATASET=str(chips), OUTPUT=str(out)), CancelAfterEpoch(1))
+    assert results.get("CANCELLED") is True, log
+    assert out.is_file() and results["BEST_EPOCH"] >= 1
+    probs = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"]).run(
+        None, {"input": np.zeros((1, 7, 32, 32), np.float32)})[0]
+    assert probs.shape == (1, 4, 32, 32)
+
+
+def test_an_empty_folder_fails_with_a_clear_message(provider, tmp_path):
+    (tmp_path / "empty").mkdir()
+    results, ok, log = run(dict(TINY, DATASET=str(tmp_path / "empty"), OUTPUT=str(tmp_path / "model.onnx")))
+    assert not ok
+    assert "dataset.json" in log and "Export label chips" in log
+    assert not (tmp_path / "model.onnx").exists()
