@@ -1,0 +1,73 @@
+"""Inputs several cases share, made during the run: Zion chip datasets, small speed models, and big rasters
+mosaicked from the real Zion image (GDAL VRTs: no pixel is copied, every pixel read is real data)."""
+import shutil
+from pathlib import Path
+from xml.sax.saxutils import escape
+
+import rasterio
+
+from landcover_plugin.core.chip_export import export_chips
+from landcover_plugin.core.events import RecordingEvents
+
+from .common import ZION_IMAGE, ZION_LABELS
+
+
+def zion_chips(settings, chip: int = 128, stride: int = 64) -> Path:
+    """A fresh Zion chip dataset (NLCD labels, spatial split) in the work folder."""
+    out = settings.work / "datasets" / f"zion_{chip}_{stride}"
+    shutil.rmtree(out, ignore_errors=True)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    export_chips(ZION_IMAGE, out, labels_raster=ZION_LABELS, chip_size=chip, stride=stride)
+    return out
+
+
+def speed_model(settings, base_width: int, tile: int = 256, epochs: int = 1) -> tuple:
+    """A U-Net of ``base_width`` trained ``epochs`` on Zion chips and exported by the trainer with ``tile`` px
+    tiles. Only for timing and memory: the weights barely matter, the architecture does. Returns
+    (path, description)."""
+    from training.config import TrainConfig
+    from training.loop import train
+
+    path = settings.work / "models" / f"speed_unet{base_width}_t{tile}.onnx"
+    description = f"U-Net base width {base_width}, {tile} px tiles ({epochs} epoch on Zion chips; speed only)"
+    if path.exists():
+        return path, description
+    dataset = settings.work / "datasets" / "zion_128_128"
+    if not (dataset / "dataset.json").exists():
+        dataset = zion_chips(settings, 128, 128)
+    config = TrainConfig(dataset_dir=str(dataset), output=str(path), epochs=epochs, base_width=base_width,
+                         export_tile_size=tile, patience=0,
+                         work_dir=str(settings.work / "models" / f"ckpt_unet{base_width}_t{tile}"))
+    train(config, RecordingEvents())
+    return path, description
+
+
+def mosaic_vrt(path: Path, width: int, height: int, source: Path = ZION_IMAGE) -> Path:
+    """A ``width`` x ``height`` VRT tiling copies of ``source`` side by side (cut at the right/bottom edge)."""
+    with rasterio.open(source) as src:
+        sw, sh, count, nodata = src.width, src.height, src.count, src.nodata
+        dtype = {"uint8": "Byte", "uint16": "UInt16", "int16": "Int16", "float32": "Float32"}[src.dtypes[0]]
+        t = src.transform
+        crs = src.crs.to_wkt()
+    lines = [f'<VRTDataset rasterXSize="{width}" rasterYSize="{height}">',
+             f"  <SRS>{escape(crs)}</SRS>",
+             f"  <GeoTransform>{t.c}, {t.a}, {t.b}, {t.f}, {t.d}, {t.e}</GeoTransform>"]
+    src_name = escape(str(Path(source).resolve()))
+    for band in range(1, count + 1):
+        lines.append(f'  <VRTRasterBand dataType="{dtype}" band="{band}">')
+        if nodata is not None:
+            lines.append(f"    <NoDataValue>{nodata:g}</NoDataValue>")
+        for row in range(0, height, sh):
+            for col in range(0, width, sw):
+                w, h = min(sw, width - col), min(sh, height - row)
+                lines += ["    <SimpleSource>",
+                          f'      <SourceFilename relativeToVRT="0">{src_name}</SourceFilename>',
+                          f"      <SourceBand>{band}</SourceBand>",
+                          f'      <SrcRect xOff="0" yOff="0" xSize="{w}" ySize="{h}"/>',
+                          f'      <DstRect xOff="{col}" yOff="{row}" xSize="{w}" ySize="{h}"/>',
+                          "    </SimpleSource>"]
+        lines.append("  </VRTRasterBand>")
+    lines.append("</VRTDataset>")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(lines) + "\n")
+    return path

@@ -1,0 +1,111 @@
+"""Inference speed and memory: ``classify_raster`` against bare onnxruntime over the same tiles.
+
+Whole run: ``classify_raster`` from call to return (model loading, reading, standardising, the model,
+blending, writing the DEFLATE GeoTIFF, overviews and QML). Bare: the same model object (same session,
+options and threads) run over the very tiles the classifier runs (read beforehand by its own reader into a
+float32 array in memory), in batches of the same size; nothing read, blended or written while timed.
+Memory: the engine command ``classify`` (what users run) on a 20000 x 20000 px VRT mosaic of the Zion
+image, peak RSS of that process.
+"""
+import time
+
+import numpy as np
+import onnxruntime as ort
+
+from landcover_plugin.core.classify import DEFAULT_BATCH, classify_raster
+from landcover_plugin.core.classify_input import open_source
+from landcover_plugin.core.events import RecordingEvents
+from landcover_plugin.core.onnx_model import load_model
+from landcover_plugin.core.tiling import TileGrid, overlap_pixels
+
+from .assets import mosaic_vrt, speed_model
+from .common import ZION_IMAGE, engine, figure, median, profile_call, python_baseline_rss, target
+
+RATIO_TARGET = 1.15
+MEMORY_LIMIT_MB = 1500.0
+BIG = 20000
+
+
+def run(settings) -> dict:
+    model_path, model_text = speed_model(settings, 16)
+    work = settings.folder("inference")
+    figures, profiles, details = [], {}, {}
+    devices = ["cpu"] + (["cuda"] if "CUDAExecutionProvider" in ort.get_available_providers() else [])
+    for device in devices:
+        rows, ratio, info = whole_vs_bare(model_path, ZION_IMAGE, work / f"zion_{device}.tif", device,
+                                          max(3, settings.runs))
+        figures += rows
+        details[device] = info
+        if ratio > RATIO_TARGET:
+            _, profiles[f"classify_raster on Zion ({device})"] = profile_call(
+                lambda: classify_raster(ZION_IMAGE, model_path, work / "profiled.tif", device=device,
+                                        overwrite=True))
+    if "cuda" not in devices:
+        figures.append(figure("inference.cuda", "Inference with CUDA", None, "", note="no GPU on this machine"))
+
+    small_path, small_text = speed_model(settings, 4)
+    size = 4000 if settings.quick else BIG
+    big = mosaic_vrt(work / f"zion_mosaic_{size}.vrt", size, size)
+    measured = engine("classify", "--raster", big, "--model", small_path, "--output", work / "big.tif",
+                      "--overwrite", "--device", "cpu", timeout=1500)
+    floor = python_baseline_rss("landcover_plugin.core.classify")
+    peak = measured["peak_rss_mb"]
+    out = measured["result"]
+    figures.append(figure(
+        "inference.memory_20k", f"Peak memory, engine classify of a {size}x{size} px raster ({size * size / 1e6:.0f} Mpx)",
+        peak, "MB", baseline={"label": "Python importing the classifier only", "value": floor, "unit": "MB"},
+        ratio=peak / floor, target=target(peak, "<", MEMORY_LIMIT_MB, " MB"),
+        note=f"{out['MEGAPIXELS_PER_SECOND']:.2f} Mpx/s, {out['SECONDS']:.0f} s in the engine, "
+             f"{measured['seconds']:.0f} s wall; model: {small_text}"))
+    (work / "big.tif").unlink(missing_ok=True)
+    details["memory_run"] = {k: out.get(k) for k in ("SECONDS", "MEGAPIXELS", "MEGAPIXELS_PER_SECOND", "tiles",
+                                                     "tiles_run", "model_seconds", "TILE", "OVERLAP")}
+    what = (f"Zion 1128x1428 px (1.6 Mpx), batch {DEFAULT_BATCH}, the model card's overlap; speed model: "
+            f"{model_text}. Memory case: a VRT mosaic of the real Zion image, model: {small_text}.")
+    return {"what": what, "figures": figures, "profiles": profiles, "details": details}
+
+
+def whole_vs_bare(model_path, raster, output, device: str, runs: int):
+    """Figures for one device: Mpx/s of the whole run and of bare onnxruntime, and their ratio."""
+    def whole():
+        return classify_raster(raster, model_path, output, device=device, overwrite=True)
+
+    whole()  # warm-up: file cache, first session
+    seconds, result = [], None
+    for _ in range(runs):
+        tick = time.perf_counter()
+        result = whole()
+        seconds.append(time.perf_counter() - tick)
+    megapixels = result["MEGAPIXELS"]
+    batches, model = tiles_in_memory(model_path, raster, device, result["OVERLAP"], result["BATCH_SIZE"])
+    bare = [bare_run(model, batches) for _ in range(runs)]
+    ratio = median(seconds) / median(bare)
+    name = "CUDA" if device == "cuda" else "CPU"
+    rows = [figure(f"inference.{device}.mpx_per_s", f"Classify throughput on {name} (whole run)",
+                   median([megapixels / s for s in seconds]), "Mpx/s", runs=[megapixels / s for s in seconds],
+                   baseline={"label": f"bare onnxruntime over the same {result['tiles_run']} tiles in memory",
+                             "value": median([megapixels / s for s in bare]), "unit": "Mpx/s",
+                             "runs": [megapixels / s for s in bare]},
+                   ratio=ratio, target=target(ratio, "<=", RATIO_TARGET, "x"),
+                   note=f"model alone {result['model_seconds']:.2f} s of {result['SECONDS']:.2f} s in the last run")]
+    info = {"seconds": seconds, "bare_seconds": bare, "tiles": result["tiles"], "tiles_run": result["tiles_run"],
+            "overlap_px": result["OVERLAP"], "tile": result["TILE"], "device": result["DEVICE"]}
+    return rows, ratio, info
+
+
+def tiles_in_memory(model_path, raster, device, overlap_px, batch_size):
+    """The classifier's own batches for ``raster`` (read once, untimed) and the loaded model."""
+    events = RecordingEvents()
+    model = load_model(model_path, device=device, events=events)
+    with open_source(raster, model, events=events) as source:
+        grid = TileGrid(source.height, source.width, model.tile, overlap_px)
+        batches = [np.array(batch.x, copy=True) for batch in source.batches(grid, batch_size)]
+    return batches, model
+
+
+def bare_run(model, batches) -> float:
+    model.run(batches[0][:1])  # warm-up, as the classifier's first batch pays it too
+    tick = time.perf_counter()
+    for batch in batches:
+        model.session.run([model.output_name], {model.input_name: batch})
+    return time.perf_counter() - tick
