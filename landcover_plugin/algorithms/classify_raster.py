@@ -14,9 +14,11 @@ from qgis.core import (
     QgsProcessingParameterString,
     QgsProcessingParameterVectorLayer,
     QgsRasterLayer,
+    QgsUnitTypes,
 )
 
-from ..qgis_glue.layers import raster_layer_to_path, vector_layer_to_gpkg
+from ..core.onnx_metadata import model_resolution_of
+from ..qgis_glue.layers import raster_file_path, raster_layer_to_path, vector_layer_to_gpkg
 from .base import EngineAlgorithm
 
 DEVICES = ["auto", "cpu", "cuda"]
@@ -104,7 +106,11 @@ class ClassifyRasterAlgorithm(EngineAlgorithm):
         if parameters.get(self.EXTENT) not in (None, ""):
             extent = self.parameterAsExtent(parameters, self.EXTENT, context, layer.crs())
         output = self.parameterAsOutputLayer(parameters, self.OUTPUT, context)
-        args = ["--raster", raster_layer_to_path(layer, context, feedback, extent=extent), "--model", model,
+        pixel_size = None
+        if raster_file_path(layer) is None and layer.crs().mapUnits() == QgsUnitTypes.DistanceMeters:
+            pixel_size = model_resolution_of(model)  # fetch a web or virtual layer at the model's resolution
+        raster = raster_layer_to_path(layer, context, feedback, extent=extent, pixel_size=pixel_size)
+        args = ["--raster", raster, "--model", model,
                 "--output", output, "--overwrite",  # Processing's convention: the chosen file is replaced
                 "--batch-size", str(self.parameterAsInt(parameters, self.BATCH_SIZE, context)),
                 "--device", DEVICES[self.parameterAsEnum(parameters, self.DEVICE, context)]]

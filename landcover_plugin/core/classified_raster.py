@@ -149,9 +149,8 @@ class ClassifiedRasterWriter:
         self._add_category_names(self._temps["labels"])
         outputs = {}
         for kind, target in self._targets:
-            for old in (target, target + ".aux.xml"):
-                if os.path.exists(old):
-                    os.remove(old)
+            if os.path.exists(target + ".aux.xml"):  # stale statistics of a file being replaced
+                os.remove(target + ".aux.xml")
             if os.path.exists(self._temps[kind] + ".aux.xml"):
                 os.replace(self._temps[kind] + ".aux.xml", target + ".aux.xml")
             os.replace(self._temps[kind], target)

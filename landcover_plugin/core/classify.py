@@ -81,7 +81,10 @@ def classify_raster(raster_path, model_path, output_path, *, extent=None, mask_p
     output_path = check_output_path(output_path, overwrite=overwrite, inputs=(raster_path, model_path, mask_path))
     if confidence_path:
         confidence_path = check_output_path(confidence_path, overwrite=overwrite,
-                                            inputs=(raster_path, model_path, mask_path, output_path))
+                                            inputs=(raster_path, model_path, mask_path))
+        if confidence_path == output_path:
+            raise BadInputError(f"The confidence raster and the classified raster are both {output_path}: "
+                                f"give them different paths.")
     model = load_model(model_path, device=device, threads=threads,
                        overrides={"class_names": class_names, "mean": mean, "std": std}, events=events)
     overlap_px = overlap_pixels(model.tile, max(model.card.get("overlap") or 0.0, 0.125)
