@@ -161,6 +161,13 @@ def test_nan_pixels_of_a_float_raster_give_nodata(shared_data, tmp_path):
     np.testing.assert_array_equal(labels == 0, nan)
     expected = torch_probabilities(net, image, mean, std).argmax(axis=0) + 1
     assert (labels != expected)[~nan].mean() < 0.01
+    # A tile larger than the raster: one tile, padded with zeros exactly as the net pads its borders.
+    big_tile = export(net, tmp_path / "s2_128.onnx", 13, 128, metadata_props({**card, "tile_size": 128}))
+    result = classify_raster(image, big_tile, tmp_path / "s2_128.tif", events=RecordingEvents())
+    assert result["tiles"] == 1
+    labels = read(result["OUTPUT"])
+    np.testing.assert_array_equal(labels == 0, nan)
+    assert (labels != expected)[~nan].mean() < 0.001
 
 
 def test_extent_and_a_mask_in_another_crs(zion, tmp_path, shared_data):

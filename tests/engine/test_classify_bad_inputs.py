@@ -107,7 +107,8 @@ def test_a_full_disk_fails_cleanly(model, zion_image, tmp_path):
     assert leftovers(output.parent) == []
 
 
-def test_cancel_removes_the_partial_output(model, zion_image, tmp_path):
+@pytest.mark.parametrize("pipelined", [False, True])
+def test_cancel_removes_the_partial_output(model, zion_image, tmp_path, pipelined):
     class CancelAfterFirstTiles(RecordingEvents):
         def progress(self, fraction, message=""):
             super().progress(fraction, message)
@@ -116,7 +117,7 @@ def test_cancel_removes_the_partial_output(model, zion_image, tmp_path):
 
     with pytest.raises(Cancelled):
         classify_raster(zion_image, model, tmp_path / "out.tif", confidence_path=tmp_path / "conf.tif",
-                        events=CancelAfterFirstTiles())
+                        pipelined=pipelined, events=CancelAfterFirstTiles())
     assert leftovers(tmp_path) == []
 
 
