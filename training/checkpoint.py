@@ -52,6 +52,9 @@ def best_beside(resume_path):
 
 def check_compatible(state: dict, network: dict, data: dict, path) -> None:
     """A resumed run must train the same classes and bands it was started with."""
+    if "optimizer" not in state:
+        raise BadInputError(f"'{path}' holds the best epoch's weights only, not the optimiser state a run resumes "
+                            f"from. Resume from '{LAST}' in the same folder, or give this file as initial weights.")
     theirs, ours = state.get("data", {}), data
     problems = []
     if [c["id"] for c in theirs.get("classes", [])] != [c["id"] for c in ours["classes"]]:

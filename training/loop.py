@@ -116,6 +116,7 @@ class _Training:
                     f"{config.batch_size}, epochs {start}..{config.epochs}, {self.workers} loader workers"
                     + (f", mixed precision {self.amp_dtype}" if self.amp else "") + ".")
         since_best = 0
+        started, epoch_seconds = time.perf_counter(), []
         for epoch in range(start, config.epochs + 1):
             if epoch > self.planned:
                 break
@@ -136,8 +137,10 @@ class _Training:
                 break
             improved = self._end_epoch(epoch, train_loss, train_seconds, val, tic)
             since_best = 0 if improved else since_best + 1
-            if config.time_limit_minutes and epoch == start:
-                self.planned = _plan_epochs(config, epoch, time.perf_counter() - tic, events)
+            epoch_seconds.append(time.perf_counter() - tic)
+            if config.time_limit_minutes:
+                self.planned = _plan_epochs(config, epoch, time.perf_counter() - started, epoch_seconds,
+                                            self.planned, events)
                 self._plan_progress(start)
             if config.patience and since_best >= config.patience and epoch < self.planned:
                 run["stopped_early"] = True
@@ -205,8 +208,9 @@ class _Training:
                     "history": run["history"], "network": self.network, "data": self.data,
                     "config": self.config.to_dict()}
         ckpt.save(snapshot, self.config.checkpoint_dir / ckpt.LAST)
-        if improved:
-            ckpt.save(snapshot, self.config.checkpoint_dir / ckpt.BEST)
+        if improved:  # weights and metadata only: enough to export or to start from, small to write
+            ckpt.save({k: v for k, v in snapshot.items() if k not in ("optimizer", "scaler")},
+                      self.config.checkpoint_dir / ckpt.BEST)
         row["epoch_seconds"] = round(time.perf_counter() - tic, 3)  # training + validation + checkpoints
         self.events.metric(epoch, {k: v for k, v in row.items() if k != "epoch"})
         return improved
@@ -257,13 +261,19 @@ def _restore(run, state, model, optimizer, scaler, config, events) -> None:
                 f"{run['best']['val_miou'] if run['best'] else 'n/a'}); continuing at epoch {run['epoch'] + 1}.")
 
 
-def _plan_epochs(config, epoch, seconds, events) -> int:
-    budget = config.time_limit_minutes * 60.0
-    planned = max(epoch, min(config.epochs, int(budget // max(seconds, 1e-9))))
-    if planned < config.epochs:
-        events.info(f"Time limit {config.time_limit_minutes:g} min: an epoch takes {seconds:.1f} s, so training "
-                    f"plans {planned} epochs instead of {config.epochs} (the learning-rate schedule follows).")
-    return planned
+def _plan_epochs(config, epoch, elapsed, epoch_seconds, planned, events) -> int:
+    """Epochs that fit the time limit, re-planned after every epoch from the recent epoch times
+    (the first epochs are often slower: caches, allocator warm-up). The schedule follows the plan."""
+    recent = float(np.median(epoch_seconds[-3:]))
+    remaining = config.time_limit_minutes * 60.0 - elapsed
+    new_plan = max(epoch, min(config.epochs, epoch + int(max(0.0, remaining) // max(recent, 1e-9))))
+    limit = f"Time limit {config.time_limit_minutes:g} min"
+    if new_plan == epoch < config.epochs:
+        events.info(f"{limit} reached after epoch {epoch}.")
+    elif new_plan < config.epochs and (len(epoch_seconds) == 1 or abs(new_plan - planned) > max(1, planned // 10)):
+        events.info(f"{limit}: an epoch takes {recent:.1f} s, so training plans {new_plan} epochs instead of "
+                    f"{config.epochs} (the learning-rate schedule follows).")
+    return new_plan
 
 
 def _verify_sample(loader, config, chip_size):

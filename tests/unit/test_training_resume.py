@@ -122,3 +122,14 @@ def test_resume_rejects_a_checkpoint_of_other_classes(chips, tmp_path, shared_da
     with pytest.raises(BadInputError, match="Cannot resume"):
         train(TrainConfig(dataset_dir=str(other), output=str(tmp_path / "b.onnx"), epochs=2,
                           resume=first["LAST_CHECKPOINT"], **TINY))
+
+
+def test_a_time_limit_plans_the_epochs_that_fit(chips, tmp_path):
+    events = RecordingEvents()
+    out = train(TrainConfig(dataset_dir=str(chips), output=str(tmp_path / "m.onnx"), epochs=10_000,
+                            time_limit_minutes=0.05, **TINY), events)
+    logs = " ".join(e["message"] for e in events.of_type("log"))
+    assert "Time limit 0.05 min" in logs and "plans" in logs
+    assert 1 <= out["epochs_run"] < 10_000 and not out["cancelled"]
+    seconds = sum(m["values"]["epoch_seconds"] for m in events.of_type("metric"))
+    assert seconds < 0.05 * 60 + 2 * max(m["values"]["epoch_seconds"] for m in events.of_type("metric"))
