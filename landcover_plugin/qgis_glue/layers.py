@@ -13,6 +13,7 @@ from qgis.core import (
     QgsFeatureRequest,
     QgsProcessingException,
     QgsProcessingUtils,
+    QgsRasterBlockFeedback,
     QgsRasterFileWriter,
     QgsRasterPipe,
     QgsRectangle,
@@ -61,7 +62,13 @@ def raster_layer_to_path(layer, context, feedback, extent: QgsRectangle = None, 
     writer = QgsRasterFileWriter(target)
     writer.setOutputFormat("GTiff")
     writer.setCreateOptions(["COMPRESS=DEFLATE", "TILED=YES", "BIGTIFF=IF_SAFER"])
-    error = writer.writeRaster(pipe, width, height, extent, layer.crs(), context.transformContext(), feedback)
+    block_feedback = QgsRasterBlockFeedback()  # writeRaster takes this kind; relay progress and cancel
+    block_feedback.progressChanged.connect(feedback.setProgress)
+    feedback.canceled.connect(block_feedback.cancel)
+    error = writer.writeRaster(pipe, width, height, extent, layer.crs(), context.transformContext(),
+                               block_feedback)
+    if feedback.isCanceled():
+        raise QgsProcessingException("Cancelled while fetching the layer.")
     if error != QgsRasterFileWriter.NoError:
         raise QgsProcessingException(f"Could not write '{layer.name()}' to a temporary GeoTIFF "
                                      f"(QgsRasterFileWriter error {int(error)}).")

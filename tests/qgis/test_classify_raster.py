@@ -106,9 +106,6 @@ def test_a_foreign_model_with_class_names_from_the_user(provider, zion_layer, tm
     assert [c.label for c in layer.renderer().classes()] == ["sand", "rock", "snow"]
 
 
-@pytest.mark.xfail(raises=(TypeError, QgsProcessingException), strict=False,
-                   reason="qgis_glue/layers.py passes a QgsProcessingFeedback to QgsRasterFileWriter.writeRaster, "
-                          "which takes a QgsRasterBlockFeedback (TypeError); passes once that is fixed")
 def test_a_virtual_layer_is_fetched_at_the_models_resolution(provider, zion_layer, tmp_path):
     # A non-file layer (QGIS's on-the-fly raster calculator) holding Zion's NIR band at 30 m.
     extent = a_piece(zion_layer)
