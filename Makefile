@@ -11,7 +11,7 @@ QGIS_PROFILE ?= $(HOME)/.local/share/QGIS/QGIS3/profiles/default
 export QT_QPA_PLATFORM ?= offscreen
 export LANDCOVER_PYTHON ?= $(abspath $(PYTHON))
 
-.PHONY: help apt setup test test-all demo bench zip install screenshots clean
+.PHONY: help apt setup test test-all demo bench zip install screenshots docs clean
 
 help:
 	@echo "make demo        run the whole workflow headless on the bundled data (installs first)"
@@ -50,7 +50,7 @@ test-all: setup
 	$(PYTHON) -m pytest tests -m ""
 
 demo: setup
-	$(PYTHON) scripts/demo.py
+	$(PYTHON) -m scripts.demo
 
 bench: setup
 	$(PYTHON) -m bench.run
@@ -63,7 +63,10 @@ install: setup
 	@echo "Installed. In QGIS: Plugins > Manage and Install Plugins > Installed > enable 'Land cover'."
 
 screenshots: setup
-	$(PYTHON) scripts/screenshots.py
+	$(PYTHON) -m scripts.screenshots
 
 clean:
 	rm -rf dist build demo_output bench/work .pytest_cache
+
+docs: setup
+	$(PYTHON) -m scripts.algorithm_reference

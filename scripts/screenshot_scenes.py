@@ -1,0 +1,144 @@
+"""Run inside a real QGIS window (``qgis --code``) by scripts/screenshots.py; not imported elsewhere.
+
+Takes the README's screenshots from `make demo`'s outputs: the Processing toolbox with the provider, a training
+layer being digitised with its class drop-down, the classified maps with their legends, and the report.
+Paths come from the environment: LANDCOVER_DEMO (demo_output) and LANDCOVER_SHOTS (where PNGs go).
+"""
+import os
+import traceback
+from pathlib import Path
+
+from qgis.core import (QgsApplication, QgsContrastEnhancement, QgsFeature, QgsProject, QgsRasterLayer,
+                       QgsRasterMinMaxOrigin, QgsVectorLayer)
+from qgis.PyQt.QtCore import QTimer, QUrl
+from qgis.PyQt.QtGui import QGuiApplication
+from qgis.utils import iface, plugins
+
+DEMO = Path(os.environ["LANDCOVER_DEMO"])
+SHOTS = Path(os.environ["LANDCOVER_SHOTS"])
+SHOTS.mkdir(parents=True, exist_ok=True)
+_keep = []  # widgets that must outlive their scene
+
+
+def screen(name: str, widget=None) -> None:
+    image = widget.grab() if widget is not None else QGuiApplication.primaryScreen().grabWindow(0)
+    image.save(str(SHOTS / f"{name}.png"))
+    print(f"screenshot {SHOTS / name}.png", flush=True)
+
+
+def clear() -> None:
+    QgsProject.instance().removeAllMapLayers()
+    for widget in _keep:
+        widget.close()
+    _keep.clear()
+
+
+def show_raster(path: Path, name: str):
+    """Add a raster and frame it, with the project in the raster's CRS."""
+    layer = iface.addRasterLayer(str(path), name)
+    QgsProject.instance().setCrs(layer.crs())
+    iface.mapCanvas().setExtent(layer.extent())
+    iface.mapCanvas().refresh()
+    return layer
+
+
+def toolbox() -> None:
+    clear()
+    iface.mainWindow().setGeometry(0, 0, 1600, 1000)  # no window manager under Xvfb to maximise it
+    raster = show_raster(DEMO / "data/rstoolbox/landsat5_1988_7band.tif", "Landsat 5 (1988)")
+    _true_colour(raster, 3, 2, 1)
+    box = plugins["processing"].toolbox
+    box.setVisible(True)
+    box.raise_()
+    box.searchBox.setText("landcover:")
+
+
+def digitising() -> None:
+    import processing
+
+    clear()
+    plugins["processing"].toolbox.searchBox.setText("")
+    _layer_panel()
+    raster = show_raster(DEMO / "data/rstoolbox/landsat5_1988_7band.tif", "Landsat 5 (1988)")
+    _true_colour(raster, 3, 2, 1)
+    target = DEMO / "screenshots_training_areas.gpkg"
+    target.unlink(missing_ok=True)
+    processing.runAndLoadResults("landcover:create_training_layer", {
+        "CRS": raster.crs(), "CLASSES": ["1", "forest", "", "2", "water", "", "3", "cleared", "",
+                                         "4", "fallen_dry", ""],
+        "LAYER_NAME": "training_areas", "OUTPUT": str(target)})
+    layer = QgsProject.instance().mapLayersByName("training_areas")[0]
+    source = QgsVectorLayer(str(DEMO / "data/rstoolbox/training_polygons.gpkg"), "polygons", "ogr")
+    names = {"forest": 1, "water": 2, "cleared": 3, "fallen_dry": 4}
+    field = layer.fields().indexOf("class_id")
+    layer.startEditing()
+    for polygon in source.getFeatures():
+        feature = QgsFeature(layer.fields())
+        feature.setGeometry(polygon.geometry())
+        feature.setAttribute(field, names[polygon["class"]])
+        layer.addFeature(feature)
+    iface.setActiveLayer(layer)
+    new = QgsFeature(layer.fields())
+    new.setAttribute(field, 2)
+    form = iface.getFeatureForm(layer, new)
+    form.setWindowTitle("training_areas - Feature Attributes")
+    form.move(900, 350)
+    form.show()
+    _keep.append(form)
+
+
+def classified(scene: str) -> None:
+    clear()
+    _layer_panel()
+    show_raster(DEMO / scene / "landcover.tif", f"{scene} land cover")
+    iface.layerTreeView().expandAll()
+
+
+def report() -> None:
+    clear()
+    from qgis.PyQt.QtWebKitWidgets import QWebView
+
+    view = QWebView()
+    view.setGeometry(0, 0, 1100, 1000)
+    view.load(QUrl.fromLocalFile(str(DEMO / "zion" / "accuracy_report.html")))
+    view.show()
+    _keep.append(view)
+
+
+def _layer_panel() -> None:
+    plugins["processing"].toolbox.setVisible(False)
+
+
+def _true_colour(layer: QgsRasterLayer, red: int, green: int, blue: int) -> None:
+    renderer = layer.renderer()
+    renderer.setRedBand(red)
+    renderer.setGreenBand(green)
+    renderer.setBlueBand(blue)
+    layer.setContrastEnhancement(QgsContrastEnhancement.StretchToMinimumMaximum, QgsRasterMinMaxOrigin.CumulativeCut)
+    layer.triggerRepaint()
+
+
+SCENES = [
+    (toolbox, "toolbox"),
+    (digitising, "digitising"),
+    (lambda: classified("rstoolbox"), "classified_rstoolbox"),
+    (lambda: classified("zion"), "classified_zion"),
+    (report, "report"),
+]
+WIDGET_SCENES = {"report"}  # grabbed as the widget alone
+
+
+def run_scene(index: int = 0) -> None:
+    if index == len(SCENES):
+        QgsApplication.exit(0)
+        return
+    action, name = SCENES[index]
+    try:
+        action()
+    except Exception:  # noqa: BLE001 - report and go on with the other scenes
+        traceback.print_exc()
+    widget = _keep[-1] if name in WIDGET_SCENES and _keep else None
+    QTimer.singleShot(5000, lambda: (screen(name, widget), run_scene(index + 1)))
+
+
+QTimer.singleShot(4000, run_scene)
