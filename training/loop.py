@@ -1,11 +1,14 @@
 """The training loop: ``train(config, events) -> outputs``.
 
-AdamW with a one-cycle or warm-up + cosine learning rate (set per batch from the global step, so a
-resumed run continues the same curve), class-weighted cross-entropy that ignores unlabelled pixels,
-mixed precision on CUDA, the best checkpoint by validation mIoU, early stopping, cancel at the next
-batch (the best weights are still exported), ONNX export checked against torch, training curves.
+AdamW with a one-cycle or warm-up + cosine learning rate, set per batch from the run's progress (the global
+step, or the clock under a time limit, whichever is further), so a resumed run continues the same curve and
+a time-limited run ends annealed however fast its epochs go. Class-weighted cross-entropy that ignores
+unlabelled pixels; mixed precision on CUDA; the best checkpoint by validation mIoU; early stopping that
+anneals the learning rate over a short tail before it stops; cancel at the next batch (the best weights are
+still exported); ONNX export checked against torch; training curves.
 """
 import copy
+import math
 import time
 
 import numpy as np
@@ -22,7 +25,7 @@ from .dataset_spec import load_spec
 from .device import amp_settings, default_workers, memory_errors, select_device
 from .finish import finish_run
 from .networks import build_network
-from .objective import class_weights, evaluate, lr_factor, weighted_loss
+from .objective import class_weights, evaluate, lr_factor, schedule_factor, weighted_loss
 
 __all__ = ["train", "class_weights", "evaluate", "lr_factor", "weighted_loss"]
 
@@ -97,7 +100,7 @@ class _Training:
                                      shuffle=False, **options)
 
         self.run_state = {"epoch": 0, "global_step": 0, "history": [], "best": None, "best_state": None,
-                          "cancelled": False, "stopped_early": False}
+                          "cancelled": False, "stopped_early": False, "since_best": 0, "anneal": None}
         if state is not None:
             _restore(self.run_state, state, self.model, self.optimizer, self.scaler, config, events)
 
@@ -109,15 +112,21 @@ class _Training:
             events.warning(f"The checkpoint already finished epoch {run['epoch']} of {config.epochs}: nothing "
                            f"left to train. Raise the number of epochs to train further.")
         self.planned = config.epochs
+        if run["anneal"]:  # resumed while early stopping was annealing
+            self.planned = min(self.planned, run["anneal"]["until_epoch"])
+        self.steps_per_epoch = len(self.train_loader)
+        self.budget = config.time_limit_minutes * 60.0 if config.time_limit_minutes else None
+        self.started, self.done = time.perf_counter(), 0
         self._plan_progress(start)
         events.info(f"Training {self.network['architecture']} (base width {self.network['base_width']}, "
                     f"{sum(p.numel() for p in self.model.parameters()) / 1e6:.2f} M parameters) on "
                     f"{len(self.train_idx)} train / {len(self.val_idx)} validation chips, batch size "
-                    f"{config.batch_size}, epochs {start}..{config.epochs}, {self.workers} loader workers"
-                    + (f", mixed precision {self.amp_dtype}" if self.amp else "") + ".")
-        since_best = 0
-        started, epoch_seconds = time.perf_counter(), []
-        for epoch in range(start, config.epochs + 1):
+                    f"{config.batch_size}, epochs {start}..{config.epochs}"
+                    + (f" or {config.time_limit_minutes:g} min" if self.budget else "")
+                    + f", {self.workers} loader workers" + (f", mixed precision {self.amp_dtype}" if self.amp else "")
+                    + ".")
+        epoch_seconds = []
+        for epoch in range(start, self.planned + 1):
             if epoch > self.planned:
                 break
             tic = time.perf_counter()
@@ -135,29 +144,60 @@ class _Training:
                 run["cancelled"] = True
                 events.warning(f"Cancelled while validating epoch {epoch}: exporting the best weights so far.")
                 break
-            improved = self._end_epoch(epoch, train_loss, train_seconds, val, tic)
-            since_best = 0 if improved else since_best + 1
+            self._end_epoch(epoch, train_loss, train_seconds, val, tic)
             epoch_seconds.append(time.perf_counter() - tic)
-            if config.time_limit_minutes:
-                self.planned = _plan_epochs(config, epoch, time.perf_counter() - started, epoch_seconds,
-                                            self.planned, events)
-                self._plan_progress(start)
-            if config.patience and since_best >= config.patience and epoch < self.planned:
-                run["stopped_early"] = True
-                events.info(f"Early stopping after epoch {epoch}: validation mIoU has not improved for "
-                            f"{since_best} epochs (best {run['best']['val_miou']} at epoch {run['best']['epoch']}).")
+            if self.budget and epoch < self.planned and \
+                    self._elapsed() + float(np.median(epoch_seconds[-3:])) > self.budget:
+                events.info(f"Time limit of {config.time_limit_minutes:g} min reached after epoch {epoch}.")
                 break
+            if config.patience and run["anneal"] is None and run["since_best"] >= config.patience \
+                    and epoch < self.planned:
+                self._start_annealing(epoch, start)
         sample = _verify_sample(self.val_loader, config, self.spec.chip_size)
         return finish_run(run, self.model, self.network, self.data, self.spec, config, self.device, sample, events)
 
+    def _start_annealing(self, epoch: int, start: int) -> None:
+        """Early stopping: validation mIoU stalled, so bring the learning rate down over a short tail
+        (a cosine from the current rate) and stop; stopping at a high rate keeps noisy weights."""
+        run, patience = self.run_state, self.config.patience
+        tail = min(self.planned - epoch, max(2, -(-patience // 2)))
+        run["anneal"] = {"from_step": run["global_step"], "steps": tail * self.steps_per_epoch,
+                         "from_factor": self.lr / self.config.learning_rate, "until_epoch": epoch + tail}
+        run["stopped_early"] = True
+        self.planned = epoch + tail
+        self._plan_progress(start)
+        self.events.info(f"Early stopping after epoch {epoch}: validation mIoU has not improved for "
+                         f"{run['since_best']} epochs (best {run['best']['val_miou']} at epoch "
+                         f"{run['best']['epoch']}); annealing the learning rate over {tail} last epoch(s).")
+
+    def _elapsed(self) -> float:
+        return time.perf_counter() - self.started
+
+    def _schedule_progress(self, step: int) -> float:
+        """Where the run is in its schedule (0..1): by steps, or by time under a time limit, whichever
+        is further, so the learning rate falls smoothly to its floor however fast the epochs go."""
+        progress = step / max(1, self.config.epochs * self.steps_per_epoch)
+        if self.budget:
+            progress = max(progress, self._elapsed() / self.budget)
+        return min(progress, 1.0)
+
+    def _lr_factor(self, step: int) -> float:
+        anneal = self.run_state["anneal"]
+        if anneal is None:
+            return schedule_factor(self._schedule_progress(step), self.config.schedule)
+        t = min(1.0, (step - anneal["from_step"]) / max(1, anneal["steps"]))
+        floor = min(anneal["from_factor"], 1e-3)
+        return floor + (anneal["from_factor"] - floor) * 0.5 * (1.0 + math.cos(math.pi * t))
+
     def _plan_progress(self, start: int) -> None:
-        self.steps_per_epoch = len(self.train_loader)
         self.total_batches = max(1, (self.planned - start + 1) * (self.steps_per_epoch + len(self.val_loader)))
-        self.done = getattr(self, "done", 0)
 
     def _advance(self, message: str) -> None:
         self.done += 1
-        self.events.progress(min(1.0, self.done / self.total_batches), message)
+        fraction = self.done / self.total_batches
+        if self.budget:
+            fraction = max(fraction, self._elapsed() / self.budget)
+        self.events.progress(min(1.0, fraction), message)
 
     def _train_epoch(self, epoch: int):
         """One pass over the training chips; the mean loss, or None when cancelled."""
@@ -165,11 +205,10 @@ class _Training:
         self.sampler.set_epoch(epoch)
         self.model.train()
         loss_sum = torch.zeros((), device=device)
-        total_steps = self.planned * self.steps_per_epoch
         for batch, (images, labels) in enumerate(self.train_loader):
             if self.events.cancel_requested:
                 return None
-            self.lr = config.learning_rate * lr_factor(run["global_step"], total_steps, config.schedule)
+            self.lr = config.learning_rate * self._lr_factor(run["global_step"])
             for group in self.optimizer.param_groups:
                 group["lr"] = self.lr
             images = images.to(device, non_blocking=True)
@@ -198,6 +237,7 @@ class _Training:
         run["history"].append(row)
         run["epoch"] = epoch
         improved = _is_better(row, run["best"])
+        run["since_best"] = 0 if improved else run["since_best"] + 1
         if improved:
             run["best"] = {k: row[k] for k in ("epoch", "val_miou", "val_accuracy", "val_loss")}
             run["best"]["val_iou"] = val["iou"]
@@ -206,7 +246,7 @@ class _Training:
                     "optimizer": self.optimizer.state_dict(), "scaler": self.scaler.state_dict(),
                     "epoch": run["epoch"], "global_step": run["global_step"], "best": run["best"],
                     "history": run["history"], "network": self.network, "data": self.data,
-                    "config": self.config.to_dict()}
+                    "since_best": run["since_best"], "anneal": run["anneal"], "config": self.config.to_dict()}
         ckpt.save(snapshot, self.config.checkpoint_dir / ckpt.LAST)
         if improved:  # weights and metadata only: enough to export or to start from, small to write
             ckpt.save({k: v for k, v in snapshot.items() if k not in ("optimizer", "scaler")},
@@ -248,7 +288,8 @@ def _restore(run, state, model, optimizer, scaler, config, events) -> None:
     if state.get("scaler"):
         scaler.load_state_dict(state["scaler"])
     run.update(epoch=int(state["epoch"]), global_step=int(state["global_step"]),
-               history=list(state.get("history") or []), best=state.get("best"))
+               history=list(state.get("history") or []), best=state.get("best"),
+               since_best=int(state.get("since_best", 0)), anneal=state.get("anneal"))
     best_path = ckpt.best_beside(config.resume)
     best = ckpt.load(best_path) if best_path is not None and run["best"] else None
     if best is not None and best.get("epoch") == run["best"]["epoch"]:
@@ -259,21 +300,6 @@ def _restore(run, state, model, optimizer, scaler, config, events) -> None:
         run["best_state"] = copy.deepcopy(state["model"])
     events.info(f"Resumed from '{config.resume}' after epoch {run['epoch']} (best val mIoU "
                 f"{run['best']['val_miou'] if run['best'] else 'n/a'}); continuing at epoch {run['epoch'] + 1}.")
-
-
-def _plan_epochs(config, epoch, elapsed, epoch_seconds, planned, events) -> int:
-    """Epochs that fit the time limit, re-planned after every epoch from the recent epoch times
-    (the first epochs are often slower: caches, allocator warm-up). The schedule follows the plan."""
-    recent = float(np.median(epoch_seconds[-3:]))
-    remaining = config.time_limit_minutes * 60.0 - elapsed
-    new_plan = max(epoch, min(config.epochs, epoch + int(max(0.0, remaining) // max(recent, 1e-9))))
-    limit = f"Time limit {config.time_limit_minutes:g} min"
-    if new_plan == epoch < config.epochs:
-        events.info(f"{limit} reached after epoch {epoch}.")
-    elif new_plan < config.epochs and (len(epoch_seconds) == 1 or abs(new_plan - planned) > max(1, planned // 10)):
-        events.info(f"{limit}: an epoch takes {recent:.1f} s, so training plans {new_plan} epochs instead of "
-                    f"{config.epochs} (the learning-rate schedule follows).")
-    return new_plan
 
 
 def _verify_sample(loader, config, chip_size):

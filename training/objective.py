@@ -62,10 +62,13 @@ def class_weights(counts) -> np.ndarray:
 
 
 def lr_factor(step: int, total: int, schedule: str) -> float:
-    """Learning-rate multiplier at a global step. ``onecycle``: cosine up from 1/25 over the first 30 %,
-    then cosine down to 1e-3. ``cosine``: linear warm-up over 5 %, then cosine down to 1e-2."""
-    total = max(1, total)
-    progress = min(step / total, 1.0)
+    """Learning-rate multiplier at a global step of ``total`` steps (see :func:`schedule_factor`)."""
+    return schedule_factor(min(step / max(1, total), 1.0), schedule)
+
+
+def schedule_factor(progress: float, schedule: str) -> float:
+    """Learning-rate multiplier at ``progress`` (0..1) through the run. ``onecycle``: cosine up from 1/25
+    over the first 30 %, then cosine down to 1e-3. ``cosine``: linear warm-up over 5 %, then cosine to 1e-2."""
     if schedule == "onecycle":
         warm, start, floor = 0.3, 1 / 25, 1e-3
     else:

@@ -1,4 +1,5 @@
-"""Resume, cancel and initial weights on real rstoolbox chips (in-process, tiny network)."""
+"""Run control on real rstoolbox chips (in-process, tiny network): resume, cancel, initial weights,
+early stopping and the time limit."""
 import onnxruntime as ort
 import numpy as np
 import pytest
@@ -124,12 +125,32 @@ def test_resume_rejects_a_checkpoint_of_other_classes(chips, tmp_path, shared_da
                           resume=first["LAST_CHECKPOINT"], **TINY))
 
 
-def test_a_time_limit_plans_the_epochs_that_fit(chips, tmp_path):
+def test_a_time_limit_ends_the_run_with_the_learning_rate_annealed(chips, tmp_path):
     events = RecordingEvents()
     out = train(TrainConfig(dataset_dir=str(chips), output=str(tmp_path / "m.onnx"), epochs=10_000,
                             time_limit_minutes=0.05, **TINY), events)
     logs = " ".join(e["message"] for e in events.of_type("log"))
-    assert "Time limit 0.05 min" in logs and "plans" in logs
+    assert "Time limit of 0.05 min reached after epoch" in logs
     assert 1 <= out["epochs_run"] < 10_000 and not out["cancelled"]
-    seconds = sum(m["values"]["epoch_seconds"] for m in events.of_type("metric"))
-    assert seconds < 0.05 * 60 + 2 * max(m["values"]["epoch_seconds"] for m in events.of_type("metric"))
+    rows = [m["values"] for m in events.of_type("metric")]
+    assert sum(r["epoch_seconds"] for r in rows) < 0.05 * 60 + 2 * max(r["epoch_seconds"] for r in rows)
+    rates = [r["lr"] for r in rows]
+    peak = rates.index(max(rates))
+    assert rates[peak:] == sorted(rates[peak:], reverse=True)  # the schedule follows the clock, no jumps
+    if len(rows) >= 4:
+        assert rates[-1] < 0.5 * TINY["learning_rate"]
+
+
+def test_early_stopping_anneals_the_learning_rate_then_stops(chips, tmp_path):
+    events = RecordingEvents()
+    out = train(TrainConfig(dataset_dir=str(chips), output=str(tmp_path / "m.onnx"), epochs=40,
+                            **dict(TINY, patience=1)), events)
+    rows = {m["epoch"]: m["values"] for m in events.of_type("metric")}
+    message = [e["message"] for e in events.of_type("log") if "Early stopping" in e["message"]][0]
+    trigger = int(message.split("after epoch ")[1].split(":")[0])
+    assert out["stopped_early"] and out["epochs_run"] == trigger + 2 < 40  # a tail of max(2, patience / 2)
+    assert "annealing the learning rate over 2" in message
+    assert rows[trigger + 2]["lr"] < rows[trigger + 1]["lr"] < rows[trigger]["lr"]
+    assert rows[trigger + 2]["lr"] < 0.1 * rows[trigger]["lr"]
+    best = max(rows, key=lambda e: (rows[e]["val_miou"], -rows[e]["val_loss"]))
+    assert out["BEST_EPOCH"] == best
