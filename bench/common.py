@@ -43,18 +43,6 @@ def median(values):
     return statistics.median(values) if values else None
 
 
-def timed(fn, runs: int, setup=None):
-    """Run ``fn`` ``runs`` times (``setup`` before each, untimed); returns (seconds per run, last result)."""
-    seconds, result = [], None
-    for _ in range(runs):
-        if setup is not None:
-            setup()
-        tick = time.perf_counter()
-        result = fn()
-        seconds.append(time.perf_counter() - tick)
-    return seconds, result
-
-
 # -- figures --------------------------------------------------------------------------------------
 def figure(key: str, label: str, value, unit: str, *, runs=None, baseline=None, ratio=None, target=None,
            note: str = None, digits: int = 3) -> dict:

@@ -33,7 +33,7 @@ def run(settings) -> dict:
     devices = ["cpu"] + (["cuda"] if "CUDAExecutionProvider" in ort.get_available_providers() else [])
     for device in devices:
         rows, ratio, info = whole_vs_bare(model_path, ZION_IMAGE, work / f"zion_{device}.tif", device,
-                                          max(3, settings.runs))
+                                          max(5, settings.runs))
         figures += rows
         details[device] = info
         if ratio > RATIO_TARGET:
@@ -52,7 +52,8 @@ def run(settings) -> dict:
     peak = measured["peak_rss_mb"]
     out = measured["result"]
     figures.append(figure(
-        "inference.memory_20k", f"Peak memory, engine classify of a {size}x{size} px raster ({size * size / 1e6:.0f} Mpx)",
+        "inference.memory_20k",
+        f"Peak memory, engine classify of a {size}x{size} px raster ({size * size / 1e6:.0f} Mpx)",
         peak, "MB", baseline={"label": "Python importing the classifier only", "value": floor, "unit": "MB"},
         ratio=peak / floor, target=target(peak, "<", MEMORY_LIMIT_MB, " MB"),
         note=f"{out['MEGAPIXELS_PER_SECOND']:.2f} Mpx/s, {out['SECONDS']:.0f} s in the engine, "
@@ -66,19 +67,20 @@ def run(settings) -> dict:
 
 
 def whole_vs_bare(model_path, raster, output, device: str, runs: int):
-    """Figures for one device: Mpx/s of the whole run and of bare onnxruntime, and their ratio."""
+    """Figures for one device: Mpx/s of the whole run and of bare onnxruntime, and their ratio. The two are
+    interleaved (whole, bare, whole, bare, ...) so that other load on the machine hits both alike."""
     def whole():
         return classify_raster(raster, model_path, output, device=device, overwrite=True)
 
-    whole()  # warm-up: file cache, first session
-    seconds, result = [], None
+    result = whole()  # warm-up: file cache, first session; also tells the overlap and batch size used
+    batches, model = tiles_in_memory(model_path, raster, device, result["OVERLAP"], result["BATCH_SIZE"])
+    seconds, bare = [], []
     for _ in range(runs):
         tick = time.perf_counter()
         result = whole()
         seconds.append(time.perf_counter() - tick)
+        bare.append(bare_run(model, batches))
     megapixels = result["MEGAPIXELS"]
-    batches, model = tiles_in_memory(model_path, raster, device, result["OVERLAP"], result["BATCH_SIZE"])
-    bare = [bare_run(model, batches) for _ in range(runs)]
     ratio = median(seconds) / median(bare)
     name = "CUDA" if device == "cuda" else "CPU"
     rows = [figure(f"inference.{device}.mpx_per_s", f"Classify throughput on {name} (whole run)",

@@ -19,7 +19,9 @@ def markdown(results: dict) -> str:
              f"commit {m.get('git_commit') or 'unknown'}.", "",
              f"- **CPU**: {m['cpu']}, {m['cores']} cores ({m['usable_cores']} usable); **RAM** {m['ram_gb']} GB",
              f"- **GPU**: {m['gpu']['summary']}",
-             f"- **OS**: {m['os']}; Python {m['python']}; {versions}", "",
+             f"- **OS**: {m['os']}; Python {m['python']}; {versions}",
+             f"- **Load average** (1 min) when the run started: {m.get('load_average')}, at its end: "
+             f"{results.get('load_average_end')} (other work on the machine slows every figure)", "",
              "Each figure is the median of the runs listed. *Ratio* = our time / the baseline's time over the same "
              "work (above 1 = slower than the baseline); for quality rows it is ours minus the baseline.", ""]
     misses = [(name, row) for name, case in results["cases"].items() for row in case.get("figures", [])
@@ -33,8 +35,10 @@ def markdown(results: dict) -> str:
             lines += [f"**{case.get('status', 'not run')}**: {case.get('error', '')}", ""]
             if not case.get("figures"):
                 continue
-        if case.get("what"):
-            lines += [case["what"], ""]
+        took = f"Took {case['seconds']:.0f} s" if case.get("seconds") is not None else ""
+        if case.get("load_average"):
+            took += f", load average {case['load_average'][0]} -> {case['load_average'][1]}"
+        lines += [" ".join(filter(None, [case.get("what"), f"({took})." if took else ""])), ""]
         lines += ["| Figure | Median | Runs | Baseline | Ratio | Target | Result |",
                   "|---|---|---|---|---|---|---|"]
         lines += [_row(row) for row in case.get("figures", [])]

@@ -7,6 +7,7 @@ non-zero when any case failed.
 import argparse
 import importlib
 import json
+import os
 import sys
 import time
 import traceback
@@ -49,7 +50,7 @@ def main(argv=None) -> int:
     failed = []
     for name in args.only or CASES:
         print(f"[bench] {name} ...", file=sys.stderr, flush=True)
-        tick = time.perf_counter()
+        tick, load = time.perf_counter(), round(os.getloadavg()[0], 2)
         try:
             case = importlib.import_module(f"bench.{name}").run(settings)
             case["status"] = "ok"
@@ -58,9 +59,11 @@ def main(argv=None) -> int:
             case = {"status": "failed", "error": f"{type(exc).__name__}: {exc}", "figures": []}
             failed.append(name)
         case["seconds"] = round(time.perf_counter() - tick, 1)
+        case["load_average"] = [load, round(os.getloadavg()[0], 2)]
         results["cases"][name] = case
         results["cases"] = {k: results["cases"][k] for k in CASES if k in results["cases"]}
         results["seconds"] = time.perf_counter() - started
+        results["load_average_end"] = round(os.getloadavg()[0], 2)
         write_results(results, json_path, md_path)  # after every case: a crash keeps what was measured
         print(f"[bench] {name}: {case['status']} in {case['seconds']:.0f} s", file=sys.stderr, flush=True)
     print(f"[bench] wrote {json_path} and {md_path} in {results['seconds'] / 60:.1f} min", file=sys.stderr)

@@ -3,7 +3,8 @@
 Ours: ``training.loop.train`` as the engine runs it (DataLoader, seeded augmentation, class-weighted loss,
 validation, checkpoints each epoch). Bare: the same network, AdamW settings, batch size and number of steps
 over the same chips preloaded as standardised tensors (no DataLoader, no augmentation), then a no-grad pass
-over the validation chips. The first epoch of each is a warm-up and left out of the medians.
+over the validation chips. Ours and bare alternate in rounds of two epochs each; the first epoch of each
+is a warm-up and left out of the medians.
 """
 import time
 
@@ -27,18 +28,18 @@ EPOCH_TARGET = 1.2
 def run(settings) -> dict:
     chip, stride = (128, 128) if settings.quick else (128, 64)
     dataset = zion_chips(settings, chip, stride)
-    epochs = 1 + max(2, settings.runs) if not settings.quick else 2
+    rounds = max(3, settings.runs) if not settings.quick else 1
     figures, details, profiles = [], {}, {}
     devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
     for device in devices:
-        rows = ours(settings, dataset, device, epochs)
-        bare = bare_loop(dataset, device, epochs)
-        timed_rows = rows[1:] or rows
-        bare_rows = bare[1:] or bare
-        train_s = [r["train_seconds"] for r in timed_rows]
-        epoch_s = [r["epoch_seconds"] for r in timed_rows]
-        bare_train = [b["train_seconds"] for b in bare_rows]
-        bare_epoch = [b["train_seconds"] + b["val_seconds"] for b in bare_rows]
+        rows, bare = [], []
+        for _ in range(rounds):  # interleaved, so that other load on the machine hits both alike
+            rows += ours(settings, dataset, device, 2)[1:]
+            bare += bare_loop(dataset, device, 2)[1:]
+        train_s = [r["train_seconds"] for r in rows]
+        epoch_s = [r["epoch_seconds"] for r in rows]
+        bare_train = [b["train_seconds"] for b in bare]
+        bare_epoch = [b["train_seconds"] + b["val_seconds"] for b in bare]
         chips_per_epoch = bare[0]["chips"]
         rate = [chips_per_epoch / s for s in train_s]
         bare_rate = [chips_per_epoch / s for s in bare_train]
@@ -65,7 +66,8 @@ def run(settings) -> dict:
     spec = load_spec(dataset)
     what = (f"U-Net base width 16, batch 16, AdamW, Zion {chip} px chips stride {stride} "
             f"({sum(c.split == 'train' for c in spec.chips)} train / {sum(c.split == 'val' for c in spec.chips)} "
-            f"val); {epochs} epochs each, medians of epochs 2..{epochs}; torch threads {torch.get_num_threads()}")
+            f"val); {rounds} rounds of (ours 2 epochs, bare 2 epochs), each figure a median over the rounds' second "
+            f"epochs (the first is a warm-up); torch threads {torch.get_num_threads()}")
     return {"what": what, "figures": figures, "details": details, "profiles": profiles}
 
 
