@@ -29,7 +29,7 @@ def add_arguments(parser) -> None:
     add("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     add("--no-amp", dest="amp", action="store_false", help="no mixed precision on CUDA")
     add("--time-limit-minutes", type=float, default=None,
-        help="plan the number of epochs so training fits this many minutes")
+        help="stop training after this many minutes; the learning-rate schedule follows the clock")
     add("--export-tile-size", type=int, default=None, help="ONNX tile size (default: the chip size)")
     add("--overlap", type=float, default=defaults.overlap, help="recommended inference overlap (fraction)")
     add("--work-dir", default=None, help="checkpoint folder (default: '<output stem>_checkpoints' beside it)")

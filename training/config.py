@@ -33,7 +33,7 @@ class TrainConfig:
     amp: bool = True                           # mixed precision, used on CUDA only
     cache_mb: int = 2048                       # keep image chips in RAM when they fit in this budget
     export_tile_size: Optional[int] = None     # ONNX tile size; None = the chip size
-    time_limit_minutes: Optional[float] = None  # plan the epochs (and schedule) to fit this budget
+    time_limit_minutes: Optional[float] = None  # stop after this budget; the schedule follows the clock
     overlap: float = 0.25                      # recommended inference overlap written to the card
     work_dir: Optional[str] = None             # checkpoints; None = "<output stem>_checkpoints" beside it
 
