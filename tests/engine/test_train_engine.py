@@ -14,7 +14,7 @@ import pytest
 
 from landcover_plugin.core.chip_export import export_chips
 
-TINY = ["--epochs", "2", "--batch-size", "4", "--base-width", "8", "--learning-rate", "0.003"]
+TINY = ["--epochs", "2", "--batch-size", "4", "--base-width", "8", "--learning-rate", "0.003", "--device", "cpu"]
 
 
 @pytest.fixture(scope="module")
@@ -59,7 +59,7 @@ def test_sigterm_mid_run_keeps_the_best_epoch_and_exports_a_usable_model(chips, 
                                                                         repo_root):
     out = tmp_path / "model.onnx"
     proc = subprocess.Popen(command(engine_python, chips, "--output", out, "--epochs", "500", "--batch-size", "4",
-                                    "--base-width", "8", "--patience", "0"),
+                                    "--base-width", "8", "--patience", "0", "--device", "cpu"),
                             cwd=repo_root, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     events = []
     try:
@@ -98,11 +98,18 @@ def test_a_broken_chip_folder_is_a_bad_input_error(tmp_path, engine_python, repo
 
 
 def test_running_out_of_memory_is_reported_with_the_fix(chips, tmp_path, engine_python, repo_root):
-    def cap_memory():  # 2.5 GiB of address space: a U-Net of base width 256 (~2 GB of weights) cannot fit
-        resource.setrlimit(resource.RLIMIT_AS, (2_500 * 2 ** 20, 2_500 * 2 ** 20))
+    # The engine's own footprint once its modules are imported, then 1.5 GiB more address space: a U-Net of
+    # base width 256 (about 2 GB of weights alone) cannot fit, whatever torch build is installed.
+    probe = subprocess.run([engine_python, "-c", "import training.loop, training.cli, landcover_plugin.core.engine; "
+                            "print(open('/proc/self/status').read().split('VmPeak:')[1].split()[0])"],
+                           cwd=repo_root, capture_output=True, text=True, timeout=120, check=True)
+    limit = int(probe.stdout.split()[-1]) * 1024 + 1536 * 2 ** 20
+
+    def cap_memory():
+        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
 
     out = tmp_path / "model.onnx"
-    code, events, stderr = run(engine_python, repo_root, chips, "--output", out, "--epochs", "1",
+    code, events, stderr = run(engine_python, repo_root, chips, "--output", out, "--epochs", "1", "--device", "cpu",
                                "--base-width", "256", "--batch-size", "8", preexec_fn=cap_memory)
     assert code == 3, (events, stderr[-2000:])
     (error,) = of_type(events, "error")

@@ -9,7 +9,7 @@ from qgis.core import QgsApplication, QgsProcessingContext, QgsProcessingFeedbac
 from landcover_plugin.core.chip_export import export_chips
 from landcover_plugin.plugin import LandcoverPlugin
 
-TINY = {"EPOCHS": 2, "BATCH_SIZE": 4, "BASE_WIDTH": 8, "LEARNING_RATE": 0.003, "PATIENCE": 0}
+TINY = {"EPOCHS": 2, "BATCH_SIZE": 4, "BASE_WIDTH": 8, "LEARNING_RATE": 0.003, "PATIENCE": 0, "DEVICE": 1}
 
 
 @pytest.fixture(scope="module")

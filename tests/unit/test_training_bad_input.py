@@ -13,7 +13,7 @@ from training.config import TrainConfig
 from training.device import memory_errors
 from training.loop import train
 
-TINY = {"epochs": 1, "batch_size": 4, "base_width": 8}
+TINY = {"epochs": 1, "batch_size": 4, "base_width": 8, "device": "cpu"}
 
 
 @pytest.fixture(scope="module")

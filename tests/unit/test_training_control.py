@@ -13,7 +13,7 @@ from training.config import TrainConfig
 from training.loop import train
 from training.networks import build_network
 
-TINY = {"batch_size": 4, "base_width": 8, "learning_rate": 3e-3, "patience": 0}
+TINY = {"batch_size": 4, "base_width": 8, "learning_rate": 3e-3, "patience": 0, "device": "cpu"}
 
 
 @pytest.fixture(scope="module")

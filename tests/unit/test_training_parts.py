@@ -124,7 +124,7 @@ def test_learning_rate_schedule_rises_then_falls(schedule):
 def test_training_on_float_chips_with_nan_stays_finite(eolearn_chips, tmp_path):
     events = RecordingEvents()
     out = train(TrainConfig(dataset_dir=str(eolearn_chips), output=str(tmp_path / "m.onnx"), epochs=2,
-                            batch_size=8, base_width=8, architecture="deeplabv3plus", patience=0,
+                            batch_size=8, base_width=8, architecture="deeplabv3plus", patience=0, device="cpu",
                             colour_augment=True), events)
     for metric in events.of_type("metric"):
         assert np.isfinite(metric["values"]["train_loss"]) and np.isfinite(metric["values"]["val_loss"])

@@ -23,7 +23,7 @@ from training.export_onnx import ProbabilityModel
 from training.loop import train
 from training.networks import build_network
 
-TINY = {"epochs": 6, "batch_size": 4, "base_width": 8, "learning_rate": 3e-3, "patience": 0}
+TINY = {"epochs": 6, "batch_size": 4, "base_width": 8, "learning_rate": 3e-3, "patience": 0, "device": "cpu"}
 
 
 @pytest.fixture(scope="module")
@@ -143,3 +143,13 @@ def test_events_metrics_and_curves(trained):
     assert float(rows[-1]["val_miou"]) == pytest.approx(metrics[-1]["values"]["val_miou"])
     with open(outputs["CURVES_PNG"], "rb") as handle:
         assert handle.read(8) == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_a_gpu_run_with_mixed_precision(chips, tmp_path):
+    events = RecordingEvents()
+    outputs = train(TrainConfig(dataset_dir=str(chips), output=str(tmp_path / "gpu.onnx"),
+                                **dict(TINY, device="auto")), events)
+    logs = " ".join(e["message"] for e in events.of_type("log"))
+    assert "Training on GPU" in logs and "mixed precision" in logs and outputs["device"] == "cuda"
+    assert outputs["onnx_max_abs_diff"] < 1e-4 and outputs["BEST_VAL_ACCURACY"] > 0.8
