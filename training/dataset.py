@@ -33,9 +33,17 @@ class ChipStore:
         chips = spec.chips
         image_bytes = len(chips) * spec.band_count * size * size * np.dtype(_np_dtype(spec.dtype)).itemsize
         self.cached = image_bytes <= cache_mb * 2 ** 20
+        self.images = None
         with ThreadPoolExecutor(max_workers=4) as pool:
             raw_labels = list(pool.map(self._read_label, chips))
-            self.images = np.stack(list(pool.map(self._read_image, chips))) if self.cached else None
+            if self.cached:  # filled in place: no second copy of every chip at the peak
+                for index, data in enumerate(pool.map(self._read_image, chips)):
+                    if self.images is None:
+                        self.images = np.empty((len(chips),) + data.shape, dtype=data.dtype)
+                    elif data.dtype != self.images.dtype:
+                        raise BadInputError(f"Image chip '{chips[index].image}' holds {data.dtype} pixels, the "
+                                            f"others {self.images.dtype}. Export the chips again.")
+                    self.images[index] = data
         self.labels = np.stack([self.lut[lab] for lab in raw_labels])
         unknown = sorted({int(v) for lab in raw_labels for v in np.unique(lab)} - set(spec.schema.ids) - {0})
         if events is not None:

@@ -129,3 +129,22 @@ def test_training_on_float_chips_with_nan_stays_finite(eolearn_chips, tmp_path):
     for metric in events.of_type("metric"):
         assert np.isfinite(metric["values"]["train_loss"]) and np.isfinite(metric["values"]["val_loss"])
     assert out["onnx_max_abs_diff"] < 1e-4 and out["architecture"] == "deeplabv3plus"
+
+
+def test_streaming_from_disk_with_workers_gives_the_same_run_as_in_memory(eolearn_chips, tmp_path):
+    spec = load_spec(eolearn_chips)
+    cached, streamed = ChipStore(spec), ChipStore(spec, cache_mb=0)
+    assert cached.cached and not streamed.cached
+    for index in range(len(spec.chips)):
+        for a, b in zip(cached.sample(index), streamed.sample(index)):
+            np.testing.assert_array_equal(a, b)
+    runs = []
+    for settings in ({"num_workers": 0}, {"num_workers": 2, "cache_mb": 0}):
+        events = RecordingEvents()
+        train(TrainConfig(dataset_dir=str(eolearn_chips), output=str(tmp_path / f"{len(runs)}.onnx"), epochs=1,
+                          batch_size=8, base_width=8, patience=0, device="cpu", **settings), events)
+        runs.append([m["values"] for m in events.of_type("metric")])
+        assert ("from disk" in " ".join(e["message"] for e in events.of_type("log"))) == ("cache_mb" in settings)
+    for ours, theirs in zip(*runs):
+        for key in ("train_loss", "val_loss", "val_miou"):
+            assert ours[key] == pytest.approx(theirs[key], rel=1e-5, abs=1e-6)
