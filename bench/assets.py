@@ -11,6 +11,8 @@ from landcover_plugin.core.events import RecordingEvents
 
 from .common import ZION_IMAGE, ZION_LABELS
 
+_MADE = set()
+
 
 def zion_chips(settings, chip: int = 128, stride: int = 64) -> Path:
     """A fresh Zion chip dataset (NLCD labels, spatial split) in the work folder."""
@@ -30,7 +32,7 @@ def speed_model(settings, base_width: int, tile: int = 256, epochs: int = 1) -> 
 
     path = settings.work / "models" / f"speed_unet{base_width}_t{tile}.onnx"
     description = f"U-Net base width {base_width}, {tile} px tiles ({epochs} epoch on Zion chips; speed only)"
-    if path.exists():
+    if path in _MADE:  # made once per run by the current trainer and exporter, never reused from an old run
         return path, description
     dataset = settings.work / "datasets" / "zion_128_128"
     if not (dataset / "dataset.json").exists():
@@ -38,7 +40,9 @@ def speed_model(settings, base_width: int, tile: int = 256, epochs: int = 1) -> 
     config = TrainConfig(dataset_dir=str(dataset), output=str(path), epochs=epochs, base_width=base_width,
                          export_tile_size=tile, patience=0,
                          work_dir=str(settings.work / "models" / f"ckpt_unet{base_width}_t{tile}"))
+    path.unlink(missing_ok=True)
     train(config, RecordingEvents())
+    _MADE.add(path)
     return path, description
 
 
