@@ -16,7 +16,7 @@ from landcover_plugin.core.classify import DEFAULT_BATCH, classify_raster
 from landcover_plugin.core.classify_input import open_source
 from landcover_plugin.core.events import RecordingEvents
 from landcover_plugin.core.onnx_model import load_model
-from landcover_plugin.core.tiling import TileGrid, overlap_pixels
+from landcover_plugin.core.tiling import TileGrid
 
 from .assets import mosaic_vrt, speed_model
 from .common import ZION_IMAGE, engine, figure, median, profile_call, python_baseline_rss, target

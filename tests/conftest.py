@@ -38,3 +38,15 @@ def shared_data(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def engine_python() -> str:
     return os.environ["LANDCOVER_PYTHON"]
+
+
+@pytest.fixture(scope="module")
+def chips(tmp_path_factory, shared_data):
+    """A chip dataset cut from rstoolbox (7-band Landsat 5, text class field), 32 px chips; one per module."""
+    from landcover_plugin.core.chip_export import export_chips
+
+    folder = tmp_path_factory.mktemp("rstoolbox") / "chips"
+    export_chips(shared_data / "rstoolbox" / "landsat5_1988_7band.tif", folder,
+                 labels_vector=shared_data / "rstoolbox" / "training_polygons.gpkg", class_field="class",
+                 chip_size=32)
+    return folder

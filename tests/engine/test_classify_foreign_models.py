@@ -1,6 +1,5 @@
 """Models made elsewhere: Deepness metadata only, no metadata at all (the user gives class names and
 normalisation), logits instead of probabilities, and the device choice."""
-import numpy as np
 import onnxruntime as ort
 import pytest
 import rasterio

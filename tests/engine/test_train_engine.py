@@ -10,20 +10,9 @@ import subprocess
 
 import numpy as np
 import onnxruntime as ort
-import pytest
 
-from landcover_plugin.core.chip_export import export_chips
 
 TINY = ["--epochs", "2", "--batch-size", "4", "--base-width", "8", "--learning-rate", "0.003", "--device", "cpu"]
-
-
-@pytest.fixture(scope="module")
-def chips(tmp_path_factory, shared_data):
-    folder = tmp_path_factory.mktemp("rstoolbox") / "chips"
-    export_chips(shared_data / "rstoolbox" / "landsat5_1988_7band.tif", folder,
-                 labels_vector=shared_data / "rstoolbox" / "training_polygons.gpkg", class_field="class",
-                 chip_size=32)
-    return folder
 
 
 def command(engine_python, *args):

@@ -15,17 +15,8 @@ from qgis.core import (
     QgsVectorLayer,
 )
 
-from landcover_plugin.plugin import LandcoverPlugin
 
 gdal.UseExceptions()
-
-
-@pytest.fixture(scope="module")
-def provider(qgis_app, qgis_processing):
-    plugin = LandcoverPlugin(None)
-    plugin.initProcessing()
-    yield plugin.provider
-    plugin.unload()
 
 
 def run_algorithm(parameters):

@@ -18,17 +18,8 @@ from qgis.core import (
 
 from classify_models import card_for, export, tiny_net
 from landcover_plugin.core.model_card import metadata_props
-from landcover_plugin.plugin import LandcoverPlugin
 
 NAMES = ["Water", "Forest", "Shrubland"]
-
-
-@pytest.fixture(scope="module")
-def provider(qgis_app, qgis_processing):
-    plugin = LandcoverPlugin(None)
-    plugin.initProcessing()
-    yield plugin.provider
-    plugin.unload()
 
 
 @pytest.fixture(scope="module")

@@ -4,7 +4,6 @@ import json
 import sqlite3
 
 import processing
-import pytest
 from qgis.core import (
     QgsApplication,
     QgsCategorizedSymbolRenderer,
@@ -22,16 +21,7 @@ from qgis.core import (
 from qgis.PyQt.QtGui import QColor
 
 from landcover_plugin.core.schema import ClassSchema
-from landcover_plugin.plugin import LandcoverPlugin
 from landcover_plugin.qgis_glue.training_layer import schema_for_layer, schema_table_of
-
-
-@pytest.fixture(scope="module")
-def provider(qgis_app, qgis_processing):
-    plugin = LandcoverPlugin(None)
-    plugin.initProcessing()
-    yield plugin.provider
-    plugin.unload()
 
 
 def run_create(parameters):

@@ -3,7 +3,6 @@ selection, a classified raster, the training layer made by "Create training area
 import json
 
 import numpy as np
-import pytest
 import rasterio
 from osgeo import gdal
 from qgis.core import (
@@ -18,17 +17,8 @@ from qgis.core import (
 )
 from rasterio.windows import Window
 
-from landcover_plugin.plugin import LandcoverPlugin
 
 gdal.UseExceptions()
-
-
-@pytest.fixture(scope="module")
-def provider(qgis_app, qgis_processing):
-    plugin = LandcoverPlugin(None)
-    plugin.initProcessing()
-    yield plugin.provider
-    plugin.unload()
 
 
 def run(name, parameters):

@@ -1,17 +1,7 @@
 """The provider inside a real (headless) QGIS, and the Set up engine environment check mode."""
-import pytest
 from qgis.core import QgsApplication, QgsProcessingContext, QgsProcessingFeedback
 
-from landcover_plugin.plugin import LandcoverPlugin
 from landcover_plugin.provider import ALGORITHMS
-
-
-@pytest.fixture(scope="module")
-def provider(qgis_app, qgis_processing):
-    plugin = LandcoverPlugin(None)
-    plugin.initProcessing()
-    yield plugin.provider
-    plugin.unload()
 
 
 def test_provider_lists_every_algorithm_with_stable_names(provider):

@@ -3,30 +3,10 @@ import json
 
 import numpy as np
 import onnxruntime as ort
-import pytest
 from qgis.core import QgsApplication, QgsProcessingContext, QgsProcessingFeedback, QgsProject
 
-from landcover_plugin.core.chip_export import export_chips
-from landcover_plugin.plugin import LandcoverPlugin
 
 TINY = {"EPOCHS": 2, "BATCH_SIZE": 4, "BASE_WIDTH": 8, "LEARNING_RATE": 0.003, "PATIENCE": 0, "DEVICE": 1}
-
-
-@pytest.fixture(scope="module")
-def provider(qgis_app, qgis_processing):
-    plugin = LandcoverPlugin(None)
-    plugin.initProcessing()
-    yield plugin.provider
-    plugin.unload()
-
-
-@pytest.fixture(scope="module")
-def chips(tmp_path_factory, shared_data):
-    folder = tmp_path_factory.mktemp("rstoolbox") / "chips"
-    export_chips(shared_data / "rstoolbox" / "landsat5_1988_7band.tif", folder,
-                 labels_vector=shared_data / "rstoolbox" / "training_polygons.gpkg", class_field="class",
-                 chip_size=32)
-    return folder
 
 
 class CancelAfterEpoch(QgsProcessingFeedback):

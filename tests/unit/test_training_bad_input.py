@@ -7,22 +7,12 @@ import pytest
 import rasterio
 import torch
 
-from landcover_plugin.core.chip_export import export_chips
 from landcover_plugin.core.errors import BadInputError, OutOfMemoryError
 from training.config import TrainConfig
 from training.device import memory_errors
 from training.loop import train
 
 TINY = {"epochs": 1, "batch_size": 4, "base_width": 8, "device": "cpu"}
-
-
-@pytest.fixture(scope="module")
-def chips(tmp_path_factory, shared_data):
-    folder = tmp_path_factory.mktemp("rstoolbox") / "chips"
-    export_chips(shared_data / "rstoolbox" / "landsat5_1988_7band.tif", folder,
-                 labels_vector=shared_data / "rstoolbox" / "training_polygons.gpkg", class_field="class",
-                 chip_size=32)
-    return folder
 
 
 def copy_of(chips, tmp_path):

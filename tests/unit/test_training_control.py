@@ -16,15 +16,6 @@ from training.networks import build_network
 TINY = {"batch_size": 4, "base_width": 8, "learning_rate": 3e-3, "patience": 0, "device": "cpu"}
 
 
-@pytest.fixture(scope="module")
-def chips(tmp_path_factory, shared_data):
-    folder = tmp_path_factory.mktemp("rstoolbox") / "chips"
-    export_chips(shared_data / "rstoolbox" / "landsat5_1988_7band.tif", folder,
-                 labels_vector=shared_data / "rstoolbox" / "training_polygons.gpkg", class_field="class",
-                 chip_size=32)
-    return folder
-
-
 class CancelWhen(RecordingEvents):
     """Asks to cancel (as SIGTERM would) once an event matches ``predicate``."""
 

@@ -14,7 +14,6 @@ import pytest
 import rasterio
 import torch
 
-from landcover_plugin.core.chip_export import export_chips
 from landcover_plugin.core.events import RecordingEvents
 from landcover_plugin.core.model_card import CARD_KEY, card_from_metadata
 from training import checkpoint
@@ -24,15 +23,6 @@ from training.loop import train
 from training.networks import build_network
 
 TINY = {"epochs": 6, "batch_size": 4, "base_width": 8, "learning_rate": 3e-3, "patience": 0, "device": "cpu"}
-
-
-@pytest.fixture(scope="module")
-def chips(tmp_path_factory, shared_data):
-    folder = tmp_path_factory.mktemp("rstoolbox") / "chips"
-    export_chips(shared_data / "rstoolbox" / "landsat5_1988_7band.tif", folder,
-                 labels_vector=shared_data / "rstoolbox" / "training_polygons.gpkg", class_field="class",
-                 chip_size=32)
-    return folder
 
 
 @pytest.fixture(scope="module")
