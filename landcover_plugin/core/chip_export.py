@@ -140,8 +140,6 @@ def _scan(image, labels, staging, chip_size, stride, min_labelled, events):
     colormap = {c.id: c.rgb + (255,) for c in labels.schema}
     descriptions = _band_names(image)
     need = max(1, int(np.ceil(min_labelled * chip_size * chip_size)))
-    # rasterio gives nodata as a float (65535.0); valid_mask only compares integer data to an int nodata
-    nodata = int(image.nodata) if image.nodata is not None and float(image.nodata).is_integer() else image.nodata
     chips, done = [], 0
     for r_index, row in enumerate(rows):
         for c_index, col in enumerate(cols):
@@ -149,7 +147,7 @@ def _scan(image, labels, staging, chip_size, stride, min_labelled, events):
                 raise Cancelled("Chip export cancelled: nothing was written.")
             window = rio_windows.Window(col, row, chip_size, chip_size)
             data = image.read(window=window)
-            valid = valid_mask(data, nodata)
+            valid = valid_mask(data, image.nodata)
             (r0, r1), (c0, c1) = row_spans[r_index], col_spans[c_index]
             stats.add(data[:, r0:r1, c0:c1], valid[r0:r1, c0:c1])
             transform = image.window_transform(window)

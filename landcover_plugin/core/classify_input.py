@@ -42,7 +42,7 @@ class RasterSource:
         self.width, self.height = int(window.width), int(window.height)
         self.transform = dataset.window_transform(window)
         self.crs_wkt = dataset.crs.to_wkt() if dataset.crs else ""
-        self.nodata = _usable_nodata(dataset.nodata, dataset.dtypes[0])
+        self.nodata = dataset.nodata
         self.mean = np.asarray(model.card["mean"], dtype=np.float32)[:, None, None]
         self.inv_std = (1.0 / np.asarray(model.card["std"], dtype=np.float32))[:, None, None]
         self.bands, self.tile = model.bands, model.tile
@@ -206,15 +206,6 @@ def load_mask(path, crs) -> list:
             shapes = transform_geom(mask_crs, crs, shapes)
     return shapes
 
-
-def _usable_nodata(nodata, dtype):
-    """rasterio gives nodata as a float: an integer raster's nodata must be an int to be compared."""
-    if nodata is None or not np.issubdtype(np.dtype(dtype), np.integer):
-        return nodata
-    info = np.iinfo(np.dtype(dtype))
-    if float(nodata).is_integer() and info.min <= nodata <= info.max:
-        return int(nodata)
-    return None  # a nodata value no pixel of this type can hold
 
 
 def _crs_text(crs) -> str:
