@@ -187,10 +187,8 @@ class _EngineRun:
             fb.pushInfo(format_metric(event))
         elif name == "result":
             self.outputs = dict(event.get("outputs") or {})
-        elif name == "error":
+        elif name == "error":  # raised once the engine exits; Processing shows the exception's message
             self.error = event
-            if event.get("kind") != "cancelled":
-                fb.reportError(event.get("message", ""), False)
 
     def _read_stderr(self):
         for line in self.proc.stderr:
