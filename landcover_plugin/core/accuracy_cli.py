@@ -22,6 +22,7 @@ from .accuracy import ConfusionCounter, metrics_from_confusion, to_jsonable
 from .accuracy_reference import ExtendedGrid, PolygonReference, RasterReference, window_bounds
 from .accuracy_report import (format_table, plot_confusion, plot_per_class, render_html, write_confusion_csv,
                               write_table_csv)
+from .classified_raster import embedded_classes
 from .errors import BadInputError, Cancelled
 from .schema import ClassInfo, ClassSchema, default_colour
 from .vectors import read_labelled_geometries
@@ -106,50 +107,22 @@ def _output_paths(args) -> dict:
 
 def _load_schema(classes_arg, classified, events):
     """(ClassSchema or None, {id: colour} from the raster's colour table). The class list comes from
-    ``--classes``, else the classifier's ``landcover_classes`` tag, else the raster's category names."""
-    from osgeo import gdal  # noqa: PLC0415 - category names and colour table are GDAL-only metadata
-    gdal.UseExceptions()
-    names, colours, stored = [], {}, None
+    ``--classes``, else the classes the raster carries (the classifier's tag, or its category names)."""
+    schema, colours = embedded_classes(classified, events)
+    if not classes_arg:
+        return schema, colours
+    text = classes_arg
+    if os.path.isfile(classes_arg):
+        with open(classes_arg, encoding="utf-8") as f:
+            text = f.read()
     try:
-        # gdal.Info, not Band.GetCategoryNames(): the latter returns None in Debian's GDAL 3.6 bindings
-        # even when the names are there (in the .aux.xml beside a GeoTIFF).
-        info = gdal.Info(classified, format="json")
-        stored = ((info.get("metadata") or {}).get("") or {}).get("landcover_classes")  # our classifier's tag
-        band = info["bands"][0]
-        names = band.get("categories") or []
-        entries = (band.get("colorTable") or {}).get("entries") or []
-        colours = {i: "#{:02x}{:02x}{:02x}".format(*entry[:3]) for i, entry in enumerate(entries) if 1 <= i <= 254}
-    except (RuntimeError, KeyError, IndexError, TypeError):
-        pass  # rasterio reports an unreadable raster with a clear message later
-    if not classes_arg and stored:
-        try:
-            return ClassSchema.from_json(stored), colours
-        except (ValueError, BadInputError):
-            events.warning("The classified raster's 'landcover_classes' tag is not a valid class list; "
-                           "its category names are used instead.")
-    if classes_arg:
-        text = classes_arg
-        if os.path.isfile(classes_arg):
-            with open(classes_arg, encoding="utf-8") as f:
-                text = f.read()
-        try:
-            items = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise BadInputError(f"The class list is neither a JSON file nor JSON text ({exc}). Give "
-                                "[{\"id\": 1, \"name\": \"water\", \"colour\": \"#1f78b4\"}, ...].") from exc
-        if isinstance(items, dict):
-            items = items.get("classes", [])
-        return ClassSchema.from_list(items), colours
-    entries = [ClassInfo(i, n.strip(), colours.get(i) or default_colour(n.strip(), i - 1))
-               for i, n in enumerate(names) if 1 <= i <= 254 and n and n.strip()]
-    if not entries:
-        return None, colours
-    try:
-        return ClassSchema(entries), colours
-    except BadInputError as exc:
-        events.warning(f"The classified raster's category names are not usable ({exc.message}); classes are "
-                       "named by id.")
-        return None, colours
+        items = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise BadInputError(f"The class list is neither a JSON file nor JSON text ({exc}). Give "
+                            "[{\"id\": 1, \"name\": \"water\", \"colour\": \"#1f78b4\"}, ...].") from exc
+    if isinstance(items, dict):
+        items = items.get("classes", [])
+    return ClassSchema.from_list(items), colours
 
 
 def _open_reference(args, src, schema, events):

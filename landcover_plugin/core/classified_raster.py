@@ -19,6 +19,7 @@ from osgeo import gdal
 
 from .errors import BadInputError, Cancelled
 from .qml import write_paletted_qml
+from .schema import MAX_CLASS_ID, MIN_CLASS_ID, ClassInfo, ClassSchema, default_colour
 
 BLOCK = 256
 # DEFLATE level 4: on classified maps within ~8 % of level 6's size at a third of its time.
@@ -26,6 +27,44 @@ CREATION_OPTIONS = ["TILED=YES", f"BLOCKXSIZE={BLOCK}", f"BLOCKYSIZE={BLOCK}", "
                     "BIGTIFF=IF_SAFER"]
 NODATA = 0
 OVERVIEW_RESAMPLING = {"labels": "NEAREST", "confidence": "AVERAGE"}
+
+
+def embedded_classes(path, events=None) -> tuple:
+    """The classes a classified raster carries: ``(ClassSchema or None, {id: "#rrggbb"})``.
+
+    Our ``landcover_classes`` tag first, else GDAL category names with colour-table colours. Read through
+    ``gdal.Info``: ``Band.GetCategoryNames()`` returns None in Debian's GDAL 3.6 bindings even when the
+    names are there (in the ``.aux.xml`` beside a GeoTIFF). ``events`` gets a warning when what is stored
+    is not a usable class list.
+    """
+    gdal.UseExceptions()
+    try:
+        info = gdal.Info(str(path), format="json")
+        stored = ((info.get("metadata") or {}).get("") or {}).get("landcover_classes")
+        band = info["bands"][0]
+    except (RuntimeError, KeyError, IndexError, TypeError):
+        return None, {}  # an unreadable raster is reported clearly by whoever opens it next
+    entries = (band.get("colorTable") or {}).get("entries") or []
+    colours = {i: "#{:02x}{:02x}{:02x}".format(*entry[:3]) for i, entry in enumerate(entries)
+               if MIN_CLASS_ID <= i <= MAX_CLASS_ID}
+    if stored:
+        try:
+            return ClassSchema.from_json(stored), colours
+        except (ValueError, BadInputError):
+            if events is not None:
+                events.warning("The raster's 'landcover_classes' tag is not a valid class list; its category "
+                               "names are used instead.")
+    names = band.get("categories") or []
+    classes = [ClassInfo(i, n.strip(), colours.get(i) or default_colour(n.strip(), i - 1))
+               for i, n in enumerate(names) if MIN_CLASS_ID <= i <= MAX_CLASS_ID and n and n.strip()]
+    if not classes:
+        return None, colours
+    try:
+        return ClassSchema(classes), colours
+    except BadInputError as exc:
+        if events is not None:
+            events.warning(f"The raster's category names are not a usable class list ({exc.message}).")
+        return None, colours
 
 
 def overview_factors(width: int, height: int, smallest: int = BLOCK) -> list:

@@ -13,6 +13,7 @@ from rasterio.features import rasterize
 from rasterio.vrt import WarpedVRT
 
 from .class_files import find_sidecar, read_classes_json
+from .classified_raster import embedded_classes
 from .errors import BadInputError
 from .schema import ClassSchema, MAX_CLASS_ID, MIN_CLASS_ID
 from .vectors import crs_name, geometry_bounds, read_labelled_geometries, read_schema_table
@@ -154,7 +155,7 @@ class RasterLabels:
         self.schema_origin = "given"
         if schema is None:
             sidecar = find_sidecar(path, folder_level=True)
-            embedded = _embedded_schema(path)
+            embedded = embedded_classes(path)[0]
             if sidecar:
                 schema, self.schema_origin = read_classes_json(sidecar), str(sidecar)
             elif embedded is not None:
@@ -209,28 +210,6 @@ class RasterLabels:
         if self._reader is not self._src:
             self._reader.close()
         self._src.close()
-
-
-def _embedded_schema(path):
-    """Class names (GDAL category names) and colours (colour table) embedded in a classified raster."""
-    from osgeo import gdal  # noqa: PLC0415 - lazy
-
-    gdal.UseExceptions()
-    try:
-        dataset = gdal.Open(str(path))  # keep a reference: the band dies with its dataset
-        band = dataset.GetRasterBand(1)
-    except RuntimeError:
-        return None
-    names = band.GetCategoryNames() or []
-    table = band.GetColorTable()
-    classes = []
-    for value, name in enumerate(names):
-        if name and MIN_CLASS_ID <= value <= MAX_CLASS_ID:
-            colour = None
-            if table is not None and value < table.GetCount():
-                colour = "#%02x%02x%02x" % table.GetColorEntry(value)[:3]
-            classes.append({"id": value, "name": name, "colour": colour})
-    return ClassSchema.from_list(classes) if classes else None
 
 
 def _fmt_box(box) -> str:

@@ -162,3 +162,33 @@ def test_labels_raster_in_another_crs(shared_data, tmp_path):
     # and twice-resampled labels still agree with the original map almost everywhere
     inside = (expected > 0) & (original != 255)
     assert inside.mean() > 0.95 and (expected[inside] == original[inside]).mean() > 0.85
+
+
+def test_classified_raster_labels_keep_their_embedded_names_and_colours(shared_data, tmp_path):
+    """A land-cover map as labels: class names and colours come from the map itself (GDAL category names
+    and colour table, as our classifier and QGIS write them), not 'class 1'.. from its values."""
+    from osgeo import gdal
+
+    image = shared_data / "rstoolbox" / "landsat5_1988_7band.tif"
+    labels = tmp_path / "map.tif"
+    with rasterio.open(image) as src:
+        profile = dict(src.profile, count=1, dtype="uint8", nodata=0)
+        values = np.ones((src.height, src.width), dtype=np.uint8)
+        values[:, src.width // 2:] = 2
+    with rasterio.open(labels, "w", **profile) as dst:
+        dst.write(values, 1)
+    gdal.UseExceptions()
+    dataset = gdal.Open(str(labels), gdal.GA_Update)
+    table = gdal.ColorTable()
+    table.SetColorEntry(1, (10, 20, 30, 255))
+    table.SetColorEntry(2, (200, 100, 50, 255))
+    dataset.GetRasterBand(1).SetColorTable(table)
+    dataset = None
+    dataset = gdal.Open(str(labels))  # read-only, as the classifier does: names go to the .aux.xml
+    dataset.GetRasterBand(1).SetCategoryNames(["", "wetland", "pasture"])
+    dataset = None
+
+    export_chips(image, tmp_path / "chips", labels_raster=labels, chip_size=64)
+    classes = json.loads((tmp_path / "chips" / "dataset.json").read_text())["classes"]
+    assert [(c["id"], c["name"], c["colour"]) for c in classes] == [(1, "wetland", "#0a141e"),
+                                                                      (2, "pasture", "#c86432")]
