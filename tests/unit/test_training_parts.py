@@ -12,7 +12,8 @@ from training.config import TrainConfig
 from training.dataset import IGNORE, ChipDataset, ChipStore, augment
 from training.dataset_spec import load_spec
 from training.loop import class_weights, lr_factor, train
-from training.metrics import confusion_matrix, iou_per_class, mean_iou, overall_accuracy
+from landcover_plugin.core.accuracy import metrics_from_confusion
+from training.metrics import confusion_matrix, summarise
 from training.networks import available_architectures, build_network
 
 
@@ -52,12 +53,16 @@ def test_metrics_agree_with_scikit_learn():
     keep = reference != IGNORE
     np.testing.assert_array_equal(matrix, sklearn_metrics.confusion_matrix(reference[keep], predicted[keep],
                                                                            labels=range(4)))
-    assert overall_accuracy(matrix) == pytest.approx(sklearn_metrics.accuracy_score(reference[keep], predicted[keep]))
+    scores = metrics_from_confusion(matrix)  # the trainer's scores (training.metrics.summarise) come from here
+    assert scores["overall_accuracy"] == pytest.approx(
+        sklearn_metrics.accuracy_score(reference[keep], predicted[keep]))
     jaccard = sklearn_metrics.jaccard_score(reference[keep], predicted[keep], labels=range(4), average=None)
-    np.testing.assert_allclose(iou_per_class(matrix), jaccard)
-    assert mean_iou(matrix) == pytest.approx(jaccard.mean())
+    np.testing.assert_allclose(scores["iou"], jaccard)
+    assert scores["mean_iou"] == pytest.approx(jaccard.mean())
+    assert summarise(matrix, "abcd")["miou"] == pytest.approx(jaccard.mean(), abs=1e-6)
     # A class absent from both reference and prediction does not count in the mean.
-    assert mean_iou(confusion_matrix(np.array([0, 1, 1]), np.array([0, 1, 0]), 3)) == pytest.approx((0.5 + 0.5) / 2)
+    small = summarise(confusion_matrix(np.array([0, 1, 1]), np.array([0, 1, 0]), 3), ["a", "b", "c"])
+    assert small["miou"] == pytest.approx((0.5 + 0.5) / 2) and small["iou"]["c"] is None
 
 
 def test_samples_are_standardised_with_nodata_set_to_zero_and_ignored(eolearn_chips):
