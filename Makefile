@@ -11,11 +11,12 @@ QGIS_PROFILE ?= $(HOME)/.local/share/QGIS/QGIS3/profiles/default
 export QT_QPA_PLATFORM ?= offscreen
 export LANDCOVER_PYTHON ?= $(abspath $(PYTHON))
 
-.PHONY: help apt setup test test-all demo bench zip install screenshots docs clean
+.PHONY: help apt setup lint test test-all demo bench zip install screenshots docs clean
 
 help:
 	@echo "make demo        run the whole workflow headless on the bundled data (installs first)"
-	@echo "make test        install, then run the test suite"
+	@echo "make test        install, then lint (ruff) and run the test suite"
+	@echo "make lint        ruff over the whole repository (ruff.toml)"
 	@echo "make bench       benchmarks -> bench/results.json and bench/RESULTS.md (about 30 min)"
 	@echo "make zip         build dist/landcover_plugin.zip to install in QGIS"
 	@echo "make install     copy the plugin into your QGIS profile ($(QGIS_PROFILE))"
@@ -43,7 +44,10 @@ $(VENV)/.installed: requirements.txt landcover_plugin/engine_requirements.txt | 
 
 setup: apt $(VENV)/.installed
 
-test: setup
+lint: setup
+	$(PYTHON) -m ruff check .
+
+test: setup lint
 	$(PYTHON) -m pytest tests
 
 test-all: setup

@@ -6,7 +6,8 @@ from xml.sax.saxutils import escape
 
 import rasterio
 
-from landcover_plugin.core.chip_export import export_chips
+from landcover_plugin.core.chips.export import export_chips
+from landcover_plugin.core.chips.options import ChipExportOptions
 from landcover_plugin.core.events import RecordingEvents
 
 from .common import ZION_IMAGE, ZION_LABELS
@@ -19,7 +20,7 @@ def zion_chips(settings, chip: int = 128, stride: int = 64) -> Path:
     out = settings.work / "datasets" / f"zion_{chip}_{stride}"
     shutil.rmtree(out, ignore_errors=True)
     out.parent.mkdir(parents=True, exist_ok=True)
-    export_chips(ZION_IMAGE, out, labels_raster=ZION_LABELS, chip_size=chip, stride=stride)
+    export_chips(ChipExportOptions(ZION_IMAGE, out, labels_raster=ZION_LABELS, chip_size=chip, stride=stride))
     return out
 
 
@@ -27,7 +28,7 @@ def speed_model(settings, base_width: int, tile: int = 256, epochs: int = 1) -> 
     """A U-Net of ``base_width`` trained ``epochs`` on Zion chips and exported by the trainer with ``tile`` px
     tiles. Only for timing and memory: the weights barely matter, the architecture does. Returns
     (path, description)."""
-    from training.config import TrainConfig
+    from landcover_plugin.core.train.options import TrainConfig
     from training.loop import train
 
     path = settings.work / "models" / f"speed_unet{base_width}_t{tile}.onnx"

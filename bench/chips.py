@@ -12,7 +12,8 @@ import numpy as np
 import rasterio
 from rasterio.windows import Window
 
-from landcover_plugin.core.chip_export import export_chips
+from landcover_plugin.core.chips.export import export_chips
+from landcover_plugin.core.chips.options import ChipExportOptions
 
 from .common import ZION_IMAGE, ZION_LABELS, figure, median, python_baseline_rss, run_measured
 
@@ -28,7 +29,8 @@ def run(settings) -> dict:
     for _ in range(runs):  # interleaved, so that other load on the machine hits both alike
         shutil.rmtree(out, ignore_errors=True)
         tick = time.perf_counter()
-        summary = export_chips(ZION_IMAGE, out, labels_raster=ZION_LABELS, chip_size=CHIP, stride=STRIDE)
+        summary = export_chips(ChipExportOptions(ZION_IMAGE, out, labels_raster=ZION_LABELS, chip_size=CHIP,
+                                                 stride=STRIDE))
         seconds.append(time.perf_counter() - tick)
         if windows is None:
             windows = [c["window"] for c in json.loads((out / "dataset.json").read_text())["chips"]]
@@ -48,7 +50,7 @@ def run(settings) -> dict:
                              "--chip-size", CHIP, "--stride", STRIDE])
     if measured["returncode"] != 0:
         raise RuntimeError(f"engine export-chips failed: {measured['error'] or measured['stderr_tail']}")
-    floor = python_baseline_rss("landcover_plugin.core.chip_export")
+    floor = python_baseline_rss("landcover_plugin.core.chips.export")
     what = f"Zion 1128x1428 px, 4 bands uint16, NLCD labels raster; {CHIP} px chips, stride {STRIDE}"
     figures = [
         figure("chips.rate", f"Chip export ({chips} chips kept of {summary['windows']} windows)",

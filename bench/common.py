@@ -14,6 +14,8 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
+from landcover_plugin.core.events import parse_event
+
 REPO = Path(__file__).resolve().parents[1]
 DATA = (REPO.parent / "shared" / "data").resolve()
 ZION_IMAGE = DATA / "zion" / "landsat8_2015_b2345.tif"
@@ -126,14 +128,7 @@ def run_measured(cmd, *, timeout: float = 1800, env=None, cwd=REPO) -> dict:
     peak_kb = json.loads(usage_path.read_text())["maxrss_kb"] if usage_path.exists() else None
     for path in (out_path, err_path, usage_path):
         path.unlink(missing_ok=True)
-    events = []
-    for line in stdout.splitlines():
-        try:
-            event = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(event, dict):
-            events.append(event)
+    events = [e for e in map(parse_event, stdout.splitlines()) if e is not None]
     result = next((e.get("outputs") for e in events if e.get("event") == "result"), None)
     error = next((e.get("message") for e in events if e.get("event") == "error"), None)
     return {"returncode": proc.returncode, "seconds": seconds,

@@ -12,11 +12,12 @@ import time
 import numpy as np
 import onnxruntime as ort
 
-from landcover_plugin.core.classify import DEFAULT_BATCH, classify_raster
-from landcover_plugin.core.classify_input import open_source
+from landcover_plugin.core.classify.options import DEFAULT_BATCH, ClassifyOptions
+from landcover_plugin.core.classify.run import classify_raster
+from landcover_plugin.core.classify.source import open_source
+from landcover_plugin.core.classify.tiling import TileGrid
 from landcover_plugin.core.events import RecordingEvents
-from landcover_plugin.core.onnx_model import load_model
-from landcover_plugin.core.tiling import TileGrid
+from landcover_plugin.core.model.session import load_model
 
 from .assets import mosaic_vrt, speed_model
 from .common import ZION_IMAGE, engine, figure, median, profile_call, python_baseline_rss, target
@@ -38,8 +39,8 @@ def run(settings) -> dict:
         details[device] = info
         if ratio > RATIO_TARGET:
             _, profiles[f"classify_raster on Zion ({device})"] = profile_call(
-                lambda: classify_raster(ZION_IMAGE, model_path, work / "profiled.tif", device=device,
-                                        overwrite=True))
+                lambda: classify_raster(ClassifyOptions(ZION_IMAGE, model_path, work / "profiled.tif", device=device,
+                                                        overwrite=True)))
     if "cuda" not in devices:
         figures.append(figure("inference.cuda", "Inference with CUDA", None, "", note="no GPU on this machine"))
 
@@ -48,7 +49,7 @@ def run(settings) -> dict:
     big = mosaic_vrt(work / f"zion_mosaic_{size}.vrt", size, size)
     measured = engine("classify", "--raster", big, "--model", small_path, "--output", work / "big.tif",
                       "--overwrite", "--device", "cpu", timeout=1500)
-    floor = python_baseline_rss("landcover_plugin.core.classify")
+    floor = python_baseline_rss("landcover_plugin.core.classify.run")
     peak = measured["peak_rss_mb"]
     out = measured["result"]
     figures.append(figure(
@@ -70,7 +71,7 @@ def whole_vs_bare(model_path, raster, output, device: str, runs: int):
     """Figures for one device: Mpx/s of the whole run and of bare onnxruntime, and their ratio. The two are
     interleaved (whole, bare, whole, bare, ...) so that other load on the machine hits both alike."""
     def whole():
-        return classify_raster(raster, model_path, output, device=device, overwrite=True)
+        return classify_raster(ClassifyOptions(raster, model_path, output, device=device, overwrite=True))
 
     result = whole()  # warm-up: file cache, first session; also tells the overlap and batch size used
     batches, model = tiles_in_memory(model_path, raster, device, result["OVERLAP"], result["BATCH_SIZE"])

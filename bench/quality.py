@@ -6,7 +6,7 @@ both maps are scored on the labelled pixels of the validation chips. rstoolbox: 
 cross-validation; in each fold every 4th polygon of each class (by feature id) is held out and never exported,
 chips come from the other polygons (60 epochs, early stopping), and both maps are scored on the held-out
 polygons' pixels; the folds' pixels are pooled. The random forest (scikit-learn) learns from the labelled pixels of
-the training chips (each pixel once, band values as features). Metrics: ``landcover_plugin.core.accuracy``.
+the training chips (each pixel once, band values as features). Metrics: ``landcover_plugin.core.assess.metrics``.
 """
 import json
 import shutil
@@ -18,12 +18,14 @@ from osgeo import ogr
 from rasterio.features import rasterize
 from sklearn.ensemble import RandomForestClassifier
 
-from landcover_plugin.core.accuracy import ConfusionCounter, metrics_from_confusion
-from landcover_plugin.core.chip_export import export_chips
-from landcover_plugin.core.classify import classify_raster
+from landcover_plugin.core.assess.metrics import ConfusionCounter, metrics_from_confusion
+from landcover_plugin.core.chips.export import export_chips
+from landcover_plugin.core.chips.options import ChipExportOptions
+from landcover_plugin.core.classify.options import ClassifyOptions
+from landcover_plugin.core.classify.run import classify_raster
 from landcover_plugin.core.events import RecordingEvents
-from landcover_plugin.core.raster_utils import valid_mask
-from training.config import TrainConfig
+from landcover_plugin.core.rasters import valid_mask
+from landcover_plugin.core.train.options import TrainConfig
 from training.loop import train
 
 from .common import RSTOOLBOX_IMAGE, RSTOOLBOX_POLYGONS, ZION_IMAGE, ZION_LABELS, figure, target
@@ -61,7 +63,7 @@ def run(settings) -> dict:
 def zion(settings, work) -> dict:
     shutil.rmtree(work, ignore_errors=True)
     chips = work / "chips"
-    export_chips(ZION_IMAGE, chips, labels_raster=ZION_LABELS, chip_size=128, stride=64)
+    export_chips(ChipExportOptions(ZION_IMAGE, chips, labels_raster=ZION_LABELS, chip_size=128, stride=64))
     config = TrainConfig(dataset_dir=str(chips), output=str(work / "model.onnx"), epochs=2 if settings.quick else 300,
                          time_limit_minutes=0.2 if settings.quick else ZION_MINUTES)
     trained, model_seconds = _train(config)
@@ -91,8 +93,9 @@ def rstoolbox(settings, work) -> dict:
         held_out, kept = hold_out_polygons(RSTOOLBOX_POLYGONS, fold, FOLDS)
         fold_work = work / f"fold{fold}"
         chips = fold_work / "chips"
-        export_chips(RSTOOLBOX_IMAGE, chips, labels_vector=RSTOOLBOX_POLYGONS, class_field=CLASS_FIELD, fids=kept,
-                     schema=schema, chip_size=64, stride=32, min_labelled=0.01)
+        export_chips(ChipExportOptions(RSTOOLBOX_IMAGE, chips, labels_vector=RSTOOLBOX_POLYGONS,
+                                       class_field=CLASS_FIELD, fids=kept, schema=schema, chip_size=64, stride=32,
+                                       min_labelled=0.01))
         config = TrainConfig(dataset_dir=str(chips), output=str(fold_work / "model.onnx"),
                              epochs=3 if settings.quick else RSTOOLBOX_EPOCHS)
         trained, model_seconds = _train(config)
@@ -121,7 +124,7 @@ def maps(settings, chips, model, train_labels, reference, scored, work):
     meta = json.loads((chips / "dataset.json").read_text())
     image_path = meta["source"]["image"]
     classified = work / "classified.tif"
-    classify_raster(image_path, model, classified, overwrite=True, events=RecordingEvents())
+    classify_raster(ClassifyOptions(image_path, model, classified, overwrite=True), events=RecordingEvents())
     with rasterio.open(classified) as src:
         ours = src.read(1)
     with rasterio.open(image_path) as src:

@@ -12,10 +12,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from landcover_plugin.core.chips.dataset import load_spec
 from landcover_plugin.core.events import RecordingEvents
-from training.config import TrainConfig
+from landcover_plugin.core.train.options import TrainConfig
 from training.dataset import IGNORE, ChipStore
-from training.dataset_spec import load_spec
 from training.loop import class_weights, train
 from training.networks import build_network
 

@@ -2,7 +2,7 @@
 so the engine (``landcover_plugin.core``) imports this package without QGIS."""
 
 
-def classFactory(iface):  # noqa: N802 - QGIS's name
+def classFactory(iface):
     from .plugin import LandcoverPlugin
 
     return LandcoverPlugin(iface)

@@ -9,13 +9,13 @@ class LandcoverPlugin:
         self.iface = iface
         self.provider = None
 
-    def initProcessing(self):  # noqa: N802 - QGIS's name
+    def initProcessing(self):
         """Called by QGIS desktop (through initGui) and by qgis_process for headless runs."""
         if self.provider is None:
             self.provider = LandcoverProvider()
             QgsApplication.processingRegistry().addProvider(self.provider)
 
-    def initGui(self):  # noqa: N802 - QGIS's name
+    def initGui(self):
         self.initProcessing()
 
     def unload(self):

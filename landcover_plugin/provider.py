@@ -30,15 +30,15 @@ class LandcoverProvider(QgsProcessingProvider):
     def name(self):
         return "Land cover"
 
-    def longName(self):  # noqa: N802 - QGIS's name
+    def longName(self):
         return "Land cover: deep-learning land-cover mapping"
 
     def icon(self):
         return QIcon(ICON_PATH)
 
-    def svgIconPath(self):  # noqa: N802 - QGIS's name
+    def svgIconPath(self):
         return ICON_PATH
 
-    def loadAlgorithms(self):  # noqa: N802 - QGIS's name
+    def loadAlgorithms(self):
         for algorithm_class in ALGORITHMS:
             self.addAlgorithm(algorithm_class())

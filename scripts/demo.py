@@ -1,4 +1,5 @@
-"""make demo (``python -m scripts.demo``): the analyst's whole workflow, headless, through the real ``qgis_process.bin``.
+"""make demo (``python -m scripts.demo``): the analyst's whole workflow, headless, through the real
+``qgis_process.bin``.
 
 Two scenes from ``../shared/data`` (copied first: the originals are never written to):
 - rstoolbox: Landsat 5, 7 bands, hand-digitised polygons with a text class field. Three polygons in four
@@ -19,7 +20,7 @@ import sys
 import time
 from pathlib import Path
 
-from landcover_plugin.core.accuracy_report import format_table
+from landcover_plugin.core.assess.report import format_table
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = (REPO.parent / "shared" / "data").resolve()

@@ -8,8 +8,15 @@ import os
 import traceback
 from pathlib import Path
 
-from qgis.core import (QgsApplication, QgsContrastEnhancement, QgsFeature, QgsProject, QgsRasterLayer,
-                       QgsRasterMinMaxOrigin, QgsVectorLayer)
+from qgis.core import (
+    QgsApplication,
+    QgsContrastEnhancement,
+    QgsFeature,
+    QgsProject,
+    QgsRasterLayer,
+    QgsRasterMinMaxOrigin,
+    QgsVectorLayer,
+)
 from qgis.PyQt.QtCore import QTimer, QUrl
 from qgis.PyQt.QtGui import QGuiApplication
 from qgis.utils import iface, plugins

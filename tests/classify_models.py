@@ -10,7 +10,7 @@ import onnx
 import rasterio
 import torch
 
-from landcover_plugin.core.model_card import build_card, metadata_props
+from landcover_plugin.core.model.card import build_card
 from landcover_plugin.core.schema import ClassSchema
 
 
@@ -27,7 +27,8 @@ def tiny_net(bands: int, classes: int, seed: int = 0, softmax: bool = True) -> t
 def export(net: torch.nn.Module, path, bands: int, tile: int, props: dict = None) -> str:
     """Export ``net`` with a static ``tile`` and a dynamic batch; ``props`` become metadata_props."""
     torch.onnx.export(net, torch.zeros(1, bands, tile, tile), str(path), input_names=["image"],
-                      output_names=["probabilities"], dynamic_axes={"image": {0: "batch"}, "probabilities": {0: "batch"}},
+                      output_names=["probabilities"],
+                      dynamic_axes={"image": {0: "batch"}, "probabilities": {0: "batch"}},
                       dynamo=False)
     if props:
         model = onnx.load(str(path))

@@ -6,6 +6,8 @@ from pathlib import Path
 
 import pytest
 
+from landcover_plugin.core.chips.options import ChipExportOptions
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = (REPO_ROOT.parent / "shared" / "data").resolve()
 
@@ -43,10 +45,10 @@ def engine_python() -> str:
 @pytest.fixture(scope="module")
 def chips(tmp_path_factory, shared_data):
     """A chip dataset cut from rstoolbox (7-band Landsat 5, text class field), 32 px chips; one per module."""
-    from landcover_plugin.core.chip_export import export_chips
+    from landcover_plugin.core.chips.export import export_chips
 
     folder = tmp_path_factory.mktemp("rstoolbox") / "chips"
-    export_chips(shared_data / "rstoolbox" / "landsat5_1988_7band.tif", folder,
-                 labels_vector=shared_data / "rstoolbox" / "training_polygons.gpkg", class_field="class",
-                 chip_size=32)
+    export_chips(ChipExportOptions(shared_data / "rstoolbox" / "landsat5_1988_7band.tif", folder,
+                                   labels_vector=shared_data / "rstoolbox" / "training_polygons.gpkg",
+                                   class_field="class", chip_size=32))
     return folder

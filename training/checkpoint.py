@@ -60,7 +60,8 @@ def check_compatible(state: dict, network: dict, data: dict, path) -> None:
     if [c["id"] for c in theirs.get("classes", [])] != [c["id"] for c in ours["classes"]]:
         problems.append("its classes differ from the dataset's")
     if len(theirs.get("band_names", [])) != len(ours["band_names"]):
-        problems.append(f"it takes {len(theirs.get('band_names', []))} bands, the dataset has {len(ours['band_names'])}")
+        problems.append(f"it takes {len(theirs.get('band_names', []))} bands, "
+                        f"the dataset has {len(ours['band_names'])}")
     if state.get("network", {}).get("num_classes") != network["num_classes"]:
         problems.append("its class count differs")
     if problems:

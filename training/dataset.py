@@ -9,11 +9,11 @@ whatever the number of workers, and a resumed run sees the same samples as an un
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
-import rasterio
 import torch
 from torch.utils.data import Dataset, Sampler
 
 from landcover_plugin.core.errors import BadInputError
+from landcover_plugin.core.rasters import open_raster
 
 IGNORE = 255
 
@@ -174,12 +174,9 @@ def _valid(raw: np.ndarray, nodata) -> np.ndarray:
 
 
 def _read(path, name: str, what: str) -> np.ndarray:
-    try:
-        with rasterio.open(path) as src:
-            return src.read()
-    except rasterio.errors.RasterioIOError as exc:
-        raise BadInputError(f"The {what} chip '{path}' of chip '{name}' cannot be read ({exc}). "
-                            f"The chip folder is incomplete or damaged: export the chips again.") from exc
+    with open_raster(path, f"{what} chip of chip '{name}'", "It cannot be read: the chip folder is incomplete or "
+                     "damaged; export the chips again.") as src:
+        return src.read()
 
 
 def _np_dtype(name: str):

@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from landcover_plugin.core.errors import LandcoverError
-from landcover_plugin.core.model_card import metadata_props
+from landcover_plugin.core.model.card import metadata_props
 
 OPSET = 17
 TOLERANCE = 1e-4  # on probabilities

@@ -1,5 +1,5 @@
 """The end of every run (finished, stopped early or cancelled): best weights -> ONNX, curves, outputs."""
-from landcover_plugin.core.model_card import build_card
+from landcover_plugin.core.model.card import build_card
 
 from . import checkpoint as ckpt
 from .curves import write_csv, write_png
@@ -44,6 +44,7 @@ def finish_run(run: dict, model, network: dict, data: dict, spec, config, device
         "BEST_EPOCH": best["epoch"] if best else None,
         "epochs_run": run["epoch"],
         "cancelled": run["cancelled"],
+        "CANCELLED": run["cancelled"],
         "stopped_early": run["stopped_early"],
         "device": str(device),
         "architecture": network["architecture"],

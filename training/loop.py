@@ -15,13 +15,13 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
+from landcover_plugin.core.chips.dataset import load_spec
 from landcover_plugin.core.errors import BadInputError
 from landcover_plugin.core.events import RecordingEvents
+from landcover_plugin.core.train.options import TrainConfig
 
 from . import checkpoint as ckpt
-from .config import TrainConfig
 from .dataset import ChipDataset, ChipStore, EpochSampler
-from .dataset_spec import load_spec
 from .device import amp_settings, default_workers, memory_errors, select_device
 from .finish import finish_run
 from .networks import build_network

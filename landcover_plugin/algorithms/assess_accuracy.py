@@ -13,11 +13,13 @@ from qgis.core import (
     QgsProcessingParameterVectorLayer,
 )
 
+from ..core.assess.options import AssessOptions
 from ..qgis_glue.layers import raster_layer_to_path, vector_layer_to_gpkg
 from .base import EngineAlgorithm
 
 
 class AssessAccuracyAlgorithm(EngineAlgorithm):
+    COMMAND = "assess"
     CLASSIFIED = "CLASSIFIED"
     REFERENCE_VECTOR = "REFERENCE_VECTOR"
     CLASS_FIELD = "CLASS_FIELD"
@@ -34,10 +36,10 @@ class AssessAccuracyAlgorithm(EngineAlgorithm):
     def name(self):
         return "assess_accuracy"
 
-    def displayName(self):  # noqa: N802 - QGIS's name
+    def displayName(self):
         return self.tr("Assess accuracy")
 
-    def shortHelpString(self):  # noqa: N802 - QGIS's name
+    def shortHelpString(self):
         return self.tr(
             "Compares a classified raster with reference data and reports how accurate the map is.\n\n"
             "<b>Classified raster</b>: class ids 1..254, 0 = no data (the output of 'Classify raster with "
@@ -60,7 +62,7 @@ class AssessAccuracyAlgorithm(EngineAlgorithm):
             "of different classes meet are left out and counted in the report. Large rasters are read window "
             "by window.")
 
-    def initAlgorithm(self, config=None):  # noqa: N802 - QGIS's name
+    def initAlgorithm(self, config=None):
         self.addParameter(QgsProcessingParameterRasterLayer(self.CLASSIFIED, self.tr("Classified raster")))
         self.addParameter(QgsProcessingParameterVectorLayer(
             self.REFERENCE_VECTOR, self.tr("Reference polygons (or sample points)"),
@@ -83,7 +85,7 @@ class AssessAccuracyAlgorithm(EngineAlgorithm):
         self.addOutput(QgsProcessingOutputNumber(self.KAPPA, self.tr("Cohen's kappa")))
         self.addOutput(QgsProcessingOutputNumber(self.MIOU, self.tr("Mean IoU")))
 
-    def processAlgorithm(self, parameters, context, feedback):  # noqa: N802 - QGIS's name
+    def engine_options(self, parameters, context, feedback) -> AssessOptions:
         classified = self.parameterAsRasterLayer(parameters, self.CLASSIFIED, context)
         if classified is None:
             raise QgsProcessingException(self.tr("Choose the classified raster."))
@@ -92,30 +94,30 @@ class AssessAccuracyAlgorithm(EngineAlgorithm):
         if (vector is None) == (raster is None):
             raise QgsProcessingException(self.tr(
                 "Give exactly one reference: reference polygons (with their class field) or a reference raster."))
-        html = self.parameterAsFileOutput(parameters, self.OUTPUT_HTML, context)
         table = self.parameterAsFileOutput(parameters, self.OUTPUT_TABLE, context)
-        args = ["--classified", raster_layer_to_path(classified, context, feedback),
-                "--html", html, "--table", table, "--json", os.path.splitext(table)[0] + ".json"]
+        options = AssessOptions(
+            classified=raster_layer_to_path(classified, context, feedback),
+            html=self.parameterAsFileOutput(parameters, self.OUTPUT_HTML, context), table=table,
+            json=os.path.splitext(table)[0] + ".json",
+            classes=self.parameterAsFile(parameters, self.CLASSES, context) or None)
         if vector is not None:
             field = self.parameterAsString(parameters, self.CLASS_FIELD, context)
             if not field:
                 raise QgsProcessingException(
                     f"Choose the class field of '{vector.name()}' (the field holding class names or ids); "
                     f"its fields are: {', '.join(vector.fields().names())}.")
-            path = vector_layer_to_gpkg(vector, context, feedback, classified.crs(), fields=[field])
-            args += ["--reference-vector", path, "--class-field", field]
+            options.reference_vector = vector_layer_to_gpkg(vector, context, feedback, classified.crs(), fields=[field])
+            options.class_field = field
         else:
-            args += ["--reference-raster", raster_layer_to_path(raster, context, feedback)]
-        classes = self.parameterAsFile(parameters, self.CLASSES, context)
-        if classes:
-            args += ["--classes", classes]
-        outputs = self.run_engine("assess", args, feedback)
+            options.reference_raster = raster_layer_to_path(raster, context, feedback)
+        return options
+
+    def processing_outputs(self, outputs, context, feedback) -> dict:
         feedback.pushInfo(
             f"Overall accuracy {_pct(outputs['OA'])}, kappa {_num(outputs['KAPPA'])}, mean IoU "
-            f"{_pct(outputs['MIOU'])} over {outputs['PIXELS_ASSESSED']:,} reference pixels. Report: {html}")
-        return {self.OUTPUT_HTML: outputs["OUTPUT_HTML"], self.OUTPUT_TABLE: outputs["OUTPUT_TABLE"],
-                self.OUTPUT_JSON: outputs["OUTPUT_JSON"], self.OUTPUT_CONFUSION: outputs["OUTPUT_CONFUSION"],
-                self.OA: outputs["OA"], self.KAPPA: outputs["KAPPA"], self.MIOU: outputs["MIOU"]}
+            f"{_pct(outputs['MIOU'])} over {outputs['PIXELS_ASSESSED']:,} reference pixels. "
+            f"Report: {outputs['OUTPUT_HTML']}")
+        return super().processing_outputs(outputs, context, feedback)
 
 
 def _pct(value) -> str:

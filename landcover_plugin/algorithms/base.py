@@ -1,14 +1,27 @@
-"""The base of every engine-backed algorithm: group, instance creation and the engine call."""
+"""The base of every algorithm: group, instance creation and, for engine-backed ones, the engine call.
+
+An engine-backed algorithm is three small steps, like GDAL's algorithms in Processing:
+
+* ``engine_options(parameters, context, feedback)``: the parameters as the command's options dataclass
+  (layers first written to files the engine reads);
+* the engine runs that command (:meth:`EngineAlgorithm.engine_command` gives its argv without running it,
+  as GDAL's ``getConsoleCommands`` does, so a test can check the call);
+* ``processing_outputs``: the engine's outputs, which carry the Processing output names, for each output
+  the algorithm declares (override to add styling or a summary line).
+"""
 import os
 
 from qgis.core import QgsProcessingAlgorithm, QgsProcessingException
 from qgis.PyQt.QtCore import QCoreApplication
 from qgis.PyQt.QtGui import QIcon
 
+from ..core.engine import command_argv
+from ..core.options import DEVICE_LABELS, DEVICES
 from ..qgis_glue.engine_python import resolve_engine_python
 from ..qgis_glue.engine_runner import EngineCancelled, EngineError, run_engine
 
 ICON_PATH = os.path.join(os.path.dirname(os.path.dirname(__file__)), "icon.svg")
+DEVICE_OPTIONS = [DEVICE_LABELS[d] for d in DEVICES]  # Processing enum labels, in DEVICES order
 
 
 class LandcoverAlgorithm(QgsProcessingAlgorithm):
@@ -17,7 +30,7 @@ class LandcoverAlgorithm(QgsProcessingAlgorithm):
     def group(self):
         return self.tr("Land cover")
 
-    def groupId(self):  # noqa: N802 - QGIS's name
+    def groupId(self):
         return "landcover"
 
     def icon(self):
@@ -26,12 +39,31 @@ class LandcoverAlgorithm(QgsProcessingAlgorithm):
     def tr(self, text):
         return QCoreApplication.translate("Processing", text)
 
-    def createInstance(self):  # noqa: N802 - QGIS's name
+    def createInstance(self):
         return type(self)()
 
 
 class EngineAlgorithm(LandcoverAlgorithm):
-    """An algorithm whose work runs in the engine subprocess."""
+    """An algorithm whose work runs in the engine subprocess (``COMMAND``)."""
+
+    COMMAND = None
+
+    def engine_options(self, parameters, context, feedback):
+        """The command's options dataclass for these parameters."""
+        raise NotImplementedError
+
+    def engine_command(self, parameters, context, feedback) -> list:
+        """The engine's argv (after ``python -m landcover_plugin.core.engine``) for these parameters."""
+        return command_argv(self.COMMAND, self.engine_options(parameters, context, feedback))
+
+    def processAlgorithm(self, parameters, context, feedback):
+        argv = self.engine_command(parameters, context, feedback)
+        outputs = self.run_engine(argv[0], argv[1:], feedback)
+        return self.processing_outputs(outputs, context, feedback)
+
+    def processing_outputs(self, outputs: dict, context, feedback) -> dict:
+        """The engine's outputs under the algorithm's declared output names."""
+        return {d.name(): outputs.get(d.name()) for d in self.outputDefinitions()}
 
     def run_engine(self, command: str, args, feedback, python: str = None) -> dict:
         """Run an engine command; return its outputs or raise QgsProcessingException with a clear message.

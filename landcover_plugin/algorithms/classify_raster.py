@@ -17,16 +17,18 @@ from qgis.core import (
     QgsUnitTypes,
 )
 
-from ..core.onnx_metadata import model_resolution_of
+from ..core.classify.options import ClassifyOptions
+from ..core.model.metadata import model_resolution_of
+from ..core.options import DEVICES, default_of
 from ..qgis_glue.layers import raster_file_path, raster_layer_to_path, vector_layer_to_gpkg
-from .base import EngineAlgorithm
+from .base import DEVICE_OPTIONS, EngineAlgorithm
 
-DEVICES = ["auto", "cpu", "cuda"]
 # Post-processors must outlive the algorithm instance until QGIS has loaded the layers.
 _POST_PROCESSORS = {}
 
 
 class ClassifyRasterAlgorithm(EngineAlgorithm):
+    COMMAND = "classify"
     INPUT = "INPUT"
     MODEL = "MODEL"
     EXTENT = "EXTENT"
@@ -44,10 +46,10 @@ class ClassifyRasterAlgorithm(EngineAlgorithm):
     def name(self):
         return "classify_raster"
 
-    def displayName(self):  # noqa: N802 - QGIS's name
+    def displayName(self):
         return self.tr("Classify raster with model")
 
-    def shortHelpString(self):  # noqa: N802 - QGIS's name
+    def shortHelpString(self):
         return self.tr(
             "Classifies a raster with an ONNX segmentation model and writes a classified GeoTIFF (class ids "
             "1..254, 0 = no data) on the raster's grid, with a colour table, class names and a QGIS style, "
@@ -68,7 +70,7 @@ class ClassifyRasterAlgorithm(EngineAlgorithm):
             "onnxruntime has it, else the CPU. <b>Confidence</b> (optional): the blended probability of the "
             "chosen class, in percent.")
 
-    def initAlgorithm(self, config=None):  # noqa: N802 - QGIS's name
+    def initAlgorithm(self, config=None):
         self.addParameter(QgsProcessingParameterRasterLayer(self.INPUT, self.tr("Raster to classify")))
         self.addParameter(QgsProcessingParameterFile(self.MODEL, self.tr("Model (ONNX)"), extension="onnx"))
         self.addParameter(QgsProcessingParameterExtent(self.EXTENT, self.tr("Extent (default: the whole raster)"),
@@ -80,11 +82,14 @@ class ClassifyRasterAlgorithm(EngineAlgorithm):
             self.OVERLAP, self.tr("Tile overlap (% of the tile; empty: the model's)"),
             QgsProcessingParameterNumber.Double, optional=True, minValue=0, maxValue=75))
         self.addParameter(QgsProcessingParameterNumber(
-            self.BATCH_SIZE, self.tr("Tiles per batch"), QgsProcessingParameterNumber.Integer, 4,
-            minValue=1, maxValue=256))
-        self.addParameter(QgsProcessingParameterEnum(self.DEVICE, self.tr("Device"), DEVICES, defaultValue=0))
+            self.BATCH_SIZE, self.tr("Tiles per batch"), QgsProcessingParameterNumber.Integer,
+            default_of(ClassifyOptions, "batch_size"), minValue=1, maxValue=256))
+        self.addParameter(QgsProcessingParameterEnum(
+            self.DEVICE, self.tr("Device"), DEVICE_OPTIONS,
+            defaultValue=DEVICES.index(default_of(ClassifyOptions, "device"))))
         self.addParameter(QgsProcessingParameterBoolean(
-            self.RESAMPLE, self.tr("Resample to the model's resolution"), defaultValue=False))
+            self.RESAMPLE, self.tr("Resample to the model's resolution"),
+            defaultValue=default_of(ClassifyOptions, "resample")))
         for name, label in ((self.CLASS_NAMES, "Class names, comma-separated (models without metadata)"),
                             (self.MEAN, "Per-band mean, comma-separated (models without metadata)"),
                             (self.STD, "Per-band standard deviation, comma-separated (models without metadata)")):
@@ -95,7 +100,7 @@ class ClassifyRasterAlgorithm(EngineAlgorithm):
             self.CONFIDENCE, self.tr("Confidence (%)"), optional=True, createByDefault=False))
         self.addParameter(QgsProcessingParameterRasterDestination(self.OUTPUT, self.tr("Classified raster")))
 
-    def processAlgorithm(self, parameters, context, feedback):  # noqa: N802 - QGIS's name
+    def engine_options(self, parameters, context, feedback) -> ClassifyOptions:
         layer = self.parameterAsRasterLayer(parameters, self.INPUT, context)
         if layer is None:
             raise QgsProcessingException(self.tr("Choose the raster to classify."))
@@ -105,36 +110,30 @@ class ClassifyRasterAlgorithm(EngineAlgorithm):
         extent = None
         if parameters.get(self.EXTENT) not in (None, ""):
             extent = self.parameterAsExtent(parameters, self.EXTENT, context, layer.crs())
-        output = self.parameterAsOutputLayer(parameters, self.OUTPUT, context)
         pixel_size = None
         if raster_file_path(layer) is None and layer.crs().mapUnits() == QgsUnitTypes.DistanceMeters:
             pixel_size = model_resolution_of(model)  # fetch a web or virtual layer at the model's resolution
-        raster = raster_layer_to_path(layer, context, feedback, extent=extent, pixel_size=pixel_size)
-        args = ["--raster", raster, "--model", model,
-                "--output", output, "--overwrite",  # Processing's convention: the chosen file is replaced
-                "--batch-size", str(self.parameterAsInt(parameters, self.BATCH_SIZE, context)),
-                "--device", DEVICES[self.parameterAsEnum(parameters, self.DEVICE, context)]]
+        options = ClassifyOptions(
+            raster=raster_layer_to_path(layer, context, feedback, extent=extent, pixel_size=pixel_size),
+            model=model, output=self.parameterAsOutputLayer(parameters, self.OUTPUT, context),
+            overwrite=True,  # Processing's convention: the chosen file is replaced
+            batch_size=self.parameterAsInt(parameters, self.BATCH_SIZE, context),
+            device=DEVICES[self.parameterAsEnum(parameters, self.DEVICE, context)],
+            resample=self.parameterAsBoolean(parameters, self.RESAMPLE, context))
         if extent is not None and not extent.isEmpty():
-            args += ["--extent", f"{extent.xMinimum()!r},{extent.yMinimum()!r},{extent.xMaximum()!r},"
-                                 f"{extent.yMaximum()!r}"]
+            options.extent = [extent.xMinimum(), extent.yMinimum(), extent.xMaximum(), extent.yMaximum()]
         mask = self.parameterAsVectorLayer(parameters, self.MASK, context)
         if mask is not None:
-            args += ["--mask", vector_layer_to_gpkg(mask, context, feedback, layer.crs())]
+            options.mask = vector_layer_to_gpkg(mask, context, feedback, layer.crs())
         if parameters.get(self.OVERLAP) not in (None, ""):
-            args += ["--overlap", str(self.parameterAsDouble(parameters, self.OVERLAP, context))]
-        if self.parameterAsBoolean(parameters, self.RESAMPLE, context):
-            args.append("--resample")
-        for name, flag in ((self.CLASS_NAMES, "--class-names"), (self.MEAN, "--mean"), (self.STD, "--std")):
-            text = self.parameterAsString(parameters, name, context).strip()
-            if text:
-                args += [flag, text]
-        confidence = None
+            options.overlap = self.parameterAsDouble(parameters, self.OVERLAP, context)
+        for name, field in ((self.CLASS_NAMES, "class_names"), (self.MEAN, "mean"), (self.STD, "std")):
+            setattr(options, field, self.parameterAsString(parameters, name, context).strip() or None)
         if parameters.get(self.CONFIDENCE) not in (None, ""):
-            confidence = self.parameterAsOutputLayer(parameters, self.CONFIDENCE, context)
-            if confidence:
-                args += ["--confidence", confidence]
+            options.confidence = self.parameterAsOutputLayer(parameters, self.CONFIDENCE, context) or None
+        return options
 
-        outputs = self.run_engine("classify", args, feedback)
+    def processing_outputs(self, outputs, context, feedback) -> dict:
         feedback.pushInfo(
             f"Classified {outputs['MEGAPIXELS']:.1f} Mpx in {outputs['SECONDS']:.1f} s on "
             f"{outputs['DEVICE']} ({outputs['MEGAPIXELS_PER_SECOND']:.2f} Mpx/s): {outputs['tiles_run']} tiles run, "
@@ -143,7 +142,7 @@ class ClassifyRasterAlgorithm(EngineAlgorithm):
         if context.willLoadLayerOnCompletion(outputs["OUTPUT"]):
             post_processor = _POST_PROCESSORS[outputs["OUTPUT"]] = ApplyClassStyle(outputs["QML"])
             context.layerToLoadOnCompletionDetails(outputs["OUTPUT"]).setPostProcessor(post_processor)
-        return {self.OUTPUT: outputs["OUTPUT"], self.CONFIDENCE: outputs.get("CONFIDENCE")}
+        return super().processing_outputs(outputs, context, feedback)
 
 
 class ApplyClassStyle(QgsProcessingLayerPostProcessorInterface):
@@ -153,7 +152,7 @@ class ApplyClassStyle(QgsProcessingLayerPostProcessorInterface):
         super().__init__()
         self.qml_path = qml_path
 
-    def postProcessLayer(self, layer, context, feedback):  # noqa: N802 - QGIS's name
+    def postProcessLayer(self, layer, context, feedback):
         if isinstance(layer, QgsRasterLayer):
             message, ok = layer.loadNamedStyle(self.qml_path)
             if not ok:

@@ -17,8 +17,7 @@ from qgis.core import (
 
 from ..core.errors import BadInputError
 from ..core.schema import ClassSchema
-from ..qgis_glue.training_layer import (create_training_gpkg, save_default_style, schema_for_layer,
-                                        style_training_layer)
+from ..qgis_glue.training_layer import create_training_gpkg, save_default_style, schema_for_layer, style_training_layer
 from .base import LandcoverAlgorithm
 
 DEFAULT_CLASSES = ["water", "forest", "grassland", "cropland", "built-up", "bare soil"]
@@ -37,10 +36,10 @@ class CreateTrainingLayerAlgorithm(LandcoverAlgorithm):
     def name(self):
         return "create_training_layer"
 
-    def displayName(self):  # noqa: N802 - QGIS's name
+    def displayName(self):
         return self.tr("Create training areas layer")
 
-    def shortHelpString(self):  # noqa: N802 - QGIS's name
+    def shortHelpString(self):
         return self.tr(
             "Creates a polygon GeoPackage layer for digitising training areas and adds it to the project, "
             "ready to edit: the class field's form widget is a drop-down of the class names, and the style "
@@ -53,7 +52,7 @@ class CreateTrainingLayerAlgorithm(LandcoverAlgorithm):
             "GeoPackage), so 'Export label chips' and the later steps know the names and colours. An existing "
             "file is never overwritten: choose a new file name.")
 
-    def initAlgorithm(self, config=None):  # noqa: N802 - QGIS's name
+    def initAlgorithm(self, config=None):
         self.addParameter(QgsProcessingParameterFileDestination(
             self.OUTPUT, self.tr("Training areas GeoPackage"), self.tr("GeoPackage (*.gpkg)")))
         self.addParameter(QgsProcessingParameterCrs(self.CRS, self.tr("Coordinate reference system"),
@@ -74,7 +73,7 @@ class CreateTrainingLayerAlgorithm(LandcoverAlgorithm):
                                                        defaultValue="training_areas"))
         self.addOutput(QgsProcessingOutputString(self.CLASS_SCHEMA, self.tr("Classes (JSON)")))
 
-    def processAlgorithm(self, parameters, context, feedback):  # noqa: N802 - QGIS's name
+    def processAlgorithm(self, parameters, context, feedback):
         path = self.parameterAsFileOutput(parameters, self.OUTPUT, context)
         if not path.lower().endswith(".gpkg"):
             path += ".gpkg"
@@ -140,7 +139,7 @@ class StyleTrainingLayer(QgsProcessingLayerPostProcessorInterface):
         self.schema = schema
         self.class_field = class_field
 
-    def postProcessLayer(self, layer, context, feedback):  # noqa: N802 - QGIS's name
+    def postProcessLayer(self, layer, context, feedback):
         if isinstance(layer, QgsVectorLayer):
             style_training_layer(layer, self.schema, self.class_field)
             layer.triggerRepaint()

@@ -1,6 +1,4 @@
 """Export label chips: raster + training polygons (or a classified raster) -> a chip dataset folder."""
-import json
-
 from qgis.core import (
     QgsProcessing,
     QgsProcessingException,
@@ -15,12 +13,19 @@ from qgis.core import (
     QgsProcessingParameterVectorLayer,
 )
 
+from ..core.chips.options import ChipExportOptions
+from ..core.options import default_of
 from ..qgis_glue.layers import raster_layer_to_path, vector_layer_to_gpkg
 from ..qgis_glue.training_layer import schema_for_layer, schema_to_argument
 from .base import EngineAlgorithm
 
 
+def _default(name):
+    return default_of(ChipExportOptions, name)
+
+
 class ExportChipsAlgorithm(EngineAlgorithm):
+    COMMAND = "export-chips"
     INPUT = "INPUT"
     LABELS = "LABELS"
     SELECTED_ONLY = "SELECTED_ONLY"
@@ -43,10 +48,10 @@ class ExportChipsAlgorithm(EngineAlgorithm):
     def name(self):
         return "export_label_chips"
 
-    def displayName(self):  # noqa: N802 - QGIS's name
+    def displayName(self):
         return self.tr("Export label chips")
 
-    def shortHelpString(self):  # noqa: N802 - QGIS's name
+    def shortHelpString(self):
         return self.tr(
             "Cuts the raster into square chips and writes, for each chip that is labelled enough, the image "
             "chip (all bands, the raster's data type and nodata, georeferenced) and a label chip (class ids, "
@@ -64,7 +69,7 @@ class ExportChipsAlgorithm(EngineAlgorithm):
             "The output folder must be new, empty, or an earlier chip dataset (which is replaced); a folder "
             "holding other files is refused and left untouched.")
 
-    def initAlgorithm(self, config=None):  # noqa: N802 - QGIS's name
+    def initAlgorithm(self, config=None):
         self.addParameter(QgsProcessingParameterRasterLayer(self.INPUT, self.tr("Raster (image)")))
         self.addParameter(QgsProcessingParameterVectorLayer(
             self.LABELS, self.tr("Training polygons"), [QgsProcessing.TypeVectorPolygon], optional=True))
@@ -75,17 +80,18 @@ class ExportChipsAlgorithm(EngineAlgorithm):
         self.addParameter(QgsProcessingParameterRasterLayer(
             self.LABELS_RASTER, self.tr("Or: classified raster as labels"), optional=True))
         self.addParameter(QgsProcessingParameterNumber(self.CHIP_SIZE, self.tr("Chip size (pixels)"),
-                                                       defaultValue=256, minValue=8, maxValue=4096))
+                                                       defaultValue=_default("chip_size"), minValue=8, maxValue=4096))
         self.addParameter(QgsProcessingParameterNumber(self.STRIDE, self.tr("Stride (pixels, 0 = chip size)"),
                                                        defaultValue=0, minValue=0, maxValue=4096))
         self.addParameter(QgsProcessingParameterNumber(
             self.MIN_LABELLED, self.tr("Minimum labelled share of a chip (0-1)"),
-            QgsProcessingParameterNumber.Double, defaultValue=0.05, minValue=0.0, maxValue=1.0))
+            QgsProcessingParameterNumber.Double, defaultValue=_default("min_labelled"), minValue=0.0,
+            maxValue=1.0))
         self.addParameter(QgsProcessingParameterNumber(
             self.VAL_FRACTION, self.tr("Validation share (0-0.9)"), QgsProcessingParameterNumber.Double,
-            defaultValue=0.2, minValue=0.0, maxValue=0.9))
+            defaultValue=_default("val_fraction"), minValue=0.0, maxValue=0.9))
         self.addParameter(QgsProcessingParameterNumber(self.SEED, self.tr("Random seed of the split"),
-                                                       defaultValue=0, minValue=0))
+                                                       defaultValue=_default("seed"), minValue=0))
         self.addParameter(QgsProcessingParameterFolderDestination(self.OUTPUT, self.tr("Chip dataset folder")))
         self.addOutput(QgsProcessingOutputFile(self.DATASET, self.tr("dataset.json")))
         for key, label in ((self.CHIPS, "Chips"), (self.TRAIN_CHIPS, "Training chips"),
@@ -96,7 +102,7 @@ class ExportChipsAlgorithm(EngineAlgorithm):
                            (self.RARE_CLASSES, "Classes with very few training pixels")):
             self.addOutput(QgsProcessingOutputString(key, self.tr(label)))
 
-    def checkParameterValues(self, parameters, context):  # noqa: N802 - QGIS's name
+    def checkParameterValues(self, parameters, context):
         has_polygons = self.parameterAsVectorLayer(parameters, self.LABELS, context) is not None
         has_raster = self.parameterAsRasterLayer(parameters, self.LABELS_RASTER, context) is not None
         if has_polygons == has_raster:
@@ -106,40 +112,31 @@ class ExportChipsAlgorithm(EngineAlgorithm):
             return False, self.tr("Choose the class field of the training polygons.")
         return super().checkParameterValues(parameters, context)
 
-    def processAlgorithm(self, parameters, context, feedback):  # noqa: N802 - QGIS's name
+    def engine_options(self, parameters, context, feedback) -> ChipExportOptions:
         raster = self.parameterAsRasterLayer(parameters, self.INPUT, context)
         if raster is None:
             raise QgsProcessingException("Choose the raster to cut into chips.")
-        output = self.parameterAsString(parameters, self.OUTPUT, context)
-        args = ["--image", raster_layer_to_path(raster, context, feedback), "--output", output]
+        options = ChipExportOptions(
+            image=raster_layer_to_path(raster, context, feedback),
+            output=self.parameterAsString(parameters, self.OUTPUT, context),
+            chip_size=self.parameterAsInt(parameters, self.CHIP_SIZE, context),
+            stride=self.parameterAsInt(parameters, self.STRIDE, context) or None,
+            min_labelled=self.parameterAsDouble(parameters, self.MIN_LABELLED, context),
+            val_fraction=self.parameterAsDouble(parameters, self.VAL_FRACTION, context),
+            seed=self.parameterAsInt(parameters, self.SEED, context))
         polygons = self.parameterAsVectorLayer(parameters, self.LABELS, context)
         if polygons is not None:
             field = self.parameterAsString(parameters, self.CLASS_FIELD, context)
             selected = self.parameterAsBool(parameters, self.SELECTED_ONLY, context)
             schema = schema_for_layer(polygons, field)
-            labels = vector_layer_to_gpkg(polygons, context, feedback, raster.crs(), selected_only=selected,
-                                          fields=[field])
-            args += ["--labels-vector", labels, "--class-field", field]
+            options.labels_vector = vector_layer_to_gpkg(polygons, context, feedback, raster.crs(),
+                                                         selected_only=selected, fields=[field])
+            options.class_field = field
         else:
             labels_raster = self.parameterAsRasterLayer(parameters, self.LABELS_RASTER, context)
             schema = schema_for_layer(labels_raster)
-            args += ["--labels-raster", raster_layer_to_path(labels_raster, context, feedback)]
+            options.labels_raster = raster_layer_to_path(labels_raster, context, feedback)
         if schema is not None:
             feedback.pushInfo("Classes of the labels layer: " + ", ".join(f"{c.id}={c.name}" for c in schema))
-            args += ["--schema", schema_to_argument(schema)]
-        stride = self.parameterAsInt(parameters, self.STRIDE, context)
-        args += ["--chip-size", self.parameterAsInt(parameters, self.CHIP_SIZE, context),
-                 "--min-labelled", self.parameterAsDouble(parameters, self.MIN_LABELLED, context),
-                 "--val-fraction", self.parameterAsDouble(parameters, self.VAL_FRACTION, context),
-                 "--seed", self.parameterAsInt(parameters, self.SEED, context)]
-        if stride > 0:
-            args += ["--stride", stride]
-        outputs = self.run_engine("export-chips", args, feedback)
-        summary = outputs["SUMMARY"]
-        return {
-            self.OUTPUT: outputs["OUTPUT"], self.DATASET: outputs["DATASET"], self.CHIPS: outputs["CHIPS"],
-            self.TRAIN_CHIPS: outputs["TRAIN_CHIPS"], self.VAL_CHIPS: outputs["VAL_CHIPS"],
-            self.CLASS_PIXELS: json.dumps(summary["class_pixels"]),
-            self.MISSING_CLASSES: ", ".join(summary["missing_classes"]),
-            self.RARE_CLASSES: ", ".join(summary["rare_classes"]),
-        }
+            options.schema = schema_to_argument(schema)
+        return options

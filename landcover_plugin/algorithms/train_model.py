@@ -12,13 +12,20 @@ from qgis.core import (
     QgsProcessingParameterNumber,
 )
 
-from .base import EngineAlgorithm
+from ..core.options import DEVICES, default_of
+from ..core.train.options import TrainConfig
+from .base import DEVICE_OPTIONS, EngineAlgorithm
 
+# The architectures offered in the dialog (TrainConfig's choices, without optional extras), with their labels.
 ARCHITECTURES = [("unet", "U-Net"), ("deeplabv3plus", "DeepLabV3+ (dilated convolutions)")]
-DEVICES = [("auto", "Automatic (GPU when available)"), ("cpu", "CPU"), ("cuda", "GPU (CUDA)")]
+
+
+def _default(name):
+    return default_of(TrainConfig, name)
 
 
 class TrainModelAlgorithm(EngineAlgorithm):
+    COMMAND = "train"
     DATASET = "DATASET"
     ARCHITECTURE = "ARCHITECTURE"
     EPOCHS = "EPOCHS"
@@ -47,10 +54,10 @@ class TrainModelAlgorithm(EngineAlgorithm):
     def name(self):
         return "train_segmentation_model"
 
-    def displayName(self):  # noqa: N802 - QGIS's name
+    def displayName(self):
         return self.tr("Train segmentation model")
 
-    def shortHelpString(self):  # noqa: N802 - QGIS's name
+    def shortHelpString(self):
         return self.tr(
             "Trains a segmentation network on a chip dataset made by 'Export label chips' and writes one "
             "self-describing ONNX model (classes, colours, band statistics and tile size inside; readable by "
@@ -67,37 +74,44 @@ class TrainModelAlgorithm(EngineAlgorithm):
             "<b>initial weights</b> start from a .pt file of weights (nothing is downloaded).\n\n"
             "Out of memory? Use a smaller batch size or base width, or export smaller chips.")
 
-    def initAlgorithm(self, config=None):  # noqa: N802 - QGIS's name
+    def initAlgorithm(self, config=None):
         self.addParameter(QgsProcessingParameterFile(self.DATASET, self.tr("Chip dataset folder"),
                                                      behavior=QgsProcessingParameterFile.Folder))
         self.addParameter(QgsProcessingParameterEnum(self.ARCHITECTURE, self.tr("Architecture"),
-                                                     options=[label for _, label in ARCHITECTURES], defaultValue=0))
-        self.addParameter(QgsProcessingParameterNumber(self.EPOCHS, self.tr("Epochs"), defaultValue=30,
+                                                     options=[label for _, label in ARCHITECTURES],
+                                                     defaultValue=[n for n, _ in ARCHITECTURES].index(
+                                                         _default("architecture"))))
+        self.addParameter(QgsProcessingParameterNumber(self.EPOCHS, self.tr("Epochs"), defaultValue=_default("epochs"),
                                                        minValue=1, maxValue=10000))
-        self.addParameter(QgsProcessingParameterNumber(self.BATCH_SIZE, self.tr("Batch size"), defaultValue=16,
+        self.addParameter(QgsProcessingParameterNumber(self.BATCH_SIZE, self.tr("Batch size"),
+                                                       defaultValue=_default("batch_size"),
                                                        minValue=1, maxValue=4096))
         self.addParameter(QgsProcessingParameterNumber(self.LEARNING_RATE, self.tr("Learning rate (peak)"),
-                                                       QgsProcessingParameterNumber.Double, defaultValue=0.001,
+                                                       QgsProcessingParameterNumber.Double,
+                                                       defaultValue=_default("learning_rate"),
                                                        minValue=1e-7, maxValue=1.0))
         self.addParameter(QgsProcessingParameterEnum(self.DEVICE, self.tr("Device"),
-                                                     options=[label for _, label in DEVICES], defaultValue=0))
+                                                     options=DEVICE_OPTIONS,
+                                                     defaultValue=DEVICES.index(_default("device"))))
         self.addParameter(QgsProcessingParameterBoolean(self.CLASS_WEIGHTS, self.tr("Weight classes against "
-                                                                                    "imbalance"), defaultValue=True))
+                                                                                    "imbalance"),
+                                                        defaultValue=_default("class_weights")))
         self.addParameter(QgsProcessingParameterBoolean(self.AUGMENT, self.tr("Augment (flips, 90° rotations)"),
-                                                        defaultValue=True))
+                                                        defaultValue=_default("augment")))
         self.addParameter(QgsProcessingParameterNumber(self.PATIENCE, self.tr("Early stopping patience (epochs, "
                                                                               "0 = off)"),
-                                                       defaultValue=10, minValue=0, maxValue=10000))
+                                                       defaultValue=_default("patience"), minValue=0, maxValue=10000))
         self.addParameter(QgsProcessingParameterFile(self.RESUME, self.tr("Resume from checkpoint (last.pt)"),
                                                      extension="pt", optional=True))
         self.addParameter(QgsProcessingParameterFile(self.INITIAL_WEIGHTS, self.tr("Initial weights (.pt)"),
                                                      optional=True))
         advanced = [
             QgsProcessingParameterBoolean(self.COLOUR_AUGMENT, self.tr("Colour augmentation (brightness, "
-                                                                       "contrast, noise)"), defaultValue=False),
+                                                                       "contrast, noise)"),
+                                          defaultValue=_default("colour_augment")),
             QgsProcessingParameterNumber(self.BASE_WIDTH, self.tr("Base width (channels of the first stage)"),
-                                         defaultValue=16, minValue=4, maxValue=256),
-            QgsProcessingParameterNumber(self.SEED, self.tr("Random seed"), defaultValue=0, minValue=0),
+                                         defaultValue=_default("base_width"), minValue=4, maxValue=256),
+            QgsProcessingParameterNumber(self.SEED, self.tr("Random seed"), defaultValue=_default("seed"), minValue=0),
             QgsProcessingParameterNumber(self.TIME_LIMIT, self.tr("Time limit (minutes, 0 = none)"),
                                          QgsProcessingParameterNumber.Double, defaultValue=0.0, minValue=0.0),
             QgsProcessingParameterNumber(self.TILE_SIZE, self.tr("Model tile size (pixels, 0 = chip size)"),
@@ -117,49 +131,36 @@ class TrainModelAlgorithm(EngineAlgorithm):
         self.addOutput(QgsProcessingOutputNumber(self.BEST_EPOCH, self.tr("Best epoch")))
         self.addOutput(QgsProcessingOutputBoolean(self.CANCELLED, self.tr("Cancelled before the last epoch")))
 
-    def processAlgorithm(self, parameters, context, feedback):  # noqa: N802 - QGIS's name
-        dataset = self.parameterAsFile(parameters, self.DATASET, context)
-        output = self.parameterAsFileOutput(parameters, self.OUTPUT, context)
+    def engine_options(self, parameters, context, feedback) -> TrainConfig:
+        p = parameters
+        dataset = self.parameterAsFile(p, self.DATASET, context)
+        output = self.parameterAsFileOutput(p, self.OUTPUT, context)
         if not dataset:
             raise QgsProcessingException(self.tr("Choose the chip dataset folder made by 'Export label chips'."))
         if not output.lower().endswith(".onnx"):
             output += ".onnx"
-        p = parameters
-        args = [dataset, "--output", output,
-                "--architecture", ARCHITECTURES[self.parameterAsEnum(p, self.ARCHITECTURE, context)][0],
-                "--epochs", self.parameterAsInt(p, self.EPOCHS, context),
-                "--batch-size", self.parameterAsInt(p, self.BATCH_SIZE, context),
-                "--learning-rate", self.parameterAsDouble(p, self.LEARNING_RATE, context),
-                "--device", DEVICES[self.parameterAsEnum(p, self.DEVICE, context)][0],
-                "--patience", self.parameterAsInt(p, self.PATIENCE, context),
-                "--base-width", self.parameterAsInt(p, self.BASE_WIDTH, context),
-                "--seed", self.parameterAsInt(p, self.SEED, context)]
-        flags = ((self.CLASS_WEIGHTS, False, "--no-class-weights"), (self.AUGMENT, False, "--no-augment"),
-                 (self.COLOUR_AUGMENT, True, "--colour-augment"))
-        args += [flag for key, when, flag in flags if self.parameterAsBool(p, key, context) == when]
-        for key, flag in ((self.RESUME, "--resume"), (self.INITIAL_WEIGHTS, "--initial-weights")):
-            path = self.parameterAsFile(p, key, context)
-            if path:
-                args += [flag, path]
-        time_limit = self.parameterAsDouble(p, self.TIME_LIMIT, context)
-        if time_limit > 0:
-            args += ["--time-limit-minutes", time_limit]
-        tile = self.parameterAsInt(p, self.TILE_SIZE, context)
-        if tile > 0:
-            args += ["--export-tile-size", tile]
-        outputs = self.run_engine("train", args, feedback)
-        if outputs.get("cancelled"):
+        return TrainConfig(
+            dataset_dir=dataset, output=output,
+            architecture=ARCHITECTURES[self.parameterAsEnum(p, self.ARCHITECTURE, context)][0],
+            epochs=self.parameterAsInt(p, self.EPOCHS, context),
+            batch_size=self.parameterAsInt(p, self.BATCH_SIZE, context),
+            learning_rate=self.parameterAsDouble(p, self.LEARNING_RATE, context),
+            device=DEVICES[self.parameterAsEnum(p, self.DEVICE, context)],
+            patience=self.parameterAsInt(p, self.PATIENCE, context),
+            base_width=self.parameterAsInt(p, self.BASE_WIDTH, context),
+            seed=self.parameterAsInt(p, self.SEED, context),
+            class_weights=self.parameterAsBool(p, self.CLASS_WEIGHTS, context),
+            augment=self.parameterAsBool(p, self.AUGMENT, context),
+            colour_augment=self.parameterAsBool(p, self.COLOUR_AUGMENT, context),
+            resume=self.parameterAsFile(p, self.RESUME, context) or None,
+            initial_weights=self.parameterAsFile(p, self.INITIAL_WEIGHTS, context) or None,
+            time_limit_minutes=self.parameterAsDouble(p, self.TIME_LIMIT, context) or None,
+            export_tile_size=self.parameterAsInt(p, self.TILE_SIZE, context) or None)
+
+    def processing_outputs(self, outputs, context, feedback) -> dict:
+        if outputs.get("CANCELLED"):
             feedback.pushWarning(self.tr("Training was cancelled: the model holds the best epoch finished before "
                                          "the cancel."))
         feedback.pushInfo(self.tr("Model: {0}\nTraining curves: {1}").format(outputs["OUTPUT"],
-                                                                            outputs["CURVES_PNG"]))
-        return {
-            self.OUTPUT: outputs["OUTPUT"],
-            self.CURVES_CSV: outputs["CURVES_CSV"],
-            self.CURVES_PNG: outputs["CURVES_PNG"],
-            self.CHECKPOINT: outputs.get("CHECKPOINT"),
-            self.BEST_VAL_MIOU: outputs.get("BEST_VAL_MIOU"),
-            self.BEST_VAL_ACCURACY: outputs.get("BEST_VAL_ACCURACY"),
-            self.BEST_EPOCH: outputs.get("BEST_EPOCH"),
-            self.CANCELLED: bool(outputs.get("cancelled")),
-        }
+                                                                             outputs["CURVES_PNG"]))
+        return super().processing_outputs(outputs, context, feedback)

@@ -1,43 +1,94 @@
 """The engine's command line: ``python -m landcover_plugin.core.engine <command> [options]``.
 
-Runs without QGIS. Each command is a module with ``add_arguments(parser)`` and
-``run(args, events) -> dict`` (the outputs). Commands are listed explicitly below and imported
-only when chosen, so ``classify`` never pays for importing torch.
+Runs without QGIS. Each command is an options dataclass (its flags, defaults and help; see
+:mod:`.options`) and a runner ``run(options, events) -> dict`` (the outputs). The table below names every
+command's module; a runner's module is imported only when its command runs, so ``classify`` never pays for
+importing torch, and building the parser (``--help`` included) imports no engine package at all.
 
 Exit codes: 0 success, 1 internal error, 2 bad input, 3 out of memory, 4 cancelled.
 Every failure also ends with one ``error`` event on stdout, so the QGIS side never has to guess.
 """
 import argparse
-import importlib
 import os
 import sys
 import traceback
+from dataclasses import dataclass
+from typing import Callable
 
+from . import options as opts
+from .assess.options import AssessOptions
+from .chips.options import ChipExportOptions
+from .classify.options import ClassifyOptions
+from .env_report import EnvReportOptions
 from .errors import LandcoverError
 from .events import Events
+from .selftest import SelftestOptions
+from .train.options import TrainConfig
+
+
+def _env_report():
+    from .env_report import env_report
+    return env_report
+
+
+def _selftest():
+    from .selftest import selftest
+    return selftest
+
+
+def _export_chips():
+    from .chips.export import export_command
+    return export_command
+
+
+def _train():
+    from training.loop import train  # the trainer (torch): a top-level package beside this one
+    return train
+
+
+def _classify():
+    from .classify.run import classify_raster
+    return classify_raster
+
+
+def _assess():
+    from .assess.assess import assess_accuracy
+    return assess_accuracy
+
+
+@dataclass(frozen=True)
+class Command:
+    options: type            # the options dataclass: flags, defaults, help
+    load: Callable           # imports and returns ``run(options, events) -> dict``
+    help: str
+
 
 COMMANDS = {
-    "env-report": ("landcover_plugin.core.env_report", "report versions, GPU and execution providers"),
-    "selftest": ("landcover_plugin.core.selftest", "check that the engine starts and reports progress"),
-    "export-chips": ("landcover_plugin.core.chip_export", "cut image and label chips into a chip dataset"),
-    "train": ("training.cli", "train a segmentation network on a chip dataset and export ONNX"),
-    "classify": ("landcover_plugin.core.classify", "classify a raster with an ONNX model"),
-    "assess": ("landcover_plugin.core.accuracy_cli", "assess a classified raster against reference data"),
+    "env-report": Command(EnvReportOptions, _env_report, "report versions, GPU and execution providers"),
+    "selftest": Command(SelftestOptions, _selftest, "check that the engine starts and reports progress"),
+    "export-chips": Command(ChipExportOptions, _export_chips, "cut image and label chips into a chip dataset"),
+    "train": Command(TrainConfig, _train, "train a segmentation network on a chip dataset and export ONNX"),
+    "classify": Command(ClassifyOptions, _classify, "classify a raster with an ONNX model"),
+    "assess": Command(AssessOptions, _assess, "assess a classified raster against reference data"),
 }
 
 EXIT_CODES = {"internal": 1, "bad_input": 2, "out_of_memory": 3, "cancelled": 4}
 
 
-def build_parser(command_modules: dict) -> argparse.ArgumentParser:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m landcover_plugin.core.engine",
                                      description="Land-cover engine (QGIS-free).")
     sub = parser.add_subparsers(dest="command", required=True, metavar="command")
-    for name, (module_name, help_text) in COMMANDS.items():
-        sub_parser = sub.add_parser(name, help=help_text, description=help_text)
-        module = command_modules.get(name)
-        if module is not None:
-            module.add_arguments(sub_parser)
+    for name, command in COMMANDS.items():
+        opts.add_arguments(sub.add_parser(name, help=command.help, description=command.help), command.options)
     return parser
+
+
+def command_argv(command: str, options) -> list:
+    """The engine's argv for ``options`` (what the QGIS side runs): ``[command, *flags]``."""
+    if not isinstance(options, COMMANDS[command].options):
+        raise TypeError(f"'{command}' takes {COMMANDS[command].options.__name__}, not {type(options).__name__}")
+    return [command, *opts.to_argv(options)]
 
 
 def main(argv=None) -> int:
@@ -47,22 +98,19 @@ def main(argv=None) -> int:
     sys.stdout = sys.stderr
     events.install_cancel_handler()
 
-    chosen = argv[0] if argv and argv[0] in COMMANDS else None
-    modules = {}
+    args = build_parser().parse_args(argv)
+    command = COMMANDS[args.command]
     try:
-        if chosen:
-            modules[chosen] = importlib.import_module(COMMANDS[chosen][0])
+        run = command.load()
     except ImportError as exc:  # a package missing from the engine environment
         missing = getattr(exc, "name", None) or str(exc)
         events.error(f"The engine environment ({sys.executable}) cannot import '{missing}' needed by "
-                     f"'{chosen}'. Run the 'Set up engine environment' algorithm, or install the "
+                     f"'{args.command}'. Run the 'Set up engine environment' algorithm, or install the "
                      f"project's requirements into that Python.", "internal")
         traceback.print_exc()
         return EXIT_CODES["internal"]
-
-    args = build_parser(modules).parse_args(argv)
     try:
-        outputs = modules[args.command].run(args, events)
+        outputs = run(opts.from_args(command.options, args), events)
     except LandcoverError as exc:
         events.error(exc.message, exc.kind)
         return EXIT_CODES.get(exc.kind, 1)

@@ -2,13 +2,18 @@
 import importlib
 import platform
 import sys
+from dataclasses import dataclass
 
 from .errors import BadInputError
+from .options import option
+
+ENGINE_PACKAGES = ["numpy", "rasterio", "onnxruntime", "torch", "onnx"]
 
 
-def add_arguments(parser):
-    parser.add_argument("--require", nargs="*", default=["numpy", "rasterio", "onnxruntime", "torch", "onnx"],
-                        help="packages that must import (default: all the engine needs)")
+@dataclass
+class EnvReportOptions:
+    require: list = option(ENGINE_PACKAGES, nargs="*",
+                           help="packages that must import (default: all the engine needs)")
 
 
 def _version(name: str):
@@ -47,13 +52,13 @@ def collect(extra=()) -> dict:
     return report
 
 
-def run(args, events):
-    report = collect(extra=[n for n in args.require if n not in ("numpy", "rasterio", "onnx", "onnxruntime", "torch")])
+def env_report(options: EnvReportOptions, events) -> dict:
+    report = collect(extra=[n for n in options.require if n not in ENGINE_PACKAGES])
     for name, version in report["packages"].items():
         events.info(f"{name}: {version or 'MISSING'}")
     events.info(f"GPU: {report['gpu']}; torch device: {report['torch_device']}; "
                 f"onnxruntime providers: {', '.join(report['onnxruntime_providers']) or 'none'}")
-    missing = [name for name in args.require if not report["packages"].get(name)]
+    missing = [name for name in options.require if not report["packages"].get(name)]
     if missing:
         details = f" ({'; '.join(report['problems'])})" if report["problems"] else ""
         raise BadInputError(f"The engine environment ({sys.executable}) lacks {', '.join(missing)}{details}. "

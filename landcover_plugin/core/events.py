@@ -9,6 +9,20 @@ import signal
 import sys
 import time
 
+EVENT_NAMES = ("progress", "metric", "log", "result", "error")
+
+
+def parse_event(line: str):
+    """The event a line of engine output holds (a dict with a known ``"event"`` name), or None for any
+    other line. The one reader of the event stream: the QGIS side's runner and the benchmarks use it."""
+    try:
+        event = json.loads(line)
+    except ValueError:
+        return None
+    if isinstance(event, dict) and event.get("event") in EVENT_NAMES:
+        return event
+    return None
+
 
 class Events:
     """Writes engine events to a text stream and tracks cancellation.

@@ -65,13 +65,6 @@ def field_names(ogr_layer) -> list:
     return [definition.GetFieldDefn(i).GetName() for i in range(definition.GetFieldCount())]
 
 
-def field_is_numeric(ogr_layer, field: str) -> bool:
-    ogr, _ = _ogr()
-    definition = ogr_layer.GetLayerDefn()
-    index = definition.GetFieldIndex(field)
-    return definition.GetFieldDefn(index).GetType() in (ogr.OFTInteger, ogr.OFTInteger64, ogr.OFTReal)
-
-
 def crs_name(crs_text) -> str:
     """A short, readable name of a CRS given as WKT, 'EPSG:n' or anything osr understands."""
     _, osr = _ogr()

@@ -9,7 +9,6 @@ This module does not import qgis: ``feedback`` is anything with QgsProcessingFee
 ``pushConsoleInfo``, ``reportError``, ``isCanceled``), so the same runner serves the algorithms, scripts and tests.
 """
 import collections
-import json
 import os
 import queue
 import signal
@@ -18,6 +17,8 @@ import sys
 import threading
 import time
 from pathlib import Path
+
+from ..core.events import parse_event
 
 PLUGIN_DIR = Path(__file__).resolve().parents[1]
 ENGINE_MODULE = "landcover_plugin.core.engine"
@@ -94,7 +95,7 @@ def stream_process(argv, feedback, on_line=None, env=None, cwd=None) -> int:
         except queue.Empty:
             if feedback.isCanceled():
                 _terminate(proc, 10.0)
-                raise EngineCancelled()
+                raise EngineCancelled() from None
             continue
         if line is None:
             break
@@ -169,13 +170,11 @@ class _EngineRun:
         raise EngineError(_crash_message(returncode, tail), _crash_kind(returncode), tail)
 
     def _handle(self, line: str) -> None:
-        try:
-            event = json.loads(line)
-            name = event["event"]
-        except (ValueError, KeyError, TypeError):
+        event = parse_event(line)
+        if event is None:
             self.feedback.pushDebugInfo(line.rstrip())
             return
-        fb = self.feedback
+        name, fb = event["event"], self.feedback
         if name == "progress":
             fb.setProgress(100.0 * float(event.get("fraction", 0.0)))
             if event.get("message"):

@@ -9,14 +9,15 @@ import sys
 import numpy as np
 import pytest
 import rasterio
+from classify_models import band_stats, card_for, export, tiny_net, torch_probabilities, train_on_zion
 from osgeo import gdal
 from rasterio.windows import Window
 
-from classify_models import band_stats, card_for, export, tiny_net, torch_probabilities, train_on_zion
-from landcover_plugin.core.classify import classify_raster
+from landcover_plugin.core.classify.options import ClassifyOptions
+from landcover_plugin.core.classify.run import classify_raster
+from landcover_plugin.core.classify.tiling import TileGrid
 from landcover_plugin.core.events import RecordingEvents
-from landcover_plugin.core.model_card import metadata_props
-from landcover_plugin.core.tiling import TileGrid
+from landcover_plugin.core.model.card import metadata_props
 
 TILE = 64
 
@@ -31,8 +32,8 @@ def zion(shared_data, tmp_path_factory):
     model = export(net, folder / "zion.onnx", 4, TILE, metadata_props(card))
     image = shared_data / "zion" / "landsat8_2015_b2345.tif"
     events = RecordingEvents()
-    result = classify_raster(image, model, folder / "classes.tif", confidence_path=folder / "confidence.tif",
-                             batch_size=8, events=events)
+    result = classify_raster(ClassifyOptions(image, model, folder / "classes.tif",
+                                             confidence=folder / "confidence.tif", batch_size=8), events=events)
     reference = torch_probabilities(net, image, mean, std)
     return {"net": net, "names": names, "mean": mean, "std": std, "card": card, "model": model, "image": image,
             "result": result, "events": events, "reference": reference, "folder": folder}
@@ -101,7 +102,8 @@ def test_no_seams_with_blending_and_seams_without(zion, tmp_path):
     seams = seam_mask(*labels.shape, TILE, zion["result"]["OVERLAP"])
     blended = (labels != expected)[seams].mean()
     # The same model with no overlap (so no blending): the net's zero padding shows along tile edges.
-    hard = classify_raster(zion["image"], zion["model"], tmp_path / "hard.tif", overlap=0.0, events=RecordingEvents())
+    hard = classify_raster(ClassifyOptions(zion["image"], zion["model"], tmp_path / "hard.tif",
+                                           overlap=0.0), events=RecordingEvents())
     hard_labels = read(hard["OUTPUT"])
     hard_seams = seam_mask(*labels.shape, TILE, 0)
     at_seams = (hard_labels != expected)[hard_seams].mean()
@@ -119,8 +121,8 @@ def test_a_window_classified_as_its_own_raster_matches_the_big_output(zion, tmp_
         piece = tmp_path / "piece.tif"
         with rasterio.open(piece, "w", **profile) as dst:
             dst.write(src.read(window=window))
-    small = read(classify_raster(piece, zion["model"], tmp_path / "piece_classes.tif",
-                                 events=RecordingEvents())["OUTPUT"])
+    small = read(classify_raster(ClassifyOptions(piece, zion["model"],
+                                                 tmp_path / "piece_classes.tif"), events=RecordingEvents())["OUTPUT"])
     big = read(zion["result"]["OUTPUT"], window)
     inner = (slice(8, -8), slice(8, -8))  # away from the small raster's own border (the net sees 0 beyond)
     assert (small[inner] != big[inner]).mean() < 0.002
@@ -137,7 +139,8 @@ def test_nodata_pixels_give_nodata_and_empty_tiles_are_not_run(zion, tmp_path):
         data[rng.integers(0, 4, 500), rows, cols] = 65535  # scattered pixels, one band each
         dst.write(data)
     invalid = (data == 65535).any(axis=0)
-    result = classify_raster(image, zion["model"], tmp_path / "holes_classes.tif", events=RecordingEvents())
+    result = classify_raster(ClassifyOptions(image, zion["model"],
+                                             tmp_path / "holes_classes.tif"), events=RecordingEvents())
     labels = read(result["OUTPUT"])
     np.testing.assert_array_equal(labels == 0, invalid)
     grid = TileGrid(*labels.shape, TILE, result["OVERLAP"])
@@ -154,7 +157,8 @@ def test_nan_pixels_of_a_float_raster_give_nodata(shared_data, tmp_path):
                     resolution=[10.0, 10.0])
     net = tiny_net(13, 3, seed=3)
     model = export(net, tmp_path / "s2.onnx", 13, 32, metadata_props(card))
-    labels = read(classify_raster(image, model, tmp_path / "s2.tif", events=RecordingEvents())["OUTPUT"])
+    labels = read(classify_raster(ClassifyOptions(image, model,
+                                                  tmp_path / "s2.tif"), events=RecordingEvents())["OUTPUT"])
     with rasterio.open(image) as src:
         nan = np.isnan(src.read()).any(axis=0)
     assert nan.sum() > 1000
@@ -163,7 +167,7 @@ def test_nan_pixels_of_a_float_raster_give_nodata(shared_data, tmp_path):
     assert (labels != expected)[~nan].mean() < 0.01
     # A tile larger than the raster: one tile, padded with zeros exactly as the net pads its borders.
     big_tile = export(net, tmp_path / "s2_128.onnx", 13, 128, metadata_props({**card, "tile_size": 128}))
-    result = classify_raster(image, big_tile, tmp_path / "s2_128.tif", events=RecordingEvents())
+    result = classify_raster(ClassifyOptions(image, big_tile, tmp_path / "s2_128.tif"), events=RecordingEvents())
     assert result["tiles"] == 1
     labels = read(result["OUTPUT"])
     np.testing.assert_array_equal(labels == 0, nan)
@@ -177,8 +181,8 @@ def test_extent_and_a_mask_in_another_crs(zion, tmp_path, shared_data):
     x0, y0 = transform * (300.3, 700.6)  # (col, row) -> (x, y)
     x1, y1 = transform * (600.2, 400.1)
     park = shared_data / "zion" / "park_boundary.gpkg"
-    result = classify_raster(zion["image"], zion["model"], tmp_path / "part.tif", extent=(x0, y0, x1, y1),
-                             mask_path=park, events=RecordingEvents())
+    result = classify_raster(ClassifyOptions(zion["image"], zion["model"], tmp_path / "part.tif",
+                                             extent=(x0, y0, x1, y1), mask=park), events=RecordingEvents())
     with rasterio.open(result["OUTPUT"]) as out:
         assert (out.width, out.height) == (301, 301)
         assert out.transform == transform * transform.translation(300, 400)
@@ -220,8 +224,9 @@ def test_threaded_and_in_turn_pipelines_write_the_same_map(zion, tmp_path):
         x1, y1 = src.xy(600, 500)
     maps = []
     for pipelined in (True, False):
-        result = classify_raster(zion["image"], zion["model"], tmp_path / f"p{pipelined}.tif", extent=(x0, y0, x1, y1),
-                                 batch_size=3, pipelined=pipelined, events=RecordingEvents())
+        result = classify_raster(ClassifyOptions(zion["image"], zion["model"], tmp_path / f"p{pipelined}.tif",
+                                                 extent=(x0, y0, x1, y1), batch_size=3,
+                                                 pipelined=pipelined), events=RecordingEvents())
         assert result["pipelined"] is pipelined
         maps.append(read(result["OUTPUT"]))
     np.testing.assert_array_equal(maps[0], maps[1])

@@ -9,13 +9,14 @@ import sys
 import numpy as np
 import pytest
 import rasterio
+from classify_models import card_for, export, tiny_net
 from osgeo import gdal
 
-from classify_models import card_for, export, tiny_net
-from landcover_plugin.core.classify import classify_raster
+from landcover_plugin.core.classify.options import ClassifyOptions
+from landcover_plugin.core.classify.run import classify_raster
 from landcover_plugin.core.errors import BadInputError, Cancelled
 from landcover_plugin.core.events import RecordingEvents
-from landcover_plugin.core.model_card import metadata_props
+from landcover_plugin.core.model.card import metadata_props
 
 
 @pytest.fixture(scope="module")
@@ -43,7 +44,8 @@ def leftovers(folder):
 
 def test_wrong_band_count_names_both_counts(model, shared_data, tmp_path):
     with pytest.raises(BadInputError, match="raster has 7 bands but the model takes 4 bands"):
-        classify_raster(shared_data / "rstoolbox" / "landsat5_1988_7band.tif", model, tmp_path / "out.tif")
+        classify_raster(ClassifyOptions(shared_data / "rstoolbox" / "landsat5_1988_7band.tif", model,
+                                        tmp_path / "out.tif"))
     assert leftovers(tmp_path) == []
 
 
@@ -51,9 +53,9 @@ def test_a_file_that_is_not_onnx(zion_image, tmp_path):
     fake = tmp_path / "model.onnx"
     fake.write_text("this is not a model")
     with pytest.raises(BadInputError, match="is not a usable ONNX model"):
-        classify_raster(zion_image, fake, tmp_path / "out.tif")
+        classify_raster(ClassifyOptions(zion_image, fake, tmp_path / "out.tif"))
     with pytest.raises(BadInputError, match="does not exist"):
-        classify_raster(zion_image, tmp_path / "missing.onnx", tmp_path / "out.tif")
+        classify_raster(ClassifyOptions(zion_image, tmp_path / "missing.onnx", tmp_path / "out.tif"))
 
 
 def test_a_model_with_no_usable_output(zion_image, tmp_path):
@@ -63,12 +65,12 @@ def test_a_model_with_no_usable_output(zion_image, tmp_path):
                                      torch.nn.Softmax(dim=1)).eval()
     path = export(classifier, tmp_path / "classifier.onnx", 4, 64)
     with pytest.raises(BadInputError, match=r"has no usable output.*\(N, classes, height, width\)"):
-        classify_raster(zion_image, path, tmp_path / "out.tif")
+        classify_raster(ClassifyOptions(zion_image, path, tmp_path / "out.tif"))
 
 
 def test_an_extent_outside_the_raster(model, zion_image, tmp_path):
     with pytest.raises(BadInputError, match=r"does not overlap the raster, which covers 301905, 4\.11124e\+06"):
-        classify_raster(zion_image, model, tmp_path / "out.tif", extent=(0, 0, 1000, 1000))
+        classify_raster(ClassifyOptions(zion_image, model, tmp_path / "out.tif", extent=(0, 0, 1000, 1000)))
     assert leftovers(tmp_path) == []
 
 
@@ -76,15 +78,15 @@ def test_an_existing_output_is_kept_unless_overwriting(model, zion_image, tmp_pa
     output = tmp_path / "out.tif"
     output.write_bytes(b"keep me")
     with pytest.raises(BadInputError, match="already exists.*--overwrite"):
-        classify_raster(zion_image, model, output, extent=small_extent(zion_image))
+        classify_raster(ClassifyOptions(zion_image, model, output, extent=small_extent(zion_image)))
     assert output.read_bytes() == b"keep me"
-    classify_raster(zion_image, model, output, extent=small_extent(zion_image), overwrite=True)
+    classify_raster(ClassifyOptions(zion_image, model, output, extent=small_extent(zion_image), overwrite=True))
     with rasterio.open(output) as out:
         assert out.read(1).min() >= 1
     with pytest.raises(BadInputError, match="is also an input"):
-        classify_raster(output, model, output, overwrite=True)
+        classify_raster(ClassifyOptions(output, model, output, overwrite=True))
     with pytest.raises(BadInputError, match="must be a GeoTIFF"):
-        classify_raster(zion_image, model, tmp_path / "out.png")
+        classify_raster(ClassifyOptions(zion_image, model, tmp_path / "out.png"))
 
 
 def test_a_full_disk_fails_cleanly(model, zion_image, tmp_path):
@@ -116,8 +118,8 @@ def test_cancel_removes_the_partial_output(model, zion_image, tmp_path, pipeline
                 self.cancel_requested = True
 
     with pytest.raises(Cancelled):
-        classify_raster(zion_image, model, tmp_path / "out.tif", confidence_path=tmp_path / "conf.tif",
-                        pipelined=pipelined, events=CancelAfterFirstTiles())
+        classify_raster(ClassifyOptions(zion_image, model, tmp_path / "out.tif", confidence=tmp_path / "conf.tif",
+                                        pipelined=pipelined), events=CancelAfterFirstTiles())
     assert leftovers(tmp_path) == []
 
 
@@ -126,11 +128,11 @@ def test_a_geographic_raster_cannot_be_compared_or_resampled(model, zion_image, 
     gdal.Warp(str(geographic), str(zion_image), dstSRS="EPSG:4326", width=150, height=150,
               outputBounds=(-113.2, 37.3, -113.1, 37.4), outputBoundsSRS="EPSG:4326")
     events = RecordingEvents()
-    classify_raster(geographic, model, tmp_path / "out.tif", events=events)
+    classify_raster(ClassifyOptions(geographic, model, tmp_path / "out.tif"), events=events)
     warnings = [e["message"] for e in events.of_type("log") if e["level"] == "warning"]
     assert any("geographic CRS (EPSG:4326, in degrees)" in m and "30 m per pixel" in m for m in warnings)
     with pytest.raises(BadInputError, match="Reproject the raster to a projected CRS"):
-        classify_raster(geographic, model, tmp_path / "out2.tif", resample=True)
+        classify_raster(ClassifyOptions(geographic, model, tmp_path / "out2.tif", resample=True))
 
 
 def test_a_pixel_type_other_than_the_models_is_warned_about(shared_data, tmp_path):
@@ -144,7 +146,7 @@ def test_a_pixel_type_other_than_the_models_is_warned_about(shared_data, tmp_pat
                     resolution=[30.0, 30.0])
     path = export(tiny_net(7, 2), tmp_path / "m7.onnx", 7, 64, metadata_props(card))
     events = RecordingEvents()
-    result = classify_raster(image, path, tmp_path / "out.tif", events=events)
+    result = classify_raster(ClassifyOptions(image, path, tmp_path / "out.tif"), events=events)
     assert any("pixels are uint8 but the model was trained on uint16" in e["message"] for e in events.of_type("log"))
     with rasterio.open(result["OUTPUT"]) as out:
         np.testing.assert_array_equal(out.read(1) == 0, (data == 255).any(axis=0))

@@ -3,12 +3,13 @@ normalisation), logits instead of probabilities, and the device choice."""
 import onnxruntime as ort
 import pytest
 import rasterio
-
 from classify_models import band_stats, card_for, export, tiny_net
-from landcover_plugin.core.classify import classify_raster
+
+from landcover_plugin.core.classify.options import ClassifyOptions
+from landcover_plugin.core.classify.run import classify_raster
 from landcover_plugin.core.errors import BadInputError
 from landcover_plugin.core.events import RecordingEvents
-from landcover_plugin.core.model_card import CARD_KEY, metadata_props
+from landcover_plugin.core.model.card import CARD_KEY, metadata_props
 
 NAMES = ["water", "forest", "shrubland", "developed"]
 
@@ -26,7 +27,8 @@ def setup(shared_data, tmp_path_factory):
         x0, y0 = src.xy(500, 200)
         x1, y1 = src.xy(300, 450)
     extent = (x0, y0, x1, y1)
-    reference = classify_raster(image, ours, folder / "ours.tif", extent=extent, events=RecordingEvents())
+    reference = classify_raster(ClassifyOptions(image, ours, folder / "ours.tif",
+                                                extent=extent), events=RecordingEvents())
     with rasterio.open(reference["OUTPUT"]) as out:
         labels = out.read(1)
     return {"folder": folder, "image": image, "mean": mean, "std": std, "net": net, "props": props,
@@ -35,8 +37,8 @@ def setup(shared_data, tmp_path_factory):
 
 def run(setup, model, name, **options):
     events = RecordingEvents()
-    result = classify_raster(setup["image"], model, setup["folder"] / name, extent=setup["extent"],
-                             events=events, **options)
+    result = classify_raster(ClassifyOptions(setup["image"], model, setup["folder"] / name, extent=setup["extent"],
+                                             **options), events=events)
     with rasterio.open(result["OUTPUT"]) as out:
         return out.read(1), result, [e["message"] for e in events.of_type("log")]
 
@@ -55,7 +57,7 @@ def test_a_deepness_model_runs_the_same_as_ours(setup):
 def test_a_bare_model_runs_with_the_users_class_names_and_normalisation(setup):
     model = export(setup["net"], setup["folder"] / "bare.onnx", 4, 64)
     labels, result, _ = run(setup, model, "bare.tif", class_names=NAMES, mean=setup["mean"], std=setup["std"],
-                            overlap=0.25)  # our card's overlap; a bare model gets 15 % by default
+                            overlap=25)  # our card's overlap (percent); a bare model gets 15 % by default
     assert [c["name"] for c in result["CLASSES"]] == NAMES
     assert (labels == setup["labels"]).mean() > 0.9999
     # Without class names it still runs, and says what it assumed.
@@ -69,7 +71,7 @@ def test_a_bare_model_runs_with_the_users_class_names_and_normalisation(setup):
 def test_a_model_giving_logits_gets_a_softmax(setup):
     model = export(tiny_net(4, len(NAMES), seed=7, softmax=False), setup["folder"] / "logits.onnx", 4, 64,
                    setup["props"])
-    labels, _result, logs = run(setup, model, "logits.tif", confidence_path=setup["folder"] / "logits_conf.tif")
+    labels, _result, logs = run(setup, model, "logits.tif", confidence=setup["folder"] / "logits_conf.tif")
     assert any("not class probabilities" in m for m in logs)
     assert (labels == setup["labels"]).mean() > 0.9999
     with rasterio.open(setup["folder"] / "logits_conf.tif") as conf:

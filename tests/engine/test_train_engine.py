@@ -11,7 +11,6 @@ import subprocess
 import numpy as np
 import onnxruntime as ort
 
-
 TINY = ["--epochs", "2", "--batch-size", "4", "--base-width", "8", "--learning-rate", "0.003", "--device", "cpu"]
 
 
@@ -89,7 +88,7 @@ def test_a_broken_chip_folder_is_a_bad_input_error(tmp_path, engine_python, repo
 def test_running_out_of_memory_is_reported_with_the_fix(chips, tmp_path, engine_python, repo_root):
     # The engine's own footprint once its modules are imported, then 1.5 GiB more address space: a U-Net of
     # base width 256 (about 2 GB of weights alone) cannot fit, whatever torch build is installed.
-    probe = subprocess.run([engine_python, "-c", "import training.loop, training.cli, landcover_plugin.core.engine; "
+    probe = subprocess.run([engine_python, "-c", "import training.loop, landcover_plugin.core.engine; "
                             "print(open('/proc/self/status').read().split('VmPeak:')[1].split()[0])"],
                            cwd=repo_root, capture_output=True, text=True, timeout=120, check=True)
     limit = int(probe.stdout.split()[-1]) * 1024 + 1536 * 2 ** 20

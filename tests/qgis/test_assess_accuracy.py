@@ -15,7 +15,6 @@ from qgis.core import (
     QgsVectorLayer,
 )
 
-
 gdal.UseExceptions()
 
 

@@ -2,6 +2,7 @@
 import processing
 import pytest
 import rasterio
+from classify_models import card_for, export, tiny_net
 from qgis.core import (
     QgsApplication,
     QgsCoordinateReferenceSystem,
@@ -16,8 +17,7 @@ from qgis.core import (
     QgsVectorLayer,
 )
 
-from classify_models import card_for, export, tiny_net
-from landcover_plugin.core.model_card import metadata_props
+from landcover_plugin.core.model.card import metadata_props
 
 NAMES = ["Water", "Forest", "Shrubland"]
 

@@ -1,6 +1,7 @@
 """The engine runner against real subprocesses: events into a real QgsProcessingFeedback, cancel,
 and every way the engine can fail turned into a clear message."""
 import stat
+import subprocess
 import sys
 import threading
 import time
@@ -8,7 +9,7 @@ import time
 import pytest
 from qgis.core import QgsProcessingFeedback
 
-from landcover_plugin.qgis_glue.engine_runner import EngineCancelled, EngineError, run_engine
+from landcover_plugin.qgis_glue.engine_runner import EngineCancelled, EngineError, engine_environment, run_engine
 
 SYSTEM_PYTHON = "/usr/bin/python3"
 
@@ -50,9 +51,17 @@ def test_engine_environment_without_packages_reports_the_missing_one(tmp_path):
     # -S: the system Python without its site packages, i.e. without numpy, rasterio, torch.
     python = fake_python(tmp_path, f'exec {SYSTEM_PYTHON} -S "$@"')
     with pytest.raises(EngineError) as caught:
-        run_engine(python, "export-chips", ["--help"], QgsProcessingFeedback())
+        run_engine(python, "export-chips", ["--image", tmp_path / "in.tif", "--output", tmp_path / "chips"],
+                   QgsProcessingFeedback())
     assert "cannot import 'numpy'" in caught.value.message or "cannot import 'rasterio'" in caught.value.message
     assert "Set up engine environment" in caught.value.message
+
+
+def test_engine_help_needs_none_of_the_engine_packages(tmp_path):
+    python = fake_python(tmp_path, f'exec {SYSTEM_PYTHON} -S "$@"')
+    done = subprocess.run([python, "-m", "landcover_plugin.core.engine", "classify", "--help"], capture_output=True,
+                          text=True, env=engine_environment(), timeout=60)
+    assert done.returncode == 0 and "--overlap" in done.stderr, done.stderr[-1000:]  # events own stdout
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="uses a shell script as the Python")

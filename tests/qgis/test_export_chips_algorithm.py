@@ -17,7 +17,6 @@ from qgis.core import (
 )
 from rasterio.windows import Window
 
-
 gdal.UseExceptions()
 
 

@@ -5,7 +5,6 @@ import numpy as np
 import onnxruntime as ort
 from qgis.core import QgsApplication, QgsProcessingContext, QgsProcessingFeedback, QgsProject
 
-
 TINY = {"EPOCHS": 2, "BATCH_SIZE": 4, "BASE_WIDTH": 8, "LEARNING_RATE": 0.003, "PATIENCE": 0, "DEVICE": 1}
 
 
@@ -16,7 +15,7 @@ class CancelAfterEpoch(QgsProcessingFeedback):
         super().__init__()
         self.epoch = epoch
 
-    def pushInfo(self, info):  # noqa: N802 - QGIS's name
+    def pushInfo(self, info):
         super().pushInfo(info)
         if info.startswith(f"Epoch {self.epoch}:"):
             self.cancel()

@@ -1,5 +1,4 @@
 """The ``assess`` command on tiny rasters and polygons whose confusion matrices are counted by hand."""
-import argparse
 import csv
 import json
 from html.parser import HTMLParser
@@ -11,7 +10,8 @@ import rasterio
 from osgeo import ogr, osr
 from rasterio.transform import from_origin
 
-from landcover_plugin.core import accuracy_cli
+from landcover_plugin.core.assess.assess import assess_accuracy
+from landcover_plugin.core.assess.options import AssessOptions
 from landcover_plugin.core.errors import BadInputError
 from landcover_plugin.core.events import RecordingEvents
 
@@ -47,15 +47,9 @@ def write_raster(path, data, transform=None, nodata=0, names=None):
 
 
 def assess(tmp_path, **options):
-    parser = argparse.ArgumentParser()
-    accuracy_cli.add_arguments(parser)
-    argv = []
-    for key, value in options.items():
-        argv += [f"--{key.replace('_', '-')}", str(value)]
-    if "output_folder" not in options:
-        argv += ["--output-folder", str(tmp_path / "out")]
+    options.setdefault("output_folder", str(tmp_path / "out"))
     events = RecordingEvents()
-    outputs = accuracy_cli.run(parser.parse_args(argv), events)
+    outputs = assess_accuracy(AssessOptions(**options), events)
     report = json.loads(Path(outputs["OUTPUT_JSON"]).read_text(encoding="utf-8"))
     return outputs, report, events
 
@@ -294,11 +288,9 @@ def test_cancel_stops_before_writing_anything(tmp_path):
 
     classified = write_raster(tmp_path / "classified.tif", CLASSIFIED)
     reference = write_raster(tmp_path / "reference.tif", REFERENCE)
-    parser = argparse.ArgumentParser()
-    accuracy_cli.add_arguments(parser)
     events = RecordingEvents()
     events.cancel_requested = True  # as after SIGTERM from the QGIS side
     with pytest.raises(Cancelled):
-        accuracy_cli.run(parser.parse_args(["--classified", classified, "--reference-raster", reference,
-                                            "--output-folder", str(tmp_path / "out")]), events)
+        assess_accuracy(AssessOptions(classified, reference_raster=reference, output_folder=str(tmp_path / "out")),
+                        events)
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())

@@ -4,7 +4,7 @@ import math
 import numpy as np
 import pytest
 
-from landcover_plugin.core.accuracy import ConfusionCounter, metrics_from_confusion, to_jsonable
+from landcover_plugin.core.assess.metrics import ConfusionCounter, metrics_from_confusion, to_jsonable
 
 # Rows = reference, columns = classified. This is the matrix of the 4 x 5 case in
 # test_accuracy_assess.py, counted there pixel by pixel.

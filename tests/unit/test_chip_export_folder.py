@@ -3,8 +3,9 @@ import json
 
 import pytest
 
-from landcover_plugin.core.chip_export import export_chips
-from landcover_plugin.core.dataset_json import is_chip_dataset_folder, load_dataset
+from landcover_plugin.core.chips.dataset import is_chip_dataset_folder, load_dataset
+from landcover_plugin.core.chips.export import export_chips
+from landcover_plugin.core.chips.options import ChipExportOptions
 from landcover_plugin.core.errors import BadInputError, Cancelled
 from landcover_plugin.core.events import RecordingEvents
 
@@ -12,7 +13,7 @@ from landcover_plugin.core.events import RecordingEvents
 @pytest.fixture()
 def rstoolbox(shared_data):
     folder = shared_data / "rstoolbox"
-    return {"raster_path": folder / "landsat5_1988_7band.tif",
+    return {"image": folder / "landsat5_1988_7band.tif",
             "labels_vector": folder / "training_polygons.gpkg", "class_field": "class", "min_labelled": 0.01}
 
 
@@ -23,10 +24,10 @@ def leftovers(parent):
 def test_previous_dataset_is_replaced_and_empty_folder_used(rstoolbox, tmp_path):
     out = tmp_path / "chips"
     out.mkdir()  # an empty folder is fine
-    export_chips(output_dir=out, chip_size=64, **rstoolbox)
+    export_chips(ChipExportOptions(output=out, chip_size=64, **rstoolbox))
     first = load_dataset(out)
     assert is_chip_dataset_folder(out)
-    export_chips(output_dir=out, chip_size=32, **rstoolbox)
+    export_chips(ChipExportOptions(output=out, chip_size=32, **rstoolbox))
     second = load_dataset(out)
     assert second["chip_size"] == 32 and len(second["chips"]) != len(first["chips"])
     on_disk = {p.relative_to(out).as_posix() for p in out.rglob("*.tif")}
@@ -39,14 +40,14 @@ def test_folder_with_other_files_is_refused_and_untouched(rstoolbox, tmp_path):
     out.mkdir()
     (out / "notes.txt").write_text("keep me")
     with pytest.raises(BadInputError, match="already holds other files"):
-        export_chips(output_dir=out, chip_size=64, **rstoolbox)
+        export_chips(ChipExportOptions(output=out, chip_size=64, **rstoolbox))
     assert [p.name for p in out.iterdir()] == ["notes.txt"] and (out / "notes.txt").read_text() == "keep me"
     # a chip dataset with an extra file in it is not "a previous dataset" either
-    export_chips(output_dir=tmp_path / "chips", chip_size=64, **rstoolbox)
+    export_chips(ChipExportOptions(output=tmp_path / "chips", chip_size=64, **rstoolbox))
     (tmp_path / "chips" / "images" / "extra.tif").write_bytes(b"x")
     assert not is_chip_dataset_folder(tmp_path / "chips")
     with pytest.raises(BadInputError, match="extra|images"):
-        export_chips(output_dir=tmp_path / "chips", chip_size=32, **rstoolbox)
+        export_chips(ChipExportOptions(output=tmp_path / "chips", chip_size=32, **rstoolbox))
     assert (tmp_path / "chips" / "images" / "extra.tif").exists() and leftovers(tmp_path) == []
 
 
@@ -64,19 +65,20 @@ class CancelAfter(RecordingEvents):
 def test_cancel_and_failure_leave_nothing(rstoolbox, tmp_path):
     events = CancelAfter(5)
     with pytest.raises(Cancelled):
-        export_chips(output_dir=tmp_path / "chips", chip_size=32, events=events, **rstoolbox)
+        export_chips(ChipExportOptions(output=tmp_path / "chips", chip_size=32, **rstoolbox), events=events)
     assert not (tmp_path / "chips").exists() and leftovers(tmp_path) == []
     assert len(events.of_type("progress")) == 5
 
     # a failure after chips were written (no chip is labelled enough) also cleans up
     with pytest.raises(BadInputError, match="labelled"):
-        export_chips(output_dir=tmp_path / "chips", chip_size=32, **dict(rstoolbox, min_labelled=0.99))
+        export_chips(ChipExportOptions(output=tmp_path / "chips", chip_size=32,
+                                       **dict(rstoolbox, min_labelled=0.99)))
     assert not (tmp_path / "chips").exists() and leftovers(tmp_path) == []
 
     # and a cancelled re-export keeps the previous dataset as it was
-    export_chips(output_dir=tmp_path / "chips", chip_size=64, **rstoolbox)
+    export_chips(ChipExportOptions(output=tmp_path / "chips", chip_size=64, **rstoolbox))
     before = (tmp_path / "chips" / "dataset.json").read_text()
     with pytest.raises(Cancelled):
-        export_chips(output_dir=tmp_path / "chips", chip_size=32, events=CancelAfter(3), **rstoolbox)
+        export_chips(ChipExportOptions(output=tmp_path / "chips", chip_size=32, **rstoolbox), events=CancelAfter(3))
     assert (tmp_path / "chips" / "dataset.json").read_text() == before and leftovers(tmp_path) == []
     assert json.loads(before)["chip_size"] == 64

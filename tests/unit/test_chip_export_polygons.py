@@ -10,8 +10,9 @@ import rasterio
 from osgeo import gdal, ogr
 from rasterio.windows import Window
 
-from landcover_plugin.core.chip_export import export_chips
-from landcover_plugin.core.dataset_json import load_dataset
+from landcover_plugin.core.chips.dataset import load_dataset
+from landcover_plugin.core.chips.export import export_chips
+from landcover_plugin.core.chips.options import ChipExportOptions
 from landcover_plugin.core.schema import ClassSchema
 from landcover_plugin.core.vectors import read_labelled_geometries, read_schema_table
 
@@ -77,8 +78,8 @@ def check_chips_against_source(dataset, image_path, reference_labels):
 def test_rstoolbox_polygons_text_field(shared_data, tmp_path):
     image = shared_data / "rstoolbox/landsat5_1988_7band.tif"
     polygons = shared_data / "rstoolbox/training_polygons.gpkg"
-    summary = export_chips(image, tmp_path / "chips", labels_vector=polygons, class_field="class",
-                           chip_size=64, min_labelled=0.01, val_fraction=0.25, seed=0)
+    summary = export_chips(ChipExportOptions(image, tmp_path / "chips", labels_vector=polygons, class_field="class",
+                                             chip_size=64, min_labelled=0.01, val_fraction=0.25, seed=0))
     dataset = load_dataset(tmp_path / "chips")
 
     names = ["cleared", "fallen_dry", "forest", "water"]  # text values, sorted, ids 1..4
@@ -108,8 +109,8 @@ def test_zion_park_boundary_in_another_crs(shared_data, tmp_path):
     """The park outline (GRS80 UTM 12N, not the image's WGS 84 / UTM 12N) burns where GDAL burns it."""
     image = shared_data / "zion/landsat8_2015_b2345.tif"
     park = shared_data / "zion/park_boundary.gpkg"
-    summary = export_chips(image, tmp_path / "park", labels_vector=park, class_field="UNIT_CODE",
-                           chip_size=256, min_labelled=0.05, val_fraction=0.2)
+    summary = export_chips(ChipExportOptions(image, tmp_path / "park", labels_vector=park, class_field="UNIT_CODE",
+                                             chip_size=256, min_labelled=0.05, val_fraction=0.2))
     dataset = load_dataset(tmp_path / "park")
     assert dataset["schema"].names == ["ZION"] and dataset["bands"]["dtype"] == "uint16"
     reference = gdal_reference_labels(image, park, "UNIT_CODE", {"ZION": 1})
@@ -124,8 +125,9 @@ def test_selected_features_and_given_schema(shared_data, tmp_path):
     source = ogr.Open(str(polygons))
     water = [f.GetFID() for f in source.GetLayer(0) if f.GetField("class") == "water"]
     schema = ClassSchema.from_list([{"id": 3, "name": "forest"}, {"id": 7, "name": "water", "colour": "#0000ff"}])
-    export_chips(shared_data / "rstoolbox/landsat5_1988_7band.tif", tmp_path / "water", labels_vector=polygons,
-                 class_field="class", schema=schema, fids=water, chip_size=32, min_labelled=0.01)
+    export_chips(ChipExportOptions(shared_data / "rstoolbox/landsat5_1988_7band.tif", tmp_path / "water",
+                                   labels_vector=polygons, class_field="class", schema=schema, fids=water,
+                                   chip_size=32, min_labelled=0.01))
     dataset = load_dataset(tmp_path / "water")
     assert dataset["schema"] == schema
     present = {k for c in dataset["chips"] for k in c["class_counts"]}
@@ -157,6 +159,7 @@ def test_vectors_reproject_in_traditional_axis_order(shared_data, tmp_path):
     assert read_schema_table(copy) == [{"id": 1, "name": "forest", "colour": "#123456"},
                                        {"id": 2, "name": "water", "colour": "#123456"}]
     with pytest.raises(Exception, match="not classes of the schema"):  # cleared, fallen_dry are not in it
-        export_chips(shared_data / "rstoolbox/landsat5_1988_7band.tif", tmp_path / "out", labels_vector=copy,
-                     labels_layer="trainingPolygons_lsat", class_field="class", chip_size=64)
+        export_chips(ChipExportOptions(shared_data / "rstoolbox/landsat5_1988_7band.tif", tmp_path / "out",
+                                       labels_vector=copy, labels_layer="trainingPolygons_lsat", class_field="class",
+                                       chip_size=64))
     assert not (tmp_path / "out").exists()

@@ -5,11 +5,11 @@ import numpy as np
 import pytest
 import rasterio
 from rasterio.windows import Window
-
-from landcover_plugin.core.chip_export import export_chips
-from landcover_plugin.core.dataset_json import load_dataset
-
 from test_chip_export_polygons import assert_no_train_val_overlap, check_chips_against_source, valid_mask
+
+from landcover_plugin.core.chips.dataset import load_dataset
+from landcover_plugin.core.chips.export import export_chips
+from landcover_plugin.core.chips.options import ChipExportOptions
 
 
 def copy_raster(source, target, edit=None, dtype=None):
@@ -34,8 +34,8 @@ def test_zion_nlcd_labels_with_nodata_pixels(shared_data, tmp_path):
         data[2, 200:420, 300:700] = 65535
 
     image = copy_raster(zion / "landsat8_2015_b2345.tif", tmp_path / "zion.tif", punch_nodata)
-    summary = export_chips(image, tmp_path / "chips", labels_raster=zion / "nlcd2011_8class.tif",
-                           chip_size=256, stride=192, min_labelled=0.05, val_fraction=0.2, seed=1)
+    summary = export_chips(ChipExportOptions(image, tmp_path / "chips", labels_raster=zion / "nlcd2011_8class.tif",
+                                             chip_size=256, stride=192, min_labelled=0.05, val_fraction=0.2, seed=1))
     dataset = load_dataset(tmp_path / "chips")
 
     sidecar = json.loads((zion / "classes.json").read_text())
@@ -75,9 +75,10 @@ def test_labels_raster_on_another_grid_are_aligned(shared_data, tmp_path):
         full = nlcd.read(1)
     with rasterio.open(tmp_path / "crop.tif", "w", **profile) as dst:
         dst.write(crop, 1)
-    export_chips(zion / "landsat8_2015_b2345.tif", tmp_path / "chips", labels_raster=tmp_path / "crop.tif",
-                 schema=json.loads((zion / "classes.json").read_text())["classes"], chip_size=128,
-                 min_labelled=0.0, val_fraction=0.2)
+    export_chips(ChipExportOptions(zion / "landsat8_2015_b2345.tif", tmp_path / "chips",
+                                   labels_raster=tmp_path / "crop.tif",
+                                   schema=json.loads((zion / "classes.json").read_text())["classes"], chip_size=128,
+                                   min_labelled=0.0, val_fraction=0.2))
     dataset = load_dataset(tmp_path / "chips")
     expected = np.zeros_like(full)
     expected[100:1000, 150:850] = full[100:1000, 150:850]
@@ -89,8 +90,8 @@ def test_labels_raster_on_another_grid_are_aligned(shared_data, tmp_path):
 def test_float32_with_nan_and_numeric_raster_labels(shared_data, tmp_path):
     eolearn = shared_data / "eolearn"
     image = eolearn / "sentinel2_13band_composite.tif"
-    export_chips(image, tmp_path / "chips", labels_raster=eolearn / "lulc.tif", chip_size=32, stride=24,
-                 min_labelled=0.05, val_fraction=0.2)
+    export_chips(ChipExportOptions(image, tmp_path / "chips", labels_raster=eolearn / "lulc.tif", chip_size=32,
+                                   stride=24, min_labelled=0.05, val_fraction=0.2))
     dataset = load_dataset(tmp_path / "chips")
     assert dataset["schema"].ids == [1, 2, 3, 4, 8]  # the raster's values, 0 (its nodata) is unlabelled
     assert np.isnan(dataset["nodata"]) and dataset["bands"] == {"count": 13, "dtype": "float32",
@@ -122,8 +123,9 @@ def test_dtypes_are_kept(shared_data, tmp_path, dtype):
         data -= 100  # negative values in int16
 
     image = copy_raster(shared_data / "rstoolbox/landsat5_1988_7band.tif", tmp_path / f"{dtype}.tif", shift, dtype)
-    export_chips(image, tmp_path / "chips", labels_vector=shared_data / "rstoolbox/training_polygons.gpkg",
-                 class_field="class", chip_size=96, stride=64, min_labelled=0.01)
+    export_chips(ChipExportOptions(image, tmp_path / "chips",
+                                   labels_vector=shared_data / "rstoolbox/training_polygons.gpkg", class_field="class",
+                                   chip_size=96, stride=64, min_labelled=0.01))
     dataset = load_dataset(tmp_path / "chips")
     assert dataset["bands"]["dtype"] == dtype
     with rasterio.open(dataset["chips"][0]["image_path"]) as chip, rasterio.open(image) as src:
@@ -141,8 +143,9 @@ def test_labels_raster_in_another_crs(shared_data, tmp_path):
     albers = tmp_path / "nlcd_albers.tif"
     gdal.Warp(str(albers), str(zion / "nlcd2011_8class.tif"), dstSRS="EPSG:5070", xRes=30, yRes=30,
               resampleAlg="near", errorThreshold=0)
-    export_chips(zion / "landsat8_2015_b2345.tif", tmp_path / "chips", labels_raster=albers, chip_size=128,
-                 schema=json.loads((zion / "classes.json").read_text())["classes"], min_labelled=0.0)
+    export_chips(ChipExportOptions(zion / "landsat8_2015_b2345.tif", tmp_path / "chips", labels_raster=albers,
+                                   chip_size=128, schema=json.loads((zion / "classes.json").read_text())["classes"],
+                                   min_labelled=0.0))
     dataset = load_dataset(tmp_path / "chips")
     with rasterio.open(zion / "landsat8_2015_b2345.tif") as src, rasterio.open(zion / "nlcd2011_8class.tif") as nl:
         back = gdal.Warp("", str(albers), format="MEM", dstSRS=src.crs.to_wkt(), outputBounds=src.bounds,
@@ -188,7 +191,7 @@ def test_classified_raster_labels_keep_their_embedded_names_and_colours(shared_d
     dataset.GetRasterBand(1).SetCategoryNames(["", "wetland", "pasture"])
     dataset = None
 
-    export_chips(image, tmp_path / "chips", labels_raster=labels, chip_size=64)
+    export_chips(ChipExportOptions(image, tmp_path / "chips", labels_raster=labels, chip_size=64))
     classes = json.loads((tmp_path / "chips" / "dataset.json").read_text())["classes"]
     assert [(c["id"], c["name"], c["colour"]) for c in classes] == [(1, "wetland", "#0a141e"),
                                                                       (2, "pasture", "#c86432")]

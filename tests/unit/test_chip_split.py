@@ -4,8 +4,8 @@ import itertools
 import numpy as np
 import pytest
 
-from landcover_plugin.core.band_stats import BandStats
-from landcover_plugin.core.chip_split import spatial_split, unique_spans, window_offsets
+from landcover_plugin.core.chips.band_stats import BandStats
+from landcover_plugin.core.chips.split import spatial_split, unique_spans, window_offsets
 
 
 @pytest.mark.parametrize("length,chip,stride", [(310, 64, 64), (1428, 256, 256), (287, 64, 48), (100, 100, 50),

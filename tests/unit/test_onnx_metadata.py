@@ -1,10 +1,10 @@
 """The standard-library reader of ONNX metadata_props (the QGIS side uses it) against onnxruntime's."""
 import onnxruntime as ort
 import pytest
-
 from classify_models import card_for, export, tiny_net
-from landcover_plugin.core.model_card import CARD_KEY, metadata_props
-from landcover_plugin.core.onnx_metadata import model_resolution_m, model_resolution_of, read_metadata_props
+
+from landcover_plugin.core.model.card import CARD_KEY, metadata_props
+from landcover_plugin.core.model.metadata import model_resolution_m, model_resolution_of, read_metadata_props
 
 
 def test_reads_what_onnxruntime_reads(tmp_path):

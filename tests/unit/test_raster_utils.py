@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from landcover_plugin.core.raster_utils import valid_mask
+from landcover_plugin.core.rasters import valid_mask
 
 
 @pytest.mark.parametrize("nodata", [65535, 65535.0, np.uint16(65535)])

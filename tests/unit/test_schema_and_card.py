@@ -4,7 +4,7 @@ import json
 import pytest
 
 from landcover_plugin.core.errors import BadInputError
-from landcover_plugin.core.model_card import build_card, card_from_metadata, metadata_props
+from landcover_plugin.core.model.card import build_card, card_from_metadata, metadata_props
 from landcover_plugin.core.schema import ClassSchema
 
 

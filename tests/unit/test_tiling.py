@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from landcover_plugin.core.tiling import (
+from landcover_plugin.core.classify.tiling import (
     StripBlender,
     TileGrid,
     blend_window,

@@ -8,7 +8,7 @@ import rasterio
 import torch
 
 from landcover_plugin.core.errors import BadInputError, OutOfMemoryError
-from training.config import TrainConfig
+from landcover_plugin.core.train.options import TrainConfig
 from training.device import memory_errors
 from training.loop import train
 

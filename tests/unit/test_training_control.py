@@ -1,15 +1,16 @@
 """Run control on real rstoolbox chips (in-process, tiny network): resume, cancel, initial weights,
 early stopping and the time limit."""
-import onnxruntime as ort
 import numpy as np
+import onnxruntime as ort
 import pytest
 import torch
 
-from landcover_plugin.core.chip_export import export_chips
+from landcover_plugin.core.chips.export import export_chips
+from landcover_plugin.core.chips.options import ChipExportOptions
 from landcover_plugin.core.errors import BadInputError
 from landcover_plugin.core.events import RecordingEvents
+from landcover_plugin.core.train.options import TrainConfig
 from training import checkpoint
-from training.config import TrainConfig
 from training.loop import train
 from training.networks import build_network
 
@@ -80,7 +81,8 @@ def test_cancel_before_the_first_epoch_still_gives_a_model_and_says_so(chips, tm
     assert out["cancelled"] is True and out["epochs_run"] == 0 and out["BEST_EPOCH"] is None
     warnings = " ".join(e["message"] for e in events.of_type("log") if e["level"] == "warning")
     assert "No epoch finished" in warnings
-    assert ort.InferenceSession(out["OUTPUT"], providers=["CPUExecutionProvider"]).get_inputs()[0].shape[1:] == [7, 32, 32]
+    session = ort.InferenceSession(out["OUTPUT"], providers=["CPUExecutionProvider"])
+    assert session.get_inputs()[0].shape[1:] == [7, 32, 32]
 
 
 def test_initial_weights_are_loaded_where_shapes_fit(chips, tmp_path):
@@ -111,8 +113,8 @@ def test_initial_weights_are_loaded_where_shapes_fit(chips, tmp_path):
 def test_resume_rejects_a_checkpoint_of_other_classes(chips, tmp_path, shared_data):
     first = train(TrainConfig(dataset_dir=str(chips), output=str(tmp_path / "a.onnx"), epochs=1, **TINY))
     other = tmp_path / "eolearn_chips"
-    export_chips(shared_data / "eolearn" / "sentinel2_13band_composite.tif", other,
-                 labels_raster=shared_data / "eolearn" / "lulc.tif", chip_size=32)
+    export_chips(ChipExportOptions(shared_data / "eolearn" / "sentinel2_13band_composite.tif", other,
+                                   labels_raster=shared_data / "eolearn" / "lulc.tif", chip_size=32))
     with pytest.raises(BadInputError, match="Cannot resume"):
         train(TrainConfig(dataset_dir=str(other), output=str(tmp_path / "b.onnx"), epochs=2,
                           resume=first["LAST_CHECKPOINT"], **TINY))

@@ -15,9 +15,9 @@ import rasterio
 import torch
 
 from landcover_plugin.core.events import RecordingEvents
-from landcover_plugin.core.model_card import CARD_KEY, card_from_metadata
+from landcover_plugin.core.model.card import CARD_KEY, card_from_metadata
+from landcover_plugin.core.train.options import TrainConfig
 from training import checkpoint
-from training.config import TrainConfig
 from training.export_onnx import ProbabilityModel
 from training.loop import train
 from training.networks import build_network

@@ -9,7 +9,7 @@ import random
 
 import numpy as np
 
-from .errors import BadInputError
+from ..errors import BadInputError
 
 
 def window_offsets(length: int, chip_size: int, stride: int) -> list:

@@ -1,11 +1,12 @@
-"""Engine command ``assess``: accuracy of a classified raster against reference polygons or a raster.
+"""Accuracy of a classified raster against reference polygons or a raster: the engine command ``assess``
+and its Python API ``assess_accuracy(AssessOptions(...), events)``.
 
     python -m landcover_plugin.core.engine assess --classified map.tif \\
         (--reference-vector ref.gpkg --class-field class | --reference-raster ref.tif) \\
         [--classes classes.json] [--output-folder DIR] [--html report.html] [--table table.csv] [--json out.json]
 
 Counts stream window by window on the classified raster's grid (extended to the reference data, so
-reference pixels outside the raster are counted too; see :mod:`.accuracy_reference`). Class names and
+reference pixels outside the raster are counted too; see :mod:`.reference`). Class names and
 colours come from ``--classes`` or from the classified raster's category names and colour table.
 Reference polygon values may be class names (any case) or ids. Writes a per-class CSV table, the
 confusion matrix as CSV, everything as JSON and an HTML report with two PNG plots; every file is
@@ -15,60 +16,41 @@ import json
 import os
 
 import numpy as np
-import rasterio
 from rasterio.windows import transform as window_transform
 
-from .accuracy import ConfusionCounter, metrics_from_confusion, to_jsonable
-from .accuracy_reference import ExtendedGrid, PolygonReference, RasterReference, window_bounds
-from .accuracy_report import (format_table, plot_confusion, plot_per_class, render_html, write_confusion_csv,
-                              write_table_csv)
-from .classified_raster import embedded_classes
-from .errors import BadInputError, Cancelled
-from .schema import ClassInfo, ClassSchema, default_colour
-from .vectors import read_labelled_geometries
+from ..classified_raster import embedded_classes
+from ..errors import BadInputError, Cancelled
+from ..rasters import open_raster
+from ..schema import ClassInfo, ClassSchema, default_colour
+from ..vectors import read_labelled_geometries
+from .metrics import ConfusionCounter, metrics_from_confusion, to_jsonable
+from .options import AssessOptions
+from .reference import ExtendedGrid, PolygonReference, RasterReference, window_bounds
+from .report import format_table, plot_confusion, plot_per_class, render_html, write_confusion_csv, write_table_csv
 
 EARTH_RADIUS_M = 6371007.2  # authalic sphere, for areas in a geographic CRS
 
 
-def add_arguments(parser) -> None:
-    parser.add_argument("--classified", required=True,
-                        help="classified raster: class ids 1..254 in band 1, 0 (or its nodata) = no data")
-    parser.add_argument("--reference-vector", help="reference polygons (any CRS, any format GDAL reads)")
-    parser.add_argument("--class-field", help="field of the reference polygons holding class names or ids")
-    parser.add_argument("--layer", help="layer name of the reference vector file (default: the first)")
-    parser.add_argument("--reference-raster", help="reference raster of class ids (any grid and CRS)")
-    parser.add_argument("--classes", help="class list as JSON text or a JSON file: [{id, name, colour}, ...] "
-                                          "or {\"classes\": [...]}; default: the classified raster's categories")
-    parser.add_argument("--output-folder", help="folder for all outputs (default: beside --html/--table/--json)")
-    parser.add_argument("--html", help="HTML report path (default: <folder>/accuracy_report.html)")
-    parser.add_argument("--table", help="per-class CSV table path (default: <folder>/accuracy_table.csv)")
-    parser.add_argument("--json", help="JSON results path (default: <folder>/accuracy.json)")
-    parser.add_argument("--block-size", type=int, default=1024, help="window size in pixels (default 1024)")
-
-
-def run(args, events) -> dict:
-    paths = _output_paths(args)
-    classified = str(args.classified)
+def assess_accuracy(options: AssessOptions, events) -> dict:
+    """Assess ``options.classified`` against the reference; writes the report files, returns the outputs."""
+    paths = _output_paths(options)
+    classified = str(options.classified)
     if not os.path.isfile(classified):
         raise BadInputError(f"The classified raster {classified} does not exist. Choose an existing raster file.")
-    if bool(args.reference_vector) == bool(args.reference_raster):
+    if bool(options.reference_vector) == bool(options.reference_raster):
         raise BadInputError("Give exactly one reference: reference polygons (with their class field) or a "
                             "reference raster.")
-    if args.reference_vector and not args.class_field:
+    if options.reference_vector and not options.class_field:
         raise BadInputError("Reference polygons need a class field: choose the field holding class names or ids.")
-    if args.block_size < 16:
+    if options.block_size < 16:
         raise BadInputError("The block size must be at least 16 pixels.")
-    inputs = {os.path.realpath(p) for p in (classified, args.reference_vector, args.reference_raster) if p}
+    inputs = {os.path.realpath(p) for p in (classified, options.reference_vector, options.reference_raster) if p}
     for path in paths.values():
         if os.path.realpath(path) in inputs:
             raise BadInputError(f"The output {path} is one of the inputs. Choose another output name.")
 
-    schema, colour_table = _load_schema(args.classes, classified, events)
-    try:
-        src = rasterio.open(classified)
-    except rasterio.errors.RasterioIOError as exc:
-        raise BadInputError(f"Cannot open the classified raster {classified} ({exc}).") from exc
-    with src:
+    schema, colour_table = _load_schema(options.classes, classified, events)
+    with open_raster(classified, "classified raster") as src:
         if not np.issubdtype(np.dtype(src.dtypes[0]), np.integer):
             raise BadInputError(f"The classified raster has pixel type {src.dtypes[0]}; it must hold integer "
                                 "class ids (1..254, 0 = no data). Choose the classified map, not a confidence "
@@ -76,12 +58,12 @@ def run(args, events) -> dict:
         if src.count > 1:
             events.warning(f"The classified raster has {src.count} bands; band 1 is assessed.")
         area = _area_info(src.transform, src.crs, src.height)
-        reference = _open_reference(args, src, schema, events)
+        reference = _open_reference(options, src, schema, events)
         try:
-            counts = _count(src, reference, args.block_size, area["row_area"], events)
+            counts = _count(src, reference, options.block_size, area["row_area"], events)
         finally:
             reference.close()
-    report = _build_report(args, counts, schema, colour_table, area, events)
+    report = _build_report(options, counts, schema, colour_table, area, events)
     _write_outputs(report, paths)
     events.info("Accuracy (rows = reference, columns = classified):\n" + format_table(report))
     summary = report["summary"]
@@ -91,16 +73,16 @@ def run(args, events) -> dict:
 
 
 # -- inputs ---------------------------------------------------------------------------------------
-def _output_paths(args) -> dict:
-    explicit = [p for p in (args.html, args.table, args.json) if p]
-    folder = args.output_folder or (os.path.dirname(os.path.abspath(explicit[0])) if explicit else None)
+def _output_paths(options) -> dict:
+    explicit = [p for p in (options.html, options.table, options.json) if p]
+    folder = options.output_folder or (os.path.dirname(os.path.abspath(explicit[0])) if explicit else None)
     if not folder:
         raise BadInputError("Give an output folder (or the paths of the HTML report, table or JSON file).")
-    html = os.path.abspath(args.html or os.path.join(folder, "accuracy_report.html"))
-    table = os.path.abspath(args.table or os.path.join(folder, "accuracy_table.csv"))
+    html = os.path.abspath(options.html or os.path.join(folder, "accuracy_report.html"))
+    table = os.path.abspath(options.table or os.path.join(folder, "accuracy_table.csv"))
     stem = os.path.splitext(html)[0]
     return {"table": table, "confusion": os.path.splitext(table)[0] + "_confusion.csv",
-            "json": os.path.abspath(args.json or os.path.join(folder, "accuracy.json")),
+            "json": os.path.abspath(options.json or os.path.join(folder, "accuracy.json")),
             "confusion_png": stem + "_confusion_matrix.png", "per_class_png": stem + "_per_class.png",
             "html": html}
 
@@ -125,11 +107,11 @@ def _load_schema(classes_arg, classified, events):
     return ClassSchema.from_list(items), colours
 
 
-def _open_reference(args, src, schema, events):
-    if args.reference_raster:
-        return RasterReference(args.reference_raster, src.crs, src.transform, src.width, src.height, events)
+def _open_reference(options, src, schema, events):
+    if options.reference_raster:
+        return RasterReference(options.reference_raster, src.crs, src.transform, src.width, src.height, events)
     crs_wkt = src.crs.to_wkt() if src.crs else None
-    labelled = read_labelled_geometries(args.reference_vector, args.class_field, crs_wkt, layer=args.layer,
+    labelled = read_labelled_geometries(options.reference_vector, options.class_field, crs_wkt, layer=options.layer,
                                         events=events)
     return PolygonReference(_match_values(labelled, schema, events))
 
@@ -255,7 +237,7 @@ def _area_info(transform, crs, height) -> dict:
 
 
 # -- results --------------------------------------------------------------------------------------
-def _build_report(args, counts, schema, colour_table, area, events) -> dict:
+def _build_report(options, counts, schema, colour_table, area, events) -> dict:
     counter, mapped = counts["counter"], counts["mapped"]
     present = counter.present_ids()
     classes = list(schema) if schema is not None else []
@@ -287,9 +269,9 @@ def _build_report(args, counts, schema, colour_table, area, events) -> dict:
     assessed = int(m["n"])
     report = {
         "schema_version": 1,
-        "inputs": {"classified": os.path.abspath(args.classified),
-                   "reference": os.path.abspath(args.reference_vector or args.reference_raster),
-                   "reference_kind": counts["reference_kind"], "class_field": args.class_field},
+        "inputs": {"classified": os.path.abspath(options.classified),
+                   "reference": os.path.abspath(options.reference_vector or options.reference_raster),
+                   "reference_kind": counts["reference_kind"], "class_field": options.class_field},
         "convention": "confusion matrix rows = reference classes, columns = classified classes; "
                       "precision = user's accuracy, recall = producer's accuracy",
         "summary": {"pixels_assessed": assessed, "overall_accuracy": m["overall_accuracy"],

@@ -9,8 +9,8 @@ Normalisation: we feed ``(x - mean_b) / std_b`` on raw pixel values. Deepness fe
 import datetime as _dt
 import json
 
-from .errors import BadInputError
-from .schema import ClassSchema
+from ..errors import BadInputError
+from ..schema import ClassSchema
 
 CARD_KEY = "landcover_card"
 CARD_SCHEMA_VERSION = 1

@@ -10,17 +10,16 @@ the fallback is logged), a fixed number of intra-op threads, full graph optimisa
 execution of one batch at a time.
 """
 import os
-import time
 from dataclasses import dataclass, field
 
 import numpy as np
 import onnxruntime as ort
 
-from .errors import BadInputError
-from .events import Events, RecordingEvents
-from .model_card import card_from_metadata
+from ..errors import BadInputError
+from ..events import Events, RecordingEvents
+from ..options import DEVICES
+from .card import card_from_metadata
 
-DEVICES = ("auto", "cpu", "cuda")
 CUDA = "CUDAExecutionProvider"
 CPU = "CPUExecutionProvider"
 _FLOAT_TYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16}
@@ -157,19 +156,6 @@ def load_model(path, *, device: str = "auto", threads: int = None, overrides: di
     for assumption in assumptions:
         events.warning(f"Assumed: {assumption}.")
     return model
-
-
-def time_bare_run(model: OnnxModel, tiles: int, batch_size: int) -> float:
-    """Seconds onnxruntime alone takes for ``tiles`` tiles in batches: the floor our whole run is compared to."""
-    rng = np.random.default_rng(0)
-    batch = rng.standard_normal((batch_size, model.bands, model.tile, model.tile)).astype(np.float32)
-    model.run(batch[:1])  # warm-up, as our run's first batch also pays it
-    start = time.perf_counter()
-    remaining = tiles
-    while remaining > 0:
-        model.run(batch[:min(batch_size, remaining)])
-        remaining -= batch_size
-    return time.perf_counter() - start
 
 
 def _the_input(path, session):

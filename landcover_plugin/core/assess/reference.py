@@ -15,7 +15,6 @@ reference there):
 import math
 
 import numpy as np
-import rasterio
 from affine import Affine
 from rasterio.enums import MergeAlg, Resampling
 from rasterio.features import rasterize
@@ -23,8 +22,9 @@ from rasterio.vrt import WarpedVRT
 from rasterio.warp import transform_bounds
 from rasterio.windows import Window
 
-from .errors import BadInputError
-from .vectors import geometry_bounds
+from ..errors import BadInputError
+from ..rasters import open_raster
+from ..vectors import geometry_bounds
 
 
 def pixel_range(transform, bounds) -> tuple:
@@ -71,10 +71,6 @@ class ExtendedGrid:
                                 f"{max_pixels:,} pixels at its resolution). Clip the reference data to the "
                                 "classified raster's extent first.")
         self.col0, self.row0, self.col1, self.row1 = col0, row0, col1, row1
-
-    @property
-    def pixel_count(self) -> int:
-        return (self.col1 - self.col0) * (self.row1 - self.row0)
 
     def windows(self, block: int):
         """Windows of at most ``block`` x ``block`` pixels over the extended grid, row by row."""
@@ -145,12 +141,7 @@ class RasterReference:
     kind = "raster"
 
     def __init__(self, path, dst_crs, dst_transform, dst_width, dst_height, events=None):
-        try:
-            self.src = rasterio.open(path)
-        except rasterio.errors.RasterioIOError as exc:
-            raise BadInputError(f"Cannot open the reference raster {path} ({exc}). Choose a raster file "
-                                "GDAL reads.") from exc
-        src = self.src
+        self.src = src = open_raster(path, "reference raster")
         if not (np.issubdtype(np.dtype(src.dtypes[0]), np.integer) or
                 np.issubdtype(np.dtype(src.dtypes[0]), np.floating)):
             raise BadInputError(f"The reference raster {path} has pixel type {src.dtypes[0]}; class ids must "

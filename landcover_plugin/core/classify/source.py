@@ -20,8 +20,8 @@ from rasterio.vrt import WarpedVRT
 from rasterio.warp import transform_geom
 from rasterio.windows import Window
 
-from .errors import BadInputError
-from .raster_utils import valid_mask
+from ..errors import BadInputError
+from ..rasters import open_raster, valid_mask
 
 RESOLUTION_TOLERANCE = 1.5  # warn when raster and model resolutions differ by more than this factor
 GDAL_CACHE_BYTES = 256 * 2**20  # bounded block cache: strip-organised rasters are decoded once per tile row
@@ -92,12 +92,7 @@ def open_source(raster_path, model, *, extent=None, mask_path=None, resample=Fal
     previous_cache = gdal.GetCacheMax()
     gdal.SetCacheMax(GDAL_CACHE_BYTES)
     try:
-        try:
-            src = rasterio.open(raster_path)
-        except rasterio.errors.RasterioIOError as exc:
-            raise BadInputError(f"Cannot read the raster {raster_path}: {exc}. Choose a GDAL-readable raster "
-                                f"file.") from exc
-        with src, contextlib.ExitStack() as stack:
+        with open_raster(raster_path) as src, contextlib.ExitStack() as stack:
             _check(src, model, events)
             dataset = src
             target = _target_grid(src, model, resample, events)
@@ -150,7 +145,8 @@ def _target_grid(src, model, resample: bool, events):
     if not resample:
         if not 1 / RESOLUTION_TOLERANCE <= ratio <= RESOLUTION_TOLERANCE:
             events.warning(f"The raster's resolution is {metres:g} m per pixel but the model was trained at "
-                           f"{model_res:g} m per pixel ({ratio:.2f}x): objects will look {'smaller' if ratio > 1 else 'larger'} "
+                           f"{model_res:g} m per pixel ({ratio:.2f}x): objects will look "
+                           f"{'smaller' if ratio > 1 else 'larger'} "
                            f"than in training. Turn on resampling to the model's resolution, or use a "
                            f"model trained at this resolution.")
         return None

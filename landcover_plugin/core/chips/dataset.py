@@ -29,15 +29,18 @@ A chip dataset is a folder::
     summary          what chip export reported (chips per split, pixels per class, missing/rare classes)
 
 Class ids in ``class_pixels``/``class_counts`` are strings (JSON keys); :func:`load_dataset` gives
-them back as ints, turns ``"nan"`` into ``float('nan')`` and adds absolute chip paths.
+them back as ints, turns ``"nan"`` into ``float('nan')`` and adds absolute chip paths. :func:`load_spec`
+is the trainer's view of the same file: checked, typed (:class:`DatasetSpec`), every problem a
+:class:`BadInputError` that names the folder, what is wrong and how to fix it.
 """
 import json
 import math
 import os
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from .errors import BadInputError
-from .schema import ClassSchema
+from ..errors import BadInputError
+from ..schema import ClassSchema
 
 DATASET_FILE = "dataset.json"
 IMAGES_DIR = "images"
@@ -111,7 +114,7 @@ def is_chip_dataset_folder(folder) -> bool:
             listed.update((chip["image"], chip["label"]))
     except (OSError, ValueError, KeyError, TypeError):
         return False
-    for root, dirs, files in os.walk(folder):
+    for root, _dirs, files in os.walk(folder):
         relative_root = Path(root).relative_to(folder)
         if relative_root.parts and relative_root.parts[0] not in (IMAGES_DIR, LABELS_DIR):
             return False
@@ -122,3 +125,88 @@ def is_chip_dataset_folder(folder) -> bool:
             if relative not in listed and not (relative.endswith(".aux.xml") and relative[:-8] in listed):
                 return False
     return True
+
+
+_FIX = "Choose a folder written by 'Export label chips', or export the chips again."
+
+
+@dataclass
+class Chip:
+    name: str
+    image: Path
+    label: Path
+    split: str
+
+
+@dataclass
+class DatasetSpec:
+    folder: Path
+    schema: ClassSchema
+    band_names: list
+    dtype: str
+    nodata: object
+    mean: list
+    std: list
+    chip_size: int
+    crs: str
+    resolution: object
+    chips: list = field(default_factory=list)
+    raw: dict = field(default_factory=dict)
+
+    @property
+    def band_count(self) -> int:
+        return len(self.band_names)
+
+    def split(self, name: str) -> list:
+        return [c for c in self.chips if c.split == name]
+
+
+def load_spec(folder) -> DatasetSpec:
+    """The chip dataset in ``folder`` as the trainer needs it, checked (see :func:`load_dataset`)."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise BadInputError(f"The chip dataset folder '{folder}' does not exist or is not a folder. {_FIX}")
+    meta_path = folder / DATASET_FILE
+    try:
+        meta = load_dataset(folder)
+        bands = meta["bands"]
+        count, names, dtype = int(bands["count"]), list(bands["names"]), str(bands["dtype"])
+        chip_size = int(meta["chip_size"])
+        entries = meta["chips"]
+    except (KeyError, TypeError, AttributeError, ValueError) as exc:
+        raise BadInputError(f"'{meta_path}' lacks or mangles an entry the chip dataset needs "
+                            f"({type(exc).__name__}: {exc}). {_FIX}") from exc
+    if count < 1 or len(names) != count:
+        raise BadInputError(f"'{meta_path}' gives {count} bands but {len(names)} band names. {_FIX}")
+    mean = _per_band(meta.get("mean"), count, "mean", meta_path)
+    std = [s if s > 1e-12 else 1.0 for s in _per_band(meta.get("std"), count, "std", meta_path)]  # constant band
+    if not entries:
+        raise BadInputError(f"The chip dataset '{folder}' holds no chips: the export found no chip with "
+                            f"enough labelled pixels. Digitise more training areas, lower the minimum "
+                            f"labelled fraction or use a smaller chip size, then export again.")
+    chips = [_chip(entry, meta_path) for entry in entries]
+    return DatasetSpec(folder=folder, schema=meta["schema"], band_names=names, dtype=dtype, nodata=meta["nodata"],
+                       mean=mean, std=std, chip_size=chip_size, crs=str(meta.get("crs") or ""),
+                       resolution=meta.get("resolution"), chips=chips, raw=meta)
+
+
+def _chip(entry, meta_path: Path) -> Chip:
+    split = str(entry.get("split"))
+    if split not in ("train", "val"):
+        raise BadInputError(f"Chip '{entry['id']}' in '{meta_path}' has split '{split}'; use 'train' or 'val'. "
+                            f"{_FIX}")
+    return Chip(name=str(entry["id"]), image=Path(entry["image_path"]), label=Path(entry["label_path"]),
+                split=split)
+
+
+def _per_band(values, count: int, what: str, meta_path: Path) -> list:
+    if values is None:
+        raise BadInputError(f"'{meta_path}' has no per-band '{what}', needed to standardise the bands. {_FIX}")
+    try:
+        values = [float(v) for v in values]
+    except (TypeError, ValueError) as exc:
+        raise BadInputError(f"'{meta_path}' has a non-numeric '{what}': {values!r}. {_FIX}") from exc
+    if len(values) != count or not all(math.isfinite(v) for v in values):
+        raise BadInputError(f"'{meta_path}' has {len(values)} '{what}' values for {count} bands "
+                            f"(or a value that is not finite). {_FIX}")
+    return values

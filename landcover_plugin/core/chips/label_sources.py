@@ -7,16 +7,17 @@ values outside the schema are refused before anything is written.
 import numpy as np
 import rasterio
 from rasterio import windows as rio_windows
-from rasterio.enums import Resampling
 from rasterio._err import CPLE_BaseError  # GDAL errors (e.g. no CRS transformation); not re-exported
+from rasterio.enums import Resampling
 from rasterio.features import rasterize
 from rasterio.vrt import WarpedVRT
 
-from .class_files import find_sidecar, read_classes_json
-from .classified_raster import embedded_classes
-from .errors import BadInputError
-from .schema import ClassSchema, MAX_CLASS_ID, MIN_CLASS_ID
-from .vectors import crs_name, geometry_bounds, read_labelled_geometries, read_schema_table
+from ..class_files import find_sidecar, read_classes_json
+from ..classified_raster import embedded_classes
+from ..errors import BadInputError
+from ..rasters import open_raster
+from ..schema import MAX_CLASS_ID, MIN_CLASS_ID, ClassSchema
+from ..vectors import crs_name, geometry_bounds, read_labelled_geometries, read_schema_table
 
 
 def _is_integer_like(value) -> bool:
@@ -115,10 +116,7 @@ class RasterLabels:
     kind = "raster"
 
     def __init__(self, path, image, schema=None, events=None):
-        try:
-            self._src = rasterio.open(path)
-        except rasterio.errors.RasterioIOError as exc:
-            raise BadInputError(f"Cannot open the labels raster {path} ({exc}). Choose a raster GDAL reads.") from exc
+        self._src = open_raster(path, "labels raster")
         self._reader = self._src
         try:
             self._open_on_image_grid(image, events)
@@ -213,4 +211,4 @@ class RasterLabels:
 
 
 def _fmt_box(box) -> str:
-    return "x {:.1f}..{:.1f}, y {:.1f}..{:.1f}".format(box[0], box[2], box[1], box[3])
+    return f"x {box[0]:.1f}..{box[2]:.1f}, y {box[1]:.1f}..{box[3]:.1f}"

@@ -1,7 +1,21 @@
-"""Small pure helpers over (band, row, col) arrays shared by chips, inference and accuracy."""
+"""Raster helpers shared by chips, inference, accuracy and the trainer: opening a raster with a clear
+error, and pure functions over (band, row, col) arrays."""
 import math
 
 import numpy as np
+import rasterio
+
+from .errors import BadInputError
+
+GDAL_FIX = "Choose a raster file GDAL reads."
+
+
+def open_raster(path, what: str = "raster", fix: str = GDAL_FIX):
+    """``rasterio.open(path)``, or a :class:`BadInputError` naming the file, what it is (``what``) and the fix."""
+    try:
+        return rasterio.open(path)
+    except rasterio.errors.RasterioIOError as exc:
+        raise BadInputError(f"Cannot open the {what} {path} ({exc}). {fix}") from exc
 
 
 def valid_mask(data: np.ndarray, nodata=None) -> np.ndarray:

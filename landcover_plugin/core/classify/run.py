@@ -1,4 +1,4 @@
-"""The ``classify`` engine command and its Python API: ONNX model + raster -> classified GeoTIFF.
+"""The ``classify`` engine command and its Python API, ``classify_raster(ClassifyOptions(...))``.
 
 Three stages keep memory bounded:
 
@@ -22,74 +22,51 @@ import time
 
 import numpy as np
 
-from .classified_raster import ClassifiedRasterWriter, check_output_path
-from .errors import BadInputError, Cancelled
-from .events import Events, RecordingEvents
-from .onnx_model import DEVICES, load_model, usable_cpus
-from .classify_input import open_source
+from ..classified_raster import ClassifiedRasterWriter, check_output_path
+from ..errors import BadInputError, Cancelled
+from ..events import Events, RecordingEvents
+from ..model.session import load_model, usable_cpus
+from ..options import parse_floats, parse_names
+from .options import ClassifyOptions
+from .source import open_source
 from .tiling import StripBlender, TileGrid, overlap_pixels
 
-DEFAULT_BATCH = 4
 
+def classify_raster(options: ClassifyOptions, events: Events = None) -> dict:
+    """Classify ``options.raster`` with ``options.model`` into ``options.output``; returns outputs and timings.
 
-def add_arguments(parser) -> None:
-    parser.add_argument("--raster", required=True, help="input raster (any GDAL-readable file)")
-    parser.add_argument("--model", required=True, help="ONNX segmentation model")
-    parser.add_argument("--output", required=True, help="classified GeoTIFF to write (.tif)")
-    parser.add_argument("--extent", help="xmin,ymin,xmax,ymax in the raster's CRS (default: whole raster)")
-    parser.add_argument("--mask", help="polygons (any OGR file); only pixels inside them are classified")
-    parser.add_argument("--overlap", type=float, help="tile overlap in percent of the tile (default: the model's)")
-    parser.add_argument("--batch-size", type=int, default=DEFAULT_BATCH, help="tiles per model run")
-    parser.add_argument("--device", choices=DEVICES, default="auto", help="where the model runs")
-    parser.add_argument("--threads", type=int, help="onnxruntime intra-op threads (default: all usable CPUs)")
-    parser.add_argument("--class-names", help="class names for a model without metadata: comma-separated")
-    parser.add_argument("--mean", help="per-band mean for a model without metadata: comma-separated")
-    parser.add_argument("--std", help="per-band standard deviation for a model without metadata")
-    parser.add_argument("--resample", action="store_true", help="resample the raster to the model's resolution")
-    parser.add_argument("--confidence", help="also write the top-class probability (percent) to this GeoTIFF")
-    parser.add_argument("--overwrite", action="store_true", help="replace existing output files")
-
-
-def run(args, events: Events) -> dict:
-    return classify_raster(
-        args.raster, args.model, args.output, extent=_floats(args.extent, "extent", 4), mask_path=args.mask,
-        overlap=None if args.overlap is None else args.overlap / 100.0, batch_size=args.batch_size,
-        device=args.device, threads=args.threads, class_names=_names(args.class_names),
-        mean=_floats(args.mean, "mean"), std=_floats(args.std, "std"), resample=args.resample,
-        confidence_path=args.confidence, overwrite=args.overwrite, events=events)
-
-
-def classify_raster(raster_path, model_path, output_path, *, extent=None, mask_path=None, overlap=None,
-                    batch_size: int = DEFAULT_BATCH, device: str = "auto", threads: int = None,
-                    class_names=None, mean=None, std=None, resample: bool = False, confidence_path=None,
-                    overwrite: bool = False, pipelined: bool = None, events: Events = None) -> dict:
-    """Classify ``raster_path`` with ``model_path`` into ``output_path``; returns outputs and timings.
-
-    ``overlap`` is a fraction of the tile (default: the model card's, at least 1/8); ``extent`` is
-    (xmin, ymin, xmax, ymax) in the raster's CRS; ``mask_path`` an OGR polygon file in any CRS;
+    ``overlap`` is in percent of the tile (default: the model card's, at least 12.5 %); ``extent`` is
+    (xmin, ymin, xmax, ymax) in the raster's CRS; ``mask`` an OGR polygon file in any CRS;
     ``pipelined`` forces reading/writing in threads on or off (default: see the module's docstring).
     Returns the outputs (OUTPUT, QML, CONFIDENCE) with the classes, device and timings (SECONDS,
     model_seconds, MEGAPIXELS_PER_SECOND, tiles, tiles_run, tiles_skipped, TILE, OVERLAP, BATCH_SIZE).
     """
+    o = options
+    extent = parse_floats(o.extent, "extent", 4)
+    overlap = None if o.overlap is None else float(o.overlap) / 100.0
+    batch_size = int(o.batch_size)
     events = events or RecordingEvents()
     started = time.perf_counter()
-    raster_path, model_path = os.fspath(raster_path), os.fspath(model_path)
+    raster_path, model_path = os.fspath(o.raster), os.fspath(o.model)
+    mask_path = os.fspath(o.mask) if o.mask else None
     if not os.path.exists(raster_path):
         raise BadInputError(f"The raster {raster_path} does not exist.")
     if batch_size < 1:
         raise BadInputError(f"Batch size must be at least 1, got {batch_size}.")
-    output_path = check_output_path(output_path, overwrite=overwrite, inputs=(raster_path, model_path, mask_path))
-    if confidence_path:
-        confidence_path = check_output_path(confidence_path, overwrite=overwrite,
+    output_path = check_output_path(o.output, overwrite=o.overwrite, inputs=(raster_path, model_path, mask_path))
+    confidence_path = None
+    if o.confidence:
+        confidence_path = check_output_path(o.confidence, overwrite=o.overwrite,
                                             inputs=(raster_path, model_path, mask_path))
         if confidence_path == output_path:
             raise BadInputError(f"The confidence raster and the classified raster are both {output_path}: "
                                 f"give them different paths.")
-    model = load_model(model_path, device=device, threads=threads,
-                       overrides={"class_names": class_names, "mean": mean, "std": std}, events=events)
+    overrides = {"class_names": parse_names(o.class_names), "mean": parse_floats(o.mean, "mean"),
+                 "std": parse_floats(o.std, "std")}
+    model = load_model(model_path, device=o.device, threads=o.threads, overrides=overrides, events=events)
     overlap_px = overlap_pixels(model.tile, max(model.card.get("overlap") or 0.0, 0.125)
                                 if overlap is None else overlap)
-    with open_source(raster_path, model, extent=extent, mask_path=mask_path, resample=resample,
+    with open_source(raster_path, model, extent=extent, mask_path=mask_path, resample=o.resample,
                      events=events) as source:
         grid = TileGrid(source.height, source.width, model.tile, overlap_px)
         events.info(f"Classifying {source.width}x{source.height} px in {len(grid)} tiles of {model.tile} px "
@@ -98,7 +75,8 @@ def classify_raster(raster_path, model_path, output_path, *, extent=None, mask_p
                                     crs_wkt=source.crs_wkt, geotransform=source.transform.to_gdal(),
                                     classes=model.classes, confidence_path=confidence_path,
                                     progress=lambda f, m: _progress(events, 0.97 + 0.03 * f, m)) as writer:
-            stats = _run_pipeline(source, model, grid, writer, batch_size, bool(confidence_path), events, pipelined)
+            stats = _run_pipeline(source, model, grid, writer, batch_size, bool(confidence_path), events,
+                                  o.pipelined)
             outputs = writer.finish()
     seconds = time.perf_counter() - started
     megapixels = source.width * source.height / 1e6
@@ -201,23 +179,3 @@ def _softmax(logits: np.ndarray) -> np.ndarray:
 def _progress(events: Events, fraction: float, message: str) -> bool:
     events.progress(fraction, message)
     return not events.cancel_requested
-
-
-def _floats(text, what, count=None):
-    if text in (None, ""):
-        return None
-    values = text if isinstance(text, (list, tuple)) else str(text).replace(";", ",").split(",")
-    try:
-        numbers = [float(v) for v in values if str(v).strip()]
-    except ValueError as exc:
-        raise BadInputError(f"{what} must be comma-separated numbers, got '{text}'.") from exc
-    if count is not None and len(numbers) != count:
-        raise BadInputError(f"{what} needs {count} comma-separated numbers, got '{text}'.")
-    return numbers
-
-
-def _names(text):
-    if text in (None, ""):
-        return None
-    names = [n.strip() for n in str(text).split(",") if n.strip()]
-    return names or None

@@ -15,35 +15,40 @@ import numpy as np
 import rasterio
 from rasterio import windows as rio_windows
 
+from ..errors import BadInputError, Cancelled
+from ..events import RecordingEvents
+from ..options import parse_ints
+from ..output_folder import check_output_folder, commit, discard, start_staging
+from ..rasters import open_raster, valid_mask
+from ..schema import ClassSchema
 from .band_stats import BandStats
-from .chip_split import spatial_split, unique_spans, window_offsets
-from .dataset_json import (IMAGES_DIR, LABELS_DIR, SCHEMA_VERSION, is_chip_dataset_folder, nodata_to_json,
-                           write_dataset_json)
-from .errors import BadInputError, Cancelled
-from .events import RecordingEvents
+from .dataset import IMAGES_DIR, LABELS_DIR, SCHEMA_VERSION, is_chip_dataset_folder, nodata_to_json, write_dataset_json
 from .label_sources import RasterLabels, VectorLabels
-from .output_folder import check_output_folder, commit, discard, start_staging
-from .raster_utils import valid_mask
-from .schema import ClassSchema
+from .options import ChipExportOptions
+from .split import spatial_split, unique_spans, window_offsets
 
 RARE_SHARE = 0.01  # a class with under 1 % of the labelled training pixels is "very few"
 
 
-def export_chips(raster_path, output_dir, *, labels_vector=None, class_field=None, labels_raster=None,
-                 schema=None, chip_size=256, stride=None, min_labelled=0.05, val_fraction=0.2, seed=0,
-                 fids=None, events=None, labels_layer=None) -> dict:
-    """Cut ``raster_path`` into chips labelled by polygons or by a classified raster; returns the summary.
+def export_chips(options: ChipExportOptions, events=None) -> dict:
+    """Cut ``options.image`` into chips labelled by polygons or by a classified raster; returns the summary.
 
-    :param labels_vector: vector file with the training polygons (any CRS GDAL can transform); with
-        ``class_field`` (numeric ids or text names) and optionally ``labels_layer`` and ``fids``.
-    :param labels_raster: classified raster (any grid/CRS: resampled by nearest onto the image grid).
-    :param schema: a :class:`ClassSchema` (or a list of class dicts); None derives it from a stored
-        ``landcover_classes`` table, a ``classes.json`` sidecar, raster category names, or the values.
-    :param chip_size: chip width and height in pixels. ``stride`` defaults to ``chip_size``.
-    :param min_labelled: share of labelled pixels a chip needs to be kept (at least one pixel always).
-    :param val_fraction: share of chips for validation, chosen by spatial blocks.
-    :raises BadInputError, Cancelled: with nothing left in ``output_dir``.
+    Labels: ``labels_vector`` (any CRS GDAL can transform) with ``class_field`` (numeric ids or text names)
+    and optionally ``labels_layer`` and ``fids``; or ``labels_raster`` (any grid/CRS: resampled by nearest
+    onto the image grid). ``schema``: a :class:`ClassSchema`, a list of class dicts or their JSON text;
+    None derives it from a stored ``landcover_classes`` table, a ``classes.json`` sidecar, raster category
+    names, or the values. ``stride`` defaults to ``chip_size``; ``min_labelled`` is the share of labelled
+    pixels a chip needs (at least one pixel always); ``val_fraction`` the share of chips for validation,
+    chosen by spatial blocks. See :class:`ChipExportOptions`.
+
+    :raises BadInputError, Cancelled: with nothing left in ``options.output``.
     """
+    o = options
+    raster_path, output_dir = o.image, o.output
+    labels_vector, class_field, labels_raster = o.labels_vector, o.class_field, o.labels_raster
+    chip_size, stride, min_labelled, val_fraction, seed = o.chip_size, o.stride, o.min_labelled, o.val_fraction, o.seed
+    fids, labels_layer = parse_ints(o.fids, "Feature ids"), o.labels_layer
+    schema = parse_schema_argument(o.schema) if isinstance(o.schema, str) else o.schema
     events = events if events is not None else RecordingEvents()
     started = time.monotonic()
     chip_size, stride = _check_numbers(chip_size, stride, min_labelled, val_fraction)
@@ -53,11 +58,7 @@ def export_chips(raster_path, output_dir, *, labels_vector=None, class_field=Non
     if schema is not None and not isinstance(schema, ClassSchema):
         schema = ClassSchema.from_list(schema)
     folder = check_output_folder(output_dir, is_chip_dataset_folder)
-    try:
-        image = rasterio.open(raster_path)
-    except rasterio.errors.RasterioIOError as exc:
-        raise BadInputError(f"Cannot open the raster {raster_path} ({exc}). Choose a raster GDAL reads.") from exc
-    with image:
+    with open_raster(raster_path) as image:
         if chip_size > min(image.width, image.height):
             raise BadInputError(f"The chip size {chip_size} px is larger than the raster ({image.width} x "
                                 f"{image.height} px). Use a chip size of at most {min(image.width, image.height)}.")
@@ -262,22 +263,6 @@ def _log_summary(summary, events) -> None:
 
 
 # -- engine command ---------------------------------------------------------------------------------
-def add_arguments(parser) -> None:
-    parser.add_argument("--image", required=True, help="raster to cut into chips (any band count and dtype)")
-    parser.add_argument("--output", required=True, help="output folder (new, empty, or a previous chip dataset)")
-    parser.add_argument("--labels-vector", help="training polygons (any vector file GDAL reads, any CRS)")
-    parser.add_argument("--labels-layer", help="layer name inside the vector file (default: the first)")
-    parser.add_argument("--class-field", help="attribute holding the class (numeric id or name)")
-    parser.add_argument("--fids", help="comma-separated feature ids to use (default: all)")
-    parser.add_argument("--labels-raster", help="classified raster to use as labels instead of polygons")
-    parser.add_argument("--schema", help="class schema: JSON text or a JSON file (list of {id, name, colour})")
-    parser.add_argument("--chip-size", type=int, default=256)
-    parser.add_argument("--stride", type=int, default=None, help="default: the chip size (no overlap)")
-    parser.add_argument("--min-labelled", type=float, default=0.05)
-    parser.add_argument("--val-fraction", type=float, default=0.2)
-    parser.add_argument("--seed", type=int, default=0)
-
-
 def parse_schema_argument(text):
     """``--schema``: JSON text or a path to a JSON file; a list of classes or ``{"classes": [...]}``."""
     if not text:
@@ -289,12 +274,11 @@ def parse_schema_argument(text):
     return ClassSchema.from_list(content["classes"] if isinstance(content, dict) else content)
 
 
-def run(args, events) -> dict:
-    fids = [int(f) for f in args.fids.split(",") if f.strip()] if args.fids else None
-    summary = export_chips(args.image, args.output, labels_vector=args.labels_vector, class_field=args.class_field,
-                           labels_raster=args.labels_raster, schema=parse_schema_argument(args.schema),
-                           chip_size=args.chip_size, stride=args.stride, min_labelled=args.min_labelled,
-                           val_fraction=args.val_fraction, seed=args.seed, fids=fids, events=events,
-                           labels_layer=args.labels_layer)
+def export_command(options: ChipExportOptions, events) -> dict:
+    """The engine's ``export-chips``: the exporter's outputs under the names the QGIS side reads."""
+    summary = export_chips(options, events)
     return {"OUTPUT": summary["output_dir"], "DATASET": summary["dataset_json"], "CHIPS": summary["chips"],
-            "TRAIN_CHIPS": summary["train_chips"], "VAL_CHIPS": summary["val_chips"], "SUMMARY": summary}
+            "TRAIN_CHIPS": summary["train_chips"], "VAL_CHIPS": summary["val_chips"],
+            "CLASS_PIXELS": json.dumps(summary["class_pixels"]),
+            "MISSING_CLASSES": ", ".join(summary["missing_classes"]),
+            "RARE_CLASSES": ", ".join(summary["rare_classes"]), "SUMMARY": summary}

@@ -1,0 +1,34 @@
+"""Options of the ``export-chips`` command (engine flags, Processing defaults and the Python API in one place)."""
+import json
+from dataclasses import dataclass
+from typing import Optional, Sequence
+
+from ..options import option
+
+
+def schema_to_text(schema) -> str:
+    """A class schema (a ClassSchema, a list of class dicts, or already JSON text or a JSON file's path) as
+    the text ``--schema`` takes."""
+    if isinstance(schema, str):
+        return schema
+    items = schema.to_list() if hasattr(schema, "to_list") else list(schema)
+    return json.dumps(items)
+
+
+@dataclass
+class ChipExportOptions:
+    image: str = option(help="raster to cut into chips (any band count and dtype)")
+    output: str = option(help="output folder (new, empty, or a previous chip dataset)")
+    labels_vector: Optional[str] = option(None, help="training polygons (any vector file GDAL reads, any CRS)")
+    labels_layer: Optional[str] = option(None, help="layer name inside the vector file (default: the first)")
+    class_field: Optional[str] = option(None, help="attribute holding the class (numeric id or name)")
+    fids: Optional[Sequence[int]] = option(None, help="comma-separated feature ids to use (default: all)")
+    labels_raster: Optional[str] = option(None, help="classified raster to use as labels instead of polygons")
+    schema: Optional[object] = option(
+        None, to_text=schema_to_text,
+        help="class schema: JSON text or a JSON file (list of {id, name, colour}); default: from the labels")
+    chip_size: int = option(256, help="chip width and height in pixels")
+    stride: Optional[int] = option(None, help="pixels between chip windows (default: the chip size, no overlap)")
+    min_labelled: float = option(0.05, help="share of labelled pixels a chip needs to be kept (0-1)")
+    val_fraction: float = option(0.2, help="share of chips for validation, chosen by spatial blocks (0-0.9)")
+    seed: int = option(0, help="random seed of the train/validation split")

@@ -1,0 +1,34 @@
+"""Options of the ``classify`` command (engine flags, Processing defaults and the Python API in one place)."""
+from dataclasses import dataclass
+from typing import Optional, Sequence
+
+from ..options import option
+
+DEVICES = ("auto", "cpu", "cuda")
+DEFAULT_BATCH = 4
+
+
+@dataclass
+class ClassifyOptions:
+    raster: str = option(help="input raster (any GDAL-readable file)")
+    model: str = option(help="ONNX segmentation model")
+    output: str = option(help="classified GeoTIFF to write (.tif)")
+    extent: Optional[Sequence[float]] = option(
+        None, help="xmin,ymin,xmax,ymax in the raster's CRS (default: whole raster)")
+    mask: Optional[str] = option(None, help="polygons (any OGR file); only pixels inside them are classified")
+    overlap: Optional[float] = option(
+        None, help="tile overlap in percent of the tile (default: the model's recommendation, at least 12.5)")
+    batch_size: int = option(DEFAULT_BATCH, help="tiles per model run")
+    device: str = option("auto", choices=DEVICES, help="where the model runs")
+    threads: Optional[int] = option(None, help="onnxruntime intra-op threads (default: all usable CPUs)")
+    class_names: Optional[Sequence[str]] = option(
+        None, help="class names for a model without metadata: comma-separated")
+    mean: Optional[Sequence[float]] = option(
+        None, help="per-band mean for a model without metadata: comma-separated")
+    std: Optional[Sequence[float]] = option(None, help="per-band standard deviation for a model without metadata")
+    resample: bool = option(False, help="resample the raster to the model's resolution")
+    confidence: Optional[str] = option(
+        None, help="also write the top-class probability (percent) to this GeoTIFF")
+    overwrite: bool = option(False, help="replace existing output files")
+    pipelined: Optional[bool] = option(
+        None, cli=False, help="read and write in threads while the model runs (default: when it pays, see run.py)")

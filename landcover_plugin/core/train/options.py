@@ -1,0 +1,89 @@
+"""Options of the ``train`` command: everything a training run is told, in one dataclass.
+
+The engine's argparse, the Processing algorithm's defaults and choices, and the trainer's Python API
+(``training.loop.train(TrainConfig(...))``) all come from here. Standard library only: QGIS's Python
+reads the defaults; the trainer itself (torch) lives in the top-level ``training`` package.
+"""
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Optional
+
+from ..errors import BadInputError
+from ..options import DEVICES, option
+
+ARCHITECTURES = ("unet", "deeplabv3plus", "smp_unet")  # smp_unet: only where segmentation-models-pytorch is
+SCHEDULES = ("onecycle", "cosine")
+
+
+@dataclass
+class TrainConfig:
+    dataset_dir: str = option(positional=True, metavar="dataset",
+                              help="chip dataset folder (with dataset.json), as written by export-chips")
+    output: str = option(help="the ONNX model file to write (.onnx)")
+    architecture: str = option("unet", choices=ARCHITECTURES, help="segmentation network")
+    epochs: int = option(30, help="passes over the training chips")
+    batch_size: int = option(16, help="chips per training step")
+    learning_rate: float = option(1e-3, help="peak learning rate of AdamW")
+    weight_decay: float = option(1e-4, help="AdamW weight decay")
+    schedule: str = option("onecycle", choices=SCHEDULES, help="learning-rate schedule")
+    device: str = option("auto", choices=DEVICES, help="where the network trains (auto: CUDA when present)")
+    class_weights: bool = option(True, flag="--no-class-weights",
+                                 help="do not weight the loss against class imbalance")
+    augment: bool = option(True, flag="--no-augment", help="no random flips and 90 degree rotations")
+    colour_augment: bool = option(False, help="also jitter brightness/contrast and add noise")
+    patience: int = option(10, help="stop after this many epochs without a better validation mIoU (0: never)")
+    resume: Optional[str] = option(None, help="continue from a checkpoint (last.pt, or its folder)")
+    initial_weights: Optional[str] = option(None, help="start from the weights in this .pt file (no download)")
+    seed: int = option(0, help="random seed (weights, sampling, augmentation)")
+    base_width: int = option(16, help="channels of the first stage; doubles per stage")
+    num_workers: Optional[int] = option(None, flag="--workers",
+                                        help="DataLoader workers (default: chosen for the device)")
+    threads: Optional[int] = option(None, help="torch CPU threads (default: torch's choice)")
+    amp: bool = option(True, flag="--no-amp", help="no mixed precision on CUDA")
+    cache_mb: int = option(2048, cli=False, help="keep image chips in RAM when they fit in this budget")
+    export_tile_size: Optional[int] = option(None, help="ONNX tile size (default: the chip size)")
+    time_limit_minutes: Optional[float] = option(
+        None, help="stop training after this many minutes; the learning-rate schedule follows the clock")
+    overlap: float = option(0.25, help="recommended inference overlap (fraction)")
+    work_dir: Optional[str] = option(None, help="checkpoint folder (default: '<output stem>_checkpoints' beside it)")
+
+    def validate(self) -> "TrainConfig":
+        checks = [
+            (self.epochs >= 1, f"epochs must be at least 1 (got {self.epochs})."),
+            (self.batch_size >= 1, f"batch size must be at least 1 (got {self.batch_size})."),
+            (self.learning_rate > 0, f"learning rate must be positive (got {self.learning_rate})."),
+            (self.weight_decay >= 0, f"weight decay must be zero or positive (got {self.weight_decay})."),
+            (self.device in DEVICES, f"device must be one of {', '.join(DEVICES)} (got '{self.device}')."),
+            (self.schedule in SCHEDULES, f"schedule must be one of {', '.join(SCHEDULES)} (got '{self.schedule}')."),
+            (self.patience >= 0, f"patience must be 0 (off) or more epochs (got {self.patience})."),
+            (self.base_width >= 4, f"base width must be at least 4 channels (got {self.base_width})."),
+            (self.time_limit_minutes is None or self.time_limit_minutes > 0,
+             f"time limit must be positive minutes (got {self.time_limit_minutes})."),
+            (0.0 <= self.overlap < 1.0, f"overlap is a fraction in [0, 1) (got {self.overlap})."),
+            (self.export_tile_size is None or self.export_tile_size >= 8,
+             f"export tile size must be at least 8 pixels (got {self.export_tile_size})."),
+            (str(self.output).lower().endswith(".onnx"),
+             f"The output model must be a .onnx file (got '{self.output}')."),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise BadInputError(f"Training setting: {message}")
+        for path, what in ((self.resume, "resume checkpoint"), (self.initial_weights, "initial weights file")):
+            if path and not Path(path).exists():
+                raise BadInputError(f"The {what} '{path}' does not exist. Choose an existing file or leave it empty.")
+        return self
+
+    @property
+    def checkpoint_dir(self) -> Path:
+        if self.work_dir:
+            return Path(self.work_dir)
+        out = Path(self.output)
+        return out.with_name(out.stem + "_checkpoints")
+
+    def curves_paths(self) -> tuple:
+        out = Path(self.output)
+        return out.with_name(out.stem + "_curves.csv"), out.with_name(out.stem + "_curves.png")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
