@@ -103,7 +103,13 @@ def make_transform(source_wkt, target_crs_wkt, what: str = "The labels"):
 
 
 def read_labelled_geometries(path, class_field, target_crs_wkt, layer=None, fids=None, events=None) -> list:
-    """Geometries and class values of a vector layer, reprojected into ``target_crs_wkt``.
+    """``(geometry, value)`` of each labelled feature (see :func:`read_labelled_features`)."""
+    return [(geometry, value) for geometry, value, _ in
+            read_labelled_features(path, class_field, target_crs_wkt, layer, fids, events)]
+
+
+def read_labelled_features(path, class_field, target_crs_wkt, layer=None, fids=None, events=None) -> list:
+    """Geometries, class values and feature ids of a vector layer, reprojected into ``target_crs_wkt``.
 
     :param path: a vector file GDAL reads (GeoPackage, Shapefile, GeoJSON, ...).
     :param class_field: the attribute that holds the class (numeric id or text name).
@@ -112,7 +118,7 @@ def read_labelled_geometries(path, class_field, target_crs_wkt, layer=None, fids
     :param layer: layer name or index; None is the first layer.
     :param fids: optional iterable of feature ids to read (e.g. the selected features); None reads all.
     :param events: optional :class:`Events`; skipped features are reported as a warning.
-    :returns: list of ``(geojson_like_geometry, value)`` in the target CRS, traditional x/y order.
+    :returns: list of ``(geojson_like_geometry, value, fid)`` in the target CRS, traditional x/y order.
     :raises BadInputError: missing file, layer or field, unknown fids, or a CRS that cannot be transformed.
     """
     ogr, _ = _ogr()
@@ -151,7 +157,7 @@ def read_labelled_geometries(path, class_field, target_crs_wkt, layer=None, fids
             except RuntimeError as exc:
                 raise BadInputError(f"Feature {feature.GetFID()} of {lyr.GetName()!r} cannot be transformed "
                                     f"into the raster's CRS ({exc}). Check that the layer's CRS is right.") from exc
-        result.append((json.loads(geometry.ExportToJson()), value))
+        result.append((json.loads(geometry.ExportToJson()), value, feature.GetFID()))
     if (skipped_geometry or skipped_value) and events is not None:
         events.warning(f"Skipped {skipped_geometry} feature(s) without geometry and {skipped_value} without a "
                        f"value in {class_field!r}.")

@@ -1,7 +1,9 @@
 """The output folder: replaced only when it is a previous chip dataset; nothing left after a failure or cancel."""
 import json
 
+import numpy as np
 import pytest
+import rasterio
 
 from landcover_plugin.core.chips.dataset import is_chip_dataset_folder, load_dataset
 from landcover_plugin.core.chips.export import export_chips
@@ -69,10 +71,17 @@ def test_cancel_and_failure_leave_nothing(rstoolbox, tmp_path):
     assert not (tmp_path / "chips").exists() and leftovers(tmp_path) == []
     assert len(events.of_type("progress")) == 5
 
-    # a failure after chips were written (no chip is labelled enough) also cleans up
+    # a failure after chips were written (no chip is labelled enough) also cleans up; labels from a raster
+    # with one 3x3 patch (polygons would keep their best window whatever the labelled share)
+    with rasterio.open(rstoolbox["image"]) as src:
+        profile = dict(src.profile, count=1, nodata=0)
+        patch = np.zeros((1, src.height, src.width), dtype="uint8")
+    patch[0, 100:103, 100:103] = 1
+    with rasterio.open(tmp_path / "patch.tif", "w", **profile) as dst:
+        dst.write(patch)
     with pytest.raises(BadInputError, match="labelled"):
-        export_chips(ChipExportOptions(output=tmp_path / "chips", chip_size=32,
-                                       **dict(rstoolbox, min_labelled=0.99)))
+        export_chips(ChipExportOptions(rstoolbox["image"], tmp_path / "chips", labels_raster=tmp_path / "patch.tif",
+                                       chip_size=32, min_labelled=0.99))
     assert not (tmp_path / "chips").exists() and leftovers(tmp_path) == []
 
     # and a cancelled re-export keeps the previous dataset as it was

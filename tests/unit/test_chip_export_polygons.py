@@ -13,6 +13,7 @@ from rasterio.windows import Window
 from landcover_plugin.core.chips.dataset import load_dataset
 from landcover_plugin.core.chips.export import export_chips
 from landcover_plugin.core.chips.options import ChipExportOptions
+from landcover_plugin.core.events import RecordingEvents
 from landcover_plugin.core.schema import ClassSchema
 from landcover_plugin.core.vectors import read_labelled_geometries, read_schema_table
 
@@ -20,15 +21,50 @@ gdal.UseExceptions()
 ogr.UseExceptions()
 
 
-def gdal_reference_labels(image_path, vector_path, field, ids: dict) -> np.ndarray:
-    """Whole-raster labels burnt by gdal.Rasterize (one pass per class), on the image grid."""
+def gdal_reference_labels(image_path, vector_path, field, ids: dict, fids=None) -> np.ndarray:
+    """Whole-raster labels burnt by gdal.Rasterize (one pass per class), on the image grid; only the
+    features ``fids`` when given."""
     with rasterio.open(image_path) as src:
         memory = gdal.GetDriverByName("MEM").Create("", src.width, src.height, 1, gdal.GDT_Byte)
         memory.SetGeoTransform(src.transform.to_gdal())
         memory.SetProjection(src.crs.to_wkt())
+    only = "" if fids is None else f" AND fid IN ({','.join(str(int(f)) for f in fids) or '-1'})"
     for value, class_id in ids.items():
-        gdal.Rasterize(memory, str(vector_path), burnValues=[class_id], where=f"\"{field}\" = '{value}'")
+        gdal.Rasterize(memory, str(vector_path), burnValues=[class_id], where=f"\"{field}\" = '{value}'{only}")
     return memory.GetRasterBand(1).ReadAsArray()
+
+
+def check_polygon_split(dataset, image_path, vector_path, field, ids):
+    """Training chips hold exactly the training polygons' labels of their window; validation chips hold the
+    held-out polygons' labels, each held-out pixel in exactly one validation chip; no labelled pixel is on
+    both sides; every class with two or more polygons is held out somewhere."""
+    split = dataset["split"]
+    assert split["method"] == "polygons" and split["val_fids"]
+    val_reference = gdal_reference_labels(image_path, vector_path, field, ids, split["val_fids"])
+    train_reference = gdal_reference_labels(image_path, vector_path, field, ids)
+    train_reference[val_reference > 0] = 0
+    with rasterio.open(image_path) as src:
+        valid = valid_mask(src.read(), src.nodata)
+        seen_val = np.zeros((src.height, src.width), dtype=np.int32)
+        for chip in dataset["chips"]:
+            window = windows_of(chip)
+            with rasterio.open(chip["label_path"]) as label:
+                labels = label.read(1)
+            if chip["split"] == "train":
+                expected = train_reference[window.toslices()] * valid[window.toslices()]
+                np.testing.assert_array_equal(labels, expected)
+            else:
+                assert not (labels * (val_reference[window.toslices()] != labels)).any()
+                seen_val[window.toslices()] += labels > 0
+    np.testing.assert_array_equal(seen_val, (val_reference > 0) & valid)  # each held-out pixel once
+    polygons_per_class = {}
+    source = ogr.Open(str(vector_path))  # keep the data source alive while its layer is read
+    for feature in source.GetLayer(0):
+        polygons_per_class.setdefault(ids[feature.GetField(field)], []).append(feature.GetFID())
+    held_out = set(split["val_fids"])
+    for class_id, fids in polygons_per_class.items():
+        if len(fids) >= 2:
+            assert held_out & set(fids) and set(fids) - held_out, class_id
 
 
 def valid_mask(data, nodata):
@@ -93,9 +129,12 @@ def test_rstoolbox_polygons_text_field(shared_data, tmp_path):
     np.testing.assert_allclose(dataset["mean"], whole[:, valid].mean(axis=1), rtol=1e-9)
     np.testing.assert_allclose(dataset["std"], whole[:, valid].std(axis=1), rtol=1e-9)
 
-    reference = gdal_reference_labels(image, polygons, "class", {n: i + 1 for i, n in enumerate(names)})
-    check_chips_against_source(dataset, image, reference)
-    assert_no_train_val_overlap(dataset)
+    ids = {n: i + 1 for i, n in enumerate(names)}
+    train_only = dict(dataset, chips=[c for c in dataset["chips"] if c["split"] == "train"])
+    reference = gdal_reference_labels(image, polygons, "class", ids)
+    reference[gdal_reference_labels(image, polygons, "class", ids, dataset["split"]["val_fids"]) > 0] = 0
+    check_chips_against_source(train_only, image, reference)
+    check_polygon_split(dataset, image, polygons, "class", ids)
     splits = [c["split"] for c in dataset["chips"]]
     assert splits.count("train") == summary["train_chips"] > 0 and splits.count("val") == summary["val_chips"] > 0
     # per-class totals are the sums over chips, and every class is labelled somewhere
@@ -163,3 +202,33 @@ def test_vectors_reproject_in_traditional_axis_order(shared_data, tmp_path):
                                        labels_vector=copy, labels_layer="trainingPolygons_lsat", class_field="class",
                                        chip_size=64))
     assert not (tmp_path / "out").exists()
+
+
+def test_sparse_polygons_every_one_trains_or_validates_and_rare_ones_are_kept(shared_data, tmp_path):
+    """The development case of small polygons (5-11 px) in 64 px chips: with the default labelled share of
+    5 % (205 px) most polygons alone would not make a chip; each is kept all the same, in training or
+    (held out whole) in validation, and each class with two polygons or more is validated."""
+    image = shared_data / "zion/landsat8_2015_b2345.tif"
+    polygons = shared_data / "zion/training_polygons_sparse.gpkg"
+    events = RecordingEvents()
+    summary = export_chips(ChipExportOptions(image, tmp_path / "chips", labels_vector=polygons, class_field="class_id",
+                                             chip_size=64, stride=32), events=events)
+    dataset = load_dataset(tmp_path / "chips")
+    source = ogr.Open(str(polygons))
+    by_fid = {f.GetFID(): int(f.GetField("class_id")) for f in source.GetLayer(0)}
+    ids = {class_id: class_id for class_id in set(by_fid.values())}
+    check_polygon_split(dataset, image, polygons, "class_id", ids)
+    held_out = set(dataset["split"]["val_fids"])
+    train_reference = gdal_reference_labels(image, polygons, "class_id", ids, sorted(set(by_fid) - held_out))
+    in_train_chips = np.zeros_like(train_reference, dtype=bool)
+    for chip in dataset["chips"]:
+        if chip["split"] == "train":
+            in_train_chips[windows_of(chip).toslices()] = True
+    assert in_train_chips[train_reference > 0].all()  # no training polygon lost to the labelled share
+    per_class = {}
+    for fid, class_id in by_fid.items():
+        per_class.setdefault(class_id, []).append(fid)
+    unsplit = {dataset["schema"].by_id(c).name for c, fids in per_class.items() if len(fids) < 2}
+    assert set(summary["split"]["unsplit_classes"]) == unsplit
+    if unsplit:
+        assert any("cannot be validated" in e["message"] for e in events.of_type("log"))

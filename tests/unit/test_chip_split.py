@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from landcover_plugin.core.chips.band_stats import BandStats
-from landcover_plugin.core.chips.split import spatial_split, unique_spans, window_offsets
+from landcover_plugin.core.chips.split import polygon_groups, polygon_split, spatial_split, unique_spans, window_offsets
 
 
 @pytest.mark.parametrize("length,chip,stride", [(310, 64, 64), (1428, 256, 256), (287, 64, 48), (100, 100, 50),
@@ -77,3 +77,25 @@ def test_split_falls_back_to_all_train_with_a_warning():
     assert splits == ["train"] * 3 and "overlap" in info["warning"]
     splits, info = spatial_split(_grid(3, 3, 64), 64, 0.0)
     assert splits == ["train"] * 9 and "warning" not in info
+
+
+def test_touching_polygons_form_one_group_and_far_ones_do_not():
+    boxes = np.array([[0, 0, 10, 10], [10.5, 0, 20, 10], [19, 9, 30, 30], [100, 100, 110, 110]], dtype=float)
+    groups = polygon_groups(boxes, gap=1.0)
+    assert groups[0] == groups[1] == groups[2] != groups[3]  # 0-1 within the gap, 1-2 overlap: one chain
+    assert len(set(polygon_groups(boxes, gap=0.0))) == 3  # 0 and 1 no longer within reach
+
+
+def test_polygon_split_holds_out_whole_groups_of_every_class_that_has_two():
+    classes = np.array([1, 1, 1, 1, 1, 2, 2, 3])
+    groups = np.arange(8)
+    groups[1] = groups[0]  # polygons 0 and 1 touch: one group
+    is_val, info = polygon_split(classes, groups, 0.25, seed=3)
+    assert is_val[0] == is_val[1]  # a group is never cut
+    for class_id in (1, 2):
+        members = is_val[classes == class_id]
+        assert members.any() and not members.all()  # in both splits
+    assert not is_val[classes == 3].any() and info["unsplit_classes"] == [3]
+    assert info["val_polygons"] == int(is_val.sum()) and info["train_polygons"] == 8 - int(is_val.sum())
+    again, _ = polygon_split(classes, groups, 0.25, seed=3)
+    assert (again == is_val).all()

@@ -24,7 +24,11 @@ A chip dataset is a folder::
     chips            [{"id", "image": "images/x.tif", "label": "labels/x.tif",
                        "window": {"row_off", "col_off", "height", "width"},   (pixels in the source)
                        "split": "train" | "val", "labelled_pixels": n, "class_counts": {"<id>": n}}]
-    split            {"method", "block_size", "val_fraction_requested", "seed", ...}
+    split            {"method": "blocks" | "polygons", "val_fraction_requested", "seed", ...}; with "blocks"
+                     also "block_size", "dropped_overlapping"; with "polygons" "val_fids" (the feature ids held
+                     out whole), "val_polygons", "train_polygons", "polygon_groups", "unsplit_classes".
+                     With "polygons" a window may give a train chip and a val chip (``<id>_val``) sharing
+                     one image file; a val chip labels only pixels no earlier window labelled.
     source           {"image", "labels", "labels_kind": "vector" | "raster", "class_field"}
     summary          what chip export reported (chips per split, pixels per class, missing/rare classes)
 

@@ -12,20 +12,18 @@ import time
 from pathlib import Path
 
 import numpy as np
-import rasterio
-from rasterio import windows as rio_windows
 
-from ..errors import BadInputError, Cancelled
+from ..errors import BadInputError
 from ..events import RecordingEvents
 from ..options import parse_ints
 from ..output_folder import check_output_folder, commit, discard, start_staging
-from ..rasters import open_raster, valid_mask
+from ..rasters import open_raster
 from ..schema import ClassSchema
-from .band_stats import BandStats
-from .dataset import IMAGES_DIR, LABELS_DIR, SCHEMA_VERSION, is_chip_dataset_folder, nodata_to_json, write_dataset_json
+from .dataset import SCHEMA_VERSION, is_chip_dataset_folder, nodata_to_json, write_dataset_json
 from .label_sources import RasterLabels, VectorLabels
 from .options import ChipExportOptions
-from .split import spatial_split, unique_spans, window_offsets
+from .scan import BlockLabeller, PolygonLabeller, scan
+from .split import polygon_groups, polygon_split, spatial_split
 
 RARE_SHARE = 0.01  # a class with under 1 % of the labelled training pixels is "very few"
 
@@ -83,25 +81,31 @@ def export_chips(options: ChipExportOptions, events=None) -> dict:
 def _export(image, labels, folder, chip_size, stride, min_labelled, val_fraction, seed, events, started,
             raster_path, labels_path, class_field) -> dict:
     """Scan, split and write into a staging folder; move it into place only when all went well."""
+    need = max(1, int(np.ceil(min_labelled * chip_size * chip_size)))
+    labeller, split_info = _choose_split(image, labels, need, val_fraction, seed, events)
     staging = start_staging(folder)
     try:
-        chips, stats, windows_seen = _scan(image, labels, staging, chip_size, stride, min_labelled, events)
-        if not chips:
+        chips, stats, windows_seen = scan(image, labels, labeller, staging, chip_size, stride, events)
+        if not any(c.get("split") != "val" for c in chips):
             raise BadInputError(f"No chip of {chip_size} px has at least {min_labelled:.0%} labelled pixels "
                                 f"(of {windows_seen} windows). Lower the labelled share or the chip size, or "
                                 f"label more area.")
-        splits, split_info = spatial_split([(c["window"]["row_off"], c["window"]["col_off"]) for c in chips],
-                                           chip_size, val_fraction, seed)
+        if labeller.split_known:
+            kept = chips
+        else:
+            splits, split_info = spatial_split([(c["window"]["row_off"], c["window"]["col_off"]) for c in chips],
+                                               chip_size, val_fraction, seed)
+            kept = []
+            for chip, split in zip(chips, splits):
+                if split is None:
+                    (staging / chip["image"]).unlink()
+                    (staging / chip["label"]).unlink()
+                else:
+                    kept.append(dict(chip, split=split))
         if "warning" in split_info:
             events.warning(split_info["warning"])
-        kept = []
-        for chip, split in zip(chips, splits):
-            if split is None:
-                (staging / chip["image"]).unlink()
-                (staging / chip["label"]).unlink()
-            else:
-                kept.append(dict(chip, split=split))
         summary = _summary(kept, labels.schema, windows_seen, len(chips) - len(kept), started)
+        summary["split"] = split_info
         content = _dataset_content(image, labels, kept, stats, chip_size, stride, split_info, summary,
                                    raster_path, labels_path, class_field, min_labelled)
         write_dataset_json(staging, content)
@@ -110,6 +114,33 @@ def _export(image, labels, folder, chip_size, stride, min_labelled, val_fraction
         discard(staging)
         raise
     return summary
+
+
+def _choose_split(image, labels, need, val_fraction, seed, events):
+    """(labeller, split info): whole polygons for validation when the labels are polygons, else (or when no
+    class has two separate polygon groups) spatial blocks after the scan."""
+    if not isinstance(labels, VectorLabels):
+        return BlockLabeller(labels, need), {}
+    if val_fraction == 0.0:
+        return PolygonLabeller(labels, np.zeros(len(labels.classes), dtype=bool), need), {}
+    gap = 2.0 * max(abs(image.res[0]), abs(image.res[1]))  # polygons within 2 pixels are one group
+    is_val, info = polygon_split(labels.classes, polygon_groups(labels.boxes, gap), val_fraction, seed)
+    names = {c.id: c.name for c in labels.schema}
+    unsplit = [names[i] for i in info["unsplit_classes"]]
+    if not is_val.any():
+        events.warning("No class has two separate polygons (or groups of touching polygons), so no polygon can be "
+                       "held out for validation; validation uses spatial blocks of chips instead, which measures "
+                       "the map less honestly. Digitise at least two separate polygons per class.")
+        return PolygonLabeller(labels, is_val, need), {}
+    info["val_fids"] = [int(labels.fids[i]) for i in np.flatnonzero(is_val)]
+    info["unsplit_classes"] = unsplit
+    events.info(f"Validation: {info['val_polygons']} of {len(is_val)} polygons held out whole (about "
+                f"{val_fraction:.0%} of each class's polygon groups), never seen in training.")
+    if unsplit:
+        events.warning("Classes with a single polygon (or one group of touching polygons) cannot be validated: "
+                       + ", ".join(unsplit) + ". Digitise at least one more polygon of each, away from the first, "
+                       "so the map's accuracy for them is measured.")
+    return PolygonLabeller(labels, is_val, need), info
 
 
 def _check_numbers(chip_size, stride, min_labelled, val_fraction):
@@ -125,63 +156,6 @@ def _check_numbers(chip_size, stride, min_labelled, val_fraction):
     if not 0.0 <= float(val_fraction) < 1.0:
         raise BadInputError(f"The validation share must be at least 0 and below 1 (got {val_fraction}).")
     return chip_size, stride
-
-
-def _scan(image, labels, staging, chip_size, stride, min_labelled, events):
-    """Read every chip window once: band statistics over the part no earlier window covered; write the
-    chips that are labelled enough. Returns (chip records, BandStats, number of windows)."""
-    (staging / IMAGES_DIR).mkdir()
-    (staging / LABELS_DIR).mkdir()
-    rows = window_offsets(image.height, chip_size, stride)
-    cols = window_offsets(image.width, chip_size, stride)
-    row_spans, col_spans = unique_spans(rows, chip_size), unique_spans(cols, chip_size)
-    total = len(rows) * len(cols)
-    stats = BandStats(image.count)
-    image_profile, label_profile = _profiles(image, labels.schema, chip_size)
-    colormap = {c.id: c.rgb + (255,) for c in labels.schema}
-    descriptions = _band_names(image)
-    need = max(1, int(np.ceil(min_labelled * chip_size * chip_size)))
-    chips, done = [], 0
-    for r_index, row in enumerate(rows):
-        for c_index, col in enumerate(cols):
-            if events.cancel_requested:
-                raise Cancelled("Chip export cancelled: nothing was written.")
-            window = rio_windows.Window(col, row, chip_size, chip_size)
-            data = image.read(window=window)
-            valid = valid_mask(data, image.nodata)
-            (r0, r1), (c0, c1) = row_spans[r_index], col_spans[c_index]
-            stats.add(data[:, r0:r1, c0:c1], valid[r0:r1, c0:c1])
-            transform = image.window_transform(window)
-            bounds = rio_windows.bounds(window, image.transform)
-            if labels.has_labels(bounds):
-                label = labels.read(window, transform, bounds)
-                label[~valid] = 0
-                counts = np.bincount(label.ravel(), minlength=256)
-                labelled = int(chip_size * chip_size - counts[0])
-                if labelled >= need:
-                    name = f"r{row:06d}_c{col:06d}"
-                    chip = {"id": name, "image": f"{IMAGES_DIR}/{name}.tif", "label": f"{LABELS_DIR}/{name}.tif",
-                            "window": {"row_off": row, "col_off": col, "height": chip_size, "width": chip_size},
-                            "labelled_pixels": labelled,
-                            "class_counts": {str(i): int(counts[i]) for i in np.flatnonzero(counts[1:]) + 1}}
-                    with rasterio.open(staging / chip["image"], "w", transform=transform, **image_profile) as dst:
-                        dst.write(data)
-                        dst.descriptions = descriptions
-                    with rasterio.open(staging / chip["label"], "w", transform=transform, **label_profile) as dst:
-                        dst.write(label, 1)
-                        dst.write_colormap(1, colormap)
-                    chips.append(chip)
-            done += 1
-            events.progress(0.95 * done / total, f"window {done}/{total}, {len(chips)} chips")
-    return chips, stats, total
-
-
-def _profiles(image, schema, chip_size):
-    # Image chips uncompressed: satellite numbers compress by ~10 % and twice as slowly; labels compress well.
-    common = {"driver": "GTiff", "width": chip_size, "height": chip_size, "crs": image.crs}
-    image_profile = dict(common, count=image.count, dtype=image.dtypes[0], nodata=image.nodata)
-    label_profile = dict(common, count=1, dtype="uint8", nodata=0, compress="deflate", zlevel=1)
-    return image_profile, label_profile
 
 
 def _band_names(image) -> list:
@@ -246,9 +220,10 @@ def _dataset_content(image, labels, chips, stats, chip_size, stride, split_info,
 
 
 def _log_summary(summary, events) -> None:
+    how = ("validation chips hold the held-out polygons" if summary["split"].get("method") == "polygons" else
+           f"{summary['dropped_overlapping']} training chips dropped for overlapping validation chips")
     events.info(f"{summary['chips']} chips ({summary['train_chips']} train, {summary['val_chips']} val) from "
-                f"{summary['windows']} windows in {summary['seconds']:.1f} s; {summary['dropped_overlapping']} "
-                f"training chips dropped for overlapping validation chips.")
+                f"{summary['windows']} windows in {summary['seconds']:.1f} s; {how}.")
     events.info("Labelled pixels per class (train / val): " + "; ".join(
         f"{name} {summary['train_class_pixels'][name]} / {summary['val_class_pixels'][name]}"
         for name in summary["class_pixels"]))

@@ -17,7 +17,7 @@ from ..classified_raster import embedded_classes
 from ..errors import BadInputError
 from ..rasters import open_raster
 from ..schema import MAX_CLASS_ID, MIN_CLASS_ID, ClassSchema
-from ..vectors import crs_name, geometry_bounds, read_labelled_geometries, read_schema_table
+from ..vectors import crs_name, geometry_bounds, read_labelled_features, read_schema_table
 
 
 def _is_integer_like(value) -> bool:
@@ -52,11 +52,11 @@ class VectorLabels:
         if not class_field:
             raise BadInputError("Polygon labels need a class field: name the attribute that holds the class.")
         crs_wkt = image.crs.to_wkt() if image.crs else None
-        features = read_labelled_geometries(path, class_field, crs_wkt, layer=layer, fids=fids, events=events)
+        features = read_labelled_features(path, class_field, crs_wkt, layer=layer, fids=fids, events=events)
         if not features:
             raise BadInputError(f"The labels layer {path} has no feature with a geometry and a value in "
                                 f"{class_field!r}. Digitise some training polygons first.")
-        values = {v for _, v in features}
+        values = {v for _, v, _ in features}
         self.schema_origin = "given"
         if schema is None:
             stored = read_schema_table(path)
@@ -79,7 +79,9 @@ class VectorLabels:
                                 f"{', '.join(repr(v) for v in unknown[:20])}. The schema has "
                                 f"{', '.join(f'{c.id}={c.name}' for c in schema)}. Fix those features' values or "
                                 f"add the classes to the schema.")
-        self.shapes = [(geometry, mapping[value]) for geometry, value in features]
+        self.shapes = [(geometry, mapping[value]) for geometry, value, _ in features]
+        self.fids = [fid for _, _, fid in features]
+        self.classes = np.array([class_id for _, class_id in self.shapes], dtype=np.uint8)
         self.boxes = np.array([geometry_bounds(g) for g, _ in self.shapes], dtype=np.float64)
         left, bottom, right, top = image.bounds
         hits = ((self.boxes[:, 0] < right) & (self.boxes[:, 2] > left)
@@ -96,14 +98,20 @@ class VectorLabels:
         return bool(((b[:, 0] < right) & (b[:, 2] > left) & (b[:, 1] < top) & (b[:, 3] > bottom)).any())
 
     def read(self, window, transform, bounds) -> np.ndarray:
+        """Class ids of the window (0 = unlabelled)."""
+        lut = np.concatenate([[0], self.classes]).astype(np.uint8)
+        return lut[self.read_index(window, transform, bounds)]
+
+    def read_index(self, window, transform, bounds) -> np.ndarray:
+        """Which polygon labels each pixel of the window: its position in ``shapes`` + 1 (0 = none)."""
         left, bottom, right, top = bounds
         b = self.boxes
         hits = np.flatnonzero((b[:, 0] < right) & (b[:, 2] > left) & (b[:, 1] < top) & (b[:, 3] > bottom))
         shape = (int(window.height), int(window.width))
         if hits.size == 0:
-            return np.zeros(shape, dtype=np.uint8)
-        return rasterize([self.shapes[i] for i in hits], out_shape=shape, transform=transform, fill=0,
-                         dtype=np.uint8)
+            return np.zeros(shape, dtype=np.int32)
+        return rasterize([(self.shapes[i][0], int(i) + 1) for i in hits], out_shape=shape, transform=transform,
+                         fill=0, dtype=np.int32)
 
     def close(self):
         pass

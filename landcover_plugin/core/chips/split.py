@@ -1,9 +1,16 @@
-"""Chip windows over a raster grid and the spatial train/val split.
+"""Chip windows over a raster grid and the train/val split: spatial blocks, or whole polygons.
 
 Windows: a regular grid with a given stride; the last row and column of windows are shifted inward
-so every chip is full size. The split is spatial: chips are grouped into square blocks (by window
+so every chip is full size.
+
+Labels from a raster are split by spatial blocks: chips are grouped into square blocks (by window
 centre); whole blocks go to validation until the requested share is reached; then every training
 chip whose window overlaps a validation chip is dropped, so no source pixel is in both splits.
+
+Polygon labels are split by polygon: neighbouring polygons form groups, and whole groups of each class go
+to validation (:func:`polygon_split`), so validation measures the map on places the model never saw
+labelled, and every class with two or more groups is scored. The chips then hold the labels of one
+split only (see chips/export.py).
 """
 import random
 
@@ -99,3 +106,52 @@ def overlaps_any(rows: np.ndarray, cols: np.ndarray, is_val: np.ndarray, chip_si
                 & (np.abs(cols[part, None] - val_cols[None, :]) < chip_size))
         result[part] = near.any(axis=1)
     return result
+
+
+# -- polygon labels: whole polygons (or groups of neighbouring ones) per split, stratified by class ------------
+def polygon_groups(boxes: np.ndarray, gap: float) -> np.ndarray:
+    """Group id per polygon: polygons whose bounding boxes come within ``gap`` (CRS units) of each other,
+    directly or through others, share a group (neighbouring training areas are not split apart)."""
+    n = len(boxes)
+    parent = list(range(n))
+
+    def root(i):
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    for i in range(n):
+        near = np.flatnonzero((boxes[i + 1:, 0] <= boxes[i, 2] + gap) & (boxes[i + 1:, 2] >= boxes[i, 0] - gap)
+                              & (boxes[i + 1:, 1] <= boxes[i, 3] + gap) & (boxes[i + 1:, 3] >= boxes[i, 1] - gap))
+        for j in near + i + 1:
+            parent[root(int(j))] = root(i)
+    roots = [root(i) for i in range(n)]
+    labels = {r: k for k, r in enumerate(dict.fromkeys(roots))}
+    return np.array([labels[r] for r in roots], dtype=np.int64)
+
+
+def polygon_split(classes, groups, val_fraction: float, seed: int = 0):
+    """``(is_val per polygon, info)``: for each class, whole groups (by the class most of their polygons
+    have) go to validation, about ``val_fraction`` of them and at least one, always leaving one for
+    training. A class with a single group cannot be validated: it is named in ``info["unsplit_classes"]``."""
+    classes, groups = np.asarray(classes), np.asarray(groups)
+    group_class = {}
+    for g in np.unique(groups):
+        values, counts = np.unique(classes[groups == g], return_counts=True)
+        group_class[int(g)] = int(values[np.argmax(counts)])
+    rng = random.Random(seed)
+    val_groups, unsplit = set(), []
+    for class_id in sorted(set(group_class.values())):
+        members = sorted(g for g, c in group_class.items() if c == class_id)
+        if len(members) < 2:
+            unsplit.append(class_id)
+            continue
+        rng.shuffle(members)
+        take = min(len(members) - 1, max(1, round(val_fraction * len(members))))
+        val_groups.update(members[:take])
+    is_val = np.isin(groups, sorted(val_groups))
+    info = {"method": "polygons", "val_fraction_requested": float(val_fraction), "seed": int(seed),
+            "polygon_groups": len(group_class), "val_polygons": int(is_val.sum()),
+            "train_polygons": int((~is_val).sum()), "unsplit_classes": unsplit}
+    return is_val, info
