@@ -2,15 +2,20 @@
 from landcover_plugin.core.model.card import build_card
 
 from . import checkpoint as ckpt
+from . import heldout as held
 from .curves import write_csv, write_png
 from .export_onnx import export
 
 
-def finish_run(run: dict, model, network: dict, data: dict, spec, config, device, sample, events) -> dict:
+def finish_run(run: dict, model, network: dict, data: dict, spec, config, device, sample, events, heldout=None,
+               curves: bool = True) -> dict:
+    """Export the best weights with their card; ``heldout``: the held-out estimate when an earlier run made it
+    (a refit), else it is made here from the best epoch's validation. ``curves``: write the training curves."""
     best = run["best"]
     if run["best_state"] is not None:
         model.load_state_dict(run["best_state"])
-        events.info(f"Exporting the weights of epoch {best['epoch']} (best validation mIoU {best['val_miou']}).")
+        events.info(f"Exporting the weights of epoch {best['epoch']} " + (
+            f"(best validation mIoU {best['val_miou']})." if best["val_miou"] is not None else "(the last one)."))
     elif run["epoch"] == 0:
         events.warning("No epoch finished before the run stopped: the model is exported with its current, "
                        "barely trained weights. Train for at least one epoch for a useful model.")
@@ -18,19 +23,34 @@ def finish_run(run: dict, model, network: dict, data: dict, spec, config, device
         events.warning("The best epoch's weights were not found beside the resumed checkpoint: exporting the "
                        "latest weights instead.")
     tile = config.export_tile_size or spec.chip_size
-    card = build_card(schema=spec.schema, band_names=spec.band_names, input_dtype=spec.dtype, nodata=spec.nodata,
-                      mean=spec.mean, std=spec.std, tile_size=tile, overlap=config.overlap,
-                      resolution=_resolution(spec.resolution), crs=spec.crs, architecture=network["architecture"],
-                      metrics=_card_metrics(run), extra={"network": network, "training": _summary(config, device)})
+    split = spec.raw.get("split") or {}
+    confusion = (best or {}).get("val_confusion")
+    if heldout is None and confusion is not None and split.get("method") != "polygons":
+        heldout = held.estimate(confusion, spec.schema.names, None, split)
     model.eval()
-    exported = export(model, config.output, card=card, tile_size=tile, band_count=spec.band_count, sample=sample)
+
+    def write(heldout_now):
+        card = build_card(schema=spec.schema, band_names=spec.band_names, input_dtype=spec.dtype, nodata=spec.nodata,
+                          mean=spec.mean, std=spec.std, tile_size=tile, overlap=config.overlap,
+                          resolution=_resolution(spec.resolution), crs=spec.crs, architecture=network["architecture"],
+                          metrics=_card_metrics(run), extra={"network": network, "training": _summary(config, device),
+                                                             "heldout": heldout_now})
+        return export(model, config.output, card=card, tile_size=tile, band_count=spec.band_count, sample=sample)
+
+    exported = write(heldout)
+    if heldout is None and confusion is not None:  # polygons: weigh by the map's class shares, from this model
+        shares = held.scene_class_shares(exported["path"], (spec.raw.get("source") or {}).get("image"),
+                                         len(spec.schema))
+        heldout = held.estimate(confusion, spec.schema.names, shares, split)
+        exported = write(heldout)
     events.info(f"Wrote the ONNX model '{exported['path']}' (tile {tile} px); onnxruntime matches torch on a "
                 f"batch of {exported['verify_batch']} (max abs difference {exported['max_abs_diff']:.2e}).")
 
     csv_path, png_path = config.curves_paths()
-    write_csv(run["history"], csv_path)
-    write_png(run["history"], png_path, title=f"{network['architecture']} on {spec.folder.name}",
-              best_epoch=best["epoch"] if best else None)
+    if curves:
+        write_csv(run["history"], csv_path)
+        write_png(run["history"], png_path, title=f"{network['architecture']} on {spec.folder.name}",
+                  best_epoch=best["epoch"] if best else None)
     best_file = config.checkpoint_dir / ckpt.BEST
     last_file = config.checkpoint_dir / ckpt.LAST
     return {
@@ -49,6 +69,9 @@ def finish_run(run: dict, model, network: dict, data: dict, spec, config, device
         "device": str(device),
         "architecture": network["architecture"],
         "onnx_max_abs_diff": exported["max_abs_diff"],
+        "HELDOUT": heldout,
+        "HELDOUT_OA": (heldout or {}).get("overall_accuracy"),
+        "HELDOUT_MIOU": (heldout or {}).get("mean_iou"),
     }
 
 
@@ -56,7 +79,8 @@ def _card_metrics(run: dict) -> dict:
     best = run["best"] or {}
     return {"best_epoch": best.get("epoch"), "val_miou": best.get("val_miou"),
             "val_accuracy": best.get("val_accuracy"), "val_loss": best.get("val_loss"),
-            "val_iou": best.get("val_iou"), "epochs_trained": run["epoch"], "cancelled": run["cancelled"],
+            "val_iou": best.get("val_iou"), "val_confusion": best.get("val_confusion"),
+            "epochs_trained": run["epoch"], "cancelled": run["cancelled"],
             "stopped_early": run["stopped_early"]}
 
 

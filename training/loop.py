@@ -10,6 +10,7 @@ still exported); ONNX export checked against torch; training curves.
 import copy
 import math
 import time
+from dataclasses import replace
 
 import numpy as np
 import torch
@@ -24,6 +25,7 @@ from . import checkpoint as ckpt
 from .dataset import ChipDataset, ChipStore, EpochSampler
 from .device import amp_settings, default_workers, memory_errors, select_device
 from .finish import finish_run
+from .heldout import describe as describe_heldout
 from .networks import build_network
 from .objective import class_weights, evaluate, lr_factor, schedule_factor, weighted_loss
 
@@ -41,22 +43,57 @@ def train(config: TrainConfig, events=None) -> dict:
     spec = load_spec(config.dataset_dir)
     torch.manual_seed(config.seed)
     device = select_device(config.device, events, config.threads)
+    split = spec.raw.get("split") or {}
+    refit = (config.refit and not config.resume and split.get("method") == "polygons"
+             and any(c.split == "val" for c in spec.chips))
     with memory_errors(device, config.batch_size, spec.chip_size):
-        return _Training(config, spec, device, events).run()
+        if refit:
+            outputs = _train_then_refit(config, spec, device, events, split)
+        else:
+            outputs = _Training(config, spec, device, events).run()
+    if outputs.get("HELDOUT"):
+        events.info(describe_heldout(outputs["HELDOUT"]))
+    return outputs
+
+
+def _train_then_refit(config, spec, device, events, split) -> dict:
+    """With polygons held out: train and validate on them (the epoch count and the held-out estimate), then
+    train the exported model again on every polygon for that many epochs. A time limit is shared 60/40."""
+    started = time.perf_counter()
+    budget = config.time_limit_minutes
+    first = replace(config, time_limit_minutes=0.6 * budget if budget else None)
+    held = _Training(first, spec, device, events).run()
+    if held["cancelled"] or held["BEST_EPOCH"] is None:
+        return held
+    epochs = int(held["BEST_EPOCH"])
+    left = budget - (time.perf_counter() - started) / 60.0 if budget else None
+    events.info(f"Training again on all polygons (the held-out ones too) for {epochs} epochs, the best count on "
+                f"the held-out polygons, for the exported model.")
+    second = replace(config, epochs=epochs, patience=0, work_dir=str(config.checkpoint_dir / "refit"),
+                     time_limit_minutes=max(left, 0.1) if left is not None else None)
+    everything = replace(spec, chips=[replace(chip, split="train") for chip in spec.chips])
+    final = _Training(second, everything, device, events, final_fit=True, heldout=held["HELDOUT"]).run()
+    selection = {k: held[k] for k in ("BEST_VAL_MIOU", "BEST_VAL_ACCURACY", "BEST_EPOCH", "CURVES_CSV",
+                                      "CURVES_PNG", "CHECKPOINT")}
+    return dict(final, **selection, refit_epochs=final["epochs_run"], selection_epochs_run=held["epochs_run"],
+                epochs_run=held["epochs_run"] + final["epochs_run"])
 
 
 class _Training:
-    def __init__(self, config: TrainConfig, spec, device, events):
+    def __init__(self, config: TrainConfig, spec, device, events, final_fit: bool = False, heldout: dict = None):
         self.config, self.spec, self.device, self.events = config, spec, device, events
+        self.final_fit, self.heldout = final_fit, heldout
         self.store = ChipStore(spec, config.cache_mb, events)
         self.train_idx = [i for i, c in enumerate(spec.chips) if c.split == "train"]
         self.val_idx = [i for i, c in enumerate(spec.chips) if c.split == "val"]
         self.names = spec.schema.names
         counts = _check_training_pixels(self.store, self.train_idx, self.names, spec.folder, events)
-        if not self.val_idx:
+        if not self.val_idx and not final_fit:
             events.warning("The dataset has no validation chips: scores are measured on the training chips and "
                            "overstate quality. Export the chips with a validation fraction above 0.")
             self.val_idx = self.train_idx
+        if final_fit:
+            self.val_idx = []
         self.network = {"architecture": config.architecture, "in_channels": spec.band_count,
                         "num_classes": len(self.names), "base_width": config.base_width}
         self.data = {"classes": spec.schema.to_list(), "band_names": spec.band_names, "mean": spec.mean,
@@ -137,9 +174,10 @@ class _Training:
                                f"are exported.")
                 break
             train_seconds = time.perf_counter() - tic
-            val = evaluate(self.model, self.val_loader, self.pixel_weight, self.names, self.device, self.amp,
-                           self.amp_dtype, should_stop=lambda: events.cancel_requested,
-                           on_batch=lambda: self._advance(f"epoch {epoch}/{self.planned}: validating"))
+            val = NO_VALIDATION if self.final_fit else evaluate(
+                self.model, self.val_loader, self.pixel_weight, self.names, self.device, self.amp, self.amp_dtype,
+                should_stop=lambda: events.cancel_requested,
+                on_batch=lambda: self._advance(f"epoch {epoch}/{self.planned}: validating"))
             if val is None:
                 run["cancelled"] = True
                 events.warning(f"Cancelled while validating epoch {epoch}: exporting the best weights so far.")
@@ -153,8 +191,9 @@ class _Training:
             if config.patience and run["anneal"] is None and run["since_best"] >= config.patience \
                     and epoch < self.planned:
                 self._start_annealing(epoch, start)
-        sample = _verify_sample(self.val_loader, config, self.spec.chip_size)
-        return finish_run(run, self.model, self.network, self.data, self.spec, config, self.device, sample, events)
+        sample = _verify_sample(self.train_loader if self.final_fit else self.val_loader, config, self.spec.chip_size)
+        return finish_run(run, self.model, self.network, self.data, self.spec, config, self.device, sample, events,
+                          heldout=self.heldout, curves=not self.final_fit)
 
     def _start_annealing(self, epoch: int, start: int) -> None:
         """Early stopping: validation mIoU stalled, so bring the learning rate down over a short tail
@@ -236,11 +275,12 @@ class _Training:
                "chips_per_second": round(chips / max(train_seconds, 1e-9), 2)}
         run["history"].append(row)
         run["epoch"] = epoch
-        improved = _is_better(row, run["best"])
+        improved = self.final_fit or _is_better(row, run["best"])  # a refit keeps its last epoch
         run["since_best"] = 0 if improved else run["since_best"] + 1
         if improved:
             run["best"] = {k: row[k] for k in ("epoch", "val_miou", "val_accuracy", "val_loss")}
             run["best"]["val_iou"] = val["iou"]
+            run["best"]["val_confusion"] = val["confusion"]
             run["best_state"] = {k: v.detach().cpu().clone() for k, v in self.model.state_dict().items()}
         snapshot = {"model": {k: v.detach().cpu() for k, v in self.model.state_dict().items()},
                     "optimizer": self.optimizer.state_dict(), "scaler": self.scaler.state_dict(),
@@ -254,6 +294,9 @@ class _Training:
         row["epoch_seconds"] = round(time.perf_counter() - tic, 3)  # training + validation + checkpoints
         self.events.metric(epoch, {k: v for k, v in row.items() if k != "epoch"})
         return improved
+
+
+NO_VALIDATION = {"loss": None, "accuracy": None, "miou": None, "iou": {}, "confusion": None}
 
 
 def _check_training_pixels(store, train_idx, names, folder, events) -> np.ndarray:

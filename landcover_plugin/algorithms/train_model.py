@@ -42,6 +42,7 @@ class TrainModelAlgorithm(EngineAlgorithm):
     SEED = "SEED"
     TIME_LIMIT = "TIME_LIMIT"
     TILE_SIZE = "TILE_SIZE"
+    REFIT = "REFIT"
     OUTPUT = "OUTPUT"
     CURVES_CSV = "CURVES_CSV"
     CURVES_PNG = "CURVES_PNG"
@@ -50,6 +51,8 @@ class TrainModelAlgorithm(EngineAlgorithm):
     BEST_VAL_ACCURACY = "BEST_VAL_ACCURACY"
     BEST_EPOCH = "BEST_EPOCH"
     CANCELLED = "CANCELLED"
+    HELDOUT_OA = "HELDOUT_OA"
+    HELDOUT_MIOU = "HELDOUT_MIOU"
 
     def name(self):
         return "train_segmentation_model"
@@ -66,6 +69,12 @@ class TrainModelAlgorithm(EngineAlgorithm):
             "Each epoch logs the training and validation loss, validation overall accuracy, mean IoU and IoU per "
             "class; the model kept is the epoch with the best validation mIoU. The training curves are written "
             "as a PNG plot and a CSV beside the model, the checkpoints in a '<model>_checkpoints' folder.\n\n"
+            "<b>How good will the map be?</b> With training polygons, 'Export label chips' holds whole polygons "
+            "out for validation. The model is trained without them, scored on them (the <b>held-out estimate</b> "
+            "of the map's overall accuracy and mean IoU, weighted by how much of the map each class covers; in "
+            "the log, the model file and the HELDOUT_OA / HELDOUT_MIOU outputs), and then trained again on all "
+            "polygons for that many epochs (turn off <b>train the exported model again</b> to save that time). "
+            "With few polygons the estimate is rough: the log says so.\n\n"
             "<b>Cancel</b> stops at the next batch and still writes the model of the best epoch so far.\n"
             "<b>Class weights</b> balance rare classes against common ones (unlabelled pixels never count). "
             "<b>Augmentation</b>: random flips and 90 degree rotations; colour augmentation adds brightness, "
@@ -116,6 +125,9 @@ class TrainModelAlgorithm(EngineAlgorithm):
                                          QgsProcessingParameterNumber.Double, defaultValue=0.0, minValue=0.0),
             QgsProcessingParameterNumber(self.TILE_SIZE, self.tr("Model tile size (pixels, 0 = chip size)"),
                                          defaultValue=0, minValue=0, maxValue=8192),
+            QgsProcessingParameterBoolean(self.REFIT, self.tr("With held-out polygons: train the exported model "
+                                                              "again on all polygons"),
+                                          defaultValue=_default("refit")),
         ]
         for parameter in advanced:
             parameter.setFlags(parameter.flags() | QgsProcessingParameterDefinition.FlagAdvanced)
@@ -130,6 +142,10 @@ class TrainModelAlgorithm(EngineAlgorithm):
                                                                                  "at the best epoch")))
         self.addOutput(QgsProcessingOutputNumber(self.BEST_EPOCH, self.tr("Best epoch")))
         self.addOutput(QgsProcessingOutputBoolean(self.CANCELLED, self.tr("Cancelled before the last epoch")))
+        self.addOutput(QgsProcessingOutputNumber(self.HELDOUT_OA, self.tr("Held-out estimate of the map's overall "
+                                                                          "accuracy")))
+        self.addOutput(QgsProcessingOutputNumber(self.HELDOUT_MIOU, self.tr("Held-out estimate of the map's mean "
+                                                                            "IoU")))
 
     def engine_options(self, parameters, context, feedback) -> TrainConfig:
         p = parameters
@@ -155,7 +171,8 @@ class TrainModelAlgorithm(EngineAlgorithm):
             resume=self.parameterAsFile(p, self.RESUME, context) or None,
             initial_weights=self.parameterAsFile(p, self.INITIAL_WEIGHTS, context) or None,
             time_limit_minutes=self.parameterAsDouble(p, self.TIME_LIMIT, context) or None,
-            export_tile_size=self.parameterAsInt(p, self.TILE_SIZE, context) or None)
+            export_tile_size=self.parameterAsInt(p, self.TILE_SIZE, context) or None,
+            refit=self.parameterAsBool(p, self.REFIT, context))
 
     def processing_outputs(self, outputs, context, feedback) -> dict:
         if outputs.get("CANCELLED"):

@@ -11,7 +11,8 @@ import subprocess
 import numpy as np
 import onnxruntime as ort
 
-TINY = ["--epochs", "2", "--batch-size", "4", "--base-width", "8", "--learning-rate", "0.003", "--device", "cpu"]
+TINY = ["--epochs", "2", "--batch-size", "4", "--base-width", "8", "--learning-rate", "0.003", "--device", "cpu",
+        "--no-refit"]
 
 
 def command(engine_python, *args):

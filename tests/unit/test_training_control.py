@@ -14,7 +14,8 @@ from training import checkpoint
 from training.loop import train
 from training.networks import build_network
 
-TINY = {"batch_size": 4, "base_width": 8, "learning_rate": 3e-3, "patience": 0, "device": "cpu"}
+# refit off: these tests follow one run's mechanics (tests/unit/test_training_refit.py covers the refit)
+TINY = {"batch_size": 4, "base_width": 8, "learning_rate": 3e-3, "patience": 0, "device": "cpu", "refit": False}
 
 
 class CancelWhen(RecordingEvents):

@@ -46,6 +46,9 @@ class TrainConfig:
         None, help="stop training after this many minutes; the learning-rate schedule follows the clock")
     overlap: float = option(0.25, help="recommended inference overlap (fraction)")
     work_dir: Optional[str] = option(None, help="checkpoint folder (default: '<output stem>_checkpoints' beside it)")
+    refit: bool = option(True, flag="--no-refit",
+                         help="with polygons held out for validation: do not train again on all polygons for "
+                              "the exported model (faster; the model then never sees the held-out polygons)")
 
     def validate(self) -> "TrainConfig":
         checks = [

@@ -1,0 +1,45 @@
+"""The held-out estimate of the map's accuracy (training/heldout.py): the stratified estimator worked by hand,
+and the fallbacks."""
+import pytest
+
+from training.heldout import describe, estimate
+
+NAMES = ["water", "forest", "crops"]
+# rows = reference, columns = predicted; held-out polygon pixels
+CONFUSION = [[90, 10, 0],
+             [0, 60, 40],
+             [0, 20, 80]]
+SPLIT = {"method": "polygons", "val_polygons": 12, "unsplit_classes": ["urban"]}
+
+
+def test_overall_accuracy_weights_each_mapped_class_by_its_share_of_the_map():
+    shares = [0.1, 0.6, 0.3]
+    result = estimate(CONFUSION, NAMES, shares, SPLIT)
+    # user's accuracies: water 90/90, forest 60/90, crops 80/120
+    expected_oa = 0.1 * 1.0 + 0.6 * (60 / 90) + 0.3 * (80 / 120)
+    assert result["overall_accuracy"] == pytest.approx(expected_oa, abs=1e-4)
+    assert result["raw_overall_accuracy"] == pytest.approx(230 / 300, abs=1e-4)
+    # estimated error matrix p_ik = W_k n_ik / n_.k; IoU of forest from it
+    p_ff = 0.6 * 60 / 90
+    forest_reference = 0.1 * 10 / 90 * 0 + 0.6 * 60 / 90 + 0.3 * 40 / 120  # row forest: mapped water/forest/crops
+    forest_mapped = 0.6
+    assert result["iou"]["forest"] == pytest.approx(p_ff / (forest_reference + forest_mapped - p_ff), abs=1e-4)
+    assert result["few"] and result["polygons"] == 12 and result["unvalidated_classes"] == ["urban"]
+    text = describe(result)
+    assert "only 12 held-out polygons" in text and "urban" in text and f"{expected_oa:.0%}" in text
+
+
+def test_a_mapped_class_never_predicted_on_held_out_pixels_gets_the_raw_accuracy():
+    confusion = [[50, 5, 0], [0, 45, 0], [0, 0, 0]]  # crops: no held-out polygon, never predicted there
+    result = estimate(confusion, NAMES, [0.2, 0.3, 0.5], SPLIT)
+    raw = 95 / 100
+    assert result["overall_accuracy"] == pytest.approx(0.2 * 1.0 + 0.3 * 45 / 50 + 0.5 * raw, abs=1e-4)
+
+
+def test_without_shares_or_with_block_validation_the_validation_score_is_the_estimate():
+    unweighted = estimate(CONFUSION, NAMES, None, SPLIT)
+    assert unweighted["overall_accuracy"] == unweighted["raw_overall_accuracy"]
+    assert "unweighted" in unweighted["method"]
+    blocks = estimate(CONFUSION, NAMES, [0.1, 0.6, 0.3], {"method": "blocks"})
+    assert blocks["overall_accuracy"] == pytest.approx(230 / 300, abs=1e-4) and not blocks["few"]
+    assert "spatial blocks" in blocks["method"]

@@ -1,0 +1,50 @@
+"""With polygons held out for validation, the trainer scores them (the held-out estimate, in the outputs and
+the model card), then trains the exported model again on every polygon for the best epoch count."""
+import json
+
+import onnx
+import pytest
+
+from landcover_plugin.core.events import RecordingEvents
+from landcover_plugin.core.model.card import CARD_KEY
+from landcover_plugin.core.train.options import TrainConfig
+from training.loop import train
+
+
+@pytest.fixture(scope="module")
+def refitted(chips, tmp_path_factory):
+    events = RecordingEvents()
+    out = tmp_path_factory.mktemp("refit") / "model.onnx"
+    outputs = train(TrainConfig(dataset_dir=str(chips), output=str(out), epochs=4, batch_size=4, base_width=8,
+                                learning_rate=3e-3, patience=0, device="cpu"), events)
+    return outputs, events, out
+
+
+def test_the_held_out_estimate_is_reported_and_written_into_the_card(chips, refitted):
+    outputs, events, out = refitted
+    split = json.loads((chips / "dataset.json").read_text())["split"]
+    assert split["method"] == "polygons"
+    heldout = outputs["HELDOUT"]
+    assert 0.0 <= outputs["HELDOUT_OA"] <= 1.0 and outputs["HELDOUT_OA"] == heldout["overall_accuracy"]
+    assert outputs["HELDOUT_MIOU"] == heldout["mean_iou"] is not None
+    assert heldout["polygons"] == split["val_polygons"] and heldout["pixels"] > 0
+    assert "weighted by the class shares of the map" in heldout["method"]  # the source raster was read
+    assert sum(heldout["class_shares"].values()) == pytest.approx(1.0, abs=1e-3)
+    card = json.loads({p.key: p.value for p in onnx.load(str(out)).metadata_props}[CARD_KEY])
+    assert card["heldout"] == heldout
+    logs = [e["message"] for e in events.of_type("log")]
+    assert sum("Held-out estimate of the map's accuracy" in m for m in logs) == 1
+    assert any("rests on only" in m for m in logs)  # rstoolbox holds out a handful of polygons
+
+
+def test_the_exported_model_is_trained_again_on_every_polygon(refitted):
+    outputs, events, out = refitted
+    logs = [e["message"] for e in events.of_type("log")]
+    assert any(m.startswith("Training again on all polygons") for m in logs)
+    assert outputs["refit_epochs"] == outputs["BEST_EPOCH"] and outputs["epochs_run"] == \
+        outputs["selection_epochs_run"] + outputs["refit_epochs"]
+    pixels = [m for m in logs if m.startswith("Training pixels per class")]
+    counts = [[int(part.split()[-1]) for part in m.split(": ", 1)[1].split(", ")] for m in pixels]
+    assert len(counts) == 2 and sum(counts[1]) > sum(counts[0])  # the held-out polygons' pixels join in
+    assert (out.parent / "model_checkpoints" / "refit" / "last.pt").exists()
+    assert outputs["BEST_VAL_MIOU"] is not None  # the selection run's score, not the refit's (none)
