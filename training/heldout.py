@@ -78,7 +78,19 @@ def estimate(confusion, names, shares, split: dict) -> dict:
                       method=f"{polygons} held-out polygons ({pixels} px), user's accuracy per mapped class "
                              f"weighted by the class shares of the map (Olofsson et al. 2014)")
     result["few"] = split.get("method") == "polygons" and (polygons or 0) < FEW_POLYGONS
+    result["confused"] = _confused(cm, names)
     return result
+
+
+def _confused(cm, names, share: float = 0.2, most: int = 3) -> list:
+    """The worst confusions on held-out pixels: [reference name, mapped as name, share of that reference]."""
+    pairs = []
+    for i, row in enumerate(cm):
+        total = row.sum()
+        for j, count in enumerate(row):
+            if i != j and total and count / total >= share:
+                pairs.append((count / total, names[i], names[j]))
+    return [[a, b, round(float(s), 2)] for s, a, b in sorted(pairs, reverse=True)[:most]]
 
 
 def describe(heldout: dict) -> str:
@@ -92,6 +104,11 @@ def describe(heldout: dict) -> str:
                  f"check the map with 'Assess accuracy' against independent reference data.")
     if heldout.get("unvalidated_classes"):
         text += f" Not validated (one polygon group each): {', '.join(heldout['unvalidated_classes'])}."
+    if heldout.get("confused"):
+        text += (" Most confused on held-out pixels: " + "; ".join(
+            f"{a} mapped as {b} ({s:.0%})" for a, b, s in heldout["confused"])
+            + ". Digitise more polygons of these classes, in places unlike the ones you have, especially where "
+              "they meet.")
     return text
 
 

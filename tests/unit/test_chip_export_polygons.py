@@ -230,5 +230,9 @@ def test_sparse_polygons_every_one_trains_or_validates_and_rare_ones_are_kept(sh
         per_class.setdefault(class_id, []).append(fid)
     unsplit = {dataset["schema"].by_id(c).name for c, fids in per_class.items() if len(fids) < 2}
     assert set(summary["split"]["unsplit_classes"]) == unsplit
+    warnings = [e["message"] for e in events.of_type("log") if e["level"] == "warning"]
     if unsplit:
-        assert any("cannot be validated" in e["message"] for e in events.of_type("log"))
+        assert any("cannot be validated" in m for m in warnings)
+    few = {dataset["schema"].by_id(c).name: len(fids) for c, fids in per_class.items() if len(fids) < 5}
+    advice = [m for m in warnings if m.startswith("Few training polygons")]
+    assert few and len(advice) == 1 and all(f"{name} ({n})" in advice[0] for name, n in few.items())

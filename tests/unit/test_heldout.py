@@ -25,8 +25,10 @@ def test_overall_accuracy_weights_each_mapped_class_by_its_share_of_the_map():
     forest_mapped = 0.6
     assert result["iou"]["forest"] == pytest.approx(p_ff / (forest_reference + forest_mapped - p_ff), abs=1e-4)
     assert result["few"] and result["polygons"] == 12 and result["unvalidated_classes"] == ["urban"]
+    assert result["confused"] == [["forest", "crops", 0.4], ["crops", "forest", 0.2]]
     text = describe(result)
     assert "only 12 held-out polygons" in text and "urban" in text and f"{expected_oa:.0%}" in text
+    assert "forest mapped as crops (40%)" in text
 
 
 def test_a_mapped_class_never_predicted_on_held_out_pixels_gets_the_raw_accuracy():

@@ -26,6 +26,7 @@ from .scan import BlockLabeller, PolygonLabeller, scan
 from .split import polygon_groups, polygon_split, spatial_split
 
 RARE_SHARE = 0.01  # a class with under 1 % of the labelled training pixels is "very few"
+ADVISED_POLYGONS = 5  # per class: fewer, and neither the model nor its held-out score can be trusted much
 
 
 def export_chips(options: ChipExportOptions, events=None) -> dict:
@@ -121,6 +122,7 @@ def _choose_split(image, labels, need, val_fraction, seed, events):
     class has two separate polygon groups) spatial blocks after the scan."""
     if not isinstance(labels, VectorLabels):
         return BlockLabeller(labels, need), {}
+    _advise_polygon_counts(labels, events)
     if val_fraction == 0.0:
         return PolygonLabeller(labels, np.zeros(len(labels.classes), dtype=bool), need), {}
     gap = 2.0 * max(abs(image.res[0]), abs(image.res[1]))  # polygons within 2 pixels are one group
@@ -217,6 +219,18 @@ def _dataset_content(image, labels, chips, stats, chip_size, stride, split_info,
         "summary": summary,
         "chips": chips,
     }
+
+
+def _advise_polygon_counts(labels, events) -> None:
+    counts = {c.id: 0 for c in labels.schema}
+    for class_id in labels.classes:
+        counts[int(class_id)] += 1
+    few = [(c.name, counts[c.id]) for c in labels.schema if 0 < counts[c.id] < ADVISED_POLYGONS]
+    if few:
+        events.warning("Few training polygons for " + ", ".join(f"{name} ({n})" for name, n in few)
+                       + f": digitise at least {ADVISED_POLYGONS} polygons of each class, spread over the scene "
+                       "(different places, and where the classes meet), so the model learns the class and not one "
+                       "place, and the held-out score can measure it.")
 
 
 def _log_summary(summary, events) -> None:
