@@ -45,7 +45,8 @@ class SetupEngineAlgorithm(EngineAlgorithm):
             "and downloads about 1 GB (several GB with CUDA).")
 
     def initAlgorithm(self, config=None):
-        self.addParameter(QgsProcessingParameterEnum(self.MODE, self.tr("Mode"), options=MODES, defaultValue=0))
+        # Check only by default: a user who opens the dialog to look must not start a 1 GB download.
+        self.addParameter(QgsProcessingParameterEnum(self.MODE, self.tr("Mode"), options=MODES, defaultValue=1))
         self.addParameter(QgsProcessingParameterString(
             self.BASE_PYTHON, self.tr("Python to base the environment on (default: QGIS's Python)"),
             optional=True))
