@@ -186,12 +186,12 @@ def hold_out_polygons(path, fold: int, folds: int = 4):
     return held_out, kept
 
 
-def polygons(path, fids):
-    source = ogr.Open(str(path))
+def polygons(path, fids=None, field=CLASS_FIELD):
+    """(GeoJSON geometry, class value) of the features ``fids`` (default: all) of the first layer."""
+    source = ogr.Open(str(path))  # keep the data source alive while its layer is read
     layer = source.GetLayer(0)
-    for fid in fids:
-        feature = layer.GetFeature(fid)
-        yield json.loads(feature.GetGeometryRef().ExportToJson()), feature.GetField(CLASS_FIELD)
+    for feature in (layer.GetFeature(fid) for fid in fids) if fids is not None else layer:
+        yield json.loads(feature.GetGeometryRef().ExportToJson()), feature.GetField(field)
 
 
 def _train(config):
