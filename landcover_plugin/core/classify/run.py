@@ -64,6 +64,10 @@ def classify_raster(options: ClassifyOptions, events: Events = None) -> dict:
     overrides = {"class_names": parse_names(o.class_names), "mean": parse_floats(o.mean, "mean"),
                  "std": parse_floats(o.std, "std")}
     model = load_model(model_path, device=o.device, threads=o.threads, overrides=overrides, events=events)
+    if model.fixed_batch and model.fixed_batch != batch_size:
+        events.info(f"The model was exported with a fixed batch of {model.fixed_batch} tile(s): running "
+                    f"{model.fixed_batch} tile(s) a batch instead of {batch_size}.")
+        batch_size = model.fixed_batch
     overlap_px = overlap_pixels(model.tile, max(model.card.get("overlap") or 0.0, 0.125)
                                 if overlap is None else overlap)
     with open_source(raster_path, model, extent=extent, mask_path=mask_path, resample=o.resample,
@@ -119,6 +123,7 @@ def _run_pipeline(source, model, grid, writer, batch_size, confidence, events, p
             tick = time.perf_counter()
             probs = model.run(batch.x)
             stats["model_seconds"] += time.perf_counter() - tick
+            _check_finite(probs, batch, len(grid))
             if needs_softmax is None:
                 needs_softmax = _needs_softmax(probs, events)
             if needs_softmax:
@@ -158,6 +163,17 @@ class _Inline:
 def _blend(blender, batch, probs):
     for tile, tile_probs, valid in zip(batch.tiles, probs, batch.valid):
         blender.add(tile, tile_probs, valid)
+
+
+def _check_finite(probs: np.ndarray, batch, tiles: int) -> None:
+    """NaN or infinite outputs would all become class 1 (argmax): stop instead of painting a one-class map."""
+    finite = np.isfinite(probs).all(axis=(1, 2, 3))
+    if not finite.all():
+        first = batch.tiles[int(np.flatnonzero(~finite)[0])]
+        raise BadInputError(f"The model returned NaN or infinite values (first in tile {first.index + 1} of {tiles}, "
+                            f"at row {first.row}, column {first.col}): its weights are broken (a diverged "
+                            f"training?) or the input is far outside what it was trained on (check the bands, "
+                            f"and the mean and std it standardises with). No classified raster was written.")
 
 
 def _needs_softmax(probs: np.ndarray, events: Events) -> bool:
