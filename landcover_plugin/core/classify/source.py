@@ -107,6 +107,11 @@ def open_source(raster_path, model, *, extent=None, mask_path=None, resample=Fal
 
 def _check(src, model, events) -> None:
     card = model.card
+    if src.count != model.bands and card["bands"].get("assumed"):
+        raise BadInputError(f"The model's input does not fix how many bands it takes (its channel axis is "
+                            f"dynamic) and its metadata does not say it, so the raster's {src.count} bands cannot "
+                            f"be checked against it. Give the per-band mean and std, one value per band "
+                            f"({src.count} here), so the band count is known.")
     if src.count != model.bands:
         names = ", ".join(card["bands"].get("names") or [])
         raise BadInputError(f"The raster has {src.count} bands but the model takes {model.bands} bands"
