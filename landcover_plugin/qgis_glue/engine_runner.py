@@ -55,9 +55,17 @@ def engine_pythonpath() -> str:
     return os.pathsep.join(paths)
 
 
+def engine_cwd() -> str:
+    """The folder the engine starts in. ``python -m`` puts its start folder first on ``sys.path``, so a
+    stray ``onnxruntime.py`` in QGIS's current folder would run inside the engine: start it in the folder
+    that already holds our packages (first on its PYTHONPATH), never wherever QGIS happens to be."""
+    return str(PLUGIN_DIR.parent)
+
+
 def engine_environment(base=None) -> dict:
     env = dict(os.environ if base is None else base)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (engine_pythonpath(), env.get("PYTHONPATH")) if p)
+    env["PYTHONSAFEPATH"] = "1"  # Python 3.11+: never put the start folder on sys.path (older ones ignore it)
     env["PYTHONUNBUFFERED"] = "1"
     env["PYTHONIOENCODING"] = "utf-8"
     env.pop("PYTHONHOME", None)  # QGIS's own Python home must not leak into another interpreter
@@ -119,7 +127,7 @@ class _EngineRun:
         try:
             self.proc = subprocess.Popen(
                 argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
-                env=engine_environment(), text=True, encoding="utf-8", errors="replace", bufsize=1,
+                env=engine_environment(), cwd=engine_cwd(), text=True, encoding="utf-8", errors="replace", bufsize=1,
                 **_new_process_group())
         except FileNotFoundError as exc:
             raise EngineError(
