@@ -67,6 +67,21 @@ def embedded_classes(path, events=None) -> tuple:
         return None, colours
 
 
+def present_values(path) -> set:
+    """The class ids (1..254) that band 1 of a byte raster holds (an exact histogram); None if not byte."""
+    gdal.UseExceptions()
+    try:
+        dataset = gdal.Open(str(path))  # kept referenced: a band outliving its dataset crashes GDAL
+        band = dataset.GetRasterBand(1)
+        if band.DataType != gdal.GDT_Byte:
+            return None
+        counts = band.GetHistogram(-0.5, 255.5, 256, include_out_of_range=False, approx_ok=False)
+        dataset = None
+    except RuntimeError:
+        return None
+    return {value for value, count in enumerate(counts) if count and MIN_CLASS_ID <= value <= MAX_CLASS_ID}
+
+
 def overview_factors(width: int, height: int, smallest: int = BLOCK) -> list:
     """2, 4, 8, ... until the coarsest overview fits in one block."""
     factors, factor = [], 2
