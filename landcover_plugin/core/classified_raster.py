@@ -136,7 +136,11 @@ class ClassifiedRasterWriter:
     def __enter__(self):
         for kind, _target in self._targets:
             folder = os.path.dirname(self._temps[kind])
-            os.makedirs(folder, exist_ok=True)
+            try:
+                os.makedirs(folder, exist_ok=True)
+            except OSError as exc:
+                raise BadInputError(f"Cannot create the output folder {folder} ({exc.strerror or exc}). Choose a "
+                                    f"folder you can write to.") from exc
             self._check_free_space(folder)
             self._datasets[kind] = self._create(self._temps[kind])
         band = self._datasets["labels"].GetRasterBand(1)

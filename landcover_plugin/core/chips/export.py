@@ -19,7 +19,7 @@ from ..errors import BadInputError, Cancelled
 from ..events import RecordingEvents
 from ..options import parse_ints
 from ..output_folder import check_output_folder, commit, discard, start_staging
-from ..rasters import open_raster, valid_mask
+from ..rasters import check_pixel_type, open_raster, read, valid_mask
 from ..schema import ClassSchema
 from .band_stats import BandStats
 from .dataset import IMAGES_DIR, LABELS_DIR, SCHEMA_VERSION, is_chip_dataset_folder, nodata_to_json, write_dataset_json
@@ -59,6 +59,7 @@ def export_chips(options: ChipExportOptions, events=None) -> dict:
         schema = ClassSchema.from_list(schema)
     folder = check_output_folder(output_dir, is_chip_dataset_folder)
     with open_raster(raster_path) as image:
+        check_pixel_type(image)
         if chip_size > min(image.width, image.height):
             raise BadInputError(f"The chip size {chip_size} px is larger than the raster ({image.width} x "
                                 f"{image.height} px). Use a chip size of at most {min(image.width, image.height)}.")
@@ -86,6 +87,11 @@ def _export(image, labels, folder, chip_size, stride, min_labelled, val_fraction
     staging = start_staging(folder)
     try:
         chips, stats, windows_seen = _scan(image, labels, staging, chip_size, stride, min_labelled, events)
+        if not chips and stats.count == 0:
+            nodata = "" if image.nodata is None else f" ({image.nodata:g})"
+            raise BadInputError(f"The raster {image.name} has no valid pixels: every pixel is its nodata value"
+                                f"{nodata} or NaN, so no chip can be cut. Check the raster (and its nodata "
+                                f"setting); lowering the labelled share would not help.")
         if not chips:
             raise BadInputError(f"No chip of {chip_size} px has at least {min_labelled:.0%} labelled pixels "
                                 f"(of {windows_seen} windows). Lower the labelled share or the chip size, or "
@@ -147,7 +153,7 @@ def _scan(image, labels, staging, chip_size, stride, min_labelled, events):
             if events.cancel_requested:
                 raise Cancelled("Chip export cancelled: nothing was written.")
             window = rio_windows.Window(col, row, chip_size, chip_size)
-            data = image.read(window=window)
+            data = read(image, window=window)
             valid = valid_mask(data, image.nodata)
             (r0, r1), (c0, c1) = row_spans[r_index], col_spans[c_index]
             stats.add(data[:, r0:r1, c0:c1], valid[r0:r1, c0:c1])

@@ -28,7 +28,7 @@ from ..events import Events, RecordingEvents
 from ..model.session import load_model, usable_cpus
 from ..options import parse_floats, parse_names
 from .options import ClassifyOptions
-from .source import open_source
+from .source import mask_bounds, open_source
 from .tiling import StripBlender, TileGrid, overlap_pixels
 
 
@@ -82,6 +82,9 @@ def classify_raster(options: ClassifyOptions, events: Events = None) -> dict:
             stats = _run_pipeline(source, model, grid, writer, batch_size, bool(confidence_path), events,
                                   o.pipelined)
             outputs = writer.finish()
+        blank = blank_reason(source) if stats["tiles_run"] == 0 else None
+    if blank:
+        events.warning(blank)
     seconds = time.perf_counter() - started
     megapixels = source.width * source.height / 1e6
     events.progress(1.0, "done")
@@ -94,7 +97,27 @@ def classify_raster(options: ClassifyOptions, events: Events = None) -> dict:
               "TILE": model.tile, "OVERLAP": overlap_px, "BATCH_SIZE": batch_size, **stats}
     if confidence_path:
         result["CONFIDENCE"] = outputs["confidence"]
+    if blank:
+        result["BLANK"] = blank
     return result
+
+
+def blank_reason(source) -> str:
+    """Why no pixel was classified, in words: the mask misses the raster, or every pixel is nodata/NaN."""
+    left, bottom, right, top = source.bounds
+    if source.shapes is not None:
+        xmin, ymin, xmax, ymax = mask_bounds(source.shapes)
+        if xmax < left or xmin > right or ymax < bottom or ymin > top:
+            return (f"The classified raster is empty (all no data): the mask polygons ({xmin:.6g}, {ymin:.6g}, "
+                    f"{xmax:.6g}, {ymax:.6g}) do not overlap the raster ({left:.6g}, {bottom:.6g}, {right:.6g}, "
+                    f"{top:.6g}, in its CRS). Choose a mask over the raster, or check the mask's CRS.")
+        where = "inside the mask"
+    else:
+        where = "in the area classified"
+    nodata = "" if source.nodata is None else f" ({source.nodata:g})"
+    return (f"The classified raster is empty (all no data): every pixel {where} is the raster's nodata "
+            f"value{nodata} or NaN, so there was nothing to classify. Check the raster (and its nodata "
+            f"setting) or the extent.")
 
 
 def _run_pipeline(source, model, grid, writer, batch_size, confidence, events, pipelined=None) -> dict:

@@ -21,7 +21,7 @@ from rasterio.warp import transform_geom
 from rasterio.windows import Window
 
 from ..errors import BadInputError
-from ..rasters import open_raster, valid_mask
+from ..rasters import check_pixel_type, open_raster, read, valid_mask
 
 RESOLUTION_TOLERANCE = 1.5  # warn when raster and model resolutions differ by more than this factor
 GDAL_CACHE_BYTES = 256 * 2**20  # bounded block cache: strip-organised rasters are decoded once per tile row
@@ -41,6 +41,7 @@ class RasterSource:
         self.dataset, self.window, self.shapes = dataset, window, shapes
         self.width, self.height = int(window.width), int(window.height)
         self.transform = dataset.window_transform(window)
+        self.bounds = rasterio.windows.bounds(window, dataset.transform)
         self.crs_wkt = dataset.crs.to_wkt() if dataset.crs else ""
         self.nodata = dataset.nodata
         self.mean = np.asarray(model.card["mean"], dtype=np.float32)[:, None, None]
@@ -74,7 +75,7 @@ class RasterSource:
                 return False
         else:
             inside[:] = True
-        data = self.dataset.read(window=window)
+        data = read(self.dataset, window=window)
         inside &= valid_mask(data, self.nodata)
         if not inside.any():
             return False  # all False already
@@ -107,6 +108,7 @@ def open_source(raster_path, model, *, extent=None, mask_path=None, resample=Fal
 
 def _check(src, model, events) -> None:
     card = model.card
+    check_pixel_type(src)
     if src.count != model.bands and card["bands"].get("assumed"):
         raise BadInputError(f"The model's input does not fix how many bands it takes (its channel axis is "
                             f"dynamic) and its metadata does not say it, so the raster's {src.count} bands cannot "
@@ -202,11 +204,26 @@ def load_mask(path, crs) -> list:
                             f"classify.")
     reference = layer.GetSpatialRef()
     if reference is not None and crs is not None:
-        mask_crs = rasterio.crs.CRS.from_wkt(reference.ExportToWkt())
-        if mask_crs != crs:
-            shapes = transform_geom(mask_crs, crs, shapes)
+        try:
+            if (reference.GetName() or "").lower().startswith("undefined"):  # a GeoPackage's srs_id 0 or -1
+                raise ValueError("the GeoPackage records no CRS for it")
+            mask_crs = rasterio.crs.CRS.from_wkt(reference.ExportToWkt())
+            if mask_crs != crs:
+                shapes = transform_geom(mask_crs, crs, shapes)
+        except (rasterio.errors.CRSError, rasterio.errors.RasterioError, RuntimeError, ValueError) as exc:
+            name = reference.GetName() or "unnamed"
+            raise BadInputError(f"The mask layer {path} has a CRS that cannot be used ('{name}': "
+                                f"{str(exc).strip()[:200]}), so its polygons cannot be placed on the raster. "
+                                f"Assign the mask its real CRS (in QGIS: Layer Properties > Source, or "
+                                f"'Assign projection'), or save it in the raster's CRS.") from exc
     return shapes
 
+
+
+def mask_bounds(shapes) -> tuple:
+    """(xmin, ymin, xmax, ymax) of GeoJSON-like polygons."""
+    boxes = [rasterio.features.bounds(shape) for shape in shapes]
+    return (min(b[0] for b in boxes), min(b[1] for b in boxes), max(b[2] for b in boxes), max(b[3] for b in boxes))
 
 
 def _crs_text(crs) -> str:
