@@ -18,6 +18,7 @@ import numpy as np
 from osgeo import gdal
 
 from .errors import BadInputError, Cancelled
+from .output_folder import remove_stale
 from .qml import write_paletted_qml
 from .schema import MAX_CLASS_ID, MIN_CLASS_ID, ClassInfo, ClassSchema, default_colour
 
@@ -112,6 +113,22 @@ def check_output_path(path: str, *, overwrite: bool, inputs=()) -> str:
     return path
 
 
+def _claim(targets) -> None:
+    """Create every target exclusively (each then replaced by its finished file): of two runs that both found
+    the paths free, only one may publish there without ``overwrite``."""
+    claimed = []
+    for target in targets:
+        try:
+            os.close(os.open(target, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644))
+        except FileExistsError as exc:
+            for path in claimed:
+                os.remove(path)
+            raise BadInputError(f"The output {target} was created by another run while this one was working: "
+                                f"choose another path, or allow overwriting (--overwrite). This run's result was "
+                                f"removed.") from exc
+        claimed.append(target)
+
+
 class ClassifiedRasterWriter:
     """Writes label rows (and confidence rows) in 256-row block strips; ``finish()`` publishes the files.
 
@@ -119,8 +136,9 @@ class ClassifiedRasterWriter:
     """
 
     def __init__(self, path: str, *, width: int, height: int, crs_wkt: str, geotransform, classes: list,
-                 confidence_path: str = None, progress=None):
+                 confidence_path: str = None, progress=None, overwrite: bool = True):
         self.path, self.width, self.height = path, int(width), int(height)
+        self.overwrite = overwrite
         self.classes = classes
         self.confidence_path = confidence_path
         self.progress = progress or (lambda fraction, message: True)
@@ -134,10 +152,11 @@ class ClassifiedRasterWriter:
 
     # -- life cycle --------------------------------------------------------------------------------
     def __enter__(self):
-        for kind, _target in self._targets:
+        for kind, target in self._targets:
             folder = os.path.dirname(self._temps[kind])
             try:
                 os.makedirs(folder, exist_ok=True)
+                remove_stale(target)
             except OSError as exc:
                 raise BadInputError(f"Cannot create the output folder {folder} ({exc.strerror or exc}). Choose a "
                                     f"folder you can write to.") from exc
@@ -205,6 +224,8 @@ class ClassifiedRasterWriter:
             self._gdal(dataset.FlushCache, kind)
         self._datasets.clear()
         self._add_category_names(self._temps["labels"])
+        if not self.overwrite:
+            _claim([target for _kind, target in self._targets])
         outputs = {}
         for kind, target in self._targets:
             if os.path.exists(target + ".aux.xml"):  # stale statistics of a file being replaced

@@ -77,7 +77,7 @@ def classify_raster(options: ClassifyOptions, events: Events = None) -> dict:
                     f"overlapping by {overlap_px} px, {batch_size} tiles a batch.")
         with ClassifiedRasterWriter(output_path, width=source.width, height=source.height,
                                     crs_wkt=source.crs_wkt, geotransform=source.transform.to_gdal(),
-                                    classes=model.classes, confidence_path=confidence_path,
+                                    classes=model.classes, confidence_path=confidence_path, overwrite=o.overwrite,
                                     progress=lambda f, m: _progress(events, 0.97 + 0.03 * f, m)) as writer:
             stats = _run_pipeline(source, model, grid, writer, batch_size, bool(confidence_path), events,
                                   o.pipelined)
