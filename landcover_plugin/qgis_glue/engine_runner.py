@@ -103,6 +103,7 @@ def stream_process(argv, feedback, on_line=None, env=None, cwd=None) -> int:
         except queue.Empty:
             if feedback.isCanceled():
                 _terminate(proc, 10.0)
+                proc.stdout.close()
                 raise EngineCancelled() from None
             continue
         if line is None:
@@ -112,7 +113,9 @@ def stream_process(argv, feedback, on_line=None, env=None, cwd=None) -> int:
             feedback.pushConsoleInfo(line)
             if on_line:
                 on_line(line)
-    return proc.wait()
+    returncode = proc.wait()
+    proc.stdout.close()
+    return returncode
 
 
 class _EngineRun:
@@ -163,6 +166,9 @@ class _EngineRun:
                 cancelled_at = float("inf")
         returncode = self.proc.wait()
         self._stderr_thread.join(timeout=5)
+        self._stdout_thread.join(timeout=5)
+        for stream in (self.proc.stdout, self.proc.stderr):  # else: ResourceWarning: unclosed file
+            stream.close()
         return self._conclude(returncode, cancelled=cancelled_at is not None)
 
     def _conclude(self, returncode: int, cancelled: bool) -> dict:

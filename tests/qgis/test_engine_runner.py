@@ -113,3 +113,14 @@ def test_python_files_in_the_start_folder_are_never_imported(engine_python, tmp_
     outputs = run_engine(engine_python, "env-report", ["--require", "onnxruntime", "numpy"], QgsProcessingFeedback())
     assert not marker.exists(), marker.read_text()
     assert outputs
+
+
+def test_no_file_is_left_unclosed(engine_python):
+    import gc  # noqa: PLC0415
+    import warnings  # noqa: PLC0415
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ResourceWarning)
+        run_engine(engine_python, "selftest", ["--seconds", "0.1"], QgsProcessingFeedback())
+        gc.collect()
+    assert not [w for w in caught if issubclass(w.category, ResourceWarning)], [str(w.message) for w in caught]
