@@ -119,3 +119,15 @@ def test_outputs_are_finite_for_a_normal_model(zion, tmp_path):
     labels, _, _ = classify(zion, export(tiny_net(4, 3), tmp_path / "m.onnx", 4, 64, zion["props"]),
                             tmp_path / "ok.tif")
     assert np.isin(np.unique(labels), [1, 2, 3]).all()
+
+
+def test_the_same_crs_written_another_way_is_not_news(zion, tmp_path):
+    with rasterio.open(zion["image"]) as src:
+        wkt = src.crs.to_wkt()
+    logs_for = {}
+    for name, crs in (("wkt", wkt), ("epsg", "EPSG:32612"), ("other", "EPSG:32633")):
+        card = card_for(NAMES, mean=zion["mean"], std=zion["std"], tile=64, input_dtype="uint16", crs=crs)
+        model = export(tiny_net(4, 3), tmp_path / f"{name}.onnx", 4, 64, metadata_props(card))
+        logs_for[name] = " ".join(classify(zion, model, tmp_path / f"{name}.tif")[2])
+    assert "trained in" not in logs_for["wkt"] and "trained in" not in logs_for["epsg"]
+    assert "The raster's CRS is EPSG:32612; the model was trained in EPSG:32633." in logs_for["other"]

@@ -127,8 +127,9 @@ def _check(src, model, events) -> None:
     if src.crs is None:
         events.warning(f"The raster {src.name} has no CRS: the classified raster will have none either, and "
                        f"its resolution cannot be compared with the model's.")
-    elif card.get("crs") and _crs_text(src.crs) != card["crs"]:
-        events.info(f"The raster's CRS is {_crs_text(src.crs)}; the model was trained in {card['crs']}.")
+    elif card.get("crs") and not _same_crs(src.crs, card["crs"]):
+        events.info(f"The raster's CRS is {_crs_text(src.crs)}; the model was trained in "
+                    f"{_crs_text(_parse_crs(card['crs'])) if _parse_crs(card['crs']) else card['crs'][:60]}.")
 
 
 def _target_grid(src, model, resample: bool, events):
@@ -224,6 +225,20 @@ def mask_bounds(shapes) -> tuple:
     """(xmin, ymin, xmax, ymax) of GeoJSON-like polygons."""
     boxes = [rasterio.features.bounds(shape) for shape in shapes]
     return (min(b[0] for b in boxes), min(b[1] for b in boxes), max(b[2] for b in boxes), max(b[3] for b in boxes))
+
+
+def _parse_crs(text):
+    """A CRS from the card's text (WKT or an authority code), or None when it is not one."""
+    try:
+        return rasterio.crs.CRS.from_user_input(text)
+    except (rasterio.errors.CRSError, ValueError, TypeError):
+        return None
+
+
+def _same_crs(crs, text) -> bool:
+    """Compare CRS objects: the card stores WKT, the raster may say EPSG:xxxx; the same CRS is never news."""
+    other = _parse_crs(text)
+    return other is not None and (other == crs or (other.to_epsg() is not None and other.to_epsg() == crs.to_epsg()))
 
 
 def _crs_text(crs) -> str:
