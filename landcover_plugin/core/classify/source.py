@@ -22,6 +22,7 @@ from rasterio.windows import Window
 
 from ..errors import BadInputError
 from ..rasters import check_pixel_type, open_raster, read, valid_mask
+from .preflight import check_band_statistics
 
 RESOLUTION_TOLERANCE = 1.5  # warn when raster and model resolutions differ by more than this factor
 GDAL_CACHE_BYTES = 256 * 2**20  # bounded block cache: strip-organised rasters are decoded once per tile row
@@ -101,6 +102,7 @@ def open_source(raster_path, model, *, extent=None, mask_path=None, resample=Fal
                 dataset = stack.enter_context(WarpedVRT(src, crs=src.crs, resampling=Resampling.bilinear, **target))
             window = extent_window(extent, dataset)
             shapes = load_mask(mask_path, dataset.crs) if mask_path else None
+            check_band_statistics(dataset, window, model, events)  # before spending the run
             yield RasterSource(dataset, window, model, shapes, events)
     finally:
         gdal.SetCacheMax(previous_cache)
