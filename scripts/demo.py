@@ -14,9 +14,11 @@ never into yours. ``--minutes`` sets the training budget per scene; ``--quick`` 
 import argparse
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -135,11 +137,25 @@ class QgisProcess:
         self._call(["plugins", "enable", "landcover_plugin"])
 
     def run(self, algorithm: str, **params) -> dict:
+        """Run an algorithm, showing its log (each epoch's metrics, progress) as it comes; return its results.
+
+        qgis_process's ``--json`` stays silent until the end, so its text output is streamed and its
+        ``Results`` section read instead."""
         args = [f"{key}={value}" for key, value in params.items()]
         started = time.monotonic()
         print(f"-> qgis_process.bin run {algorithm}", flush=True)
-        completed = self._call(["run", algorithm, "--json", "--", *args])
-        results = json.loads(completed.stdout)["results"]
+        # qgis_process block-buffers a piped stdout: line-buffered (stdbuf), each epoch shows when it ends.
+        line_buffered = [shutil.which("stdbuf"), "-oL"] if shutil.which("stdbuf") else []
+        with tempfile.TemporaryFile("w+", encoding="utf-8") as errors:  # a file: a full stderr pipe would block
+            proc = subprocess.Popen([*line_buffered, QGIS_PROCESS, "run", algorithm, "--", *args], env=self.env,
+                                    stdout=subprocess.PIPE, stderr=errors, text=True, bufsize=1)
+            with proc.stdout:
+                results = stream_run(proc.stdout, print)
+            errors.seek(0)
+            failed = proc.wait() != 0 and errors.read()[-4000:]
+        if proc.returncode != 0:
+            sys.stderr.write(failed)
+            sys.exit(f"qgis_process.bin run {algorithm} failed (exit code {proc.returncode}).")
         print(f"   ({time.monotonic() - started:.0f} s)", flush=True)
         return results
 
@@ -149,6 +165,47 @@ class QgisProcess:
             sys.stderr.write(completed.stdout[-4000:] + completed.stderr[-4000:])
             sys.exit(f"qgis_process.bin {' '.join(args[:2])} failed (exit code {completed.returncode}).")
         return completed
+
+
+_PARAMETER = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*):\t(.*)$")
+_QUIET = ("Engine Python:", "Engine:")  # the command lines: noise in a demo
+_PROGRESS = re.compile(r"^(?:\d*\.+|\d+(?=[A-Za-z]))*(?:100 - done\.)?")  # qgis_process's bar: 0...10...100 - done.
+
+
+def stream_run(stream, show) -> dict:
+    """Read qgis_process's text output line by line as it comes: ``show`` (``print``) each log line, indented
+    (each epoch's metrics, the step in progress), without its progress dots (0...10...20, drawn on the same
+    lines); return the ``Results`` section as a dict (numbers as numbers)."""
+    section, results, last = "start", {}, None
+    for raw in stream:
+        line = raw.rstrip("\n")
+        if line.strip() in ("Inputs", "Results"):
+            section = line.strip().lower()
+            continue
+        if section == "results":
+            match = _PARAMETER.match(line)
+            if match:
+                last, value = match.groups()
+                results[last] = _typed(value)
+            elif last and line:
+                results[last] = f"{results[last]}\n{line}"  # a value over several lines
+            continue
+        if section == "inputs" and (_PARAMETER.match(line) or not line.strip() or line.startswith("---")):
+            continue
+        section = "log" if section == "inputs" else section
+        text = _PROGRESS.sub("", line).strip()
+        if section == "log" and text and not text.startswith(_QUIET) and not text.startswith("---"):
+            show("   " + text, flush=True)
+    return results
+
+
+def _typed(text: str):
+    for cast in (int, float):
+        try:
+            return cast(text)
+        except ValueError:
+            pass
+    return text
 
 
 if __name__ == "__main__":

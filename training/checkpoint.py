@@ -51,22 +51,51 @@ def best_beside(resume_path):
 
 
 def check_compatible(state: dict, network: dict, data: dict, path) -> None:
-    """A resumed run must train the same classes and bands it was started with."""
+    """A resumed run must train the same class schema (ids, names, order), on the same bands (count and
+    per-band statistics) it was started with: otherwise the map's legend or its inputs silently change.
+    A different start is what initial weights are for, and those may come from anything."""
     if "optimizer" not in state:
         raise BadInputError(f"'{path}' holds the best epoch's weights only, not the optimiser state a run resumes "
                             f"from. Resume from '{LAST}' in the same folder, or give this file as initial weights.")
     theirs, ours = state.get("data", {}), data
-    problems = []
-    if [c["id"] for c in theirs.get("classes", [])] != [c["id"] for c in ours["classes"]]:
-        problems.append("its classes differ from the dataset's")
+    problems = schema_differences(theirs.get("classes", []), ours["classes"])
     if len(theirs.get("band_names", [])) != len(ours["band_names"]):
         problems.append(f"it takes {len(theirs.get('band_names', []))} bands, "
                         f"the dataset has {len(ours['band_names'])}")
+    else:
+        problems += _statistics_differences(theirs, ours)
     if state.get("network", {}).get("num_classes") != network["num_classes"]:
         problems.append("its class count differs")
     if problems:
         raise BadInputError(f"Cannot resume from '{path}': {'; '.join(problems)}. Resume only with the chip "
                             f"dataset the run was started on, or start a new run with it as initial weights.")
+
+
+def schema_differences(theirs: list, ours: list) -> list:
+    """What differs between a checkpoint's classes and the dataset's: ids, or names of the same id."""
+    if [c["id"] for c in theirs] != [c["id"] for c in ours]:
+        return [f"its classes differ from the dataset's (ids {_ids(theirs)} vs {_ids(ours)})"]
+    renamed = [f"{a['id']}: '{a['name']}' vs '{b['name']}'" for a, b in zip(theirs, ours) if a["name"] != b["name"]]
+    return [f"its class names differ from the dataset's ({', '.join(renamed)})"] if renamed else []
+
+
+def _ids(classes) -> str:
+    return ",".join(str(c["id"]) for c in classes)
+
+
+def _statistics_differences(theirs: dict, ours: dict, rtol: float = 1e-3) -> list:
+    """Per-band mean/std that differ by more than ``rtol`` (the same chips give the same numbers)."""
+    problems = []
+    for key in ("mean", "std"):
+        a, b = theirs.get(key), ours.get(key)
+        if a is None or b is None or len(a) != len(b):
+            continue
+        bands = [i + 1 for i, (x, y) in enumerate(zip(a, b))
+                 if abs(float(x) - float(y)) > rtol * max(abs(float(x)), abs(float(y)), 1e-9)]
+        if bands:
+            problems.append(f"its band {key} differs from the dataset's in band(s) {', '.join(map(str, bands))} "
+                            f"({', '.join(f'{float(a[i - 1]):.4g} vs {float(b[i - 1]):.4g}' for i in bands[:4])})")
+    return problems
 
 
 def load_initial_weights(model: torch.nn.Module, path, events) -> None:

@@ -255,6 +255,8 @@ class _Training:
             with torch.autocast(device.type, dtype=self.amp_dtype, enabled=self.amp):
                 logits = self.model(images)
             loss = weighted_loss(logits.float(), labels, self.pixel_weight)
+            if not bool(torch.isfinite(loss)):
+                self._diverged(epoch, f"batch {batch + 1}", float(loss.detach()))
             self.optimizer.zero_grad(set_to_none=True)
             self.scaler.scale(loss).backward()
             self.scaler.step(self.optimizer)
@@ -264,9 +266,20 @@ class _Training:
             self._advance(f"epoch {epoch}/{self.planned}: batch {batch + 1}/{self.steps_per_epoch}")
         return float(loss_sum) / max(1, self.steps_per_epoch)
 
+    def _diverged(self, epoch: int, where: str, loss: float) -> None:
+        """A non-finite loss: the weights are ruined. Stop before they reach a checkpoint or a model."""
+        last = self.config.checkpoint_dir / ckpt.LAST
+        kept = (f"The last good checkpoint (epoch {self.run_state['epoch']}) is kept at '{last}'."
+                if self.run_state["epoch"] and last.is_file() else "No epoch had finished, so no checkpoint was kept.")
+        raise BadInputError(f"Training diverged in epoch {epoch} ({where}): the loss became {loss} at a learning "
+                            f"rate of {self.lr:.3g}. Lower the learning rate (e.g. ten times, to "
+                            f"{self.config.learning_rate / 10:.3g}) and train again. {kept} No model was written.")
+
     def _end_epoch(self, epoch, train_loss, train_seconds, val, tic) -> bool:
         """Record the epoch, keep the best weights, write checkpoints, emit the metric event."""
         run = self.run_state
+        if not (math.isfinite(train_loss) and math.isfinite(val["loss"])):
+            self._diverged(epoch, "validation", val["loss"] if math.isfinite(train_loss) else train_loss)
         chips = self.steps_per_epoch * self.config.batch_size if self.train_loader.drop_last else len(self.train_idx)
         row = {"epoch": epoch, "train_loss": round(train_loss, 6), "val_loss": val["loss"],
                "val_accuracy": val["accuracy"], "val_miou": val["miou"],

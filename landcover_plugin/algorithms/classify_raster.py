@@ -139,6 +139,8 @@ class ClassifyRasterAlgorithm(EngineAlgorithm):
             f"{outputs['DEVICE']} ({outputs['MEGAPIXELS_PER_SECOND']:.2f} Mpx/s): {outputs['tiles_run']} tiles run, "
             f"{outputs['tiles_skipped']} without valid pixels skipped. Classes: "
             + ", ".join(f"{c['id']}={c['name']}" for c in outputs["CLASSES"]))
+        if outputs.get("BLANK"):  # a map of no data is a result the user must not miss
+            feedback.reportError(outputs["BLANK"], fatalError=False)
         if context.willLoadLayerOnCompletion(outputs["OUTPUT"]):
             post_processor = _POST_PROCESSORS[outputs["OUTPUT"]] = ApplyClassStyle(outputs["QML"])
             context.layerToLoadOnCompletionDetails(outputs["OUTPUT"]).setPostProcessor(post_processor)

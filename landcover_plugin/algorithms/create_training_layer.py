@@ -20,6 +20,9 @@ from ..core.schema import ClassSchema
 from ..qgis_glue.training_layer import create_training_gpkg, save_default_style, schema_for_layer, style_training_layer
 from .base import LandcoverAlgorithm
 
+# Column names a GeoPackage layer keeps for itself: a class field of that name is silently dropped.
+RESERVED_FIELDS = {"fid": "feature id column", "geom": "geometry column", "geometry": "geometry column",
+                   "ogc_fid": "feature id column"}
 DEFAULT_CLASSES = ["water", "forest", "grassland", "cropland", "built-up", "bare soil"]
 _POST_PROCESSORS = {}  # Python must keep post-processors alive until QGIS has run them
 
@@ -85,8 +88,18 @@ class CreateTrainingLayerAlgorithm(LandcoverAlgorithm):
             raise QgsProcessingException("Choose a valid coordinate reference system for the training areas "
                                          "(usually the CRS of the image you will classify).")
         class_field = self.parameterAsString(parameters, self.CLASS_FIELD, context).strip() or "class_id"
+        if class_field.lower() in RESERVED_FIELDS:
+            raise QgsProcessingException(f"'{class_field}' cannot be the class field: the GeoPackage uses that name "
+                                         f"for its own {RESERVED_FIELDS[class_field.lower()]}. Choose another name, "
+                                         f"e.g. class_id.")
         layer_name = self.parameterAsString(parameters, self.LAYER_NAME, context).strip() or "training_areas"
         schema = self._schema(parameters, context, feedback)
+        folder = os.path.dirname(os.path.abspath(path))
+        try:
+            os.makedirs(folder, exist_ok=True)  # as the other steps do with their output folders
+        except OSError as exc:
+            raise QgsProcessingException(f"Cannot create the folder {folder} ({exc.strerror or exc}). Choose a "
+                                         f"folder you can write to.") from exc
 
         try:
             source = create_training_gpkg(path, layer_name, class_field, crs, schema, context.transformContext())

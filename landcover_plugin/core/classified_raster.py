@@ -18,6 +18,7 @@ import numpy as np
 from osgeo import gdal
 
 from .errors import BadInputError, Cancelled
+from .output_folder import remove_stale
 from .qml import write_paletted_qml
 from .schema import MAX_CLASS_ID, MIN_CLASS_ID, ClassInfo, ClassSchema, default_colour
 
@@ -67,6 +68,21 @@ def embedded_classes(path, events=None) -> tuple:
         return None, colours
 
 
+def present_values(path) -> set:
+    """The class ids (1..254) that band 1 of a byte raster holds (an exact histogram); None if not byte."""
+    gdal.UseExceptions()
+    try:
+        dataset = gdal.Open(str(path))  # kept referenced: a band outliving its dataset crashes GDAL
+        band = dataset.GetRasterBand(1)
+        if band.DataType != gdal.GDT_Byte:
+            return None
+        counts = band.GetHistogram(-0.5, 255.5, 256, include_out_of_range=False, approx_ok=False)
+        dataset = None
+    except RuntimeError:
+        return None
+    return {value for value, count in enumerate(counts) if count and MIN_CLASS_ID <= value <= MAX_CLASS_ID}
+
+
 def overview_factors(width: int, height: int, smallest: int = BLOCK) -> list:
     """2, 4, 8, ... until the coarsest overview fits in one block."""
     factors, factor = [], 2
@@ -97,6 +113,22 @@ def check_output_path(path: str, *, overwrite: bool, inputs=()) -> str:
     return path
 
 
+def _claim(targets) -> None:
+    """Create every target exclusively (each then replaced by its finished file): of two runs that both found
+    the paths free, only one may publish there without ``overwrite``."""
+    claimed = []
+    for target in targets:
+        try:
+            os.close(os.open(target, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644))
+        except FileExistsError as exc:
+            for path in claimed:
+                os.remove(path)
+            raise BadInputError(f"The output {target} was created by another run while this one was working: "
+                                f"choose another path, or allow overwriting (--overwrite). This run's result was "
+                                f"removed.") from exc
+        claimed.append(target)
+
+
 class ClassifiedRasterWriter:
     """Writes label rows (and confidence rows) in 256-row block strips; ``finish()`` publishes the files.
 
@@ -104,8 +136,9 @@ class ClassifiedRasterWriter:
     """
 
     def __init__(self, path: str, *, width: int, height: int, crs_wkt: str, geotransform, classes: list,
-                 confidence_path: str = None, progress=None):
+                 confidence_path: str = None, progress=None, overwrite: bool = True):
         self.path, self.width, self.height = path, int(width), int(height)
+        self.overwrite = overwrite
         self.classes = classes
         self.confidence_path = confidence_path
         self.progress = progress or (lambda fraction, message: True)
@@ -119,9 +152,14 @@ class ClassifiedRasterWriter:
 
     # -- life cycle --------------------------------------------------------------------------------
     def __enter__(self):
-        for kind, _target in self._targets:
+        for kind, target in self._targets:
             folder = os.path.dirname(self._temps[kind])
-            os.makedirs(folder, exist_ok=True)
+            try:
+                os.makedirs(folder, exist_ok=True)
+                remove_stale(target)
+            except OSError as exc:
+                raise BadInputError(f"Cannot create the output folder {folder} ({exc.strerror or exc}). Choose a "
+                                    f"folder you can write to.") from exc
             self._check_free_space(folder)
             self._datasets[kind] = self._create(self._temps[kind])
         band = self._datasets["labels"].GetRasterBand(1)
@@ -186,6 +224,8 @@ class ClassifiedRasterWriter:
             self._gdal(dataset.FlushCache, kind)
         self._datasets.clear()
         self._add_category_names(self._temps["labels"])
+        if not self.overwrite:
+            _claim([target for _kind, target in self._targets])
         outputs = {}
         for kind, target in self._targets:
             if os.path.exists(target + ".aux.xml"):  # stale statistics of a file being replaced

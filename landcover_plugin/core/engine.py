@@ -94,10 +94,16 @@ def command_argv(command: str, options) -> list:
 def main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     # Events own the real stdout; anything else printed goes to stderr.
-    events = Events(stream=os.fdopen(os.dup(sys.stdout.fileno()), "w", encoding="utf-8"))
-    sys.stdout = sys.stderr
-    events.install_cancel_handler()
+    with os.fdopen(os.dup(sys.stdout.fileno()), "w", encoding="utf-8") as stream:  # closed: no ResourceWarning
+        real_stdout, sys.stdout = sys.stdout, sys.stderr
+        try:
+            return _run(argv, Events(stream=stream))
+        finally:
+            sys.stdout = real_stdout
 
+
+def _run(argv, events) -> int:
+    events.install_cancel_handler()
     args = build_parser().parse_args(argv)
     command = COMMANDS[args.command]
     try:

@@ -5,6 +5,7 @@ Work happens in a hidden sibling ``.<name>.partial-<pid>``; :func:`commit` moves
 that holds anything but a previous result is refused, never emptied.
 """
 import os
+import re
 import shutil
 from pathlib import Path
 
@@ -25,10 +26,46 @@ def check_output_folder(folder, is_previous_result, what: str = "chip dataset") 
     return folder
 
 
+def remove_stale(target) -> list:
+    """Remove what killed runs left beside ``target``: hidden ``.<name>.partial-<pid>...`` and
+    ``.<name>.old-<pid>`` files or folders whose process is gone (a SIGKILL leaves them forever otherwise).
+    Those of live processes (a run in progress) are kept. Returns the paths removed."""
+    target = Path(target)
+    pattern = re.compile(r"^\." + re.escape(target.name) + r"\.(?:partial|old)-(\d+)(?:\..*)?$")
+    removed = []
+    try:
+        entries = list(target.parent.iterdir())
+    except OSError:
+        return removed
+    for entry in entries:
+        match = pattern.match(entry.name)
+        if not match or process_alive(int(match.group(1))):
+            continue
+        try:
+            shutil.rmtree(entry) if entry.is_dir() and not entry.is_symlink() else entry.unlink()
+            removed.append(entry)
+        except OSError:
+            pass  # someone else's file we cannot remove: harmless, it stays hidden
+    return removed
+
+
+def process_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return False  # our own leftover from an earlier run that reused this PID
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OSError):
+        return True  # another user's process, or cannot tell: keep its files
+    return True
+
+
 def start_staging(folder: Path) -> Path:
-    """Create and return the hidden staging folder beside ``folder``."""
+    """Create and return the hidden staging folder beside ``folder`` (after removing stale ones)."""
     try:
         folder.parent.mkdir(parents=True, exist_ok=True)
+        remove_stale(folder)
         staging = folder.parent / f".{folder.name}.partial-{os.getpid()}"
         if staging.exists():
             shutil.rmtree(staging)

@@ -18,6 +18,24 @@ def open_raster(path, what: str = "raster", fix: str = GDAL_FIX):
         raise BadInputError(f"Cannot open the {what} {path} ({exc}). {fix}") from exc
 
 
+def read(dataset, *args, **kwargs):
+    """``dataset.read(*args, **kwargs)``; a damaged or truncated file is a :class:`BadInputError` naming it."""
+    try:
+        return dataset.read(*args, **kwargs)
+    except (rasterio.errors.RasterioError, rasterio.errors.RasterioIOError) as exc:
+        raise BadInputError(f"Cannot read {dataset.name}: the file is damaged or incomplete (GDAL says: "
+                            f"{str(exc).strip()[:300]}). Copy or export it again, then run again.") from exc
+
+
+def check_pixel_type(dataset, what: str = "raster") -> None:
+    """Refuse pixel types no step can use (complex numbers): they have no order, no mean, no class."""
+    dtype = np.dtype(dataset.dtypes[0])
+    if np.issubdtype(dtype, np.complexfloating) or dtype.kind not in "uif":
+        raise BadInputError(f"The {what} {dataset.name} holds {dataset.dtypes[0]} pixels (complex numbers, e.g. "
+                            f"radar SLC data); land-cover steps need real-valued bands. Convert it first (e.g. "
+                            f"to amplitude or intensity with the Raster Calculator).")
+
+
 def valid_mask(data: np.ndarray, nodata=None) -> np.ndarray:
     """(row, col) bool mask: True where every band holds a real value (not nodata, not NaN/inf).
 

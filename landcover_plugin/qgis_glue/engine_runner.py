@@ -55,9 +55,17 @@ def engine_pythonpath() -> str:
     return os.pathsep.join(paths)
 
 
+def engine_cwd() -> str:
+    """The folder the engine starts in. ``python -m`` puts its start folder first on ``sys.path``, so a
+    stray ``onnxruntime.py`` in QGIS's current folder would run inside the engine: start it in the folder
+    that already holds our packages (first on its PYTHONPATH), never wherever QGIS happens to be."""
+    return str(PLUGIN_DIR.parent)
+
+
 def engine_environment(base=None) -> dict:
     env = dict(os.environ if base is None else base)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (engine_pythonpath(), env.get("PYTHONPATH")) if p)
+    env["PYTHONSAFEPATH"] = "1"  # Python 3.11+: never put the start folder on sys.path (older ones ignore it)
     env["PYTHONUNBUFFERED"] = "1"
     env["PYTHONIOENCODING"] = "utf-8"
     env.pop("PYTHONHOME", None)  # QGIS's own Python home must not leak into another interpreter
@@ -95,6 +103,7 @@ def stream_process(argv, feedback, on_line=None, env=None, cwd=None) -> int:
         except queue.Empty:
             if feedback.isCanceled():
                 _terminate(proc, 10.0)
+                proc.stdout.close()
                 raise EngineCancelled() from None
             continue
         if line is None:
@@ -104,7 +113,9 @@ def stream_process(argv, feedback, on_line=None, env=None, cwd=None) -> int:
             feedback.pushConsoleInfo(line)
             if on_line:
                 on_line(line)
-    return proc.wait()
+    returncode = proc.wait()
+    proc.stdout.close()
+    return returncode
 
 
 class _EngineRun:
@@ -119,7 +130,7 @@ class _EngineRun:
         try:
             self.proc = subprocess.Popen(
                 argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
-                env=engine_environment(), text=True, encoding="utf-8", errors="replace", bufsize=1,
+                env=engine_environment(), cwd=engine_cwd(), text=True, encoding="utf-8", errors="replace", bufsize=1,
                 **_new_process_group())
         except FileNotFoundError as exc:
             raise EngineError(
@@ -155,6 +166,9 @@ class _EngineRun:
                 cancelled_at = float("inf")
         returncode = self.proc.wait()
         self._stderr_thread.join(timeout=5)
+        self._stdout_thread.join(timeout=5)
+        for stream in (self.proc.stdout, self.proc.stderr):  # else: ResourceWarning: unclosed file
+            stream.close()
         return self._conclude(returncode, cancelled=cancelled_at is not None)
 
     def _conclude(self, returncode: int, cancelled: bool) -> dict:

@@ -29,6 +29,7 @@ from qgis.core import (
 from qgis.PyQt.QtCore import QVariant
 
 from ..core.class_files import find_sidecar, read_classes_json
+from ..core.classified_raster import embedded_classes, present_values
 from ..core.errors import BadInputError
 from ..core.schema import MAX_CLASS_ID, MIN_CLASS_ID, ClassSchema
 
@@ -160,11 +161,18 @@ def schema_from_categorised_layer(layer, class_field: str = None):
 
 def schema_from_raster_layer(layer: QgsRasterLayer):
     """Classes of a classified raster: its paletted style (value, label, colour), else a classes.json
-    beside its file."""
+    beside its file.
+
+    A paletted style that QGIS made from a colour table lists every entry (256 for our rasters): only the
+    classes the raster declares (our ``landcover_classes`` tag, else its category names), or else the values
+    it holds, are taken, so no phantom classes reach the training layer."""
     renderer = layer.renderer()
     if renderer is not None and renderer.type() == "paletted":
         items = [{"id": int(c.value), "name": c.label or f"class {int(c.value)}", "colour": c.color.name()}
                  for c in renderer.classes() if MIN_CLASS_ID <= int(c.value) <= MAX_CLASS_ID]
+        keep = _declared_or_present_ids(layer)
+        if keep is not None:
+            items = [item for item in items if item["id"] in keep]
         named = any(item["name"] != str(item["id"]) for item in items)
         if items and named:
             return _schema_or_message(items, layer.name())
@@ -175,6 +183,17 @@ def schema_from_raster_layer(layer: QgsRasterLayer):
         except BadInputError as exc:
             raise QgsProcessingException(exc.message) from exc
     return None
+
+
+def _declared_or_present_ids(layer: QgsRasterLayer):
+    """The class ids a GDAL raster declares, else the values its first band holds; None if unknown."""
+    if layer.providerType() != "gdal":
+        return None
+    path = layer.source().split("|", 1)[0]
+    declared, _colours = embedded_classes(path)
+    if declared is not None:
+        return {c.id for c in declared}
+    return present_values(path)
 
 
 def _schema_or_message(items, layer_name):

@@ -114,3 +114,28 @@ def test_a_virtual_layer_is_fetched_at_the_models_resolution(provider, zion_laye
         assert out.res == (60.0, 60.0)
         assert (out.width, out.height) == (150, 125)
         assert out.read(1).min() >= 1
+
+
+def test_an_empty_map_is_reported_as_an_error_in_the_log(provider, model, tmp_path, shared_data):
+    """All nodata in: the map is written, but Processing's log shows the cause as an error, not a success."""
+    blank = tmp_path / "blank.tif"
+    with rasterio.open(shared_data / "zion" / "landsat8_2015_b2345.tif") as src:
+        window = ((100, 228), (100, 228))
+        profile = dict(src.profile, width=128, height=128, transform=src.window_transform(window))
+        data = src.read(window=window)
+    data[:] = 65535
+    with rasterio.open(blank, "w", **profile) as dst:
+        dst.write(data)
+
+    class Recording(QgsProcessingFeedback):
+        errors = []
+
+        def reportError(self, error, fatalError=False):  # noqa: N802, N803 - Qt's names
+            self.errors.append((error, fatalError))
+            super().reportError(error, fatalError)
+
+    feedback = Recording()
+    results = processing.run("landcover:classify_raster", {"INPUT": str(blank), "MODEL": model,
+                                                           "OUTPUT": str(tmp_path / "out.tif")}, feedback=feedback)
+    assert results["OUTPUT"] == str(tmp_path / "out.tif")
+    assert any("empty (all no data)" in message and not fatal for message, fatal in feedback.errors)

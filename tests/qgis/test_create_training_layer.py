@@ -141,3 +141,40 @@ def test_bad_parameters_are_refused_and_existing_file_kept(provider, tmp_path, s
     _, ok, log, _ = run_create({"OUTPUT": str(tmp_path / "c.gpkg"), "CRS": "EPSG:32622",
                                 "CLASSES_FROM_LAYER": image})
     assert not ok and "carries no classes" in log and not (tmp_path / "c.gpkg").exists()
+
+
+def test_classes_from_a_classified_raster_without_its_style_are_only_the_declared_ones(provider, tmp_path):
+    """QGIS styles a colour table of 256 entries when no .qml is beside the raster: no phantom classes."""
+    import numpy as np  # noqa: PLC0415
+
+    from landcover_plugin.core.classified_raster import ClassifiedRasterWriter  # noqa: PLC0415
+
+    classes = [{"id": 1, "name": "water", "colour": "#0000ff"}, {"id": 2, "name": "forest", "colour": "#00ff00"},
+               {"id": 5, "name": "rock", "colour": "#888888"}]
+    path = tmp_path / "map.tif"
+    with ClassifiedRasterWriter(str(path), width=40, height=30, crs_wkt="", geotransform=(0, 1, 0, 0, 0, -1),
+                                classes=classes) as writer:
+        writer.write_rows(np.tile(np.array([1, 2], np.uint8), (30, 20)))
+        writer.finish()
+    (tmp_path / "map.qml").unlink()
+    raster = QgsRasterLayer(str(path), "map")
+    assert len(raster.renderer().classes()) > 200  # what QGIS makes of the colour table
+    results, ok, log, _ = run_create({"OUTPUT": str(tmp_path / "from_map.gpkg"), "CRS": "EPSG:32612",
+                                      "CLASSES_FROM_LAYER": raster})
+    assert ok, log
+    assert json.loads(results["CLASS_SCHEMA"]) == classes
+
+
+def test_a_reserved_class_field_name_is_refused(provider, tmp_path):
+    for name in ("fid", "FID", "geom"):
+        _, ok, log, _ = run_create({"OUTPUT": str(tmp_path / f"{name}.gpkg"), "CRS": "EPSG:32622",
+                                    "CLASS_FIELD": name})
+        assert not ok and f"'{name}' cannot be the class field" in log
+        assert not (tmp_path / f"{name}.gpkg").exists()
+
+
+def test_a_missing_output_folder_is_created(provider, tmp_path):
+    target = tmp_path / "new" / "folder" / "areas.gpkg"
+    results, ok, log, _ = run_create({"OUTPUT": str(target), "CRS": "EPSG:32622"})
+    assert ok, log
+    assert target.is_file() and "Choose a folder you can write to" not in log

@@ -102,3 +102,25 @@ def test_cancel_terminates_the_engine_promptly(engine_python):
         run_engine(engine_python, "selftest", ["--seconds", "60"], feedback)
     assert time.monotonic() - started < 15
     assert 0 < feedback.progress() < 100
+
+
+def test_python_files_in_the_start_folder_are_never_imported(engine_python, tmp_path, monkeypatch):
+    """``python -m`` puts its start folder first on sys.path: a planted module there must not run."""
+    marker = tmp_path / "planted_module_ran"
+    for name in ("onnxruntime", "numpy", "json"):
+        (tmp_path / f"{name}.py").write_text(f"open({str(marker)!r}, 'a').write('{name} ')\n")
+    monkeypatch.chdir(tmp_path)
+    outputs = run_engine(engine_python, "env-report", ["--require", "onnxruntime", "numpy"], QgsProcessingFeedback())
+    assert not marker.exists(), marker.read_text()
+    assert outputs
+
+
+def test_no_file_is_left_unclosed(engine_python):
+    import gc  # noqa: PLC0415
+    import warnings  # noqa: PLC0415
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ResourceWarning)
+        run_engine(engine_python, "selftest", ["--seconds", "0.1"], QgsProcessingFeedback())
+        gc.collect()
+    assert not [w for w in caught if issubclass(w.category, ResourceWarning)], [str(w.message) for w in caught]

@@ -20,7 +20,7 @@ from rasterio.windows import transform as window_transform
 
 from ..classified_raster import embedded_classes
 from ..errors import BadInputError, Cancelled
-from ..rasters import open_raster
+from ..rasters import open_raster, read
 from ..schema import ClassInfo, ClassSchema, default_colour
 from ..vectors import read_labelled_geometries
 from .metrics import ConfusionCounter, metrics_from_confusion, to_jsonable
@@ -175,7 +175,7 @@ def _count(src, reference, block, row_area, events) -> dict:
         within = np.zeros(shape, dtype=bool)
         if inside is not None:
             raster_window, slices = inside
-            data = src.read(1, window=raster_window)
+            data = read(src, 1, window=raster_window)
             valid = _classified_valid(data, nodata)
             if not warned_255 and nodata != 255 and (data == 255).any():
                 warned_255 = True
@@ -308,6 +308,10 @@ def _write_outputs(report: dict, paths: dict) -> None:
             write(temporary)
         for temporary, final in staged:
             os.replace(temporary, final)
+    except OSError as exc:
+        where = exc.filename or os.path.dirname(paths["html"])
+        raise BadInputError(f"Cannot write the accuracy report: {exc.strerror or exc} ({where}). Choose an "
+                            f"output folder you can write to; no report file was left there.") from exc
     finally:
         for temporary, _ in staged:
             if os.path.exists(temporary):

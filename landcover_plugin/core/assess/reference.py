@@ -23,7 +23,7 @@ from rasterio.warp import transform_bounds
 from rasterio.windows import Window
 
 from ..errors import BadInputError
-from ..rasters import open_raster
+from ..rasters import open_raster, read
 from ..vectors import geometry_bounds
 
 
@@ -187,10 +187,10 @@ class RasterReference:
     def read(self, window_transform, box, shape, window: Window = None) -> np.ndarray:  # noqa: ARG002
         """Class ids (uint8, 0 = no reference) on ``window`` of the (extended) classified grid."""
         if self.vrt is None:
-            data = self.src.read(1, window=window)
+            data = read(self.src, 1, window=window)
         else:
             col0, row0 = self._offset
-            data = self.vrt.read(1, window=Window(window.col_off - col0, window.row_off - row0,
+            data = read(self.vrt, 1, window=Window(window.col_off - col0, window.row_off - row0,
                                                   window.width, window.height))
         return self._to_ids(data)
 

@@ -50,6 +50,29 @@ def format_table(report: dict) -> str:
 
 
 # -- CSV ------------------------------------------------------------------------------------------
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")  # what Excel/LibreOffice run as a formula (OWASP)
+
+
+class _SafeCsv:
+    """A csv.writer whose text cells never start a formula: a class named '=HYPERLINK(...)' stays text.
+    Numbers (negative ones too) are written as numbers."""
+
+    def __init__(self, handle):
+        self._writer = csv.writer(handle)
+
+    def writerow(self, row):
+        self._writer.writerow([f"'{v}" if isinstance(v, str) and v.startswith(FORMULA_STARTS) and not _numeric(v)
+                               else v for v in row])
+
+
+def _numeric(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
 def _fmt(value) -> str:
     return "" if value is None else (f"{value:.6f}" if isinstance(value, float) else str(value))
 
@@ -58,7 +81,7 @@ def write_table_csv(report, path) -> None:
     """One row per class: pixel counts, precision, recall, F1, IoU and mapped area."""
     unit = "ha" if report["area"]["unit"] == "ha" else "map_units2"
     with open(path, "w", encoding="utf-8", newline="") as f:
-        writer = csv.writer(f)
+        writer = _SafeCsv(f)
         writer.writerow(["class_id", "class_name", "reference_pixels", "classified_pixels",
                          "precision_users_accuracy", "recall_producers_accuracy", "f1", "iou",
                          "mapped_pixels", f"mapped_area_{unit}"])
@@ -74,7 +97,7 @@ def write_confusion_csv(report, path) -> None:
     counts = np.array(cm["counts"], dtype=np.int64)
     by_id = {row["id"]: row for row in report["classes"]}
     with open(path, "w", encoding="utf-8", newline="") as f:
-        writer = csv.writer(f)
+        writer = _SafeCsv(f)
         writer.writerow(["reference \\ classified"] + cm["names"] + ["total", "recall_producers_accuracy"])
         for k, class_id in enumerate(cm["class_ids"]):
             writer.writerow([cm["names"][k]] + counts[k].tolist() + [int(counts[k].sum()),

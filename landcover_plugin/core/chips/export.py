@@ -17,7 +17,7 @@ from ..errors import BadInputError
 from ..events import RecordingEvents
 from ..options import parse_ints
 from ..output_folder import check_output_folder, commit, discard, start_staging
-from ..rasters import open_raster
+from ..rasters import check_pixel_type, open_raster
 from ..schema import ClassSchema
 from .dataset import SCHEMA_VERSION, is_chip_dataset_folder, nodata_to_json, write_dataset_json
 from .label_sources import RasterLabels, VectorLabels
@@ -58,6 +58,7 @@ def export_chips(options: ChipExportOptions, events=None) -> dict:
         schema = ClassSchema.from_list(schema)
     folder = check_output_folder(output_dir, is_chip_dataset_folder)
     with open_raster(raster_path) as image:
+        check_pixel_type(image)
         if chip_size > min(image.width, image.height):
             raise BadInputError(f"The chip size {chip_size} px is larger than the raster ({image.width} x "
                                 f"{image.height} px). Use a chip size of at most {min(image.width, image.height)}.")
@@ -87,6 +88,11 @@ def _export(image, labels, folder, chip_size, stride, min_labelled, val_fraction
     staging = start_staging(folder)
     try:
         chips, stats, windows_seen = scan(image, labels, labeller, staging, chip_size, stride, events)
+        if not chips and stats.count == 0:
+            nodata = "" if image.nodata is None else f" ({image.nodata:g})"
+            raise BadInputError(f"The raster {image.name} has no valid pixels: every pixel is its nodata value"
+                                f"{nodata} or NaN, so no chip can be cut. Check the raster (and its nodata "
+                                f"setting); lowering the labelled share would not help.")
         if not any(c.get("split") != "val" for c in chips):
             raise BadInputError(f"No chip of {chip_size} px has at least {min_labelled:.0%} labelled pixels "
                                 f"(of {windows_seen} windows). Lower the labelled share or the chip size, or "

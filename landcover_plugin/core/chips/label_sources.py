@@ -15,7 +15,7 @@ from rasterio.vrt import WarpedVRT
 from ..class_files import find_sidecar, read_classes_json
 from ..classified_raster import embedded_classes
 from ..errors import BadInputError
-from ..rasters import open_raster
+from ..rasters import open_raster, read
 from ..schema import MAX_CLASS_ID, MIN_CLASS_ID, ClassSchema
 from ..vectors import crs_name, geometry_bounds, read_labelled_features, read_schema_table
 
@@ -198,7 +198,7 @@ class RasterLabels:
         return sorted(int(v) for v in found)
 
     def _raw(self, window) -> np.ndarray:
-        data = self._reader.read(1, window=window)
+        data = read(self._reader, 1, window=window)
         invalid = np.zeros(data.shape, dtype=bool)
         if np.issubdtype(data.dtype, np.floating):
             invalid |= ~np.isfinite(data)

@@ -18,7 +18,7 @@ import rasterio
 from rasterio import windows as rio_windows
 
 from ..errors import Cancelled
-from ..rasters import valid_mask
+from ..rasters import read, valid_mask
 from .band_stats import BandStats
 from .dataset import IMAGES_DIR, LABELS_DIR
 from .split import unique_spans, window_offsets
@@ -99,7 +99,7 @@ def scan(image, labels, labeller, staging, chip_size: int, stride: int, events):
             if events.cancel_requested:
                 raise Cancelled("Chip export cancelled: nothing was written.")
             window = rio_windows.Window(col, row, chip_size, chip_size)
-            data = image.read(window=window)
+            data = read(image, window=window)
             valid = valid_mask(data, image.nodata)
             (r0, r1), (c0, c1) = row_spans[r_index], col_spans[c_index]
             stats.add(data[:, r0:r1, c0:c1], valid[r0:r1, c0:c1])
@@ -115,7 +115,7 @@ def scan(image, labels, labeller, staging, chip_size: int, stride: int, events):
             raise Cancelled("Chip export cancelled: nothing was written.")
         if labeller.covered[polygons].all():
             continue  # an earlier extra window already holds these polygons
-        data = image.read(window=window)
+        data = read(image, window=window)
         bounds = rio_windows.bounds(window, image.transform)
         found = labeller.chips(window, image.window_transform(window), bounds, valid_mask(data, image.nodata),
                                None, force=True)

@@ -28,7 +28,7 @@ from ..events import Events, RecordingEvents
 from ..model.session import load_model, usable_cpus
 from ..options import parse_floats, parse_names
 from .options import ClassifyOptions
-from .source import open_source
+from .source import mask_bounds, open_source
 from .tiling import StripBlender, TileGrid, overlap_pixels
 
 
@@ -64,6 +64,10 @@ def classify_raster(options: ClassifyOptions, events: Events = None) -> dict:
     overrides = {"class_names": parse_names(o.class_names), "mean": parse_floats(o.mean, "mean"),
                  "std": parse_floats(o.std, "std")}
     model = load_model(model_path, device=o.device, threads=o.threads, overrides=overrides, events=events)
+    if model.fixed_batch and model.fixed_batch != batch_size:
+        events.info(f"The model was exported with a fixed batch of {model.fixed_batch} tile(s): running "
+                    f"{model.fixed_batch} tile(s) a batch instead of {batch_size}.")
+        batch_size = model.fixed_batch
     overlap_px = overlap_pixels(model.tile, max(model.card.get("overlap") or 0.0, 0.125)
                                 if overlap is None else overlap)
     with open_source(raster_path, model, extent=extent, mask_path=mask_path, resample=o.resample,
@@ -73,11 +77,14 @@ def classify_raster(options: ClassifyOptions, events: Events = None) -> dict:
                     f"overlapping by {overlap_px} px, {batch_size} tiles a batch.")
         with ClassifiedRasterWriter(output_path, width=source.width, height=source.height,
                                     crs_wkt=source.crs_wkt, geotransform=source.transform.to_gdal(),
-                                    classes=model.classes, confidence_path=confidence_path,
+                                    classes=model.classes, confidence_path=confidence_path, overwrite=o.overwrite,
                                     progress=lambda f, m: _progress(events, 0.97 + 0.03 * f, m)) as writer:
             stats = _run_pipeline(source, model, grid, writer, batch_size, bool(confidence_path), events,
                                   o.pipelined)
             outputs = writer.finish()
+        blank = blank_reason(source) if stats["tiles_run"] == 0 else None
+    if blank:
+        events.warning(blank)
     seconds = time.perf_counter() - started
     megapixels = source.width * source.height / 1e6
     events.progress(1.0, "done")
@@ -90,7 +97,27 @@ def classify_raster(options: ClassifyOptions, events: Events = None) -> dict:
               "TILE": model.tile, "OVERLAP": overlap_px, "BATCH_SIZE": batch_size, **stats}
     if confidence_path:
         result["CONFIDENCE"] = outputs["confidence"]
+    if blank:
+        result["BLANK"] = blank
     return result
+
+
+def blank_reason(source) -> str:
+    """Why no pixel was classified, in words: the mask misses the raster, or every pixel is nodata/NaN."""
+    left, bottom, right, top = source.bounds
+    if source.shapes is not None:
+        xmin, ymin, xmax, ymax = mask_bounds(source.shapes)
+        if xmax < left or xmin > right or ymax < bottom or ymin > top:
+            return (f"The classified raster is empty (all no data): the mask polygons ({xmin:.6g}, {ymin:.6g}, "
+                    f"{xmax:.6g}, {ymax:.6g}) do not overlap the raster ({left:.6g}, {bottom:.6g}, {right:.6g}, "
+                    f"{top:.6g}, in its CRS). Choose a mask over the raster, or check the mask's CRS.")
+        where = "inside the mask"
+    else:
+        where = "in the area classified"
+    nodata = "" if source.nodata is None else f" ({source.nodata:g})"
+    return (f"The classified raster is empty (all no data): every pixel {where} is the raster's nodata "
+            f"value{nodata} or NaN, so there was nothing to classify. Check the raster (and its nodata "
+            f"setting) or the extent.")
 
 
 def _run_pipeline(source, model, grid, writer, batch_size, confidence, events, pipelined=None) -> dict:
@@ -119,6 +146,7 @@ def _run_pipeline(source, model, grid, writer, batch_size, confidence, events, p
             tick = time.perf_counter()
             probs = model.run(batch.x)
             stats["model_seconds"] += time.perf_counter() - tick
+            _check_finite(probs, batch, len(grid))
             if needs_softmax is None:
                 needs_softmax = _needs_softmax(probs, events)
             if needs_softmax:
@@ -158,6 +186,17 @@ class _Inline:
 def _blend(blender, batch, probs):
     for tile, tile_probs, valid in zip(batch.tiles, probs, batch.valid):
         blender.add(tile, tile_probs, valid)
+
+
+def _check_finite(probs: np.ndarray, batch, tiles: int) -> None:
+    """NaN or infinite outputs would all become class 1 (argmax): stop instead of painting a one-class map."""
+    finite = np.isfinite(probs).all(axis=(1, 2, 3))
+    if not finite.all():
+        first = batch.tiles[int(np.flatnonzero(~finite)[0])]
+        raise BadInputError(f"The model returned NaN or infinite values (first in tile {first.index + 1} of {tiles}, "
+                            f"at row {first.row}, column {first.col}): its weights are broken (a diverged "
+                            f"training?) or the input is far outside what it was trained on (check the bands, "
+                            f"and the mean and std it standardises with). No classified raster was written.")
 
 
 def _needs_softmax(probs: np.ndarray, events: Events) -> bool:

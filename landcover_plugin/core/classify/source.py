@@ -21,7 +21,8 @@ from rasterio.warp import transform_geom
 from rasterio.windows import Window
 
 from ..errors import BadInputError
-from ..rasters import open_raster, valid_mask
+from ..rasters import check_pixel_type, open_raster, read, valid_mask
+from .preflight import check_band_statistics
 
 RESOLUTION_TOLERANCE = 1.5  # warn when raster and model resolutions differ by more than this factor
 GDAL_CACHE_BYTES = 256 * 2**20  # bounded block cache: strip-organised rasters are decoded once per tile row
@@ -41,6 +42,7 @@ class RasterSource:
         self.dataset, self.window, self.shapes = dataset, window, shapes
         self.width, self.height = int(window.width), int(window.height)
         self.transform = dataset.window_transform(window)
+        self.bounds = rasterio.windows.bounds(window, dataset.transform)
         self.crs_wkt = dataset.crs.to_wkt() if dataset.crs else ""
         self.nodata = dataset.nodata
         self.mean = np.asarray(model.card["mean"], dtype=np.float32)[:, None, None]
@@ -74,7 +76,7 @@ class RasterSource:
                 return False
         else:
             inside[:] = True
-        data = self.dataset.read(window=window)
+        data = read(self.dataset, window=window)
         inside &= valid_mask(data, self.nodata)
         if not inside.any():
             return False  # all False already
@@ -100,6 +102,7 @@ def open_source(raster_path, model, *, extent=None, mask_path=None, resample=Fal
                 dataset = stack.enter_context(WarpedVRT(src, crs=src.crs, resampling=Resampling.bilinear, **target))
             window = extent_window(extent, dataset)
             shapes = load_mask(mask_path, dataset.crs) if mask_path else None
+            check_band_statistics(dataset, window, model, events)  # before spending the run
             yield RasterSource(dataset, window, model, shapes, events)
     finally:
         gdal.SetCacheMax(previous_cache)
@@ -107,6 +110,12 @@ def open_source(raster_path, model, *, extent=None, mask_path=None, resample=Fal
 
 def _check(src, model, events) -> None:
     card = model.card
+    check_pixel_type(src)
+    if src.count != model.bands and card["bands"].get("assumed"):
+        raise BadInputError(f"The model's input does not fix how many bands it takes (its channel axis is "
+                            f"dynamic) and its metadata does not say it, so the raster's {src.count} bands cannot "
+                            f"be checked against it. Give the per-band mean and std, one value per band "
+                            f"({src.count} here), so the band count is known.")
     if src.count != model.bands:
         names = ", ".join(card["bands"].get("names") or [])
         raise BadInputError(f"The raster has {src.count} bands but the model takes {model.bands} bands"
@@ -120,8 +129,9 @@ def _check(src, model, events) -> None:
     if src.crs is None:
         events.warning(f"The raster {src.name} has no CRS: the classified raster will have none either, and "
                        f"its resolution cannot be compared with the model's.")
-    elif card.get("crs") and _crs_text(src.crs) != card["crs"]:
-        events.info(f"The raster's CRS is {_crs_text(src.crs)}; the model was trained in {card['crs']}.")
+    elif card.get("crs") and not _same_crs(src.crs, card["crs"]):
+        events.info(f"The raster's CRS is {_crs_text(src.crs)}; the model was trained in "
+                    f"{_crs_text(_parse_crs(card['crs'])) if _parse_crs(card['crs']) else card['crs'][:60]}.")
 
 
 def _target_grid(src, model, resample: bool, events):
@@ -197,11 +207,40 @@ def load_mask(path, crs) -> list:
                             f"classify.")
     reference = layer.GetSpatialRef()
     if reference is not None and crs is not None:
-        mask_crs = rasterio.crs.CRS.from_wkt(reference.ExportToWkt())
-        if mask_crs != crs:
-            shapes = transform_geom(mask_crs, crs, shapes)
+        try:
+            if (reference.GetName() or "").lower().startswith("undefined"):  # a GeoPackage's srs_id 0 or -1
+                raise ValueError("the GeoPackage records no CRS for it")
+            mask_crs = rasterio.crs.CRS.from_wkt(reference.ExportToWkt())
+            if mask_crs != crs:
+                shapes = transform_geom(mask_crs, crs, shapes)
+        except (rasterio.errors.CRSError, rasterio.errors.RasterioError, RuntimeError, ValueError) as exc:
+            name = reference.GetName() or "unnamed"
+            raise BadInputError(f"The mask layer {path} has a CRS that cannot be used ('{name}': "
+                                f"{str(exc).strip()[:200]}), so its polygons cannot be placed on the raster. "
+                                f"Assign the mask its real CRS (in QGIS: Layer Properties > Source, or "
+                                f"'Assign projection'), or save it in the raster's CRS.") from exc
     return shapes
 
+
+
+def mask_bounds(shapes) -> tuple:
+    """(xmin, ymin, xmax, ymax) of GeoJSON-like polygons."""
+    boxes = [rasterio.features.bounds(shape) for shape in shapes]
+    return (min(b[0] for b in boxes), min(b[1] for b in boxes), max(b[2] for b in boxes), max(b[3] for b in boxes))
+
+
+def _parse_crs(text):
+    """A CRS from the card's text (WKT or an authority code), or None when it is not one."""
+    try:
+        return rasterio.crs.CRS.from_user_input(text)
+    except (rasterio.errors.CRSError, ValueError, TypeError):
+        return None
+
+
+def _same_crs(crs, text) -> bool:
+    """Compare CRS objects: the card stores WKT, the raster may say EPSG:xxxx; the same CRS is never news."""
+    other = _parse_crs(text)
+    return other is not None and (other == crs or (other.to_epsg() is not None and other.to_epsg() == crs.to_epsg()))
 
 
 def _crs_text(crs) -> str:

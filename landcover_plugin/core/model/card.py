@@ -88,7 +88,10 @@ def card_from_metadata(props: dict, input_shape, output_channels: int, overrides
             raise BadInputError(f"The model has {output_channels} output channels but {len(names)} class "
                                 f"names were given ({', '.join(names)}). Give one name per output channel.")
         card["classes"] = ClassSchema.from_names(names).to_list()
-        count = bands or len(overrides.get("mean") or []) or 3
+        count = bands or _count_from_values(overrides.get("mean"), overrides.get("std"),
+                                            json.loads(props.get("standardization_mean", "[]")))
+        assumed_count = count is None
+        count = count or 3
         if "mean" in overrides or "std" in overrides:
             card["mean"] = _per_band(overrides.get("mean", [0.0]), count, "mean")
             card["std"] = _per_band(overrides.get("std", [1.0]), count, "std")
@@ -101,6 +104,10 @@ def card_from_metadata(props: dict, input_shape, output_channels: int, overrides
             card["mean"], card["std"] = [0.0] * count, [DEEPNESS_SCALE] * count
             assumptions.append("no normalisation in the model: divided pixel values by 255")
         card["bands"] = {"count": count, "names": [f"band {b + 1}" for b in range(count)]}
+        if assumed_count:  # a dynamic channel axis and no per-band values: the count is a guess
+            card["bands"]["assumed"] = True
+            assumptions.append("the model input does not fix its band count (dynamic channel axis) and its "
+                               "metadata does not say it: assumed 3 bands")
         card["tile_size"] = tile or int(props.get("tile_size", props.get("tiles_size", 512)))
         card["overlap"] = float(props.get("tiles_overlap", 15)) / 100.0
         if "resolution" in props:
@@ -114,6 +121,12 @@ def card_from_metadata(props: dict, input_shape, output_channels: int, overrides
         raise BadInputError(f"The model card lists {len(card['classes'])} classes but the model has "
                             f"{output_channels} output channels: the model file is inconsistent.")
     return card, assumptions
+
+
+def _count_from_values(*lists):
+    """The band count that per-band values tell (the longest list of more than one value), or None."""
+    lengths = [len(v) for v in lists if v and len(v) > 1]
+    return max(lengths) if lengths else None
 
 
 def _per_band(values, count: int, what: str) -> list:

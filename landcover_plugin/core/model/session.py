@@ -18,6 +18,7 @@ import onnxruntime as ort
 from ..errors import BadInputError
 from ..events import Events, RecordingEvents
 from ..options import DEVICES
+from ..schema import MAX_CLASS_ID
 from .card import card_from_metadata
 
 CUDA = "CUDAExecutionProvider"
@@ -41,6 +42,7 @@ class OnnxModel:
     assumptions: list = field(default_factory=list)
     providers: list = field(default_factory=list)
     threads: int = 1  # onnxruntime intra-op threads
+    fixed_batch: int = None  # the batch size the model's input requires, when it is not dynamic
 
     @property
     def classes(self) -> list:
@@ -54,7 +56,17 @@ class OnnxModel:
         """(N, C, T, T) float32 -> (N, K, T, T) float32 probabilities as the model gives them."""
         if batch.dtype != self.input_dtype:
             batch = batch.astype(self.input_dtype)
-        out = self.session.run([self.output_name], {self.input_name: batch})[0]
+        size = self.fixed_batch
+        if size is None or len(batch) == size:
+            out = self.session.run([self.output_name], {self.input_name: batch})[0]
+        else:  # a model exported with a fixed batch: feed it that many tiles at a time, padding the last run
+            parts = []
+            for start in range(0, len(batch), size):
+                part = batch[start:start + size]
+                if len(part) < size:
+                    part = np.concatenate([part, np.zeros((size - len(part),) + part.shape[1:], part.dtype)])
+                parts.append(self.session.run([self.output_name], {self.input_name: part})[0])
+            out = np.concatenate(parts)[:len(batch)]
         return out if out.dtype == np.float32 else out.astype(np.float32)
 
 
@@ -130,15 +142,19 @@ def load_model(path, *, device: str = "auto", threads: int = None, overrides: di
     model_input = _the_input(path, session)
     output = _the_output(path, session)
     shape = list(model_input.shape)
+    _check_channels_first(path, shape)
+    fixed_batch = shape[0] if isinstance(shape[0], int) and shape[0] > 0 else None
     props = dict(session.get_modelmeta().custom_metadata_map)
     channels = output.shape[1] if isinstance(output.shape[1], int) else None
     static_tile = shape[2] if isinstance(shape[2], int) and shape[2] == shape[3] else None
     if channels is None:  # learn the class count from one run on a zero tile
         probe_tile = static_tile or _tile_from_props(props) or DEFAULT_TILE
         probe_bands = shape[1] if isinstance(shape[1], int) else len((overrides or {}).get("mean") or [0, 0, 0])
-        probe = np.zeros((1, probe_bands, probe_tile, probe_tile), _FLOAT_TYPES[model_input.type])
+        probe = np.zeros((fixed_batch or 1, probe_bands, probe_tile, probe_tile), _FLOAT_TYPES[model_input.type])
         channels = int(session.run([output.name], {model_input.name: probe})[0].shape[1])
+    _check_class_count(path, channels)
     card, assumptions = card_from_metadata(props, shape, channels, overrides)
+    _check_normalisation(path, card)
     tile = static_tile or int(card["tile_size"])
     if static_tile is None:
         assumptions.append(f"the model input has no fixed tile size: used {tile} px")
@@ -148,7 +164,8 @@ def load_model(path, *, device: str = "auto", threads: int = None, overrides: di
         raise BadInputError(f"The model card describes {bands} bands but the model input takes {shape[1]}: "
                             f"the model file is inconsistent; give mean/std with one value per input band.")
     model = OnnxModel(path, session, model_input.name, output.name, _FLOAT_TYPES[model_input.type], card, tile,
-                      bands, assumptions, session.get_providers(), int(threads) if threads else default_threads())
+                      bands, assumptions, session.get_providers(), int(threads) if threads else default_threads(),
+                      fixed_batch)
     events.info(f"Model {os.path.basename(path)}: {bands} bands in, {len(card['classes'])} classes out "
                 f"({', '.join(c['name'] for c in card['classes'])}), tile {tile} px, running on "
                 f"{'CUDA' if model.uses_cuda else f'the CPU ({model.threads} threads)'}; providers "
@@ -179,6 +196,40 @@ def _the_output(path, session):
     raise BadInputError(f"{path} has no usable output: it gives {found}, but a segmentation model must give "
                         f"class probabilities of shape (N, classes, height, width). Is it a classifier or a "
                         f"detector rather than a segmentation model?")
+
+
+def _check_channels_first(path, shape):
+    """A channels-last (N, H, W, C) input: a few channels last, a tile-sized axis where the bands belong."""
+    height, width, last = shape[1], shape[2], shape[3]
+    if isinstance(last, int) and last <= 16 and (not isinstance(height, int) or height > 16) and \
+            (not isinstance(width, int) or width > 16) and last != width:
+        raise BadInputError(f"{path} takes its input channels last, shape {shape} (N, height, width, bands): the "
+                            f"classifier feeds channels first (N, bands, height, width), as DESIGN.md's models "
+                            f"do. Export the model with channels first (NCHW), e.g. with a transpose at its input.")
+
+
+def _check_class_count(path, channels: int):
+    if channels < 2:
+        raise BadInputError(f"{path} gives {channels} output channel: the classifier needs one probability per "
+                            f"class, at least two, to choose a class per pixel (a one-channel model is a "
+                            f"regression or a sigmoid for one class, and would paint every pixel the same class). "
+                            f"Export it with one channel per class, e.g. background and the class.")
+    if channels > MAX_CLASS_ID:
+        raise BadInputError(f"{path} gives {channels} output channels (classes), but a classified raster holds at "
+                            f"most {MAX_CLASS_ID} classes (ids 1..{MAX_CLASS_ID} in one byte, 0 = no data). Use a "
+                            f"model with at most {MAX_CLASS_ID} classes.")
+
+
+def _check_normalisation(path, card: dict):
+    """Standard deviations divide every pixel: zero, negative or non-finite ones make the input garbage."""
+    bad = [(b + 1, s) for b, s in enumerate(card["std"]) if not np.isfinite(s) or s <= 0]
+    if bad:
+        shown = ", ".join(f"band {b}: {s:g}" for b, s in bad[:6])
+        raise BadInputError(f"The standard deviation must be a positive number for every band, but {shown} "
+                            f"(for {os.path.basename(path)}). Give each band's real spread of values (--std, or "
+                            f"the model's normalisation); a band whose std is 0 is constant and carries nothing.")
+    if not all(np.isfinite(m) for m in card["mean"]):
+        raise BadInputError(f"The mean of every band must be a finite number (got {card['mean']}).")
 
 
 def _check_spatial_match(path, in_shape, out_shape):

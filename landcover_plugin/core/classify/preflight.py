@@ -1,0 +1,100 @@
+"""Pre-flight check of the input against the model: do the raster's bands look like the training data?
+
+Before a long run, a fast sample of windows spread over the area gives each band's mean and std, compared
+with the mean/std in the model card (the training data's). A band far off (means several training stds
+apart, or spreads five times apart) is reported with the numbers per band and the likely cause: another
+scaling (reflectance 0-1 vs digital numbers 0-10000), the same bands in another order, or another sensor or
+processing level. It is a warning, never an error: the user may know better.
+"""
+import itertools
+
+import numpy as np
+from rasterio.windows import Window
+
+from ..rasters import read, valid_mask
+
+SAMPLES_PER_SIDE = 5  # up to 25 windows
+SAMPLE_PX = 64
+MEAN_TOLERANCE = 4.0  # training stds between the means
+SPREAD_TOLERANCE = 5.0  # ratio of the stds, either way
+MAX_PERMUTED_BANDS = 8  # 40320 orders at most
+
+
+def sample_statistics(dataset, window: Window, nodata):
+    """Per-band (mean, std, valid pixel count) over a grid of small windows spread over ``window``."""
+    size_r, size_c = min(SAMPLE_PX, int(window.height)), min(SAMPLE_PX, int(window.width))
+    rows = np.linspace(0, int(window.height) - size_r, SAMPLES_PER_SIDE).astype(int)
+    cols = np.linspace(0, int(window.width) - size_c, SAMPLES_PER_SIDE).astype(int)
+    values = []
+    for row, col in sorted(set(itertools.product(rows, cols))):
+        data = read(dataset, window=Window(window.col_off + col, window.row_off + row, size_c, size_r))
+        values.append(data[:, valid_mask(data, nodata)].astype(np.float64))
+    values = np.concatenate(values, axis=1) if values else np.zeros((dataset.count, 0))
+    if values.shape[1] == 0:
+        return None
+    return values.mean(axis=1), values.std(axis=1), values.shape[1]
+
+
+def check_band_statistics(dataset, window: Window, model, events) -> bool:
+    """Warn when the raster's bands differ by far from the training data's; True when it warned."""
+    if any("no normalisation" in a for a in model.assumptions):
+        return False  # the card's mean/std were guessed: nothing to compare with
+    stats = sample_statistics(dataset, window, dataset.nodata)
+    if stats is None:
+        return False  # no valid pixel: the run itself says so
+    mean, std, pixels = stats
+    trained_mean = np.asarray(model.card["mean"], dtype=np.float64)
+    trained_std = np.maximum(np.asarray(model.card["std"], dtype=np.float64), 1e-12)
+    off = [b for b in range(len(mean)) if _far(mean[b], std[b], trained_mean[b], trained_std[b])]
+    if not off:
+        return False
+    names = model.card["bands"].get("names") or [f"band {b + 1}" for b in range(len(mean))]
+    numbers = "; ".join(f"{names[b]}: mean {mean[b]:.4g} (std {std[b]:.3g}) vs trained {trained_mean[b]:.4g} "
+                        f"(std {trained_std[b]:.3g})" for b in off)
+    events.warning(f"The raster's values do not look like the model's training data ({len(off)} of {len(mean)} "
+                   f"bands far off, from {pixels} sampled pixels): {numbers}. Likely cause: "
+                   f"{_likely_cause(mean, std, trained_mean, trained_std)} The classes will be wrong unless "
+                   f"this is fixed: check before relying on this run.")
+    return True
+
+
+def _far(mean, std, trained_mean, trained_std) -> bool:
+    spread = (std + 1e-12) / trained_std
+    return abs(mean - trained_mean) > MEAN_TOLERANCE * trained_std or not \
+        1 / SPREAD_TOLERANCE <= spread <= SPREAD_TOLERANCE
+
+
+def _likely_cause(mean, std, trained_mean, trained_std) -> str:
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratios = np.abs(mean) / np.abs(trained_mean)
+    finite = ratios[np.isfinite(ratios) & (ratios > 0)]
+    if finite.size and (finite.max() / finite.min() < 3) and not 0.2 < np.median(finite) < 5:
+        factor = float(np.median(finite))
+        shown = f"{factor:.3g} times" if factor > 1 else f"1/{1 / factor:.3g} of"
+        return (f"another scaling: the raster's values are about {shown} the training data's (e.g. reflectance "
+                f"0-1 vs digital numbers 0-10000, or 8-bit vs 16-bit). Rescale the raster to the training data's "
+                f"units, or use a model trained on this kind of values.")
+    order = _better_order(mean, std, trained_mean, trained_std)
+    if order is not None:
+        moved = ", ".join(f"raster band {i + 1} looks like trained band {j + 1}"
+                          for i, j in enumerate(order) if i != j)
+        return (f"the bands are in another order ({moved}). Reorder the raster's bands (e.g. with 'Rearrange "
+                f"bands') to the order the model was trained on.")
+    return ("another sensor, processing level or scene type than the training data. Use a raster like the "
+            "training image (same sensor and processing), or train a model on this kind of image.")
+
+
+def _better_order(mean, std, trained_mean, trained_std):
+    """The order of the raster's bands that fits the training data best, when every band fits under it."""
+    count = len(mean)
+    if count > MAX_PERMUTED_BANDS or count < 2:
+        return None
+    fits = [order for order in itertools.permutations(range(count)) if order != tuple(range(count)) and not any(
+        _far(mean[i], std[i], trained_mean[j], trained_std[j]) for i, j in enumerate(order))]
+    if not fits:
+        return None
+
+    def cost(order):
+        return sum(((mean[i] - trained_mean[j]) / trained_std[j]) ** 2
+                   + np.log((std[i] + 1e-12) / trained_std[j]) ** 2 for i, j in enumerate(order))
+    return min(fits, key=cost)

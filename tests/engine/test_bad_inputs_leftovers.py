@@ -1,0 +1,94 @@
+"""Probe findings on leftovers and races (issue 12): what a killed run leaves is cleaned by the next run, and of
+two runs that both found an output path free, only one publishes there without overwrite."""
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import rasterio
+from classify_models import card_for, export, tiny_net
+
+from landcover_plugin.core.chips.export import export_chips
+from landcover_plugin.core.chips.options import ChipExportOptions
+from landcover_plugin.core.classify.options import ClassifyOptions
+from landcover_plugin.core.classify.run import classify_raster
+from landcover_plugin.core.errors import BadInputError
+from landcover_plugin.core.events import RecordingEvents
+from landcover_plugin.core.model.card import metadata_props
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory):
+    card = card_for(["water", "forest", "shrubland"], mean=[9000, 8000, 7500, 15000],
+                    std=[1000, 1200, 1500, 2500], tile=64, input_dtype="uint16", resolution=[30.0, 30.0])
+    return export(tiny_net(4, 3), tmp_path_factory.mktemp("model") / "m.onnx", 4, 64, metadata_props(card))
+
+
+@pytest.fixture
+def zion_image(shared_data):
+    return shared_data / "zion" / "landsat8_2015_b2345.tif"
+
+
+def dead_pid() -> int:
+    done = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    return int(done.stdout)
+
+
+def piece(image):
+    with rasterio.open(image) as src:
+        x0, y0 = src.xy(260, 100)
+        x1, y1 = src.xy(100, 300)
+    return (x0, y0, x1, y1)
+
+
+def test_a_sigkilled_classify_leaves_nothing_after_the_next_run(model, zion_image, tmp_path):
+    output = tmp_path / "map.tif"
+    proc = subprocess.Popen([sys.executable, "-m", "landcover_plugin.core.engine", "classify", "--raster",
+                             str(zion_image), "--model", model, "--output", str(output), "--batch-size", "1"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 60
+    while not list(tmp_path.glob(".map.tif.partial-*")) and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    left = sorted(p.name for p in tmp_path.iterdir())
+    assert left and all(name.startswith(".map.tif.partial-") for name in left), left
+    classify_raster(ClassifyOptions(zion_image, model, output, extent=piece(zion_image)), RecordingEvents())
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["map.qml", "map.tif", "map.tif.aux.xml"]
+
+
+def test_partial_files_of_live_runs_are_kept(model, zion_image, tmp_path):
+    stale = tmp_path / f".map.tif.partial-{dead_pid()}.tif"
+    live = tmp_path / ".map.tif.partial-1.tif"  # PID 1 is always alive
+    stale.write_bytes(b"killed run")
+    (tmp_path / (stale.name + ".aux.xml")).write_bytes(b"killed run")
+    live.write_bytes(b"a run in progress")
+    classify_raster(ClassifyOptions(zion_image, model, tmp_path / "map.tif", extent=piece(zion_image)),
+                    RecordingEvents())
+    assert live.exists() and not stale.exists() and not (tmp_path / (stale.name + ".aux.xml")).exists()
+
+
+def test_a_stale_chip_staging_folder_is_removed(shared_data, tmp_path):
+    stale = tmp_path / f".chips.partial-{dead_pid()}"
+    (stale / "images").mkdir(parents=True)
+    (stale / "images" / "r0_c0.tif").write_bytes(b"half a chip")
+    export_chips(ChipExportOptions(shared_data / "rstoolbox" / "landsat5_1988_7band.tif", tmp_path / "chips",
+                                   labels_vector=shared_data / "rstoolbox" / "training_polygons.gpkg",
+                                   class_field="class", chip_size=32))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["chips"]
+
+
+def test_of_two_runs_without_overwrite_only_the_first_to_finish_publishes(model, zion_image, tmp_path):
+    output = tmp_path / "map.tif"
+
+    class OtherRunFinishesFirst(RecordingEvents):
+        def progress(self, fraction, message=""):
+            super().progress(fraction, message)
+            if not output.exists():
+                output.write_bytes(b"the other run's map")
+
+    with pytest.raises(BadInputError, match="created by another run while this one was working"):
+        classify_raster(ClassifyOptions(zion_image, model, output, extent=piece(zion_image)), OtherRunFinishesFirst())
+    assert output.read_bytes() == b"the other run's map"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["map.tif"]

@@ -1,0 +1,54 @@
+"""Pre-flight check (issue 12 #15): before classifying, the raster's band statistics are compared with the
+model card's; a raster far off is warned about with the numbers per band and the likely cause."""
+import numpy as np
+import pytest
+import rasterio
+from classify_models import band_stats, card_for, export, tiny_net
+
+from landcover_plugin.core.classify.options import ClassifyOptions
+from landcover_plugin.core.classify.run import classify_raster
+from landcover_plugin.core.events import RecordingEvents
+from landcover_plugin.core.model.card import metadata_props
+
+
+@pytest.fixture(scope="module")
+def setup(shared_data, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("preflight")
+    image = shared_data / "zion" / "landsat8_2015_b2345.tif"
+    mean, std = band_stats(image)
+    card = card_for(["water", "forest", "shrubland"], mean=mean, std=std, tile=64, input_dtype="uint16")
+    model = export(tiny_net(4, 3), folder / "m.onnx", 4, 64, metadata_props(card))
+    with rasterio.open(image) as src:
+        window = ((300, 556), (300, 556))
+        profile = dict(src.profile, width=256, height=256, transform=src.window_transform(window))
+        data = src.read(window=window)
+    return {"folder": folder, "model": model, "profile": profile, "data": data}
+
+
+def warnings_for(setup, name, data, **profile):
+    path = setup["folder"] / f"{name}.tif"
+    with rasterio.open(path, "w", **dict(setup["profile"], **profile)) as dst:
+        dst.write(data)
+    events = RecordingEvents()
+    classify_raster(ClassifyOptions(path, setup["model"], setup["folder"] / f"{name}_map.tif"), events)
+    return [e["message"] for e in events.of_type("log") if e["level"] == "warning"]
+
+
+def test_the_training_kind_of_image_passes_quietly(setup):
+    assert not [m for m in warnings_for(setup, "same", setup["data"]) if "training data" in m]
+
+
+def test_reflectance_instead_of_digital_numbers_is_named(setup):
+    valid = setup["data"] != 65535
+    reflectance = np.where(valid, setup["data"] * 2e-5 - 0.1, np.nan).astype(np.float32)
+    warnings = warnings_for(setup, "reflectance", reflectance, dtype="float32", nodata=None)
+    message = next(m for m in warnings if "do not look like the model's training data" in m)
+    assert "4 of 4 bands far off" in message and "band 1: mean 0." in message and "vs trained" in message
+    assert "another scaling" in message and "reflectance 0-1 vs digital numbers" in message
+
+
+def test_bands_in_another_order_are_named(setup):
+    message = next(m for m in warnings_for(setup, "reordered", setup["data"][[3, 1, 2, 0]])
+                   if "training data" in m)
+    assert "the bands are in another order" in message
+    assert "raster band 1 looks like trained band 4" in message and "raster band 4 looks like trained band 1" in message

@@ -1,0 +1,147 @@
+"""Probe findings on rasters and folders (issue 12): damaged or unusable inputs give a clear message instead of a
+traceback, and a map that comes out blank says why, loudly."""
+import sqlite3
+
+import numpy as np
+import pytest
+import rasterio
+from classify_models import band_stats, card_for, export, tiny_net
+from osgeo import gdal, ogr, osr
+
+from landcover_plugin.core.assess.assess import assess_accuracy
+from landcover_plugin.core.assess.options import AssessOptions
+from landcover_plugin.core.chips.export import export_chips
+from landcover_plugin.core.chips.options import ChipExportOptions
+from landcover_plugin.core.classify.options import ClassifyOptions
+from landcover_plugin.core.classify.run import classify_raster
+from landcover_plugin.core.errors import BadInputError
+from landcover_plugin.core.events import RecordingEvents
+from landcover_plugin.core.model.card import metadata_props
+
+
+@pytest.fixture(scope="module")
+def zion(shared_data, tmp_path_factory):
+    image = shared_data / "zion" / "landsat8_2015_b2345.tif"
+    mean, std = band_stats(image)
+    card = card_for(["water", "forest", "shrubland"], mean=mean, std=std, tile=64, input_dtype="uint16",
+                    resolution=[30.0, 30.0])
+    model = export(tiny_net(4, 3), tmp_path_factory.mktemp("model") / "m.onnx", 4, 64, metadata_props(card))
+    return {"image": image, "model": model, "nlcd": shared_data / "zion" / "nlcd2011_8class.tif",
+            "polygons": shared_data / "zion" / "training_polygons_sparse.gpkg"}
+
+
+@pytest.fixture(scope="module")
+def truncated(zion, tmp_path_factory):
+    path = tmp_path_factory.mktemp("truncated") / "cut.tif"
+    data = zion["image"].read_bytes()
+    path.write_bytes(data[:len(data) * 2 // 5])
+    return path
+
+
+def test_a_truncated_geotiff_is_named_as_damaged_in_classify(zion, truncated, tmp_path):
+    with pytest.raises(BadInputError, match="cut.tif: the file is damaged or incomplete"):
+        classify_raster(ClassifyOptions(truncated, zion["model"], tmp_path / "out.tif"))
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_truncated_geotiff_is_named_as_damaged_in_export_chips(zion, truncated, tmp_path):
+    with pytest.raises(BadInputError, match="cut.tif: the file is damaged or incomplete"):
+        export_chips(ChipExportOptions(truncated, tmp_path / "chips", labels_raster=zion["nlcd"], chip_size=64))
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_complex_raster_is_refused(zion, tmp_path):
+    path = tmp_path / "slc.tif"
+    dataset = gdal.GetDriverByName("GTiff").Create(str(path), 96, 96, 2, gdal.GDT_CFloat32)
+    dataset.SetGeoTransform((0, 1, 0, 0, 0, -1))
+    dataset = None
+    with pytest.raises(BadInputError, match="complex numbers"):
+        export_chips(ChipExportOptions(path, tmp_path / "chips", labels_raster=path, chip_size=32))
+
+
+@pytest.mark.parametrize("srs_id", [0, -1])
+def test_a_mask_with_an_undefined_crs_is_refused(zion, tmp_path, srs_id):
+    path = tmp_path / "mask.gpkg"
+    source = ogr.GetDriverByName("GPKG").CreateDataSource(str(path))
+    reference = osr.SpatialReference()
+    reference.ImportFromEPSG(32612)
+    layer = source.CreateLayer("mask", reference, ogr.wkbPolygon)
+    feature = ogr.Feature(layer.GetLayerDefn())
+    feature.SetGeometry(ogr.CreateGeometryFromWkt("POLYGON((320000 4120000,330000 4120000,330000 4130000,"
+                                                  "320000 4130000,320000 4120000))"))
+    layer.CreateFeature(feature)
+    source = layer = None
+    with sqlite3.connect(path) as db:  # as a GeoPackage written without a CRS records it
+        db.execute(f"UPDATE gpkg_geometry_columns SET srs_id = {srs_id}")
+        db.execute(f"UPDATE gpkg_contents SET srs_id = {srs_id}")
+    with pytest.raises(BadInputError, match="mask layer .* CRS that cannot be used.*Assign the mask its real CRS"):
+        classify_raster(ClassifyOptions(zion["image"], zion["model"], tmp_path / "out.tif", mask=path))
+
+
+def test_assess_into_a_folder_it_cannot_write_says_so(zion, tmp_path):
+    blocker = tmp_path / "not_a_folder"
+    blocker.write_text("a file where the output folder should be")
+    with pytest.raises(BadInputError, match="Cannot write the accuracy report.*Choose an output folder"):
+        assess_accuracy(AssessOptions(zion["nlcd"], output_folder=str(blocker / "report"),
+                                      reference_raster=str(zion["nlcd"])), RecordingEvents())
+
+
+def blank_copy(image, path, value=None):
+    """A 200x160 px crop of ``image`` where every pixel is nodata (``value`` None: float32 NaN)."""
+    with rasterio.open(image) as src:
+        profile = dict(src.profile, width=200, height=160, tiled=False)
+        profile.pop("blockxsize", None), profile.pop("blockysize", None)
+        data = src.read(window=((100, 260), (100, 300)))
+        transform = src.window_transform(((100, 260), (100, 300)))
+    if value is None:
+        profile.update(dtype="float32", nodata=None)
+        data = np.full(data.shape, np.nan, np.float32)
+    else:
+        data[:] = value
+    with rasterio.open(path, "w", **dict(profile, transform=transform)) as dst:
+        dst.write(data)
+    return path
+
+
+@pytest.mark.parametrize("value", [65535, None], ids=["nodata", "nan"])
+def test_classifying_a_raster_without_valid_pixels_warns_loudly(zion, tmp_path, value):
+    image = blank_copy(zion["image"], tmp_path / "blank.tif", value)
+    events = RecordingEvents()
+    result = classify_raster(ClassifyOptions(image, zion["model"], tmp_path / "out.tif"), events)
+    warnings = [e["message"] for e in events.of_type("log") if e["level"] == "warning"]
+    assert any("empty (all no data): every pixel" in m and "nodata value" in m for m in warnings), warnings
+    assert "empty (all no data)" in result["BLANK"] and result["tiles_run"] == 0
+
+
+def test_a_mask_outside_the_raster_is_named(zion, tmp_path):
+    path = tmp_path / "far.gpkg"
+    source = ogr.GetDriverByName("GPKG").CreateDataSource(str(path))
+    reference = osr.SpatialReference()
+    reference.ImportFromEPSG(32612)
+    layer = source.CreateLayer("far", reference, ogr.wkbPolygon)
+    feature = ogr.Feature(layer.GetLayerDefn())
+    feature.SetGeometry(ogr.CreateGeometryFromWkt("POLYGON((500000 4000000,501000 4000000,501000 4001000,"
+                                                  "500000 4001000,500000 4000000))"))
+    layer.CreateFeature(feature)
+    source = layer = None
+    events = RecordingEvents()
+    result = classify_raster(ClassifyOptions(zion["image"], zion["model"], tmp_path / "out.tif", mask=path), events)
+    assert "mask polygons" in result["BLANK"] and "do not overlap the raster" in result["BLANK"]
+    assert any(e["message"] == result["BLANK"] and e["level"] == "warning" for e in events.of_type("log"))
+
+
+def test_a_normal_run_is_not_called_blank(zion, tmp_path):
+    with rasterio.open(zion["image"]) as src:
+        x0, y0 = src.xy(260, 100)
+        x1, y1 = src.xy(100, 300)
+    result = classify_raster(ClassifyOptions(zion["image"], zion["model"], tmp_path / "out.tif",
+                                             extent=(x0, y0, x1, y1)), RecordingEvents())
+    assert "BLANK" not in result
+
+
+def test_export_chips_of_a_raster_without_valid_pixels_names_the_cause(zion, tmp_path):
+    image = blank_copy(zion["image"], tmp_path / "blank.tif", 65535)
+    with pytest.raises(BadInputError, match="has no valid pixels.*nodata value \\(65535\\)") as info:
+        export_chips(ChipExportOptions(image, tmp_path / "chips", labels_vector=zion["polygons"],
+                                       class_field="class", chip_size=32))
+    assert "Lower the labelled share" not in info.value.message
