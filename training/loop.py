@@ -278,8 +278,9 @@ class _Training:
     def _end_epoch(self, epoch, train_loss, train_seconds, val, tic) -> bool:
         """Record the epoch, keep the best weights, write checkpoints, emit the metric event."""
         run = self.run_state
-        if not (math.isfinite(train_loss) and math.isfinite(val["loss"])):
-            self._diverged(epoch, "validation", val["loss"] if math.isfinite(train_loss) else train_loss)
+        val_loss = val["loss"] if val["loss"] is not None else 0.0  # a refit has no validation
+        if not (math.isfinite(train_loss) and math.isfinite(val_loss)):
+            self._diverged(epoch, "validation", val_loss if math.isfinite(train_loss) else train_loss)
         chips = self.steps_per_epoch * self.config.batch_size if self.train_loader.drop_last else len(self.train_idx)
         row = {"epoch": epoch, "train_loss": round(train_loss, 6), "val_loss": val["loss"],
                "val_accuracy": val["accuracy"], "val_miou": val["miou"],
