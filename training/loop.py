@@ -306,7 +306,8 @@ class _Training:
             ckpt.save({k: v for k, v in snapshot.items() if k not in ("optimizer", "scaler")},
                       self.config.checkpoint_dir / ckpt.BEST)
         row["epoch_seconds"] = round(time.perf_counter() - tic, 3)  # training + validation + checkpoints
-        self.events.metric(epoch, {k: v for k, v in row.items() if k != "epoch"})
+        values = {k: v for k, v in row.items() if k != "epoch" and not (self.final_fit and k.startswith("val_"))}
+        self.events.metric(epoch, dict(values, phase="refit") if self.final_fit else values)
         return improved
 
 

@@ -210,13 +210,16 @@ class _EngineRun:
 
 
 def format_metric(event: dict) -> str:
+    """One log line per epoch; the refit on all polygons after the held-out run says so ("Refit epoch")."""
+    values = dict(event.get("values") or {})
+    phase = values.pop("phase", None)
     parts = []
-    for key, value in (event.get("values") or {}).items():
+    for key, value in values.items():
         if isinstance(value, float):
             parts.append(f"{key}={value:.4f}")
         elif isinstance(value, (int, str)):
             parts.append(f"{key}={value}")
-    return f"Epoch {event.get('epoch')}: " + ", ".join(parts)
+    return f"{'Refit epoch' if phase == 'refit' else 'Epoch'} {event.get('epoch')}: " + ", ".join(parts)
 
 
 def _crash_kind(returncode: int) -> str:

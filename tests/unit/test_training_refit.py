@@ -8,6 +8,7 @@ import pytest
 from landcover_plugin.core.events import RecordingEvents
 from landcover_plugin.core.model.card import CARD_KEY
 from landcover_plugin.core.train.options import TrainConfig
+from landcover_plugin.qgis_glue.engine_runner import format_metric
 from training.loop import train
 
 
@@ -48,3 +49,7 @@ def test_the_exported_model_is_trained_again_on_every_polygon(refitted):
     assert len(counts) == 2 and sum(counts[1]) > sum(counts[0])  # the held-out polygons' pixels join in
     assert (out.parent / "model_checkpoints" / "refit" / "last.pt").exists()
     assert outputs["BEST_VAL_MIOU"] is not None  # the selection run's score, not the refit's (none)
+    refit_metrics = [m for m in events.of_type("metric") if m["values"].get("phase") == "refit"]
+    assert len(refit_metrics) == outputs["refit_epochs"]
+    assert not any(k.startswith("val_") for m in refit_metrics for k in m["values"])
+    assert format_metric(refit_metrics[0]).startswith("Refit epoch 1: train_loss=")
