@@ -62,6 +62,8 @@ def main(argv=None) -> int:
     for scene, report in reports.items():
         print(f"\nAccuracy on held-out data, {scene}: overall accuracy {report['OA']:.3f}, kappa "
               f"{report['KAPPA']:.3f}, mean IoU {report['MIOU']:.3f}")
+        print(f"The trainer's held-out estimate, before any reference data: overall accuracy "
+              f"{_number(report['HELDOUT_OA'])}, mean IoU {_number(report['HELDOUT_MIOU'])}")
         print(report["table"])
     return 0
 
@@ -107,7 +109,12 @@ def scene(qgis, out: Path, raster: Path, labels: dict, reference: dict, chip_siz
                       OUTPUT_HTML=out / "accuracy_report.html", OUTPUT_TABLE=out / "accuracy_table.csv")
     table = format_table(json.loads(Path(report["OUTPUT_JSON"]).read_text(encoding="utf-8")))
     return {"map": classified["OUTPUT"], "html": report["OUTPUT_HTML"], "table": table,
-            "OA": report["OA"], "KAPPA": report["KAPPA"], "MIOU": report["MIOU"]}
+            "OA": report["OA"], "KAPPA": report["KAPPA"], "MIOU": report["MIOU"],
+            "HELDOUT_OA": model.get("HELDOUT_OA"), "HELDOUT_MIOU": model.get("HELDOUT_MIOU")}
+
+
+def _number(value) -> str:
+    return "n/a" if value is None else f"{value:.3f}"
 
 
 def extent_of(path: Path) -> tuple:
