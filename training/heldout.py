@@ -5,13 +5,16 @@ pixels are not a sample of the map, though: analysts digitise about as many poly
 common one, and each in a homogeneous place. So the raw accuracy over held-out polygon pixels weighs classes
 very differently from the map (on the Zion sparse case it read 0.46 where the map scored 0.55).
 
-The estimate re-weights by what the map will hold, as in Olofsson et al. (2014) with strata = map classes:
-the user's accuracy of each mapped class k (share of held-out pixels the model calls k that are k) is
-weighted by k's share of the scene as the model maps it, from a spread sample of tiles of the source raster.
-OA = sum_k W_k UA_k; the estimated error matrix p_ik = W_k n_ik / n_.k gives per-class IoU and mIoU. A
-mapped class never predicted on a held-out pixel gets the raw accuracy as its user's accuracy. The mIoU is
-optimistic for classes whose polygons are purer than the places the map gives them (measured: Zion sparse
-forest, estimate 0.25 for a map at 0.15); the OA came within 0.03 of the map's there.
+Polygons sample the *reference* classes (the analyst picks places of each class), so what they measure
+without bias is each class's producer's accuracy (recall): the share of its held-out pixels mapped right. The
+estimate weights those by how common each class is in the scene, estimated by the class shares of the map
+(a spread sample of tiles of the source raster, classified by the model): OA = sum_i W_i recall_i, and the
+estimated error matrix p_ij = W_i n_ij / n_i. gives per-class IoU and mIoU. A class with no held-out pixel
+(a single polygon) gets the raw accuracy as its recall. Measured with 4-fold polygon cross-validation on the Zion
+sparse polygons, against each map's own OA on the east 40 %: within 0.03 for a pixel forest, the forest with
+5x5 smoothing and our default model; weighting users' accuracies instead (Olofsson et al. 2014 with map
+strata, which needs a sample drawn by map class) was off by up to 0.14 there, the raw accuracy by up to 0.11.
+The mIoU is optimistic for classes whose polygons are purer than the places the map gives them.
 
 With raster labels (dense, split by spatial blocks) the validation blocks are a spatial sample of the map
 already: the estimate is the validation score itself.
@@ -75,8 +78,8 @@ def estimate(confusion, names, shares, split: dict) -> dict:
         result.update(overall_accuracy=_round(float(np.trace(matrix))), mean_iou=_round(_nanmean(iou)),
                       class_shares={n: _round(float(s)) for n, s in zip(names, shares)},
                       iou={n: _round(v) for n, v in zip(names, iou)},
-                      method=f"{polygons} held-out polygons ({pixels} px), user's accuracy per mapped class "
-                             f"weighted by the class shares of the map (Olofsson et al. 2014)")
+                      method=f"{polygons} held-out polygons ({pixels} px), each class's recall on them weighted "
+                             f"by its share of the map")
     result["few"] = split.get("method") == "polygons" and (polygons or 0) < FEW_POLYGONS
     result["confused"] = _confused(cm, names)
     return result
@@ -113,23 +116,23 @@ def describe(heldout: dict) -> str:
 
 
 def _estimated_matrix(cm, shares, raw_oa) -> np.ndarray:
-    """p_ik: estimated share of the map that is reference class i and mapped class k (the last column is what
-    mapped classes with no held-out prediction hold that is not them)."""
+    """p_ij: estimated share of the scene that is reference class i and mapped class j; the last column holds
+    what a class with no held-out pixel is mapped as wrongly (to which class is unknown)."""
     k = cm.shape[0]
     matrix = np.zeros((k, k + 1))
-    column = cm.sum(axis=0)
-    for j in range(k):
-        if column[j] > 0:
-            matrix[:k, j] = shares[j] * cm[:, j] / column[j]
+    row = cm.sum(axis=1)
+    for i in range(k):
+        if row[i] > 0:
+            matrix[i, :k] = shares[i] * cm[i] / row[i]
         else:
-            matrix[j, j] = shares[j] * raw_oa
-            matrix[j, k] = shares[j] * (1.0 - raw_oa)  # wrong, reference class unknown
+            matrix[i, i] = shares[i] * raw_oa
+            matrix[i, k] = shares[i] * (1.0 - raw_oa)
     return matrix
 
 
 def _iou(matrix) -> list:
     k = matrix.shape[0]
-    reference, mapped = matrix[:, :k].sum(axis=1), matrix.sum(axis=0)[:k] + matrix[:, k]
+    reference, mapped = matrix.sum(axis=1), matrix.sum(axis=0)[:k]
     return [float(matrix[i, i] / (reference[i] + mapped[i] - matrix[i, i]))
             if reference[i] + mapped[i] > 0 else math.nan for i in range(k)]
 

@@ -29,6 +29,9 @@ from .heldout import describe as describe_heldout
 from .networks import build_network
 from .objective import class_weights, evaluate, lr_factor, schedule_factor, weighted_loss
 
+AUTO = "auto"
+SPARSE_SHARE = 0.3  # labelled share of the training chips' pixels below which labels count as sparse
+
 __all__ = ["train", "class_weights", "evaluate", "lr_factor", "weighted_loss"]
 
 
@@ -69,7 +72,8 @@ def _train_then_refit(config, spec, device, events, split) -> dict:
     left = budget - (time.perf_counter() - started) / 60.0 if budget else None
     events.info(f"Training again on all polygons (the held-out ones too) for {epochs} epochs, the best count on "
                 f"the held-out polygons, for the exported model.")
-    second = replace(config, epochs=epochs, patience=0, work_dir=str(config.checkpoint_dir / "refit"),
+    second = replace(config, architecture=held["architecture"], epochs=epochs, patience=0,
+                     work_dir=str(config.checkpoint_dir / "refit"),
                      time_limit_minutes=max(left, 0.1) if left is not None else None)
     everything = replace(spec, chips=[replace(chip, split="train") for chip in spec.chips])
     final = _Training(second, everything, device, events, final_fit=True, heldout=held["HELDOUT"]).run()
@@ -94,7 +98,8 @@ class _Training:
             self.val_idx = self.train_idx
         if final_fit:
             self.val_idx = []
-        self.network = {"architecture": config.architecture, "in_channels": spec.band_count,
+        architecture = choose_architecture(config.architecture, counts, len(self.train_idx), spec.chip_size, events)
+        self.network = {"architecture": architecture, "in_channels": spec.band_count,
                         "num_classes": len(self.names), "base_width": config.base_width}
         self.data = {"classes": spec.schema.to_list(), "band_names": spec.band_names, "mean": spec.mean,
                      "std": spec.std, "chip_size": spec.chip_size, "dtype": spec.dtype, "nodata": spec.nodata,
@@ -103,8 +108,8 @@ class _Training:
         if config.resume:
             state = ckpt.load(config.resume)
             ckpt.check_compatible(state, self.network, self.data, config.resume)
-            if (state["network"]["architecture"], state["network"]["base_width"]) != \
-                    (config.architecture, config.base_width):
+            if config.architecture != AUTO and (state["network"]["architecture"], state["network"]["base_width"]) \
+                    != (config.architecture, config.base_width):
                 events.warning(f"Resuming a {state['network']['architecture']} of base width "
                                f"{state['network']['base_width']}: the chosen architecture and width are ignored.")
             self.network = dict(state["network"])
@@ -252,6 +257,8 @@ class _Training:
                 group["lr"] = self.lr
             images = images.to(device, non_blocking=True)
             labels = labels.to(device, non_blocking=True).long()
+            # Dropout draws from torch's generator: seeded by (seed, step), a resumed run draws the same.
+            torch.manual_seed(config.seed * 1_000_003 + run["global_step"])
             with torch.autocast(device.type, dtype=self.amp_dtype, enabled=self.amp):
                 logits = self.model(images)
             loss = weighted_loss(logits.float(), labels, self.pixel_weight)
@@ -309,6 +316,19 @@ class _Training:
         values = {k: v for k, v in row.items() if k != "epoch" and not (self.final_fit and k.startswith("val_"))}
         self.events.metric(epoch, dict(values, phase="refit") if self.final_fit else values)
         return improved
+
+
+def choose_architecture(name: str, counts, train_chips: int, chip_size: int, events) -> str:
+    """``auto``: ``pixel_context`` when labels are sparse (under SPARSE_SHARE of the training chips' pixels
+    labelled, as with a few small polygons), else ``unet``. Other names are kept as they are."""
+    if name != AUTO:
+        return name
+    share = float(np.sum(counts)) / max(1, train_chips * chip_size * chip_size)
+    chosen = "pixel_context" if share < SPARSE_SHARE else "unet"
+    why = "sparse labels: a per-pixel net, its probabilities averaged over 5x5 px" if share < SPARSE_SHARE \
+        else "dense labels"
+    events.info(f"Architecture 'auto': {share:.1%} of the training chips' pixels are labelled, so {chosen} ({why}).")
+    return chosen
 
 
 NO_VALIDATION = {"loss": None, "accuracy": None, "miou": None, "iou": {}, "confusion": None}

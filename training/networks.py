@@ -7,6 +7,8 @@ Both add a per-pixel branch (1x1 convolutions of the pixel's own bands) beside t
 their last layer: with sparse polygon labels a net otherwise leans on context and misses what the bands
 alone say (measured on rstoolbox polygon cross-validation: 129 -> 86 wrong of 4410 held-out pixels; on
 Zion 20 epochs: val mIoU 0.239 -> 0.251, overall accuracy 0.764 -> 0.769).
+``pixel_context`` (pixel_nets.py): a per-pixel MLP whose class probabilities are averaged over 5x5 px
+inside the net; for a few small training polygons, where a U-Net learns the polygons rather than the classes.
 ``smp_unet`` appears only when segmentation-models-pytorch is importable (never required; no weights
 are downloaded). Inputs of any size work: they are padded to the stride the net needs and cropped back.
 """
@@ -15,6 +17,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from landcover_plugin.core.errors import BadInputError
+
+from .pixel_nets import PixelContext
 
 
 def conv_bn_relu(cin: int, cout: int, kernel: int = 3, stride: int = 1, dilation: int = 1) -> nn.Sequential:
@@ -131,7 +135,7 @@ def _smp_unet(in_channels: int, num_classes: int, base_width: int = 16):
     return smp.Unet(encoder_name="resnet34", encoder_weights=None, in_channels=in_channels, classes=num_classes)
 
 
-ARCHITECTURES = {"unet": UNet, "deeplabv3plus": DeepLabV3Plus}
+ARCHITECTURES = {"unet": UNet, "deeplabv3plus": DeepLabV3Plus, "pixel_context": PixelContext}
 
 
 def available_architectures() -> list:

@@ -17,7 +17,10 @@ from ..core.train.options import TrainConfig
 from .base import DEVICE_OPTIONS, EngineAlgorithm
 
 # The architectures offered in the dialog (TrainConfig's choices, without optional extras), with their labels.
-ARCHITECTURES = [("unet", "U-Net"), ("deeplabv3plus", "DeepLabV3+ (dilated convolutions)")]
+# New entries go at the end: saved models and batch runs refer to these by index.
+ARCHITECTURES = [("unet", "U-Net"), ("deeplabv3plus", "DeepLabV3+ (dilated convolutions)"),
+                 ("pixel_context", "Per-pixel, probabilities averaged over 5x5 px (for a few small polygons)"),
+                 ("auto", "Automatic (per-pixel for sparse polygons, U-Net for dense labels)")]
 
 
 def _default(name):
@@ -69,6 +72,9 @@ class TrainModelAlgorithm(EngineAlgorithm):
             "Each epoch logs the training and validation loss, validation overall accuracy, mean IoU and IoU per "
             "class; the model kept is the epoch with the best validation mIoU. The training curves are written "
             "as a PNG plot and a CSV beside the model, the checkpoints in a '<model>_checkpoints' folder.\n\n"
+            "<b>Architecture</b>: Automatic picks the per-pixel net when under 30 % of the chips' pixels are "
+            "labelled (a few small polygons: a U-Net learns the polygons rather than the classes there) and "
+            "the U-Net otherwise.\n\n"
             "<b>How good will the map be?</b> With training polygons, 'Export label chips' holds whole polygons "
             "out for validation. The model is trained without them, scored on them (the <b>held-out estimate</b> "
             "of the map's overall accuracy and mean IoU, weighted by how much of the map each class covers; in "

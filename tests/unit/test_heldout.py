@@ -12,17 +12,17 @@ CONFUSION = [[90, 10, 0],
 SPLIT = {"method": "polygons", "val_polygons": 12, "unsplit_classes": ["urban"]}
 
 
-def test_overall_accuracy_weights_each_mapped_class_by_its_share_of_the_map():
+def test_overall_accuracy_weights_each_class_recall_by_its_share_of_the_map():
     shares = [0.1, 0.6, 0.3]
     result = estimate(CONFUSION, NAMES, shares, SPLIT)
-    # user's accuracies: water 90/90, forest 60/90, crops 80/120
-    expected_oa = 0.1 * 1.0 + 0.6 * (60 / 90) + 0.3 * (80 / 120)
+    # recalls on held-out pixels: water 90/100, forest 60/100, crops 80/100
+    expected_oa = 0.1 * 0.9 + 0.6 * 0.6 + 0.3 * 0.8
     assert result["overall_accuracy"] == pytest.approx(expected_oa, abs=1e-4)
     assert result["raw_overall_accuracy"] == pytest.approx(230 / 300, abs=1e-4)
-    # estimated error matrix p_ik = W_k n_ik / n_.k; IoU of forest from it
-    p_ff = 0.6 * 60 / 90
-    forest_reference = 0.1 * 10 / 90 * 0 + 0.6 * 60 / 90 + 0.3 * 40 / 120  # row forest: mapped water/forest/crops
-    forest_mapped = 0.6
+    # estimated error matrix p_ij = W_i n_ij / n_i.; IoU of forest from it
+    p_ff = 0.6 * 0.6
+    forest_reference = 0.6  # the whole forest row
+    forest_mapped = 0.1 * 0.1 + 0.6 * 0.6 + 0.3 * 0.2  # column forest: water, forest and crops mapped as forest
     assert result["iou"]["forest"] == pytest.approx(p_ff / (forest_reference + forest_mapped - p_ff), abs=1e-4)
     assert result["few"] and result["polygons"] == 12 and result["unvalidated_classes"] == ["urban"]
     assert result["confused"] == [["forest", "crops", 0.4], ["crops", "forest", 0.2]]
@@ -31,11 +31,11 @@ def test_overall_accuracy_weights_each_mapped_class_by_its_share_of_the_map():
     assert "forest mapped as crops (40%)" in text
 
 
-def test_a_mapped_class_never_predicted_on_held_out_pixels_gets_the_raw_accuracy():
-    confusion = [[50, 5, 0], [0, 45, 0], [0, 0, 0]]  # crops: no held-out polygon, never predicted there
+def test_a_class_without_held_out_pixels_gets_the_raw_accuracy_as_its_recall():
+    confusion = [[50, 5, 0], [0, 45, 0], [0, 0, 0]]  # crops: no held-out polygon
     result = estimate(confusion, NAMES, [0.2, 0.3, 0.5], SPLIT)
     raw = 95 / 100
-    assert result["overall_accuracy"] == pytest.approx(0.2 * 1.0 + 0.3 * 45 / 50 + 0.5 * raw, abs=1e-4)
+    assert result["overall_accuracy"] == pytest.approx(0.2 * 50 / 55 + 0.3 * 1.0 + 0.5 * raw, abs=1e-4)
 
 
 def test_without_shares_or_with_block_validation_the_validation_score_is_the_estimate():

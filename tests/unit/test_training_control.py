@@ -94,7 +94,7 @@ def test_initial_weights_are_loaded_where_shapes_fit(chips, tmp_path):
     events = RecordingEvents()
     events.cancel_requested = True  # stop before the first batch: the exported weights are the initial ones
     out = train(TrainConfig(dataset_dir=str(chips), output=str(tmp_path / "b.onnx"), epochs=1,
-                            initial_weights=str(path), **TINY), events)
+                            architecture="unet", initial_weights=str(path), **TINY), events)
     message = [e["message"] for e in events.of_type("log") if "Initial weights" in e["message"]][0]
     assert f"loaded {len(source) - len(head)} of {len(source)} tensors" in message
     state = checkpoint.load(out["LAST_CHECKPOINT"]) if out["LAST_CHECKPOINT"] else None

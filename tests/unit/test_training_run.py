@@ -92,7 +92,9 @@ def test_onnx_contract_metadata_and_dynamic_batch(chips, trained):
     card, assumptions = card_from_metadata(props, [None, 7, 32, 32], len(meta["classes"]))
     assert assumptions == [] and CARD_KEY in props
     assert [c["id"] for c in card["classes"]] == [c["id"] for c in meta["classes"]]
-    assert card["architecture"] == "unet" and card["input_dtype"] == "uint8" and card["nodata"] == 255
+    # the default architecture is "auto": the card names the net it chose (these sparse polygons: pixel_context)
+    assert card["architecture"] == outputs["architecture"] == "pixel_context"
+    assert card["input_dtype"] == "uint8" and card["nodata"] == 255
     assert card["metrics"]["val_miou"] == outputs["BEST_VAL_MIOU"]
     session = ort.InferenceSession(outputs["OUTPUT"], providers=["CPUExecutionProvider"])
     for batch in (1, 5):
@@ -104,7 +106,7 @@ def test_export_round_trip_equals_the_best_checkpoint_in_torch(trained):
     outputs, _ = trained
     state = checkpoint.load(outputs["CHECKPOINT"])
     assert state["epoch"] == outputs["BEST_EPOCH"]
-    net = build_network("unet", 7, 4, base_width=TINY["base_width"])
+    net = build_network(state["network"]["architecture"], 7, 4, base_width=TINY["base_width"])
     net.load_state_dict(state["model"])
     model = ProbabilityModel(net).eval()
     x = np.random.default_rng(1).standard_normal((3, 7, 32, 32)).astype(np.float32)

@@ -11,7 +11,9 @@ from typing import Optional
 from ..errors import BadInputError
 from ..options import DEVICES, option
 
-ARCHITECTURES = ("unet", "deeplabv3plus", "smp_unet")  # smp_unet: only where segmentation-models-pytorch is
+# auto: pixel_context for sparse labels (a few small polygons), unet for dense ones (training/loop.py)
+ARCHITECTURES = ("auto", "unet", "deeplabv3plus", "pixel_context",
+                 "smp_unet")  # smp_unet: only where segmentation-models-pytorch is
 SCHEDULES = ("onecycle", "cosine")
 
 
@@ -20,7 +22,9 @@ class TrainConfig:
     dataset_dir: str = option(positional=True, metavar="dataset",
                               help="chip dataset folder (with dataset.json), as written by export-chips")
     output: str = option(help="the ONNX model file to write (.onnx)")
-    architecture: str = option("unet", choices=ARCHITECTURES, help="segmentation network")
+    architecture: str = option("auto", choices=ARCHITECTURES,
+                               help="segmentation network; auto (default): pixel_context when under 30 %% of the "
+                                    "chips' pixels are labelled (a few small polygons), else unet")
     epochs: int = option(30, help="passes over the training chips")
     batch_size: int = option(16, help="chips per training step")
     learning_rate: float = option(1e-3, help="peak learning rate of AdamW")
