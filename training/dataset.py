@@ -122,10 +122,16 @@ class ChipDataset(Dataset):
 
 
 class EpochSampler(Sampler):
-    """A seeded shuffle per epoch that yields ``(epoch, i)`` so augmentation follows the epoch too."""
+    """A seeded shuffle per epoch that yields ``(key, i)``, the key seeding chip i's augmentation.
 
-    def __init__(self, length: int, seed: int = 0):
+    ``samples``: draw at least this many per epoch. With few chips an epoch is then more than one shuffle of
+    them (further shuffles, each with its own augmentation key, the last one cut short), so a small dataset
+    still gets enough optimizer steps per epoch; the first shuffle is the same as without it.
+    """
+
+    def __init__(self, length: int, seed: int = 0, samples: int = 0):
         self.length = length
+        self.samples = max(length, int(samples or 0))
         self.seed = seed
         self.epoch = 0
 
@@ -133,11 +139,16 @@ class EpochSampler(Sampler):
         self.epoch = epoch
 
     def __iter__(self):
-        order = np.random.default_rng([self.seed, self.epoch, 7]).permutation(self.length)
-        return iter([(self.epoch, int(i)) for i in order])
+        drawn, repeat = [], 0
+        while len(drawn) < self.samples:
+            seed = [self.seed, self.epoch, 7] + ([repeat] if repeat else [])
+            key = self.epoch + repeat * 1_000_003
+            drawn += [(key, int(i)) for i in np.random.default_rng(seed).permutation(self.length)]
+            repeat += 1
+        return iter(drawn[:self.samples])
 
     def __len__(self):
-        return self.length
+        return self.samples
 
 
 def augment(image: np.ndarray, label: np.ndarray, rng, geometric: bool = True, colour: bool = False):

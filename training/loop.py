@@ -31,6 +31,7 @@ from .objective import class_weights, evaluate, lr_factor, schedule_factor, weig
 
 AUTO = "auto"
 SPARSE_SHARE = 0.3  # labelled share of the training chips' pixels below which labels count as sparse
+MIN_STEPS_PER_EPOCH = 16  # with fewer chips, an epoch repeats them (new augmentation) to make this many steps
 
 __all__ = ["train", "class_weights", "evaluate", "lr_factor", "weighted_loss"]
 
@@ -133,11 +134,15 @@ class _Training:
             else config.num_workers
         options = {"num_workers": self.workers, "pin_memory": device.type == "cuda",
                    "persistent_workers": self.workers > 0}
-        self.sampler = EpochSampler(len(self.train_idx), config.seed)
+        self.sampler = EpochSampler(len(self.train_idx), config.seed, MIN_STEPS_PER_EPOCH * config.batch_size)
+        if len(self.sampler) > len(self.train_idx):
+            events.info(f"Few training chips ({len(self.train_idx)}) for batches of {config.batch_size}: each epoch "
+                        f"draws {len(self.sampler)} chip samples ({MIN_STEPS_PER_EPOCH} steps), repeating chips with "
+                        f"other flips and rotations.")
         self.train_loader = DataLoader(
             ChipDataset(self.store, self.train_idx, config.augment, config.colour_augment, config.seed),
             batch_size=config.batch_size, sampler=self.sampler,
-            drop_last=len(self.train_idx) >= 2 * config.batch_size, **options)
+            drop_last=len(self.sampler) >= 2 * config.batch_size, **options)
         self.val_loader = DataLoader(ChipDataset(self.store, self.val_idx), batch_size=config.batch_size,
                                      shuffle=False, **options)
 
@@ -288,7 +293,7 @@ class _Training:
         val_loss = val["loss"] if val["loss"] is not None else 0.0  # a refit has no validation
         if not (math.isfinite(train_loss) and math.isfinite(val_loss)):
             self._diverged(epoch, "validation", val_loss if math.isfinite(train_loss) else train_loss)
-        chips = self.steps_per_epoch * self.config.batch_size if self.train_loader.drop_last else len(self.train_idx)
+        chips = self.steps_per_epoch * self.config.batch_size if self.train_loader.drop_last else len(self.sampler)
         row = {"epoch": epoch, "train_loss": round(train_loss, 6), "val_loss": val["loss"],
                "val_accuracy": val["accuracy"], "val_miou": val["miou"],
                **{f"val_iou_{n}": v for n, v in val["iou"].items()},
