@@ -99,7 +99,8 @@ def test_running_out_of_memory_is_reported_with_the_fix(chips, tmp_path, engine_
 
     out = tmp_path / "model.onnx"
     code, events, stderr = run(engine_python, repo_root, chips, "--output", out, "--epochs", "1", "--device", "cpu",
-                               "--base-width", "256", "--batch-size", "8", preexec_fn=cap_memory)
+                               "--architecture", "unet", "--base-width", "256", "--batch-size", "8",
+                               preexec_fn=cap_memory)
     assert code == 3, (events, stderr[-2000:])
     (error,) = of_type(events, "error")
     assert error["kind"] == "out_of_memory"
