@@ -44,6 +44,10 @@ def test_training_writes_the_model_curves_and_scores(provider, chips, tmp_path):
     session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
     card = json.loads(session.get_modelmeta().custom_metadata_map["landcover_card"])
     assert card["architecture"] == "deeplabv3plus" and card["tile_size"] == 32
+    # polygons were held out whole: their estimate comes back, and the model was trained again on all of them
+    assert 0.0 <= results["HELDOUT_OA"] <= 1.0 and 0.0 <= results["HELDOUT_MIOU"] <= 1.0
+    assert card["heldout"]["overall_accuracy"] == results["HELDOUT_OA"]
+    assert "Held-out estimate of the map's accuracy" in log and "Refit epoch 1:" in log
     assert [c["name"] for c in card["classes"]] == [c["name"] for c in
                                                     json.loads((chips / "dataset.json").read_text())["classes"]]
 
