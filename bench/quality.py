@@ -54,9 +54,11 @@ def run(settings) -> dict:
             f"{n} {_two(a)} / {_two(b)}" for n, a, b in zip(result["class_names"], ours["iou"], rf["iou"])) + ".")
     notes.append("Random forest: scikit-learn RandomForestClassifier(" +
                  ", ".join(f"{k}={v}" for k, v in _rf_options(settings).items()) + ").")
-    what = ("Ours = U-Net (training defaults: base width 16, class-weighted loss, flips/rotations, one-cycle AdamW; "
-            f"on Zion a {ZION_MINUTES:g} min CPU budget, on rstoolbox {RSTOOLBOX_EPOCHS} epochs with early stopping), "
-            "classified by `classify_raster`; the *Ratio* column is ours minus the forest.")
+    what = ("Ours = the trainer's defaults (architecture auto: the U-Net on Zion's dense labels, the per-pixel net on "
+            "rstoolbox's polygons; class-weighted loss, flips/rotations, one-cycle AdamW; "
+            f"on Zion a {ZION_MINUTES:g} min CPU budget, on rstoolbox {RSTOOLBOX_EPOCHS} epochs with early stopping on "
+            "held-out polygons, then a refit on all the fold's polygons), classified by `classify_raster`; the forest "
+            "learns from the same pixels; the *Ratio* column is ours minus the forest.")
     return {"what": what, "figures": figures, "details": details, "notes": notes}
 
 
@@ -103,7 +105,9 @@ def rstoolbox(settings, work) -> dict:
                               out_shape=shape, transform=transform, fill=0, dtype="uint8")
         reference[~valid] = 0
         grids = split_label_grids(chips)
-        truth, ours, rf, _ = maps(settings, chips, fold_work / "model.onnx", grids["train"], reference,
+        # the trainer's refit learns from every kept polygon (its own validation polygons too): so does the forest
+        kept_labels = np.maximum(grids["train"], grids["val"])
+        truth, ours, rf, _ = maps(settings, chips, fold_work / "model.onnx", kept_labels, reference,
                                   reference > 0, fold_work)
         for key, value in (("truth", truth), ("ours", ours), ("rf", rf)):
             pooled[key].append(value)
