@@ -7,7 +7,6 @@ import time
 
 import pytest
 import rasterio
-from classify_models import card_for, export, tiny_net
 
 from landcover_plugin.core.chips.export import export_chips
 from landcover_plugin.core.chips.options import ChipExportOptions
@@ -15,19 +14,6 @@ from landcover_plugin.core.classify.options import ClassifyOptions
 from landcover_plugin.core.classify.run import classify_raster
 from landcover_plugin.core.errors import BadInputError
 from landcover_plugin.core.events import RecordingEvents
-from landcover_plugin.core.model.card import metadata_props
-
-
-@pytest.fixture(scope="module")
-def model(tmp_path_factory):
-    card = card_for(["water", "forest", "shrubland"], mean=[9000, 8000, 7500, 15000],
-                    std=[1000, 1200, 1500, 2500], tile=64, input_dtype="uint16", resolution=[30.0, 30.0])
-    return export(tiny_net(4, 3), tmp_path_factory.mktemp("model") / "m.onnx", 4, 64, metadata_props(card))
-
-
-@pytest.fixture
-def zion_image(shared_data):
-    return shared_data / "zion" / "landsat8_2015_b2345.tif"
 
 
 def dead_pid() -> int:
