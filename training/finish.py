@@ -8,9 +8,10 @@ from .export_onnx import export
 
 
 def finish_run(run: dict, model, network: dict, data: dict, spec, config, device, sample, events, heldout=None,
-               curves: bool = True) -> dict:
+               curves: bool = True, pending_heldout=None) -> dict:
     """Export the best weights with their card; ``heldout``: the held-out estimate when an earlier run made it
-    (a refit), else it is made here from the best epoch's validation. ``curves``: write the training curves."""
+    (a refit), else it is made here from the best epoch's validation, or from ``pending_heldout`` = (confusion,
+    split) of a cross-validation before this refit. ``curves``: write the training curves."""
     best = run["best"]
     if run["best_state"] is not None:
         model.load_state_dict(run["best_state"])
@@ -25,6 +26,8 @@ def finish_run(run: dict, model, network: dict, data: dict, spec, config, device
     tile = config.export_tile_size or spec.chip_size
     split = spec.raw.get("split") or {}
     confusion = (best or {}).get("val_confusion")
+    if pending_heldout is not None:
+        confusion, split = pending_heldout
     if heldout is None and confusion is not None and split.get("method") != "polygons":
         heldout = held.estimate(confusion, spec.schema.names, None, split)
     model.eval()

@@ -1,6 +1,7 @@
 """How good the map will be: the held-out estimate that the model card and the Train algorithm report.
 
-With polygon labels the validation chips hold whole polygons the model never saw (chips/split.py). Their
+With polygon labels the validation chips hold whole polygons the model never saw (chips/split.py), or, with
+few polygons, every polygon group is held out once by k-fold cross-validation (crossval.py). Their
 pixels are not a sample of the map, though: analysts digitise about as many polygons of a rare class as of a
 common one, and each in a homogeneous place. So the raw accuracy over held-out polygon pixels weighs classes
 very differently from the map (on the Zion sparse case it read 0.46 where the map scored 0.55).
@@ -78,8 +79,9 @@ def estimate(confusion, names, shares, split: dict) -> dict:
         result.update(overall_accuracy=_round(float(np.trace(matrix))), mean_iou=_round(_nanmean(iou)),
                       class_shares={n: _round(float(s)) for n, s in zip(names, shares)},
                       iou={n: _round(v) for n, v in zip(names, iou)},
-                      method=f"{polygons} held-out polygons ({pixels} px), each class's recall on them weighted "
-                             f"by its share of the map")
+                      method=(f"{split['cv_folds']}-fold cross-validation over {polygons} polygon groups"
+                              if split.get("cv_folds") else f"{polygons} held-out polygons")
+                      + f" ({pixels} px), each class's recall on them weighted by its share of the map")
     result["few"] = split.get("method") == "polygons" and (polygons or 0) < FEW_POLYGONS
     result["confused"] = _confused(cm, names)
     return result

@@ -17,7 +17,7 @@ def refitted(chips, tmp_path_factory):
     events = RecordingEvents()
     out = tmp_path_factory.mktemp("refit") / "model.onnx"
     outputs = train(TrainConfig(dataset_dir=str(chips), output=str(out), epochs=4, batch_size=4, base_width=8,
-                                learning_rate=3e-3, patience=0, device="cpu"), events)
+                                learning_rate=3e-3, patience=0, device="cpu", cv_folds=1), events)
     return outputs, events, out
 
 
