@@ -36,9 +36,9 @@ FEW_POLYGONS = 20      # fewer held-out polygons than this: say the estimate res
 SAMPLE_TILES = 64      # tiles of the source raster classified to learn the map's class shares
 
 
-def scene_class_shares(model_path, raster_path, num_classes: int, max_tiles: int = SAMPLE_TILES):
-    """Share of each output class among the valid pixels of an evenly spread sample of tiles of the raster,
-    as the model maps them; None when the raster cannot be read here."""
+def scene_sample(model_path, raster_path, num_classes: int, max_tiles: int = SAMPLE_TILES):
+    """The map as the model makes it over an evenly spread sample of tiles of the raster: ``(class shares,
+    top-class probability of every 4th valid pixel)``; None when the raster cannot be read here."""
     if not raster_path or not Path(raster_path).exists():
         return None
     try:
@@ -47,17 +47,31 @@ def scene_class_shares(model_path, raster_path, num_classes: int, max_tiles: int
             tiles = list(TileGrid(source.height, source.width, model.tile, 0))
             step = max(1, len(tiles) // max_tiles)
             counts = np.zeros(num_classes, dtype=np.int64)
+            confidence = []
             for batch in source.batches(tiles[step // 2::step], 8):
-                labels = model.run(batch.x).argmax(axis=1)
+                probs = model.run(batch.x)
+                labels = probs.argmax(axis=1)
                 counts += np.bincount(labels[batch.valid], minlength=num_classes)[:num_classes]
+                confidence.append(probs.max(axis=1)[batch.valid][::4])
     except LandcoverError:
         return None
-    return counts / counts.sum() if counts.sum() else None
+    if not counts.sum():
+        return None
+    return counts / counts.sum(), np.concatenate(confidence)
 
 
-def estimate(confusion, names, shares, split: dict) -> dict:
+def scene_class_shares(model_path, raster_path, num_classes: int, max_tiles: int = SAMPLE_TILES):
+    """Share of each output class among the valid pixels of the sampled tiles (see :func:`scene_sample`)."""
+    sample = scene_sample(model_path, raster_path, num_classes, max_tiles)
+    return None if sample is None else sample[0]
+
+
+def estimate(confusion, names, shares, split: dict, heldout_confidence=None, scene_confidence=None) -> dict:
     """The held-out estimate from the validation confusion matrix (rows reference, columns predicted) and the
-    map's class shares (None: the raw validation scores are all there is)."""
+    map's class shares (None: the raw validation scores are all there is). With polygons, and the top-class
+    probabilities of the held-out pixels (``(confidence, correct)``) and of the scene's pixels, the overall
+    accuracy is the thresholded-confidence estimate (:func:`atc`); the recall-weighted figure stays as
+    ``polygon_overall_accuracy``."""
     cm = np.asarray(confusion, dtype=np.float64)
     pixels = int(cm.sum())
     raw_oa = float(np.trace(cm) / pixels) if pixels else None
@@ -67,6 +81,8 @@ def estimate(confusion, names, shares, split: dict) -> dict:
     if split.get("method") == "polygons":
         result["polygons"] = polygons
         result["unvalidated_classes"] = list(split.get("unsplit_classes") or [])
+    where = (f"{split['cv_folds']}-fold cross-validation over {polygons} polygon groups" if split.get("cv_folds")
+             else f"{polygons} held-out polygons") + f" ({pixels} px)"
     if split.get("method") != "polygons" or shares is None or raw_oa is None:
         result.update(overall_accuracy=result["raw_overall_accuracy"], mean_iou=result["raw_mean_iou"],
                       method=("validation chips: spatial blocks of the labels, never trained on"
@@ -76,15 +92,31 @@ def estimate(confusion, names, shares, split: dict) -> dict:
     else:
         matrix = _estimated_matrix(cm, np.asarray(shares, dtype=np.float64), raw_oa)
         iou = _iou(matrix)
-        result.update(overall_accuracy=_round(float(np.trace(matrix))), mean_iou=_round(_nanmean(iou)),
+        weighted = _round(float(np.trace(matrix)))
+        result.update(overall_accuracy=weighted, polygon_overall_accuracy=weighted, mean_iou=_round(_nanmean(iou)),
                       class_shares={n: _round(float(s)) for n, s in zip(names, shares)},
                       iou={n: _round(v) for n, v in zip(names, iou)},
-                      method=(f"{split['cv_folds']}-fold cross-validation over {polygons} polygon groups"
-                              if split.get("cv_folds") else f"{polygons} held-out polygons")
-                      + f" ({pixels} px), each class's recall on them weighted by its share of the map")
+                      method=f"{where}, each class's recall on them weighted by its share of the map")
+        if heldout_confidence is not None and scene_confidence is not None and len(heldout_confidence[0]):
+            threshold, value = atc(*heldout_confidence, scene_confidence)
+            result.update(overall_accuracy=_round(value), confidence_threshold=_round(threshold),
+                          method=f"{where}: the share of the map's pixels whose top-class probability is above the "
+                                 f"level that held-out pixels reach as often as they are right (the polygons "
+                                 f"alone say {weighted:.0%}: they lie in clearer places than the map's average)")
     result["few"] = split.get("method") == "polygons" and (polygons or 0) < FEW_POLYGONS
     result["confused"] = _confused(cm, names)
     return result
+
+
+def atc(confidence, correct, scene_confidence):
+    """Average thresholded confidence (Garg et al. 2022, "Leveraging unlabeled data to predict
+    out-of-distribution performance", ICLR): the threshold ``t`` above which held-out pixels' top-class
+    probability lies as often as they are right, then the share of the scene's pixels above ``t``.
+    Returns ``(t, estimated accuracy)``."""
+    confidence, scene = np.asarray(confidence, dtype=np.float64), np.asarray(scene_confidence, dtype=np.float64)
+    accuracy = float(np.mean(correct))
+    threshold = float(np.quantile(confidence, 1.0 - accuracy))
+    return threshold, float(np.mean(scene > threshold))
 
 
 def _confused(cm, names, share: float = 0.2, most: int = 3) -> list:

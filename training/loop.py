@@ -80,7 +80,7 @@ def _train_then_refit(config, spec, device, events, split) -> dict:
                                            minutes=0.6 * budget if budget else None)
         if cancelled is not None:
             return cancelled.finish()
-        pending, heldout = (chosen["confusion"], chosen["split"]), None
+        pending, heldout = (chosen["confusion"], chosen["split"], chosen["confidences"]), None
     else:
         first = replace(config, time_limit_minutes=0.6 * budget if budget else None)
         held = _Training(first, spec, device, events, store=store, progress_span=(0.0, 0.6)).run()
@@ -103,7 +103,7 @@ def _train_then_refit(config, spec, device, events, split) -> dict:
     selection = {"BEST_VAL_MIOU": chosen["val_miou"], "BEST_VAL_ACCURACY": chosen["val_accuracy"],
                  "BEST_EPOCH": epochs, "CURVES_CSV": chosen["curves"][0], "CURVES_PNG": chosen["curves"][1]}
     if plan is not None:
-        selection.update(cv_folds=plan.folds, fold_best_epochs=chosen["fold_best_epochs"])
+        selection.update(cv_folds=plan.folds, fold_epochs=chosen["fold_epochs"])
     return dict(final, **selection, refit_epochs=final["epochs_run"], selection_epochs_run=chosen["epochs_run"],
                 epochs_run=chosen["epochs_run"] + final["epochs_run"])
 
@@ -117,11 +117,12 @@ class _Training:
         self.config, self.spec, self.device, self.events = config, spec, device, events
         self.final_fit, self.heldout, self.progress_span = final_fit, heldout, progress_span
         self.store = store if store is not None else ChipStore(spec, config.cache_mb, events)
-        self.val_store, self.phase = self.store, "refit" if final_fit else None
+        self.val_store, self.phase, self.on_epoch = self.store, "refit" if final_fit else None, None
         self.train_idx = [i for i, c in enumerate(spec.chips) if c.split == "train"]
         self.val_idx = [i for i, c in enumerate(spec.chips) if c.split == "val"]
         if fold is not None:
             self.store, self.val_store, self.phase = fold["train"], fold["val"], fold["phase"]
+            self.on_epoch = fold.get("on_epoch")  # (model, validation scores, validation loader) after each epoch
             self.train_idx, self.val_idx = fold["train_idx"], fold["val_idx"]
         self.names = spec.schema.names
         counts = _check_training_pixels(self.store, self.train_idx, self.names, spec.folder, events)
@@ -194,7 +195,8 @@ class _Training:
                                 self.spec.chip_size)
         heldout, pending = (None, self.heldout) if isinstance(self.heldout, tuple) else (self.heldout, None)
         return finish_run(self.run_state, self.model, self.network, self.data, self.spec, self.config, self.device,
-                          sample, self.events, heldout=heldout, curves=not self.final_fit, pending_heldout=pending)
+                          sample, self.events, heldout=heldout, curves=not self.final_fit, pending_heldout=pending,
+                          val_loader=None if self.final_fit else self.val_loader)
 
     def fit(self) -> dict:
         """The epochs; returns the run state (history, best epoch, cancelled)."""
@@ -238,6 +240,8 @@ class _Training:
                 run["cancelled"] = True
                 events.warning(f"Cancelled while validating epoch {epoch}: exporting the best weights so far.")
                 break
+            if self.on_epoch is not None:
+                self.on_epoch(self.model, val, self.val_loader)
             self._end_epoch(epoch, train_loss, train_seconds, val, tic)
             epoch_seconds.append(time.perf_counter() - tic)
             if self.budget and epoch < self.planned and \
