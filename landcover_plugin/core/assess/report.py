@@ -209,8 +209,9 @@ def _matrix_table(report, values_key: str, caption: str, fmt) -> str:
     return "\n".join(out)
 
 
-def render_html(report: dict, confusion_image: str, per_class_image: str) -> str:
-    """The report page (HTML5); image arguments are file names relative to the page."""
+def render_html(report: dict, confusion_image: str, per_class_image: str, area_section: str = "") -> str:
+    """The report page (HTML5); image arguments are file names relative to the page; ``area_section``:
+    the HTML of the area estimates (after the summary)."""
     s, left, area = report["summary"], report["left_out"], report["area"]
     inputs = report["inputs"]
     reference = inputs["reference"] + (f" (field {inputs['class_field']})" if inputs.get("class_field") else "")
@@ -238,6 +239,7 @@ def render_html(report: dict, confusion_image: str, per_class_image: str) -> str
         f'<tr><th class="name">Macro F1</th><td>{_pct(s["macro_f1"])}</td></tr>',
         f'<tr><th class="name">Reference pixels assessed</th><td>{s["pixels_assessed"]:,}</td></tr>',
         "</tbody></table>",
+        area_section,
         "<h2>Reference pixels left out</h2>",
         "<table><tbody>",
         f'<tr><th class="name">Outside the classified raster</th><td>{left["outside_classified_raster"]:,}</td></tr>',
