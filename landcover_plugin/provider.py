@@ -6,6 +6,7 @@ from qgis.PyQt.QtGui import QIcon
 
 from .algorithms.assess_accuracy import AssessAccuracyAlgorithm
 from .algorithms.classify_raster import ClassifyRasterAlgorithm
+from .algorithms.create_reference_sample import CreateReferenceSampleAlgorithm
 from .algorithms.create_training_layer import CreateTrainingLayerAlgorithm
 from .algorithms.export_chips import ExportChipsAlgorithm
 from .algorithms.setup_engine import SetupEngineAlgorithm
@@ -20,6 +21,7 @@ ALGORITHMS = [
     ExportChipsAlgorithm,
     ClassifyRasterAlgorithm,
     TrainModelAlgorithm,
+    CreateReferenceSampleAlgorithm,
 ]
 
 
