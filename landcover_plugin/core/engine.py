@@ -24,6 +24,7 @@ from .errors import LandcoverError
 from .events import Events
 from .sample.options import SampleOptions
 from .selftest import SelftestOptions
+from .suggest.options import SuggestOptions
 from .train.options import TrainConfig
 
 
@@ -62,6 +63,11 @@ def _create_sample():
     return create_sample
 
 
+def _suggest_areas():
+    from .suggest.suggest import suggest_areas
+    return suggest_areas
+
+
 @dataclass(frozen=True)
 class Command:
     options: type            # the options dataclass: flags, defaults, help
@@ -78,6 +84,8 @@ COMMANDS = {
     "assess": Command(AssessOptions, _assess, "assess a classified raster against reference data"),
     "create-sample": Command(SampleOptions, _create_sample,
                              "draw a stratified random sample of reference points from a classified raster"),
+    "suggest-areas": Command(SuggestOptions, _suggest_areas,
+                             "suggest places to digitise next where the model is unsure, spread over the map"),
 }
 
 EXIT_CODES = {"internal": 1, "bad_input": 2, "out_of_memory": 3, "cancelled": 4}

@@ -29,6 +29,9 @@ RELEASED_FLAGS = {
     "create-sample": {"--classified", "--output", "--size", "--target-se", "--users-accuracy", "--allocation",
                       "--min-per-class", "--min-distance", "--seed", "--classes", "--layer-name", "--block-size",
                       "--overwrite"},
+    "suggest-areas": {"--output", "--uncertainty", "--classified", "--confidence", "--raster", "--model",
+                      "--measure", "--count", "--min-distance", "--size", "--class-field", "--layer-name", "--seed",
+                      "--block-size", "--overwrite"},
 }
 
 

@@ -253,9 +253,9 @@ def _write(path, layer_name, crs_wkt, transform, points, classes, design) -> Non
             layer.CreateFeature(feature)
         layer.CommitTransaction()
         layer.SetMetadataItem(DESIGN_TABLE, json.dumps(design))
-        _table(source, SCHEMA_TABLE, [("id", ogr.OFTInteger), ("name", ogr.OFTString), ("colour", ogr.OFTString)],
+        write_table(source, SCHEMA_TABLE, [("id", ogr.OFTInteger), ("name", ogr.OFTString), ("colour", ogr.OFTString)],
                [[c.id, c.name, c.colour] for c in classes])
-        _table(source, DESIGN_TABLE, [("class_id", ogr.OFTInteger), ("class_name", ogr.OFTString),
+        write_table(source, DESIGN_TABLE, [("class_id", ogr.OFTInteger), ("class_name", ogr.OFTString),
                                       ("mapped_pixels", ogr.OFTInteger64), ("weight", ogr.OFTReal),
                                       ("allocated", ogr.OFTInteger), ("drawn", ogr.OFTInteger)],
                [[s["id"], s["name"], s["mapped_pixels"], s["weight"], s["allocated"], s["drawn"]]
@@ -270,7 +270,7 @@ def _write(path, layer_name, crs_wkt, transform, points, classes, design) -> Non
             os.remove(temporary)
 
 
-def _table(source, name, columns, rows) -> None:
+def write_table(source, name, columns, rows) -> None:
     table = source.CreateLayer(name, None, ogr.wkbNone)
     for column, kind in columns:
         table.CreateField(ogr.FieldDefn(column, kind))
