@@ -10,6 +10,7 @@ from .algorithms.create_reference_sample import CreateReferenceSampleAlgorithm
 from .algorithms.create_training_layer import CreateTrainingLayerAlgorithm
 from .algorithms.export_chips import ExportChipsAlgorithm
 from .algorithms.setup_engine import SetupEngineAlgorithm
+from .algorithms.suggest_training_areas import SuggestTrainingAreasAlgorithm
 from .algorithms.train_model import TrainModelAlgorithm
 
 ICON_PATH = os.path.join(os.path.dirname(__file__), "icon.svg")
@@ -22,6 +23,7 @@ ALGORITHMS = [
     ClassifyRasterAlgorithm,
     TrainModelAlgorithm,
     CreateReferenceSampleAlgorithm,
+    SuggestTrainingAreasAlgorithm,
 ]
 
 

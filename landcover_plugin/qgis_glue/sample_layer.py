@@ -2,17 +2,19 @@
 names (with "not labelled yet" for NULL), ``map_class`` is hidden from the form (the interpreter must not
 see what the map says), ``sample_id`` is read-only, and the points show in their reference class's
 colour, unlabelled ones as hollow circles. The style is saved as the GeoPackage's default, so it comes
-back whenever the layer is loaded."""
+back whenever the layer is loaded. Suggested training areas get the training layer's style plus an
+outline for the squares still to label."""
 from qgis.core import (
     QgsCategorizedSymbolRenderer,
     QgsEditorWidgetSetup,
+    QgsFillSymbol,
     QgsMarkerSymbol,
     QgsProcessingException,
     QgsRendererCategory,
     QgsVectorLayer,
 )
 
-from .training_layer import FIELD_PROPERTY, SCHEMA_PROPERTY
+from .training_layer import FIELD_PROPERTY, SCHEMA_PROPERTY, style_training_layer
 
 REFERENCE_FIELD = "reference_class"
 MAP_FIELD = "map_class"
@@ -59,3 +61,22 @@ def save_sample_style(layer: QgsVectorLayer) -> None:
     message = result if isinstance(result, str) else (result[-1] if result else "")
     if message:
         raise QgsProcessingException(f"Could not save the style into the GeoPackage: {message}")
+
+
+def style_suggestions(layer: QgsVectorLayer, schema, class_field: str, save: bool = False) -> None:
+    """Suggested training areas: the training layer's drop-down and colours, plus a dashed outline for the
+    squares whose class is still empty; optionally saved as the GeoPackage's default style."""
+    if schema is not None:
+        style_training_layer(layer, schema, class_field)
+        renderer = layer.renderer()
+    else:
+        renderer = QgsCategorizedSymbolRenderer(class_field, [])
+        layer.setRenderer(renderer)
+    empty = QgsFillSymbol.createSimple({"color": "255,255,255,0", "outline_color": "255,0,255,255",
+                                        "outline_width": "0.8", "outline_style": "dash"})
+    renderer.addCategory(QgsRendererCategory(None, empty, "to label"))
+    if save:
+        result = layer.saveStyleToDatabase(layer.name(), "Land cover suggested training areas", True, "")
+        message = result if isinstance(result, str) else (result[-1] if result else "")
+        if message:
+            raise QgsProcessingException(f"Could not save the style into the GeoPackage: {message}")
