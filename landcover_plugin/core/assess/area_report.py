@@ -92,6 +92,8 @@ def plot_areas(report: dict, path) -> None:
     """Bars of mapped and estimated area per class, the estimate with its 95 % confidence interval."""
     from .report import _pyplot  # noqa: PLC0415 - matplotlib only when a report is written
     plt = _pyplot()
+    from matplotlib.patches import Patch  # noqa: PLC0415
+    from matplotlib.ticker import FuncFormatter  # noqa: PLC0415
     rows = report["area_estimates"]
     in_ha = rows[0]["mapped_area_ha"] is not None
     mapped = [r["mapped_area_ha"] if in_ha else r["mapped_pixels"] for r in rows]
@@ -108,7 +110,10 @@ def plot_areas(report: dict, path) -> None:
     ax.set_ylabel("area (ha)" if in_ha else "area (pixels)")
     ax.set_title("Mapped and error-adjusted area per class")
     ax.grid(axis="y", alpha=0.3)
-    ax.legend(frameon=False)
+    ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:,.0f}"))
+    handles = [Patch(facecolor="#bbbbbb", edgecolor="#555555", label="mapped (pixel count)"),
+               Patch(facecolor="white", edgecolor="#333333", label="estimated, in the class colour (± 95 % CI)")]
+    ax.legend(handles=handles, frameon=False)
     fig.tight_layout()
     fig.savefig(path, format="png", dpi=110)
     plt.close(fig)
@@ -133,7 +138,7 @@ def _pct_pm(value, ci) -> str:
 
 def area_html(report: dict, image: str = None) -> str:
     """The report's "Area estimates" section (a note only when no estimate is given)."""
-    parts = ["<h2>Area estimates from the reference sample</h2>"]
+    parts = ['<h2 id="area-estimates">Area estimates from the reference sample</h2>']
     rows = report.get("area_estimates")
     if not rows:
         parts.append(f'<p class="note">{_e(report.get("area_estimate_note") or "")}</p>')
