@@ -120,7 +120,9 @@ class AssessAccuracyAlgorithm(EngineAlgorithm):
                 raise QgsProcessingException(
                     f"Choose the class field of '{vector.name()}' (the field holding class names or ids); "
                     f"its fields are: {', '.join(vector.fields().names())}.")
-            options.reference_vector = vector_layer_to_gpkg(vector, context, feedback, classified.crs(), fields=[field])
+            # a sample's map_class (its stratum) travels too: the engine checks it against the map assessed
+            keep = [field] + [f for f in ("map_class",) if f != field and f in vector.fields().names()]
+            options.reference_vector = vector_layer_to_gpkg(vector, context, feedback, classified.crs(), fields=keep)
             options.class_field = field
         else:
             options.reference_raster = raster_layer_to_path(raster, context, feedback)

@@ -108,6 +108,7 @@ def test_sample_labelled_then_assessed_gives_areas_with_confidence_intervals(pro
     assert np.abs(estimated - truth_ha).sum() < 0.5 * np.abs(mapped - truth_ha).sum()  # the sample corrects the map
     assert abs(results["OA_ESTIMATE"] - 0.85) < 1.53 * results["OA_CI95"]
     assert "Estimated overall accuracy from the sample" in log
+    assert report["sample_map_class_differs"] == {"points_checked": 400, "points_differ": 0}  # drawn from this map
     assert "estimated area (ha) ± 95 % CI" in html.read_text(encoding="utf-8")
     context.project().removeAllMapLayers()
 
@@ -128,3 +129,29 @@ def test_engine_call_a_given_size_wins_over_the_target(provider, tmp_path, zion)
     assert argv[argv.index("--size") + 1] == "120" and argv[argv.index("--allocation") + 1] == "equal"
     assert argv[argv.index("--min-distance") + 1] == "60.0"
     assert argv[argv.index("--output") + 1] == str(tmp_path / "s.gpkg")
+
+
+def test_a_sample_drawn_from_another_map_is_flagged(provider, tmp_path, zion, shared_data):
+    classified, nlcd, classes, _ = zion
+    path = tmp_path / "nlcd_sample.gpkg"
+    results, ok, log, context = run("landcover:create_reference_sample", {
+        "INPUT": str(nlcd), "SIZE": 80, "SEED": 3, "CLASSES": str(shared_data / "zion" / "classes.json"),
+        "OUTPUT": str(path)})
+    assert ok, log
+    layer = QgsVectorLayer(f"{path}|layername=reference_sample", "sample", "ogr")
+    index = layer.fields().indexOf("reference_class")
+    assert layer.startEditing()
+    for feature in layer.getFeatures():  # labelled with the class it was drawn from (NLCD's)
+        layer.changeAttributeValue(feature.id(), index, feature["map_class"])
+    assert layer.commitChanges()
+    # Assessed against the changed map: about 15 % of the points now sit on another map class.
+    results, ok, log, _ = run("landcover:assess_accuracy", {
+        "CLASSIFIED": str(classified), "REFERENCE_VECTOR": layer, "CLASS_FIELD": "reference_class",
+        "OUTPUT_HTML": str(tmp_path / "r.html"), "OUTPUT_TABLE": str(tmp_path / "r.csv")})
+    assert ok, log
+    report = json.loads(Path(results["OUTPUT_JSON"]).read_text(encoding="utf-8"))
+    mismatch = report["sample_map_class_differs"]
+    assert mismatch["points_checked"] == 80 and 3 <= mismatch["points_differ"] <= 25
+    assert mismatch["points_differ"] == round((1 - results["OA"]) * 80)  # the points the map gets wrong
+    assert "drawn from another map" in log and "drawn from another map" in report["area_estimate_note"]
+    context.project().removeAllMapLayers()

@@ -26,7 +26,15 @@ from ..vectors import read_labelled_geometries
 from .area_report import area_html, area_section, plot_areas
 from .metrics import ConfusionCounter, metrics_from_confusion, to_jsonable
 from .options import AssessOptions
-from .reference import ExtendedGrid, PointReference, PolygonReference, RasterReference, all_points, window_bounds
+from .reference import (
+    ExtendedGrid,
+    PointReference,
+    PolygonReference,
+    RasterReference,
+    all_points,
+    map_class_mismatches,
+    window_bounds,
+)
 from .report import format_table, plot_confusion, plot_per_class, render_html, write_confusion_csv, write_table_csv
 
 EARTH_RADIUS_M = 6371007.2  # authalic sphere, for areas in a geographic CRS
@@ -64,7 +72,10 @@ def assess_accuracy(options: AssessOptions, events) -> dict:
             counts = _count(src, reference, options.block_size, area["row_area"], events)
         finally:
             reference.close()
+        strata = (map_class_mismatches(options.reference_vector, options.layer, src.crs.to_wkt() if src.crs else None,
+                                       src) if reference.kind == "points" else (0, 0))
     report = _build_report(options, counts, schema, colour_table, area, events)
+    _note_strata(report, *strata, events)
     _write_outputs(report, paths)
     events.info("Accuracy (rows = reference, columns = classified):\n" + format_table(report))
     events.info(_area_log(report))
@@ -73,6 +84,20 @@ def assess_accuracy(options: AssessOptions, events) -> dict:
             "OUTPUT_CONFUSION": paths["confusion"], "OA": summary["overall_accuracy"],
             "KAPPA": summary["kappa"], "MIOU": summary["mean_iou"], "PIXELS_ASSESSED": summary["pixels_assessed"],
             "OA_ESTIMATE": report["overall_accuracy_estimate"], "OA_CI95": report["overall_ci95"]}
+
+
+def _note_strata(report, checked: int, differ: int, events) -> None:
+    """Warn when sample points were drawn from another map: their recorded map_class is not this map's class."""
+    report["sample_map_class_differs"] = {"points_checked": checked, "points_differ": differ}
+    if not differ:
+        return
+    text = (f"{differ} of {checked} sample points lie on a pixel of another class than the map_class they were "
+            "drawn from: the sample was drawn from another map (or the map changed). The area estimates take "
+            "this map's classes as strata, which holds only for a sample drawn from this map: draw a new sample "
+            "with 'Create reference sample' to report this map.")
+    events.warning(text)
+    if report["area_estimate_note"]:
+        report["area_estimate_note"] = text + " " + report["area_estimate_note"]
 
 
 def _area_log(report) -> str:

@@ -26,7 +26,7 @@ from rasterio.windows import Window
 
 from ..errors import BadInputError
 from ..rasters import open_raster, read
-from ..vectors import geometry_bounds
+from ..vectors import field_names, geometry_bounds, open_layer, read_labelled_features
 
 
 def pixel_range(transform, bounds) -> tuple:
@@ -185,6 +185,27 @@ class PointReference:
 
     def close(self):
         pass
+
+
+SAMPLE_MAP_FIELD = "map_class"  # what "Create reference sample" records: the stratum each point was drawn in
+
+
+def map_class_mismatches(path, layer, crs_wkt, src) -> tuple:
+    """``(checked, differ)``: sample points that carry a ``map_class`` (the stratum they were drawn in),
+    and how many of them fall on a pixel of another class of the classified raster ``src`` (open
+    rasterio dataset). (0, 0) when the layer has no such field."""
+    source, lyr = open_layer(path, layer)
+    has_field = SAMPLE_MAP_FIELD in field_names(lyr)
+    del source
+    if not has_field:
+        return 0, 0
+    points = [(g["coordinates"][:2], v) for g, v, _ in read_labelled_features(path, SAMPLE_MAP_FIELD, crs_wkt, layer)
+              if g.get("type") == "Point"]
+    if not points:
+        return 0, 0
+    values = [int(v[0]) for v in src.sample([xy for xy, _ in points], indexes=1)]
+    differ = sum(1 for (_, stratum), value in zip(points, values) if int(float(stratum)) != value)
+    return len(points), differ
 
 
 class RasterReference:
