@@ -100,6 +100,7 @@ def test_sample_points_give_area_estimates_that_cover_the_true_areas(zion_map_an
     assert "Area estimates from the reference sample" in html and "estimated area (ha) ± 95 % CI" in html
     assert (tmp_path / "report" / "accuracy_report_areas.png").stat().st_size > 10_000
     assert any("Error-adjusted areas" in e.get("message", "") for e in events if e["event"] == "log")
+    assert any("over 400 sample points" in e.get("message", "") for e in events if e["event"] == "log")
 
 
 def test_polygons_give_no_area_estimate_and_the_report_says_why(tmp_path, shared_data, engine_python, repo_root):

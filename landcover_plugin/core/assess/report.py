@@ -32,7 +32,8 @@ def format_table(report: dict) -> str:
     s = report["summary"]
     lines = [f"Overall accuracy {_pct(s['overall_accuracy'])}, kappa {_num(s['kappa'])}, "
              f"mean IoU {_pct(s['mean_iou'])}, macro F1 {_pct(s['macro_f1'])} "
-             f"over {s['pixels_assessed']:,} reference pixels."]
+             f"over {s['pixels_assessed']:,} " + ("sample points." if report["inputs"]["reference_kind"] == "points"
+                                                   else "reference pixels.")]
     width = max([len(r["name"]) for r in report["classes"]] + [5])
     unit = report["area"]["unit"]
     lines.append(f"{'class':<{width}}  {'ref px':>9}  {'precision':>9}  {'recall':>9}  {'F1':>9}  {'IoU':>9}  "
@@ -237,7 +238,8 @@ def render_html(report: dict, confusion_image: str, per_class_image: str, area_s
         f'<tr><th class="name">Cohen\'s kappa</th><td class="big">{_num(s["kappa"])}</td></tr>',
         f'<tr><th class="name">Mean IoU</th><td class="big">{_pct(s["mean_iou"])}</td></tr>',
         f'<tr><th class="name">Macro F1</th><td>{_pct(s["macro_f1"])}</td></tr>',
-        f'<tr><th class="name">Reference pixels assessed</th><td>{s["pixels_assessed"]:,}</td></tr>',
+        f'<tr><th class="name">Reference {"sample points" if inputs["reference_kind"] == "points" else "pixels"} '
+        f'assessed</th><td>{s["pixels_assessed"]:,}</td></tr>',
         "</tbody></table>",
         area_section,
         "<h2>Reference pixels left out</h2>",
