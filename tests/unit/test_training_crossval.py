@@ -80,7 +80,7 @@ def test_training_with_few_held_out_polygons_cross_validates_then_refits(chips, 
     assert outputs["cv_folds"] == 3 and outputs["fold_epochs"] == [3, 3, 3]  # no early stop inside a fold
     assert 1 <= outputs["BEST_EPOCH"] <= 3 and outputs["refit_epochs"] == outputs["BEST_EPOCH"]
     pooled = next(m for m in events.of_type("log") if m["message"].startswith("Cross-validation: the pooled"))
-    assert f"best after epoch {outputs['BEST_EPOCH']} of 3" in pooled["message"]
+    assert f"lowest after epoch {outputs['BEST_EPOCH']} of 3" in pooled["message"]
     phases = [m["values"].get("phase") for m in events.of_type("metric")]
     assert [p for p in phases if p != "refit"] == ["fold 1/3"] * 3 + ["fold 2/3"] * 3 + ["fold 3/3"] * 3
     assert phases.count("refit") == outputs["refit_epochs"]
