@@ -71,6 +71,8 @@ def _train_then_refit(config, spec, device, events, split) -> dict:
     started = time.perf_counter()
     budget = config.time_limit_minutes
     store = ChipStore(spec, config.cache_mb, events)
+    _check_training_pixels(store, [i for i, chip in enumerate(spec.chips) if chip.split == "train"],
+                           spec.schema.names, spec.folder, RecordingEvents())  # the folds log their own counts
     plan = None
     if config.cv_folds >= 2 and (split.get("val_polygons") or 0) < CV_BELOW \
             and all(chip.window is not None for chip in spec.chips):
