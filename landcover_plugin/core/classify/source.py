@@ -51,12 +51,16 @@ class RasterSource:
         self.events = events
 
     def batches(self, grid, batch_size: int):
-        """Yield :class:`Batch` es of up to ``batch_size`` tiles that hold at least one valid pixel."""
+        """Yield :class:`Batch` es of up to ``batch_size`` tiles that hold at least one valid pixel.
+
+        ``grid``: a :class:`tiling.TileGrid` (its tile size may be bigger than the model's, for a model that
+        takes any size) or a list of tiles of the model's size."""
         tiles, x, valid = [], None, None
+        size = getattr(grid, "tile", self.tile)
         for tile in grid:
             if x is None:
-                x = np.zeros((batch_size, self.bands, self.tile, self.tile), dtype=np.float32)
-                valid = np.zeros((batch_size, self.tile, self.tile), dtype=bool)
+                x = np.zeros((batch_size, self.bands, size, size), dtype=np.float32)
+                valid = np.zeros((batch_size, size, size), dtype=bool)
             if self._read_tile(tile, x[len(tiles)], valid[len(tiles)]):
                 tiles.append(tile)
                 if len(tiles) == batch_size:
