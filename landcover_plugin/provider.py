@@ -8,6 +8,7 @@ from .algorithms.assess_accuracy import AssessAccuracyAlgorithm
 from .algorithms.classify_raster import ClassifyRasterAlgorithm
 from .algorithms.create_training_layer import CreateTrainingLayerAlgorithm
 from .algorithms.export_chips import ExportChipsAlgorithm
+from .algorithms.quantise_model import QuantiseModelAlgorithm
 from .algorithms.setup_engine import SetupEngineAlgorithm
 from .algorithms.train_model import TrainModelAlgorithm
 
@@ -20,6 +21,7 @@ ALGORITHMS = [
     ExportChipsAlgorithm,
     ClassifyRasterAlgorithm,
     TrainModelAlgorithm,
+    QuantiseModelAlgorithm,
 ]
 
 

@@ -22,6 +22,7 @@ from .classify.options import ClassifyOptions
 from .env_report import EnvReportOptions
 from .errors import LandcoverError
 from .events import Events
+from .model.quantise_options import QuantiseOptions
 from .selftest import SelftestOptions
 from .train.options import TrainConfig
 
@@ -51,6 +52,11 @@ def _classify():
     return classify_raster
 
 
+def _quantise():
+    from .model.quantise import quantise_model
+    return quantise_model
+
+
 def _assess():
     from .assess.assess import assess_accuracy
     return assess_accuracy
@@ -70,6 +76,7 @@ COMMANDS = {
     "train": Command(TrainConfig, _train, "train a segmentation network on a chip dataset and export ONNX"),
     "classify": Command(ClassifyOptions, _classify, "classify a raster with an ONNX model"),
     "assess": Command(AssessOptions, _assess, "assess a classified raster against reference data"),
+    "quantise": Command(QuantiseOptions, _quantise, "write an int8 copy of a model, calibrated on its chip dataset"),
 }
 
 EXIT_CODES = {"internal": 1, "bad_input": 2, "out_of_memory": 3, "cancelled": 4}
