@@ -1,0 +1,61 @@
+"""Inference tiles independent of the training chip size: a model trained on 64 px chips (exported with dynamic
+height and width) classifies a 2256x2856 px mosaic of the real Zion image at its own 64 px tile and at the tile
+the classifier chooses (``--tile-size`` left empty), interleaved; both are compared with bare onnxruntime over
+their own tiles in memory, and with each other (share of classified pixels with the same class)."""
+import time
+
+from landcover_plugin.core.classify.options import ClassifyOptions
+from landcover_plugin.core.classify.run import classify_raster
+
+from .assets import map_agreement, mosaic_vrt, trainer_model
+from .common import figure, median, target
+from .inference import bare_run, tiles_in_memory_at
+
+AGREEMENT_TARGET = 0.99
+MINUTES = 2.0
+
+
+def run(settings) -> dict:
+    work = settings.folder("tiles")
+    model, _, described = trainer_model(settings, 64, 0.2 if settings.quick else MINUTES)
+    raster = mosaic_vrt(work / "zion_2x.vrt", 2256, 2856)
+    sizes = {"model tile": 64, "automatic": None}
+    outputs = {name: work / f"{name.replace(' ', '_')}.tif" for name in sizes}
+    seconds, results = {name: [] for name in sizes}, {}
+    for round_ in range(settings.runs + 1):  # round 0 warms up and is not counted
+        for name, tile in sizes.items():
+            tick = time.perf_counter()
+            results[name] = classify_raster(ClassifyOptions(raster, model, outputs[name], tile_size=tile,
+                                                            device="cpu", overwrite=True))
+            if round_:
+                seconds[name].append(time.perf_counter() - tick)
+    bare = {}
+    for name, result in results.items():
+        batches, loaded = tiles_in_memory_at(model, raster, "cpu", result["TILE"], result["OVERLAP"],
+                                             result["BATCH_SIZE"])
+        bare[name] = median([bare_run(loaded, batches) for _ in range(settings.runs)])
+        del batches
+    megapixels = results["automatic"]["MEGAPIXELS"]
+    big = results["automatic"]
+    saved = 1.0 - median(seconds["automatic"]) / median(seconds["model tile"])
+    agreement = map_agreement(outputs["model tile"], outputs["automatic"])
+    figures = []
+    for name, result in results.items():
+        figures.append(figure(
+            f"tiles.{name.replace(' ', '_')}", f"Classify throughput, {result['TILE']} px tiles ({name}; "
+            f"{result['tiles']} tiles, batch {result['BATCH_SIZE']}, overlap {result['OVERLAP']} px)",
+            median([megapixels / s for s in seconds[name]]), "Mpx/s", runs=[megapixels / s for s in seconds[name]],
+            baseline={"label": f"bare onnxruntime over the same {result['tiles_run']} tiles in memory",
+                      "value": megapixels / bare[name], "unit": "Mpx/s"},
+            ratio=median(seconds[name]) / bare[name]))
+    figures += [
+        figure("tiles.time_saved", f"Time saved by {big['TILE']} px tiles over the model's 64 px tiles", saved,
+               "", note=f"{median(seconds['model tile']):.2f} s -> {median(seconds['automatic']):.2f} s"),
+        figure("tiles.agreement", f"Maps at {big['TILE']} px and at 64 px tiles: same class", agreement, "",
+               target=target(agreement, ">=", AGREEMENT_TARGET)),
+    ]
+    what = f"Model: {described}. Raster: {raster.name}, {megapixels:.1f} Mpx; CPU, the card's overlap."
+    return {"what": what, "figures": figures,
+            "details": {"seconds": seconds, "bare_seconds": bare,
+                        "tiles": {n: {k: r[k] for k in ("TILE", "tiles", "BATCH_SIZE", "OVERLAP", "model_seconds")}
+                                  for n, r in results.items()}}}
