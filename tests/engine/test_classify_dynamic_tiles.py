@@ -1,5 +1,6 @@
-"""Models that take any height and width run bigger tiles than their training tile: fewer overlap pixels and model
-calls, the same map (a net trained here on the real Zion data; the reference is torch on the whole raster)."""
+"""Models that take any height and width run bigger tiles than their training tile when asked (tile size 0: the
+automatic choice): fewer overlap pixels and model calls, the same map for a net with a small receptive field
+(trained here on the real Zion data; the reference is torch on the whole raster)."""
 import onnx
 import pytest
 import rasterio
@@ -37,7 +38,7 @@ def zion(shared_data, tmp_path_factory):
     image = shared_data / "zion" / "landsat8_2015_b2345.tif"
     model = export_dynamic(net, folder / "dynamic.onnx", 4, TILE, metadata_props(card))
     runs = {}
-    for name, tile in (("model tile", TILE), ("auto", None)):
+    for name, tile in (("model tile", None), ("auto", 0)):
         events = RecordingEvents()
         result = classify_raster(ClassifyOptions(image, model, folder / f"{name}.tif", tile_size=tile,
                                                  device="cpu"), events)
@@ -81,10 +82,11 @@ def test_a_fixed_size_model_runs_its_own_tile_and_says_so(model, zion_image, tmp
     assert any("takes only 64 px tiles" in e["message"] for e in events.of_type("log"))
 
 
-def test_the_automatic_choice_never_exceeds_the_area_it_covers(zion):
+def test_the_automatic_choice_never_exceeds_the_area_it_covers_and_is_asked_for(zion):
     model = load_model(zion["model"], device="cpu")
-    assert choose_tile(model, 100, 90, None, 4, 0.25)[0] == 128  # 2x2 tiles of 64 would compute more
-    assert choose_tile(model, 40, 40, None, 4, 0.25) == (64, 4, 16)
-    tile, batch, overlap = choose_tile(model, 20000, 20000, None, 4, 0.25)
+    assert choose_tile(model, 100, 90, 0, 4, 0.25)[0] == 128  # 2x2 tiles of 64 would compute more
+    assert choose_tile(model, 40, 40, 0, 4, 0.25) == (64, 4, 16)
+    assert choose_tile(model, 20000, 20000, None, 4, 0.25) == (64, 4, 16)  # not asked: the model's own
+    tile, batch, overlap = choose_tile(model, 20000, 20000, 0, 4, 0.25)
     assert tile == 512 and batch == 1 and overlap == 16
     assert choose_tile(model, 20000, 20000, 128, 8, 0.25) == (128, 2, 16)
