@@ -23,7 +23,9 @@ from .env_report import EnvReportOptions
 from .errors import LandcoverError
 from .events import Events
 from .model.quantise_options import QuantiseOptions
+from .sample.options import SampleOptions
 from .selftest import SelftestOptions
+from .suggest.options import SuggestOptions
 from .train.options import TrainConfig
 
 
@@ -62,6 +64,16 @@ def _assess():
     return assess_accuracy
 
 
+def _create_sample():
+    from .sample.draw import create_sample
+    return create_sample
+
+
+def _suggest_areas():
+    from .suggest.suggest import suggest_areas
+    return suggest_areas
+
+
 @dataclass(frozen=True)
 class Command:
     options: type            # the options dataclass: flags, defaults, help
@@ -76,6 +88,10 @@ COMMANDS = {
     "train": Command(TrainConfig, _train, "train a segmentation network on a chip dataset and export ONNX"),
     "classify": Command(ClassifyOptions, _classify, "classify a raster with an ONNX model"),
     "assess": Command(AssessOptions, _assess, "assess a classified raster against reference data"),
+    "create-sample": Command(SampleOptions, _create_sample,
+                             "draw a stratified random sample of reference points from a classified raster"),
+    "suggest-areas": Command(SuggestOptions, _suggest_areas,
+                             "suggest places to digitise next where the model is unsure, spread over the map"),
     "quantise": Command(QuantiseOptions, _quantise, "write an int8 copy of a model, calibrated on its chip dataset"),
 }
 
