@@ -11,13 +11,14 @@ QGIS_PROFILE ?= $(HOME)/.local/share/QGIS/QGIS3/profiles/default
 export QT_QPA_PLATFORM ?= offscreen
 export LANDCOVER_PYTHON ?= $(abspath $(PYTHON))
 
-.PHONY: help apt setup lint test test-all demo bench zip install screenshots docs clean
+.PHONY: help apt setup lint test test-all demo bench gpu-check zip install screenshots docs clean
 
 help:
 	@echo "make demo        run the whole workflow headless on the bundled data (installs first)"
 	@echo "make test        install, then lint (ruff) and run the test suite"
 	@echo "make lint        ruff over the whole repository (ruff.toml)"
 	@echo "make bench       benchmarks -> bench/results.json and bench/RESULTS.md (about 30 min)"
+	@echo "make gpu-check   GPU check (torch only, < 5 min): training AMP/float32/bare, classify on CUDA"
 	@echo "make zip         build dist/landcover_plugin.zip to install in QGIS"
 	@echo "make install     copy the plugin into your QGIS profile ($(QGIS_PROFILE))"
 	@echo "make screenshots real QGIS screenshots for the README (under Xvfb)"
@@ -74,3 +75,9 @@ clean:
 
 docs: setup
 	$(PYTHON) -m scripts.algorithm_reference
+
+# GPU check: torch and numpy only (no QGIS, rasterio or GDAL), under 5 minutes; prints one table for bench/RESULTS.md.
+# On a bare GPU machine: make gpu-check GPU_PYTHON=python3 (any Python with a CUDA build of torch).
+GPU_PYTHON ?= $(PYTHON)
+gpu-check:
+	$(GPU_PYTHON) -m bench.gpu_check

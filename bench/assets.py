@@ -47,6 +47,32 @@ def speed_model(settings, base_width: int, tile: int = 256, epochs: int = 1) -> 
     return path, description
 
 
+def trainer_model(settings, chip: int, minutes: float) -> tuple:
+    """The trainer's defaults on Zion chips of ``chip`` px (stride chip / 2) for at most ``minutes`` of CPU time,
+    exported as users get it. Returns (model path, chip dataset folder, description)."""
+    from landcover_plugin.core.train.options import TrainConfig
+    from training.loop import train
+
+    dataset = zion_chips(settings, chip, chip // 2)
+    path = settings.work / "models" / f"trainer_zion_c{chip}.onnx"
+    path.unlink(missing_ok=True)
+    outputs = train(TrainConfig(dataset_dir=str(dataset), output=str(path), time_limit_minutes=minutes,
+                                work_dir=str(settings.work / "models" / f"ckpt_trainer_c{chip}")), RecordingEvents())
+    return path, dataset, (f"trainer's defaults ({outputs['architecture']}) on Zion {chip} px chips, "
+                           f"{outputs['epochs_run']} epochs in a {minutes:g} min budget, val mIoU "
+                           f"{outputs['BEST_VAL_MIOU']:.3f}")
+
+
+def map_agreement(a, b) -> float:
+    """Share of pixels classified (not 0) in either map on which two classified GeoTIFFs give the same class."""
+    with rasterio.open(a) as src:
+        first = src.read(1)
+    with rasterio.open(b) as src:
+        second = src.read(1)
+    classified = (first > 0) | (second > 0)
+    return float((first == second)[classified].mean())
+
+
 def mosaic_vrt(path: Path, width: int, height: int, source: Path = ZION_IMAGE) -> Path:
     """A ``width`` x ``height`` VRT tiling copies of ``source`` side by side (cut at the right/bottom edge)."""
     with rasterio.open(source) as src:

@@ -98,10 +98,15 @@ def whole_vs_bare(model_path, raster, output, device: str, runs: int):
 
 def tiles_in_memory(model_path, raster, device, overlap_px, batch_size):
     """The classifier's own batches for ``raster`` (read once, untimed) and the loaded model."""
+    return tiles_in_memory_at(model_path, raster, device, None, overlap_px, batch_size)
+
+
+def tiles_in_memory_at(model_path, raster, device, tile, overlap_px, batch_size):
+    """:func:`tiles_in_memory` with ``tile`` px tiles (None: the model's own)."""
     events = RecordingEvents()
     model = load_model(model_path, device=device, events=events)
     with open_source(raster, model, events=events) as source:
-        grid = TileGrid(source.height, source.width, model.tile, overlap_px)
+        grid = TileGrid(source.height, source.width, tile or model.tile, overlap_px)
         batches = [np.array(batch.x, copy=True) for batch in source.batches(grid, batch_size)]
     return batches, model
 

@@ -2,7 +2,8 @@
 import json
 
 TITLES = {"chips": "Chip export", "training": "Training", "inference": "Inference", "quality": "Quality",
-          "scaling": "Scaling"}
+          "scaling": "Scaling", "quantised": "Quantised models (int8)",
+          "tiles": "Inference tiles independent of the training chips"}
 
 
 def write_results(results: dict, json_path, md_path) -> None:

@@ -9,6 +9,7 @@ from .algorithms.classify_raster import ClassifyRasterAlgorithm
 from .algorithms.create_reference_sample import CreateReferenceSampleAlgorithm
 from .algorithms.create_training_layer import CreateTrainingLayerAlgorithm
 from .algorithms.export_chips import ExportChipsAlgorithm
+from .algorithms.quantise_model import QuantiseModelAlgorithm
 from .algorithms.setup_engine import SetupEngineAlgorithm
 from .algorithms.suggest_training_areas import SuggestTrainingAreasAlgorithm
 from .algorithms.train_model import TrainModelAlgorithm
@@ -24,6 +25,7 @@ ALGORITHMS = [
     TrainModelAlgorithm,
     CreateReferenceSampleAlgorithm,
     SuggestTrainingAreasAlgorithm,
+    QuantiseModelAlgorithm,
 ]
 
 

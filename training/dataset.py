@@ -14,7 +14,6 @@ import torch
 from torch.utils.data import Dataset, Sampler
 
 from landcover_plugin.core.errors import BadInputError
-from landcover_plugin.core.rasters import open_raster
 
 IGNORE = 255
 
@@ -194,6 +193,10 @@ def _valid(raw: np.ndarray, nodata) -> np.ndarray:
 
 
 def _read(path, name: str, what: str) -> np.ndarray:
+    # rasterio is imported when chips are read: the GPU check (bench/gpu_check.py) imports the trainer's
+    # networks, loss and step on machines that have no rasterio.
+    from landcover_plugin.core.rasters import open_raster
+
     with open_raster(path, f"{what} chip of chip '{name}'", "It cannot be read: the chip folder is incomplete or "
                      "damaged; export the chips again.") as src:
         return src.read()

@@ -30,6 +30,7 @@ from .folds import plan_folds
 from .heldout import describe as describe_heldout
 from .networks import build_network
 from .objective import class_weights, evaluate, lr_factor, schedule_factor, weighted_loss
+from .step import train_step
 
 AUTO = "auto"
 SPARSE_SHARE = 0.3  # labelled share of the training chips' pixels below which labels count as sparse
@@ -315,15 +316,9 @@ class _Training:
             labels = labels.to(device, non_blocking=True).long()
             # Dropout draws from torch's generator: seeded by (seed, step), a resumed run draws the same.
             torch.manual_seed(config.seed * 1_000_003 + run["global_step"])
-            with torch.autocast(device.type, dtype=self.amp_dtype, enabled=self.amp):
-                logits = self.model(images)
-            loss = weighted_loss(logits.float(), labels, self.pixel_weight)
-            if not bool(torch.isfinite(loss)):
-                self._diverged(epoch, f"batch {batch + 1}", float(loss.detach()))
-            self.optimizer.zero_grad(set_to_none=True)
-            self.scaler.scale(loss).backward()
-            self.scaler.step(self.optimizer)
-            self.scaler.update()
+            loss = train_step(self.model, self.optimizer, self.scaler, images, labels, self.pixel_weight,
+                              self.amp, self.amp_dtype,
+                              on_diverged=lambda value: self._diverged(epoch, f"batch {batch + 1}", value))
             loss_sum += loss.detach()
             run["global_step"] += 1
             self._advance(f"epoch {epoch}/{self.planned}: batch {batch + 1}/{self.steps_per_epoch}")

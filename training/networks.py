@@ -30,6 +30,10 @@ def conv_bn_relu(cin: int, cout: int, kernel: int = 3, stride: int = 1, dilation
 def _pad_to(x: torch.Tensor, multiple: int):
     height, width = int(x.shape[-2]), int(x.shape[-1])
     pad_h, pad_w = (-height) % multiple, (-width) % multiple
+    if not pad_h and not pad_w and torch.onnx.is_in_onnx_export():
+        # No pad and no crop in the graph: the exported model takes tiles of any multiple of ``multiple``
+        # (a traced crop to the export size would be a constant and cut bigger tiles).
+        return x, None, None
     if pad_h or pad_w:
         x = F.pad(x, (0, pad_w, 0, pad_h), mode="replicate")
     return x, height, width

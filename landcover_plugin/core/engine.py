@@ -22,6 +22,7 @@ from .classify.options import ClassifyOptions
 from .env_report import EnvReportOptions
 from .errors import LandcoverError
 from .events import Events
+from .model.quantise_options import QuantiseOptions
 from .sample.options import SampleOptions
 from .selftest import SelftestOptions
 from .suggest.options import SuggestOptions
@@ -51,6 +52,11 @@ def _train():
 def _classify():
     from .classify.run import classify_raster
     return classify_raster
+
+
+def _quantise():
+    from .model.quantise import quantise_model
+    return quantise_model
 
 
 def _assess():
@@ -86,6 +92,7 @@ COMMANDS = {
                              "draw a stratified random sample of reference points from a classified raster"),
     "suggest-areas": Command(SuggestOptions, _suggest_areas,
                              "suggest places to digitise next where the model is unsure, spread over the map"),
+    "quantise": Command(QuantiseOptions, _quantise, "write an int8 copy of a model, calibrated on its chip dataset"),
 }
 
 EXIT_CODES = {"internal": 1, "bad_input": 2, "out_of_memory": 3, "cancelled": 4}

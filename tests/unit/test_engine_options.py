@@ -24,6 +24,7 @@ RELEASED_FLAGS = {
               "--time-limit-minutes", "--export-tile-size", "--overlap", "--work-dir"},
     "classify": {"--raster", "--model", "--output", "--extent", "--mask", "--overlap", "--batch-size", "--device",
                  "--threads", "--class-names", "--mean", "--std", "--resample", "--confidence", "--overwrite"},
+    "quantise": {"--model", "--dataset", "--output", "--calibration-chips", "--check-chips", "--overwrite"},
     "assess": {"--classified", "--reference-vector", "--class-field", "--layer", "--reference-raster", "--classes",
                "--output-folder", "--html", "--table", "--json", "--block-size"},
     "create-sample": {"--classified", "--output", "--size", "--target-se", "--users-accuracy", "--allocation",

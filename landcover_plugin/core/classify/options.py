@@ -19,6 +19,10 @@ class ClassifyOptions:
     overlap: Optional[float] = option(
         None, help="tile overlap in percent of the tile (default: the model's recommendation, at least 12.5)")
     batch_size: int = option(DEFAULT_BATCH, help="tiles per model run")
+    tile_size: Optional[int] = option(
+        None, help="tile size in px for a model that takes any size: a multiple of its tile, or 0 for the size "
+                   "that computes the fewest pixels up to 512 px (default: the model's tile; see "
+                   "classify/tile_size.py); a model with a fixed size always runs its own")
     device: str = option("auto", choices=DEVICES, help="where the model runs")
     threads: Optional[int] = option(None, help="onnxruntime intra-op threads (default: all usable CPUs)")
     class_names: Optional[Sequence[str]] = option(

@@ -29,7 +29,8 @@ from ..model.session import load_model, usable_cpus
 from ..options import parse_floats, parse_names
 from .options import ClassifyOptions
 from .source import mask_bounds, open_source
-from .tiling import StripBlender, TileGrid, overlap_pixels
+from .tile_size import choose_tile
+from .tiling import StripBlender, TileGrid
 from .uncertainty import uncertainty_output
 
 
@@ -69,12 +70,13 @@ def classify_raster(options: ClassifyOptions, events: Events = None) -> dict:
         events.info(f"The model was exported with a fixed batch of {model.fixed_batch} tile(s): running "
                     f"{model.fixed_batch} tile(s) a batch instead of {batch_size}.")
         batch_size = model.fixed_batch
-    overlap_px = overlap_pixels(model.tile, max(model.card.get("overlap") or 0.0, 0.125)
-                                if overlap is None else overlap)
     with open_source(raster_path, model, extent=extent, mask_path=mask_path, resample=o.resample,
                      events=events) as source:
-        grid = TileGrid(source.height, source.width, model.tile, overlap_px)
-        events.info(f"Classifying {source.width}x{source.height} px in {len(grid)} tiles of {model.tile} px "
+        tile, batch_size, overlap_px = choose_tile(
+            model, source.height, source.width, o.tile_size, batch_size,
+            max(model.card.get("overlap") or 0.0, 0.125) if overlap is None else overlap, events)
+        grid = TileGrid(source.height, source.width, tile, overlap_px)
+        events.info(f"Classifying {source.width}x{source.height} px in {len(grid)} tiles of {tile} px "
                     f"overlapping by {overlap_px} px, {batch_size} tiles a batch.")
         with ClassifiedRasterWriter(output_path, width=source.width, height=source.height,
                                     crs_wkt=source.crs_wkt, geotransform=source.transform.to_gdal(),
@@ -97,7 +99,7 @@ def classify_raster(options: ClassifyOptions, events: Events = None) -> dict:
     result = {"OUTPUT": outputs["labels"], "QML": outputs["qml"], "CLASSES": model.classes,
               "DEVICE": "cuda" if model.uses_cuda else "cpu", "SECONDS": round(seconds, 3),
               "MEGAPIXELS": round(megapixels, 3), "MEGAPIXELS_PER_SECOND": round(megapixels / seconds, 3),
-              "TILE": model.tile, "OVERLAP": overlap_px, "BATCH_SIZE": batch_size, **stats}
+              "TILE": tile, "OVERLAP": overlap_px, "BATCH_SIZE": batch_size, **stats}
     if confidence_path:
         result["CONFIDENCE"] = outputs["confidence"]
     if outputs["uncertainty"]:

@@ -49,15 +49,23 @@ class RasterSource:
         self.inv_std = (1.0 / np.asarray(model.card["std"], dtype=np.float32))[:, None, None]
         self.bands, self.tile = model.bands, model.tile
         self.events = events
+        self._strip_rows, self._strip = None, None  # the tile row read last: (row, rows), (data, valid)
 
     def batches(self, grid, batch_size: int):
-        """Yield :class:`Batch` es of up to ``batch_size`` tiles that hold at least one valid pixel."""
+        """Yield :class:`Batch` es of up to ``batch_size`` tiles that hold at least one valid pixel.
+
+        ``grid``: a :class:`tiling.TileGrid` (its tile size may be bigger than the model's, for a model that
+        takes any size) or a list of tiles of the model's size."""
         tiles, x, valid = [], None, None
+        size = getattr(grid, "tile", self.tile)
+        # A whole grid is read a tile row at a time (one read per row instead of one per tile: 720 reads of
+        # 64 px tiles cost 0.25 s of a 4.2 s Zion run); a mask or a sample of tiles reads tile by tile.
+        strips = hasattr(grid, "row_offsets") and self.shapes is None
         for tile in grid:
             if x is None:
-                x = np.zeros((batch_size, self.bands, self.tile, self.tile), dtype=np.float32)
-                valid = np.zeros((batch_size, self.tile, self.tile), dtype=bool)
-            if self._read_tile(tile, x[len(tiles)], valid[len(tiles)]):
+                x = np.zeros((batch_size, self.bands, size, size), dtype=np.float32)
+                valid = np.zeros((batch_size, size, size), dtype=bool)
+            if self._read_tile(tile, x[len(tiles)], valid[len(tiles)], strips):
                 tiles.append(tile)
                 if len(tiles) == batch_size:
                     yield Batch(tiles, x, valid)
@@ -65,7 +73,7 @@ class RasterSource:
         if tiles:
             yield Batch(tiles, x[:len(tiles)], valid[:len(tiles)])
 
-    def _read_tile(self, tile, x: np.ndarray, valid: np.ndarray) -> bool:
+    def _read_tile(self, tile, x: np.ndarray, valid: np.ndarray, strips: bool = False) -> bool:
         window = Window(self.window.col_off + tile.col, self.window.row_off + tile.row, tile.cols, tile.rows)
         inside = valid[:tile.rows, :tile.cols]
         if self.shapes is not None:
@@ -76,16 +84,31 @@ class RasterSource:
                 return False
         else:
             inside[:] = True
-        data = read(self.dataset, window=window)
-        inside &= valid_mask(data, self.nodata)
+        if strips:
+            data, ok = self._tile_row(tile)
+            data, ok = data[:, :, tile.col:tile.col + tile.cols], ok[:, tile.col:tile.col + tile.cols]
+        else:
+            data = read(self.dataset, window=window)
+            ok = valid_mask(data, self.nodata)
+        inside &= ok
         if not inside.any():
             return False  # all False already
         part = x[:, :tile.rows, :tile.cols]
         with np.errstate(invalid="ignore", over="ignore"):
             np.subtract(data, self.mean, out=part, casting="unsafe")
             part *= self.inv_std
-        part[:, ~inside] = 0.0
+        if not inside.all():
+            part[:, ~inside] = 0.0
         return True
+
+    def _tile_row(self, tile) -> tuple:
+        """The raster rows of ``tile``'s grid row across the whole width, and their validity; read once per row
+        (bands x tile x width pixels in the source type, as bounded as the blending strip)."""
+        if self._strip_rows != (tile.row, tile.rows):
+            window = Window(self.window.col_off, self.window.row_off + tile.row, self.width, tile.rows)
+            data = read(self.dataset, window=window)
+            self._strip_rows, self._strip = (tile.row, tile.rows), (data, valid_mask(data, self.nodata))
+        return self._strip
 
 
 @contextlib.contextmanager

@@ -1,6 +1,7 @@
 """Loading, checking and running an ONNX segmentation model with onnxruntime.
 
-DESIGN.md, "Model": one float32 NCHW input with a static tile size and a dynamic batch; one output of class
+DESIGN.md, "Model": one float32 NCHW input with a static tile size (or dynamic height and width: then
+``tile`` is the card's tile size and ``dynamic_size`` is set) and a dynamic batch; one output of class
 probabilities (N, K, H, W). Our models carry a ``landcover_card``; Deepness models carry Deepness keys;
 models made elsewhere may carry nothing, and then the user gives class names and normalisation
 (``overrides``). What was guessed is reported, never hidden.
@@ -19,7 +20,7 @@ from ..errors import BadInputError
 from ..events import Events, RecordingEvents
 from ..options import DEVICES
 from ..schema import MAX_CLASS_ID
-from .card import card_from_metadata
+from .card import CARD_KEY, card_from_metadata
 
 CUDA = "CUDAExecutionProvider"
 CPU = "CPUExecutionProvider"
@@ -43,6 +44,7 @@ class OnnxModel:
     providers: list = field(default_factory=list)
     threads: int = 1  # onnxruntime intra-op threads
     fixed_batch: int = None  # the batch size the model's input requires, when it is not dynamic
+    dynamic_size: bool = False  # the input takes any height and width (the classifier may run bigger tiles)
 
     @property
     def classes(self) -> list:
@@ -156,8 +158,8 @@ def load_model(path, *, device: str = "auto", threads: int = None, overrides: di
     card, assumptions = card_from_metadata(props, shape, channels, overrides)
     _check_normalisation(path, card)
     tile = static_tile or int(card["tile_size"])
-    if static_tile is None:
-        assumptions.append(f"the model input has no fixed tile size: used {tile} px")
+    if static_tile is None and CARD_KEY not in props and _tile_from_props(props) is None:
+        assumptions.append(f"the model input has no fixed tile size and its metadata names none: used {tile} px")
     _check_spatial_match(path, shape, output.shape)
     bands = int(card["bands"]["count"])
     if isinstance(shape[1], int) and shape[1] != bands:
@@ -165,7 +167,7 @@ def load_model(path, *, device: str = "auto", threads: int = None, overrides: di
                             f"the model file is inconsistent; give mean/std with one value per input band.")
     model = OnnxModel(path, session, model_input.name, output.name, _FLOAT_TYPES[model_input.type], card, tile,
                       bands, assumptions, session.get_providers(), int(threads) if threads else default_threads(),
-                      fixed_batch)
+                      fixed_batch, dynamic_size=not isinstance(shape[2], int) and not isinstance(shape[3], int))
     events.info(f"Model {os.path.basename(path)}: {bands} bands in, {len(card['classes'])} classes out "
                 f"({', '.join(c['name'] for c in card['classes'])}), tile {tile} px, running on "
                 f"{'CUDA' if model.uses_cuda else f'the CPU ({model.threads} threads)'}; providers "

@@ -1,0 +1,81 @@
+"""Rewrite slow ONNX operators of a segmentation model into equivalent fast ones (same outputs, to float rounding).
+
+Measured with onnxruntime 1.32 on 2 CPU cores, the trainer's U-Net (base width 16) on 4 x 256 px tiles:
+``Softmax`` over the class axis of an NCHW tensor took 42 ms of 168 ms per batch (onnxruntime moves the
+axis last and back); written as ReduceMax, Sub, Exp, ReduceSum, Div it takes 2 ms, in float and int8 models.
+
+Tried and left out: a 2x2 stride-2 ``ConvTranspose`` (no int8 kernel) as a 1x1 convolution and
+``DepthToSpace``: the DepthToSpace cost more than the ConvTranspose it replaced (21 ms against 13 ms a batch).
+
+:func:`speed_up_graph` rewrites a ``ModelProto`` in place; the trainer's exporter applies it before it checks
+onnxruntime against torch, and :mod:`.quantise` applies it to models exported before it existed.
+"""
+import numpy as np
+import onnx
+from onnx import helper, numpy_helper
+
+SOFTMAX_PARTS = ("ReduceMax", "Sub", "Exp", "ReduceSum", "Div")
+
+
+def speed_up_graph(model: onnx.ModelProto) -> dict:
+    """Rewrite ``model``'s graph in place; returns how many nodes of each kind were rewritten."""
+    graph = model.graph
+    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 1)
+    nodes, done = [], {"Softmax": 0}
+    for node in graph.node:
+        if node.op_type == "Softmax" and opset >= 13 and _attributes(node).get("axis", -1) == 1:
+            nodes += _softmax_nodes(graph, node, opset)
+            done["Softmax"] += 1
+        else:
+            nodes.append(node)
+    del graph.node[:]
+    graph.node.extend(nodes)
+    return done
+
+
+def softmax_node_names(model: onnx.ModelProto) -> list:
+    """Names of the nodes that compute class probabilities (a Softmax, or the parts :func:`speed_up_graph`
+    wrote): quantising them would round probabilities to 1/255 and make ties."""
+    return [n.name for n in model.graph.node
+            if n.op_type == "Softmax" or (n.op_type in SOFTMAX_PARTS and n.name.endswith(_SUFFIXES))]
+
+
+_SUFFIXES = tuple(f"_class_softmax_{part}" for part in SOFTMAX_PARTS)
+
+
+def _attributes(node) -> dict:
+    return {a.name: helper.get_attribute_value(a) for a in node.attribute}
+
+
+def _unique(graph, stem: str) -> str:
+    taken = {n for node in graph.node for n in list(node.input) + list(node.output)}
+    taken |= {init.name for init in graph.initializer}
+    name, index = stem, 0
+    while name in taken:
+        index += 1
+        name = f"{stem}_{index}"
+    return name
+
+
+def _axes(graph, name: str) -> str:
+    graph.initializer.append(numpy_helper.from_array(np.asarray([1], dtype=np.int64), name))
+    return name
+
+
+def _softmax_nodes(graph, node, opset: int) -> list:
+    """exp(x - max_c x) / sum_c exp(x - max_c x) over axis 1, as five element-wise and reduce nodes."""
+    x, y = node.input[0], node.output[0]
+    stem = _unique(graph, (node.name or "softmax").strip("/").replace("/", "_"))
+    name = {part: f"{stem}_class_softmax_{part}" for part in SOFTMAX_PARTS}
+    if opset >= 18:
+        reduce_max = helper.make_node("ReduceMax", [x, _axes(graph, name["ReduceMax"] + "_axes")],
+                                      [name["ReduceMax"] + "_out"], name=name["ReduceMax"], keepdims=1)
+    else:
+        reduce_max = helper.make_node("ReduceMax", [x], [name["ReduceMax"] + "_out"], name=name["ReduceMax"],
+                                      axes=[1], keepdims=1)
+    return [reduce_max,
+            helper.make_node("Sub", [x, name["ReduceMax"] + "_out"], [name["Sub"] + "_out"], name=name["Sub"]),
+            helper.make_node("Exp", [name["Sub"] + "_out"], [name["Exp"] + "_out"], name=name["Exp"]),
+            helper.make_node("ReduceSum", [name["Exp"] + "_out", _axes(graph, name["ReduceSum"] + "_axes")],
+                             [name["ReduceSum"] + "_out"], name=name["ReduceSum"], keepdims=1),
+            helper.make_node("Div", [name["Exp"] + "_out", name["ReduceSum"] + "_out"], [y], name=name["Div"])]

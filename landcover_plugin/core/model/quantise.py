@@ -1,0 +1,222 @@
+"""The ``quantise`` engine command: an int8 copy of a segmentation model, with onnxruntime's own tools.
+
+Static quantisation in QDQ form (``onnxruntime.quantization.quantize_static``): int8 weights per output
+channel, uint8 activations whose ranges are calibrated (min/max) on standardised chips of the training
+dataset. The class probabilities stay float (quantised to 1/255 they would tie), and so do the nodes that
+compute them. Before quantising, the graph is pre-processed (shape inference, onnxruntime's basic fusions)
+and its Softmax rewritten in the fast form (:mod:`.fast_graph`), so models exported before that gain too.
+
+The copy keeps every metadata key of the original (the Deepness keys, so Deepness runs it) and its
+``landcover_card`` says ``"quantised": true`` with how it was made and how well its labels agree with the
+float model's on validation chips (pixels where the two argmax classes are the same, over valid pixels).
+"""
+import json
+import os
+import shutil
+import tempfile
+import time
+
+import numpy as np
+
+from ..chips.dataset import load_spec
+from ..errors import BadInputError
+from ..events import Events, RecordingEvents
+from ..rasters import open_raster, read, valid_mask
+from .card import CARD_KEY
+from .quantise_options import QuantiseOptions
+from .session import create_session, load_model
+
+AGREEMENT_TARGET = 0.99
+BATCH = 4
+
+
+def quantise_model(options: QuantiseOptions, events: Events = None) -> dict:
+    """Write ``options.output``, the int8 copy of ``options.model``; returns its path, label agreement and speed."""
+    import onnx
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+
+    events = events or RecordingEvents()
+    started = time.perf_counter()
+    source, output = os.path.abspath(os.fspath(options.model)), _output_path(options)
+    model = load_model(source, device="cpu", events=events)
+    if model.card.get("quantised"):
+        raise BadInputError(f"{source} is already quantised (its card says so): quantise the float model it "
+                            f"was made from.")
+    spec = load_spec(options.dataset)
+    if spec.band_count != model.bands:
+        raise BadInputError(f"The chip dataset {spec.folder} has {spec.band_count} bands but the model takes "
+                            f"{model.bands}: calibrate on chips of the dataset the model was trained on.")
+    calibration, check = _split_chips(spec, int(options.calibration_chips), int(options.check_chips))
+    events.progress(0.05, f"reading {len(calibration)} calibration chips")
+    calib_x, _ = _standardised(calibration, spec, model)
+    with tempfile.TemporaryDirectory(prefix="landcover-quantise-") as work:
+        float_path, prepared = os.path.join(work, "float.onnx"), os.path.join(work, "prepared.onnx")
+        _write_fast_float(onnx, source, float_path)
+        events.progress(0.15, "pre-processing the graph")
+        _pre_process(float_path, prepared, events)
+        excluded = _float_nodes(onnx.load(prepared))
+        events.progress(0.25, f"calibrating activation ranges on {len(calib_x)} chips")
+        quantised = os.path.join(work, "int8.onnx")
+        quantize_static(prepared, quantised, _Reader(model.input_name, calib_x), quant_format=QuantFormat.QDQ,
+                        per_channel=True, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                        calibrate_method=CalibrationMethod.MinMax, nodes_to_exclude=excluded)
+        events.progress(0.7, f"comparing labels with the float model on {len(check)} validation chips")
+        check_x, check_valid = _standardised(check, spec, model)
+        agreement = _agreement(model, create_session(quantised, "cpu", model.threads, events), check_x, check_valid)
+        card = dict(model.card, quantised=True, quantisation={
+            "method": "onnxruntime static quantisation, QDQ", "weights": "int8, per output channel",
+            "activations": "uint8, min/max calibration", "float_nodes": excluded,
+            "calibration_chips": len(calib_x), "calibration_dataset": str(spec.folder),
+            "source_model": os.path.basename(source), "agreement": agreement,
+            "onnxruntime": _ort_version()})
+        _write_with_metadata(onnx, quantised, output, source, card)
+    seconds = time.perf_counter() - started
+    level = events.info if agreement["label_agreement"] >= AGREEMENT_TARGET else events.warning
+    level(f"Quantised model written to {output}: its labels agree with the float model's on "
+          f"{100 * agreement['label_agreement']:.2f} % of {agreement['pixels']} valid pixels of {len(check)} "
+          f"validation chips" + ("" if agreement["label_agreement"] >= AGREEMENT_TARGET else
+                                 f" (below {100 * AGREEMENT_TARGET:.0f} %: compare the maps before using it)")
+          + f"; model time {agreement['float_seconds']:.2f} s float, {agreement['int8_seconds']:.2f} s int8 "
+            f"({agreement['speedup']:.2f}x).")
+    events.progress(1.0, "done")
+    return {"OUTPUT": output, "AGREEMENT": agreement["label_agreement"], "SPEEDUP": agreement["speedup"],
+            "pixels_compared": agreement["pixels"], "calibration_chips": len(calib_x), "check_chips": len(check),
+            "float_nodes": excluded, "SECONDS": round(seconds, 3)}
+
+
+def _output_path(options) -> str:
+    output = os.path.abspath(os.fspath(options.output))
+    if os.path.splitext(output)[1].lower() != ".onnx":
+        raise BadInputError(f"The quantised model {output} must be an ONNX file: give a path ending in .onnx.")
+    if os.path.exists(options.model) and os.path.exists(output) and os.path.samefile(output, options.model):
+        raise BadInputError(f"The output {output} is the model to quantise: choose another path (the float "
+                            f"model is kept).")
+    if os.path.isdir(output):
+        raise BadInputError(f"The output {output} is a folder: give a file path ending in .onnx.")
+    if os.path.exists(output) and not options.overwrite:
+        raise BadInputError(f"The output {output} already exists: choose another path, or allow overwriting "
+                            f"(--overwrite; Processing always overwrites the file you chose).")
+    return output
+
+
+def _split_chips(spec, calibration_count: int, check_count: int) -> tuple:
+    """Calibration chips from the training split, check chips from the validation split (else the training
+    chips not used to calibrate), each evenly spread over its split."""
+    if calibration_count < 1 or check_count < 1:
+        raise BadInputError("Give at least 1 calibration chip and 1 check chip.")
+    train, val = spec.split("train") or spec.chips, spec.split("val")
+    calibration = _spread(train, calibration_count)
+    rest = val or [c for c in spec.chips if c not in calibration] or calibration
+    return calibration, _spread(rest, check_count)
+
+
+def _spread(chips: list, count: int) -> list:
+    if len(chips) <= count:
+        return list(chips)
+    return [chips[int(i)] for i in np.linspace(0, len(chips) - 1, count).round()]
+
+
+def _standardised(chips, spec, model) -> tuple:
+    """(n, bands, tile, tile) float32 standardised with the model's card, invalid pixels 0, chips placed in the
+    top-left of a model tile (cut when bigger); and (n, tile, tile) validity."""
+    tile = model.tile
+    mean = np.asarray(model.card["mean"], np.float32)[:, None, None]
+    inv_std = (1.0 / np.asarray(model.card["std"], np.float32))[:, None, None]
+    x = np.zeros((len(chips), model.bands, tile, tile), np.float32)
+    valid = np.zeros((len(chips), tile, tile), bool)
+    for index, chip in enumerate(chips):
+        with open_raster(chip.image, "image chip", "Export the chips again.") as dataset:
+            data = read(dataset)[:, :tile, :tile]
+        rows, cols = data.shape[1:]
+        ok = valid_mask(data, spec.nodata)
+        part = x[index, :, :rows, :cols]
+        np.subtract(data, mean, out=part, casting="unsafe")
+        part *= inv_std
+        part[:, ~ok] = 0.0
+        valid[index, :rows, :cols] = ok
+    return x, valid
+
+
+class _Reader:
+    """onnxruntime's CalibrationDataReader protocol: one chip a call, then None."""
+
+    def __init__(self, input_name: str, x: np.ndarray):
+        self.items = iter([{input_name: x[i:i + 1]} for i in range(len(x))])
+
+    def get_next(self):
+        return next(self.items, None)
+
+
+def _write_fast_float(onnx, source: str, target: str) -> None:
+    from .fast_graph import speed_up_graph
+
+    proto = onnx.load(source)
+    speed_up_graph(proto)
+    onnx.save(proto, target)
+
+
+def _pre_process(source: str, target: str, events) -> None:
+    """onnxruntime's recommended pre-processing; a model it cannot handle is quantised as it is."""
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    try:
+        quant_pre_process(source, target, skip_symbolic_shape=True)  # it would leave files in the working folder
+    except Exception as exc:  # noqa: BLE001 - optional step: its failure must not stop the quantisation
+        events.warning(f"onnxruntime's pre-processing failed ({type(exc).__name__}: {str(exc)[:200]}): "
+                       f"quantising the graph as it is.")
+        shutil.copyfile(source, target)
+
+
+def _float_nodes(proto) -> list:
+    """Nodes left in float: those computing the class probabilities."""
+    from .fast_graph import softmax_node_names
+
+    return softmax_node_names(proto)
+
+
+def _agreement(model, int8_session, x: np.ndarray, valid: np.ndarray) -> dict:
+    """Share of valid pixels where the float and int8 models choose the same class, and each one's time."""
+    same = total = 0
+    seconds = {"float": 0.0, "int8": 0.0}
+    for start in range(0, len(x), BATCH):
+        batch = x[start:start + BATCH]
+        labels = {}
+        for name, session in (("float", model.session), ("int8", int8_session)):
+            tick = time.perf_counter()
+            probs = session.run(None, {model.input_name: batch})[0]
+            seconds[name] += time.perf_counter() - tick
+            labels[name] = probs.argmax(axis=1)
+        ok = valid[start:start + BATCH]
+        same += int((labels["float"] == labels["int8"])[ok].sum())
+        total += int(ok.sum())
+    if total == 0:
+        raise BadInputError("The check chips hold no valid pixel (all nodata): the label agreement cannot be "
+                            "measured. Check the chip dataset.")
+    return {"label_agreement": round(same / total, 5), "pixels": total,
+            "float_seconds": round(seconds["float"], 3), "int8_seconds": round(seconds["int8"], 3),
+            "speedup": round(seconds["float"] / max(seconds["int8"], 1e-9), 3)}
+
+
+def _write_with_metadata(onnx, quantised: str, output: str, source: str, card: dict) -> None:
+    """The int8 graph with the original model's metadata and the card marked quantised (a foreign model gets
+    one); written under a temporary name, then renamed."""
+    proto = onnx.load(quantised)
+    props = {p.key: p.value for p in onnx.load(source, load_external_data=False).metadata_props}
+    props[CARD_KEY] = json.dumps(card)  # the other keys (Deepness's) stay as they were
+    del proto.metadata_props[:]
+    for key, value in props.items():
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = key, value
+    partial = output + ".partial"
+    try:
+        onnx.save(proto, partial)
+        os.replace(partial, output)
+    finally:
+        if os.path.exists(partial):
+            os.remove(partial)
+
+
+def _ort_version() -> str:
+    import onnxruntime
+
+    return onnxruntime.__version__
