@@ -4,7 +4,8 @@
   weights file holds.
 * ``FineTune(model, network, config, spec, events)``: loads the encoder weights (encoder_weights.py; their
   file name, sha256 and what loaded go into ``network["encoder_weights"]``, hence the checkpoints and the model
-  card), gives the optimiser its parameter groups, and before each epoch sets what trains:
+  card) or pretrains the encoder on the scene (scene_pretrain.py; what it did goes there too), gives the
+  optimiser its parameter groups, and before each epoch sets what trains:
 
   - the encoder is frozen (no gradients, batch norm in eval mode) for the first ``freeze_encoder_epochs``
     epochs, so the random decoder does not wreck the pretrained features while it finds its feet;
@@ -24,12 +25,23 @@ from landcover_plugin.core.errors import BadInputError
 
 from .encoder_weights import load_encoder_weights, read_state, resnet_of, strip_prefix
 from .resnet import ResNetEncoder
+from .scene_pretrain import pretrain_encoder
 
 SMALL_BATCH = 8
 
 
 def resolve_architecture(architecture: str, config, events) -> str:
-    """``auto`` with encoder weights: ``unet_<the weights' ResNet>``; any other name as it is."""
+    """``auto`` with encoder weights: ``unet_<the weights' ResNet>``; with scene pretraining: ``unet_resnet18``;
+    any other name as it is (one without a ResNet encoder is refused when either is asked for)."""
+    if config.scene_pretrain_minutes and not config.encoder_weights:
+        if architecture == "auto":
+            events.info("Architecture 'auto' with scene pretraining: unet_resnet18.")
+            return "unet_resnet18"
+        if "_resnet" not in architecture:
+            raise BadInputError(f"Scene pretraining needs an architecture with a ResNet encoder; '{architecture}' "
+                                f"has none. Choose unet_resnet18/34/50 or deeplabv3plus_resnet18/34/50 (or "
+                                f"Automatic), or set scene pretraining to 0 minutes.")
+        return architecture
     if not config.encoder_weights:
         return architecture
     if architecture == "auto":
@@ -49,13 +61,18 @@ def resolve_architecture(architecture: str, config, events) -> str:
 
 
 class FineTune:
-    def __init__(self, model: nn.Module, network: dict, config, spec, events, load: bool = True):
+    def __init__(self, model: nn.Module, network: dict, config, spec, events, load: bool = True, device="cpu"):
         self.model, self.config, self.events = model, config, events
         self.encoder = getattr(model, "encoder", None)
         self.pretrained = False
         if load and config.encoder_weights and self.encoder is not None:
             network["encoder_weights"] = load_encoder_weights(model, config.encoder_weights, spec.band_names,
                                                               events)
+        elif load and config.scene_pretrain_minutes and self.encoder is not None:
+            state, network["encoder_weights"] = pretrain_encoder(
+                network["architecture"], spec, network["base_width"], config.scene_pretrain_minutes, device, events,
+                seed=config.seed)
+            self.encoder.load_state_dict(state)
         self.pretrained = self.encoder is not None and bool(network.get("encoder_weights"))
         self.freeze = config.freeze_encoder_epochs if self.pretrained else 0
         self.small_batch = self.pretrained and config.batch_size < SMALL_BATCH

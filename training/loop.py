@@ -118,7 +118,7 @@ class _Training:
             self.network = dict(state["network"])
         net = self.network
         self.model = build_network(net["architecture"], net["in_channels"], net["num_classes"], net["base_width"])
-        self.finetune = FineTune(self.model, self.network, config, spec, events, load=state is None)
+        self.finetune = FineTune(self.model, self.network, config, spec, events, state is None, device)
         if state is None and config.initial_weights:
             ckpt.load_initial_weights(self.model, config.initial_weights, events)
         self.model.to(device)

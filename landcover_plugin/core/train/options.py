@@ -48,6 +48,9 @@ class TrainConfig:
                                                "first epochs")
     encoder_lr_factor: float = option(0.1, help="with encoder weights: the encoder's learning rate as a fraction "
                                                "of the decoder's once it trains")
+    scene_pretrain_minutes: float = option(
+        0.0, help="self-supervised pretraining of a ResNet encoder on the chips' source raster (masked-image "
+                  "reconstruction, no labels, no download) for this many minutes before training; 0: off")
     seed: int = option(0, help="random seed (weights, sampling, augmentation)")
     base_width: int = option(16, help="channels of the first stage; doubles per stage")
     num_workers: Optional[int] = option(None, flag="--workers",
@@ -77,6 +80,10 @@ class TrainConfig:
              f"encoder freeze epochs must be 0 or more (got {self.freeze_encoder_epochs})."),
             (0 < self.encoder_lr_factor <= 1,
              f"encoder learning-rate factor is a fraction in (0, 1] (got {self.encoder_lr_factor})."),
+            (self.scene_pretrain_minutes >= 0,
+             f"scene pretraining minutes must be 0 (off) or more (got {self.scene_pretrain_minutes})."),
+            (not (self.scene_pretrain_minutes and self.encoder_weights),
+             "give either encoder weights or scene pretraining minutes, not both."),
             (self.base_width >= 4, f"base width must be at least 4 channels (got {self.base_width})."),
             (self.time_limit_minutes is None or self.time_limit_minutes > 0,
              f"time limit must be positive minutes (got {self.time_limit_minutes})."),
