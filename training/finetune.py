@@ -1,7 +1,7 @@
 """Fine-tuning a pretrained encoder with few labels: what the training loop asks of this module.
 
 * ``resolve_architecture``: with encoder weights and architecture ``auto``, the U-Net on the ResNet the
-  weights file holds.
+  weights file holds; with scene pretraining, ``unet_resnet18``.
 * ``FineTune(model, network, config, spec, events)``: loads the encoder weights (encoder_weights.py; their
   file name, sha256 and what loaded go into ``network["encoder_weights"]``, hence the checkpoints and the model
   card) or pretrains the encoder on the scene (scene_pretrain.py; what it did goes there too), gives the

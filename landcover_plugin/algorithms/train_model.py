@@ -50,6 +50,7 @@ class TrainModelAlgorithm(EngineAlgorithm):
     ENCODER_WEIGHTS = "ENCODER_WEIGHTS"
     FREEZE_ENCODER_EPOCHS = "FREEZE_ENCODER_EPOCHS"
     ENCODER_LR_FACTOR = "ENCODER_LR_FACTOR"
+    SCENE_PRETRAIN_MINUTES = "SCENE_PRETRAIN_MINUTES"
     BASE_WIDTH = "BASE_WIDTH"
     SEED = "SEED"
     TIME_LIMIT = "TIME_LIMIT"
@@ -101,7 +102,9 @@ class TrainModelAlgorithm(EngineAlgorithm):
             "U-Net on that ResNet). Its first convolution is fitted to your bands (the RGB filters go to the bands "
             "named red, green and blue, the mean filter to the others; the log says how); the encoder is frozen "
             "for the first epochs, then trains at a fraction of the learning rate. The model file records the "
-            "weights' file name and SHA-256. See the user guide for where to get weights.\n\n"
+            "weights' file name and SHA-256. See the user guide for where to get weights. Without a weights file, "
+            "<b>pretrain the encoder on the scene itself</b> spends the given minutes teaching it to fill in hidden "
+            "patches of the raster the chips came from (no labels, no download) before training on them.\n\n"
             "Out of memory? Use a smaller batch size or base width, or export smaller chips.")
 
     def initAlgorithm(self, config=None):
@@ -160,6 +163,10 @@ class TrainModelAlgorithm(EngineAlgorithm):
                                                                          "factor"),
                                          QgsProcessingParameterNumber.Double,
                                          defaultValue=_default("encoder_lr_factor"), minValue=1e-4, maxValue=1.0),
+            QgsProcessingParameterNumber(self.SCENE_PRETRAIN_MINUTES, self.tr("Pretrain the encoder on the scene "
+                                                                              "itself first (minutes, 0 = off)"),
+                                         QgsProcessingParameterNumber.Double,
+                                         defaultValue=_default("scene_pretrain_minutes"), minValue=0.0),
         ]
         for parameter in advanced:
             parameter.setFlags(parameter.flags() | QgsProcessingParameterDefinition.FlagAdvanced)
@@ -205,6 +212,7 @@ class TrainModelAlgorithm(EngineAlgorithm):
             encoder_weights=self.parameterAsFile(p, self.ENCODER_WEIGHTS, context) or None,
             freeze_encoder_epochs=self.parameterAsInt(p, self.FREEZE_ENCODER_EPOCHS, context),
             encoder_lr_factor=self.parameterAsDouble(p, self.ENCODER_LR_FACTOR, context),
+            scene_pretrain_minutes=self.parameterAsDouble(p, self.SCENE_PRETRAIN_MINUTES, context),
             time_limit_minutes=self.parameterAsDouble(p, self.TIME_LIMIT, context) or None,
             export_tile_size=self.parameterAsInt(p, self.TILE_SIZE, context) or None,
             refit=self.parameterAsBool(p, self.REFIT, context))
