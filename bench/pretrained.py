@@ -48,7 +48,7 @@ def run(settings) -> dict:
             ratio=scene[metric] - random[metric],
             target=target(scene[metric], ">=", random[metric], what=">= the random start"),
             note=f"{scene['n']} px scored; {result['notes']['scene']}; random start: {result['notes']['random']}; "
-                 f"pixel random forest (200 trees): {rf[metric]:.3f}"))
+                 f"pixel random forest: {rf[metric]:.3f}"))
     what = (f"{ARCHITECTURE} trained {result['train_minutes']:g} min on the Zion sparse-polygon chips from a "
             f"random start and from an encoder pretrained {result['pretrain_minutes']:g} min on the scene "
             f"(masked-image reconstruction); the *Ratio* column is pretrained minus random; the notes give the "

@@ -64,20 +64,21 @@ def _patch_mask(batch: int, size: int, generator, device) -> torch.Tensor:
 
 
 def pretrain_encoder(architecture: str, spec, base_width: int, minutes: float, device, events, seed: int = 0,
-                     learning_rate: float = 1e-3) -> tuple:
-    """Pretrain ``architecture``'s encoder on the source raster for ``minutes``: (encoder state, info)."""
+                     learning_rate: float = 1e-3, min_steps: int = 0, tile: int = TILE, batch: int = BATCH) -> tuple:
+    """Pretrain ``architecture``'s encoder on the source raster for ``minutes`` (and at least ``min_steps``
+    steps): (encoder state, info). The learning rate warms up, then follows a cosine to 0 at the end."""
     from .networks import build_network  # the networks import this package's modules
 
     image_path = (spec.raw.get("source") or {}).get("image")
     if not image_path or not Path(image_path).is_file():
         raise BadInputError(f"Scene pretraining reads the raster the chips were cut from, but '{image_path}' "
                             f"(recorded in dataset.json) is not there. Put it back, or turn scene pretraining off.")
-    key = (str(image_path), architecture, spec.band_count, base_width, float(minutes), seed)
+    key = (str(image_path), architecture, spec.band_count, base_width, float(minutes), seed, min_steps, tile, batch)
     if key in _MEMO:
         events.info("Scene pretraining: reusing the encoder pretrained earlier in this run.")
         return _MEMO[key]
     rng = np.random.default_rng(seed)
-    tiles, valid = scene_tiles(image_path, spec, POOL, TILE, rng)
+    tiles, valid = scene_tiles(image_path, spec, POOL, tile, rng)
     torch.manual_seed(seed)
     generator = torch.Generator().manual_seed(seed)
     net = build_network(architecture, spec.band_count, spec.band_count, base_width).to(device)
@@ -88,14 +89,16 @@ def pretrain_encoder(architecture: str, spec, base_width: int, minutes: float, d
     events.info(f"Scene pretraining of the {architecture} encoder for {minutes:g} min: masked-image reconstruction "
                 f"({MASK_RATIO:.0%} of {PATCH} px patches hidden) on {len(tiles)} random {tiles.shape[-1]} px "
                 f"tiles of '{Path(image_path).name}'.")
-    while time.perf_counter() - started < budget and not events.cancel_requested:
-        pick = torch.randint(0, len(tiles), (min(BATCH, len(tiles)),), generator=generator)
+    while (time.perf_counter() - started < budget or steps < min_steps) and not events.cancel_requested:
+        pick = torch.randint(0, len(tiles), (min(batch, len(tiles)),), generator=generator)
         x = torch.from_numpy(tiles[pick.numpy()]).to(device)
         ok = torch.from_numpy(valid[pick.numpy()]).to(device).unsqueeze(1).float()
         flips = torch.randint(0, 4, (1,), generator=generator).item()
         x, ok = torch.rot90(x, flips, (2, 3)), torch.rot90(ok, flips, (2, 3))
         hidden = _patch_mask(x.shape[0], x.shape[-1], generator, device) * ok
         progress = (time.perf_counter() - started) / budget
+        if min_steps:  # whichever end is further away sets the pace
+            progress = min(progress, steps / min_steps)
         for group in optimizer.param_groups:
             group["lr"] = learning_rate * min(1.0, 10 * progress) * 0.5 * (1 + np.cos(np.pi * min(progress, 1.0)))
         out = net(x * (1 - hidden))
