@@ -32,6 +32,8 @@ class AssessAccuracyAlgorithm(EngineAlgorithm):
     OA = "OA"
     KAPPA = "KAPPA"
     MIOU = "MIOU"
+    OA_ESTIMATE = "OA_ESTIMATE"
+    OA_CI95 = "OA_CI95"
 
     def name(self):
         return "assess_accuracy"
@@ -48,8 +50,16 @@ class AssessAccuracyAlgorithm(EngineAlgorithm):
             "<b>Reference</b>: give <i>either</i> reference polygons with their <b>class field</b> (class names, "
             "any case, or class ids; any CRS: they are reprojected to the raster's CRS) <i>or</i> a reference "
             "raster of class ids (any grid and CRS; resampled by nearest neighbour onto the classified grid). "
-            "Sample points work too: each point counts the pixel it falls in. The reference should be "
-            "independent of the training polygons, or the scores will be too optimistic.\n\n"
+            "The reference should be independent of the training polygons, or the scores will be too "
+            "optimistic.\n\n"
+            "<b>Sample points</b> (e.g. from 'Create reference sample', labelled): each point counts once, in "
+            "the pixel it falls in, and the report adds the <b>error-adjusted area</b> of every class with its "
+            "95 % confidence interval (hectares and pixels) beside the mapped area, the user's, producer's and "
+            "overall accuracy with 95 % confidence intervals, and the error matrix in area proportions "
+            "(Olofsson et al. 2014; strata = the map's classes, weighted by their mapped area). This holds "
+            "for a probability sample: stratified random by map class or simple random. Points left "
+            "unlabelled are skipped. Polygons and rasters are no probability sample: no area estimate "
+            "from them.\n\n"
             "<b>Class list</b> (optional JSON file, [{\"id\": 1, \"name\": \"water\", \"colour\": \"#1f78b4\"}, "
             "...]): needed only when the classified raster has no class names and the reference uses names.\n\n"
             "Outputs: an <b>HTML report</b> (opened in the Results Viewer) with overall accuracy, Cohen's kappa, "
@@ -84,6 +94,10 @@ class AssessAccuracyAlgorithm(EngineAlgorithm):
         self.addOutput(QgsProcessingOutputNumber(self.OA, self.tr("Overall accuracy")))
         self.addOutput(QgsProcessingOutputNumber(self.KAPPA, self.tr("Cohen's kappa")))
         self.addOutput(QgsProcessingOutputNumber(self.MIOU, self.tr("Mean IoU")))
+        self.addOutput(QgsProcessingOutputNumber(
+            self.OA_ESTIMATE, self.tr("Estimated overall accuracy (sample points only)")))
+        self.addOutput(QgsProcessingOutputNumber(
+            self.OA_CI95, self.tr("95 % confidence interval of the estimated overall accuracy (±)")))
 
     def engine_options(self, parameters, context, feedback) -> AssessOptions:
         classified = self.parameterAsRasterLayer(parameters, self.CLASSIFIED, context)
@@ -106,7 +120,9 @@ class AssessAccuracyAlgorithm(EngineAlgorithm):
                 raise QgsProcessingException(
                     f"Choose the class field of '{vector.name()}' (the field holding class names or ids); "
                     f"its fields are: {', '.join(vector.fields().names())}.")
-            options.reference_vector = vector_layer_to_gpkg(vector, context, feedback, classified.crs(), fields=[field])
+            # a sample's map_class (its stratum) travels too: the engine checks it against the map assessed
+            keep = [field] + [f for f in ("map_class",) if f != field and f in vector.fields().names()]
+            options.reference_vector = vector_layer_to_gpkg(vector, context, feedback, classified.crs(), fields=keep)
             options.class_field = field
         else:
             options.reference_raster = raster_layer_to_path(raster, context, feedback)
@@ -117,6 +133,9 @@ class AssessAccuracyAlgorithm(EngineAlgorithm):
             f"Overall accuracy {_pct(outputs['OA'])}, kappa {_num(outputs['KAPPA'])}, mean IoU "
             f"{_pct(outputs['MIOU'])} over {outputs['PIXELS_ASSESSED']:,} reference pixels. "
             f"Report: {outputs['OUTPUT_HTML']}")
+        if outputs.get("OA_ESTIMATE") is not None:
+            feedback.pushInfo(f"Estimated overall accuracy from the sample: {_pct(outputs['OA_ESTIMATE'])} ± "
+                              f"{100.0 * outputs['OA_CI95']:.1f} (95 % confidence interval).")
         return super().processing_outputs(outputs, context, feedback)
 
 

@@ -56,6 +56,7 @@ class TrainModelAlgorithm(EngineAlgorithm):
     TIME_LIMIT = "TIME_LIMIT"
     TILE_SIZE = "TILE_SIZE"
     REFIT = "REFIT"
+    CV_FOLDS = "CV_FOLDS"
     OUTPUT = "OUTPUT"
     CURVES_CSV = "CURVES_CSV"
     CURVES_PNG = "CURVES_PNG"
@@ -167,6 +168,9 @@ class TrainModelAlgorithm(EngineAlgorithm):
                                                                               "itself first (minutes, 0 = off)"),
                                          QgsProcessingParameterNumber.Double,
                                          defaultValue=_default("scene_pretrain_minutes"), minValue=0.0),
+            QgsProcessingParameterNumber(self.CV_FOLDS, self.tr("With few held-out polygons: cross-validation folds "
+                                                                "for the accuracy estimate (1 = one split)"),
+                                         defaultValue=_default("cv_folds"), minValue=1, maxValue=10),
         ]
         for parameter in advanced:
             parameter.setFlags(parameter.flags() | QgsProcessingParameterDefinition.FlagAdvanced)
@@ -215,7 +219,8 @@ class TrainModelAlgorithm(EngineAlgorithm):
             scene_pretrain_minutes=self.parameterAsDouble(p, self.SCENE_PRETRAIN_MINUTES, context),
             time_limit_minutes=self.parameterAsDouble(p, self.TIME_LIMIT, context) or None,
             export_tile_size=self.parameterAsInt(p, self.TILE_SIZE, context) or None,
-            refit=self.parameterAsBool(p, self.REFIT, context))
+            refit=self.parameterAsBool(p, self.REFIT, context),
+            cv_folds=self.parameterAsInt(p, self.CV_FOLDS, context))
 
     def processing_outputs(self, outputs, context, feedback) -> dict:
         if outputs.get("CANCELLED"):

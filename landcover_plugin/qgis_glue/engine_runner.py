@@ -210,7 +210,7 @@ class _EngineRun:
 
 
 def format_metric(event: dict) -> str:
-    """One log line per epoch; the refit on all polygons after the held-out run says so ("Refit epoch")."""
+    """One log line per epoch; a cross-validation fold or the refit on all polygons says so."""
     values = dict(event.get("values") or {})
     phase = values.pop("phase", None)
     parts = []
@@ -219,7 +219,8 @@ def format_metric(event: dict) -> str:
             parts.append(f"{key}={value:.4f}")
         elif isinstance(value, (int, str)):
             parts.append(f"{key}={value}")
-    return f"{'Refit epoch' if phase == 'refit' else 'Epoch'} {event.get('epoch')}: " + ", ".join(parts)
+    label = f"{phase.capitalize()} epoch" if phase else "Epoch"  # "Refit epoch 3", "Fold 2/4 epoch 3"
+    return f"{label} {event.get('epoch')}: " + ", ".join(parts)
 
 
 def _crash_kind(returncode: int) -> str:

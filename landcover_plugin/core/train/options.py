@@ -66,6 +66,9 @@ class TrainConfig:
     refit: bool = option(True, flag="--no-refit",
                          help="with polygons held out for validation: do not train again on all polygons for "
                               "the exported model (faster; the model then never sees the held-out polygons)")
+    cv_folds: int = option(4, help="with polygons held out and under 40 of them: estimate the map's accuracy by "
+                                   "this many folds of cross-validation over polygon groups before the refit "
+                                   "(each polygon held out once); 1: the exporter's single held-out split")
 
     def validate(self) -> "TrainConfig":
         checks = [
@@ -84,6 +87,7 @@ class TrainConfig:
              f"scene pretraining minutes must be 0 (off) or more (got {self.scene_pretrain_minutes})."),
             (not (self.scene_pretrain_minutes and self.encoder_weights),
              "give either encoder weights or scene pretraining minutes, not both."),
+            (self.cv_folds >= 1, f"cross-validation folds must be at least 1 (got {self.cv_folds})."),
             (self.base_width >= 4, f"base width must be at least 4 channels (got {self.base_width})."),
             (self.time_limit_minutes is None or self.time_limit_minutes > 0,
              f"time limit must be positive minutes (got {self.time_limit_minutes})."),
