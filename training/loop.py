@@ -25,6 +25,7 @@ from . import checkpoint as ckpt
 from .crossval import cross_validate
 from .dataset import ChipDataset, ChipStore, EpochSampler
 from .device import amp_settings, default_workers, memory_errors, select_device
+from .finetune import FineTune, resolve_architecture
 from .finish import finish_run
 from .folds import plan_folds
 from .heldout import describe as describe_heldout
@@ -135,7 +136,8 @@ class _Training:
             self.val_idx = self.train_idx
         if final_fit:
             self.val_idx = []
-        architecture = choose_architecture(config.architecture, counts, len(self.train_idx), spec.chip_size, events)
+        architecture = resolve_architecture(config.architecture, config, events)
+        architecture = choose_architecture(architecture, counts, len(self.train_idx), spec.chip_size, events)
         self.network = {"architecture": architecture, "in_channels": spec.band_count,
                         "num_classes": len(self.names), "base_width": config.base_width}
         self.data = {"classes": spec.schema.to_list(), "band_names": spec.band_names, "mean": spec.mean,
@@ -152,10 +154,11 @@ class _Training:
             self.network = dict(state["network"])
         net = self.network
         self.model = build_network(net["architecture"], net["in_channels"], net["num_classes"], net["base_width"])
+        self.finetune = FineTune(self.model, self.network, config, spec, events, state is None, device)
         if state is None and config.initial_weights:
             ckpt.load_initial_weights(self.model, config.initial_weights, events)
         self.model.to(device)
-        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=config.learning_rate,
+        self.optimizer = torch.optim.AdamW(self.finetune.param_groups(), lr=config.learning_rate,
                                            weight_decay=config.weight_decay)
         self.amp, self.amp_dtype, scaling = amp_settings(device, config.amp)
         self.scaler = torch.amp.GradScaler("cuda", enabled=scaling)
@@ -305,13 +308,14 @@ class _Training:
         config, device, run = self.config, self.device, self.run_state
         self.sampler.set_epoch(epoch)
         self.model.train()
+        self.finetune.before_epoch(epoch)
         loss_sum = torch.zeros((), device=device)
         for batch, (images, labels) in enumerate(self.train_loader):
             if self.events.cancel_requested:
                 return None
             self.lr = config.learning_rate * self._lr_factor(run["global_step"])
             for group in self.optimizer.param_groups:
-                group["lr"] = self.lr
+                group["lr"] = self.lr * group.get("lr_scale", 1.0)
             images = images.to(device, non_blocking=True)
             labels = labels.to(device, non_blocking=True).long()
             # Dropout draws from torch's generator: seeded by (seed, step), a resumed run draws the same.

@@ -9,6 +9,8 @@ alone say (measured on rstoolbox polygon cross-validation: 129 -> 86 wrong of 44
 Zion 20 epochs: val mIoU 0.239 -> 0.251, overall accuracy 0.764 -> 0.769).
 ``pixel_context`` (pixel_nets.py): a per-pixel MLP whose class probabilities are averaged over 5x5 px
 inside the net; for a few small training polygons, where a U-Net learns the polygons rather than the classes.
+``unet_resnet18|34|50`` and ``deeplabv3plus_resnet18|34|50`` (encoders.py): the same two designs on ResNet
+encoders whose parameter names are torchvision's, for pretrained encoder weights (encoder_weights.py).
 ``smp_unet`` appears only when segmentation-models-pytorch is importable (never required; no weights
 are downloaded). Inputs of any size work: they are padded to the stride the net needs and cropped back.
 """
@@ -142,8 +144,14 @@ def _smp_unet(in_channels: int, num_classes: int, base_width: int = 16):
 ARCHITECTURES = {"unet": UNet, "deeplabv3plus": DeepLabV3Plus, "pixel_context": PixelContext}
 
 
+def _architectures() -> dict:
+    """The built-in nets and the ResNet-encoder ones (encoders.py builds on the blocks above)."""
+    from .encoders import ENCODER_NETWORKS
+    return {**ARCHITECTURES, **ENCODER_NETWORKS}
+
+
 def available_architectures() -> list:
-    names = list(ARCHITECTURES)
+    names = list(_architectures())
     try:
         import segmentation_models_pytorch  # noqa: F401
     except Exception:  # noqa: BLE001 - absent or broken: the built-in nets are enough
@@ -154,6 +162,7 @@ def available_architectures() -> list:
 def build_network(name: str, in_channels: int, num_classes: int, base_width: int = 16) -> nn.Module:
     if name == "smp_unet" and "smp_unet" in available_architectures():
         return _smp_unet(in_channels, num_classes, base_width)
-    if name not in ARCHITECTURES:
+    known = _architectures()
+    if name not in known:
         raise BadInputError(f"Unknown architecture '{name}'. Choose one of: {', '.join(available_architectures())}.")
-    return ARCHITECTURES[name](in_channels, num_classes, base_width=base_width)
+    return known[name](in_channels, num_classes, base_width=base_width)

@@ -2,10 +2,13 @@
 from qgis.core import (
     QgsProcessingException,
     QgsProcessingOutputString,
+    QgsProcessingParameterBoolean,
     QgsProcessingParameterEnum,
     QgsProcessingParameterString,
 )
 
+from ..core.errors import BadInputError
+from ..core.train.weights_download import IMAGENET_RESNETS, download_imagenet_weights
 from ..qgis_glue import engine_python
 from ..qgis_glue.engine_install import install_engine_environment
 from ..qgis_glue.engine_runner import EngineCancelled, EngineError
@@ -23,6 +26,8 @@ class SetupEngineAlgorithm(EngineAlgorithm):
     TORCH_DEVICE = "TORCH_DEVICE"
     ORT_PROVIDERS = "ORT_PROVIDERS"
     VERSIONS = "VERSIONS"
+    DOWNLOAD_WEIGHTS = "DOWNLOAD_WEIGHTS"
+    WEIGHTS_FOLDER = "WEIGHTS_FOLDER"
 
     def name(self):
         return "setup_engine_environment"
@@ -42,7 +47,11 @@ class SetupEngineAlgorithm(EngineAlgorithm):
             "setting (written by this algorithm), else the managed environment.\n\n"
             "<b>Extra pip arguments</b>: e.g. '--find-links /path/to/wheels --no-index' on a closed network, "
             "or an '--index-url' of PyTorch's CUDA wheel index on Windows. Installation takes a few minutes "
-            "and downloads about 1 GB (several GB with CUDA).")
+            "and downloads about 1 GB (several GB with CUDA).\n\n"
+            "<b>Download ImageNet ResNet weights</b> (off by default; needs the machine online): fetches "
+            "torchvision's ImageNet ResNet-18, -34 and -50 weights (about 230 MB, checksums verified) into a "
+            "'pretrained_weights' folder beside the engine environment, for 'Pretrained encoder weights' in "
+            "'Train segmentation model'. Training itself never downloads.")
 
     def initAlgorithm(self, config=None):
         # Check only by default: a user who opens the dialog to look must not start a 1 GB download.
@@ -52,6 +61,10 @@ class SetupEngineAlgorithm(EngineAlgorithm):
             optional=True))
         self.addParameter(QgsProcessingParameterString(self.PIP_ARGS, self.tr("Extra pip arguments"),
                                                        optional=True))
+        self.addParameter(QgsProcessingParameterBoolean(self.DOWNLOAD_WEIGHTS,
+                                                        self.tr("Download ImageNet ResNet weights (about 230 MB)"),
+                                                        defaultValue=False))
+        self.addOutput(QgsProcessingOutputString(self.WEIGHTS_FOLDER, self.tr("Pretrained weights folder")))
         for output, label in ((self.PYTHON, "Engine Python"), (self.GPU, "GPU"),
                               (self.TORCH_DEVICE, "Torch device"), (self.ORT_PROVIDERS, "onnxruntime providers"),
                               (self.VERSIONS, "Package versions")):
@@ -72,6 +85,13 @@ class SetupEngineAlgorithm(EngineAlgorithm):
                     from exc
             except EngineError as exc:
                 raise QgsProcessingException(exc.user_message()) from exc
+        weights = ""
+        if self.parameterAsBool(parameters, self.DOWNLOAD_WEIGHTS, context):
+            weights = str(engine_python.managed_venv_dir().parent / "pretrained_weights")
+            try:
+                download_imagenet_weights(weights, tuple(IMAGENET_RESNETS), feedback.pushInfo, feedback.isCanceled)
+            except BadInputError as exc:
+                raise QgsProcessingException(str(exc)) from exc
         report = self.run_engine("env-report", [], feedback, python=python)
         feedback.setProgress(100)
         versions = ", ".join(f"{k} {v or 'MISSING'}" for k, v in report["packages"].items())
@@ -79,4 +99,4 @@ class SetupEngineAlgorithm(EngineAlgorithm):
         feedback.pushInfo(f"Engine ready: {python}\nGPU: {report['gpu']}\nTorch device: {report['torch_device']}\n"
                           f"onnxruntime providers: {providers}\nPackages: {versions}")
         return {self.PYTHON: python, self.GPU: report["gpu"], self.TORCH_DEVICE: report["torch_device"] or "",
-                self.ORT_PROVIDERS: providers, self.VERSIONS: versions}
+                self.ORT_PROVIDERS: providers, self.VERSIONS: versions, self.WEIGHTS_FOLDER: weights}

@@ -20,7 +20,13 @@ from .base import DEVICE_OPTIONS, EngineAlgorithm
 # New entries go at the end: saved models and batch runs refer to these by index.
 ARCHITECTURES = [("unet", "U-Net"), ("deeplabv3plus", "DeepLabV3+ (dilated convolutions)"),
                  ("pixel_context", "Per-pixel, probabilities averaged over 5x5 px (for a few small polygons)"),
-                 ("auto", "Automatic (per-pixel for sparse polygons, U-Net for dense labels)")]
+                 ("auto", "Automatic (per-pixel for sparse polygons, U-Net for dense labels)"),
+                 ("unet_resnet18", "U-Net, ResNet-18 encoder (for pretrained encoder weights)"),
+                 ("unet_resnet34", "U-Net, ResNet-34 encoder (for pretrained encoder weights)"),
+                 ("unet_resnet50", "U-Net, ResNet-50 encoder (for pretrained encoder weights)"),
+                 ("deeplabv3plus_resnet18", "DeepLabV3+, ResNet-18 encoder (for pretrained encoder weights)"),
+                 ("deeplabv3plus_resnet34", "DeepLabV3+, ResNet-34 encoder (for pretrained encoder weights)"),
+                 ("deeplabv3plus_resnet50", "DeepLabV3+, ResNet-50 encoder (for pretrained encoder weights)")]
 
 
 def _default(name):
@@ -41,6 +47,10 @@ class TrainModelAlgorithm(EngineAlgorithm):
     PATIENCE = "PATIENCE"
     RESUME = "RESUME"
     INITIAL_WEIGHTS = "INITIAL_WEIGHTS"
+    ENCODER_WEIGHTS = "ENCODER_WEIGHTS"
+    FREEZE_ENCODER_EPOCHS = "FREEZE_ENCODER_EPOCHS"
+    ENCODER_LR_FACTOR = "ENCODER_LR_FACTOR"
+    SCENE_PRETRAIN_MINUTES = "SCENE_PRETRAIN_MINUTES"
     BASE_WIDTH = "BASE_WIDTH"
     SEED = "SEED"
     TIME_LIMIT = "TIME_LIMIT"
@@ -88,6 +98,14 @@ class TrainModelAlgorithm(EngineAlgorithm):
             "contrast and noise jitter. <b>Early stopping patience</b>: epochs without a better validation mIoU "
             "before stopping (0 = never). <b>Resume</b> continues a run from its 'last.pt' checkpoint; "
             "<b>initial weights</b> start from a .pt file of weights (nothing is downloaded).\n\n"
+            "<b>Pretrained encoder weights</b>: a ResNet-18/34/50 weights file (torchvision's .pth, timm, "
+            "SSL4EO-S12 or SatlasPretrain) for the architectures with a ResNet encoder (Automatic then picks the "
+            "U-Net on that ResNet). Its first convolution is fitted to your bands (the RGB filters go to the bands "
+            "named red, green and blue, the mean filter to the others; the log says how); the encoder is frozen "
+            "for the first epochs, then trains at a fraction of the learning rate. The model file records the "
+            "weights' file name and SHA-256. See the user guide for where to get weights. Without a weights file, "
+            "<b>pretrain the encoder on the scene itself</b> spends the given minutes teaching it to fill in hidden "
+            "patches of the raster the chips came from (no labels, no download) before training on them.\n\n"
             "Out of memory? Use a smaller batch size or base width, or export smaller chips.")
 
     def initAlgorithm(self, config=None):
@@ -121,6 +139,9 @@ class TrainModelAlgorithm(EngineAlgorithm):
                                                      extension="pt", optional=True))
         self.addParameter(QgsProcessingParameterFile(self.INITIAL_WEIGHTS, self.tr("Initial weights (.pt)"),
                                                      optional=True))
+        self.addParameter(QgsProcessingParameterFile(self.ENCODER_WEIGHTS, self.tr("Pretrained encoder weights "
+                                                                                   "(ResNet .pth)"),
+                                                     optional=True))
         advanced = [
             QgsProcessingParameterBoolean(self.COLOUR_AUGMENT, self.tr("Colour augmentation (brightness, "
                                                                        "contrast, noise)"),
@@ -135,6 +156,18 @@ class TrainModelAlgorithm(EngineAlgorithm):
             QgsProcessingParameterBoolean(self.REFIT, self.tr("With held-out polygons: train the exported model "
                                                               "again on all polygons"),
                                           defaultValue=_default("refit")),
+            QgsProcessingParameterNumber(self.FREEZE_ENCODER_EPOCHS, self.tr("Pretrained encoder: frozen for the "
+                                                                             "first epochs"),
+                                         defaultValue=_default("freeze_encoder_epochs"), minValue=0,
+                                         maxValue=10000),
+            QgsProcessingParameterNumber(self.ENCODER_LR_FACTOR, self.tr("Pretrained encoder: learning rate "
+                                                                         "factor"),
+                                         QgsProcessingParameterNumber.Double,
+                                         defaultValue=_default("encoder_lr_factor"), minValue=1e-4, maxValue=1.0),
+            QgsProcessingParameterNumber(self.SCENE_PRETRAIN_MINUTES, self.tr("Pretrain the encoder on the scene "
+                                                                              "itself first (minutes, 0 = off)"),
+                                         QgsProcessingParameterNumber.Double,
+                                         defaultValue=_default("scene_pretrain_minutes"), minValue=0.0),
             QgsProcessingParameterNumber(self.CV_FOLDS, self.tr("With few held-out polygons: cross-validation folds "
                                                                 "for the accuracy estimate (1 = one split)"),
                                          defaultValue=_default("cv_folds"), minValue=1, maxValue=10),
@@ -180,6 +213,10 @@ class TrainModelAlgorithm(EngineAlgorithm):
             colour_augment=self.parameterAsBool(p, self.COLOUR_AUGMENT, context),
             resume=self.parameterAsFile(p, self.RESUME, context) or None,
             initial_weights=self.parameterAsFile(p, self.INITIAL_WEIGHTS, context) or None,
+            encoder_weights=self.parameterAsFile(p, self.ENCODER_WEIGHTS, context) or None,
+            freeze_encoder_epochs=self.parameterAsInt(p, self.FREEZE_ENCODER_EPOCHS, context),
+            encoder_lr_factor=self.parameterAsDouble(p, self.ENCODER_LR_FACTOR, context),
+            scene_pretrain_minutes=self.parameterAsDouble(p, self.SCENE_PRETRAIN_MINUTES, context),
             time_limit_minutes=self.parameterAsDouble(p, self.TIME_LIMIT, context) or None,
             export_tile_size=self.parameterAsInt(p, self.TILE_SIZE, context) or None,
             refit=self.parameterAsBool(p, self.REFIT, context),

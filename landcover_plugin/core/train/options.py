@@ -13,7 +13,10 @@ from ..options import DEVICES, option
 
 # auto: pixel_context for sparse labels (a few small polygons), unet for dense ones (training/loop.py)
 ARCHITECTURES = ("auto", "unet", "deeplabv3plus", "pixel_context",
-                 "smp_unet")  # smp_unet: only where segmentation-models-pytorch is
+                 "smp_unet",  # smp_unet: only where segmentation-models-pytorch is
+                 # ResNet encoders with torchvision's parameter names, for pretrained weights (training/encoders.py)
+                 "unet_resnet18", "unet_resnet34", "unet_resnet50",
+                 "deeplabv3plus_resnet18", "deeplabv3plus_resnet34", "deeplabv3plus_resnet50")
 SCHEDULES = ("onecycle", "cosine")
 
 
@@ -38,6 +41,16 @@ class TrainConfig:
     patience: int = option(10, help="stop after this many epochs without a better validation mIoU (0: never)")
     resume: Optional[str] = option(None, help="continue from a checkpoint (last.pt, or its folder)")
     initial_weights: Optional[str] = option(None, help="start from the weights in this .pt file (no download)")
+    encoder_weights: Optional[str] = option(
+        None, help="pretrained ResNet encoder weights (.pth: torchvision, timm, SSL4EO-S12 or SatlasPretrain "
+                   "ResNet-18/34/50) for the *_resnet* architectures (auto: the U-Net on that ResNet); no download")
+    freeze_encoder_epochs: int = option(2, help="with encoder weights: train only the decoder for this many "
+                                               "first epochs")
+    encoder_lr_factor: float = option(0.1, help="with encoder weights: the encoder's learning rate as a fraction "
+                                               "of the decoder's once it trains")
+    scene_pretrain_minutes: float = option(
+        0.0, help="self-supervised pretraining of a ResNet encoder on the chips' source raster (masked-image "
+                  "reconstruction, no labels, no download) for this many minutes before training; 0: off")
     seed: int = option(0, help="random seed (weights, sampling, augmentation)")
     base_width: int = option(16, help="channels of the first stage; doubles per stage")
     num_workers: Optional[int] = option(None, flag="--workers",
@@ -66,6 +79,14 @@ class TrainConfig:
             (self.device in DEVICES, f"device must be one of {', '.join(DEVICES)} (got '{self.device}')."),
             (self.schedule in SCHEDULES, f"schedule must be one of {', '.join(SCHEDULES)} (got '{self.schedule}')."),
             (self.patience >= 0, f"patience must be 0 (off) or more epochs (got {self.patience})."),
+            (self.freeze_encoder_epochs >= 0,
+             f"encoder freeze epochs must be 0 or more (got {self.freeze_encoder_epochs})."),
+            (0 < self.encoder_lr_factor <= 1,
+             f"encoder learning-rate factor is a fraction in (0, 1] (got {self.encoder_lr_factor})."),
+            (self.scene_pretrain_minutes >= 0,
+             f"scene pretraining minutes must be 0 (off) or more (got {self.scene_pretrain_minutes})."),
+            (not (self.scene_pretrain_minutes and self.encoder_weights),
+             "give either encoder weights or scene pretraining minutes, not both."),
             (self.cv_folds >= 1, f"cross-validation folds must be at least 1 (got {self.cv_folds})."),
             (self.base_width >= 4, f"base width must be at least 4 channels (got {self.base_width})."),
             (self.time_limit_minutes is None or self.time_limit_minutes > 0,
@@ -79,7 +100,8 @@ class TrainConfig:
         for ok, message in checks:
             if not ok:
                 raise BadInputError(f"Training setting: {message}")
-        for path, what in ((self.resume, "resume checkpoint"), (self.initial_weights, "initial weights file")):
+        for path, what in ((self.resume, "resume checkpoint"), (self.initial_weights, "initial weights file"),
+                           (self.encoder_weights, "encoder weights file")):
             if path and not Path(path).exists():
                 raise BadInputError(f"The {what} '{path}' does not exist. Choose an existing file or leave it empty.")
         return self
