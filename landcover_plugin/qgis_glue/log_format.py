@@ -26,9 +26,12 @@ STAGE_LABELS = {
     "epoch #: validating": "Validating each epoch on the validation chips",
     "tile #": "Classifying tiles",
     "window #": "Reading windows",
+    "window #, # chips": "Cutting the raster into chips",
+    "small training polygons": "Adding chips for small training polygons",
+    "building overviews": "Building overviews",
     "step #": "Running",
 }
-SILENT = {"done"}  # the end shows in the Log anyway
+SILENT = {"done", "counted"}  # the end shows in the Log anyway
 
 
 def pad(text: str, width: int) -> str:
@@ -143,7 +146,10 @@ class ProgressText:
         if key in self.seen or key in SILENT:
             return None
         self.seen.add(key)
-        return STAGE_LABELS.get(key, COUNTER.sub("", message).strip(" :") or None)
+        if key in STAGE_LABELS:
+            return STAGE_LABELS[key]
+        text = re.sub(r"\s+([,:;])", r"\1", " ".join(COUNTER.sub("", message).split()))
+        return text.strip(" ,:;") or None
 
 
 class TimeLeft:
@@ -164,9 +170,11 @@ class TimeLeft:
             self.started = self.clock()
             return None
         elapsed = self.elapsed()
-        if self.told or fraction < self.min_fraction or elapsed < self.min_seconds or fraction >= 0.9:
+        if self.told or fraction < self.min_fraction or elapsed < self.min_seconds:
             return None
-        self.told = True
+        self.told = True  # one chance: later, the end is near enough to need no estimate
+        if fraction > 0.5 or time_left(fraction, elapsed) < 10:
+            return None
         return (f"Estimated time left: about {duration(time_left(fraction, elapsed))} (from the first "
                 f"{100 * fraction:.0f} % in {duration(elapsed)}).")
 

@@ -9,7 +9,7 @@ in the QGIS settings, so "Train" opens with the last export's chips and "Classif
 import os
 from pathlib import Path
 
-from qgis.core import QgsProcessingUtils, QgsSettings
+from qgis.core import QgsProcessing, QgsProcessingUtils, QgsSettings
 
 LAST_CHIP_FOLDER = "landcover/last_chip_folder"
 LAST_MODEL = "landcover/last_model"
@@ -19,7 +19,7 @@ REMEMBERED = "landcover_remembered"
 
 def is_temporary(path) -> bool:
     """Whether Processing chose ``path`` in its temporary folder (the dialog's "[Save to temporary file]")."""
-    if not path:
+    if not path or str(path) == QgsProcessing.TEMPORARY_OUTPUT:
         return True
     try:
         temp = Path(QgsProcessingUtils.tempFolder()).resolve()

@@ -46,10 +46,11 @@ def test_other_commands_metrics_stay_generic():
 def test_the_label_changes_once_per_kind_of_step():
     text = ProgressText()
     shown = [text.label_for(m) for m in ("epoch 1/3: batch 1/8", "epoch 1/3: batch 2/8", "epoch 1/3: validating",
-                                         "epoch 2/3: batch 1/8", "tile 4/156", "building overviews", "done")]
+                                         "epoch 2/3: batch 1/8", "tile 4/156", "building overviews", "done",
+                                         "window 3/90, 2 chips", "window 4/90, 3 chips", "band 2 of 4: 7 read")]
     assert [s for s in shown if s] == ["Training (each batch in the progress bar; each epoch in the log)",
                                        "Validating each epoch on the validation chips", "Classifying tiles",
-                                       "building overviews"]
+                                       "Building overviews", "Cutting the raster into chips", "band of: read"]
 
 
 def test_time_left_is_told_once_when_the_first_steps_make_it_sound():
@@ -62,6 +63,10 @@ def test_time_left_is_told_once_when_the_first_steps_make_it_sound():
     assert left.update(0.10) == "Estimated time left: about 1:30 min (from the first 10 % in 10 s)."
     now[0] = 20.0
     assert left.update(0.2) is None
+    quick = TimeLeft(clock=lambda: now[0])
+    quick.update(0.0)
+    now[0] = 26.0
+    assert quick.update(0.7) is None  # a short run that is nearly done needs no estimate
 
 
 def test_durations_read_naturally():

@@ -43,6 +43,7 @@ def test_the_report_holds_the_run_as_the_trainer_saw_it(run, chips, tmp_path):
     for name, weight in re.findall(r"(\w+) (\d+\.\d\d)", logged):
         assert re.search(rf"{name}</td>.*?<td>{weight}</td></tr>", page)
     assert "rstoolbox_curves.png" in page and "30 training, 14 validation" in page
+    assert f"for {outputs['refit_epochs']} epoch(s)" in page  # the exported model is the refit's
 
 
 def test_a_report_far_from_its_plot_links_it_by_path(run, chips, tmp_path):

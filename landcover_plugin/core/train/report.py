@@ -118,9 +118,10 @@ def _summary(card, metrics, outputs) -> str:
         rows.append(("Stopped early", "yes: validation mIoU stopped improving"))
     if metrics.get("cancelled") or outputs.get("CANCELLED"):
         rows.append(("Cancelled", "yes: the model holds the best epoch finished before the cancel"))
-    refit = (card.get("heldout") or {}).get("refit")
-    if refit is not None:
-        rows.append(("Exported model trained again on all polygons", "yes" if refit else "no"))
+    if outputs.get("refit_epochs"):
+        rows.append(("Exported model", f"trained again on all polygons (the held-out ones too) for "
+                                        f"{outputs['refit_epochs']} epoch(s), the best count on the held-out "
+                                        f"polygons; the run settings below are those of that second run"))
     return _kv_table(rows)
 
 
