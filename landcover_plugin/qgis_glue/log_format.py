@@ -5,8 +5,9 @@ tests. The engine's events stay as DESIGN.md says; only their rendering is decid
 
 * :class:`EpochLog` turns each training ``metric`` event into two lines: epoch, losses, overall accuracy and
   mIoU in percent, a best marker, the epoch's seconds and the time left; then the IoU of each class. Numbers are
-  padded with figure spaces (U+2007, the width of a digit in most fonts), so the columns line up in the
-  dialog's proportional font as well as in a terminal; HTML would collapse ordinary spaces.
+  padded with two no-break spaces a missing digit: the dialog's Log is HTML, which collapses ordinary spaces (and
+  Qt also collapses the figure space U+2007), and in the usual sans fonts (DejaVu, Liberation, Arial) a space is
+  half a digit wide, so the columns line up in the dialog.
 * :class:`ProgressText` decides when a progress message becomes the progress label. QGIS's algorithm dialog
   also appends every ``setProgressText`` to the Log, so a label per batch would bury the metrics: the label
   changes only when a new kind of step starts (counters such as "3/16" do not make a new kind), and per-batch
@@ -17,7 +18,7 @@ tests. The engine's events stay as DESIGN.md says; only their rendering is decid
 import re
 import time
 
-FIGURE_SPACE = "\u2007"
+PAD = "\u00a0\u00a0"  # two no-break spaces: the width of one digit in the dialog's font
 COUNTER = re.compile(r"\d+(/\d+)?")
 
 # Friendly labels for the engine's repeating progress messages (counters replaced by '#').
@@ -35,8 +36,8 @@ SILENT = {"done", "counted"}  # the end shows in the Log anyway
 
 
 def pad(text: str, width: int) -> str:
-    """Right-align ``text`` in ``width`` digit widths with figure spaces."""
-    return FIGURE_SPACE * max(0, width - len(text)) + text
+    """Right-align ``text`` in ``width`` digit widths."""
+    return PAD * max(0, width - len(text)) + text
 
 
 def percent(value, width: int = 5) -> str:
@@ -83,7 +84,7 @@ class EpochLog:
             self.phase, self.best = phase, None
         self.last_epoch = epoch
         refit = phase == "refit"
-        head = f"{'Refit epoch' if refit else 'Epoch'} {epoch}:" + FIGURE_SPACE * max(0, 3 - len(str(epoch)))
+        head = f"{'Refit epoch' if refit else 'Epoch'} {epoch}:" + PAD * max(0, 3 - len(str(epoch)))
         parts = [f"loss {values['train_loss']:.3f}" + ("" if refit else f" / {_num(values.get('val_loss'))} val")]
         best_mark = ""
         if not refit:
@@ -92,16 +93,16 @@ class EpochLog:
             if self._is_better(values):
                 self.best = values
                 best_mark = "best"
-        parts.append(best_mark.ljust(4, FIGURE_SPACE) if not refit else "")
+        parts.append((best_mark or PAD * 4) if not refit else "")
         seconds = values.get("epoch_seconds", values.get("train_seconds"))
         parts.append(pad(duration(seconds), 7))
         left = time_left(fraction_done, elapsed)
         if left is not None:
             parts.append(f"ETA {duration(left)}")
-        line = head + " " + "  ".join(p for p in parts if p)
+        line = head + " " + PAD.join(p for p in parts if p)  # no-break: HTML would make two spaces one
         ious = [(k[len("val_iou_"):], v) for k, v in values.items() if k.startswith("val_iou_")]
         if ious and not refit:
-            line += "\n" + FIGURE_SPACE * 4 + "IoU: " + ", ".join(f"{name} {percent(v, 0)}" for name, v in ious)
+            line += "\n" + PAD * 4 + "IoU: " + ", ".join(f"{name} {percent(v, 0)}" for name, v in ious)
         return line
 
     def _is_better(self, values) -> bool:

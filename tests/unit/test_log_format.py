@@ -1,5 +1,5 @@
 """How engine events read in the Log (qgis_glue/log_format.py): compact aligned epoch lines, few labels."""
-from landcover_plugin.qgis_glue.log_format import FIGURE_SPACE, EpochLog, ProgressText, TimeLeft, duration
+from landcover_plugin.qgis_glue.log_format import PAD, EpochLog, ProgressText, TimeLeft, duration
 
 
 def epoch_event(epoch, miou, loss=0.8, phase=None):
@@ -16,17 +16,18 @@ def test_an_epoch_is_one_line_of_percentages_and_a_line_of_class_iou():
     text = EpochLog().render(epoch_event(1, 0.2788), fraction_done=0.25, elapsed=30.0)
     first, second = text.split("\n")
     assert first.startswith("Epoch 1:") and "loss 1.235 / 0.800 val" in first
-    assert f"OA {FIGURE_SPACE}56.7 %" in first and "mIoU" in first and "27.9 %" in first
+    assert f"OA {PAD}56.7 %" in first and "mIoU" in first and "27.9 %" in first
     assert "best" in first and "2.5 s" in first and "ETA 1:30 min" in first
     assert "=" not in text and "lr" not in text and "chips_per_second" not in text
-    assert second.strip(FIGURE_SPACE) == "IoU: water 100.0 %, forest 5.0 %"
+    assert second.strip("\u00a0") == "IoU: water 100.0 %, forest 5.0 %"
 
 
 def test_columns_line_up_whatever_the_epoch_and_the_best_marker_follows_the_trainer():
     log = EpochLog()
     lines = [log.render(epoch_event(e, m, loss)).split("\n")[0]
              for e, m, loss in ((9, 0.30, 0.8), (10, 0.25, 0.7), (11, 0.30, 0.6))]
-    assert len({line.index("loss") for line in lines}) == 1 and len({line.index("mIoU") for line in lines}) == 1
+    widths = [line.replace(PAD, "0") for line in lines]  # a pad is one digit wide in the dialog's font
+    assert len({w.index("loss") for w in widths}) == 1 and len({w.index("mIoU") for w in widths}) == 1
     assert ["best" in line for line in lines] == [True, False, True]  # a tie wins on the lower validation loss
 
 

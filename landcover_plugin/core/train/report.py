@@ -222,7 +222,7 @@ def _settings(card) -> str:
 # -- small helpers ---------------------------------------------------------------------------------
 def _kv_table(rows) -> str:
     body = "".join(f'<tr><th class="name">{_e(k)}</th><td>{_e(v)}</td></tr>' for k, v in rows)
-    return f"<table><tbody>{body}</tbody></table>"
+    return f'<table class="kv"><tbody>{body}</tbody></table>'
 
 
 def _image_src(png, html_path: Path):
@@ -274,7 +274,7 @@ body { font-family: sans-serif; margin: 1.5em; color: #222; max-width: 70em; }
 h1 { font-size: 1.5em; } h2 { font-size: 1.2em; margin-top: 1.6em; }
 table { border-collapse: collapse; margin: 0.6em 0; }
 th, td { border: 1px solid #ccc; padding: 0.25em 0.6em; text-align: right; }
-th.name, td.name { text-align: left; }
+th.name, td.name, table.kv td { text-align: left; }
 tr.best td { background: #e8f4e8; font-weight: bold; }
 .swatch { display: inline-block; width: 0.9em; height: 0.9em; margin-right: 0.4em; border: 1px solid #555;
           vertical-align: middle; }
