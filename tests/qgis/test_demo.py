@@ -32,6 +32,6 @@ def test_quick_demo_runs_every_step_and_prints_the_accuracy_tables(tmp_path, rep
         assert f"Accuracy on held-out data, {scene}: overall accuracy" in ran.stdout
     assert ran.stdout.count("The trainer's held-out estimate, before any reference data: overall accuracy 0.") == 2
     assert ran.stdout.count("precision") >= 2  # the per-class tables close the demo
-    assert ran.stdout.count("   Epoch 1: ") == 2  # each scene's training, shown as it went
+    assert ran.stdout.count("   Epoch 1:") == 2  # each scene's training, shown as it went
     assert "loss " in ran.stdout and "mIoU " in ran.stdout
     assert "Classified " in ran.stdout
