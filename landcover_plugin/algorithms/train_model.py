@@ -194,10 +194,13 @@ class TrainModelAlgorithm(EngineAlgorithm):
         self._report = str(Path(output).with_name(Path(output).stem + "_report.html")) if is_temporary(report) \
             else report
         self._dataset = dataset
-        batch_size, warnings = preflight.advice(self.parameterAsInt(p, self.BATCH_SIZE, context),
-                                                *preflight.chip_counts(dataset))
+        train_chips, val_chips = preflight.chip_counts(dataset)
+        batch_size, warnings = preflight.advice(self.parameterAsInt(p, self.BATCH_SIZE, context), train_chips,
+                                                val_chips)
         for warning in warnings:
             feedback.pushWarning(warning)
+        if preflight.plan(batch_size, train_chips):
+            feedback.pushInfo(preflight.plan(batch_size, train_chips))
         return TrainConfig(
             dataset_dir=dataset, output=output,
             architecture=ARCHITECTURES[self.parameterAsEnum(p, self.ARCHITECTURE, context)][0],

@@ -94,6 +94,7 @@ def test_a_batch_as_large_as_the_training_set_is_reduced_and_few_validation_chip
     assert ok, log
     assert "Batch size 32 is too large for 30 training chips" in log and "batches of 7" in log
     assert "batch size 7" in log  # what the engine then trained with
+    assert "Expect 16 steps of 7 chips per epoch" in log
 
 
 def test_either_or_inputs_are_checked_before_the_run(provider, shared_data, tmp_path):

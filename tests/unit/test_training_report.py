@@ -61,6 +61,10 @@ def test_batch_size_and_validation_advice(chips):
     batch, warnings = preflight.advice(16, 16, 3)
     assert batch == 4 and "too large for 16 training chips" in warnings[0] and "Only 3 validation chip" in warnings[1]
     assert preflight.chip_counts(chips / "nowhere") == (None, None)
+    # the trainer makes at least 16 steps an epoch (training/loop.py), repeating chips when there are few
+    assert preflight.plan(4, 30).startswith("Expect 16 steps of 4 chips per epoch (30 training chips, repeated")
+    assert preflight.plan(4, 200).startswith("Expect 50 steps of 4 chips per epoch (200 training chips)")
+    assert preflight.plan(4, None) == ""
 
 
 def test_expected_windows_and_size_match_the_export(chips):

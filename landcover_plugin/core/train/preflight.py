@@ -10,6 +10,7 @@ from pathlib import Path
 FEW_VAL_CHIPS = 5
 MIN_BATCHES = 2  # fewer full batches of different chips than this in an epoch: the batch size is reduced...
 BATCHES_PER_EPOCH = 4  # ...to make this many
+MIN_STEPS_PER_EPOCH = 16  # as training/loop.py: with few chips an epoch repeats them to make this many steps
 
 
 def chip_counts(dataset_dir) -> tuple:
@@ -44,3 +45,14 @@ def advice(batch_size: int, train_chips, val_chips) -> tuple:
                         f"stopping rest on very few pixels and jump from epoch to epoch. Export with a larger "
                         f"validation share, or digitise more training areas.")
     return fitted, warnings
+
+
+def plan(batch_size: int, train_chips) -> str:
+    """What an epoch will be, for the log before the run ('' when the dataset cannot be read)."""
+    if not train_chips:
+        return ""
+    steps = max(train_chips // batch_size, MIN_STEPS_PER_EPOCH)
+    repeated = steps * batch_size > train_chips
+    return (f"Expect {steps} steps of {batch_size} chips per epoch ({train_chips} training chips"
+            + (", repeated with other flips and rotations" if repeated else "")
+            + "); after the first epoch, each epoch's line in the log gives the time left.")
