@@ -31,8 +31,9 @@ from training.loop import train
 from .common import RSTOOLBOX_IMAGE, RSTOOLBOX_POLYGONS, ZION_IMAGE, ZION_LABELS, figure, target
 
 RF_OPTIONS = {"n_estimators": 100, "n_jobs": 2, "min_samples_leaf": 3, "max_samples": 0.25, "random_state": 0}
-ZION_MINUTES = 8.0   # CPU training budget on Zion (the issue allows 15)
+ZION_MINUTES = 15.0  # a cap on Zion's CPU training (the default 30 epochs take about 10 min on 2 idle cores)
 RSTOOLBOX_EPOCHS, FOLDS = 60, 4
+DENSE_MIOU_MARGIN = 0.05  # issue 11: on Zion's dense labels, keep the U-Net's lead over the forest
 CLASS_FIELD = "class"
 
 
@@ -45,19 +46,27 @@ def run(settings) -> dict:
         ours, rf = result["ours"], result["rf"]
         for metric, label in (("mean_iou", "mIoU"), ("overall_accuracy", "overall accuracy")):
             diff = ours[metric] - rf[metric]
+            margin = DENSE_MIOU_MARGIN if (name, metric) == ("zion", "mean_iou") else 0.0
             figures.append(figure(
                 f"quality.{name}.{metric}", f"{result['title']}: {label}", ours[metric], "",
                 baseline={"label": "pixel random forest", "value": rf[metric], "unit": ""}, ratio=diff,
-                target=target(ours[metric], ">", rf[metric], what="above the random forest"),
+                target=target(ours[metric], ">=", round(rf[metric] + margin, 4),
+                              what=f">= the forest + {margin:g}" if margin else ">= the forest"),
                 note=f"{ours['n']} px scored; wrong: ours {ours['wrong']} px, forest {rf['wrong']} px"))
+        if "overlap_agreement" in result:
+            figures.append(figure(
+                f"quality.{name}.overlap", f"{result['title']}: maps at the model's overlap and at 50 % overlap, "
+                "identical pixels (mean over the folds)", result["overlap_agreement"], "",
+                target=target(result["overlap_agreement"], ">=", 0.98)))
         notes.append(f"{result['title']}: {result['training_note']}. Per-class IoU, ours / forest: " + ", ".join(
             f"{n} {_two(a)} / {_two(b)}" for n, a, b in zip(result["class_names"], ours["iou"], rf["iou"])) + ".")
     notes.append("Random forest: scikit-learn RandomForestClassifier(" +
                  ", ".join(f"{k}={v}" for k, v in _rf_options(settings).items()) + ").")
     what = ("Ours = the trainer's defaults (architecture auto: the U-Net on Zion's dense labels, the per-pixel net on "
             "rstoolbox's polygons; class-weighted loss, flips/rotations, one-cycle AdamW; "
-            f"on Zion a {ZION_MINUTES:g} min CPU budget, on rstoolbox {RSTOOLBOX_EPOCHS} epochs with early stopping on "
-            "held-out polygons, then a refit on all the fold's polygons), classified by `classify_raster`; the forest "
+            f"on Zion the default 30 epochs (capped at {ZION_MINUTES:g} min), on rstoolbox {RSTOOLBOX_EPOCHS} epochs "
+            "with early stopping on the exporter's held-out polygons (one split: the bench's folds score the map), "
+            "then a refit on all the fold's polygons), classified by `classify_raster`; the forest "
             "learns from the same pixels; the *Ratio* column is ours minus the forest.")
     return {"what": what, "figures": figures, "details": details, "notes": notes}
 
@@ -66,8 +75,11 @@ def zion(settings, work) -> dict:
     shutil.rmtree(work, ignore_errors=True)
     chips = work / "chips"
     export_chips(ChipExportOptions(ZION_IMAGE, chips, labels_raster=ZION_LABELS, chip_size=128, stride=64))
-    config = TrainConfig(dataset_dir=str(chips), output=str(work / "model.onnx"), epochs=2 if settings.quick else 300,
-                         time_limit_minutes=0.2 if settings.quick else ZION_MINUTES)
+    config = TrainConfig(dataset_dir=str(chips), output=str(work / "model.onnx"))  # the defaults: 30 epochs
+    if settings.quick:
+        config.epochs, config.time_limit_minutes = 2, 0.2
+    else:
+        config.time_limit_minutes = ZION_MINUTES
     trained, model_seconds = _train(config)
     grids = split_label_grids(chips)
     scored = grids["val"] > 0
@@ -90,7 +102,7 @@ def rstoolbox(settings, work) -> dict:
         shape, transform, valid = (src.height, src.width), src.transform, valid_mask(src.read(), src.nodata)
     folds = 2 if settings.quick else FOLDS
     pooled = {"truth": [], "ours": [], "rf": []}
-    per_fold, notes = [], []
+    per_fold, notes, agreement = [], [], []
     for fold in range(folds):
         held_out, kept = hold_out_polygons(RSTOOLBOX_POLYGONS, fold, FOLDS)
         fold_work = work / f"fold{fold}"
@@ -99,7 +111,8 @@ def rstoolbox(settings, work) -> dict:
                                        class_field=CLASS_FIELD, fids=kept, schema=schema, chip_size=64, stride=32,
                                        min_labelled=0.01))
         config = TrainConfig(dataset_dir=str(chips), output=str(fold_work / "model.onnx"),
-                             epochs=3 if settings.quick else RSTOOLBOX_EPOCHS)
+                             epochs=3 if settings.quick else RSTOOLBOX_EPOCHS,
+                             cv_folds=1)  # the bench's own folds score the map; the estimate is not used here
         trained, model_seconds = _train(config)
         reference = rasterize(((geom, ids[name]) for geom, name in polygons(RSTOOLBOX_POLYGONS, held_out)),
                               out_shape=shape, transform=transform, fill=0, dtype="uint8")
@@ -111,6 +124,7 @@ def rstoolbox(settings, work) -> dict:
                                   reference > 0, fold_work)
         for key, value in (("truth", truth), ("ours", ours), ("rf", rf)):
             pooled[key].append(value)
+        agreement.append(_overlap_agreement(fold_work / "model.onnx", fold_work / "classified.tif", valid, fold_work))
         per_fold.append({"held_out_fids": held_out, "pixels": int(truth.size),
                          "ours_oa": score(truth, ours, class_ids)["overall_accuracy"],
                          "rf_oa": score(truth, rf, class_ids)["overall_accuracy"], "trainer": _trainer_view(trained)})
@@ -119,7 +133,16 @@ def rstoolbox(settings, work) -> dict:
     scored_polygons = sum(len(f["held_out_fids"]) for f in per_fold)
     return {"title": f"rstoolbox ({scored_polygons} polygons, {folds}-fold polygon cross-validation)",
             "ours": score(truth, ours, class_ids), "rf": score(truth, rf, class_ids), "class_names": names,
-            "folds": per_fold, "training_note": "; ".join(notes)}
+            "folds": per_fold, "training_note": "; ".join(notes), "overlap_agreement": float(np.mean(agreement))}
+
+
+def _overlap_agreement(model, classified, valid, work) -> float:
+    """Share of valid pixels that the map at 50 % overlap labels as the map at the model's own overlap."""
+    half = work / "classified_50.tif"
+    classify_raster(ClassifyOptions(RSTOOLBOX_IMAGE, model, half, overlap=50.0, overwrite=True),
+                    events=RecordingEvents())
+    with rasterio.open(classified) as a, rasterio.open(half) as b:
+        return float((a.read(1)[valid] == b.read(1)[valid]).mean())
 
 
 def maps(settings, chips, model, train_labels, reference, scored, work):

@@ -6,9 +6,11 @@ from qgis.PyQt.QtGui import QIcon
 
 from .algorithms.assess_accuracy import AssessAccuracyAlgorithm
 from .algorithms.classify_raster import ClassifyRasterAlgorithm
+from .algorithms.create_reference_sample import CreateReferenceSampleAlgorithm
 from .algorithms.create_training_layer import CreateTrainingLayerAlgorithm
 from .algorithms.export_chips import ExportChipsAlgorithm
 from .algorithms.setup_engine import SetupEngineAlgorithm
+from .algorithms.suggest_training_areas import SuggestTrainingAreasAlgorithm
 from .algorithms.train_model import TrainModelAlgorithm
 
 ICON_PATH = os.path.join(os.path.dirname(__file__), "icon.svg")
@@ -20,6 +22,8 @@ ALGORITHMS = [
     ExportChipsAlgorithm,
     ClassifyRasterAlgorithm,
     TrainModelAlgorithm,
+    CreateReferenceSampleAlgorithm,
+    SuggestTrainingAreasAlgorithm,
 ]
 
 

@@ -1,9 +1,11 @@
 """Run inside a real QGIS window (``qgis --code``) by scripts/screenshots.py; not imported elsewhere.
 
 Takes the README's screenshots from `make demo`'s outputs: the Processing toolbox with the provider, a training
-layer being digitised with its class drop-down, the classified maps with their legends, the accuracy report, a short
-training run's Log in the algorithm dialog, and the training report.
-Paths come from the environment: LANDCOVER_DEMO (demo_output) and LANDCOVER_SHOTS (where PNGs go).
+layer being digitised with its class drop-down, the classified maps with their legends, the report, a reference
+sample being labelled, the area estimates of the labelled sample (NLCD labels each point, as an interpreter), a
+short training run's Log in the algorithm dialog and its training report.
+Paths come from the environment: LANDCOVER_DEMO (demo_output) and LANDCOVER_SHOTS (where PNGs go);
+LANDCOVER_SCENES (comma-separated names) takes only those scenes.
 """
 import os
 import traceback
@@ -113,6 +115,69 @@ def report() -> None:
     _keep.append(view)
 
 
+def reference_sample() -> None:
+    """The Zion map with a reference sample half labelled, and a point's form: the class drop-down."""
+    import processing
+
+    clear()
+    _layer_panel()
+    show_raster(DEMO / "zion" / "landcover.tif", "zion land cover")
+    target = DEMO / "screenshots_reference_sample.gpkg"
+    target.unlink(missing_ok=True)
+    processing.runAndLoadResults("landcover:create_reference_sample", {
+        "INPUT": str(DEMO / "zion" / "landcover.tif"), "TARGET_SE": 0.02, "SEED": 1, "OUTPUT": str(target)})
+    layer = QgsProject.instance().mapLayersByName("reference_sample")[0]
+    unlabelled = _label_from_nlcd(layer, every=2)
+    layer.startEditing()  # as the interpreter works: the drop-down is live
+    iface.layerTreeView().expandAll()
+    iface.setActiveLayer(layer)
+    form = iface.getFeatureForm(layer, unlabelled)
+    form.setWindowTitle("reference_sample - Feature Attributes")
+    form.move(900, 350)
+    form.show()
+    _keep.append(form)
+
+
+def area_estimates() -> None:
+    """Assess accuracy with the labelled sample; the report's area section."""
+    import processing
+
+    layer = QgsProject.instance().mapLayersByName("reference_sample")[0]
+    layer.rollBack()
+    _label_from_nlcd(layer, every=1)
+    html = DEMO / "screenshots_sample_report" / "accuracy_report.html"
+    processing.run("landcover:assess_accuracy", {
+        "CLASSIFIED": str(DEMO / "zion" / "landcover.tif"), "REFERENCE_VECTOR": layer,
+        "CLASS_FIELD": "reference_class", "OUTPUT_HTML": str(html), "OUTPUT_TABLE": str(html.with_suffix(".csv"))})
+    clear()
+    from qgis.PyQt.QtWebKitWidgets import QWebView
+
+    view = QWebView()
+    view.setGeometry(0, 0, 1250, 1000)
+    url = QUrl.fromLocalFile(str(html))
+    url.setFragment("area-estimates")
+    view.load(url)
+    view.show()
+    _keep.append(view)
+
+
+def _label_from_nlcd(layer, every: int):
+    """The stand-in interpreter: every ``every``-th point gets NLCD's class; returns an unlabelled feature."""
+    nlcd = QgsRasterLayer(str(DEMO / "data/zion/nlcd2011_8class.tif"), "nlcd")
+    index = layer.fields().indexOf("reference_class")
+    layer.startEditing()
+    left = None
+    for number, feature in enumerate(layer.getFeatures()):
+        value, found = nlcd.dataProvider().sample(feature.geometry().asPoint(), 1)
+        if number % every == 0 and found and 1 <= value <= 254:
+            layer.changeAttributeValue(feature.id(), index, int(value))
+        elif left is None:
+            left = feature
+    layer.commitChanges()
+    layer.triggerRepaint()
+    return left
+
+
 def training_report() -> None:
     clear()
     from qgis.PyQt.QtWebKitWidgets import QWebView
@@ -175,10 +240,14 @@ SCENES = [
     (lambda: classified("rstoolbox"), "classified_rstoolbox"),
     (lambda: classified("zion"), "classified_zion"),
     (report, "report"),
+    (reference_sample, "reference_sample"),
+    (area_estimates, "area_estimates"),
     (training_log, "training_log"),
     (training_report, "training_report"),
 ]
-WIDGET_SCENES = {"report", "training_log", "training_report"}  # grabbed as the widget alone
+if os.environ.get("LANDCOVER_SCENES"):
+    SCENES = [scene for scene in SCENES if scene[1] in os.environ["LANDCOVER_SCENES"].split(",")]
+WIDGET_SCENES = {"report", "area_estimates", "training_log", "training_report"}  # grabbed as the widget alone
 BEFORE_GRAB = {}  # name -> what to do just before the grab
 DELAYS = {"training_log": 180000}  # ms before the grab: the training runs to its end first
 

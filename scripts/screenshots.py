@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-DEMO = REPO / "demo_output"
+DEMO = Path(os.environ.get("LANDCOVER_DEMO", REPO / "demo_output"))  # or another run's outputs
 SHOTS = REPO / "docs" / "images"
 
 

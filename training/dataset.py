@@ -6,6 +6,7 @@ when they fit in ``cache_mb``; otherwise each sample is read from disk (use Data
 Augmentation is drawn from a generator seeded by (seed, epoch, chip), so runs are reproducible
 whatever the number of workers, and a resumed run sees the same samples as an uninterrupted one.
 """
+import copy
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -69,6 +70,14 @@ class ChipStore:
             raise BadInputError(f"Image chip '{chip.image}' has shape {data.shape} (bands, rows, cols); "
                                 f"dataset.json says {expected}. Export the chips again.")
         return data
+
+    def relabelled(self, labels: np.ndarray) -> "ChipStore":
+        """The same chips (images shared, not copied) with other labels, e.g. one cross-validation fold's."""
+        if labels.shape != self.labels.shape:
+            raise ValueError(f"labels of shape {labels.shape} for a store of {self.labels.shape}")
+        other = copy.copy(self)
+        other.labels = labels
+        return other
 
     def image(self, index: int) -> np.ndarray:
         return self.images[index] if self.cached else self._read_image(self.spec.chips[index])

@@ -5,12 +5,15 @@ from . import checkpoint as ckpt
 from . import heldout as held
 from .curves import write_csv, write_png
 from .export_onnx import export
+from .objective import heldout_confidences
 
 
 def finish_run(run: dict, model, network: dict, data: dict, spec, config, device, sample, events, heldout=None,
-               curves: bool = True) -> dict:
+               curves: bool = True, pending_heldout=None, val_loader=None) -> dict:
     """Export the best weights with their card; ``heldout``: the held-out estimate when an earlier run made it
-    (a refit), else it is made here from the best epoch's validation. ``curves``: write the training curves."""
+    (a refit), else it is made here from the best epoch's validation (``val_loader``: its chips), or from
+    ``pending_heldout`` = (confusion, split, (confidence, correct)) of a cross-validation before this refit.
+    ``curves``: write the training curves."""
     best = run["best"]
     if run["best_state"] is not None:
         model.load_state_dict(run["best_state"])
@@ -25,6 +28,11 @@ def finish_run(run: dict, model, network: dict, data: dict, spec, config, device
     tile = config.export_tile_size or spec.chip_size
     split = spec.raw.get("split") or {}
     confusion = (best or {}).get("val_confusion")
+    confidences = None
+    if pending_heldout is not None:
+        confusion, split, confidences = pending_heldout
+    elif heldout is None and confusion is not None and val_loader is not None and split.get("method") == "polygons":
+        confidences = heldout_confidences(model, val_loader, device)
     if heldout is None and confusion is not None and split.get("method") != "polygons":
         heldout = held.estimate(confusion, spec.schema.names, None, split)
     model.eval()
@@ -39,9 +47,10 @@ def finish_run(run: dict, model, network: dict, data: dict, spec, config, device
 
     exported = write(heldout)
     if heldout is None and confusion is not None:  # polygons: weigh by the map's class shares, from this model
-        shares = held.scene_class_shares(exported["path"], (spec.raw.get("source") or {}).get("image"),
-                                         len(spec.schema))
-        heldout = held.estimate(confusion, spec.schema.names, shares, split)
+        scene = held.scene_sample(exported["path"], (spec.raw.get("source") or {}).get("image"), len(spec.schema))
+        shares, scene_confidence = scene if scene is not None else (None, None)
+        heldout = held.estimate(confusion, spec.schema.names, shares, split, heldout_confidence=confidences,
+                                scene_confidence=scene_confidence)
         exported = write(heldout)
     events.info(f"Wrote the ONNX model '{exported['path']}' (tile {tile} px); onnxruntime matches torch on a "
                 f"batch of {exported['verify_batch']} (max abs difference {exported['max_abs_diff']:.2e}).")

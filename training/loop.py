@@ -22,9 +22,11 @@ from landcover_plugin.core.events import RecordingEvents
 from landcover_plugin.core.train.options import TrainConfig
 
 from . import checkpoint as ckpt
+from .crossval import cross_validate
 from .dataset import ChipDataset, ChipStore, EpochSampler
 from .device import amp_settings, default_workers, memory_errors, select_device
 from .finish import finish_run
+from .folds import plan_folds
 from .heldout import describe as describe_heldout
 from .networks import build_network
 from .objective import class_weights, evaluate, lr_factor, schedule_factor, weighted_loss
@@ -32,6 +34,7 @@ from .objective import class_weights, evaluate, lr_factor, schedule_factor, weig
 AUTO = "auto"
 SPARSE_SHARE = 0.3  # labelled share of the training chips' pixels below which labels count as sparse
 MIN_STEPS_PER_EPOCH = 16  # with fewer chips, an epoch repeats them (new augmentation) to make this many steps
+CV_BELOW = 40  # fewer polygons held out by the exporter than this: cross-validate for the held-out estimate
 
 __all__ = ["train", "class_weights", "evaluate", "lr_factor", "weighted_loss"]
 
@@ -61,36 +64,66 @@ def train(config: TrainConfig, events=None) -> dict:
 
 
 def _train_then_refit(config, spec, device, events, split) -> dict:
-    """With polygons held out: train and validate on them (the epoch count and the held-out estimate), then
-    train the exported model again on every polygon for that many epochs. A time limit is shared 60/40."""
+    """With polygons held out: estimate the map's accuracy on polygons the model never saw, and the epoch count;
+    then train the exported model again on every polygon for that many epochs. With few held-out polygons
+    (under CV_BELOW) by cross-validation over polygon groups (crossval.py), else on the exporter's held-out
+    polygons. A time limit is shared 60/40 (75/25 with the folds: the refit is as long as one fold)."""
     started = time.perf_counter()
     budget = config.time_limit_minutes
-    first = replace(config, time_limit_minutes=0.6 * budget if budget else None)
-    held = _Training(first, spec, device, events).run()
-    if held["cancelled"] or held["BEST_EPOCH"] is None:
-        return held
-    epochs = int(held["BEST_EPOCH"])
+    store = ChipStore(spec, config.cache_mb, events)
+    plan = None
+    if config.cv_folds >= 2 and (split.get("val_polygons") or 0) < CV_BELOW \
+            and all(chip.window is not None for chip in spec.chips):
+        plan = plan_folds(store.labels, [chip.window for chip in spec.chips], config.cv_folds, config.seed)
+    if plan is not None:
+        chosen, cancelled = cross_validate(plan, config, spec, store, device, events, _Training,
+                                           minutes=0.75 * budget if budget else None)
+        if cancelled is not None:
+            return cancelled.finish()
+        pending, heldout = (chosen["confusion"], chosen["split"], chosen["confidences"]), None
+    else:
+        first = replace(config, time_limit_minutes=0.6 * budget if budget else None)
+        held = _Training(first, spec, device, events, store=store, progress_span=(0.0, 0.6)).run()
+        if held["cancelled"] or held["BEST_EPOCH"] is None:
+            return held
+        pending, heldout = None, held["HELDOUT"]
+        chosen = {"epochs": int(held["BEST_EPOCH"]), "architecture": held["architecture"],
+                  "val_miou": held["BEST_VAL_MIOU"], "val_accuracy": held["BEST_VAL_ACCURACY"],
+                  "curves": (held["CURVES_CSV"], held["CURVES_PNG"]), "epochs_run": held["epochs_run"]}
+    epochs = chosen["epochs"]
     left = budget - (time.perf_counter() - started) / 60.0 if budget else None
     events.info(f"Training again on all polygons (the held-out ones too) for {epochs} epochs, the best count on "
                 f"the held-out polygons, for the exported model.")
-    second = replace(config, architecture=held["architecture"], epochs=epochs, patience=0,
+    second = replace(config, architecture=chosen["architecture"], epochs=epochs, patience=0,
                      work_dir=str(config.checkpoint_dir / "refit"),
                      time_limit_minutes=max(left, 0.1) if left is not None else None)
     everything = replace(spec, chips=[replace(chip, split="train") for chip in spec.chips])
-    final = _Training(second, everything, device, events, final_fit=True, heldout=held["HELDOUT"]).run()
-    selection = {k: held[k] for k in ("BEST_VAL_MIOU", "BEST_VAL_ACCURACY", "BEST_EPOCH", "CURVES_CSV",
-                                      "CURVES_PNG", "CHECKPOINT")}
-    return dict(final, **selection, refit_epochs=final["epochs_run"], selection_epochs_run=held["epochs_run"],
-                epochs_run=held["epochs_run"] + final["epochs_run"])
+    final = _Training(second, everything, device, events, final_fit=True, heldout=heldout or pending,
+                      store=store, progress_span=(0.8 if plan is not None else 0.6, 1.0)).run()
+    selection = {"BEST_VAL_MIOU": chosen["val_miou"], "BEST_VAL_ACCURACY": chosen["val_accuracy"],
+                 "BEST_EPOCH": epochs, "CURVES_CSV": chosen["curves"][0], "CURVES_PNG": chosen["curves"][1]}
+    if plan is not None:
+        selection.update(cv_folds=plan.folds, fold_epochs=chosen["fold_epochs"])
+    return dict(final, **selection, refit_epochs=final["epochs_run"], selection_epochs_run=chosen["epochs_run"],
+                epochs_run=chosen["epochs_run"] + final["epochs_run"])
 
 
 class _Training:
-    def __init__(self, config: TrainConfig, spec, device, events, final_fit: bool = False, heldout: dict = None):
+    def __init__(self, config: TrainConfig, spec, device, events, final_fit: bool = False, heldout: dict = None,
+                 store: ChipStore = None, fold: dict = None, progress_span=(0.0, 1.0)):
+        """``store``: the chips, when already read; ``fold``: one cross-validation fold (``phase`` for the metric
+        events, ``train``/``val`` stores and chip indices) instead of the dataset's split; ``heldout``: the
+        estimate made before a refit, or ``(confusion, split)`` to make it from the exported model."""
         self.config, self.spec, self.device, self.events = config, spec, device, events
-        self.final_fit, self.heldout = final_fit, heldout
-        self.store = ChipStore(spec, config.cache_mb, events)
+        self.final_fit, self.heldout, self.progress_span = final_fit, heldout, progress_span
+        self.store = store if store is not None else ChipStore(spec, config.cache_mb, events)
+        self.val_store, self.phase, self.on_epoch = self.store, "refit" if final_fit else None, None
         self.train_idx = [i for i, c in enumerate(spec.chips) if c.split == "train"]
         self.val_idx = [i for i, c in enumerate(spec.chips) if c.split == "val"]
+        if fold is not None:
+            self.store, self.val_store, self.phase = fold["train"], fold["val"], fold["phase"]
+            self.on_epoch = fold.get("on_epoch")  # (model, validation scores, validation loader) after each epoch
+            self.train_idx, self.val_idx = fold["train_idx"], fold["val_idx"]
         self.names = spec.schema.names
         counts = _check_training_pixels(self.store, self.train_idx, self.names, spec.folder, events)
         if not self.val_idx and not final_fit:
@@ -143,7 +176,7 @@ class _Training:
             ChipDataset(self.store, self.train_idx, config.augment, config.colour_augment, config.seed),
             batch_size=config.batch_size, sampler=self.sampler,
             drop_last=len(self.sampler) >= 2 * config.batch_size, **options)
-        self.val_loader = DataLoader(ChipDataset(self.store, self.val_idx), batch_size=config.batch_size,
+        self.val_loader = DataLoader(ChipDataset(self.val_store, self.val_idx), batch_size=config.batch_size,
                                      shuffle=False, **options)
 
         self.run_state = {"epoch": 0, "global_step": 0, "history": [], "best": None, "best_state": None,
@@ -153,6 +186,20 @@ class _Training:
 
     # -- the epochs ---------------------------------------------------------------------------------
     def run(self) -> dict:
+        """Train, then export the best weights (see finish.py)."""
+        self.fit()
+        return self.finish()
+
+    def finish(self) -> dict:
+        sample = _verify_sample(self.train_loader if self.final_fit else self.val_loader, self.config,
+                                self.spec.chip_size)
+        heldout, pending = (None, self.heldout) if isinstance(self.heldout, tuple) else (self.heldout, None)
+        return finish_run(self.run_state, self.model, self.network, self.data, self.spec, self.config, self.device,
+                          sample, self.events, heldout=heldout, curves=not self.final_fit, pending_heldout=pending,
+                          val_loader=None if self.final_fit else self.val_loader)
+
+    def fit(self) -> dict:
+        """The epochs; returns the run state (history, best epoch, cancelled)."""
         config, run, events = self.config, self.run_state, self.events
         start = run["epoch"] + 1
         if start > config.epochs:
@@ -165,7 +212,8 @@ class _Training:
         self.budget = config.time_limit_minutes * 60.0 if config.time_limit_minutes else None
         self.started, self.done = time.perf_counter(), 0
         self._plan_progress(start)
-        events.info(f"Training {self.network['architecture']} (base width {self.network['base_width']}, "
+        events.info((f"{self.phase.capitalize()}: t" if self.phase and not self.final_fit else "T")
+                    + f"raining {self.network['architecture']} (base width {self.network['base_width']}, "
                     f"{sum(p.numel() for p in self.model.parameters()) / 1e6:.2f} M parameters) on "
                     f"{len(self.train_idx)} train / {len(self.val_idx)} validation chips, batch size "
                     f"{config.batch_size}, epochs {start}..{config.epochs}"
@@ -192,6 +240,8 @@ class _Training:
                 run["cancelled"] = True
                 events.warning(f"Cancelled while validating epoch {epoch}: exporting the best weights so far.")
                 break
+            if self.on_epoch is not None:
+                self.on_epoch(self.model, val, self.val_loader)
             self._end_epoch(epoch, train_loss, train_seconds, val, tic)
             epoch_seconds.append(time.perf_counter() - tic)
             if self.budget and epoch < self.planned and \
@@ -201,9 +251,7 @@ class _Training:
             if config.patience and run["anneal"] is None and run["since_best"] >= config.patience \
                     and epoch < self.planned:
                 self._start_annealing(epoch, start)
-        sample = _verify_sample(self.train_loader if self.final_fit else self.val_loader, config, self.spec.chip_size)
-        return finish_run(run, self.model, self.network, self.data, self.spec, config, self.device, sample, events,
-                          heldout=self.heldout, curves=not self.final_fit)
+        return run
 
     def _start_annealing(self, epoch: int, start: int) -> None:
         """Early stopping: validation mIoU stalled, so bring the learning rate down over a short tail
@@ -246,7 +294,8 @@ class _Training:
         fraction = self.done / self.total_batches
         if self.budget:
             fraction = max(fraction, self._elapsed() / self.budget)
-        self.events.progress(min(1.0, fraction), message)
+        low, high = self.progress_span
+        self.events.progress(low + (high - low) * min(1.0, fraction), message)
 
     def _train_epoch(self, epoch: int):
         """One pass over the training chips; the mean loss, or None when cancelled."""
@@ -319,7 +368,7 @@ class _Training:
                       self.config.checkpoint_dir / ckpt.BEST)
         row["epoch_seconds"] = round(time.perf_counter() - tic, 3)  # training + validation + checkpoints
         values = {k: v for k, v in row.items() if k != "epoch" and not (self.final_fit and k.startswith("val_"))}
-        self.events.metric(epoch, dict(values, phase="refit") if self.final_fit else values)
+        self.events.metric(epoch, dict(values, phase=self.phase) if self.phase else values)
         return improved
 
 

@@ -49,6 +49,24 @@ def evaluate(model, loader, pixel_weight, names, device, amp=False, amp_dtype=to
     return scores
 
 
+@torch.no_grad()
+def heldout_confidences(model, loader, device, most: int = 200_000):
+    """``(confidence, correct)`` of the labelled pixels of ``loader``: the model's top class probability and
+    whether that class is the label (an evenly spaced subsample of at most ``most`` pixels)."""
+    model.eval()
+    confidence, correct = [], []
+    for images, labels in loader:
+        probs = torch.softmax(model(images.to(device)).float(), dim=1)
+        top, predicted = probs.max(dim=1)
+        labels = labels.to(device).long()
+        keep = labels != IGNORE
+        confidence.append(top[keep].cpu().numpy())
+        correct.append((predicted[keep] == labels[keep]).cpu().numpy())
+    confidence, correct = np.concatenate(confidence), np.concatenate(correct)
+    step = max(1, -(-confidence.size // most))
+    return confidence[::step], correct[::step]
+
+
 def class_weights(counts) -> np.ndarray:
     """Inverse square-root frequency, normalised so the average labelled pixel weighs 1, clipped to
     [0.1, 10]. A class with no training pixels gets 1 (it never appears in the loss anyway)."""

@@ -39,6 +39,8 @@ class AssessAccuracyAlgorithm(EngineAlgorithm):
     OA = "OA"
     KAPPA = "KAPPA"
     MIOU = "MIOU"
+    OA_ESTIMATE = "OA_ESTIMATE"
+    OA_CI95 = "OA_CI95"
 
     def name(self):
         return "assess_accuracy"
@@ -55,8 +57,16 @@ class AssessAccuracyAlgorithm(EngineAlgorithm):
             "<b>Reference</b>: give <i>either</i> reference polygons with their <b>class field</b> (class names, "
             "any case, or class ids; any CRS: they are reprojected to the raster's CRS) <i>or</i> a reference "
             "raster of class ids (any grid and CRS; resampled by nearest neighbour onto the classified grid). "
-            "Sample points work too: each point counts the pixel it falls in. The reference should be "
-            "independent of the training polygons, or the scores will be too optimistic.\n\n"
+            "The reference should be independent of the training polygons, or the scores will be too "
+            "optimistic.\n\n"
+            "<b>Sample points</b> (e.g. from 'Create reference sample', labelled): each point counts once, in "
+            "the pixel it falls in, and the report adds the <b>error-adjusted area</b> of every class with its "
+            "95 % confidence interval (hectares and pixels) beside the mapped area, the user's, producer's and "
+            "overall accuracy with 95 % confidence intervals, and the error matrix in area proportions "
+            "(Olofsson et al. 2014; strata = the map's classes, weighted by their mapped area). This holds "
+            "for a probability sample: stratified random by map class or simple random. Points left "
+            "unlabelled are skipped. Polygons and rasters are no probability sample: no area estimate "
+            "from them.\n\n"
             "<b>Class list</b>: needed only when the classified raster has no class names and the reference uses "
             "names. Fill the <b>class table</b> (id, name, colour), or take the classes from a <b>layer</b> (the "
             "training areas layer, a styled classified raster), or give a JSON file ([{\"id\": 1, \"name\": "
@@ -100,6 +110,10 @@ class AssessAccuracyAlgorithm(EngineAlgorithm):
         self.addOutput(QgsProcessingOutputNumber(self.OA, self.tr("Overall accuracy")))
         self.addOutput(QgsProcessingOutputNumber(self.KAPPA, self.tr("Cohen's kappa")))
         self.addOutput(QgsProcessingOutputNumber(self.MIOU, self.tr("Mean IoU")))
+        self.addOutput(QgsProcessingOutputNumber(
+            self.OA_ESTIMATE, self.tr("Estimated overall accuracy (sample points only)")))
+        self.addOutput(QgsProcessingOutputNumber(
+            self.OA_CI95, self.tr("95 % confidence interval of the estimated overall accuracy (±)")))
 
     def checkParameterValues(self, parameters, context):
         """The either/or choices, checked before the run starts (the dialog shows the message)."""
@@ -156,7 +170,9 @@ class AssessAccuracyAlgorithm(EngineAlgorithm):
                 raise QgsProcessingException(
                     f"Choose the class field of '{vector.name()}' (the field holding class names or ids); "
                     f"its fields are: {', '.join(vector.fields().names())}.")
-            options.reference_vector = vector_layer_to_gpkg(vector, context, feedback, classified.crs(), fields=[field])
+            # a sample's map_class (its stratum) travels too: the engine checks it against the map assessed
+            keep = [field] + [f for f in ("map_class",) if f != field and f in vector.fields().names()]
+            options.reference_vector = vector_layer_to_gpkg(vector, context, feedback, classified.crs(), fields=keep)
             options.class_field = field
         else:
             options.reference_raster = raster_layer_to_path(raster, context, feedback)
@@ -165,6 +181,9 @@ class AssessAccuracyAlgorithm(EngineAlgorithm):
     def processing_outputs(self, outputs, context, feedback) -> dict:
         # the engine's log already gave the scores and the table: only where the report is
         feedback.pushInfo(f"Report: {outputs['OUTPUT_HTML']}")
+        if outputs.get("OA_ESTIMATE") is not None:
+            feedback.pushInfo(f"Estimated overall accuracy from the sample: {_pct(outputs['OA_ESTIMATE'])} ± "
+                              f"{100.0 * outputs['OA_CI95']:.1f} (95 % confidence interval).")
         return super().processing_outputs(outputs, context, feedback)
 
 
@@ -175,3 +194,7 @@ def _empty(value) -> bool:
     if isinstance(value, (list, tuple)):
         return all(_empty(v) or str(v).strip() in ("", "NULL") for v in value)
     return str(value).strip() == ""
+
+
+def _pct(value) -> str:
+    return "n/a" if value is None else f"{100.0 * value:.1f} %"

@@ -1,5 +1,6 @@
 """Classify raster with model: ONNX model + raster layer -> classified GeoTIFF with its legend (engine ``classify``)."""
 import json
+import os
 
 from qgis.core import (
     QgsProcessing,
@@ -21,11 +22,12 @@ from qgis.core import (
 
 from ..core.classify.options import ClassifyOptions
 from ..core.model.metadata import model_resolution_of, read_metadata_props
-from ..core.options import DEVICES, default_of
+from ..core.options import DEVICES, choices_of, default_of
 from ..qgis_glue.layers import raster_file_path, raster_layer_to_path, vector_layer_to_gpkg
 from ..qgis_glue.output_places import LAST_MODEL, REMEMBERED, remembered
 from .base import DEVICE_OPTIONS, EngineAlgorithm
 
+UNCERTAINTY_MEASURES = choices_of(ClassifyOptions, "uncertainty_measure")
 # Post-processors must outlive the algorithm instance until QGIS has loaded the layers.
 _POST_PROCESSORS = {}
 
@@ -44,6 +46,8 @@ class ClassifyRasterAlgorithm(EngineAlgorithm):
     STD = "STD"
     RESAMPLE = "RESAMPLE"
     CONFIDENCE = "CONFIDENCE"
+    UNCERTAINTY = "UNCERTAINTY"
+    UNCERTAINTY_MEASURE = "UNCERTAINTY_MEASURE"
     OUTPUT = "OUTPUT"
 
     def name(self):
@@ -71,7 +75,10 @@ class ClassifyRasterAlgorithm(EngineAlgorithm):
             "No-data and NaN pixels, and pixels outside the <b>mask</b> polygons, are no data in the output; "
             "tiles with no valid pixel are not run. <b>Device</b>: auto uses CUDA when the engine's "
             "onnxruntime has it, else the CPU. <b>Confidence</b> (optional): the blended probability of the "
-            "chosen class, in percent.")
+            "chosen class, in percent. <b>Uncertainty</b> (optional): how unsure the model is, in percent "
+            "(0 = certain, 100 = unsure; 255 = no data), from the blended probabilities: the normalised "
+            "<i>entropy</i> over all classes, or the <i>margin</i> 1 - (top - second); styled from dark "
+            "(certain) to yellow (unsure). It shows where to digitise more training areas.")
 
     def initAlgorithm(self, config=None):
         self.addParameter(QgsProcessingParameterRasterLayer(self.INPUT, self.tr("Raster to classify")))
@@ -105,6 +112,13 @@ class ClassifyRasterAlgorithm(EngineAlgorithm):
         self.addParameter(QgsProcessingParameterRasterDestination(self.OUTPUT, self.tr("Classified raster")))
         self.addParameter(QgsProcessingParameterRasterDestination(
             self.CONFIDENCE, self.tr("Confidence (%)"), optional=True, createByDefault=False))
+        measure = QgsProcessingParameterEnum(
+            self.UNCERTAINTY_MEASURE, self.tr("Uncertainty measure"), list(UNCERTAINTY_MEASURES),
+            defaultValue=UNCERTAINTY_MEASURES.index(default_of(ClassifyOptions, "uncertainty_measure")))
+        measure.setFlags(measure.flags() | QgsProcessingParameterDefinition.FlagAdvanced)
+        self.addParameter(measure)
+        self.addParameter(QgsProcessingParameterRasterDestination(
+            self.UNCERTAINTY, self.tr("Uncertainty (%)"), optional=True, createByDefault=False))
 
     def checkParameterValues(self, parameters, context):
         """A raster whose band count is not the model's is refused before the run, naming the bands expected."""
@@ -150,6 +164,10 @@ class ClassifyRasterAlgorithm(EngineAlgorithm):
             setattr(options, field, self.parameterAsString(parameters, name, context).strip() or None)
         if parameters.get(self.CONFIDENCE) not in (None, ""):
             options.confidence = self.parameterAsOutputLayer(parameters, self.CONFIDENCE, context) or None
+        if parameters.get(self.UNCERTAINTY) not in (None, ""):
+            options.uncertainty = self.parameterAsOutputLayer(parameters, self.UNCERTAINTY, context) or None
+            options.uncertainty_measure = UNCERTAINTY_MEASURES[
+                self.parameterAsEnum(parameters, self.UNCERTAINTY_MEASURE, context)]
         return options
 
     def processing_outputs(self, outputs, context, feedback) -> dict:
@@ -160,6 +178,10 @@ class ClassifyRasterAlgorithm(EngineAlgorithm):
         if context.willLoadLayerOnCompletion(outputs["OUTPUT"]):
             post_processor = _POST_PROCESSORS[outputs["OUTPUT"]] = ApplyClassStyle(outputs["QML"])
             context.layerToLoadOnCompletionDetails(outputs["OUTPUT"]).setPostProcessor(post_processor)
+        if outputs.get("UNCERTAINTY") and context.willLoadLayerOnCompletion(outputs["UNCERTAINTY"]):
+            qml = os.path.splitext(outputs["UNCERTAINTY"])[0] + ".qml"
+            post_processor = _POST_PROCESSORS[outputs["UNCERTAINTY"]] = ApplyClassStyle(qml)
+            context.layerToLoadOnCompletionDetails(outputs["UNCERTAINTY"]).setPostProcessor(post_processor)
         return super().processing_outputs(outputs, context, feedback)
 
 

@@ -59,6 +59,7 @@ class TrainModelAlgorithm(EngineAlgorithm):
     TIME_LIMIT = "TIME_LIMIT"
     TILE_SIZE = "TILE_SIZE"
     REFIT = "REFIT"
+    CV_FOLDS = "CV_FOLDS"
     OUTPUT = "OUTPUT"
     OUTPUT_REPORT = "OUTPUT_REPORT"
     CURVES_CSV = "CURVES_CSV"
@@ -156,6 +157,9 @@ class TrainModelAlgorithm(EngineAlgorithm):
             QgsProcessingParameterBoolean(self.REFIT, self.tr("With held-out polygons: train the exported model "
                                                               "again on all polygons"),
                                           defaultValue=_default("refit")),
+            QgsProcessingParameterNumber(self.CV_FOLDS, self.tr("With few held-out polygons: cross-validation folds "
+                                                                "for the accuracy estimate (1 = one split)"),
+                                         defaultValue=_default("cv_folds"), minValue=1, maxValue=10),
         ]
         for parameter in advanced:
             parameter.setFlags(parameter.flags() | QgsProcessingParameterDefinition.FlagAdvanced)
@@ -218,7 +222,8 @@ class TrainModelAlgorithm(EngineAlgorithm):
             initial_weights=self.parameterAsFile(p, self.INITIAL_WEIGHTS, context) or None,
             time_limit_minutes=self.parameterAsDouble(p, self.TIME_LIMIT, context) or None,
             export_tile_size=self.parameterAsInt(p, self.TILE_SIZE, context) or None,
-            refit=self.parameterAsBool(p, self.REFIT, context))
+            refit=self.parameterAsBool(p, self.REFIT, context),
+            cv_folds=self.parameterAsInt(p, self.CV_FOLDS, context))
 
     def processing_outputs(self, outputs, context, feedback) -> dict:
         if outputs.get("CANCELLED"):

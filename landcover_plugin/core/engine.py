@@ -22,7 +22,9 @@ from .classify.options import ClassifyOptions
 from .env_report import EnvReportOptions
 from .errors import LandcoverError
 from .events import Events
+from .sample.options import SampleOptions
 from .selftest import SelftestOptions
+from .suggest.options import SuggestOptions
 from .train.options import TrainConfig
 
 
@@ -56,6 +58,16 @@ def _assess():
     return assess_accuracy
 
 
+def _create_sample():
+    from .sample.draw import create_sample
+    return create_sample
+
+
+def _suggest_areas():
+    from .suggest.suggest import suggest_areas
+    return suggest_areas
+
+
 @dataclass(frozen=True)
 class Command:
     options: type            # the options dataclass: flags, defaults, help
@@ -70,6 +82,10 @@ COMMANDS = {
     "train": Command(TrainConfig, _train, "train a segmentation network on a chip dataset and export ONNX"),
     "classify": Command(ClassifyOptions, _classify, "classify a raster with an ONNX model"),
     "assess": Command(AssessOptions, _assess, "assess a classified raster against reference data"),
+    "create-sample": Command(SampleOptions, _create_sample,
+                             "draw a stratified random sample of reference points from a classified raster"),
+    "suggest-areas": Command(SuggestOptions, _suggest_areas,
+                             "suggest places to digitise next where the model is unsure, spread over the map"),
 }
 
 EXIT_CODES = {"internal": 1, "bad_input": 2, "out_of_memory": 3, "cancelled": 4}

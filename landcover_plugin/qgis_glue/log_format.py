@@ -84,7 +84,8 @@ class EpochLog:
             self.phase, self.best = phase, None
         self.last_epoch = epoch
         refit = phase == "refit"
-        head = f"{'Refit epoch' if refit else 'Epoch'} {epoch}:" + PAD * max(0, 3 - len(str(epoch)))
+        label = "Epoch" if phase == "train" else f"{phase.capitalize()} epoch"  # "Refit epoch", "Fold 2/4 epoch"
+        head = f"{label} {epoch}:" + PAD * max(0, 3 - len(str(epoch)))
         parts = [f"loss {values['train_loss']:.3f}" + ("" if refit else f" / {_num(values.get('val_loss'))} val")]
         best_mark = ""
         if not refit:
@@ -123,7 +124,8 @@ def generic(event: dict) -> str:
             parts.append(f"{key} {value:.4g}")
         elif isinstance(value, (int, str)):
             parts.append(f"{key} {value}")
-    return f"{'Refit epoch' if phase == 'refit' else 'Epoch'} {event.get('epoch')}: " + ", ".join(parts)
+    label = f"{phase.capitalize()} epoch" if phase else "Epoch"
+    return f"{label} {event.get('epoch')}: " + ", ".join(parts)
 
 
 def time_left(fraction_done, elapsed):

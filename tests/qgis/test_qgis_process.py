@@ -72,3 +72,13 @@ def test_zip_has_one_top_folder_and_no_tests_or_data(tmp_path, repo_root):
     assert {n.split("/")[0] for n in names} == {"landcover_plugin"}
     assert "landcover_plugin/metadata.txt" in names and "landcover_plugin/training/__init__.py" in names
     assert not any("/tests/" in n or n.endswith(".tif") or "__pycache__" in n for n in names)
+
+
+def test_qgis_process_creates_a_reference_sample(qgis_home, shared_data, tmp_path):
+    output = tmp_path / "sample.gpkg"
+    ran = qgis_process(qgis_home, "run", "landcover:create_reference_sample", "--json", "--",
+                       f"INPUT={shared_data / 'zion' / 'nlcd2011_8class.tif'}", "SIZE=40", "ALLOCATION=2",
+                       "SEED=3", f"CLASSES={shared_data / 'zion' / 'classes.json'}", f"OUTPUT={output}")
+    assert ran.returncode == 0, ran.stdout[-2000:] + ran.stderr[-2000:]
+    results = json.loads(ran.stdout)["results"]
+    assert results["SAMPLE_SIZE"] == 40 and results["SEED_USED"] == 3 and output.is_file()

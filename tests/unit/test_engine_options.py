@@ -26,6 +26,12 @@ RELEASED_FLAGS = {
                  "--threads", "--class-names", "--mean", "--std", "--resample", "--confidence", "--overwrite"},
     "assess": {"--classified", "--reference-vector", "--class-field", "--layer", "--reference-raster", "--classes",
                "--output-folder", "--html", "--table", "--json", "--block-size"},
+    "create-sample": {"--classified", "--output", "--size", "--target-se", "--users-accuracy", "--allocation",
+                      "--min-per-class", "--min-distance", "--seed", "--classes", "--layer-name", "--block-size",
+                      "--overwrite"},
+    "suggest-areas": {"--output", "--uncertainty", "--classified", "--confidence", "--raster", "--model",
+                      "--measure", "--count", "--min-distance", "--size", "--class-field", "--layer-name", "--seed",
+                      "--block-size", "--overwrite"},
 }
 
 

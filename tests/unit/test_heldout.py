@@ -2,7 +2,7 @@
 and the fallbacks."""
 import pytest
 
-from training.heldout import describe, estimate
+from training.heldout import atc, describe, estimate
 
 NAMES = ["water", "forest", "crops"]
 # rows = reference, columns = predicted; held-out polygon pixels
@@ -45,3 +45,19 @@ def test_without_shares_or_with_block_validation_the_validation_score_is_the_est
     blocks = estimate(CONFUSION, NAMES, [0.1, 0.6, 0.3], {"method": "blocks"})
     assert blocks["overall_accuracy"] == pytest.approx(230 / 300, abs=1e-4) and not blocks["few"]
     assert "spatial blocks" in blocks["method"]
+
+
+def test_with_confidences_the_map_estimate_is_the_share_of_scene_pixels_above_the_held_out_threshold():
+    # held-out pixels: 8 of 10 right; their top-class probabilities, the 2 lowest wrong
+    confidence = [0.30, 0.35, 0.6, 0.7, 0.75, 0.8, 0.85, 0.9, 0.95, 0.99]
+    correct = [False, False] + [True] * 8
+    scene = [0.2, 0.3, 0.4, 0.5, 0.9, 0.95, 0.97, 0.99]  # a harder scene: half its pixels are unsure
+    threshold, value = atc(confidence, correct, scene)
+    assert sum(c > threshold for c in confidence) == 8  # as often above it as they are right
+    assert 0.35 < threshold < 0.6
+    assert value == pytest.approx(4 / 8)  # the scene's 0.9 ... 0.99: half its pixels are sure enough
+    result = estimate(CONFUSION, NAMES, [0.1, 0.6, 0.3], SPLIT, heldout_confidence=(confidence, correct),
+                      scene_confidence=scene)
+    assert result["overall_accuracy"] == pytest.approx(value, abs=1e-4)
+    assert result["polygon_overall_accuracy"] == pytest.approx(0.1 * 0.9 + 0.6 * 0.6 + 0.3 * 0.8, abs=1e-4)
+    assert "top-class probability" in result["method"] and "polygons alone say 69%" in result["method"]

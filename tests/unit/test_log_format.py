@@ -6,8 +6,9 @@ def epoch_event(epoch, miou, loss=0.8, phase=None):
     values = {"train_loss": 1.23456, "val_loss": loss, "val_accuracy": 0.5666, "val_miou": miou,
               "val_iou_water": 1.0, "val_iou_forest": 0.05, "lr": 0.00091, "train_seconds": 2.0,
               "chips_per_second": 72.75, "epoch_seconds": 2.5}
-    if phase:
+    if phase == "refit":
         values = {k: v for k, v in values.items() if not k.startswith("val_")}
+    if phase:
         values["phase"] = phase
     return {"event": "metric", "epoch": epoch, "values": values}
 
@@ -37,6 +38,13 @@ def test_the_refit_starts_its_own_phase_without_validation_columns():
     refit = log.render(epoch_event(1, None, phase="refit"))
     assert refit.startswith("Refit epoch 1:") and "loss 1.235" in refit
     assert "mIoU" not in refit and "best" not in refit and "IoU:" not in refit
+
+
+def test_a_cross_validation_fold_says_which_and_keeps_its_own_best():
+    log = EpochLog()
+    log.render(epoch_event(1, 0.5))
+    fold = log.render(epoch_event(1, 0.2, phase="fold 2/4"))
+    assert fold.startswith("Fold 2/4 epoch 1:") and "best" in fold and "IoU: water" in fold
 
 
 def test_other_commands_metrics_stay_generic():

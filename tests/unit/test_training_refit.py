@@ -17,7 +17,7 @@ def refitted(chips, tmp_path_factory):
     events = RecordingEvents()
     out = tmp_path_factory.mktemp("refit") / "model.onnx"
     outputs = train(TrainConfig(dataset_dir=str(chips), output=str(out), epochs=4, batch_size=4, base_width=8,
-                                learning_rate=3e-3, patience=0, device="cpu"), events)
+                                learning_rate=3e-3, patience=0, device="cpu", cv_folds=1), events)
     return outputs, events, out
 
 
@@ -29,7 +29,8 @@ def test_the_held_out_estimate_is_reported_and_written_into_the_card(chips, refi
     assert 0.0 <= outputs["HELDOUT_OA"] <= 1.0 and outputs["HELDOUT_OA"] == heldout["overall_accuracy"]
     assert outputs["HELDOUT_MIOU"] == heldout["mean_iou"] is not None
     assert heldout["polygons"] == split["val_polygons"] and heldout["pixels"] > 0
-    assert "weighted by its share of the map" in heldout["method"]  # the source raster was read
+    assert "top-class probability" in heldout["method"]  # the source raster was read: the map's confidences
+    assert 0.0 < heldout["confidence_threshold"] < 1.0 and 0.0 <= heldout["polygon_overall_accuracy"] <= 1.0
     assert sum(heldout["class_shares"].values()) == pytest.approx(1.0, abs=1e-3)
     card = json.loads({p.key: p.value for p in onnx.load(str(out)).metadata_props}[CARD_KEY])
     assert card["heldout"] == heldout

@@ -38,8 +38,8 @@ def test_the_report_holds_the_run_as_the_trainer_saw_it(run, chips, tmp_path):
     assert f"{100 * outputs['HELDOUT_OA']:.1f} %" in page and f"{100 * outputs['HELDOUT_MIOU']:.1f} %" in page
     assert page.count("<tr") >= 3 + 4  # an epoch row each, a class row each
     assert page.count('class="best"') == 1
-    # the class weights are the ones the trainer used (its log line)
-    logged = next(e["message"] for e in events.of_type("log") if e["message"].startswith("Class weights: "))
+    # the class weights are the ones the trainer used for the exported model (its last such log line: the refit's)
+    logged = [e["message"] for e in events.of_type("log") if e["message"].startswith("Class weights: ")][-1]
     for name, weight in re.findall(r"(\w+) (\d+\.\d\d)", logged):
         assert re.search(rf"{name}</td>.*?<td>{weight}</td></tr>", page)
     assert "rstoolbox_curves.png" in page and "30 training, 14 validation" in page

@@ -23,9 +23,18 @@ from ..errors import BadInputError, Cancelled
 from ..rasters import open_raster, read
 from ..schema import ClassInfo, ClassSchema, default_colour
 from ..vectors import read_labelled_geometries
+from .area_report import area_html, area_section, plot_areas
 from .metrics import ConfusionCounter, metrics_from_confusion, to_jsonable
 from .options import AssessOptions
-from .reference import ExtendedGrid, PolygonReference, RasterReference, window_bounds
+from .reference import (
+    ExtendedGrid,
+    PointReference,
+    PolygonReference,
+    RasterReference,
+    all_points,
+    map_class_mismatches,
+    window_bounds,
+)
 from .report import format_table, plot_confusion, plot_per_class, render_html, write_confusion_csv, write_table_csv
 
 EARTH_RADIUS_M = 6371007.2  # authalic sphere, for areas in a geographic CRS
@@ -63,13 +72,48 @@ def assess_accuracy(options: AssessOptions, events) -> dict:
             counts = _count(src, reference, options.block_size, area["row_area"], events)
         finally:
             reference.close()
+        strata = (map_class_mismatches(options.reference_vector, options.layer, src.crs.to_wkt() if src.crs else None,
+                                       src) if reference.kind == "points" else (0, 0))
     report = _build_report(options, counts, schema, colour_table, area, events)
+    _note_strata(report, *strata, events)
     _write_outputs(report, paths)
     events.info("Accuracy (rows = reference, columns = classified):\n" + format_table(report))
+    events.info(_area_log(report))
     summary = report["summary"]
     return {"OUTPUT_HTML": paths["html"], "OUTPUT_TABLE": paths["table"], "OUTPUT_JSON": paths["json"],
             "OUTPUT_CONFUSION": paths["confusion"], "OA": summary["overall_accuracy"],
-            "KAPPA": summary["kappa"], "MIOU": summary["mean_iou"], "PIXELS_ASSESSED": summary["pixels_assessed"]}
+            "KAPPA": summary["kappa"], "MIOU": summary["mean_iou"], "PIXELS_ASSESSED": summary["pixels_assessed"],
+            "OA_ESTIMATE": report["overall_accuracy_estimate"], "OA_CI95": report["overall_ci95"]}
+
+
+def _note_strata(report, checked: int, differ: int, events) -> None:
+    """Warn when sample points were drawn from another map: their recorded map_class is not this map's class."""
+    report["sample_map_class_differs"] = {"points_checked": checked, "points_differ": differ}
+    if not differ:
+        return
+    text = (f"{differ} of {checked} sample points lie on a pixel of another class than the map_class they were "
+            "drawn from: the sample was drawn from another map (or the map changed). The area estimates take "
+            "this map's classes as strata, which holds only for a sample drawn from this map: draw a new sample "
+            "with 'Create reference sample' to report this map.")
+    events.warning(text)
+    if report["area_estimate_note"]:
+        report["area_estimate_note"] = text + " " + report["area_estimate_note"]
+
+
+def _area_log(report) -> str:
+    rows = report["area_estimates"]
+    if not rows:
+        return report["area_estimate_note"]
+    lines = [f"Estimated overall accuracy {100 * report['overall_accuracy_estimate']:.1f} % ± "
+             f"{100 * report['overall_ci95']:.1f} (95 % CI). Error-adjusted areas:"]
+    for r in rows:
+        if r["estimated_area_ha"] is not None:
+            lines.append(f"  {r['name']}: {r['estimated_area_ha']:,.1f} ± {r['area_ci95_ha']:,.1f} ha "
+                         f"(mapped {r['mapped_area_ha']:,.1f} ha)")
+        else:
+            lines.append(f"  {r['name']}: {r['estimated_pixels']:,.0f} ± {r['pixels_ci95']:,.0f} pixels "
+                         f"(mapped {r['mapped_pixels']:,})")
+    return "\n".join(lines)
 
 
 # -- inputs ---------------------------------------------------------------------------------------
@@ -84,6 +128,7 @@ def _output_paths(options) -> dict:
     return {"table": table, "confusion": os.path.splitext(table)[0] + "_confusion.csv",
             "json": os.path.abspath(options.json or os.path.join(folder, "accuracy.json")),
             "confusion_png": stem + "_confusion_matrix.png", "per_class_png": stem + "_per_class.png",
+            "area_png": stem + "_areas.png",
             "html": html}
 
 
@@ -113,7 +158,8 @@ def _open_reference(options, src, schema, events):
     crs_wkt = src.crs.to_wkt() if src.crs else None
     labelled = read_labelled_geometries(options.reference_vector, options.class_field, crs_wkt, layer=options.layer,
                                         events=events)
-    return PolygonReference(_match_values(labelled, schema, events))
+    matched = _match_values(labelled, schema, events)
+    return PointReference(matched) if all_points(matched) else PolygonReference(matched)
 
 
 def _match_values(labelled, schema, events) -> list:
@@ -188,6 +234,12 @@ def _count(src, reference, block, row_area, events) -> dict:
             weights = np.broadcast_to(row_area[rows][:, None], data.shape)[valid]
             mapped_area += np.bincount(values, weights=weights, minlength=256)
         if not has_reference:
+            continue
+        if reference.kind == "points":  # each sample point counts once, in the pixel it falls in
+            ids, mapped_ids, point_outside, point_nodata = reference.pairs(window, classes, within)
+            outside += point_outside
+            on_nodata += point_nodata
+            counter.update(ids, mapped_ids)
             continue
         ids = reference.read(window_transform(window, src.transform), box, shape, window=window)
         has_ref = ids > 0
@@ -286,6 +338,8 @@ def _build_report(options, counts, schema, colour_table, area, events) -> dict:
                                                             for i in cm_ids],
                              "counts": cm, "row_shares": m["row_shares"], "column_shares": m["column_shares"]},
     }
+    report.update(area_section(counts["reference_kind"], rows, cm_ids, cm, mapped,
+                               counts["mapped_area"] * area["to_unit"], area))
     return to_jsonable(report)
 
 
@@ -301,7 +355,10 @@ def _write_outputs(report: dict, paths: dict) -> None:
                    ("confusion_png", lambda f: plot_confusion(report, f)),
                    ("per_class_png", lambda f: plot_per_class(report, f)),
                    ("html", lambda f: _write_text(f, render_html(
-                       report, os.path.basename(paths["confusion_png"]), os.path.basename(paths["per_class_png"]))))]
+                       report, os.path.basename(paths["confusion_png"]), os.path.basename(paths["per_class_png"]),
+                       area_html(report, os.path.basename(paths["area_png"]) if report["area_estimates"] else None))))]
+        if report["area_estimates"]:
+            writers.insert(-1, ("area_png", lambda f: plot_areas(report, f)))
         for key, write in writers:
             temporary = f"{paths[key]}.part{os.getpid()}"
             staged.append((temporary, paths[key]))

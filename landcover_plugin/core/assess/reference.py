@@ -8,6 +8,8 @@ reference there):
 - :class:`PolygonReference`: labelled geometries (already in the classified raster's CRS, with
   class ids) burnt with ``rasterio.features.rasterize`` per window; pixels where overlapping
   polygons of different classes meet are left out and counted.
+- :class:`PointReference`: sample points (a probability sample, e.g. from "Create reference sample"):
+  each point counts once, in the classified pixel it falls in, even when two points share a pixel.
 - :class:`RasterReference`: a reference raster read directly when it shares the grid, otherwise
   resampled by nearest neighbour through a ``rasterio.vrt.WarpedVRT`` on the extended grid, read per
   window (GDAL warps only the blocks asked for).
@@ -24,7 +26,7 @@ from rasterio.windows import Window
 
 from ..errors import BadInputError
 from ..rasters import open_raster, read
-from ..vectors import geometry_bounds
+from ..vectors import field_names, geometry_bounds, open_layer, read_labelled_features
 
 
 def pixel_range(transform, bounds) -> tuple:
@@ -133,6 +135,77 @@ class PolygonReference:
 
     def close(self):
         pass
+
+
+def all_points(labelled) -> bool:
+    """Whether every labelled geometry is a point or multipoint (a sample rather than polygons)."""
+    return bool(labelled) and all(g.get("type") in ("Point", "MultiPoint") for g, _ in labelled)
+
+
+class PointReference:
+    """Labelled sample points ``[(Point or MultiPoint geometry, class_id), ...]`` in the classified
+    raster's CRS; each point is one sample unit."""
+
+    kind = "points"
+
+    def __init__(self, labelled):
+        xs, ys, ids = [], [], []
+        for geometry, value in labelled:
+            coords = [geometry["coordinates"]] if geometry["type"] == "Point" else geometry["coordinates"]
+            for x, y, *_ in coords:
+                xs.append(x)
+                ys.append(y)
+                ids.append(int(value))
+        if not ids:
+            raise BadInputError("The reference layer has no labelled point. Label the sample points first.")
+        self.x, self.y = np.array(xs, dtype=np.float64), np.array(ys, dtype=np.float64)
+        self.ids = np.array(ids, dtype=np.int64)
+        self.bounds = (self.x.min(), self.y.min(), self.x.max(), self.y.max())
+        self.conflicts = 0
+        self.rows = self.cols = None
+
+    def prepare(self, grid) -> None:
+        cols, rows = ~grid.transform * (self.x, self.y)
+        self.cols, self.rows = np.floor(cols).astype(np.int64), np.floor(rows).astype(np.int64)
+
+    def intersects(self, box) -> bool:
+        return bool(((self.x >= box[0]) & (self.x <= box[2]) & (self.y >= box[1]) & (self.y <= box[3])).any())
+
+    def pairs(self, window: Window, classes: np.ndarray, within: np.ndarray) -> tuple:
+        """``(reference ids, classified ids, outside, on_nodata)`` of the points in ``window``, given the
+        window's classified ids (0 = no data) and where it lies inside the classified raster."""
+        r = self.rows - int(window.row_off)
+        c = self.cols - int(window.col_off)
+        here = (r >= 0) & (r < classes.shape[0]) & (c >= 0) & (c < classes.shape[1])
+        r, c, ids = r[here], c[here], self.ids[here]
+        inside = within[r, c]
+        mapped = classes[r, c]
+        good = inside & (mapped > 0)
+        return ids[good], mapped[good], int((~inside).sum()), int((inside & (mapped == 0)).sum())
+
+    def close(self):
+        pass
+
+
+SAMPLE_MAP_FIELD = "map_class"  # what "Create reference sample" records: the stratum each point was drawn in
+
+
+def map_class_mismatches(path, layer, crs_wkt, src) -> tuple:
+    """``(checked, differ)``: sample points that carry a ``map_class`` (the stratum they were drawn in),
+    and how many of them fall on a pixel of another class of the classified raster ``src`` (open
+    rasterio dataset). (0, 0) when the layer has no such field."""
+    source, lyr = open_layer(path, layer)
+    has_field = SAMPLE_MAP_FIELD in field_names(lyr)
+    del source
+    if not has_field:
+        return 0, 0
+    points = [(g["coordinates"][:2], v) for g, v, _ in read_labelled_features(path, SAMPLE_MAP_FIELD, crs_wkt, layer)
+              if g.get("type") == "Point"]
+    if not points:
+        return 0, 0
+    values = [int(v[0]) for v in src.sample([xy for xy, _ in points], indexes=1)]
+    differ = sum(1 for (_, stratum), value in zip(points, values) if int(float(stratum)) != value)
+    return len(points), differ
 
 
 class RasterReference:

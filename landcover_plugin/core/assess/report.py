@@ -32,7 +32,8 @@ def format_table(report: dict) -> str:
     s = report["summary"]
     lines = [f"Overall accuracy {_pct(s['overall_accuracy'])}, kappa {_num(s['kappa'])}, "
              f"mean IoU {_pct(s['mean_iou'])}, macro F1 {_pct(s['macro_f1'])} "
-             f"over {s['pixels_assessed']:,} reference pixels."]
+             f"over {s['pixels_assessed']:,} " + ("sample points." if report["inputs"]["reference_kind"] == "points"
+                                                   else "reference pixels.")]
     width = max([len(r["name"]) for r in report["classes"]] + [5])
     unit = report["area"]["unit"]
     lines.append(f"{'class':<{width}}  {'ref px':>9}  {'precision':>9}  {'recall':>9}  {'F1':>9}  {'IoU':>9}  "
@@ -209,8 +210,9 @@ def _matrix_table(report, values_key: str, caption: str, fmt) -> str:
     return "\n".join(out)
 
 
-def render_html(report: dict, confusion_image: str, per_class_image: str) -> str:
-    """The report page (HTML5); image arguments are file names relative to the page."""
+def render_html(report: dict, confusion_image: str, per_class_image: str, area_section: str = "") -> str:
+    """The report page (HTML5); image arguments are file names relative to the page; ``area_section``:
+    the HTML of the area estimates (after the summary)."""
     s, left, area = report["summary"], report["left_out"], report["area"]
     inputs = report["inputs"]
     reference = inputs["reference"] + (f" (field {inputs['class_field']})" if inputs.get("class_field") else "")
@@ -236,8 +238,10 @@ def render_html(report: dict, confusion_image: str, per_class_image: str) -> str
         f'<tr><th class="name">Cohen\'s kappa</th><td class="big">{_num(s["kappa"])}</td></tr>',
         f'<tr><th class="name">Mean IoU</th><td class="big">{_pct(s["mean_iou"])}</td></tr>',
         f'<tr><th class="name">Macro F1</th><td>{_pct(s["macro_f1"])}</td></tr>',
-        f'<tr><th class="name">Reference pixels assessed</th><td>{s["pixels_assessed"]:,}</td></tr>',
+        f'<tr><th class="name">Reference {"sample points" if inputs["reference_kind"] == "points" else "pixels"} '
+        f'assessed</th><td>{s["pixels_assessed"]:,}</td></tr>',
         "</tbody></table>",
+        area_section,
         "<h2>Reference pixels left out</h2>",
         "<table><tbody>",
         f'<tr><th class="name">Outside the classified raster</th><td>{left["outside_classified_raster"]:,}</td></tr>',

@@ -140,6 +140,7 @@ class Chip:
     image: Path
     label: Path
     split: str
+    window: tuple = None  # (row_off, col_off) in the source raster, when dataset.json gives it
 
 
 @dataclass
@@ -199,8 +200,11 @@ def _chip(entry, meta_path: Path) -> Chip:
     if split not in ("train", "val"):
         raise BadInputError(f"Chip '{entry['id']}' in '{meta_path}' has split '{split}'; use 'train' or 'val'. "
                             f"{_FIX}")
+    window = entry.get("window")
+    offsets = (int(window["row_off"]), int(window["col_off"])) if isinstance(window, dict) and \
+        {"row_off", "col_off"} <= set(window) else None
     return Chip(name=str(entry["id"]), image=Path(entry["image_path"]), label=Path(entry["label_path"]),
-                split=split)
+                split=split, window=offsets)
 
 
 def _per_band(values, count: int, what: str, meta_path: Path) -> list:

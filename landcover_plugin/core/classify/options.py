@@ -29,6 +29,11 @@ class ClassifyOptions:
     resample: bool = option(False, help="resample the raster to the model's resolution")
     confidence: Optional[str] = option(
         None, help="also write the top-class probability (percent) to this GeoTIFF")
+    uncertainty: Optional[str] = option(
+        None, help="also write the model's uncertainty (percent, 0 = certain, 255 = no data) to this GeoTIFF")
+    uncertainty_measure: str = option(
+        "entropy", choices=("entropy", "margin"),
+        help="uncertainty: normalised entropy of the class probabilities, or 1 - (top - second) margin")
     overwrite: bool = option(False, help="replace existing output files")
     pipelined: Optional[bool] = option(
         None, cli=False, help="read and write in threads while the model runs (default: when it pays, see run.py)")

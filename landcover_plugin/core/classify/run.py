@@ -30,6 +30,7 @@ from ..options import parse_floats, parse_names
 from .options import ClassifyOptions
 from .source import mask_bounds, open_source
 from .tiling import StripBlender, TileGrid, overlap_pixels
+from .uncertainty import uncertainty_output
 
 
 def classify_raster(options: ClassifyOptions, events: Events = None) -> dict:
@@ -78,10 +79,12 @@ def classify_raster(options: ClassifyOptions, events: Events = None) -> dict:
         with ClassifiedRasterWriter(output_path, width=source.width, height=source.height,
                                     crs_wkt=source.crs_wkt, geotransform=source.transform.to_gdal(),
                                     classes=model.classes, confidence_path=confidence_path, overwrite=o.overwrite,
-                                    progress=lambda f, m: _progress(events, 0.97 + 0.03 * f, m)) as writer:
+                                    progress=lambda f, m: _progress(events, 0.97 + 0.03 * f, m)) as writer, \
+                uncertainty_output(o, source, (raster_path, model_path, mask_path)) as uncertainty:
             stats = _run_pipeline(source, model, grid, writer, batch_size, bool(confidence_path), events,
-                                  o.pipelined)
+                                  o.pipelined, uncertainty)
             outputs = writer.finish()
+            outputs["uncertainty"] = uncertainty.finish() if uncertainty else None
         blank = blank_reason(source) if stats["tiles_run"] == 0 else None
     if blank:
         events.warning(blank)
@@ -97,6 +100,8 @@ def classify_raster(options: ClassifyOptions, events: Events = None) -> dict:
               "TILE": model.tile, "OVERLAP": overlap_px, "BATCH_SIZE": batch_size, **stats}
     if confidence_path:
         result["CONFIDENCE"] = outputs["confidence"]
+    if outputs["uncertainty"]:
+        result["UNCERTAINTY"] = outputs["uncertainty"]
     if blank:
         result["BLANK"] = blank
     return result
@@ -120,11 +125,13 @@ def blank_reason(source) -> str:
             f"setting) or the extent.")
 
 
-def _run_pipeline(source, model, grid, writer, batch_size, confidence, events, pipelined=None) -> dict:
+def _run_pipeline(source, model, grid, writer, batch_size, confidence, events, pipelined=None,
+                  uncertainty=None) -> dict:
     """Read, run, blend and write every tile. ``pipelined``: reading and blending/writing in their own
     threads while the model runs (default: when the model runs on CUDA or leaves a CPU core free; on a
     CPU the model fully uses, they would slow every parallel section of the model more than they save)."""
-    blender = StripBlender(grid, [c["id"] for c in model.classes], writer.write_rows, confidence=confidence)
+    blender = (uncertainty.blender if uncertainty else StripBlender)(
+        grid, [c["id"] for c in model.classes], writer.write_rows, confidence=confidence)
     batches = source.batches(grid, batch_size)
     stats = {"tiles": len(grid), "tiles_run": 0, "tiles_skipped": 0, "model_seconds": 0.0}
     needs_softmax = None

@@ -53,6 +53,9 @@ class TrainConfig:
     refit: bool = option(True, flag="--no-refit",
                          help="with polygons held out for validation: do not train again on all polygons for "
                               "the exported model (faster; the model then never sees the held-out polygons)")
+    cv_folds: int = option(4, help="with polygons held out and under 40 of them: estimate the map's accuracy by "
+                                   "this many folds of cross-validation over polygon groups before the refit "
+                                   "(each polygon held out once); 1: the exporter's single held-out split")
 
     def validate(self) -> "TrainConfig":
         checks = [
@@ -63,6 +66,7 @@ class TrainConfig:
             (self.device in DEVICES, f"device must be one of {', '.join(DEVICES)} (got '{self.device}')."),
             (self.schedule in SCHEDULES, f"schedule must be one of {', '.join(SCHEDULES)} (got '{self.schedule}')."),
             (self.patience >= 0, f"patience must be 0 (off) or more epochs (got {self.patience})."),
+            (self.cv_folds >= 1, f"cross-validation folds must be at least 1 (got {self.cv_folds})."),
             (self.base_width >= 4, f"base width must be at least 4 channels (got {self.base_width})."),
             (self.time_limit_minutes is None or self.time_limit_minutes > 0,
              f"time limit must be positive minutes (got {self.time_limit_minutes})."),

@@ -82,7 +82,7 @@ def render(card: dict, curves: list, dataset: dict, model_path: str = "", curves
         _epochs_table(curves, metrics.get("best_epoch")),
         (f'<p class="note">Every number per epoch: {_e(curves_csv)}</p>' if curves_csv else ""),
         f"<h2>Per-class IoU at the best epoch (epoch {_e(metrics.get('best_epoch') or 'n/a')})</h2>",
-        _class_table(classes, metrics, dataset, card),
+        _class_table(classes, metrics, dataset, card, refit=bool(outputs.get("refit_epochs"))),
         "<h2>Data</h2>", _data(card, dataset),
         "<h2>Run settings</h2>", _settings(card),
         "</body>", "</html>", "",
@@ -150,13 +150,16 @@ def _heldout(heldout) -> str:
     return text
 
 
-def _class_table(classes, metrics, dataset, card) -> str:
+def _class_table(classes, metrics, dataset, card, refit: bool = False) -> str:
     iou = metrics.get("val_iou") or {}
     train = dataset.get("train_class_pixels") or {}
+    # the exported model's weights: a refit trains on every chip, so on all labelled pixels
+    weighted = (dataset.get("class_pixels") if refit else None) or train
     val = dataset.get("val_class_pixels") or {}
     weights_on = (card.get("training") or {}).get("class_weights", True)
     counts = [int(train.get(str(c["id"]), 0)) for c in classes]
-    weights = class_weights(counts) if weights_on else [1.0] * len(classes)
+    weights = class_weights([int(weighted.get(str(c["id"]), 0)) for c in classes]) if weights_on \
+        else [1.0] * len(classes)
     rows = []
     for c, weight, count in zip(classes, weights, counts):
         rows.append(f'<tr><td class="name"><span class="swatch" style="background:{_e(c.get("colour", "#888"))}">'
@@ -167,7 +170,9 @@ def _class_table(classes, metrics, dataset, card) -> str:
             "<th>training pixels</th><th>validation pixels</th><th>class weight</th></tr></thead><tbody>"
             + "".join(rows) + "</tbody></table>"
             + ('<p class="note">Class weights balance rare classes in the loss (inverse square root of the '
-               "class's share of the training pixels); " + ("on." if weights_on else "off for this run.") + "</p>"))
+               "class's share of the training pixels" + (", of all chips for the exported model, trained again on "
+                                                          "all of them" if refit else "") + "); "
+               + ("on." if weights_on else "off for this run.") + "</p>"))
 
 
 def _epochs_table(curves, best_epoch) -> str:

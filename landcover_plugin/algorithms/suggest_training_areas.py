@@ -1,0 +1,137 @@
+"""Suggest training areas: where to digitise next, from the model's uncertainty (engine ``suggest-areas``)."""
+from qgis.core import (
+    QgsProcessingContext,
+    QgsProcessingException,
+    QgsProcessingLayerPostProcessorInterface,
+    QgsProcessingOutputNumber,
+    QgsProcessingOutputVectorLayer,
+    QgsProcessingParameterDistance,
+    QgsProcessingParameterEnum,
+    QgsProcessingParameterFile,
+    QgsProcessingParameterFileDestination,
+    QgsProcessingParameterNumber,
+    QgsProcessingParameterRasterLayer,
+    QgsVectorLayer,
+)
+
+from ..core.options import choices_of, default_of
+from ..core.schema import ClassSchema
+from ..core.suggest.options import SuggestOptions
+from ..qgis_glue.layers import raster_layer_to_path
+from ..qgis_glue.sample_layer import style_suggestions
+from .base import EngineAlgorithm
+
+MEASURES = choices_of(SuggestOptions, "measure")
+_POST_PROCESSORS = {}  # kept alive until QGIS has run them
+
+
+class SuggestTrainingAreasAlgorithm(EngineAlgorithm):
+    COMMAND = "suggest-areas"
+    UNCERTAINTY = "UNCERTAINTY"
+    CLASSIFIED = "CLASSIFIED"
+    CONFIDENCE = "CONFIDENCE"
+    INPUT = "INPUT"
+    MODEL = "MODEL"
+    MEASURE = "MEASURE"
+    COUNT = "COUNT"
+    MIN_DISTANCE = "MIN_DISTANCE"
+    SIZE = "SIZE"
+    OUTPUT = "OUTPUT"
+    OUTPUT_LAYER = "OUTPUT_LAYER"
+    SUGGESTED = "SUGGESTED"
+
+    def name(self):
+        return "suggest_training_areas"
+
+    def displayName(self):
+        return self.tr("Suggest training areas")
+
+    def shortHelpString(self):
+        return self.tr(
+            "Proposes places to digitise next: where the model is least sure, spread over the map, so that "
+            "a few more training areas teach it the most (train -> classify -> suggest -> digitise -> retrain).\n\n"
+            "Give <b>either</b> the <b>uncertainty raster</b> written by 'Classify raster with model' (with "
+            "its classified raster and confidence raster for the hints), <b>or</b> the <b>raster</b> and the "
+            "<b>model</b>: it is then classified first.\n\n"
+            "<b>Places</b>: how many. <b>Minimum distance</b> between them (empty: half the spacing of an even "
+            "spread over the valid area; halved when too few uncertain places are that far apart). "
+            "<b>Square size</b> in pixels.\n\n"
+            "Output: small squares in the training-areas schema (an empty class field 'class_id' with a "
+            "drop-down of the classes, and the 'landcover_classes' table) with hints: the predicted class, its "
+            "probability (%), the uncertainty (%) and a rank (1 = most uncertain). Look at the imagery, set the "
+            "class (or delete the square), reshape it if you like, then copy the squares into your training "
+            "areas layer and retrain.")
+
+    def initAlgorithm(self, config=None):
+        for name, label in ((self.UNCERTAINTY, "Uncertainty raster (from Classify raster with model)"),
+                            (self.CLASSIFIED, "Classified raster (hint: predicted class)"),
+                            (self.CONFIDENCE, "Confidence raster (hint: probability)"),
+                            (self.INPUT, "Or: raster to classify first")):
+            self.addParameter(QgsProcessingParameterRasterLayer(name, self.tr(label), optional=True))
+        self.addParameter(QgsProcessingParameterFile(self.MODEL, self.tr("Model (ONNX), with the raster"),
+                                                     extension="onnx", optional=True))
+        self.addParameter(QgsProcessingParameterEnum(
+            self.MEASURE, self.tr("Uncertainty measure (when classifying first)"), list(MEASURES),
+            defaultValue=MEASURES.index(default_of(SuggestOptions, "measure"))))
+        self.addParameter(QgsProcessingParameterNumber(
+            self.COUNT, self.tr("Places"), QgsProcessingParameterNumber.Integer,
+            default_of(SuggestOptions, "count"), minValue=1, maxValue=10000))
+        self.addParameter(QgsProcessingParameterDistance(
+            self.MIN_DISTANCE, self.tr("Minimum distance between places (empty: automatic)"), None,
+            self.UNCERTAINTY, optional=True, minValue=0.0))
+        self.addParameter(QgsProcessingParameterNumber(
+            self.SIZE, self.tr("Square size (pixels)"), QgsProcessingParameterNumber.Integer,
+            default_of(SuggestOptions, "size"), minValue=1, maxValue=101))
+        self.addParameter(QgsProcessingParameterFileDestination(
+            self.OUTPUT, self.tr("Suggested training areas"), self.tr("GeoPackage (*.gpkg)")))
+        self.addOutput(QgsProcessingOutputVectorLayer(self.OUTPUT_LAYER, self.tr("Suggested training areas layer")))
+        self.addOutput(QgsProcessingOutputNumber(self.SUGGESTED, self.tr("Places suggested")))
+
+    def engine_options(self, parameters, context, feedback) -> SuggestOptions:
+        layers = {name: self.parameterAsRasterLayer(parameters, name, context)
+                  for name in (self.UNCERTAINTY, self.CLASSIFIED, self.CONFIDENCE, self.INPUT)}
+        model = self.parameterAsFile(parameters, self.MODEL, context) or None
+        if (layers[self.UNCERTAINTY] is None) == (layers[self.INPUT] is None and model is None):
+            raise QgsProcessingException("Give either the uncertainty raster, or the raster and the model to "
+                                         "classify first.")
+        output = self.parameterAsFileOutput(parameters, self.OUTPUT, context)
+        if not output.lower().endswith(".gpkg"):
+            output += ".gpkg"
+        paths = {name: raster_layer_to_path(layer, context, feedback) if layer is not None else None
+                 for name, layer in layers.items()}
+        distance = None
+        if parameters.get(self.MIN_DISTANCE) not in (None, ""):
+            distance = self.parameterAsDouble(parameters, self.MIN_DISTANCE, context) or None
+        return SuggestOptions(
+            output=output, uncertainty=paths[self.UNCERTAINTY], classified=paths[self.CLASSIFIED],
+            confidence=paths[self.CONFIDENCE], raster=paths[self.INPUT], model=model,
+            measure=MEASURES[self.parameterAsEnum(parameters, self.MEASURE, context)],
+            count=self.parameterAsInt(parameters, self.COUNT, context), min_distance=distance,
+            size=self.parameterAsInt(parameters, self.SIZE, context), overwrite=True)
+
+    def processing_outputs(self, outputs, context, feedback) -> dict:
+        source, name = outputs["OUTPUT"], outputs["LAYER_NAME"]
+        schema = ClassSchema.from_list(outputs["CLASSES"]) if outputs["CLASSES"] else None
+        layer = QgsVectorLayer(source, name, "ogr")
+        if not layer.isValid():
+            raise QgsProcessingException(f"The suggestions {source} cannot be opened.")
+        style_suggestions(layer, schema, outputs["CLASS_FIELD"], save=True)
+        del layer
+        feedback.pushInfo(f"{outputs['COUNT']} places suggested, at least {outputs['MIN_DISTANCE']:g} apart. Set "
+                          "their class, then copy them into your training areas and retrain.")
+        details = QgsProcessingContext.LayerDetails(name, context.project(), self.OUTPUT_LAYER)
+        post_processor = _POST_PROCESSORS[source] = StyleSuggestions(schema, outputs["CLASS_FIELD"])
+        details.setPostProcessor(post_processor)
+        context.addLayerToLoadOnCompletion(source, details)
+        return {self.OUTPUT: source.split("|", 1)[0], self.OUTPUT_LAYER: source, self.SUGGESTED: outputs["COUNT"]}
+
+
+class StyleSuggestions(QgsProcessingLayerPostProcessorInterface):
+    def __init__(self, schema, class_field):
+        super().__init__()
+        self.schema, self.class_field = schema, class_field
+
+    def postProcessLayer(self, layer, context, feedback):
+        if isinstance(layer, QgsVectorLayer):
+            style_suggestions(layer, self.schema, self.class_field)
+            layer.triggerRepaint()

@@ -1,0 +1,281 @@
+"""The ``create-sample`` engine command: a stratified random sample of points from a classified raster,
+ready for blind labelling, with its design stored beside it. Python API: ``create_sample(SampleOptions(...))``.
+
+    python -m landcover_plugin.core.engine create-sample --classified map.tif --output sample.gpkg \\
+        (--size 400 | --target-se 0.01 [--users-accuracy 0.8]) [--allocation recommended --min-per-class 50] \\
+        [--min-distance 100] [--seed 1]
+
+Strata are the map classes (Olofsson et al. 2014). Two passes over the raster, window by window, keep
+memory bounded: the first counts the pixels of each class, the second finds the pixels drawn (the k-th
+pixel of class c in reading order, for ranks drawn without replacement). Each point sits at its pixel's
+centre. With a minimum distance, candidates are drawn in excess and accepted in their random order,
+rarest class first, when far enough from every point accepted so far.
+
+The GeoPackage holds the point layer (``sample_id`` in random order, so ids do not give the strata away;
+``map_class``; an empty ``reference_class`` to fill; ``note``), the class list (``landcover_classes``,
+as the training layer has), and the design: a ``landcover_sample_design`` table (one row per class) and
+the whole design as JSON in the layer's metadata item ``landcover_sample_design``.
+"""
+import json
+import os
+
+import numpy as np
+from osgeo import ogr, osr
+
+from ..assess.assess import _load_schema
+from ..errors import BadInputError, Cancelled
+from ..options import parse_floats
+from ..rasters import open_raster, read
+from ..schema import ClassInfo, default_colour
+from .design import allocate, sample_size
+from .options import DEFAULT_USERS_ACCURACY, SampleOptions
+
+DESIGN_TABLE = "landcover_sample_design"
+SCHEMA_TABLE = "landcover_classes"
+OVERSAMPLE = 4  # candidates per wanted point when a minimum distance may reject some
+
+
+def create_sample(options: SampleOptions, events) -> dict:
+    """Draw the sample and write the GeoPackage; returns OUTPUT, SAMPLE_SIZE, SEED, DESIGN and CLASSES."""
+    o = options
+    classified = os.fspath(o.classified)
+    if not os.path.isfile(classified):
+        raise BadInputError(f"The classified raster {classified} does not exist. Choose an existing raster file.")
+    output = _output_path(o.output, o.overwrite, classified)
+    if o.size is None and o.target_se is None:
+        raise BadInputError("Give the sample size, or a target standard error of overall accuracy (e.g. 0.01) "
+                            "to compute it from.")
+    if o.min_distance is not None and o.min_distance < 0:
+        raise BadInputError(f"The minimum distance cannot be negative, got {o.min_distance}.")
+    if o.block_size < 16:
+        raise BadInputError("The block size must be at least 16 pixels.")
+    schema, colour_table = _load_schema(o.classes, classified, events)
+    seed = int(o.seed) if o.seed is not None else int(np.random.SeedSequence().entropy % 2**31)
+    rng = np.random.default_rng(seed)
+    with open_raster(classified, "classified raster") as src:
+        if not np.issubdtype(np.dtype(src.dtypes[0]), np.integer):
+            raise BadInputError(f"The classified raster has pixel type {src.dtypes[0]}; it must hold integer "
+                                "class ids (1..254, 0 = no data). Choose the classified map, not a confidence "
+                                "or probability raster.")
+        windows = list(_windows(src.width, src.height, o.block_size))
+        counts = _count(src, windows, events)
+        strata = np.flatnonzero(counts)
+        if strata.size == 0:
+            raise BadInputError("The classified raster holds no class id (every pixel is 0 or no data): there "
+                                "is nothing to sample. Choose a classified map.")
+        pixels = counts[strata]
+        total = _total_size(o, pixels, events)
+        wanted = allocate(total, pixels, o.allocation, o.min_per_class)
+        candidates = wanted + (np.maximum(wanted * (OVERSAMPLE - 1), 50) if o.min_distance else 0)
+        ranks = [rng.choice(int(n), int(min(n, c)), replace=False) for n, c in zip(pixels, candidates)]
+        found = _locate(src, windows, strata, ranks, events)
+        transform, crs_wkt = src.transform, src.crs.to_wkt() if src.crs else None
+    classes = _classes(schema, colour_table, strata)
+    chosen = _thin(found, strata, pixels, wanted, float(o.min_distance or 0.0), transform, events,
+                   {i: c.name for i, c in classes.items()})
+    order = rng.permutation(len(chosen))
+    points = [chosen[i] for i in order]
+    design = {"method": "stratified random (strata = map classes)", "allocation": o.allocation,
+              "min_per_class": o.min_per_class if o.allocation == "recommended" else None,
+              "target_se": o.target_se, "size_requested": int(total), "size": len(points), "seed": seed,
+              "min_distance": float(o.min_distance or 0.0), "classified": os.path.abspath(classified),
+              "pixels_total": int(pixels.sum()),
+              "strata": [{"id": int(c), "name": classes[int(c)].name, "mapped_pixels": int(n),
+                          "weight": float(n / pixels.sum()), "allocated": int(w),
+                          "drawn": int(sum(1 for p in points if p[0] == c))}
+                         for c, n, w in zip(strata, pixels, wanted)]}
+    if o.target_se is not None and o.size is None:
+        design["users_accuracy_anticipated"] = _users_accuracy(o.users_accuracy, len(strata)).tolist()
+    _write(output, o.layer_name, crs_wkt, transform, points, list(classes.values()), design)
+    events.progress(1.0, "written")
+    events.info(f"Drew {len(points)} points ({o.allocation} allocation, seed {seed}): " + ", ".join(
+        f"{s['name']} {s['drawn']}" for s in design["strata"]) + f". Written to {output}.")
+    return {"OUTPUT": f"{output}|layername={o.layer_name}", "SAMPLE_SIZE": len(points), "SEED": seed,
+            "DESIGN": design, "CLASSES": [{"id": c.id, "name": c.name, "colour": c.colour} for c in classes.values()],
+            "LAYER_NAME": o.layer_name}
+
+
+# -- inputs -----------------------------------------------------------------------------------------
+def _output_path(path, overwrite, classified) -> str:
+    path = os.path.abspath(os.fspath(path))
+    if not path.lower().endswith(".gpkg"):
+        raise BadInputError(f"The output {path} must be a GeoPackage: give a path ending in .gpkg.")
+    if os.path.exists(path):
+        if os.path.samefile(path, classified):
+            raise BadInputError(f"The output {path} is the classified raster. Choose another output name.")
+        if not overwrite:
+            raise BadInputError(f"{path} already exists and may hold labelled points: choose a new file name "
+                                "(or allow overwriting with --overwrite).")
+    return path
+
+
+def _users_accuracy(text, count: int) -> np.ndarray:
+    values = parse_floats(text, "Anticipated user's accuracies") or [DEFAULT_USERS_ACCURACY]
+    if len(values) == 1:
+        values = values * count
+    if len(values) != count:
+        raise BadInputError(f"Give one anticipated user's accuracy for all classes, or one per mapped class "
+                            f"({count}, in class-id order); got {len(values)}.")
+    return np.array(values, dtype=np.float64)
+
+
+def _total_size(o, pixels, events) -> int:
+    if o.size is not None:
+        if o.target_se is not None:
+            events.warning("Both a sample size and a target standard error were given: the size is used.")
+        if int(o.size) < 1:
+            raise BadInputError(f"The sample size must be at least 1, got {o.size}.")
+        return int(o.size)
+    ua = _users_accuracy(o.users_accuracy, len(pixels))
+    n = sample_size(pixels, ua, float(o.target_se), population=float(pixels.sum()))
+    events.info(f"Sample size for a standard error of overall accuracy of {o.target_se:g} with anticipated "
+                f"user's accuracies {', '.join(f'{u:g}' for u in ua)}: {n} points (Cochran; Olofsson et al. "
+                "2014, eq. 13).")
+    return n
+
+
+def _classes(schema, colour_table, strata) -> dict:
+    """{id: ClassInfo} of the schema's classes plus any mapped id it lacks."""
+    classes = {c.id: c for c in schema} if schema is not None else {}
+    for class_id in (int(c) for c in strata):
+        if class_id not in classes:
+            classes[class_id] = ClassInfo(class_id, f"class {class_id}",
+                                          colour_table.get(class_id) or default_colour("", class_id - 1))
+    return dict(sorted(classes.items()))
+
+
+# -- reading ----------------------------------------------------------------------------------------
+def _windows(width, height, block):
+    from rasterio.windows import Window  # noqa: PLC0415
+    for row in range(0, height, block):
+        for col in range(0, width, block):
+            yield Window(col, row, min(block, width - col), min(block, height - row))
+
+
+def _class_ids(src, window) -> np.ndarray:
+    """Band 1 in ``window`` with 0 wherever it is not a class (no data, 255, outside 1..254)."""
+    data = read(src, 1, window=window).astype(np.int64)
+    bad = (data < 1) | (data > 254)
+    if src.nodata is not None:
+        bad |= data == src.nodata
+    data[bad] = 0
+    return data
+
+
+def _count(src, windows, events) -> np.ndarray:
+    counts = np.zeros(255, dtype=np.int64)
+    for number, window in enumerate(windows, 1):
+        _check_cancel(events)
+        events.progress(0.5 * number / len(windows), f"counting pixels, window {number}/{len(windows)}")
+        counts += np.bincount(_class_ids(src, window).ravel(), minlength=255)[:255]
+    counts[0] = 0
+    return counts
+
+
+def _locate(src, windows, strata, ranks, events) -> list:
+    """(class, priority, row, col) of the pixels with the drawn ranks (priority = the draw order)."""
+    sorted_ranks = [np.sort(r) for r in ranks]
+    order_of = [{int(rank): i for i, rank in enumerate(r)} for r in ranks]  # rank -> its place in the draw
+    seen = np.zeros(len(strata), dtype=np.int64)
+    found = []
+    for number, window in enumerate(windows, 1):
+        _check_cancel(events)
+        events.progress(0.5 + 0.45 * number / len(windows), f"finding the sample, window {number}/{len(windows)}")
+        data = _class_ids(src, window)
+        for k, class_id in enumerate(strata):
+            flat = np.flatnonzero(data == class_id)
+            lo, hi = np.searchsorted(sorted_ranks[k], [seen[k], seen[k] + flat.size])
+            for rank in sorted_ranks[k][lo:hi]:
+                row, col = divmod(int(flat[rank - seen[k]]), data.shape[1])
+                found.append((int(class_id), order_of[k][int(rank)], int(window.row_off) + row,
+                              int(window.col_off) + col))
+            seen[k] += flat.size
+    return found
+
+
+def _check_cancel(events) -> None:
+    if events.cancel_requested:
+        raise Cancelled("Sampling cancelled: no output was written.")
+
+
+# -- minimum distance -------------------------------------------------------------------------------
+def _thin(found, strata, pixels, wanted, distance, transform, events, names) -> list:
+    """``[(class, x, y), ...]``: up to ``wanted`` points a class in draw order, rarest class first, each at
+    least ``distance`` from every point accepted before it."""
+    by_class = {int(c): sorted((p for p in found if p[0] == c), key=lambda p: p[1]) for c in strata}
+    accepted, cells = [], {}
+    for k in np.argsort(pixels, kind="stable"):
+        class_id, need, taken = int(strata[k]), int(wanted[k]), 0
+        for _, _, row, col in by_class[class_id]:
+            if taken == need:
+                break
+            x, y = transform * (col + 0.5, row + 0.5)
+            if distance > 0:
+                cell = (int(x // distance), int(y // distance))
+                near = (q for dx in (-1, 0, 1) for dy in (-1, 0, 1)
+                        for q in cells.get((cell[0] + dx, cell[1] + dy), ()))
+                if any((x - qx) ** 2 + (y - qy) ** 2 < distance ** 2 for qx, qy in near):
+                    continue
+                cells.setdefault(cell, []).append((x, y))
+            accepted.append((class_id, x, y))
+            taken += 1
+        if taken < need:
+            events.warning(f"Class {names[class_id]} ({class_id}): only {taken} of {need} points could be "
+                           f"placed at least {distance:g} apart. Lower the minimum distance for a full sample.")
+    return accepted
+
+
+# -- writing ----------------------------------------------------------------------------------------
+def _write(path, layer_name, crs_wkt, transform, points, classes, design) -> None:
+    """Write the GeoPackage under a temporary name, then rename it into place."""
+    ogr.UseExceptions()
+    folder = os.path.dirname(path)
+    temporary = os.path.join(folder, f".{os.path.basename(path)}.partial-{os.getpid()}.gpkg")
+    try:
+        os.makedirs(folder, exist_ok=True)
+        source = ogr.GetDriverByName("GPKG").CreateDataSource(temporary)
+        srs = None
+        if crs_wkt:
+            srs = osr.SpatialReference()
+            srs.ImportFromWkt(crs_wkt)
+        layer = source.CreateLayer(layer_name, srs, ogr.wkbPoint, ["FID=fid", "GEOMETRY_NAME=geom"])
+        for name, kind in (("sample_id", ogr.OFTInteger), ("map_class", ogr.OFTInteger),
+                           ("reference_class", ogr.OFTInteger), ("note", ogr.OFTString)):
+            layer.CreateField(ogr.FieldDefn(name, kind))
+        layer.StartTransaction()
+        for number, (class_id, x, y) in enumerate(points, 1):
+            feature = ogr.Feature(layer.GetLayerDefn())
+            feature.SetField("sample_id", number)
+            feature.SetField("map_class", class_id)
+            point = ogr.Geometry(ogr.wkbPoint)
+            point.AddPoint_2D(float(x), float(y))
+            feature.SetGeometry(point)
+            layer.CreateFeature(feature)
+        layer.CommitTransaction()
+        layer.SetMetadataItem(DESIGN_TABLE, json.dumps(design))
+        write_table(source, SCHEMA_TABLE, [("id", ogr.OFTInteger), ("name", ogr.OFTString), ("colour", ogr.OFTString)],
+               [[c.id, c.name, c.colour] for c in classes])
+        write_table(source, DESIGN_TABLE, [("class_id", ogr.OFTInteger), ("class_name", ogr.OFTString),
+                                      ("mapped_pixels", ogr.OFTInteger64), ("weight", ogr.OFTReal),
+                                      ("allocated", ogr.OFTInteger), ("drawn", ogr.OFTInteger)],
+               [[s["id"], s["name"], s["mapped_pixels"], s["weight"], s["allocated"], s["drawn"]]
+                for s in design["strata"]])
+        source = layer = None  # closes the file
+        os.replace(temporary, path)
+    except (OSError, RuntimeError) as exc:
+        raise BadInputError(f"Cannot write the sample {path}: {getattr(exc, 'strerror', None) or exc}. Choose a "
+                            "folder you can write to.") from exc
+    finally:
+        if os.path.exists(temporary):
+            os.remove(temporary)
+
+
+def write_table(source, name, columns, rows) -> None:
+    table = source.CreateLayer(name, None, ogr.wkbNone)
+    for column, kind in columns:
+        table.CreateField(ogr.FieldDefn(column, kind))
+    for row in rows:
+        feature = ogr.Feature(table.GetLayerDefn())
+        for (column, _), value in zip(columns, row):
+            feature.SetField(column, value)
+        table.CreateFeature(feature)

@@ -1,0 +1,27 @@
+"""Options of the ``suggest-areas`` command (engine flags, Processing defaults and the Python API in one place)."""
+from dataclasses import dataclass
+from typing import Optional
+
+from ..options import option
+
+
+@dataclass
+class SuggestOptions:
+    output: str = option(help="polygon GeoPackage to write (.gpkg), in the training-areas schema")
+    uncertainty: Optional[str] = option(None, help="uncertainty raster from classify (--uncertainty)")
+    classified: Optional[str] = option(None, help="classified raster on the same grid: the predicted class hint")
+    confidence: Optional[str] = option(None, help="confidence raster on the same grid: the probability hint")
+    raster: Optional[str] = option(None, help="instead of the rasters above: the image to classify with --model")
+    model: Optional[str] = option(None, help="ONNX model to classify --raster with first")
+    measure: str = option("entropy", choices=("entropy", "margin"),
+                          help="uncertainty measure when classifying with --model")
+    count: int = option(20, help="number of places to suggest (default 20)")
+    min_distance: Optional[float] = option(
+        None, help="minimum distance between suggestions in the raster's CRS units (default: half the spacing "
+                   "of an even spread)")
+    size: int = option(5, help="side of each suggested square in pixels (default 5)")
+    class_field: str = option("class_id", help="class field of the output (empty: for the analyst to fill)")
+    layer_name: str = option("suggested_areas", help="name of the polygon layer in the GeoPackage")
+    seed: int = option(0, help="random seed for ties and thinning")
+    block_size: int = option(1024, help="window size in pixels (default 1024)")
+    overwrite: bool = option(False, help="replace an existing output file")

@@ -1,0 +1,247 @@
+"""The ``suggest-areas`` engine command: N places to digitise next, where the model is least sure, spread
+over the map. Python API: ``suggest_areas(SuggestOptions(...), events)``.
+
+    python -m landcover_plugin.core.engine suggest-areas --uncertainty u.tif --classified map.tif \\
+        [--confidence c.tif] --output suggestions.gpkg [--count 20] [--min-distance 1500]
+    python -m landcover_plugin.core.engine suggest-areas --raster image.tif --model model.onnx --output s.gpkg
+
+Two passes over the uncertainty raster keep memory bounded: a histogram of its values, then the pixels at
+or above the value that leaves at least ``CANDIDATES_PER_PLACE`` candidates a place (randomly thinned to
+at most ``MAX_CANDIDATES``). Candidates are taken most uncertain first (ties in random order) when at
+least the minimum distance from every place taken; when too few are left, the distance is halved.
+
+The output is a training-areas layer (DESIGN.md, the "Create training areas layer" schema): squares of
+``size`` pixels in the raster's CRS with an empty class field for the analyst to fill, and hints:
+``predicted_class`` and ``predicted_name`` (the map's class there), ``probability`` (percent, when a
+confidence raster is given), ``uncertainty`` (percent) and ``rank`` (1 = most uncertain); plus the
+``landcover_classes`` table. Edit the classes, then merge them into the training areas and retrain.
+"""
+import math
+import os
+import tempfile
+
+import numpy as np
+from osgeo import ogr, osr
+from rasterio.windows import Window
+
+from ..classified_raster import embedded_classes
+from ..errors import BadInputError, Cancelled
+from ..rasters import open_raster, read
+from ..sample.draw import SCHEMA_TABLE, write_table
+from .options import SuggestOptions
+
+CANDIDATES_PER_PLACE = 50
+MAX_CANDIDATES = 200_000
+NODATA = 255
+
+
+def suggest_areas(options: SuggestOptions, events) -> dict:
+    """Write the suggestions; returns OUTPUT (``path|layername=...``), COUNT, MIN_DISTANCE and CLASSES."""
+    o = options
+    output = _output_path(o.output, o.overwrite)
+    if o.count < 1 or o.size < 1:
+        raise BadInputError("The number of places and the square size must be at least 1.")
+    with tempfile.TemporaryDirectory(prefix="landcover_suggest_") as work:
+        uncertainty, classified, confidence = _inputs(o, work, events)
+        with open_raster(uncertainty, "uncertainty raster") as src:
+            if src.dtypes[0] != "uint8":
+                raise BadInputError(f"The uncertainty raster {uncertainty} holds {src.dtypes[0]} values; give the "
+                                    "uint8 uncertainty raster that 'Classify raster with model' writes.")
+            others = [open_raster(p, what) for p, what in ((classified, "classified raster"),
+                                                           (confidence, "confidence raster")) if p]
+            try:
+                for other in others:
+                    if (other.width, other.height) != (src.width, src.height) or \
+                            not other.transform.almost_equals(src.transform):
+                        raise BadInputError(f"{other.name} is not on the uncertainty raster's grid. Give the rasters "
+                                            "written together by one 'Classify raster with model' run.")
+                windows = [Window(c, r, min(o.block_size, src.width - c), min(o.block_size, src.height - r))
+                           for r in range(0, src.height, o.block_size) for c in range(0, src.width, o.block_size)]
+                histogram = _histogram(src, windows, events)
+                valid = int(histogram.sum())
+                if valid == 0:
+                    raise BadInputError("The uncertainty raster is all no data: nothing to suggest.")
+                threshold = _threshold(histogram, o.count * CANDIDATES_PER_PLACE)
+                rng = np.random.default_rng(o.seed)
+                keep = min(1.0, MAX_CANDIDATES / histogram[threshold:].sum())
+                candidates = _candidates(src, others, windows, threshold, keep, rng, bool(confidence), events)
+                pixel = abs(src.transform.a)
+                distance = o.min_distance
+                if distance is None:
+                    distance = 0.5 * math.sqrt(valid * pixel * abs(src.transform.e) / o.count)
+                places, used = _spread(candidates, o.count, float(distance), src.transform, rng)
+                crs_wkt = src.crs.to_wkt() if src.crs else None
+                transform = src.transform
+            finally:
+                for other in others:
+                    other.close()
+        schema, _colours = embedded_classes(classified) if classified else (None, {})
+    names = {c.id: c.name for c in schema} if schema else {}
+    _write(output, o, crs_wkt, transform, places, names, schema)
+    if not places:
+        raise BadInputError("No place to suggest: the uncertainty raster has no valid pixel.")
+    if len(places) < o.count:
+        events.warning(f"Only {len(places)} places found (the raster has few uncertain pixels).")
+    events.info(f"Suggested {len(places)} places at least {used:g} apart, uncertainty {places[-1]['uncertainty']}"
+                f"..{places[0]['uncertainty']} % (of pixels: {100 * histogram[threshold:].sum() / valid:.1f} % at "
+                f"or above {threshold} %). Written to {output}.")
+    events.progress(1.0, "written")
+    return {"OUTPUT": f"{output}|layername={o.layer_name}", "COUNT": len(places), "MIN_DISTANCE": used,
+            "LAYER_NAME": o.layer_name, "CLASS_FIELD": o.class_field,
+            "CLASSES": [{"id": c.id, "name": c.name, "colour": c.colour} for c in schema] if schema else []}
+
+
+# -- inputs -----------------------------------------------------------------------------------------
+def _output_path(path, overwrite) -> str:
+    path = os.path.abspath(os.fspath(path))
+    if not path.lower().endswith(".gpkg"):
+        raise BadInputError(f"The output {path} must be a GeoPackage: give a path ending in .gpkg.")
+    if os.path.exists(path) and not overwrite:
+        raise BadInputError(f"{path} already exists: choose a new file name (or allow overwriting with --overwrite).")
+    return path
+
+
+def _inputs(o, work, events) -> tuple:
+    """(uncertainty, classified, confidence) paths: given, or made by classifying --raster with --model."""
+    if o.model or o.raster:
+        if not (o.model and o.raster):
+            raise BadInputError("To classify first, give both the raster and the model.")
+        from ..classify.options import ClassifyOptions  # noqa: PLC0415 - onnxruntime only when needed
+        from ..classify.run import classify_raster  # noqa: PLC0415
+        events.info("Classifying the raster first, with the uncertainty raster.")
+        result = classify_raster(ClassifyOptions(o.raster, o.model, os.path.join(work, "classes.tif"),
+                                                 confidence=os.path.join(work, "confidence.tif"),
+                                                 uncertainty=os.path.join(work, "uncertainty.tif"),
+                                                 uncertainty_measure=o.measure), events)
+        return result["UNCERTAINTY"], result["OUTPUT"], result["CONFIDENCE"]
+    if not o.uncertainty:
+        raise BadInputError("Give the uncertainty raster (from 'Classify raster with model'), or a raster and a "
+                            "model to classify first.")
+    for path in (o.uncertainty, o.classified, o.confidence):
+        if path and not os.path.isfile(path):
+            raise BadInputError(f"{path} does not exist. Choose an existing raster file.")
+    return o.uncertainty, o.classified, o.confidence
+
+
+# -- reading ----------------------------------------------------------------------------------------
+def _check_cancel(events):
+    if events.cancel_requested:
+        raise Cancelled("Cancelled: no output was written.")
+
+
+def _values(src, window) -> np.ndarray:
+    data = read(src, 1, window=window)
+    if src.nodata is not None and src.nodata != NODATA:
+        data = np.where(data == src.nodata, NODATA, data)
+    return np.where(data > 100, NODATA, data).astype(np.uint8)
+
+
+def _histogram(src, windows, events) -> np.ndarray:
+    histogram = np.zeros(101, dtype=np.int64)
+    for number, window in enumerate(windows, 1):
+        _check_cancel(events)
+        events.progress(0.4 * number / len(windows), "reading the uncertainty")
+        histogram += np.bincount(_values(src, window).ravel(), minlength=256)[:101]
+    return histogram
+
+
+def _threshold(histogram, wanted: int) -> int:
+    """The highest value t with at least ``wanted`` pixels at or above it (0 when there are fewer)."""
+    at_or_above = np.cumsum(histogram[::-1])[::-1]
+    enough = np.flatnonzero(at_or_above >= wanted)
+    return int(enough.max()) if enough.size else 0
+
+
+def _candidates(src, others, windows, threshold, keep, rng, has_confidence, events) -> dict:
+    rows, cols, values, classes, probability = [], [], [], [], []
+    for number, window in enumerate(windows, 1):
+        _check_cancel(events)
+        events.progress(0.4 + 0.5 * number / len(windows), "finding uncertain places")
+        data = _values(src, window)
+        r, c = np.nonzero((data >= threshold) & (data != NODATA))
+        if keep < 1.0:
+            chosen = rng.random(r.size) < keep
+            r, c = r[chosen], c[chosen]
+        rows.append(r + int(window.row_off))
+        cols.append(c + int(window.col_off))
+        values.append(data[r, c])
+        hints = [read(other, 1, window=window)[r, c] for other in others]
+        classes.append(hints[0] if hints else np.zeros(r.size, np.uint8))
+        probability.append(hints[1] if has_confidence and len(hints) > 1 else np.zeros(r.size, np.uint8))
+    return {key: np.concatenate(parts) for key, parts in (("row", rows), ("col", cols), ("value", values),
+                                                         ("class", classes), ("probability", probability))}
+
+
+def _spread(c, count, distance, transform, rng) -> tuple:
+    """Most uncertain first (random among ties), each at least ``distance`` from those taken; the distance
+    is halved (up to 4 times) while too few places are found. Returns (places, distance used)."""
+    order = np.lexsort((rng.random(c["value"].size), -c["value"].astype(np.int64)))
+    x, y = transform * (c["col"] + 0.5, c["row"] + 0.5)
+    for attempt in range(5):
+        if attempt:
+            distance /= 2
+        taken, cells = [], {}
+        for i in order:
+            if len(taken) == count:
+                break
+            if distance > 0:
+                cell = (int(x[i] // distance), int(y[i] // distance))
+                near = (j for dx in (-1, 0, 1) for dy in (-1, 0, 1)
+                        for j in cells.get((cell[0] + dx, cell[1] + dy), ()))
+                if any((x[i] - x[j]) ** 2 + (y[i] - y[j]) ** 2 < distance ** 2 for j in near):
+                    continue
+                cells.setdefault(cell, []).append(i)
+            taken.append(i)
+        if len(taken) == count or distance == 0:
+            break
+    places = [{"row": int(c["row"][i]), "col": int(c["col"][i]), "uncertainty": int(c["value"][i]),
+               "class": int(c["class"][i]), "probability": int(c["probability"][i])} for i in taken]
+    return places, distance
+
+
+# -- writing ----------------------------------------------------------------------------------------
+def _write(path, o, crs_wkt, transform, places, names, schema) -> None:
+    ogr.UseExceptions()
+    temporary = os.path.join(os.path.dirname(path), f".{os.path.basename(path)}.partial-{os.getpid()}.gpkg")
+    half = o.size / 2.0
+    try:
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        source = ogr.GetDriverByName("GPKG").CreateDataSource(temporary)
+        srs = None
+        if crs_wkt:
+            srs = osr.SpatialReference()
+            srs.ImportFromWkt(crs_wkt)
+        layer = source.CreateLayer(o.layer_name, srs, ogr.wkbPolygon, ["FID=fid", "GEOMETRY_NAME=geom"])
+        fields = [(o.class_field, ogr.OFTInteger), ("predicted_class", ogr.OFTInteger),
+                  ("predicted_name", ogr.OFTString), ("probability", ogr.OFTInteger),
+                  ("uncertainty", ogr.OFTInteger), ("rank", ogr.OFTInteger)]
+        for name, kind in fields:
+            layer.CreateField(ogr.FieldDefn(name, kind))
+        for rank, place in enumerate(places, 1):
+            feature = ogr.Feature(layer.GetLayerDefn())
+            if place["class"]:
+                feature.SetField("predicted_class", place["class"])
+                feature.SetField("predicted_name", names.get(place["class"], f"class {place['class']}"))
+            if o.confidence or o.model:
+                feature.SetField("probability", place["probability"])
+            feature.SetField("uncertainty", place["uncertainty"])
+            feature.SetField("rank", rank)
+            ring = ogr.Geometry(ogr.wkbLinearRing)
+            col, row = place["col"] + 0.5, place["row"] + 0.5
+            for dc, dr in ((-half, -half), (half, -half), (half, half), (-half, half), (-half, -half)):
+                ring.AddPoint_2D(*(transform * (col + dc, row + dr)))
+            polygon = ogr.Geometry(ogr.wkbPolygon)
+            polygon.AddGeometry(ring)
+            feature.SetGeometry(polygon)
+            layer.CreateFeature(feature)
+        if schema:
+            write_table(source, SCHEMA_TABLE, [("id", ogr.OFTInteger), ("name", ogr.OFTString),
+                                          ("colour", ogr.OFTString)], [[c.id, c.name, c.colour] for c in schema])
+        source = layer = None
+        os.replace(temporary, path)
+    except (OSError, RuntimeError) as exc:
+        raise BadInputError(f"Cannot write {path}: {getattr(exc, 'strerror', None) or exc}. Choose a folder you "
+                            "can write to.") from exc
+    finally:
+        if os.path.exists(temporary):
+            os.remove(temporary)

@@ -1,0 +1,142 @@
+"""``assess`` with sample points: error-adjusted areas and accuracies with confidence intervals
+(Olofsson et al. 2014) on the real Zion data, checked against the truth the sample stands for.
+
+The map is NLCD with 15 % of its pixels changed to another class; the "interpreter" labels each sample
+point from NLCD itself. So the true area of every class (NLCD's pixel counts) and the true overall
+accuracy are known, and the estimates must land near them, within their confidence intervals.
+"""
+import json
+import subprocess
+
+import numpy as np
+import pytest
+import rasterio
+from osgeo import ogr, osr
+
+ogr.UseExceptions()
+POINTS_PER_CLASS = 50
+
+
+def run_assess(engine_python, repo_root, *args):
+    proc = subprocess.run([engine_python, "-m", "landcover_plugin.core.engine", "assess", *map(str, args)],
+                          cwd=repo_root, capture_output=True, text=True, timeout=120)
+    events = [json.loads(line) for line in proc.stdout.splitlines() if line.strip()]
+    assert proc.returncode == 0, proc.stderr
+    return [e for e in events if e["event"] == "result"][0]["outputs"], events
+
+
+@pytest.fixture(scope="module")
+def zion_map_and_sample(tmp_path_factory, shared_data):
+    folder = tmp_path_factory.mktemp("zion_sample")
+    with rasterio.open(shared_data / "zion" / "nlcd2011_8class.tif") as src:
+        reference, profile, transform, crs = src.read(1), src.profile, src.transform, src.crs
+    labelled = reference != 255
+    rng = np.random.default_rng(1)
+    changed = labelled & (rng.random(reference.shape) < 0.15)
+    classified = reference.copy()
+    classified[changed] = reference[changed] % 8 + 1
+    classified[~labelled] = 0
+    profile.update(nodata=0)
+    classified_path = folder / "classified.tif"
+    with rasterio.open(classified_path, "w", **profile) as dst:
+        dst.write(classified, 1)
+    # A stratified random sample: 50 pixels of each map class, one point at each pixel's centre (plus one
+    # unlabelled point, as a sample still being labelled has).
+    source = ogr.GetDriverByName("GPKG").CreateDataSource(str(folder / "sample.gpkg"))
+    srs = osr.SpatialReference()
+    srs.ImportFromWkt(crs.to_wkt())
+    layer = source.CreateLayer("sample", srs, ogr.wkbPoint)
+    layer.CreateField(ogr.FieldDefn("reference_class", ogr.OFTInteger))
+    for k in range(1, 9):
+        rows, cols = np.nonzero(classified == k)
+        for i in rng.choice(len(rows), POINTS_PER_CLASS, replace=False):
+            feature = ogr.Feature(layer.GetLayerDefn())
+            feature.SetField("reference_class", int(reference[rows[i], cols[i]]))
+            point = ogr.Geometry(ogr.wkbPoint)
+            point.AddPoint_2D(*(transform * (cols[i] + 0.5, rows[i] + 0.5)))
+            feature.SetGeometry(point)
+            layer.CreateFeature(feature)
+    feature = ogr.Feature(layer.GetLayerDefn())
+    point = ogr.Geometry(ogr.wkbPoint)
+    point.AddPoint_2D(*(transform * (10.5, 10.5)))
+    feature.SetGeometry(point)
+    layer.CreateFeature(feature)
+    source = None
+    truth = {"area_ha": np.bincount(reference[labelled], minlength=9)[1:] * 0.09,
+             "mapped_pixels": np.bincount(classified[classified > 0], minlength=9)[1:],
+             "oa": 1.0 - changed.sum() / labelled.sum()}
+    return classified_path, folder / "sample.gpkg", truth
+
+
+def test_sample_points_give_area_estimates_that_cover_the_true_areas(zion_map_and_sample, tmp_path, shared_data,
+                                                                     engine_python, repo_root):
+    classified, sample, truth = zion_map_and_sample
+    outputs, events = run_assess(engine_python, repo_root, "--classified", classified, "--reference-vector", sample,
+                                 "--class-field", "reference_class", "--classes", shared_data / "zion" / "classes.json",
+                                 "--output-folder", tmp_path / "report")
+    report = json.loads(open(outputs["OUTPUT_JSON"], encoding="utf-8").read())
+    assert report["inputs"]["reference_kind"] == "points"
+    assert report["summary"]["pixels_assessed"] == 8 * POINTS_PER_CLASS  # every point once; unlabelled left out
+    estimates = report["area_estimates"]
+    assert [e["name"] for e in estimates][:2] == ["Water", "Developed"] and len(estimates) == 8
+    assert [e["sample_points_mapped"] for e in estimates] == [POINTS_PER_CLASS] * 8
+    assert [e["mapped_pixels"] for e in estimates] == truth["mapped_pixels"].tolist()
+    np.testing.assert_allclose([e["mapped_area_ha"] for e in estimates], truth["mapped_pixels"] * 0.09)
+    estimated = np.array([e["estimated_area_ha"] for e in estimates])
+    ci = np.array([e["area_ci95_ha"] for e in estimates])
+    assert estimated.sum() == pytest.approx(truth["mapped_pixels"].sum() * 0.09)  # shares of the whole map
+    # Every class's true area lies within 3 standard errors of its estimate (1.53 x the 95 % half-width).
+    assert (np.abs(estimated - truth["area_ha"]) < 1.53 * ci).all(), (estimated, ci, truth["area_ha"])
+    # The map's biggest error: Herbaceous is mapped on 8,573 ha but covers 482 ha; the estimate knows.
+    herbaceous = estimates[5]
+    assert herbaceous["mapped_area_ha"] > 8000 and herbaceous["estimated_area_ha"] < 1500
+    assert abs(report["overall_accuracy_estimate"] - truth["oa"]) < 1.53 * report["overall_ci95"]
+    assert 0.01 < report["overall_ci95"] < 0.1
+    assert outputs["OA_ESTIMATE"] == report["overall_accuracy_estimate"]
+    for e in estimates:
+        assert 0 <= e["users_accuracy"] <= 1 and e["users_ci95"] > 0
+        assert 0 <= e["producers_accuracy"] <= 1 and e["producers_ci95"] >= 0
+    html = open(outputs["OUTPUT_HTML"], encoding="utf-8").read()
+    assert "Area estimates from the reference sample" in html and "estimated area (ha) ± 95 % CI" in html
+    assert (tmp_path / "report" / "accuracy_report_areas.png").stat().st_size > 10_000
+    assert any("Error-adjusted areas" in e.get("message", "") for e in events if e["event"] == "log")
+    assert any("over 400 sample points" in e.get("message", "") for e in events if e["event"] == "log")
+
+
+def test_polygons_give_no_area_estimate_and_the_report_says_why(tmp_path, shared_data, engine_python, repo_root):
+    image = shared_data / "rstoolbox" / "landsat5_1988_7band.tif"
+    with rasterio.open(image) as src:
+        profile = src.profile
+    profile.update(count=1, dtype="uint8", nodata=0)
+    classified = tmp_path / "classified.tif"
+    with rasterio.open(classified, "w", **profile) as dst:
+        dst.write(np.full((profile["height"], profile["width"]), 1, np.uint8), 1)
+    outputs, _ = run_assess(engine_python, repo_root, "--classified", classified, "--reference-vector",
+                            shared_data / "rstoolbox" / "training_polygons.gpkg", "--class-field", "class",
+                            "--classes", '[{"id": 1, "name": "forest"}, {"id": 2, "name": "water"}, '
+                                         '{"id": 3, "name": "cleared"}, {"id": 4, "name": "fallen_dry"}]',
+                            "--output-folder", tmp_path / "report")
+    report = json.loads(open(outputs["OUTPUT_JSON"], encoding="utf-8").read())
+    assert report["area_estimates"] is None and report["overall_accuracy_estimate"] is None
+    assert "not a probability sample" in report["area_estimate_note"]
+    assert report["summary"]["overall_accuracy"] == outputs["OA"] > 0  # today's figures are still there
+    assert "not a probability sample" in open(outputs["OUTPUT_HTML"], encoding="utf-8").read()
+    assert outputs["OA_ESTIMATE"] is None
+    assert not (tmp_path / "report" / "accuracy_report_areas.png").exists()
+
+
+def test_a_map_class_with_too_few_labelled_points_gets_a_note_naming_it(zion_map_and_sample, tmp_path,
+                                                                       shared_data, engine_python, repo_root):
+    classified, sample, _ = zion_map_and_sample
+    thinned = tmp_path / "thinned.gpkg"
+    source = ogr.GetDriverByName("GPKG").CopyDataSource(ogr.Open(str(sample)), str(thinned))
+    layer = source.GetLayer(0)
+    for fid in [f.GetFID() for f in layer if f.GetField("reference_class") is not None][:POINTS_PER_CLASS - 1]:
+        layer.DeleteFeature(fid)  # the first 49 Water-mapped points: one left
+    source = None
+    outputs, _ = run_assess(engine_python, repo_root, "--classified", classified, "--reference-vector", thinned,
+                            "--class-field", "reference_class", "--classes", shared_data / "zion" / "classes.json",
+                            "--output-folder", tmp_path / "report")
+    report = json.loads(open(outputs["OUTPUT_JSON"], encoding="utf-8").read())
+    assert report["area_estimates"] is None
+    assert "at least 2" in report["area_estimate_note"] and "Water (1)" in report["area_estimate_note"]

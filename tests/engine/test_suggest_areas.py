@@ -1,0 +1,98 @@
+"""``suggest-areas``: places to digitise next, checked against the rasters they come from, on Zion."""
+import json
+import subprocess
+
+import numpy as np
+import pytest
+import rasterio
+from osgeo import ogr
+
+from landcover_plugin.core.classify.options import ClassifyOptions
+from landcover_plugin.core.classify.run import classify_raster
+from landcover_plugin.core.errors import BadInputError
+from landcover_plugin.core.events import RecordingEvents
+from landcover_plugin.core.suggest.options import SuggestOptions
+from landcover_plugin.core.suggest.suggest import suggest_areas
+
+ogr.UseExceptions()
+
+
+@pytest.fixture(scope="module")
+def classified(model, shared_data, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("suggest")
+    result = classify_raster(ClassifyOptions(shared_data / "zion" / "landsat8_2015_b2345.tif", model,
+                                             folder / "classes.tif", confidence=folder / "confidence.tif",
+                                             uncertainty=folder / "uncertainty.tif"), RecordingEvents())
+    arrays = {}
+    for key in ("OUTPUT", "CONFIDENCE", "UNCERTAINTY"):
+        with rasterio.open(result[key]) as src:
+            arrays[key] = src.read(1)
+            transform = src.transform
+    return result, arrays, transform
+
+
+def read_places(path, layer="suggested_areas"):
+    source = ogr.Open(str(path))
+    lyr = source.GetLayerByName(layer)
+    places = []
+    for f in lyr:
+        geometry = f.GetGeometryRef()
+        centre = geometry.Centroid()
+        places.append({**f.items(), "x": centre.GetX(), "y": centre.GetY(), "area": geometry.GetArea()})
+    classes = [f.items() for f in source.GetLayerByName("landcover_classes")]
+    return places, classes
+
+
+def test_suggestions_are_the_most_uncertain_places_spread_apart(classified, tmp_path):
+    result, arrays, transform = classified
+    events = RecordingEvents()
+    out = suggest_areas(SuggestOptions(tmp_path / "s.gpkg", uncertainty=result["UNCERTAINTY"],
+                                       classified=result["OUTPUT"], confidence=result["CONFIDENCE"], count=15), events)
+    places, classes = read_places(tmp_path / "s.gpkg")
+    assert out["COUNT"] == len(places) == 15
+    assert [c["name"] for c in classes] == ["water", "forest", "shrubland"]
+    uncertainty = arrays["UNCERTAINTY"]
+    valid = uncertainty[uncertainty != 255]
+    inverse = ~transform
+    for rank, place in enumerate(places, 1):
+        col, row = (int(v) for v in inverse * (place["x"], place["y"]))
+        assert place["rank"] == rank and place["class_id"] is None  # for the analyst to fill
+        assert place["uncertainty"] == uncertainty[row, col]
+        assert place["predicted_class"] == arrays["OUTPUT"][row, col]
+        assert place["predicted_name"] == classes[place["predicted_class"] - 1]["name"]
+        assert place["probability"] == arrays["CONFIDENCE"][row, col]
+        assert place["area"] == pytest.approx(25 * 900)  # 5 x 5 pixels of 30 m
+        # Among the most uncertain pixels of the map: at most 15 x 50 pixels are more uncertain.
+        assert (valid > place["uncertainty"]).sum() <= 15 * 50
+    assert [p["uncertainty"] for p in places] == sorted((p["uncertainty"] for p in places), reverse=True)
+    xy = np.array([(p["x"], p["y"]) for p in places])
+    distances = np.sqrt(((xy[:, None] - xy[None]) ** 2).sum(axis=2)) + np.eye(15) * 1e9
+    assert distances.min() >= out["MIN_DISTANCE"] > 1000  # spread, not one cluster of uncertain pixels
+
+
+def test_from_a_model_and_a_raster_through_the_engine(model, shared_data, tmp_path, engine_python, repo_root):
+    proc = subprocess.run([engine_python, "-m", "landcover_plugin.core.engine", "suggest-areas", "--raster",
+                           str(shared_data / "zion" / "landsat8_2015_b2345.tif"), "--model", str(model),
+                           "--output", str(tmp_path / "m.gpkg"), "--count", "8", "--min-distance", "3000",
+                           "--measure", "margin", "--size", "3"],
+                          cwd=repo_root, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    result = [json.loads(line) for line in proc.stdout.splitlines() if '"result"' in line][0]["outputs"]
+    places, _ = read_places(tmp_path / "m.gpkg")
+    assert result["COUNT"] == 8 and result["MIN_DISTANCE"] == 3000
+    assert all(p["area"] == pytest.approx(9 * 900) and 0 < p["probability"] <= 100 for p in places)
+    assert not [p.name for p in tmp_path.iterdir() if "partial" in p.name]
+
+
+def test_bad_inputs_name_the_fix(classified, tmp_path, shared_data):
+    result = classified[0]
+    with pytest.raises(BadInputError, match="uncertainty raster"):
+        suggest_areas(SuggestOptions(tmp_path / "a.gpkg"), RecordingEvents())
+    with pytest.raises(BadInputError, match="uint8 uncertainty raster"):
+        suggest_areas(SuggestOptions(tmp_path / "a.gpkg", uncertainty=shared_data / "zion" / "landsat8_2015_b2345.tif"),
+                      RecordingEvents())
+    with pytest.raises(BadInputError, match="grid"):
+        other_grid = shared_data / "rstoolbox" / "landsat5_1988_7band.tif"
+        suggest_areas(SuggestOptions(tmp_path / "a.gpkg", uncertainty=result["UNCERTAINTY"], classified=other_grid),
+                      RecordingEvents())
+    assert not list(tmp_path.iterdir())

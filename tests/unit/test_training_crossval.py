@@ -1,0 +1,97 @@
+"""Polygon-grouped cross-validation for the held-out estimate: the folds hold every polygon out once and never
+train on a pixel they score; the trainer pools the folds and refits the exported model on every polygon."""
+import json
+
+import numpy as np
+import onnx
+import pytest
+
+from landcover_plugin.core.chips.dataset import load_spec
+from landcover_plugin.core.events import RecordingEvents
+from landcover_plugin.core.model.card import CARD_KEY
+from landcover_plugin.core.train.options import TrainConfig
+from landcover_plugin.qgis_glue.engine_runner import format_metric
+from training.dataset import IGNORE, ChipStore
+from training.folds import plan_folds
+from training.loop import train
+
+
+@pytest.fixture(scope="module")
+def store(chips):
+    return ChipStore(load_spec(chips))
+
+
+def _grid(store, labels):
+    """{(row, col) in the source raster: class} of the labelled pixels, and how often each is labelled."""
+    seen, count = {}, {}
+    for index, chip in enumerate(store.spec.chips):
+        rows, cols = np.nonzero(labels[index] != IGNORE)
+        for r, c in zip(rows + chip.window[0], cols + chip.window[1]):
+            seen[(r, c)] = labels[index][r - chip.window[0], c - chip.window[1]]
+            count[(r, c)] = count.get((r, c), 0) + 1
+    return seen, count
+
+
+def test_every_labelled_pixel_is_scored_once_by_a_fold_that_never_trains_on_it(store):
+    windows = [chip.window for chip in store.spec.chips]
+    plan = plan_folds(store.labels, windows, folds=4, seed=0)
+    assert plan is not None and plan.folds == 4 and plan.groups >= 8
+    everything, _ = _grid(store, store.labels)
+    scored_anywhere = {}
+    for fold in range(plan.folds):
+        train_labels, val_labels = plan.labels(store.labels, fold)
+        val, val_count = _grid(store, val_labels)
+        train, _ = _grid(store, train_labels)
+        assert val and max(val_count.values()) == 1          # each held-out pixel scored once
+        assert not set(val) & set(train)                     # ... and in no training chip of its fold
+        assert all(everything[p] == v for p, v in val.items())  # with its own class
+        for p in val:
+            assert p not in scored_anywhere                  # held out by one fold only
+            scored_anywhere[p] = fold
+        held_classes = {int(v) for v in val.values()}
+        assert held_classes <= {int(v) for v in train.values()}  # a class held out still has training pixels
+    never = {p for p in everything if p not in scored_anywhere}
+    unsplit = {int(everything[p]) for p in never}
+    assert unsplit == set(plan.unsplit_classes)  # only the classes of a single group are never held out
+
+
+def test_no_folds_when_no_class_has_two_groups(store):
+    one = np.full_like(store.labels[:1], IGNORE)
+    one[0, 2:6, 2:6], one[0, 20:24, 20:24] = 0, 1
+    assert plan_folds(one, [(0, 0)], folds=4) is None
+    two = one.copy()
+    two[0, 2:6, 20:24] = 0
+    plan = plan_folds(two, [(0, 0)], folds=4)
+    assert plan.folds == 2 and plan.unsplit_classes == [1]
+
+
+@pytest.fixture(scope="module")
+def crossvalidated(chips, tmp_path_factory):
+    events = RecordingEvents()
+    out = tmp_path_factory.mktemp("cv") / "model.onnx"
+    outputs = train(TrainConfig(dataset_dir=str(chips), output=str(out), epochs=3, batch_size=4, base_width=8,
+                                learning_rate=3e-3, patience=0, device="cpu", cv_folds=3), events)
+    return outputs, events, out
+
+
+def test_training_with_few_held_out_polygons_cross_validates_then_refits(chips, crossvalidated):
+    outputs, events, out = crossvalidated
+    assert json.loads((chips / "dataset.json").read_text())["split"]["val_polygons"] < 40
+    assert outputs["cv_folds"] == 3 and outputs["fold_epochs"] == [3, 3, 3]  # no early stop inside a fold
+    assert 1 <= outputs["BEST_EPOCH"] <= 3 and outputs["refit_epochs"] == outputs["BEST_EPOCH"]
+    pooled = next(m for m in events.of_type("log") if m["message"].startswith("Cross-validation: the pooled"))
+    assert f"lowest after epoch {outputs['BEST_EPOCH']} of 3" in pooled["message"]
+    phases = [m["values"].get("phase") for m in events.of_type("metric")]
+    assert [p for p in phases if p != "refit"] == ["fold 1/3"] * 3 + ["fold 2/3"] * 3 + ["fold 3/3"] * 3
+    assert phases.count("refit") == outputs["refit_epochs"]
+    fold_metric = next(m for m in events.of_type("metric") if m["values"].get("phase") == "fold 2/3")
+    assert format_metric(fold_metric).startswith("Fold 2/3 epoch 1: ")
+    heldout = outputs["HELDOUT"]
+    assert heldout["method"].startswith("3-fold cross-validation over") and heldout["pixels"] > 0
+    assert "top-class probability" in heldout["method"] and 0.0 < heldout["confidence_threshold"] < 1.0
+    assert outputs["HELDOUT_OA"] == heldout["overall_accuracy"] and 0.0 <= outputs["HELDOUT_OA"] <= 1.0
+    card = json.loads({p.key: p.value for p in onnx.load(str(out)).metadata_props}[CARD_KEY])
+    assert card["heldout"] == heldout
+    progress = [e["fraction"] for e in events.of_type("progress")]
+    assert progress == sorted(progress)  # one progress bar over the folds and the refit
+    assert (out.parent / "model_checkpoints" / "fold3" / "last.pt").exists()
