@@ -43,6 +43,9 @@ def render() -> str:
 
 
 def _default(parameter) -> str:
+    remembered = (parameter.metadata() or {}).get("landcover_remembered")
+    if remembered:  # taken from the QGIS settings at run time: name it, not this machine's path
+        return remembered
     value = parameter.defaultValue()
     if value is None or value == "":
         return ""

@@ -101,7 +101,8 @@ def scene(qgis, out: Path, raster: Path, labels: dict, reference: dict, chip_siz
     print(f"   chips: {chips['TRAIN_CHIPS']} train, {chips['VAL_CHIPS']} validation")
     model = qgis.run("landcover:train_segmentation_model", DATASET=out / "chips", **training,
                      OUTPUT=out / "model.onnx")
-    print(f"   model: {model['OUTPUT']} (best validation mIoU {model['BEST_VAL_MIOU']:.3f})")
+    print(f"   model: {model['OUTPUT']} (best validation mIoU {model['BEST_VAL_MIOU']:.3f}); training report: "
+          f"{model.get('OUTPUT_REPORT')}")
     classified = qgis.run("landcover:classify_raster", INPUT=raster, MODEL=out / "model.onnx",
                           OUTPUT=out / "landcover.tif", CONFIDENCE=out / "confidence.tif")
     print(f"   map: {classified['OUTPUT']}")

@@ -2,7 +2,8 @@
 
 Takes the README's screenshots from `make demo`'s outputs: the Processing toolbox with the provider, a training
 layer being digitised with its class drop-down, the classified maps with their legends, the report, a reference
-sample being labelled and the area estimates of the labelled sample (NLCD labels each point, as an interpreter).
+sample being labelled, the area estimates of the labelled sample (NLCD labels each point, as an interpreter), a
+short training run's Log in the algorithm dialog and its training report.
 Paths come from the environment: LANDCOVER_DEMO (demo_output) and LANDCOVER_SHOTS (where PNGs go);
 LANDCOVER_SCENES (comma-separated names) takes only those scenes.
 """
@@ -177,6 +178,49 @@ def _label_from_nlcd(layer, every: int):
     return left
 
 
+def training_report() -> None:
+    clear()
+    from qgis.PyQt.QtWebKitWidgets import QWebView
+
+    view = QWebView()
+    view.setGeometry(0, 0, 1100, 1000)
+    view.load(QUrl.fromLocalFile(str(DEMO / "screenshot_model_report.html")))  # the training_log scene's
+    view.show()
+    _keep.append(view)
+
+
+def training_log() -> None:
+    """The Train dialog running a short training on the demo's rstoolbox chips, its Log tab showing."""
+    clear()
+    import processing
+
+    dialog = processing.createAlgorithmDialog("landcover:train_segmentation_model", {
+        "DATASET": str(DEMO / "rstoolbox" / "chips"), "EPOCHS": 4, "BATCH_SIZE": 8, "BASE_WIDTH": 16,
+        "PATIENCE": 0, "OUTPUT": str(DEMO / "screenshot_model.onnx"),
+        "OUTPUT_REPORT": str(DEMO / "screenshot_model_report.html")})
+    dialog.setGeometry(0, 0, 1250, 760)
+    dialog.show()
+    dialog.runAlgorithm()
+    _keep.append(dialog)
+    BEFORE_GRAB["training_log"] = lambda: _scroll_log_to(dialog, "Epoch 1:")
+
+
+def _scroll_log_to(dialog, text: str) -> None:
+    """Scroll the dialog's Log so the line holding ``text`` is near the top."""
+    from qgis.PyQt.QtWidgets import QTextEdit
+
+    log = dialog.findChild(QTextEdit, "txtLog")
+    if log is None:
+        return
+    cursor = log.document().find(text)
+    if cursor.isNull():
+        return
+    cursor.clearSelection()
+    log.setTextCursor(cursor)
+    bar = log.verticalScrollBar()
+    bar.setValue(bar.value() + log.cursorRect().top() - 40)
+
+
 def _layer_panel() -> None:
     plugins["processing"].toolbox.setVisible(False)
 
@@ -198,10 +242,14 @@ SCENES = [
     (report, "report"),
     (reference_sample, "reference_sample"),
     (area_estimates, "area_estimates"),
+    (training_log, "training_log"),
+    (training_report, "training_report"),
 ]
 if os.environ.get("LANDCOVER_SCENES"):
     SCENES = [scene for scene in SCENES if scene[1] in os.environ["LANDCOVER_SCENES"].split(",")]
-WIDGET_SCENES = {"report", "area_estimates"}  # grabbed as the widget alone
+WIDGET_SCENES = {"report", "area_estimates", "training_log", "training_report"}  # grabbed as the widget alone
+BEFORE_GRAB = {}  # name -> what to do just before the grab
+DELAYS = {"training_log": 180000}  # ms before the grab: the training runs to its end first
 
 
 def run_scene(index: int = 0) -> None:
@@ -214,7 +262,8 @@ def run_scene(index: int = 0) -> None:
     except Exception:  # noqa: BLE001 - report and go on with the other scenes
         traceback.print_exc()
     widget = _keep[-1] if name in WIDGET_SCENES and _keep else None
-    QTimer.singleShot(5000, lambda: (screen(name, widget), run_scene(index + 1)))
+    QTimer.singleShot(DELAYS.get(name, 5000), lambda: (BEFORE_GRAB.get(name, lambda: None)(), screen(name, widget),
+                                                       run_scene(index + 1)))
 
 
 QTimer.singleShot(4000, run_scene)

@@ -9,12 +9,17 @@ from qgis.core import (
     QgsProcessingParameterField,
     QgsProcessingParameterFile,
     QgsProcessingParameterFileDestination,
+    QgsProcessingParameterMapLayer,
+    QgsProcessingParameterMatrix,
     QgsProcessingParameterRasterLayer,
     QgsProcessingParameterVectorLayer,
 )
 
 from ..core.assess.options import AssessOptions
+from ..core.errors import BadInputError
+from ..core.schema import ClassSchema
 from ..qgis_glue.layers import raster_layer_to_path, vector_layer_to_gpkg
+from ..qgis_glue.training_layer import schema_for_layer, schema_to_argument
 from .base import EngineAlgorithm
 
 
@@ -25,6 +30,8 @@ class AssessAccuracyAlgorithm(EngineAlgorithm):
     CLASS_FIELD = "CLASS_FIELD"
     REFERENCE_RASTER = "REFERENCE_RASTER"
     CLASSES = "CLASSES"
+    CLASSES_TABLE = "CLASSES_TABLE"
+    CLASSES_FROM_LAYER = "CLASSES_FROM_LAYER"
     OUTPUT_HTML = "OUTPUT_HTML"
     OUTPUT_TABLE = "OUTPUT_TABLE"
     OUTPUT_JSON = "OUTPUT_JSON"
@@ -60,8 +67,10 @@ class AssessAccuracyAlgorithm(EngineAlgorithm):
             "for a probability sample: stratified random by map class or simple random. Points left "
             "unlabelled are skipped. Polygons and rasters are no probability sample: no area estimate "
             "from them.\n\n"
-            "<b>Class list</b> (optional JSON file, [{\"id\": 1, \"name\": \"water\", \"colour\": \"#1f78b4\"}, "
-            "...]): needed only when the classified raster has no class names and the reference uses names.\n\n"
+            "<b>Class list</b>: needed only when the classified raster has no class names and the reference uses "
+            "names. Fill the <b>class table</b> (id, name, colour), or take the classes from a <b>layer</b> (the "
+            "training areas layer, a styled classified raster), or give a JSON file ([{\"id\": 1, \"name\": "
+            "\"water\", \"colour\": \"#1f78b4\"}, ...]): one of the three.\n\n"
             "Outputs: an <b>HTML report</b> (opened in the Results Viewer) with overall accuracy, Cohen's kappa, "
             "mean IoU, the confusion matrix (counts, row and column shares, heat map) and per-class precision "
             "(user's accuracy), recall (producer's accuracy), F1 and IoU with a bar chart, pixel counts and "
@@ -75,16 +84,23 @@ class AssessAccuracyAlgorithm(EngineAlgorithm):
     def initAlgorithm(self, config=None):
         self.addParameter(QgsProcessingParameterRasterLayer(self.CLASSIFIED, self.tr("Classified raster")))
         self.addParameter(QgsProcessingParameterVectorLayer(
-            self.REFERENCE_VECTOR, self.tr("Reference polygons (or sample points)"),
+            self.REFERENCE_VECTOR, self.tr("Reference, choice 1: polygons (or sample points)"),
             [QgsProcessing.TypeVectorPolygon, QgsProcessing.TypeVectorPoint], optional=True))
         self.addParameter(QgsProcessingParameterField(
-            self.CLASS_FIELD, self.tr("Class field of the reference polygons (names or ids)"),
+            self.CLASS_FIELD, self.tr("Class field of the reference polygons (choice 1; names or ids)"),
             parentLayerParameterName=self.REFERENCE_VECTOR, optional=True))
         self.addParameter(QgsProcessingParameterRasterLayer(
-            self.REFERENCE_RASTER, self.tr("Reference raster (instead of polygons)"), optional=True))
+            self.REFERENCE_RASTER, self.tr("Reference, choice 2: a reference raster (instead of polygons)"),
+            optional=True))
         self.addParameter(QgsProcessingParameterFile(
             self.CLASSES, self.tr("Class list (JSON; only when the classified raster has no class names)"),
             extension="json", optional=True))
+        self.addParameter(QgsProcessingParameterMatrix(
+            self.CLASSES_TABLE, self.tr("Class list as a table (id, name, colour; instead of the JSON file)"),
+            numberRows=0, hasFixedNumberRows=False, headers=["id", "name", "colour"], optional=True))
+        self.addParameter(QgsProcessingParameterMapLayer(
+            self.CLASSES_FROM_LAYER, self.tr("Class list from a layer (training areas or styled classified "
+                                             "raster; instead of the JSON file)"), optional=True))
         self.addParameter(QgsProcessingParameterFileDestination(
             self.OUTPUT_HTML, self.tr("Accuracy report"), self.tr("HTML files (*.html)")))
         self.addParameter(QgsProcessingParameterFileDestination(
@@ -98,6 +114,40 @@ class AssessAccuracyAlgorithm(EngineAlgorithm):
             self.OA_ESTIMATE, self.tr("Estimated overall accuracy (sample points only)")))
         self.addOutput(QgsProcessingOutputNumber(
             self.OA_CI95, self.tr("95 % confidence interval of the estimated overall accuracy (±)")))
+
+    def checkParameterValues(self, parameters, context):
+        """The either/or choices, checked before the run starts (the dialog shows the message)."""
+        vector = self.parameterAsVectorLayer(parameters, self.REFERENCE_VECTOR, context)
+        raster = self.parameterAsRasterLayer(parameters, self.REFERENCE_RASTER, context)
+        if (vector is None) == (raster is None):
+            return False, self.tr("Give the reference either as polygons or points (choice 1, with their class "
+                                  "field) or as a reference raster (choice 2): one of the two.")
+        if vector is not None and not self.parameterAsString(parameters, self.CLASS_FIELD, context):
+            return False, self.tr("Choose the class field of the reference polygons (choice 1).")
+        given = [name for name in (self.CLASSES, self.CLASSES_TABLE, self.CLASSES_FROM_LAYER)
+                 if not _empty(parameters.get(name))]
+        if len(given) > 1:
+            return False, self.tr("Give the class list one way only: the class table, a layer, or a JSON file.")
+        return super().checkParameterValues(parameters, context)
+
+    def _classes(self, parameters, context):
+        """The class list argument: the JSON file, the table or a layer's classes; None when none is given."""
+        layer = self.parameterAsLayer(parameters, self.CLASSES_FROM_LAYER, context)
+        if layer is not None:
+            schema = schema_for_layer(layer)
+            if schema is None:
+                raise QgsProcessingException(
+                    f"'{layer.name()}' carries no classes: choose the training areas layer, a classified raster "
+                    f"with a paletted style, or fill the class table instead.")
+            return schema_to_argument(schema)
+        cells = [] if _empty(parameters.get(self.CLASSES_TABLE)) else \
+            self.parameterAsMatrix(parameters, self.CLASSES_TABLE, context)
+        if cells:
+            try:
+                return schema_to_argument(ClassSchema.from_table(cells))
+            except BadInputError as exc:
+                raise QgsProcessingException(exc.message) from exc
+        return self.parameterAsFile(parameters, self.CLASSES, context) or None
 
     def engine_options(self, parameters, context, feedback) -> AssessOptions:
         classified = self.parameterAsRasterLayer(parameters, self.CLASSIFIED, context)
@@ -113,7 +163,7 @@ class AssessAccuracyAlgorithm(EngineAlgorithm):
             classified=raster_layer_to_path(classified, context, feedback),
             html=self.parameterAsFileOutput(parameters, self.OUTPUT_HTML, context), table=table,
             json=os.path.splitext(table)[0] + ".json",
-            classes=self.parameterAsFile(parameters, self.CLASSES, context) or None)
+            classes=self._classes(parameters, context))
         if vector is not None:
             field = self.parameterAsString(parameters, self.CLASS_FIELD, context)
             if not field:
@@ -129,19 +179,22 @@ class AssessAccuracyAlgorithm(EngineAlgorithm):
         return options
 
     def processing_outputs(self, outputs, context, feedback) -> dict:
-        feedback.pushInfo(
-            f"Overall accuracy {_pct(outputs['OA'])}, kappa {_num(outputs['KAPPA'])}, mean IoU "
-            f"{_pct(outputs['MIOU'])} over {outputs['PIXELS_ASSESSED']:,} reference pixels. "
-            f"Report: {outputs['OUTPUT_HTML']}")
+        # the engine's log already gave the scores and the table: only where the report is
+        feedback.pushInfo(f"Report: {outputs['OUTPUT_HTML']}")
         if outputs.get("OA_ESTIMATE") is not None:
             feedback.pushInfo(f"Estimated overall accuracy from the sample: {_pct(outputs['OA_ESTIMATE'])} ± "
                               f"{100.0 * outputs['OA_CI95']:.1f} (95 % confidence interval).")
         return super().processing_outputs(outputs, context, feedback)
 
 
+def _empty(value) -> bool:
+    """No value given: None, QGIS's NULL, an empty text or an empty table."""
+    if value is None or (hasattr(value, "isNull") and value.isNull()):
+        return True
+    if isinstance(value, (list, tuple)):
+        return all(_empty(v) or str(v).strip() in ("", "NULL") for v in value)
+    return str(value).strip() == ""
+
+
 def _pct(value) -> str:
     return "n/a" if value is None else f"{100.0 * value:.1f} %"
-
-
-def _num(value) -> str:
-    return "n/a" if value is None else f"{value:.3f}"

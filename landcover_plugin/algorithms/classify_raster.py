@@ -1,4 +1,5 @@
 """Classify raster with model: ONNX model + raster layer -> classified GeoTIFF with its legend (engine ``classify``)."""
+import json
 import os
 
 from qgis.core import (
@@ -20,9 +21,10 @@ from qgis.core import (
 )
 
 from ..core.classify.options import ClassifyOptions
-from ..core.model.metadata import model_resolution_of
+from ..core.model.metadata import model_resolution_of, read_metadata_props
 from ..core.options import DEVICES, choices_of, default_of
 from ..qgis_glue.layers import raster_file_path, raster_layer_to_path, vector_layer_to_gpkg
+from ..qgis_glue.output_places import LAST_MODEL, REMEMBERED, remembered
 from .base import DEVICE_OPTIONS, EngineAlgorithm
 
 UNCERTAINTY_MEASURES = choices_of(ClassifyOptions, "uncertainty_measure")
@@ -80,7 +82,10 @@ class ClassifyRasterAlgorithm(EngineAlgorithm):
 
     def initAlgorithm(self, config=None):
         self.addParameter(QgsProcessingParameterRasterLayer(self.INPUT, self.tr("Raster to classify")))
-        self.addParameter(QgsProcessingParameterFile(self.MODEL, self.tr("Model (ONNX)"), extension="onnx"))
+        model = QgsProcessingParameterFile(self.MODEL, self.tr("Model (ONNX)"), extension="onnx",
+                                           defaultValue=remembered(LAST_MODEL))
+        model.setMetadata({REMEMBERED: "the last model written by 'Train segmentation model'"})
+        self.addParameter(model)
         self.addParameter(QgsProcessingParameterExtent(self.EXTENT, self.tr("Extent (default: the whole raster)"),
                                                        optional=True))
         self.addParameter(QgsProcessingParameterVectorLayer(
@@ -104,6 +109,7 @@ class ClassifyRasterAlgorithm(EngineAlgorithm):
             parameter = QgsProcessingParameterString(name, self.tr(label), optional=True)
             parameter.setFlags(parameter.flags() | QgsProcessingParameterDefinition.FlagAdvanced)
             self.addParameter(parameter)
+        self.addParameter(QgsProcessingParameterRasterDestination(self.OUTPUT, self.tr("Classified raster")))
         self.addParameter(QgsProcessingParameterRasterDestination(
             self.CONFIDENCE, self.tr("Confidence (%)"), optional=True, createByDefault=False))
         measure = QgsProcessingParameterEnum(
@@ -113,7 +119,19 @@ class ClassifyRasterAlgorithm(EngineAlgorithm):
         self.addParameter(measure)
         self.addParameter(QgsProcessingParameterRasterDestination(
             self.UNCERTAINTY, self.tr("Uncertainty (%)"), optional=True, createByDefault=False))
-        self.addParameter(QgsProcessingParameterRasterDestination(self.OUTPUT, self.tr("Classified raster")))
+
+    def checkParameterValues(self, parameters, context):
+        """A raster whose band count is not the model's is refused before the run, naming the bands expected."""
+        layer = self.parameterAsRasterLayer(parameters, self.INPUT, context)
+        model = self.parameterAsFile(parameters, self.MODEL, context)
+        expected = expected_bands(model) if layer is not None and model else None
+        if expected and layer.bandCount() != len(expected):
+            return False, self.tr(
+                "'{0}' has {1} band(s); the model expects {2}, in this order: {3}. Choose the raster the model "
+                "was trained on (or one with the same bands), or build a virtual raster of those bands "
+                "(Raster > Miscellaneous > Build Virtual Raster, one band per input).").format(
+                layer.name(), layer.bandCount(), len(expected), ", ".join(expected))
+        return super().checkParameterValues(parameters, context)
 
     def engine_options(self, parameters, context, feedback) -> ClassifyOptions:
         layer = self.parameterAsRasterLayer(parameters, self.INPUT, context)
@@ -153,11 +171,8 @@ class ClassifyRasterAlgorithm(EngineAlgorithm):
         return options
 
     def processing_outputs(self, outputs, context, feedback) -> dict:
-        feedback.pushInfo(
-            f"Classified {outputs['MEGAPIXELS']:.1f} Mpx in {outputs['SECONDS']:.1f} s on "
-            f"{outputs['DEVICE']} ({outputs['MEGAPIXELS_PER_SECOND']:.2f} Mpx/s): {outputs['tiles_run']} tiles run, "
-            f"{outputs['tiles_skipped']} without valid pixels skipped. Classes: "
-            + ", ".join(f"{c['id']}={c['name']}" for c in outputs["CLASSES"]))
+        # the engine's log already gave the size, time and speed: only what it did not say
+        feedback.pushInfo("Classes: " + ", ".join(f"{c['id']}={c['name']}" for c in outputs["CLASSES"]))
         if outputs.get("BLANK"):  # a map of no data is a result the user must not miss
             feedback.reportError(outputs["BLANK"], fatalError=False)
         if context.willLoadLayerOnCompletion(outputs["OUTPUT"]):
@@ -168,6 +183,18 @@ class ClassifyRasterAlgorithm(EngineAlgorithm):
             post_processor = _POST_PROCESSORS[outputs["UNCERTAINTY"]] = ApplyClassStyle(qml)
             context.layerToLoadOnCompletionDetails(outputs["UNCERTAINTY"]).setPostProcessor(post_processor)
         return super().processing_outputs(outputs, context, feedback)
+
+
+def expected_bands(model_path):
+    """The band names our card lists for a model (in order), or None for a model without our card."""
+    try:
+        card = json.loads(read_metadata_props(model_path).get("landcover_card") or "null")
+    except (OSError, ValueError):
+        return None
+    bands = (card or {}).get("bands") or {}
+    names = bands.get("names") or []
+    count = bands.get("count") or len(names)
+    return list(names) if len(names) == count and names else ([f"band {i + 1}" for i in range(count)] or None)
 
 
 class ApplyClassStyle(QgsProcessingLayerPostProcessorInterface):

@@ -17,6 +17,7 @@ from qgis.core import (
 
 from ..core.errors import BadInputError
 from ..core.schema import ClassSchema
+from ..qgis_glue.output_places import kept_path
 from ..qgis_glue.training_layer import create_training_gpkg, save_default_style, schema_for_layer, style_training_layer
 from .base import LandcoverAlgorithm
 
@@ -57,7 +58,8 @@ class CreateTrainingLayerAlgorithm(LandcoverAlgorithm):
 
     def initAlgorithm(self, config=None):
         self.addParameter(QgsProcessingParameterFileDestination(
-            self.OUTPUT, self.tr("Training areas GeoPackage"), self.tr("GeoPackage (*.gpkg)")))
+            self.OUTPUT, self.tr("Training areas GeoPackage (temporary: a new file beside the project)"),
+            self.tr("GeoPackage (*.gpkg)")))
         self.addParameter(QgsProcessingParameterCrs(self.CRS, self.tr("Coordinate reference system"),
                                                     defaultValue="ProjectCrs"))
         default = []
@@ -77,7 +79,8 @@ class CreateTrainingLayerAlgorithm(LandcoverAlgorithm):
         self.addOutput(QgsProcessingOutputString(self.CLASS_SCHEMA, self.tr("Classes (JSON)")))
 
     def processAlgorithm(self, parameters, context, feedback):
-        path = self.parameterAsFileOutput(parameters, self.OUTPUT, context)
+        path = kept_path(self.parameterAsFileOutput(parameters, self.OUTPUT, context), context, feedback,
+                         "training_areas", ".gpkg", what="training areas GeoPackage (your digitising)")
         if not path.lower().endswith(".gpkg"):
             path += ".gpkg"
         if os.path.exists(path):

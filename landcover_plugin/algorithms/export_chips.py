@@ -1,4 +1,6 @@
 """Export label chips: raster + training polygons (or a classified raster) -> a chip dataset folder."""
+from pathlib import Path
+
 from qgis.core import (
     QgsProcessing,
     QgsProcessingException,
@@ -11,11 +13,14 @@ from qgis.core import (
     QgsProcessingParameterNumber,
     QgsProcessingParameterRasterLayer,
     QgsProcessingParameterVectorLayer,
+    QgsRasterBlock,
 )
 
+from ..core.chips import expect
 from ..core.chips.options import ChipExportOptions
 from ..core.options import default_of
-from ..qgis_glue.layers import raster_layer_to_path, vector_layer_to_gpkg
+from ..qgis_glue.layers import raster_file_path, raster_layer_to_path, vector_layer_to_gpkg
+from ..qgis_glue.output_places import LAST_CHIP_FOLDER, kept_path, remember
 from ..qgis_glue.training_layer import schema_for_layer, schema_to_argument
 from .base import EngineAlgorithm
 
@@ -72,13 +77,16 @@ class ExportChipsAlgorithm(EngineAlgorithm):
     def initAlgorithm(self, config=None):
         self.addParameter(QgsProcessingParameterRasterLayer(self.INPUT, self.tr("Raster (image)")))
         self.addParameter(QgsProcessingParameterVectorLayer(
-            self.LABELS, self.tr("Training polygons"), [QgsProcessing.TypeVectorPolygon], optional=True))
+            self.LABELS, self.tr("Labels, choice 1: training polygons"), [QgsProcessing.TypeVectorPolygon],
+            optional=True))
         self.addParameter(QgsProcessingParameterBoolean(self.SELECTED_ONLY, self.tr("Selected features only"),
                                                         defaultValue=False))
         self.addParameter(QgsProcessingParameterField(
-            self.CLASS_FIELD, self.tr("Class field"), parentLayerParameterName=self.LABELS, optional=True))
+            self.CLASS_FIELD, self.tr("Class field of the training polygons (choice 1)"),
+            parentLayerParameterName=self.LABELS, optional=True))
         self.addParameter(QgsProcessingParameterRasterLayer(
-            self.LABELS_RASTER, self.tr("Or: classified raster as labels"), optional=True))
+            self.LABELS_RASTER, self.tr("Labels, choice 2: a classified raster (instead of polygons)"),
+            optional=True))
         self.addParameter(QgsProcessingParameterNumber(self.CHIP_SIZE, self.tr("Chip size (pixels)"),
                                                        defaultValue=_default("chip_size"), minValue=8, maxValue=4096))
         self.addParameter(QgsProcessingParameterNumber(self.STRIDE, self.tr("Stride (pixels, 0 = chip size)"),
@@ -92,7 +100,8 @@ class ExportChipsAlgorithm(EngineAlgorithm):
             defaultValue=_default("val_fraction"), minValue=0.0, maxValue=0.9))
         self.addParameter(QgsProcessingParameterNumber(self.SEED, self.tr("Random seed of the split"),
                                                        defaultValue=_default("seed"), minValue=0))
-        self.addParameter(QgsProcessingParameterFolderDestination(self.OUTPUT, self.tr("Chip dataset folder")))
+        self.addParameter(QgsProcessingParameterFolderDestination(
+            self.OUTPUT, self.tr("Chip dataset folder (temporary: a new folder beside the raster)")))
         self.addOutput(QgsProcessingOutputFile(self.DATASET, self.tr("dataset.json")))
         for key, label in ((self.CHIPS, "Chips"), (self.TRAIN_CHIPS, "Training chips"),
                            (self.VAL_CHIPS, "Validation chips")):
@@ -116,11 +125,19 @@ class ExportChipsAlgorithm(EngineAlgorithm):
         raster = self.parameterAsRasterLayer(parameters, self.INPUT, context)
         if raster is None:
             raise QgsProcessingException("Choose the raster to cut into chips.")
+        source = raster_file_path(raster)
+        output = kept_path(self.parameterAsString(parameters, self.OUTPUT, context), context, feedback,
+                           f"{Path(source).stem if source else 'landcover'}_chips", "",
+                           Path(source).parent if source else None, what="chip dataset")
+        chip_size = self.parameterAsInt(parameters, self.CHIP_SIZE, context)
+        stride = self.parameterAsInt(parameters, self.STRIDE, context) or None
+        expected = expect.expectation(raster.width(), raster.height(), raster.bandCount(),
+                                      QgsRasterBlock.typeSize(raster.dataProvider().dataType(1)), chip_size, stride)
+        feedback.pushInfo(expect.describe(expected, chip_size))
         options = ChipExportOptions(
             image=raster_layer_to_path(raster, context, feedback),
-            output=self.parameterAsString(parameters, self.OUTPUT, context),
-            chip_size=self.parameterAsInt(parameters, self.CHIP_SIZE, context),
-            stride=self.parameterAsInt(parameters, self.STRIDE, context) or None,
+            output=output,
+            chip_size=chip_size, stride=stride,
             min_labelled=self.parameterAsDouble(parameters, self.MIN_LABELLED, context),
             val_fraction=self.parameterAsDouble(parameters, self.VAL_FRACTION, context),
             seed=self.parameterAsInt(parameters, self.SEED, context))
@@ -140,3 +157,7 @@ class ExportChipsAlgorithm(EngineAlgorithm):
             feedback.pushInfo("Classes of the labels layer: " + ", ".join(f"{c.id}={c.name}" for c in schema))
             options.schema = schema_to_argument(schema)
         return options
+
+    def processing_outputs(self, outputs, context, feedback) -> dict:
+        remember(LAST_CHIP_FOLDER, outputs.get("OUTPUT"))  # 'Train segmentation model' opens with it
+        return super().processing_outputs(outputs, context, feedback)

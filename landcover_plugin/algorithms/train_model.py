@@ -1,4 +1,6 @@
 """Train segmentation model: chip dataset folder -> a self-describing ONNX model, in the engine subprocess."""
+from pathlib import Path
+
 from qgis.core import (
     QgsProcessingException,
     QgsProcessingOutputBoolean,
@@ -13,7 +15,18 @@ from qgis.core import (
 )
 
 from ..core.options import DEVICES, default_of
+from ..core.train import preflight
 from ..core.train.options import TrainConfig
+from ..core.train.report import write_training_report
+from ..qgis_glue.output_places import (
+    LAST_CHIP_FOLDER,
+    LAST_MODEL,
+    REMEMBERED,
+    is_temporary,
+    kept_path,
+    remember,
+    remembered,
+)
 from .base import DEVICE_OPTIONS, EngineAlgorithm
 
 # The architectures offered in the dialog (TrainConfig's choices, without optional extras), with their labels.
@@ -58,6 +71,7 @@ class TrainModelAlgorithm(EngineAlgorithm):
     REFIT = "REFIT"
     CV_FOLDS = "CV_FOLDS"
     OUTPUT = "OUTPUT"
+    OUTPUT_REPORT = "OUTPUT_REPORT"
     CURVES_CSV = "CURVES_CSV"
     CURVES_PNG = "CURVES_PNG"
     CHECKPOINT = "CHECKPOINT"
@@ -82,7 +96,12 @@ class TrainModelAlgorithm(EngineAlgorithm):
             "Training runs in the engine's Python, on the GPU when one is available (the log names the device). "
             "Each epoch logs the training and validation loss, validation overall accuracy, mean IoU and IoU per "
             "class; the model kept is the epoch with the best validation mIoU. The training curves are written "
-            "as a PNG plot and a CSV beside the model, the checkpoints in a '<model>_checkpoints' folder.\n\n"
+            "as a PNG plot and a CSV beside the model, the checkpoints in a '<model>_checkpoints' folder. The "
+            "<b>training report</b> (HTML, opened in the Results Viewer) shows the curves, the per-class IoU at the "
+            "best epoch, the held-out estimate, the class weights, the data and the run's settings.\n\n"
+            "A batch size that leaves fewer than two batches of training chips is reduced (the log says so); "
+            "each epoch's line gives the time left. A model or report left at '[Save to temporary file]' is "
+            "written beside the chip dataset instead, and the next 'Classify raster with model' opens with it.\n\n"
             "<b>Architecture</b>: Automatic picks the per-pixel net when under 30 % of the chips' pixels are "
             "labelled (a few small polygons: a U-Net learns the polygons rather than the classes there) and "
             "the U-Net otherwise.\n\n"
@@ -109,8 +128,11 @@ class TrainModelAlgorithm(EngineAlgorithm):
             "Out of memory? Use a smaller batch size or base width, or export smaller chips.")
 
     def initAlgorithm(self, config=None):
-        self.addParameter(QgsProcessingParameterFile(self.DATASET, self.tr("Chip dataset folder"),
-                                                     behavior=QgsProcessingParameterFile.Folder))
+        dataset = QgsProcessingParameterFile(self.DATASET, self.tr("Chip dataset folder"),
+                                             behavior=QgsProcessingParameterFile.Folder,
+                                             defaultValue=remembered(LAST_CHIP_FOLDER, folder=True))
+        dataset.setMetadata({REMEMBERED: "the last folder written by 'Export label chips'"})
+        self.addParameter(dataset)
         self.addParameter(QgsProcessingParameterEnum(self.ARCHITECTURE, self.tr("Architecture"),
                                                      options=[label for _, label in ARCHITECTURES],
                                                      defaultValue=[n for n, _ in ARCHITECTURES].index(
@@ -175,8 +197,12 @@ class TrainModelAlgorithm(EngineAlgorithm):
         for parameter in advanced:
             parameter.setFlags(parameter.flags() | QgsProcessingParameterDefinition.FlagAdvanced)
             self.addParameter(parameter)
-        self.addParameter(QgsProcessingParameterFileDestination(self.OUTPUT, self.tr("ONNX model"),
-                                                                fileFilter=self.tr("ONNX model (*.onnx)")))
+        self.addParameter(QgsProcessingParameterFileDestination(
+            self.OUTPUT, self.tr("ONNX model (temporary: a new file beside the chip dataset)"),
+            fileFilter=self.tr("ONNX model (*.onnx)")))
+        self.addParameter(QgsProcessingParameterFileDestination(
+            self.OUTPUT_REPORT, self.tr("Training report (temporary: beside the model)"),
+            self.tr("HTML files (*.html)"), optional=True, createByDefault=True))
         self.addOutput(QgsProcessingOutputFile(self.CURVES_CSV, self.tr("Training curves (CSV)")))
         self.addOutput(QgsProcessingOutputFile(self.CURVES_PNG, self.tr("Training curves (PNG plot)")))
         self.addOutput(QgsProcessingOutputFile(self.CHECKPOINT, self.tr("Best checkpoint")))
@@ -196,13 +222,27 @@ class TrainModelAlgorithm(EngineAlgorithm):
         output = self.parameterAsFileOutput(p, self.OUTPUT, context)
         if not dataset:
             raise QgsProcessingException(self.tr("Choose the chip dataset folder made by 'Export label chips'."))
+        output = kept_path(output, context, feedback, f"{Path(dataset).name}_model", ".onnx", Path(dataset).parent,
+                           what="model")
         if not output.lower().endswith(".onnx"):
             output += ".onnx"
+        report = self.parameterAsFileOutput(p, self.OUTPUT_REPORT, context)
+        # like the curves beside it, the report belongs to the model: replaced when the model is
+        self._report = str(Path(output).with_name(Path(output).stem + "_report.html")) if is_temporary(report) \
+            else report
+        self._dataset = dataset
+        train_chips, val_chips = preflight.chip_counts(dataset)
+        batch_size, warnings = preflight.advice(self.parameterAsInt(p, self.BATCH_SIZE, context), train_chips,
+                                                val_chips)
+        for warning in warnings:
+            feedback.pushWarning(warning)
+        if preflight.plan(batch_size, train_chips):
+            feedback.pushInfo(preflight.plan(batch_size, train_chips))
         return TrainConfig(
             dataset_dir=dataset, output=output,
             architecture=ARCHITECTURES[self.parameterAsEnum(p, self.ARCHITECTURE, context)][0],
             epochs=self.parameterAsInt(p, self.EPOCHS, context),
-            batch_size=self.parameterAsInt(p, self.BATCH_SIZE, context),
+            batch_size=batch_size,
             learning_rate=self.parameterAsDouble(p, self.LEARNING_RATE, context),
             device=DEVICES[self.parameterAsEnum(p, self.DEVICE, context)],
             patience=self.parameterAsInt(p, self.PATIENCE, context),
@@ -226,6 +266,14 @@ class TrainModelAlgorithm(EngineAlgorithm):
         if outputs.get("CANCELLED"):
             feedback.pushWarning(self.tr("Training was cancelled: the model holds the best epoch finished before "
                                          "the cancel."))
-        feedback.pushInfo(self.tr("Model: {0}\nTraining curves: {1}").format(outputs["OUTPUT"],
-                                                                             outputs["CURVES_PNG"]))
+        remember(LAST_MODEL, outputs["OUTPUT"])
+        try:
+            outputs[self.OUTPUT_REPORT] = write_training_report(
+                self._report, outputs["OUTPUT"], outputs.get("CURVES_CSV"), outputs.get("CURVES_PNG"),
+                self._dataset, outputs)
+        except (OSError, ValueError) as exc:  # the model is what matters: a report that fails is only reported
+            feedback.reportError(f"Could not write the training report {self._report}: {exc}", fatalError=False)
+        feedback.pushInfo(self.tr("Model: {0}\nTraining report: {1}").format(
+            outputs["OUTPUT"], outputs.get(self.OUTPUT_REPORT) or outputs.get("CURVES_PNG")))
         return super().processing_outputs(outputs, context, feedback)
+

@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 
 from ..core.events import parse_event
+from .log_format import EpochLog, ProgressText, TimeLeft
 
 PLUGIN_DIR = Path(__file__).resolve().parents[1]
 ENGINE_MODULE = "landcover_plugin.core.engine"
@@ -80,7 +81,7 @@ def run_engine(python: str, command: str, args, feedback, cancel_grace_s: float 
     """
     argv = [python, "-m", ENGINE_MODULE, command, *[str(a) for a in args]]
     feedback.pushDebugInfo("Engine: " + " ".join(_quote(a) for a in argv))
-    run = _EngineRun(argv, feedback, cancel_grace_s)
+    run = _EngineRun(argv, feedback, cancel_grace_s, command)
     return run.wait()
 
 
@@ -119,12 +120,15 @@ def stream_process(argv, feedback, on_line=None, env=None, cwd=None) -> int:
 
 
 class _EngineRun:
-    def __init__(self, argv, feedback, cancel_grace_s):
+    def __init__(self, argv, feedback, cancel_grace_s, command=None):
         self.feedback = feedback
         self.cancel_grace_s = cancel_grace_s
         self.outputs = None
         self.error = None
         self.metrics = []
+        self.epoch_log, self.progress_text = EpochLog(), ProgressText()
+        self.time_left = TimeLeft() if command != "train" else None  # training: the ETA is on each epoch's line
+        self.phase_started, self.fraction = None, 0.0
         self.stderr_tail = collections.deque(maxlen=STDERR_TAIL_LINES)
         self.lines = queue.Queue()
         try:
@@ -190,18 +194,33 @@ class _EngineRun:
             return
         name, fb = event["event"], self.feedback
         if name == "progress":
-            fb.setProgress(100.0 * float(event.get("fraction", 0.0)))
-            if event.get("message"):
-                fb.setProgressText(event["message"])
+            self._progress(float(event.get("fraction", 0.0)), event.get("message") or "")
         elif name == "log":
             (fb.pushWarning if event.get("level") == "warning" else fb.pushInfo)(event.get("message", ""))
         elif name == "metric":
             self.metrics.append(event)
-            fb.pushInfo(format_metric(event))
+            elapsed = None if self.phase_started is None else time.monotonic() - self.phase_started
+            fb.pushInfo(self.epoch_log.render(event, self.fraction, elapsed))
         elif name == "result":
             self.outputs = dict(event.get("outputs") or {})
         elif name == "error":  # raised once the engine exits; Processing shows the exception's message
             self.error = event
+
+    def _progress(self, fraction: float, message: str) -> None:
+        """The bar takes every step; the label (which QGIS's dialog also writes to the Log) only each new kind
+        of step. A fraction that falls back marks a new phase (the trainer's refit), for the time left."""
+        fb = self.feedback
+        fb.setProgress(100.0 * fraction)
+        if self.phase_started is None or fraction < self.fraction - 0.05:
+            self.phase_started = time.monotonic()
+        self.fraction = fraction
+        label = self.progress_text.label_for(message)
+        if label:
+            fb.setProgressText(label)
+        if self.time_left is not None:
+            estimate = self.time_left.update(fraction)
+            if estimate:
+                fb.pushInfo(estimate)
 
     def _read_stderr(self):
         for line in self.proc.stderr:
@@ -210,17 +229,8 @@ class _EngineRun:
 
 
 def format_metric(event: dict) -> str:
-    """One log line per epoch; a cross-validation fold or the refit on all polygons says so."""
-    values = dict(event.get("values") or {})
-    phase = values.pop("phase", None)
-    parts = []
-    for key, value in values.items():
-        if isinstance(value, float):
-            parts.append(f"{key}={value:.4f}")
-        elif isinstance(value, (int, str)):
-            parts.append(f"{key}={value}")
-    label = f"{phase.capitalize()} epoch" if phase else "Epoch"  # "Refit epoch 3", "Fold 2/4 epoch 3"
-    return f"{label} {event.get('epoch')}: " + ", ".join(parts)
+    """The Log text of one metric event on its own (no best marker or time left: see EpochLog)."""
+    return EpochLog().render(event)
 
 
 def _crash_kind(returncode: int) -> str:

@@ -22,15 +22,28 @@ def fake_python(tmp_path, body: str) -> str:
     return str(path)
 
 
+class LabelFeedback(QgsProcessingFeedback):
+    """Keeps every progress label: QGIS's dialog writes each one into the Log too."""
+
+    def __init__(self):
+        super().__init__()
+        self.labels = []
+
+    def setProgressText(self, text):
+        self.labels.append(text)
+        super().setProgressText(text)
+
+
 def test_events_reach_the_feedback_and_outputs_come_back(engine_python):
-    feedback = QgsProcessingFeedback()
+    feedback = LabelFeedback()
     outputs = run_engine(engine_python, "selftest", ["--seconds", "0.3"], feedback)
     assert outputs["steps"] == 6
     assert feedback.progress() == pytest.approx(100.0)
     log = feedback.textLog()
     assert "Engine self-test started." in log
     assert "This is what a warning looks like." in log
-    assert "Epoch 1: steps=6" in log
+    assert "Epoch 1: steps 6" in log
+    assert feedback.labels == ["Running"]  # one label per kind of step; counters stay in the progress bar
     assert outputs["_metrics"][0]["values"]["steps"] == 6
 
 

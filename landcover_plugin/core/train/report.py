@@ -1,0 +1,288 @@
+"""The training report: one HTML page from what a training run leaves behind, for the Results Viewer.
+
+Read from files only (the model's card in its ``metadata_props``, the curves CSV, the chip dataset's
+``dataset.json``), with the standard library, so the QGIS side writes it without onnx, torch or numpy and it
+can be written again later for any model. The curves PNG is referenced by file name when it sits beside the
+page (the folder can move), else by its absolute path.
+"""
+import csv
+import datetime as _dt
+import html
+import json
+import math
+import os
+from pathlib import Path
+
+from ..model.metadata import read_metadata_props
+
+CARD_KEY = "landcover_card"
+
+
+def read_card(model_path) -> dict:
+    """The landcover card of an ONNX model ({} for a model without one)."""
+    text = read_metadata_props(model_path).get(CARD_KEY)
+    return json.loads(text) if text else {}
+
+
+def read_curves(csv_path) -> list:
+    """The training curves' rows (numbers as floats, empty cells as None); [] when there is no file."""
+    if not csv_path or not Path(csv_path).is_file():
+        return []
+    with open(csv_path, newline="", encoding="utf-8") as handle:
+        return [{k: _number(v) for k, v in row.items()} for row in csv.DictReader(handle)]
+
+
+def class_weights(train_pixels: list) -> list:
+    """The trainer's weights (training/objective.py): inverse square-root frequency, the average labelled
+    pixel weighing 1, clipped to [0.1, 10]; 1 for a class without pixels."""
+    total = sum(c for c in train_pixels if c > 0)
+    if not total:
+        return [1.0] * len(train_pixels)
+    freq = [c / total for c in train_pixels]
+    norm = sum(f / math.sqrt(f) for f in freq if f > 0)
+    return [min(10.0, max(0.1, (1.0 / math.sqrt(f)) / norm)) if f > 0 else 1.0 for f in freq]
+
+
+def write_training_report(html_path, model_path, curves_csv=None, curves_png=None, dataset_dir=None,
+                          outputs: dict = None) -> str:
+    """Write the report page; returns its path. ``outputs``: the Train algorithm's results, for what the card
+    does not hold (cancelled, paths)."""
+    html_path = Path(html_path)
+    card = read_card(model_path)
+    dataset = {}
+    if dataset_dir and (Path(dataset_dir) / "dataset.json").is_file():
+        dataset = json.loads((Path(dataset_dir) / "dataset.json").read_text(encoding="utf-8"))
+    page = render(card, read_curves(curves_csv), dataset, model_path=str(model_path),
+                  curves_png=_image_src(curves_png, html_path), curves_csv=curves_csv, dataset_dir=dataset_dir,
+                  outputs=outputs or {})
+    html_path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = html_path.with_name(html_path.name + ".tmp")
+    tmp.write_text(page, encoding="utf-8")
+    os.replace(tmp, html_path)
+    return str(html_path)
+
+
+def render(card: dict, curves: list, dataset: dict, model_path: str = "", curves_png: str = None,
+           curves_csv=None, dataset_dir=None, outputs: dict = None) -> str:
+    """The page (HTML5) for a model card, its curves rows and its chip dataset's description."""
+    outputs = outputs or {}
+    metrics = best_epoch(card, curves, outputs)
+    classes = card.get("classes") or []
+    parts = [
+        "<!DOCTYPE html>", '<html lang="en">', "<head>", '<meta charset="utf-8">',
+        "<title>Training report</title>", f"<style>{_STYLE}</style>", "</head>", "<body>",
+        "<h1>Training report</h1>",
+        f'<p class="note">Created {_e(_dt.datetime.now().isoformat(timespec="seconds"))}.<br>'
+        f"Model: {_e(model_path)}<br>Chip dataset: {_e(dataset_dir or 'unknown')}</p>",
+        "<h2>Summary</h2>", _summary(card, metrics, outputs),
+        "<h2>Held-out estimate of the map's accuracy</h2>", _heldout(card.get("heldout")),
+        "<h2>Training curves</h2>",
+        (f'<img src="{_e(curves_png)}" alt="Training and validation loss, validation accuracy and mIoU per epoch">'
+         if curves_png else '<p class="note">No curves plot.</p>'),
+        _epochs_table(curves, metrics.get("best_epoch")),
+        (f'<p class="note">Every number per epoch: {_e(curves_csv)}</p>' if curves_csv else ""),
+        f"<h2>Per-class IoU at the best epoch (epoch {_e(metrics.get('best_epoch') or 'n/a')})</h2>",
+        _class_table(classes, metrics, dataset, card, refit=bool(outputs.get("refit_epochs"))),
+        "<h2>Data</h2>", _data(card, dataset),
+        "<h2>Run settings</h2>", _settings(card),
+        "</body>", "</html>", "",
+    ]
+    return "\n".join(parts)
+
+
+def best_epoch(card: dict, curves: list, outputs: dict) -> dict:
+    """The best epoch's scores: from its row of the curves (a refit model's card has no validation, its
+    curves are those of the held-out run) or, without curves, from the card."""
+    metrics = dict(card.get("metrics") or {})
+    epoch = outputs.get("BEST_EPOCH") or metrics.get("best_epoch")
+    scored = [r for r in curves if r.get("val_miou") is not None]
+    row = next((r for r in scored if r.get("epoch") == epoch), None)
+    if row is None and scored and (epoch is None or metrics.get("val_miou") is None):
+        row = max(scored, key=lambda r: r["val_miou"])
+    if row is not None:
+        metrics.update(best_epoch=_int(row["epoch"]), val_miou=row.get("val_miou"),
+                       val_accuracy=row.get("val_accuracy"), val_loss=row.get("val_loss"),
+                       val_iou={k[len("val_iou_"):]: v for k, v in row.items() if k.startswith("val_iou_")})
+        metrics["epochs_trained"] = max(metrics.get("epochs_trained") or 0, len(curves))
+    return metrics
+
+
+# -- sections ------------------------------------------------------------------------------------
+def _summary(card, metrics, outputs) -> str:
+    rows = [("Architecture", card.get("architecture", "unknown")),
+            ("Best epoch", f"{metrics.get('best_epoch', 'n/a')} of {metrics.get('epochs_trained', 'n/a')} trained"),
+            ("Validation mIoU at the best epoch", _pct(metrics.get("val_miou"))),
+            ("Validation overall accuracy at the best epoch", _pct(metrics.get("val_accuracy"))),
+            ("Validation loss at the best epoch", _num(metrics.get("val_loss")))]
+    if metrics.get("stopped_early"):
+        rows.append(("Stopped early", "yes: validation mIoU stopped improving"))
+    if metrics.get("cancelled") or outputs.get("CANCELLED"):
+        rows.append(("Cancelled", "yes: the model holds the best epoch finished before the cancel"))
+    if outputs.get("refit_epochs"):
+        rows.append(("Exported model", f"trained again on all polygons (the held-out ones too) for "
+                                        f"{outputs['refit_epochs']} epoch(s), the best count on the held-out "
+                                        f"polygons; the run settings below are those of that second run"))
+    return _kv_table(rows)
+
+
+def _heldout(heldout) -> str:
+    if not heldout or heldout.get("overall_accuracy") is None:
+        return ('<p class="note">No held-out estimate: there was no validation data. Check the map with '
+                "'Assess accuracy' against independent reference data.</p>")
+    rows = [("Overall accuracy", _pct(heldout.get("overall_accuracy"))),
+            ("Mean IoU", _pct(heldout.get("mean_iou"))), ("How it was measured", heldout.get("method", ""))]
+    if heldout.get("raw_overall_accuracy") is not None and heldout.get("class_shares"):
+        rows.append(("Unweighted, on the held-out pixels", f"overall accuracy {_pct(heldout['raw_overall_accuracy'])}"
+                     f", mean IoU {_pct(heldout.get('raw_mean_iou'))}"))
+    if heldout.get("polygons") is not None:
+        rows.append(("Held-out polygons", heldout["polygons"]))
+    if heldout.get("pixels") is not None:
+        rows.append(("Held-out pixels", f"{heldout['pixels']:,}"))
+    text = _kv_table(rows)
+    if heldout.get("few"):
+        text += (f'<p class="warn">It rests on only {_e(heldout.get("polygons"))} held-out polygons: treat it as '
+                 "rough (about &plusmn;0.1) and check the map with 'Assess accuracy'.</p>")
+    if heldout.get("unvalidated_classes"):
+        text += f'<p class="note">Not validated: {_e(", ".join(heldout["unvalidated_classes"]))}.</p>'
+    if heldout.get("confused"):
+        text += '<p class="note">Most confused on held-out pixels: ' + "; ".join(
+            f"{_e(a)} mapped as {_e(b)} ({_pct(s)})" for a, b, s in heldout["confused"]) + ".</p>"
+    return text
+
+
+def _class_table(classes, metrics, dataset, card, refit: bool = False) -> str:
+    iou = metrics.get("val_iou") or {}
+    train = dataset.get("train_class_pixels") or {}
+    # the exported model's weights: a refit trains on every chip, so on all labelled pixels
+    weighted = (dataset.get("class_pixels") if refit else None) or train
+    val = dataset.get("val_class_pixels") or {}
+    weights_on = (card.get("training") or {}).get("class_weights", True)
+    counts = [int(train.get(str(c["id"]), 0)) for c in classes]
+    weights = class_weights([int(weighted.get(str(c["id"]), 0)) for c in classes]) if weights_on \
+        else [1.0] * len(classes)
+    rows = []
+    for c, weight, count in zip(classes, weights, counts):
+        rows.append(f'<tr><td class="name"><span class="swatch" style="background:{_e(c.get("colour", "#888"))}">'
+                    f"</span>{_e(c['name'])}</td><td>{_e(c['id'])}</td><td>{_pct(iou.get(c['name']))}</td>"
+                    f"<td>{_count(count if train else None)}</td><td>{_count(val.get(str(c['id'])) if val else None)}"
+                    f"</td><td>{weight:.2f}</td></tr>")
+    return ('<table><thead><tr><th class="name">class</th><th>id</th><th>validation IoU</th>'
+            "<th>training pixels</th><th>validation pixels</th><th>class weight</th></tr></thead><tbody>"
+            + "".join(rows) + "</tbody></table>"
+            + ('<p class="note">Class weights balance rare classes in the loss (inverse square root of the '
+               "class's share of the training pixels" + (", of all chips for the exported model, trained again on "
+                                                          "all of them" if refit else "") + "); "
+               + ("on." if weights_on else "off for this run.") + "</p>"))
+
+
+def _epochs_table(curves, best_epoch) -> str:
+    if not curves:
+        return ""
+    rows = []
+    for row in curves:
+        mark = ' class="best"' if best_epoch is not None and row.get("epoch") == best_epoch else ""
+        rows.append(f"<tr{mark}><td>{_e(_int(row.get('epoch')))}</td><td>{_num(row.get('train_loss'))}</td>"
+                    f"<td>{_num(row.get('val_loss'))}</td><td>{_pct(row.get('val_accuracy'))}</td>"
+                    f"<td>{_pct(row.get('val_miou'))}</td><td>{_num(row.get('lr'), 2, sci=True)}</td>"
+                    f"<td>{_num(row.get('epoch_seconds'), 1)}</td></tr>")
+    return ("<table><thead><tr><th>epoch</th><th>training loss</th><th>validation loss</th>"
+            "<th>validation overall accuracy</th><th>validation mIoU</th><th>learning rate</th><th>seconds</th>"
+            "</tr></thead><tbody>" + "".join(rows) + "</tbody></table>"
+            '<p class="note">The highlighted row is the best epoch, whose weights the model holds.</p>')
+
+
+def _data(card, dataset) -> str:
+    bands = card.get("bands") or {}
+    summary = dataset.get("summary") or {}
+    split = dataset.get("split") or {}
+    rows = [("Bands", f"{bands.get('count', 'n/a')}: {', '.join(bands.get('names') or [])}"),
+            ("Input data type", card.get("input_dtype", "n/a")),
+            ("Tile size", f"{card.get('tile_size', 'n/a')} px"),
+            ("Resolution", _resolution(card.get("resolution")))]
+    if summary:
+        rows += [("Chips", f"{summary.get('chips', 'n/a')} ({summary.get('train_chips', 'n/a')} training, "
+                           f"{summary.get('val_chips', 'n/a')} validation) of {dataset.get('chip_size')} px")]
+    if split:
+        how = split.get("method", "n/a")
+        if how == "polygons":
+            how += (f": {split.get('val_polygons')} of {split.get('polygon_groups')} polygon groups held out "
+                    f"whole for validation")
+        rows.append(("Validation split", how))
+    source = dataset.get("source") or {}
+    if source:
+        rows.append(("Source image", source.get("image", "n/a")))
+        rows.append(("Labels", f"{source.get('labels', 'n/a')} ({source.get('labels_kind', '')})"))
+    return _kv_table(rows)
+
+
+def _settings(card) -> str:
+    training = dict(card.get("training") or {})
+    network = card.get("network") or {}
+    rows = [(key.replace("_", " "), value) for key, value in training.items()]
+    if network:
+        rows.append(("base width", network.get("base_width")))
+    return _kv_table(rows) if rows else '<p class="note">The model card holds no run settings.</p>'
+
+
+# -- small helpers ---------------------------------------------------------------------------------
+def _kv_table(rows) -> str:
+    body = "".join(f'<tr><th class="name">{_e(k)}</th><td>{_e(v)}</td></tr>' for k, v in rows)
+    return f'<table class="kv"><tbody>{body}</tbody></table>'
+
+
+def _image_src(png, html_path: Path):
+    if not png or not Path(png).is_file():
+        return None
+    png = Path(png).resolve()
+    return png.name if png.parent == html_path.resolve().parent else png.as_uri()
+
+
+def _resolution(value) -> str:
+    if not value:
+        return "n/a"
+    return " x ".join(f"{float(v):g}" for v in value) + " (CRS units per pixel)"
+
+
+def _number(text):
+    if text in (None, ""):
+        return None
+    try:
+        return float(text)
+    except ValueError:
+        return text
+
+
+def _int(value):
+    return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
+def _pct(value) -> str:
+    return "n/a" if value is None else f"{100.0 * float(value):.1f} %"
+
+
+def _num(value, digits: int = 3, sci: bool = False) -> str:
+    if value is None or isinstance(value, str):
+        return "n/a" if value is None else _e(value)
+    return f"{value:.{digits}g}" if sci else f"{value:.{digits}f}"
+
+
+def _count(value) -> str:
+    return "n/a" if value is None else f"{int(value):,}"
+
+
+def _e(value) -> str:
+    return html.escape(str(value), quote=True)
+
+
+_STYLE = """
+body { font-family: sans-serif; margin: 1.5em; color: #222; max-width: 70em; }
+h1 { font-size: 1.5em; } h2 { font-size: 1.2em; margin-top: 1.6em; }
+table { border-collapse: collapse; margin: 0.6em 0; }
+th, td { border: 1px solid #ccc; padding: 0.25em 0.6em; text-align: right; }
+th.name, td.name, table.kv td { text-align: left; }
+tr.best td { background: #e8f4e8; font-weight: bold; }
+.swatch { display: inline-block; width: 0.9em; height: 0.9em; margin-right: 0.4em; border: 1px solid #555;
+          vertical-align: middle; }
+.note { color: #555; font-size: 0.92em; } .warn { color: #a35400; }
+img { max-width: 100%; }
+"""

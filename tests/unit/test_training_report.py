@@ -1,0 +1,76 @@
+"""The training report (core/train/report.py) and what Train and Export tell before a run (core/train/preflight.py,
+core/chips/expect.py), on a real tiny training run over rstoolbox chips."""
+import json
+import re
+from html.parser import HTMLParser
+
+import pytest
+
+from landcover_plugin.core.chips.expect import describe, expectation, window_count
+from landcover_plugin.core.events import RecordingEvents
+from landcover_plugin.core.train import preflight
+from landcover_plugin.core.train.options import TrainConfig
+from landcover_plugin.core.train.report import best_epoch, read_card, read_curves, write_training_report
+from training.loop import train
+
+TINY = {"epochs": 3, "batch_size": 4, "base_width": 8, "learning_rate": 3e-3, "patience": 0, "device": "cpu"}
+
+
+@pytest.fixture(scope="module")
+def run(chips, tmp_path_factory):
+    events = RecordingEvents()
+    out = tmp_path_factory.mktemp("model") / "rstoolbox.onnx"
+    outputs = train(TrainConfig(dataset_dir=str(chips), output=str(out), **TINY), events)
+    return outputs, events
+
+
+def test_the_report_holds_the_run_as_the_trainer_saw_it(run, chips, tmp_path):
+    outputs, events = run
+    page_path = write_training_report(tmp_path / "report.html", outputs["OUTPUT"], outputs["CURVES_CSV"],
+                                      outputs["CURVES_PNG"], chips, outputs)
+    page = open(page_path, encoding="utf-8").read()
+    HTMLParser().feed(page)
+    # the refit's card has no validation: the best epoch's scores come from the held-out run's curves
+    assert read_card(outputs["OUTPUT"])["metrics"]["val_miou"] is None
+    best = best_epoch(read_card(outputs["OUTPUT"]), read_curves(outputs["CURVES_CSV"]), outputs)
+    assert best["best_epoch"] == outputs["BEST_EPOCH"] and best["val_miou"] == pytest.approx(outputs["BEST_VAL_MIOU"])
+    assert f"{100 * outputs['BEST_VAL_MIOU']:.1f} %" in page
+    assert f"{100 * outputs['HELDOUT_OA']:.1f} %" in page and f"{100 * outputs['HELDOUT_MIOU']:.1f} %" in page
+    assert page.count("<tr") >= 3 + 4  # an epoch row each, a class row each
+    assert page.count('class="best"') == 1
+    # the class weights are the ones the trainer used for the exported model (its last such log line: the refit's)
+    logged = [e["message"] for e in events.of_type("log") if e["message"].startswith("Class weights: ")][-1]
+    for name, weight in re.findall(r"(\w+) (\d+\.\d\d)", logged):
+        assert re.search(rf"{name}</td>.*?<td>{weight}</td></tr>", page)
+    assert "rstoolbox_curves.png" in page and "30 training, 14 validation" in page
+    assert f"for {outputs['refit_epochs']} epoch(s)" in page  # the exported model is the refit's
+
+
+def test_a_report_far_from_its_plot_links_it_by_path(run, chips, tmp_path):
+    outputs, _ = run
+    page = open(write_training_report(tmp_path / "elsewhere" / "r.html", outputs["OUTPUT"], outputs["CURVES_CSV"],
+                                      outputs["CURVES_PNG"], chips), encoding="utf-8").read()
+    assert 'src="file://' in page
+
+
+def test_batch_size_and_validation_advice(chips):
+    train_chips, val_chips = preflight.chip_counts(chips)
+    assert (train_chips, val_chips) == (30, 14)
+    assert preflight.advice(4, train_chips, val_chips) == (4, [])
+    assert preflight.advice(15, 30, 14) == (15, [])  # two full batches: kept
+    batch, warnings = preflight.advice(16, 16, 3)
+    assert batch == 4 and "too large for 16 training chips" in warnings[0] and "Only 3 validation chip" in warnings[1]
+    assert preflight.chip_counts(chips / "nowhere") == (None, None)
+    # the trainer makes at least 16 steps an epoch (training/loop.py), repeating chips when there are few
+    assert preflight.plan(4, 30).startswith("Expect 16 steps of 4 chips per epoch (30 training chips, repeated")
+    assert preflight.plan(4, 200).startswith("Expect 50 steps of 4 chips per epoch (200 training chips)")
+    assert preflight.plan(4, None) == ""
+
+
+def test_expected_windows_and_size_match_the_export(chips):
+    summary = json.loads((chips / "dataset.json").read_text())["summary"]
+    expected = expectation(287, 310, 7, 1, 32)  # the rstoolbox raster: 287 x 310 px, 7 uint8 bands
+    assert expected["windows"] == summary["windows"] == 90
+    assert expected["bytes_per_chip"] == 32 * 32 * 8
+    assert window_count(100, 32, 16) == 6 and window_count(10, 32, 32) == 0
+    assert "720.0 KB" in describe(expected, 32)
