@@ -15,8 +15,7 @@ import math
 import numpy as np
 
 from ..errors import BadInputError
-
-ALLOCATIONS = ("recommended", "proportional", "equal")
+from .options import ALLOCATIONS
 
 
 def sample_size(weights, users_accuracy, target_se: float, population: float = None) -> int:

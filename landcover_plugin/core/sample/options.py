@@ -3,7 +3,8 @@ from dataclasses import dataclass
 from typing import Optional
 
 from ..options import option
-from .design import ALLOCATIONS
+
+ALLOCATIONS = ("recommended", "proportional", "equal")  # here, not in design.py: the engine's --help imports no numpy
 
 DEFAULT_USERS_ACCURACY = 0.8
 
