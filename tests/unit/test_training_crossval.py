@@ -85,7 +85,7 @@ def test_training_with_few_held_out_polygons_cross_validates_then_refits(chips, 
     assert [p for p in phases if p != "refit"] == ["fold 1/3"] * 3 + ["fold 2/3"] * 3 + ["fold 3/3"] * 3
     assert phases.count("refit") == outputs["refit_epochs"]
     fold_metric = next(m for m in events.of_type("metric") if m["values"].get("phase") == "fold 2/3")
-    assert format_metric(fold_metric).startswith("Fold 2/3 epoch 1: ")
+    assert format_metric(fold_metric).startswith("Fold 2/3 epoch 1:")
     heldout = outputs["HELDOUT"]
     assert heldout["method"].startswith("3-fold cross-validation over") and heldout["pixels"] > 0
     assert "top-class probability" in heldout["method"] and 0.0 < heldout["confidence_threshold"] < 1.0
