@@ -17,7 +17,7 @@ help:
 	@echo "make demo        run the whole workflow headless on the bundled data (installs first)"
 	@echo "make test        install, then lint (ruff) and run the test suite"
 	@echo "make lint        ruff over the whole repository (ruff.toml)"
-	@echo "make bench       benchmarks -> bench/results.json and bench/RESULTS.md (about 30 min)"
+	@echo "make bench       benchmarks -> bench/results.json and bench/RESULTS.md (about an hour)"
 	@echo "make gpu-check   GPU check (torch only, < 5 min): training AMP/float32/bare, classify on CUDA"
 	@echo "make zip         build dist/landcover_plugin.zip to install in QGIS"
 	@echo "make install     copy the plugin into your QGIS profile ($(QGIS_PROFILE))"
