@@ -63,12 +63,6 @@ def scene_sample(model_path, raster_path, num_classes: int, max_tiles: int = SAM
     return counts / counts.sum(), np.concatenate(confidence)
 
 
-def scene_class_shares(model_path, raster_path, num_classes: int, max_tiles: int = SAMPLE_TILES):
-    """Share of each output class among the valid pixels of the sampled tiles (see :func:`scene_sample`)."""
-    sample = scene_sample(model_path, raster_path, num_classes, max_tiles)
-    return None if sample is None else sample[0]
-
-
 def estimate(confusion, names, shares, split: dict, heldout_confidence=None, scene_confidence=None) -> dict:
     """The held-out estimate from the validation confusion matrix (rows reference, columns predicted) and the
     map's class shares (None: the raw validation scores are all there is). With polygons, and the top-class
