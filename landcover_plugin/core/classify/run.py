@@ -193,12 +193,13 @@ class _Inline:
 
 
 def _blend(blender, batch, probs):
-    for tile, tile_probs, valid in zip(batch.tiles, probs, batch.valid):
-        blender.add(tile, tile_probs, valid)
+    blender.add_batch(batch.tiles, probs, batch.valid)
 
 
 def _check_finite(probs: np.ndarray, batch, tiles: int) -> None:
     """NaN or infinite outputs would all become class 1 (argmax): stop instead of painting a one-class map."""
+    if np.isfinite(probs.sum()):  # one pass; a NaN or inf anywhere makes the sum so (or a huge finite sum)
+        return
     finite = np.isfinite(probs).all(axis=(1, 2, 3))
     if not finite.all():
         first = batch.tiles[int(np.flatnonzero(~finite)[0])]

@@ -84,30 +84,41 @@ class RasterSource:
                 return False
         else:
             inside[:] = True
-        if strips:
+        if strips:  # standardised once per tile row: a tile is a copy
             data, ok = self._tile_row(tile)
-            data, ok = data[:, :, tile.col:tile.col + tile.cols], ok[:, tile.col:tile.col + tile.cols]
-        else:
-            data = read(self.dataset, window=window)
-            ok = valid_mask(data, self.nodata)
-        inside &= ok
+            inside &= ok[:, tile.col:tile.col + tile.cols]
+            if not inside.any():
+                return False
+            x[:, :tile.rows, :tile.cols] = data[:, :, tile.col:tile.col + tile.cols]
+            return True
+        data = read(self.dataset, window=window)
+        inside &= valid_mask(data, self.nodata)
         if not inside.any():
             return False  # all False already
-        part = x[:, :tile.rows, :tile.cols]
-        with np.errstate(invalid="ignore", over="ignore"):
-            np.subtract(data, self.mean, out=part, casting="unsafe")
-            part *= self.inv_std
-        if not inside.all():
-            part[:, ~inside] = 0.0
+        self._standardise(data, inside, x[:, :tile.rows, :tile.cols])
         return True
 
+    def _standardise(self, data: np.ndarray, valid: np.ndarray, out: np.ndarray) -> None:
+        """``out`` = (``data`` - mean) / std in float32, 0 where not ``valid``."""
+        with np.errstate(invalid="ignore", over="ignore"):
+            np.subtract(data, self.mean, out=out, casting="unsafe")
+            out *= self.inv_std
+        if not valid.all():
+            out[:, ~valid] = 0.0
+
     def _tile_row(self, tile) -> tuple:
-        """The raster rows of ``tile``'s grid row across the whole width, and their validity; read once per row
-        (bands x tile x width pixels in the source type, as bounded as the blending strip)."""
+        """The raster rows of ``tile``'s grid row across the whole width, standardised (float32, invalid pixels 0),
+        and their validity; read and standardised once per row (one vectorised pass instead of one per tile:
+        overlapping tiles share pixels; bands x tile x width floats, as bounded as the blending strip)."""
         if self._strip_rows != (tile.row, tile.rows):
             window = Window(self.window.col_off, self.window.row_off + tile.row, self.width, tile.rows)
             data = read(self.dataset, window=window)
-            self._strip_rows, self._strip = (tile.row, tile.rows), (data, valid_mask(data, self.nodata))
+            ok = valid_mask(data, self.nodata)
+            if self._strip is None or self._strip[0].shape[1] != tile.rows:
+                self._strip = (np.empty((self.bands, tile.rows, self.width), dtype=np.float32), None)
+            standardised = self._strip[0]
+            self._standardise(data, ok, standardised)
+            self._strip_rows, self._strip = (tile.row, tile.rows), (standardised, ok)
         return self._strip
 
 

@@ -121,14 +121,25 @@ class StripBlender:
 
     def add(self, tile: Tile, probs: np.ndarray, valid: np.ndarray) -> None:
         """Blend one tile's (K, T, T) probabilities (modified in place) and (T, T) validity."""
+        part = probs[:, :tile.rows, :tile.cols]
+        np.multiply(part, self.window[:tile.rows, :tile.cols], out=part)
+        self._accumulate(tile, probs, valid)
+
+    def add_batch(self, tiles, probs: np.ndarray, valid: np.ndarray) -> None:
+        """:meth:`add` for a batch: (N, K, T, T) probabilities (modified in place), (N, T, T) validity. The
+        window multiplies the whole batch in one pass (a tile cut by the area's edge uses the window's top-left
+        part, as :meth:`add` does)."""
+        np.multiply(probs, self.window, out=probs)
+        for tile, tile_probs, tile_valid in zip(tiles, probs, valid):
+            self._accumulate(tile, tile_probs, tile_valid)
+
+    def _accumulate(self, tile: Tile, weighted: np.ndarray, valid: np.ndarray) -> None:
         self.release(self.grid.rows_final_before(tile.grid_row))
         r0, rows, c0, cols = tile.row - self.top, tile.rows, tile.col, tile.cols
         if r0 < 0 or r0 + rows > self.acc.shape[1]:
             raise ValueError(f"tile at row {tile.row} is outside the blending buffer (rows {self.top}..)")
         window = self.window[:rows, :cols]
-        part = probs[:, :rows, :cols]
-        np.multiply(part, window, out=part)
-        self.acc[:, r0:r0 + rows, c0:c0 + cols] += part
+        self.acc[:, r0:r0 + rows, c0:c0 + cols] += weighted[:, :rows, :cols]
         if self.confidence:
             self.weight[r0:r0 + rows, c0:c0 + cols] += window
         self.valid[r0:r0 + rows, c0:c0 + cols] |= valid[:rows, :cols]
