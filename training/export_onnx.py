@@ -9,6 +9,7 @@ a temporary name and renamed only after onnxruntime reproduced torch's output (a
 dynamic model, at twice it).
 """
 import copy
+import json
 import os
 import warnings
 from pathlib import Path
@@ -20,7 +21,7 @@ import torch
 from torch import nn
 
 from landcover_plugin.core.errors import LandcoverError
-from landcover_plugin.core.model.card import metadata_props
+from landcover_plugin.core.model.card import CARD_KEY, metadata_props
 from landcover_plugin.core.model.fast_graph import speed_up_graph
 
 OPSET = 17
@@ -96,3 +97,21 @@ def max_abs_diff(onnx_path, model: nn.Module, sample: np.ndarray) -> float:
         raise LandcoverError(f"The exported ONNX model gives shape {ours.shape}, torch {reference.shape}. "
                              f"Please report this bug.")
     return float(np.abs(ours - reference).max())
+
+
+def set_card_entry(path, key: str, value) -> None:
+    """Add ``key: value`` to the model card of the ONNX file at ``path`` (rewritten under a temporary name, then
+    renamed); the weights and the Deepness keys stay as they are."""
+    path = Path(path)
+    proto = onnx.load(str(path))
+    entry = next(prop for prop in proto.metadata_props if prop.key == CARD_KEY)
+    card = json.loads(entry.value)
+    card[key] = value
+    entry.value = json.dumps(card)
+    tmp = path.with_name(path.stem + ".partial.onnx")
+    try:
+        onnx.save(proto, str(tmp))
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()

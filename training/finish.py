@@ -1,10 +1,13 @@
 """The end of every run (finished, stopped early or cancelled): best weights -> ONNX, curves, outputs."""
+from pathlib import Path
+
+from landcover_plugin.core.errors import LandcoverError
 from landcover_plugin.core.model.card import build_card
 
 from . import checkpoint as ckpt
 from . import heldout as held
 from .curves import write_csv, write_png
-from .export_onnx import export
+from .export_onnx import export, set_card_entry
 from .objective import heldout_confidences
 
 
@@ -54,6 +57,8 @@ def finish_run(run: dict, model, network: dict, data: dict, spec, config, device
         exported = write(heldout)
     events.info(f"Wrote the ONNX model '{exported['path']}' (tile {tile} px); onnxruntime matches torch on a "
                 f"batch of {exported['verify_batch']} (max abs difference {exported['max_abs_diff']:.2e}).")
+    if exported.get("dynamic_size") and not run["cancelled"]:
+        _measure_tile_agreement(exported["path"], (spec.raw.get("source") or {}).get("image"), tile, events)
 
     csv_path, png_path = config.curves_paths()
     if curves:
@@ -82,6 +87,27 @@ def finish_run(run: dict, model, network: dict, data: dict, spec, config, device
         "HELDOUT_OA": (heldout or {}).get("overall_accuracy"),
         "HELDOUT_MIOU": (heldout or {}).get("mean_iou"),
     }
+
+
+def _measure_tile_agreement(path, image, tile: int, events) -> None:
+    """Measure on the training image how far bigger tiles keep the model's labels; the card records it (the
+    classifier's automatic tile stays within it). Skipped when the image is not here to read."""
+    from landcover_plugin.core.classify.tile_agreement import measure
+
+    if not image or not Path(image).exists():
+        return
+    try:
+        agreement = measure(path, image)
+    except LandcoverError as exc:
+        events.warning(f"Could not measure how bigger tiles change the labels ({exc}): the automatic tile size "
+                       f"of the classifier is not limited for this model.")
+        return
+    if agreement is None:
+        return
+    set_card_entry(path, "tile_agreement", agreement)
+    shares = ", ".join(f"{share:.1%} at {size} px" for size, share in agreement["agreement"].items())
+    events.info(f"Bigger tiles than the model's {tile} px give the same class on {shares} of the pixels of "
+                f"the training image: the classifier's automatic tile is at most {agreement['tile']} px.")
 
 
 def _card_metrics(run: dict) -> dict:

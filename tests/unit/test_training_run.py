@@ -97,6 +97,11 @@ def test_onnx_contract_metadata_and_dynamic_batch(chips, trained):
     assert card["architecture"] == outputs["architecture"] == "pixel_context"
     assert card["input_dtype"] == "uint8" and card["nodata"] == 255
     assert card["metrics"]["val_miou"] == outputs["BEST_VAL_MIOU"]
+    # measured at export on the rstoolbox scene: the largest tile that keeps >= 99 % of the 32 px tile's labels
+    agreed = card["tile_agreement"]
+    assert agreed["tile"] % 32 == 0 and 32 <= agreed["tile"] <= 256 and agreed["pixels"] > 10_000
+    assert agreed["agreement"] and all(share >= 0.99 for size, share in agreed["agreement"].items()
+                                       if int(size) <= agreed["tile"])
     session = ort.InferenceSession(outputs["OUTPUT"], providers=["CPUExecutionProvider"])
     for batch, size in ((1, 32), (5, 32), (2, 96)):
         out = session.run(None, {"input": np.zeros((batch, 7, size, size), np.float32)})[0]

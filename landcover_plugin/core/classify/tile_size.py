@@ -15,7 +15,10 @@ Why bigger tiles are not the default: a U-Net trained on 64 px chips has always 
 in its deepest layers; at 512 px most pixels see none, and its labels change (Zion, U-Net trained briefly on
 64 px chips: 92-98 % of pixels keep their class, overall accuracy against NLCD 0.722 at 256 px against 0.725
 at 64 px). A net with a small receptive field gives the same map (>= 99 %, tests/engine/
-test_classify_dynamic_tiles.py). bench/tiles.py measures both the time saved and the agreement.
+test_classify_dynamic_tiles.py). So the trainer measures, at export, the largest tile whose labels agree with
+the model's own on >= 99 % of the pixels of the training image (:mod:`.tile_agreement`, the card's
+``tile_agreement``), and the automatic choice stays within it; a bigger tile asked for is run with a warning.
+bench/tiles.py measures both the time saved and the agreement.
 """
 from ..errors import BadInputError
 from .tiling import overlap_pixels, tile_offsets
@@ -39,15 +42,25 @@ def choose_tile(model, height: int, width: int, requested: int = None, batch_siz
             events.warning(f"The model takes only {base} px tiles (its input size is fixed): ran {base} px tiles, "
                            f"not the {int(requested)} px asked for.")
         return base, batch_size, overlap_px
+    agreed = _agreed_tile(model)
     if requested:
         tile = int(requested)
         if tile < base or tile % base:
             raise BadInputError(f"Tile size {tile} px does not suit this model: it was trained on {base} px "
                                 f"tiles and runs tiles of a multiple of that ({base}, {2 * base}, {4 * base}, ...). "
                                 f"Give one of those, or leave the tile size empty for the automatic choice.")
+        if agreed and tile > agreed["tile"] and events is not None:
+            events.warning(f"{tile} px tiles may change the labels: at export, bigger tiles than {agreed['tile']} px "
+                           f"gave the same class as the model's {base} px tiles on only "
+                           f"{_agreement_text(agreed)} of the pixels.")
     else:
-        sizes = range(base, max(base, AUTO_TILE_MAX // base * base) + 1, base)
+        largest = min(AUTO_TILE_MAX, agreed["tile"]) if agreed else AUTO_TILE_MAX
+        sizes = range(base, max(base, largest // base * base) + 1, base)
         tile = min(sizes, key=lambda size: (computed_pixels(height, width, size, overlap_px), -size))
+        if agreed and agreed["tile"] < AUTO_TILE_MAX and events is not None:
+            events.info(f"Automatic tile: {tile} px. Bigger tiles than {agreed['tile']} px were not used: at export "
+                        f"they gave the same class as the model's {base} px tiles on only {_agreement_text(agreed)} "
+                        f"of the pixels (less than {agreed.get('threshold', 0.99):.0%}).")
     if tile == base or getattr(model, "fixed_batch", None):
         return tile, batch_size, overlap_px
     return tile, max(1, (batch_size * base * base) // (tile * tile)), overlap_px
@@ -57,3 +70,17 @@ def computed_pixels(height: int, width: int, tile: int, overlap_px: int) -> int:
     """Pixels the model computes to cover the area with ``tile`` px tiles overlapping by ``overlap_px``."""
     overlap_px = min(overlap_px, tile - 1)
     return len(tile_offsets(height, tile, overlap_px)) * len(tile_offsets(width, tile, overlap_px)) * tile * tile
+
+
+def _agreed_tile(model):
+    """The card's ``tile_agreement`` (see :mod:`.tile_agreement`) when it is usable, else None (models exported
+    before it was measured, and foreign models: the automatic choice is then not limited)."""
+    agreed = (getattr(model, "card", None) or {}).get("tile_agreement")
+    if not isinstance(agreed, dict) or not isinstance(agreed.get("tile"), int) or agreed["tile"] < int(model.tile):
+        return None
+    return agreed
+
+
+def _agreement_text(agreed) -> str:
+    shares = {int(size): share for size, share in (agreed.get("agreement") or {}).items() if int(size) > agreed["tile"]}
+    return ", ".join(f"{share:.1%} at {size} px" for size, share in sorted(shares.items())) or "too few"
