@@ -21,8 +21,9 @@ class ClassifyOptions:
     batch_size: int = option(DEFAULT_BATCH, help="tiles per model run")
     tile_size: Optional[int] = option(
         None, help="tile size in px for a model that takes any size: a multiple of its tile, or 0 for the size "
-                   "that computes the fewest pixels up to 512 px (default: the model's tile; see "
-                   "classify/tile_size.py); a model with a fixed size always runs its own")
+                   "that computes the fewest pixels up to 512 px, and up to the largest tile the trainer found to "
+                   "keep 99 %% of the labels (default: the model's tile; see classify/tile_size.py); a model with "
+                   "a fixed size always runs its own")
     device: str = option("auto", choices=DEVICES, help="where the model runs")
     threads: Optional[int] = option(None, help="onnxruntime intra-op threads (default: all usable CPUs)")
     class_names: Optional[Sequence[str]] = option(
