@@ -122,6 +122,18 @@ def test_strip_blender_equals_whole_area_blending(height, width, tile, overlap):
             blender.add(t, per_tile[t.index][0].copy(), per_tile[t.index][1])
     blender.finish()
     np.testing.assert_array_equal(np.concatenate(plain), expected_labels)
+    # The classifier adds a batch at a time (the window weighs the whole batch in one pass): the same bits.
+    batched_labels, batched_conf = [], []
+    blender = StripBlender(grid, class_ids, lambda lab, conf: (batched_labels.append(lab.copy()),
+                                                                batched_conf.append(conf.copy())), confidence=True)
+    tiles = [t for t in grid if t.index in per_tile]
+    for start in range(0, len(tiles), 3):
+        batch = tiles[start:start + 3]
+        blender.add_batch(batch, np.stack([per_tile[t.index][0] for t in batch]),
+                          np.stack([per_tile[t.index][1] for t in batch]))
+    blender.finish()
+    np.testing.assert_array_equal(np.concatenate(batched_labels), labels)
+    np.testing.assert_array_equal(np.concatenate(batched_conf), conf)
 
 
 def test_rows_only_skipped_tiles_covered_come_out_as_nodata():
