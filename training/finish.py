@@ -57,8 +57,6 @@ def finish_run(run: dict, model, network: dict, data: dict, spec, config, device
         exported = write(heldout)
     events.info(f"Wrote the ONNX model '{exported['path']}' (tile {tile} px); onnxruntime matches torch on a "
                 f"batch of {exported['verify_batch']} (max abs difference {exported['max_abs_diff']:.2e}).")
-    if exported.get("dynamic_size") and not run["cancelled"]:
-        _measure_tile_agreement(exported["path"], (spec.raw.get("source") or {}).get("image"), tile, events)
 
     csv_path, png_path = config.curves_paths()
     if curves:
@@ -89,12 +87,14 @@ def finish_run(run: dict, model, network: dict, data: dict, spec, config, device
     }
 
 
-def _measure_tile_agreement(path, image, tile: int, events) -> None:
-    """Measure on the training image how far bigger tiles keep the model's labels; the card records it (the
-    classifier's automatic tile stays within it). Skipped when the image is not here to read."""
+def record_tile_agreement(path, spec, events) -> None:
+    """Measure on the training image how far bigger tiles keep the labels of the model at ``path`` (once, on the
+    model a training run hands over); its card records it and the classifier's automatic tile stays within it.
+    Skipped for a model of one input size, and when the image is not here to read."""
     from landcover_plugin.core.classify.tile_agreement import measure
 
-    if not image or not Path(image).exists():
+    image = (spec.raw.get("source") or {}).get("image")
+    if not path or not image or not Path(image).exists():
         return
     try:
         agreement = measure(path, image)
@@ -106,8 +106,8 @@ def _measure_tile_agreement(path, image, tile: int, events) -> None:
         return
     set_card_entry(path, "tile_agreement", agreement)
     shares = ", ".join(f"{share:.1%} at {size} px" for size, share in agreement["agreement"].items())
-    events.info(f"Bigger tiles than the model's {tile} px give the same class on {shares} of the pixels of "
-                f"the training image: the classifier's automatic tile is at most {agreement['tile']} px.")
+    events.info(f"Bigger tiles than the model's own give the same class on {shares} of the pixels of the "
+                f"training image: the classifier's automatic tile is at most {agreement['tile']} px.")
 
 
 def _card_metrics(run: dict) -> dict:

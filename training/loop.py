@@ -26,7 +26,7 @@ from .crossval import cross_validate
 from .dataset import ChipDataset, ChipStore, EpochSampler
 from .device import amp_settings, default_workers, memory_errors, select_device
 from .finetune import FineTune, resolve_architecture
-from .finish import finish_run
+from .finish import finish_run, record_tile_agreement
 from .folds import plan_folds
 from .heldout import describe as describe_heldout
 from .networks import build_network
@@ -60,6 +60,8 @@ def train(config: TrainConfig, events=None) -> dict:
             outputs = _train_then_refit(config, spec, device, events, split)
         else:
             outputs = _Training(config, spec, device, events).run()
+    if not outputs.get("cancelled"):
+        record_tile_agreement(outputs.get("OUTPUT"), spec, events)
     if outputs.get("HELDOUT"):
         events.info(describe_heldout(outputs["HELDOUT"]))
     return outputs
