@@ -91,6 +91,8 @@ def record_tile_agreement(path, spec, events) -> None:
     """Measure on the training image how far bigger tiles keep the labels of the model at ``path`` (once, on the
     model a training run hands over); its card records it and the classifier's automatic tile stays within it.
     Skipped for a model of one input size, and when the image is not here to read."""
+    import rasterio
+
     from landcover_plugin.core.classify.tile_agreement import measure
 
     image = (spec.raw.get("source") or {}).get("image")
@@ -98,7 +100,7 @@ def record_tile_agreement(path, spec, events) -> None:
         return
     try:
         agreement = measure(path, image)
-    except LandcoverError as exc:
+    except (LandcoverError, rasterio.errors.RasterioError, OSError) as exc:  # the model is written: keep it
         events.warning(f"Could not measure how bigger tiles change the labels ({exc}): the automatic tile size "
                        f"of the classifier is not limited for this model.")
         return

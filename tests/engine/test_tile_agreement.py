@@ -1,6 +1,8 @@
 """The largest tile that keeps a model's labels is measured at export, on the training image, and bounds the
 classifier's automatic tile: a net that sees only 5x5 px gives the same map at any size (the automatic tile grows),
 a net whose every pixel depends on the tile's zero padding does not (the automatic tile stays the model's own)."""
+from types import SimpleNamespace
+
 import onnx
 import pytest
 import rasterio
@@ -14,6 +16,7 @@ from landcover_plugin.core.events import RecordingEvents
 from landcover_plugin.core.model.card import metadata_props
 from landcover_plugin.core.model.session import load_model
 from training.export_onnx import set_card_entry
+from training.finish import record_tile_agreement
 
 TILE = 64
 
@@ -47,9 +50,11 @@ def models(shared_data, tmp_path_factory):
     folder = tmp_path_factory.mktemp("agreement")
     net, names, mean, std = train_on_zion(shared_data / "zion")
     local = export_dynamic(net, folder / "local.onnx", names, mean, std)
+    untouched = folder / "untouched.onnx"
+    untouched.write_bytes(local.read_bytes())
     padding = export_dynamic(PaddingBound().eval(), folder / "padding.onnx", names[:2], mean, std)
     image = shared_data / "zion" / "landsat8_2015_b2345.tif"
-    return {"local": local, "padding": padding, "image": image, "folder": folder,
+    return {"local": local, "padding": padding, "untouched": untouched, "image": image, "folder": folder,
             "measured": {name: measure(path, image) for name, path in (("local", local), ("padding", padding))}}
 
 
@@ -96,3 +101,18 @@ def test_a_model_measured_safe_at_512_px_runs_512_px_tiles_automatically(models)
     result = classify_raster(ClassifyOptions(models["image"], path, models["folder"] / "local.tif", tile_size=0,
                                              device="cpu"))
     assert result["TILE"] > TILE
+
+
+
+def test_the_trainer_records_the_agreement_and_an_unreadable_image_leaves_the_model_as_it_was(models, tmp_path):
+    bad = tmp_path / "not_a_raster.tif"
+    bad.write_text("not a raster")
+    events = RecordingEvents()
+    record_tile_agreement(models["untouched"], SimpleNamespace(raw={"source": {"image": str(bad)}}), events)
+    assert any("Could not measure" in e["message"] for e in events.of_type("log"))
+    assert "tile_agreement" not in load_model(models["untouched"], device="cpu").card
+    events = RecordingEvents()
+    record_tile_agreement(models["untouched"], SimpleNamespace(raw={"source": {"image": str(models["image"])}}),
+                          events)
+    assert load_model(models["untouched"], device="cpu").card["tile_agreement"] == models["measured"]["local"]
+    assert any("automatic tile is at most 512 px" in e["message"] for e in events.of_type("log"))
