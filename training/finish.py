@@ -42,7 +42,9 @@ def finish_run(run: dict, model, network: dict, data: dict, spec, config, device
                           mean=spec.mean, std=spec.std, tile_size=tile, overlap=config.overlap,
                           resolution=_resolution(spec.resolution), crs=spec.crs, architecture=network["architecture"],
                           metrics=_card_metrics(run), extra={"network": network, "training": _summary(config, device),
-                                                             "heldout": heldout_now})
+                                                             "heldout": heldout_now},
+                          source_bands=spec.raw.get("bands", {}).get("source_bands"),
+                          source_count=spec.raw.get("bands", {}).get("source_count"))
         return export(model, config.output, card=card, tile_size=tile, band_count=spec.band_count, sample=sample)
 
     exported = write(heldout)
