@@ -70,6 +70,14 @@ def test_the_model_card_records_the_source_bands(trained):
     assert bands["names"] == ["band 3", "band 1", "band 2"]
 
 
+def test_the_training_report_names_the_source_bands(trained):
+    from landcover_plugin.core.train.report import write_training_report
+
+    page = write_training_report(trained["folder"] / "report.html", trained["model"], dataset_dir=trained["chips"])
+    text = open(page, encoding="utf-8").read()
+    assert "3: band 3, band 1, band 2 (source bands 3, 1, 2 of 4)" in text
+
+
 def test_the_full_raster_is_classified_with_the_cards_bands_like_a_raster_of_just_those_bands(trained, engine_python,
                                                                                               repo_root):
     folder = trained["folder"]
