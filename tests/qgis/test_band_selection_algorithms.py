@@ -98,3 +98,19 @@ def test_bands_the_raster_cannot_give_are_refused_before_the_run(provider, zion,
     assert "Bands / --bands" in message and not out.exists()
     _, ok, message = run("classify_raster", {"INPUT": zion, "MODEL": model, "BANDS": [1, 2], "OUTPUT": str(out)})
     assert not ok and "2 bands given (1, 2) but the model takes 3 bands" in message
+
+
+def test_the_band_lists_become_the_engines_bands_flag_in_order(provider, zion, model, shared_data, tmp_path):
+    from landcover_plugin.core import options as opts
+    from landcover_plugin.core.engine import COMMANDS, build_parser
+
+    context, feedback = QgsProcessingContext(), QgsProcessingFeedback()
+    for name, parameters in (
+            ("classify_raster", {"INPUT": zion, "MODEL": model, "BANDS": [4, 1, 2], "OUTPUT": str(tmp_path / "c.tif")}),
+            ("export_label_chips", {"INPUT": zion, "BANDS": [4, 1, 2], "OUTPUT": str(tmp_path / "chips"),
+                                    "LABELS": str(shared_data / "zion" / "training_polygons_sparse.gpkg"),
+                                    "CLASS_FIELD": "class_id"})):
+        argv = provider.algorithm(name).create().engine_command(parameters, context, feedback)
+        assert argv[argv.index("--bands"):argv.index("--bands") + 4] == ["--bands", "4", "1", "2"]
+        parsed = opts.from_args(COMMANDS[argv[0]].options, build_parser().parse_args(argv))
+        assert [int(b) for b in parsed.bands] == [4, 1, 2]
