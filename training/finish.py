@@ -12,7 +12,7 @@ def finish_run(run: dict, model, network: dict, data: dict, spec, config, device
                curves: bool = True, pending_heldout=None, val_loader=None) -> dict:
     """Export the best weights with their card; ``heldout``: the held-out estimate when an earlier run made it
     (a refit), else it is made here from the best epoch's validation (``val_loader``: its chips), or from
-    ``pending_heldout`` = (confusion, split, (confidence, correct)) of a cross-validation before this refit.
+    ``pending_heldout`` = (confusion, split, (confidence, correct, predicted)) of a cross-validation before this refit.
     ``curves``: write the training curves."""
     best = run["best"]
     if run["best_state"] is not None:
