@@ -15,6 +15,7 @@ from landcover_plugin.core.assess.metrics import metrics_from_confusion
 
 from .curves import write_csv, write_png
 from .dataset import IGNORE
+from .distributed import current
 from .objective import heldout_confidences
 
 MOST_PIXELS = 50_000  # held-out confidences kept per fold and epoch
@@ -72,9 +73,10 @@ def _pool(folds, config, spec, architecture, unsplit, plan, events) -> dict:
     history = [dict(row, val_loss=round(loss, 6), val_accuracy=round(s["overall_accuracy"], 6),
                     val_miou=round(_finite(s["mean_iou"]), 6))
                for row, s, loss in zip(folds[0]["history"], scores, losses)]  # fold 1's training loss; pooled scores
-    write_csv(history, csv_path)
-    write_png(history, png_path, title=f"{architecture} on {spec.folder.name}: {len(folds)}-fold cross-validation",
-              best_epoch=best + 1)
+    if current().is_main:  # in a distributed run, rank 0 writes
+        write_csv(history, csv_path)
+        write_png(history, png_path, title=f"{architecture} on {spec.folder.name}: {len(folds)}-fold "
+                                           f"cross-validation", best_epoch=best + 1)
     return {"confusion": pooled[best], "confidences": confidences, "epochs": best + 1,
             "architecture": architecture, "val_miou": round(_finite(scores[best]["mean_iou"]), 6),
             "val_accuracy": round(scores[best]["overall_accuracy"], 6), "curves": (str(csv_path), str(png_path)),

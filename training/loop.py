@@ -22,6 +22,7 @@ from landcover_plugin.core.events import RecordingEvents
 from landcover_plugin.core.train.options import TrainConfig
 
 from . import checkpoint as ckpt
+from . import distributed
 from .crossval import cross_validate
 from .dataset import ChipDataset, ChipStore, EpochSampler
 from .device import amp_settings, default_workers, memory_errors, select_device
@@ -49,9 +50,20 @@ def train(config: TrainConfig, events=None) -> dict:
     """
     events = events if events is not None else RecordingEvents()
     config.validate()
+    if distributed.wants_launch(config):  # --nproc N: the same command on N processes, under torchrun
+        return distributed.launch(config, events)
+    group = distributed.join(config, events)  # under torchrun: this process is one rank of the training
+    try:
+        return _train(config, events, group)
+    finally:
+        group.close()
+
+
+def _train(config, events, group) -> dict:
     spec = load_spec(config.dataset_dir)
     torch.manual_seed(config.seed)
-    device = select_device(config.device, events, config.threads)
+    device = distributed.place(select_device(config.device, events, distributed.threads_for(config, group)),
+                               group)
     split = spec.raw.get("split") or {}
     refit = (config.refit and not config.resume and split.get("method") == "polygons"
              and any(c.split == "val" for c in spec.chips))
@@ -119,6 +131,7 @@ class _Training:
         events, ``train``/``val`` stores and chip indices) instead of the dataset's split; ``heldout``: the
         estimate made before a refit, or ``(confusion, split)`` to make it from the exported model."""
         self.config, self.spec, self.device, self.events = config, spec, device, events
+        self.group = group = distributed.current()
         self.final_fit, self.heldout, self.progress_span = final_fit, heldout, progress_span
         self.store = store if store is not None else ChipStore(spec, config.cache_mb, events)
         self.val_store, self.phase, self.on_epoch = self.store, "refit" if final_fit else None, None
@@ -174,21 +187,26 @@ class _Training:
         options = {"num_workers": self.workers, "pin_memory": device.type == "cuda",
                    "persistent_workers": self.workers > 0}
         self.sampler = EpochSampler(len(self.train_idx), config.seed, MIN_STEPS_PER_EPOCH * config.batch_size)
+        self.batch = group.per_rank(config.batch_size)  # the batch size is shared out among the ranks
         if len(self.sampler) > len(self.train_idx):
             events.info(f"Few training chips ({len(self.train_idx)}) for batches of {config.batch_size}: each epoch "
                         f"draws {len(self.sampler)} chip samples ({MIN_STEPS_PER_EPOCH} steps), repeating chips with "
                         f"other flips and rotations.")
         self.train_loader = DataLoader(
             ChipDataset(self.store, self.train_idx, config.augment, config.colour_augment, config.seed),
-            batch_size=config.batch_size, sampler=self.sampler,
+            batch_size=self.batch, sampler=group.sampler(self.sampler),
             drop_last=len(self.sampler) >= 2 * config.batch_size, **options)
-        self.val_loader = DataLoader(ChipDataset(self.val_store, self.val_idx), batch_size=config.batch_size,
+        # validation: each rank scores its share and the sums are added up; the whole set for the held-out estimate
+        self.val_loader = DataLoader(ChipDataset(self.val_store, group.shard(self.val_idx)), batch_size=self.batch,
                                      shuffle=False, **options)
+        self.all_val_loader = self.val_loader if not group.enabled or not group.is_main else DataLoader(
+            ChipDataset(self.val_store, self.val_idx), batch_size=config.batch_size, shuffle=False, **options)
 
         self.run_state = {"epoch": 0, "global_step": 0, "history": [], "best": None, "best_state": None,
                           "cancelled": False, "stopped_early": False, "since_best": 0, "anneal": None}
         if state is not None:
-            _restore(self.run_state, state, self.model, self.optimizer, self.scaler, config, events)
+            _restore(self.run_state, state, self.model, self.optimizer, self.scaler, config, events, group.is_main)
+        self.net = group.wrap(self.model, find_unused=self.finetune.freeze > 0)  # what trains: DDP on several ranks
 
     # -- the epochs ---------------------------------------------------------------------------------
     def run(self) -> dict:
@@ -197,12 +215,14 @@ class _Training:
         return self.finish()
 
     def finish(self) -> dict:
-        sample = _verify_sample(self.train_loader if self.final_fit else self.val_loader, self.config,
+        if not self.group.is_main:  # rank 0 exports; the others only need what a refit is planned from
+            return distributed.follower_outputs(self.run_state, self.network)
+        sample = _verify_sample(self.train_loader if self.final_fit else self.all_val_loader, self.config,
                                 self.spec.chip_size)
         heldout, pending = (None, self.heldout) if isinstance(self.heldout, tuple) else (self.heldout, None)
         return finish_run(self.run_state, self.model, self.network, self.data, self.spec, self.config, self.device,
                           sample, self.events, heldout=heldout, curves=not self.final_fit, pending_heldout=pending,
-                          val_loader=None if self.final_fit else self.val_loader)
+                          val_loader=None if self.final_fit else self.all_val_loader)
 
     def fit(self) -> dict:
         """The epochs; returns the run state (history, best epoch, cancelled)."""
@@ -216,7 +236,7 @@ class _Training:
             self.planned = min(self.planned, run["anneal"]["until_epoch"])
         self.steps_per_epoch = len(self.train_loader)
         self.budget = config.time_limit_minutes * 60.0 if config.time_limit_minutes else None
-        self.started, self.done = time.perf_counter(), 0
+        self.started, self.done, self.clock = time.perf_counter(), 0, 0.0
         self._plan_progress(start)
         events.info((f"{self.phase.capitalize()}: t" if self.phase and not self.final_fit else "T")
                     + f"raining {self.network['architecture']} (base width {self.network['base_width']}, "
@@ -238,20 +258,21 @@ class _Training:
                                f"are exported.")
                 break
             train_seconds = time.perf_counter() - tic
+            self.group.share_buffers(self.model)
             val = NO_VALIDATION if self.final_fit else evaluate(
                 self.model, self.val_loader, self.pixel_weight, self.names, self.device, self.amp, self.amp_dtype,
-                should_stop=lambda: events.cancel_requested,
-                on_batch=lambda: self._advance(f"epoch {epoch}/{self.planned}: validating"))
+                should_stop=None if self.group.enabled else lambda: events.cancel_requested,  # ranks: per step
+                on_batch=lambda: self._advance(f"epoch {epoch}/{self.planned}: validating"), reduce=self.group.sum_)
             if val is None:
                 run["cancelled"] = True
                 events.warning(f"Cancelled while validating epoch {epoch}: exporting the best weights so far.")
                 break
             if self.on_epoch is not None:
-                self.on_epoch(self.model, val, self.val_loader)
+                self.on_epoch(self.model, val, self.all_val_loader)
             self._end_epoch(epoch, train_loss, train_seconds, val, tic)
             epoch_seconds.append(time.perf_counter() - tic)
-            if self.budget and epoch < self.planned and \
-                    self._elapsed() + float(np.median(epoch_seconds[-3:])) > self.budget:
+            if self.budget and epoch < self.planned and self.group.any(
+                    self._elapsed() + float(np.median(epoch_seconds[-3:])) > self.budget):
                 events.info(f"Time limit of {config.time_limit_minutes:g} min reached after epoch {epoch}.")
                 break
             if config.patience and run["anneal"] is None and run["since_best"] >= config.patience \
@@ -274,7 +295,8 @@ class _Training:
                          f"{run['best']['epoch']}); annealing the learning rate over {tail} last epoch(s).")
 
     def _elapsed(self) -> float:
-        return time.perf_counter() - self.started
+        """Seconds since the epochs began; on several ranks the clock they agreed on at the last step."""
+        return self.clock if self.group.enabled else time.perf_counter() - self.started
 
     def _schedule_progress(self, step: int) -> float:
         """Where the run is in its schedule (0..1): by steps, or by time under a time limit, whichever
@@ -307,11 +329,12 @@ class _Training:
         """One pass over the training chips; the mean loss, or None when cancelled."""
         config, device, run = self.config, self.device, self.run_state
         self.sampler.set_epoch(epoch)
-        self.model.train()
+        self.net.train()
         self.finetune.before_epoch(epoch)
         loss_sum = torch.zeros((), device=device)
         for batch, (images, labels) in enumerate(self.train_loader):
-            if self.events.cancel_requested:
+            cancel, self.clock = self.group.sync(self.events.cancel_requested, time.perf_counter() - self.started)
+            if cancel:
                 return None
             self.lr = config.learning_rate * self._lr_factor(run["global_step"])
             for group in self.optimizer.param_groups:
@@ -319,14 +342,14 @@ class _Training:
             images = images.to(device, non_blocking=True)
             labels = labels.to(device, non_blocking=True).long()
             # Dropout draws from torch's generator: seeded by (seed, step), a resumed run draws the same.
-            torch.manual_seed(config.seed * 1_000_003 + run["global_step"])
-            loss = train_step(self.model, self.optimizer, self.scaler, images, labels, self.pixel_weight,
+            torch.manual_seed(config.seed * 1_000_003 + run["global_step"] + 7_919 * self.group.rank)
+            loss = train_step(self.net, self.optimizer, self.scaler, images, labels, self.pixel_weight,
                               self.amp, self.amp_dtype,
                               on_diverged=lambda value: self._diverged(epoch, f"batch {batch + 1}", value))
             loss_sum += loss.detach()
             run["global_step"] += 1
             self._advance(f"epoch {epoch}/{self.planned}: batch {batch + 1}/{self.steps_per_epoch}")
-        return float(loss_sum) / max(1, self.steps_per_epoch)
+        return self.group.mean(float(loss_sum) / max(1, self.steps_per_epoch))
 
     def _diverged(self, epoch: int, where: str, loss: float) -> None:
         """A non-finite loss: the weights are ruined. Stop before they reach a checkpoint or a model."""
@@ -343,7 +366,8 @@ class _Training:
         val_loss = val["loss"] if val["loss"] is not None else 0.0  # a refit has no validation
         if not (math.isfinite(train_loss) and math.isfinite(val_loss)):
             self._diverged(epoch, "validation", val_loss if math.isfinite(train_loss) else train_loss)
-        chips = self.steps_per_epoch * self.config.batch_size if self.train_loader.drop_last else len(self.sampler)
+        chips = self.steps_per_epoch * self.batch * self.group.world if self.train_loader.drop_last \
+            else len(self.sampler)
         row = {"epoch": epoch, "train_loss": round(train_loss, 6), "val_loss": val["loss"],
                "val_accuracy": val["accuracy"], "val_miou": val["miou"],
                **{f"val_iou_{n}": v for n, v in val["iou"].items()},
@@ -363,10 +387,11 @@ class _Training:
                     "epoch": run["epoch"], "global_step": run["global_step"], "best": run["best"],
                     "history": run["history"], "network": self.network, "data": self.data,
                     "since_best": run["since_best"], "anneal": run["anneal"], "config": self.config.to_dict()}
-        ckpt.save(snapshot, self.config.checkpoint_dir / ckpt.LAST)
-        if improved:  # weights and metadata only: enough to export or to start from, small to write
-            ckpt.save({k: v for k, v in snapshot.items() if k not in ("optimizer", "scaler")},
-                      self.config.checkpoint_dir / ckpt.BEST)
+        if self.group.is_main:  # rank 0 alone writes
+            ckpt.save(snapshot, self.config.checkpoint_dir / ckpt.LAST)
+            if improved:  # weights and metadata only: enough to export or to start from, small to write
+                ckpt.save({k: v for k, v in snapshot.items() if k not in ("optimizer", "scaler")},
+                          self.config.checkpoint_dir / ckpt.BEST)
         row["epoch_seconds"] = round(time.perf_counter() - tic, 3)  # training + validation + checkpoints
         values = {k: v for k, v in row.items() if k != "epoch" and not (self.final_fit and k.startswith("val_"))}
         self.events.metric(epoch, dict(values, phase=self.phase) if self.phase else values)
@@ -415,7 +440,7 @@ def _is_better(row, best) -> bool:
     return score > best_score + 1e-6 or (abs(score - best_score) <= 1e-6 and row["val_loss"] < best["val_loss"])
 
 
-def _restore(run, state, model, optimizer, scaler, config, events) -> None:
+def _restore(run, state, model, optimizer, scaler, config, events, writes: bool = True) -> None:
     model.load_state_dict(state["model"])
     optimizer.load_state_dict(state["optimizer"])
     if state.get("scaler"):
@@ -427,7 +452,7 @@ def _restore(run, state, model, optimizer, scaler, config, events) -> None:
     best = ckpt.load(best_path) if best_path is not None and run["best"] else None
     if best is not None and best.get("epoch") == run["best"]["epoch"]:
         run["best_state"] = best["model"]
-        if best_path.resolve() != (config.checkpoint_dir / ckpt.BEST).resolve():
+        if writes and best_path.resolve() != (config.checkpoint_dir / ckpt.BEST).resolve():
             ckpt.save(best, config.checkpoint_dir / ckpt.BEST)
     elif run["best"] and run["best"]["epoch"] == run["epoch"]:
         run["best_state"] = copy.deepcopy(state["model"])
