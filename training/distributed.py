@@ -112,8 +112,10 @@ class Group:
                 dist.broadcast(buffer.data, src=0)
 
     def close(self) -> None:
+        global _current
         if self.enabled and dist.is_initialized():
             dist.destroy_process_group()
+        _current = SINGLE
 
 
 SINGLE = Group()
@@ -141,6 +143,9 @@ def join(config, events) -> Group:
                   int(env.get("LOCAL_WORLD_SIZE", env["WORLD_SIZE"])))
     if not group.is_main:
         _errors_only(events)
+    if config.batch_size < group.world:
+        raise BadInputError(f"The batch size ({config.batch_size}) is shared out among the {group.world} training "
+                            f"processes: it must be at least their number. Raise the batch size.")
     cuda = config.device == "cuda" or (config.device == "auto" and torch.cuda.is_available())
     if cuda:
         if group.local_world > torch.cuda.device_count():

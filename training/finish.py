@@ -4,6 +4,7 @@ from landcover_plugin.core.model.card import build_card
 from . import checkpoint as ckpt
 from . import heldout as held
 from .curves import write_csv, write_png
+from .distributed import current
 from .export_onnx import export
 from .objective import heldout_confidences
 
@@ -98,7 +99,7 @@ def _card_metrics(run: dict) -> dict:
 def _summary(config, device) -> dict:
     keys = ("epochs", "batch_size", "learning_rate", "weight_decay", "schedule", "class_weights", "augment",
             "colour_augment", "patience", "seed")
-    return dict({k: getattr(config, k) for k in keys}, device=str(device))
+    return dict({k: getattr(config, k) for k in keys}, device=str(device), processes=current().world)
 
 
 def _resolution(value):

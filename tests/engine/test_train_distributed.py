@@ -104,7 +104,8 @@ def test_validation_on_two_processes_scores_like_one_process(runs, chips):
 
 def test_the_model_of_two_processes_classifies(runs, chips):
     session = ort.InferenceSession(str(runs[2]["out"]), providers=["CPUExecutionProvider"])
-    assert "landcover_card" in session.get_modelmeta().custom_metadata_map
+    card = json.loads(session.get_modelmeta().custom_metadata_map["landcover_card"])
+    assert card["training"]["processes"] == 2 and card["training"]["batch_size"] == 4
     spec = load_spec(chips)
     store = ChipStore(spec)
     val_idx = [i for i, c in enumerate(spec.chips) if c.split == "val"]
