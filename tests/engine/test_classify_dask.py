@@ -1,0 +1,170 @@
+"""classify on Dask (``--dask local:2``) of a mosaic VRT of three GeoTIFF files cut from the real Zion image:
+the map equals the single-process run's pixel for pixel; a killed shard is retried; a shard that keeps failing
+is named; a rerun after a cancel resumes; bad addresses are clear errors. The engine runs as a user runs it
+(a subprocess), starting a real LocalCluster of two worker processes."""
+import json
+import os
+import signal
+import subprocess
+import sys
+
+import numpy as np
+import onnx
+import pytest
+import rasterio
+from osgeo import gdal
+
+from landcover_plugin.core.classified_raster import embedded_classes
+from landcover_plugin.core.classify.options import ClassifyOptions
+from landcover_plugin.core.classify.run import classify_raster
+
+ENGINE = [sys.executable, "-m", "landcover_plugin.core.engine", "classify"]
+
+
+@pytest.fixture(scope="module")
+def mosaic(tmp_path_factory, shared_data, model):
+    """A VRT over three GeoTIFF files (row bands of Zion, uneven), and the single-process map of it."""
+    folder = tmp_path_factory.mktemp("dask_mosaic")
+    image = str(shared_data / "zion" / "landsat8_2015_b2345.tif")
+    parts = []
+    for i, (row, rows) in enumerate(((0, 500), (500, 450), (950, 478))):
+        parts.append(str(folder / f"part{i}.tif"))
+        gdal.Translate(parts[-1], image, srcWin=[0, row, 1128, rows])
+    vrt = str(folder / "mosaic.vrt")
+    gdal.BuildVRT(vrt, parts)
+    single = classify_raster(ClassifyOptions(vrt, model, folder / "single.tif", batch_size=4))
+    return {"vrt": vrt, "single": single, "folder": folder, "model": model}
+
+
+def engine(*args, env=None, timeout=300):
+    completed = subprocess.run(ENGINE + [str(a) for a in args], capture_output=True, text=True, timeout=timeout,
+                               env=dict(os.environ, **(env or {})))
+    events = [json.loads(line) for line in completed.stdout.splitlines() if line.startswith("{")]
+    return completed.returncode, events, completed.stderr
+
+
+def result_of(events):
+    return next(e["outputs"] for e in events if e["event"] == "result")
+
+
+def read(path):
+    with rasterio.open(path) as src:
+        return src.read(1), src.profile, src.transform, src.crs, src.nodata
+
+
+def assert_same_map(path, single_path):
+    labels, _, transform, crs, nodata = read(path)
+    expected, _, transform0, crs0, nodata0 = read(single_path)
+    assert np.array_equal(labels, expected)
+    assert (transform, crs, nodata) == (transform0, crs0, nodata0) and nodata == 0
+
+
+def test_rows_of_a_whole_run_are_the_same_rows(mosaic, tmp_path):
+    """The single-process classifier over a row range (a shard) gives exactly those rows of a whole run."""
+    expected = read(mosaic["single"]["OUTPUT"])[0]
+    for r0, r1 in ((0, 37), (37, 701), (701, 1428)):
+        out = tmp_path / f"rows_{r0}.tif"
+        result = classify_raster(ClassifyOptions(mosaic["vrt"], mosaic["model"], out, rows=[r0, r1], batch_size=3))
+        labels, profile, transform, _, _ = read(out)
+        assert labels.shape == (r1 - r0, 1128) and result["tiles_run"] <= result["tiles"]
+        assert np.array_equal(labels, expected[r0:r1])
+        assert transform.f == read(mosaic["single"]["OUTPUT"])[2].f - 30.0 * r0
+
+
+def test_local_cluster_map_equals_the_single_process_map(mosaic):
+    output = mosaic["folder"] / "dask.tif"
+    code, events, stderr = engine("--raster", mosaic["vrt"], "--model", mosaic["model"], "--output", output,
+                                  "--dask", "local:2", "--dask-shard-rows", "8")
+    assert code == 0, stderr[-3000:]
+    result = result_of(events)
+    assert result["OUTPUT"] == str(output) and result["WORKERS"] == 2 and result["shards"] == 4
+    assert result["shards_run"] == 4 and result["shards_reused"] == 0
+    single = mosaic["single"]["OUTPUT"]
+    assert_same_map(output, single)  # the COG
+    assert_same_map(result["VRT"], single)  # the VRT over the shards
+    assert gdal.Info(str(output), format="json")["metadata"]["IMAGE_STRUCTURE"]["LAYOUT"] == "COG"
+    assert embedded_classes(output) == embedded_classes(single)  # classes, colours, category names
+    assert embedded_classes(result["VRT"])[0] == embedded_classes(single)[0]
+    with rasterio.open(output) as cog, rasterio.open(single) as one:
+        assert cog.overviews(1) == one.overviews(1) and cog.block_shapes == one.block_shapes
+    assert open(result["QML"]).read() == open(mosaic["single"]["QML"]).read()
+    assert [e["message"] for e in events if e["event"] == "progress"][-1] == "done"
+    shards = sorted(p.name for p in (mosaic["folder"] / "dask.shards").glob("shard_*.tif"))
+    assert shards == [f"shard_{i:05d}.tif" for i in range(4)]
+
+
+def test_a_killed_shard_is_retried_and_the_map_is_unchanged(mosaic):
+    output = mosaic["folder"] / "killed.vrt"
+    code, events, stderr = engine("--raster", mosaic["vrt"], "--model", mosaic["model"], "--output", output,
+                                  "--dask", "local:2", "--dask-shard-rows", "8",
+                                  env={"LANDCOVER_TEST_FAIL_SHARD": "1"})
+    assert code == 0, stderr[-3000:]
+    retried = [e["message"] for e in events if e.get("level") == "warning" and "retrying it once" in e["message"]]
+    # the worker that died held shard 1, and maybe the next shard queued on it: each is retried once
+    assert any("shard_00001 (rows 384..768)" in message for message in retried)
+    assert all("KilledWorker" in message for message in retried)
+    assert len({message.split(" failed")[0] for message in retried}) == len(retried) <= 2
+    result = result_of(events)
+    assert result["OUTPUT"] == str(output) and "COG" not in result  # a .vrt output: no COG unless --cog
+    assert_same_map(output, mosaic["single"]["OUTPUT"])
+
+
+def test_a_shard_failing_twice_is_reported_by_name(mosaic):
+    output = mosaic["folder"] / "failing.vrt"
+    code, events, _ = engine("--raster", mosaic["vrt"], "--model", mosaic["model"], "--output", output,
+                             "--dask", "local:2", "--dask-shard-rows", "8",
+                             env={"LANDCOVER_TEST_FAIL_SHARD": "2:every"})
+    assert code == 1
+    error = events[-1]
+    assert error["event"] == "error" and "Shard shard_00002 (rows 768..1152) failed twice" in error["message"]
+    assert "run the same command again to resume" in error["message"]
+    assert not output.exists()
+
+
+def test_a_rerun_after_a_cancel_resumes(mosaic):
+    output = mosaic["folder"] / "resumed.tif"
+    args = ENGINE + ["--raster", mosaic["vrt"], "--model", str(mosaic["model"]), "--output", str(output),
+                     "--dask", "local:2", "--dask-shard-rows", "1"]
+    process = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    lines = []
+    for line in process.stdout:
+        lines.append(json.loads(line))
+        if lines[-1]["event"] == "progress" and lines[-1]["message"].startswith("shard "):
+            process.send_signal(signal.SIGTERM)  # what the QGIS side does on cancel
+            break
+    lines += [json.loads(line) for line in process.stdout]
+    assert process.wait(timeout=120) == 4, lines[-3:]
+    assert lines[-1]["event"] == "error" and lines[-1]["kind"] == "cancelled"
+    assert "run the same command again to resume" in lines[-1]["message"]
+    assert not output.exists()
+    kept = len(list((mosaic["folder"] / "resumed.shards").glob("shard_*.json")))
+    assert 1 <= kept < 30
+
+    code, events, stderr = engine(*args[len(ENGINE):])
+    assert code == 0, stderr[-3000:]
+    result = result_of(events)
+    assert result["shards_reused"] == kept and result["shards_run"] == 30 - kept
+    assert any(e.get("message", "").startswith(f"Resuming: {kept} of 30 shards") for e in events)
+    assert_same_map(output, mosaic["single"]["OUTPUT"])
+
+    # a shard made by another model is never reused, even for the same output
+    other = onnx.load(str(mosaic["model"]))
+    other.doc_string = "another model file (another checksum)"
+    onnx.save(other, str(mosaic["folder"] / "other.onnx"))
+    code, events, stderr = engine(*args[len(ENGINE):], "--model", mosaic["folder"] / "other.onnx", "--overwrite")
+    assert code == 0, stderr[-3000:]
+    assert result_of(events)["shards_reused"] == 0 and result_of(events)["shards_run"] == 30
+    assert any("were made with other settings" in e.get("message", "") for e in events)
+
+
+@pytest.mark.parametrize("address, words", [
+    ("tcp://127.0.0.1:9", "Cannot reach the Dask scheduler at tcp://127.0.0.1:9"),
+    ("local:0", "asks for no workers"),
+    ("my-cluster", "is not a Dask address"),
+])
+def test_a_bad_scheduler_address_is_a_clear_error(mosaic, tmp_path, address, words):
+    code, events, _ = engine("--raster", mosaic["vrt"], "--model", mosaic["model"], "--output",
+                             tmp_path / "x.tif", "--dask", address)
+    assert code == 2
+    assert events[-1]["event"] == "error" and events[-1]["kind"] == "bad_input"
+    assert words in events[-1]["message"] and "local:N" in events[-1]["message"]
