@@ -17,6 +17,8 @@ from osgeo import gdal
 from landcover_plugin.core.classified_raster import embedded_classes
 from landcover_plugin.core.classify.options import ClassifyOptions
 from landcover_plugin.core.classify.run import classify_raster
+from landcover_plugin.core.classify.shards import plan_shards
+from landcover_plugin.core.classify.tiling import tile_offsets
 
 ENGINE = [sys.executable, "-m", "landcover_plugin.core.engine", "classify"]
 
@@ -168,3 +170,13 @@ def test_a_bad_scheduler_address_is_a_clear_error(mosaic, tmp_path, address, wor
     assert code == 2
     assert events[-1]["event"] == "error" and events[-1]["kind"] == "bad_input"
     assert words in events[-1]["message"] and "local:N" in events[-1]["message"]
+
+
+def test_shards_are_whole_tile_rows_a_whole_number_per_worker():
+    row_offsets = tile_offsets(316_228, 256, 32)  # a 100-gigapixel square, 256 px tiles
+    for workers, count in ((1, 4), (8, 32), (64, 64)):
+        shards = plan_shards(row_offsets, 316_228, workers)
+        assert len(shards) == count
+        assert shards[0][0] == 0 and shards[-1][1] == 316_228
+        assert all(a[1] == b[0] and b[0] in row_offsets for a, b in zip(shards, shards[1:]))
+    assert len(plan_shards(tile_offsets(1428, 64, 16), 1428, 2, tile_rows=8)) == 4  # --dask-shard-rows 8

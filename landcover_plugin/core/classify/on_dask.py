@@ -57,7 +57,9 @@ def classify_on_dask(o, events) -> dict:
         width, height, classes = source.width, source.height, model.classes
         device = "cuda" if model.uses_cuda else "cpu"
     settings = fingerprint(o, tile, overlap_px)
+    tick = time.perf_counter()
     with connect(o.dask, events) as (client, workers, local):
+        cluster_seconds = time.perf_counter() - tick
         check_shared_storage(client, o, paths["shards"], events)
         shards, done = prepare_folder(paths["shards"], settings, int(o.dask_shard_rows or 0),
                                       lambda: plan_shards(grid.row_offsets, height, workers, o.dask_shard_rows),
@@ -84,7 +86,8 @@ def classify_on_dask(o, events) -> dict:
               "model_seconds": round(sum(s["model_seconds"] for s in summaries), 3),
               "shard_seconds": [s["seconds"] for s in summaries],
               "shard_megapixels": [s["megapixels"] for s in summaries],
-              "VRT_SECONDS": outputs["VRT_SECONDS"]}
+              "shard_tiles": [s["tiles"] for s in summaries],
+              "CLUSTER_SECONDS": round(cluster_seconds, 3), "VRT_SECONDS": outputs["VRT_SECONDS"]}
     if outputs.get("COG"):
         result["COG"], result["COG_SECONDS"] = outputs["COG"], outputs["COG_SECONDS"]
     if not done and tiles_run == 0:

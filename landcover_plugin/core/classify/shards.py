@@ -16,7 +16,6 @@ For ``--output NAME.tif`` or ``NAME.vrt`` the run writes, beside it:
 """
 import hashlib
 import json
-import math
 import os
 import time
 from pathlib import Path
@@ -29,9 +28,13 @@ from ..output_folder import remove_stale
 from ..qml import write_paletted_qml
 
 MANIFEST = "manifest.json"
-SHARDS_PER_WORKER = 4  # enough shards to keep every worker busy while the slowest finishes
-MIN_SHARD_TILE_ROWS = 8  # each shard also runs the tile row above it: at 8 rows that is <= 1/8 more work
-COG_OPTIONS = ["COMPRESS=DEFLATE", "LEVEL=4", "BLOCKSIZE=256", "OVERVIEW_RESAMPLING=NEAREST", "BIGTIFF=IF_SAFER"]
+# Each shard but the first also runs the tile row above it (the overlap): fewer, taller shards do less extra
+# work, more shards balance the workers better and resume at a finer grain. A whole number of shards per worker,
+# at most SHARDS_PER_WORKER, each at least MIN_SHARD_TILE_ROWS tile rows (<= 1/16 more work) when the area allows.
+SHARDS_PER_WORKER = 4
+MIN_SHARD_TILE_ROWS = 16
+COG_OPTIONS = ["COMPRESS=DEFLATE", "LEVEL=4", "BLOCKSIZE=256", "OVERVIEW_RESAMPLING=NEAREST", "BIGTIFF=IF_SAFER",
+               "NUM_THREADS=ALL_CPUS"]
 
 
 def output_paths(o) -> dict:
@@ -79,14 +82,17 @@ def file_sha256(path) -> str:
     return digest.hexdigest()
 
 
-def plan_shards(row_offsets: list, height: int, workers: int, tile_rows: int = 0) -> tuple:
-    """``(tile rows per shard, [(r0, r1), ...])``: shards of whole tile rows covering ``height`` area rows."""
-    total = len(row_offsets)
-    if not tile_rows:
-        tile_rows = max(MIN_SHARD_TILE_ROWS, math.ceil(total / (SHARDS_PER_WORKER * max(1, workers))))
-    tile_rows = max(1, min(int(tile_rows), total))
-    starts = [row_offsets[g] for g in range(0, total, tile_rows)]
-    return tile_rows, [(r0, r1) for r0, r1 in zip(starts, starts[1:] + [height])]
+def plan_shards(row_offsets: list, height: int, workers: int, tile_rows: int = 0) -> list:
+    """``[(r0, r1), ...]``: shards of whole tile rows covering ``height`` area rows; ``tile_rows`` per shard when
+    given, else a whole number of shards per worker (see SHARDS_PER_WORKER), the tile rows spread evenly."""
+    total, workers = len(row_offsets), max(1, int(workers))
+    if tile_rows:
+        first_rows = range(0, total, max(1, min(int(tile_rows), total)))
+    else:
+        count = min(total, workers * min(SHARDS_PER_WORKER, max(1, total // (workers * MIN_SHARD_TILE_ROWS))))
+        first_rows = [i * total // count for i in range(count)]
+    starts = [row_offsets[g] for g in first_rows]
+    return [(r0, r1) for r0, r1 in zip(starts, starts[1:] + [height])]
 
 
 def shard_name(index: int) -> str:
@@ -96,8 +102,8 @@ def shard_name(index: int) -> str:
 def prepare_folder(folder: str, settings: dict, tile_rows_asked: int, new_plan, events) -> tuple:
     """Create or reuse the shards folder: ``(shards, done)``, the shards' rows and the indices already done.
 
-    ``new_plan()`` gives ``(tile_rows, shards)`` for a fresh run; a manifest with the same settings keeps its own
-    plan (the worker count may differ between runs), unless another shard size is asked for."""
+    ``new_plan()`` gives the shards of a fresh run; a manifest with the same settings keeps its own plan (the
+    worker count may differ between runs), unless another shard size is asked for."""
     folder = Path(folder)
     try:
         folder.mkdir(parents=True, exist_ok=True)
@@ -119,8 +125,8 @@ def prepare_folder(folder: str, settings: dict, tile_rows_asked: int, new_plan, 
     for path in old + [folder / MANIFEST]:
         if path.is_file():
             path.unlink()
-    tile_rows, shards = new_plan()
-    write_json_atomic(folder / MANIFEST, {"settings": settings, "tile_rows": tile_rows,
+    shards = new_plan()
+    write_json_atomic(folder / MANIFEST, {"settings": settings, "tile_rows": tile_rows_asked,
                                           "shards": [list(rows) for rows in shards]})
     return shards, []
 
