@@ -120,8 +120,9 @@ def projection(tile_rate: float, tile: int, overlap: int, cog_rate: float, vrt_p
              f"({tile_rate:.1f} tiles a second a worker) / workers; serial = cluster start ({cluster_s:.1f} s) + VRT "
              f"({vrt_per_shard * 1e3:.1f} ms a shard) and, when asked, the COG ({cog_rate:.1f} Mpx/s, one GDAL "
              f"process: {cog_s / 3600:.2f} h whatever the worker count).",
-             "What stays serial: planning and cluster start, the VRT, and above all the COG; at 64 workers the COG "
-             "takes longer than the classification: give a .vrt output and make the COG later only if needed.",
+             f"What stays serial: planning and cluster start, the VRT, and above all the COG: at 64 workers it is "
+             f"{100 * cog_s / 3600 / rows[-1]['hours_cog']:.0f} % of the wall time. Give a .vrt output (QGIS and GDAL "
+             f"read it as one raster) and write the COG only when one file is needed.",
              "Assumes each worker is one core like this machine's and shared storage feeds every worker "
              "(input read rate in the table); the shard counts are the engine's own plan for that many workers."]
     return rows, notes

@@ -4,9 +4,12 @@ is named; a rerun after a cancel resumes; bad addresses are clear errors. The en
 (a subprocess), starting a real LocalCluster of two worker processes."""
 import json
 import os
+import shutil
 import signal
+import socket
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import onnx
@@ -180,3 +183,63 @@ def test_shards_are_whole_tile_rows_a_whole_number_per_worker():
         assert shards[0][0] == 0 and shards[-1][1] == 316_228
         assert all(a[1] == b[0] and b[0] in row_offsets for a, b in zip(shards, shards[1:]))
     assert len(plan_shards(tile_offsets(1428, 64, 16), 1428, 2, tile_rows=8)) == 4  # --dask-shard-rows 8
+
+
+@pytest.fixture(scope="module")
+def scheduler(mosaic):
+    """A real ``dask scheduler`` (without this plugin on its path) and one ``dask worker`` that runs in its own
+    mount namespace where the folder ``hidden`` is an empty tmpfs: a path this machine sees and the worker does
+    not, as on a cluster without shared storage. Without ``unshare`` the worker sees everything."""
+    hidden = mosaic["folder"] / "hidden"
+    hidden.mkdir(exist_ok=True)
+    (hidden / "m.onnx").write_bytes(open(mosaic["model"], "rb").read())
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    address = f"tcp://127.0.0.1:{port}"
+    dask = str(Path(sys.executable).parent / "dask")
+    quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
+    started = [subprocess.Popen([dask, "scheduler", "--host", "127.0.0.1", "--port", str(port), "--no-dashboard"],
+                                cwd="/", **quiet)]
+    worker = [dask, "worker", address, "--nthreads", "1", "--nworkers", "1", "--no-dashboard"]
+    isolated = subprocess.run(["unshare", "-m", "true"], capture_output=True).returncode == 0 \
+        if shutil.which("unshare") else False
+    if isolated:
+        worker = ["unshare", "-m", "sh", "-c", f"mount -t tmpfs none {hidden} && exec \"$@\"", "worker", *worker]
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[2]), OMP_NUM_THREADS="1")
+    started.append(subprocess.Popen(worker, cwd="/", env=env, **quiet))
+    try:
+        from distributed import Client
+        with Client(address, timeout="60s") as client:
+            client.wait_for_workers(1, timeout=120)
+        yield {"address": address, "hidden": hidden, "isolated": isolated}
+    finally:
+        for process in reversed(started):
+            process.terminate()
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+
+
+def test_a_scheduler_address_gives_the_same_map(mosaic, scheduler):
+    output = mosaic["folder"] / "tcp.vrt"
+    code, events, stderr = engine("--raster", mosaic["vrt"], "--model", mosaic["model"], "--output", output,
+                                  "--dask", scheduler["address"], "--dask-shard-rows", "8")
+    assert code == 0, stderr[-3000:]
+    assert result_of(events)["WORKERS"] == 1
+    assert any(f"Connected to the Dask scheduler at {scheduler['address']}: 1 worker" in e.get("message", "")
+               for e in events)
+    assert_same_map(output, mosaic["single"]["OUTPUT"])
+
+
+def test_a_path_a_worker_cannot_see_is_named(mosaic, scheduler, tmp_path):
+    if not scheduler["isolated"]:
+        pytest.skip("needs 'unshare -m' (root) to hide a folder from the worker")
+    model = scheduler["hidden"] / "m.onnx"
+    code, events, _ = engine("--raster", mosaic["vrt"], "--model", model, "--output", tmp_path / "x.vrt",
+                             "--dask", scheduler["address"])
+    assert code == 2
+    message = events[-1]["message"]
+    assert events[-1]["kind"] == "bad_input" and "shared storage" in message
+    assert f"cannot see model {model}" in message and "raster" not in message.split("cannot see")[1][:40]

@@ -49,8 +49,11 @@ def classify_on_dask(o, events) -> dict:
     if o.confidence or o.uncertainty:
         raise BadInputError("Confidence and uncertainty rasters are not made on Dask yet: leave them out, or run "
                             "without --dask.")
+    # workers open every file by its absolute path (their working folder is not this process's)
+    o = dataclasses.replace(o, **{name: os.path.abspath(os.fspath(getattr(o, name)))
+                                  for name in ("raster", "model", "mask", "output") if getattr(o, name)})
     paths = output_paths(o)
-    if not os.path.exists(os.fspath(o.model)):
+    if not os.path.exists(o.model):
         raise BadInputError(f"The model {o.model} does not exist.")
     with prepared_run(dataclasses.replace(o, threads=1), events) as (model, source, tile, batch, overlap_px):
         grid = TileGrid(source.height, source.width, tile, overlap_px)
@@ -210,7 +213,7 @@ def run_shards(client, specs: list, total: int, done_before: int, events) -> lis
     def submit(spec):
         spec = dict(spec, cancel=cancel.name)
         key = f"landcover-{shard_name(spec['index'])}-try{spec['attempt']}-{token}"
-        pending[client.submit(run_shard, spec, key=key, pure=False)] = spec
+        pending[client.submit(_shard_task(), spec, key=key, pure=False)] = spec
 
     for spec in specs:
         submit(spec)
@@ -249,6 +252,12 @@ def run_shards(client, specs: list, total: int, done_before: int, events) -> lis
         if pending:
             client.cancel(list(pending))
     return summaries
+
+
+def _shard_task():
+    """:func:`run_shard` behind a lambda, which cloudpickle sends by value: the scheduler unpickles tasks, and so
+    needs no land-cover package of its own (the workers do)."""
+    return lambda spec: __import__("importlib").import_module(__name__).run_shard(spec)
 
 
 def run_shard(spec: dict) -> dict:
