@@ -151,6 +151,7 @@ def test_a_rerun_after_a_cancel_resumes(mosaic):
     assert result["shards_reused"] == kept and result["shards_run"] == 30 - kept
     assert any(e.get("message", "").startswith(f"Resuming: {kept} of 30 shards") for e in events)
     assert_same_map(output, mosaic["single"]["OUTPUT"])
+    assert not [p.name for p in (mosaic["folder"] / "resumed.shards").iterdir() if "partial" in p.name]
 
     # a shard made by another model is never reused, even for the same output
     other = onnx.load(str(mosaic["model"]))

@@ -44,7 +44,8 @@ POLL_SECONDS = 0.2
 
 def classify_on_dask(o, events) -> dict:
     """Classify ``o.raster`` on the Dask cluster ``o.dask``; returns the outputs as a single-process run does,
-    plus VRT, SHARDS, the shard counts and timings (VRT_SECONDS, COG_SECONDS, per-shard seconds)."""
+    plus VRT, SHARDS, the shard counts and timings (VRT_SECONDS, COG_SECONDS, per-shard seconds); ``tiles_run``
+    and ``model_seconds`` count the shards run this time (not those kept from a cancelled run)."""
     started = time.perf_counter()
     if o.confidence or o.uncertainty:
         raise BadInputError("Confidence and uncertainty rasters are not made on Dask yet: leave them out, or run "
@@ -85,7 +86,7 @@ def classify_on_dask(o, events) -> dict:
               "CLASSES": classes, "DEVICE": device, "SECONDS": round(seconds, 3), "MEGAPIXELS": round(megapixels, 3),
               "MEGAPIXELS_PER_SECOND": round(megapixels / seconds, 3), "TILE": tile, "OVERLAP": overlap_px,
               "BATCH_SIZE": batch, "WORKERS": workers, "shards": len(shards), "shards_run": len(summaries),
-              "shards_reused": len(done), "tiles": len(grid), "tiles_run_this_time": tiles_run,
+              "shards_reused": len(done), "tiles": len(grid), "tiles_run": tiles_run,
               "model_seconds": round(sum(s["model_seconds"] for s in summaries), 3),
               "shard_seconds": [s["seconds"] for s in summaries],
               "shard_megapixels": [s["megapixels"] for s in summaries],
