@@ -4,6 +4,7 @@ is named; a rerun after a cancel resumes; bad addresses are clear errors. The en
 (a subprocess), starting a real LocalCluster of two worker processes."""
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -93,7 +94,9 @@ def test_local_cluster_map_equals_the_single_process_map(mosaic):
     with rasterio.open(output) as cog, rasterio.open(single) as one:
         assert cog.overviews(1) == one.overviews(1) and cog.block_shapes == one.block_shapes
     assert open(result["QML"]).read() == open(mosaic["single"]["QML"]).read()
-    assert [e["message"] for e in events if e["event"] == "progress"][-1] == "done"
+    progress = [e for e in events if e["event"] == "progress"]
+    assert progress[-1]["message"] == "done" and progress[-1]["fraction"] == 1.0
+    assert all(a["fraction"] <= b["fraction"] for a, b in zip(progress, progress[1:]))
     shards = sorted(p.name for p in (mosaic["folder"] / "dask.shards").glob("shard_*.tif"))
     assert shards == [f"shard_{i:05d}.tif" for i in range(4)]
 
@@ -134,7 +137,8 @@ def test_a_rerun_after_a_cancel_resumes(mosaic):
     lines = []
     for line in process.stdout:
         lines.append(json.loads(line))
-        if lines[-1]["event"] == "progress" and lines[-1]["message"].startswith("shard "):
+        done = re.match(r"shard (\d+)/", lines[-1].get("message", "")) if lines[-1]["event"] == "progress" else None
+        if done and int(done.group(1)) >= 1:  # a shard is complete
             process.send_signal(signal.SIGTERM)  # what the QGIS side does on cancel
             break
     lines += [json.loads(line) for line in process.stdout]

@@ -12,8 +12,9 @@ shards folder; the engine then writes a VRT over them and, when asked, one Cloud
 - Shared storage: the raster, the model and the output folder are opened by every worker at the same paths.
   Before any shard runs, each worker is asked (``client.run``) whether it sees them and can write the shards
   folder; a worker that cannot is named, with the fix.
-- Progress follows the futures (one step per shard done); cancel stops queued shards and tells running ones
-  (a ``distributed.Event`` they check between batches); finished shards are kept for a rerun.
+- Progress: the shards done, plus the running shards' own progress (worker events, twice a second). Cancel
+  stops queued shards and tells running ones (a ``distributed.Event`` they check between batches); finished
+  shards are kept for a rerun.
 - A shard that fails (an error, or its worker killed) is retried once, then reported by name. Errors of the
   input (a :class:`BadInputError` in a shard) are reported at once: a retry cannot fix them.
 - Resume: a rerun with the same settings skips the shards already complete (see :mod:`.shards`).
@@ -209,10 +210,13 @@ def run_shards(client, specs: list, total: int, done_before: int, events) -> lis
 
     token = uuid.uuid4().hex[:8]
     cancel = Event(f"landcover-cancel-{token}", client=client)
+    topic = f"landcover-progress-{token}"
+    partial = {}  # shard index -> fraction done, from the workers' progress messages
+    client.subscribe_topic(topic, lambda event: partial.__setitem__(event[1]["index"], event[1]["fraction"]))
     pending = {}
 
     def submit(spec):
-        spec = dict(spec, cancel=cancel.name)
+        spec = dict(spec, cancel=cancel.name, topic=topic)
         key = f"landcover-{shard_name(spec['index'])}-try{spec['attempt']}-{token}"
         pending[client.submit(_shard_task(), spec, key=key, pure=False)] = spec
 
@@ -228,6 +232,10 @@ def run_shards(client, specs: list, total: int, done_before: int, events) -> lis
                                 f"complete and kept; run the same command again to resume.")
             finished = [f for f in pending if f.done()]
             if not finished:
+                running = sum(partial.get(spec["index"], 0.0) for spec in pending.values())
+                complete = done_before + len(summaries)
+                events.progress(0.95 * (complete + running) / total, f"shard {complete}/{total} done, "
+                                f"{len(pending)} running or queued")
                 time.sleep(POLL_SECONDS)
                 continue
             for future in finished:
@@ -264,7 +272,7 @@ def _shard_task():
 def run_shard(spec: dict) -> dict:
     """On a worker: classify one shard into its GeoTIFF, then mark it done."""
     _test_failure(spec)
-    events = _ShardEvents(spec.get("cancel"))
+    events = _ShardEvents(spec.get("cancel"), spec.get("topic"), spec["index"])
     tick = time.perf_counter()
     result = classify_raster(_options(spec["options"]), events)
     summary = {"index": spec["index"], "rows": spec["rows"], "tiles": result["tiles"],
@@ -292,12 +300,23 @@ def _test_failure(spec: dict) -> None:
 
 
 class _ShardEvents(RecordingEvents):
-    """A shard's events: kept quietly (the engine reports per shard); cancel is the run's ``distributed.Event``,
-    checked at most once a second."""
+    """A shard's events: its progress goes to the engine as a worker event on ``topic`` (at most twice a second);
+    its logs are kept quietly; cancel is the run's ``distributed.Event``, checked at most once a second."""
 
-    def __init__(self, cancel_name):
+    def __init__(self, cancel_name, topic=None, index=None):
         self._cancel_name, self._checked, self._cancelled = cancel_name, 0.0, False
+        self._topic, self._index, self._sent = topic, index, 0.0
         super().__init__()
+
+    def progress(self, fraction: float, message: str = "") -> None:
+        now = time.monotonic()
+        if self._topic and now - self._sent > 0.5:
+            self._sent = now
+            from distributed import get_worker
+            try:
+                get_worker().log_event(self._topic, {"index": self._index, "fraction": float(fraction)})
+            except ValueError:  # not on a worker (a shard run in-process): nobody to tell
+                self._topic = None
 
     @property
     def cancel_requested(self):

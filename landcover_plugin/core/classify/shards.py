@@ -195,8 +195,11 @@ def write_cog(vrt: str, target: str, classes: list, events) -> str:
     temp = partial_path(target)
     remove_stale(target)
 
+    reached = [0.0]  # the COG driver may report several passes, each from 0 to 1: progress never goes back
+
     def callback(fraction, _message, _data):
-        events.progress(0.95 + 0.05 * fraction, "writing the Cloud-Optimised GeoTIFF")
+        reached[0] = max(reached[0], min(fraction, 0.999))
+        events.progress(0.95 + 0.05 * reached[0], "writing the Cloud-Optimised GeoTIFF")
         return 0 if events.cancel_requested else 1
 
     try:
