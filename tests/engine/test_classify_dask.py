@@ -248,3 +248,19 @@ def test_a_path_a_worker_cannot_see_is_named(mosaic, scheduler, tmp_path):
     message = events[-1]["message"]
     assert events[-1]["kind"] == "bad_input" and "shared storage" in message
     assert f"cannot see model {model}" in message and "raster" not in message.split("cannot see")[1][:40]
+
+
+def test_what_dask_does_not_do_is_refused_before_any_cluster_starts(mosaic, tmp_path):
+    from landcover_plugin.core.errors import BadInputError
+
+    vrt, model = mosaic["vrt"], mosaic["model"]
+    with pytest.raises(BadInputError, match="--cog applies to Dask runs"):
+        classify_raster(ClassifyOptions(vrt, model, tmp_path / "a.tif", cog=True))
+    with pytest.raises(BadInputError, match="not made on Dask yet"):
+        classify_raster(ClassifyOptions(vrt, model, tmp_path / "b.tif", dask="local:2", confidence=tmp_path / "c.tif"))
+    with pytest.raises(BadInputError, match=r"must end in \.vrt .* or \.tif"):
+        classify_raster(ClassifyOptions(vrt, model, tmp_path / "d.img", dask="local:2"))
+    (tmp_path / "e.vrt").write_text("<VRTDataset/>")
+    with pytest.raises(BadInputError, match="already exists"):
+        classify_raster(ClassifyOptions(vrt, model, tmp_path / "e.vrt", dask="local:2"))
+    assert not list(tmp_path.glob("*.shards"))

@@ -16,7 +16,9 @@ shards folder; the engine then writes a VRT over them and, when asked, one Cloud
   stops queued shards and tells running ones (a ``distributed.Event`` they check between batches); finished
   shards are kept for a rerun.
 - A shard that fails (an error, or its worker killed) is retried once, then reported by name. Errors of the
-  input (a :class:`BadInputError` in a shard) are reported at once: a retry cannot fix them.
+  input (a :class:`BadInputError` in a shard) are reported at once: a retry cannot fix them. A local cluster
+  fails a killed worker's task at once (``allowed-failures`` 0); a scheduler of your own may first rerun it
+  itself, as its ``distributed.scheduler.allowed-failures`` says.
 - Resume: a rerun with the same settings skips the shards already complete (see :mod:`.shards`).
 
 Test hook (real behaviour, used by tests/engine/test_classify_dask.py): ``LANDCOVER_TEST_FAIL_SHARD=I`` kills
