@@ -12,7 +12,7 @@ def finish_run(run: dict, model, network: dict, data: dict, spec, config, device
                curves: bool = True, pending_heldout=None, val_loader=None) -> dict:
     """Export the best weights with their card; ``heldout``: the held-out estimate when an earlier run made it
     (a refit), else it is made here from the best epoch's validation (``val_loader``: its chips), or from
-    ``pending_heldout`` = (confusion, split, (confidence, correct)) of a cross-validation before this refit.
+    ``pending_heldout`` = (confusion, split, (confidence, correct, predicted)) of a cross-validation before this refit.
     ``curves``: write the training curves."""
     best = run["best"]
     if run["best_state"] is not None:
@@ -42,7 +42,9 @@ def finish_run(run: dict, model, network: dict, data: dict, spec, config, device
                           mean=spec.mean, std=spec.std, tile_size=tile, overlap=config.overlap,
                           resolution=_resolution(spec.resolution), crs=spec.crs, architecture=network["architecture"],
                           metrics=_card_metrics(run), extra={"network": network, "training": _summary(config, device),
-                                                             "heldout": heldout_now})
+                                                             "heldout": heldout_now},
+                          source_bands=spec.raw.get("bands", {}).get("source_bands"),
+                          source_count=spec.raw.get("bands", {}).get("source_count"))
         return export(model, config.output, card=card, tile_size=tile, band_count=spec.band_count, sample=sample)
 
     exported = write(heldout)

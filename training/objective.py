@@ -51,10 +51,11 @@ def evaluate(model, loader, pixel_weight, names, device, amp=False, amp_dtype=to
 
 @torch.no_grad()
 def heldout_confidences(model, loader, device, most: int = 200_000):
-    """``(confidence, correct)`` of the labelled pixels of ``loader``: the model's top class probability and
-    whether that class is the label (an evenly spaced subsample of at most ``most`` pixels)."""
+    """``(confidence, correct, predicted)`` of the labelled pixels of ``loader``: the model's top class
+    probability, whether that class is the label, and the class (an evenly spaced subsample of at most ``most``
+    pixels)."""
     model.eval()
-    confidence, correct = [], []
+    confidence, correct, classes = [], [], []
     for images, labels in loader:
         probs = torch.softmax(model(images.to(device)).float(), dim=1)
         top, predicted = probs.max(dim=1)
@@ -62,9 +63,10 @@ def heldout_confidences(model, loader, device, most: int = 200_000):
         keep = labels != IGNORE
         confidence.append(top[keep].cpu().numpy())
         correct.append((predicted[keep] == labels[keep]).cpu().numpy())
-    confidence, correct = np.concatenate(confidence), np.concatenate(correct)
+        classes.append(predicted[keep].cpu().numpy())
+    confidence, correct, classes = (np.concatenate(a) for a in (confidence, correct, classes))
     step = max(1, -(-confidence.size // most))
-    return confidence[::step], correct[::step]
+    return confidence[::step], correct[::step], classes[::step]
 
 
 def class_weights(counts) -> np.ndarray:

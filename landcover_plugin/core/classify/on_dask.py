@@ -99,7 +99,7 @@ def classify_on_dask(o, events) -> dict:
         result["COG"], result["COG_SECONDS"] = outputs["COG"], outputs["COG_SECONDS"]
     if not done and tiles_run == 0:
         with open_source(os.fspath(o.raster), model, extent=parse_floats(o.extent, "extent", 4), mask_path=o.mask,
-                         resample=o.resample, events=RecordingEvents()) as source:
+                         resample=o.resample, events=RecordingEvents(), bands=o.bands) as source:
             result["BLANK"] = blank_reason(source)
         events.warning(result["BLANK"])
     events.progress(1.0, "done")

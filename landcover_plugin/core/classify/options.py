@@ -13,6 +13,11 @@ class ClassifyOptions:
     raster: str = option(help="input raster (any GDAL-readable file)")
     model: str = option(help="ONNX segmentation model")
     output: str = option(help="classified GeoTIFF to write (.tif)")
+    bands: Optional[Sequence[int]] = option(
+        None, nargs="*", metavar="BAND",
+        help="raster bands to feed the model, one per model band in the model's order (1 = the first band), e.g. "
+             "--bands 4 3 2; default: the training source's bands the model records when the raster has them, "
+             "else bands 1..n")
     extent: Optional[Sequence[float]] = option(
         None, help="xmin,ymin,xmax,ymax in the raster's CRS (default: whole raster)")
     mask: Optional[str] = option(None, help="polygons (any OGR file); only pixels inside them are classified")

@@ -24,7 +24,7 @@ from osgeo import gdal
 
 from ..classified_raster import category_names, check_output_path, colour_table, partial_path
 from ..errors import BadInputError, Cancelled
-from ..output_folder import remove_stale
+from ..output_folder import file_in_place, remove_stale
 from ..qml import write_paletted_qml
 
 MANIFEST = "manifest.json"
@@ -70,8 +70,8 @@ def fingerprint(o, tile: int, overlap_px: int) -> dict:
 
     return {"model_sha256": file_sha256(o.model), "raster": identity(o.raster), "mask": identity(o.mask),
             "tile": int(tile), "overlap_px": int(overlap_px), "extent": list(o.extent) if o.extent else None,
-            "resample": bool(o.resample), "device": o.device, "class_names": o.class_names, "mean": o.mean,
-            "std": o.std}
+            "resample": bool(o.resample), "bands": [int(b) for b in o.bands] if o.bands else None,
+            "device": o.device, "class_names": o.class_names, "mean": o.mean, "std": o.std}
 
 
 def file_sha256(path) -> str:
@@ -139,10 +139,8 @@ def shard_done(folder, index: int, rows, settings: dict) -> bool:
 
 def write_json_atomic(path, value) -> None:
     """Write JSON under a temporary name and rename it: a reader sees the whole file or none."""
-    path = Path(path)
-    temp = path.with_name(f".{path.name}.partial-{os.getpid()}")
-    temp.write_text(json.dumps(value, indent=1) + "\n", encoding="utf-8")
-    os.replace(temp, path)
+    with file_in_place(path, "") as temporary:
+        Path(temporary).write_text(json.dumps(value, indent=1) + "\n", encoding="utf-8")
 
 
 def _read_json(path):
@@ -160,16 +158,11 @@ def assemble(paths: dict, shard_files: list, classes: list, events) -> dict:
     outputs = {}
     tick = time.perf_counter()
     vrt = paths["vrt"]
-    temp = os.path.join(os.path.dirname(vrt), f".{os.path.basename(vrt)}.partial-{os.getpid()}.vrt")
     remove_stale(vrt)
-    try:
-        dataset = gdal.BuildVRT(temp, [str(p) for p in shard_files])
+    with file_in_place(vrt, "the VRT ", ".vrt") as temporary:  # beside it: the shard paths stay relative
+        dataset = gdal.BuildVRT(temporary, [str(p) for p in shard_files])
         _describe(dataset, classes)
         dataset = None  # noqa: F841 - closing writes the VRT
-        os.replace(temp, vrt)
-    finally:
-        if os.path.exists(temp):
-            os.remove(temp)
     outputs["VRT"] = vrt
     outputs["VRT_SECONDS"] = round(time.perf_counter() - tick, 3)
     outputs["QML"] = write_paletted_qml(paths["qml"], classes)
