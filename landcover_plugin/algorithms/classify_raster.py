@@ -52,6 +52,7 @@ class ClassifyRasterAlgorithm(EngineAlgorithm):
     CONFIDENCE = "CONFIDENCE"
     UNCERTAINTY = "UNCERTAINTY"
     UNCERTAINTY_MEASURE = "UNCERTAINTY_MEASURE"
+    DASK_SCHEDULER = "DASK_SCHEDULER"
     OUTPUT = "OUTPUT"
 
     def name(self):
@@ -87,7 +88,13 @@ class ClassifyRasterAlgorithm(EngineAlgorithm):
             "chosen class, in percent. <b>Uncertainty</b> (optional): how unsure the model is, in percent "
             "(0 = certain, 100 = unsure; 255 = no data), from the blended probabilities: the normalised "
             "<i>entropy</i> over all classes, or the <i>margin</i> 1 - (top - second); styled from dark "
-            "(certain) to yellow (unsure). It shows where to digitise more training areas.")
+            "(certain) to yellow (unsure). It shows where to digitise more training areas.\n\n"
+            "<b>Dask scheduler</b> (optional, advanced): classify on a Dask cluster, <i>local:N</i> (N worker "
+            "processes on this machine) or a scheduler address (<i>tcp://host:8786</i>). The raster is split into "
+            "shards of whole tile rows, each written to the folder <i>&lt;output&gt;.shards</i>; the output is then "
+            "one Cloud-Optimised GeoTIFF with the same pixels as a run without Dask. The raster, the model and the "
+            "output folder must be on storage every worker reaches at the same paths. A rerun resumes: shards "
+            "already done are kept. Not with confidence or uncertainty rasters.")
 
     def initAlgorithm(self, config=None):
         self.addParameter(QgsProcessingParameterRasterLayer(self.INPUT, self.tr("Raster to classify")))
@@ -131,6 +138,10 @@ class ClassifyRasterAlgorithm(EngineAlgorithm):
         self.addParameter(measure)
         self.addParameter(QgsProcessingParameterRasterDestination(
             self.UNCERTAINTY, self.tr("Uncertainty (%)"), optional=True, createByDefault=False))
+        dask = QgsProcessingParameterString(self.DASK_SCHEDULER, self.tr("Dask scheduler (local:N or tcp://host:8786)"),
+                                             optional=True)
+        dask.setFlags(dask.flags() | QgsProcessingParameterDefinition.FlagAdvanced)
+        self.addParameter(dask)
 
     def checkParameterValues(self, parameters, context):
         """Bands the raster cannot give the model are refused before the run, naming the bands expected."""
@@ -176,6 +187,9 @@ class ClassifyRasterAlgorithm(EngineAlgorithm):
             setattr(options, field, self.parameterAsString(parameters, name, context).strip() or None)
         if parameters.get(self.CONFIDENCE) not in (None, ""):
             options.confidence = self.parameterAsOutputLayer(parameters, self.CONFIDENCE, context) or None
+        dask = self.parameterAsString(parameters, self.DASK_SCHEDULER, context).strip()
+        if dask:  # the output the user chose is a GeoTIFF: one COG assembled from the shards
+            options.dask, options.cog = dask, True
         if parameters.get(self.UNCERTAINTY) not in (None, ""):
             options.uncertainty = self.parameterAsOutputLayer(parameters, self.UNCERTAINTY, context) or None
             options.uncertainty_measure = UNCERTAINTY_MEASURES[
