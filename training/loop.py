@@ -10,7 +10,6 @@ still exported); ONNX export checked against torch; training curves.
 import copy
 import math
 import time
-from dataclasses import replace
 
 import numpy as np
 import torch
@@ -23,23 +22,22 @@ from landcover_plugin.core.train.options import TrainConfig
 
 from . import checkpoint as ckpt
 from . import distributed
-from .crossval import cross_validate
+from .choices import AUTO, check_training_pixels, choose_architecture
 from .dataset import ChipDataset, ChipStore, EpochSampler
 from .device import amp_settings, default_workers, memory_errors, select_device
 from .finetune import FineTune, resolve_architecture
 from .finish import finish_run
-from .folds import plan_folds
 from .heldout import describe as describe_heldout
 from .networks import build_network
 from .objective import class_weights, evaluate, lr_factor, schedule_factor, weighted_loss
+from .refit import train_then_refit
 from .step import train_step
 
-AUTO = "auto"
-SPARSE_SHARE = 0.3  # labelled share of the training chips' pixels below which labels count as sparse
 MIN_STEPS_PER_EPOCH = 16  # with fewer chips, an epoch repeats them (new augmentation) to make this many steps
-CV_BELOW = 40  # fewer polygons held out by the exporter than this: cross-validate for the held-out estimate
 
-__all__ = ["train", "class_weights", "evaluate", "lr_factor", "weighted_loss"]
+NO_VALIDATION = {"loss": None, "accuracy": None, "miou": None, "iou": {}, "confusion": None}
+
+__all__ = ["train", "choose_architecture", "class_weights", "evaluate", "lr_factor", "weighted_loss"]
 
 
 def train(config: TrainConfig, events=None) -> dict:
@@ -69,59 +67,12 @@ def _train(config, events, group) -> dict:
              and any(c.split == "val" for c in spec.chips))
     with memory_errors(device, config.batch_size, spec.chip_size):
         if refit:
-            outputs = _train_then_refit(config, spec, device, events, split)
+            outputs = train_then_refit(config, spec, device, events, split, _Training)
         else:
             outputs = _Training(config, spec, device, events).run()
     if outputs.get("HELDOUT"):
         events.info(describe_heldout(outputs["HELDOUT"]))
     return outputs
-
-
-def _train_then_refit(config, spec, device, events, split) -> dict:
-    """With polygons held out: estimate the map's accuracy on polygons the model never saw, and the epoch count;
-    then train the exported model again on every polygon for that many epochs. With few held-out polygons
-    (under CV_BELOW) by cross-validation over polygon groups (crossval.py), else on the exporter's held-out
-    polygons. A time limit is shared 60/40 (75/25 with the folds: the refit is as long as one fold)."""
-    started = time.perf_counter()
-    budget = config.time_limit_minutes
-    store = ChipStore(spec, config.cache_mb, events)
-    _check_training_pixels(store, [i for i, chip in enumerate(spec.chips) if chip.split == "train"],
-                           spec.schema.names, spec.folder, RecordingEvents())  # the folds log their own counts
-    plan = None
-    if config.cv_folds >= 2 and (split.get("val_polygons") or 0) < CV_BELOW \
-            and all(chip.window is not None for chip in spec.chips):
-        plan = plan_folds(store.labels, [chip.window for chip in spec.chips], config.cv_folds, config.seed)
-    if plan is not None:
-        chosen, cancelled = cross_validate(plan, config, spec, store, device, events, _Training,
-                                           minutes=0.75 * budget if budget else None)
-        if cancelled is not None:
-            return cancelled.finish()
-        pending, heldout = (chosen["confusion"], chosen["split"], chosen["confidences"]), None
-    else:
-        first = replace(config, time_limit_minutes=0.6 * budget if budget else None)
-        held = _Training(first, spec, device, events, store=store, progress_span=(0.0, 0.6)).run()
-        if held["cancelled"] or held["BEST_EPOCH"] is None:
-            return held
-        pending, heldout = None, held["HELDOUT"]
-        chosen = {"epochs": int(held["BEST_EPOCH"]), "architecture": held["architecture"],
-                  "val_miou": held["BEST_VAL_MIOU"], "val_accuracy": held["BEST_VAL_ACCURACY"],
-                  "curves": (held["CURVES_CSV"], held["CURVES_PNG"]), "epochs_run": held["epochs_run"]}
-    epochs = chosen["epochs"]
-    left = budget - (time.perf_counter() - started) / 60.0 if budget else None
-    events.info(f"Training again on all polygons (the held-out ones too) for {epochs} epochs, the best count on "
-                f"the held-out polygons, for the exported model.")
-    second = replace(config, architecture=chosen["architecture"], epochs=epochs, patience=0,
-                     work_dir=str(config.checkpoint_dir / "refit"),
-                     time_limit_minutes=max(left, 0.1) if left is not None else None)
-    everything = replace(spec, chips=[replace(chip, split="train") for chip in spec.chips])
-    final = _Training(second, everything, device, events, final_fit=True, heldout=heldout or pending,
-                      store=store, progress_span=(0.8 if plan is not None else 0.6, 1.0)).run()
-    selection = {"BEST_VAL_MIOU": chosen["val_miou"], "BEST_VAL_ACCURACY": chosen["val_accuracy"],
-                 "BEST_EPOCH": epochs, "CURVES_CSV": chosen["curves"][0], "CURVES_PNG": chosen["curves"][1]}
-    if plan is not None:
-        selection.update(cv_folds=plan.folds, fold_epochs=chosen["fold_epochs"])
-    return dict(final, **selection, refit_epochs=final["epochs_run"], selection_epochs_run=chosen["epochs_run"],
-                epochs_run=chosen["epochs_run"] + final["epochs_run"])
 
 
 class _Training:
@@ -142,7 +93,7 @@ class _Training:
             self.on_epoch = fold.get("on_epoch")  # (model, validation scores, validation loader) after each epoch
             self.train_idx, self.val_idx = fold["train_idx"], fold["val_idx"]
         self.names = spec.schema.names
-        counts = _check_training_pixels(self.store, self.train_idx, self.names, spec.folder, events)
+        counts = check_training_pixels(self.store, self.train_idx, self.names, spec.folder, events)
         if not self.val_idx and not final_fit:
             events.warning("The dataset has no validation chips: scores are measured on the training chips and "
                            "overstate quality. Export the chips with a validation fraction above 0.")
@@ -396,40 +347,6 @@ class _Training:
         values = {k: v for k, v in row.items() if k != "epoch" and not (self.final_fit and k.startswith("val_"))}
         self.events.metric(epoch, dict(values, phase=self.phase) if self.phase else values)
         return improved
-
-
-def choose_architecture(name: str, counts, train_chips: int, chip_size: int, events) -> str:
-    """``auto``: ``pixel_context`` when labels are sparse (under SPARSE_SHARE of the training chips' pixels
-    labelled, as with a few small polygons), else ``unet``. Other names are kept as they are."""
-    if name != AUTO:
-        return name
-    share = float(np.sum(counts)) / max(1, train_chips * chip_size * chip_size)
-    chosen = "pixel_context" if share < SPARSE_SHARE else "unet"
-    why = "sparse labels: a per-pixel net, its probabilities averaged over 5x5 px" if share < SPARSE_SHARE \
-        else "dense labels"
-    events.info(f"Architecture 'auto': {share:.1%} of the training chips' pixels are labelled, so {chosen} ({why}).")
-    return chosen
-
-
-NO_VALIDATION = {"loss": None, "accuracy": None, "miou": None, "iou": {}, "confusion": None}
-
-
-def _check_training_pixels(store, train_idx, names, folder, events) -> np.ndarray:
-    if not train_idx:
-        raise BadInputError(f"The chip dataset '{folder}' has no training chips (all are 'val'). Export the chips "
-                            f"again with a validation fraction below 1.")
-    counts = store.class_pixel_counts(train_idx)
-    present = [n for n, c in zip(names, counts) if c > 0]
-    if len(present) < 2:
-        raise BadInputError(f"The training chips of '{folder}' hold labelled pixels of {len(present)} class(es) "
-                            f"({', '.join(present) or 'none'}); a classifier needs at least two. Digitise training "
-                            f"areas for more classes (and check their class field), then export the chips again.")
-    missing = [n for n, c in zip(names, counts) if c == 0]
-    if missing:
-        events.warning(f"No training pixels for: {', '.join(missing)}. The model cannot learn a class it never "
-                       f"sees: digitise training areas for it, or drop it from the schema.")
-    events.info("Training pixels per class: " + ", ".join(f"{n} {int(c)}" for n, c in zip(names, counts)))
-    return counts
 
 
 def _is_better(row, best) -> bool:
