@@ -35,10 +35,10 @@ from .pretrained_folds import rstoolbox_folds
 from .quality import polygons, score
 from .sparse import CLASS_FIELD, CLASSES, EAST_FROM, POLYGONS, _forest_maps
 
-TRAIN_MINUTES = 6.0
-PRETRAIN_MINUTES = 4.0
+TRAIN_MINUTES = 4.0
+PRETRAIN_MINUTES = 3.0
 ARCHITECTURE = "unet_resnet18"
-FOLD_MINUTES = 1.5  # per model and rstoolbox fold (a small raster)
+FOLD_MINUTES = 1.0  # per model and rstoolbox fold (a small raster)
 
 
 def run(settings) -> dict:
