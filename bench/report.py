@@ -3,7 +3,8 @@ import json
 
 TITLES = {"chips": "Chip export", "training": "Training", "inference": "Inference", "quality": "Quality",
           "scaling": "Scaling", "quantised": "Quantised models (int8)",
-          "tiles": "Inference tiles independent of the training chips"}
+          "tiles": "Inference tiles independent of the training chips",
+          "distributed": "Classify on a Dask cluster"}
 
 
 def write_results(results: dict, json_path, md_path) -> None:

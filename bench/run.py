@@ -16,7 +16,8 @@ from pathlib import Path
 from .common import WORK, Settings, machine_info
 from .report import write_results
 
-CASES = ("chips", "training", "inference", "quantised", "tiles", "quality", "sparse", "scaling", "pretrained")
+CASES = ("chips", "training", "inference", "quantised", "tiles", "quality", "sparse", "scaling", "pretrained",
+         "distributed")
 HERE = Path(__file__).resolve().parent
 
 

@@ -69,6 +69,9 @@ def run(settings) -> dict:
     notes = ["Per-class IoU, ours / forest / forest 5x5: " + ", ".join(
         f"{n} {_two(a)} / {_two(b)} / {_two(c)}" for n, a, b, c in zip(names, ours["iou"], rf["iou"], smooth["iou"]))
         + ".", f"Trainer: {result['training_note']}."]
+    if result["heldout_estimates"]:
+        notes.append(f"Estimators of the map's OA kept in the card (measured {measured:.3f}): " + ", ".join(
+            f"{name} {value:.3f}" for name, value in result["heldout_estimates"].items()) + ".")
     what = ("Ours = the trainer's defaults on chips of 64 px, stride 32 (exporter defaults otherwise: polygons held "
             "out whole for validation, then a refit on all), classified by `classify_raster`; the *Ratio* column is "
             "ours minus the baseline.")
@@ -108,6 +111,7 @@ def zion_sparse(settings, work) -> dict:
             "rf_5x5": score(truth[east], forest_5x5[east], ids), "class_names": [c["name"] for c in classes],
             "heldout_oa": trained.get("HELDOUT_OA"), "heldout_miou": trained.get("HELDOUT_MIOU"),
             "heldout_method": (trained.get("HELDOUT") or {}).get("method", "no held-out estimate"),
+            "heldout_estimates": (trained.get("HELDOUT") or {}).get("estimates") or {},
             "overlap_agreement": float((ours[valid] == ours_half[valid]).mean()),
             "overlap_default_px": default["OVERLAP"], "overlap_half_px": half["OVERLAP"],
             "train_minutes": round(minutes, 2), "training_pixels": int((labels > 0).sum()),

@@ -15,6 +15,7 @@ from landcover_plugin.core.assess.metrics import metrics_from_confusion
 
 from .curves import write_csv, write_png
 from .dataset import IGNORE
+from .distributed import current
 from .objective import heldout_confidences
 
 MOST_PIXELS = 50_000  # held-out confidences kept per fold and epoch
@@ -35,7 +36,7 @@ def cross_validate(plan, config, spec, store, device, events, training_cls, minu
         part = replace(config, architecture=architecture, patience=0,
                        work_dir=str(config.checkpoint_dir / f"fold{fold + 1}"),
                        time_limit_minutes=minutes / k if minutes else None)
-        epochs = []  # per epoch: (confusion, (confidence, correct), loss)
+        epochs = []  # per epoch: (confusion, (confidence, correct, predicted), loss)
 
         def on_epoch(model, val, loader, epochs=epochs):
             epochs.append((np.asarray(val["confusion"], dtype=np.int64),
@@ -63,8 +64,7 @@ def _pool(folds, config, spec, architecture, unsplit, plan, events) -> dict:
     losses = [sum(f["epochs"][e][2] * f["epochs"][e][0].sum() for f in folds) / max(1, pooled[e].sum())
               for e in range(reached)]
     best = min(range(reached), key=lambda e: (round(losses[e], 4), -e))
-    confidence = np.concatenate([f["epochs"][best][1][0] for f in folds])
-    correct = np.concatenate([f["epochs"][best][1][1] for f in folds])
+    confidences = tuple(np.concatenate([f["epochs"][best][1][i] for f in folds]) for i in range(3))
     events.info(f"Cross-validation: the pooled held-out loss is lowest after epoch {best + 1} of {reached} "
                 f"({losses[best]:.3f}; there the held-out polygons' own pixels score overall accuracy "
                 f"{scores[best]['overall_accuracy']:.1%}, mIoU {scores[best]['mean_iou']:.1%}; the estimate below "
@@ -73,10 +73,11 @@ def _pool(folds, config, spec, architecture, unsplit, plan, events) -> dict:
     history = [dict(row, val_loss=round(loss, 6), val_accuracy=round(s["overall_accuracy"], 6),
                     val_miou=round(_finite(s["mean_iou"]), 6))
                for row, s, loss in zip(folds[0]["history"], scores, losses)]  # fold 1's training loss; pooled scores
-    write_csv(history, csv_path)
-    write_png(history, png_path, title=f"{architecture} on {spec.folder.name}: {len(folds)}-fold cross-validation",
-              best_epoch=best + 1)
-    return {"confusion": pooled[best], "confidences": (confidence, correct), "epochs": best + 1,
+    if current().is_main:  # in a distributed run, rank 0 writes
+        write_csv(history, csv_path)
+        write_png(history, png_path, title=f"{architecture} on {spec.folder.name}: {len(folds)}-fold "
+                                           f"cross-validation", best_epoch=best + 1)
+    return {"confusion": pooled[best], "confidences": confidences, "epochs": best + 1,
             "architecture": architecture, "val_miou": round(_finite(scores[best]["mean_iou"]), 6),
             "val_accuracy": round(scores[best]["overall_accuracy"], 6), "curves": (str(csv_path), str(png_path)),
             "epochs_run": sum(len(f["history"]) for f in folds), "fold_epochs": [len(f["epochs"]) for f in folds],

@@ -7,6 +7,7 @@ from landcover_plugin.core.model.card import build_card
 from . import checkpoint as ckpt
 from . import heldout as held
 from .curves import write_csv, write_png
+from .distributed import current
 from .export_onnx import export, set_card_entry
 from .objective import heldout_confidences
 
@@ -15,7 +16,7 @@ def finish_run(run: dict, model, network: dict, data: dict, spec, config, device
                curves: bool = True, pending_heldout=None, val_loader=None) -> dict:
     """Export the best weights with their card; ``heldout``: the held-out estimate when an earlier run made it
     (a refit), else it is made here from the best epoch's validation (``val_loader``: its chips), or from
-    ``pending_heldout`` = (confusion, split, (confidence, correct)) of a cross-validation before this refit.
+    ``pending_heldout`` = (confusion, split, (confidence, correct, predicted)) of a cross-validation before this refit.
     ``curves``: write the training curves."""
     best = run["best"]
     if run["best_state"] is not None:
@@ -45,7 +46,9 @@ def finish_run(run: dict, model, network: dict, data: dict, spec, config, device
                           mean=spec.mean, std=spec.std, tile_size=tile, overlap=config.overlap,
                           resolution=_resolution(spec.resolution), crs=spec.crs, architecture=network["architecture"],
                           metrics=_card_metrics(run), extra={"network": network, "training": _summary(config, device),
-                                                             "heldout": heldout_now})
+                                                             "heldout": heldout_now},
+                          source_bands=spec.raw.get("bands", {}).get("source_bands"),
+                          source_count=spec.raw.get("bands", {}).get("source_count"))
         return export(model, config.output, card=card, tile_size=tile, band_count=spec.band_count, sample=sample)
 
     exported = write(heldout)
@@ -124,7 +127,7 @@ def _card_metrics(run: dict) -> dict:
 def _summary(config, device) -> dict:
     keys = ("epochs", "batch_size", "learning_rate", "weight_decay", "schedule", "class_weights", "augment",
             "colour_augment", "patience", "seed")
-    return dict({k: getattr(config, k) for k in keys}, device=str(device))
+    return dict({k: getattr(config, k) for k in keys}, device=str(device), processes=current().world)
 
 
 def _resolution(value):

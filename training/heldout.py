@@ -66,7 +66,7 @@ def scene_sample(model_path, raster_path, num_classes: int, max_tiles: int = SAM
 def estimate(confusion, names, shares, split: dict, heldout_confidence=None, scene_confidence=None) -> dict:
     """The held-out estimate from the validation confusion matrix (rows reference, columns predicted) and the
     map's class shares (None: the raw validation scores are all there is). With polygons, and the top-class
-    probabilities of the held-out pixels (``(confidence, correct)``) and of the scene's pixels, the overall
+    probabilities of the held-out pixels (``(confidence, correct[, predicted])``) and of the scene's pixels, the overall
     accuracy is the thresholded-confidence estimate (:func:`atc`); the recall-weighted figure stays as
     ``polygon_overall_accuracy``."""
     cm = np.asarray(confusion, dtype=np.float64)
@@ -95,7 +95,8 @@ def estimate(confusion, names, shares, split: dict, heldout_confidence=None, sce
                       iou={n: _round(v) for n, v in zip(names, iou)},
                       method=f"{where}, each class's recall on them weighted by its share of the map")
         if heldout_confidence is not None and scene_confidence is not None and len(heldout_confidence[0]):
-            threshold, value = atc(*heldout_confidence, scene_confidence)
+            threshold, value = atc(*heldout_confidence[:2], scene_confidence)
+            result["estimates"] = _alternatives(heldout_confidence, scene_confidence, shares)
             result.update(overall_accuracy=_round(value), confidence_threshold=_round(threshold),
                           method=f"{where}: the share of the map's pixels whose top-class probability is above the "
                                  f"level that held-out pixels reach as often as they are right (the polygons "
@@ -105,15 +106,52 @@ def estimate(confusion, names, shares, split: dict, heldout_confidence=None, sce
     return result
 
 
-def atc(confidence, correct, scene_confidence):
+def atc(confidence, correct, scene_confidence, weights=None):
     """Average thresholded confidence (Garg et al. 2022, "Leveraging unlabeled data to predict
     out-of-distribution performance", ICLR): the threshold ``t`` above which held-out pixels' top-class
     probability lies as often as they are right, then the share of the scene's pixels above ``t``.
-    Returns ``(t, estimated accuracy)``."""
+    ``weights``: per held-out pixel (None: equal). Returns ``(t, estimated accuracy)``."""
     confidence, scene = np.asarray(confidence, dtype=np.float64), np.asarray(scene_confidence, dtype=np.float64)
-    accuracy = float(np.mean(correct))
-    threshold = float(np.quantile(confidence, 1.0 - accuracy))
+    weights = np.ones_like(confidence) if weights is None else np.asarray(weights, dtype=np.float64)
+    accuracy = float(np.average(correct, weights=weights))
+    threshold = _quantile(confidence, weights, 1.0 - accuracy)
     return threshold, float(np.mean(scene > threshold))
+
+
+def _quantile(values, weights, q: float) -> float:
+    """The weighted ``q`` quantile, linearly interpolated; with equal weights exactly ``np.quantile``'s rule
+    (the i-th smallest of n sits at i / (n - 1))."""
+    order = np.argsort(values, kind="stable")
+    values, weights = values[order], weights[order]
+    span = weights.sum() - weights[-1]
+    if values.size == 1 or span <= 0:
+        return float(values[-1])
+    return float(np.interp(q, (np.cumsum(weights) - weights) / span, values))
+
+
+def doc(confidence, correct, scene_confidence, weights=None) -> float:
+    """Difference of confidences (Guillory et al. 2021): the held-out accuracy lowered by how much less
+    confident the model is on the scene than on the held-out pixels."""
+    weights = np.ones(len(confidence)) if weights is None else np.asarray(weights, dtype=np.float64)
+    return float(np.average(correct, weights=weights) - np.average(confidence, weights=weights)
+                 + np.mean(scene_confidence))
+
+
+def _alternatives(heldout_confidence, scene_confidence, shares) -> dict:
+    """Other estimators of the map's OA, kept in the card beside the one reported, to compare them on more
+    cases: ATC and DoC, with held-out pixels equal or weighted so that their predicted classes take the shares
+    they have in the map (the polygons over-sample rare classes)."""
+    confidence, correct = heldout_confidence[:2]
+    found = {"atc": atc(confidence, correct, scene_confidence)[1], "doc": doc(confidence, correct, scene_confidence)}
+    if len(heldout_confidence) > 2 and shares is not None:
+        predicted = np.asarray(heldout_confidence[2])
+        shares = np.asarray(shares, dtype=np.float64)
+        counts = np.bincount(predicted, minlength=shares.size)[:shares.size].astype(np.float64)
+        weights = (shares / np.maximum(counts, 1.0) * predicted.size)[predicted]
+        if weights.sum() > 0:
+            found["atc_class_weighted"] = atc(confidence, correct, scene_confidence, weights)[1]
+            found["doc_class_weighted"] = doc(confidence, correct, scene_confidence, weights)
+    return {name: _round(value) for name, value in found.items()}
 
 
 def _confused(cm, names, share: float = 0.2, most: int = 3) -> list:

@@ -10,7 +10,6 @@ still exported); ONNX export checked against torch; training curves.
 import copy
 import math
 import time
-from dataclasses import replace
 
 import numpy as np
 import torch
@@ -22,23 +21,23 @@ from landcover_plugin.core.events import RecordingEvents
 from landcover_plugin.core.train.options import TrainConfig
 
 from . import checkpoint as ckpt
-from .crossval import cross_validate
+from . import distributed
+from .choices import AUTO, check_training_pixels, choose_architecture
 from .dataset import ChipDataset, ChipStore, EpochSampler
 from .device import amp_settings, default_workers, memory_errors, select_device
 from .finetune import FineTune, resolve_architecture
 from .finish import finish_run, record_tile_agreement
-from .folds import plan_folds
 from .heldout import describe as describe_heldout
 from .networks import build_network
 from .objective import class_weights, evaluate, lr_factor, schedule_factor, weighted_loss
+from .refit import train_then_refit
 from .step import train_step
 
-AUTO = "auto"
-SPARSE_SHARE = 0.3  # labelled share of the training chips' pixels below which labels count as sparse
 MIN_STEPS_PER_EPOCH = 16  # with fewer chips, an epoch repeats them (new augmentation) to make this many steps
-CV_BELOW = 40  # fewer polygons held out by the exporter than this: cross-validate for the held-out estimate
 
-__all__ = ["train", "class_weights", "evaluate", "lr_factor", "weighted_loss"]
+NO_VALIDATION = {"loss": None, "accuracy": None, "miou": None, "iou": {}, "confusion": None}
+
+__all__ = ["train", "choose_architecture", "class_weights", "evaluate", "lr_factor", "weighted_loss"]
 
 
 def train(config: TrainConfig, events=None) -> dict:
@@ -49,69 +48,33 @@ def train(config: TrainConfig, events=None) -> dict:
     """
     events = events if events is not None else RecordingEvents()
     config.validate()
+    if distributed.wants_launch(config):  # --nproc N: the same command on N processes, under torchrun
+        return distributed.launch(config, events)
+    group = distributed.join(config, events)  # under torchrun: this process is one rank of the training
+    try:
+        return _train(config, events, group)
+    finally:
+        group.close()
+
+
+def _train(config, events, group) -> dict:
     spec = load_spec(config.dataset_dir)
     torch.manual_seed(config.seed)
-    device = select_device(config.device, events, config.threads)
+    device = distributed.place(select_device(config.device, events, distributed.threads_for(config, group)),
+                               group)
     split = spec.raw.get("split") or {}
     refit = (config.refit and not config.resume and split.get("method") == "polygons"
              and any(c.split == "val" for c in spec.chips))
     with memory_errors(device, config.batch_size, spec.chip_size):
         if refit:
-            outputs = _train_then_refit(config, spec, device, events, split)
+            outputs = train_then_refit(config, spec, device, events, split, _Training)
         else:
             outputs = _Training(config, spec, device, events).run()
-    if not outputs.get("cancelled"):
+    if group.is_main and not outputs.get("cancelled"):  # rank 0 wrote the model
         record_tile_agreement(outputs.get("OUTPUT"), spec, events)
     if outputs.get("HELDOUT"):
         events.info(describe_heldout(outputs["HELDOUT"]))
     return outputs
-
-
-def _train_then_refit(config, spec, device, events, split) -> dict:
-    """With polygons held out: estimate the map's accuracy on polygons the model never saw, and the epoch count;
-    then train the exported model again on every polygon for that many epochs. With few held-out polygons
-    (under CV_BELOW) by cross-validation over polygon groups (crossval.py), else on the exporter's held-out
-    polygons. A time limit is shared 60/40 (75/25 with the folds: the refit is as long as one fold)."""
-    started = time.perf_counter()
-    budget = config.time_limit_minutes
-    store = ChipStore(spec, config.cache_mb, events)
-    _check_training_pixels(store, [i for i, chip in enumerate(spec.chips) if chip.split == "train"],
-                           spec.schema.names, spec.folder, RecordingEvents())  # the folds log their own counts
-    plan = None
-    if config.cv_folds >= 2 and (split.get("val_polygons") or 0) < CV_BELOW \
-            and all(chip.window is not None for chip in spec.chips):
-        plan = plan_folds(store.labels, [chip.window for chip in spec.chips], config.cv_folds, config.seed)
-    if plan is not None:
-        chosen, cancelled = cross_validate(plan, config, spec, store, device, events, _Training,
-                                           minutes=0.75 * budget if budget else None)
-        if cancelled is not None:
-            return cancelled.finish()
-        pending, heldout = (chosen["confusion"], chosen["split"], chosen["confidences"]), None
-    else:
-        first = replace(config, time_limit_minutes=0.6 * budget if budget else None)
-        held = _Training(first, spec, device, events, store=store, progress_span=(0.0, 0.6)).run()
-        if held["cancelled"] or held["BEST_EPOCH"] is None:
-            return held
-        pending, heldout = None, held["HELDOUT"]
-        chosen = {"epochs": int(held["BEST_EPOCH"]), "architecture": held["architecture"],
-                  "val_miou": held["BEST_VAL_MIOU"], "val_accuracy": held["BEST_VAL_ACCURACY"],
-                  "curves": (held["CURVES_CSV"], held["CURVES_PNG"]), "epochs_run": held["epochs_run"]}
-    epochs = chosen["epochs"]
-    left = budget - (time.perf_counter() - started) / 60.0 if budget else None
-    events.info(f"Training again on all polygons (the held-out ones too) for {epochs} epochs, the best count on "
-                f"the held-out polygons, for the exported model.")
-    second = replace(config, architecture=chosen["architecture"], epochs=epochs, patience=0,
-                     work_dir=str(config.checkpoint_dir / "refit"),
-                     time_limit_minutes=max(left, 0.1) if left is not None else None)
-    everything = replace(spec, chips=[replace(chip, split="train") for chip in spec.chips])
-    final = _Training(second, everything, device, events, final_fit=True, heldout=heldout or pending,
-                      store=store, progress_span=(0.8 if plan is not None else 0.6, 1.0)).run()
-    selection = {"BEST_VAL_MIOU": chosen["val_miou"], "BEST_VAL_ACCURACY": chosen["val_accuracy"],
-                 "BEST_EPOCH": epochs, "CURVES_CSV": chosen["curves"][0], "CURVES_PNG": chosen["curves"][1]}
-    if plan is not None:
-        selection.update(cv_folds=plan.folds, fold_epochs=chosen["fold_epochs"])
-    return dict(final, **selection, refit_epochs=final["epochs_run"], selection_epochs_run=chosen["epochs_run"],
-                epochs_run=chosen["epochs_run"] + final["epochs_run"])
 
 
 class _Training:
@@ -121,6 +84,7 @@ class _Training:
         events, ``train``/``val`` stores and chip indices) instead of the dataset's split; ``heldout``: the
         estimate made before a refit, or ``(confusion, split)`` to make it from the exported model."""
         self.config, self.spec, self.device, self.events = config, spec, device, events
+        self.group = group = distributed.current()
         self.final_fit, self.heldout, self.progress_span = final_fit, heldout, progress_span
         self.store = store if store is not None else ChipStore(spec, config.cache_mb, events)
         self.val_store, self.phase, self.on_epoch = self.store, "refit" if final_fit else None, None
@@ -131,7 +95,7 @@ class _Training:
             self.on_epoch = fold.get("on_epoch")  # (model, validation scores, validation loader) after each epoch
             self.train_idx, self.val_idx = fold["train_idx"], fold["val_idx"]
         self.names = spec.schema.names
-        counts = _check_training_pixels(self.store, self.train_idx, self.names, spec.folder, events)
+        counts = check_training_pixels(self.store, self.train_idx, self.names, spec.folder, events)
         if not self.val_idx and not final_fit:
             events.warning("The dataset has no validation chips: scores are measured on the training chips and "
                            "overstate quality. Export the chips with a validation fraction above 0.")
@@ -176,21 +140,26 @@ class _Training:
         options = {"num_workers": self.workers, "pin_memory": device.type == "cuda",
                    "persistent_workers": self.workers > 0}
         self.sampler = EpochSampler(len(self.train_idx), config.seed, MIN_STEPS_PER_EPOCH * config.batch_size)
+        self.batch = group.per_rank(config.batch_size)  # the batch size is shared out among the ranks
         if len(self.sampler) > len(self.train_idx):
             events.info(f"Few training chips ({len(self.train_idx)}) for batches of {config.batch_size}: each epoch "
                         f"draws {len(self.sampler)} chip samples ({MIN_STEPS_PER_EPOCH} steps), repeating chips with "
                         f"other flips and rotations.")
         self.train_loader = DataLoader(
             ChipDataset(self.store, self.train_idx, config.augment, config.colour_augment, config.seed),
-            batch_size=config.batch_size, sampler=self.sampler,
+            batch_size=self.batch, sampler=group.sampler(self.sampler),
             drop_last=len(self.sampler) >= 2 * config.batch_size, **options)
-        self.val_loader = DataLoader(ChipDataset(self.val_store, self.val_idx), batch_size=config.batch_size,
+        # validation: each rank scores its share and the sums are added up; the whole set for the held-out estimate
+        self.val_loader = DataLoader(ChipDataset(self.val_store, group.shard(self.val_idx)), batch_size=self.batch,
                                      shuffle=False, **options)
+        self.all_val_loader = self.val_loader if not group.enabled or not group.is_main else DataLoader(
+            ChipDataset(self.val_store, self.val_idx), batch_size=config.batch_size, shuffle=False, **options)
 
         self.run_state = {"epoch": 0, "global_step": 0, "history": [], "best": None, "best_state": None,
                           "cancelled": False, "stopped_early": False, "since_best": 0, "anneal": None}
         if state is not None:
-            _restore(self.run_state, state, self.model, self.optimizer, self.scaler, config, events)
+            _restore(self.run_state, state, self.model, self.optimizer, self.scaler, config, events, group.is_main)
+        self.net = group.wrap(self.model, find_unused=self.finetune.freeze > 0)  # what trains: DDP on several ranks
 
     # -- the epochs ---------------------------------------------------------------------------------
     def run(self) -> dict:
@@ -199,12 +168,14 @@ class _Training:
         return self.finish()
 
     def finish(self) -> dict:
-        sample = _verify_sample(self.train_loader if self.final_fit else self.val_loader, self.config,
+        if not self.group.is_main:  # rank 0 exports; the others only need what a refit is planned from
+            return distributed.follower_outputs(self.run_state, self.network)
+        sample = _verify_sample(self.train_loader if self.final_fit else self.all_val_loader, self.config,
                                 self.spec.chip_size)
         heldout, pending = (None, self.heldout) if isinstance(self.heldout, tuple) else (self.heldout, None)
         return finish_run(self.run_state, self.model, self.network, self.data, self.spec, self.config, self.device,
                           sample, self.events, heldout=heldout, curves=not self.final_fit, pending_heldout=pending,
-                          val_loader=None if self.final_fit else self.val_loader)
+                          val_loader=None if self.final_fit else self.all_val_loader)
 
     def fit(self) -> dict:
         """The epochs; returns the run state (history, best epoch, cancelled)."""
@@ -218,7 +189,7 @@ class _Training:
             self.planned = min(self.planned, run["anneal"]["until_epoch"])
         self.steps_per_epoch = len(self.train_loader)
         self.budget = config.time_limit_minutes * 60.0 if config.time_limit_minutes else None
-        self.started, self.done = time.perf_counter(), 0
+        self.started, self.done, self.clock = time.perf_counter(), 0, 0.0
         self._plan_progress(start)
         events.info((f"{self.phase.capitalize()}: t" if self.phase and not self.final_fit else "T")
                     + f"raining {self.network['architecture']} (base width {self.network['base_width']}, "
@@ -240,20 +211,21 @@ class _Training:
                                f"are exported.")
                 break
             train_seconds = time.perf_counter() - tic
+            self.group.share_buffers(self.model)
             val = NO_VALIDATION if self.final_fit else evaluate(
                 self.model, self.val_loader, self.pixel_weight, self.names, self.device, self.amp, self.amp_dtype,
-                should_stop=lambda: events.cancel_requested,
-                on_batch=lambda: self._advance(f"epoch {epoch}/{self.planned}: validating"))
+                should_stop=None if self.group.enabled else lambda: events.cancel_requested,  # ranks: per step
+                on_batch=lambda: self._advance(f"epoch {epoch}/{self.planned}: validating"), reduce=self.group.sum_)
             if val is None:
                 run["cancelled"] = True
                 events.warning(f"Cancelled while validating epoch {epoch}: exporting the best weights so far.")
                 break
             if self.on_epoch is not None:
-                self.on_epoch(self.model, val, self.val_loader)
+                self.on_epoch(self.model, val, self.all_val_loader)
             self._end_epoch(epoch, train_loss, train_seconds, val, tic)
             epoch_seconds.append(time.perf_counter() - tic)
-            if self.budget and epoch < self.planned and \
-                    self._elapsed() + float(np.median(epoch_seconds[-3:])) > self.budget:
+            if self.budget and epoch < self.planned and self.group.any(
+                    self._elapsed() + float(np.median(epoch_seconds[-3:])) > self.budget):
                 events.info(f"Time limit of {config.time_limit_minutes:g} min reached after epoch {epoch}.")
                 break
             if config.patience and run["anneal"] is None and run["since_best"] >= config.patience \
@@ -276,7 +248,8 @@ class _Training:
                          f"{run['best']['epoch']}); annealing the learning rate over {tail} last epoch(s).")
 
     def _elapsed(self) -> float:
-        return time.perf_counter() - self.started
+        """Seconds since the epochs began; on several ranks the clock they agreed on at the last step."""
+        return self.clock if self.group.enabled else time.perf_counter() - self.started
 
     def _schedule_progress(self, step: int) -> float:
         """Where the run is in its schedule (0..1): by steps, or by time under a time limit, whichever
@@ -309,11 +282,12 @@ class _Training:
         """One pass over the training chips; the mean loss, or None when cancelled."""
         config, device, run = self.config, self.device, self.run_state
         self.sampler.set_epoch(epoch)
-        self.model.train()
+        self.net.train()
         self.finetune.before_epoch(epoch)
         loss_sum = torch.zeros((), device=device)
         for batch, (images, labels) in enumerate(self.train_loader):
-            if self.events.cancel_requested:
+            cancel, self.clock = self.group.sync(self.events.cancel_requested, time.perf_counter() - self.started)
+            if cancel:
                 return None
             self.lr = config.learning_rate * self._lr_factor(run["global_step"])
             for group in self.optimizer.param_groups:
@@ -321,14 +295,14 @@ class _Training:
             images = images.to(device, non_blocking=True)
             labels = labels.to(device, non_blocking=True).long()
             # Dropout draws from torch's generator: seeded by (seed, step), a resumed run draws the same.
-            torch.manual_seed(config.seed * 1_000_003 + run["global_step"])
-            loss = train_step(self.model, self.optimizer, self.scaler, images, labels, self.pixel_weight,
+            torch.manual_seed(config.seed * 1_000_003 + run["global_step"] + 7_919 * self.group.rank)
+            loss = train_step(self.net, self.optimizer, self.scaler, images, labels, self.pixel_weight,
                               self.amp, self.amp_dtype,
                               on_diverged=lambda value: self._diverged(epoch, f"batch {batch + 1}", value))
             loss_sum += loss.detach()
             run["global_step"] += 1
             self._advance(f"epoch {epoch}/{self.planned}: batch {batch + 1}/{self.steps_per_epoch}")
-        return float(loss_sum) / max(1, self.steps_per_epoch)
+        return self.group.mean(float(loss_sum) / max(1, self.steps_per_epoch))
 
     def _diverged(self, epoch: int, where: str, loss: float) -> None:
         """A non-finite loss: the weights are ruined. Stop before they reach a checkpoint or a model."""
@@ -345,7 +319,8 @@ class _Training:
         val_loss = val["loss"] if val["loss"] is not None else 0.0  # a refit has no validation
         if not (math.isfinite(train_loss) and math.isfinite(val_loss)):
             self._diverged(epoch, "validation", val_loss if math.isfinite(train_loss) else train_loss)
-        chips = self.steps_per_epoch * self.config.batch_size if self.train_loader.drop_last else len(self.sampler)
+        chips = self.steps_per_epoch * self.batch * self.group.world if self.train_loader.drop_last \
+            else len(self.sampler)
         row = {"epoch": epoch, "train_loss": round(train_loss, 6), "val_loss": val["loss"],
                "val_accuracy": val["accuracy"], "val_miou": val["miou"],
                **{f"val_iou_{n}": v for n, v in val["iou"].items()},
@@ -365,48 +340,15 @@ class _Training:
                     "epoch": run["epoch"], "global_step": run["global_step"], "best": run["best"],
                     "history": run["history"], "network": self.network, "data": self.data,
                     "since_best": run["since_best"], "anneal": run["anneal"], "config": self.config.to_dict()}
-        ckpt.save(snapshot, self.config.checkpoint_dir / ckpt.LAST)
-        if improved:  # weights and metadata only: enough to export or to start from, small to write
-            ckpt.save({k: v for k, v in snapshot.items() if k not in ("optimizer", "scaler")},
-                      self.config.checkpoint_dir / ckpt.BEST)
+        if self.group.is_main:  # rank 0 alone writes
+            ckpt.save(snapshot, self.config.checkpoint_dir / ckpt.LAST)
+            if improved:  # weights and metadata only: enough to export or to start from, small to write
+                ckpt.save({k: v for k, v in snapshot.items() if k not in ("optimizer", "scaler")},
+                          self.config.checkpoint_dir / ckpt.BEST)
         row["epoch_seconds"] = round(time.perf_counter() - tic, 3)  # training + validation + checkpoints
         values = {k: v for k, v in row.items() if k != "epoch" and not (self.final_fit and k.startswith("val_"))}
         self.events.metric(epoch, dict(values, phase=self.phase) if self.phase else values)
         return improved
-
-
-def choose_architecture(name: str, counts, train_chips: int, chip_size: int, events) -> str:
-    """``auto``: ``pixel_context`` when labels are sparse (under SPARSE_SHARE of the training chips' pixels
-    labelled, as with a few small polygons), else ``unet``. Other names are kept as they are."""
-    if name != AUTO:
-        return name
-    share = float(np.sum(counts)) / max(1, train_chips * chip_size * chip_size)
-    chosen = "pixel_context" if share < SPARSE_SHARE else "unet"
-    why = "sparse labels: a per-pixel net, its probabilities averaged over 5x5 px" if share < SPARSE_SHARE \
-        else "dense labels"
-    events.info(f"Architecture 'auto': {share:.1%} of the training chips' pixels are labelled, so {chosen} ({why}).")
-    return chosen
-
-
-NO_VALIDATION = {"loss": None, "accuracy": None, "miou": None, "iou": {}, "confusion": None}
-
-
-def _check_training_pixels(store, train_idx, names, folder, events) -> np.ndarray:
-    if not train_idx:
-        raise BadInputError(f"The chip dataset '{folder}' has no training chips (all are 'val'). Export the chips "
-                            f"again with a validation fraction below 1.")
-    counts = store.class_pixel_counts(train_idx)
-    present = [n for n, c in zip(names, counts) if c > 0]
-    if len(present) < 2:
-        raise BadInputError(f"The training chips of '{folder}' hold labelled pixels of {len(present)} class(es) "
-                            f"({', '.join(present) or 'none'}); a classifier needs at least two. Digitise training "
-                            f"areas for more classes (and check their class field), then export the chips again.")
-    missing = [n for n, c in zip(names, counts) if c == 0]
-    if missing:
-        events.warning(f"No training pixels for: {', '.join(missing)}. The model cannot learn a class it never "
-                       f"sees: digitise training areas for it, or drop it from the schema.")
-    events.info("Training pixels per class: " + ", ".join(f"{n} {int(c)}" for n, c in zip(names, counts)))
-    return counts
 
 
 def _is_better(row, best) -> bool:
@@ -417,7 +359,7 @@ def _is_better(row, best) -> bool:
     return score > best_score + 1e-6 or (abs(score - best_score) <= 1e-6 and row["val_loss"] < best["val_loss"])
 
 
-def _restore(run, state, model, optimizer, scaler, config, events) -> None:
+def _restore(run, state, model, optimizer, scaler, config, events, writes: bool = True) -> None:
     model.load_state_dict(state["model"])
     optimizer.load_state_dict(state["optimizer"])
     if state.get("scaler"):
@@ -429,7 +371,7 @@ def _restore(run, state, model, optimizer, scaler, config, events) -> None:
     best = ckpt.load(best_path) if best_path is not None and run["best"] else None
     if best is not None and best.get("epoch") == run["best"]["epoch"]:
         run["best_state"] = best["model"]
-        if best_path.resolve() != (config.checkpoint_dir / ckpt.BEST).resolve():
+        if writes and best_path.resolve() != (config.checkpoint_dir / ckpt.BEST).resolve():
             ckpt.save(best, config.checkpoint_dir / ckpt.BEST)
     elif run["best"] and run["best"]["epoch"] == run["epoch"]:
         run["best_state"] = copy.deepcopy(state["model"])

@@ -19,10 +19,12 @@ def weighted_loss(logits, labels, pixel_weight):
 
 @torch.no_grad()
 def evaluate(model, loader, pixel_weight, names, device, amp=False, amp_dtype=torch.float32, should_stop=None,
-             on_batch=None):
+             on_batch=None, reduce=None):
     """Loss, overall accuracy, mIoU, per-class IoU and the confusion matrix over ``loader``.
 
-    Returns None when ``should_stop()`` turns true part way (a cancel); ``on_batch()`` follows progress.
+    Returns None when ``should_stop()`` turns true part way (a cancel); ``on_batch()`` follows progress;
+    ``reduce(matrix, loss_sum, weight_sum)`` sums them in place over the processes of a distributed run (each
+    scored its share of the chips), so the scores are those of all the chips.
     """
     model.eval()
     k = len(names)
@@ -43,6 +45,8 @@ def evaluate(model, loader, pixel_weight, names, device, amp=False, amp_dtype=to
         matrix += torch.bincount(labels[keep] * k + logits.argmax(1)[keep], minlength=k * k)
         if on_batch is not None:
             on_batch()
+    if reduce is not None:
+        reduce(matrix, loss_sum, weight_sum)
     scores = summarise(matrix.view(k, k).cpu().numpy(), names)
     scores["loss"] = round(float(loss_sum / weight_sum.clamp_min(1e-6)), 6)
     scores["confusion"] = matrix.view(k, k).cpu().tolist()
@@ -51,10 +55,11 @@ def evaluate(model, loader, pixel_weight, names, device, amp=False, amp_dtype=to
 
 @torch.no_grad()
 def heldout_confidences(model, loader, device, most: int = 200_000):
-    """``(confidence, correct)`` of the labelled pixels of ``loader``: the model's top class probability and
-    whether that class is the label (an evenly spaced subsample of at most ``most`` pixels)."""
+    """``(confidence, correct, predicted)`` of the labelled pixels of ``loader``: the model's top class
+    probability, whether that class is the label, and the class (an evenly spaced subsample of at most ``most``
+    pixels)."""
     model.eval()
-    confidence, correct = [], []
+    confidence, correct, classes = [], [], []
     for images, labels in loader:
         probs = torch.softmax(model(images.to(device)).float(), dim=1)
         top, predicted = probs.max(dim=1)
@@ -62,9 +67,10 @@ def heldout_confidences(model, loader, device, most: int = 200_000):
         keep = labels != IGNORE
         confidence.append(top[keep].cpu().numpy())
         correct.append((predicted[keep] == labels[keep]).cpu().numpy())
-    confidence, correct = np.concatenate(confidence), np.concatenate(correct)
+        classes.append(predicted[keep].cpu().numpy())
+    confidence, correct, classes = (np.concatenate(a) for a in (confidence, correct, classes))
     step = max(1, -(-confidence.size // most))
-    return confidence[::step], correct[::step]
+    return confidence[::step], correct[::step], classes[::step]
 
 
 def class_weights(counts) -> np.ndarray:

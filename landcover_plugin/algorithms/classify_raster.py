@@ -6,6 +6,7 @@ from qgis.core import (
     QgsProcessing,
     QgsProcessingException,
     QgsProcessingLayerPostProcessorInterface,
+    QgsProcessingParameterBand,
     QgsProcessingParameterBoolean,
     QgsProcessingParameterDefinition,
     QgsProcessingParameterEnum,
@@ -20,7 +21,9 @@ from qgis.core import (
     QgsUnitTypes,
 )
 
+from ..core.band_choice import choose_bands
 from ..core.classify.options import ClassifyOptions
+from ..core.errors import BadInputError
 from ..core.model.metadata import model_resolution_of, read_metadata_props
 from ..core.options import DEVICES, choices_of, default_of
 from ..qgis_glue.layers import raster_file_path, raster_layer_to_path, vector_layer_to_gpkg
@@ -36,6 +39,7 @@ class ClassifyRasterAlgorithm(EngineAlgorithm):
     COMMAND = "classify"
     INPUT = "INPUT"
     MODEL = "MODEL"
+    BANDS = "BANDS"
     EXTENT = "EXTENT"
     MASK = "MASK"
     OVERLAP = "OVERLAP"
@@ -48,6 +52,7 @@ class ClassifyRasterAlgorithm(EngineAlgorithm):
     CONFIDENCE = "CONFIDENCE"
     UNCERTAINTY = "UNCERTAINTY"
     UNCERTAINTY_MEASURE = "UNCERTAINTY_MEASURE"
+    DASK_SCHEDULER = "DASK_SCHEDULER"
     OUTPUT = "OUTPUT"
 
     def name(self):
@@ -66,7 +71,12 @@ class ClassifyRasterAlgorithm(EngineAlgorithm):
             "model with no metadata, give the <b>class names</b> (comma-separated, one per output channel) and "
             "the per-band <b>mean</b> and <b>standard deviation</b> (comma-separated; pixels are fed as "
             "(value - mean) / std). What the model does not say is assumed and reported in the log.\n\n"
-            "The raster must have the bands the model was trained on, in the same order. A resolution far "
+            "<b>Bands</b>: the model takes the bands it was trained on, in that order; the log names them "
+            "(e.g. '3 bands, in this order: 1 'band 3' (source band 3), ...'). A model from 'Export label "
+            "chips' with chosen bands records them: a raster like the training raster (or one with more bands) "
+            "is read through those bands, a raster with exactly the model's bands is read as it is. Otherwise "
+            "choose the raster bands to feed it, one per model band, in the model's order. A raster with too "
+            "few bands is refused before the run, naming the bands expected. A resolution far "
             "from the model's is reported; turn on <b>Resample to the model's resolution</b> to classify on "
             "a grid at the model's resolution instead. Web and virtual layers are first saved to a temporary "
             "GeoTIFF.\n\n"
@@ -78,7 +88,13 @@ class ClassifyRasterAlgorithm(EngineAlgorithm):
             "chosen class, in percent. <b>Uncertainty</b> (optional): how unsure the model is, in percent "
             "(0 = certain, 100 = unsure; 255 = no data), from the blended probabilities: the normalised "
             "<i>entropy</i> over all classes, or the <i>margin</i> 1 - (top - second); styled from dark "
-            "(certain) to yellow (unsure). It shows where to digitise more training areas.")
+            "(certain) to yellow (unsure). It shows where to digitise more training areas.\n\n"
+            "<b>Dask scheduler</b> (optional, advanced): classify on a Dask cluster, <i>local:N</i> (N worker "
+            "processes on this machine) or a scheduler address (<i>tcp://host:8786</i>). The raster is split into "
+            "shards of whole tile rows, each written to the folder <i>&lt;output&gt;.shards</i>; the output is then "
+            "one Cloud-Optimised GeoTIFF with the same pixels as a run without Dask. The raster, the model and the "
+            "output folder must be on storage every worker reaches at the same paths. A rerun resumes: shards "
+            "already done are kept. Not with confidence or uncertainty rasters.")
 
     def initAlgorithm(self, config=None):
         self.addParameter(QgsProcessingParameterRasterLayer(self.INPUT, self.tr("Raster to classify")))
@@ -86,6 +102,9 @@ class ClassifyRasterAlgorithm(EngineAlgorithm):
                                            defaultValue=remembered(LAST_MODEL))
         model.setMetadata({REMEMBERED: "the last model written by 'Train segmentation model'"})
         self.addParameter(model)
+        self.addParameter(QgsProcessingParameterBand(
+            self.BANDS, self.tr("Bands to feed the model, in its order (none chosen: the model's recorded bands, "
+                                "else all)"), parentLayerParameterName=self.INPUT, optional=True, allowMultiple=True))
         self.addParameter(QgsProcessingParameterExtent(self.EXTENT, self.tr("Extent (default: the whole raster)"),
                                                        optional=True))
         self.addParameter(QgsProcessingParameterVectorLayer(
@@ -119,18 +138,21 @@ class ClassifyRasterAlgorithm(EngineAlgorithm):
         self.addParameter(measure)
         self.addParameter(QgsProcessingParameterRasterDestination(
             self.UNCERTAINTY, self.tr("Uncertainty (%)"), optional=True, createByDefault=False))
+        dask = QgsProcessingParameterString(self.DASK_SCHEDULER, self.tr("Dask scheduler (local:N or tcp://host:8786)"),
+                                             optional=True)
+        dask.setFlags(dask.flags() | QgsProcessingParameterDefinition.FlagAdvanced)
+        self.addParameter(dask)
 
     def checkParameterValues(self, parameters, context):
-        """A raster whose band count is not the model's is refused before the run, naming the bands expected."""
+        """Bands the raster cannot give the model are refused before the run, naming the bands expected."""
         layer = self.parameterAsRasterLayer(parameters, self.INPUT, context)
         model = self.parameterAsFile(parameters, self.MODEL, context)
-        expected = expected_bands(model) if layer is not None and model else None
-        if expected and layer.bandCount() != len(expected):
-            return False, self.tr(
-                "'{0}' has {1} band(s); the model expects {2}, in this order: {3}. Choose the raster the model "
-                "was trained on (or one with the same bands), or build a virtual raster of those bands "
-                "(Raster > Miscellaneous > Build Virtual Raster, one band per input).").format(
-                layer.name(), layer.bandCount(), len(expected), ", ".join(expected))
+        card_bands = card_bands_of(model) if layer is not None and model else None
+        if card_bands:
+            try:
+                choose_bands(layer.bandCount(), card_bands, self.parameterAsInts(parameters, self.BANDS, context))
+            except BadInputError as exc:
+                return False, f"'{layer.name()}': {exc.message}"
         return super().checkParameterValues(parameters, context)
 
     def engine_options(self, parameters, context, feedback) -> ClassifyOptions:
@@ -152,7 +174,8 @@ class ClassifyRasterAlgorithm(EngineAlgorithm):
             overwrite=True,  # Processing's convention: the chosen file is replaced
             batch_size=self.parameterAsInt(parameters, self.BATCH_SIZE, context),
             device=DEVICES[self.parameterAsEnum(parameters, self.DEVICE, context)],
-            resample=self.parameterAsBoolean(parameters, self.RESAMPLE, context))
+            resample=self.parameterAsBoolean(parameters, self.RESAMPLE, context),
+            bands=self.parameterAsInts(parameters, self.BANDS, context) or None)
         if extent is not None and not extent.isEmpty():
             options.extent = [extent.xMinimum(), extent.yMinimum(), extent.xMaximum(), extent.yMaximum()]
         mask = self.parameterAsVectorLayer(parameters, self.MASK, context)
@@ -164,6 +187,9 @@ class ClassifyRasterAlgorithm(EngineAlgorithm):
             setattr(options, field, self.parameterAsString(parameters, name, context).strip() or None)
         if parameters.get(self.CONFIDENCE) not in (None, ""):
             options.confidence = self.parameterAsOutputLayer(parameters, self.CONFIDENCE, context) or None
+        dask = self.parameterAsString(parameters, self.DASK_SCHEDULER, context).strip()
+        if dask:  # the output the user chose is a GeoTIFF: one COG assembled from the shards
+            options.dask, options.cog = dask, True
         if parameters.get(self.UNCERTAINTY) not in (None, ""):
             options.uncertainty = self.parameterAsOutputLayer(parameters, self.UNCERTAINTY, context) or None
             options.uncertainty_measure = UNCERTAINTY_MEASURES[
@@ -185,16 +211,15 @@ class ClassifyRasterAlgorithm(EngineAlgorithm):
         return super().processing_outputs(outputs, context, feedback)
 
 
-def expected_bands(model_path):
-    """The band names our card lists for a model (in order), or None for a model without our card."""
+def card_bands_of(model_path):
+    """The ``bands`` entry of our card in a model (count, names, maybe the source bands), or None for a model
+    without our card."""
     try:
         card = json.loads(read_metadata_props(model_path).get("landcover_card") or "null")
     except (OSError, ValueError):
         return None
     bands = (card or {}).get("bands") or {}
-    names = bands.get("names") or []
-    count = bands.get("count") or len(names)
-    return list(names) if len(names) == count and names else ([f"band {i + 1}" for i in range(count)] or None)
+    return bands if bands.get("count") or bands.get("names") else None
 
 
 class ApplyClassStyle(QgsProcessingLayerPostProcessorInterface):

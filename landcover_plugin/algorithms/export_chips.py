@@ -7,6 +7,7 @@ from qgis.core import (
     QgsProcessingOutputFile,
     QgsProcessingOutputNumber,
     QgsProcessingOutputString,
+    QgsProcessingParameterBand,
     QgsProcessingParameterBoolean,
     QgsProcessingParameterField,
     QgsProcessingParameterFolderDestination,
@@ -32,6 +33,7 @@ def _default(name):
 class ExportChipsAlgorithm(EngineAlgorithm):
     COMMAND = "export-chips"
     INPUT = "INPUT"
+    BANDS = "BANDS"
     LABELS = "LABELS"
     SELECTED_ONLY = "SELECTED_ONLY"
     CLASS_FIELD = "CLASS_FIELD"
@@ -59,9 +61,13 @@ class ExportChipsAlgorithm(EngineAlgorithm):
     def shortHelpString(self):
         return self.tr(
             "Cuts the raster into square chips and writes, for each chip that is labelled enough, the image "
-            "chip (all bands, the raster's data type and nodata, georeferenced) and a label chip (class ids, "
-            "0 = unlabelled), plus dataset.json with the classes, band statistics, pixels per class and a "
+            "chip (the chosen bands, the raster's data type and nodata, georeferenced) and a label chip (class "
+            "ids, 0 = unlabelled), plus dataset.json with the classes, band statistics, pixels per class and a "
             "spatial train/validation split. This folder is the input of 'Train segmentation model'.\n\n"
+            "<b>Bands</b>: the raster bands the model will learn from, in the order you put them (drag to "
+            "reorder); none chosen means all bands in their order. The chosen band numbers and names are "
+            "recorded in dataset.json and then in the model, and 'Classify raster with model' reads the same "
+            "bands from a raster like this one.\n\n"
             "<b>Labels</b>: training polygons (any vector layer in any CRS; the class field may hold class "
             "ids or class names; optionally only the selected features), or a classified raster such as an "
             "existing land-cover map (resampled by nearest neighbour onto the raster's grid). Classes come "
@@ -76,6 +82,9 @@ class ExportChipsAlgorithm(EngineAlgorithm):
 
     def initAlgorithm(self, config=None):
         self.addParameter(QgsProcessingParameterRasterLayer(self.INPUT, self.tr("Raster (image)")))
+        self.addParameter(QgsProcessingParameterBand(
+            self.BANDS, self.tr("Bands to export, in this order (none chosen: all bands)"),
+            parentLayerParameterName=self.INPUT, optional=True, allowMultiple=True))
         self.addParameter(QgsProcessingParameterVectorLayer(
             self.LABELS, self.tr("Labels, choice 1: training polygons"), [QgsProcessing.TypeVectorPolygon],
             optional=True))
@@ -131,12 +140,14 @@ class ExportChipsAlgorithm(EngineAlgorithm):
                            Path(source).parent if source else None, what="chip dataset")
         chip_size = self.parameterAsInt(parameters, self.CHIP_SIZE, context)
         stride = self.parameterAsInt(parameters, self.STRIDE, context) or None
-        expected = expect.expectation(raster.width(), raster.height(), raster.bandCount(),
-                                      QgsRasterBlock.typeSize(raster.dataProvider().dataType(1)), chip_size, stride)
+        bands = self.parameterAsInts(parameters, self.BANDS, context) or None
+        expected = expect.expectation(raster.width(), raster.height(), len(bands or []) or raster.bandCount(),
+                                      QgsRasterBlock.typeSize(raster.dataProvider().dataType((bands or [1])[0])),
+                                      chip_size, stride)
         feedback.pushInfo(expect.describe(expected, chip_size))
         options = ChipExportOptions(
             image=raster_layer_to_path(raster, context, feedback),
-            output=output,
+            output=output, bands=bands,
             chip_size=chip_size, stride=stride,
             min_labelled=self.parameterAsDouble(parameters, self.MIN_LABELLED, context),
             val_fraction=self.parameterAsDouble(parameters, self.VAL_FRACTION, context),

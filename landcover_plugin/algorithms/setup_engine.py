@@ -4,6 +4,7 @@ from qgis.core import (
     QgsProcessingOutputString,
     QgsProcessingParameterBoolean,
     QgsProcessingParameterEnum,
+    QgsProcessingParameterFile,
     QgsProcessingParameterString,
 )
 
@@ -56,9 +57,9 @@ class SetupEngineAlgorithm(EngineAlgorithm):
     def initAlgorithm(self, config=None):
         # Check only by default: a user who opens the dialog to look must not start a 1 GB download.
         self.addParameter(QgsProcessingParameterEnum(self.MODE, self.tr("Mode"), options=MODES, defaultValue=1))
-        self.addParameter(QgsProcessingParameterString(
+        self.addParameter(QgsProcessingParameterFile(
             self.BASE_PYTHON, self.tr("Python to base the environment on (default: QGIS's Python)"),
-            optional=True))
+            behavior=QgsProcessingParameterFile.File, optional=True))
         self.addParameter(QgsProcessingParameterString(self.PIP_ARGS, self.tr("Extra pip arguments"),
                                                        optional=True))
         self.addParameter(QgsProcessingParameterBoolean(self.DOWNLOAD_WEIGHTS,
@@ -96,7 +97,7 @@ class SetupEngineAlgorithm(EngineAlgorithm):
         feedback.setProgress(100)
         versions = ", ".join(f"{k} {v or 'MISSING'}" for k, v in report["packages"].items())
         providers = ", ".join(report["onnxruntime_providers"]) or "none"
-        feedback.pushInfo(f"Engine ready: {python}\nGPU: {report['gpu']}\nTorch device: {report['torch_device']}\n"
-                          f"onnxruntime providers: {providers}\nPackages: {versions}")
+        if not check_only:  # the engine's report above gave the versions, GPU and providers: not again
+            feedback.pushInfo(f"Engine ready: {python}")
         return {self.PYTHON: python, self.GPU: report["gpu"], self.TORCH_DEVICE: report["torch_device"] or "",
                 self.ORT_PROVIDERS: providers, self.VERSIONS: versions, self.WEIGHTS_FOLDER: weights}

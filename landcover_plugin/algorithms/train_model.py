@@ -70,6 +70,7 @@ class TrainModelAlgorithm(EngineAlgorithm):
     TILE_SIZE = "TILE_SIZE"
     REFIT = "REFIT"
     CV_FOLDS = "CV_FOLDS"
+    NPROC = "NPROC"
     OUTPUT = "OUTPUT"
     OUTPUT_REPORT = "OUTPUT_REPORT"
     CURVES_CSV = "CURVES_CSV"
@@ -125,6 +126,9 @@ class TrainModelAlgorithm(EngineAlgorithm):
             "weights' file name and SHA-256. See the user guide for where to get weights. Without a weights file, "
             "<b>pretrain the encoder on the scene itself</b> spends the given minutes teaching it to fill in hidden "
             "patches of the raster the chips came from (no labels, no download) before training on them.\n\n"
+            "<b>Training processes</b> (advanced): more than 1 trains on that many processes with torch "
+            "distributed (one a GPU, or a share of the CPU cores each); the batch size is shared out among them. "
+            "The user guide shows how to train on several machines.\n\n"
             "Out of memory? Use a smaller batch size or base width, or export smaller chips.")
 
     def initAlgorithm(self, config=None):
@@ -193,6 +197,9 @@ class TrainModelAlgorithm(EngineAlgorithm):
             QgsProcessingParameterNumber(self.CV_FOLDS, self.tr("With few held-out polygons: cross-validation folds "
                                                                 "for the accuracy estimate (1 = one split)"),
                                          defaultValue=_default("cv_folds"), minValue=1, maxValue=10),
+            QgsProcessingParameterNumber(self.NPROC, self.tr("Training processes (torch distributed; one a GPU, "
+                                                             "or a share of the CPU cores each)"),
+                                         defaultValue=_default("nproc"), minValue=1, maxValue=1024),
         ]
         for parameter in advanced:
             parameter.setFlags(parameter.flags() | QgsProcessingParameterDefinition.FlagAdvanced)
@@ -260,7 +267,8 @@ class TrainModelAlgorithm(EngineAlgorithm):
             time_limit_minutes=self.parameterAsDouble(p, self.TIME_LIMIT, context) or None,
             export_tile_size=self.parameterAsInt(p, self.TILE_SIZE, context) or None,
             refit=self.parameterAsBool(p, self.REFIT, context),
-            cv_folds=self.parameterAsInt(p, self.CV_FOLDS, context))
+            cv_folds=self.parameterAsInt(p, self.CV_FOLDS, context),
+            nproc=self.parameterAsInt(p, self.NPROC, context))
 
     def processing_outputs(self, outputs, context, feedback) -> dict:
         if outputs.get("CANCELLED"):

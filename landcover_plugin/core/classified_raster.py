@@ -92,6 +92,24 @@ def overview_factors(width: int, height: int, smallest: int = BLOCK) -> list:
     return factors
 
 
+def colour_table(classes: list):
+    """The GDAL colour table of a classified raster: class colours, nodata (0) transparent."""
+    table = gdal.ColorTable()
+    table.SetColorEntry(NODATA, (0, 0, 0, 0))
+    for item in classes:
+        colour = item["colour"]
+        table.SetColorEntry(int(item["id"]), tuple(int(colour[i:i + 2], 16) for i in (1, 3, 5)) + (255,))
+    return table
+
+
+def category_names(classes: list) -> list:
+    """Band category names: the class name at each class id, "" elsewhere."""
+    names = [""] * (max(int(c["id"]) for c in classes) + 1)
+    for item in classes:
+        names[int(item["id"])] = item["name"]
+    return names
+
+
 def partial_path(path: str) -> str:
     folder, name = os.path.split(os.path.abspath(path))
     return os.path.join(folder, f".{name}.partial-{os.getpid()}.tif")
@@ -257,19 +275,11 @@ class ClassifiedRasterWriter:
         return dataset
 
     def _colour_table(self):
-        table = gdal.ColorTable()
-        table.SetColorEntry(NODATA, (0, 0, 0, 0))
-        for item in self.classes:
-            colour = item["colour"]
-            table.SetColorEntry(int(item["id"]), tuple(int(colour[i:i + 2], 16) for i in (1, 3, 5)) + (255,))
-        return table
+        return colour_table(self.classes)
 
     def _add_category_names(self, temp: str):
-        names = [""] * (max(int(c["id"]) for c in self.classes) + 1)
-        for item in self.classes:
-            names[int(item["id"])] = item["name"]
         dataset = gdal.Open(temp)  # read-only: GDAL keeps the names in the .aux.xml beside the file
-        dataset.GetRasterBand(1).SetCategoryNames(names)
+        dataset.GetRasterBand(1).SetCategoryNames(category_names(self.classes))
         dataset = None  # noqa: F841 - closing writes the .aux.xml
 
     def _overview_callback(self, fraction, _message, _data):

@@ -54,8 +54,8 @@ def collect(extra=()) -> dict:
 
 def env_report(options: EnvReportOptions, events) -> dict:
     report = collect(extra=[n for n in options.require if n not in ENGINE_PACKAGES])
-    for name, version in report["packages"].items():
-        events.info(f"{name}: {version or 'MISSING'}")
+    events.info(f"Python {report['python_version']}; packages: "  # one line: the QGIS Log shows each once
+                + ", ".join(f"{name} {version or 'MISSING'}" for name, version in report["packages"].items()))
     events.info(f"GPU: {report['gpu']}; torch device: {report['torch_device']}; "
                 f"onnxruntime providers: {', '.join(report['onnxruntime_providers']) or 'none'}")
     missing = [name for name in options.require if not report["packages"].get(name)]

@@ -7,6 +7,7 @@ that holds anything but a previous result is refused, never emptied.
 import os
 import re
 import shutil
+from contextlib import contextmanager
 from pathlib import Path
 
 from .errors import BadInputError
@@ -92,3 +93,22 @@ def commit(staging: Path, folder: Path) -> None:
 
 def discard(staging: Path) -> None:
     shutil.rmtree(staging, ignore_errors=True)
+
+
+@contextmanager
+def file_in_place(path, what: str, suffix: str = ""):
+    """Write one file so that a failure never leaves it half-written: yields a hidden temporary path beside
+    ``path`` (``.<name>.partial-<pid><suffix>``), renamed onto ``path`` when the block ends normally and
+    removed otherwise. OSError and GDAL's RuntimeError become a BadInputError naming ``what`` and the path."""
+    folder = os.path.dirname(os.path.abspath(path))
+    temporary = os.path.join(folder, f".{os.path.basename(path)}.partial-{os.getpid()}{suffix}")
+    try:
+        os.makedirs(folder, exist_ok=True)
+        yield temporary
+        os.replace(temporary, path)
+    except (OSError, RuntimeError) as exc:
+        raise BadInputError(f"Cannot write {what}{path}: {getattr(exc, 'strerror', None) or exc}. Choose a folder "
+                            "you can write to.") from exc
+    finally:
+        if os.path.exists(temporary):
+            os.remove(temporary)

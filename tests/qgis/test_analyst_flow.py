@@ -148,7 +148,7 @@ def test_classify_refuses_a_raster_with_the_wrong_band_count_before_the_run(prov
     model = export(tiny_net(4, 3), tmp_path / "m.onnx", 4, 32, metadata_props(card))
     image = QgsRasterLayer(str(shared_data / "rstoolbox" / "landsat5_1988_7band.tif"), "rstoolbox")
     ok, message = check("classify_raster", {"INPUT": image, "MODEL": model, "OUTPUT": str(tmp_path / "c.tif")})
-    assert not ok and "has 7 band(s); the model expects 4" in message
+    assert not ok and "'rstoolbox': The raster has 7 bands but the model takes 4 bands, in this order" in message
     zion = QgsRasterLayer(str(shared_data / "zion" / "landsat8_2015_b2345.tif"), "zion")
     assert check("classify_raster", {"INPUT": zion, "MODEL": model, "OUTPUT": str(tmp_path / "c.tif")})[0]
 

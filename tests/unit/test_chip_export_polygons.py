@@ -120,7 +120,8 @@ def test_rstoolbox_polygons_text_field(shared_data, tmp_path):
 
     names = ["cleared", "fallen_dry", "forest", "water"]  # text values, sorted, ids 1..4
     assert dataset["schema"].names == names and dataset["schema"].ids == [1, 2, 3, 4]
-    assert dataset["bands"] == {"count": 7, "names": [f"band {i}" for i in range(1, 8)], "dtype": "uint8"}
+    assert dataset["bands"] == {"count": 7, "names": [f"band {i}" for i in range(1, 8)], "dtype": "uint8",
+                                "source_bands": list(range(1, 8)), "source_count": 7}
     assert dataset["nodata"] == 255 and dataset["chip_size"] == 64 and dataset["stride"] == 64
     with rasterio.open(image) as src:
         assert dataset["resolution"] == [30.0, 30.0] and dataset["crs"] == src.crs.to_wkt()

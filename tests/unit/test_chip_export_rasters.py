@@ -95,7 +95,8 @@ def test_float32_with_nan_and_numeric_raster_labels(shared_data, tmp_path):
     dataset = load_dataset(tmp_path / "chips")
     assert dataset["schema"].ids == [1, 2, 3, 4, 8]  # the raster's values, 0 (its nodata) is unlabelled
     assert np.isnan(dataset["nodata"]) and dataset["bands"] == {"count": 13, "dtype": "float32",
-                                                               "names": dataset["bands"]["names"]}
+                                                               "names": dataset["bands"]["names"],
+                                                               "source_bands": list(range(1, 14)), "source_count": 13}
     with rasterio.open(eolearn / "lulc.tif") as lulc, rasterio.open(image) as src:
         reference = lulc.read(1)
         whole = src.read()

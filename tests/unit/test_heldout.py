@@ -1,5 +1,6 @@
 """The held-out estimate of the map's accuracy (training/heldout.py): the stratified estimator worked by hand,
 and the fallbacks."""
+import numpy as np
 import pytest
 
 from training.heldout import atc, describe, estimate
@@ -61,3 +62,24 @@ def test_with_confidences_the_map_estimate_is_the_share_of_scene_pixels_above_th
     assert result["overall_accuracy"] == pytest.approx(value, abs=1e-4)
     assert result["polygon_overall_accuracy"] == pytest.approx(0.1 * 0.9 + 0.6 * 0.6 + 0.3 * 0.8, abs=1e-4)
     assert "top-class probability" in result["method"] and "polygons alone say 69%" in result["method"]
+
+
+def test_alternative_estimators_are_kept_and_class_weighting_follows_the_map_shares():
+    # class 0 (rare in the map) is held out as often as class 1 and is always right
+    confidence = [0.45, 0.55, 0.65, 0.75, 0.4, 0.5, 0.6, 0.7]
+    correct = [True] * 4 + [False, False, True, True]
+    predicted = [0, 0, 0, 0, 1, 1, 1, 1]
+    scene = [0.45, 0.52, 0.65, 0.75, 0.9, 0.95, 0.97, 0.99]
+    result = estimate(CONFUSION, NAMES, [0.1, 0.9, 0.0], SPLIT, heldout_confidence=(confidence, correct, predicted),
+                      scene_confidence=scene)
+    found = result["estimates"]
+    assert found["atc"] == pytest.approx(atc(confidence, correct, scene)[1], abs=1e-4)
+    assert found["doc"] == pytest.approx(0.75 - np.mean(confidence) + np.mean(scene), abs=1e-4)
+    # weighted so that class 1 holds 90 % of the held-out weight: accuracy 0.1 + 0.9 * 0.5 = 0.55
+    weights = [0.1 / 4 * 8] * 4 + [0.9 / 4 * 8] * 4
+    assert found["doc_class_weighted"] == pytest.approx(
+        0.55 - np.average(confidence, weights=weights) + np.mean(scene), abs=1e-4)
+    threshold, value = atc(confidence, correct, scene, weights)
+    assert found["atc_class_weighted"] == pytest.approx(value, abs=1e-4)
+    assert 0.5 < threshold < 0.55  # equal weights: 0.4875; weighted, the many wrong class-1 pixels raise it
+    assert found["atc_class_weighted"] < found["atc"]  # the map is mostly the harder class

@@ -10,7 +10,9 @@ A chip dataset is a folder::
 
     schema_version   1
     classes          [{"id": 1, "name": "forest", "colour": "#1b7837"}, ...]
-    bands            {"count": 4, "names": ["band 1", ...], "dtype": "uint16"}
+    bands            {"count": 4, "names": ["band 1", ...], "dtype": "uint16", "source_bands": [1, 2, 3, 4],
+                     "source_count": 4}: the source raster's band numbers (1-based) the chips hold, in their
+                     order, and how many bands the source had (both absent in older datasets)
     nodata           the image nodata value (number), "nan", or null
     crs              WKT of the source raster's CRS (null when it has none)
     resolution       [x, y] pixel size in CRS units (positive)

@@ -13,12 +13,14 @@ from pathlib import Path
 
 import numpy as np
 
+from ..band_choice import parse_bands
 from ..errors import BadInputError
 from ..events import RecordingEvents
 from ..options import parse_ints
 from ..output_folder import check_output_folder, commit, discard, start_staging
 from ..rasters import check_pixel_type, open_raster
 from ..schema import ClassSchema
+from .band_subset import BandSubset
 from .dataset import SCHEMA_VERSION, is_chip_dataset_folder, nodata_to_json, write_dataset_json
 from .label_sources import RasterLabels, VectorLabels
 from .options import ChipExportOptions
@@ -57,8 +59,13 @@ def export_chips(options: ChipExportOptions, events=None) -> dict:
     if schema is not None and not isinstance(schema, ClassSchema):
         schema = ClassSchema.from_list(schema)
     folder = check_output_folder(output_dir, is_chip_dataset_folder)
-    with open_raster(raster_path) as image:
-        check_pixel_type(image)
+    with open_raster(raster_path) as source:
+        check_pixel_type(source)
+        image = BandSubset(source, parse_bands(o.bands))
+        if o.bands:
+            events.info(f"Bands: {image.count} of the raster's {image.source_count}, in this order: " + ", ".join(
+                f"{b} ({name})" if name != f"band {b}" else str(b)
+                for b, name in zip(image.source_bands, image.descriptions)) + ".")
         if chip_size > min(image.width, image.height):
             raise BadInputError(f"The chip size {chip_size} px is larger than the raster ({image.width} x "
                                 f"{image.height} px). Use a chip size of at most {min(image.width, image.height)}.")
@@ -206,7 +213,8 @@ def _dataset_content(image, labels, chips, stats, chip_size, stride, split_info,
     return {
         "schema_version": SCHEMA_VERSION,
         "classes": labels.schema.to_list(),
-        "bands": {"count": image.count, "names": _band_names(image), "dtype": image.dtypes[0]},
+        "bands": {"count": image.count, "names": _band_names(image), "dtype": image.dtypes[0],
+                  "source_bands": image.source_bands, "source_count": image.source_count},
         "nodata": nodata_to_json(image.nodata),
         "crs": image.crs.to_wkt() if image.crs else None,
         "resolution": [abs(image.res[0]), abs(image.res[1])],

@@ -19,6 +19,9 @@ def schema_to_text(schema) -> str:
 class ChipExportOptions:
     image: str = option(help="raster to cut into chips (any band count and dtype)")
     output: str = option(help="output folder (new, empty, or a previous chip dataset)")
+    bands: Optional[Sequence[int]] = option(
+        None, nargs="*", metavar="BAND",
+        help="raster bands to export, in this order (1 = the first band), e.g. --bands 4 3 2; default: all bands")
     labels_vector: Optional[str] = option(None, help="training polygons (any vector file GDAL reads, any CRS)")
     labels_layer: Optional[str] = option(None, help="layer name inside the vector file (default: the first)")
     class_field: Optional[str] = option(None, help="attribute holding the class (numeric id or name)")

@@ -13,6 +13,11 @@ class ClassifyOptions:
     raster: str = option(help="input raster (any GDAL-readable file)")
     model: str = option(help="ONNX segmentation model")
     output: str = option(help="classified GeoTIFF to write (.tif)")
+    bands: Optional[Sequence[int]] = option(
+        None, nargs="*", metavar="BAND",
+        help="raster bands to feed the model, one per model band in the model's order (1 = the first band), e.g. "
+             "--bands 4 3 2; default: the training source's bands the model records when the raster has them, "
+             "else bands 1..n")
     extent: Optional[Sequence[float]] = option(
         None, help="xmin,ymin,xmax,ymax in the raster's CRS (default: whole raster)")
     mask: Optional[str] = option(None, help="polygons (any OGR file); only pixels inside them are classified")
@@ -40,5 +45,17 @@ class ClassifyOptions:
         "entropy", choices=("entropy", "margin"),
         help="uncertainty: normalised entropy of the class probabilities, or 1 - (top - second) margin")
     overwrite: bool = option(False, help="replace existing output files")
+    dask: Optional[str] = option(
+        None, help="classify on a Dask cluster: local:N (N worker processes on this machine) or a scheduler "
+                   "address (tcp://host:8786); shards of whole tile rows, identical to a single-process run; "
+                   "the model and the output folder must be on storage every worker reaches (see on_dask.py)")
+    dask_shard_rows: int = option(
+        0, help="with --dask: tile rows per shard (0: automatic, about 4 shards per worker, at least 8 tile rows)")
+    cog: bool = option(
+        False, help="with --dask: also write one Cloud-Optimised GeoTIFF <output name>.tif from the shards "
+                    "(implied when --output ends in .tif; with .vrt the output is a VRT over the shards)")
+    rows: Optional[Sequence[int]] = option(
+        None, cli=False, help="only area rows r0..r1 (r0 included, r1 not): one shard of a Dask run; the "
+                              "output covers those rows and equals them in a whole run")
     pipelined: Optional[bool] = option(
         None, cli=False, help="read and write in threads while the model runs (default: when it pays, see run.py)")

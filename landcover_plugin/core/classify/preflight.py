@@ -20,26 +20,28 @@ SPREAD_TOLERANCE = 5.0  # ratio of the stds, either way
 MAX_PERMUTED_BANDS = 8  # 40320 orders at most
 
 
-def sample_statistics(dataset, window: Window, nodata):
-    """Per-band (mean, std, valid pixel count) over a grid of small windows spread over ``window``."""
+def sample_statistics(dataset, window: Window, nodata, indexes=None):
+    """Per-band (mean, std, valid pixel count) over a grid of small windows spread over ``window``;
+    ``indexes``: the bands to read, in order (default: all)."""
+    indexes = list(indexes or range(1, dataset.count + 1))
     size_r, size_c = min(SAMPLE_PX, int(window.height)), min(SAMPLE_PX, int(window.width))
     rows = np.linspace(0, int(window.height) - size_r, SAMPLES_PER_SIDE).astype(int)
     cols = np.linspace(0, int(window.width) - size_c, SAMPLES_PER_SIDE).astype(int)
     values = []
     for row, col in sorted(set(itertools.product(rows, cols))):
-        data = read(dataset, window=Window(window.col_off + col, window.row_off + row, size_c, size_r))
+        data = read(dataset, indexes, window=Window(window.col_off + col, window.row_off + row, size_c, size_r))
         values.append(data[:, valid_mask(data, nodata)].astype(np.float64))
-    values = np.concatenate(values, axis=1) if values else np.zeros((dataset.count, 0))
+    values = np.concatenate(values, axis=1) if values else np.zeros((len(indexes), 0))
     if values.shape[1] == 0:
         return None
     return values.mean(axis=1), values.std(axis=1), values.shape[1]
 
 
-def check_band_statistics(dataset, window: Window, model, events) -> bool:
+def check_band_statistics(dataset, window: Window, model, events, indexes=None) -> bool:
     """Warn when the raster's bands differ by far from the training data's; True when it warned."""
     if any("no normalisation" in a for a in model.assumptions):
         return False  # the card's mean/std were guessed: nothing to compare with
-    stats = sample_statistics(dataset, window, dataset.nodata)
+    stats = sample_statistics(dataset, window, dataset.nodata, indexes)
     if stats is None:
         return False  # no valid pixel: the run itself says so
     mean, std, pixels = stats

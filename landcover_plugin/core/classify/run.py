@@ -15,18 +15,23 @@ parallel section of the model by more than the reading cost (whole run 1.5x bare
 threaded, 1.13x in turn, trainer's U-Net base width 16 on Zion).
 
 Peak memory is a few batches plus classes x tile x width floats, whatever the raster's height.
+
+``rows=(r0, r1)`` classifies only those rows of the area (one shard; the tile rows that touch them are run,
+so the rows equal a whole run's); ``dask`` hands the run to :mod:`.on_dask`, which classifies shards so.
 """
 import concurrent.futures as futures
+import contextlib
 import os
 import time
 
 import numpy as np
+from rasterio.transform import Affine
 
 from ..classified_raster import ClassifiedRasterWriter, check_output_path
 from ..errors import BadInputError, Cancelled
 from ..events import Events, RecordingEvents
 from ..model.session import load_model, usable_cpus
-from ..options import parse_floats, parse_names
+from ..options import parse_floats, parse_ints, parse_names
 from .options import ClassifyOptions
 from .source import mask_bounds, open_source
 from .tile_size import choose_tile
@@ -44,54 +49,48 @@ def classify_raster(options: ClassifyOptions, events: Events = None) -> dict:
     model_seconds, MEGAPIXELS_PER_SECOND, tiles, tiles_run, tiles_skipped, TILE, OVERLAP, BATCH_SIZE).
     """
     o = options
-    extent = parse_floats(o.extent, "extent", 4)
-    overlap = None if o.overlap is None else float(o.overlap) / 100.0
-    batch_size = int(o.batch_size)
+    if o.dask:
+        from .on_dask import classify_on_dask  # dask is imported only when asked for
+        return classify_on_dask(o, events or RecordingEvents())
+    if o.cog:
+        raise BadInputError("--cog applies to Dask runs (--dask): a single-process run already writes one tiled "
+                            "GeoTIFF with overviews. Leave --cog out, or add --dask local:N.")
+    rows = parse_ints(o.rows, "rows")
+    if rows is not None and (len(rows) != 2 or o.uncertainty):
+        raise BadInputError("rows takes two numbers, r0,r1, and no uncertainty raster.")
     events = events or RecordingEvents()
     started = time.perf_counter()
-    raster_path, model_path = os.fspath(o.raster), os.fspath(o.model)
-    mask_path = os.fspath(o.mask) if o.mask else None
-    if not os.path.exists(raster_path):
-        raise BadInputError(f"The raster {raster_path} does not exist.")
-    if batch_size < 1:
-        raise BadInputError(f"Batch size must be at least 1, got {batch_size}.")
-    output_path = check_output_path(o.output, overwrite=o.overwrite, inputs=(raster_path, model_path, mask_path))
+    inputs = (os.fspath(o.raster), os.fspath(o.model), os.fspath(o.mask) if o.mask else None)
+    output_path = check_output_path(o.output, overwrite=o.overwrite, inputs=inputs)
     confidence_path = None
     if o.confidence:
-        confidence_path = check_output_path(o.confidence, overwrite=o.overwrite,
-                                            inputs=(raster_path, model_path, mask_path))
+        confidence_path = check_output_path(o.confidence, overwrite=o.overwrite, inputs=inputs)
         if confidence_path == output_path:
             raise BadInputError(f"The confidence raster and the classified raster are both {output_path}: "
                                 f"give them different paths.")
-    overrides = {"class_names": parse_names(o.class_names), "mean": parse_floats(o.mean, "mean"),
-                 "std": parse_floats(o.std, "std")}
-    model = load_model(model_path, device=o.device, threads=o.threads, overrides=overrides, events=events)
-    if model.fixed_batch and model.fixed_batch != batch_size:
-        events.info(f"The model was exported with a fixed batch of {model.fixed_batch} tile(s): running "
-                    f"{model.fixed_batch} tile(s) a batch instead of {batch_size}.")
-        batch_size = model.fixed_batch
-    with open_source(raster_path, model, extent=extent, mask_path=mask_path, resample=o.resample,
-                     events=events) as source:
-        tile, batch_size, overlap_px = choose_tile(
-            model, source.height, source.width, o.tile_size, batch_size,
-            max(model.card.get("overlap") or 0.0, 0.125) if overlap is None else overlap, events)
-        grid = TileGrid(source.height, source.width, tile, overlap_px)
-        events.info(f"Classifying {source.width}x{source.height} px in {len(grid)} tiles of {tile} px "
+    with prepared_run(o, events) as (model, source, tile, batch_size, overlap_px):
+        try:
+            grid = TileGrid(source.height, source.width, tile, overlap_px, rows=rows)
+        except ValueError as exc:
+            raise BadInputError(f"Cannot classify {exc}.") from exc
+        r0, r1 = grid.rows
+        part = f" (rows {r0}..{r1})" if rows else ""
+        events.info(f"Classifying {source.width}x{r1 - r0} px{part} in {len(grid)} tiles of {tile} px "
                     f"overlapping by {overlap_px} px, {batch_size} tiles a batch.")
-        with ClassifiedRasterWriter(output_path, width=source.width, height=source.height,
-                                    crs_wkt=source.crs_wkt, geotransform=source.transform.to_gdal(),
+        with ClassifiedRasterWriter(output_path, width=source.width, height=r1 - r0, crs_wkt=source.crs_wkt,
+                                    geotransform=(source.transform * Affine.translation(0, r0)).to_gdal(),
                                     classes=model.classes, confidence_path=confidence_path, overwrite=o.overwrite,
                                     progress=lambda f, m: _progress(events, 0.97 + 0.03 * f, m)) as writer, \
-                uncertainty_output(o, source, (raster_path, model_path, mask_path)) as uncertainty:
+                uncertainty_output(o, source, inputs) as uncertainty:
             stats = _run_pipeline(source, model, grid, writer, batch_size, bool(confidence_path), events,
                                   o.pipelined, uncertainty)
             outputs = writer.finish()
             outputs["uncertainty"] = uncertainty.finish() if uncertainty else None
-        blank = blank_reason(source) if stats["tiles_run"] == 0 else None
+        blank = blank_reason(source) if stats["tiles_run"] == 0 and not rows else None
     if blank:
         events.warning(blank)
     seconds = time.perf_counter() - started
-    megapixels = source.width * source.height / 1e6
+    megapixels = source.width * (r1 - r0) / 1e6
     events.progress(1.0, "done")
     events.info(f"Classified {megapixels:.1f} Mpx in {seconds:.1f} s ({megapixels / seconds:.2f} Mpx/s; model "
                 f"{stats['model_seconds']:.1f} s); {stats['tiles_run']} tiles run, {stats['tiles_skipped']} "
@@ -107,6 +106,34 @@ def classify_raster(options: ClassifyOptions, events: Events = None) -> dict:
     if blank:
         result["BLANK"] = blank
     return result
+
+
+@contextlib.contextmanager
+def prepared_run(o: ClassifyOptions, events: Events):
+    """Check the inputs, load the model, open the raster and choose the tile: yields
+    ``(model, source, tile, batch_size, overlap_px)``. Shared by a whole run, a shard and a Dask run's plan."""
+    extent = parse_floats(o.extent, "extent", 4)
+    overlap = None if o.overlap is None else float(o.overlap) / 100.0
+    batch_size = int(o.batch_size)
+    raster_path, model_path = os.fspath(o.raster), os.fspath(o.model)
+    mask_path = os.fspath(o.mask) if o.mask else None
+    if not os.path.exists(raster_path):
+        raise BadInputError(f"The raster {raster_path} does not exist.")
+    if batch_size < 1:
+        raise BadInputError(f"Batch size must be at least 1, got {batch_size}.")
+    overrides = {"class_names": parse_names(o.class_names), "mean": parse_floats(o.mean, "mean"),
+                 "std": parse_floats(o.std, "std")}
+    model = load_model(model_path, device=o.device, threads=o.threads, overrides=overrides, events=events)
+    if model.fixed_batch and model.fixed_batch != batch_size:
+        events.info(f"The model was exported with a fixed batch of {model.fixed_batch} tile(s): running "
+                    f"{model.fixed_batch} tile(s) a batch instead of {batch_size}.")
+        batch_size = model.fixed_batch
+    with open_source(raster_path, model, extent=extent, mask_path=mask_path, resample=o.resample,
+                     events=events, bands=o.bands) as source:
+        tile, batch_size, overlap_px = choose_tile(
+            model, source.height, source.width, o.tile_size, batch_size,
+            max(model.card.get("overlap") or 0.0, 0.125) if overlap is None else overlap, events)
+        yield model, source, tile, batch_size, overlap_px
 
 
 def blank_reason(source) -> str:
@@ -164,7 +191,7 @@ def _run_pipeline(source, model, grid, writer, batch_size, confidence, events, p
                 pending_write.result()  # at most one batch waits to be blended: memory stays bounded
             pending_write = blend_writer.submit(_blend, blender, batch, probs)
             stats["tiles_run"] += len(batch.tiles)
-            done = batch.tiles[-1].index + 1
+            done = batch.tiles[-1].index + 1 - grid.first_index
             _progress(events, 0.97 * done / len(grid), f"tile {done}/{len(grid)}")
         if pending_write is not None:
             pending_write.result()

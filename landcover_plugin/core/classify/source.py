@@ -20,6 +20,7 @@ from rasterio.vrt import WarpedVRT
 from rasterio.warp import transform_geom
 from rasterio.windows import Window
 
+from ..band_choice import choose_bands, describe_model_bands
 from ..errors import BadInputError
 from ..rasters import check_pixel_type, open_raster, read, valid_mask
 from .preflight import check_band_statistics
@@ -38,8 +39,9 @@ class Batch:
 class RasterSource:
     """A checked raster window ready to be read as tiles; its grid is the output grid."""
 
-    def __init__(self, dataset, window: Window, model, shapes, events):
+    def __init__(self, dataset, window: Window, model, shapes, events, indexes=None):
         self.dataset, self.window, self.shapes = dataset, window, shapes
+        self.indexes = list(indexes or range(1, dataset.count + 1))  # raster bands fed to the model, in order
         self.width, self.height = int(window.width), int(window.height)
         self.transform = dataset.window_transform(window)
         self.bounds = rasterio.windows.bounds(window, dataset.transform)
@@ -49,7 +51,7 @@ class RasterSource:
         self.inv_std = (1.0 / np.asarray(model.card["std"], dtype=np.float32))[:, None, None]
         self.bands, self.tile = model.bands, model.tile
         self.events = events
-        self._strip_rows, self._strip = None, None  # the tile row read last: (row, rows), (data, valid)
+        self._strip_rows, self._strip = None, None  # the tile row read last: (row, rows), (standardised, valid)
 
     def batches(self, grid, batch_size: int):
         """Yield :class:`Batch` es of up to ``batch_size`` tiles that hold at least one valid pixel.
@@ -91,7 +93,7 @@ class RasterSource:
                 return False
             x[:, :tile.rows, :tile.cols] = data[:, :, tile.col:tile.col + tile.cols]
             return True
-        data = read(self.dataset, window=window)
+        data = read(self.dataset, self.indexes, window=window)
         inside &= valid_mask(data, self.nodata)
         if not inside.any():
             return False  # all False already
@@ -112,10 +114,10 @@ class RasterSource:
         overlapping tiles share pixels; bands x tile x width floats, as bounded as the blending strip)."""
         if self._strip_rows != (tile.row, tile.rows):
             window = Window(self.window.col_off, self.window.row_off + tile.row, self.width, tile.rows)
-            data = read(self.dataset, window=window)
+            data = read(self.dataset, self.indexes, window=window)
             ok = valid_mask(data, self.nodata)
-            if self._strip is None or self._strip[0].shape[1] != tile.rows:
-                self._strip = (np.empty((self.bands, tile.rows, self.width), dtype=np.float32), None)
+            if self._strip is None or self._strip[0].shape[:2] != (len(data), tile.rows):
+                self._strip = (np.empty((len(data), tile.rows, self.width), dtype=np.float32), None)
             standardised = self._strip[0]
             self._standardise(data, ok, standardised)
             self._strip_rows, self._strip = (tile.row, tile.rows), (standardised, ok)
@@ -123,40 +125,42 @@ class RasterSource:
 
 
 @contextlib.contextmanager
-def open_source(raster_path, model, *, extent=None, mask_path=None, resample=False, events):
-    """Open, check and frame the raster for ``model``; yields a :class:`RasterSource`."""
+def open_source(raster_path, model, *, extent=None, mask_path=None, resample=False, events, bands=None):
+    """Open, check and frame the raster for ``model``; yields a :class:`RasterSource`. ``bands``: the raster
+    bands to feed the model, in its order (default: see :func:`..band_choice.choose_bands`)."""
     previous_cache = gdal.GetCacheMax()
     gdal.SetCacheMax(GDAL_CACHE_BYTES)
     try:
         with open_raster(raster_path) as src, contextlib.ExitStack() as stack:
-            _check(src, model, events)
+            indexes = _check(src, model, events, bands)
             dataset = src
             target = _target_grid(src, model, resample, events)
             if target is not None:
                 dataset = stack.enter_context(WarpedVRT(src, crs=src.crs, resampling=Resampling.bilinear, **target))
             window = extent_window(extent, dataset)
             shapes = load_mask(mask_path, dataset.crs) if mask_path else None
-            check_band_statistics(dataset, window, model, events)  # before spending the run
-            yield RasterSource(dataset, window, model, shapes, events)
+            check_band_statistics(dataset, window, model, events, indexes)  # before spending the run
+            yield RasterSource(dataset, window, model, shapes, events, indexes)
     finally:
         gdal.SetCacheMax(previous_cache)
 
 
-def _check(src, model, events) -> None:
+def _check(src, model, events, bands=None) -> list:
+    """Check the raster against the model; returns the raster bands to feed it, in the model's order."""
     card = model.card
     check_pixel_type(src)
-    if src.count != model.bands and card["bands"].get("assumed"):
+    if src.count != model.bands and card["bands"].get("assumed") and not bands:
         raise BadInputError(f"The model's input does not fix how many bands it takes (its channel axis is "
                             f"dynamic) and its metadata does not say it, so the raster's {src.count} bands cannot "
                             f"be checked against it. Give the per-band mean and std, one value per band "
                             f"({src.count} here), so the band count is known.")
-    if src.count != model.bands:
-        names = ", ".join(card["bands"].get("names") or [])
-        raise BadInputError(f"The raster has {src.count} bands but the model takes {model.bands} bands"
-                            f"{f' ({names})' if names else ''}. Choose a raster with the bands the model was "
-                            f"trained on, in the same order, or a model trained on this raster's bands.")
-    if card.get("input_dtype") and card["input_dtype"] != src.dtypes[0]:
-        events.warning(f"The raster's pixels are {src.dtypes[0]} but the model was trained on "
+    card_bands = dict(card["bands"], count=model.bands)
+    indexes, how = choose_bands(src.count, card_bands, bands)
+    if not card["bands"].get("assumed"):
+        events.info(f"The model takes {describe_model_bands(card_bands)}; reading raster bands "
+                    f"{', '.join(map(str, indexes))} ({how}).")
+    if card.get("input_dtype") and card["input_dtype"] != src.dtypes[indexes[0] - 1]:
+        events.warning(f"The raster's pixels are {src.dtypes[indexes[0] - 1]} but the model was trained on "
                        f"{card['input_dtype']} pixels: if their value ranges differ (e.g. 8-bit vs 16-bit "
                        f"digital numbers), the classes will be wrong. Convert the raster, or use a model "
                        f"trained on this kind of image.")
@@ -166,6 +170,7 @@ def _check(src, model, events) -> None:
     elif card.get("crs") and not _same_crs(src.crs, card["crs"]):
         events.info(f"The raster's CRS is {_crs_text(src.crs)}; the model was trained in "
                     f"{_crs_text(_parse_crs(card['crs'])) if _parse_crs(card['crs']) else card['crs'][:60]}.")
+    return indexes
 
 
 def _target_grid(src, model, resample: bool, events):

@@ -48,21 +48,30 @@ class Tile:
 class TileGrid:
     """Row-major tiles covering a ``height`` x ``width`` area."""
 
-    def __init__(self, height: int, width: int, tile: int, overlap: int):
+    def __init__(self, height: int, width: int, tile: int, overlap: int, rows=None):
         self.height, self.width, self.tile, self.overlap = int(height), int(width), int(tile), int(overlap)
         self.row_offsets = tile_offsets(self.height, self.tile, self.overlap)
         self.col_offsets = tile_offsets(self.width, self.tile, self.overlap)
+        r0, r1 = (0, self.height) if rows is None else (int(rows[0]), int(rows[1]))
+        if not 0 <= r0 < r1 <= self.height:
+            raise ValueError(f"rows {r0}..{r1} are not inside the area's {self.height} rows")
+        self.rows = (r0, r1)
+        # the tile rows that touch area rows r0..r1 (contiguous: offsets and tile ends both increase)
+        touching = [g for g, row in enumerate(self.row_offsets) if row < r1 and row + self.tile > r0]
+        self.grid_rows = range(touching[0], touching[-1] + 1)
+        self.first_row = self.row_offsets[touching[0]]  # the first area row a tile of this grid covers
+        self.first_index = touching[0] * len(self.col_offsets)
 
     def __len__(self) -> int:
-        return len(self.row_offsets) * len(self.col_offsets)
+        return len(self.grid_rows) * len(self.col_offsets)
 
     def __iter__(self):
-        index = 0
-        for grid_row, row in enumerate(self.row_offsets):
-            for col in self.col_offsets:
-                yield Tile(index, grid_row, row, col, min(self.tile, self.height - row),
+        columns = len(self.col_offsets)
+        for grid_row in self.grid_rows:
+            row = self.row_offsets[grid_row]
+            for c, col in enumerate(self.col_offsets):
+                yield Tile(grid_row * columns + c, grid_row, row, col, min(self.tile, self.height - row),
                            min(self.tile, self.width - col))
-                index += 1
 
     def rows_final_before(self, grid_row: int) -> int:
         """First area row still open while tiles of ``grid_row`` onwards are not blended.
@@ -103,6 +112,8 @@ class StripBlender:
     above that grid row's offset is final: it is turned into labels (argmax of the blended probabilities,
     class id, 0 where no input pixel was valid) and confidence (top probability, percent) and handed to
     ``emit(labels, confidence)``. Memory is O(classes x tile x width), whatever the area's height.
+    A grid limited to rows ``r0..r1`` emits only those rows (the rows above ``r0`` its first tiles also cover
+    are blended, then dropped: they lack the tiles above them).
     """
 
     def __init__(self, grid: TileGrid, class_ids, emit, *, confidence: bool = False, floor: float = EDGE_FLOOR):
@@ -116,7 +127,7 @@ class StripBlender:
         # Weights matter only for confidence: the argmax of a weighted sum needs no division.
         self.weight = np.zeros((rows if confidence else 0, grid.width), dtype=np.float32)
         self.valid = np.zeros((rows, grid.width), dtype=bool)
-        self.top = 0  # area row held in buffer row 0
+        self.top = grid.first_row  # area row held in buffer row 0
         self.used = 0  # buffer rows touched by a tile so far
 
     def add(self, tile: Tile, probs: np.ndarray, valid: np.ndarray) -> None:
@@ -146,13 +157,13 @@ class StripBlender:
         self.used = max(self.used, r0 + rows)
 
     def finish(self) -> None:
-        self.release(self.grid.height)
+        self.release(self.grid.rows[1])
 
     def release(self, until: int) -> None:
         """Emit area rows [top, until): from the buffer where tiles ran, empty (0) rows past it."""
         take = min(until - self.top, self.used)
         if take > 0:
-            self.emit(*self._labels(take))
+            self._emit(*self._labels(take))
             keep = self.used - take
             for array in (self.acc, self.weight[None], self.valid[None]):
                 if array.shape[1] == 0:
@@ -163,8 +174,17 @@ class StripBlender:
         while self.top < until:  # rows that only skipped (all-nodata) tiles covered
             rows = min(until - self.top, 256)
             empty = np.zeros((rows, self.grid.width), dtype=np.uint8)
-            self.emit(empty, empty if self.confidence else None)
+            self._emit(empty, empty if self.confidence else None)
             self.top += rows
+
+    def _emit(self, labels, confidence) -> None:
+        """Hand rows starting at area row ``top`` to ``emit``, less those above the grid's first row asked for."""
+        drop = self.grid.rows[0] - self.top
+        if drop >= labels.shape[0]:
+            return
+        if drop > 0:
+            labels, confidence = labels[drop:], None if confidence is None else confidence[drop:]
+        self.emit(labels, confidence)
 
     def _labels(self, rows: int) -> tuple:
         probs, valid = self.acc[:, :rows], self.valid[:rows]

@@ -19,8 +19,10 @@ DEEPNESS_SCALE = 255.0
 
 def build_card(*, schema: ClassSchema, band_names, input_dtype: str, nodata, mean, std, tile_size: int,
                overlap: float, resolution, crs: str, architecture: str, metrics: dict,
-               extra: dict = None) -> dict:
-    """Our full model card (JSON-serialisable)."""
+               extra: dict = None, source_bands=None, source_count: int = None) -> dict:
+    """Our full model card (JSON-serialisable). ``source_bands``: the training raster's band numbers (1-based)
+    the model's input bands are, in order; ``source_count``: that raster's band count (both from the chip
+    dataset; classify reads those bands by default, see :mod:`..band_choice`)."""
     card = {
         "schema_version": CARD_SCHEMA_VERSION,
         "classes": schema.to_list(),
@@ -37,6 +39,9 @@ def build_card(*, schema: ClassSchema, band_names, input_dtype: str, nodata, mea
         "metrics": metrics,
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
     }
+    if source_bands:
+        card["bands"]["source_bands"] = [int(b) for b in source_bands]
+        card["bands"]["source_count"] = int(source_count) if source_count else None
     if extra:
         card.update(extra)
     return card

@@ -25,6 +25,7 @@ from osgeo import ogr, osr
 from ..assess.assess import _load_schema
 from ..errors import BadInputError, Cancelled
 from ..options import parse_floats
+from ..output_folder import file_in_place
 from ..rasters import open_raster, read
 from ..schema import ClassInfo, default_colour
 from .design import allocate, sample_size
@@ -229,10 +230,7 @@ def _thin(found, strata, pixels, wanted, distance, transform, events, names) -> 
 def _write(path, layer_name, crs_wkt, transform, points, classes, design) -> None:
     """Write the GeoPackage under a temporary name, then rename it into place."""
     ogr.UseExceptions()
-    folder = os.path.dirname(path)
-    temporary = os.path.join(folder, f".{os.path.basename(path)}.partial-{os.getpid()}.gpkg")
-    try:
-        os.makedirs(folder, exist_ok=True)
+    with file_in_place(path, "the sample ", ".gpkg") as temporary:
         source = ogr.GetDriverByName("GPKG").CreateDataSource(temporary)
         srs = None
         if crs_wkt:
@@ -261,13 +259,6 @@ def _write(path, layer_name, crs_wkt, transform, points, classes, design) -> Non
                [[s["id"], s["name"], s["mapped_pixels"], s["weight"], s["allocated"], s["drawn"]]
                 for s in design["strata"]])
         source = layer = None  # closes the file
-        os.replace(temporary, path)
-    except (OSError, RuntimeError) as exc:
-        raise BadInputError(f"Cannot write the sample {path}: {getattr(exc, 'strerror', None) or exc}. Choose a "
-                            "folder you can write to.") from exc
-    finally:
-        if os.path.exists(temporary):
-            os.remove(temporary)
 
 
 def write_table(source, name, columns, rows) -> None:

@@ -26,6 +26,7 @@ from rasterio.windows import Window
 
 from ..classified_raster import embedded_classes
 from ..errors import BadInputError, Cancelled
+from ..output_folder import file_in_place
 from ..rasters import open_raster, read
 from ..sample.draw import SCHEMA_TABLE, write_table
 from .options import SuggestOptions
@@ -202,10 +203,8 @@ def _spread(c, count, distance, transform, rng) -> tuple:
 # -- writing ----------------------------------------------------------------------------------------
 def _write(path, o, crs_wkt, transform, places, names, schema) -> None:
     ogr.UseExceptions()
-    temporary = os.path.join(os.path.dirname(path), f".{os.path.basename(path)}.partial-{os.getpid()}.gpkg")
     half = o.size / 2.0
-    try:
-        os.makedirs(os.path.dirname(path), exist_ok=True)
+    with file_in_place(path, "", ".gpkg") as temporary:
         source = ogr.GetDriverByName("GPKG").CreateDataSource(temporary)
         srs = None
         if crs_wkt:
@@ -238,10 +237,3 @@ def _write(path, o, crs_wkt, transform, places, names, schema) -> None:
             write_table(source, SCHEMA_TABLE, [("id", ogr.OFTInteger), ("name", ogr.OFTString),
                                           ("colour", ogr.OFTString)], [[c.id, c.name, c.colour] for c in schema])
         source = layer = None
-        os.replace(temporary, path)
-    except (OSError, RuntimeError) as exc:
-        raise BadInputError(f"Cannot write {path}: {getattr(exc, 'strerror', None) or exc}. Choose a folder you "
-                            "can write to.") from exc
-    finally:
-        if os.path.exists(temporary):
-            os.remove(temporary)

@@ -69,6 +69,10 @@ class TrainConfig:
     cv_folds: int = option(4, help="with polygons held out and under 40 of them: estimate the map's accuracy by "
                                    "this many folds of cross-validation over polygon groups before the refit "
                                    "(each polygon held out once); 1: the exporter's single held-out split")
+    nproc: int = option(1, help="training processes on this machine (torch distributed: torchrun, "
+                                "DistributedDataParallel; gloo on the CPU, one GPU each with NCCL); the batch size "
+                                "is shared out among them; 1: one process. For several machines run the engine "
+                                "under torchrun itself (see the user guide)")
 
     def validate(self) -> "TrainConfig":
         checks = [
@@ -88,6 +92,10 @@ class TrainConfig:
             (not (self.scene_pretrain_minutes and self.encoder_weights),
              "give either encoder weights or scene pretraining minutes, not both."),
             (self.cv_folds >= 1, f"cross-validation folds must be at least 1 (got {self.cv_folds})."),
+            (self.nproc >= 1, f"training processes (--nproc) must be at least 1 (got {self.nproc})."),
+            (self.batch_size >= self.nproc,
+             f"the batch size ({self.batch_size}) is shared out among the training processes: it must be at "
+             f"least their number (--nproc {self.nproc}). Raise the batch size or use fewer processes."),
             (self.base_width >= 4, f"base width must be at least 4 channels (got {self.base_width})."),
             (self.time_limit_minutes is None or self.time_limit_minutes > 0,
              f"time limit must be positive minutes (got {self.time_limit_minutes})."),

@@ -195,7 +195,10 @@ def _data(card, dataset) -> str:
     bands = card.get("bands") or {}
     summary = dataset.get("summary") or {}
     split = dataset.get("split") or {}
-    rows = [("Bands", f"{bands.get('count', 'n/a')}: {', '.join(bands.get('names') or [])}"),
+    source, of = bands.get("source_bands"), bands.get("source_count")
+    all_bands = not source or (source == list(range(1, len(source) + 1)) and of in (None, len(source)))
+    chosen = "" if all_bands else f" (source bands {', '.join(map(str, source))} of {of or 'n/a'})"
+    rows = [("Bands", f"{bands.get('count', 'n/a')}: {', '.join(bands.get('names') or [])}{chosen}"),
             ("Input data type", card.get("input_dtype", "n/a")),
             ("Tile size", f"{card.get('tile_size', 'n/a')} px"),
             ("Resolution", _resolution(card.get("resolution")))]

@@ -1,0 +1,22 @@
+"""A raster opened for chip export, seen through a band selection (only those bands, in that order)."""
+from ..band_choice import check_band_numbers
+
+
+class BandSubset:
+    """Wraps an open rasterio dataset: ``count``, ``dtypes``, ``descriptions`` and ``read`` give only the chosen
+    bands, in the chosen order; everything else (grid, CRS, nodata) is the dataset's. ``source_bands`` are
+    the chosen 1-based band numbers; a band without a description is named after its source number."""
+
+    def __init__(self, dataset, bands=None):
+        self._dataset = dataset
+        self.source_count = dataset.count
+        self.source_bands = check_band_numbers(bands, dataset.count) if bands else list(range(1, dataset.count + 1))
+        self.count = len(self.source_bands)
+        self.dtypes = tuple(dataset.dtypes[b - 1] for b in self.source_bands)
+        self.descriptions = tuple(dataset.descriptions[b - 1] or f"band {b}" for b in self.source_bands)
+
+    def read(self, indexes=None, **kwargs):
+        return self._dataset.read(self.source_bands if indexes is None else indexes, **kwargs)
+
+    def __getattr__(self, name):
+        return getattr(self._dataset, name)

@@ -1,0 +1,49 @@
+"""Which raster bands classify feeds a model: given, the card's source bands, or 1..n; else a clear refusal."""
+import pytest
+
+from landcover_plugin.core.band_choice import choose_bands, describe_model_bands, parse_bands
+from landcover_plugin.core.errors import BadInputError
+
+RED_BLUE_GREEN = {"count": 3, "names": ["red", "blue", "green"], "source_bands": [3, 1, 2], "source_count": 4}
+
+
+def test_band_numbers_parse_from_lists_text_and_empty():
+    assert parse_bands(["3", "1", "2"]) == [3, 1, 2] == parse_bands("3,1,2") == parse_bands(["3,1", 2])
+    assert parse_bands(None) is None and parse_bands([]) is None and parse_bands("") is None
+    with pytest.raises(BadInputError, match="band numbers .* got 'red'"):
+        parse_bands(["red"])
+
+
+@pytest.mark.parametrize("raster_count, expected, how", [
+    (4, [3, 1, 2], "source"),  # the training raster itself
+    (6, [3, 1, 2], "source"),  # more bands than the model takes: the recorded ones
+    (3, [1, 2, 3], "in their order"),  # a raster made of the model's bands, in its order
+])
+def test_default_bands_follow_the_card_when_the_raster_looks_like_the_source(raster_count, expected, how):
+    bands, said = choose_bands(raster_count, RED_BLUE_GREEN)
+    assert bands == expected and how in said
+
+
+def test_a_reordered_source_of_the_same_count_is_read_in_the_cards_order():
+    card = {"count": 3, "names": ["band 3", "band 2", "band 1"], "source_bands": [3, 2, 1], "source_count": 3}
+    assert choose_bands(3, card)[0] == [3, 2, 1]
+    assert choose_bands(3, card, ["1", "2", "3"]) == ([1, 2, 3], "as given")
+
+
+def test_an_older_card_without_source_bands_takes_bands_one_to_n_or_refuses():
+    card = {"count": 4, "names": ["b1", "b2", "b3", "b4"]}
+    assert choose_bands(4, card)[0] == [1, 2, 3, 4]
+    with pytest.raises(BadInputError) as info:
+        choose_bands(7, card)
+    assert ("The raster has 7 bands but the model takes 4 bands, in this order: 1 'b1', 2 'b2', 3 'b3', 4 'b4'"
+            in info.value.message and "--bands, e.g. 1 2 3 4" in info.value.message)
+
+
+def test_too_few_bands_wrong_counts_and_repeated_bands_are_refused():
+    with pytest.raises(BadInputError, match="raster has 2 bands but the model takes 3 bands.*'red' .source band 3."):
+        choose_bands(2, RED_BLUE_GREEN)
+    with pytest.raises(BadInputError, match="2 bands given .4, 1. but the model takes 3 bands"):
+        choose_bands(4, RED_BLUE_GREEN, [4, 1])
+    with pytest.raises(BadInputError, match="Band.s. 1 chosen more than once"):
+        choose_bands(4, RED_BLUE_GREEN, [1, 1, 2])
+    assert describe_model_bands(RED_BLUE_GREEN).startswith("3 bands, in this order: 1 'red' (source band 3)")

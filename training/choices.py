@@ -1,0 +1,39 @@
+"""Choices made from the training data before any epoch: the architecture for ``auto``, and whether the
+training chips can train a classifier at all."""
+import numpy as np
+
+from landcover_plugin.core.errors import BadInputError
+
+AUTO = "auto"
+SPARSE_SHARE = 0.3  # labelled share of the training chips' pixels below which labels count as sparse
+
+
+def choose_architecture(name: str, counts, train_chips: int, chip_size: int, events) -> str:
+    """``auto``: ``pixel_context`` when labels are sparse (under SPARSE_SHARE of the training chips' pixels
+    labelled, as with a few small polygons), else ``unet``. Other names are kept as they are."""
+    if name != AUTO:
+        return name
+    share = float(np.sum(counts)) / max(1, train_chips * chip_size * chip_size)
+    chosen = "pixel_context" if share < SPARSE_SHARE else "unet"
+    why = "sparse labels: a per-pixel net, its probabilities averaged over 5x5 px" if share < SPARSE_SHARE \
+        else "dense labels"
+    events.info(f"Architecture 'auto': {share:.1%} of the training chips' pixels are labelled, so {chosen} ({why}).")
+    return chosen
+
+
+def check_training_pixels(store, train_idx, names, folder, events) -> np.ndarray:
+    if not train_idx:
+        raise BadInputError(f"The chip dataset '{folder}' has no training chips (all are 'val'). Export the chips "
+                            f"again with a validation fraction below 1.")
+    counts = store.class_pixel_counts(train_idx)
+    present = [n for n, c in zip(names, counts) if c > 0]
+    if len(present) < 2:
+        raise BadInputError(f"The training chips of '{folder}' hold labelled pixels of {len(present)} class(es) "
+                            f"({', '.join(present) or 'none'}); a classifier needs at least two. Digitise training "
+                            f"areas for more classes (and check their class field), then export the chips again.")
+    missing = [n for n, c in zip(names, counts) if c == 0]
+    if missing:
+        events.warning(f"No training pixels for: {', '.join(missing)}. The model cannot learn a class it never "
+                       f"sees: digitise training areas for it, or drop it from the schema.")
+    events.info("Training pixels per class: " + ", ".join(f"{n} {int(c)}" for n, c in zip(names, counts)))
+    return counts

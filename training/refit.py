@@ -1,0 +1,61 @@
+"""Held-out polygons first, then the exported model: the estimate and the epoch count come from a run that
+never saw the held-out polygons (or from cross-validation over polygon groups), the model from a refit on all."""
+import time
+from dataclasses import replace
+
+from landcover_plugin.core.events import RecordingEvents
+
+from .choices import check_training_pixels
+from .crossval import cross_validate
+from .dataset import ChipStore
+from .folds import plan_folds
+
+CV_BELOW = 40  # fewer polygons held out by the exporter than this: cross-validate for the held-out estimate
+
+
+def train_then_refit(config, spec, device, events, split, training) -> dict:
+    """With polygons held out: estimate the map's accuracy on polygons the model never saw, and the epoch count;
+    then train the exported model again on every polygon for that many epochs. With few held-out polygons
+    (under CV_BELOW) by cross-validation over polygon groups (crossval.py), else on the exporter's held-out
+    polygons. A time limit is shared 60/40 (75/25 with the folds: the refit is as long as one fold).
+    ``training``: the class that runs one training (loop.py's ``_Training``)."""
+    started = time.perf_counter()
+    budget = config.time_limit_minutes
+    store = ChipStore(spec, config.cache_mb, events)
+    check_training_pixels(store, [i for i, chip in enumerate(spec.chips) if chip.split == "train"],
+                           spec.schema.names, spec.folder, RecordingEvents())  # the folds log their own counts
+    plan = None
+    if config.cv_folds >= 2 and (split.get("val_polygons") or 0) < CV_BELOW \
+            and all(chip.window is not None for chip in spec.chips):
+        plan = plan_folds(store.labels, [chip.window for chip in spec.chips], config.cv_folds, config.seed)
+    if plan is not None:
+        chosen, cancelled = cross_validate(plan, config, spec, store, device, events, training,
+                                           minutes=0.75 * budget if budget else None)
+        if cancelled is not None:
+            return cancelled.finish()
+        pending, heldout = (chosen["confusion"], chosen["split"], chosen["confidences"]), None
+    else:
+        first = replace(config, time_limit_minutes=0.6 * budget if budget else None)
+        held = training(first, spec, device, events, store=store, progress_span=(0.0, 0.6)).run()
+        if held["cancelled"] or held["BEST_EPOCH"] is None:
+            return held
+        pending, heldout = None, held["HELDOUT"]
+        chosen = {"epochs": int(held["BEST_EPOCH"]), "architecture": held["architecture"],
+                  "val_miou": held["BEST_VAL_MIOU"], "val_accuracy": held["BEST_VAL_ACCURACY"],
+                  "curves": (held["CURVES_CSV"], held["CURVES_PNG"]), "epochs_run": held["epochs_run"]}
+    epochs = chosen["epochs"]
+    left = budget - (time.perf_counter() - started) / 60.0 if budget else None
+    events.info(f"Training again on all polygons (the held-out ones too) for {epochs} epochs, the best count on "
+                f"the held-out polygons, for the exported model.")
+    second = replace(config, architecture=chosen["architecture"], epochs=epochs, patience=0,
+                     work_dir=str(config.checkpoint_dir / "refit"),
+                     time_limit_minutes=max(left, 0.1) if left is not None else None)
+    everything = replace(spec, chips=[replace(chip, split="train") for chip in spec.chips])
+    final = training(second, everything, device, events, final_fit=True, heldout=heldout or pending,
+                      store=store, progress_span=(0.8 if plan is not None else 0.6, 1.0)).run()
+    selection = {"BEST_VAL_MIOU": chosen["val_miou"], "BEST_VAL_ACCURACY": chosen["val_accuracy"],
+                 "BEST_EPOCH": epochs, "CURVES_CSV": chosen["curves"][0], "CURVES_PNG": chosen["curves"][1]}
+    if plan is not None:
+        selection.update(cv_folds=plan.folds, fold_epochs=chosen["fold_epochs"])
+    return dict(final, **selection, refit_epochs=final["epochs_run"], selection_epochs_run=chosen["epochs_run"],
+                epochs_run=chosen["epochs_run"] + final["epochs_run"])
