@@ -48,7 +48,7 @@ def test_without_shares_or_with_block_validation_the_validation_score_is_the_est
     assert "spatial blocks" in blocks["method"]
 
 
-def test_with_confidences_the_map_estimate_is_the_share_of_scene_pixels_above_the_held_out_threshold():
+def test_with_confidences_the_map_estimate_lowers_the_held_out_accuracy_by_the_confidence_gap():
     # held-out pixels: 8 of 10 right; their top-class probabilities, the 2 lowest wrong
     confidence = [0.30, 0.35, 0.6, 0.7, 0.75, 0.8, 0.85, 0.9, 0.95, 0.99]
     correct = [False, False] + [True] * 8
@@ -59,9 +59,13 @@ def test_with_confidences_the_map_estimate_is_the_share_of_scene_pixels_above_th
     assert value == pytest.approx(4 / 8)  # the scene's 0.9 ... 0.99: half its pixels are sure enough
     result = estimate(CONFUSION, NAMES, [0.1, 0.6, 0.3], SPLIT, heldout_confidence=(confidence, correct),
                       scene_confidence=scene)
-    assert result["overall_accuracy"] == pytest.approx(value, abs=1e-4)
+    assert result["estimates"]["atc"] == pytest.approx(value, abs=1e-4)
+    # reported: the difference of confidences (no predicted classes given: unweighted), 0.8 - 0.719 + 0.65
+    assert result["overall_accuracy"] == pytest.approx(0.8 - np.mean(confidence) + np.mean(scene), abs=1e-4)
+    assert result["confidence_threshold"] == pytest.approx(threshold, abs=1e-4)
     assert result["polygon_overall_accuracy"] == pytest.approx(0.1 * 0.9 + 0.6 * 0.6 + 0.3 * 0.8, abs=1e-4)
     assert "top-class probability" in result["method"] and "polygons alone say 69%" in result["method"]
+    assert "less sure" in result["method"]
 
 
 def test_alternative_estimators_are_kept_and_class_weighting_follows_the_map_shares():
@@ -83,3 +87,4 @@ def test_alternative_estimators_are_kept_and_class_weighting_follows_the_map_sha
     assert found["atc_class_weighted"] == pytest.approx(value, abs=1e-4)
     assert 0.5 < threshold < 0.55  # equal weights: 0.4875; weighted, the many wrong class-1 pixels raise it
     assert found["atc_class_weighted"] < found["atc"]  # the map is mostly the harder class
+    assert result["overall_accuracy"] == found["doc_class_weighted"]  # the one reported
