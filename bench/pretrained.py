@@ -8,10 +8,9 @@ learning rate. Both maps by ``classify_raster``, scored against NLCD on every va
 of columns, beside the pixel random forest of ``sparse`` (200 trees on the polygon pixels).
 
 ``python -m bench.pretrained [train minutes] [pretrain minutes] [--no-refit]`` runs it alone (prints JSON).
-Measured on a busy 2-core CPU (3 min training each, 2 min pretraining, --no-refit, one run each): random start
-OA 0.613, mIoU 0.116; scene-pretrained OA 0.551, mIoU 0.144; pixel random forest OA 0.557, mIoU 0.148.
-With 2.5 min and the refit, both nets had one epoch per phase and mapped nearly everything as water (OA 0.08
-and 0.01): on CPU these nets need more minutes than the per-pixel default.
+Measured by `make bench` on the idle 2-core CPU (4 min training, 3 min pretraining; one run): random start OA
+0.450, mIoU 0.121; scene-pretrained 0.321 / 0.079; forest 0.557 / 0.148. rstoolbox folds (bench/pretrained_folds.py,
+1 min a model): random 0.929 / 0.823, scene-pretrained 0.986 / 0.941, forest 0.998 / 0.993.
 """
 import json
 import sys
