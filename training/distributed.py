@@ -111,6 +111,13 @@ class Group:
             for buffer in model.buffers():
                 dist.broadcast(buffer.data, src=0)
 
+    def finished(self) -> None:
+        """Wait until every rank is done (rank 0 exports the model after the others have nothing left to do):
+        a rank that tore its process group down while another still used it aborted ("terminate called
+        without an active exception") on an idle CI machine."""
+        if self.enabled and dist.is_initialized():
+            dist.barrier()
+
     def close(self) -> None:
         global _current
         if self.enabled and dist.is_initialized():

@@ -52,7 +52,9 @@ def train(config: TrainConfig, events=None) -> dict:
         return distributed.launch(config, events)
     group = distributed.join(config, events)  # under torchrun: this process is one rank of the training
     try:
-        return _train(config, events, group)
+        outputs = _train(config, events, group)
+        group.finished()
+        return outputs
     finally:
         group.close()
 
