@@ -10,11 +10,8 @@ import time
 
 import numpy as np
 import rasterio
-from rasterio.features import rasterize
 from sklearn.ensemble import RandomForestClassifier
 
-from landcover_plugin.core.chips.export import export_chips
-from landcover_plugin.core.chips.options import ChipExportOptions
 from landcover_plugin.core.classify.options import ClassifyOptions
 from landcover_plugin.core.classify.run import classify_raster
 from landcover_plugin.core.events import RecordingEvents
@@ -22,22 +19,13 @@ from landcover_plugin.core.rasters import valid_mask
 from landcover_plugin.core.train.options import TrainConfig
 from training.loop import train
 
-from .common import RSTOOLBOX_IMAGE, RSTOOLBOX_POLYGONS
-from .quality import (
-    CLASS_FIELD,
-    FOLDS,
-    _rf_options,
-    hold_out_polygons,
-    polygon_classes,
-    polygons,
-    score,
-    split_label_grids,
-)
+from .common import RSTOOLBOX_IMAGE
+from .quality import FOLDS, _rf_options, rstoolbox_fold, rstoolbox_schema, score, split_label_grids
 
 
 def rstoolbox_folds(settings, work, architecture: str, train_minutes: float, pretrain_minutes: float) -> dict:
     """``{"random": scores, "scene": scores, "rf": scores, "notes": [...]}`` pooled over the folds."""
-    schema = [{"id": i + 1, "name": n} for i, n in enumerate(sorted(polygon_classes(RSTOOLBOX_POLYGONS)))]
+    schema = rstoolbox_schema()
     ids = {c["name"]: c["id"] for c in schema}
     with rasterio.open(RSTOOLBOX_IMAGE) as src:
         image, transform, nodata = src.read(), src.transform, src.nodata
@@ -45,14 +33,8 @@ def rstoolbox_folds(settings, work, architecture: str, train_minutes: float, pre
     pooled = {"truth": [], "random": [], "scene": [], "rf": []}
     notes = []
     for fold in range(2 if settings.quick else FOLDS):
-        held_out, kept = hold_out_polygons(RSTOOLBOX_POLYGONS, fold, FOLDS)
         fold_work = work / f"fold{fold}"
-        chips = fold_work / "chips"
-        export_chips(ChipExportOptions(RSTOOLBOX_IMAGE, chips, labels_vector=RSTOOLBOX_POLYGONS,
-                                       class_field=CLASS_FIELD, fids=kept, schema=schema, chip_size=64, stride=32,
-                                       min_labelled=0.01))
-        reference = rasterize(((g, ids[name]) for g, name in polygons(RSTOOLBOX_POLYGONS, held_out)),
-                              out_shape=valid.shape, transform=transform, fill=0, dtype="uint8")
+        _, chips, reference = rstoolbox_fold(fold, fold_work, schema, valid.shape, transform)
         scored = (reference > 0) & valid
         pooled["truth"].append(reference[scored])
         for name, pretrain in (("random", 0.0), ("scene", pretrain_minutes)):

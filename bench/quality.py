@@ -95,7 +95,7 @@ def rstoolbox(settings, work) -> dict:
     feature id), trains on the chips of the others, and scores the held-out polygons' pixels. Every polygon
     is scored once, by a model and a forest that never saw its labels; the folds' pixels are pooled."""
     shutil.rmtree(work, ignore_errors=True)
-    schema = [{"id": i + 1, "name": n} for i, n in enumerate(sorted(polygon_classes(RSTOOLBOX_POLYGONS)))]
+    schema = rstoolbox_schema()
     ids = {c["name"]: c["id"] for c in schema}
     class_ids, names = list(ids.values()), list(ids)
     with rasterio.open(RSTOOLBOX_IMAGE) as src:
@@ -104,19 +104,13 @@ def rstoolbox(settings, work) -> dict:
     pooled = {"truth": [], "ours": [], "rf": []}
     per_fold, notes, agreement = [], [], []
     for fold in range(folds):
-        held_out, kept = hold_out_polygons(RSTOOLBOX_POLYGONS, fold, FOLDS)
         fold_work = work / f"fold{fold}"
-        chips = fold_work / "chips"
-        export_chips(ChipExportOptions(RSTOOLBOX_IMAGE, chips, labels_vector=RSTOOLBOX_POLYGONS,
-                                       class_field=CLASS_FIELD, fids=kept, schema=schema, chip_size=64, stride=32,
-                                       min_labelled=0.01))
+        held_out, chips, reference = rstoolbox_fold(fold, fold_work, schema, shape, transform)
+        reference[~valid] = 0
         config = TrainConfig(dataset_dir=str(chips), output=str(fold_work / "model.onnx"),
                              epochs=3 if settings.quick else RSTOOLBOX_EPOCHS,
                              cv_folds=1)  # the bench's own folds score the map; the estimate is not used here
         trained, model_seconds = _train(config)
-        reference = rasterize(((geom, ids[name]) for geom, name in polygons(RSTOOLBOX_POLYGONS, held_out)),
-                              out_shape=shape, transform=transform, fill=0, dtype="uint8")
-        reference[~valid] = 0
         grids = split_label_grids(chips)
         # the trainer's refit learns from every kept polygon (its own validation polygons too): so does the forest
         kept_labels = np.maximum(grids["train"], grids["val"])
@@ -134,6 +128,24 @@ def rstoolbox(settings, work) -> dict:
     return {"title": f"rstoolbox ({scored_polygons} polygons, {folds}-fold polygon cross-validation)",
             "ours": score(truth, ours, class_ids), "rf": score(truth, rf, class_ids), "class_names": names,
             "folds": per_fold, "training_note": "; ".join(notes), "overlap_agreement": float(np.mean(agreement))}
+
+
+def rstoolbox_schema() -> list:
+    """The rstoolbox classes, numbered from 1 in name order."""
+    return [{"id": i + 1, "name": n} for i, n in enumerate(sorted(polygon_classes(RSTOOLBOX_POLYGONS)))]
+
+
+def rstoolbox_fold(fold: int, work, schema, shape, transform):
+    """Fold ``fold`` of the polygon cross-validation: ``(held-out ids, chip folder of the kept polygons, the
+    held-out polygons' classes on the raster grid)``."""
+    held_out, kept = hold_out_polygons(RSTOOLBOX_POLYGONS, fold, FOLDS)
+    chips = work / "chips"
+    export_chips(ChipExportOptions(RSTOOLBOX_IMAGE, chips, labels_vector=RSTOOLBOX_POLYGONS, class_field=CLASS_FIELD,
+                                   fids=kept, schema=schema, chip_size=64, stride=32, min_labelled=0.01))
+    ids = {c["name"]: c["id"] for c in schema}
+    reference = rasterize(((geom, ids[name]) for geom, name in polygons(RSTOOLBOX_POLYGONS, held_out)),
+                          out_shape=shape, transform=transform, fill=0, dtype="uint8")
+    return held_out, chips, reference
 
 
 def _overlap_agreement(model, classified, valid, work) -> float:
