@@ -7,7 +7,6 @@ two processes; a bad process count is a clear error before anything starts.
 """
 import json
 import os
-import signal
 import subprocess
 from pathlib import Path
 
@@ -15,6 +14,7 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 import torch
+from engine_runs import cancelled_run, command, of_type
 from torch.utils.data import DataLoader
 
 from landcover_plugin.core.chips.dataset import load_spec
@@ -28,17 +28,9 @@ TINY = ["--epochs", EPOCHS, "--batch-size", "4", "--base-width", "8", "--learnin
         "--no-refit", "--seed", "0"]
 
 
-def command(engine_python, *args):
-    return [engine_python, "-m", "landcover_plugin.core.engine", "train", *map(str, args)]
-
-
 def run(engine_python, repo_root, *args):
     proc = subprocess.run(command(engine_python, *args), cwd=repo_root, capture_output=True, text=True, timeout=300)
     return proc.returncode, [json.loads(line) for line in proc.stdout.splitlines() if line.strip()], proc.stderr
-
-
-def of_type(events, name):
-    return [e for e in events if e["event"] == name]
 
 
 def logs(events, text):
@@ -120,23 +112,9 @@ def test_the_model_of_two_processes_classifies(runs, chips):
 
 def test_cancel_stops_every_process_exports_and_the_run_resumes(chips, tmp_path, engine_python, repo_root):
     out = tmp_path / "model.onnx"
-    proc = subprocess.Popen(command(engine_python, chips, "--output", out, "--epochs", "500", "--batch-size", "4",
-                                    "--base-width", "8", "--patience", "0", "--device", "cpu", "--no-refit",
-                                    "--nproc", "2"),
-                            cwd=repo_root, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    events = []
-    try:
-        for line in proc.stdout:
-            events.append(json.loads(line))
-            if len(of_type(events, "metric")) == 2:
-                proc.send_signal(signal.SIGTERM)  # what the QGIS side does on cancel: to the engine alone
-                break
-        events += [json.loads(line) for line in proc.stdout]
-        code = proc.wait(timeout=120)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    stderr = proc.stderr.read()
+    code, events, stderr = cancelled_run(engine_python, repo_root, chips, "--output", out, "--epochs", "500",
+                                         "--batch-size", "4", "--base-width", "8", "--patience", "0", "--device",
+                                         "cpu", "--no-refit", "--nproc", "2")
     assert code == 0, stderr[-3000:]
     (result,) = of_type(events, "result")
     outputs = result["outputs"]

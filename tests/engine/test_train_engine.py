@@ -5,28 +5,20 @@ a broken chip folder (exit 2) and a real out-of-memory failure (exit 3, address 
 """
 import json
 import resource
-import signal
 import subprocess
 
 import numpy as np
 import onnxruntime as ort
+from engine_runs import cancelled_run, command, of_type
 
 TINY = ["--epochs", "2", "--batch-size", "4", "--base-width", "8", "--learning-rate", "0.003", "--device", "cpu",
         "--no-refit"]
-
-
-def command(engine_python, *args):
-    return [engine_python, "-m", "landcover_plugin.core.engine", "train", *map(str, args)]
 
 
 def run(engine_python, repo_root, *args, **kwargs):
     proc = subprocess.run(command(engine_python, *args), cwd=repo_root, capture_output=True, text=True,
                           timeout=300, **kwargs)
     return proc.returncode, [json.loads(line) for line in proc.stdout.splitlines() if line.strip()], proc.stderr
-
-
-def of_type(events, name):
-    return [e for e in events if e["event"] == name]
 
 
 def test_a_finished_run(chips, tmp_path, engine_python, repo_root):
@@ -47,22 +39,9 @@ def test_a_finished_run(chips, tmp_path, engine_python, repo_root):
 def test_sigterm_mid_run_keeps_the_best_epoch_and_exports_a_usable_model(chips, tmp_path, engine_python,
                                                                         repo_root):
     out = tmp_path / "model.onnx"
-    proc = subprocess.Popen(command(engine_python, chips, "--output", out, "--epochs", "500", "--batch-size", "4",
-                                    "--base-width", "8", "--patience", "0", "--device", "cpu"),
-                            cwd=repo_root, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    events = []
-    try:
-        for line in proc.stdout:
-            events.append(json.loads(line))
-            if len(of_type(events, "metric")) == 2:
-                proc.send_signal(signal.SIGTERM)  # what the QGIS side does on cancel
-                break
-        events += [json.loads(line) for line in proc.stdout]
-        code = proc.wait(timeout=120)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    stderr = proc.stderr.read()
+    code, events, stderr = cancelled_run(engine_python, repo_root, chips, "--output", out, "--epochs", "500",
+                                         "--batch-size", "4", "--base-width", "8", "--patience", "0", "--device",
+                                         "cpu")
     assert code == 0, stderr
     (result,) = of_type(events, "result")
     outputs = result["outputs"]
