@@ -74,7 +74,8 @@ def whole_vs_bare(model_path, raster, output, device: str, runs: int):
         return classify_raster(ClassifyOptions(raster, model_path, output, device=device, overwrite=True))
 
     result = whole()  # warm-up: file cache, first session; also tells the overlap and batch size used
-    batches, model = tiles_in_memory(model_path, raster, device, result["OVERLAP"], result["BATCH_SIZE"])
+    batches, model = tiles_in_memory_at(model_path, raster, device, result["TILE"], result["OVERLAP"],
+                                        result["BATCH_SIZE"])
     seconds, bare = [], []
     for _ in range(runs):
         tick = time.perf_counter()
@@ -90,19 +91,16 @@ def whole_vs_bare(model_path, raster, output, device: str, runs: int):
                              "value": median([megapixels / s for s in bare]), "unit": "Mpx/s",
                              "runs": [megapixels / s for s in bare]},
                    ratio=ratio, target=target(ratio, "<=", RATIO_TARGET, "x"),
-                   note=f"model alone {result['model_seconds']:.2f} s of {result['SECONDS']:.2f} s in the last run")]
+                   note=f"{result['TILE']} px tiles, batch {result['BATCH_SIZE']}; model alone "
+                        f"{result['model_seconds']:.2f} s of {result['SECONDS']:.2f} s in the last run")]
     info = {"seconds": seconds, "bare_seconds": bare, "tiles": result["tiles"], "tiles_run": result["tiles_run"],
             "overlap_px": result["OVERLAP"], "tile": result["TILE"], "device": result["DEVICE"]}
     return rows, ratio, info
 
 
-def tiles_in_memory(model_path, raster, device, overlap_px, batch_size):
-    """The classifier's own batches for ``raster`` (read once, untimed) and the loaded model."""
-    return tiles_in_memory_at(model_path, raster, device, None, overlap_px, batch_size)
-
-
 def tiles_in_memory_at(model_path, raster, device, tile, overlap_px, batch_size):
-    """:func:`tiles_in_memory` with ``tile`` px tiles (None: the model's own)."""
+    """The classifier's own batches of ``tile`` px tiles (None: the model's own) for ``raster`` (read once,
+    untimed) and the loaded model."""
     events = RecordingEvents()
     model = load_model(model_path, device=device, events=events)
     with open_source(raster, model, events=events) as source:

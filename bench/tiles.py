@@ -27,7 +27,7 @@ def run(settings) -> dict:
     model, _, described = trainer_model(settings, 64, 0.2 if settings.quick else MINUTES)
     raster = mosaic_vrt(work / "zion_2x.vrt", 2256, 2856)
     reference = mosaic_vrt(work / "nlcd_2x.vrt", 2256, 2856, source=ZION_LABELS)
-    sizes = {"model tile": None, "automatic": 0, f"{ASKED} px asked": ASKED}
+    sizes = {"model tile": load_model(model, device="cpu").tile, "automatic": 0, f"{ASKED} px asked": ASKED}
     outputs = {name: work / f"{name.replace(' ', '_')}.tif" for name in sizes}
     seconds, bare_seconds, results = {name: [] for name in sizes}, {name: [] for name in sizes}, {}
 

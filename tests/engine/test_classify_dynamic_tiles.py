@@ -90,3 +90,20 @@ def test_the_automatic_choice_never_exceeds_the_area_it_covers_and_is_asked_for(
     tile, batch, overlap = choose_tile(model, 20000, 20000, 0, 4, 0.25)
     assert tile == 512 and batch == 1 and overlap == 16
     assert choose_tile(model, 20000, 20000, 128, 8, 0.25) == (128, 2, 16)
+
+
+def test_the_automatic_tile_keeps_the_blending_strip_within_its_budget():
+    """A very wide raster with many classes: a tile whose strip would exceed the budget is not chosen; the model's
+    own tile always stays possible."""
+    from types import SimpleNamespace
+
+    from landcover_plugin.core.classify.tile_size import STRIP_BUDGET_MB, strip_bytes
+    model = SimpleNamespace(tile=64, dynamic_size=True, fixed_batch=None, classes=[{"id": i} for i in range(20)],
+                            card={"tile_agreement": {"tile": 512, "agreement": {"512": 0.999}}})
+    narrow = choose_tile(model, 20000, 4000, None, 4, 0.25)[0]  # the strip is small: the fewest pixels decide
+    assert narrow > 256 and narrow == choose_tile(model, 20000, 4000, 0, 4, 0.25)[0]
+    width = 20000
+    tile = choose_tile(model, 20000, width, None, 4, 0.25)[0]
+    assert strip_bytes(tile, width, 20) <= STRIP_BUDGET_MB * 2 ** 20 < strip_bytes(512, width, 20)
+    assert tile > 64
+    assert choose_tile(model, 20000, 400_000, None, 4, 0.25)[0] == 64  # even 64 px exceeds it: the model's own

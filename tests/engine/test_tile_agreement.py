@@ -103,6 +103,28 @@ def test_a_model_measured_safe_at_512_px_runs_512_px_tiles_automatically(models)
     assert result["TILE"] > TILE
 
 
+def test_with_no_tile_size_given_a_measured_model_runs_bigger_tiles_and_an_unmeasured_one_its_own(models):
+    path = models["folder"] / "default_tile.onnx"
+    path.write_bytes(models["untouched"].read_bytes())
+    assert classify_raster(ClassifyOptions(models["image"], path, models["folder"] / "unmeasured.tif",
+                                           device="cpu"))["TILE"] == TILE  # no measurement in its card
+    set_card_entry(path, "tile_agreement", models["measured"]["local"])
+    events = RecordingEvents()
+    default = classify_raster(ClassifyOptions(models["image"], path, models["folder"] / "default.tif",
+                                              device="cpu"), events)
+    assert default["TILE"] > TILE and default["TILE"] <= models["measured"]["local"]["tile"]
+    assert any(f"instead of the model's {TILE} px" in e["message"] for e in events.of_type("log"))
+    own = classify_raster(ClassifyOptions(models["image"], path, models["folder"] / "own.tif", tile_size=TILE,
+                                          device="cpu"))
+    assert own["TILE"] == TILE
+    with rasterio.open(default["OUTPUT"]) as a, rasterio.open(own["OUTPUT"]) as b:
+        labels, reference = a.read(1), b.read(1)
+    assert (labels == reference)[reference > 0].mean() >= AGREEMENT
+    set_card_entry(path, "tile_agreement", models["measured"]["padding"])  # safe at its own tile only
+    assert classify_raster(ClassifyOptions(models["image"], path, models["folder"] / "kept.tif",
+                                           device="cpu"))["TILE"] == TILE
+
+
 
 def test_the_trainer_records_the_agreement_and_an_unreadable_image_leaves_the_model_as_it_was(models, tmp_path):
     bad = tmp_path / "not_a_raster.tif"
