@@ -29,7 +29,7 @@ def eolearn_chips(tmp_path_factory, shared_data):
 
 
 @pytest.mark.parametrize("name", ["unet", "deeplabv3plus"])
-@pytest.mark.parametrize("bands,size", [(7, 32), (13, 30), (4, 45)])
+@pytest.mark.parametrize("bands,size", [(7, 32), (13, 30), (4, 45), (3, 8)])  # 8 px: 1 px deepest maps
 def test_networks_take_any_band_count_and_size(name, bands, size):
     torch.manual_seed(0)
     net = build_network(name, bands, 5, base_width=8)
