@@ -141,6 +141,11 @@ class _Training:
             else config.num_workers
         options = {"num_workers": self.workers, "pin_memory": device.type == "cuda",
                    "persistent_workers": self.workers > 0}
+        if self.workers > 0 and not self.store.cached:
+            # Workers that read chips with GDAL start from a fresh interpreter: a forked one inherits GDAL's locks
+            # as other threads (QGIS's, onnxruntime's, this store's readers) left them, and waited forever on one
+            # in the test suite. Cached chips need no reading, and fork shares them without a copy.
+            options["multiprocessing_context"] = "forkserver"
         self.sampler = EpochSampler(len(self.train_idx), config.seed, MIN_STEPS_PER_EPOCH * config.batch_size)
         self.batch = group.per_rank(config.batch_size)  # the batch size is shared out among the ranks
         if len(self.sampler) > len(self.train_idx):
