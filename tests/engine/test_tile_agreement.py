@@ -125,7 +125,6 @@ def test_with_no_tile_size_given_a_measured_model_runs_bigger_tiles_and_an_unmea
                                            device="cpu"))["TILE"] == TILE
 
 
-
 def test_the_trainer_records_the_agreement_and_an_unreadable_image_leaves_the_model_as_it_was(models, tmp_path):
     bad = tmp_path / "not_a_raster.tif"
     bad.write_text("not a raster")
