@@ -4,7 +4,8 @@ Static quantisation in QDQ form (``onnxruntime.quantization.quantize_static``): 
 channel, uint8 activations whose ranges are calibrated (min/max) on standardised chips of the training
 dataset. The class probabilities stay float (quantised to 1/255 they would tie), and so do the nodes that
 compute them. Before quantising, the graph is pre-processed (shape inference, onnxruntime's basic fusions)
-and its Softmax rewritten in the fast form (:mod:`.fast_graph`), so models exported before that gain too.
+and its Softmax rewritten in the fast form (:mod:`.fast_graph`), so models exported before that gain too;
+transposed convolutions and edge pads are rewritten so that they run in int8 too (:mod:`.int8_graph`).
 
 The copy keeps every metadata key of the original (the Deepness keys, so Deepness runs it) and its
 ``landcover_card`` says ``"quantised": true`` with how it was made and how well its labels agree with the
@@ -51,7 +52,7 @@ def quantise_model(options: QuantiseOptions, events: Events = None) -> dict:
     calib_x, _ = _standardised(calibration, spec, model)
     with tempfile.TemporaryDirectory(prefix="landcover-quantise-") as work:
         float_path, prepared = os.path.join(work, "float.onnx"), os.path.join(work, "prepared.onnx")
-        _write_fast_float(onnx, source, float_path)
+        rewrites = _write_fast_float(onnx, source, float_path)
         events.progress(0.15, "pre-processing the graph")
         _pre_process(float_path, prepared, events)
         excluded = _float_nodes(onnx.load(prepared))
@@ -60,6 +61,7 @@ def quantise_model(options: QuantiseOptions, events: Events = None) -> dict:
         quantize_static(prepared, quantised, _Reader(model.input_name, calib_x), quant_format=QuantFormat.QDQ,
                         per_channel=True, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
                         calibrate_method=CalibrationMethod.MinMax, nodes_to_exclude=excluded)
+        rewrites["Pad on uint8"] = _pads_on_uint8(onnx, quantised)
         events.progress(0.7, f"comparing labels with the float model on {len(check)} validation chips")
         check_x, check_valid = _standardised(check, spec, model)
         agreement = _agreement(model, create_session(quantised, "cpu", model.threads, events), check_x, check_valid)
@@ -67,7 +69,7 @@ def quantise_model(options: QuantiseOptions, events: Events = None) -> dict:
             "method": "onnxruntime static quantisation, QDQ", "weights": "int8, per output channel",
             "activations": "uint8, min/max calibration", "float_nodes": excluded,
             "calibration_chips": len(calib_x), "calibration_dataset": str(spec.folder),
-            "source_model": os.path.basename(source), "agreement": agreement,
+            "source_model": os.path.basename(source), "agreement": agreement, "graph_rewrites": rewrites,
             "onnxruntime": _ort_version()})
         _write_with_metadata(onnx, quantised, output, source, card)
     seconds = time.perf_counter() - started
@@ -147,12 +149,27 @@ class _Reader:
         return next(self.items, None)
 
 
-def _write_fast_float(onnx, source: str, target: str) -> None:
+def _write_fast_float(onnx, source: str, target: str) -> dict:
+    """The float graph to quantise, with the rewrites of :mod:`.fast_graph` and :mod:`.int8_graph`; returns
+    how many nodes each rewrote."""
     from .fast_graph import speed_up_graph
+    from .int8_graph import upsampling_as_depth_to_space
 
     proto = onnx.load(source)
-    speed_up_graph(proto)
+    rewrites = {"Softmax": speed_up_graph(proto)["Softmax"],
+                "ConvTranspose as DepthToSpace": upsampling_as_depth_to_space(proto)}
     onnx.save(proto, target)
+    return rewrites
+
+
+def _pads_on_uint8(onnx, path: str) -> int:
+    from .int8_graph import pads_on_quantised_tensors
+
+    proto = onnx.load(path)
+    count = pads_on_quantised_tensors(proto)
+    if count:
+        onnx.save(proto, path)
+    return count
 
 
 def _pre_process(source: str, target: str, events) -> None:
