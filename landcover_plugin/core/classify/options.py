@@ -59,4 +59,4 @@ class ClassifyOptions:
         None, cli=False, help="only area rows r0..r1 (r0 included, r1 not): one shard of a Dask run; the "
                               "output covers those rows and equals them in a whole run")
     pipelined: Optional[bool] = option(
-        None, cli=False, help="read and write in threads while the model runs (default: when it pays, see run.py)")
+        None, cli=False, help="read and write in threads while the model runs (default; False: in turn with it)")

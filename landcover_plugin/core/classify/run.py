@@ -8,11 +8,12 @@ Three stages keep memory bounded:
 3. blend the probabilities into a strip one tile high (:class:`tiling.StripBlender`) and write finished
    rows (:class:`classified_raster.ClassifiedRasterWriter`).
 
-When the model runs on CUDA, or leaves a CPU core free (4 cores or more), stages 1 and 3 run in their own
-threads while the model runs, so reading, blending and writing hide behind it. On a CPU the model uses
-whole (2-3 cores), they run in turn instead: measured on 2 cores, concurrent reading slowed every
-parallel section of the model by more than the reading cost (whole run 1.5x bare onnxruntime
-threaded, 1.13x in turn, trainer's U-Net base width 16 on Zion).
+Stages 1 and 3 run in their own threads while the model runs, so reading, blending and writing hide behind
+it as far as the cores allow. Measured on 2 cores, where the model uses both (whole run against the same run
+with the stages in turn, medians of 3-5 alternated runs): trainer's U-Net base width 16 on Zion, 512 px tiles:
+1.05 s against 1.12 s; the same over a 25 Mpx raster 11.7 s against 12.4 s; a 64 px-chip model at 64 px tiles
+1.05 s against 1.11 s; 256 px tiles 0.73 s against 0.74 s. (An earlier measurement, at 128 px tiles with
+onnxruntime's idle threads spinning, found threads slower: 1.5x bare onnxruntime against 1.13x; no longer.)
 
 Peak memory is a few batches plus classes x tile x width floats, whatever the raster's height.
 
@@ -30,7 +31,7 @@ from rasterio.transform import Affine
 from ..classified_raster import ClassifiedRasterWriter, check_output_path
 from ..errors import BadInputError, Cancelled
 from ..events import Events, RecordingEvents
-from ..model.session import load_model, usable_cpus
+from ..model.session import load_model
 from ..options import parse_floats, parse_ints, parse_names
 from .options import ClassifyOptions
 from .source import mask_bounds, open_source
@@ -44,7 +45,7 @@ def classify_raster(options: ClassifyOptions, events: Events = None) -> dict:
 
     ``overlap`` is in percent of the tile (default: the model card's, at least 12.5 %); ``extent`` is
     (xmin, ymin, xmax, ymax) in the raster's CRS; ``mask`` an OGR polygon file in any CRS;
-    ``pipelined`` forces reading/writing in threads on or off (default: see the module's docstring).
+    ``pipelined=False`` reads, blends and writes in turn with the model instead of in threads.
     Returns the outputs (OUTPUT, QML, CONFIDENCE) with the classes, device and timings (SECONDS,
     model_seconds, MEGAPIXELS_PER_SECOND, tiles, tiles_run, tiles_skipped, TILE, OVERLAP, BATCH_SIZE).
     """
@@ -156,16 +157,15 @@ def blank_reason(source) -> str:
 
 def _run_pipeline(source, model, grid, writer, batch_size, confidence, events, pipelined=None,
                   uncertainty=None) -> dict:
-    """Read, run, blend and write every tile. ``pipelined``: reading and blending/writing in their own
-    threads while the model runs (default: when the model runs on CUDA or leaves a CPU core free; on a
-    CPU the model fully uses, they would slow every parallel section of the model more than they save)."""
+    """Read, run, blend and write every tile. ``pipelined`` (default): reading and blending/writing in their
+    own threads while the model runs; else in turn with it."""
     blender = (uncertainty.blender if uncertainty else StripBlender)(
         grid, [c["id"] for c in model.classes], writer.write_rows, confidence=confidence)
     batches = source.batches(grid, batch_size)
     stats = {"tiles": len(grid), "tiles_run": 0, "tiles_skipped": 0, "model_seconds": 0.0}
     needs_softmax = None
     if pipelined is None:
-        pipelined = model.uses_cuda or model.threads < usable_cpus()
+        pipelined = True
     stage = (lambda name: futures.ThreadPoolExecutor(1, name)) if pipelined else (lambda name: _Inline())
     stats["pipelined"] = bool(pipelined)
     with stage("landcover-read") as reader, stage("landcover-write") as blend_writer:
