@@ -24,23 +24,25 @@ def zion_chips(settings, chip: int = 128, stride: int = 64) -> Path:
     return out
 
 
-def speed_model(settings, base_width: int, tile: int = 256, epochs: int = 1) -> tuple:
-    """A U-Net of ``base_width`` trained ``epochs`` on Zion chips and exported by the trainer with ``tile`` px
-    tiles. Only for timing and memory: the weights barely matter, the architecture does. Returns
-    (path, description)."""
+def speed_model(settings, base_width: int, tile: int = 256, epochs: int = 1, architecture: str = "unet") -> tuple:
+    """A net (the U-Net of ``base_width`` unless ``architecture`` says another) trained ``epochs`` on Zion chips
+    and exported by the trainer with ``tile`` px tiles. Only for timing and memory: the weights barely matter,
+    the architecture does. Returns (path, description)."""
     from landcover_plugin.core.train.options import TrainConfig
     from training.loop import train
 
-    path = settings.work / "models" / f"speed_unet{base_width}_t{tile}.onnx"
-    description = f"U-Net base width {base_width}, {tile} px tiles ({epochs} epoch on Zion chips; speed only)"
+    name = f"unet{base_width}" if architecture == "unet" else architecture
+    path = settings.work / "models" / f"speed_{name}_t{tile}.onnx"
+    net = f"U-Net base width {base_width}" if architecture == "unet" else f"{architecture} (random start)"
+    description = f"{net}, {tile} px tiles ({epochs} epoch on Zion chips; speed only)"
     if path in _MADE:  # made once per run by the current trainer and exporter, never reused from an old run
         return path, description
     dataset = settings.work / "datasets" / "zion_128_128"
     if not (dataset / "dataset.json").exists():
         dataset = zion_chips(settings, 128, 128)
     config = TrainConfig(dataset_dir=str(dataset), output=str(path), epochs=epochs, base_width=base_width,
-                         export_tile_size=tile, patience=0,
-                         work_dir=str(settings.work / "models" / f"ckpt_unet{base_width}_t{tile}"))
+                         architecture=architecture, export_tile_size=tile, patience=0,
+                         work_dir=str(settings.work / "models" / f"ckpt_{name}_t{tile}"))
     path.unlink(missing_ok=True)
     train(config, RecordingEvents())
     _MADE.add(path)
