@@ -21,6 +21,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -33,6 +34,7 @@ from landcover_plugin.core.events import parse_event
 
 CANCEL_FILE = "LANDCOVER_CANCEL_FILE"  # the environment variable naming the file whose presence means cancel
 ENGINE = "landcover_plugin.core.engine"
+DONE_FILE = "LANDCOVER_RESULT_FILE"  # ... and the file the launcher writes once rank 0's result has reached it
 SHUTDOWN_S = 120  # torchrun forwards a Ctrl+C to the ranks: time for rank 0 to export before it kills them
 
 
@@ -43,6 +45,7 @@ class Group:
         self.rank, self.world, self.local_rank, self.local_world = rank, world, local_rank, local_world
         self.device = torch.device("cpu")
         self.cancel_file = os.environ.get(CANCEL_FILE) if world > 1 else None
+        self.done_file = os.environ.get(DONE_FILE) if world > 1 else None
 
     @property
     def enabled(self) -> bool:
@@ -118,10 +121,18 @@ class Group:
         if self.enabled and dist.is_initialized():
             dist.barrier()
 
-    def close(self) -> None:
+    def close(self, wait_for_result: bool = False) -> None:
+        """Tear the process group down. After a run that ended well (``wait_for_result``), a rank other than 0
+        then waits (at most :data:`SHUTDOWN_S`) until the launcher has rank 0's result. A rank that ended first
+        and aborted on its way out ("terminate called without an active exception", seen once under load after
+        the barrier) made torchrun kill rank 0 before it reported, and the finished model was thrown away."""
         global _current
         if self.enabled and dist.is_initialized():
             dist.destroy_process_group()
+        if wait_for_result and self.enabled and not self.is_main and self.done_file:
+            deadline = time.monotonic() + SHUTDOWN_S
+            while not os.path.exists(self.done_file) and time.monotonic() < deadline:
+                time.sleep(0.05)
         _current = SINGLE
 
 
@@ -235,13 +246,13 @@ def launch(config, events) -> dict:
                             f"processes (one a {'GPU' if cuda else 'core'}). Choose --nproc {most} or fewer; for "
                             f"more, run on several machines with torchrun (see the user guide).")
     folder = Path(tempfile.mkdtemp(prefix="landcover_ddp_"))
-    cancel_file = folder / "cancel"
+    cancel_file, done_file = folder / "cancel", folder / "result"
     argv = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={n}",
             f"--shutdown-timeout={SHUTDOWN_S}",
             "-m", ENGINE, "train", *to_argv(replace(config, nproc=None))]  # (torchrun takes --nproc for its own)
     events.info(f"Starting {n} training processes with torch.distributed ({'NCCL' if cuda else 'gloo'}).")
     print("Distributed training: " + " ".join(argv), file=sys.stderr, flush=True)
-    env = dict(os.environ, **{CANCEL_FILE: str(cancel_file), "PYTHONUNBUFFERED": "1"})
+    env = dict(os.environ, **{CANCEL_FILE: str(cancel_file), DONE_FILE: str(done_file), "PYTHONUNBUFFERED": "1"})
     # The same process group as the engine: a kill of the engine's group (the QGIS side's last resort) ends them.
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stdin=subprocess.DEVNULL, env=env, text=True,
                             encoding="utf-8", errors="replace", bufsize=1)
@@ -267,6 +278,7 @@ def launch(config, events) -> dict:
                     print(line.rstrip(), file=sys.stderr, flush=True)
             elif event["event"] == "result":
                 outputs = event["outputs"]
+                done_file.touch()  # the other ranks may now end
             elif event["event"] == "error":
                 error = error or event  # the first failure; the others follow from it
             else:
@@ -280,9 +292,12 @@ def launch(config, events) -> dict:
         shutil.rmtree(folder, ignore_errors=True)
     if error is not None:
         raise _error_of(error)
-    if outputs is None or code != 0:
+    if outputs is None:
         raise LandcoverError(f"The distributed training (torchrun, {n} processes) ended with exit code {code} "
                              f"and no result. The engine's log (stderr) has each process's traceback.")
+    if code != 0:  # after rank 0 reported: its model and outputs are whole
+        events.warning(f"A training process ended with exit code {code} after rank 0 had written the model and "
+                       f"reported; the model is complete. The engine's log (stderr) has the process's message.")
     return dict(outputs, nproc=n)
 
 

@@ -51,12 +51,14 @@ def train(config: TrainConfig, events=None) -> dict:
     if distributed.wants_launch(config):  # --nproc N: the same command on N processes, under torchrun
         return distributed.launch(config, events)
     group = distributed.join(config, events)  # under torchrun: this process is one rank of the training
+    ended_well = False
     try:
         outputs = _train(config, events, group)
         group.finished()
+        ended_well = True
         return outputs
     finally:
-        group.close()
+        group.close(wait_for_result=ended_well)
 
 
 def _train(config, events, group) -> dict:

@@ -1,6 +1,7 @@
 """The int8 graph rewrites on the trainer's own U-Net (transposed-conv upsampling, edge pads at the deep levels):
 each leaves the model's outputs as they were and takes the float islands out of the quantised graph."""
 import io
+import warnings
 
 import numpy as np
 import onnx
@@ -37,9 +38,11 @@ def unet(tmp_path_factory):
             module.running_var.uniform_(0.5, 2.0)
     net.eval()
     path = tmp_path_factory.mktemp("int8_graph") / "unet.onnx"
-    torch.onnx.export(net, torch.zeros(1, BANDS, TILE, TILE), str(path), input_names=["image"],
-                      output_names=["logits"], dynamic_axes={"image": {0: "n", 2: "h", 3: "w"}}, opset_version=OPSET,
-                      dynamo=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the legacy exporter's notices, as the trainer's exporter does
+        torch.onnx.export(net, torch.zeros(1, BANDS, TILE, TILE), str(path), input_names=["image"],
+                          output_names=["logits"], dynamic_axes={"image": {0: "n", 2: "h", 3: "w"}},
+                          opset_version=OPSET, dynamo=False)
     x = np.random.default_rng(0).normal(size=(6, BANDS, TILE, TILE)).astype(np.float32)
     return path, x
 
@@ -63,7 +66,9 @@ def test_transposed_convolutions_become_depth_to_space_with_the_same_outputs(une
 def test_only_kernel_equal_to_stride_transposed_convolutions_are_rewritten():
     net = torch.nn.ConvTranspose2d(3, 2, 3, stride=2, padding=1).eval()  # overlapping kernels: not a reshuffle
     buffer = io.BytesIO()
-    torch.onnx.export(net, torch.zeros(1, 3, 8, 8), buffer, opset_version=OPSET, dynamo=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(net, torch.zeros(1, 3, 8, 8), buffer, opset_version=OPSET, dynamo=False)
     model = onnx.load_from_string(buffer.getvalue())
     assert upsampling_as_depth_to_space(model) == 0
     assert [node.op_type for node in model.graph.node] == ["ConvTranspose"]
