@@ -14,6 +14,11 @@ with the stages in turn, medians of 3-5 alternated runs): trainer's U-Net base w
 1.05 s against 1.12 s; the same over a 25 Mpx raster 11.7 s against 12.4 s; a 64 px-chip model at 64 px tiles
 1.05 s against 1.11 s; 256 px tiles 0.73 s against 0.74 s. (An earlier measurement, at 128 px tiles with
 onnxruntime's idle threads spinning, found threads slower: 1.5x bare onnxruntime against 1.13x; no longer.)
+Tried and left out, same machine: the helper threads at SCHED_IDLE or nice 19 (whole run 1.172x and 1.161x bare
+onnxruntime against 1.174x), onnxruntime writing into a preallocated output by IOBinding (16.33 against 16.36 ms a
+tile), spinning onnxruntime threads (within noise). What the whole run adds to the model, stages in turn (int8
+U-Net, Zion, 256 px tiles): reading the DEFLATE GeoTIFF 37 ms, model load and band preflight 25 ms, labels 11 ms,
+blending 10 ms, flushing and overviews 14 ms, against 0.32 s in the model.
 
 Peak memory is a few batches plus classes x tile x width floats, whatever the raster's height.
 
