@@ -15,7 +15,7 @@ from rasterio.windows import Window
 from landcover_plugin.core.chips.export import export_chips
 from landcover_plugin.core.chips.options import ChipExportOptions
 
-from .common import ZION_IMAGE, ZION_LABELS, figure, median, python_baseline_rss, run_measured
+from .common import ZION_IMAGE, ZION_LABELS, figure, median, paired_ratio, python_baseline_rss, run_measured
 
 CHIP, STRIDE = 128, 64
 
@@ -41,7 +41,7 @@ def run(settings) -> dict:
     chips = summary["chips"]
     ours_rate = [chips / s for s in seconds]
     bare_rate = [chips / s for s in bare_seconds]
-    ratio = median(seconds) / median(bare_seconds)
+    ratio = paired_ratio(seconds, bare_seconds)
 
     engine_out = work / "engine_chips"
     shutil.rmtree(engine_out, ignore_errors=True)

@@ -45,6 +45,13 @@ def median(values):
     return statistics.median(values) if values else None
 
 
+def paired_ratio(ours, baseline):
+    """Median over the rounds of ours / the baseline, each round having run the two back to back: a slow spell
+    of the shared machine then weighs on one pair, not on one side (the ratio of the two medians paired a slow
+    bare run with a fast one of ours: 0.94x for a round-by-round 1.05x, bench tiles, 64 px)."""
+    return median([a / b for a, b in zip(ours, baseline) if a is not None and b])
+
+
 # -- figures --------------------------------------------------------------------------------------
 def figure(key: str, label: str, value, unit: str, *, runs=None, baseline=None, ratio=None, target=None,
            note: str = None, digits: int = 3) -> dict:

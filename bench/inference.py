@@ -20,7 +20,7 @@ from landcover_plugin.core.events import RecordingEvents
 from landcover_plugin.core.model.session import load_model
 
 from .assets import mosaic_vrt, speed_model
-from .common import ZION_IMAGE, engine, figure, median, profile_call, python_baseline_rss, target
+from .common import ZION_IMAGE, engine, figure, median, paired_ratio, profile_call, python_baseline_rss, target
 
 RATIO_TARGET = 1.03  # issue #13: whole run within 3 % of bare onnxruntime
 LARGE = "unet_resnet34"  # issue #13's second model: a big encoder, where per-tile work weighs less
@@ -90,7 +90,7 @@ def whole_vs_bare(model_path, raster, output, device: str, runs: int, label: str
         seconds.append(time.perf_counter() - tick)
         bare.append(bare_run(model, batches))
     megapixels = result["MEGAPIXELS"]
-    ratio = median(seconds) / median(bare)
+    ratio = paired_ratio(seconds, bare)
     name = "CUDA" if device == "cuda" else "CPU"
     key, title = f"inference.{device}.mpx_per_s", f"Classify throughput on {name} (whole run)"
     if label:

@@ -11,7 +11,7 @@ from landcover_plugin.core.model.quantise import quantise_model
 from landcover_plugin.core.model.quantise_options import QuantiseOptions
 
 from .assets import map_agreement, trainer_model
-from .common import ZION_IMAGE, figure, median, target
+from .common import ZION_IMAGE, figure, median, paired_ratio, target
 
 SPEEDUP_TARGET = 1.8
 AGREEMENT_TARGET = 0.99
@@ -36,7 +36,7 @@ def run(settings) -> dict:
             if round_:
                 seconds[name].append(time.perf_counter() - tick)
     megapixels = result["MEGAPIXELS"]
-    speedup = median(seconds["float"]) / median(seconds["int8"])
+    speedup = paired_ratio(seconds["float"], seconds["int8"])
     agreement = map_agreement(outputs["float"], outputs["int8"])
     figures = [
         figure("quantised.speedup", "int8 speed-up over float, whole classify run on Zion (CPU)", speedup, "x",

@@ -25,7 +25,8 @@ def markdown(results: dict) -> str:
              f"- **Load average** (1 min) when the run started: {m.get('load_average')}, at its end: "
              f"{results.get('load_average_end')} (other work on the machine slows every figure)", "",
              "Each figure is the median of the runs listed. *Ratio* = our time / the baseline's time over the same "
-             "work (above 1 = slower than the baseline); for quality rows it is ours minus the baseline.", ""]
+             "work (above 1 = slower than the baseline); where the two ran in turn, round by round, it is the median "
+             "of the rounds' ratios. For quality rows it is ours minus the baseline.", ""]
     misses = [(name, row) for name, case in results["cases"].items() for row in case.get("figures", [])
               if (row.get("target") or {}).get("met") is False]
     if misses:

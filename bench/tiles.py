@@ -14,7 +14,7 @@ from landcover_plugin.core.classify.run import classify_raster
 from landcover_plugin.core.model.session import load_model
 
 from .assets import map_agreement, mosaic_vrt, trainer_model
-from .common import ZION_LABELS, figure, median, target
+from .common import ZION_LABELS, figure, median, paired_ratio, target
 from .inference import RATIO_TARGET, bare_run, tiles_in_memory_at
 
 AGREEMENT_TARGET = 0.99
@@ -56,7 +56,7 @@ def run(settings) -> dict:
     at_export = ", ".join(f"{size} px {share:.3f}" for size, share in (measured.get("agreement") or {}).items())
     figures = []
     for name, result in results.items():
-        ratio = median(seconds[name]) / bare[name]
+        ratio = paired_ratio(seconds[name], bare_seconds[name])
         figures.append(figure(
             f"tiles.{name.replace(' ', '_')}", f"Classify throughput, {result['TILE']} px tiles ({name}; "
             f"{result['tiles']} tiles, batch {result['BATCH_SIZE']}, overlap {result['OVERLAP']} px)",

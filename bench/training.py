@@ -20,7 +20,7 @@ from training.loop import class_weights, train
 from training.networks import build_network
 
 from .assets import zion_chips
-from .common import figure, median, profile_call, target
+from .common import figure, median, paired_ratio, profile_call, target
 
 EPOCH_TARGET = 1.2
 
@@ -43,8 +43,8 @@ def run(settings) -> dict:
         chips_per_epoch = bare[0]["chips"]
         rate = [chips_per_epoch / s for s in train_s]
         bare_rate = [chips_per_epoch / s for s in bare_train]
-        epoch_ratio = median(epoch_s) / median(bare_epoch)
-        train_ratio = median(train_s) / median(bare_train)
+        epoch_ratio = paired_ratio(epoch_s, bare_epoch)
+        train_ratio = paired_ratio(train_s, bare_train)
         name = device.upper()
         figures += [
             figure(f"training.{device}.chips_per_s", f"Training speed on {name} (training pass)", median(rate),
