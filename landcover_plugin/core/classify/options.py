@@ -58,5 +58,5 @@ class ClassifyOptions:
     rows: Optional[Sequence[int]] = option(
         None, cli=False, help="only area rows r0..r1 (r0 included, r1 not): one shard of a Dask run; the "
                               "output covers those rows and equals them in a whole run")
-    pipelined: Optional[bool] = option(
-        None, cli=False, help="read and write in threads while the model runs (default; False: in turn with it)")
+    pipelined: bool = option(
+        True, cli=False, help="read and write in threads while the model runs (False: in turn with it)")

@@ -160,17 +160,15 @@ def blank_reason(source) -> str:
             f"setting) or the extent.")
 
 
-def _run_pipeline(source, model, grid, writer, batch_size, confidence, events, pipelined=None,
+def _run_pipeline(source, model, grid, writer, batch_size, confidence, events, pipelined=True,
                   uncertainty=None) -> dict:
-    """Read, run, blend and write every tile. ``pipelined`` (default): reading and blending/writing in their
-    own threads while the model runs; else in turn with it."""
+    """Read, run, blend and write every tile. ``pipelined``: reading and blending/writing in their own
+    threads while the model runs; else in turn with it."""
     blender = (uncertainty.blender if uncertainty else StripBlender)(
         grid, [c["id"] for c in model.classes], writer.write_rows, confidence=confidence)
     batches = source.batches(grid, batch_size)
     stats = {"tiles": len(grid), "tiles_run": 0, "tiles_skipped": 0, "model_seconds": 0.0}
     needs_softmax = None
-    if pipelined is None:
-        pipelined = True
     stage = (lambda name: futures.ThreadPoolExecutor(1, name)) if pipelined else (lambda name: _Inline())
     stats["pipelined"] = bool(pipelined)
     with stage("landcover-read") as reader, stage("landcover-write") as blend_writer:
