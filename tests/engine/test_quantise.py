@@ -65,8 +65,10 @@ def test_the_int8_copy_is_quantised_and_keeps_the_metadata(zion):
     q = card["quantisation"]
     assert q["calibration_chips"] == result["calibration_chips"] == 32 and q["source_model"] == "zion.onnx"
     assert q["agreement"]["label_agreement"] == result["AGREEMENT"]
-    # the tiny net's one Softmax is rewritten in the fast form; it has no transposed convolution or edge pad
-    assert q["graph_rewrites"] == {"Softmax": 1, "ConvTranspose as DepthToSpace": 0, "Pad on uint8": 0}
+    # the tiny net's one Softmax is rewritten in the fast form; it has no transposed convolution, edge pad or
+    # concatenation (the U-Net's are in tests/unit/test_int8_graph.py)
+    assert q["graph_rewrites"] == {"Softmax": 1, "ConvTranspose as pixel shuffle": 0, "Pad on uint8": 0,
+                                   "Shape of uint8": 0, "Concat inputs copied": "0 of 0"}
 
 
 def test_label_agreement_is_computed_on_validation_chips_and_high(zion):

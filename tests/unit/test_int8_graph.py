@@ -1,5 +1,6 @@
-"""The int8 graph rewrites on the trainer's own U-Net (transposed-conv upsampling, edge pads at the deep levels):
-each leaves the model's outputs as they were and takes the float islands out of the quantised graph."""
+"""The int8 graph rewrites on the trainer's own U-Net (transposed-conv upsampling, edge pads at the deep levels,
+the upsampling's shape, the decoder's concatenation ranges): each leaves the model's outputs as they were, or
+within the quantisation's own error, and takes float islands and layout changes out of the quantised graph."""
 import io
 import warnings
 
@@ -10,7 +11,12 @@ import pytest
 import torch
 from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
-from landcover_plugin.core.model.int8_graph import pads_on_quantised_tensors, upsampling_as_depth_to_space
+from landcover_plugin.core.model.int8_graph import (
+    pads_on_quantised_tensors,
+    shapes_of_quantised_tensors,
+    upsampling_as_pixel_shuffle,
+)
+from landcover_plugin.core.model.int8_ranges import concat_copies, concat_range_overrides
 from training.export_onnx import OPSET
 from training.networks import build_network
 
@@ -47,15 +53,54 @@ def unet(tmp_path_factory):
     return path, x
 
 
-def test_transposed_convolutions_become_depth_to_space_with_the_same_outputs(unet, tmp_path):
+def quantise(float_path, int8_path, x, **extra):
+    class Reader:
+        def __init__(self):
+            self.items = iter([{"image": x[i:i + 1]} for i in range(len(x))])
+
+        def get_next(self):
+            return next(self.items, None)
+
+    quantize_static(str(float_path), str(int8_path), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
+                    activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                    calibrate_method=CalibrationMethod.MinMax, **extra)
+    return onnx.load(str(int8_path))
+
+
+@pytest.fixture(scope="module")
+def rewritten(unet, tmp_path_factory):
+    """The U-Net with its upsampling rewritten, and its plain int8 copy."""
+    path, x = unet
+    model = onnx.load(str(path))
+    upsampling_as_pixel_shuffle(model)
+    folder = tmp_path_factory.mktemp("int8_rewritten")
+    float_path = folder / "float.onnx"
+    onnx.save(model, str(float_path))
+    quantise(float_path, folder / "int8.onnx", x)
+    return float_path, folder / "int8.onnx", folder
+
+
+def optimised_ops(model, folder) -> list:
+    """The operators onnxruntime runs for ``model`` on the CPU, after all its graph optimisations."""
+    source, optimised = folder / "to_optimise.onnx", folder / "optimised.onnx"
+    onnx.save(model, str(source))
+    options = ort.SessionOptions()
+    options.optimized_model_filepath = str(optimised)
+    ort.InferenceSession(str(source), options, providers=["CPUExecutionProvider"])
+    return ops(optimised)
+
+
+def test_transposed_convolutions_become_pixel_shuffles_with_the_same_outputs(unet, tmp_path):
     path, x = unet
     model = onnx.load(str(path))
     before = sum(node.op_type == "ConvTranspose" for node in model.graph.node)
     assert before == 4  # the U-Net's four upsampling steps (depth 4)
-    assert upsampling_as_depth_to_space(model) == before
+    assert upsampling_as_pixel_shuffle(model) == before
     rewritten = tmp_path / "rewritten.onnx"
     onnx.save(model, str(rewritten))
-    assert "ConvTranspose" not in ops(rewritten) and ops(rewritten).count("DepthToSpace") == before
+    shuffles = [n for n in onnx.load(str(rewritten)).graph.node if n.op_type == "Transpose"
+                and list(onnx.helper.get_attribute_value(n.attribute[0])) == [0, 1, 3, 2, 4, 5]]
+    assert "ConvTranspose" not in ops(rewritten) and len(shuffles) == before
     unused = {init.name for init in model.graph.initializer} - {i for n in model.graph.node for i in n.input}
     assert not unused, f"the transposed convolutions' weights stayed: {unused}"
     wide = np.random.default_rng(1).normal(size=(1, BANDS, 96, 128)).astype(np.float32)  # other tile sizes too
@@ -70,27 +115,13 @@ def test_only_kernel_equal_to_stride_transposed_convolutions_are_rewritten():
         warnings.simplefilter("ignore")
         torch.onnx.export(net, torch.zeros(1, 3, 8, 8), buffer, opset_version=OPSET, dynamo=False)
     model = onnx.load_from_string(buffer.getvalue())
-    assert upsampling_as_depth_to_space(model) == 0
+    assert upsampling_as_pixel_shuffle(model) == 0
     assert [node.op_type for node in model.graph.node] == ["ConvTranspose"]
 
 
-def test_edge_pads_run_on_the_quantised_tensors_with_the_same_outputs(unet, tmp_path):
-    path, x = unet
-    model = onnx.load(str(path))
-    upsampling_as_depth_to_space(model)
-    float_path, int8_path = tmp_path / "float.onnx", tmp_path / "int8.onnx"
-    onnx.save(model, str(float_path))
-
-    class Reader:
-        def __init__(self):
-            self.items = iter([{"image": x[i:i + 1]} for i in range(len(x))])
-
-        def get_next(self):
-            return next(self.items, None)
-
-    quantize_static(str(float_path), str(int8_path), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
-                    activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-                    calibrate_method=CalibrationMethod.MinMax)
+def test_edge_pads_run_on_the_quantised_tensors_with_the_same_outputs(unet, rewritten, tmp_path):
+    x = unet[1]
+    int8_path = rewritten[2] / "int8.onnx"
     int8 = onnx.load(str(int8_path))
     pads = sum(node.op_type == "Pad" for node in int8.graph.node)
     assert pads >= 4  # edge padding before each convolution of the deep levels
@@ -102,3 +133,40 @@ def test_edge_pads_run_on_the_quantised_tensors_with_the_same_outputs(unet, tmp_
         if node.op_type == "Pad" and node.name.endswith("_quantised"):
             assert producers[node.input[0]] == "QuantizeLinear"
     np.testing.assert_array_equal(run(fused_path, x), run(int8_path, x))  # a uint8 edge pad is exact
+
+
+def test_the_upsampling_reads_its_shape_from_the_uint8_tensor_and_the_decoder_stays_channels_last(
+        unet, rewritten, tmp_path):
+    x = unet[1]
+    int8 = onnx.load(str(rewritten[2] / "int8.onnx"))
+    plain_path = tmp_path / "plain.onnx"
+    onnx.save(int8, str(plain_path))
+    pads_on_quantised_tensors(int8)
+    assert shapes_of_quantised_tensors(int8) == 4  # one Shape per upsampling
+    producers = {out: node.op_type for node in int8.graph.node for out in node.output}
+    assert all(producers[n.input[0]] != "DequantizeLinear" for n in int8.graph.node if n.op_type == "Shape")
+    done_path = tmp_path / "done.onnx"
+    onnx.save(int8, str(done_path))
+    np.testing.assert_array_equal(run(done_path, x), run(plain_path, x))
+    # onnxruntime runs the int8 convolutions channels last: the only layout changes left are the input's, the
+    # output's and the four shuffles themselves (a DepthToSpace pinned two more around every decoder level)
+    optimised = optimised_ops(int8, tmp_path)
+    assert "DepthToSpace" not in optimised and "ConvTranspose" not in optimised
+    assert optimised.count("Transpose") == 2 + 4
+
+
+def test_concatenation_inputs_share_its_range_except_a_relu_floor(unet, rewritten, tmp_path):
+    x = unet[1]
+    float_path, _, folder = rewritten
+    first = onnx.load(str(folder / "int8.onnx"))
+    assert concat_copies(first)[0] < 6
+    overrides = concat_range_overrides(first)
+    second = quantise(float_path, tmp_path / "shared.onnx", x, extra_options={"TensorQuantOverrides": overrides})
+    # each decoder level: the upsampled features (no Relu) are copied, the skip (after a Relu) is not; the pixel
+    # branch and the decoder output (both after a Relu) are both copied
+    assert concat_copies(second) == (4 + 2, 10)
+    float_labels = run(float_path, x).argmax(1)
+    for model in (first, second):
+        path = tmp_path / "check.onnx"
+        onnx.save(model, str(path))
+        assert (run(path, x).argmax(1) == float_labels).mean() > 0.97

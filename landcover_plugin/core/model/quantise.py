@@ -5,7 +5,9 @@ channel, uint8 activations whose ranges are calibrated (min/max) on standardised
 dataset. The class probabilities stay float (quantised to 1/255 they would tie), and so do the nodes that
 compute them. Before quantising, the graph is pre-processed (shape inference, onnxruntime's basic fusions)
 and its Softmax rewritten in the fast form (:mod:`.fast_graph`), so models exported before that gain too;
-transposed convolutions and edge pads are rewritten so that they run in int8 too (:mod:`.int8_graph`).
+transposed convolutions and edge pads are rewritten so that they run in int8 too, channels last
+(:mod:`.int8_graph`). A second calibration gives each concatenation's inputs its range where that is safe, so
+that onnxruntime copies them instead of requantising (:mod:`.int8_ranges`).
 
 The copy keeps every metadata key of the original (the Deepness keys, so Deepness runs it) and its
 ``landcover_card`` says ``"quantised": true`` with how it was made and how well its labels agree with the
@@ -36,6 +38,8 @@ def quantise_model(options: QuantiseOptions, events: Events = None) -> dict:
     import onnx
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
+    from .int8_ranges import concat_range_overrides
+
     events = events or RecordingEvents()
     started = time.perf_counter()
     source, output = os.path.abspath(os.fspath(options.model)), _output_path(options)
@@ -58,10 +62,16 @@ def quantise_model(options: QuantiseOptions, events: Events = None) -> dict:
         excluded = _float_nodes(onnx.load(prepared))
         events.progress(0.25, f"calibrating activation ranges on {len(calib_x)} chips")
         quantised = os.path.join(work, "int8.onnx")
-        quantize_static(prepared, quantised, _Reader(model.input_name, calib_x), quant_format=QuantFormat.QDQ,
-                        per_channel=True, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-                        calibrate_method=CalibrationMethod.MinMax, nodes_to_exclude=excluded)
-        rewrites["Pad on uint8"] = _pads_on_uint8(onnx, quantised)
+        settings = {"quant_format": QuantFormat.QDQ, "per_channel": True, "activation_type": QuantType.QUInt8,
+                    "weight_type": QuantType.QInt8, "calibrate_method": CalibrationMethod.MinMax,
+                    "nodes_to_exclude": excluded}
+        quantize_static(prepared, quantised, _Reader(model.input_name, calib_x), **settings)
+        overrides = concat_range_overrides(onnx.load(quantised))
+        if overrides:
+            events.progress(0.45, "calibrating again with each concatenation's inputs on its range")
+            quantize_static(prepared, quantised, _Reader(model.input_name, calib_x),
+                            extra_options={"TensorQuantOverrides": overrides}, **settings)
+        rewrites.update(_after_quantising(onnx, quantised))
         events.progress(0.7, f"comparing labels with the float model on {len(check)} validation chips")
         check_x, check_valid = _standardised(check, spec, model)
         agreement = _agreement(model, create_session(quantised, "cpu", model.threads, events), check_x, check_valid)
@@ -153,23 +163,28 @@ def _write_fast_float(onnx, source: str, target: str) -> dict:
     """The float graph to quantise, with the rewrites of :mod:`.fast_graph` and :mod:`.int8_graph`; returns
     how many nodes each rewrote."""
     from .fast_graph import speed_up_graph
-    from .int8_graph import upsampling_as_depth_to_space
+    from .int8_graph import upsampling_as_pixel_shuffle
 
     proto = onnx.load(source)
     rewrites = {"Softmax": speed_up_graph(proto)["Softmax"],
-                "ConvTranspose as DepthToSpace": upsampling_as_depth_to_space(proto)}
+                "ConvTranspose as pixel shuffle": upsampling_as_pixel_shuffle(proto)}
     onnx.save(proto, target)
     return rewrites
 
 
-def _pads_on_uint8(onnx, path: str) -> int:
-    from .int8_graph import pads_on_quantised_tensors
+def _after_quantising(onnx, path: str) -> dict:
+    """The rewrites of the quantised graph (:mod:`.int8_graph`), and how many Concat inputs it copies
+    (:mod:`.int8_ranges`)."""
+    from .int8_graph import pads_on_quantised_tensors, shapes_of_quantised_tensors
+    from .int8_ranges import concat_copies
 
     proto = onnx.load(path)
-    count = pads_on_quantised_tensors(proto)
-    if count:
+    done = {"Pad on uint8": pads_on_quantised_tensors(proto), "Shape of uint8": shapes_of_quantised_tensors(proto)}
+    if any(done.values()):
         onnx.save(proto, path)
-    return count
+    copies, inputs = concat_copies(proto)
+    done["Concat inputs copied"] = f"{copies} of {inputs}"
+    return done
 
 
 def _pre_process(source: str, target: str, events) -> None:
