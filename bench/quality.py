@@ -42,7 +42,7 @@ from training.loop import train
 from .common import RSTOOLBOX_IMAGE, RSTOOLBOX_POLYGONS, ZION_IMAGE, ZION_LABELS, figure, target
 
 RF_OPTIONS = {"n_estimators": 100, "n_jobs": 2, "min_samples_leaf": 3, "max_samples": 0.25, "random_state": 0}
-ZION_MINUTES = 15.0  # a cap on Zion's CPU training (the default 30 epochs take about 10 min on 2 idle cores)
+ZION_MINUTES = 15.0  # a cap on Zion's CPU training (the default 60 epochs, early stopping: 6-8 min on 2 idle cores)
 RSTOOLBOX_EPOCHS, FOLDS = 60, 4
 DENSE_MIOU_MARGIN = 0.05  # issue 11: on Zion's dense labels, keep the U-Net's lead over the forest
 CLASS_FIELD = "class"
@@ -75,7 +75,8 @@ def run(settings) -> dict:
                  ", ".join(f"{k}={v}" for k, v in _rf_options(settings).items()) + ").")
     what = ("Ours = the trainer's defaults (architecture auto: the U-Net on Zion's dense labels, the per-pixel net on "
             "rstoolbox's polygons; class-weighted loss, flips/rotations, one-cycle AdamW; "
-            f"on Zion the default 30 epochs (capped at {ZION_MINUTES:g} min), on rstoolbox {RSTOOLBOX_EPOCHS} epochs "
+            f"on Zion the default {TrainConfig.epochs} epochs (capped at {ZION_MINUTES:g} min), on rstoolbox "
+            f"{RSTOOLBOX_EPOCHS} epochs "
             "with early stopping on the exporter's held-out polygons (one split: the bench's folds score the map), "
             "then a refit on all the fold's polygons), classified by `classify_raster`; the forest "
             "learns from the same pixels; the *Ratio* column is ours minus the forest.")
@@ -86,7 +87,7 @@ def zion(settings, work) -> dict:
     shutil.rmtree(work, ignore_errors=True)
     chips = work / "chips"
     export_chips(ChipExportOptions(ZION_IMAGE, chips, labels_raster=ZION_LABELS, chip_size=128, stride=64))
-    config = TrainConfig(dataset_dir=str(chips), output=str(work / "model.onnx"))  # the defaults: 30 epochs
+    config = TrainConfig(dataset_dir=str(chips), output=str(work / "model.onnx"))  # the defaults
     if settings.quick:
         config.epochs, config.time_limit_minutes = 2, 0.2
     else:

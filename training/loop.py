@@ -10,6 +10,7 @@ still exported); ONNX export checked against torch; training curves.
 import copy
 import math
 import time
+from dataclasses import replace
 
 import numpy as np
 import torch
@@ -22,7 +23,7 @@ from landcover_plugin.core.train.options import TrainConfig
 
 from . import checkpoint as ckpt
 from . import distributed
-from .choices import AUTO, check_training_pixels, choose_architecture
+from .choices import AUTO, check_training_pixels, choose_architecture, choose_epochs
 from .dataset import ChipDataset, ChipStore, EpochSampler
 from .device import amp_settings, default_workers, memory_errors, select_device
 from .finetune import FineTune, resolve_architecture
@@ -108,6 +109,8 @@ class _Training:
             self.val_idx = []
         architecture = resolve_architecture(config.architecture, config, events)
         architecture = choose_architecture(architecture, counts, len(self.train_idx), spec.chip_size, events)
+        self.config = config = replace(config, epochs=choose_epochs(config.epochs, counts, len(self.train_idx),
+                                                                    spec.chip_size, events))
         self.network = {"architecture": architecture, "in_channels": spec.band_count,
                         "num_classes": len(self.names), "base_width": config.base_width}
         self.data = {"classes": spec.schema.to_list(), "band_names": spec.band_names, "mean": spec.mean,

@@ -105,7 +105,8 @@ class TrainModelAlgorithm(EngineAlgorithm):
             "written beside the chip dataset instead, and the next 'Classify raster with model' opens with it.\n\n"
             "<b>Architecture</b>: Automatic picks the per-pixel net when under 30 % of the chips' pixels are "
             "labelled (a few small polygons: a U-Net learns the polygons rather than the classes there) and "
-            "the U-Net otherwise.\n\n"
+            "the U-Net otherwise. <b>Epochs</b> 0 (automatic) trains up to 60 epochs with dense labels and 30 "
+            "with sparse ones (longer training bought those nothing but time); early stopping may end sooner.\n\n"
             "<b>How good will the map be?</b> With training polygons, 'Export label chips' holds whole polygons "
             "out for validation. The model is trained without them, scored on them (the <b>held-out estimate</b> "
             "of the map's overall accuracy and mean IoU, weighted by how much of the map each class covers; in "
@@ -141,8 +142,8 @@ class TrainModelAlgorithm(EngineAlgorithm):
                                                      options=[label for _, label in ARCHITECTURES],
                                                      defaultValue=[n for n, _ in ARCHITECTURES].index(
                                                          _default("architecture"))))
-        self.addParameter(QgsProcessingParameterNumber(self.EPOCHS, self.tr("Epochs"), defaultValue=_default("epochs"),
-                                                       minValue=1, maxValue=10000))
+        self.addParameter(QgsProcessingParameterNumber(self.EPOCHS, self.tr("Epochs (0 = automatic)"),
+                                                       defaultValue=_default("epochs"), minValue=0, maxValue=10000))
         self.addParameter(QgsProcessingParameterNumber(self.BATCH_SIZE, self.tr("Batch size"),
                                                        defaultValue=_default("batch_size"),
                                                        minValue=1, maxValue=4096))

@@ -1,13 +1,19 @@
-"""The ``pixel_context`` network (sparse polygons, issue 11) and the trainer's ``auto`` architecture choice."""
+"""The ``pixel_context`` network (sparse polygons, issue 11) and the trainer's ``auto`` choices: the architecture
+and the number of epochs."""
+import json
+
 import numpy as np
+import onnx
 import pytest
 import torch
 
 from landcover_plugin.core.events import RecordingEvents
-from landcover_plugin.core.model.card import build_card
+from landcover_plugin.core.model.card import CARD_KEY, build_card
 from landcover_plugin.core.schema import ClassSchema
+from landcover_plugin.core.train.options import TrainConfig
+from training.choices import AUTO_EPOCHS, SPARSE_SHARE, choose_epochs
 from training.export_onnx import export
-from training.loop import choose_architecture
+from training.loop import choose_architecture, train
 from training.networks import available_architectures, build_network
 
 
@@ -48,3 +54,26 @@ def test_auto_chooses_by_labelled_share():
     assert choose_architecture("auto", [300, 200], 10, 64, events) == "pixel_context"   # 1 % labelled
     assert choose_architecture("auto", [20000, 20000], 10, 64, events) == "unet"        # 98 % labelled
     assert choose_architecture("deeplabv3plus", [300, 200], 10, 64, events) == "deeplabv3plus"
+
+
+def test_automatic_epochs_follow_the_labelled_share():
+    events = RecordingEvents()
+    assert choose_epochs(0, [300, 200], 10, 64, events) == AUTO_EPOCHS["sparse"] == 30   # 1 % labelled
+    assert choose_epochs(0, [20000, 20000], 10, 64, events) == AUTO_EPOCHS["dense"] == 60  # 98 % labelled
+    assert choose_epochs(12, [300, 200], 10, 64, events) == 12
+    assert sum("Epochs 'automatic'" in e["message"] for e in events.of_type("log")) == 2
+
+
+def test_the_trainer_resolves_automatic_epochs_and_the_card_says_how_many(chips, tmp_path):
+    meta = json.loads((chips / "dataset.json").read_text())
+    train_chips = [c for c in meta["chips"] if c["split"] == "train"]
+    share = sum(c["labelled_pixels"] for c in train_chips) / (len(train_chips) * meta["chip_size"] ** 2)
+    expected = AUTO_EPOCHS["sparse" if share < SPARSE_SHARE else "dense"]
+    events = RecordingEvents()
+    out = tmp_path / "auto.onnx"
+    outputs = train(TrainConfig(dataset_dir=str(chips), output=str(out), epochs=0, time_limit_minutes=0.02,
+                                batch_size=4, base_width=8, device="cpu", refit=False), events)
+    assert not outputs["cancelled"] and outputs["epochs_run"] < expected  # the time limit ended it
+    card = json.loads({p.key: p.value for p in onnx.load(str(out)).metadata_props}[CARD_KEY])
+    assert card["training"]["epochs"] == expected
+    assert any(f"so {expected} epochs at most" in e["message"] for e in events.of_type("log"))

@@ -28,7 +28,8 @@ class TrainConfig:
     architecture: str = option("auto", choices=ARCHITECTURES,
                                help="segmentation network; auto (default): pixel_context when under 30 %% of the "
                                     "chips' pixels are labelled (a few small polygons), else unet")
-    epochs: int = option(30, help="passes over the training chips")
+    epochs: int = option(0, help="passes over the training chips at most; 0 (default): automatic, 60 with dense "
+                                 "labels, 30 with sparse ones (under 30 %% of the chips' pixels labelled)")
     batch_size: int = option(16, help="chips per training step")
     learning_rate: float = option(1e-3, help="peak learning rate of AdamW")
     weight_decay: float = option(1e-4, help="AdamW weight decay")
@@ -76,7 +77,7 @@ class TrainConfig:
 
     def validate(self) -> "TrainConfig":
         checks = [
-            (self.epochs >= 1, f"epochs must be at least 1 (got {self.epochs})."),
+            (self.epochs >= 0, f"epochs must be 0 (automatic) or more (got {self.epochs})."),
             (self.batch_size >= 1, f"batch size must be at least 1 (got {self.batch_size})."),
             (self.learning_rate > 0, f"learning rate must be positive (got {self.learning_rate})."),
             (self.weight_decay >= 0, f"weight decay must be zero or positive (got {self.weight_decay})."),
