@@ -42,6 +42,7 @@ from training.loop import train
 from .common import RSTOOLBOX_IMAGE, RSTOOLBOX_POLYGONS, ZION_IMAGE, ZION_LABELS, figure, target
 
 RF_OPTIONS = {"n_estimators": 100, "n_jobs": 2, "min_samples_leaf": 3, "max_samples": 0.25, "random_state": 0}
+ZION_SEEDS = (0, 1, 2)
 ZION_MINUTES = 15.0  # a cap on Zion's CPU training (the default 60 epochs, early stopping: 6-8 min on 2 idle cores)
 RSTOOLBOX_EPOCHS, FOLDS = 60, 4
 DENSE_MIOU_MARGIN = 0.05  # issue 11: on Zion's dense labels, keep the U-Net's lead over the forest
@@ -75,7 +76,8 @@ def run(settings) -> dict:
                  ", ".join(f"{k}={v}" for k, v in _rf_options(settings).items()) + ").")
     what = ("Ours = the trainer's defaults (architecture auto: the U-Net on Zion's dense labels, the per-pixel net on "
             "rstoolbox's polygons; class-weighted loss, flips/rotations, one-cycle AdamW; "
-            f"on Zion the default {TrainConfig.epochs} epochs (capped at {ZION_MINUTES:g} min), on rstoolbox "
+            f"on Zion automatic epochs (60 for dense labels, capped at {ZION_MINUTES:g} min; the median of "
+            f"{len(ZION_SEEDS)} seeds), on rstoolbox "
             f"{RSTOOLBOX_EPOCHS} epochs "
             "with early stopping on the exporter's held-out polygons (one split: the bench's folds score the map), "
             "then a refit on all the fold's polygons), classified by `classify_raster`; the forest "
@@ -84,22 +86,39 @@ def run(settings) -> dict:
 
 
 def zion(settings, work) -> dict:
+    """The trainer's defaults at ZION_SEEDS: one training's map mIoU moves by about 0.004 from seed to seed
+    (0.2553-0.2595 at 60 epochs), as much as the margin asked for, so the run with the median mIoU is reported
+    and the note lists every seed's."""
     shutil.rmtree(work, ignore_errors=True)
     chips = work / "chips"
     export_chips(ChipExportOptions(ZION_IMAGE, chips, labels_raster=ZION_LABELS, chip_size=128, stride=64))
-    config = TrainConfig(dataset_dir=str(chips), output=str(work / "model.onnx"))  # the defaults
-    if settings.quick:
-        config.epochs, config.time_limit_minutes = 2, 0.2
-    else:
-        config.time_limit_minutes = ZION_MINUTES
-    trained, model_seconds = _train(config)
     grids = split_label_grids(chips)
     scored = grids["val"] > 0
-    truth, ours, rf, rf_info = maps(settings, chips, work / "model.onnx", grids["train"], grids["val"], scored, work)
     class_ids, names = _classes(chips)
-    return {"title": "Zion (NLCD, validation chips)", "ours": score(truth, ours, class_ids),
-            "rf": score(truth, rf, class_ids), "class_names": names, "trainer": _trainer_view(trained),
-            "training_note": _note(trained, model_seconds), **rf_info}
+    runs, rf, rf_info = [], None, {}
+    for seed in ZION_SEEDS[:1] if settings.quick else ZION_SEEDS:
+        model = work / f"seed{seed}" / "model.onnx"
+        model.parent.mkdir(parents=True)
+        config = TrainConfig(dataset_dir=str(chips), output=str(model), seed=seed)  # the defaults
+        if settings.quick:
+            config.epochs, config.time_limit_minutes = 2, 0.2
+        else:
+            config.time_limit_minutes = ZION_MINUTES
+        trained, model_seconds = _train(config)
+        if rf is None:
+            truth, ours, rf, rf_info = maps(settings, chips, model, grids["train"], grids["val"], scored, work)
+        else:
+            ours = our_map(chips, model, model.parent)[scored]
+        runs.append({"seed": seed, "ours": score(truth, ours, class_ids), "trainer": _trainer_view(trained),
+                     "note": _note(trained, model_seconds)})
+    runs.sort(key=lambda r: r["ours"]["mean_iou"])
+    middle = runs[len(runs) // 2]
+    seeds = "; ".join(f"seed {r['seed']}: mIoU {r['ours']['mean_iou']:.4f}, OA {r['ours']['overall_accuracy']:.4f}"
+                      for r in sorted(runs, key=lambda r: r["seed"]))
+    return {"title": "Zion (NLCD, validation chips)", "ours": middle["ours"], "rf": score(truth, rf, class_ids),
+            "class_names": names, "trainer": middle["trainer"], "seeds": runs,
+            "training_note": f"median of {len(runs)} seeds ({seeds}); the median run (seed {middle['seed']}) "
+                             f"{middle['note']}", **rf_info}
 
 
 def rstoolbox(settings, work) -> dict:
@@ -172,12 +191,8 @@ def _overlap_agreement(model, classified, valid, work) -> float:
 def maps(settings, chips, model, train_labels, reference, scored, work):
     """Truth, our map and the forest's map on the ``scored`` pixels; our map is ``classify_raster``'s output
     over the whole image, the forest learns from the labelled pixels of ``train_labels``."""
-    meta = json.loads((chips / "dataset.json").read_text())
-    image_path = meta["source"]["image"]
-    classified = work / "classified.tif"
-    classify_raster(ClassifyOptions(image_path, model, classified, overwrite=True), events=RecordingEvents())
-    with rasterio.open(classified) as src:
-        ours = src.read(1)
+    image_path = json.loads((chips / "dataset.json").read_text())["source"]["image"]
+    ours = our_map(chips, model, work)
     with rasterio.open(image_path) as src:
         image = src.read()
     fit = train_labels > 0
@@ -186,6 +201,15 @@ def maps(settings, chips, model, train_labels, reference, scored, work):
     info = {"rf_training_pixels": int(fit.sum()), "rf_fit_seconds": round(time.perf_counter() - tick, 1),
             "scored_pixels": int(scored.sum())}
     return reference[scored], ours[scored], forest.predict(image[:, scored].T), info
+
+
+def our_map(chips, model, work) -> np.ndarray:
+    """``classify_raster``'s map of the chips' source image (written to ``work / "classified.tif"``)."""
+    image_path = json.loads((chips / "dataset.json").read_text())["source"]["image"]
+    classified = work / "classified.tif"
+    classify_raster(ClassifyOptions(image_path, model, classified, overwrite=True), events=RecordingEvents())
+    with rasterio.open(classified) as src:
+        return src.read(1)
 
 
 def _classes(chips):
