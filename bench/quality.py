@@ -8,6 +8,13 @@ chips come from the other polygons (60 epochs, early stopping), and both maps ar
 polygons' pixels; the folds' pixels are pooled. The random forest (scikit-learn) learns from the labelled pixels of
 the training chips (each pixel once, band values as features). Metrics: ``landcover_plugin.core.assess.metrics``.
 
+Zion's dense labels train 60 epochs since epochs became automatic (median of seeds 0-2 on the idle machine: 0.2554,
+seeds 0.2554 / 0.2545 / 0.2555; seed 0 gave 0.2517 with 30). Under a loaded machine the same 60 epochs gave 0.2595
+and 0.2575 (seeds 0, 1): the 15 min cap's clock then brings the learning rate down sooner, and those runs early-
+stopped at epochs 45 and 49, where on the idle machine seed 0 stopped at 31 with its best epoch at 16, still at the
+peak learning rate. Early stopping that waits for the learning rate to come down is the next thing to try (it also
+changes rstoolbox's early-stopped folds, so that case must be rerun with it).
+
 Tried for Zion's dense labels (one run each on the idle 2 cores, 30 epochs unless said; mIoU of the map on the
 validation chips, forest 0.2055; the default U-Net 0.2526-0.2555 over seeds and runs): cross-entropy + Dice
 0.2511, 45 epochs 0.2553 (early stop at 44), learning rate 3e-3 0.2474, weight decay 1e-2 0.2537, linear instead
