@@ -6,9 +6,9 @@ from landcover_plugin.core.errors import BadInputError
 
 AUTO = "auto"
 SPARSE_SHARE = 0.3  # labelled share of the training chips' pixels below which labels count as sparse
-# Epochs for 0 (automatic). Dense labels: 60 (Zion's NLCD labels, map mIoU on the validation chips 0.2595 and 0.2575
-# at seeds 0 and 1, early stops at epochs 45 and 49, against 0.2517-0.2555 with 30). Sparse labels: 30 (Zion's 40
-# polygons: OA 0.596 with 60 against 0.597 with 30, for 8.0 instead of 3.6 min of training).
+# Epochs for 0 (automatic). Dense labels: 60 (Zion's NLCD labels, map mIoU on the validation chips 0.2554, 0.2545 and
+# 0.2555 at seeds 0-2 on the idle machine; 0.2517 with 30 at seed 0). Sparse labels: 30 (Zion's 40 polygons: OA
+# 0.596 with 60 against 0.597 with 30, for 8.0 instead of 3.6 min of training).
 AUTO_EPOCHS = {"dense": 60, "sparse": 30}
 
 
