@@ -100,7 +100,7 @@ def test_classes_without_training_pixels(chips, tmp_path):
 
 
 def test_bad_settings_name_the_setting(chips, tmp_path):
-    fails(chips, tmp_path, "epochs", epochs=0)
+    fails(chips, tmp_path, r"epochs must be 0 \(automatic\) or more", epochs=-1)  # 0 is automatic
     fails(chips, tmp_path, "batch size", batch_size=0)
     fails(chips, tmp_path, "Unknown architecture", architecture="resnet9000")
     fails(chips, tmp_path, "does not exist", resume=str(tmp_path / "nothing.pt"))
