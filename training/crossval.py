@@ -29,11 +29,11 @@ def cross_validate(plan, config, spec, store, device, events, training_cls, minu
     events.info(f"Estimating the map's accuracy by {k}-fold cross-validation over {plan.groups} polygon groups "
                 f"(each held out once, by a model that never saw it); then training the exported model on all "
                 f"polygons." + (f" Not held out (a single polygon group): {', '.join(unsplit)}." if unsplit else ""))
-    folds, architecture = [], config.architecture
+    folds, architecture, epoch_count = [], config.architecture, config.epochs
     low, high = progress_span
     for fold in range(k):
         train_labels, val_labels = plan.labels(store.labels, fold)
-        part = replace(config, architecture=architecture, patience=0,
+        part = replace(config, architecture=architecture, epochs=epoch_count, patience=0,
                        work_dir=str(config.checkpoint_dir / f"fold{fold + 1}"),
                        time_limit_minutes=minutes / k if minutes else None)
         epochs = []  # per epoch: (confusion, (confidence, correct, predicted), loss)
@@ -47,7 +47,8 @@ def cross_validate(plan, config, spec, store, device, events, training_cls, minu
             "phase": f"fold {fold + 1}/{k}", "train": store.relabelled(train_labels),
             "val": store.relabelled(val_labels), "train_idx": _holding(train_labels),
             "val_idx": _holding(val_labels), "on_epoch": on_epoch})
-        architecture = training.network["architecture"]  # 'auto' decides once, on the first fold
+        # 'auto' and automatic epochs decide once, on the first fold
+        architecture, epoch_count = training.network["architecture"], training.config.epochs
         run = training.fit()
         if run["cancelled"] or not epochs:
             return None, training

@@ -95,3 +95,14 @@ def test_training_with_few_held_out_polygons_cross_validates_then_refits(chips, 
     progress = [e["fraction"] for e in events.of_type("progress")]
     assert progress == sorted(progress)  # one progress bar over the folds and the refit
     assert (out.parent / "model_checkpoints" / "fold3" / "last.pt").exists()
+
+
+def test_automatic_epochs_are_chosen_once_for_every_fold(chips, tmp_path):
+    events = RecordingEvents()
+    train(TrainConfig(dataset_dir=str(chips), output=str(tmp_path / "auto.onnx"), epochs=0, batch_size=4,
+                      base_width=8, device="cpu", cv_folds=3, time_limit_minutes=0.1), events)
+    chosen = [m["message"] for m in events.of_type("log") if m["message"].startswith("Epochs 'automatic'")]
+    assert len(chosen) == 1, chosen  # on the first fold; the others and the refit train that count
+    planned = [m["message"] for m in events.of_type("log") if m["message"].startswith("Fold ")
+               and "training" in m["message"]]
+    assert len(planned) == 3 and len({p.split("epochs 1..")[1].split()[0] for p in planned}) == 1, planned
