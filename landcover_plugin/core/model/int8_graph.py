@@ -132,7 +132,7 @@ def pads_on_quantised_tensors(model) -> int:
         dequantise, after = producer.get(node.input[0]), consumers.get(node.output[0], [])
         if (mode not in VALUE_PRESERVING_PADS or dequantise is None or dequantise.op_type != "DequantizeLinear"
                 or len(after) != 1 or after[0].op_type != "QuantizeLinear" or node.output[0] in outputs
-                or not _same_quantisation(dequantise, after[0], constants)):
+                or not same_quantisation(dequantise, after[0], constants)):
             continue
         quantise = after[0]
         replaced[id(node)] = helper.make_node("Pad", [dequantise.input[0]] + list(node.input[1:]),
@@ -147,7 +147,7 @@ def pads_on_quantised_tensors(model) -> int:
     return len(replaced)
 
 
-def _same_quantisation(dequantise, quantise, constants) -> bool:
+def same_quantisation(dequantise, quantise, constants) -> bool:
     """Same scale and zero point (constants), on the same axis."""
     if len(dequantise.input) != len(quantise.input) or len(dequantise.input) < 2:
         return False

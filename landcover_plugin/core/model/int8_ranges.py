@@ -17,6 +17,8 @@ decoder features (no ``Relu``): the decoder side becomes a copy, the skip side k
 import numpy as np
 from onnx import numpy_helper
 
+from .int8_graph import same_quantisation
+
 RESHUFFLES = ("Transpose", "Reshape", "Flatten", "Squeeze", "Unsqueeze", "DepthToSpace", "SpaceToDepth")
 
 
@@ -24,9 +26,7 @@ def concat_range_overrides(model) -> dict:
     """``TensorQuantOverrides`` (float tensor name -> ``[{"rmin", "rmax"}]``) for the float model that ``model``,
     a QDQ graph with per-tensor uint8 activations, was quantised from; empty when no ``Concat`` qualifies."""
     graph = model.graph
-    constants = {init.name: numpy_helper.to_array(init) for init in graph.initializer}
-    producer = {out: node for node in graph.node for out in node.output}
-    quantised_by = {node.input[0]: node for node in graph.node if node.op_type == "QuantizeLinear"}
+    constants, producer, quantised_by = _indexes(graph)
 
     def source(name):
         """The QuantizeLinear whose dequantised output is ``name``, or None."""
@@ -83,17 +83,21 @@ def concat_copies(model) -> tuple:
     """``(inputs quantised as their Concat's output, all inputs)`` over the quantised Concats of a QDQ graph:
     onnxruntime copies the first kind and requantises the others."""
     graph = model.graph
-    constants = {init.name: numpy_helper.to_array(init) for init in graph.initializer}
-    producer = {out: node for node in graph.node for out in node.output}
-    quantised_by = {node.input[0]: node for node in graph.node if node.op_type == "QuantizeLinear"}
+    constants, producer, quantised_by = _indexes(graph)
     copies = total = 0
     for node in graph.node:
         output = quantised_by.get(node.output[0]) if node.op_type == "Concat" else None
         dequantisers = [producer.get(name) for name in node.input]
         if output is None or any(d is None or d.op_type != "DequantizeLinear" for d in dequantisers):
             continue
-        for dequantise in dequantisers:
-            total += 1
-            copies += all(a in constants and b in constants and np.array_equal(constants[a], constants[b])
-                          for a, b in zip(dequantise.input[1:3], output.input[1:3]))
+        total += len(dequantisers)
+        copies += sum(same_quantisation(dequantise, output, constants) for dequantise in dequantisers)
     return copies, total
+
+
+def _indexes(graph) -> tuple:
+    """The graph's constants by name, each tensor's producing node, and the QuantizeLinear reading each tensor."""
+    constants = {init.name: numpy_helper.to_array(init) for init in graph.initializer}
+    producer = {out: node for node in graph.node for out in node.output}
+    quantised_by = {node.input[0]: node for node in graph.node if node.op_type == "QuantizeLinear"}
+    return constants, producer, quantised_by
