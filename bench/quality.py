@@ -119,7 +119,7 @@ def zion(settings, work) -> dict:
         if rf is None:
             truth, ours, rf, rf_info = maps(settings, chips, model, grids["train"], grids["val"], scored, work)
         else:
-            ours = our_map(chips, model, model.parent)[scored]
+            ours = our_map(ZION_IMAGE, model, model.parent)[scored]
         runs.append({"seed": seed, "ours": score(truth, ours, class_ids), "trainer": _trainer_view(trained),
                      "note": _note(trained, model_seconds)})
     runs.sort(key=lambda r: r["ours"]["mean_iou"])
@@ -203,7 +203,7 @@ def maps(settings, chips, model, train_labels, reference, scored, work):
     """Truth, our map and the forest's map on the ``scored`` pixels; our map is ``classify_raster``'s output
     over the whole image, the forest learns from the labelled pixels of ``train_labels``."""
     image_path = json.loads((chips / "dataset.json").read_text())["source"]["image"]
-    ours = our_map(chips, model, work)
+    ours = our_map(image_path, model, work)
     with rasterio.open(image_path) as src:
         image = src.read()
     fit = train_labels > 0
@@ -214,9 +214,8 @@ def maps(settings, chips, model, train_labels, reference, scored, work):
     return reference[scored], ours[scored], forest.predict(image[:, scored].T), info
 
 
-def our_map(chips, model, work) -> np.ndarray:
-    """``classify_raster``'s map of the chips' source image (written to ``work / "classified.tif"``)."""
-    image_path = json.loads((chips / "dataset.json").read_text())["source"]["image"]
+def our_map(image_path, model, work) -> np.ndarray:
+    """``classify_raster``'s map of ``image_path`` (written to ``work / "classified.tif"``)."""
     classified = work / "classified.tif"
     classify_raster(ClassifyOptions(image_path, model, classified, overwrite=True), events=RecordingEvents())
     with rasterio.open(classified) as src:
