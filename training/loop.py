@@ -3,9 +3,10 @@
 AdamW with a one-cycle or warm-up + cosine learning rate, set per batch from the run's progress (the global
 step, or the clock under a time limit, whichever is further), so a resumed run continues the same curve and
 a time-limited run ends annealed however fast its epochs go. Class-weighted cross-entropy that ignores
-unlabelled pixels; mixed precision on CUDA; the best checkpoint by validation mIoU; early stopping that
-anneals the learning rate over a short tail before it stops; cancel at the next batch (the best weights are
-still exported); ONNX export checked against torch; training curves.
+unlabelled pixels; mixed precision on CUDA; the best checkpoint by validation mIoU; early stopping (once the
+schedule is down to half its peak rate) that anneals the learning rate over a short tail before it stops;
+cancel at the next batch (the best weights are still exported); ONNX export checked against torch; training
+curves.
 """
 import copy
 import math
@@ -30,7 +31,7 @@ from .finetune import FineTune, resolve_architecture
 from .finish import finish_run, record_tile_agreement
 from .heldout import describe as describe_heldout
 from .networks import build_network
-from .objective import class_weights, evaluate, lr_factor, schedule_factor, weighted_loss
+from .objective import class_weights, evaluate, lr_factor, rate_has_fallen, schedule_factor, weighted_loss
 from .refit import train_then_refit
 from .step import train_step
 
@@ -241,7 +242,8 @@ class _Training:
                 events.info(f"Time limit of {config.time_limit_minutes:g} min reached after epoch {epoch}.")
                 break
             if config.patience and run["anneal"] is None and run["since_best"] >= config.patience \
-                    and epoch < self.planned:
+                    and epoch < self.planned \
+                    and rate_has_fallen(self._schedule_progress(run["global_step"]), config.schedule):
                 self._start_annealing(epoch, start)
         return run
 

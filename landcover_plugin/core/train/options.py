@@ -39,7 +39,8 @@ class TrainConfig:
                                  help="do not weight the loss against class imbalance")
     augment: bool = option(True, flag="--no-augment", help="no random flips and 90 degree rotations")
     colour_augment: bool = option(False, help="also jitter brightness/contrast and add noise")
-    patience: int = option(10, help="stop after this many epochs without a better validation mIoU (0: never)")
+    patience: int = option(10, help="stop after this many epochs without a better validation mIoU, once "
+                                        "the learning rate is down to half its peak (0: never)")
     resume: Optional[str] = option(None, help="continue from a checkpoint (last.pt, or its folder)")
     initial_weights: Optional[str] = option(None, help="start from the weights in this .pt file (no download)")
     encoder_weights: Optional[str] = option(
