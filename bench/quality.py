@@ -8,16 +8,13 @@ chips come from the other polygons (60 epochs, early stopping), and both maps ar
 polygons' pixels; the folds' pixels are pooled. The random forest (scikit-learn) learns from the labelled pixels of
 the training chips (each pixel once, band values as features). Metrics: ``landcover_plugin.core.assess.metrics``.
 
-Zion's dense labels train 60 epochs since epochs became automatic (median of seeds 0-2 on the idle machine: 0.2554,
-seeds 0.2554 / 0.2545 / 0.2555; seed 0 gave 0.2517 with 30). Under a loaded machine the same 60 epochs gave 0.2595
-and 0.2575 (seeds 0, 1): the 15 min cap's clock then brings the learning rate down sooner, and those runs early-
-stopped at epochs 45 and 49, where on the idle machine seed 0 stopped at 31 with its best epoch at 16, still at the
-peak learning rate. Early stopping that waits until the learning rate is down to half its peak, tried on the idle
-machine with everything else the default (the trainer's ``_start_annealing`` held back until then), gave 0.2562,
-0.2575 and 0.2565 at seeds 0-2 (median 0.2565, +0.051; OA 0.769 / 0.770 / 0.775; stops at 45, 49, 58 epochs,
-6-8 min): every seed above the median run here. It is not the default yet because it also changes rstoolbox's
-early-stopped folds (stopped at 29-33 of 60 epochs, before the rate is down to half), whose rerun takes about an
-hour: adopt it with that rerun.
+Zion's dense labels train 60 epochs since epochs became automatic, and early stopping waits until the learning
+rate is down to half its peak (``training.objective.rate_has_fallen``). Before that wait, on the idle machine seed 0
+stopped at epoch 31 with its best epoch at 16, still at the peak rate, and seeds 0-2 gave 0.2554 / 0.2545 / 0.2555
+(median +0.0499 over the forest). With it: 0.2562 / 0.2569 / 0.2555 (median 0.2562, +0.0506; OA 0.769 / 0.773 /
+0.770), 45-55 epochs in about 6 min each. rstoolbox's folds 1-2, which stopped at 33 and 29 epochs, now run 54 and
+52 with the same best epochs and the same 7 wrong pixels. (Under a loaded machine 60 epochs without the wait gave
+0.2595 and 0.2575: the 15 min cap's clock brought the rate down sooner, the same effect.)
 
 Tried for Zion's dense labels (one run each on the idle 2 cores, 30 epochs unless said; mIoU of the map on the
 validation chips, forest 0.2055; the default U-Net 0.2526-0.2555 over seeds and runs): cross-entropy + Dice
