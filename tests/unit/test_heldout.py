@@ -88,3 +88,38 @@ def test_alternative_estimators_are_kept_and_class_weighting_follows_the_map_sha
     assert 0.5 < threshold < 0.55  # equal weights: 0.4875; weighted, the many wrong class-1 pixels raise it
     assert found["atc_class_weighted"] < found["atc"]  # the map is mostly the harder class
     assert result["overall_accuracy"] == found["doc_class_weighted"]  # the one reported
+
+
+def test_the_ious_are_lowered_with_the_overall_accuracy_so_the_two_agree():
+    # every held-out pixel right (the polygons say a perfect map), but the scene is less sure: 1 - 0.9 + 0.7
+    perfect, shares = [[10, 0], [0, 10]], [0.25, 0.75]
+    result = estimate(perfect, ["water", "forest"], shares, SPLIT, heldout_confidence=([0.9] * 20, [True] * 20),
+                      scene_confidence=[0.6, 0.8])
+    assert result["overall_accuracy"] == pytest.approx(0.8, abs=1e-4)
+    assert result["polygon_mean_iou"] == 1.0 and result["polygon_iou"] == {"water": 1.0, "forest": 1.0}
+    # each class keeps 0.8 of its share; what it loses is mapped as the other class (no errors to follow):
+    # water 0.20 right, 0.05 as forest; forest 0.60 right, 0.15 as water
+    assert result["iou"]["water"] == pytest.approx(0.20 / (0.25 + 0.35 - 0.20), abs=1e-4)
+    assert result["iou"]["forest"] == pytest.approx(0.60 / (0.75 + 0.65 - 0.60), abs=1e-4)
+    assert result["mean_iou"] == pytest.approx((0.5 + 0.75) / 2, abs=1e-4)
+    assert "IoUs lowered alike" in result["method"]
+
+
+def test_lowered_errors_follow_the_held_out_confusions_and_a_surer_scene_changes_nothing():
+    shares = [0.1, 0.6, 0.3]
+    lowered = estimate(CONFUSION, NAMES, shares, SPLIT, heldout_confidence=([0.8] * 10, [True] * 8 + [False] * 2),
+                       scene_confidence=[0.5])
+    polygon_oa = 0.1 * 0.9 + 0.6 * 0.6 + 0.3 * 0.8
+    factor = lowered["overall_accuracy"] / polygon_oa
+    assert factor == pytest.approx((0.8 - 0.8 + 0.5) / polygon_oa, abs=1e-3)
+    # water's lost share goes where its errors went (forest), all of it
+    water_right, water_as_forest = 0.1 * 0.9 * factor, 0.1 * 0.1 + 0.1 * 0.9 * (1 - factor)
+    forest_right = 0.6 * 0.6 * factor
+    crops_as_forest = 0.3 * 0.2 + 0.3 * 0.8 * (1 - factor)  # crops' errors were all forest
+    forest_mapped = water_as_forest + forest_right + crops_as_forest
+    assert lowered["iou"]["water"] == pytest.approx(water_right / 0.1, abs=1e-4)  # nothing else mapped as water
+    assert lowered["iou"]["forest"] == pytest.approx(forest_right / (0.6 + forest_mapped - forest_right), abs=1e-4)
+    assert lowered["mean_iou"] < lowered["polygon_mean_iou"]
+    surer = estimate(CONFUSION, NAMES, shares, SPLIT, heldout_confidence=([0.5] * 10, [True] * 8 + [False] * 2),
+                     scene_confidence=[0.9])
+    assert surer["overall_accuracy"] == 1.0 and surer["iou"] == surer["polygon_iou"]
