@@ -65,6 +65,39 @@ def field_names(ogr_layer) -> list:
     return [definition.GetFieldDefn(i).GetName() for i in range(definition.GetFieldCount())]
 
 
+NAME_HINTS = ("name", "class", "label", "info", "desc")  # fields looked at first for class names
+
+
+def class_names_field(path, class_field, layer=None) -> tuple:
+    """``(field, {class value as text: name})`` from the first text field that names the classes of
+    ``class_field``: one name for every feature of a class (empty ones aside), a different name for every
+    class (a numeric ``class_id`` beside a ``class`` name, SCP's ``MC_ID`` beside ``MC_info``). Fields whose
+    name suggests names are tried first. ``(None, {})`` when no field does."""
+    ogr, _ = _ogr()
+    source, lyr = open_layer(path, layer)  # noqa: F841 - the datasource must outlive the layer
+    definition = lyr.GetLayerDefn()
+    text = [definition.GetFieldDefn(i).GetName() for i in range(definition.GetFieldCount())
+            if definition.GetFieldDefn(i).GetType() == ogr.OFTString]
+    text = [f for f in text if f != class_field]
+    text.sort(key=lambda f: not any(hint in f.lower() for hint in NAME_HINTS))  # stable: layer order otherwise
+    names, broken = {f: {} for f in text}, set()
+    lyr.ResetReading()
+    for feature in lyr:
+        value = feature.GetField(class_field)
+        if value is None:
+            continue
+        key = str(value).strip()
+        for field in text:
+            name = feature.GetField(field)
+            name = name.strip() if isinstance(name, str) else ""
+            if name and field not in broken and names[field].setdefault(key, name) != name:
+                broken.add(field)
+    for field in text:
+        if field not in broken and names[field] and len(set(names[field].values())) == len(names[field]):
+            return field, names[field]
+    return None, {}
+
+
 def crs_name(crs_text) -> str:
     """A short, readable name of a CRS given as WKT, 'EPSG:n' or anything osr understands."""
     _, osr = _ogr()

@@ -237,3 +237,32 @@ def test_sparse_polygons_every_one_trains_or_validates_and_rare_ones_are_kept(sh
     few = {dataset["schema"].by_id(c).name: len(fids) for c, fids in per_class.items() if len(fids) < 5}
     advice = [m for m in warnings if m.startswith("Few training polygons")]
     assert few and len(advice) == 1 and all(f"{name} ({n})" in advice[0] for name, n in few.items())
+
+
+def test_numeric_classes_take_their_names_from_a_text_field_that_names_each_class_once(shared_data, tmp_path):
+    """Zion's polygons carry ``class_id`` and a ``class`` name: the ids are kept and the names come with them
+    (what the legend, the log's advice and the model show); a text field that names one class two ways is not
+    taken for names."""
+    image = shared_data / "zion/landsat8_2015_b2345.tif"
+    polygons = shared_data / "zion/training_polygons_sparse.gpkg"
+    source = ogr.Open(str(polygons))
+    pairs = {int(f.GetField("class_id")): f.GetField("class") for f in source.GetLayer(0)}
+    events = RecordingEvents()
+    export_chips(ChipExportOptions(image, tmp_path / "named", labels_vector=polygons, class_field="class_id",
+                                   chip_size=64, stride=32), events=events)
+    schema = load_dataset(tmp_path / "named")["schema"]
+    assert {c.id: c.name for c in schema} == pairs and "Forest" in pairs.values()
+    assert any("named by the field 'class'" in e["message"] for e in events.of_type("log"))
+
+    mixed = tmp_path / "mixed.gpkg"
+    gdal.VectorTranslate(str(mixed), str(polygons))
+    copy = ogr.Open(str(mixed), 1)
+    layer = copy.GetLayer(0)
+    feature = layer.GetNextFeature()
+    feature.SetField("class", feature.GetField("class") + " (other spelling)")
+    layer.SetFeature(feature)
+    layer = None
+    copy = None  # closed: written
+    export_chips(ChipExportOptions(image, tmp_path / "unnamed", labels_vector=mixed, class_field="class_id",
+                                   chip_size=64, stride=32))
+    assert [c.name for c in load_dataset(tmp_path / "unnamed")["schema"]] == [f"class {i}" for i in sorted(pairs)]

@@ -17,7 +17,7 @@ from ..classified_raster import embedded_classes
 from ..errors import BadInputError
 from ..rasters import open_raster, read
 from ..schema import MAX_CLASS_ID, MIN_CLASS_ID, ClassSchema
-from ..vectors import crs_name, geometry_bounds, read_labelled_features, read_schema_table
+from ..vectors import class_names_field, crs_name, geometry_bounds, read_labelled_features, read_schema_table
 
 
 def _is_integer_like(value) -> bool:
@@ -27,16 +27,18 @@ def _is_integer_like(value) -> bool:
         return False
 
 
-def schema_from_values(values, what: str) -> ClassSchema:
-    """A schema for label values without one: text names sorted (ids 1..n), or integer ids kept."""
+def schema_from_values(values, what: str, names: dict = None) -> ClassSchema:
+    """A schema for label values without one: text names sorted (ids 1..n), or integer ids kept, named by
+    ``names`` ({value as text: name}) where given, else 'class <id>'."""
     values = sorted({str(v).strip() for v in values})
+    named = {int(float(k)): v for k, v in (names or {}).items() if _is_integer_like(k)}
     if values and all(_is_integer_like(v) for v in values):
         ids = sorted({int(float(v)) for v in values})
         bad = [i for i in ids if not MIN_CLASS_ID <= i <= MAX_CLASS_ID]
         if bad:
             raise BadInputError(f"{what} holds class values {bad}; class ids must be 1..254. Recode the "
                                 f"classes, or give a class schema that names them.")
-        return ClassSchema.from_list([{"id": i, "name": f"class {i}"} for i in ids])
+        return ClassSchema.from_list([{"id": i, "name": named.get(i, f"class {i}")} for i in ids])
     if len(values) > MAX_CLASS_ID:
         raise BadInputError(f"{what} holds {len(values)} different values; at most 254 classes are possible. "
                             f"Choose the field that holds the class.")
@@ -66,7 +68,10 @@ class VectorLabels:
             elif sidecar:
                 schema, self.schema_origin = read_classes_json(sidecar), str(sidecar)
             else:
-                schema, self.schema_origin = schema_from_values(values, f"The field {class_field!r}"), "values"
+                field, names = class_names_field(path, class_field, layer) \
+                    if all(_is_integer_like(v) for v in values) else (None, {})
+                schema = schema_from_values(values, f"The field {class_field!r}", names)
+                self.schema_origin = f"values, named by the field {field!r}" if field else "values"
         self.schema = schema
         mapping, unknown = {}, []
         for value in sorted(values, key=str):
