@@ -16,6 +16,7 @@ from qgis.core import (
     QgsProcessingParameterVectorLayer,
     QgsRasterBlock,
 )
+from qgis.PyQt.QtCore import QVariant
 
 from ..core.chips import expect
 from ..core.chips.options import ChipExportOptions
@@ -158,8 +159,10 @@ class ExportChipsAlgorithm(EngineAlgorithm):
             field = self.parameterAsString(parameters, self.CLASS_FIELD, context)
             selected = self.parameterAsBool(parameters, self.SELECTED_ONLY, context)
             schema = schema_for_layer(polygons, field)
+            # the text fields travel too: one may name the classes of a numeric class field
+            names = [f.name() for f in polygons.fields() if f.type() == QVariant.String and f.name() != field]
             options.labels_vector = vector_layer_to_gpkg(polygons, context, feedback, raster.crs(),
-                                                         selected_only=selected, fields=[field])
+                                                         selected_only=selected, fields=[field] + names)
             options.class_field = field
         else:
             labels_raster = self.parameterAsRasterLayer(parameters, self.LABELS_RASTER, context)

@@ -140,6 +140,21 @@ def test_training_layer_schema_reaches_the_dataset(provider, shared_data, tmp_pa
     assert results["VAL_CHIPS"] == 0
 
 
+def test_numeric_class_ids_keep_the_names_of_the_layers_name_field(provider, shared_data, tmp_path):
+    """The Zion polygons' ``class_id`` with its ``class`` names beside it: the copy handed to the engine keeps
+    the text fields, so the dataset (and the legend, the advice in the log) names the classes."""
+    polygons = QgsVectorLayer(str(shared_data / "zion/training_polygons_sparse.gpkg"), "sparse", "ogr")
+    names = {int(f["class_id"]): f["class"] for f in polygons.getFeatures()}
+    image = QgsRasterLayer(str(shared_data / "zion/landsat8_2015_b2345.tif"), "zion")
+    results, ok, log = run("export_label_chips", {"INPUT": image, "LABELS": polygons, "CLASS_FIELD": "class_id",
+                                                  "CHIP_SIZE": 64, "STRIDE": 32, "OUTPUT": str(tmp_path / "c")})
+    assert ok, log
+    dataset = json.loads((tmp_path / "c" / "dataset.json").read_text())
+    assert {c["id"]: c["name"] for c in dataset["classes"]} == names
+    assert set(json.loads(results["CLASS_PIXELS"])) == set(names.values())
+    assert "named by the field 'class'" in log
+
+
 def test_bad_input_gives_a_clear_message_and_no_output(provider, shared_data, tmp_path):
     zion = QgsRasterLayer(str(shared_data / "zion/landsat8_2015_b2345.tif"), "zion")
     polygons = QgsVectorLayer(str(shared_data / "rstoolbox/training_polygons.gpkg"), "polygons", "ogr")
