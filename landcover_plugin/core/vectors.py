@@ -81,6 +81,9 @@ def class_names_field(path, class_field, layer=None) -> tuple:
     text = [f for f in text if f != class_field]
     text.sort(key=lambda f: not any(hint in f.lower() for hint in NAME_HINTS))  # stable: layer order otherwise
     names, broken = {f: {} for f in text}, set()
+    # a second pass over the features (read_labelled_features made the first): attributes only
+    lyr.SetIgnoredFields(["OGR_GEOMETRY", "OGR_STYLE"] + [f for f in field_names(lyr) if f not in text
+                                                           and f != class_field])
     lyr.ResetReading()
     for feature in lyr:
         value = feature.GetField(class_field)
