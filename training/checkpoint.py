@@ -5,6 +5,7 @@ A checkpoint is a dict: ``model`` (state dict), ``optimizer``, ``scaler``, ``epo
 per epoch), ``network`` (architecture, in_channels, num_classes, base_width) and ``data`` (classes,
 band names, mean/std, chip size, dtype, nodata, crs, resolution).
 """
+import copy
 import os
 from pathlib import Path
 
@@ -122,3 +123,25 @@ def load_initial_weights(model: torch.nn.Module, path, events) -> None:
     skipped = len(own) - len(matched)
     events.info(f"Initial weights: loaded {len(matched)} of {len(own)} tensors from '{path}'"
                 + (f"; {skipped} kept their random start (names or shapes differ)." if skipped else "."))
+
+
+def restore_run(run, state, model, optimizer, scaler, config, events, writes: bool = True) -> None:
+    """Resume: load ``state`` (a last.pt) into the model, optimizer and scaler and the run state ``run``; the best
+    weights come from the best.pt beside it (copied into this run's checkpoints when ``writes``)."""
+    model.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    if state.get("scaler"):
+        scaler.load_state_dict(state["scaler"])
+    run.update(epoch=int(state["epoch"]), global_step=int(state["global_step"]),
+               history=list(state.get("history") or []), best=state.get("best"),
+               since_best=int(state.get("since_best", 0)), anneal=state.get("anneal"))
+    best_path = best_beside(config.resume)
+    best = load(best_path) if best_path is not None and run["best"] else None
+    if best is not None and best.get("epoch") == run["best"]["epoch"]:
+        run["best_state"] = best["model"]
+        if writes and best_path.resolve() != (config.checkpoint_dir / BEST).resolve():
+            save(best, config.checkpoint_dir / BEST)
+    elif run["best"] and run["best"]["epoch"] == run["epoch"]:
+        run["best_state"] = copy.deepcopy(state["model"])
+    events.info(f"Resumed from '{config.resume}' after epoch {run['epoch']} (best val mIoU "
+                f"{run['best']['val_miou'] if run['best'] else 'n/a'}); continuing at epoch {run['epoch'] + 1}.")

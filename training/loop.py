@@ -8,7 +8,6 @@ schedule is down to half its peak rate) that anneals the learning rate over a sh
 cancel at the next batch (the best weights are still exported); ONNX export checked against torch; training
 curves.
 """
-import copy
 import math
 import time
 from dataclasses import replace
@@ -171,7 +170,8 @@ class _Training:
         self.run_state = {"epoch": 0, "global_step": 0, "history": [], "best": None, "best_state": None,
                           "cancelled": False, "stopped_early": False, "since_best": 0, "anneal": None}
         if state is not None:
-            _restore(self.run_state, state, self.model, self.optimizer, self.scaler, config, events, group.is_main)
+            ckpt.restore_run(self.run_state, state, self.model, self.optimizer, self.scaler, config, events,
+                             group.is_main)
         self.net = group.wrap(self.model, find_unused=self.finetune.freeze > 0)  # what trains: DDP on several ranks
 
     # -- the epochs ---------------------------------------------------------------------------------
@@ -371,26 +371,6 @@ def _is_better(row, best) -> bool:
     score = row["val_miou"] if row["val_miou"] is not None else -1.0
     best_score = best["val_miou"] if best["val_miou"] is not None else -1.0
     return score > best_score + 1e-6 or (abs(score - best_score) <= 1e-6 and row["val_loss"] < best["val_loss"])
-
-
-def _restore(run, state, model, optimizer, scaler, config, events, writes: bool = True) -> None:
-    model.load_state_dict(state["model"])
-    optimizer.load_state_dict(state["optimizer"])
-    if state.get("scaler"):
-        scaler.load_state_dict(state["scaler"])
-    run.update(epoch=int(state["epoch"]), global_step=int(state["global_step"]),
-               history=list(state.get("history") or []), best=state.get("best"),
-               since_best=int(state.get("since_best", 0)), anneal=state.get("anneal"))
-    best_path = ckpt.best_beside(config.resume)
-    best = ckpt.load(best_path) if best_path is not None and run["best"] else None
-    if best is not None and best.get("epoch") == run["best"]["epoch"]:
-        run["best_state"] = best["model"]
-        if writes and best_path.resolve() != (config.checkpoint_dir / ckpt.BEST).resolve():
-            ckpt.save(best, config.checkpoint_dir / ckpt.BEST)
-    elif run["best"] and run["best"]["epoch"] == run["epoch"]:
-        run["best_state"] = copy.deepcopy(state["model"])
-    events.info(f"Resumed from '{config.resume}' after epoch {run['epoch']} (best val mIoU "
-                f"{run['best']['val_miou'] if run['best'] else 'n/a'}); continuing at epoch {run['epoch'] + 1}.")
 
 
 def _verify_sample(loader, config, chip_size):
