@@ -3,6 +3,7 @@ import numpy as np
 import pytest
 
 from landcover_plugin.core.classify.tiling import (
+    NonFiniteProbabilities,
     StripBlender,
     TileGrid,
     blend_window,
@@ -151,3 +152,30 @@ def test_rows_only_skipped_tiles_covered_come_out_as_nodata():
     first_run_row = min(t.row for t in grid if t.row >= 150)
     assert (labels[:first_run_row] == 0).all()
     assert (labels[first_run_row:] == 2).all()
+
+
+@pytest.mark.parametrize("row,col", [(40, 40), (60, 20), (190, 100)])  # inside one tile; under two; the last rows
+def test_non_finite_probabilities_are_reported_where_they_are(row, col):
+    grid = TileGrid(200, 200, 64, 16)
+    blender = StripBlender(grid, [1, 2], lambda lab, conf: None)
+    with pytest.raises(NonFiniteProbabilities) as caught:
+        for t in grid:
+            p = np.full((2, 64, 64), 0.5, np.float32)
+            if t.row <= row < t.row + 64 and t.col <= col < t.col + 64:
+                p[1, row - t.row, col - t.col] = np.nan
+            blender.add(t, p, np.ones((64, 64), bool))
+        blender.finish()
+    assert (caught.value.row, caught.value.col) == (row, col)
+
+
+def test_a_last_tile_row_shifted_far_inward_keeps_the_rows_it_shares():
+    grid = TileGrid(520, 40, 512, 64)  # the last tile row starts 8 rows below the first: 504 rows shared
+    rng = np.random.default_rng(3)
+    probs = {t.index: rng.random((3, 512, 512)).astype(np.float32) for t in grid}
+    rows = []
+    blender = StripBlender(grid, [1, 2, 3], lambda lab, conf: rows.append(lab.copy()))
+    for t in grid:
+        blender.add(t, probs[t.index].copy(), np.ones((512, 512), bool))
+    blender.finish()
+    expected, _ = _brute_force(grid, lambda t: probs[t.index], lambda t: np.ones((512, 512), bool), [1, 2, 3])
+    np.testing.assert_array_equal(np.concatenate(rows), expected)
