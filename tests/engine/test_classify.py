@@ -18,6 +18,7 @@ from landcover_plugin.core.classify.run import classify_raster
 from landcover_plugin.core.classify.tiling import TileGrid
 from landcover_plugin.core.events import RecordingEvents
 from landcover_plugin.core.model.card import metadata_props
+from landcover_plugin.core.model.session import load_model
 
 TILE = 64
 
@@ -224,9 +225,21 @@ def test_threaded_and_in_turn_pipelines_write_the_same_map(zion, tmp_path):
         x1, y1 = src.xy(600, 500)
     maps = []
     for pipelined in (True, False):
+        events = RecordingEvents()
         result = classify_raster(ClassifyOptions(zion["image"], zion["model"], tmp_path / f"p{pipelined}.tif",
-                                                 extent=(x0, y0, x1, y1), batch_size=3,
-                                                 pipelined=pipelined), events=RecordingEvents())
+                                                 extent=(x0, y0, x1, y1), batch_size=3, threads=2,
+                                                 pipelined=pipelined), events=events)
         assert result["pipelined"] is pipelined
+        # Threaded: two batches run at once on a thread each, blended in grid order all the same.
+        assert result["streams"] == (2 if pipelined else 1)
+        assert any("2 batches at once, 1 thread(s) each" in e.get("message", "") for e in events.events) is pipelined
+        assert 0 < result["model_seconds"] <= result["SECONDS"]
         maps.append(read(result["OUTPUT"]))
     np.testing.assert_array_equal(maps[0], maps[1])
+
+
+def test_streams_share_the_threads_on_the_cpu(zion):
+    for threads, streams, each in ((2, 0, 1), (4, 0, 2), (1, 0, 1), (2, 1, 2)):
+        model = load_model(zion["model"], device="cpu", threads=threads, streams=streams)
+        assert model.streams == (streams or min(2, threads)) and model.threads == threads
+        assert model.session.get_session_options().intra_op_num_threads == each

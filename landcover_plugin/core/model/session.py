@@ -8,7 +8,11 @@ models made elsewhere may carry nothing, and then the user gives class names and
 
 The session is tuned on purpose: execution providers chosen by device (CUDA first with CPU fallback, and
 the fallback is logged), a fixed number of intra-op threads, full graph optimisation, sequential
-execution of one batch at a time.
+execution within a run. On the CPU the classifier runs ``streams`` batches at once, each on its share of the
+threads (:func:`cpu_streams`): measured on 2 cores, two one-thread runs at once take 0.79-0.92x the time of one
+two-thread run after another over the same tiles (trainer's U-Net on 512 px tiles 0.89x, on 64 px tiles 0.80x;
+ResNet-34 U-Net on 256 px tiles 0.97x): a run splits each operator between the threads and waits for the
+slower half, which two whole runs side by side never do.
 """
 import os
 from dataclasses import dataclass, field
@@ -45,6 +49,7 @@ class OnnxModel:
     threads: int = 1  # onnxruntime intra-op threads
     fixed_batch: int = None  # the batch size the model's input requires, when it is not dynamic
     dynamic_size: bool = False  # the input takes any height and width (the classifier may run bigger tiles)
+    streams: int = 1  # runs the session is made for at once, each on threads // streams intra-op threads
 
     @property
     def classes(self) -> list:
@@ -95,6 +100,11 @@ def default_threads() -> int:
     return cpus if cpus < 4 else cpus - 1
 
 
+def cpu_streams(threads: int) -> int:
+    """Batches to run at once on the CPU with ``threads`` threads in all: two from two threads up."""
+    return 2 if threads >= 2 else 1
+
+
 def session_options(threads: int = None) -> ort.SessionOptions:
     """Options for throughput on one batch at a time: all graph optimisations, fixed intra-op threads."""
     options = ort.SessionOptions()
@@ -115,13 +125,14 @@ def usable_cpus() -> int:
         return max(1, os.cpu_count() or 1)
 
 
-def create_session(path: str, device: str = "auto", threads: int = None, events: Events = None):
+def create_session(path: str, device: str = "auto", threads: int = None, events: Events = None,
+                   providers: list = None):
     """An InferenceSession for ``path``; BadInputError when the file is not a loadable ONNX model."""
     events = events or RecordingEvents()
     if not os.path.isfile(path):
         raise BadInputError(f"The model file {path} does not exist. Choose the .onnx file written by "
                             f"'Train segmentation model' or another ONNX segmentation model.")
-    providers = choose_providers(device, events)
+    providers = providers or choose_providers(device, events)
     try:
         session = ort.InferenceSession(path, sess_options=session_options(threads), providers=providers)
     except Exception as exc:  # noqa: BLE001 - onnxruntime raises several unrelated types for bad files
@@ -136,11 +147,20 @@ def create_session(path: str, device: str = "auto", threads: int = None, events:
 
 
 def load_model(path, *, device: str = "auto", threads: int = None, overrides: dict = None,
-               events: Events = None) -> OnnxModel:
-    """Load, check and describe a segmentation model; reports the device and what was assumed."""
+               events: Events = None, streams: int = 1) -> OnnxModel:
+    """Load, check and describe a segmentation model; reports the device and what was assumed. ``threads``: in
+    all; ``streams``: runs the caller makes at once on the CPU (0: :func:`cpu_streams`), each on an equal share
+    of the threads (on CUDA one)."""
     events = events or RecordingEvents()
     path = os.fspath(path)
-    session = create_session(path, device, threads, events)
+    providers = choose_providers(device, events)
+    threads = int(threads) if threads else default_threads()
+    asked = int(streams)
+    streams = 1 if CUDA in providers else asked or cpu_streams(threads)
+    session = create_session(path, device, max(1, threads // streams), events, providers)
+    if not asked and CUDA in providers and CUDA not in session.get_providers() and cpu_streams(threads) > 1:
+        streams = cpu_streams(threads)  # CUDA failed to start: the CPU's streams, as if it had been asked for
+        session = create_session(path, device, max(1, threads // streams), events, [CPU])
     model_input = _the_input(path, session)
     output = _the_output(path, session)
     shape = list(model_input.shape)
@@ -166,12 +186,14 @@ def load_model(path, *, device: str = "auto", threads: int = None, overrides: di
         raise BadInputError(f"The model card describes {bands} bands but the model input takes {shape[1]}: "
                             f"the model file is inconsistent; give mean/std with one value per input band.")
     model = OnnxModel(path, session, model_input.name, output.name, _FLOAT_TYPES[model_input.type], card, tile,
-                      bands, assumptions, session.get_providers(), int(threads) if threads else default_threads(),
-                      fixed_batch, dynamic_size=not isinstance(shape[2], int) and not isinstance(shape[3], int))
+                      bands, assumptions, session.get_providers(), threads, fixed_batch,
+                      dynamic_size=not isinstance(shape[2], int) and not isinstance(shape[3], int), streams=streams)
+    where = f"the CPU ({threads} threads)"
+    if streams > 1:
+        where = f"the CPU ({threads} threads: {streams} batches at once, {max(1, threads // streams)} thread(s) each)"
     events.info(f"Model {os.path.basename(path)}: {bands} bands in, {len(card['classes'])} classes out "
                 f"({', '.join(c['name'] for c in card['classes'])}), tile {tile} px, running on "
-                f"{'CUDA' if model.uses_cuda else f'the CPU ({model.threads} threads)'}; providers "
-                f"{', '.join(model.providers)}.")
+                f"{'CUDA' if model.uses_cuda else where}; providers {', '.join(model.providers)}.")
     for assumption in assumptions:
         events.warning(f"Assumed: {assumption}.")
     return model
