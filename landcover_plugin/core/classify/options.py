@@ -31,7 +31,9 @@ class ClassifyOptions:
                    "trainer's measurement, else the model's tile; see classify/tile_size.py); a model with "
                    "a fixed size always runs its own")
     device: str = option("auto", choices=DEVICES, help="where the model runs")
-    threads: Optional[int] = option(None, help="onnxruntime intra-op threads (default: all usable CPUs)")
+    threads: Optional[int] = option(
+        None, help="onnxruntime threads in all (default: all usable CPUs); on the CPU, from 2 threads, two "
+                   "batches run at once, each on half of them")
     class_names: Optional[Sequence[str]] = option(
         None, help="class names for a model without metadata: comma-separated")
     mean: Optional[Sequence[float]] = option(
@@ -60,3 +62,6 @@ class ClassifyOptions:
                               "output covers those rows and equals them in a whole run")
     pipelined: bool = option(
         True, cli=False, help="read and write in threads while the model runs (False: in turn with it)")
+    streams: int = option(
+        0, cli=False, help="batches the model runs at once on the CPU when pipelined (0: automatic, see "
+                           "model/session.py: cpu_streams)")

@@ -136,7 +136,7 @@ def prepared_run(o: ClassifyOptions, events: Events):
     overrides = {"class_names": parse_names(o.class_names), "mean": parse_floats(o.mean, "mean"),
                  "std": parse_floats(o.std, "std")}
     model = load_model(model_path, device=o.device, threads=o.threads, overrides=overrides, events=events,
-                       streams=0 if o.pipelined else 1)
+                       streams=int(o.streams or 0) if o.pipelined else 1)
     if model.fixed_batch and model.fixed_batch != batch_size:
         events.info(f"The model was exported with a fixed batch of {model.fixed_batch} tile(s): running "
                     f"{model.fixed_batch} tile(s) a batch instead of {batch_size}.")

@@ -46,7 +46,7 @@ class OnnxModel:
     bands: int
     assumptions: list = field(default_factory=list)
     providers: list = field(default_factory=list)
-    threads: int = 1  # onnxruntime intra-op threads
+    threads: int = 1  # onnxruntime threads in all (each of the streams runs threads // streams)
     fixed_batch: int = None  # the batch size the model's input requires, when it is not dynamic
     dynamic_size: bool = False  # the input takes any height and width (the classifier may run bigger tiles)
     streams: int = 1  # runs the session is made for at once, each on threads // streams intra-op threads
