@@ -9,7 +9,7 @@ models made elsewhere may carry nothing, and then the user gives class names and
 The session is tuned on purpose: execution providers chosen by device (CUDA first with CPU fallback, and
 the fallback is logged), a fixed number of intra-op threads, full graph optimisation, sequential
 execution within a run. On the CPU the classifier runs ``streams`` batches at once, each on its share of the
-threads (:func:`cpu_streams`): measured on 2 cores, two one-thread runs at once take 0.79-0.92x the time of one
+threads (:func:`cpu_streams`): measured on 2 cores, two one-thread runs at once take 0.79-0.97x the time of one
 two-thread run after another over the same tiles (trainer's U-Net on 512 px tiles 0.89x, on 64 px tiles 0.80x;
 ResNet-34 U-Net on 256 px tiles 0.97x): a run splits each operator between the threads and waits for the
 slower half, which two whole runs side by side never do.
