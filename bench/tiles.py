@@ -15,7 +15,7 @@ from landcover_plugin.core.model.session import load_model
 
 from .assets import map_agreement, mosaic_vrt, trainer_model
 from .common import ZION_LABELS, figure, median, paired_ratio, target
-from .inference import RATIO_TARGET, bare_run, bare_side_by_side, same_way_row, tiles_in_memory_at
+from .inference import RATIO_TARGET, bare_run, bare_side_by_side, per_run, same_way_row, tiles_in_memory_at
 
 AGREEMENT_TARGET = 0.99
 ASKED = 512
@@ -48,7 +48,7 @@ def run(settings) -> dict:
             seconds[name].append(classify(name))
             bare_seconds[name].append(bare_run(tiles[name][1], tiles[name][0]))
             if name == "model tile":
-                same_way.append(bare_side_by_side(own, tiles[name][0]))
+                same_way.append(bare_side_by_side(own, per_run(tiles[name][0], results[name]["tiles_per_run"])))
     del tiles
     bare = {name: median(values) for name, values in bare_seconds.items()}
     megapixels = results["automatic"]["MEGAPIXELS"]

@@ -232,6 +232,8 @@ def test_threaded_and_in_turn_pipelines_write_the_same_map(zion, tmp_path):
         assert result["pipelined"] is pipelined
         # Threaded: two batches run at once on a thread each, blended in grid order all the same.
         assert result["streams"] == (2 if pipelined else 1)
+        # 64 px tiles: each run keeps the whole batch (small runs pay per call; see test_tiles_per_run.py).
+        assert result["tiles_per_run"] == 3 and result["BATCH_SIZE"] == 3
         assert any("2 batches at once, 1 thread(s) each" in e.get("message", "") for e in events.events) is pipelined
         assert 0 < result["model_seconds"] <= result["SECONDS"]
         maps.append(read(result["OUTPUT"]))
