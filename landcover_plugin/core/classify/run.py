@@ -91,7 +91,8 @@ def classify_raster(options: ClassifyOptions, events: Events = None) -> dict:
         per_run = tiles_per_run(batch_size, streams, tile, model.fixed_batch)
         at_once = f" ({streams} runs of {per_run} at once)" if streams > 1 else ""
         events.info(f"Classifying {source.width}x{r1 - r0} px{part} in {len(grid)} tiles of {tile} px "
-                    f"overlapping by {overlap_px} px, {batch_size} tiles a batch{at_once}.")
+                    f"overlapping by {overlap_px} px, {batch_size} tile{'s' if batch_size > 1 else ''} a batch"
+                    f"{at_once}.")
         with ClassifiedRasterWriter(output_path, width=source.width, height=r1 - r0, crs_wkt=source.crs_wkt,
                                     geotransform=(source.transform * Affine.translation(0, r0)).to_gdal(),
                                     classes=model.classes, confidence_path=confidence_path, overwrite=o.overwrite,
