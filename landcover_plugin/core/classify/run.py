@@ -87,9 +87,8 @@ def classify_raster(options: ClassifyOptions, events: Events = None) -> dict:
             raise BadInputError(f"Cannot classify {exc}.") from exc
         r0, r1 = grid.rows
         part = f" (rows {r0}..{r1})" if rows else ""
-        streams = model.streams if o.pipelined else 1
-        per_run = tiles_per_run(batch_size, streams, tile, model.fixed_batch)
-        at_once = f" ({streams} runs of {per_run} at once)" if streams > 1 else ""
+        per_run = tiles_per_run(batch_size, model.streams, tile, model.fixed_batch)  # 1 stream unless pipelined
+        at_once = f" ({model.streams} runs of {per_run} at once)" if model.streams > 1 else ""
         events.info(f"Classifying {source.width}x{r1 - r0} px{part} in {len(grid)} tiles of {tile} px "
                     f"overlapping by {overlap_px} px, {batch_size} tile{'s' if batch_size > 1 else ''} a batch"
                     f"{at_once}.")
@@ -99,7 +98,7 @@ def classify_raster(options: ClassifyOptions, events: Events = None) -> dict:
                                     progress=lambda f, m: _progress(events, 0.97 + 0.03 * f, m)) as writer, \
                 uncertainty_output(o, source, inputs) as uncertainty:
             stats = _run_pipeline(source, model, grid, writer, per_run, bool(confidence_path), events,
-                                  o.pipelined, streams, uncertainty)
+                                  o.pipelined, uncertainty)
             outputs = writer.finish()
             outputs["uncertainty"] = uncertainty.finish() if uncertainty else None
         blank = blank_reason(source) if stats["tiles_run"] == 0 and not rows else None
@@ -187,15 +186,15 @@ def tiles_per_run(batch_size: int, streams: int, tile: int, fixed_batch: int = N
     return max(shared, min(batch_size, -(-SMALL_RUN_PIXELS // (tile * tile))))
 
 
-def _run_pipeline(source, model, grid, writer, batch_size, confidence, events, pipelined=True, streams=1,
+def _run_pipeline(source, model, grid, writer, batch_size, confidence, events, pipelined=True,
                   uncertainty=None) -> dict:
     """Read, run, blend and write every tile, ``batch_size`` tiles a run. ``pipelined``: reading and
-    blending/writing in their own threads while the model makes ``streams`` runs at once; else in turn with it,
-    a run at a time."""
+    blending/writing in their own threads while the model makes ``model.streams`` runs at once; else in turn
+    with it, a run at a time."""
     blender = (uncertainty.blender if uncertainty else StripBlender)(
         grid, [c["id"] for c in model.classes], writer.write_rows, confidence=confidence)
     batches = source.batches(grid, batch_size)
-    streams = streams if pipelined else 1
+    streams = model.streams if pipelined else 1
     stats = {"tiles": len(grid), "tiles_run": 0, "tiles_skipped": 0, "model_seconds": 0.0,
              "pipelined": pipelined, "streams": streams, "tiles_per_run": batch_size}
     needs_softmax = None
