@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 
 EDGE_FLOOR = 1e-3
+LABEL_ROWS = 32  # rows labelled at a time (tiling.StripBlender._labels)
 
 
 def tile_offsets(length: int, tile: int, overlap: int) -> list:
@@ -197,23 +198,31 @@ class StripBlender:
 
     def _labels(self, rows: int) -> tuple:
         probs, valid = self.acc[:, :rows], self.valid[:rows]
-        best = probs[0].copy()
-        index = np.zeros(best.shape, dtype=np.uint8)
-        for k in range(1, probs.shape[0]):
-            better = probs[k] > best
-            index[better] = k
-            np.maximum(best, probs[k], out=best)  # carries NaN: one check on ``best`` covers every class
+        best = np.empty(valid.shape, dtype=np.float32)
+        index = np.zeros(valid.shape, dtype=np.uint8)
+        better = np.empty((LABEL_ROWS, valid.shape[1]), dtype=bool)
+        step = np.empty((LABEL_ROWS, valid.shape[1]), dtype=np.uint8)
+        for r in range(0, rows, LABEL_ROWS):  # a few rows at a time: their class planes stay in the core's cache
+            part, top, at = probs[:, r:r + LABEL_ROWS], best[r:r + LABEL_ROWS], index[r:r + LABEL_ROWS]
+            is_better, by = better[:top.shape[0]], step[:top.shape[0]]
+            top[...] = part[0]
+            for k in range(1, part.shape[0]):
+                np.greater(part[k], top, out=is_better)
+                np.maximum(top, part[k], out=top)  # carries NaN: one check on ``best`` covers every class
+                np.subtract(np.uint8(k), at, out=by)  # index becomes k where better: add (k - index) there,
+                np.multiply(by, is_better, out=by)  # branch-free (a masked store is twice as slow)
+                at += by
         if not np.isfinite(best.sum()):
             row, col = np.argwhere(~np.isfinite(best))[0]
             raise NonFiniteProbabilities(self.top + row, col)
         labels = self.class_ids[index]
-        labels[~valid] = 0
+        np.multiply(labels, valid, out=labels)  # 0 where no input pixel was valid
         confidence = None
         if self.confidence:
             with np.errstate(invalid="ignore", divide="ignore"):
                 percent = np.rint(100.0 * best / self.weight[:rows])
             confidence = np.clip(np.nan_to_num(percent), 1, 100).astype(np.uint8)
-            confidence[~valid] = 0
+            np.multiply(confidence, valid, out=confidence)
         return labels, confidence
 
 
