@@ -4,6 +4,8 @@ uint8 GeoTIFF on the input grid, nodata 0, 256 px tiles, DEFLATE, embedded colou
 (GDAL keeps them in the ``.aux.xml`` beside a GeoTIFF), the classes as JSON in the ``landcover_classes``
 tag, internal overviews, and a ``.qml`` beside it (QGIS loads ``<name>.qml`` as the layer's default style).
 The confidence raster is the blended top-class probability in percent (uint8, 1..100, nodata 0).
+The labels' overviews (nearest neighbour) are built from the rows as they are written
+(:mod:`.overview_rows`); the confidence raster's (average) by GDAL once it is complete.
 
 Every file is written under a hidden temporary name in the target folder and renamed only when complete;
 on any failure, cancel or full disk the temporary files are removed, so no half-written raster is left
@@ -19,6 +21,7 @@ from osgeo import gdal
 
 from .errors import BadInputError, Cancelled
 from .output_folder import remove_stale
+from .overview_rows import NearestLevels
 from .qml import write_paletted_qml
 from .schema import MAX_CLASS_ID, MIN_CLASS_ID, ClassInfo, ClassSchema, default_colour
 
@@ -184,6 +187,7 @@ class ClassifiedRasterWriter:
         band.SetRasterColorTable(self._colour_table())
         band.SetRasterColorInterpretation(gdal.GCI_PaletteIndex)
         self._datasets["labels"].SetMetadataItem("landcover_classes", json.dumps(self.classes))
+        self._levels = self._nearest_levels(self._datasets["labels"])
         return self
 
     def __exit__(self, exc_type, exc, tb):
@@ -193,6 +197,7 @@ class ClassifiedRasterWriter:
 
     def abort(self):
         """Close and remove every temporary file (failure, cancel, full disk)."""
+        self._levels = None  # holds a band of the labels' dataset
         self._datasets.clear()  # GDAL closes a dataset when its last reference goes
         for temp in self._temps.values():
             for leftover in (temp, temp + ".aux.xml", temp + ".ovr"):
@@ -218,6 +223,8 @@ class ClassifiedRasterWriter:
                 (block.shape[0] // BLOCK) * BLOCK
             dataset = self._datasets[kind]
             self._gdal(lambda: dataset.GetRasterBand(1).WriteArray(block[:usable], 0, self._written_rows), kind)
+            if kind == "labels" and self._levels:
+                self._levels.add(block[:usable], self._written_rows)
             self._gdal(dataset.FlushCache, kind)  # compress finished blocks now, not all at the end
             self._pending[kind] = [block[usable:]] if usable < block.shape[0] else []
         written = usable
@@ -231,15 +238,19 @@ class ClassifiedRasterWriter:
             self._flush_pending()
         if self._written_rows != self.height:
             raise RuntimeError(f"wrote {self._written_rows} of {self.height} rows")
+        if self._levels:
+            self._levels.finish()
+            self._levels = None  # holds a band of the labels' dataset, which must close below
         factors = overview_factors(self.width, self.height)
         for kind, dataset in self._datasets.items():
             self._gdal(dataset.FlushCache, kind)
-            if factors:
+            if factors and kind != "labels":  # the labels' levels were written with their rows
                 self._gdal(lambda: dataset.BuildOverviews(OVERVIEW_RESAMPLING[kind], factors,
                                                           self._overview_callback), kind)
                 if getattr(self, "_cancelled", False):
                     raise Cancelled("Cancelled while building overviews; no output was kept.")
             self._gdal(dataset.FlushCache, kind)
+        dataset = None  # noqa: F841 - the last reference but the dict's: clearing it closes every file
         self._datasets.clear()
         self._add_category_names(self._temps["labels"])
         if not self.overwrite:
@@ -273,6 +284,20 @@ class ClassifiedRasterWriter:
             dataset.SetProjection(self._crs_wkt)
         dataset.GetRasterBand(1).SetNoDataValue(NODATA)
         return dataset
+
+    def _nearest_levels(self, dataset):
+        """Empty overview levels in ``dataset`` and the :class:`NearestLevels` that fills them row by row."""
+        factors = overview_factors(self.width, self.height)
+        if not factors:
+            return None
+        self._gdal(lambda: dataset.BuildOverviews("NONE", factors), "labels")
+        band = dataset.GetRasterBand(1)
+
+        def write(level, rows, first_row):
+            overview = band.GetOverview(level)
+            self._gdal(lambda: overview.WriteArray(rows, 0, first_row), "labels")
+            self._gdal(overview.FlushCache, "labels")  # the dataset's FlushCache leaves overviews' blocks to closing
+        return NearestLevels(self.height, self.width, factors, write, block=BLOCK)
 
     def _colour_table(self):
         return colour_table(self.classes)

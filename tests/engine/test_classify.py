@@ -245,3 +245,18 @@ def test_streams_share_the_threads_on_the_cpu(zion):
         model = load_model(zion["model"], device="cpu", threads=threads, streams=streams)
         assert model.streams == (streams or min(2, threads)) and model.threads == threads
         assert model.session.get_session_options().intra_op_num_threads == each
+
+
+def test_overviews_are_gdal_nearest_of_the_labels(zion, tmp_path):
+    """The labels' overviews are built as rows are written: the same pixels GDAL's BuildOverviews would give."""
+    labels = read(zion["result"]["OUTPUT"])
+    reference = gdal.GetDriverByName("GTiff").Create(str(tmp_path / "ref.tif"), labels.shape[1], labels.shape[0], 1,
+                                                     gdal.GDT_Byte)
+    reference.GetRasterBand(1).WriteArray(labels)
+    reference.BuildOverviews("NEAREST", [2, 4, 8])
+    with rasterio.open(zion["result"]["OUTPUT"]) as out:
+        assert out.overviews(1) == [2, 4, 8]
+    out = gdal.Open(zion["result"]["OUTPUT"])
+    for level in range(3):
+        expected = reference.GetRasterBand(1).GetOverview(level).ReadAsArray()
+        np.testing.assert_array_equal(out.GetRasterBand(1).GetOverview(level).ReadAsArray(), expected)
