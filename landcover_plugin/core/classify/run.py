@@ -231,9 +231,11 @@ def _run_pipeline(source, model, grid, writer, batch_size, confidence, events, p
             stats["tiles_run"] += len(batch.tiles)
             done = batch.tiles[-1].index + 1 - grid.first_index
             _progress(events, 0.97 * done / len(grid), f"tile {done}/{len(grid)}")
+        closing = reader.submit(model.close)  # every run is done: free the session beside the last rows' blending
         if pending_write is not None:
             pending_write.result()
         blend_writer.submit(_blending, blender.finish).result()
+        closing.result()
     stats["tiles_skipped"] = len(grid) - stats["tiles_run"]
     stats["model_seconds"] = round(clock.seconds, 3)
     return stats

@@ -59,6 +59,10 @@ class OnnxModel:
     def uses_cuda(self) -> bool:
         return CUDA in self.providers
 
+    def close(self) -> None:
+        """Free the session (its memory and threads) now; the model runs no more."""
+        self.session = None
+
     def run(self, batch: np.ndarray) -> np.ndarray:
         """(N, C, T, T) float32 -> (N, K, T, T) float32 probabilities as the model gives them."""
         if batch.dtype != self.input_dtype:
