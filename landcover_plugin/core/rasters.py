@@ -42,9 +42,12 @@ def valid_mask(data: np.ndarray, nodata=None) -> np.ndarray:
     ``nodata`` may come as rasterio gives it (a float, even for integer rasters: ``255.0``); a value
     the dtype cannot hold (``-9999`` for uint8, ``0.5`` for int16) matches no pixel.
     """
-    mask = np.ones(data.shape[-2:], dtype=bool)
+    bands = data.reshape((-1,) + data.shape[-2:])
+    mask = np.ones(bands.shape[1:], dtype=bool)
+    scratch = np.empty_like(mask)  # band by band: a (band, row, col) temporary reduced over bands costs 2-10x more
     if np.issubdtype(data.dtype, np.floating):
-        mask &= np.isfinite(data).all(axis=0)
+        for band in bands:
+            mask &= np.isfinite(band, out=scratch)
     if nodata is None or (isinstance(nodata, float) and math.isnan(nodata)):
         return mask
     if np.issubdtype(data.dtype, np.integer):
@@ -52,5 +55,7 @@ def valid_mask(data: np.ndarray, nodata=None) -> np.ndarray:
         if float(nodata) != int(nodata) or not info.min <= int(nodata) <= info.max:
             return mask
         nodata = int(nodata)
-    mask &= (data != np.asarray(nodata, dtype=data.dtype)).all(axis=0)
+    value = np.asarray(nodata, dtype=data.dtype)
+    for band in bands:
+        mask &= np.not_equal(band, value, out=scratch)
     return mask
