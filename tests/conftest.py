@@ -16,6 +16,14 @@ os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 os.environ.setdefault("LANDCOVER_PYTHON", sys.executable)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def optimised_graph_cache(tmp_path_factory):
+    """onnxruntime's optimised graphs go to a folder of this test session (engines started by tests inherit it),
+    never to the user's cache."""
+    os.environ["LANDCOVER_CACHE_DIR"] = str(tmp_path_factory.mktemp("optimised_graphs"))
+    yield os.environ["LANDCOVER_CACHE_DIR"]
+
+
 @pytest.fixture(scope="session")
 def repo_root() -> Path:
     return REPO_ROOT

@@ -7,8 +7,8 @@ models made elsewhere may carry nothing, and then the user gives class names and
 (``overrides``). What was guessed is reported, never hidden.
 
 The session is tuned on purpose: execution providers chosen by device (CUDA first with CPU fallback, and
-the fallback is logged), a fixed number of intra-op threads, full graph optimisation, sequential
-execution within a run. On the CPU the classifier runs ``streams`` batches at once, each on its share of the
+the fallback is logged), a fixed number of intra-op threads, full graph optimisation (on the CPU optimised once
+per machine and kept: :mod:`.optimised_graphs`), sequential execution within a run. On the CPU the classifier runs ``streams`` batches at once, each on its share of the
 threads (:func:`cpu_streams`): measured on 2 cores, two one-thread runs at once take 0.79-0.97x the time of one
 two-thread run after another over the same tiles (trainer's U-Net on 512 px tiles 0.89x, on 64 px tiles 0.80x;
 ResNet-34 U-Net on 256 px tiles 0.97x): a run splits each operator between the threads and waits for the
@@ -25,6 +25,7 @@ from ..events import Events, RecordingEvents
 from ..options import DEVICES
 from ..schema import MAX_CLASS_ID
 from .card import CARD_KEY, card_from_metadata
+from .optimised_graphs import optimised_session
 
 CUDA = "CUDAExecutionProvider"
 CPU = "CPUExecutionProvider"
@@ -138,7 +139,7 @@ def create_session(path: str, device: str = "auto", threads: int = None, events:
                             f"'Train segmentation model' or another ONNX segmentation model.")
     providers = providers or choose_providers(device, events)
     try:
-        session = ort.InferenceSession(path, sess_options=session_options(threads), providers=providers)
+        session = optimised_session(path, session_options(threads), providers)
     except Exception as exc:  # noqa: BLE001 - onnxruntime raises several unrelated types for bad files
         first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise BadInputError(f"{path} is not a usable ONNX model: onnxruntime cannot load it ({first_line[:300]}). "
