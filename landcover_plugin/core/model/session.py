@@ -6,13 +6,13 @@ probabilities (N, K, H, W). Our models carry a ``landcover_card``; Deepness mode
 models made elsewhere may carry nothing, and then the user gives class names and normalisation
 (``overrides``). What was guessed is reported, never hidden.
 
-The session is tuned on purpose: execution providers chosen by device (CUDA first with CPU fallback, and
-the fallback is logged), a fixed number of intra-op threads, full graph optimisation (on the CPU optimised once
-per machine and kept: :mod:`.optimised_graphs`), sequential execution within a run. On the CPU the classifier runs ``streams`` batches at once, each on its share of the
-threads (:func:`cpu_streams`): measured on 2 cores, two one-thread runs at once take 0.79-0.97x the time of one
-two-thread run after another over the same tiles (trainer's U-Net on 512 px tiles 0.89x, on 64 px tiles 0.80x;
-ResNet-34 U-Net on 256 px tiles 0.97x): a run splits each operator between the threads and waits for the
-slower half, which two whole runs side by side never do.
+The session is tuned on purpose: execution providers chosen by device (CUDA first with CPU fallback, and the
+fallback is logged), a fixed number of intra-op threads, full graph optimisation (on the CPU optimised once per
+machine and kept: :mod:`.optimised_graphs`), sequential execution within a run. On the CPU the classifier runs
+``streams`` batches at once, each on its share of the threads (:func:`cpu_streams`): measured on 2 cores, two one-
+thread runs at once take 0.79-0.97x the time of one two-thread run after another over the same tiles (trainer's
+U-Net on 512 px tiles 0.89x, on 64 px tiles 0.80x; ResNet-34 U-Net on 256 px tiles 0.97x): a run splits each
+operator between the threads and waits for the slower half, which two whole runs side by side never do.
 """
 import os
 from dataclasses import dataclass, field
