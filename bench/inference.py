@@ -102,7 +102,8 @@ def whole_vs_bare(model_path, raster, output, device: str, runs: int, label: str
     def whole():
         return classify_raster(ClassifyOptions(raster, model_path, output, device=device, overwrite=True))
 
-    result = whole()  # warm-up: file cache, first session; also tells the overlap and batch size used
+    result = whole()  # warm-up: file cache, the optimised graph kept (as by any earlier run on this machine);
+    # also tells the overlap and batch size used
     batches, model = tiles_in_memory_at(model_path, raster, device, result["TILE"], result["OVERLAP"],
                                         result["BATCH_SIZE"])
     own = load_model(model_path, device=device, streams=0)  # as the classifier loads it
