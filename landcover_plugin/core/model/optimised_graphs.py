@@ -7,9 +7,10 @@ the graph optimised before; the trainer's U-Net 0.012 s against 0.005 s. The out
 
 The optimised graph holds this CPU's layout, so it is kept per machine: its key is the model file (path, size,
 modification time, inode), the onnxruntime version and the CPU (model name and instruction-set flags). The files
-live in ``$LANDCOVER_CACHE_DIR`` (default: the user's cache folder, ``landcover_plugin/onnxruntime`` in it); the
-least recently used go beyond :data:`MAX_FILES`. ``LANDCOVER_CACHE_DIR=off`` turns the cache off. A cache never
-stops a run: a file it cannot read or write means optimising at load, as without it.
+live in ``$LANDCOVER_CACHE_DIR`` (default: the user's cache folder, ``landcover_plugin/onnxruntime`` in it); a
+model rewritten in place replaces its graph, and the least recently used go beyond :data:`MAX_FILES`.
+``LANDCOVER_CACHE_DIR=off`` turns the cache off. A cache never stops a run: a file it cannot read or write means
+optimising at load, as without it.
 """
 import hashlib
 import os
@@ -48,10 +49,17 @@ def cpu_signature() -> str:
 
 
 def cache_key(path: str) -> str:
+    """``<the file's place>-<its version, onnxruntime's and the CPU's>``: a model rewritten in place (a new version)
+    keeps the first part, so its old graph can go."""
     stat = os.stat(path)
-    text = "\n".join([os.path.realpath(path), str(stat.st_size), str(stat.st_mtime_ns), str(stat.st_ino),
-                      ort.__version__, cpu_signature()])
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:32]
+    place = _digest(os.path.realpath(path))
+    version = _digest("\n".join([str(stat.st_size), str(stat.st_mtime_ns), str(stat.st_ino), ort.__version__,
+                                  cpu_signature()]))
+    return f"{place}-{version}"
+
+
+def _digest(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
 
 
 def optimised_session(path: str, options: ort.SessionOptions, providers: list) -> ort.InferenceSession:
@@ -102,7 +110,7 @@ def _optimise_and_keep(path: str, kept: str, options, providers):
             return ort.InferenceSession(path, sess_options=options, providers=providers)  # a bad model raises here
         try:
             os.replace(part, kept)
-            _prune(os.path.dirname(kept))
+            _prune(kept)
         except OSError:
             pass  # not kept: this run is as fast as without a cache
         return session
@@ -111,13 +119,20 @@ def _optimise_and_keep(path: str, kept: str, options, providers):
         _remove(part)
 
 
-def _prune(folder: str) -> None:
-    """Remove the least recently used graphs beyond :data:`MAX_FILES`."""
+def _prune(kept: str) -> None:
+    """Remove the graphs of earlier versions of ``kept``'s model, and the least recently used beyond
+    :data:`MAX_FILES`."""
+    folder, name = os.path.split(kept)
+    place = name.split("-")[0] + "-"
     entries = []
     for entry in os.scandir(folder):
-        if entry.name.endswith(".onnx"):
+        if not entry.name.endswith(".onnx") or entry.name == name:
+            continue
+        if entry.name.startswith(place):
+            _remove(entry.path)  # the same file, rewritten since
+        else:
             entries.append((entry.stat().st_mtime, entry.path))
-    for _, stale in sorted(entries, reverse=True)[MAX_FILES:]:
+    for _, stale in sorted(entries, reverse=True)[MAX_FILES - 1:]:
         _remove(stale)
 
 
