@@ -12,6 +12,7 @@ model rewritten in place replaces its graph, and the least recently used go beyo
 ``LANDCOVER_CACHE_DIR=off`` turns the cache off. A cache never stops a run: a file it cannot read or write means
 optimising at load, as without it.
 """
+import functools
 import hashlib
 import os
 import platform
@@ -38,8 +39,9 @@ def cache_folder():
     return os.path.join(base, "landcover_plugin", "onnxruntime")
 
 
+@functools.lru_cache(maxsize=1)
 def cpu_signature() -> str:
-    """The CPU's model name and instruction-set flags (what the optimised layout depends on)."""
+    """The CPU's model name and instruction-set flags (what the optimised layout depends on); read once a process."""
     try:
         with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as info:
             lines = [line for line in info if line.startswith(("model name", "flags", "Features"))]
@@ -48,10 +50,10 @@ def cpu_signature() -> str:
         return f"{platform.machine()} {platform.processor()}"
 
 
-def cache_key(path: str) -> str:
+def cache_key(path: str, stat: os.stat_result = None) -> str:
     """``<the file's place>-<its version, onnxruntime's and the CPU's>``: a model rewritten in place (a new version)
     keeps the first part, so its old graph can go."""
-    stat = os.stat(path)
+    stat = stat or os.stat(path)
     place = _digest(os.path.realpath(path))
     version = _digest("\n".join([str(stat.st_size), str(stat.st_mtime_ns), str(stat.st_ino), ort.__version__,
                                   cpu_signature()]))
@@ -65,15 +67,9 @@ def _digest(text: str) -> str:
 def optimised_session(path: str, options: ort.SessionOptions, providers: list) -> ort.InferenceSession:
     """``ort.InferenceSession(path, options, providers)``, from this machine's optimised graph of ``path`` when one
     is kept (else optimised now and kept). Errors of the model itself are onnxruntime's, as without a cache."""
-    folder = cache_folder()
-    if folder is None or providers != ["CPUExecutionProvider"] or \
-            options.graph_optimization_level != ort.GraphOptimizationLevel.ORT_ENABLE_ALL or \
-            os.path.getsize(path) > MAX_MODEL_BYTES:
-        return ort.InferenceSession(path, sess_options=options, providers=providers)
-    try:
-        kept = os.path.join(folder, cache_key(path) + ".onnx")
-    except OSError:
-        return ort.InferenceSession(path, sess_options=options, providers=providers)
+    kept = _kept_path(path, options, providers)
+    if kept is None:
+        return _session(path, options, providers)
     if os.path.exists(kept):
         session = _from_kept(kept, options, providers)
         if session is not None:
@@ -81,11 +77,30 @@ def optimised_session(path: str, options: ort.SessionOptions, providers: list) -
     return _optimise_and_keep(path, kept, options, providers)
 
 
+def _session(path: str, options, providers) -> ort.InferenceSession:
+    return ort.InferenceSession(path, sess_options=options, providers=providers)
+
+
+def _kept_path(path: str, options, providers):
+    """Where this machine's optimised graph of ``path`` is kept, or None when the cache does not apply."""
+    folder = cache_folder()
+    if folder is None or providers != ["CPUExecutionProvider"] or \
+            options.graph_optimization_level != ort.GraphOptimizationLevel.ORT_ENABLE_ALL:
+        return None
+    try:
+        stat = os.stat(path)
+    except OSError:
+        return None  # onnxruntime says what is wrong with the path
+    if stat.st_size > MAX_MODEL_BYTES:
+        return None
+    return os.path.join(folder, cache_key(path, stat) + ".onnx")
+
+
 def _from_kept(kept: str, options, providers):
     saved_level = options.graph_optimization_level
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL  # optimised already
     try:
-        session = ort.InferenceSession(kept, sess_options=options, providers=providers)
+        session = _session(kept, options, providers)
         os.utime(kept)  # recently used: kept longest
         return session
     except Exception:  # noqa: BLE001 - a damaged or foreign file: optimise again, and replace it
@@ -99,24 +114,24 @@ def _optimise_and_keep(path: str, kept: str, options, providers):
     part = f"{kept}.{os.getpid()}.part"
     try:
         os.makedirs(os.path.dirname(kept), exist_ok=True)
-        options.optimized_model_filepath = part
     except OSError:
-        return ort.InferenceSession(path, sess_options=options, providers=providers)
+        return _session(path, options, providers)
+    options.optimized_model_filepath = part
     try:
-        try:
-            session = ort.InferenceSession(path, sess_options=options, providers=providers)
-        except Exception:  # noqa: BLE001 - saving failed (a read-only folder, a full disk) or the model is bad
-            options.optimized_model_filepath = ""
-            return ort.InferenceSession(path, sess_options=options, providers=providers)  # a bad model raises here
-        try:
-            os.replace(part, kept)
-            _prune(kept)
-        except OSError:
-            pass  # not kept: this run is as fast as without a cache
-        return session
+        session = _session(path, options, providers)
+    except Exception:  # noqa: BLE001 - saving failed (a read-only folder, a full disk) or the model is bad
+        session = None
     finally:
         options.optimized_model_filepath = ""
+    if session is None:
         _remove(part)
+        return _session(path, options, providers)  # a bad model raises here, as without a cache
+    try:
+        os.replace(part, kept)
+        _prune(kept)
+    except OSError:
+        _remove(part)  # not kept: this run is as fast as without a cache
+    return session
 
 
 def _prune(kept: str) -> None:
