@@ -30,7 +30,8 @@ BLOCK = 256
 CREATION_OPTIONS = ["TILED=YES", f"BLOCKXSIZE={BLOCK}", f"BLOCKYSIZE={BLOCK}", "COMPRESS=DEFLATE", "ZLEVEL=4",
                     "BIGTIFF=IF_SAFER"]
 NODATA = 0
-OVERVIEW_RESAMPLING = {"labels": "NEAREST", "confidence": "AVERAGE"}
+# Overviews GDAL builds once a raster is complete; the labels' (nearest) are written with their rows.
+OVERVIEW_RESAMPLING = {"confidence": "AVERAGE"}
 
 
 def embedded_classes(path, events=None) -> tuple:
@@ -244,7 +245,7 @@ class ClassifiedRasterWriter:
         factors = overview_factors(self.width, self.height)
         for kind, dataset in self._datasets.items():
             self._gdal(dataset.FlushCache, kind)
-            if factors and kind != "labels":  # the labels' levels were written with their rows
+            if factors and kind in OVERVIEW_RESAMPLING:
                 self._gdal(lambda: dataset.BuildOverviews(OVERVIEW_RESAMPLING[kind], factors,
                                                           self._overview_callback), kind)
                 if getattr(self, "_cancelled", False):
