@@ -110,6 +110,11 @@ def cpu_streams(threads: int) -> int:
     return 2 if threads >= 2 else 1
 
 
+def threads_each(threads: int, streams: int) -> int:
+    """Intra-op threads of each of ``streams`` runs at once sharing ``threads`` in all (at least one)."""
+    return max(1, threads // streams)
+
+
 def session_options(threads: int = None) -> ort.SessionOptions:
     """Options for throughput on one batch at a time: all graph optimisations, fixed intra-op threads."""
     options = ort.SessionOptions()
@@ -162,10 +167,10 @@ def load_model(path, *, device: str = "auto", threads: int = None, overrides: di
     threads = int(threads) if threads else default_threads()
     asked = int(streams)
     streams = 1 if CUDA in providers else asked or cpu_streams(threads)
-    session = create_session(path, device, max(1, threads // streams), events, providers)
+    session = create_session(path, device, threads_each(threads, streams), events, providers)
     if not asked and CUDA in providers and CUDA not in session.get_providers() and cpu_streams(threads) > 1:
         streams = cpu_streams(threads)  # CUDA failed to start: the CPU's streams, as if it had been asked for
-        session = create_session(path, device, max(1, threads // streams), events, [CPU])
+        session = create_session(path, device, threads_each(threads, streams), events, [CPU])
     model_input = _the_input(path, session)
     output = _the_output(path, session)
     shape = list(model_input.shape)
@@ -195,7 +200,8 @@ def load_model(path, *, device: str = "auto", threads: int = None, overrides: di
                       dynamic_size=not isinstance(shape[2], int) and not isinstance(shape[3], int), streams=streams)
     where = f"the CPU ({threads} threads)"
     if streams > 1:
-        where = f"the CPU ({threads} threads: {streams} batches at once, {max(1, threads // streams)} thread(s) each)"
+        where = (f"the CPU ({threads} threads: {streams} batches at once, {threads_each(threads, streams)} "
+                 f"thread(s) each)")
     events.info(f"Model {os.path.basename(path)}: {bands} bands in, {len(card['classes'])} classes out "
                 f"({', '.join(c['name'] for c in card['classes'])}), tile {tile} px, running on "
                 f"{'CUDA' if model.uses_cuda else where}; providers {', '.join(model.providers)}.")
