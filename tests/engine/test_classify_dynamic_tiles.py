@@ -1,6 +1,9 @@
 """Models that take any height and width run bigger tiles than their training tile when asked (tile size 0: the
 automatic choice): fewer overlap pixels and model calls, the same map for a net with a small receptive field
 (trained here on the real Zion data; the reference is torch on the whole raster)."""
+import sys
+
+import numpy as np
 import onnx
 import pytest
 import rasterio
@@ -107,3 +110,33 @@ def test_the_automatic_tile_keeps_the_blending_strip_within_its_budget():
     assert strip_bytes(tile, width, 20) <= STRIP_BUDGET_MB * 2 ** 20 < strip_bytes(512, width, 20)
     assert tile > 64
     assert choose_tile(model, 20000, 400_000, None, 4, 0.25)[0] == 64  # even 64 px exceeds it: the model's own
+
+
+def _rss_mb() -> float:
+    with open("/proc/self/status") as status:
+        return next(int(line.split()[1]) for line in status if line.startswith("VmRSS")) / 1024
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads the resident memory from /proc")
+def test_a_dynamic_model_gives_back_its_run_memory_and_still_runs(zion):
+    """After a big tile the session's arena holds what the run needed; once its output is let go of,
+    give_back_memory returns most of it to the system (the classifier does so beside the last rows' writing,
+    without the GIL) and the model runs on, with the same results."""
+    model = load_model(zion["model"], device="cpu")
+    tile = np.zeros((1, 4, 2048, 2048), np.float32)  # 16 channels x 4 Mpx: 256 MB an activation
+    first = model.run(tile[:, :, :64, :64]).copy()
+    before = _rss_mb()
+    model.run(tile)
+    grown = _rss_mb() - before
+    assert grown > 300
+    assert model.give_back_memory()
+    assert _rss_mb() - before < grown / 2
+    assert np.array_equal(model.run(tile[:, :, :64, :64]), first)
+
+
+def test_a_fixed_size_model_keeps_its_memory_until_closed(model):
+    loaded = load_model(model, device="cpu")
+    assert loaded.run(np.zeros((1, loaded.bands, 64, 64), np.float32)).shape[2:] == (64, 64)
+    assert not loaded.give_back_memory()  # a run of a whole tile would cost more than it saves
+    loaded.close()
+    assert not loaded.give_back_memory()

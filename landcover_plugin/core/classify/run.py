@@ -206,7 +206,7 @@ def _run_pipeline(source, model, grid, writer, batch_size, confidence, events, p
         # Leaving this block by an error waits for the read and the runs in flight, so the raster closes after them.
         pending_read = reader.submit(next, batches, None)
         running = collections.deque()  # (batch, its probabilities to come), in grid order
-        pending_write = None
+        pending_write = gave_back = None
         while True:
             batch = pending_read.result()
             if batch is not None:
@@ -216,6 +216,8 @@ def _run_pipeline(source, model, grid, writer, batch_size, confidence, events, p
                 running.append((batch, runner.submit(clock.timed, model.run, batch.x)))
                 if len(running) < streams:
                     continue
+            elif streams > 1 and running and not gave_back:  # a stream is free and the last run is going:
+                gave_back = runner.submit(model.give_back_memory)  # give back what the ended runs held beside it
             if not running:
                 break
             batch, run = running.popleft()
@@ -227,11 +229,13 @@ def _run_pipeline(source, model, grid, writer, batch_size, confidence, events, p
                 probs = _softmax(probs)
             if pending_write is not None:
                 pending_write.result()  # at most one batch waits to be blended: memory stays bounded
-            pending_write = blend_writer.submit(_blend, blender, batch, probs)
+            pending_write = blend_writer.submit(_blend, blender, batch, [probs])
             stats["tiles_run"] += len(batch.tiles)
             done = batch.tiles[-1].index + 1 - grid.first_index
             _progress(events, 0.97 * done / len(grid), f"tile {done}/{len(grid)}")
-        closing = reader.submit(model.close)  # every run is done: free the session beside the last rows' blending
+        # Every run is done: free the session on the idle reader beside the last rows' blending and writing.
+        last_outputs, probs, run = [probs], None, None
+        closing = reader.submit(_close_model, model, pending_write, last_outputs)
         if pending_write is not None:
             pending_write.result()
         blend_writer.submit(_blending, blender.finish).result()
@@ -280,8 +284,25 @@ class _Inline:
         return future
 
 
-def _blend(blender, batch, probs):
-    _blending(blender.add_batch, batch.tiles, probs, batch.valid)
+def _blend(blender, batch, outputs: list):
+    """Blend ``batch`` with its probabilities, taken out of ``outputs`` so that no reference outlives the call."""
+    _blending(blender.add_batch, batch.tiles, outputs.pop(), batch.valid)
+
+
+def _close_model(model, blended, last_outputs: list) -> None:
+    """Free the model's session once ``blended`` (the last blending, or None) is done with the last outputs.
+
+    Freeing the session's memory (hundreds of MB: 40 ms of a 1.4 s Zion run) with the session would hold the
+    GIL, and so stop the last rows' blending and writing: it is given back first without
+    (:meth:`OnnxModel.give_back_memory`), once the last outputs, which are views of it, are let go of. With two
+    streams, the stream left free when the reading ends gives back what the ended runs held beside the last run.
+    Measured on Zion (trainer's U-Net, 512 px tiles, 10 alternated runs): from the last run's end to the
+    outputs published 36 ms against 76 ms freeing with the session; whole run 1.51 s against 1.56 s."""
+    if blended is not None:
+        futures.wait([blended])
+    last_outputs.clear()
+    model.give_back_memory()
+    model.close()
 
 
 def _blending(call, *args):

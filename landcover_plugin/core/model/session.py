@@ -14,6 +14,7 @@ thread runs at once take 0.79-0.97x the time of one two-thread run after another
 U-Net on 512 px tiles 0.89x, on 64 px tiles 0.80x; ResNet-34 U-Net on 256 px tiles 0.97x): a run splits each
 operator between the threads and waits for the slower half, which two whole runs side by side never do.
 """
+import math
 import os
 from dataclasses import dataclass, field
 
@@ -31,6 +32,7 @@ CUDA = "CUDAExecutionProvider"
 CPU = "CPUExecutionProvider"
 _FLOAT_TYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16}
 DEFAULT_TILE = 512
+SHRINK_TILE = 64  # the tiny tile of OnnxModel.give_back_memory's run (or the largest divisor of the model's tile)
 
 
 @dataclass
@@ -61,8 +63,36 @@ class OnnxModel:
         return CUDA in self.providers
 
     def close(self) -> None:
-        """Free the session (its memory and threads) now; the model runs no more."""
+        """Drop the session; the model runs no more. onnxruntime's outputs are views of the session's memory:
+        the session (and its memory) is freed with the last of them, under the GIL. :meth:`give_back_memory`
+        first frees most of it without."""
         self.session = None
+
+    def give_back_memory(self) -> bool:
+        """Hand the CPU memory arena's free memory back to the system now, with the GIL released; True if done.
+
+        The arena keeps what the biggest runs needed (hundreds of MB for 512 px tiles): freeing it takes 25-40 ms,
+        and freed with the session it holds the GIL that long. onnxruntime shrinks its arenas at the end of a run
+        asked to (``memory.enable_memory_arena_shrinkage``): a run on a tiny tile does that, in 1 ms more. Only
+        for models of any tile size on the CPU (a fixed-size model would need a whole tile); a model that
+        refuses the tiny tile just keeps its memory until :meth:`close`."""
+        if self.session is None or not self.dynamic_size or self.uses_cuda:
+            return False
+        options = ort.RunOptions()
+        options.add_run_config_entry("memory.enable_memory_arena_shrinkage", "cpu:0")
+        size, batch = math.gcd(self.tile, SHRINK_TILE), self.fixed_batch or 1
+        tiny = np.zeros((batch, self.bands, size, size), dtype=self.input_dtype)
+        try:
+            out_type = _FLOAT_TYPES[self.session.get_outputs()[0].type]
+            # the output outside the arena: one in it would keep its whole region
+            out = np.empty((batch, len(self.classes), size, size), dtype=out_type)
+            binding = self.session.io_binding()
+            binding.bind_cpu_input(self.input_name, tiny)
+            binding.bind_output(self.output_name, "cpu", 0, out_type, list(out.shape), out.ctypes.data)
+            self.session.run_with_iobinding(binding, options)
+        except Exception:  # noqa: BLE001 - onnxruntime raises several types; the memory is freed on close
+            return False
+        return True
 
     def run(self, batch: np.ndarray) -> np.ndarray:
         """(N, C, T, T) float32 -> (N, K, T, T) float32 probabilities as the model gives them."""
