@@ -14,7 +14,10 @@ from rasterio.windows import Window
 from ..rasters import read, valid_mask
 
 SAMPLES_PER_SIDE = 5  # up to 25 windows
-SAMPLE_PX = 64
+# Each window 16 rows x 256 columns (as many pixels as 64 x 64): a GeoTIFF stored in strips (Zion: 3 rows a
+# strip) decodes whole rows, so fewer rows halve the check's time (Zion 11.6 ms against 19.9 ms; a 5000 px wide
+# one-row-strip mosaic 10.1 against 20.2), and a tiled one decodes one or two tiles a window either way.
+SAMPLE_ROWS, SAMPLE_COLS = 16, 256
 MEAN_TOLERANCE = 4.0  # training stds between the means
 SPREAD_TOLERANCE = 5.0  # ratio of the stds, either way
 MAX_PERMUTED_BANDS = 8  # 40320 orders at most
@@ -24,7 +27,7 @@ def sample_statistics(dataset, window: Window, nodata, indexes=None):
     """Per-band (mean, std, valid pixel count) over a grid of small windows spread over ``window``;
     ``indexes``: the bands to read, in order (default: all)."""
     indexes = list(indexes or range(1, dataset.count + 1))
-    size_r, size_c = min(SAMPLE_PX, int(window.height)), min(SAMPLE_PX, int(window.width))
+    size_r, size_c = min(SAMPLE_ROWS, int(window.height)), min(SAMPLE_COLS, int(window.width))
     rows = np.linspace(0, int(window.height) - size_r, SAMPLES_PER_SIDE).astype(int)
     cols = np.linspace(0, int(window.width) - size_c, SAMPLES_PER_SIDE).astype(int)
     values = []
