@@ -47,12 +47,13 @@ def run(settings) -> dict:
     scene_size = 1000 if settings.quick else SCENE
     devices = ["cpu"] + (["cuda"] if "CUDAExecutionProvider" in ort.get_available_providers() else [])
     for device in devices:
+        # Zion runs take 1-3 s, where the machine's noise moves a pair's ratio by 10 %: more rounds a median
         rows, ratio, info = whole_vs_bare(model_path, ZION_IMAGE, work / f"zion_{device}.tif", device,
-                                          max(5, settings.runs))
+                                          max(9, settings.runs))
         figures += rows
         details[device] = info
         rows, _, details[f"{device}_{LARGE}"] = whole_vs_bare(large_path, ZION_IMAGE, work / f"large_{device}.tif",
-                                                              device, max(3, settings.runs), LARGE)
+                                                              device, max(7, settings.runs), LARGE)
         figures += rows
         if device == "cpu":  # a scene of real size: minutes a run on 2 cores, a few seconds on a GPU
             scene = scene_raster(work, scene_size)
