@@ -206,7 +206,7 @@ def _run_pipeline(source, model, grid, writer, batch_size, confidence, events, p
         # Leaving this block by an error waits for the read and the runs in flight, so the raster closes after them.
         pending_read = reader.submit(next, batches, None)
         running = collections.deque()  # (batch, its probabilities to come), in grid order
-        pending_write = gave_back = None
+        pending_write = gave_back = probs = None
         while True:
             batch = pending_read.result()
             if batch is not None:
@@ -234,7 +234,7 @@ def _run_pipeline(source, model, grid, writer, batch_size, confidence, events, p
             done = batch.tiles[-1].index + 1 - grid.first_index
             _progress(events, 0.97 * done / len(grid), f"tile {done}/{len(grid)}")
         # Every run is done: free the session on the idle reader beside the last rows' blending and writing.
-        last_outputs, probs, run = [probs], None, None
+        last_outputs, probs, run = [probs], None, None  # the main thread lets go of them: see _close_model
         closing = reader.submit(_close_model, model, pending_write, last_outputs)
         if pending_write is not None:
             pending_write.result()
