@@ -64,7 +64,7 @@ def test_the_automatic_tile_is_bigger_with_the_same_overlap_in_pixels_and_fewer_
     assert big["tiles"] * 10 < small["tiles"]
     assert big["BATCH_SIZE"] >= 1 and big["BATCH_SIZE"] * big["TILE"] ** 2 <= max(4 * TILE ** 2, big["TILE"] ** 2)
     height, width = zion["reference"].shape
-    assert computed_pixels(height, width, big["TILE"], 16) < 0.8 * computed_pixels(height, width, TILE, 16)
+    assert computed_pixels(height, width, big["TILE"], 16, TILE) < 0.8 * computed_pixels(height, width, TILE, 16)
 
 
 def test_big_tiles_give_the_map_of_the_model_tile_and_of_torch(zion):

@@ -10,6 +10,7 @@ from landcover_plugin.core.classify.tiling import (
     overlap_pixels,
     ramp_1d,
     tile_offsets,
+    tile_spans,
 )
 
 
@@ -31,6 +32,33 @@ def test_offsets_cover_every_pixel_and_stay_inside(length, tile, overlap):
 def test_last_tile_is_shifted_inward():
     assert tile_offsets(1000, 256, 32) == [0, 224, 448, 672, 744]
     assert tile_offsets(256, 256, 32) == [0]
+
+
+def test_with_a_step_the_last_tile_is_the_smallest_multiple_that_still_overlaps():
+    """Zion's 1128 x 1428 px in 512 px tiles of a model trained on 256 px: the last column and row are 256 px
+    tiles ending on the edge, not 512 px ones over pixels already computed."""
+    assert tile_spans(1128, 512, 64, 256) == [(0, 512), (448, 512), (872, 256)]
+    assert tile_spans(1428, 512, 64, 256) == [(0, 512), (448, 512), (896, 512), (1172, 256)]
+    assert tile_spans(1128, 512, 64) == [(0, 512), (448, 512), (616, 512)]  # one input size: whole tiles
+    assert TileGrid(1428, 1128, 512, 64, step=256).computed_pixels() == 1792 * 1280
+    assert TileGrid(1428, 1128, 512, 64).computed_pixels() == 2048 * 1536
+    with pytest.raises(ValueError, match="multiple"):
+        tile_spans(1000, 512, 64, 200)
+
+
+@pytest.mark.parametrize("length", [1, 63, 64, 65, 300, 511, 512, 513, 1000, 1128, 1428, 4097])
+@pytest.mark.parametrize("tile,overlap,step", [(512, 64, 256), (512, 16, 64), (256, 32, 32), (128, 0, 64)])
+def test_spans_cover_the_axis_and_neighbours_overlap_enough(length, tile, overlap, step):
+    spans = tile_spans(length, tile, overlap, step)
+    covered = np.zeros(length, dtype=int)
+    for offset, size in spans:
+        assert size % step == 0 and 0 < size <= tile and offset >= 0
+        assert offset + size <= length or (offset == 0 and length < tile)  # only a short axis is padded
+        covered[offset:offset + size] += 1
+    assert covered.min() >= 1
+    assert [size for _, size in spans[:-1]] == [tile] * (len(spans) - 1)  # only the last may be smaller
+    for (a, size_a), (b, _) in zip(spans, spans[1:]):
+        assert a + size_a - b >= overlap
 
 
 def test_bad_tiling_arguments_are_refused():
@@ -63,12 +91,14 @@ def _brute_force(grid, probs_for, valid_for, class_ids):
     acc = np.zeros((k, grid.height, grid.width))
     weight = np.zeros((grid.height, grid.width))
     valid = np.zeros((grid.height, grid.width), bool)
-    window = blend_window(grid.tile, grid.overlap).astype(np.float64)
     for tile in grid:
         probs, ok = probs_for(tile), valid_for(tile)
         if probs is None:
             continue
         rows, cols = tile.rows, tile.cols
+        height, width = probs.shape[1:]
+        window = np.outer(ramp_1d(height, min(grid.overlap, height - 1)),
+                          ramp_1d(width, min(grid.overlap, width - 1))).astype(np.float64)
         acc[:, tile.row:tile.row + rows, tile.col:tile.col + cols] += probs[:, :rows, :cols] * window[:rows, :cols]
         weight[tile.row:tile.row + rows, tile.col:tile.col + cols] += window[:rows, :cols]
         valid[tile.row:tile.row + rows, tile.col:tile.col + cols] |= ok[:rows, :cols]
@@ -80,11 +110,15 @@ def _brute_force(grid, probs_for, valid_for, class_ids):
     return labels, confidence.astype(np.uint8)
 
 
-@pytest.mark.parametrize("height,width,tile,overlap", [(300, 270, 64, 16), (50, 300, 64, 8), (130, 129, 32, 0)])
-def test_strip_blender_equals_whole_area_blending(height, width, tile, overlap):
+@pytest.mark.parametrize("height,width,tile,overlap,step", [(300, 270, 64, 16, None), (50, 300, 64, 8, None),
+                                                             (130, 129, 32, 0, None), (300, 270, 64, 16, 16),
+                                                             (260, 333, 128, 24, 32)])
+def test_strip_blender_equals_whole_area_blending(height, width, tile, overlap, step):
+    """With a ``step``, the last tiles of each row and column are smaller: each is weighed by its own window."""
     rng = np.random.default_rng(height)
     class_ids = [3, 7, 9, 12]
-    grid = TileGrid(height, width, tile, overlap)
+    grid = TileGrid(height, width, tile, overlap, step=step)
+    assert (step is None) == all((t.height, t.width) == (tile, tile) for t in grid)
     # A smooth "truth" plus per-tile noise, so tiles disagree near their edges as a real net does.
     truth = rng.random((len(class_ids), height // 8 + 2, width // 8 + 2)).repeat(8, 1).repeat(8, 2)
     per_tile = {}
@@ -92,11 +126,11 @@ def test_strip_blender_equals_whole_area_blending(height, width, tile, overlap):
     for t in grid:
         if t.index in skipped:
             continue
-        p = np.zeros((len(class_ids), tile, tile), np.float32)
+        p = np.zeros((len(class_ids), t.height, t.width), np.float32)
         p[:, :t.rows, :t.cols] = truth[:, t.row:t.row + t.rows, t.col:t.col + t.cols]
         p += rng.random(p.shape).astype(np.float32) * 0.3
         p /= p.sum(axis=0, keepdims=True)
-        ok = rng.random((tile, tile)) > 0.02
+        ok = rng.random((t.height, t.width)) > 0.02
         per_tile[t.index] = (p, ok)
     expected_labels, expected_conf = _brute_force(
         grid, lambda t: per_tile.get(t.index, (None, None))[0].copy() if t.index in per_tile else None,
@@ -128,8 +162,13 @@ def test_strip_blender_equals_whole_area_blending(height, width, tile, overlap):
     blender = StripBlender(grid, class_ids, lambda lab, conf: (batched_labels.append(lab.copy()),
                                                                 batched_conf.append(conf.copy())), confidence=True)
     tiles = [t for t in grid if t.index in per_tile]
-    for start in range(0, len(tiles), 3):
-        batch = tiles[start:start + 3]
+    batches = []  # up to 3 tiles of one size a batch, as the reader makes them
+    for t in tiles:
+        if batches and len(batches[-1]) < 3 and (batches[-1][0].height, batches[-1][0].width) == (t.height, t.width):
+            batches[-1].append(t)
+        else:
+            batches.append([t])
+    for batch in batches:
         blender.add_batch(batch, np.stack([per_tile[t.index][0] for t in batch]),
                           np.stack([per_tile[t.index][1] for t in batch]))
     blender.finish()

@@ -1,9 +1,13 @@
 """Tile grids with overlap, and the blending window that hides tile seams.
 
 A grid covers a ``height`` x ``width`` area with square tiles of ``tile`` pixels placed every
-``stride = tile - overlap`` pixels. The last tile of a row or column is shifted inward so it ends on the
-area's edge (never past it); only an area smaller than a tile is padded (the tile starts at 0 and its
-part beyond the edge is filled by the reader).
+``stride = tile - overlap`` pixels. The last tile of a row or column ends on the area's edge (never past it):
+the smallest multiple of ``step`` that still overlaps the tile before it by ``overlap`` pixels, shifted inward.
+``step`` is the tile itself for a model of one input size (the last tile is then a whole tile shifted inward);
+for a model that takes any size it is the model's own tile, so a 512 px grid over Zion's 1128 x 1428 px ends each
+row and column with a 256 px tile instead of a 512 px one mostly over pixels already computed (2.29 Mpx computed
+instead of 3.15). Only an area smaller than a tile is padded (the tile starts at 0 and its part beyond the edge
+is filled by the reader).
 
 Blending: each tile's probabilities are multiplied by a separable window that ramps linearly from a
 small floor at the tile's edge up to 1 across the overlap, summed per pixel, and divided by the summed
@@ -20,23 +24,36 @@ EDGE_FLOOR = 1e-3
 LABEL_ROWS = 32  # rows labelled at a time (tiling.StripBlender._labels)
 
 
-def tile_offsets(length: int, tile: int, overlap: int) -> list:
+def tile_offsets(length: int, tile: int, overlap: int, step: int = None) -> list:
     """Start offsets of tiles along one axis: every ``tile - overlap`` pixels, the last shifted inward."""
+    return [offset for offset, _size in tile_spans(length, tile, overlap, step)]
+
+
+def tile_spans(length: int, tile: int, overlap: int, step: int = None) -> list:
+    """``(offset, size)`` of the tiles along one axis: ``tile`` px every ``tile - overlap`` pixels; the last ends on
+    the edge, the smallest multiple of ``step`` (default ``tile``) up to ``tile`` that overlaps the one before it
+    by at least ``overlap`` px. An axis shorter than a tile has one tile of ``tile`` px at 0 (padded)."""
+    step = int(step or tile)
     if tile <= 0:
         raise ValueError(f"tile size must be positive, got {tile}")
     if not 0 <= overlap < tile:
         raise ValueError(f"overlap must be in 0..{tile - 1} for tile size {tile}, got {overlap}")
+    if step <= 0 or tile % step:
+        raise ValueError(f"tile size {tile} is not a multiple of the step {step}")
     if length <= tile:
-        return [0]
+        return [(0, tile)]
     stride = tile - overlap
-    offsets = list(range(0, length - tile, stride))
-    offsets.append(length - tile)
-    return offsets
+    spans = [(offset, tile) for offset in range(0, length - tile, stride)]
+    covered_from = spans[-1][0] + stride  # the last tile overlaps the one before it from there on
+    size = min(tile, -(-(length - covered_from) // step) * step)
+    spans.append((length - size, size))
+    return spans
 
 
 @dataclass(frozen=True)
 class Tile:
-    """One tile: its row/col offset in the area, and the part of it inside the area (``rows``/``cols``)."""
+    """One tile: its row/col offset in the area, the part of it inside the area (``rows``/``cols``) and the size
+    the model runs (``height`` x ``width``; None: the grid's tile)."""
 
     index: int
     grid_row: int
@@ -44,21 +61,25 @@ class Tile:
     col: int
     rows: int
     cols: int
+    height: int = None
+    width: int = None
 
 
 class TileGrid:
     """Row-major tiles covering a ``height`` x ``width`` area."""
 
-    def __init__(self, height: int, width: int, tile: int, overlap: int, rows=None):
+    def __init__(self, height: int, width: int, tile: int, overlap: int, rows=None, step: int = None):
         self.height, self.width, self.tile, self.overlap = int(height), int(width), int(tile), int(overlap)
-        self.row_offsets = tile_offsets(self.height, self.tile, self.overlap)
-        self.col_offsets = tile_offsets(self.width, self.tile, self.overlap)
+        self.row_spans = tile_spans(self.height, self.tile, self.overlap, step)
+        self.col_spans = tile_spans(self.width, self.tile, self.overlap, step)
+        self.row_offsets = [offset for offset, _size in self.row_spans]
+        self.col_offsets = [offset for offset, _size in self.col_spans]
         r0, r1 = (0, self.height) if rows is None else (int(rows[0]), int(rows[1]))
         if not 0 <= r0 < r1 <= self.height:
             raise ValueError(f"rows {r0}..{r1} are not inside the area's {self.height} rows")
         self.rows = (r0, r1)
         # the tile rows that touch area rows r0..r1 (contiguous: offsets and tile ends both increase)
-        touching = [g for g, row in enumerate(self.row_offsets) if row < r1 and row + self.tile > r0]
+        touching = [g for g, (row, size) in enumerate(self.row_spans) if row < r1 and row + size > r0]
         self.grid_rows = range(touching[0], touching[-1] + 1)
         self.first_row = self.row_offsets[touching[0]]  # the first area row a tile of this grid covers
         self.first_index = touching[0] * len(self.col_offsets)
@@ -69,10 +90,14 @@ class TileGrid:
     def __iter__(self):
         columns = len(self.col_offsets)
         for grid_row in self.grid_rows:
-            row = self.row_offsets[grid_row]
-            for c, col in enumerate(self.col_offsets):
-                yield Tile(grid_row * columns + c, grid_row, row, col, min(self.tile, self.height - row),
-                           min(self.tile, self.width - col))
+            row, height = self.row_spans[grid_row]
+            for c, (col, width) in enumerate(self.col_spans):
+                yield Tile(grid_row * columns + c, grid_row, row, col, min(height, self.height - row),
+                           min(width, self.width - col), height, width)
+
+    def computed_pixels(self) -> int:
+        """Pixels the model computes over the whole grid (every tile at its size, padding included)."""
+        return sum(size for _, size in self.row_spans) * sum(size for _, size in self.col_spans)
 
     def rows_final_before(self, grid_row: int) -> int:
         """First area row still open while tiles of ``grid_row`` onwards are not blended.
@@ -131,7 +156,9 @@ class StripBlender:
         self.class_ids = np.asarray(class_ids, dtype=np.uint8)
         self.emit = emit
         self.confidence = confidence
+        self.floor = floor
         self.window = blend_window(grid.tile, grid.overlap, floor)
+        self._windows = {(grid.tile, grid.tile): self.window}  # by tile height and width (the last are smaller)
         rows = min(grid.tile, grid.height)
         self.acc = np.zeros((len(self.class_ids), rows, grid.width), dtype=np.float32)
         # Weights matter only for confidence: the argmax of a weighted sum needs no division.
@@ -143,23 +170,33 @@ class StripBlender:
     def add(self, tile: Tile, probs: np.ndarray, valid: np.ndarray) -> None:
         """Blend one tile's (K, T, T) probabilities (modified in place) and (T, T) validity."""
         part = probs[:, :tile.rows, :tile.cols]
-        np.multiply(part, self.window[:tile.rows, :tile.cols], out=part)
+        np.multiply(part, self.window_for(*probs.shape[1:])[:tile.rows, :tile.cols], out=part)
         self._accumulate(tile, probs, valid)
 
     def add_batch(self, tiles, probs: np.ndarray, valid: np.ndarray) -> None:
-        """:meth:`add` for a batch: (N, K, T, T) probabilities (modified in place), (N, T, T) validity. The
-        window multiplies the whole batch in one pass (a tile cut by the area's edge uses the window's top-left
-        part, as :meth:`add` does)."""
-        np.multiply(probs, self.window, out=probs)
+        """:meth:`add` for a batch of tiles of one size: (N, K, H, W) probabilities (modified in place), (N, H, W)
+        validity. The window multiplies the whole batch in one pass (a tile cut by the area's edge uses the
+        window's top-left part, as :meth:`add` does)."""
+        np.multiply(probs, self.window_for(*probs.shape[2:]), out=probs)
         for tile, tile_probs, tile_valid in zip(tiles, probs, valid):
             self._accumulate(tile, tile_probs, tile_valid)
+
+    def window_for(self, height: int, width: int) -> np.ndarray:
+        """The blending window of a ``height`` x ``width`` px tile (ramps of the grid's overlap at every side)."""
+        window = self._windows.get((height, width))
+        if window is None:
+            overlap = self.grid.overlap
+            window = np.outer(ramp_1d(height, min(overlap, height - 1), self.floor),
+                              ramp_1d(width, min(overlap, width - 1), self.floor)).astype(np.float32)
+            self._windows[(height, width)] = window
+        return window
 
     def _accumulate(self, tile: Tile, weighted: np.ndarray, valid: np.ndarray) -> None:
         self.release(self.grid.rows_final_before(tile.grid_row))
         r0, rows, c0, cols = tile.row - self.top, tile.rows, tile.col, tile.cols
         if r0 < 0 or r0 + rows > self.acc.shape[1]:
             raise ValueError(f"tile at row {tile.row} is outside the blending buffer (rows {self.top}..)")
-        window = self.window[:rows, :cols]
+        window = self.window_for(*weighted.shape[1:])[:rows, :cols]
         self.acc[:, r0:r0 + rows, c0:c0 + cols] += weighted[:, :rows, :cols]
         if self.confidence:
             self.weight[r0:r0 + rows, c0:c0 + cols] += window
