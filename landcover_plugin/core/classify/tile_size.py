@@ -5,12 +5,13 @@ A fully convolutional network can run at more than its training chip size. With 
 whose input has dynamic height and width, ``tile_size`` may be a multiple of the model's tile (so a multiple
 of the network's stride: a U-Net halves the size four times), or 0: the multiple up to
 :data:`AUTO_TILE_MAX` px that computes the fewest pixels over the area in whole tiles (overlaps and the last
-tiles shifted inward count; the bigger on a tie). The grid then ends each row and column with the smallest multiple
-of the model's tile that reaches the edge (:func:`.tiling.tile_spans`). The overlap stays what it is at the model's own tile, in pixels: the
-blending hides edge effects whose width is the network's receptive field, not a share of the tile. The
-batch shrinks so a batch holds about as many pixels as the asked batch of model-sized tiles (at least one
-tile): the model's memory stays where it was. Measured on 2 cores, onnxruntime's throughput per pixel is about the same
-from 64 to 512 px tiles (0.7-1.1 Mpx/s, trainer's U-Net base width 16): the saving is the overlap.
+tiles shifted inward count; the bigger on a tie). The grid then ends each row and column with the smallest
+multiple of the model's tile that reaches the edge (:func:`.tiling.tile_spans`). The overlap stays what it is at
+the model's own tile, in pixels: the blending hides edge effects whose width is the network's receptive field,
+not a share of the tile. The batch shrinks so a batch holds about as many pixels as the asked batch of model-sized
+tiles (at least one tile): the model's memory stays where it was. Measured on 2 cores, onnxruntime's throughput
+per pixel is about the same from 64 to 512 px tiles (0.7-1.1 Mpx/s, trainer's U-Net base width 16): the saving
+is the overlap.
 
 Bigger tiles are not always safe: a U-Net trained on 64 px chips has always seen the tile's zero padding
 in its deepest layers; at 512 px most pixels see none, and its labels change (Zion, U-Net trained briefly on
