@@ -25,8 +25,7 @@ from rasterio.shutil import copy as copy_raster
 from landcover_plugin.core.classify.options import DEFAULT_BATCH, ClassifyOptions
 from landcover_plugin.core.classify.run import classify_raster
 from landcover_plugin.core.classify.source import open_source
-from landcover_plugin.core.classify.tile_size import grid_step
-from landcover_plugin.core.classify.tiling import TileGrid
+from landcover_plugin.core.classify.tile_size import model_grid
 from landcover_plugin.core.events import RecordingEvents
 from landcover_plugin.core.model.session import load_model
 
@@ -157,7 +156,7 @@ def tiles_in_memory_at(model_path, raster, device, tile, overlap_px, batch_size)
     model = load_model(model_path, device=device, events=events)
     with open_source(raster, model, events=events) as source:
         tile = tile or model.tile
-        grid = TileGrid(source.height, source.width, tile, overlap_px, step=grid_step(model, tile))
+        grid = model_grid(model, source.height, source.width, tile, overlap_px)
         batches = [np.array(batch.x, copy=True) for batch in source.batches(grid, batch_size)]
     return batches, model
 

@@ -38,8 +38,7 @@ from ..options import parse_floats
 from .run import blank_reason, classify_raster, prepared_run
 from .shards import assemble, fingerprint, output_paths, plan_shards, prepare_folder, shard_name, write_json_atomic
 from .source import open_source
-from .tile_size import grid_step
-from .tiling import TileGrid
+from .tile_size import model_grid
 
 FAIL_HOOK = "LANDCOVER_TEST_FAIL_SHARD"
 CONNECT_SECONDS = 10  # how long to try reaching a scheduler address
@@ -61,7 +60,7 @@ def classify_on_dask(o, events) -> dict:
     if not os.path.exists(o.model):
         raise BadInputError(f"The model {o.model} does not exist.")
     with prepared_run(dataclasses.replace(o, threads=1), events) as (model, source, tile, batch, overlap_px):
-        grid = TileGrid(source.height, source.width, tile, overlap_px, step=grid_step(model, tile))
+        grid = model_grid(model, source.height, source.width, tile, overlap_px)
         width, height, classes = source.width, source.height, model.classes
         device = "cuda" if model.uses_cuda else "cpu"
     settings = fingerprint(o, tile, overlap_px)

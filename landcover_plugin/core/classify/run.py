@@ -46,8 +46,8 @@ from ..model.session import load_model
 from ..options import parse_floats, parse_ints, parse_names
 from .options import ClassifyOptions
 from .source import mask_bounds, open_source
-from .tile_size import choose_tile, grid_step
-from .tiling import NonFiniteProbabilities, StripBlender, TileGrid
+from .tile_size import choose_tile, model_grid
+from .tiling import NonFiniteProbabilities, StripBlender
 from .uncertainty import uncertainty_output
 
 
@@ -82,7 +82,7 @@ def classify_raster(options: ClassifyOptions, events: Events = None) -> dict:
                                 f"give them different paths.")
     with prepared_run(o, events) as (model, source, tile, batch_size, overlap_px):
         try:
-            grid = TileGrid(source.height, source.width, tile, overlap_px, rows=rows, step=grid_step(model, tile))
+            grid = model_grid(model, source.height, source.width, tile, overlap_px, rows=rows)
         except ValueError as exc:
             raise BadInputError(f"Cannot classify {exc}.") from exc
         r0, r1 = grid.rows

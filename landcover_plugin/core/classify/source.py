@@ -57,14 +57,13 @@ class RasterSource:
         """Yield :class:`Batch` es of up to ``batch_size`` tiles of one size that hold at least one valid pixel.
 
         ``grid``: a :class:`tiling.TileGrid` (its tile size may be bigger than the model's, for a model that
-        takes any size, and its last tiles smaller) or a list of tiles of the model's size."""
+        takes any size, and its last tiles smaller) or a list of its tiles."""
         tiles, x, valid = [], None, None
-        size = getattr(grid, "tile", self.tile)
         # A whole grid is read a tile row at a time (one read per row instead of one per tile: 720 reads of
         # 64 px tiles cost 0.25 s of a 4.2 s Zion run); a mask or a sample of tiles reads tile by tile.
         strips = hasattr(grid, "row_offsets") and self.shapes is None
         for tile in grid:
-            shape = (tile.height or size, tile.width or size)
+            shape = (tile.height, tile.width)
             if tiles and x.shape[2:] != shape:  # a batch holds tiles of one size
                 yield Batch(tiles, x[:len(tiles)], valid[:len(tiles)])
                 tiles, x, valid = [], None, None

@@ -20,7 +20,7 @@ import rasterio
 from ..events import RecordingEvents
 from ..model.session import load_model
 from .source import open_source
-from .tile_size import AUTO_TILE_MAX, choose_tile, grid_step
+from .tile_size import AUTO_TILE_MAX, choose_tile, model_grid
 from .tiling import StripBlender, TileGrid, overlap_pixels
 
 AGREEMENT = 0.99  # share of pixels with the same class as at the model's own tile
@@ -54,8 +54,7 @@ def measure(model_path, image_path, *, area: int = AREA, max_tile: int = AUTO_TI
         pixels = int((reference > 0).sum())
         for size in sizes[1:]:  # up to the first size that changes the labels: bigger ones are not used
             tile, batch, overlap_px = choose_tile(model, source.height, source.width, size, batch_size, overlap)
-            labels = label_map(source, model, TileGrid(source.height, source.width, tile, overlap_px,
-                                                       step=grid_step(model, tile)), batch)
+            labels = label_map(source, model, model_grid(model, source.height, source.width, tile, overlap_px), batch)
             either = (reference > 0) | (labels > 0)
             share = float((labels == reference)[either].mean()) if either.any() else 1.0
             agreement[str(size)] = round(share, 4)

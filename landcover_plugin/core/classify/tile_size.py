@@ -118,11 +118,13 @@ def computed_pixels(height: int, width: int, tile: int, overlap_px: int, step: i
     return TileGrid(height, width, tile, overlap_px, step=step).computed_pixels()
 
 
-def grid_step(model, tile: int) -> int:
-    """The step of the last tiles of a grid of ``tile`` px tiles (:func:`tiling.tile_spans`): the model's own tile
-    for a model that takes any size, else the tile itself (every tile is then whole)."""
+def model_grid(model, height: int, width: int, tile: int, overlap_px: int, rows=None) -> TileGrid:
+    """The grid of ``tile`` px tiles ``model`` runs over a ``height`` x ``width`` area (``rows``: see TileGrid): the
+    last tile of each row and column a multiple of the model's own tile for a model that takes any size
+    (:func:`tiling.tile_spans`), else a whole tile shifted inward."""
     base = int(model.tile)
-    return base if getattr(model, "dynamic_size", False) and tile % base == 0 else int(tile)
+    step = base if getattr(model, "dynamic_size", False) and tile % base == 0 else int(tile)
+    return TileGrid(height, width, tile, overlap_px, rows=rows, step=step)
 
 
 def _agreed_tile(model):

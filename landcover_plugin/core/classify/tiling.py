@@ -53,7 +53,7 @@ def tile_spans(length: int, tile: int, overlap: int, step: int = None) -> list:
 @dataclass(frozen=True)
 class Tile:
     """One tile: its row/col offset in the area, the part of it inside the area (``rows``/``cols``) and the size
-    the model runs (``height`` x ``width``; None: the grid's tile)."""
+    the model runs (``height`` x ``width``)."""
 
     index: int
     grid_row: int
@@ -61,8 +61,8 @@ class Tile:
     col: int
     rows: int
     cols: int
-    height: int = None
-    width: int = None
+    height: int
+    width: int
 
 
 class TileGrid:
@@ -120,10 +120,12 @@ def ramp_1d(tile: int, overlap: int, floor: float = EDGE_FLOOR) -> np.ndarray:
     return np.maximum(weights, np.float32(floor))
 
 
-def blend_window(tile: int, overlap: int, floor: float = EDGE_FLOOR) -> np.ndarray:
-    """(tile, tile) float32 separable blending window; every value is in [floor, 1]."""
-    ramp = ramp_1d(tile, overlap, floor)
-    return np.outer(ramp, ramp).astype(np.float32)
+def blend_window(tile: int, overlap: int, floor: float = EDGE_FLOOR, width: int = None) -> np.ndarray:
+    """(tile, ``width`` or tile) float32 separable blending window, ramps of ``overlap`` px (at most the side less
+    one) at every side; every value is in [floor, 1]."""
+    width = width or tile
+    return np.outer(ramp_1d(tile, min(overlap, tile - 1), floor),
+                    ramp_1d(width, min(overlap, width - 1), floor)).astype(np.float32)
 
 
 def overlap_pixels(tile: int, fraction: float) -> int:
@@ -157,8 +159,7 @@ class StripBlender:
         self.emit = emit
         self.confidence = confidence
         self.floor = floor
-        self.window = blend_window(grid.tile, grid.overlap, floor)
-        self._windows = {(grid.tile, grid.tile): self.window}  # by tile height and width (the last are smaller)
+        self._windows = {}  # blending windows by tile height and width (a grid's last tiles may be smaller)
         rows = min(grid.tile, grid.height)
         self.acc = np.zeros((len(self.class_ids), rows, grid.width), dtype=np.float32)
         # Weights matter only for confidence: the argmax of a weighted sum needs no division.
@@ -185,10 +186,7 @@ class StripBlender:
         """The blending window of a ``height`` x ``width`` px tile (ramps of the grid's overlap at every side)."""
         window = self._windows.get((height, width))
         if window is None:
-            overlap = self.grid.overlap
-            window = np.outer(ramp_1d(height, min(overlap, height - 1), self.floor),
-                              ramp_1d(width, min(overlap, width - 1), self.floor)).astype(np.float32)
-            self._windows[(height, width)] = window
+            window = self._windows[(height, width)] = blend_window(height, self.grid.overlap, self.floor, width)
         return window
 
     def _accumulate(self, tile: Tile, weighted: np.ndarray, valid: np.ndarray) -> None:
