@@ -3,10 +3,12 @@ model card's; a raster far off is warned about with the numbers per band and the
 import numpy as np
 import pytest
 import rasterio
+import torch
 from classify_models import band_stats, card_for, export, tiny_net
 
 from landcover_plugin.core.classify.options import ClassifyOptions
 from landcover_plugin.core.classify.run import classify_raster
+from landcover_plugin.core.errors import BadInputError
 from landcover_plugin.core.events import RecordingEvents
 from landcover_plugin.core.model.card import metadata_props
 
@@ -22,16 +24,25 @@ def setup(shared_data, tmp_path_factory):
         window = ((300, 556), (300, 556))
         profile = dict(src.profile, width=256, height=256, transform=src.window_transform(window))
         data = src.read(window=window)
-    return {"folder": folder, "model": model, "profile": profile, "data": data}
+    return {"folder": folder, "model": model, "card": card, "profile": profile, "data": data}
 
 
-def warnings_for(setup, name, data, **profile):
+def raster(setup, name, data, **profile):
     path = setup["folder"] / f"{name}.tif"
     with rasterio.open(path, "w", **dict(setup["profile"], **profile)) as dst:
         dst.write(data)
+    return path
+
+
+def warnings_for(setup, name, data, **profile):
     events = RecordingEvents()
-    classify_raster(ClassifyOptions(path, setup["model"], setup["folder"] / f"{name}_map.tif"), events)
+    classify_raster(ClassifyOptions(raster(setup, name, data, **profile), setup["model"],
+                                    setup["folder"] / f"{name}_map.tif"), events)
     return [e["message"] for e in events.of_type("log") if e["level"] == "warning"]
+
+
+def reflectance(data):
+    return np.where(data != 65535, data * 2e-5 - 0.1, np.nan).astype(np.float32)
 
 
 def test_the_training_kind_of_image_passes_quietly(setup):
@@ -39,9 +50,7 @@ def test_the_training_kind_of_image_passes_quietly(setup):
 
 
 def test_reflectance_instead_of_digital_numbers_is_named(setup):
-    valid = setup["data"] != 65535
-    reflectance = np.where(valid, setup["data"] * 2e-5 - 0.1, np.nan).astype(np.float32)
-    warnings = warnings_for(setup, "reflectance", reflectance, dtype="float32", nodata=None)
+    warnings = warnings_for(setup, "reflectance", reflectance(setup["data"]), dtype="float32", nodata=None)
     message = next(m for m in warnings if "do not look like the model's training data" in m)
     assert "4 of 4 bands far off" in message and "band 1: mean 0." in message and "vs trained" in message
     assert "another scaling" in message and "reflectance 0-1 vs digital numbers" in message
@@ -52,3 +61,18 @@ def test_bands_in_another_order_are_named(setup):
                    if "training data" in m)
     assert "the bands are in another order" in message
     assert "raster band 1 looks like trained band 4" in message and "raster band 4 looks like trained band 1" in message
+
+
+def test_the_warning_is_told_when_the_run_then_fails(setup):
+    """The check runs beside the first model runs (classify/run.py, _Preflight): a run that fails at once still
+    tells it, since it may say why (here a model that returns NaN, on reflectance instead of digital numbers)."""
+    net = tiny_net(4, 3)
+    with torch.no_grad():
+        net[0].bias.fill_(float("nan"))
+    broken = export(net, setup["folder"] / "nan.onnx", 4, 64, metadata_props(setup["card"]))
+    path = raster(setup, "failing", reflectance(setup["data"]), dtype="float32", nodata=None)
+    events = RecordingEvents()
+    with pytest.raises(BadInputError, match="returned NaN or infinite values"):
+        classify_raster(ClassifyOptions(path, broken, setup["folder"] / "failing_map.tif"), events)
+    warnings = [e["message"] for e in events.of_type("log") if e["level"] == "warning"]
+    assert any("do not look like the model's training data" in m and "another scaling" in m for m in warnings)

@@ -42,25 +42,32 @@ def sample_statistics(dataset, window: Window, nodata, indexes=None):
 
 def check_band_statistics(dataset, window: Window, model, events, indexes=None) -> bool:
     """Warn when the raster's bands differ by far from the training data's; True when it warned."""
+    message = band_statistics_warning(dataset, window, model, indexes)
+    if message:
+        events.warning(message)
+    return bool(message)
+
+
+def band_statistics_warning(dataset, window: Window, model, indexes=None):
+    """The warning :func:`check_band_statistics` gives (None when the bands look like the training data's)."""
     if any("no normalisation" in a for a in model.assumptions):
-        return False  # the card's mean/std were guessed: nothing to compare with
+        return None  # the card's mean/std were guessed: nothing to compare with
     stats = sample_statistics(dataset, window, dataset.nodata, indexes)
     if stats is None:
-        return False  # no valid pixel: the run itself says so
+        return None  # no valid pixel: the run itself says so
     mean, std, pixels = stats
     trained_mean = np.asarray(model.card["mean"], dtype=np.float64)
     trained_std = np.maximum(np.asarray(model.card["std"], dtype=np.float64), 1e-12)
     off = [b for b in range(len(mean)) if _far(mean[b], std[b], trained_mean[b], trained_std[b])]
     if not off:
-        return False
+        return None
     names = model.card["bands"].get("names") or [f"band {b + 1}" for b in range(len(mean))]
     numbers = "; ".join(f"{names[b]}: mean {mean[b]:.4g} (std {std[b]:.3g}) vs trained {trained_mean[b]:.4g} "
                         f"(std {trained_std[b]:.3g})" for b in off)
-    events.warning(f"The raster's values do not look like the model's training data ({len(off)} of {len(mean)} "
-                   f"bands far off, from {pixels} sampled pixels): {numbers}. Likely cause: "
-                   f"{_likely_cause(mean, std, trained_mean, trained_std)} The classes will be wrong unless "
-                   f"this is fixed: check before relying on this run.")
-    return True
+    return (f"The raster's values do not look like the model's training data ({len(off)} of {len(mean)} "
+            f"bands far off, from {pixels} sampled pixels): {numbers}. Likely cause: "
+            f"{_likely_cause(mean, std, trained_mean, trained_std)} The classes will be wrong unless "
+            f"this is fixed: check before relying on this run.")
 
 
 def _far(mean, std, trained_mean, trained_std) -> bool:

@@ -80,7 +80,7 @@ def classify_raster(options: ClassifyOptions, events: Events = None) -> dict:
         if confidence_path == output_path:
             raise BadInputError(f"The confidence raster and the classified raster are both {output_path}: "
                                 f"give them different paths.")
-    with prepared_run(o, events) as (model, source, tile, batch_size, overlap_px):
+    with prepared_run(o, events, preflight=False) as (model, source, tile, batch_size, overlap_px):
         try:
             grid = model_grid(model, source.height, source.width, tile, overlap_px, rows=rows)
         except ValueError as exc:
@@ -97,10 +97,8 @@ def classify_raster(options: ClassifyOptions, events: Events = None) -> dict:
                                     classes=model.classes, confidence_path=confidence_path, overwrite=o.overwrite,
                                     progress=lambda f, m: _progress(events, 0.97 + 0.03 * f, m)) as writer, \
                 uncertainty_output(o, source, inputs) as uncertainty:
-            stats = _run_pipeline(source, model, grid, writer, per_run, bool(confidence_path), events,
-                                  o.pipelined, uncertainty)
-            outputs = writer.finish()
-            outputs["uncertainty"] = uncertainty.finish() if uncertainty else None
+            stats, outputs = _run_pipeline(source, model, grid, writer, per_run, bool(confidence_path), events,
+                                           o.pipelined, uncertainty)
         blank = blank_reason(source) if stats["tiles_run"] == 0 and not rows else None
     if blank:
         events.warning(blank)
@@ -124,9 +122,10 @@ def classify_raster(options: ClassifyOptions, events: Events = None) -> dict:
 
 
 @contextlib.contextmanager
-def prepared_run(o: ClassifyOptions, events: Events):
+def prepared_run(o: ClassifyOptions, events: Events, preflight: bool = True):
     """Check the inputs, load the model, open the raster and choose the tile: yields
-    ``(model, source, tile, batch_size, overlap_px)``. Shared by a whole run, a shard and a Dask run's plan."""
+    ``(model, source, tile, batch_size, overlap_px)``. Shared by a whole run, a shard and a Dask run's plan.
+    ``preflight=False`` leaves the band statistics' check to the caller (see :class:`_Preflight`)."""
     extent = parse_floats(o.extent, "extent", 4)
     overlap = None if o.overlap is None else float(o.overlap) / 100.0
     batch_size = int(o.batch_size)
@@ -145,7 +144,7 @@ def prepared_run(o: ClassifyOptions, events: Events):
                     f"{model.fixed_batch} tile(s) a batch instead of {batch_size}.")
         batch_size = model.fixed_batch
     with open_source(raster_path, model, extent=extent, mask_path=mask_path, resample=o.resample,
-                     events=events, bands=o.bands) as source:
+                     events=events, bands=o.bands, preflight=preflight) as source:
         tile, batch_size, overlap_px = choose_tile(
             model, source.height, source.width, o.tile_size, batch_size,
             max(model.card.get("overlap") or 0.0, 0.125) if overlap is None else overlap, events)
@@ -187,10 +186,10 @@ def tiles_per_run(batch_size: int, streams: int, tile: int, fixed_batch: int = N
 
 
 def _run_pipeline(source, model, grid, writer, batch_size, confidence, events, pipelined=True,
-                  uncertainty=None) -> dict:
-    """Read, run, blend and write every tile, ``batch_size`` tiles a run. ``pipelined``: reading and
-    blending/writing in their own threads while the model makes ``model.streams`` runs at once; else in turn
-    with it, a run at a time."""
+                  uncertainty=None) -> tuple:
+    """Read, run, blend and write every tile, ``batch_size`` tiles a run, and finish the outputs; returns
+    (stats, the outputs' paths). ``pipelined``: reading and blending/writing in their own threads while the
+    model makes ``model.streams`` runs at once; else in turn with it, a run at a time."""
     blender = (uncertainty.blender if uncertainty else StripBlender)(
         grid, [c["id"] for c in model.classes], writer.write_rows, confidence=confidence)
     batches = source.batches(grid, batch_size)
@@ -207,42 +206,85 @@ def _run_pipeline(source, model, grid, writer, batch_size, confidence, events, p
         pending_read = reader.submit(next, batches, None)
         running = collections.deque()  # (batch, its probabilities to come), in grid order
         pending_write = gave_back = probs = None
-        while True:
-            batch = pending_read.result()
-            if batch is not None:
-                pending_read = reader.submit(next, batches, None)  # read ahead while the model runs
-                if events.cancel_requested:
-                    raise Cancelled("Classification cancelled; the partial output was removed.")
-                running.append((batch, runner.submit(clock.timed, model.run, batch.x)))
-                if len(running) < streams:
-                    continue
-            elif streams > 1 and running and not gave_back:  # a stream is free and the last run is going:
-                gave_back = runner.submit(model.give_back_memory)  # give back what the ended runs held beside it
-            if not running:
-                break
-            batch, run = running.popleft()
-            probs = run.result()
-            if needs_softmax is None:  # the blender checks every later batch as it labels it
-                _check_finite(probs, batch, len(grid))
-                needs_softmax = _needs_softmax(probs, events)
-            if needs_softmax:
-                probs = _softmax(probs)
-            if pending_write is not None:
-                pending_write.result()  # at most one batch waits to be blended: memory stays bounded
-            pending_write = blend_writer.submit(_blend, blender, batch, [probs])
-            stats["tiles_run"] += len(batch.tiles)
-            done = batch.tiles[-1].index + 1 - grid.first_index
-            _progress(events, 0.97 * done / len(grid), f"tile {done}/{len(grid)}")
-        # Every run is done: free the session on the idle reader beside the last rows' blending and writing.
+        with _Preflight(source, reader, events) as preflight:
+            while True:
+                batch = pending_read.result()
+                if batch is not None:
+                    pending_read = reader.submit(next, batches, None)  # read ahead while the model runs
+                    preflight.start()  # after the reads that start the first runs
+                    if events.cancel_requested:
+                        raise Cancelled("Classification cancelled; the partial output was removed.")
+                    running.append((batch, runner.submit(clock.timed, model.run, batch.x)))
+                    if streams > 1 and batch.tiles[-1].index + 1 - grid.first_index == len(grid):
+                        # the grid's last run: the next stream to end gives back what the ended runs held beside it
+                        gave_back = runner.submit(model.give_back_memory)
+                    if len(running) < streams:
+                        continue
+                elif streams > 1 and running and not gave_back:  # the last tiles were skipped: a stream is free
+                    gave_back = runner.submit(model.give_back_memory)
+                if not running:
+                    break
+                batch, run = running.popleft()
+                probs = run.result()
+                preflight.tell()
+                if needs_softmax is None:  # the blender checks every later batch as it labels it
+                    _check_finite(probs, batch, len(grid))
+                    needs_softmax = _needs_softmax(probs, events)
+                if needs_softmax:
+                    probs = _softmax(probs)
+                if pending_write is not None:
+                    pending_write.result()  # at most one batch waits to be blended: memory stays bounded
+                pending_write = blend_writer.submit(_blend, blender, batch, [probs])
+                stats["tiles_run"] += len(batch.tiles)
+                done = batch.tiles[-1].index + 1 - grid.first_index
+                _progress(events, 0.97 * done / len(grid), f"tile {done}/{len(grid)}")
+        # Every run is done: free the session on the idle reader beside the last rows' blending and writing, and
+        # the outputs' finishing (flushing, overviews, renaming into place).
         last_outputs, probs, run = [probs], None, None  # the main thread lets go of them: see _close_model
         closing = reader.submit(_close_model, model, pending_write, last_outputs)
         if pending_write is not None:
             pending_write.result()
         blend_writer.submit(_blending, blender.finish).result()
+        outputs = writer.finish()
+        outputs["uncertainty"] = uncertainty.finish() if uncertainty else None
         closing.result()
     stats["tiles_skipped"] = len(grid) - stats["tiles_run"]
     stats["model_seconds"] = round(clock.seconds, 3)
-    return stats
+    return stats, outputs
+
+
+class _Preflight:
+    """The band statistics' pre-flight check (:mod:`.preflight`), run on the reader thread once it has read the
+    tiles of the first runs, so that it is not in the way of the first model run (Zion: 10 ms of the 40 ms
+    before it); its warning is told by the pipeline's thread as soon as it is there (an error in the run
+    waits for it: the warning may say why the run failed)."""
+
+    def __init__(self, source, reader, events):
+        self.source, self.reader, self.events = source, reader, events
+        self.future, self.started = None, False
+
+    def start(self) -> None:
+        if not self.started:
+            self.started, self.future = True, self.reader.submit(self.source.statistics_warning)
+
+    def tell(self, wait: bool = False) -> None:
+        if self.future is not None and (wait or self.future.done()):
+            future, self.future = self.future, None
+            message = future.result()
+            if message:
+                self.events.warning(message)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, kind, error, trace):
+        if kind is None:  # every tile read: check now if no tile was (all skipped), and tell
+            self.start()
+            self.tell(wait=True)
+        else:  # the run failed: tell the warning if it comes, since it may say why
+            with contextlib.suppress(Exception):
+                self.tell(wait=True)
+        return False
 
 
 class _BusyClock:

@@ -23,7 +23,7 @@ from rasterio.windows import Window
 from ..band_choice import choose_bands, describe_model_bands
 from ..errors import BadInputError
 from ..rasters import check_pixel_type, open_raster, read, valid_mask
-from .preflight import check_band_statistics
+from .preflight import band_statistics_warning, check_band_statistics
 
 RESOLUTION_TOLERANCE = 1.5  # warn when raster and model resolutions differ by more than this factor
 GDAL_CACHE_BYTES = 256 * 2**20  # bounded block cache: strip-organised rasters are decoded once per tile row
@@ -50,7 +50,7 @@ class RasterSource:
         self.mean = np.asarray(model.card["mean"], dtype=np.float32)[:, None, None]
         self.inv_std = (1.0 / np.asarray(model.card["std"], dtype=np.float32))[:, None, None]
         self.bands, self.tile = model.bands, model.tile
-        self.events = events
+        self.events, self._model = events, model
         self._strip_rows, self._strip = None, None  # the tile row read last: (row, rows), (standardised, valid)
 
     def batches(self, grid, batch_size: int):
@@ -77,6 +77,12 @@ class RasterSource:
                     tiles, x, valid = [], None, None
         if tiles:
             yield Batch(tiles, x[:len(tiles)], valid[:len(tiles)])
+
+    def statistics_warning(self):
+        """The pre-flight warning when the bands do not look like the training data's, else None (see
+        :mod:`.preflight`): a sample of windows, read on the thread that reads the tiles (a dataset is read by
+        one thread at a time)."""
+        return band_statistics_warning(self.dataset, self.window, self._model, self.indexes)
 
     def _read_tile(self, tile, x: np.ndarray, valid: np.ndarray, strips: bool = False) -> bool:
         window = Window(self.window.col_off + tile.col, self.window.row_off + tile.row, tile.cols, tile.rows)
@@ -128,9 +134,12 @@ class RasterSource:
 
 
 @contextlib.contextmanager
-def open_source(raster_path, model, *, extent=None, mask_path=None, resample=False, events, bands=None):
+def open_source(raster_path, model, *, extent=None, mask_path=None, resample=False, events, bands=None,
+                preflight=True):
     """Open, check and frame the raster for ``model``; yields a :class:`RasterSource`. ``bands``: the raster
-    bands to feed the model, in its order (default: see :func:`..band_choice.choose_bands`)."""
+    bands to feed the model, in its order (default: see :func:`..band_choice.choose_bands`). ``preflight``:
+    check the bands' statistics against the training data's now (:mod:`.preflight`); else the source's
+    :meth:`RasterSource.statistics_warning` does, on the thread that reads it, and the caller tells it."""
     previous_cache = gdal.GetCacheMax()
     gdal.SetCacheMax(GDAL_CACHE_BYTES)
     try:
@@ -142,7 +151,8 @@ def open_source(raster_path, model, *, extent=None, mask_path=None, resample=Fal
                 dataset = stack.enter_context(WarpedVRT(src, crs=src.crs, resampling=Resampling.bilinear, **target))
             window = extent_window(extent, dataset)
             shapes = load_mask(mask_path, dataset.crs) if mask_path else None
-            check_band_statistics(dataset, window, model, events, indexes)  # before spending the run
+            if preflight:
+                check_band_statistics(dataset, window, model, events, indexes)  # before spending the run
             yield RasterSource(dataset, window, model, shapes, events, indexes)
     finally:
         gdal.SetCacheMax(previous_cache)
