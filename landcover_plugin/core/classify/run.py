@@ -215,7 +215,7 @@ def _run_pipeline(source, model, grid, writer, batch_size, confidence, events, p
                     if events.cancel_requested:
                         raise Cancelled("Classification cancelled; the partial output was removed.")
                     running.append((batch, runner.submit(clock.timed, model.run, batch.x)))
-                    if streams > 1 and batch.tiles[-1].index + 1 - grid.first_index == len(grid):
+                    if streams > 1 and _tiles_through(batch, grid) == len(grid):
                         # the grid's last run: the next stream to end gives back what the ended runs held beside it
                         gave_back = runner.submit(model.give_back_memory)
                     if len(running) < streams:
@@ -236,7 +236,7 @@ def _run_pipeline(source, model, grid, writer, batch_size, confidence, events, p
                     pending_write.result()  # at most one batch waits to be blended: memory stays bounded
                 pending_write = blend_writer.submit(_blend, blender, batch, [probs])
                 stats["tiles_run"] += len(batch.tiles)
-                done = batch.tiles[-1].index + 1 - grid.first_index
+                done = _tiles_through(batch, grid)
                 _progress(events, 0.97 * done / len(grid), f"tile {done}/{len(grid)}")
         # Every run is done: free the session on the idle reader beside the last rows' blending and writing, and
         # the outputs' finishing (flushing, overviews, renaming into place).
@@ -251,6 +251,11 @@ def _run_pipeline(source, model, grid, writer, batch_size, confidence, events, p
     stats["tiles_skipped"] = len(grid) - stats["tiles_run"]
     stats["model_seconds"] = round(clock.seconds, 3)
     return stats, outputs
+
+
+def _tiles_through(batch, grid) -> int:
+    """How many of ``grid``'s tiles come up to and with ``batch``'s last (run or skipped)."""
+    return batch.tiles[-1].index + 1 - grid.first_index
 
 
 class _Preflight:
