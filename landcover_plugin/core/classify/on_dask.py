@@ -224,7 +224,16 @@ def run_shards(client, specs: list, total: int, done_before: int, events) -> lis
 
     for spec in specs:
         submit(spec)
-    summaries = []
+    summaries, shown = [], 0.0
+
+    def tell_progress(message: str) -> None:
+        # the shards done and the running shards' own progress, never less than told before: a shard's share moves
+        # from its last report to done when it ends, and a retried shard starts again from 0
+        nonlocal shown
+        running = sum(partial.get(spec["index"], 0.0) for spec in pending.values())
+        shown = max(shown, 0.95 * (done_before + len(summaries) + running) / total)
+        events.progress(shown, message)
+
     try:
         while pending:
             if events.cancel_requested:
@@ -234,10 +243,7 @@ def run_shards(client, specs: list, total: int, done_before: int, events) -> lis
                                 f"complete and kept; run the same command again to resume.")
             finished = [f for f in pending if f.done()]
             if not finished:
-                running = sum(partial.get(spec["index"], 0.0) for spec in pending.values())
-                complete = done_before + len(summaries)
-                events.progress(0.95 * (complete + running) / total, f"shard {complete}/{total} done, "
-                                f"{len(pending)} running or queued")
+                tell_progress(f"shard {done_before + len(summaries)}/{total} done, {len(pending)} running or queued")
                 time.sleep(POLL_SECONDS)
                 continue
             for future in finished:
@@ -245,8 +251,7 @@ def run_shards(client, specs: list, total: int, done_before: int, events) -> lis
                 name = f"{shard_name(spec['index'])} (rows {spec['rows'][0]}..{spec['rows'][1]})"
                 if future.status == "finished":
                     summaries.append(future.result())
-                    complete = done_before + len(summaries)
-                    events.progress(0.95 * complete / total, f"shard {complete}/{total}")
+                    tell_progress(f"shard {done_before + len(summaries)}/{total}")
                     continue
                 error = future.exception()
                 if isinstance(error, LandcoverError):
