@@ -94,7 +94,9 @@ def from_args(options_class, args: argparse.Namespace):
 def to_argv(options) -> list:
     """The command-line arguments that :func:`from_args` turns back into ``options`` (as strings).
 
-    Booleans appear as their flag when they differ from the default; ``None`` values are left out.
+    Booleans appear as their flag when they differ from the default; ``None`` values are left out. A value goes
+    with its flag as ``--flag=value``: argparse would take a separate value starting with a minus sign (an extent
+    west of Greenwich, a negative mean) for another option.
     """
     argv, positional = [], []
     for f in cli_fields(type(options)):
@@ -109,7 +111,7 @@ def to_argv(options) -> list:
             if value != f.default:
                 argv.append(flag_of(f))
         else:
-            argv += [flag_of(f), _text(value, f.metadata["to_text"])]
+            argv.append(f"{flag_of(f)}={_text(value, f.metadata['to_text'])}")
     return positional + argv
 
 

@@ -31,12 +31,28 @@ def test_classify_call_carries_every_choice(provider, zion, tmp_path):
         "DEVICE": 1, "MASK": str(zion / "park_boundary.gpkg"), "MEAN": "1,2,3,4", "OUTPUT": str(tmp_path / "o.tif"),
         "CONFIDENCE": str(tmp_path / "c.tif")})
     assert argv[0] == "classify"
-    assert argv[argv.index("--overlap") + 1] == "30.0" and argv[argv.index("--device") + 1] == "cpu"
+    assert "--overlap=30.0" in argv and "--device=cpu" in argv
     assert options.raster == str(zion / "landsat8_2015_b2345.tif")  # a file layer is passed by path
     assert options.batch_size == 2 and options.overwrite and options.mean == "1,2,3,4"
     assert options.confidence == str(tmp_path / "c.tif") and options.output == str(tmp_path / "o.tif")
     assert options.mask.endswith(".gpkg") and options.mask != str(zion / "park_boundary.gpkg")  # reprojected copy
     assert options.class_names is None and options.std is None and not options.resample
+
+
+def test_values_with_a_minus_sign_reach_the_engine(provider, zion, tmp_path):
+    """West of Greenwich an extent starts with a minus sign, and so may a mean (radar in dB): the engine's parser
+    must not take them for options (it did: argparse's usage and exit 2)."""
+    from osgeo import gdal
+    mercator = tmp_path / "zion_3857.tif"
+    gdal.Warp(str(mercator), str(zion / "landsat8_2015_b2345.tif"), dstSRS="EPSG:3857")
+    model = tmp_path / "model.onnx"
+    model.write_bytes(b"not read here")
+    argv, options = engine_call(provider, "classify_raster", {
+        "INPUT": str(mercator), "MODEL": str(model), "OUTPUT": str(tmp_path / "o.tif"),
+        "EXTENT": "-113.1,-112.9,37.2,37.3 [EPSG:4326]", "MEAN": "-10.5,9000,9000,15000", "STD": "1,2,3,4"})
+    xmin, ymin, xmax, ymax = opts.parse_floats(options.extent, "extent", 4)
+    assert -12_600_000 < xmin < xmax < -12_560_000 and 4_460_000 < ymin < ymax < 4_490_000  # metres, EPSG:3857
+    assert opts.parse_floats(options.mean, "mean") == [-10.5, 9000, 9000, 15000]
 
 
 def test_train_call_uses_the_trainers_defaults(provider, tmp_path):

@@ -68,6 +68,14 @@ def test_classify_options_round_trip_through_the_command_line():
         assert getattr(back, name) == getattr(options, name), name
 
 
+def test_values_starting_with_a_minus_sign_come_back():
+    options = ClassifyOptions(raster="in.tif", model="m.onnx", output="out.tif", extent=[-113.5, -20.0, -112.25, 4.0],
+                              mean=[-12.5, 3.0], std=[1.0, 2.0])
+    back = opts.from_args(ClassifyOptions, build_parser().parse_args(command_argv("classify", options)))
+    assert opts.parse_floats(back.extent, "extent", 4) == [-113.5, -20.0, -112.25, 4.0]
+    assert opts.parse_floats(back.mean, "mean") == [-12.5, 3.0]
+
+
 def test_train_defaults_come_back_unchanged_and_booleans_flip_by_their_flag():
     config = TrainConfig(dataset_dir="chips", output="m.onnx", augment=False, amp=False, colour_augment=True,
                          time_limit_minutes=2.5)
