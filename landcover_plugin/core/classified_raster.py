@@ -183,7 +183,7 @@ class ClassifiedRasterWriter:
                 raise BadInputError(f"Cannot create the output folder {folder} ({exc.strerror or exc}). Choose a "
                                     f"folder you can write to.") from exc
             self._check_free_space(folder)
-            self._datasets[kind] = self._create(self._temps[kind])
+            self._datasets[kind] = self._create(self._temps[kind], target)
         band = self._datasets["labels"].GetRasterBand(1)
         band.SetRasterColorTable(self._colour_table())
         band.SetRasterColorInterpretation(gdal.GCI_PaletteIndex)
@@ -268,18 +268,24 @@ class ClassifiedRasterWriter:
         return outputs
 
     # -- helpers -------------------------------------------------------------------------------------
-    def _create(self, temp: str):
+    def _create(self, temp: str, target: str):
+        """The GeoTIFF ``temp`` that becomes ``target`` once complete; a failure names ``target``, the file the
+        analyst asked for, and GDAL's reason (its own line on stderr is kept out of the log)."""
         driver = gdal.GetDriverByName("GTiff")
         gdal.ErrorReset()
+        gdal.PushErrorHandler("CPLQuietErrorHandler")
         try:
             dataset = driver.Create(temp, self.width, self.height, 1, gdal.GDT_Byte, CREATION_OPTIONS)
         except RuntimeError as exc:  # when someone turned on gdal.UseExceptions()
             dataset, message = None, str(exc)
         else:
             message = gdal.GetLastErrorMsg()
+        finally:
+            gdal.PopErrorHandler()
         if dataset is None:
-            raise BadInputError(f"Cannot create {temp}: {message}. Check that the folder is writable and has "
-                                f"free space, or choose another output path.")
+            reason = message.rsplit("failed: ", 1)[-1].strip() or "GDAL gave no reason"
+            raise BadInputError(f"Cannot write {target}: {reason} (in {os.path.dirname(temp)}). Choose a folder you "
+                                f"can write to, with free space.")
         dataset.SetGeoTransform(self._geotransform)
         if self._crs_wkt:
             dataset.SetProjection(self._crs_wkt)

@@ -78,3 +78,17 @@ def test_of_two_runs_without_overwrite_only_the_first_to_finish_publishes(model,
         classify_raster(ClassifyOptions(zion_image, model, output, extent=piece(zion_image)), OtherRunFinishesFirst())
     assert output.read_bytes() == b"the other run's map"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["map.tif"]
+
+
+def test_an_output_that_cannot_be_created_is_named_as_the_analyst_gave_it(model, zion_image, tmp_path, capfd):
+    """The run's hidden partial file cannot be made (here its name, the map's with ``.partial-<pid>`` added, is
+    longer than a file name may be): the message names the map the analyst asked for and GDAL's reason, and GDAL's
+    own "ERROR 4" line stays out of the log."""
+    output = tmp_path / ("m" * 240 + ".tif")
+    with pytest.raises(BadInputError) as raised:
+        classify_raster(ClassifyOptions(zion_image, model, output, extent=piece(zion_image)), RecordingEvents())
+    message = str(raised.value)
+    assert message.startswith(f"Cannot write {output}: File name too long (in {tmp_path})"), message
+    assert "Choose a folder you can write to" in message and ".partial-" not in message
+    assert "ERROR 4" not in capfd.readouterr().err
+    assert list(tmp_path.iterdir()) == []
