@@ -140,3 +140,21 @@ def test_a_map_class_with_too_few_labelled_points_gets_a_note_naming_it(zion_map
     report = json.loads(open(outputs["OUTPUT_JSON"], encoding="utf-8").read())
     assert report["area_estimates"] is None
     assert "at least 2" in report["area_estimate_note"] and "Water (1)" in report["area_estimate_note"]
+
+
+def test_the_samples_own_map_class_is_refused_as_the_reference(zion_map_and_sample, tmp_path, shared_data):
+    """map_class is the map's own class at each point: scored against it, any map gets 100 % ± 0."""
+    from landcover_plugin.core.assess.assess import assess_accuracy
+    from landcover_plugin.core.assess.options import AssessOptions
+    from landcover_plugin.core.errors import BadInputError
+    from landcover_plugin.core.events import RecordingEvents
+    from landcover_plugin.core.sample.draw import create_sample
+    from landcover_plugin.core.sample.options import SampleOptions
+
+    classified, _, _ = zion_map_and_sample
+    create_sample(SampleOptions(classified, tmp_path / "sample.gpkg", size=200, seed=2), RecordingEvents())
+    options = AssessOptions(classified, reference_vector=str(tmp_path / "sample.gpkg"), class_field="map_class",
+                            classes=str(shared_data / "zion" / "classes.json"), output_folder=str(tmp_path / "out"))
+    with pytest.raises(BadInputError, match=r"always scores 100 %.*\(reference_class\)"):
+        assess_accuracy(options, RecordingEvents())
+    assert not (tmp_path / "out").exists()  # no report to mistake for a result

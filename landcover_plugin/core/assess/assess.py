@@ -27,6 +27,8 @@ from .area_report import area_html, area_section, plot_areas
 from .metrics import ConfusionCounter, metrics_from_confusion, to_jsonable
 from .options import AssessOptions
 from .reference import (
+    SAMPLE_MAP_FIELD,
+    SAMPLE_REFERENCE_FIELD,
     ExtendedGrid,
     PointReference,
     PolygonReference,
@@ -158,6 +160,12 @@ def _open_reference(options, src, schema, events):
     crs_wkt = src.crs.to_wkt() if src.crs else None
     labelled = read_labelled_geometries(options.reference_vector, options.class_field, crs_wkt, layer=options.layer,
                                         events=events)
+    if all_points(labelled) and options.class_field.strip().lower() == SAMPLE_MAP_FIELD:
+        raise BadInputError(
+            f"The class field '{options.class_field}' holds the map class each sample point was drawn from "
+            "(a copy of the map), not what is really there: assessed against it, the map always scores 100 %. "
+            f"Label the points' reference class field ({SAMPLE_REFERENCE_FIELD}) from imagery or field visits, "
+            f"then choose '{SAMPLE_REFERENCE_FIELD}' as the class field.")
     matched = _match_values(labelled, schema, events)
     return PointReference(matched) if all_points(matched) else PolygonReference(matched)
 

@@ -188,6 +188,7 @@ class PointReference:
 
 
 SAMPLE_MAP_FIELD = "map_class"  # what "Create reference sample" records: the stratum each point was drawn in
+SAMPLE_REFERENCE_FIELD = "reference_class"  # ... and the field it leaves for the analyst to label
 
 
 def map_class_mismatches(path, layer, crs_wkt, src) -> tuple:
