@@ -63,7 +63,10 @@ class AssessAccuracyAlgorithm(EngineAlgorithm):
             "the pixel it falls in, and the report adds the <b>error-adjusted area</b> of every class with its "
             "95 % confidence interval (hectares and pixels) beside the mapped area, the user's, producer's and "
             "overall accuracy with 95 % confidence intervals, and the error matrix in area proportions "
-            "(Olofsson et al. 2014; strata = the map's classes, weighted by their mapped area). This holds "
+            "(Olofsson et al. 2014; strata = the map's classes, weighted by their mapped area). The headline "
+            "overall accuracy, kappa and the per-class precision, recall, F1 and IoU are then these "
+            "area-weighted estimates (a stratified sample over-represents small classes, so its raw counts "
+            "are no measure of the map); the confusion matrix shows the raw sample counts. This holds "
             "for a probability sample: stratified random by map class or simple random. Points left "
             "unlabelled are skipped. Polygons and rasters are no probability sample: no area estimate "
             "from them.\n\n"
@@ -107,9 +110,11 @@ class AssessAccuracyAlgorithm(EngineAlgorithm):
             self.OUTPUT_TABLE, self.tr("Per-class accuracy table"), self.tr("CSV files (*.csv)")))
         self.addOutput(QgsProcessingOutputFile(self.OUTPUT_JSON, self.tr("All results (JSON)")))
         self.addOutput(QgsProcessingOutputFile(self.OUTPUT_CONFUSION, self.tr("Confusion matrix (CSV)")))
-        self.addOutput(QgsProcessingOutputNumber(self.OA, self.tr("Overall accuracy")))
-        self.addOutput(QgsProcessingOutputNumber(self.KAPPA, self.tr("Cohen's kappa")))
-        self.addOutput(QgsProcessingOutputNumber(self.MIOU, self.tr("Mean IoU")))
+        self.addOutput(QgsProcessingOutputNumber(
+            self.OA, self.tr("Overall accuracy (area-weighted for sample points)")))
+        self.addOutput(QgsProcessingOutputNumber(
+            self.KAPPA, self.tr("Cohen's kappa (area-weighted for sample points)")))
+        self.addOutput(QgsProcessingOutputNumber(self.MIOU, self.tr("Mean IoU (area-weighted for sample points)")))
         self.addOutput(QgsProcessingOutputNumber(
             self.OA_ESTIMATE, self.tr("Estimated overall accuracy (sample points only)")))
         self.addOutput(QgsProcessingOutputNumber(

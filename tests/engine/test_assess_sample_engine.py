@@ -158,3 +158,43 @@ def test_the_samples_own_map_class_is_refused_as_the_reference(zion_map_and_samp
     with pytest.raises(BadInputError, match=r"always scores 100 %.*\(reference_class\)"):
         assess_accuracy(options, RecordingEvents())
     assert not (tmp_path / "out").exists()  # no report to mistake for a result
+
+
+def test_a_stratified_sample_gives_area_weighted_headline_accuracies(zion_map_and_sample, tmp_path, shared_data):
+    """50 points in every map class over-represent the small, badly mapped classes: counted raw they say
+    the map is far worse than it is; weighted by the classes' mapped areas they find the true accuracy."""
+    import csv
+
+    from landcover_plugin.core.assess.assess import assess_accuracy
+    from landcover_plugin.core.assess.options import AssessOptions
+    from landcover_plugin.core.events import RecordingEvents
+
+    classified, sample, truth = zion_map_and_sample
+    outputs = assess_accuracy(AssessOptions(classified, reference_vector=str(sample), class_field="reference_class",
+                                            classes=str(shared_data / "zion" / "classes.json"),
+                                            output_folder=str(tmp_path / "out")), RecordingEvents())
+    report = json.loads(open(outputs["OUTPUT_JSON"], encoding="utf-8").read())
+    summary = report["summary"]
+    assert summary["weighting"] == "area-weighted"
+    assert outputs["OA"] == summary["overall_accuracy"] == pytest.approx(outputs["OA_ESTIMATE"])
+    assert abs(outputs["OA"] - truth["oa"]) < 1.53 * outputs["OA_CI95"]
+    raw = summary["sample_counts"]["overall_accuracy"]
+    counts = np.array(report["confusion_matrix"]["counts"])
+    assert raw == pytest.approx(np.trace(counts) / counts.sum())
+    assert truth["oa"] - raw > 1.5 * outputs["OA_CI95"]  # the raw count is no estimate of the map's accuracy
+    assert outputs["KAPPA"] == summary["kappa"] != summary["sample_counts"]["kappa"]
+    # Per class, the table's precision and recall are the estimated user's and producer's accuracies.
+    estimates = {e["id"]: e for e in report["area_estimates"]}
+    with open(outputs["OUTPUT_TABLE"], encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 8 and all(r["accuracy_from"] == "area-weighted" for r in rows)
+    for r in rows:
+        estimate = estimates[int(r["class_id"])]
+        assert float(r["precision_users_accuracy"]) == pytest.approx(estimate["users_accuracy"])
+        assert float(r["recall_producers_accuracy"]) == pytest.approx(estimate["producers_accuracy"])
+        assert int(r["reference_pixels"]) == estimate["sample_points_reference"]  # points, as counted
+    html = open(outputs["OUTPUT_HTML"], encoding="utf-8").read()
+    assert f"{100 * outputs['OA']:.1f} % ± {100 * outputs['OA_CI95']:.1f}" in html
+    assert "Area-weighted estimates from the stratified reference sample" in html
+    assert f"raw sample counts (not an estimate of the map's accuracy)</th><td>{100 * raw:.1f} %" in html
+    assert "Sample counts (points, not area-weighted)" in html

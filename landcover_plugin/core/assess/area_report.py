@@ -11,6 +11,7 @@ import numpy as np
 
 from ..errors import BadInputError
 from .area_estimate import stratified_estimates
+from .metrics import metrics_from_confusion
 
 NOT_A_SAMPLE = {
     "polygons": "No error-adjusted area estimate: reference polygons are not a probability sample of the "
@@ -85,6 +86,41 @@ def area_section(reference_kind: str, class_rows: list, cm_ids: list, cm, mapped
             "overall_ci95": est["overall_ci"], "area_estimate_note": note,
             "area_proportions": {"class_ids": ids, "rows": "map class (stratum)", "columns": "reference class",
                                  "values": est["proportions"]}}
+
+
+WEIGHTED = "area-weighted"
+SAMPLE_COUNTS = "sample counts"
+PIXEL_COUNTS = "pixel counts"
+
+
+def weight_by_area(report: dict) -> None:
+    """With area estimates, the headline and per-class accuracies become the area-weighted estimates.
+
+    A stratified sample over-represents small classes on purpose, so its raw point counts do not say how
+    accurate the map is (a minority class with 50 of 400 points may cover 0.1 % of the map). Overall
+    accuracy, kappa, precision (user's), recall (producer's), F1 and IoU are then computed from the error
+    matrix in estimated area proportions (Olofsson et al. 2014, eq. 9): the same overall, user's and
+    producer's accuracies as the area section. The count-based figures stay under ``summary.sample_counts``
+    and in the confusion matrix of points. ``summary.weighting`` says which the headline is.
+    """
+    summary = report["summary"]
+    kind = report["inputs"]["reference_kind"]
+    if kind != "points" or not report.get("area_estimates"):
+        summary["weighting"] = SAMPLE_COUNTS if kind == "points" else PIXEL_COUNTS
+        return
+    matrix = report["area_proportions"]
+    ids = list(matrix["class_ids"])
+    weighted = metrics_from_confusion(np.asarray(matrix["values"], dtype=np.float64).T)  # rows = reference
+    summary["sample_counts"] = {key: summary[key] for key in ("overall_accuracy", "kappa", "mean_iou", "macro_f1")}
+    summary.update({"weighting": WEIGHTED, "overall_accuracy": weighted["overall_accuracy"],
+                    "overall_ci95": report["overall_ci95"], "kappa": weighted["kappa"],
+                    "mean_iou": weighted["mean_iou"], "macro_f1": weighted["macro_f1"]})
+    position = {class_id: k for k, class_id in enumerate(ids)}
+    for row in report["classes"]:
+        k = position.get(row["id"])
+        row["sample_counts"] = {key: row[key] for key in ("precision", "recall", "f1", "iou")}
+        for key in ("precision", "recall", "f1", "iou"):
+            row[key] = weighted[key][k] if k is not None else float("nan")
 
 
 # -- plot ----------------------------------------------------------------------------------------

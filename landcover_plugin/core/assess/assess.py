@@ -23,7 +23,7 @@ from ..errors import BadInputError, Cancelled
 from ..rasters import open_raster, read
 from ..schema import ClassInfo, ClassSchema, default_colour
 from ..vectors import read_labelled_geometries
-from .area_report import area_html, area_section, plot_areas
+from .area_report import area_html, area_section, plot_areas, weight_by_area
 from .metrics import ConfusionCounter, metrics_from_confusion, to_jsonable
 from .options import AssessOptions
 from .reference import (
@@ -348,6 +348,7 @@ def _build_report(options, counts, schema, colour_table, area, events) -> dict:
     }
     report.update(area_section(counts["reference_kind"], rows, cm_ids, cm, mapped,
                                counts["mapped_area"] * area["to_unit"], area))
+    weight_by_area(report)
     return to_jsonable(report)
 
 

@@ -26,18 +26,39 @@ def _area(value) -> str:
     return f"{value:,.2f}"
 
 
+def _weighted(report) -> bool:
+    return report["summary"].get("weighting") == "area-weighted"
+
+
+def _points(report) -> bool:
+    return report["inputs"]["reference_kind"] == "points"
+
+
+def _counted(report) -> str:
+    """What the confusion matrix counts."""
+    return "sample points" if _points(report) else "pixels"
+
+
 # -- text --------------------------------------------------------------------------------------
 def format_table(report: dict) -> str:
     """A plain-text summary and per-class table, for the processing log."""
     s = report["summary"]
-    lines = [f"Overall accuracy {_pct(s['overall_accuracy'])}, kappa {_num(s['kappa'])}, "
-             f"mean IoU {_pct(s['mean_iou'])}, macro F1 {_pct(s['macro_f1'])} "
-             f"over {s['pixels_assessed']:,} " + ("sample points." if report["inputs"]["reference_kind"] == "points"
-                                                   else "reference pixels.")]
+    over = f"over {s['pixels_assessed']:,} " + ("sample points" if _points(report) else "reference pixels")
+    if _weighted(report):
+        raw = s["sample_counts"]
+        head = (f"Overall accuracy {_pct(s['overall_accuracy'])} ± {100 * s['overall_ci95']:.1f} (95 % CI), kappa "
+                f"{_num(s['kappa'])}, mean IoU {_pct(s['mean_iou'])}, macro F1 {_pct(s['macro_f1'])}: area-weighted "
+                f"estimates {over} (Olofsson et al. 2014). Raw sample counts, "
+                f"which over-represent small classes, give {_pct(raw['overall_accuracy'])}.")
+    else:
+        head = (f"Overall accuracy {_pct(s['overall_accuracy'])}, kappa {_num(s['kappa'])}, mean IoU "
+                f"{_pct(s['mean_iou'])}, macro F1 {_pct(s['macro_f1'])} {over}"
+                + (" (sample counts, not area-weighted)." if _points(report) else "."))
+    lines = [head]
     width = max([len(r["name"]) for r in report["classes"]] + [5])
     unit = report["area"]["unit"]
-    lines.append(f"{'class':<{width}}  {'ref px':>9}  {'precision':>9}  {'recall':>9}  {'F1':>9}  {'IoU':>9}  "
-                 f"{'mapped ' + unit:>14}")
+    lines.append(f"{'class':<{width}}  {'ref pts' if _points(report) else 'ref px':>9}  {'precision':>9}  "
+                 f"{'recall':>9}  {'F1':>9}  {'IoU':>9}  {'mapped ' + unit:>14}")
     for r in report["classes"]:
         lines.append(f"{r['name']:<{width}}  {r['reference_pixels']:>9}  {_pct(r['precision']):>9}  "
                      f"{_pct(r['recall']):>9}  {_pct(r['f1']):>9}  {_pct(r['iou']):>9}  "
@@ -79,17 +100,20 @@ def _fmt(value) -> str:
 
 
 def write_table_csv(report, path) -> None:
-    """One row per class: pixel counts, precision, recall, F1, IoU and mapped area."""
+    """One row per class: pixel counts, precision, recall, F1, IoU and mapped area. With sample points the
+    ``reference_pixels``/``classified_pixels`` columns count points, and ``accuracy_from`` says whether the
+    accuracies are area-weighted estimates or raw counts."""
     unit = "ha" if report["area"]["unit"] == "ha" else "map_units2"
+    basis = report["summary"].get("weighting", "pixel counts")
     with open(path, "w", encoding="utf-8", newline="") as f:
         writer = _SafeCsv(f)
         writer.writerow(["class_id", "class_name", "reference_pixels", "classified_pixels",
                          "precision_users_accuracy", "recall_producers_accuracy", "f1", "iou",
-                         "mapped_pixels", f"mapped_area_{unit}"])
+                         "mapped_pixels", f"mapped_area_{unit}", "accuracy_from"])
         for row in report["classes"]:
             writer.writerow([row["id"], row["name"], row["reference_pixels"], row["classified_pixels"],
                              _fmt(row["precision"]), _fmt(row["recall"]), _fmt(row["f1"]), _fmt(row["iou"]),
-                             row["mapped_pixels"], _fmt(row["mapped_area"])])
+                             row["mapped_pixels"], _fmt(row["mapped_area"]), basis])
 
 
 def write_confusion_csv(report, path) -> None:
@@ -99,7 +123,8 @@ def write_confusion_csv(report, path) -> None:
     by_id = {row["id"]: row for row in report["classes"]}
     with open(path, "w", encoding="utf-8", newline="") as f:
         writer = _SafeCsv(f)
-        writer.writerow(["reference \\ classified"] + cm["names"] + ["total", "recall_producers_accuracy"])
+        corner = "reference \\ classified" + (f" ({_counted(report)})" if _points(report) else "")
+        writer.writerow([corner] + cm["names"] + ["total", "recall_producers_accuracy"])
         for k, class_id in enumerate(cm["class_ids"]):
             writer.writerow([cm["names"][k]] + counts[k].tolist() + [int(counts[k].sum()),
                                                                     _fmt(by_id[class_id]["recall"])])
@@ -132,7 +157,8 @@ def plot_confusion(report: dict, path) -> None:
     ax.set_yticklabels(cm["names"])
     ax.set_xlabel("Classified")
     ax.set_ylabel("Reference")
-    ax.set_title("Confusion matrix (pixel counts; colour = share of the reference class)")
+    ax.set_title(f"Confusion matrix ({'sample point' if _points(report) else 'pixel'} counts; colour = share "
+                 "of the reference class)")
     if k <= 30:
         font = max(5, 11 - k // 4)
         for i in range(k):
@@ -162,7 +188,7 @@ def plot_per_class(report: dict, path) -> None:
     ax.set_xticklabels([r["name"] for r in rows], rotation=30 if k > 6 else 0, ha="right" if k > 6 else "center")
     ax.set_ylim(0.0, 1.05)
     ax.set_ylabel("score")
-    ax.set_title("Per-class accuracy")
+    ax.set_title("Per-class accuracy (area-weighted estimates)" if _weighted(report) else "Per-class accuracy")
     ax.grid(axis="y", alpha=0.3)
     ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.18 if k > 6 else -0.1), ncol=4, frameon=False)
     fig.tight_layout()
@@ -210,6 +236,18 @@ def _matrix_table(report, values_key: str, caption: str, fmt) -> str:
     return "\n".join(out)
 
 
+def _basis_note(report) -> str:
+    """What the summary's figures are computed from."""
+    if _weighted(report):
+        return ("Area-weighted estimates from the stratified reference sample (Olofsson et al. 2014): each map "
+                "class's points count in proportion to the area the class covers on the map; ± is the 95 % "
+                "confidence interval. The confusion matrix below gives the raw sample counts, which "
+                "over-represent small classes.")
+    if _points(report):
+        return ("From the raw sample counts, not area-weighted: " + (report.get("area_estimate_note") or "")).strip()
+    return "Counted in pixels of the reference data."
+
+
 def render_html(report: dict, confusion_image: str, per_class_image: str, area_section: str = "") -> str:
     """The report page (HTML5); image arguments are file names relative to the page; ``area_section``:
     the HTML of the area estimates (after the summary)."""
@@ -217,6 +255,8 @@ def render_html(report: dict, confusion_image: str, per_class_image: str, area_s
     inputs = report["inputs"]
     reference = inputs["reference"] + (f" (field {inputs['class_field']})" if inputs.get("class_field") else "")
     unit = area["unit"]
+    weighted = _weighted(report)
+    counted = _counted(report)
     class_rows = []
     for r in report["classes"]:
         class_rows.append(
@@ -234,13 +274,16 @@ def render_html(report: dict, confusion_image: str, per_class_image: str, area_s
         f"Reference {_e(inputs['reference_kind'])}: {_e(reference)}</p>",
         "<h2>Summary</h2>",
         "<table><tbody>",
-        f'<tr><th class="name">Overall accuracy</th><td class="big">{_pct(s["overall_accuracy"])}</td></tr>',
+        f'<tr><th class="name">Overall accuracy</th><td class="big">{_pct(s["overall_accuracy"])}'
+        + (f' ± {100 * s["overall_ci95"]:.1f}' if weighted else "") + "</td></tr>",
         f'<tr><th class="name">Cohen\'s kappa</th><td class="big">{_num(s["kappa"])}</td></tr>',
         f'<tr><th class="name">Mean IoU</th><td class="big">{_pct(s["mean_iou"])}</td></tr>',
         f'<tr><th class="name">Macro F1</th><td>{_pct(s["macro_f1"])}</td></tr>',
-        f'<tr><th class="name">Reference {"sample points" if inputs["reference_kind"] == "points" else "pixels"} '
-        f'assessed</th><td>{s["pixels_assessed"]:,}</td></tr>',
+        (f'<tr><th class="name">Overall accuracy from the raw sample counts (not an estimate of the map\'s '
+         f'accuracy)</th><td>{_pct(s["sample_counts"]["overall_accuracy"])}</td></tr>' if weighted else ""),
+        f'<tr><th class="name">Reference {_counted(report)} assessed</th><td>{s["pixels_assessed"]:,}</td></tr>',
         "</tbody></table>",
+        f'<p class="note">{_e(_basis_note(report))}</p>',
         area_section,
         "<h2>Reference pixels left out</h2>",
         "<table><tbody>",
@@ -254,18 +297,22 @@ def render_html(report: dict, confusion_image: str, per_class_image: str, area_s
         "<h2>Per-class accuracy</h2>",
         f'<img src="{_e(per_class_image)}" alt="Bar chart of precision, recall, F1 and IoU per class">',
         "<table><thead><tr>",
-        '<th class="name">class</th><th>id</th><th>reference pixels</th><th>classified pixels (assessed)</th>'
+        f'<th class="name">class</th><th>id</th><th>reference {counted}</th><th>classified {counted} (assessed)</th>'
         "<th>precision (user's accuracy)</th><th>recall (producer's accuracy)</th><th>F1</th><th>IoU</th>"
         f"<th>mapped pixels (whole raster)</th><th>mapped area ({_e(unit)})</th>",
         "</tr></thead><tbody>", *class_rows, "</tbody></table>",
         f'<p class="note">{_e(area["note"])} Mapped pixels and area count the whole classified raster; '
-        "the other columns count only pixels with reference data. n/a: the class does not occur there.</p>",
+        f"the other columns count only {counted} with reference data"
+        + ("; precision, recall, F1 and IoU are area-weighted estimates" if weighted else "")
+        + ". n/a: the class does not occur there.</p>",
         "<h2>Confusion matrix</h2>",
         f'<img src="{_e(confusion_image)}" alt="Heat map of the confusion matrix">',
-        _matrix_table(report, "counts", "Pixel counts", lambda v: f"{v:,}"),
-        _matrix_table(report, "row_shares", "Row shares: where each reference class was mapped (recall view)", _pct),
-        _matrix_table(report, "column_shares", "Column shares: what each mapped class really is (precision view)",
-                      _pct),
+        _matrix_table(report, "counts", "Sample counts (points, not area-weighted)" if _points(report)
+                      else "Pixel counts", lambda v: f"{v:,}"),
+        _matrix_table(report, "row_shares", "Row shares: where each reference class was mapped (recall view)"
+                      + (" - of the sample counts, not area-weighted" if _points(report) else ""), _pct),
+        _matrix_table(report, "column_shares", "Column shares: what each mapped class really is (precision view)"
+                      + (" - of the sample counts" if _points(report) else ""), _pct),
         f'<p class="note">{_e(report["convention"])}.</p>',
         "</body>", "</html>", "",
     ]
