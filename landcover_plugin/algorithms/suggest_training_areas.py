@@ -60,7 +60,9 @@ class SuggestTrainingAreasAlgorithm(EngineAlgorithm):
             "drop-down of the classes, and the 'landcover_classes' table) with hints: the predicted class, its "
             "probability (%), the uncertainty (%) and a rank (1 = most uncertain). Look at the imagery, set the "
             "class (or delete the square), reshape it if you like, then copy the squares into your training "
-            "areas layer and retrain.")
+            "areas layer and retrain.\n\n"
+            "An existing output file is replaced only when it holds earlier suggestions none of which has a "
+            "class yet: squares you labelled are never overwritten (choose a new file name).")
 
     def initAlgorithm(self, config=None):
         for name, label in ((self.UNCERTAINTY, "Uncertainty raster (from Classify raster with model)"),
@@ -107,7 +109,7 @@ class SuggestTrainingAreasAlgorithm(EngineAlgorithm):
             confidence=paths[self.CONFIDENCE], raster=paths[self.INPUT], model=model,
             measure=MEASURES[self.parameterAsEnum(parameters, self.MEASURE, context)],
             count=self.parameterAsInt(parameters, self.COUNT, context), min_distance=distance,
-            size=self.parameterAsInt(parameters, self.SIZE, context), overwrite=True)
+            size=self.parameterAsInt(parameters, self.SIZE, context), replace_unlabelled=True)
 
     def processing_outputs(self, outputs, context, feedback) -> dict:
         source, name = outputs["OUTPUT"], outputs["LAYER_NAME"]

@@ -96,3 +96,39 @@ def test_bad_inputs_name_the_fix(classified, tmp_path, shared_data):
         suggest_areas(SuggestOptions(tmp_path / "a.gpkg", uncertainty=result["UNCERTAINTY"], classified=other_grid),
                       RecordingEvents())
     assert not list(tmp_path.iterdir())
+
+
+def test_an_existing_output_with_labelled_squares_is_never_replaced(classified, tmp_path, shared_data):
+    """Processing's choice (replace_unlabelled): earlier untouched suggestions make way for new ones, a file
+    with squares the analyst labelled, or any other GeoPackage, stays as it is."""
+    import shutil
+
+    result = classified[0]
+    path = tmp_path / "s.gpkg"
+
+    def suggest(count):
+        return suggest_areas(SuggestOptions(path, uncertainty=result["UNCERTAINTY"], classified=result["OUTPUT"],
+                                            count=count, replace_unlabelled=True), RecordingEvents())
+
+    suggest(6)
+    assert suggest(4)["COUNT"] == 4 and len(read_places(path)[0]) == 4  # nothing labelled yet: replaced
+    source = ogr.Open(str(path), 1)
+    layer = source.GetLayerByName("suggested_areas")
+    feature = layer.GetNextFeature()
+    feature.SetField("class_id", 2)  # the analyst labels one square
+    layer.SetFeature(feature)
+    source = layer = None
+    with pytest.raises(BadInputError, match=r"1 of its squares already have a class.*not replaced. Choose another "
+                                            r"file name.*or delete the old file") as error:
+        suggest(8)
+    assert "--overwrite" not in str(error.value)
+    places, _ = read_places(path)
+    assert len(places) == 4 and [p["class_id"] for p in places].count(2) == 1  # the labelling is still there
+    training = tmp_path / "training.gpkg"
+    shutil.copy(shared_data / "rstoolbox" / "training_polygons.gpkg", training)
+    with pytest.raises(BadInputError, match="holds other layers"):
+        suggest_areas(SuggestOptions(training, uncertainty=result["UNCERTAINTY"], replace_unlabelled=True),
+                      RecordingEvents())
+    with pytest.raises(BadInputError, match="may hold squares you labelled"):  # the engine's default: never
+        suggest_areas(SuggestOptions(path, uncertainty=result["UNCERTAINTY"]),
+                      RecordingEvents())

@@ -42,3 +42,32 @@ def test_neither_uncertainty_nor_model_fails_with_a_clear_message(provider, tmp_
     feedback = QgsProcessingFeedback()
     _, ok = algorithm.run({"OUTPUT": str(tmp_path / "x.gpkg")}, QgsProcessingContext(), feedback)
     assert not ok and "uncertainty raster, or the raster and the model" in feedback.textLog()
+
+
+def test_squares_labelled_in_qgis_are_never_overwritten_by_a_new_run(provider, shared_data, tmp_path):
+    import numpy as np
+    import rasterio
+
+    with rasterio.open(shared_data / "zion" / "landsat8_2015_b2345.tif") as src:  # a stand-in uncertainty, 0..100 %
+        band, profile = src.read(1).astype(np.float64), src.profile
+    profile.update(count=1, dtype="uint8", nodata=255)
+    uncertainty = tmp_path / "u.tif"
+    with rasterio.open(uncertainty, "w", **profile) as dst:
+        dst.write((100 * (band - band.min()) / np.ptp(band)).astype(np.uint8), 1)
+    output = tmp_path / "suggested.gpkg"
+    parameters = {"UNCERTAINTY": str(uncertainty), "COUNT": 5, "OUTPUT": str(output)}
+    assert processing.run("landcover:suggest_training_areas", parameters)["SUGGESTED"] == 5
+    assert processing.run("landcover:suggest_training_areas", parameters)["SUGGESTED"] == 5  # untouched: replaced
+    layer = QgsVectorLayer(f"{output}|layername=suggested_areas", "suggested", "ogr")
+    assert layer.startEditing()
+    first = next(layer.getFeatures())
+    assert layer.changeAttributeValue(first.id(), layer.fields().indexOf("class_id"), 2) and layer.commitChanges()
+    del layer
+    algorithm = QgsApplication.processingRegistry().createAlgorithmById("landcover:suggest_training_areas")
+    feedback = QgsProcessingFeedback()
+    _, ok = algorithm.run({**parameters, "COUNT": 9}, QgsProcessingContext(), feedback)
+    log = feedback.textLog()
+    assert not ok and "1 of its squares already have a class" in log and "Choose another file name" in log
+    assert "--overwrite" not in log
+    layer = QgsVectorLayer(f"{output}|layername=suggested_areas", "suggested", "ogr")
+    assert layer.featureCount() == 5 and [f["class_id"] for f in layer.getFeatures()].count(2) == 1

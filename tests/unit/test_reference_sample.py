@@ -119,6 +119,8 @@ def test_bad_inputs_name_the_fix(zion_map, tmp_path):
     with pytest.raises(BadInputError, match="ending in .gpkg"):
         create_sample(SampleOptions(path, tmp_path / "x.shp", size=10), RecordingEvents())
     create_sample(SampleOptions(path, tmp_path / "x.gpkg", size=10), RecordingEvents())
-    with pytest.raises(BadInputError, match="may hold labelled points"):
+    with pytest.raises(BadInputError, match="may hold labelled points: it is not replaced. Choose another file "
+                                            "name, or delete the old file") as error:
         create_sample(SampleOptions(path, tmp_path / "x.gpkg", size=10), RecordingEvents())
+    assert "--overwrite" not in str(error.value)  # nothing a QGIS user can act on
     assert sorted(p.name for p in tmp_path.iterdir()) == ["x.gpkg"]  # no partial file left behind

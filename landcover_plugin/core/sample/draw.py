@@ -105,8 +105,8 @@ def _output_path(path, overwrite, classified) -> str:
         if os.path.samefile(path, classified):
             raise BadInputError(f"The output {path} is the classified raster. Choose another output name.")
         if not overwrite:
-            raise BadInputError(f"{path} already exists and may hold labelled points: choose a new file name "
-                                "(or allow overwriting with --overwrite).")
+            raise BadInputError(f"{path} already exists and may hold labelled points: it is not replaced. Choose "
+                                "another file name, or delete the old file first if you no longer need it.")
     return path
 
 

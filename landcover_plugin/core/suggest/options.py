@@ -25,3 +25,6 @@ class SuggestOptions:
     seed: int = option(0, help="random seed for ties and thinning")
     block_size: int = option(1024, help="window size in pixels (default 1024)")
     overwrite: bool = option(False, help="replace an existing output file")
+    replace_unlabelled: bool = option(
+        False, help="replace an existing output only when it holds earlier suggestions none of which has a class "
+                    "yet (Processing's choice: squares you labelled are never replaced)")

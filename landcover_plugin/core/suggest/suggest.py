@@ -39,7 +39,7 @@ NODATA = 255
 def suggest_areas(options: SuggestOptions, events) -> dict:
     """Write the suggestions; returns OUTPUT (``path|layername=...``), COUNT, MIN_DISTANCE and CLASSES."""
     o = options
-    output = _output_path(o.output, o.overwrite)
+    output = _output_path(o.output, o.overwrite, o.replace_unlabelled, o.layer_name, o.class_field)
     if o.count < 1 or o.size < 1:
         raise BadInputError("The number of places and the square size must be at least 1.")
     with tempfile.TemporaryDirectory(prefix="landcover_suggest_") as work:
@@ -93,13 +93,43 @@ def suggest_areas(options: SuggestOptions, events) -> dict:
 
 
 # -- inputs -----------------------------------------------------------------------------------------
-def _output_path(path, overwrite) -> str:
+def _output_path(path, overwrite, replace_unlabelled=False, layer_name="suggested_areas",
+                 class_field="class_id") -> str:
+    """The output path; an existing file is replaced only with ``overwrite``, or with ``replace_unlabelled``
+    when it is an earlier suggestions file none of whose squares has a class yet (nothing of the analyst's)."""
     path = os.path.abspath(os.fspath(path))
     if not path.lower().endswith(".gpkg"):
         raise BadInputError(f"The output {path} must be a GeoPackage: give a path ending in .gpkg.")
-    if os.path.exists(path) and not overwrite:
-        raise BadInputError(f"{path} already exists: choose a new file name (or allow overwriting with --overwrite).")
+    if not os.path.exists(path) or overwrite:
+        return path
+    keep = "Choose another file name for the new suggestions, or delete the old file first if you no longer need it."
+    if not replace_unlabelled:
+        raise BadInputError(f"{path} already exists and may hold squares you labelled: it is not replaced. {keep}")
+    why = _not_replaceable(path, layer_name, class_field)
+    if why:
+        raise BadInputError(f"{path} already exists and {why}: it is not replaced. {keep}")
     return path
+
+
+def _not_replaceable(path, layer_name, class_field):
+    """Why the existing ``path`` must be kept (None: an earlier suggestions file with no square labelled)."""
+    try:
+        source = ogr.Open(path)
+    except RuntimeError:
+        source = None
+    if source is None:
+        return "is not a GeoPackage of earlier suggestions"
+    names = {source.GetLayer(i).GetName() for i in range(source.GetLayerCount())}
+    others = sorted(names - {layer_name, SCHEMA_TABLE, "layer_styles"})
+    layer = source.GetLayerByName(layer_name)
+    if layer is None or others:
+        return f"holds other layers ({', '.join(others or sorted(names)) or 'none'}), not only earlier suggestions"
+    if layer.GetLayerDefn().GetFieldIndex(class_field) < 0:
+        return f"its layer {layer_name} has no class field {class_field}"
+    labelled = sum(1 for feature in layer if feature.GetField(class_field) not in (None, 0))
+    if labelled:
+        return f"{labelled} of its squares already have a class (your labelling)"
+    return None
 
 
 def _inputs(o, work, events) -> tuple:
