@@ -132,3 +132,32 @@ def test_an_existing_output_with_labelled_squares_is_never_replaced(classified, 
     with pytest.raises(BadInputError, match="may hold squares you labelled"):  # the engine's default: never
         suggest_areas(SuggestOptions(path, uncertainty=result["UNCERTAINTY"]),
                       RecordingEvents())
+
+
+def test_squares_on_edge_pixels_are_shifted_inside_the_raster(shared_data, tmp_path):
+    """The four corner pixels are the most uncertain: their squares cover them and stay inside the raster."""
+    with rasterio.open(shared_data / "zion" / "landsat8_2015_b2345.tif") as src:
+        band, profile, transform = src.read(1).astype(np.float64), src.profile, src.transform
+    height, width = band.shape
+    profile.update(count=1, dtype="uint8", nodata=255)
+    uncertainty = (90 * (band - band.min()) / np.ptp(band)).astype(np.uint8)  # a stand-in, 0..90 %
+    corners = [(0, 0), (0, width - 1), (height - 1, 0), (height - 1, width - 1)]
+    for row, col in corners:
+        uncertainty[row, col] = 100
+    path = tmp_path / "edges.tif"
+    with rasterio.open(path, "w", **profile) as dst:
+        dst.write(uncertainty, 1)
+    suggest_areas(SuggestOptions(tmp_path / "s.gpkg", uncertainty=path, count=4, size=7), RecordingEvents())
+    source = ogr.Open(str(tmp_path / "s.gpkg"))
+    layer = source.GetLayerByName("suggested_areas")
+    xmin, ymax = transform * (0, 0)
+    xmax, ymin = transform * (width, height)
+    covered = set()
+    for feature in layer:
+        geometry = feature.GetGeometryRef()
+        assert feature.GetField("uncertainty") == 100 and geometry.GetArea() == pytest.approx(49 * 900)
+        left, right, bottom, top = geometry.GetEnvelope()
+        assert xmin - 1e-6 <= left and right <= xmax + 1e-6 and ymin - 1e-6 <= bottom and top <= ymax + 1e-6
+        covered |= {(r, c) for r, c in corners if left <= (transform * (c + 0.5, r + 0.5))[0] <= right
+                    and bottom <= (transform * (c + 0.5, r + 0.5))[1] <= top}
+    assert covered == set(corners)

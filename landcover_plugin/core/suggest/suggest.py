@@ -72,13 +72,13 @@ def suggest_areas(options: SuggestOptions, events) -> dict:
                     distance = 0.5 * math.sqrt(valid * pixel * abs(src.transform.e) / o.count)
                 places, used = _spread(candidates, o.count, float(distance), src.transform, rng)
                 crs_wkt = src.crs.to_wkt() if src.crs else None
-                transform = src.transform
+                transform, shape = src.transform, (src.height, src.width)
             finally:
                 for other in others:
                     other.close()
         schema, _colours = embedded_classes(classified) if classified else (None, {})
     names = {c.id: c.name for c in schema} if schema else {}
-    _write(output, o, crs_wkt, transform, places, names, schema)
+    _write(output, o, crs_wkt, transform, shape, places, names, schema)
     if not places:
         raise BadInputError("No place to suggest: the uncertainty raster has no valid pixel.")
     if len(places) < o.count:
@@ -231,7 +231,15 @@ def _spread(c, count, distance, transform, rng) -> tuple:
 
 
 # -- writing ----------------------------------------------------------------------------------------
-def _write(path, o, crs_wkt, transform, places, names, schema) -> None:
+def _inside(centre: float, half: float, extent: int) -> float:
+    """A square's centre (in pixels) moved just enough for the square to lie inside ``0..extent``: a place on
+    an edge pixel gets a square that still covers it, not one sticking out of the raster."""
+    if 2 * half >= extent:
+        return extent / 2.0
+    return min(max(centre, half), extent - half)
+
+
+def _write(path, o, crs_wkt, transform, shape, places, names, schema) -> None:
     ogr.UseExceptions()
     half = o.size / 2.0
     with file_in_place(path, "", ".gpkg") as temporary:
@@ -256,7 +264,7 @@ def _write(path, o, crs_wkt, transform, places, names, schema) -> None:
             feature.SetField("uncertainty", place["uncertainty"])
             feature.SetField("rank", rank)
             ring = ogr.Geometry(ogr.wkbLinearRing)
-            col, row = place["col"] + 0.5, place["row"] + 0.5
+            col, row = _inside(place["col"] + 0.5, half, shape[1]), _inside(place["row"] + 0.5, half, shape[0])
             for dc, dr in ((-half, -half), (half, -half), (half, half), (-half, half), (-half, -half)):
                 ring.AddPoint_2D(*(transform * (col + dc, row + dr)))
             polygon = ogr.Geometry(ogr.wkbPolygon)
