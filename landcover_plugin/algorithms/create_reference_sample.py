@@ -58,7 +58,7 @@ class CreateReferenceSampleAlgorithm(EngineAlgorithm):
             "(Olofsson et al. 2014, 'Good practices for estimating area and assessing accuracy of land "
             "change').\n\n"
             "<b>Sample size</b>: give it directly, or leave it empty and give the <b>target standard error of "
-            "overall accuracy</b> (e.g. 0.01) with the <b>anticipated user's accuracies</b> (one value for "
+            "overall accuracy</b> (default 0.01) with the <b>anticipated user's accuracies</b> (one value for "
             "all classes, or one per mapped class in class-id order; default 0.8): the size then follows "
             "from Cochran's formula (eq. 13 of the paper).\n\n"
             "<b>Allocation</b>: <i>recommended</i> gives every class at least the <b>minimum per class</b> "
@@ -114,10 +114,8 @@ class CreateReferenceSampleAlgorithm(EngineAlgorithm):
             output += ".gpkg"
         given = lambda name: parameters.get(name) not in (None, "")  # noqa: E731
         size = self.parameterAsInt(parameters, self.SIZE, context) if given(self.SIZE) else None
-        target = self.parameterAsDouble(parameters, self.TARGET_SE, context) if given(self.TARGET_SE) else None
-        if size is None and target is None:
-            raise QgsProcessingException("Give the sample size, or a target standard error of overall accuracy "
-                                         "(e.g. 0.01) to compute it from.")
+        # Without a size the target standard error applies, its default (0.01) when none is given.
+        target = None if size is not None else self.parameterAsDouble(parameters, self.TARGET_SE, context)
         return SampleOptions(
             classified=raster_layer_to_path(layer, context, feedback), output=output, size=size,
             target_se=None if size is not None else target,

@@ -113,11 +113,20 @@ def test_sample_labelled_then_assessed_gives_areas_with_confidence_intervals(pro
     context.project().removeAllMapLayers()
 
 
-def test_no_size_and_no_target_fails_with_a_clear_message(provider, tmp_path, zion):
-    _, ok, log, _ = run("landcover:create_reference_sample", {
-        "INPUT": str(zion[0]), "TARGET_SE": None, "OUTPUT": str(tmp_path / "s.gpkg")})
-    assert not ok and "sample size, or a target standard error" in log
-    assert not (tmp_path / "s.gpkg").exists()
+def test_no_size_and_no_target_takes_the_default_target_standard_error(provider, tmp_path, zion):
+    """As documented (and as headless qgis_process calls it, without either): a target standard error of 0.01."""
+    from landcover_plugin.core.sample.design import sample_size
+
+    with rasterio.open(zion[0]) as src:
+        pixels = np.bincount(src.read(1).ravel(), minlength=9)[1:]
+    for parameters in ({}, {"TARGET_SE": None}):
+        path = tmp_path / f"s{len(parameters)}.gpkg"
+        results, ok, log, _ = run("landcover:create_reference_sample", {
+            "INPUT": str(zion[0]), "SEED": 1, "OUTPUT": str(path), **parameters})
+        assert ok, log
+        expected = sample_size(pixels, np.full(8, 0.8), 0.01, population=float(pixels.sum()))
+        assert results["SAMPLE_SIZE"] == expected and 1500 < expected <= 1600  # (0.4 / 0.01)^2 = 1600, N finite
+        assert "standard error of overall accuracy of 0.01" in log
 
 
 def test_engine_call_a_given_size_wins_over_the_target(provider, tmp_path, zion):
