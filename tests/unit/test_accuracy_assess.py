@@ -204,7 +204,7 @@ def test_unknown_reference_names_are_a_clear_error_and_write_nothing(tmp_path):
     with pytest.raises(BadInputError, match="no field 'klass'"):
         assess(tmp_path, classified=classified, reference_vector=polygons, class_field="klass")
     far = write_raster(tmp_path / "far.tif", REFERENCE, transform=from_origin(X0 + 1000, Y0, PIXEL, PIXEL))
-    with pytest.raises(BadInputError, match="No reference pixel falls on a classified pixel"):
+    with pytest.raises(BadInputError, match="does not overlap the classified raster at all"):
         assess(tmp_path, classified=classified, reference_raster=far)
     with pytest.raises(BadInputError, match="is one of the inputs"):
         assess(tmp_path, classified=classified, reference_raster=far, table=classified)
@@ -294,3 +294,20 @@ def test_cancel_stops_before_writing_anything(tmp_path):
         assess_accuracy(AssessOptions(classified, reference_raster=reference, output_folder=str(tmp_path / "out")),
                         events)
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+
+
+def test_reference_data_elsewhere_is_refused_as_not_overlapping(tmp_path, shared_data):
+    """Reference data of another area, or with a wrong CRS assigned, lies elsewhere: the message says there is
+    no overlap and to check the CRSs (it spoke of more than 17,179,869,184 pixels and clipping)."""
+    from osgeo import gdal
+
+    nlcd = shared_data / "zion" / "nlcd2011_8class.tif"
+    wrong_crs = tmp_path / "nlcd_wrong_crs.tif"
+    gdal.Translate(str(wrong_crs), str(nlcd), outputSRS="EPSG:32633")  # UTM 33 N instead of 12 N: the same numbers
+    for reference in (shared_data / "eolearn" / "lulc.tif", wrong_crs):
+        with pytest.raises(BadInputError, match=r"does not overlap the classified raster at all.*Check the CRSs") as e:
+            assess_accuracy(AssessOptions(str(nlcd), reference_raster=str(reference),
+                                          output_folder=str(tmp_path / "out")), RecordingEvents())
+        assert "Clip" not in str(e.value) and "pixels" not in str(e.value)
+        assert "classified raster 301905, 4111245 to 335745, 4154085" in str(e.value)
+    assert not (tmp_path / "out").exists()

@@ -52,6 +52,11 @@ def window_bounds(transform, window: Window) -> tuple:
     return min(xs), min(ys), max(xs), max(ys)
 
 
+def _extent(bounds) -> str:
+    return ", ".join(f"{round(float(v), 4):.10g}" for v in bounds[:2]) + " to " + \
+        ", ".join(f"{round(float(v), 4):.10g}" for v in bounds[2:])
+
+
 def boxes_intersect(a, b) -> bool:
     return a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]
 
@@ -67,6 +72,14 @@ class ExtendedGrid:
         col0, row0, col1, row1 = 0, 0, self.width, self.height
         if reference_bounds is not None:
             rc0, rr0, rc1, rr1 = pixel_range(transform, reference_bounds)
+            if not (rc0 < self.width and rc1 > 0 and rr0 < self.height and rr1 > 0):
+                xmin, ymin, xmax, ymax = window_bounds(transform, Window(0, 0, self.width, self.height))
+                raise BadInputError(
+                    "The reference data does not overlap the classified raster at all (reference extent "
+                    f"{_extent(reference_bounds)}, classified raster {_extent((xmin, ymin, xmax, ymax))}, in the "
+                    "classified raster's CRS). Check the CRSs: a layer with a wrong CRS assigned lies elsewhere "
+                    "(set the right one in Layer Properties > Source, or Raster > Projections > Assign "
+                    "Projection), and choose reference data of the same area.")
             col0, row0, col1, row1 = min(col0, rc0), min(row0, rr0), max(col1, rc1), max(row1, rr1)
         if (col1 - col0) * (row1 - row0) > max_pixels:
             raise BadInputError("The reference data reaches far beyond the classified raster (more than "
