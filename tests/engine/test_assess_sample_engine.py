@@ -198,3 +198,50 @@ def test_a_stratified_sample_gives_area_weighted_headline_accuracies(zion_map_an
     assert "Area-weighted estimates from the stratified reference sample" in html
     assert f"raw sample counts (not an estimate of the map's accuracy)</th><td>{100 * raw:.1f} %" in html
     assert "Sample counts (points, not area-weighted)" in html
+
+
+def test_area_intervals_stop_at_zero_and_figures_from_few_points_are_flagged(zion_map_and_sample, tmp_path,
+                                                                            shared_data):
+    """A small sample (3 points in the rare classes) labelled from NLCD: intervals that would run below 0 ha
+    are given clipped, and accuracies or areas resting on fewer than 10 points are marked unreliable."""
+    from landcover_plugin.core.assess.assess import assess_accuracy
+    from landcover_plugin.core.assess.options import AssessOptions
+    from landcover_plugin.core.events import RecordingEvents
+    from landcover_plugin.core.sample.draw import create_sample
+    from landcover_plugin.core.sample.options import SampleOptions
+
+    classified, _, _ = zion_map_and_sample
+    path = tmp_path / "small.gpkg"
+    create_sample(SampleOptions(classified, path, size=100, min_per_class=3, seed=4), RecordingEvents())
+    with rasterio.open(shared_data / "zion" / "nlcd2011_8class.tif") as src:
+        source = ogr.Open(str(path), 1)
+        layer = source.GetLayerByName("reference_sample")
+        for feature in layer:
+            xy = (feature.GetGeometryRef().GetX(), feature.GetGeometryRef().GetY())
+            feature.SetField("reference_class", int(next(src.sample([xy]))[0]))
+            layer.SetFeature(feature)
+        source = layer = None
+    events = RecordingEvents()
+    outputs = assess_accuracy(AssessOptions(classified, reference_vector=str(path), class_field="reference_class",
+                                            classes=str(shared_data / "zion" / "classes.json"),
+                                            output_folder=str(tmp_path / "out")), events)
+    report = json.loads(open(outputs["OUTPUT_JSON"], encoding="utf-8").read())
+    html = open(outputs["OUTPUT_HTML"], encoding="utf-8").read()
+    clipped = flagged = 0
+    for e in report["area_estimates"]:
+        assert e["area_ci95_low_ha"] == pytest.approx(max(0.0, e["estimated_area_ha"] - e["area_ci95_ha"]))
+        assert e["area_ci95_high_ha"] == pytest.approx(e["estimated_area_ha"] + e["area_ci95_ha"])
+        if e["estimated_area_ha"] - e["area_ci95_ha"] < 0:
+            clipped += 1
+            assert (f"{e['estimated_area_ha']:,.1f} (95 % CI 0.0 to {e['area_ci95_high_ha']:,.1f}, clipped at 0)"
+                    in html)
+            assert f"{e['estimated_area_ha']:,.1f} ± " not in html
+        assert ("users_accuracy" in e["unreliable"]) == (e["sample_points_mapped"] < 10)
+        assert ("producers_accuracy" in e["unreliable"]) == (e["sample_points_reference"] < 10)
+        if e["sample_points_mapped"] < 10:
+            flagged += 1
+            assert f"{100 * e['users_accuracy']:.1f} % ± {100 * e['users_ci95']:.1f} (few points)" in html
+    assert clipped >= 1 and flagged >= 1
+    assert "clipped at 0 where it would run below" in html and "fewer than 10 sample points" in html
+    log = "\n".join(e["message"] for e in events.of_type("log"))
+    assert "clipped at 0" in log and "(few points): from fewer than 10 sample points" in log

@@ -75,17 +75,41 @@ def area_section(reference_kind: str, class_rows: list, cm_ids: list, cm, mapped
             "users_accuracy": float(est["users"][k]), "users_ci95": float(est["users_ci"][k]),
             "producers_accuracy": float(est["producers"][k]), "producers_ci95": float(est["producers_ci"][k]),
         })
+        _add_bounds(entries[-1])
     note = ("Stratified estimators of Olofsson et al. (2014, Remote Sensing of Environment 148: 42-57): strata "
             f"= the {len([p for p in pixels if p > 0])} mapped classes, weighted by their mapped area; "
             f"{int(sample.sum())} labelled sample points. ± values are 95 % confidence intervals (1.96 "
             "standard errors). They hold for a probability sample: stratified random by map class (as "
-            "'Create reference sample' draws) or simple random.")
+            "'Create reference sample' draws) or simple random. An area's interval is clipped at 0 where it "
+            "would run below (the normal approximation does not know areas are positive). Figures marked "
+            f"'{FEW_MARK}' rest on fewer than {FEW_POINTS} sample points (user's accuracy: points mapped as the "
+            "class; producer's accuracy and area: points whose reference is the class): unreliable, their "
+            "interval (even ± 0) understates the uncertainty; label more points of those classes.")
     if not in_ha:
         note += " The raster's CRS has no known units: areas are given in pixels only."
     return {"area_estimates": entries, "overall_accuracy_estimate": est["overall"],
             "overall_ci95": est["overall_ci"], "area_estimate_note": note,
             "area_proportions": {"class_ids": ids, "rows": "map class (stratum)", "columns": "reference class",
                                  "values": est["proportions"]}}
+
+
+FEW_POINTS = 10  # below this many sample points a figure and its interval are flagged as unreliable
+FEW_MARK = "(few points)"
+
+
+def _add_bounds(entry: dict) -> None:
+    """Interval bounds clipped at 0 (``*_low``/``*_high``) and the figures resting on fewer than
+    ``FEW_POINTS`` sample points (``unreliable``)."""
+    for value, ci, stem in (("estimated_area_ha", "area_ci95_ha", "area_ci95"), ("estimated_pixels", "pixels_ci95",
+                                                                                   "pixels_ci95")):
+        low = high = None
+        if entry[value] is not None and entry[ci] is not None:
+            low, high = max(0.0, entry[value] - entry[ci]), entry[value] + entry[ci]
+        suffix = "_ha" if value.endswith("_ha") else ""
+        entry[f"{stem}_low{suffix}"], entry[f"{stem}_high{suffix}"] = low, high
+    entry["unreliable"] = ((["users_accuracy"] if entry["sample_points_mapped"] < FEW_POINTS else [])
+                           + (["producers_accuracy", "estimated_area"]
+                              if entry["sample_points_reference"] < FEW_POINTS else []))
 
 
 WEIGHTED = "area-weighted"
@@ -135,6 +159,7 @@ def plot_areas(report: dict, path) -> None:
     mapped = [r["mapped_area_ha"] if in_ha else r["mapped_pixels"] for r in rows]
     estimated = [r["estimated_area_ha"] if in_ha else r["estimated_pixels"] for r in rows]
     ci = [r["area_ci95_ha"] if in_ha else r["pixels_ci95"] for r in rows]
+    ci = [[min(c, e) for c, e in zip(ci, estimated)], ci]  # clipped at 0 below
     k = len(rows)
     fig, ax = plt.subplots(figsize=(min(4.0 + 0.9 * k, 24.0), 4.8))
     x = np.arange(k)
@@ -166,6 +191,18 @@ def _pm(value, ci, pattern="{:,.0f}") -> str:
     return pattern.format(value) + ("" if ci is None else " ± " + pattern.format(ci))
 
 
+def area_interval(entry: dict, in_ha: bool) -> str:
+    """An estimated area (hectares or pixels) with its 95 % interval; one that would run below 0 is given
+    clipped, as the range from 0."""
+    value, ci, low, high, pattern = ((entry["estimated_area_ha"], entry["area_ci95_ha"], entry.get("area_ci95_low_ha"),
+                                      entry.get("area_ci95_high_ha"), "{:,.1f}") if in_ha else
+                                     (entry["estimated_pixels"], entry["pixels_ci95"], entry.get("pixels_ci95_low"),
+                                      entry.get("pixels_ci95_high"), "{:,.0f}"))
+    if value is None or ci is None or low is None or value - ci >= 0:
+        return _pm(value, ci, pattern)
+    return f"{pattern.format(value)} (95 % CI {pattern.format(low)} to {pattern.format(high)}, clipped at 0)"
+
+
 def _pct_pm(value, ci) -> str:
     if value is None:
         return "n/a"
@@ -191,13 +228,16 @@ def area_html(report: dict, image: str = None) -> str:
               "<th>user's accuracy ± 95 % CI</th><th>producer's accuracy ± 95 % CI</th>", "</tr></thead><tbody>"]
     for r in rows:
         swatch = f'<span class="swatch" style="background:{_e(r["colour"])}"></span>'
+        few = {key: f" {FEW_MARK}" if key in r.get("unreliable", ()) else ""
+               for key in ("users_accuracy", "producers_accuracy", "estimated_area")}
         area_cells = (f"<td>{_pm(r['mapped_area_ha'], None, '{:,.1f}')}</td>"
-                      f"<td>{_pm(r['estimated_area_ha'], r['area_ci95_ha'], '{:,.1f}')}</td>") if in_ha else ""
+                      f"<td>{area_interval(r, True)}{few['estimated_area']}</td>") if in_ha else ""
         parts.append(f'<tr><td class="name">{swatch}{_e(r["name"])}</td><td>{r["sample_points_mapped"]:,}</td>'
                      f"{area_cells}<td>{r['mapped_pixels']:,}</td>"
-                     f"<td>{_pm(r['estimated_pixels'], r['pixels_ci95'])}</td>"
-                     f"<td>{_pct_pm(r['users_accuracy'], r['users_ci95'])}</td>"
-                     f"<td>{_pct_pm(r['producers_accuracy'], r['producers_ci95'])}</td></tr>")
+                     f"<td>{area_interval(r, False)}{few['estimated_area']}</td>"
+                     f"<td>{_pct_pm(r['users_accuracy'], r['users_ci95'])}{few['users_accuracy']}</td>"
+                     f"<td>{_pct_pm(r['producers_accuracy'], r['producers_ci95'])}{few['producers_accuracy']}"
+                     "</td></tr>")
     parts.append("</tbody></table>")
     matrix = report["area_proportions"]
     names = {r["id"]: r["name"] for r in rows}

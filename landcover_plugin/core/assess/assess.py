@@ -23,7 +23,7 @@ from ..errors import BadInputError, Cancelled
 from ..rasters import open_raster, read
 from ..schema import ClassInfo, ClassSchema, default_colour
 from ..vectors import read_labelled_geometries
-from .area_report import area_html, area_section, plot_areas, weight_by_area
+from .area_report import FEW_MARK, FEW_POINTS, area_html, area_interval, area_section, plot_areas, weight_by_area
 from .metrics import ConfusionCounter, metrics_from_confusion, to_jsonable
 from .options import AssessOptions
 from .reference import (
@@ -109,12 +109,13 @@ def _area_log(report) -> str:
     lines = [f"Estimated overall accuracy {100 * report['overall_accuracy_estimate']:.1f} % ± "
              f"{100 * report['overall_ci95']:.1f} (95 % CI). Error-adjusted areas:"]
     for r in rows:
+        few = f" {FEW_MARK}" if "estimated_area" in r["unreliable"] else ""
         if r["estimated_area_ha"] is not None:
-            lines.append(f"  {r['name']}: {r['estimated_area_ha']:,.1f} ± {r['area_ci95_ha']:,.1f} ha "
-                         f"(mapped {r['mapped_area_ha']:,.1f} ha)")
+            lines.append(f"  {r['name']}: {area_interval(r, True)} ha (mapped {r['mapped_area_ha']:,.1f} ha){few}")
         else:
-            lines.append(f"  {r['name']}: {r['estimated_pixels']:,.0f} ± {r['pixels_ci95']:,.0f} pixels "
-                         f"(mapped {r['mapped_pixels']:,})")
+            lines.append(f"  {r['name']}: {area_interval(r, False)} pixels (mapped {r['mapped_pixels']:,}){few}")
+    if any(r["unreliable"] for r in rows):
+        lines.append(f"{FEW_MARK}: from fewer than {FEW_POINTS} sample points, unreliable (see the report).")
     return "\n".join(lines)
 
 
