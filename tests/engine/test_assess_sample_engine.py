@@ -245,3 +245,21 @@ def test_area_intervals_stop_at_zero_and_figures_from_few_points_are_flagged(zio
     assert "clipped at 0 where it would run below" in html and "fewer than 10 sample points" in html
     log = "\n".join(e["message"] for e in events.of_type("log"))
     assert "clipped at 0" in log and "(few points): from fewer than 10 sample points" in log
+
+
+def test_a_sample_not_labelled_yet_says_to_label_reference_class(zion_map_and_sample, tmp_path, shared_data):
+    from landcover_plugin.core.assess.assess import assess_accuracy
+    from landcover_plugin.core.assess.options import AssessOptions
+    from landcover_plugin.core.errors import BadInputError
+    from landcover_plugin.core.events import RecordingEvents
+    from landcover_plugin.core.sample.draw import create_sample
+    from landcover_plugin.core.sample.options import SampleOptions
+
+    classified, _, _ = zion_map_and_sample
+    create_sample(SampleOptions(classified, tmp_path / "sample.gpkg", size=50, seed=3), RecordingEvents())
+    with pytest.raises(BadInputError, match=r"None of the reference points has a value in the field "
+                                            r"'reference_class'.*Label the points first.*\(reference_class") as e:
+        assess_accuracy(AssessOptions(classified, reference_vector=str(tmp_path / "sample.gpkg"),
+                                      class_field="reference_class", output_folder=str(tmp_path / "out")),
+                        RecordingEvents())
+    assert "polygons" not in str(e.value)

@@ -124,3 +124,21 @@ def test_bad_inputs_name_the_fix(zion_map, tmp_path):
         create_sample(SampleOptions(path, tmp_path / "x.gpkg", size=10), RecordingEvents())
     assert "--overwrite" not in str(error.value)  # nothing a QGIS user can act on
     assert sorted(p.name for p in tmp_path.iterdir()) == ["x.gpkg"]  # no partial file left behind
+
+
+def test_classes_left_with_too_few_points_are_warned_about_with_the_fix(zion_map, tmp_path):
+    """Proportional allocation of 100 points gives the rarest Zion classes 0 or 1 point: Assess can then give
+    no area estimate, so the sample's creation says so and names the minimum per class."""
+    path = zion_map[0]
+    events = RecordingEvents()
+    out = create_sample(SampleOptions(path, tmp_path / "p.gpkg", size=100, allocation="proportional", seed=1), events)
+    thin = [s for s in out["DESIGN"]["strata"] if s["allocated"] < 2]
+    assert thin  # Zion's rarest classes cover well under 1 % of the map
+    warnings = [e["message"] for e in events.of_type("log") if e["level"] == "warning"]
+    assert len(warnings) == 1 and "fewer than 2 points (proportional allocation)" in warnings[0]
+    assert all(f"{s['name']} {s['allocated']}" in warnings[0] for s in thin)
+    assert "no area estimates" in warnings[0]
+    assert "recommended allocation with a minimum points per class" in warnings[0]
+    events = RecordingEvents()
+    create_sample(SampleOptions(path, tmp_path / "r.gpkg", size=400, min_per_class=50, seed=1), events)
+    assert not [e for e in events.of_type("log") if e["level"] == "warning"]  # recommended: 50 in every class

@@ -35,6 +35,7 @@ from .reference import (
     RasterReference,
     all_points,
     map_class_mismatches,
+    point_layer,
     window_bounds,
 )
 from .report import format_table, plot_confusion, plot_per_class, render_html, write_confusion_csv, write_table_csv
@@ -161,6 +162,11 @@ def _open_reference(options, src, schema, events):
     crs_wkt = src.crs.to_wkt() if src.crs else None
     labelled = read_labelled_geometries(options.reference_vector, options.class_field, crs_wkt, layer=options.layer,
                                         events=events)
+    if not labelled and point_layer(options.reference_vector, options.layer):
+        raise BadInputError(
+            f"None of the reference points has a value in the field '{options.class_field}': nothing to assess. "
+            f"Label the points first: set each point's reference class ({SAMPLE_REFERENCE_FIELD} in a sample from "
+            "'Create reference sample') from imagery or field visits, then choose that field.")
     if all_points(labelled) and options.class_field.strip().lower() == SAMPLE_MAP_FIELD:
         raise BadInputError(
             f"The class field '{options.class_field}' holds the map class each sample point was drawn from "

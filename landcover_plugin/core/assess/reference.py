@@ -204,6 +204,16 @@ SAMPLE_MAP_FIELD = "map_class"  # what "Create reference sample" records: the st
 SAMPLE_REFERENCE_FIELD = "reference_class"  # ... and the field it leaves for the analyst to label
 
 
+def point_layer(path, layer=None) -> bool:
+    """Whether the vector layer holds points (a sample) rather than polygons."""
+    from osgeo import ogr  # noqa: PLC0415 - GDAL's bindings only where needed, as in ..vectors
+
+    source, lyr = open_layer(path, layer)
+    kind = ogr.GT_Flatten(lyr.GetGeomType())
+    del source
+    return kind in (ogr.wkbPoint, ogr.wkbMultiPoint)
+
+
 def map_class_mismatches(path, layer, crs_wkt, src) -> tuple:
     """``(checked, differ)``: sample points that carry a ``map_class`` (the stratum they were drawn in),
     and how many of them fall on a pixel of another class of the classified raster ``src`` (open

@@ -72,6 +72,7 @@ def create_sample(options: SampleOptions, events) -> dict:
         found = _locate(src, windows, strata, ranks, events)
         transform, crs_wkt = src.transform, src.crs.to_wkt() if src.crs else None
     classes = _classes(schema, colour_table, strata)
+    _warn_thin(strata, wanted, classes, o, events)
     chosen = _thin(found, strata, pixels, wanted, float(o.min_distance or 0.0), transform, events,
                    {i: c.name for i, c in classes.items()})
     order = rng.permutation(len(chosen))
@@ -108,6 +109,23 @@ def _output_path(path, overwrite, classified) -> str:
             raise BadInputError(f"{path} already exists and may hold labelled points: it is not replaced. Choose "
                                 "another file name, or delete the old file first if you no longer need it.")
     return path
+
+
+def _warn_thin(strata, wanted, classes, o, events) -> None:
+    """Warn when a class gets too few points for 'Assess accuracy': under 2 it gives no area estimate at all,
+    under ``FEW_POINTS`` its figures are flagged unreliable."""
+    from ..assess.area_report import FEW_POINTS  # noqa: PLC0415 - the threshold the report applies
+
+    for limit, consequence in ((2, "'Assess accuracy' can then give no area estimates or confidence intervals "
+                                   "(it needs at least 2 labelled points in every map class)"),
+                               (FEW_POINTS, "their accuracies and areas will be flagged as unreliable")):
+        thin = [f"{classes[int(c)].name} {int(n)}" for c, n in zip(strata, wanted) if n < limit]
+        if thin:
+            fix = ("raise the minimum points per class" if o.allocation == "recommended" else
+                   "choose the recommended allocation with a minimum points per class (e.g. 50)")
+            events.warning(f"Classes with fewer than {limit} points ({o.allocation} allocation): {', '.join(thin)}; "
+                           f"{consequence}. For a sample that reports every class, {fix} or draw more points.")
+            return
 
 
 def _users_accuracy(text, count: int) -> np.ndarray:
