@@ -119,8 +119,9 @@ class SuggestTrainingAreasAlgorithm(EngineAlgorithm):
             raise QgsProcessingException(f"The suggestions {source} cannot be opened.")
         style_suggestions(layer, schema, outputs["CLASS_FIELD"], save=True)
         del layer
-        feedback.pushInfo(f"{outputs['COUNT']} places suggested, at least {outputs['MIN_DISTANCE']:g} apart. Set "
-                          "their class, then copy them into your training areas and retrain.")
+        distance = outputs.get("MIN_DISTANCE_TEXT") or f"{outputs['MIN_DISTANCE']:g}"
+        feedback.pushInfo(f"{outputs['COUNT']} places suggested, at least {distance} apart. Set their class, then "
+                          "copy them into your training areas and retrain.")
         details = QgsProcessingContext.LayerDetails(name, context.project(), self.OUTPUT_LAYER)
         post_processor = _POST_PROCESSORS[source] = StyleSuggestions(schema, outputs["CLASS_FIELD"])
         details.setPostProcessor(post_processor)

@@ -161,3 +161,12 @@ def test_squares_on_edge_pixels_are_shifted_inside_the_raster(shared_data, tmp_p
         covered |= {(r, c) for r, c in corners if left <= (transform * (c + 0.5, r + 0.5))[0] <= right
                     and bottom <= (transform * (c + 0.5, r + 0.5))[1] <= top}
     assert covered == set(corners)
+
+
+def test_the_distance_is_reported_in_the_crs_unit(classified, tmp_path):
+    result = classified[0]
+    events = RecordingEvents()
+    out = suggest_areas(SuggestOptions(tmp_path / "s.gpkg", uncertainty=result["UNCERTAINTY"], count=5,
+                                       min_distance=1500), events)
+    assert out["DISTANCE_UNIT"] == "m" and out["MIN_DISTANCE_TEXT"] == "1,500 m"  # UTM 12 N
+    assert any("at least 1,500 m apart" in e["message"] for e in events.of_type("log"))

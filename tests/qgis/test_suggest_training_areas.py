@@ -1,5 +1,7 @@
 """"Suggest training areas" in a real headless QGIS: from classify's uncertainty raster to squares ready to
 label, in the training-areas schema, and from a model and a raster directly."""
+import re
+
 import processing
 from classify_models import card_for, export, tiny_net
 from qgis.core import QgsApplication, QgsProcessingContext, QgsProcessingFeedback, QgsProject, QgsVectorLayer
@@ -57,7 +59,10 @@ def test_squares_labelled_in_qgis_are_never_overwritten_by_a_new_run(provider, s
     output = tmp_path / "suggested.gpkg"
     parameters = {"UNCERTAINTY": str(uncertainty), "COUNT": 5, "OUTPUT": str(output)}
     assert processing.run("landcover:suggest_training_areas", parameters)["SUGGESTED"] == 5
-    assert processing.run("landcover:suggest_training_areas", parameters)["SUGGESTED"] == 5  # untouched: replaced
+    feedback = QgsProcessingFeedback()
+    assert processing.run("landcover:suggest_training_areas", parameters,  # untouched: replaced
+                          feedback=feedback)["SUGGESTED"] == 5
+    assert re.search(r"5 places suggested, at least [\d,]+ m apart", feedback.textLog())  # in the CRS's unit
     layer = QgsVectorLayer(f"{output}|layername=suggested_areas", "suggested", "ogr")
     assert layer.startEditing()
     first = next(layer.getFeatures())

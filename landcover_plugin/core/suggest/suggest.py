@@ -73,6 +73,7 @@ def suggest_areas(options: SuggestOptions, events) -> dict:
                 places, used = _spread(candidates, o.count, float(distance), src.transform, rng)
                 crs_wkt = src.crs.to_wkt() if src.crs else None
                 transform, shape = src.transform, (src.height, src.width)
+                unit = distance_unit(src.crs)
             finally:
                 for other in others:
                     other.close()
@@ -83,13 +84,29 @@ def suggest_areas(options: SuggestOptions, events) -> dict:
         raise BadInputError("No place to suggest: the uncertainty raster has no valid pixel.")
     if len(places) < o.count:
         events.warning(f"Only {len(places)} places found (the raster has few uncertain pixels).")
-    events.info(f"Suggested {len(places)} places at least {used:g} apart, uncertainty {places[-1]['uncertainty']}"
-                f"..{places[0]['uncertainty']} % (of pixels: {100 * histogram[threshold:].sum() / valid:.1f} % at "
-                f"or above {threshold} %). Written to {output}.")
+    events.info(f"Suggested {len(places)} places at least {distance_text(used, unit)} apart, uncertainty "
+                f"{places[-1]['uncertainty']}..{places[0]['uncertainty']} % (of pixels: "
+                f"{100 * histogram[threshold:].sum() / valid:.1f} % at or above {threshold} %). Written to {output}.")
     events.progress(1.0, "written")
     return {"OUTPUT": f"{output}|layername={o.layer_name}", "COUNT": len(places), "MIN_DISTANCE": used,
+            "DISTANCE_UNIT": unit, "MIN_DISTANCE_TEXT": distance_text(used, unit),
             "LAYER_NAME": o.layer_name, "CLASS_FIELD": o.class_field,
             "CLASSES": [{"id": c.id, "name": c.name, "colour": c.colour} for c in schema] if schema else []}
+
+
+def distance_unit(crs) -> str:
+    """The unit of distances in ``crs`` (a rasterio CRS or None), for messages: "m", "degrees", "ft", ..."""
+    if crs is None:
+        return "map units"
+    if crs.is_geographic:
+        return "degrees"
+    name = (crs.linear_units or "").lower()
+    return {"metre": "m", "meter": "m", "foot": "ft", "us survey foot": "US survey ft"}.get(name, name or "map units")
+
+
+def distance_text(value: float, unit: str) -> str:
+    """``4,257 m``, ``0.0123 degrees``."""
+    return f"{value:,.0f} {unit}" if abs(value) >= 100 else f"{value:.3g} {unit}"
 
 
 # -- inputs -----------------------------------------------------------------------------------------
