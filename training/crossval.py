@@ -16,6 +16,7 @@ from landcover_plugin.core.assess.metrics import metrics_from_confusion
 from .curves import write_csv, write_png
 from .dataset import IGNORE
 from .distributed import current
+from .metrics import summarise
 from .objective import heldout_confidences
 
 MOST_PIXELS = 50_000  # held-out confidences kept per fold and epoch
@@ -71,9 +72,8 @@ def _pool(folds, config, spec, architecture, unsplit, plan, events) -> dict:
                 f"{scores[best]['overall_accuracy']:.1%}, mIoU {scores[best]['mean_iou']:.1%}; the estimate below "
                 f"is for the map).")
     csv_path, png_path = config.curves_paths()
-    history = [dict(row, val_loss=round(loss, 6), val_accuracy=round(s["overall_accuracy"], 6),
-                    val_miou=round(_finite(s["mean_iou"]), 6))
-               for row, s, loss in zip(folds[0]["history"], scores, losses)]  # fold 1's training loss; pooled scores
+    history = [_pooled_row(e, folds, matrix, loss, spec.schema.names) for e, (matrix, loss)
+               in enumerate(zip(pooled, losses))]
     if current().is_main:  # in a distributed run, rank 0 writes
         write_csv(history, csv_path)
         write_png(history, png_path, title=f"{architecture} on {spec.folder.name}: {len(folds)}-fold "
@@ -84,6 +84,16 @@ def _pool(folds, config, spec, architecture, unsplit, plan, events) -> dict:
             "epochs_run": sum(len(f["history"]) for f in folds), "fold_epochs": [len(f["epochs"]) for f in folds],
             "split": {"method": "polygons", "cv_folds": len(folds), "val_polygons": plan.groups,
                       "unsplit_classes": unsplit}}
+
+
+def _pooled_row(epoch: int, folds, matrix, loss: float, names) -> dict:
+    """One row of the curves: every score (mIoU, per-class IoU, accuracy, loss) from the folds' pooled held-out
+    pixels, the training loss the folds' mean; the learning rate and timings are fold 1's."""
+    scores = summarise(matrix, names)
+    train_loss = float(np.mean([f["history"][epoch]["train_loss"] for f in folds]))
+    return dict(folds[0]["history"][epoch], train_loss=round(train_loss, 6), val_loss=round(loss, 6),
+                val_accuracy=scores["accuracy"], val_miou=round(_finite(scores["miou"]), 6),
+                **{f"val_iou_{n}": v for n, v in scores["iou"].items()})
 
 
 def _holding(labels) -> list:

@@ -79,7 +79,10 @@ def estimate(confusion, names, shares, split: dict, heldout_confidence=None, sce
     pixels = int(cm.sum())
     raw_oa = float(np.trace(cm) / pixels) if pixels else None
     raw_miou = metrics_from_confusion(cm)["mean_iou"] if pixels else None
-    result = {"pixels": pixels, "raw_overall_accuracy": _round(raw_oa), "raw_mean_iou": _round(raw_miou)}
+    result = {"pixels": pixels, "raw_overall_accuracy": _round(raw_oa), "raw_mean_iou": _round(raw_miou),
+              "class_pixels": {n: int(v) for n, v in zip(names, cm.sum(axis=1))}}  # held-out pixels per class
+    if split.get("cv_folds"):
+        result["cv_folds"] = int(split["cv_folds"])
     polygons = split.get("val_polygons")
     if split.get("method") == "polygons":
         result["polygons"] = polygons

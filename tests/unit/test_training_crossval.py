@@ -10,6 +10,7 @@ from landcover_plugin.core.chips.dataset import load_spec
 from landcover_plugin.core.events import RecordingEvents
 from landcover_plugin.core.model.card import CARD_KEY
 from landcover_plugin.core.train.options import TrainConfig
+from landcover_plugin.core.train.report import read_curves
 from landcover_plugin.qgis_glue.engine_runner import format_metric
 from training.dataset import IGNORE, ChipStore
 from training.folds import plan_folds
@@ -95,6 +96,27 @@ def test_training_with_few_held_out_polygons_cross_validates_then_refits(chips, 
     progress = [e["fraction"] for e in events.of_type("progress")]
     assert progress == sorted(progress)  # one progress bar over the folds and the refit
     assert (out.parent / "model_checkpoints" / "fold3" / "last.pt").exists()
+
+
+def test_every_score_of_the_curves_is_pooled_over_the_folds(chips, crossvalidated):
+    """The per-class IoU columns are the folds' pooled ones, like the mIoU beside them (they were fold 1's: all
+    1.0 beside a pooled mIoU of 0.45 on rstoolbox), and the held-out pixels per class are the pooled ones."""
+    outputs, events, out = crossvalidated
+    names = [c["name"] for c in json.loads((chips / "dataset.json").read_text())["classes"]]
+    rows = read_curves(outputs["CURVES_CSV"])
+    assert len(rows) == min(outputs["fold_epochs"])
+    for row in rows:
+        iou = [row[f"val_iou_{n}"] for n in names if row[f"val_iou_{n}"] is not None]
+        assert row["val_miou"] == pytest.approx(np.mean(iou), abs=2e-6), row  # mIoU: the mean of these IoUs
+    fold_rows = {}
+    for metric in events.of_type("metric"):
+        if metric["values"].get("phase", "").startswith("fold"):
+            fold_rows.setdefault(metric["epoch"], []).append(metric["values"])
+    for row in rows:  # the training loss: the folds' mean
+        assert row["train_loss"] == pytest.approx(np.mean([v["train_loss"] for v in fold_rows[row["epoch"]]]),
+                                                  abs=2e-6)
+    heldout = outputs["HELDOUT"]
+    assert heldout["cv_folds"] == 3 and sum(heldout["class_pixels"].values()) == heldout["pixels"]
 
 
 def test_automatic_epochs_are_chosen_once_for_every_fold(chips, tmp_path):

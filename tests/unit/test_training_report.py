@@ -46,6 +46,30 @@ def test_the_report_holds_the_run_as_the_trainer_saw_it(run, chips, tmp_path):
     assert f"for {outputs['refit_epochs']} epoch(s)" in page  # the exported model is the refit's
 
 
+def test_under_cross_validation_the_class_table_is_pooled_over_the_folds(run, chips, tmp_path):
+    """The per-class IoU and held-out pixels are the folds' pooled ones (not fold 1's IoU beside the export
+    split's pixel counts), and the table says so."""
+    outputs, _ = run
+    assert outputs["cv_folds"] >= 2
+    card = read_card(outputs["OUTPUT"])
+    best = best_epoch(card, read_curves(outputs["CURVES_CSV"]), outputs)
+    page = open(write_training_report(tmp_path / "report.html", outputs["OUTPUT"], outputs["CURVES_CSV"],
+                                      outputs["CURVES_PNG"], chips), encoding="utf-8").read()  # from files only
+    table = page.split("Per-class IoU at the best epoch")[1].split("<h2>")[0]
+    folds = outputs["cv_folds"]
+    assert f"held-out IoU ({folds} folds pooled)" in table and f"held-out pixels ({folds} folds pooled)" in table
+    assert "not its training/validation split" in table
+    dataset = json.loads((chips / "dataset.json").read_text())
+    held = card["heldout"]["class_pixels"]
+    assert sum(held.values()) == card["heldout"]["pixels"]
+    for c in dataset["classes"]:
+        iou, pixels = best["val_iou"][c["name"]], held[c["name"]]
+        cells = (f"{100 * iou:.1f} %" if iou is not None else "n/a", f"{dataset['class_pixels'][str(c['id'])]:,}",
+                 f"{pixels:,}")
+        assert re.search(rf"{c['name']}</td><td>{c['id']}</td><td>{cells[0]}</td><td>{cells[1]}</td>"
+                         rf"<td>{cells[2]}</td>", table), (c, cells)
+
+
 def test_a_report_far_from_its_plot_links_it_by_path(run, chips, tmp_path):
     outputs, _ = run
     page = open(write_training_report(tmp_path / "elsewhere" / "r.html", outputs["OUTPUT"], outputs["CURVES_CSV"],

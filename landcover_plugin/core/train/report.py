@@ -82,7 +82,8 @@ def render(card: dict, curves: list, dataset: dict, model_path: str = "", curves
         _epochs_table(curves, metrics.get("best_epoch")),
         (f'<p class="note">Every number per epoch: {_e(curves_csv)}</p>' if curves_csv else ""),
         f"<h2>Per-class IoU at the best epoch (epoch {_e(metrics.get('best_epoch') or 'n/a')})</h2>",
-        _class_table(classes, metrics, dataset, card, refit=bool(outputs.get("refit_epochs"))),
+        _class_table(classes, metrics, dataset, card, refit=bool(outputs.get("refit_epochs")),
+                     cv_folds=outputs.get("cv_folds") or (card.get("heldout") or {}).get("cv_folds")),
         "<h2>Data</h2>", _data(card, dataset),
         "<h2>Run settings</h2>", _settings(card),
         "</body>", "</html>", "",
@@ -150,28 +151,51 @@ def _heldout(heldout) -> str:
     return text
 
 
-def _class_table(classes, metrics, dataset, card, refit: bool = False) -> str:
+def _class_table(classes, metrics, dataset, card, refit: bool = False, cv_folds: int = None) -> str:
+    """Per class: the IoU at the best epoch, the pixels it was trained and scored on, the exported model's class
+    weight. Under cross-validation the IoU is pooled over the folds, so the pixel counts are those too: every
+    labelled pixel (each fold trains on all but its held-out groups; the exported model on all) and the pixels
+    held out over the folds (from the model card), not the chip dataset's training/validation split."""
     iou = metrics.get("val_iou") or {}
     train = dataset.get("train_class_pixels") or {}
+    everything = dataset.get("class_pixels") or {}
     # the exported model's weights: a refit trains on every chip, so on all labelled pixels
-    weighted = (dataset.get("class_pixels") if refit else None) or train
-    val = dataset.get("val_class_pixels") or {}
+    weighted = (everything if refit else None) or train
     weights_on = (card.get("training") or {}).get("class_weights", True)
-    counts = [int(train.get(str(c["id"]), 0)) for c in classes]
     weights = class_weights([int(weighted.get(str(c["id"]), 0)) for c in classes]) if weights_on \
         else [1.0] * len(classes)
+    if cv_folds:
+        held = (card.get("heldout") or {}).get("class_pixels") or {}
+        trained = [everything.get(str(c["id"])) if everything else None for c in classes]
+        scored = [held.get(c["name"]) if held else None for c in classes]
+        heads = (f"held-out IoU ({cv_folds} folds pooled)", "labelled pixels in the chips",
+                 f"held-out pixels ({cv_folds} folds pooled)")
+        counts_note = (f"IoU and held-out pixels: {cv_folds}-fold cross-validation, every polygon group held out "
+                       f"once by a model that never saw it, pooled over the folds (each source pixel counted "
+                       f"once; a class with a single polygon group is never held out). Labelled pixels in the "
+                       f"chips: all of the chip dataset's (a pixel once per chip that holds it, as the loss sees "
+                       f"them), not its training/validation split: each fold trained on them less its held-out "
+                       f"groups, the exported model on all. ")
+    else:
+        val = dataset.get("val_class_pixels") or {}
+        trained = [train.get(str(c["id"]), 0) if train else None for c in classes]
+        scored = [val.get(str(c["id"])) if val else None for c in classes]
+        heads = ("validation IoU", "training pixels", "validation pixels")
+        counts_note = ("Pixels: the chip dataset's training and validation split" + (
+            ", on which the IoU was measured; the exported model was then trained again on both. " if refit
+            else ". "))
     rows = []
-    for c, weight, count in zip(classes, weights, counts):
+    for c, weight, count, held_count in zip(classes, weights, trained, scored):
         rows.append(f'<tr><td class="name"><span class="swatch" style="background:{_e(c.get("colour", "#888"))}">'
                     f"</span>{_e(c['name'])}</td><td>{_e(c['id'])}</td><td>{_pct(iou.get(c['name']))}</td>"
-                    f"<td>{_count(count if train else None)}</td><td>{_count(val.get(str(c['id'])) if val else None)}"
-                    f"</td><td>{weight:.2f}</td></tr>")
-    return ('<table><thead><tr><th class="name">class</th><th>id</th><th>validation IoU</th>'
-            "<th>training pixels</th><th>validation pixels</th><th>class weight</th></tr></thead><tbody>"
+                    f"<td>{_count(count)}</td><td>{_count(held_count)}</td><td>{weight:.2f}</td></tr>")
+    return ('<table><thead><tr><th class="name">class</th><th>id</th>'
+            + "".join(f"<th>{_e(h)}</th>" for h in heads) + "<th>class weight</th></tr></thead><tbody>"
             + "".join(rows) + "</tbody></table>"
-            + ('<p class="note">Class weights balance rare classes in the loss (inverse square root of the '
-               "class's share of the training pixels" + (", of all chips for the exported model, trained again on "
-                                                          "all of them" if refit else "") + "); "
+            + ('<p class="note">' + _e(counts_note) + "Class weights balance rare classes in the loss (inverse "
+               "square root of the class's share of the training pixels" + (", of all chips for the exported "
+                                                                           "model, trained again on all of them"
+                                                                           if refit else "") + "); "
                + ("on." if weights_on else "off for this run.") + "</p>"))
 
 
