@@ -13,16 +13,28 @@ import torch
 
 from landcover_plugin.core.errors import BadInputError
 
+from .writing import disk_errors
+
 FORMAT = "landcover-checkpoint"
 LAST, BEST = "last.pt", "best.pt"
 
 
 def save(state: dict, path) -> Path:
+    """Write ``path`` under a temporary name, then rename it; a failed write (a full disk) is a BadInputError
+    naming the file, and leaves no partial file."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
-    torch.save(dict(state, format=FORMAT), tmp)
-    os.replace(tmp, path)
+    try:
+        with disk_errors("the checkpoint", path):
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with open(tmp, "wb") as handle:  # through Python's file: a failed write raises OSError with its reason
+                torch.save(dict(state, format=FORMAT), handle)
+            os.replace(tmp, path)
+    finally:
+        try:
+            tmp.unlink()
+        except OSError:
+            pass  # none was left
     return path
 
 

@@ -13,7 +13,7 @@ import numpy as np
 
 from landcover_plugin.core.assess.metrics import metrics_from_confusion
 
-from .curves import write_csv, write_png
+from .curves import write_curves
 from .dataset import IGNORE
 from .distributed import current
 from .metrics import summarise
@@ -75,9 +75,8 @@ def _pool(folds, config, spec, architecture, unsplit, plan, events) -> dict:
     history = [_pooled_row(e, folds, matrix, loss, spec.schema.names) for e, (matrix, loss)
                in enumerate(zip(pooled, losses))]
     if current().is_main:  # in a distributed run, rank 0 writes
-        write_csv(history, csv_path)
-        write_png(history, png_path, title=f"{architecture} on {spec.folder.name}: {len(folds)}-fold "
-                                           f"cross-validation", best_epoch=best + 1)
+        write_curves(history, (csv_path, png_path), f"{architecture} on {spec.folder.name}: {len(folds)}-fold "
+                                                     f"cross-validation", best + 1, events)
     return {"confusion": pooled[best], "confidences": confidences, "epochs": best + 1,
             "architecture": architecture, "val_miou": round(_finite(scores[best]["mean_iou"]), 6),
             "val_accuracy": round(scores[best]["overall_accuracy"], 6), "curves": (str(csv_path), str(png_path)),

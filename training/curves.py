@@ -9,6 +9,16 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402 - after choosing the headless backend
 
 
+def write_curves(history: list, paths, title: str, best_epoch, events) -> None:
+    """The CSV and the plot; a failed write (a full disk) is a warning: the model beside them is what matters."""
+    try:
+        write_csv(history, paths[0])
+        write_png(history, paths[1], title=title, best_epoch=best_epoch)
+    except OSError as exc:
+        events.warning(f"Could not write the training curves '{paths[0]}' ({getattr(exc, 'strerror', None) or exc}):"
+                       f" the model is not affected. Free space on that disk to keep the curves of the next run.")
+
+
 def write_csv(history: list, path) -> Path:
     path = Path(path)
     columns = []

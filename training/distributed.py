@@ -145,6 +145,11 @@ def current() -> Group:
     return _current
 
 
+def rank() -> int:
+    """This process's rank under torchrun (0 outside it)."""
+    return int(os.environ.get("RANK", "0")) if under_torchrun() else 0
+
+
 def under_torchrun() -> bool:
     return int(os.environ.get("WORLD_SIZE", "1")) > 1
 

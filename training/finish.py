@@ -1,15 +1,16 @@
 """The end of every run (finished, stopped early or cancelled): best weights -> ONNX, curves, outputs."""
 from pathlib import Path
 
-from landcover_plugin.core.errors import LandcoverError
+from landcover_plugin.core.errors import BadInputError, LandcoverError
 from landcover_plugin.core.model.card import build_card
 
 from . import checkpoint as ckpt
 from . import heldout as held
-from .curves import write_csv, write_png
+from .curves import write_curves
 from .distributed import current
 from .export_onnx import export, set_card_entry
 from .objective import heldout_confidences
+from .writing import disk_errors
 
 
 def finish_run(run: dict, model, network: dict, data: dict, spec, config, device, sample, events, heldout=None,
@@ -49,7 +50,9 @@ def finish_run(run: dict, model, network: dict, data: dict, spec, config, device
                                                              "heldout": heldout_now},
                           source_bands=spec.raw.get("bands", {}).get("source_bands"),
                           source_count=spec.raw.get("bands", {}).get("source_count"))
-        return export(model, config.output, card=card, tile_size=tile, band_count=spec.band_count, sample=sample)
+        with disk_errors("the model", config.output, kept=config.checkpoint_dir / ckpt.LAST):
+            return export(model, config.output, card=card, tile_size=tile, band_count=spec.band_count,
+                          sample=sample)
 
     exported = write(heldout)
     if heldout is None and confusion is not None:  # polygons: weigh by the map's class shares, from this model
@@ -57,15 +60,18 @@ def finish_run(run: dict, model, network: dict, data: dict, spec, config, device
         shares, scene_confidence = scene if scene is not None else (None, None)
         heldout = held.estimate(confusion, spec.schema.names, shares, split, heldout_confidence=confidences,
                                 scene_confidence=scene_confidence)
-        exported = write(heldout)
+        try:
+            exported = write(heldout)
+        except BadInputError:  # the first export lacks the estimate: not the model this run would hand over
+            Path(exported["path"]).unlink(missing_ok=True)
+            raise
     events.info(f"Wrote the ONNX model '{exported['path']}' (tile {tile} px); onnxruntime matches torch on a "
                 f"batch of {exported['verify_batch']} (max abs difference {exported['max_abs_diff']:.2e}).")
 
     csv_path, png_path = config.curves_paths()
     if curves:
-        write_csv(run["history"], csv_path)
-        write_png(run["history"], png_path, title=f"{network['architecture']} on {spec.folder.name}",
-                  best_epoch=best["epoch"] if best else None)
+        write_curves(run["history"], (csv_path, png_path), f"{network['architecture']} on {spec.folder.name}",
+                     best["epoch"] if best else None, events)
     best_file = config.checkpoint_dir / ckpt.BEST
     last_file = config.checkpoint_dir / ckpt.LAST
     return {

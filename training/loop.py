@@ -33,6 +33,7 @@ from .networks import build_network
 from .objective import class_weights, evaluate, lr_factor, rate_has_fallen, schedule_factor, weighted_loss
 from .refit import train_then_refit
 from .step import train_step
+from .writing import check_writable
 
 MIN_STEPS_PER_EPOCH = 16  # with fewer chips, an epoch repeats them (new augmentation) to make this many steps
 
@@ -49,6 +50,8 @@ def train(config: TrainConfig, events=None) -> dict:
     """
     events = events if events is not None else RecordingEvents()
     config.validate()
+    if distributed.rank() == 0:  # the process that writes (rank 0 under torchrun): fail now, not after training
+        check_writable(config)
     if distributed.wants_launch(config):  # --nproc N: the same command on N processes, under torchrun
         return distributed.launch(config, events)
     group = distributed.join(config, events)  # under torchrun: this process is one rank of the training

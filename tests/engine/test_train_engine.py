@@ -65,6 +65,16 @@ def test_a_broken_chip_folder_is_a_bad_input_error(tmp_path, engine_python, repo
     assert not of_type(events, "result") and not out.exists()
 
 
+def test_an_output_folder_that_cannot_be_written_fails_before_training(chips, tmp_path, engine_python, repo_root):
+    blocker = tmp_path / "a_file"  # a folder under a regular file can never be created, even by root
+    blocker.write_text("")
+    code, events, stderr = run(engine_python, repo_root, chips, "--output", blocker / "m.onnx", *TINY)
+    assert code == 2
+    (error,) = of_type(events, "error")
+    assert error["kind"] == "bad_input" and "Choose an output folder you can write to" in error["message"]
+    assert not of_type(events, "metric") and not of_type(events, "result") and "Traceback" not in stderr
+
+
 def test_running_out_of_memory_is_reported_with_the_fix(chips, tmp_path, engine_python, repo_root):
     # The engine's own footprint once its modules are imported, then 1.5 GiB more address space: a U-Net of
     # base width 256 (about 2 GB of weights alone) cannot fit, whatever torch build is installed.

@@ -1,0 +1,79 @@
+"""Training into a folder that cannot be written fails before the first epoch, with the fix; a write that fails
+at the end (a full disk: /dev/full) is a clear error naming the file, with no model left and the checkpoint to
+export from named; and that checkpoint exports the model without training again."""
+import os
+from pathlib import Path
+
+import pytest
+
+from landcover_plugin.core.errors import BadInputError
+from landcover_plugin.core.events import RecordingEvents
+from landcover_plugin.core.train.options import TrainConfig
+from training.loop import train
+
+TINY = {"epochs": 1, "batch_size": 4, "base_width": 8, "device": "cpu", "refit": False, "cv_folds": 1}
+FULL = Path("/dev/full")  # every write to it fails with 'No space left on device'
+
+
+def fails_before_training(chips, out, match):
+    events = RecordingEvents()
+    with pytest.raises(BadInputError, match=match) as info:
+        train(TrainConfig(dataset_dir=str(chips), output=str(out), **TINY), events)
+    assert not events.of_type("metric") and not events.of_type("progress")  # nothing trained
+    assert "Choose an output folder you can write to" in info.value.message and "nothing was trained" in \
+        info.value.message
+    return info.value.message
+
+
+def test_a_model_folder_that_cannot_exist_fails_before_training(chips, tmp_path):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a folder")
+    message = fails_before_training(chips, blocker / "m.onnx", "model's folder")
+    assert str(blocker) in message
+    assert blocker.read_text() == "not a folder"
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into a read-only folder anyway")
+def test_a_read_only_model_folder_fails_before_training(chips, tmp_path):
+    folder = tmp_path / "read_only"
+    folder.mkdir()
+    folder.chmod(0o555)
+    try:
+        fails_before_training(chips, folder / "m.onnx", "Permission denied")
+        assert not list(folder.iterdir())
+    finally:
+        folder.chmod(0o755)
+
+
+def test_a_checkpoints_folder_that_cannot_be_made_fails_before_training(chips, tmp_path):
+    (tmp_path / "m_checkpoints").write_text("in the way")  # where the checkpoints folder goes, beside the model
+    fails_before_training(chips, tmp_path / "m.onnx", "checkpoints folder")
+    assert not (tmp_path / "m.onnx").exists()
+
+
+@pytest.mark.skipif(not FULL.exists(), reason="no /dev/full")
+def test_a_full_disk_at_the_end_is_a_clear_error_and_the_checkpoint_still_exports(chips, tmp_path):
+    out = tmp_path / "m.onnx"
+    (tmp_path / "m.partial.onnx").symlink_to(FULL)  # the model's temporary file: its write fails
+    events = RecordingEvents()
+    with pytest.raises(BadInputError, match="Cannot write the model") as info:
+        train(TrainConfig(dataset_dir=str(chips), output=str(out), **TINY), events)
+    last = tmp_path / "m_checkpoints" / "last.pt"
+    assert "No space left on device" in info.value.message and str(last) in info.value.message
+    assert [m["epoch"] for m in events.of_type("metric")] == [1]  # it failed after training, not before
+    assert not out.exists() and not (tmp_path / "m.partial.onnx").exists()
+    # the fix the message gives: resume from that checkpoint into a model file that can be written
+    again = RecordingEvents()
+    outputs = train(TrainConfig(dataset_dir=str(chips), output=str(tmp_path / "again.onnx"), resume=str(last),
+                                **TINY), again)
+    assert Path(outputs["OUTPUT"]).is_file() and not again.of_type("metric")
+
+
+@pytest.mark.skipif(not FULL.exists(), reason="no /dev/full")
+def test_a_full_disk_while_saving_a_checkpoint_is_a_clear_error(chips, tmp_path):
+    checkpoints = tmp_path / "m_checkpoints"
+    checkpoints.mkdir()
+    (checkpoints / "last.pt.tmp").symlink_to(FULL)
+    with pytest.raises(BadInputError, match="Cannot write the checkpoint .*No space left on device"):
+        train(TrainConfig(dataset_dir=str(chips), output=str(tmp_path / "m.onnx"), **TINY))
+    assert not (tmp_path / "m.onnx").exists() and not (checkpoints / "last.pt").exists()

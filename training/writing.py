@@ -1,0 +1,44 @@
+"""Where a training run writes (the model, its curves beside it, the checkpoints folder): checked before the
+first epoch, so a folder that cannot be written fails at once instead of after the training; and a write that
+fails later (a full disk) is a clear error naming the file, not an internal error."""
+import os
+from contextlib import contextmanager
+from pathlib import Path
+
+from landcover_plugin.core.errors import BadInputError
+
+CHOOSE = "Choose an output folder you can write to (with free space) for the model"
+
+
+def check_writable(config) -> None:
+    """Create the model's folder and the checkpoints folder (``<model>_checkpoints`` beside it) and write a
+    probe file in each; a BadInputError naming the folder when that fails. Nothing is trained before."""
+    places = [(Path(config.output).absolute().parent, "the model's folder"),
+              (config.checkpoint_dir.absolute(), "the checkpoints folder")]
+    for folder, what in places:
+        probe = folder / f".landcover-write-check-{os.getpid()}"
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            probe.write_bytes(b"")
+            probe.unlink()
+        except OSError as exc:
+            raise BadInputError(f"Cannot write into {what} {folder} ({_reason(exc)}). {CHOOSE}: nothing was "
+                                f"trained.") from exc
+
+
+@contextmanager
+def disk_errors(what: str, path, kept=None):
+    """Turn a failed write (OSError) of ``what`` at ``path`` into a BadInputError that names the file and the
+    fix; ``kept``: a checkpoint that still holds the trained weights, named when it exists."""
+    try:
+        yield
+    except OSError as exc:
+        keep = ""
+        if kept is not None and Path(kept).is_file():
+            keep = (f" The trained weights are kept in '{kept}': train again with it as the checkpoint to resume "
+                    f"from and a model file you can write to, to export them without training again.")
+        raise BadInputError(f"Cannot write {what} '{path}' ({_reason(exc)}). {CHOOSE}.{keep}") from exc
+
+
+def _reason(exc) -> str:
+    return getattr(exc, "strerror", None) or str(exc)
