@@ -83,7 +83,8 @@ def test_the_training_report_shows_the_run(provider, chips, tmp_path):
     assert f"epoch {results['BEST_EPOCH']})" in page and 'class="best"' in page
     for name in ("cleared", "fallen_dry", "forest", "water"):
         assert f"{name}</td>" in page
-    assert "batch size" in page and "30 training, 14 validation" in page
+    summary = json.loads((chips / "dataset.json").read_text())["summary"]
+    assert "batch size" in page and f"{summary['train_chips']} training, {summary['val_chips']} validation" in page
     assert "Training report: " + str(tmp_path / "report.html") in log
 
 

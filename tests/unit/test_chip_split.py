@@ -1,11 +1,18 @@
-"""Chip windows, band statistics and the spatial train/val split (QGIS-free, synthetic numbers)."""
+"""Chip windows, band statistics and the spatial train/val split (QGIS-free, synthetic numbers); the polygon
+hold-out on eolearn's wall-to-wall land-cover polygons (real data)."""
 import itertools
 
 import numpy as np
 import pytest
+import rasterio
+from osgeo import ogr
 
 from landcover_plugin.core.chips.band_stats import BandStats
+from landcover_plugin.core.chips.dataset import load_dataset
+from landcover_plugin.core.chips.export import export_chips
+from landcover_plugin.core.chips.options import ChipExportOptions
 from landcover_plugin.core.chips.split import polygon_groups, polygon_split, spatial_split, unique_spans, window_offsets
+from landcover_plugin.core.events import RecordingEvents
 
 
 @pytest.mark.parametrize("length,chip,stride", [(310, 64, 64), (1428, 256, 256), (287, 64, 48), (100, 100, 50),
@@ -99,3 +106,81 @@ def test_polygon_split_holds_out_whole_groups_of_every_class_that_has_two():
     assert info["val_polygons"] == int(is_val.sum()) and info["train_polygons"] == 8 - int(is_val.sum())
     again, _ = polygon_split(classes, groups, 0.25, seed=3)
     assert (again == is_val).all()
+
+
+def test_polygons_group_within_their_class():
+    """Touching polygons of one class stay together; a polygon of another class between them does not join
+    them (wall-to-wall polygons chained every polygon into one group)."""
+    boxes = np.array([[0, 0, 10, 10], [10, 0, 20, 10], [20, 0, 30, 10], [30, 0, 40, 10], [50, 0, 60, 10]],
+                     dtype=float)
+    classes = np.array([1, 2, 1, 1, 2])
+    assert len(set(polygon_groups(boxes, gap=0.5))) == 2  # any class: 0-1-2-3 chain, 4 alone
+    groups = polygon_groups(boxes, gap=0.5, classes=classes)
+    assert groups[2] == groups[3] != groups[0]  # class 1: 2-3 touch, 0 is apart (1 lies between)
+    assert len({groups[1], groups[4]}) == 2 and not {groups[1], groups[4]} & {groups[0], groups[2]}
+    assert sorted(set(groups)) == list(range(4))  # numbered 0, 1, ...
+    is_val, info = polygon_split(classes, groups, 0.5, seed=0)
+    assert info["unsplit_classes"] == [] and is_val[2] == is_val[3]
+    for class_id in (1, 2):
+        assert is_val[classes == class_id].any() and not is_val[classes == class_id].all()
+
+
+def _eolearn_export(shared_data, folder, fids=None):
+    events = RecordingEvents()
+    export_chips(ChipExportOptions(shared_data / "eolearn/sentinel2_13band_composite.tif", folder,
+                                   labels_vector=shared_data / "eolearn/lulc_polygons.gpkg", class_field="LULC_NAME",
+                                   fids=fids, chip_size=32, stride=16), events=events)
+    return load_dataset(folder), [e["message"] for e in events.of_type("log") if e["level"] == "warning"]
+
+
+def _polygons(shared_data):
+    """{fid: (class name, geometry)} of eolearn's polygons, in the raster's CRS."""
+    source = ogr.Open(str(shared_data / "eolearn/lulc_polygons.gpkg"))
+    layer = source.GetLayer(0)
+    with rasterio.open(shared_data / "eolearn/sentinel2_13band_composite.tif") as image:
+        assert layer.GetSpatialRef().GetAuthorityCode(None) == str(image.crs.to_epsg())
+    return {f.GetFID(): (f.GetField("LULC_NAME"), f.GetGeometryRef().Clone()) for f in layer}
+
+
+def test_wall_to_wall_polygons_are_held_out_class_by_class(shared_data, tmp_path):
+    """eolearn's land-cover polygons cover the scene without gaps, so every polygon touches another: grouped
+    class by class, whole groups are held out, no held-out polygon has a training polygon of its class within
+    2 pixels, and no labelled pixel is on both sides."""
+    dataset, warnings = _eolearn_export(shared_data, tmp_path / "chips")
+    split = dataset["split"]
+    assert split["method"] == "polygons" and split["val_fids"], warnings
+    assert not any("No polygon can be held out" in w for w in warnings)
+    polygons = _polygons(shared_data)
+    held = set(split["val_fids"])
+    gap = 2 * dataset["resolution"][0]
+    for fid in held:
+        name, geometry = polygons[fid]
+        near = {other for other, (n, g) in polygons.items() if n == name and g.Distance(geometry) <= gap}
+        assert near <= held, (name, near - held)  # touching polygons of a class are held out together
+    for name in {polygons[f][0] for f in held}:  # a class held out still trains
+        assert {f for f, (n, _) in polygons.items() if n == name} - held, name
+    with rasterio.open(shared_data / "eolearn/sentinel2_13band_composite.tif") as image:
+        shape = (image.height, image.width)
+    labelled = {"train": np.zeros(shape, dtype=bool), "val": np.zeros(shape, dtype=bool)}
+    for chip in dataset["chips"]:
+        w = chip["window"]
+        with rasterio.open(chip["label_path"]) as label:
+            labelled[chip["split"]][w["row_off"]:w["row_off"] + w["height"],
+                                    w["col_off"]:w["col_off"] + w["width"]] |= label.read(1) > 0
+    assert labelled["val"].any() and not (labelled["train"] & labelled["val"]).any()
+
+
+def test_when_no_polygon_can_be_held_out_the_warning_says_why(shared_data, tmp_path):
+    """Two classes whose polygons each form one group (forest, artificial surface on eolearn): the fallback to
+    spatial blocks names each class's polygons and groups."""
+    polygons = _polygons(shared_data)
+    counts = {}
+    for fid, (name, _) in polygons.items():
+        counts.setdefault(name, []).append(fid)
+    chosen = ["forest", "artificial surface"]
+    dataset, warnings = _eolearn_export(shared_data, tmp_path / "chips", sorted(counts[chosen[0]] + counts[chosen[1]]))
+    assert dataset["split"]["method"] == "blocks"
+    (message,) = [w for w in warnings if w.startswith("No polygon can be held out")]
+    for name in chosen:
+        assert f"{name} {len(counts[name])} polygons in 1 group" in message
+    assert "within 2 pixels" in message and "spatial blocks" in message

@@ -42,7 +42,9 @@ def test_the_report_holds_the_run_as_the_trainer_saw_it(run, chips, tmp_path):
     logged = [e["message"] for e in events.of_type("log") if e["message"].startswith("Class weights: ")][-1]
     for name, weight in re.findall(r"(\w+) (\d+\.\d\d)", logged):
         assert re.search(rf"{name}</td>.*?<td>{weight}</td></tr>", page)
-    assert "rstoolbox_curves.png" in page and "30 training, 14 validation" in page
+    summary = json.loads((chips / "dataset.json").read_text())["summary"]
+    assert "rstoolbox_curves.png" in page
+    assert f"{summary['train_chips']} training, {summary['val_chips']} validation" in page
     assert f"for {outputs['refit_epochs']} epoch(s)" in page  # the exported model is the refit's
 
 
@@ -79,8 +81,9 @@ def test_a_report_far_from_its_plot_links_it_by_path(run, chips, tmp_path):
 
 def test_batch_size_and_validation_advice(chips):
     train_chips, val_chips = preflight.chip_counts(chips)
-    assert (train_chips, val_chips) == (30, 14)
-    assert preflight.advice(4, train_chips, val_chips) == (4, [])
+    summary = json.loads((chips / "dataset.json").read_text())["summary"]
+    assert (train_chips, val_chips) == (summary["train_chips"], summary["val_chips"]) == (30, val_chips)
+    assert val_chips >= 5 and preflight.advice(4, train_chips, val_chips) == (4, [])
     assert preflight.advice(15, 30, 14) == (15, [])  # two full batches: kept
     batch, warnings = preflight.advice(16, 16, 3)
     assert batch == 4 and "too large for 16 training chips" in warnings[0] and "Only 3 validation chip" in warnings[1]

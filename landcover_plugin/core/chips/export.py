@@ -25,7 +25,7 @@ from .dataset import SCHEMA_VERSION, is_chip_dataset_folder, nodata_to_json, wri
 from .label_sources import RasterLabels, VectorLabels
 from .options import ChipExportOptions
 from .scan import BlockLabeller, PolygonLabeller, scan
-from .split import polygon_groups, polygon_split, spatial_split
+from .split import no_holdout_reason, polygon_groups, polygon_split, spatial_split
 
 RARE_SHARE = 0.01  # a class with under 1 % of the labelled training pixels is "very few"
 ADVISED_POLYGONS = 5  # per class: fewer, and neither the model nor its held-out score can be trusted much
@@ -138,14 +138,13 @@ def _choose_split(image, labels, need, val_fraction, seed, events):
     _advise_polygon_counts(labels, events)
     if val_fraction == 0.0:
         return PolygonLabeller(labels, np.zeros(len(labels.classes), dtype=bool), need), {}
-    gap = 2.0 * max(abs(image.res[0]), abs(image.res[1]))  # polygons within 2 pixels are one group
-    is_val, info = polygon_split(labels.classes, polygon_groups(labels.boxes, gap), val_fraction, seed)
+    gap = 2.0 * max(abs(image.res[0]), abs(image.res[1]))  # a class's polygons within 2 pixels are one group
+    groups = polygon_groups(labels.boxes, gap, labels.classes)
+    is_val, info = polygon_split(labels.classes, groups, val_fraction, seed)
     names = {c.id: c.name for c in labels.schema}
     unsplit = [names[i] for i in info["unsplit_classes"]]
     if not is_val.any():
-        events.warning("No class has two separate polygons (or groups of touching polygons), so no polygon can be "
-                       "held out for validation; validation uses spatial blocks of chips instead, which measures "
-                       "the map less honestly. Digitise at least two separate polygons per class.")
+        events.warning(no_holdout_reason(labels.classes, groups, names))
         return PolygonLabeller(labels, is_val, need), {}
     info["val_fids"] = [int(labels.fids[i]) for i in np.flatnonzero(is_val)]
     info["unsplit_classes"] = unsplit

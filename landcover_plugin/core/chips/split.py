@@ -7,7 +7,8 @@ Labels from a raster are split by spatial blocks: chips are grouped into square 
 centre); whole blocks go to validation until the requested share is reached; then every training
 chip whose window overlaps a validation chip is dropped, so no source pixel is in both splits.
 
-Polygon labels are split by polygon: neighbouring polygons form groups, and whole groups of each class go
+Polygon labels are split by polygon: neighbouring polygons of a class form groups (polygons of other classes
+between them do not join them: wall-to-wall polygons would all be one group), and whole groups of each class go
 to validation (:func:`polygon_split`), so validation measures the map on places the model never saw
 labelled, and every class with two or more groups is scored. The chips then hold the labels of one
 split only (see chips/export.py).
@@ -109,10 +110,22 @@ def overlaps_any(rows: np.ndarray, cols: np.ndarray, is_val: np.ndarray, chip_si
 
 
 # -- polygon labels: whole polygons (or groups of neighbouring ones) per split, stratified by class ------------
-def polygon_groups(boxes: np.ndarray, gap: float) -> np.ndarray:
-    """Group id per polygon: polygons whose bounding boxes come within ``gap`` (CRS units) of each other,
-    directly or through others, share a group (neighbouring training areas are not split apart)."""
+def polygon_groups(boxes: np.ndarray, gap: float, classes=None) -> np.ndarray:
+    """Group id per polygon: polygons (of one class, with ``classes``) whose bounding boxes come within ``gap``
+    (CRS units) of each other, directly or through others, share a group (neighbouring training areas of a class
+    are not split apart). Without ``classes`` polygons of any class chain: wall-to-wall polygons (a land-cover
+    map made polygons) then all form one group, and none can be held out."""
     n = len(boxes)
+    if classes is not None:
+        classes = np.asarray(classes)
+        groups = np.zeros(n, dtype=np.int64)
+        start = 0
+        for class_id in dict.fromkeys(classes.tolist()):  # in order of first polygon
+            members = np.flatnonzero(classes == class_id)
+            inner = polygon_groups(np.asarray(boxes)[members], gap)
+            groups[members] = inner + start
+            start += int(inner.max()) + 1
+        return _numbered_by_first(groups)
     parent = list(range(n))
 
     def root(i):
@@ -129,6 +142,12 @@ def polygon_groups(boxes: np.ndarray, gap: float) -> np.ndarray:
     roots = [root(i) for i in range(n)]
     labels = {r: k for k, r in enumerate(dict.fromkeys(roots))}
     return np.array([labels[r] for r in roots], dtype=np.int64)
+
+
+def _numbered_by_first(groups: np.ndarray) -> np.ndarray:
+    """The same groups, numbered 0, 1, ... in the order of their first polygon."""
+    labels = {g: k for k, g in enumerate(dict.fromkeys(groups.tolist()))}
+    return np.array([labels[g] for g in groups.tolist()], dtype=np.int64)
 
 
 def polygon_split(classes, groups, val_fraction: float, seed: int = 0):
@@ -155,3 +174,20 @@ def polygon_split(classes, groups, val_fraction: float, seed: int = 0):
             "polygon_groups": len(group_class), "val_polygons": int(is_val.sum()),
             "train_polygons": int((~is_val).sum()), "unsplit_classes": unsplit}
     return is_val, info
+
+
+def no_holdout_reason(classes, groups, names: dict, gap_pixels: float = 2) -> str:
+    """Why :func:`polygon_split` could hold no polygon out (every class's polygons form one group), class by
+    class, and what to digitise; ``names``: class id -> name."""
+    classes, groups = np.asarray(classes), np.asarray(groups)
+    found = []
+    for class_id in sorted(set(classes.tolist())):
+        polygons = int((classes == class_id).sum())
+        found.append(f"{names.get(class_id, class_id)} " + (
+            "1 polygon" if polygons == 1 else f"{polygons} polygons in {len(set(groups[classes == class_id]))} "
+                                             f"group"))
+    return (f"No polygon can be held out for validation: each class's polygons form a single group (polygons of a "
+            f"class whose extents touch or come within {gap_pixels:g} pixels of each other are held out together, "
+            f"so the model is never scored right beside a polygon of that class it trained on): "
+            f"{'; '.join(found)}. Validation uses spatial blocks of chips instead, which measures the map less "
+            f"honestly. To hold polygons out, digitise at least two polygons of a class away from each other.")
