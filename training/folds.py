@@ -5,11 +5,11 @@ With a few dozen polygons, one held-out split scores a model on a handful of pol
 holds out every polygon once, each by a model that never saw it, and pools the confusion matrices.
 
 The chips do not name their polygons, but their labels lie on one source grid (each chip's window offsets):
-labelled pixels are put back on that grid, and pixels within a few pixels of each other (the same polygon, or
-neighbouring ones) form a group. Groups of each class are dealt to the folds in turn, so each fold holds out
-some of every class that has two or more groups and keeps at least one for training; a class with a single
-group is never held out (it cannot be validated) and is named. Each source pixel is scored once, in the first
-chip that holds it.
+labelled pixels are put back on that grid, and pixels of a class within a few pixels of each other (the same
+polygon, or neighbouring ones of that class) form a group. Groups of each class are dealt to the folds in
+turn, so each fold holds out some of every class that has two or more groups and keeps at least one for
+training; a class with a single group is never held out (it cannot be validated) and is named. Each source
+pixel is scored once, in the first chip that holds it.
 """
 from dataclasses import dataclass
 
@@ -59,7 +59,7 @@ def plan_folds(labels: np.ndarray, windows, folds: int, seed: int = 0):
     keys = grid_r * width + grid_c
     pixels, first, inverse = np.unique(keys, return_index=True, return_inverse=True)
     classes = labels[chip[first], row[first], col[first]]
-    group = _groups(pixels // width, pixels % width)
+    group = _groups(pixels // width, pixels % width, classes)
     group_class = _majority(group, classes)
     fold_of_group, unsplit = _deal(group_class, folds, seed)
     if fold_of_group is None:
@@ -71,11 +71,14 @@ def plan_folds(labels: np.ndarray, windows, folds: int, seed: int = 0):
                     groups=int((fold_of_group >= 0).sum()), unsplit_classes=unsplit)
 
 
-def _groups(rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
-    """Group id per pixel: connected cells of CELL x CELL px (8-neighbours), by label propagation with pointer
-    jumping over the cell graph (no scipy in the engine's environment)."""
+def _groups(rows: np.ndarray, cols: np.ndarray, classes: np.ndarray = None) -> np.ndarray:
+    """Group id per pixel: connected cells of CELL x CELL px (8-neighbours) of one class (``classes``: per
+    pixel; pixels of other classes between them do not join them, so wall-to-wall labels are not one group), by
+    label propagation with pointer jumping over the cell graph (no scipy in the engine's environment)."""
     cell_r, cell_c = rows // CELL, cols // CELL
     width = int(cell_c.max()) + 3
+    if classes is not None:  # each class on a plane of its own, a padding row apart: no neighbour across planes
+        cell_r = cell_r + np.asarray(classes, dtype=np.int64) * (int(cell_r.max()) + 3)
     cell_keys = (cell_r + 1) * width + (cell_c + 1)
     cells, pixel_cell = np.unique(cell_keys, return_inverse=True)
     src, dst = [], []

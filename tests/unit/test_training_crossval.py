@@ -56,6 +56,34 @@ def test_every_labelled_pixel_is_scored_once_by_a_fold_that_never_trains_on_it(s
     assert unsplit == set(plan.unsplit_classes)  # only the classes of a single group are never held out
 
 
+def test_wall_to_wall_polygons_are_grouped_class_by_class(shared_data, tmp_path):
+    """eolearn's land-cover polygons cover the scene without gaps: grouped across classes all their pixels were
+    one or two groups; grouped class by class, every class the export could hold out is held out by some fold,
+    and no held-out pixel touches a training pixel of its class in its fold."""
+    from landcover_plugin.core.chips.export import export_chips
+    from landcover_plugin.core.chips.options import ChipExportOptions
+
+    folder = tmp_path / "chips"
+    export_chips(ChipExportOptions(shared_data / "eolearn/sentinel2_13band_composite.tif", folder,
+                                   labels_vector=shared_data / "eolearn/lulc_polygons.gpkg", class_field="LULC_NAME",
+                                   chip_size=32, stride=16))
+    store = ChipStore(load_spec(folder))
+    plan = plan_folds(store.labels, [chip.window for chip in store.spec.chips], folds=4, seed=0)
+    names = store.spec.schema.names
+    split = json.loads((folder / "dataset.json").read_text())["split"]
+    held_classes = set()
+    for fold in range(plan.folds):
+        train_labels, val_labels = plan.labels(store.labels, fold)
+        val, _ = _grid(store, val_labels)
+        train, _ = _grid(store, train_labels)
+        held_classes |= {names[int(v)] for v in val.values()}
+        for (r, c), value in val.items():
+            near = [train.get((r + dr, c + dc)) for dr in (-1, 0, 1) for dc in (-1, 0, 1)]
+            assert value not in near, (fold, r, c)
+    assert held_classes >= set(names) - set(split["unsplit_classes"])  # (pixels part finer than extents)
+    assert {names[c] for c in plan.unsplit_classes} <= set(split["unsplit_classes"])
+
+
 def test_no_folds_when_no_class_has_two_groups(store):
     one = np.full_like(store.labels[:1], IGNORE)
     one[0, 2:6, 2:6], one[0, 20:24, 20:24] = 0, 1
