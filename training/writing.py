@@ -22,7 +22,10 @@ def check_writable(config) -> None:
             probe.write_bytes(b"")
             probe.unlink()
         except OSError as exc:
-            raise BadInputError(f"Cannot write into {what} {folder} ({_reason(exc)}). {CHOOSE}: nothing was "
+            existing = next((p for p in (folder, *folder.parents) if p.exists()), None)
+            reason = f"{existing} is a file, not a folder" if existing is not None and not existing.is_dir() \
+                else _reason(exc)
+            raise BadInputError(f"Cannot write into {what} {folder} ({reason}). {CHOOSE}: nothing was "
                                 f"trained.") from exc
 
 

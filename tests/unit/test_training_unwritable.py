@@ -29,7 +29,7 @@ def test_a_model_folder_that_cannot_exist_fails_before_training(chips, tmp_path)
     blocker = tmp_path / "a_file"
     blocker.write_text("not a folder")
     message = fails_before_training(chips, blocker / "m.onnx", "model's folder")
-    assert str(blocker) in message
+    assert f"{blocker} is a file, not a folder" in message
     assert blocker.read_text() == "not a folder"
 
 
