@@ -108,6 +108,24 @@ def test_bad_output_paths_name_the_fix(zion, name, message):
         quantise_model(QuantiseOptions(zion["model"], zion["dataset"], zion["folder"] / name))
 
 
+def test_a_missing_output_folder_is_created(zion):
+    out = zion["folder"] / "new" / "deeper" / "q.onnx"
+    result = quantise_model(QuantiseOptions(zion["model"], zion["dataset"], out, calibration_chips=4, check_chips=4))
+    assert result["OUTPUT"] == str(out) and onnx.load(str(out)).graph.node
+    assert sorted(p.name for p in out.parent.iterdir()) == ["q.onnx"], "a temporary file was left beside it"
+
+
+def test_an_output_folder_that_cannot_be_written_says_so_before_calibrating(zion, tmp_path):
+    blocker = tmp_path / "not_a_folder"
+    blocker.write_text("a file where the output folder should be")
+    events = RecordingEvents()
+    with pytest.raises(BadInputError, match=r"Cannot write the quantised model into .*not_a_folder/sub: .*Choose a "
+                                            r"folder you can write to"):
+        quantise_model(QuantiseOptions(zion["model"], zion["dataset"], blocker / "sub" / "q.onnx"), events)
+    assert not [e for e in events.of_type("progress") if "calibrating" in e["message"]]
+    assert blocker.read_text() == "a file where the output folder should be"
+
+
 def test_the_engine_command_reports_the_agreement(zion, engine_python):
     out = zion["folder"] / "cli_int8.onnx"
     cwd = zion["folder"] / "cwd"

@@ -24,6 +24,7 @@ import numpy as np
 from ..chips.dataset import load_spec
 from ..errors import BadInputError
 from ..events import Events, RecordingEvents
+from ..output_folder import file_in_place
 from ..rasters import open_raster, read, valid_mask
 from .card import CARD_KEY
 from .quantise_options import QuantiseOptions
@@ -108,7 +109,20 @@ def _output_path(options) -> str:
     if os.path.exists(output) and not options.overwrite:
         raise BadInputError(f"The output {output} already exists: choose another path, or allow overwriting "
                             f"(--overwrite; Processing always overwrites the file you chose).")
+    _check_writable(os.path.dirname(output))
     return output
+
+
+def _check_writable(folder: str) -> None:
+    """Create the output's folder if missing (as Classify and Train do) and try writing a file there, so that a
+    folder that cannot be written is named before minutes of calibrating, not after."""
+    try:
+        os.makedirs(folder, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as exc:
+        raise BadInputError(f"Cannot write the quantised model into {folder}: {exc.strerror or exc}. Choose a "
+                            f"folder you can write to.") from exc
 
 
 def _split_chips(spec, calibration_count: int, check_count: int) -> tuple:
@@ -231,7 +245,7 @@ def _agreement(model, int8_session, x: np.ndarray, valid: np.ndarray) -> dict:
 
 def _write_with_metadata(onnx, quantised: str, output: str, source: str, card: dict) -> None:
     """The int8 graph with the original model's metadata and the card marked quantised (a foreign model gets
-    one); written under a temporary name, then renamed."""
+    one); written under a temporary name, then renamed (a full disk leaves nothing behind and says so)."""
     proto = onnx.load(quantised)
     props = {p.key: p.value for p in onnx.load(source, load_external_data=False).metadata_props}
     props[CARD_KEY] = json.dumps(card)  # the other keys (Deepness's) stay as they were
@@ -239,13 +253,8 @@ def _write_with_metadata(onnx, quantised: str, output: str, source: str, card: d
     for key, value in props.items():
         entry = proto.metadata_props.add()
         entry.key, entry.value = key, value
-    partial = output + ".partial"
-    try:
+    with file_in_place(output, "the quantised model ", ".onnx") as partial:
         onnx.save(proto, partial)
-        os.replace(partial, output)
-    finally:
-        if os.path.exists(partial):
-            os.remove(partial)
 
 
 def _ort_version() -> str:
