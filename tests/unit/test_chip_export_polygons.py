@@ -4,6 +4,8 @@ Expected labels come from GDAL's own rasteriser (gdal.Rasterize, which also repr
 itself), expected image chips from window reads of the source: both derived independently of the
 export code.
 """
+import json
+
 import numpy as np
 import pytest
 import rasterio
@@ -11,7 +13,7 @@ from osgeo import gdal, ogr
 from rasterio.windows import Window
 
 from landcover_plugin.core.chips.dataset import load_dataset
-from landcover_plugin.core.chips.export import export_chips
+from landcover_plugin.core.chips.export import export_chips, export_command
 from landcover_plugin.core.chips.options import ChipExportOptions
 from landcover_plugin.core.events import RecordingEvents
 from landcover_plugin.core.schema import ClassSchema
@@ -89,6 +91,17 @@ def assert_no_train_val_overlap(dataset):
             assert abs(t["row_off"] - v["row_off"]) >= size or abs(t["col_off"] - v["col_off"]) >= size
 
 
+def distinct_pixels(dataset, split, reference, valid) -> dict:
+    """``{class name: pixels}`` labelled in ``reference`` (whole-raster labels) and valid, under the union of
+    the ``split`` chips' windows: each pixel once, however many chips hold it."""
+    covered = np.zeros(reference.shape, dtype=bool)
+    for chip in dataset["chips"]:
+        if chip["split"] == split:
+            covered[windows_of(chip).toslices()] = True
+    counts = np.bincount(reference[covered & valid], minlength=256)
+    return {c.name: int(counts[c.id]) for c in dataset["schema"]}
+
+
 def check_chips_against_source(dataset, image_path, reference_labels):
     """Every chip equals a window read of the source; every label chip equals the reference window
     with invalid image pixels set to 0; per-chip class counts match the label chip."""
@@ -142,7 +155,38 @@ def test_rstoolbox_polygons_text_field(shared_data, tmp_path):
     for class_id in range(1, 5):
         assert dataset["class_pixels"][class_id] == sum(c["class_counts"].get(class_id, 0) for c in dataset["chips"])
         assert dataset["class_pixels"][class_id] > 0
-    assert summary["class_pixels"] == {n: dataset["class_pixels"][i + 1] for i, n in enumerate(names)}
+    # what the analyst is told counts each pixel once (the last row and column of windows overlap the others)
+    assert summary["class_pixels"] == {n: dataset["distinct_class_pixels"][i + 1] for i, n in enumerate(names)}
+
+
+def test_pixels_per_class_count_each_pixel_once_when_chips_overlap(shared_data, tmp_path):
+    """The probe's export (32 px chips, stride 16): forest was reported as 6046 pixels, each counted once per
+    chip holding it, where the polygons label 2271. The analyst is told distinct labelled pixels (the
+    CLASS_PIXELS output, the log, RARE_CLASSES); dataset.json keeps the per-chip sums training weights use."""
+    image = shared_data / "rstoolbox/landsat5_1988_7band.tif"
+    polygons = shared_data / "rstoolbox/training_polygons.gpkg"
+    events = RecordingEvents()
+    outputs = export_command(ChipExportOptions(image, tmp_path / "chips", labels_vector=polygons, class_field="class",
+                                               chip_size=32, stride=16), events)
+    summary, dataset = outputs["SUMMARY"], load_dataset(tmp_path / "chips")
+    ids = {n: i + 1 for i, n in enumerate(dataset["schema"].names)}
+    with rasterio.open(image) as src:
+        valid = valid_mask(src.read(), src.nodata)
+    val_reference = gdal_reference_labels(image, polygons, "class", ids, dataset["split"]["val_fids"])
+    train_reference = gdal_reference_labels(image, polygons, "class", ids)
+    train_reference[val_reference > 0] = 0
+    train = distinct_pixels(dataset, "train", train_reference, valid)
+    val = distinct_pixels(dataset, "val", val_reference, valid)
+    assert summary["train_class_pixels"] == train and summary["val_class_pixels"] == val
+    assert json.loads(outputs["CLASS_PIXELS"]) == summary["class_pixels"] == {n: train[n] + val[n] for n in train}
+    whole = np.bincount(gdal_reference_labels(image, polygons, "class", ids)[valid], minlength=5)
+    assert summary["class_pixels"]["forest"] == whole[ids["forest"]] == 2271  # every forest pixel, once
+    assert dataset["distinct_class_pixels"] == {ids[n]: v for n, v in summary["class_pixels"].items()}
+    assert dataset["distinct_train_class_pixels"] == {ids[n]: v for n, v in train.items()}
+    per_chip = {i: sum(c["class_counts"].get(i, 0) for c in dataset["chips"]) for i in ids.values()}
+    assert dataset["class_pixels"] == per_chip and per_chip[ids["forest"]] > 2 * 2271  # as training sees them
+    log = " ".join(e["message"] for e in events.of_type("log"))
+    assert f"forest {train['forest']} / {val['forest']}" in log
 
 
 def test_zion_park_boundary_in_another_crs(shared_data, tmp_path):

@@ -5,7 +5,12 @@ import numpy as np
 import pytest
 import rasterio
 from rasterio.windows import Window
-from test_chip_export_polygons import assert_no_train_val_overlap, check_chips_against_source, valid_mask
+from test_chip_export_polygons import (
+    assert_no_train_val_overlap,
+    check_chips_against_source,
+    distinct_pixels,
+    valid_mask,
+)
 
 from landcover_plugin.core.chips.dataset import load_dataset
 from landcover_plugin.core.chips.export import export_chips
@@ -57,6 +62,9 @@ def test_zion_nlcd_labels_with_nodata_pixels(shared_data, tmp_path):
     train = sum(c["split"] == "train" for c in dataset["chips"])
     val = sum(c["split"] == "val" for c in dataset["chips"])
     assert (train, val) == (summary["train_chips"], summary["val_chips"]) and train > val > 0
+    # summary: each labelled pixel once, though 256 px chips every 192 px overlap
+    assert summary["train_class_pixels"] == distinct_pixels(dataset, "train", reference, valid)
+    assert summary["val_class_pixels"] == distinct_pixels(dataset, "val", reference, valid)
     # summary: every class has pixels; the scarce ones are flagged as very few
     assert set(summary["class_pixels"]) == {c["name"] for c in sidecar["classes"]}
     labelled_train = sum(summary["train_class_pixels"].values())

@@ -21,6 +21,9 @@ A chip dataset is a folder::
     mean, std        per band, over every valid source pixel (not nodata, not NaN in any band)
     class_pixels     {"<id>": pixels} summed over all chips (a pixel in two overlapping chips counts
                      twice, as training sees it); also "train_class_pixels" and "val_class_pixels"
+    distinct_class_pixels  {"<id>": pixels}: labelled source pixels in the chips, each counted once (what the
+                     export reports); also "distinct_train_class_pixels" and "distinct_val_class_pixels"
+                     (absent in older datasets)
     valid_pixels     how many source pixels the mean and std were computed over
     min_labelled     the labelled share a chip needed
     chips            [{"id", "image": "images/x.tif", "label": "labels/x.tif",
@@ -32,7 +35,8 @@ A chip dataset is a folder::
                      With "polygons" a window may give a train chip and a val chip (``<id>_val``) sharing
                      one image file; a val chip labels only pixels no earlier window labelled.
     source           {"image", "labels", "labels_kind": "vector" | "raster", "class_field"}
-    summary          what chip export reported (chips per split, pixels per class, missing/rare classes)
+    summary          what chip export reported (chips per split, distinct pixels per class, missing/rare
+                     classes)
 
 Class ids in ``class_pixels``/``class_counts`` are strings (JSON keys); :func:`load_dataset` gives
 them back as ints, turns ``"nan"`` into ``float('nan')`` and adds absolute chip paths. :func:`load_spec`
@@ -99,7 +103,8 @@ def load_dataset(folder) -> dict:
     data["schema"] = ClassSchema.from_list(data["classes"])
     data["folder"] = folder
     data["nodata"] = nodata_from_json(data.get("nodata"))
-    for key in ("class_pixels", "train_class_pixels", "val_class_pixels"):
+    for key in ("class_pixels", "train_class_pixels", "val_class_pixels", "distinct_class_pixels",
+                "distinct_train_class_pixels", "distinct_val_class_pixels"):
         if key in data:
             data[key] = {int(k): int(v) for k, v in data[key].items()}
     for chip in data["chips"]:

@@ -22,6 +22,7 @@ from ..rasters import check_pixel_type, open_raster
 from ..schema import ClassSchema
 from .band_subset import BandSubset
 from .dataset import SCHEMA_VERSION, is_chip_dataset_folder, nodata_to_json, write_dataset_json
+from .distinct import distinct_class_pixels
 from .label_sources import RasterLabels, VectorLabels
 from .options import ChipExportOptions
 from .scan import BlockLabeller, PolygonLabeller, scan
@@ -118,9 +119,10 @@ def _export(image, labels, folder, chip_size, stride, min_labelled, val_fraction
                     kept.append(dict(chip, split=split))
         if "warning" in split_info:
             events.warning(split_info["warning"])
-        summary = _summary(kept, labels.schema, windows_seen, len(chips) - len(kept), started)
+        distinct = distinct_class_pixels(kept, staging, labels.schema)
+        summary = _summary(kept, labels.schema, distinct, windows_seen, len(chips) - len(kept), started)
         summary["split"] = split_info
-        content = _dataset_content(image, labels, kept, stats, chip_size, stride, split_info, summary,
+        content = _dataset_content(image, labels, kept, stats, chip_size, stride, split_info, summary, distinct,
                                    raster_path, labels_path, class_field, min_labelled)
         write_dataset_json(staging, content)
         commit(staging, folder)
@@ -185,9 +187,9 @@ def _pixels(chips, schema, split=None) -> dict:
     return totals
 
 
-def _summary(chips, schema, windows_seen, dropped, started) -> dict:
-    train = _pixels(chips, schema, "train")
-    val = _pixels(chips, schema, "val")
+def _summary(chips, schema, distinct, windows_seen, dropped, started) -> dict:
+    """What the analyst is told: pixels per class are distinct labelled pixels (see :mod:`.distinct`)."""
+    train, val = distinct["train"], distinct["val"]
     labelled_train = sum(train.values())
     names = {str(c.id): c.name for c in schema}
     seconds = time.monotonic() - started
@@ -195,7 +197,7 @@ def _summary(chips, schema, windows_seen, dropped, started) -> dict:
     return {
         "windows": windows_seen, "chips": len(chips), "train_chips": len(chips) - n_val, "val_chips": n_val,
         "dropped_overlapping": dropped,
-        "class_pixels": {names[k]: v for k, v in _pixels(chips, schema).items()},
+        "class_pixels": {names[k]: train[k] + val[k] for k in train},
         "train_class_pixels": {names[k]: v for k, v in train.items()},
         "val_class_pixels": {names[k]: v for k, v in val.items()},
         "missing_classes": [names[k] for k, v in train.items() if v == 0],
@@ -207,7 +209,7 @@ def _summary(chips, schema, windows_seen, dropped, started) -> dict:
     }
 
 
-def _dataset_content(image, labels, chips, stats, chip_size, stride, split_info, summary, raster_path,
+def _dataset_content(image, labels, chips, stats, chip_size, stride, split_info, summary, distinct, raster_path,
                      labels_path, class_field, min_labelled) -> dict:
     return {
         "schema_version": SCHEMA_VERSION,
@@ -225,6 +227,9 @@ def _dataset_content(image, labels, chips, stats, chip_size, stride, split_info,
         "class_pixels": _pixels(chips, labels.schema),
         "train_class_pixels": _pixels(chips, labels.schema, "train"),
         "val_class_pixels": _pixels(chips, labels.schema, "val"),
+        "distinct_class_pixels": {k: v + distinct["val"][k] for k, v in distinct["train"].items()},
+        "distinct_train_class_pixels": distinct["train"],
+        "distinct_val_class_pixels": distinct["val"],
         "min_labelled": float(min_labelled),
         "split": split_info,
         "source": {"image": str(Path(raster_path).absolute()), "labels": str(Path(labels_path).absolute()),
@@ -251,7 +256,7 @@ def _log_summary(summary, events) -> None:
            f"{summary['dropped_overlapping']} training chips dropped for overlapping validation chips")
     events.info(f"{summary['chips']} chips ({summary['train_chips']} train, {summary['val_chips']} val) from "
                 f"{summary['windows']} windows in {summary['seconds']:.1f} s; {how}.")
-    events.info("Labelled pixels per class (train / val): " + "; ".join(
+    events.info("Labelled pixels per class (train / val; each pixel once, however many chips hold it): " + "; ".join(
         f"{name} {summary['train_class_pixels'][name]} / {summary['val_class_pixels'][name]}"
         for name in summary["class_pixels"]))
     if summary["missing_classes"]:
