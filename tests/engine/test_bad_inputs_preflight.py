@@ -60,7 +60,25 @@ def test_bands_in_another_order_are_named(setup):
     message = next(m for m in warnings_for(setup, "reordered", setup["data"][[3, 1, 2, 0]])
                    if "training data" in m)
     assert "the bands are in another order" in message
-    assert "raster band 1 looks like trained band 4" in message and "raster band 4 looks like trained band 1" in message
+    assert "raster band 1, fed as the model's band 1, looks like its band 4" in message
+    assert "raster band 4, fed as the model's band 4, looks like its band 1" in message
+    assert "Choose Bands 4,2,3,1 (the raster's bands in the model's order)" in message
+
+
+def test_bands_chosen_out_of_order_speak_of_the_choice(setup):
+    """The probe's case: Bands given in reverse on the training kind of raster. The advice names the raster
+    bands chosen (not their positions) and says to clear or reorder the choice, not to rearrange the raster."""
+    events = RecordingEvents()
+    path = raster(setup, "chosen", setup["data"])
+    classify_raster(ClassifyOptions(path, setup["model"], setup["folder"] / "chosen_map.tif", bands=[4, 3, 2, 1]),
+                    events)
+    message = next(e["message"] for e in events.of_type("log") if "training data" in e["message"])
+    assert "the bands you chose look out of order" in message
+    assert "raster band 4, fed as the model's band 1, looks like its band 4" in message
+    assert "raster band 1, fed as the model's band 4, looks like its band 1" in message
+    assert "band 1 (raster band 4): mean" in message
+    assert "clear Bands (the model's recorded bands are then read) or choose Bands 1,2,3,4." in message
+    assert "Rearrange" not in message and "raster band 1 looks like" not in message
 
 
 def test_the_warning_is_told_when_the_run_then_fails(setup):

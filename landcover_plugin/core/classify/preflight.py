@@ -12,6 +12,8 @@ import itertools
 import numpy as np
 from rasterio.windows import Window
 
+from ..band_choice import choose_bands
+from ..errors import BadInputError
 from ..rasters import read, valid_mask
 
 SAMPLES_PER_SIDE = 5  # up to 25 windows
@@ -41,15 +43,16 @@ def sample_statistics(dataset, window: Window, nodata, indexes=None):
     return values.mean(axis=1), values.std(axis=1), values.shape[1]
 
 
-def check_band_statistics(dataset, window: Window, model, events, indexes=None) -> bool:
-    """Warn when the raster's bands differ by far from the training data's; True when it warned."""
-    message = band_statistics_warning(dataset, window, model, indexes)
+def check_band_statistics(dataset, window: Window, model, events, indexes=None, bands_given: bool = False) -> bool:
+    """Warn when the raster's bands differ by far from the training data's; True when it warned.
+    ``bands_given``: the analyst chose ``indexes`` (Bands), so advice speaks of their choice."""
+    message = band_statistics_warning(dataset, window, model, indexes, bands_given)
     if message:
         events.warning(message)
     return bool(message)
 
 
-def band_statistics_warning(dataset, window: Window, model, indexes=None):
+def band_statistics_warning(dataset, window: Window, model, indexes=None, bands_given: bool = False):
     """The warning :func:`check_band_statistics` gives (None when the bands look like the training data's)."""
     if any("no normalisation" in a for a in model.assumptions):
         return None  # the card's mean/std were guessed: nothing to compare with
@@ -62,12 +65,12 @@ def band_statistics_warning(dataset, window: Window, model, indexes=None):
     off = [b for b in range(len(mean)) if _far(mean[b], std[b], trained_mean[b], trained_std[b])]
     if not off:
         return None
-    names = model.card["bands"].get("names") or [f"band {b + 1}" for b in range(len(mean))]
-    numbers = "; ".join(f"{names[b]}: mean {mean[b]:.4g} (std {std[b]:.3g}) vs trained {trained_mean[b]:.4g} "
-                        f"(std {trained_std[b]:.3g})" for b in off)
+    bands = _Bands(dataset, model, indexes, bands_given)
+    numbers = "; ".join(f"{bands.describe(b)}: mean {mean[b]:.4g} (std {std[b]:.3g}) vs trained "
+                        f"{trained_mean[b]:.4g} (std {trained_std[b]:.3g})" for b in off)
     return (f"The raster's values do not look like the model's training data ({len(off)} of {len(mean)} "
             f"bands far off, from {pixels} sampled pixels): {numbers}. Likely cause: "
-            f"{_likely_cause(mean, std, trained_mean, trained_std)} The classes will be wrong unless "
+            f"{_likely_cause(mean, std, trained_mean, trained_std, bands)} The classes will be wrong unless "
             f"this is fixed: check before relying on this run.")
 
 
@@ -77,7 +80,44 @@ def _far(mean, std, trained_mean, trained_std) -> bool:
         1 / SPREAD_TOLERANCE <= spread <= SPREAD_TOLERANCE
 
 
-def _likely_cause(mean, std, trained_mean, trained_std) -> str:
+class _Bands:
+    """The raster bands fed to the model (``numbers``, in the model's order) and how they were chosen, for advice."""
+
+    def __init__(self, dataset, model, indexes, given: bool):
+        self.numbers = list(indexes or range(1, dataset.count + 1))
+        self.given, self.raster_count = given, dataset.count
+        self.card_bands = dict(model.card["bands"], count=model.bands)
+
+    def describe(self, b: int) -> str:
+        """The model's band ``b`` (0-based) by its name, and the raster band fed to it where that differs."""
+        names = self.card_bands.get("names") or []
+        name = names[b] if len(names) == len(self.numbers) else f"band {b + 1}"
+        return name if name == f"band {self.numbers[b]}" else f"{name} (raster band {self.numbers[b]})"
+
+    def default_choice(self):
+        """The bands read when Bands is left empty, or None when none would be."""
+        try:
+            return choose_bands(self.raster_count, self.card_bands)[0]
+        except BadInputError:
+            return None
+
+    def order_advice(self, order) -> str:
+        """What to do when the band fed as the model's band i + 1 looks like its band ``order[i]`` + 1."""
+        moved = "; ".join(f"raster band {self.numbers[i]}, fed as the model's band {i + 1}, looks like its band "
+                          f"{j + 1}" for i, j in enumerate(order) if i != j)
+        fitting = [self.numbers[order.index(j)] for j in range(len(order))]
+        shown = ",".join(map(str, fitting))
+        if not self.given:
+            return (f"the bands are in another order ({moved}). Choose Bands {shown} (the raster's bands in the "
+                    f"model's order), or reorder the raster's bands (e.g. with 'Rearrange bands') to the order the "
+                    f"model was trained on.")
+        clear = " clear Bands (the model's recorded bands are then read) or" if self.default_choice() == fitting \
+            else ""
+        return (f"the bands you chose look out of order ({moved}). Give them in the model's order:{clear} choose "
+                f"Bands {shown}.")
+
+
+def _likely_cause(mean, std, trained_mean, trained_std, bands) -> str:
     with np.errstate(divide="ignore", invalid="ignore"):
         ratios = np.abs(mean) / np.abs(trained_mean)
     finite = ratios[np.isfinite(ratios) & (ratios > 0)]
@@ -89,10 +129,7 @@ def _likely_cause(mean, std, trained_mean, trained_std) -> str:
                 f"units, or use a model trained on this kind of values.")
     order = _better_order(mean, std, trained_mean, trained_std)
     if order is not None:
-        moved = ", ".join(f"raster band {i + 1} looks like trained band {j + 1}"
-                          for i, j in enumerate(order) if i != j)
-        return (f"the bands are in another order ({moved}). Reorder the raster's bands (e.g. with 'Rearrange "
-                f"bands') to the order the model was trained on.")
+        return bands.order_advice(list(order))
     return ("another sensor, processing level or scene type than the training data. Use a raster like the "
             "training image (same sensor and processing), or train a model on this kind of image.")
 

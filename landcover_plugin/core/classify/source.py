@@ -20,7 +20,7 @@ from rasterio.vrt import WarpedVRT
 from rasterio.warp import transform_geom
 from rasterio.windows import Window
 
-from ..band_choice import choose_bands, describe_model_bands
+from ..band_choice import choose_bands, describe_model_bands, parse_bands
 from ..errors import BadInputError
 from ..rasters import check_pixel_type, open_raster, read, valid_mask
 from .preflight import band_statistics_warning, check_band_statistics
@@ -39,9 +39,10 @@ class Batch:
 class RasterSource:
     """A checked raster window ready to be read as tiles; its grid is the output grid."""
 
-    def __init__(self, dataset, window: Window, model, shapes, events, indexes=None):
+    def __init__(self, dataset, window: Window, model, shapes, events, indexes=None, bands_given: bool = False):
         self.dataset, self.window, self.shapes = dataset, window, shapes
         self.indexes = list(indexes or range(1, dataset.count + 1))  # raster bands fed to the model, in order
+        self.bands_given = bands_given  # the analyst chose them (Bands): advice speaks of their choice
         self.width, self.height = int(window.width), int(window.height)
         self.transform = dataset.window_transform(window)
         self.bounds = rasterio.windows.bounds(window, dataset.transform)
@@ -82,7 +83,7 @@ class RasterSource:
         """The pre-flight warning when the bands do not look like the training data's, else None (see
         :mod:`.preflight`): a sample of windows, read on the thread that reads the tiles (a dataset is read by
         one thread at a time)."""
-        return band_statistics_warning(self.dataset, self.window, self._model, self.indexes)
+        return band_statistics_warning(self.dataset, self.window, self._model, self.indexes, self.bands_given)
 
     def _read_tile(self, tile, x: np.ndarray, valid: np.ndarray, strips: bool = False) -> bool:
         window = Window(self.window.col_off + tile.col, self.window.row_off + tile.row, tile.cols, tile.rows)
@@ -145,6 +146,7 @@ def open_source(raster_path, model, *, extent=None, mask_path=None, resample=Fal
     try:
         with open_raster(raster_path) as src, contextlib.ExitStack() as stack:
             indexes = _check(src, model, events, bands)
+            given = parse_bands(bands) is not None
             dataset = src
             target = _target_grid(src, model, resample, events)
             if target is not None:
@@ -152,8 +154,8 @@ def open_source(raster_path, model, *, extent=None, mask_path=None, resample=Fal
             window = extent_window(extent, dataset)
             shapes = load_mask(mask_path, dataset.crs) if mask_path else None
             if preflight:
-                check_band_statistics(dataset, window, model, events, indexes)  # before spending the run
-            yield RasterSource(dataset, window, model, shapes, events, indexes)
+                check_band_statistics(dataset, window, model, events, indexes, given)  # before spending the run
+            yield RasterSource(dataset, window, model, shapes, events, indexes, given)
     finally:
         gdal.SetCacheMax(previous_cache)
 
