@@ -113,7 +113,9 @@ def test_with_no_tile_size_given_a_measured_model_runs_bigger_tiles_and_an_unmea
     default = classify_raster(ClassifyOptions(models["image"], path, models["folder"] / "default.tif",
                                               device="cpu"), events)
     assert default["TILE"] > TILE and default["TILE"] <= models["measured"]["local"]["tile"]
-    assert any(f"instead of the model's {TILE} px" in e["message"] for e in events.of_type("log"))
+    told = [e["message"] for e in events.of_type("log") if f"instead of the model's {TILE} px" in e["message"]]
+    assert len(told) == 1 and "fewer pixels" in told[0]
+    assert "tile size" not in told[0].lower()  # no engine-only --tile-size: Classify in QGIS has no such field
     own = classify_raster(ClassifyOptions(models["image"], path, models["folder"] / "own.tif", tile_size=TILE,
                                           device="cpu"))
     assert own["TILE"] == TILE
@@ -137,3 +139,21 @@ def test_the_trainer_records_the_agreement_and_an_unreadable_image_leaves_the_mo
                           events)
     assert load_model(models["untouched"], device="cpu").card["tile_agreement"] == models["measured"]["local"]
     assert any("automatic tile is at most 512 px" in e["message"] for e in events.of_type("log"))
+
+
+def test_a_bigger_tile_that_saves_nothing_is_not_announced(models):
+    """A 100 x 100 px crop: 64 px tiles overlapping by 16 px compute 2 x 2 tiles, as many pixels as one 128 px tile,
+    which runs (fewer calls); "0 % fewer pixels" said nothing the analyst could use, so nothing is said."""
+    path = models["folder"] / "tie.onnx"
+    path.write_bytes(models["untouched"].read_bytes())
+    set_card_entry(path, "tile_agreement", models["measured"]["local"])
+    crop = models["folder"] / "crop_100.tif"
+    with rasterio.open(models["image"]) as src:
+        window = rasterio.windows.Window(400, 400, 100, 100)
+        profile = dict(src.profile, width=100, height=100, transform=src.window_transform(window))
+        with rasterio.open(crop, "w", **profile) as dst:
+            dst.write(src.read(window=window))
+    events = RecordingEvents()
+    result = classify_raster(ClassifyOptions(crop, path, models["folder"] / "tie.tif", device="cpu"), events)
+    assert result["TILE"] == 2 * TILE
+    assert not [e for e in events.of_type("log") if "fewer pixels" in e["message"] or "instead of" in e["message"]]

@@ -54,10 +54,10 @@ def choose_tile(model, height: int, width: int, requested: int = None, batch_siz
         if tile != base and events is not None:
             pixels = [computed_pixels(height, width, size, overlap_px, base) for size in (tile, base)]
             saved = 1 - pixels[0] / pixels[1]
-            events.info(f"Tiles of {tile} px instead of the model's {base} px: the trainer measured at export that "
-                        f"tiles up to {agreed['tile']} px give the same class on {_kept_text(agreed)} of the pixels, "
-                        f"and they compute {saved:.0%} fewer pixels. Give the tile size {base} to run the model's "
-                        f"own.")
+            if round(saved, 2) > 0:  # a bigger tile that saves nothing (a tie) is not worth a line
+                events.info(f"Tiles of {tile} px instead of the model's {base} px: the trainer measured at export "
+                            f"that tiles up to {agreed['tile']} px give the same class on {_kept_text(agreed)} of the "
+                            f"pixels, and they compute {saved:.0%} fewer pixels.")
         return tile, _batch_for(tile, base, batch_size), overlap_px
     if not getattr(model, "dynamic_size", False):
         if requested and int(requested) != base and events is not None:
