@@ -95,6 +95,10 @@ def choose_bands(raster_count: int, card_bands: dict, given=None) -> tuple:
         return source, "the training source's bands, recorded in the model"
     if raster_count == needed:
         return list(range(1, needed + 1)), "the raster's bands in their order"
+    if raster_count < needed:  # no choice of bands can help: do not suggest numbers the raster lacks
+        raise BadInputError(f"The raster has too few bands for the model ({raster_count} of {needed}): the model "
+                            f"takes {describe_model_bands(card_bands)}. Classify a raster that holds all the bands "
+                            f"the model was trained on, or use a model trained on this raster's bands.")
     hint = (f"e.g. {' '.join(map(str, source))}, the training source's bands" if source and
             max(source) <= raster_count else f"e.g. {' '.join(map(str, range(1, needed + 1)))}")
     raise BadInputError(f"The raster has {_bands(raster_count)} but the model takes {describe_model_bands(card_bands)}"

@@ -37,6 +37,18 @@ def test_wrong_band_count_names_both_counts(model, shared_data, tmp_path):
     assert leftovers(tmp_path) == []
 
 
+def test_a_raster_with_too_few_bands_says_so_without_suggesting_bands_it_lacks(zion_image, tmp_path):
+    """The probe's case: the 4-band Zion raster and a 7-band model. It suggested "e.g. 1 2 3 4 5 6 7"."""
+    card = card_for(["a", "b"], mean=[50.0] * 7, std=[10.0] * 7, tile=64, input_dtype="uint16")
+    seven = export(tiny_net(7, 2), tmp_path / "seven.onnx", 7, 64, metadata_props(card))
+    with pytest.raises(BadInputError) as info:
+        classify_raster(ClassifyOptions(zion_image, seven, tmp_path / "out" / "map.tif"))
+    assert info.value.message.startswith("The raster has too few bands for the model (4 of 7): the model takes 7 "
+                                         "bands")
+    assert "e.g." not in info.value.message and "5 6 7" not in info.value.message
+    assert not (tmp_path / "out").exists()
+
+
 def test_a_file_that_is_not_onnx(zion_image, tmp_path):
     fake = tmp_path / "model.onnx"
     fake.write_text("this is not a model")

@@ -40,7 +40,8 @@ def test_an_older_card_without_source_bands_takes_bands_one_to_n_or_refuses():
 
 
 def test_too_few_bands_wrong_counts_and_repeated_bands_are_refused():
-    with pytest.raises(BadInputError, match="raster has 2 bands but the model takes 3 bands.*'red' .source band 3."):
+    with pytest.raises(BadInputError, match=r"raster has too few bands for the model \(2 of 3\): the model takes 3 "
+                                            r"bands.*'red' .source band 3."):
         choose_bands(2, RED_BLUE_GREEN)
     with pytest.raises(BadInputError, match="2 bands given .4, 1. but the model takes 3 bands"):
         choose_bands(4, RED_BLUE_GREEN, [4, 1])
