@@ -27,22 +27,34 @@ def _is_integer_like(value) -> bool:
         return False
 
 
-def schema_from_values(values, what: str, names: dict = None) -> ClassSchema:
+def schema_from_values(values, what: str, names: dict = None, fix: str = "") -> ClassSchema:
     """A schema for label values without one: text names sorted (ids 1..n), or integer ids kept, named by
-    ``names`` ({value as text: name}) where given, else 'class <id>'."""
+    ``names`` ({value as text: name}) where given, else 'class <id>'. ``fix``: what to do with ids outside
+    1..254."""
     values = sorted({str(v).strip() for v in values})
     named = {int(float(k)): v for k, v in (names or {}).items() if _is_integer_like(k)}
     if values and all(_is_integer_like(v) for v in values):
         ids = sorted({int(float(v)) for v in values})
         bad = [i for i in ids if not MIN_CLASS_ID <= i <= MAX_CLASS_ID]
         if bad:
-            raise BadInputError(f"{what} holds class values {bad}; class ids must be 1..254. Recode the "
-                                f"classes, or give a class schema that names them.")
+            raise BadInputError(f"{what} holds class values {bad}; class ids must be 1..254 (0 = unlabelled). "
+                                f"{fix}")
         return ClassSchema.from_list([{"id": i, "name": named.get(i, f"class {i}")} for i in ids])
     if len(values) > MAX_CLASS_ID:
         raise BadInputError(f"{what} holds {len(values)} different values; at most 254 classes are possible. "
                             f"Choose the field that holds the class.")
     return ClassSchema.from_names(values)
+
+
+def _without_class_zero(features: list, class_field: str, events) -> list:
+    """The features whose class is not 0. Class 0 means "unlabelled" in every label chip and map, so no schema
+    can name it: such features (often "none" in a land-cover layer) are skipped with a warning, as those with
+    an empty class value are."""
+    kept = [f for f in features if not (_is_integer_like(f[1]) and float(str(f[1]).strip()) == 0)]
+    if len(kept) < len(features) and events is not None:
+        events.warning(f"Skipped {len(features) - len(kept)} feature(s) whose {class_field!r} is 0: 0 means "
+                       f"unlabelled, so they label nothing. Give them a class id of 1 to 254 if they are a class.")
+    return kept
 
 
 class VectorLabels:
@@ -55,6 +67,7 @@ class VectorLabels:
             raise BadInputError("Polygon labels need a class field: name the attribute that holds the class.")
         crs_wkt = image.crs.to_wkt() if image.crs else None
         features = read_labelled_features(path, class_field, crs_wkt, layer=layer, fids=fids, events=events)
+        features = _without_class_zero(features, class_field, events)
         if not features:
             raise BadInputError(f"The labels layer {path} has no feature with a geometry and a value in "
                                 f"{class_field!r}. Digitise some training polygons first.")
@@ -70,7 +83,9 @@ class VectorLabels:
             else:
                 field, names = class_names_field(path, class_field, layer) \
                     if all(_is_integer_like(v) for v in values) else (None, {})
-                schema = schema_from_values(values, f"The field {class_field!r}", names)
+                schema = schema_from_values(values, f"The field {class_field!r}", names,
+                                            "Recode those features' classes into 1..254 (e.g. with the field "
+                                            "calculator), or choose the field that holds the class.")
                 self.schema_origin = f"values, named by the field {field!r}" if field else "values"
         self.schema = schema
         mapping, unknown = {}, []
@@ -172,7 +187,9 @@ class RasterLabels:
             elif embedded is not None:
                 schema, self.schema_origin = embedded, "category names of the raster"
             elif values:
-                schema, self.schema_origin = schema_from_values(values, "The labels raster"), "values"
+                schema, self.schema_origin = schema_from_values(values, "The labels raster", fix=(
+                    "Reclassify those pixels into 1..254 (e.g. with 'Reclassify by table'), or set them to "
+                    "nodata.")), "values"
         if not values:
             raise BadInputError(f"The labels raster {path} has no class pixel (all 0 or nodata) where it overlaps "
                                 f"the image: it misses the raster. Choose labels that cover the image.")
