@@ -75,6 +75,9 @@ def raster_layer_to_path(layer, context, feedback, extent: QgsRectangle = None, 
     return target
 
 
+FID_COLUMN = "fid"  # the feature id column of the GeoPackage vector_layer_to_gpkg writes
+
+
 def vector_layer_to_gpkg(layer, context, feedback, target_crs, selected_only: bool = False, fields=None) -> str:
     """Write ``layer``'s features (optionally the selected ones, optionally only ``fields``) to a
     temporary GeoPackage in ``target_crs``; returns its path."""
@@ -97,10 +100,18 @@ def vector_layer_to_gpkg(layer, context, feedback, target_crs, selected_only: bo
     options.onlySelectedFeatures = selected_only
     options.feedback = feedback
     if fields:
+        # A field named like the GeoPackage's feature id column becomes the copy's feature ids, not an attribute
+        # the engine can read: a GeoPackage's own 'fid' numbers the features, it holds no class.
+        usable = ", ".join(n for n in layer.fields().names() if n.lower() != FID_COLUMN) or "(none)"
+        ids = [f for f in fields if f.lower() == FID_COLUMN]
+        if ids:
+            raise QgsProcessingException(f"'{ids[0]}' is the feature id of '{layer.name()}' (one number per "
+                                         f"feature), not a class: choose the field that holds the class. Its "
+                                         f"fields are: {usable}.")
         missing = [f for f in fields if layer.fields().indexOf(f) < 0]
         if missing:
-            raise QgsProcessingException(f"The layer '{layer.name()}' has no field {', '.join(missing)}. "
-                                         f"Its fields are: {', '.join(layer.fields().names())}.")
+            raise QgsProcessingException(f"The layer '{layer.name()}' has no field "
+                                         f"{', '.join(repr(f) for f in missing)}. Its fields are: {usable}.")
         options.attributes = [layer.fields().indexOf(f) for f in fields]
     result = QgsVectorFileWriter.writeAsVectorFormatV3(layer, target, context.transformContext(), options)
     error, message = result[0], result[1]

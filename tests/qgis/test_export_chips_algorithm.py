@@ -174,3 +174,20 @@ def test_bad_input_gives_a_clear_message_and_no_output(provider, shared_data, tm
     _, ok, message = run("export_label_chips", {"INPUT": zion, "LABELS": polygons, "CLASS_FIELD": "class",
                                                 "LABELS_RASTER": nlcd, "OUTPUT": str(tmp_path / "out")})
     assert not ok and "one of the two" in message
+
+
+def test_a_class_field_the_layer_lacks_or_its_feature_id_names_the_usable_fields(provider, shared_data, tmp_path):
+    """The probe: CLASS_FIELD=klass listed 'fid, class'; CLASS_FIELD=fid then failed in the engine on the temporary
+    copy ("layer 'labels' has no field 'fid'"). The feature id is not offered, and is refused as such, naming the
+    analyst's layer."""
+    image = QgsRasterLayer(str(shared_data / "rstoolbox/landsat5_1988_7band.tif"), "landsat")
+    polygons = QgsVectorLayer(str(shared_data / "rstoolbox/training_polygons.gpkg"), "my polygons", "ogr")
+    assert "fid" in polygons.fields().names()  # QGIS shows a GeoPackage's feature id as a field
+    _, ok, log = run("export_label_chips", {"INPUT": image, "LABELS": polygons, "CLASS_FIELD": "klass",
+                                            "OUTPUT": str(tmp_path / "a")})
+    assert not ok and "The layer 'my polygons' has no field 'klass'. Its fields are: class." in log
+    _, ok, log = run("export_label_chips", {"INPUT": image, "LABELS": polygons, "CLASS_FIELD": "fid",
+                                            "OUTPUT": str(tmp_path / "b")})
+    assert not ok and "'fid' is the feature id of 'my polygons' (one number per feature), not a class" in log
+    assert "Its fields are: class." in log and "'labels'" not in log
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
