@@ -14,6 +14,7 @@ from qgis.core import (
     QgsProcessingParameterNumber,
 )
 
+from ..core.chips.dataset import dataset_folder
 from ..core.options import DEVICES, default_of
 from ..core.train import preflight
 from ..core.train.options import TrainConfig
@@ -231,6 +232,7 @@ class TrainModelAlgorithm(EngineAlgorithm):
         output = self.parameterAsFileOutput(p, self.OUTPUT, context)
         if not dataset:
             raise QgsProcessingException(self.tr("Choose the chip dataset folder made by 'Export label chips'."))
+        dataset = str(dataset_folder(dataset))  # its dataset.json, as a file picker offers, means its folder
         output = kept_path(output, context, feedback, f"{Path(dataset).name}_model", ".onnx", Path(dataset).parent,
                            what="model")
         if not output.lower().endswith(".onnx"):

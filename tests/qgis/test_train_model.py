@@ -70,3 +70,13 @@ def test_an_empty_folder_fails_with_a_clear_message(provider, tmp_path):
     assert not ok
     assert "dataset.json" in log and "Export label chips" in log
     assert not (tmp_path / "model.onnx").exists()
+
+
+def test_the_datasets_json_file_stands_for_its_folder(provider, chips, tmp_path):
+    """The probe: DATASET given as the chip dataset's dataset.json (what a file picker offers) failed with "does not
+    exist or is not a folder" although the file exists. Its folder is used, for the plan before the run too."""
+    out = tmp_path / "model.onnx"
+    results, ok, log = run(dict(TINY, EPOCHS=1, DATASET=str(chips / "dataset.json"), OUTPUT=str(out)))
+    assert ok, log
+    assert out.is_file() and "training chips" in log and "Expect " in log
+    assert not list(chips.glob("*.onnx")), "nothing is written into the chip dataset"

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import rasterio
 
-from landcover_plugin.core.chips.dataset import is_chip_dataset_folder, load_dataset
+from landcover_plugin.core.chips.dataset import is_chip_dataset_folder, load_dataset, load_spec
 from landcover_plugin.core.chips.export import export_chips
 from landcover_plugin.core.chips.options import ChipExportOptions
 from landcover_plugin.core.errors import BadInputError, Cancelled
@@ -91,3 +91,15 @@ def test_cancel_and_failure_leave_nothing(rstoolbox, tmp_path):
         export_chips(ChipExportOptions(output=tmp_path / "chips", chip_size=32, **rstoolbox), events=CancelAfter(3))
     assert (tmp_path / "chips" / "dataset.json").read_text() == before and leftovers(tmp_path) == []
     assert json.loads(before)["chip_size"] == 64
+
+
+def test_the_trainers_view_takes_the_dataset_json_file_for_its_folder(chips, tmp_path):
+    spec = load_spec(chips / "dataset.json")
+    assert spec.folder == chips and spec.chips and spec == load_spec(chips)
+    other = tmp_path / "notes.txt"
+    other.write_text("not a dataset")
+    with pytest.raises(BadInputError, match="is a file, not a chip dataset folder. Choose the folder written by "
+                                            "'Export label chips' .the one holding dataset.json."):
+        load_spec(other)
+    with pytest.raises(BadInputError, match="does not exist"):
+        load_spec(tmp_path / "missing")

@@ -87,7 +87,7 @@ def load_dataset(folder) -> dict:
     ``schema`` (a :class:`ClassSchema`), ``folder`` (Path), ``nodata`` as a number or NaN,
     ``class_pixels`` etc. keyed by int id, and per chip ``image_path`` / ``label_path`` (absolute Paths).
     """
-    folder = Path(folder)
+    folder = dataset_folder(folder)
     path = folder / DATASET_FILE
     if not path.is_file():
         raise BadInputError(f"{folder} is not a chip dataset: it has no {DATASET_FILE}. Run 'Export label "
@@ -173,11 +173,22 @@ class DatasetSpec:
         return [c for c in self.chips if c.split == name]
 
 
+def dataset_folder(path) -> Path:
+    """The chip dataset folder ``path`` names: itself, or the folder of its ``dataset.json`` when the file was
+    given (what a file picker suggests)."""
+    path = Path(path)
+    return path.parent if path.name == DATASET_FILE and path.is_file() else path
+
+
 def load_spec(folder) -> DatasetSpec:
-    """The chip dataset in ``folder`` as the trainer needs it, checked (see :func:`load_dataset`)."""
-    folder = Path(folder)
+    """The chip dataset in ``folder`` (or of its ``dataset.json``) as the trainer needs it, checked (see
+    :func:`load_dataset`)."""
+    folder = dataset_folder(folder)
+    if folder.is_file():
+        raise BadInputError(f"'{folder}' is a file, not a chip dataset folder. Choose the folder written by 'Export "
+                            f"label chips' (the one holding {DATASET_FILE}).")
     if not folder.is_dir():
-        raise BadInputError(f"The chip dataset folder '{folder}' does not exist or is not a folder. {_FIX}")
+        raise BadInputError(f"The chip dataset folder '{folder}' does not exist. {_FIX}")
     meta_path = folder / DATASET_FILE
     try:
         meta = load_dataset(folder)
