@@ -348,3 +348,43 @@ def test_a_class_id_beyond_254_names_a_fix_that_works(shared_data, tmp_path):
     assert "holds class values [300]; class ids must be 1..254 (0 = unlabelled)" in info.value.message
     assert "Recode those features' classes into 1..254" in info.value.message
     assert "schema" not in info.value.message and not (tmp_path / "out").exists()
+
+
+def test_a_polygon_smaller_than_a_pixel_labels_the_pixel_it_touches(shared_data, tmp_path):
+    """The probe's 7 x 7 m 'urban' square on the 30 m grid covered no pixel centre: it labelled nothing and the
+    export said "Classes with no training pixels: urban", though a small polygon is never dropped. It now labels
+    the one pixel it lies in; a polygon over a pixel centre still labels only the pixels whose centre it covers."""
+    image = shared_data / "rstoolbox/landsat5_1988_7band.tif"
+    copy = tmp_path / "tiny.gpkg"
+    gdal.VectorTranslate(str(copy), str(shared_data / "rstoolbox/training_polygons.gpkg"))
+    with rasterio.open(image) as src:
+        x0, y0 = src.transform * (100, 150)  # the top-left corner of pixel row 150, column 100
+    source = ogr.Open(str(copy), 1)
+    layer = source.GetLayer(0)
+    for name, (left, top, side) in {"urban": (x0 + 1, y0 - 1, 7), "road": (x0 + 10 + 30, y0 - 10, 10)}.items():
+        feature = ogr.Feature(layer.GetLayerDefn())
+        feature.SetField("class", name)
+        feature.SetGeometry(ogr.CreateGeometryFromWkt(
+            f"POLYGON(({left} {top},{left + side} {top},{left + side} {top - side},{left} {top - side},"
+            f"{left} {top}))"))
+        layer.CreateFeature(feature)
+    source = layer = None
+    events = RecordingEvents()
+    summary = export_chips(ChipExportOptions(image, tmp_path / "chips", labels_vector=copy, class_field="class",
+                                             chip_size=32, stride=16), events=events)
+    dataset = load_dataset(tmp_path / "chips")
+    ids = {c.name: c.id for c in dataset["schema"]}
+    assert summary["class_pixels"]["urban"] == summary["class_pixels"]["road"] == 1
+    assert summary["missing_classes"] == []
+    found = {}
+    for chip in dataset["chips"]:
+        window = windows_of(chip)
+        with rasterio.open(chip["label_path"]) as label:
+            labels = label.read(1)
+        for name in ("urban", "road"):
+            for row, col in zip(*np.nonzero(labels == ids[name])):
+                found.setdefault(name, set()).add((int(window.row_off + row), int(window.col_off + col)))
+    assert found == {"urban": {(150, 100)}, "road": {(150, 101)}}
+    messages = [e["message"] for e in events.of_type("log")]
+    assert any(m.startswith("1 polygon(s) cover no pixel centre (smaller than a pixel") for m in messages)
+    assert not any("no training pixels" in m for m in messages)

@@ -4,6 +4,8 @@ Both sources give, for a window of the image grid, a uint8 array of class ids (0
 both settle the class schema first (given, stored with the data, or derived from the values), so that
 values outside the schema are refused before anything is written.
 """
+import math
+
 import numpy as np
 import rasterio
 from rasterio import windows as rio_windows
@@ -57,8 +59,16 @@ def _without_class_zero(features: list, class_field: str, events) -> list:
     return kept
 
 
+SUBPIXEL_CHECK_PIXELS = 256  # polygons whose bounding box holds at most this many pixel centres are checked
+
+
 class VectorLabels:
-    """Polygons (any geometries) burnt into each window; later features win where they overlap."""
+    """Polygons (any geometries) burnt into each window; later features win where they overlap.
+
+    A pixel is labelled by the polygon that covers its centre. A polygon that covers no pixel centre (smaller
+    than a pixel, or a sliver between centres) would label nothing and its class could vanish from training:
+    it is burnt on every pixel it touches instead, over other polygons' labels (it is the analyst's detail).
+    """
 
     kind = "vector"
 
@@ -103,6 +113,11 @@ class VectorLabels:
         self.fids = [fid for _, _, fid in features]
         self.classes = np.array([class_id for _, class_id in self.shapes], dtype=np.uint8)
         self.boxes = np.array([geometry_bounds(g) for g, _ in self.shapes], dtype=np.float64)
+        self.touching = self._without_pixel_centres(image)
+        if self.touching.any() and events is not None:
+            events.info(f"{int(self.touching.sum())} polygon(s) cover no pixel centre (smaller than a pixel of "
+                        f"{abs(image.res[0]):g} x {abs(image.res[1]):g}): each labels the pixels it touches, so "
+                        f"none is dropped.")
         left, bottom, right, top = image.bounds
         hits = ((self.boxes[:, 0] < right) & (self.boxes[:, 2] > left)
                 & (self.boxes[:, 1] < top) & (self.boxes[:, 3] > bottom))
@@ -111,6 +126,23 @@ class VectorLabels:
             raise BadInputError(f"None of the {len(self.shapes)} label polygons overlaps the raster: polygons span "
                                 f"{_fmt_box(box)}, the raster {_fmt_box(image.bounds)} (in the raster's CRS). "
                                 f"Choose the polygons drawn on this raster, or check the layers' CRS.")
+
+    def _without_pixel_centres(self, image) -> np.ndarray:
+        """Which polygons cover no pixel centre of the image grid (small ones checked: a polygon whose bounding
+        box holds more than :data:`SUBPIXEL_CHECK_PIXELS` centres is taken to cover one)."""
+        touching = np.zeros(len(self.shapes), dtype=bool)
+        for i, (left, bottom, right, top) in enumerate(self.boxes):
+            (row0, row1), (col0, col1) = rio_windows.from_bounds(left, bottom, right, top,
+                                                                 image.transform).toranges()
+            row0, row1 = max(0, math.floor(min(row0, row1))), min(image.height, math.ceil(max(row0, row1)))
+            col0, col1 = max(0, math.floor(min(col0, col1))), min(image.width, math.ceil(max(col0, col1)))
+            if row1 <= row0 or col1 <= col0 or (row1 - row0) * (col1 - col0) > SUBPIXEL_CHECK_PIXELS:
+                continue  # outside the raster, or big enough to be taken to cover a pixel centre
+            window = rio_windows.Window(col0, row0, col1 - col0, row1 - row0)
+            burnt = rasterize([(self.shapes[i][0], 1)], out_shape=(row1 - row0, col1 - col0), fill=0,
+                              dtype=np.uint8, transform=image.window_transform(window))
+            touching[i] = not burnt.any()
+        return touching
 
     def has_labels(self, bounds) -> bool:
         left, bottom, right, top = bounds
@@ -130,8 +162,14 @@ class VectorLabels:
         shape = (int(window.height), int(window.width))
         if hits.size == 0:
             return np.zeros(shape, dtype=np.int32)
-        return rasterize([(self.shapes[i][0], int(i) + 1) for i in hits], out_shape=shape, transform=transform,
-                         fill=0, dtype=np.int32)
+        index = rasterize([(self.shapes[i][0], int(i) + 1) for i in hits], out_shape=shape, transform=transform,
+                          fill=0, dtype=np.int32)
+        small = hits[self.touching[hits]]
+        if small.size:
+            touched = rasterize([(self.shapes[i][0], int(i) + 1) for i in small], out_shape=shape,
+                                transform=transform, fill=0, dtype=np.int32, all_touched=True)
+            index = np.where(touched > 0, touched, index)
+        return index
 
     def close(self):
         pass
