@@ -160,7 +160,7 @@ def test_a_sample_drawn_from_another_map_is_flagged(provider, tmp_path, zion, sh
     report = json.loads(Path(results["OUTPUT_JSON"]).read_text(encoding="utf-8"))
     mismatch = report["sample_map_class_differs"]
     assert mismatch["points_checked"] == 80 and 3 <= mismatch["points_differ"] <= 25
-    raw = report["summary"]["sample_counts"]["overall_accuracy"]
+    raw = report["summary"]["overall_accuracy"]  # the JSON's summary counts points (DESIGN.md)
     assert mismatch["points_differ"] == round((1 - raw) * 80)  # the points the map gets wrong
     assert "drawn from another map" in log and "drawn from another map" in report["area_estimate_note"]
     context.project().removeAllMapLayers()

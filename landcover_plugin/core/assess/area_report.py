@@ -118,14 +118,15 @@ PIXEL_COUNTS = "pixel counts"
 
 
 def weight_by_area(report: dict) -> None:
-    """With area estimates, the headline and per-class accuracies become the area-weighted estimates.
+    """With area estimates, add the area-weighted accuracies beside the count-based ones.
 
     A stratified sample over-represents small classes on purpose, so its raw point counts do not say how
     accurate the map is (a minority class with 50 of 400 points may cover 0.1 % of the map). Overall
-    accuracy, kappa, precision (user's), recall (producer's), F1 and IoU are then computed from the error
+    accuracy, kappa, precision (user's), recall (producer's), F1 and IoU are then also computed from the error
     matrix in estimated area proportions (Olofsson et al. 2014, eq. 9): the same overall, user's and
-    producer's accuracies as the area section. The count-based figures stay under ``summary.sample_counts``
-    and in the confusion matrix of points. ``summary.weighting`` says which the headline is.
+    producer's accuracies as the area section. The report's JSON keeps DESIGN.md's contract (``summary`` and
+    ``classes`` hold the count metrics) and adds them under ``area_weighted``; ``summary.weighting`` says which
+    the report shows as its headline (:func:`shown`).
     """
     summary = report["summary"]
     kind = report["inputs"]["reference_kind"]
@@ -135,16 +136,30 @@ def weight_by_area(report: dict) -> None:
     matrix = report["area_proportions"]
     ids = list(matrix["class_ids"])
     weighted = metrics_from_confusion(np.asarray(matrix["values"], dtype=np.float64).T)  # rows = reference
-    summary["sample_counts"] = {key: summary[key] for key in ("overall_accuracy", "kappa", "mean_iou", "macro_f1")}
-    summary.update({"weighting": WEIGHTED, "overall_accuracy": weighted["overall_accuracy"],
-                    "overall_ci95": report["overall_ci95"], "kappa": weighted["kappa"],
-                    "mean_iou": weighted["mean_iou"], "macro_f1": weighted["macro_f1"]})
+    summary["weighting"] = WEIGHTED
+    summary["area_weighted"] = {"overall_accuracy": weighted["overall_accuracy"],
+                                "overall_ci95": report["overall_ci95"], "kappa": weighted["kappa"],
+                                "mean_iou": weighted["mean_iou"], "macro_f1": weighted["macro_f1"]}
     position = {class_id: k for k, class_id in enumerate(ids)}
     for row in report["classes"]:
         k = position.get(row["id"])
-        row["sample_counts"] = {key: row[key] for key in ("precision", "recall", "f1", "iou")}
-        for key in ("precision", "recall", "f1", "iou"):
-            row[key] = weighted[key][k] if k is not None else float("nan")
+        row["area_weighted"] = {key: weighted[key][k] if k is not None else float("nan") for key in CLASS_METRICS}
+
+
+CLASS_METRICS = ("precision", "recall", "f1", "iou")
+
+
+def shown(report: dict) -> dict:
+    """The figures the report shows: with area-weighted accuracies (:func:`weight_by_area`), ``summary`` and
+    each class row carry them, and the count-based ones under ``sample_counts``; else ``report`` itself."""
+    summary = report["summary"]
+    if "area_weighted" not in summary:
+        return report
+    counts = {key: summary[key] for key in ("overall_accuracy", "kappa", "mean_iou", "macro_f1")}
+    view = dict(report, summary={**summary, **summary["area_weighted"], "sample_counts": counts})
+    view["classes"] = [{**row, **row["area_weighted"], "sample_counts": {key: row[key] for key in CLASS_METRICS}}
+                       for row in report["classes"]]
+    return view
 
 
 # -- plot ----------------------------------------------------------------------------------------

@@ -23,7 +23,16 @@ from ..errors import BadInputError, Cancelled
 from ..rasters import open_raster, read
 from ..schema import ClassInfo, ClassSchema, default_colour
 from ..vectors import read_labelled_geometries
-from .area_report import FEW_MARK, FEW_POINTS, area_html, area_interval, area_section, plot_areas, weight_by_area
+from .area_report import (
+    FEW_MARK,
+    FEW_POINTS,
+    area_html,
+    area_interval,
+    area_section,
+    plot_areas,
+    shown,
+    weight_by_area,
+)
 from .metrics import ConfusionCounter, metrics_from_confusion, to_jsonable
 from .options import AssessOptions
 from .reference import (
@@ -80,9 +89,10 @@ def assess_accuracy(options: AssessOptions, events) -> dict:
     report = _build_report(options, counts, schema, colour_table, area, events)
     _note_strata(report, *strata, events)
     _write_outputs(report, paths)
-    events.info("Accuracy (rows = reference, columns = classified):\n" + format_table(report))
+    view = shown(report)  # the JSON keeps the count metrics; the report, log and outputs show the weighted ones
+    events.info("Accuracy (rows = reference, columns = classified):\n" + format_table(view))
     events.info(_area_log(report))
-    summary = report["summary"]
+    summary = view["summary"]
     return {"OUTPUT_HTML": paths["html"], "OUTPUT_TABLE": paths["table"], "OUTPUT_JSON": paths["json"],
             "OUTPUT_CONFUSION": paths["confusion"], "OA": summary["overall_accuracy"],
             "KAPPA": summary["kappa"], "MIOU": summary["mean_iou"], "PIXELS_ASSESSED": summary["pixels_assessed"],
@@ -360,14 +370,15 @@ def _build_report(options, counts, schema, colour_table, area, events) -> dict:
 
 
 def _write_outputs(report: dict, paths: dict) -> None:
-    """Write every output under a temporary name, then rename them all (the HTML last)."""
-    staged = []
+    """Write every output under a temporary name, then rename them all (the HTML last). The JSON is ``report``
+    (DESIGN.md's contract), the others show :func:`shown`'s figures."""
+    staged, data, report = [], report, shown(report)
     try:
         for path in paths.values():
             os.makedirs(os.path.dirname(path), exist_ok=True)
         writers = [("table", lambda f: write_table_csv(report, f)),
                    ("confusion", lambda f: write_confusion_csv(report, f)),
-                   ("json", lambda f: _write_text(f, json.dumps(report, indent=1))),
+                   ("json", lambda f: _write_text(f, json.dumps(data, indent=1))),
                    ("confusion_png", lambda f: plot_confusion(report, f)),
                    ("per_class_png", lambda f: plot_per_class(report, f)),
                    ("html", lambda f: _write_text(f, render_html(
