@@ -18,7 +18,7 @@ from qgis.core import (
 from ..core.assess.options import AssessOptions
 from ..core.errors import BadInputError
 from ..core.schema import ClassSchema
-from ..qgis_glue.layers import raster_layer_to_path, vector_layer_to_gpkg
+from ..qgis_glue.layers import class_field_candidates, raster_layer_to_path, vector_layer_to_gpkg
 from ..qgis_glue.training_layer import schema_for_layer, schema_to_argument
 from .base import EngineAlgorithm
 
@@ -174,7 +174,7 @@ class AssessAccuracyAlgorithm(EngineAlgorithm):
             if not field:
                 raise QgsProcessingException(
                     f"Choose the class field of '{vector.name()}' (the field holding class names or ids); "
-                    f"its fields are: {', '.join(vector.fields().names())}.")
+                    f"its fields are: {', '.join(class_field_candidates(vector)) or '(none)'}.")
             # a sample's map_class (its stratum) travels too: the engine checks it against the map assessed
             keep = [field] + [f for f in ("map_class",) if f != field and f in vector.fields().names()]
             options.reference_vector = vector_layer_to_gpkg(vector, context, feedback, classified.crs(), fields=keep)

@@ -102,7 +102,7 @@ def vector_layer_to_gpkg(layer, context, feedback, target_crs, selected_only: bo
     if fields:
         # A field named like the GeoPackage's feature id column becomes the copy's feature ids, not an attribute
         # the engine can read: a GeoPackage's own 'fid' numbers the features, it holds no class.
-        usable = ", ".join(n for n in layer.fields().names() if n.lower() != FID_COLUMN) or "(none)"
+        usable = ", ".join(class_field_candidates(layer)) or "(none)"
         ids = [f for f in fields if f.lower() == FID_COLUMN]
         if ids:
             raise QgsProcessingException(f"'{ids[0]}' is the feature id of '{layer.name()}' (one number per "
@@ -119,6 +119,11 @@ def vector_layer_to_gpkg(layer, context, feedback, target_crs, selected_only: bo
         raise QgsProcessingException(f"Could not copy '{layer.name()}' into the raster's CRS "
                                      f"({target_crs.authid() or target_crs.description()}): {message}")
     return target
+
+
+def class_field_candidates(layer) -> list:
+    """The fields of ``layer`` that can hold a class: all but a GeoPackage's feature id column."""
+    return [name for name in layer.fields().names() if name.lower() != FID_COLUMN]
 
 
 def _check_transform(layer, transform, target_crs) -> None:

@@ -117,6 +117,7 @@ def test_missing_or_double_reference_fails_with_a_clear_message(provider, tmp_pa
     polygons = QgsVectorLayer(str(shared_data / "eolearn" / "lulc_polygons.gpkg"), "lulc", "ogr")
     _, ok, log = run_algorithm({"CLASSIFIED": lulc, "REFERENCE_VECTOR": polygons, **outputs})
     assert not ok and "class field" in log and "LULC_NAME" in log
+    assert "fid" not in log.split("its fields are:")[1]  # a GeoPackage's feature id holds no class
     _, ok, log = run_algorithm({"CLASSIFIED": lulc, "REFERENCE_VECTOR": polygons, "CLASS_FIELD": "LULC_NAME",
                                 **outputs})
     assert not ok and "grassland" in log and "class list" in log
