@@ -181,6 +181,7 @@ class AssessAccuracyAlgorithm(EngineAlgorithm):
             options.class_field = field
         else:
             options.reference_raster = raster_layer_to_path(raster, context, feedback)
+        options.reference_source = (vector or raster).publicSource()  # the report names the analyst's layer
         return options
 
     def processing_outputs(self, outputs, context, feedback) -> dict:

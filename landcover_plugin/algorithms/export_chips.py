@@ -164,10 +164,12 @@ class ExportChipsAlgorithm(EngineAlgorithm):
             options.labels_vector = vector_layer_to_gpkg(polygons, context, feedback, raster.crs(),
                                                          selected_only=selected, fields=[field] + names)
             options.class_field = field
+            options.labels_source = polygons.publicSource()  # dataset.json names the analyst's layer, not the copy
         else:
             labels_raster = self.parameterAsRasterLayer(parameters, self.LABELS_RASTER, context)
             schema = schema_for_layer(labels_raster)
             options.labels_raster = raster_layer_to_path(labels_raster, context, feedback)
+            options.labels_source = labels_raster.publicSource()
         if schema is not None:
             feedback.pushInfo("Classes of the labels layer: " + ", ".join(f"{c.id}={c.name}" for c in schema))
             options.schema = schema_to_argument(schema)

@@ -85,6 +85,9 @@ def test_polygons_in_another_crs_against_a_classified_map(provider, tmp_path, sh
     assert "Overall accuracy" in log and "fallen_dry" in log  # the accuracy table is in the log
     report = json.loads(Path(results["OUTPUT_JSON"]).read_text(encoding="utf-8"))
     assert report["confusion_matrix"]["names"] == names
+    # the engine read a temporary copy in the map's CRS; the report names the analyst's layer
+    assert report["inputs"]["reference"].split("|")[0] == str(wgs84)
+    assert str(wgs84) in html.read_text(encoding="utf-8")
 
 
 def test_reference_raster_and_temporary_outputs(provider, tmp_path, shared_data):

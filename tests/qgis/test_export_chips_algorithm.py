@@ -60,6 +60,8 @@ def test_park_polygons_in_another_crs(provider, shared_data, tmp_path):
     assert results["CHIPS"] == len(dataset["chips"]) == results["TRAIN_CHIPS"] + results["VAL_CHIPS"]
     assert results["VAL_CHIPS"] > 0 and "chips" in log  # the summary is in the log
     assert json.loads(results["CLASS_PIXELS"]) == {"ZION": int(label_pixels(tmp_path / "park")[1])}
+    # the engine read a temporary copy in the raster's CRS; dataset.json names the analyst's layer
+    assert dataset["source"]["labels"].split("|")[0] == str(shared_data / "zion/park_boundary.gpkg")
     # labels are where GDAL burns the park (reprojecting it itself) on the image grid
     with rasterio.open(shared_data / "zion/landsat8_2015_b2345.tif") as src:
         memory = gdal.GetDriverByName("MEM").Create("", src.width, src.height, 1, gdal.GDT_Byte)

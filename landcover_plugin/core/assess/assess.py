@@ -347,7 +347,8 @@ def _build_report(options, counts, schema, colour_table, area, events) -> dict:
     report = {
         "schema_version": 1,
         "inputs": {"classified": os.path.abspath(options.classified),
-                   "reference": os.path.abspath(options.reference_vector or options.reference_raster),
+                   "reference": options.reference_source or os.path.abspath(options.reference_vector
+                                                                            or options.reference_raster),
                    "reference_kind": counts["reference_kind"], "class_field": options.class_field},
         "convention": "confusion matrix rows = reference classes, columns = classified classes; "
                       "precision = user's accuracy, recall = producer's accuracy",

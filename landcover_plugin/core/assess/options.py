@@ -12,6 +12,9 @@ class AssessOptions:
     class_field: Optional[str] = option(None, help="field of the reference polygons holding class names or ids")
     layer: Optional[str] = option(None, help="layer name of the reference vector file (default: the first)")
     reference_raster: Optional[str] = option(None, help="reference raster of class ids (any grid and CRS)")
+    reference_source: Optional[str] = option(
+        None, help="what the report names as the reference (default: the reference file); the plugin gives the "
+                   "analyst's layer when it hands the engine a temporary copy of it")
     classes: Optional[str] = option(
         None, help="class list as JSON text or a JSON file: [{id, name, colour}, ...] or {\"classes\": [...]}; "
                    "default: the classified raster's categories")

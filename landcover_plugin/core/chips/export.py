@@ -8,6 +8,7 @@ then ``dataset.json`` (see :mod:`dataset_json`). Everything is written into a hi
 that replaces the output folder only on success.
 """
 import json
+import os
 import time
 from pathlib import Path
 
@@ -78,7 +79,7 @@ def export_chips(options: ChipExportOptions, events=None) -> dict:
             events.info(f"Classes ({labels.schema_origin}): "
                         + ", ".join(f"{c.id}={c.name}" for c in labels.schema))
             summary = _export(image, labels, folder, chip_size, stride, min_labelled, val_fraction, seed, events,
-                              started, raster_path, labels_vector or labels_raster, class_field)
+                              started, raster_path, o.labels_source or labels_vector or labels_raster, class_field)
         finally:
             labels.close()
     summary["output_dir"] = str(folder)
@@ -232,7 +233,7 @@ def _dataset_content(image, labels, chips, stats, chip_size, stride, split_info,
         "distinct_val_class_pixels": distinct["val"],
         "min_labelled": float(min_labelled),
         "split": split_info,
-        "source": {"image": str(Path(raster_path).absolute()), "labels": str(Path(labels_path).absolute()),
+        "source": {"image": str(Path(raster_path).absolute()), "labels": _source_text(labels_path),
                    "labels_kind": labels.kind, "class_field": class_field, "schema_origin": labels.schema_origin},
         "summary": summary,
         "chips": chips,
@@ -289,3 +290,9 @@ def export_command(options: ChipExportOptions, events) -> dict:
             "CLASS_PIXELS": json.dumps(summary["class_pixels"]),
             "MISSING_CLASSES": ", ".join(summary["missing_classes"]),
             "RARE_CLASSES": ", ".join(summary["rare_classes"]), "SUMMARY": summary}
+
+
+def _source_text(path: str) -> str:
+    """A file's absolute path; a data source that is not a plain path (``file.gpkg|layername=x``, a database
+    connection) as given."""
+    return str(Path(path).absolute()) if os.path.exists(path) else str(path)

@@ -27,6 +27,9 @@ class ChipExportOptions:
     class_field: Optional[str] = option(None, help="attribute holding the class (numeric id or name)")
     fids: Optional[Sequence[int]] = option(None, help="comma-separated feature ids to use (default: all)")
     labels_raster: Optional[str] = option(None, help="classified raster to use as labels instead of polygons")
+    labels_source: Optional[str] = option(
+        None, help="what dataset.json records as the labels' source (default: the labels file); the plugin gives "
+                   "the analyst's layer when it hands the engine a temporary copy of it")
     schema: Optional[object] = option(
         None, to_text=schema_to_text,
         help="class schema: JSON text or a JSON file (list of {id, name, colour}); default: from the labels")
