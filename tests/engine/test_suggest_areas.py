@@ -11,6 +11,7 @@ from landcover_plugin.core.classify.options import ClassifyOptions
 from landcover_plugin.core.classify.run import classify_raster
 from landcover_plugin.core.errors import BadInputError
 from landcover_plugin.core.events import RecordingEvents
+from landcover_plugin.core.suggest import suggest as suggest_module
 from landcover_plugin.core.suggest.options import SuggestOptions
 from landcover_plugin.core.suggest.suggest import suggest_areas
 
@@ -161,6 +162,25 @@ def test_squares_on_edge_pixels_are_shifted_inside_the_raster(shared_data, tmp_p
         covered |= {(r, c) for r, c in corners if left <= (transform * (c + 0.5, r + 0.5))[0] <= right
                     and bottom <= (transform * (c + 0.5, r + 0.5))[1] <= top}
     assert covered == set(corners)
+
+
+def test_thinning_keeps_the_most_uncertain_pixels(shared_data, tmp_path):
+    """More candidates than the cap, most at 95 %: the 36 pixels at 100 % must all stay candidates (a uniform
+    thinning kept about one in eight of them, and most places went to 95 % pixels)."""
+    with rasterio.open(shared_data / "zion" / "landsat8_2015_b2345.tif") as src:
+        profile = src.profile
+    height, width = profile["height"], profile["width"]
+    profile.update(count=1, dtype="uint8", nodata=255)
+    uncertainty = np.full((height, width), 95, dtype=np.uint8)
+    uncertainty[100:height - 100:240, 100:width - 100:180] = 100
+    assert (uncertainty == 100).sum() == 36 and uncertainty.size > 5 * suggest_module.MAX_CANDIDATES
+    path = tmp_path / "u.tif"
+    with rasterio.open(path, "w", **profile) as dst:
+        dst.write(uncertainty, 1)
+    suggest_areas(SuggestOptions(tmp_path / "s.gpkg", uncertainty=path, count=20), RecordingEvents())
+    source = ogr.Open(str(tmp_path / "s.gpkg"))  # kept: the layer dies with it
+    layer = source.GetLayerByName("suggested_areas")
+    assert sorted(feature.GetField("uncertainty") for feature in layer) == [100] * 20
 
 
 def test_the_distance_is_reported_in_the_crs_unit(classified, tmp_path):

@@ -6,9 +6,10 @@ over the map. Python API: ``suggest_areas(SuggestOptions(...), events)``.
     python -m landcover_plugin.core.engine suggest-areas --raster image.tif --model model.onnx --output s.gpkg
 
 Two passes over the uncertainty raster keep memory bounded: a histogram of its values, then the pixels at
-or above the value that leaves at least ``CANDIDATES_PER_PLACE`` candidates a place (randomly thinned to
-at most ``MAX_CANDIDATES``). Candidates are taken most uncertain first (ties in random order) when at
-least the minimum distance from every place taken; when too few are left, the distance is halved.
+or above the value that leaves at least ``CANDIDATES_PER_PLACE`` candidates a place (at most
+``MAX_CANDIDATES``: the most uncertain values are all kept, the least uncertain value kept is thinned at
+random). Candidates are taken most uncertain first (ties in random order) when at least the minimum distance
+from every place taken; when too few are left, the distance is halved.
 
 The output is a training-areas layer (DESIGN.md, the "Create training areas layer" schema): squares of
 ``size`` pixels in the raster's CRS with an empty class field for the analyst to fill, and hints:
@@ -64,7 +65,7 @@ def suggest_areas(options: SuggestOptions, events) -> dict:
                     raise BadInputError("The uncertainty raster is all no data: nothing to suggest.")
                 threshold = _threshold(histogram, o.count * CANDIDATES_PER_PLACE)
                 rng = np.random.default_rng(o.seed)
-                keep = min(1.0, MAX_CANDIDATES / histogram[threshold:].sum())
+                keep = _keep_shares(histogram, threshold)
                 candidates = _candidates(src, others, windows, threshold, keep, rng, bool(confidence), events)
                 pixel = abs(src.transform.a)
                 distance = o.min_distance
@@ -200,6 +201,24 @@ def _threshold(histogram, wanted: int) -> int:
     return int(enough.max()) if enough.size else 0
 
 
+def _keep_shares(histogram, threshold: int, most: int = MAX_CANDIDATES) -> np.ndarray:
+    """The share of pixels to keep as candidates, by uncertainty value (0..255): every pixel of the highest values
+    while they number at most ``most``, a random share of the next value to make up ``most``, none below it or
+    below ``threshold``. (A uniform thinning of everything above ``threshold`` could drop pixels of 100 % and
+    keep ones of 95 %.)"""
+    shares = np.zeros(256, dtype=np.float64)
+    taken = 0
+    for value in range(100, threshold - 1, -1):
+        count = int(histogram[value])
+        if count == 0:
+            continue
+        shares[value] = min(1.0, (most - taken) / count)
+        taken += count
+        if taken >= most:
+            break
+    return shares
+
+
 def _candidates(src, others, windows, threshold, keep, rng, has_confidence, events) -> dict:
     rows, cols, values, classes, probability = [], [], [], [], []
     for number, window in enumerate(windows, 1):
@@ -207,8 +226,9 @@ def _candidates(src, others, windows, threshold, keep, rng, has_confidence, even
         events.progress(0.4 + 0.5 * number / len(windows), "finding uncertain places")
         data = _values(src, window)
         r, c = np.nonzero((data >= threshold) & (data != NODATA))
-        if keep < 1.0:
-            chosen = rng.random(r.size) < keep
+        share = keep[data[r, c]]
+        if (share < 1.0).any():
+            chosen = rng.random(r.size) < share
             r, c = r[chosen], c[chosen]
         rows.append(r + int(window.row_off))
         cols.append(c + int(window.col_off))
