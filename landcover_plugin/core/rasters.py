@@ -18,6 +18,28 @@ def open_raster(path, what: str = "raster", fix: str = GDAL_FIX):
         raise BadInputError(f"Cannot open the {what} {path} ({exc}). {fix}") from exc
 
 
+WRITTEN_AS = {"classified": "the classified map (the Output of 'Classify raster with model')",
+              "uncertainty": "the uncertainty raster (the Uncertainty output of 'Classify raster with model')"}
+
+
+def written_as(dataset):
+    """Which of the classifier's rasters ``dataset`` is, by what the classifier writes in it: "classified" (its
+    ``landcover_classes`` tag), "uncertainty" (its band description), or None (any other raster)."""
+    if "landcover_classes" in dataset.tags():
+        return "classified"
+    if (dataset.descriptions[0] or "").startswith("uncertainty ("):
+        return "uncertainty"
+    return None
+
+
+def check_written_as(dataset, wanted: str, path) -> None:
+    """Refuse one of the classifier's rasters given where another of them is wanted (an uncertainty raster as
+    the classified map, say): the run would go on and report nonsense (an overall accuracy of 0 %)."""
+    kind = written_as(dataset)
+    if kind is not None and kind != wanted:
+        raise BadInputError(f"{path} is {WRITTEN_AS[kind]}, not {WRITTEN_AS[wanted]}. Give that one here.")
+
+
 def read(dataset, *args, **kwargs):
     """``dataset.read(*args, **kwargs)``; a damaged or truncated file is a :class:`BadInputError` naming it."""
     try:

@@ -96,6 +96,12 @@ def test_bad_inputs_name_the_fix(classified, tmp_path, shared_data):
         other_grid = shared_data / "rstoolbox" / "landsat5_1988_7band.tif"
         suggest_areas(SuggestOptions(tmp_path / "a.gpkg", uncertainty=result["UNCERTAINTY"], classified=other_grid),
                       RecordingEvents())
+    # the classifier's rasters swapped: the map as the uncertainty reads as "8 % uncertain" everywhere
+    with pytest.raises(BadInputError, match="is the classified map .*, not the uncertainty raster"):
+        suggest_areas(SuggestOptions(tmp_path / "a.gpkg", uncertainty=result["OUTPUT"]), RecordingEvents())
+    with pytest.raises(BadInputError, match="is the uncertainty raster .*, not the classified map"):
+        suggest_areas(SuggestOptions(tmp_path / "a.gpkg", uncertainty=result["UNCERTAINTY"],
+                                     classified=result["UNCERTAINTY"]), RecordingEvents())
     assert not list(tmp_path.iterdir())
 
 
@@ -162,6 +168,18 @@ def test_squares_on_edge_pixels_are_shifted_inside_the_raster(shared_data, tmp_p
         covered |= {(r, c) for r, c in corners if left <= (transform * (c + 0.5, r + 0.5))[0] <= right
                     and bottom <= (transform * (c + 0.5, r + 0.5))[1] <= top}
     assert covered == set(corners)
+
+
+def test_assess_refuses_the_uncertainty_raster_as_the_map(classified, tmp_path, shared_data):
+    """Assessed as a map, the uncertainty raster scored an overall accuracy of 0 % without a word."""
+    from landcover_plugin.core.assess.assess import assess_accuracy
+    from landcover_plugin.core.assess.options import AssessOptions
+
+    with pytest.raises(BadInputError, match="is the uncertainty raster .*, not the classified map"):
+        assess_accuracy(AssessOptions(classified[0]["UNCERTAINTY"],
+                                      reference_raster=str(shared_data / "zion" / "nlcd2011_8class.tif"),
+                                      output_folder=str(tmp_path / "out")), RecordingEvents())
+    assert not (tmp_path / "out").exists()
 
 
 def test_thinning_keeps_the_most_uncertain_pixels(shared_data, tmp_path):

@@ -20,7 +20,7 @@ from rasterio.windows import transform as window_transform
 
 from ..classified_raster import embedded_classes
 from ..errors import BadInputError, Cancelled
-from ..rasters import open_raster, read
+from ..rasters import check_written_as, open_raster, read
 from ..schema import ClassInfo, ClassSchema, default_colour
 from ..vectors import read_labelled_geometries
 from .area_report import (
@@ -72,6 +72,7 @@ def assess_accuracy(options: AssessOptions, events) -> dict:
 
     schema, colour_table = _load_schema(options.classes, classified, events)
     with open_raster(classified, "classified raster") as src:
+        check_written_as(src, "classified", classified)
         if not np.issubdtype(np.dtype(src.dtypes[0]), np.integer):
             raise BadInputError(f"The classified raster has pixel type {src.dtypes[0]}; it must hold integer "
                                 "class ids (1..254, 0 = no data). Choose the classified map, not a confidence "

@@ -28,7 +28,7 @@ from rasterio.windows import Window
 from ..classified_raster import embedded_classes
 from ..errors import BadInputError, Cancelled
 from ..output_folder import file_in_place
-from ..rasters import open_raster, read
+from ..rasters import check_written_as, open_raster, read
 from ..sample.draw import SCHEMA_TABLE, write_table
 from .options import SuggestOptions
 
@@ -46,12 +46,15 @@ def suggest_areas(options: SuggestOptions, events) -> dict:
     with tempfile.TemporaryDirectory(prefix="landcover_suggest_") as work:
         uncertainty, classified, confidence = _inputs(o, work, events)
         with open_raster(uncertainty, "uncertainty raster") as src:
+            check_written_as(src, "uncertainty", uncertainty)
             if src.dtypes[0] != "uint8":
                 raise BadInputError(f"The uncertainty raster {uncertainty} holds {src.dtypes[0]} values; give the "
                                     "uint8 uncertainty raster that 'Classify raster with model' writes.")
             others = [open_raster(p, what) for p, what in ((classified, "classified raster"),
                                                            (confidence, "confidence raster")) if p]
             try:
+                if classified:
+                    check_written_as(others[0], "classified", classified)
                 for other in others:
                     if (other.width, other.height) != (src.width, src.height) or \
                             not other.transform.almost_equals(src.transform):
