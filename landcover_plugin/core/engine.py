@@ -125,10 +125,22 @@ def main(argv=None) -> int:
             sys.stdout = real_stdout
 
 
+def _enter_caller_folder() -> None:
+    """Work in the folder of whoever started the engine (``LANDCOVER_CALLER_DIR``, set by the plugin's runner),
+    so that relative paths in the command mean what they meant there: the runner starts the engine in the
+    plugin's folder, never where QGIS happens to be (a stray module there must not shadow ours), and
+    ``qgis_process run ... -- INPUT=scene.tif OUTPUT=map.tif`` in a data folder then read and wrote the wrong
+    folder. The engine's own packages come from PYTHONPATH, so changing folder does not change what it imports."""
+    folder = os.environ.get("LANDCOVER_CALLER_DIR")
+    if folder and os.path.isdir(folder):
+        os.chdir(folder)
+
+
 def _run(argv, events) -> int:
     events.install_cancel_handler()
     args = build_parser().parse_args(argv)
     command = COMMANDS[args.command]
+    _enter_caller_folder()
     try:
         run = command.load()
     except ImportError as exc:  # a package missing from the engine environment

@@ -63,12 +63,19 @@ def engine_cwd() -> str:
     return str(PLUGIN_DIR.parent)
 
 
+CALLER_DIR = "LANDCOVER_CALLER_DIR"  # the folder relative paths are read from (the engine starts elsewhere)
+
+
 def engine_environment(base=None) -> dict:
     env = dict(os.environ if base is None else base)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (engine_pythonpath(), env.get("PYTHONPATH")) if p)
     env["PYTHONSAFEPATH"] = "1"  # Python 3.11+: never put the start folder on sys.path (older ones ignore it)
     env["PYTHONUNBUFFERED"] = "1"
     env["PYTHONIOENCODING"] = "utf-8"
+    try:  # relative paths in the command are the caller's (qgis_process run in a data folder): see engine.py
+        env[CALLER_DIR] = os.getcwd()
+    except OSError:  # the caller's folder was deleted: relative paths cannot mean anything
+        env.pop(CALLER_DIR, None)
     env.pop("PYTHONHOME", None)  # QGIS's own Python home must not leak into another interpreter
     return env
 

@@ -84,6 +84,23 @@ def test_a_raster_with_the_wrong_bands_fails_with_the_engines_message(provider, 
     assert not (tmp_path / "out.tif").exists()
 
 
+def test_relative_paths_are_the_callers(provider, model, zion_layer, tmp_path, monkeypatch):
+    """``qgis_process run ... -- INPUT=scene.tif OUTPUT=map.tif`` in a data folder: the engine starts in the plugin's
+    folder, and read and wrote relative paths there ("The raster scene.tif does not exist")."""
+    import shutil
+    shutil.copy(zion_layer.source(), tmp_path / "scene.tif")
+    shutil.copy(model, tmp_path / "model.onnx")
+    monkeypatch.chdir(tmp_path)
+    extent = a_piece(zion_layer)
+    results = processing.run("landcover:classify_raster", {
+        "INPUT": "scene.tif", "MODEL": "model.onnx", "OUTPUT": "map.tif", "DEVICE": 1,
+        "EXTENT": f"{extent.xMinimum()},{extent.xMaximum()},{extent.yMinimum()},{extent.yMaximum()}"})
+    assert (tmp_path / "map.tif").is_file() and (tmp_path / "map.qml").is_file()
+    with rasterio.open(tmp_path / "map.tif") as out:
+        assert out.width > 250 and set(out.read(1).ravel().tolist()) <= {0, 1, 2, 3}
+    assert results["OUTPUT"] in ("map.tif", str(tmp_path / "map.tif"))
+
+
 def test_a_foreign_model_with_class_names_from_the_user(provider, zion_layer, tmp_path):
     bare = export(tiny_net(4, 3, seed=2), tmp_path / "bare.onnx", 4, 64)
     extent = a_piece(zion_layer)
