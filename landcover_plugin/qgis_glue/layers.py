@@ -37,7 +37,7 @@ def raster_layer_to_path(layer, context, feedback, extent: QgsRectangle = None, 
     """
     if layer is None or not layer.isValid():
         raise QgsProcessingException("The raster layer is not valid: check that its source still exists.")
-    if not layer.crs().isValid():
+    if not has_crs(layer):
         raise QgsProcessingException(f"The raster layer '{layer.name()}' has no coordinate reference system. "
                                      f"Set it in the layer's properties (Source > Assigned CRS).")
     path = raster_file_path(layer)
@@ -83,9 +83,11 @@ def vector_layer_to_gpkg(layer, context, feedback, target_crs, selected_only: bo
     temporary GeoPackage in ``target_crs``; returns its path."""
     if layer is None or not layer.isValid():
         raise QgsProcessingException("The vector layer is not valid: check that its source still exists.")
-    if not layer.crs().isValid():
-        raise QgsProcessingException(f"The vector layer '{layer.name()}' has no coordinate reference system. "
-                                     f"Set it in the layer's properties (Source > Assigned CRS).")
+    if not has_crs(layer):
+        raise QgsProcessingException(f"The vector layer '{layer.name()}' has no coordinate reference system, so its "
+                                     f"features cannot be placed on the raster. Set it in the layer's properties "
+                                     f"(Source > Assigned Coordinate Reference System; the raster's, if it was "
+                                     f"digitised on it), then run again.")
     if selected_only and layer.selectedFeatureCount() == 0:
         raise QgsProcessingException(f"'Selected features only' is on but no feature of '{layer.name()}' is "
                                      f"selected. Select the training polygons or turn the option off.")
@@ -124,6 +126,12 @@ def vector_layer_to_gpkg(layer, context, feedback, target_crs, selected_only: bo
 def class_field_candidates(layer) -> list:
     """The fields of ``layer`` that can hold a class: all but a GeoPackage's feature id column."""
     return [name for name in layer.fields().names() if name.lower() != FID_COLUMN]
+
+
+def has_crs(layer) -> bool:
+    """False for a layer without a CRS, also a GeoPackage's written without one: QGIS reads those as a valid
+    "Undefined geographic SRS" (srs_id 0) or "Undefined Cartesian SRS" (srs_id -1)."""
+    return layer.crs().isValid() and not layer.crs().description().startswith("Undefined ")
 
 
 def _check_transform(layer, transform, target_crs) -> None:

@@ -193,3 +193,28 @@ def test_a_class_field_the_layer_lacks_or_its_feature_id_names_the_usable_fields
     assert not ok and "'fid' is the feature id of 'my polygons' (one number per feature), not a class" in log
     assert "Its fields are: class." in log and "'labels'" not in log
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+
+
+def test_polygons_without_a_crs_are_refused_naming_it(provider, shared_data, tmp_path):
+    """Polygons in a GeoPackage written without a CRS (it reads as "Undefined geographic SRS"): said as such (it
+    read "do not transform to valid coordinates" with an empty CRS in brackets), before anything is written."""
+    from osgeo import ogr
+    image = QgsRasterLayer(str(shared_data / "zion/landsat8_2015_b2345.tif"), "zion")
+    source = ogr.Open(str(shared_data / "zion/training_polygons_sparse.gpkg"))
+    path = tmp_path / "nocrs.gpkg"
+    target = ogr.GetDriverByName("GPKG").CreateDataSource(str(path))
+    out = target.CreateLayer("nocrs", None, ogr.wkbPolygon)  # no spatial reference
+    out.CreateField(ogr.FieldDefn("class_id", ogr.OFTInteger))
+    for feature in source.GetLayer(0):
+        copy = ogr.Feature(out.GetLayerDefn())
+        copy.SetGeometry(feature.GetGeometryRef().Clone())
+        copy.SetField("class_id", feature.GetField("class_id"))
+        out.CreateFeature(copy)
+    target = source = None
+    layer = QgsVectorLayer(str(path), "nocrs", "ogr")
+    assert layer.isValid() and layer.crs().authid() == ""
+    results, ok, log = run("export_label_chips", {"INPUT": image, "LABELS": layer, "CLASS_FIELD": "class_id",
+                                                  "CHIP_SIZE": 64, "OUTPUT": str(tmp_path / "chips")})
+    assert not ok and "'nocrs' has no coordinate reference system" in log
+    assert "Assigned Coordinate Reference System" in log
+    assert not (tmp_path / "chips").exists()
