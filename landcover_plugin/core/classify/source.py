@@ -22,6 +22,7 @@ from rasterio.windows import Window
 
 from ..band_choice import choose_bands, describe_model_bands, parse_bands
 from ..errors import BadInputError
+from ..ground import raster_pixel_size
 from ..rasters import check_pixel_type, open_raster, read, valid_mask
 from .preflight import band_statistics_warning, check_band_statistics
 
@@ -204,11 +205,16 @@ def _target_grid(src, model, resample: bool, events):
             raise BadInputError(message + " before resampling it to the model's resolution.")
         events.warning(message + " if the classes look wrong.")
         return None
-    metres = src.res[0] * src.crs.linear_units_factor[1]
+    size = raster_pixel_size(src.crs, src.transform, src.width, src.height, _crs_text(src.crs))
+    if size.stretched:  # e.g. Web Mercator: its units are not ground metres away from the equator
+        events.info(f"The raster's pixel size is {size.note()} (its CRS stretches distances there): the size on "
+                    f"the ground is what is compared with the model's {model_res:g} m.")
+    metres = size.ground
     ratio = metres / model_res
     if not resample:
         if not 1 / RESOLUTION_TOLERANCE <= ratio <= RESOLUTION_TOLERANCE:
-            events.warning(f"The raster's resolution is {metres:g} m per pixel but the model was trained at "
+            events.warning(f"The raster's resolution is {metres:g} m per pixel"
+                           f"{' on the ground' if size.stretched else ''} but the model was trained at "
                            f"{model_res:g} m per pixel ({ratio:.2f}x): objects will look "
                            f"{'smaller' if ratio > 1 else 'larger'} "
                            f"than in training. Turn on resampling to the model's resolution, or use a "
@@ -217,10 +223,11 @@ def _target_grid(src, model, resample: bool, events):
     if abs(ratio - 1) < 0.01:
         events.info(f"The raster is already at the model's resolution ({model_res:g} m): not resampled.")
         return None
-    step = model_res / src.crs.linear_units_factor[1]
+    step = model_res / (src.crs.linear_units_factor[1] * size.scale)  # CRS units per model pixel
     left, bottom, right, top = src.bounds
     width, height = max(1, round((right - left) / step)), max(1, round((top - bottom) / step))
-    events.info(f"Resampled (bilinear) from {metres:g} m to the model's {model_res:g} m per pixel: "
+    units = f" ({step:.4g} {size.crs_name} units)" if size.stretched else ""
+    events.info(f"Resampled (bilinear) from {metres:g} m to the model's {model_res:g} m per pixel{units}: "
                 f"{src.width}x{src.height} -> {width}x{height} px; the classified raster is on that grid.")
     return {"transform": rasterio.transform.from_origin(left, top, step, step), "width": width, "height": height}
 

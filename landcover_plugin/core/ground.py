@@ -1,0 +1,102 @@
+"""A pixel's size on the ground, for comparing a raster's resolution with a model's.
+
+A projected CRS's units are metres on the ground only where its scale factor is 1. Web Mercator (EPSG:3857)
+stretches them by 1/cos(latitude): a 30 m Landsat pixel at 37 deg N is 37.8 EPSG:3857 units wide. A model
+learnt objects at a size on the ground, so the classifier compares (and resamples to) ground metres.
+
+The ground size is measured at a point: the distance on the CRS's ellipsoid between neighbouring pixel centres,
+along each side of the pixel. Neighbouring centres are so close that the ellipsoid's local radii of curvature
+give that distance exactly (to ~1e-10 of it). The pixel's ground size is the side of the square of the same area
+(the geometric mean of its two sides), so an equal-area projection (e.g. CONUS Albers, EPSG:5070) keeps its
+nominal size. A ground size within :data:`GROUND_TOLERANCE` of the nominal one is taken to be the nominal one:
+UTM (scale factor 0.9996 to ~1.001 in its zone) and other low-distortion projections are read as they say.
+
+GDAL's ``osr`` only (no pyproj: it is not among the engine's requirements); QGIS-free.
+"""
+import math
+from dataclasses import dataclass
+
+GROUND_TOLERANCE = 0.01  # ground and nominal sizes closer than 1 % are the same: the CRS's units are metres
+
+
+@dataclass(frozen=True)
+class PixelSize:
+    """A raster's pixel size in metres: ``nominal`` as its CRS's units say, ``ground`` on the ground at a point
+    (equal to ``nominal`` within :data:`GROUND_TOLERANCE`, or when it cannot be measured)."""
+    nominal: float
+    ground: float
+    crs_name: str = ""
+
+    @property
+    def scale(self) -> float:
+        """Ground metres per nominal metre."""
+        return self.ground / self.nominal
+
+    @property
+    def stretched(self) -> bool:
+        return self.ground != self.nominal
+
+    def note(self) -> str:
+        """E.g. '37.8 m per pixel in EPSG:3857 units, 30.0 m on the ground at the raster's centre'."""
+        return (f"{self.nominal:.1f} m per pixel in {self.crs_name or 'the CRS'} units, {self.ground:.1f} m on "
+                f"the ground at the raster's centre")
+
+
+def ground_scale(crs_wkt: str, x: float, y: float, dx=(1.0, 0.0), dy=(0.0, 1.0)) -> float:
+    """Ground metres per metre of the CRS's (linear) units at ``x``, ``y`` (CRS coordinates), measured along the
+    steps ``dx`` and ``dy`` (CRS units: a pixel's two sides); 1.0 within :data:`GROUND_TOLERANCE`, and for a CRS
+    that is not projected or a point it cannot place on the ellipsoid."""
+    measured = _measure(crs_wkt, x, y, dx, dy)
+    if measured is None or not math.isfinite(measured) or measured <= 0 or abs(measured - 1) <= GROUND_TOLERANCE:
+        return 1.0
+    return measured
+
+
+def raster_pixel_size(crs, transform, width: int, height: int, crs_name: str = "") -> PixelSize:
+    """The pixel size of a raster (rasterio ``crs`` and affine ``transform``) at its centre, in metres.
+    ``crs`` must be projected (linear units); ``crs_name`` names it in :meth:`PixelSize.note`."""
+    nominal = math.hypot(transform.a, transform.d) * crs.linear_units_factor[1]
+    centre = transform * (width / 2.0, height / 2.0)
+    scale = ground_scale(crs.to_wkt(), centre[0], centre[1], (transform.a, transform.d), (transform.b, transform.e))
+    return PixelSize(nominal, nominal * scale, crs_name)
+
+
+def _measure(crs_wkt: str, x: float, y: float, dx, dy):
+    from osgeo import osr  # noqa: PLC0415 - GDAL's bindings, only when a CRS is measured
+
+    previous = osr.GetUseExceptions()
+    osr.UseExceptions()
+    try:
+        projected = osr.SpatialReference()
+        projected.ImportFromWkt(crs_wkt)
+        if not projected.IsProjected():
+            return None
+        geographic = projected.CloneGeogCS()
+        for srs in (projected, geographic):
+            srs.SetAxisMappingStrategy(osr.OAMS_TRADITIONAL_GIS_ORDER)
+        to_lonlat = osr.CoordinateTransformation(projected, geographic)
+        a, inverse_flattening = projected.GetSemiMajor(), projected.GetInvFlattening()
+        units = projected.GetLinearUnits()  # metres per CRS unit
+        centre = to_lonlat.TransformPoint(x, y)[:2]
+        areas = []
+        for step in (dx, dy):
+            other = to_lonlat.TransformPoint(x + step[0], y + step[1])[:2]
+            nominal = math.hypot(*step) * units
+            areas.append(_distance(centre, other, a, inverse_flattening) / nominal)
+        return math.sqrt(areas[0] * areas[1])
+    except (RuntimeError, TypeError, ValueError, ZeroDivisionError):
+        return None
+    finally:
+        if not previous:
+            osr.DontUseExceptions()
+
+
+def _distance(p, q, a: float, inverse_flattening: float) -> float:
+    """Metres between two nearby points (lon, lat in degrees) on the ellipsoid (semi-major axis ``a``; a sphere
+    when ``inverse_flattening`` is 0): the local radii of curvature at their mid-latitude."""
+    e2 = 0.0 if not inverse_flattening else (2 - 1 / inverse_flattening) / inverse_flattening
+    lat = math.radians((p[1] + q[1]) / 2)
+    w = math.sqrt(1 - e2 * math.sin(lat) ** 2)
+    meridian, prime_vertical = a * (1 - e2) / w ** 3, a / w
+    dlon = math.radians((q[0] - p[0] + 180) % 360 - 180)
+    return math.hypot(prime_vertical * math.cos(lat) * dlon, meridian * math.radians(q[1] - p[1]))

@@ -1,0 +1,95 @@
+"""The classifier compares a raster's pixel size on the ground with the model's, not its CRS's units: Web Mercator
+(EPSG:3857) stretches them by 1/cos(latitude), so Zion's 30 m Landsat pixels are ~37.8 units wide there. Read as
+37.8 m, RESAMPLE put them on a 30-unit grid and the model saw everything 1.26x too big."""
+import pytest
+import rasterio
+from classify_models import card_for, export, train_on_zion
+from osgeo import gdal
+
+from landcover_plugin.core.classify.options import ClassifyOptions
+from landcover_plugin.core.classify.run import classify_raster
+from landcover_plugin.core.events import RecordingEvents
+from landcover_plugin.core.ground import ground_scale
+from landcover_plugin.core.model.card import metadata_props
+
+TILE = 64
+
+
+@pytest.fixture(scope="module")
+def zion(shared_data, tmp_path_factory):
+    """A net trained on Zion (UTM 12N, 30 m), its model (30 m), and Zion warped to EPSG:3857."""
+    folder = tmp_path_factory.mktemp("ground")
+    net, names, mean, std = train_on_zion(shared_data / "zion")
+    card = card_for(names, mean=mean, std=std, tile=TILE, input_dtype="uint16", resolution=[30.0, 30.0],
+                    crs="EPSG:32612", nodata=65535, overlap=0.25)
+    model = export(net, folder / "zion.onnx", 4, TILE, metadata_props(card))
+    image = shared_data / "zion" / "landsat8_2015_b2345.tif"
+    mercator = folder / "zion_3857.tif"
+    gdal.Warp(str(mercator), str(image), dstSRS="EPSG:3857", resampleAlg="near")  # GDAL keeps ~30 m: ~37.8 units
+    return {"model": model, "image": image, "mercator": mercator, "folder": folder}
+
+
+def classify(zion, raster, name, **options):
+    events = RecordingEvents()
+    result = classify_raster(ClassifyOptions(raster, zion["model"], zion["folder"] / name, batch_size=8, **options),
+                             events=events)
+    return result["OUTPUT"], [e["message"] for e in events.of_type("log")]
+
+
+def agreement_with_the_utm_map(utm_map, mercator_map) -> float:
+    """The share of the Mercator map's classified pixels where the UTM map, warped to its grid, agrees."""
+    with rasterio.open(mercator_map) as out:
+        bounds, width, height = out.bounds, out.width, out.height
+        labels = out.read(1)
+    warped = gdal.Warp("", str(utm_map), format="MEM", dstSRS="EPSG:3857", resampleAlg="near",
+                       outputBounds=tuple(bounds), width=width, height=height).ReadAsArray()
+    both = (labels > 0) & (warped > 0)
+    assert both.mean() > 0.5
+    return float((labels[both] == warped[both]).mean())
+
+
+def test_a_utm_raster_at_the_models_resolution_is_not_resampled(zion):
+    path, logs = classify(zion, zion["image"], "utm.tif", resample=True)
+    with rasterio.open(path) as out, rasterio.open(zion["image"]) as src:
+        assert out.res == (30.0, 30.0) and out.transform == src.transform and out.shape == src.shape
+    assert any("already at the model's resolution (30 m): not resampled" in m for m in logs)
+    assert not any("on the ground" in m for m in logs)  # UTM's scale factor (~0.9996..1.001) is no stretch
+
+
+def test_a_web_mercator_raster_is_judged_by_its_size_on_the_ground(zion):
+    with rasterio.open(zion["mercator"]) as src:
+        units = src.res[0]
+    assert 37.0 < units < 38.5
+    utm_map, _ = classify(zion, zion["image"], "utm_map.tif")
+    path, logs = classify(zion, zion["mercator"], "mercator.tif", resample=True)
+    with rasterio.open(path) as out:
+        assert out.res[0] == pytest.approx(units)  # 30 m on the ground already: not put on a 30-unit grid
+    assert any("in EPSG:3857 units, 30.0 m on the ground at the raster's centre" in m for m in logs)
+    assert any("already at the model's resolution (30 m): not resampled" in m for m in logs)
+    assert agreement_with_the_utm_map(utm_map, path) >= 0.95
+
+
+def test_a_web_mercator_raster_is_resampled_to_the_models_size_on_the_ground(zion):
+    """Zion warped to 30 EPSG:3857 units (~24 m on the ground): RESAMPLE puts it on ~37.8-unit pixels (30 m)."""
+    fine = zion["folder"] / "zion_3857_30units.tif"
+    gdal.Warp(str(fine), str(zion["image"]), dstSRS="EPSG:3857", xRes=30, yRes=30, resampleAlg="near")
+    with rasterio.open(fine) as src:
+        centre = src.transform * (src.width / 2, src.height / 2)
+        expected = 30.0 / ground_scale(src.crs.to_wkt(), *centre)
+    assert 37.0 < expected < 38.5
+    utm_map, _ = classify(zion, zion["image"], "utm_map2.tif")
+    path, logs = classify(zion, fine, "fine.tif", resample=True)
+    with rasterio.open(path) as out:
+        assert out.res[0] == pytest.approx(expected)
+    assert any("Resampled (bilinear) from 23.8" in m and "to the model's 30 m per pixel" in m for m in logs)
+    assert agreement_with_the_utm_map(utm_map, path) >= 0.9  # resampled twice (warp, then bilinear)
+
+
+def test_no_resolution_warning_for_a_web_mercator_raster_near_the_models_size_on_the_ground(zion):
+    """48 EPSG:3857 units are 38 m on the ground at Zion (1.27x the model's 30 m, no warning); read as 48 m (1.6x)
+    they were reported as too coarse."""
+    coarse = zion["folder"] / "zion_3857_48units.tif"
+    gdal.Warp(str(coarse), str(zion["image"]), dstSRS="EPSG:3857", xRes=48, yRes=48, resampleAlg="average")
+    _, logs = classify(zion, coarse, "coarse.tif")
+    assert any("48.0 m per pixel in EPSG:3857 units, 38.1 m on the ground" in m for m in logs)
+    assert not any("resolution is" in m for m in logs)
