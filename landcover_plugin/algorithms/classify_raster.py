@@ -24,6 +24,7 @@ from qgis.core import (
 from ..core.band_choice import choose_bands
 from ..core.classify.options import ClassifyOptions
 from ..core.errors import BadInputError
+from ..core.ground import units_for_ground_metres
 from ..core.model.metadata import model_resolution_of, read_metadata_props
 from ..core.options import DEVICES, choices_of, default_of
 from ..qgis_glue.layers import raster_file_path, raster_layer_to_path, vector_layer_to_gpkg
@@ -171,6 +172,13 @@ class ClassifyRasterAlgorithm(EngineAlgorithm):
         pixel_size = None
         if raster_file_path(layer) is None and layer.crs().mapUnits() == QgsUnitTypes.DistanceMeters:
             pixel_size = model_resolution_of(model)  # fetch a web or virtual layer at the model's resolution
+            if pixel_size:  # on the ground: an XYZ layer's Web Mercator units are stretched away from the equator
+                centre = (extent if extent is not None and not extent.isEmpty() else layer.extent()).center()
+                metres, pixel_size = pixel_size, units_for_ground_metres(layer.crs().toWkt(), centre.x(),
+                                                                         centre.y(), pixel_size)
+                if pixel_size != metres:
+                    feedback.pushInfo(f"Fetching '{layer.name()}' at {pixel_size:.1f} {layer.crs().authid()} units "
+                                      f"per pixel: the model's {metres:g} m on the ground at the extent's centre.")
         options = ClassifyOptions(
             raster=raster_layer_to_path(layer, context, feedback, extent=extent, pixel_size=pixel_size),
             model=model, output=self.parameterAsOutputLayer(parameters, self.OUTPUT, context),

@@ -52,6 +52,12 @@ def ground_scale(crs_wkt: str, x: float, y: float, dx=(1.0, 0.0), dy=(0.0, 1.0))
     return measured
 
 
+def units_for_ground_metres(crs_wkt: str, x: float, y: float, metres: float) -> float:
+    """How many units of a projected CRS in metres make ``metres`` on the ground at ``x``, ``y``: the pixel size
+    to fetch a layer at for a model's resolution (e.g. 37.8 Web Mercator units for 30 m at 37 deg N)."""
+    return metres / ground_scale(crs_wkt, x, y, (metres, 0.0), (0.0, -metres))
+
+
 def raster_pixel_size(crs, transform, width: int, height: int, crs_name: str = "") -> PixelSize:
     """The pixel size of a raster (rasterio ``crs`` and affine ``transform``) at its centre, in metres.
     ``crs`` must be projected (linear units); ``crs_name`` names it in :meth:`PixelSize.note`."""
