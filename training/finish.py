@@ -45,7 +45,7 @@ def finish_run(run: dict, model, network: dict, data: dict, spec, config, device
     def write(heldout_now):
         card = build_card(schema=spec.schema, band_names=spec.band_names, input_dtype=spec.dtype, nodata=spec.nodata,
                           mean=spec.mean, std=spec.std, tile_size=tile, overlap=config.overlap,
-                          resolution=_resolution(spec.resolution), crs=spec.crs, architecture=network["architecture"],
+                          resolution=_ground_resolution(spec), crs=spec.crs, architecture=network["architecture"],
                           metrics=_card_metrics(run), extra={"network": network, "training": _summary(config, device),
                                                              "heldout": heldout_now},
                           source_bands=spec.raw.get("bands", {}).get("source_bands"),
@@ -134,6 +134,12 @@ def _summary(config, device) -> dict:
     keys = ("epochs", "batch_size", "learning_rate", "weight_decay", "schedule", "class_weights", "augment",
             "colour_augment", "patience", "seed")
     return dict({k: getattr(config, k) for k in keys}, device=str(device), processes=current().world)
+
+
+def _ground_resolution(spec):
+    """The training resolution the card records: metres on the ground (what the classifier compares a raster's
+    with), else, for a dataset without it (older, or in degrees), the pixel size in CRS units."""
+    return _resolution(spec.raw.get("ground_resolution") or spec.resolution)
 
 
 def _resolution(value):

@@ -67,6 +67,17 @@ def raster_pixel_size(crs, transform, width: int, height: int, crs_name: str = "
     return PixelSize(nominal, nominal * scale, crs_name)
 
 
+def ground_resolution(dataset):
+    """[x, y] metres per pixel on the ground at the centre of ``dataset`` (an open rasterio dataset): what a model
+    trained on it records as its resolution; None for a raster with no CRS or a geographic one (degrees)."""
+    crs = dataset.crs
+    if crs is None or not crs.is_projected:
+        return None
+    size = raster_pixel_size(crs, dataset.transform, dataset.width, dataset.height)
+    factor = crs.linear_units_factor[1]
+    return [abs(dataset.res[0]) * factor * size.scale, abs(dataset.res[1]) * factor * size.scale]
+
+
 def _measure(crs_wkt: str, x: float, y: float, dx, dy):
     from osgeo import osr  # noqa: PLC0415 - GDAL's bindings, only when a CRS is measured
 

@@ -6,11 +6,17 @@ import rasterio
 from classify_models import card_for, export, train_on_zion
 from osgeo import gdal
 
+from landcover_plugin.core.chips.dataset import load_dataset
+from landcover_plugin.core.chips.export import export_chips
+from landcover_plugin.core.chips.options import ChipExportOptions
 from landcover_plugin.core.classify.options import ClassifyOptions
 from landcover_plugin.core.classify.run import classify_raster
 from landcover_plugin.core.events import RecordingEvents
 from landcover_plugin.core.ground import ground_scale
 from landcover_plugin.core.model.card import metadata_props
+from landcover_plugin.core.model.metadata import model_resolution_of
+from landcover_plugin.core.train.options import TrainConfig
+from training.loop import train
 
 TILE = 64
 
@@ -93,3 +99,30 @@ def test_no_resolution_warning_for_a_web_mercator_raster_near_the_models_size_on
     _, logs = classify(zion, coarse, "coarse.tif")
     assert any("48.0 m per pixel in EPSG:3857 units, 38.1 m on the ground" in m for m in logs)
     assert not any("resolution is" in m for m in logs)
+
+
+def test_a_model_trained_on_web_mercator_records_its_resolution_on_the_ground(zion, shared_data, tmp_path):
+    """Chips cut from the Web Mercator raster: the model's card says 30 m (on the ground), not 37.8 (units), so the
+    classifier, which compares ground sizes, leaves that same raster as it is when asked to resample."""
+    piece = tmp_path / "piece_3857.tif"
+    gdal.Translate(str(piece), str(zion["mercator"]), srcWin=[300, 200, 192, 192])
+    nlcd = shared_data / "zion" / "nlcd2011_8class.tif"
+    export_chips(ChipExportOptions(piece, tmp_path / "chips", labels_raster=nlcd, chip_size=64, stride=64,
+                                   min_labelled=0.05, val_fraction=0.25, seed=1))
+    dataset = load_dataset(tmp_path / "chips")
+    assert dataset["resolution"][0] == pytest.approx(zion_units(zion))
+    assert dataset["ground_resolution"] == pytest.approx([30.0, 30.0], rel=0.01)
+    model = tmp_path / "mercator.onnx"
+    train(TrainConfig(dataset_dir=str(tmp_path / "chips"), output=str(model), epochs=1, batch_size=4, base_width=8,
+                      patience=0, device="cpu", refit=False), RecordingEvents())
+    assert model_resolution_of(model) == pytest.approx(30.0, rel=0.01)
+    events = RecordingEvents()
+    result = classify_raster(ClassifyOptions(piece, str(model), tmp_path / "map.tif", resample=True), events=events)
+    with rasterio.open(result["OUTPUT"]) as out, rasterio.open(piece) as src:
+        assert out.transform == src.transform and out.shape == src.shape
+    assert any("not resampled" in e["message"] for e in events.of_type("log"))
+
+
+def zion_units(zion) -> float:
+    with rasterio.open(zion["mercator"]) as src:
+        return src.res[0]

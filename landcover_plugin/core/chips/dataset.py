@@ -16,6 +16,8 @@ A chip dataset is a folder::
     nodata           the image nodata value (number), "nan", or null
     crs              WKT of the source raster's CRS (null when it has none)
     resolution       [x, y] pixel size in CRS units (positive)
+    ground_resolution  [x, y] pixel size in metres on the ground at the source raster's centre (Web Mercator's
+                     units are 1/cos(latitude) metres); null for a geographic CRS or none (absent in older datasets)
     chip_size        chip width = height in pixels
     stride           step between chip windows in pixels
     mean, std        per band, over every valid source pixel (not nodata, not NaN in any band)

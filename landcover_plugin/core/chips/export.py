@@ -17,6 +17,7 @@ import numpy as np
 from ..band_choice import parse_bands
 from ..errors import BadInputError
 from ..events import RecordingEvents
+from ..ground import ground_resolution
 from ..options import parse_ints
 from ..output_folder import check_output_folder, commit, discard, start_staging
 from ..rasters import check_pixel_type, open_raster
@@ -220,6 +221,7 @@ def _dataset_content(image, labels, chips, stats, chip_size, stride, split_info,
         "nodata": nodata_to_json(image.nodata),
         "crs": image.crs.to_wkt() if image.crs else None,
         "resolution": [abs(image.res[0]), abs(image.res[1])],
+        "ground_resolution": ground_resolution(image),
         "chip_size": chip_size,
         "stride": stride,
         "mean": stats.mean.tolist(),
