@@ -45,3 +45,16 @@ def test_what_cannot_be_measured_is_taken_as_it_says():
     assert ground_scale(CRS.from_epsg(4326).to_wkt(), -113.0, 37.0) == 1.0  # geographic: not projected
     assert ground_scale("not a CRS", 0.0, 0.0) == 1.0
     assert ground_scale(CRS.from_epsg(3857).to_wkt(), 0.0, 1e9) == 1.0  # beyond the pole
+
+
+@pytest.mark.parametrize("epsg", [32612, 32733, 26912, 25832])
+@pytest.mark.parametrize("offset_km", [-790, -300, 0, 450, 790])
+def test_the_utm_shortcut_agrees_with_the_measure(epsg, offset_km):
+    """UTM zones skip the measure (GDAL's first transformation costs 3 ms a run): wherever the shortcut applies,
+    the measure says the same (CRS units are ground metres)."""
+    from affine import Affine
+    crs = CRS.from_epsg(epsg)
+    easting, northing = 500_000 + 1000 * offset_km, (4_150_000 if epsg != 32733 else 7_000_000)
+    affine = Affine(30.0, 0.0, easting - 15_000, 0.0, -30.0, northing + 15_000)
+    assert raster_pixel_size(crs, affine, 1000, 1000).scale == 1.0
+    assert ground_scale(crs.to_wkt(), easting, northing, (30.0, 0.0), (0.0, -30.0)) == 1.0
