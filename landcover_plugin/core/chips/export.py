@@ -107,6 +107,7 @@ def _export(image, labels, folder, chip_size, stride, min_labelled, val_fraction
             raise BadInputError(f"No chip of {chip_size} px has at least {min_labelled:.0%} labelled pixels "
                                 f"(of {windows_seen} windows). Lower the labelled share or the chip size, or "
                                 f"label more area.")
+        before = None if labeller.split_known else distinct_class_pixels(chips, staging, labels.schema)
         if labeller.split_known:
             kept = chips
         else:
@@ -124,6 +125,8 @@ def _export(image, labels, folder, chip_size, stride, min_labelled, val_fraction
         distinct = distinct_class_pixels(kept, staging, labels.schema)
         summary = _summary(kept, labels.schema, distinct, windows_seen, len(chips) - len(kept), started)
         summary["split"] = split_info
+        summary["left_out_pixels"] = _left_out(labeller.totals, before or distinct, distinct, labels.schema,
+                                               min_labelled, events)
         content = _dataset_content(image, labels, kept, stats, chip_size, stride, split_info, summary, distinct,
                                    raster_path, labels_path, class_field, min_labelled)
         write_dataset_json(staging, content)
@@ -159,6 +162,34 @@ def _choose_split(image, labels, need, val_fraction, seed, events):
                        + ", ".join(unsplit) + ". Digitise at least one more polygon of each, away from the first, "
                        "so the map's accuracy for them is measured.")
     return PolygonLabeller(labels, is_val, need), info
+
+
+def _left_out(totals, before, after, schema, min_labelled, events) -> dict:
+    """Labelled pixels of the grid (``totals``, per class id, counted by the scan) in no kept chip, and why:
+    ``{"under_share": {name: pixels}, "dropped_overlapping": {name: pixels}}`` (classes with none left out
+    omitted), each said in the log. ``before``/``after``: distinct pixels of the chips before and after the
+    spatial split. Polygon labels lose none to the labelled share (windows are added for them, see .cover)."""
+    def per_class(counts):
+        return {c.name: int(counts[c.id]) for c in schema if counts[c.id] > 0}
+
+    def total(distinct):
+        found = np.zeros(256, dtype=np.int64)
+        for split in ("train", "val"):
+            for key, value in distinct[split].items():
+                found[int(key)] += value
+        return found
+
+    under = per_class(np.maximum(0, totals - total(before)))
+    dropped = per_class(np.maximum(0, total(before) - total(after)))
+    if under:
+        events.info(f"{sum(under.values())} labelled pixels are in no chip: they lie only in windows with under "
+                    f"{min_labelled:.0%} labelled pixels (" + ", ".join(f"{k} {v}" for k, v in under.items())
+                    + "). Lower the minimum labelled share to keep them.")
+    if dropped:
+        events.info(f"{sum(dropped.values())} labelled pixels were only in training chips dropped for overlapping "
+                    "validation chips (" + ", ".join(f"{k} {v}" for k, v in dropped.items()) + "). A stride equal "
+                    "to the chip size (no overlap) keeps them.")
+    return {"under_share": under, "dropped_overlapping": dropped}
 
 
 def _check_numbers(chip_size, stride, min_labelled, val_fraction):

@@ -8,8 +8,9 @@ A *labeller* says which label chips a window yields:
   made by blocks as above). A window yields a training
   chip (the training polygons' labels) when it is labelled enough, and a validation chip (the validation
   polygons' labels, only on the part of the window no earlier window covered, so each held-out pixel is
-  scored once). A training polygon that no kept chip holds (small polygons under the labelled share) gets
-  its best window written in a second pass: the only samples of a class are never dropped.
+  scored once). Where a training polygon's pixels are in no kept chip (small polygons under the labelled
+  share, or the part of a polygon that the kept chips miss), windows that hold them are written in a second
+  pass (see :mod:`.cover`): every labelled pixel of a training polygon is in some chip.
 
 Both chips of a window share its image file.
 """
@@ -20,23 +21,30 @@ from rasterio import windows as rio_windows
 from ..errors import Cancelled
 from ..rasters import read, valid_mask
 from .band_stats import BandStats
+from .cover import CellCover
 from .dataset import IMAGES_DIR, LABELS_DIR
 from .split import unique_spans, window_offsets
 
 
 class BlockLabeller:
     split_known = False
+    cover = None
 
     def __init__(self, labels, need: int):
         self.labels, self.need = labels, need
+        self.totals = np.zeros(256, dtype=np.int64)  # labelled pixels per class id on the whole grid
+
+    def start(self, rows, cols, chip_size) -> None:
+        pass
 
     def chips(self, window, transform, bounds, valid, span) -> list:
         label = self.labels.read(window, transform, bounds)
         label[~valid] = 0
+        self.totals += _span_counts(label, span)
         return [("", None, label)] if np.count_nonzero(label) >= self.need else []
 
-    def extra_windows(self) -> list:
-        return []
+    def extra_windows(self):
+        return iter(())
 
 
 class PolygonLabeller:
@@ -45,41 +53,46 @@ class PolygonLabeller:
         self.split_known = bool(is_val.any())  # else: all polygons train, split afterwards by spatial blocks
         self.train_lut = np.concatenate([[0], np.where(is_val, 0, labels.classes)]).astype(np.uint8)
         self.val_lut = np.concatenate([[0], np.where(is_val, labels.classes, 0)]).astype(np.uint8)
-        self.covered = np.zeros(len(labels.classes) + 1, dtype=bool)
-        self.covered[0] = True
-        self.best = {}  # training polygon (index + 1) in no kept chip -> (its pixels, window) of its best window
+        self.totals = np.zeros(256, dtype=np.int64)  # labelled pixels per class id on the whole grid
+        self.cover = None
+
+    def start(self, rows, cols, chip_size) -> None:
+        self.cover = CellCover(rows, cols, chip_size)
 
     def chips(self, window, transform, bounds, valid, span, force: bool = False) -> list:
         index = self.labels.read_index(window, transform, bounds)
         index[~valid] = 0
         out = []
         train = self.train_lut[index]
-        in_train = index[train > 0]
-        if in_train.size and (force or in_train.size >= self.need):
+        labelled = train > 0
+        pixels = int(np.count_nonzero(labelled))
+        if pixels and (force or pixels >= self.need):
             out.append(("", "train" if self.split_known else None, train))
-            self.covered[np.unique(in_train)] = True
-        elif in_train.size:
-            for polygon, pixels in zip(*np.unique(in_train, return_counts=True)):
-                if pixels > self.best.get(int(polygon), (0, None))[0]:
-                    self.best[int(polygon)] = (int(pixels), window)
+            self.cover.keep(window)
         if not force:
+            self.totals += _span_counts(train, span)
+            self.cover.add(window, labelled, span)
             val = self.val_lut[index]
             (r0, r1), (c0, c1) = span
             scored = np.zeros_like(val)
             scored[r0:r1, c0:c1] = val[r0:r1, c0:c1]
+            self.totals += np.bincount(scored.ravel(), minlength=256)
             if scored.any():
                 out.append(("_val", "val", scored))
         return out
 
-    def extra_windows(self) -> list:
-        """``(window, polygons)`` to write in a second pass: the best window of each training polygon that no
-        kept chip holds, each window once, the largest first."""
-        by_window = {}
-        for polygon, (_pixels, window) in sorted(self.best.items(), key=lambda item: (-item[1][0], item[0])):
-            if not self.covered[polygon]:
-                key = (int(window.row_off), int(window.col_off))
-                by_window.setdefault(key, (window, []))[1].append(polygon)
-        return list(by_window.values())
+    def extra_windows(self):
+        """Windows to write in a second pass (each a training chip, whatever its labelled share), until every
+        labelled pixel of every training polygon is in a kept chip (see :mod:`.cover`): a small polygon, or the
+        part of a polygon that the kept chips miss, is never dropped."""
+        while (window := self.cover.next_window()) is not None:
+            yield window
+
+
+def _span_counts(label: np.ndarray, span) -> np.ndarray:
+    """Pixels per class id in the window's unique span (each pixel of the grid is in one window's span)."""
+    (r0, r1), (c0, c1) = span
+    return np.bincount(label[r0:r1, c0:c1].ravel(), minlength=256)
 
 
 def scan(image, labels, labeller, staging, chip_size: int, stride: int, events):
@@ -91,6 +104,7 @@ def scan(image, labels, labeller, staging, chip_size: int, stride: int, events):
     cols = window_offsets(image.width, chip_size, stride)
     row_spans, col_spans = unique_spans(rows, chip_size), unique_spans(cols, chip_size)
     total = len(rows) * len(cols)
+    labeller.start(rows, cols, chip_size)
     stats = BandStats(image.count)
     writer = _ChipWriter(image, labels.schema, staging, chip_size)
     chips, done = [], 0
@@ -109,18 +123,17 @@ def scan(image, labels, labeller, staging, chip_size: int, stride: int, events):
                 chips += writer.write(window, data, found)
             done += 1
             events.progress(0.9 * done / total, f"window {done}/{total}, {len(chips)} chips")
-    extra = labeller.extra_windows()
-    for number, (window, polygons) in enumerate(extra):
+    missing = labeller.cover.missing_pixels() if labeller.cover is not None else 0
+    for window in labeller.extra_windows():
         if events.cancel_requested:
             raise Cancelled("Chip export cancelled: nothing was written.")
-        if labeller.covered[polygons].all():
-            continue  # an earlier extra window already holds these polygons
         data = read(image, window=window)
         bounds = rio_windows.bounds(window, image.transform)
         found = labeller.chips(window, image.window_transform(window), bounds, valid_mask(data, image.nodata),
                                None, force=True)
         chips += writer.write(window, data, found)
-        events.progress(0.9 + 0.05 * (number + 1) / len(extra), "small training polygons")
+        left = labeller.cover.missing_pixels()
+        events.progress(0.9 + 0.05 * (1 - left / max(1, missing)), "windows for the rest of the training polygons")
     return chips, stats, total
 
 
