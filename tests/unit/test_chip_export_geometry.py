@@ -1,4 +1,5 @@
-"""Chip export from polygons on other grids and geometries, on the Zion data: a grid in degrees.
+"""Chip export from polygons on other grids and geometries, on the Zion data: a bottom-up and a rotated grid, a
+grid in degrees.
 
 What every export must hold, checked against GDAL's own rasteriser over the whole raster (independent of the
 export code): each labelled pixel of every polygon is in some chip, and the distinct labelled pixels per class that
@@ -9,6 +10,7 @@ import json
 import numpy as np
 import pytest
 import rasterio
+from affine import Affine
 from osgeo import gdal, ogr
 
 from landcover_plugin.core.chips.export import export_chips
@@ -66,6 +68,45 @@ def check_every_pixel_once(folder, image_path, vector_path, field="class"):
            {name: int(counts[i]) for i, name in enumerate(names, start=1)}
     assert dataset["summary"]["left_out_pixels"] == {"under_share": {}, "dropped_overlapping": {}}
     return dataset
+
+
+def write_grid(image_path, target, transform, flip=False):
+    """A copy of the image on another grid (same pixels; rows reversed with ``flip``)."""
+    with rasterio.open(image_path) as src:
+        data, profile = src.read(), dict(src.profile, transform=transform)
+    with rasterio.open(target, "w", **profile) as dst:
+        dst.write(data[:, ::-1] if flip else data)
+    return target
+
+
+def test_a_bottom_up_raster_is_exported_like_the_north_up_one(zion, tmp_path):
+    """A raster whose first row is its southern edge (positive y pixel size) ended in rasterio's WindowError
+    'Bounds and transform are inconsistent'; its chips now hold the polygons' pixels, as on the north-up one."""
+    image, polygons = zion
+    with rasterio.open(image) as src:
+        t = src.transform
+        bottom_up = Affine(t.a, 0, t.c, 0, -t.e, t.f + t.e * src.height)
+    flipped = write_grid(image, tmp_path / "bottom_up.tif", bottom_up, flip=True)
+    export_chips(ChipExportOptions(flipped, tmp_path / "up", labels_vector=polygons, class_field="class",
+                                   chip_size=64))
+    export_chips(ChipExportOptions(image, tmp_path / "down", labels_vector=polygons, class_field="class",
+                                   chip_size=64))
+    up = check_every_pixel_once(tmp_path / "up", flipped, polygons)
+    down = check_every_pixel_once(tmp_path / "down", image, polygons)
+    assert up["distinct_class_pixels"] == down["distinct_class_pixels"]
+    assert sum(up["distinct_class_pixels"].values()) > 2000
+
+
+def test_a_rotated_raster_labels_the_pixels_gdal_burns(zion, tmp_path):
+    """On a rotated grid each window's own transform rounded a pixel centre on a polygon's edge differently from
+    the whole grid's: a pixel of Water fell out of every chip. Shapes are burnt in the grid's pixel coordinates."""
+    image, polygons = zion
+    with rasterio.open(image) as src:
+        rotated = src.transform * Affine.rotation(10)
+    rotated_image = write_grid(image, tmp_path / "rotated.tif", rotated)
+    export_chips(ChipExportOptions(rotated_image, tmp_path / "chips", labels_vector=polygons, class_field="class",
+                                   chip_size=64, stride=48))
+    check_every_pixel_once(tmp_path / "chips", rotated_image, polygons)
 
 
 def test_a_polygon_cut_by_the_last_chip_row_keeps_all_its_pixels(zion, tmp_path):

@@ -8,6 +8,7 @@ import math
 
 import numpy as np
 import rasterio
+from affine import Affine
 from rasterio import windows as rio_windows
 from rasterio._err import CPLE_BaseError  # GDAL errors (e.g. no CRS transformation); not re-exported
 from rasterio.enums import Resampling
@@ -113,34 +114,35 @@ class VectorLabels:
         self.fids = [fid for _, _, fid in features]
         self.classes = np.array([class_id for _, class_id in self.shapes], dtype=np.uint8)
         self.boxes = np.array([geometry_bounds(g) for g, _ in self.shapes], dtype=np.float64)
+        # The shapes in pixel coordinates of the whole grid, burnt into a window through a shift by whole pixels:
+        # overlapping windows then agree on every pixel, also on a rotated grid, where each window's own
+        # transform (rounded differently) flipped a pixel centre that lies on a polygon's edge.
+        self.pixel_shapes = [_to_pixels(geometry, image.transform) for geometry, _ in self.shapes]
         self.touching = self._without_pixel_centres(image)
         if self.touching.any() and events is not None:
             events.info(f"{int(self.touching.sum())} polygon(s) cover no pixel centre (smaller than a pixel of "
                         f"{abs(image.res[0]):g} x {abs(image.res[1]):g}): each labels the pixels it touches, so "
                         f"none is dropped.")
-        left, bottom, right, top = image.bounds
+        extent = window_envelope(rio_windows.Window(0, 0, image.width, image.height), image.transform)
+        left, bottom, right, top = extent
         hits = ((self.boxes[:, 0] < right) & (self.boxes[:, 2] > left)
                 & (self.boxes[:, 1] < top) & (self.boxes[:, 3] > bottom))
         if not hits.any():
             box = self.boxes[:, 0].min(), self.boxes[:, 1].min(), self.boxes[:, 2].max(), self.boxes[:, 3].max()
             raise BadInputError(f"None of the {len(self.shapes)} label polygons overlaps the raster: polygons span "
-                                f"{_fmt_box(box)}, the raster {_fmt_box(image.bounds)} (in the raster's CRS). "
+                                f"{_fmt_box(box)}, the raster {_fmt_box(extent)} (in the raster's CRS). "
                                 f"Choose the polygons drawn on this raster, or check the layers' CRS.")
 
     def _without_pixel_centres(self, image) -> np.ndarray:
         """Which polygons cover no pixel centre of the image grid (small ones checked: a polygon whose bounding
         box holds more than :data:`SUBPIXEL_CHECK_PIXELS` centres is taken to cover one)."""
         touching = np.zeros(len(self.shapes), dtype=bool)
-        for i, (left, bottom, right, top) in enumerate(self.boxes):
-            (row0, row1), (col0, col1) = rio_windows.from_bounds(left, bottom, right, top,
-                                                                 image.transform).toranges()
-            row0, row1 = max(0, math.floor(min(row0, row1))), min(image.height, math.ceil(max(row0, row1)))
-            col0, col1 = max(0, math.floor(min(col0, col1))), min(image.width, math.ceil(max(col0, col1)))
+        for i, box in enumerate(self.boxes):
+            (row0, row1), (col0, col1) = box_pixel_span(box, image.transform, image.height, image.width)
             if row1 <= row0 or col1 <= col0 or (row1 - row0) * (col1 - col0) > SUBPIXEL_CHECK_PIXELS:
                 continue  # outside the raster, or big enough to be taken to cover a pixel centre
-            window = rio_windows.Window(col0, row0, col1 - col0, row1 - row0)
-            burnt = rasterize([(self.shapes[i][0], 1)], out_shape=(row1 - row0, col1 - col0), fill=0,
-                              dtype=np.uint8, transform=image.window_transform(window))
+            burnt = rasterize([(self.pixel_shapes[i], 1)], out_shape=(row1 - row0, col1 - col0), fill=0,
+                              dtype=np.uint8, transform=Affine.translation(col0, row0))
             touching[i] = not burnt.any()
         return touching
 
@@ -162,12 +164,13 @@ class VectorLabels:
         shape = (int(window.height), int(window.width))
         if hits.size == 0:
             return np.zeros(shape, dtype=np.int32)
-        index = rasterize([(self.shapes[i][0], int(i) + 1) for i in hits], out_shape=shape, transform=transform,
+        shift = Affine.translation(int(window.col_off), int(window.row_off))  # the window in whole-grid pixels
+        index = rasterize([(self.pixel_shapes[i], int(i) + 1) for i in hits], out_shape=shape, transform=shift,
                           fill=0, dtype=np.int32)
         small = hits[self.touching[hits]]
         if small.size:
-            touched = rasterize([(self.shapes[i][0], int(i) + 1) for i in small], out_shape=shape,
-                                transform=transform, fill=0, dtype=np.int32, all_touched=True)
+            touched = rasterize([(self.pixel_shapes[i], int(i) + 1) for i in small], out_shape=shape,
+                                transform=shift, fill=0, dtype=np.int32, all_touched=True)
             index = np.where(touched > 0, touched, index)
         return index
 
@@ -276,6 +279,46 @@ class RasterLabels:
         if self._reader is not self._src:
             self._reader.close()
         self._src.close()
+
+
+def _to_pixels(geometry: dict, image_transform) -> dict:
+    """A GeoJSON-like (single-part) geometry in pixel coordinates of the grid, computed as GDAL's rasteriser does
+    (its inverse geotransform, its order of operations), so that burning it equals burning the geometry on the
+    whole grid, to the last pixel whose centre lies on an edge."""
+    from osgeo import gdal  # noqa: PLC0415 - lazy, as in vectors.py
+
+    g0, g1, g2, g3, g4, g5 = gdal.InvGeoTransform(image_transform.to_gdal())
+
+    def walk(coords):
+        if coords and isinstance(coords[0], (int, float)):
+            x, y = coords[0], coords[1]
+            return (g0 + x * g1 + y * g2, g3 + x * g4 + y * g5)
+        return [walk(item) for item in coords]
+
+    return {"type": geometry["type"], "coordinates": walk(geometry["coordinates"])}
+
+
+def window_envelope(window, transform) -> tuple:
+    """``(minx, miny, maxx, maxy)`` of a window of a grid: the box around its four corners, so that it holds for
+    north-up, bottom-up (positive y pixel size) and rotated grids alike. (rasterio's ``windows.bounds`` maps two
+    corners only: on a bottom-up grid its "bottom" lies above its "top".)"""
+    row0, col0 = window.row_off, window.col_off
+    row1, col1 = row0 + window.height, col0 + window.width
+    xs, ys = zip(*(transform * (col, row) for col, row in ((col0, row0), (col1, row0), (col1, row1), (col0, row1))))
+    return min(xs), min(ys), max(xs), max(ys)
+
+
+def box_pixel_span(box, transform, height: int, width: int) -> tuple:
+    """``((row0, row1), (col0, col1))``: the rows and columns of a ``height`` x ``width`` grid that a box
+    ``(minx, miny, maxx, maxy)`` reaches, clipped to the grid (empty when it misses it). The box's four corners
+    go through the inverse transform, so this holds for north-up, bottom-up and rotated grids alike (rasterio's
+    ``windows.from_bounds`` refuses a bottom-up grid)."""
+    left, bottom, right, top = box
+    inverse = ~transform
+    cols, rows = zip(*(inverse * (x, y) for x, y in ((left, top), (right, top), (right, bottom), (left, bottom))))
+    row0, row1 = max(0, math.floor(min(rows))), min(height, math.ceil(max(rows)))
+    col0, col1 = max(0, math.floor(min(cols))), min(width, math.ceil(max(cols)))
+    return (row0, max(row0, row1)), (col0, max(col0, col1))
 
 
 def _fmt_box(box) -> str:

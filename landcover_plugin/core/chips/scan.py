@@ -23,6 +23,7 @@ from ..rasters import read, valid_mask
 from .band_stats import BandStats
 from .cover import CellCover
 from .dataset import IMAGES_DIR, LABELS_DIR
+from .label_sources import window_envelope
 from .split import unique_spans, window_offsets
 
 
@@ -117,7 +118,7 @@ def scan(image, labels, labeller, staging, chip_size: int, stride: int, events):
             valid = valid_mask(data, image.nodata)
             (r0, r1), (c0, c1) = row_spans[r_index], col_spans[c_index]
             stats.add(data[:, r0:r1, c0:c1], valid[r0:r1, c0:c1])
-            bounds = rio_windows.bounds(window, image.transform)
+            bounds = window_envelope(window, image.transform)
             if labels.has_labels(bounds):
                 found = labeller.chips(window, image.window_transform(window), bounds, valid, ((r0, r1), (c0, c1)))
                 chips += writer.write(window, data, found)
@@ -128,7 +129,7 @@ def scan(image, labels, labeller, staging, chip_size: int, stride: int, events):
         if events.cancel_requested:
             raise Cancelled("Chip export cancelled: nothing was written.")
         data = read(image, window=window)
-        bounds = rio_windows.bounds(window, image.transform)
+        bounds = window_envelope(window, image.transform)
         found = labeller.chips(window, image.window_transform(window), bounds, valid_mask(data, image.nodata),
                                None, force=True)
         chips += writer.write(window, data, found)
