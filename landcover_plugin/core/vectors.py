@@ -247,3 +247,30 @@ def read_schema_table(path, table: str = "landcover_classes"):
     rows = [{"id": f.GetField("id"), "name": f.GetField("name"), "colour": f.GetField("colour")} for f in lyr]
     del source
     return sorted(rows, key=lambda r: r["id"]) or None
+
+
+LINE_TYPES = ("LineString", "MultiLineString", "LinearRing")
+
+
+def geometry_parts(geometry: dict) -> tuple:
+    """``(areas, points, others)`` of a GeoJSON-like geometry, one single-part geometry per part: each polygon
+    of a (multi)polygon, each point of a (multi)point, the members of a geometry collection sorted the same way;
+    ``others`` lists the type names of the parts that are neither (lines)."""
+    kind = geometry["type"]
+    if kind == "Polygon":
+        return [geometry], [], []
+    if kind == "MultiPolygon":
+        return [{"type": "Polygon", "coordinates": rings} for rings in geometry["coordinates"]], [], []
+    if kind == "Point":
+        return [], [geometry], []
+    if kind == "MultiPoint":
+        return [], [{"type": "Point", "coordinates": point} for point in geometry["coordinates"]], []
+    if kind == "GeometryCollection":
+        areas, points, others = [], [], []
+        for member in geometry["geometries"]:
+            found = geometry_parts(member)
+            areas += found[0]
+            points += found[1]
+            others += found[2]
+        return areas, points, others
+    return [], [], [kind]

@@ -1,5 +1,5 @@
 """Chip export from polygons on other grids and geometries, on the Zion data: a bottom-up and a rotated grid, a
-grid in degrees.
+grid in degrees, multi-part polygons, lines and points.
 
 What every export must hold, checked against GDAL's own rasteriser over the whole raster (independent of the
 export code): each labelled pixel of every polygon is in some chip, and the distinct labelled pixels per class that
@@ -13,8 +13,10 @@ import rasterio
 from affine import Affine
 from osgeo import gdal, ogr
 
+from landcover_plugin.core.chips.dataset import load_dataset
 from landcover_plugin.core.chips.export import export_chips
 from landcover_plugin.core.chips.options import ChipExportOptions
+from landcover_plugin.core.errors import BadInputError
 from landcover_plugin.core.events import RecordingEvents
 
 gdal.UseExceptions()
@@ -133,3 +135,84 @@ def test_a_polygon_cut_by_the_last_chip_row_keeps_all_its_pixels(zion, tmp_path)
                                    chip_size=256), events)
     check_every_pixel_once(tmp_path / "chips", warped, polygons)
     assert not any("in no chip" in e["message"] for e in events.of_type("log"))
+
+
+def test_multipolygons_label_every_part(zion, tmp_path):
+    """The sparse polygons dissolved into one multipolygon per class: chips were placed per feature, so each
+    class was 'held' by the first chip with any part (4 chips; Cultivated 38 of 374 px, Herbaceous none). Each
+    part now counts as a polygon: the same pixels as the separate polygons, and parts far apart are held out
+    for validation apart, so the dissolved classes are still validated."""
+    image, polygons = zion
+    dissolved = tmp_path / "dissolved.gpkg"
+    gdal.VectorTranslate(str(dissolved), str(polygons), SQLStatement="SELECT ST_Union(geom) AS geom, class FROM "
+                         "training_areas GROUP BY class", SQLDialect="SQLite", layerName="classes")
+    source = ogr.Open(str(dissolved))  # kept alive while its layer is read
+    assert source.GetLayer(0).GetFeatureCount() == 8
+    assert {f.GetGeometryRef().GetGeometryCount() > 1 for f in source.GetLayer(0)} == {True}
+    source = None
+    events = RecordingEvents()
+    export_chips(ChipExportOptions(image, tmp_path / "parts", labels_vector=dissolved, class_field="class",
+                                   chip_size=64, val_fraction=0.2), events)
+    export_chips(ChipExportOptions(image, tmp_path / "separate", labels_vector=polygons, class_field="class",
+                                   chip_size=64, val_fraction=0.2))
+    parts = check_every_pixel_once(tmp_path / "parts", image, dissolved)
+    separate = check_every_pixel_once(tmp_path / "separate", image, polygons)
+    assert parts["distinct_class_pixels"] == separate["distinct_class_pixels"]
+    split = parts["split"]
+    assert split["method"] == "polygons" and split["val_polygons"] + split["train_polygons"] > 30
+    assert split["val_parts"] and set(split["val_fids"]) == {int(fid) for fid in split["val_parts"]}
+    assert sum(parts["distinct_val_class_pixels"].values()) > 0 and sum(parts["distinct_train_class_pixels"].values())
+    assert any("each part of a multi-part feature counts as a polygon" in e["message"] for e in events.of_type("log"))
+
+
+def _lines_and_points(polygons, target, kinds=("lines",), keep_polygons=False):
+    """A copy of the polygons' outlines (lines) and/or centroids (points), with the polygons too if asked."""
+    source = ogr.Open(str(polygons))
+    layer = source.GetLayer(0)
+    out = ogr.GetDriverByName("GPKG").CreateDataSource(str(target))
+    new = out.CreateLayer("labels", layer.GetSpatialRef(), ogr.wkbUnknown)
+    new.CreateField(ogr.FieldDefn("class", ogr.OFTString))
+    for feature in layer:
+        geometry = feature.GetGeometryRef()
+        made = ([geometry.Clone()] if keep_polygons else []) + \
+               ([geometry.GetBoundary()] if "lines" in kinds else []) + \
+               ([geometry.Centroid()] if "points" in kinds else [])
+        for shape in made:
+            item = ogr.Feature(new.GetLayerDefn())
+            item.SetField("class", feature.GetField("class"))
+            item.SetGeometry(shape)
+            new.CreateFeature(item)
+    out = None
+    return target
+
+
+def test_lines_are_refused_and_beside_polygons_skipped_with_a_warning(zion, tmp_path):
+    """Outlines given as training 'polygons' labelled only the pixels along them, silently."""
+    image, polygons = zion
+    lines = _lines_and_points(polygons, tmp_path / "lines.gpkg")
+    with pytest.raises(BadInputError) as info:
+        export_chips(ChipExportOptions(image, tmp_path / "out", labels_vector=lines, class_field="class",
+                                       chip_size=64))
+    assert "holds lines (40 feature(s)" in info.value.message and "'Lines to polygons'" in info.value.message
+    assert not (tmp_path / "out").exists()
+
+    mixed = _lines_and_points(polygons, tmp_path / "mixed.gpkg", keep_polygons=True)
+    events = RecordingEvents()
+    export_chips(ChipExportOptions(image, tmp_path / "mixed", labels_vector=mixed, class_field="class",
+                                   chip_size=64), events)
+    warnings = [e["message"] for e in events.of_type("log") if e["level"] == "warning"]
+    assert any(m.startswith("Skipped the lines of 40 feature(s)") for m in warnings)
+    check_every_pixel_once(tmp_path / "mixed", image, polygons)  # the polygons' pixels, nothing along the lines
+
+
+def test_points_label_the_pixel_they_fall_in_and_the_log_says_so(zion, tmp_path):
+    image, polygons = zion
+    points = _lines_and_points(polygons, tmp_path / "points.gpkg", kinds=("points",))
+    events = RecordingEvents()
+    export_chips(ChipExportOptions(image, tmp_path / "chips", labels_vector=points, class_field="class",
+                                   chip_size=64), events)
+    dataset = load_dataset(tmp_path / "chips")
+    assert sum(dataset["distinct_class_pixels"].values()) == 40  # one pixel each (the centroids are far apart)
+    check_every_pixel_once(tmp_path / "chips", image, points)
+    assert any(e["message"].startswith("40 feature(s) are points: each labels only the one pixel it falls in")
+               for e in events.of_type("log"))

@@ -33,7 +33,9 @@ A chip dataset is a folder::
                        "split": "train" | "val", "labelled_pixels": n, "class_counts": {"<id>": n}}]
     split            {"method": "blocks" | "polygons", "val_fraction_requested", "seed", ...}; with "blocks"
                      also "block_size", "dropped_overlapping"; with "polygons" "val_fids" (the feature ids held
-                     out whole), "val_polygons", "train_polygons", "polygon_groups", "unsplit_classes".
+                     out whole), "val_polygons", "train_polygons", "polygon_groups", "unsplit_classes"; each
+                     part of a multi-part feature counts as a polygon, and "val_parts" ({"<fid>": [part numbers,
+                     from 0]}) says which parts of such features are held out (the others train).
                      With "polygons" a window may give a train chip and a val chip (``<id>_val``) sharing
                      one image file; a val chip labels only pixels no earlier window labelled.
     source           {"image", "labels", "labels_kind": "vector" | "raster", "class_field"}

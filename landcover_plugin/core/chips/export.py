@@ -146,6 +146,10 @@ def _choose_split(image, labels, need, val_fraction, seed, events):
     if val_fraction == 0.0:
         return PolygonLabeller(labels, np.zeros(len(labels.classes), dtype=bool), need), {}
     gap = 2.0 * max(abs(image.res[0]), abs(image.res[1]))  # a class's polygons within 2 pixels are one group
+    # Each part of a multi-part feature is a polygon here (see VectorLabels): parts within the gap of each other
+    # are one group, as separate features would be, and parts far apart may be held out apart (one in training,
+    # another in validation). That is deliberate: a class dissolved into one multipolygon can still be validated,
+    # and a distant part is as honest a test as a distant feature. dataset.json lists such parts in "val_parts".
     groups = polygon_groups(labels.boxes, gap, labels.classes)
     is_val, info = polygon_split(labels.classes, groups, val_fraction, seed)
     names = {c.id: c.name for c in labels.schema}
@@ -153,9 +157,18 @@ def _choose_split(image, labels, need, val_fraction, seed, events):
     if not is_val.any():
         events.warning(no_holdout_reason(labels.classes, groups, names))
         return PolygonLabeller(labels, is_val, need), {}
-    info["val_fids"] = [int(labels.fids[i]) for i in np.flatnonzero(is_val)]
+    held = np.flatnonzero(is_val)
+    info["val_fids"] = sorted({int(labels.fids[i]) for i in held})
+    val_parts = {}
+    for i in held:
+        if labels.parts[i] is not None:
+            val_parts.setdefault(str(int(labels.fids[i])), []).append(int(labels.parts[i]))
+    if val_parts:
+        info["val_parts"] = val_parts
     info["unsplit_classes"] = unsplit
-    events.info(f"Validation: {info['val_polygons']} of {len(is_val)} polygons held out whole (about "
+    parts = " (each part of a multi-part feature counts as a polygon)" if any(
+        p is not None for p in labels.parts) else ""
+    events.info(f"Validation: {info['val_polygons']} of {len(is_val)} polygons{parts} held out whole (about "
                 f"{val_fraction:.0%} of each class's polygon groups), never seen in training.")
     if unsplit:
         events.warning("Classes with a single polygon (or one group of touching polygons) cannot be validated: "

@@ -20,7 +20,14 @@ from ..classified_raster import embedded_classes
 from ..errors import BadInputError
 from ..rasters import open_raster, read
 from ..schema import MAX_CLASS_ID, MIN_CLASS_ID, ClassSchema
-from ..vectors import class_names_field, crs_name, geometry_bounds, read_labelled_features, read_schema_table
+from ..vectors import (
+    class_names_field,
+    crs_name,
+    geometry_bounds,
+    geometry_parts,
+    read_labelled_features,
+    read_schema_table,
+)
 
 
 def _is_integer_like(value) -> bool:
@@ -60,6 +67,36 @@ def _without_class_zero(features: list, class_field: str, events) -> list:
     return kept
 
 
+def _polygon_parts(features: list, path, events) -> list:
+    """``(geometry, value, fid, part)`` for each polygon (or point) of the features: a multi-part feature gives
+    one item per part (``part`` its number, else None), so chips are placed for every part, not for the first
+    that a chip happens to hold. Lines label only the pixels along them, not the area they outline: a layer of
+    lines is refused, and lines beside polygons are skipped with a warning. A point labels the one pixel it
+    falls in (training points, e.g. a checked sample), which the log says."""
+    parts, lines, kinds, points = [], 0, set(), 0
+    for geometry, value, fid in features:
+        areas, spots, others = geometry_parts(geometry)
+        lines += bool(others)
+        kinds.update(others)
+        found = areas + spots
+        points += bool(spots)
+        parts += [(part, value, fid, number if len(found) > 1 else None) for number, part in enumerate(found)]
+    kinds = "/".join(sorted(kinds))
+    if lines and not parts:
+        raise BadInputError(f"The labels layer {path} holds lines ({lines} feature(s) of type {kinds}), not polygons: "
+                            f"a line labels only the pixels along it, not the area it outlines. Digitise training "
+                            f"polygons, or turn closed outlines into polygons (Processing 'Lines to polygons') and "
+                            f"choose that layer.")
+    if lines and events is not None:
+        events.warning(f"Skipped the lines of {lines} feature(s) ({kinds}): a line labels only the pixels along it, "
+                       f"not an area, so only the polygons (and points) of the layer label pixels. Turn closed "
+                       f"outlines into polygons (Processing 'Lines to polygons') if they are training areas.")
+    if points and events is not None:
+        events.info(f"{points} feature(s) are points: each labels only the one pixel it falls in. Digitise "
+                    f"polygons (or buffer the points) to label the area around them.")
+    return parts
+
+
 SUBPIXEL_CHECK_PIXELS = 256  # polygons whose bounding box holds at most this many pixel centres are checked
 
 
@@ -79,10 +116,11 @@ class VectorLabels:
         crs_wkt = image.crs.to_wkt() if image.crs else None
         features = read_labelled_features(path, class_field, crs_wkt, layer=layer, fids=fids, events=events)
         features = _without_class_zero(features, class_field, events)
-        if not features:
+        parts = _polygon_parts(features, path, events)
+        if not parts:
             raise BadInputError(f"The labels layer {path} has no feature with a geometry and a value in "
                                 f"{class_field!r}. Digitise some training polygons first.")
-        values = {v for _, v, _ in features}
+        values = {v for _, v, _, _ in parts}
         self.schema_origin = "given"
         if schema is None:
             stored = read_schema_table(path)
@@ -110,8 +148,10 @@ class VectorLabels:
                                 f"{', '.join(repr(v) for v in unknown[:20])}. The schema has "
                                 f"{', '.join(f'{c.id}={c.name}' for c in schema)}. Fix those features' values or "
                                 f"add the classes to the schema.")
-        self.shapes = [(geometry, mapping[value]) for geometry, value, _ in features]
-        self.fids = [fid for _, _, fid in features]
+        # one shape per part of a multi-part feature, so that chip placement and the hold-out see each part
+        self.shapes = [(geometry, mapping[value]) for geometry, value, _, _ in parts]
+        self.fids = [fid for _, _, fid, _ in parts]
+        self.parts = [part for _, _, _, part in parts]  # the part's number in its feature; None: single-part
         self.classes = np.array([class_id for _, class_id in self.shapes], dtype=np.uint8)
         self.boxes = np.array([geometry_bounds(g) for g, _ in self.shapes], dtype=np.float64)
         # The shapes in pixel coordinates of the whole grid, burnt into a window through a shift by whole pixels:
