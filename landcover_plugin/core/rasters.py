@@ -4,6 +4,7 @@ import math
 
 import numpy as np
 import rasterio
+from rasterio.enums import MaskFlags
 
 from .errors import BadInputError
 
@@ -81,3 +82,40 @@ def valid_mask(data: np.ndarray, nodata=None) -> np.ndarray:
     for band in bands:
         mask &= np.not_equal(band, value, out=scratch)
     return mask
+
+
+class OwnMask:
+    """GDAL's mask of a raster that has one of its own (an internal or ``.msk`` mask, an alpha band): pixels it
+    hides are no data, like nodata values and NaN. See :func:`own_mask`."""
+
+    def __init__(self, dataset, bands, alpha_band=None):
+        self.dataset, self.bands, self.alpha_band = dataset, bands, alpha_band
+
+    def valid(self, window) -> np.ndarray:
+        """(row, col) bool: True where the mask shows the pixel in every band read."""
+        try:
+            if self.alpha_band is not None:
+                return self.dataset.read(self.alpha_band, window=window) != 0
+            masks = self.dataset.read_masks(self.bands, window=window)
+        except (rasterio.errors.RasterioError, rasterio.errors.RasterioIOError) as exc:
+            raise BadInputError(f"Cannot read the mask of {self.dataset.name}: the file or its mask is damaged or "
+                                f"incomplete (GDAL says: {str(exc).strip()[:300]}). Copy or export it again, then "
+                                f"run again.") from exc
+        return masks[0] != 0 if len(masks) == 1 else np.all(masks, axis=0)
+
+
+def own_mask(dataset, indexes=None, alpha_band=None):
+    """An :class:`OwnMask` for the bands ``indexes`` (default all) when the raster has a mask of its own, else
+    None: an ordinary raster (all valid, or masked by its nodata value only) reads no mask. ``alpha_band``:
+    the band that holds the mask (a ``WarpedVRT`` made with ``add_alpha``), read instead of GDAL's masks."""
+    if alpha_band is not None:
+        return OwnMask(dataset, [], alpha_band)
+    flags = dataset.mask_flag_enums
+    masked = [b for b in (indexes or range(1, dataset.count + 1))
+              if not {MaskFlags.all_valid, MaskFlags.nodata} & set(flags[b - 1])]
+    if not masked:
+        return None
+    if all(MaskFlags.per_dataset in flags[b - 1] for b in masked):
+        masked = masked[:1]  # one mask for every band: read it once
+    return OwnMask(dataset, masked)
+

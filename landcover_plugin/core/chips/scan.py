@@ -19,7 +19,7 @@ import rasterio
 from rasterio import windows as rio_windows
 
 from ..errors import Cancelled
-from ..rasters import read, valid_mask
+from ..rasters import own_mask, read, valid_mask
 from .band_stats import BandStats
 from .cover import CellCover
 from .dataset import IMAGES_DIR, LABELS_DIR
@@ -98,7 +98,9 @@ def _span_counts(label: np.ndarray, span) -> np.ndarray:
 
 def scan(image, labels, labeller, staging, chip_size: int, stride: int, events):
     """Read every window once: band statistics over the part no earlier window covered; write the chips
-    the labeller yields. Returns (chip records, BandStats, number of windows)."""
+    the labeller yields. Pixels that are nodata, NaN or hidden by the raster's own mask (an internal or ``.msk``
+    mask, an alpha band) count in no statistics and are never labelled. Returns (chip records, BandStats, number
+    of windows)."""
     (staging / IMAGES_DIR).mkdir()
     (staging / LABELS_DIR).mkdir()
     rows = window_offsets(image.height, chip_size, stride)
@@ -107,6 +109,7 @@ def scan(image, labels, labeller, staging, chip_size: int, stride: int, events):
     total = len(rows) * len(cols)
     labeller.start(rows, cols, chip_size)
     stats = BandStats(image.count)
+    mask = own_mask(image, image.source_bands)
     writer = _ChipWriter(image, labels.schema, staging, chip_size)
     chips, done = [], 0
     for r_index, row in enumerate(rows):
@@ -115,7 +118,7 @@ def scan(image, labels, labeller, staging, chip_size: int, stride: int, events):
                 raise Cancelled("Chip export cancelled: nothing was written.")
             window = rio_windows.Window(col, row, chip_size, chip_size)
             data = read(image, window=window)
-            valid = valid_mask(data, image.nodata)
+            valid = _valid(data, image, mask, window)
             (r0, r1), (c0, c1) = row_spans[r_index], col_spans[c_index]
             stats.add(data[:, r0:r1, c0:c1], valid[r0:r1, c0:c1])
             bounds = window_envelope(window, image.transform)
@@ -130,12 +133,20 @@ def scan(image, labels, labeller, staging, chip_size: int, stride: int, events):
             raise Cancelled("Chip export cancelled: nothing was written.")
         data = read(image, window=window)
         bounds = window_envelope(window, image.transform)
-        found = labeller.chips(window, image.window_transform(window), bounds, valid_mask(data, image.nodata),
+        found = labeller.chips(window, image.window_transform(window), bounds, _valid(data, image, mask, window),
                                None, force=True)
         chips += writer.write(window, data, found)
         left = labeller.cover.missing_pixels()
         events.progress(0.9 + 0.05 * (1 - left / max(1, missing)), "windows for the rest of the training polygons")
     return chips, stats, total
+
+
+def _valid(data, image, mask, window) -> np.ndarray:
+    """Pixels of ``data`` (``window`` of ``image``) that hold real values: not nodata, NaN or masked."""
+    valid = valid_mask(data, image.nodata)
+    if mask is not None:
+        valid &= mask.valid(window)
+    return valid
 
 
 class _ChipWriter:

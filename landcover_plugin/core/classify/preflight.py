@@ -26,52 +26,61 @@ SPREAD_TOLERANCE = 5.0  # ratio of the stds, either way
 MAX_PERMUTED_BANDS = 8  # 40320 orders at most
 
 
-def sample_statistics(dataset, window: Window, nodata, indexes=None):
-    """Per-band (mean, std, valid pixel count) over a grid of small windows spread over ``window``;
-    ``indexes``: the bands to read, in order (default: all)."""
+def sample_values(dataset, window: Window, nodata, indexes=None, mask=None) -> np.ndarray:
+    """(band, pixel) float64 values of the valid pixels of a grid of small windows spread over ``window``;
+    ``indexes``: the bands to read, in order (default: all); ``mask``: the raster's own mask
+    (:func:`..rasters.own_mask`), whose hidden pixels are not valid."""
     indexes = list(indexes or range(1, dataset.count + 1))
     size_r, size_c = min(SAMPLE_ROWS, int(window.height)), min(SAMPLE_COLS, int(window.width))
     rows = np.linspace(0, int(window.height) - size_r, SAMPLES_PER_SIDE).astype(int)
     cols = np.linspace(0, int(window.width) - size_c, SAMPLES_PER_SIDE).astype(int)
-    values = []
+    values = [np.zeros((len(indexes), 0))]
     for row, col in sorted(set(itertools.product(rows, cols))):
-        data = read(dataset, indexes, window=Window(window.col_off + col, window.row_off + row, size_c, size_r))
-        values.append(data[:, valid_mask(data, nodata)].astype(np.float64))
-    values = np.concatenate(values, axis=1) if values else np.zeros((len(indexes), 0))
-    if values.shape[1] == 0:
-        return None
-    return values.mean(axis=1), values.std(axis=1), values.shape[1]
+        piece = Window(window.col_off + col, window.row_off + row, size_c, size_r)
+        data = read(dataset, indexes, window=piece)
+        valid = valid_mask(data, nodata)
+        if mask is not None:
+            valid &= mask.valid(piece)
+        values.append(data[:, valid].astype(np.float64))
+    return np.concatenate(values, axis=1)
 
 
-def check_band_statistics(dataset, window: Window, model, events, indexes=None, bands_given: bool = False) -> bool:
+def check_band_statistics(dataset, window: Window, model, events, indexes=None, bands_given: bool = False,
+                          mask=None) -> bool:
     """Warn when the raster's bands differ by far from the training data's; True when it warned.
-    ``bands_given``: the analyst chose ``indexes`` (Bands), so advice speaks of their choice."""
-    message = band_statistics_warning(dataset, window, model, indexes, bands_given)
-    if message:
+    ``bands_given``: the analyst chose ``indexes`` (Bands), so advice speaks of their choice; ``mask``: the
+    raster's own mask (:func:`..rasters.own_mask`)."""
+    messages = preflight_warnings(dataset, window, model, indexes, bands_given, mask)
+    for message in messages:
         events.warning(message)
-    return bool(message)
+    return bool(messages)
 
 
-def band_statistics_warning(dataset, window: Window, model, indexes=None, bands_given: bool = False):
-    """The warning :func:`check_band_statistics` gives (None when the bands look like the training data's)."""
+def preflight_warnings(dataset, window: Window, model, indexes=None, bands_given: bool = False, mask=None) -> list:
+    """The warnings :func:`check_band_statistics` gives (none when the bands look like the training data's)."""
+    values = sample_values(dataset, window, dataset.nodata, indexes, mask)
+    if values.shape[1] == 0:
+        return []  # no valid pixel: the run itself says so
+    message = _band_statistics_warning(values, dataset, model, indexes, bands_given, mask)
+    return [message] if message else []
+
+
+def _band_statistics_warning(values, dataset, model, indexes, bands_given, mask):
     if any("no normalisation" in a for a in model.assumptions):
         return None  # the card's mean/std were guessed: nothing to compare with
-    stats = sample_statistics(dataset, window, dataset.nodata, indexes)
-    if stats is None:
-        return None  # no valid pixel: the run itself says so
-    mean, std, pixels = stats
+    mean, std, pixels = values.mean(axis=1), values.std(axis=1), values.shape[1]
     trained_mean = np.asarray(model.card["mean"], dtype=np.float64)
     trained_std = np.maximum(np.asarray(model.card["std"], dtype=np.float64), 1e-12)
     off = [b for b in range(len(mean)) if _far(mean[b], std[b], trained_mean[b], trained_std[b])]
     if not off:
         return None
-    bands = _Bands(dataset, model, indexes, bands_given)
+    bands = _Bands(dataset, model, indexes, bands_given, mask)
+    cause = _likely_cause(mean, std, trained_mean, trained_std, bands)
     numbers = "; ".join(f"{bands.describe(b)}: mean {mean[b]:.4g} (std {std[b]:.3g}) vs trained "
                         f"{trained_mean[b]:.4g} (std {trained_std[b]:.3g})" for b in off)
     return (f"The raster's values do not look like the model's training data ({len(off)} of {len(mean)} "
             f"bands far off, from {pixels} sampled pixels): {numbers}. Likely cause: "
-            f"{_likely_cause(mean, std, trained_mean, trained_std, bands)} The classes will be wrong unless "
-            f"this is fixed: check before relying on this run.")
+            f"{cause} The classes will be wrong unless this is fixed: check before relying on this run.")
 
 
 def _far(mean, std, trained_mean, trained_std) -> bool:
@@ -83,9 +92,10 @@ def _far(mean, std, trained_mean, trained_std) -> bool:
 class _Bands:
     """The raster bands fed to the model (``numbers``, in the model's order) and how they were chosen, for advice."""
 
-    def __init__(self, dataset, model, indexes, given: bool):
+    def __init__(self, dataset, model, indexes, given: bool, mask=None):
         self.numbers = list(indexes or range(1, dataset.count + 1))
-        self.given, self.raster_count = given, dataset.count
+        alpha = mask is not None and mask.alpha_band is not None  # a warped raster's added alpha band
+        self.given, self.raster_count = given, dataset.count - alpha
         self.card_bands = dict(model.card["bands"], count=model.bands)
 
     def describe(self, b: int) -> str:

@@ -164,9 +164,10 @@ def blank_reason(source) -> str:
     else:
         where = "in the area classified"
     nodata = "" if source.nodata is None else f" ({source.nodata:g})"
+    masked = ", hidden by its own mask" if source.mask is not None else ""
     return (f"The classified raster is empty (all no data): every pixel {where} is the raster's nodata "
-            f"value{nodata} or NaN, so there was nothing to classify. Check the raster (and its nodata "
-            f"setting) or the extent.")
+            f"value{nodata}{masked} or NaN, so there was nothing to classify. Check the raster (and its nodata "
+            f"setting{' and mask' if masked else ''}) or the extent.")
 
 
 SMALL_RUN_PIXELS = 256 * 256  # runs of fewer pixels keep the whole batch: they pay per call, and hold little
@@ -261,8 +262,8 @@ def _tiles_through(batch, grid) -> int:
 class _Preflight:
     """The band statistics' pre-flight check (:mod:`.preflight`), run on the reader thread once it has read the
     tiles of the first runs, so that it is not in the way of the first model run (Zion: 10 ms of the 40 ms
-    before it); its warning is told by the pipeline's thread as soon as it is there (an error in the run
-    waits for it: the warning may say why the run failed)."""
+    before it); its warnings are told by the pipeline's thread as soon as they are there (an error in the run
+    waits for them: they may say why the run failed)."""
 
     def __init__(self, source, reader, events):
         self.source, self.reader, self.events = source, reader, events
@@ -270,13 +271,12 @@ class _Preflight:
 
     def start(self) -> None:
         if not self.started:
-            self.started, self.future = True, self.reader.submit(self.source.statistics_warning)
+            self.started, self.future = True, self.reader.submit(self.source.statistics_warnings)
 
     def tell(self, wait: bool = False) -> None:
         if self.future is not None and (wait or self.future.done()):
             future, self.future = self.future, None
-            message = future.result()
-            if message:
+            for message in future.result():
                 self.events.warning(message)
 
     def __enter__(self):

@@ -3,8 +3,9 @@
 :func:`open_source` checks the raster against the model (band count, pixel type, CRS units, resolution),
 resamples it on the fly to the model's resolution when asked (a rasterio ``WarpedVRT``), limits it to an
 extent (snapped outward to whole pixels of the input grid) and rasterises an optional mask per tile.
-:meth:`RasterSource.batches` then yields batches of tiles: nodata, NaN, padded and outside-mask pixels are
-invalid and set to 0 after standardisation; tiles with no valid pixel are skipped, never run.
+:meth:`RasterSource.batches` then yields batches of tiles: nodata, NaN, padded and outside-mask pixels, and
+pixels the raster's own mask hides (an internal or ``.msk`` mask, an alpha band: :func:`..rasters.own_mask`),
+are invalid and set to 0 after standardisation; tiles with no valid pixel are skipped, never run.
 """
 import contextlib
 import json
@@ -23,8 +24,8 @@ from rasterio.windows import Window
 from ..band_choice import choose_bands, describe_model_bands, parse_bands
 from ..errors import BadInputError
 from ..ground import raster_pixel_size
-from ..rasters import check_pixel_type, open_raster, read, valid_mask
-from .preflight import band_statistics_warning, check_band_statistics
+from ..rasters import check_pixel_type, open_raster, own_mask, read, valid_mask
+from .preflight import check_band_statistics, preflight_warnings
 
 RESOLUTION_TOLERANCE = 1.5  # warn when raster and model resolutions differ by more than this factor
 GDAL_CACHE_BYTES = 256 * 2**20  # bounded block cache: strip-organised rasters are decoded once per tile row
@@ -40,8 +41,10 @@ class Batch:
 class RasterSource:
     """A checked raster window ready to be read as tiles; its grid is the output grid."""
 
-    def __init__(self, dataset, window: Window, model, shapes, events, indexes=None, bands_given: bool = False):
+    def __init__(self, dataset, window: Window, model, shapes, events, indexes=None, bands_given: bool = False,
+                 mask=None):
         self.dataset, self.window, self.shapes = dataset, window, shapes
+        self.mask = mask  # the raster's own mask (rasters.OwnMask), or None: read only when there is one
         self.indexes = list(indexes or range(1, dataset.count + 1))  # raster bands fed to the model, in order
         self.bands_given = bands_given  # the analyst chose them (Bands): advice speaks of their choice
         self.width, self.height = int(window.width), int(window.height)
@@ -80,11 +83,11 @@ class RasterSource:
         if tiles:
             yield Batch(tiles, x[:len(tiles)], valid[:len(tiles)])
 
-    def statistics_warning(self):
-        """The pre-flight warning when the bands do not look like the training data's, else None (see
-        :mod:`.preflight`): a sample of windows, read on the thread that reads the tiles (a dataset is read by
-        one thread at a time)."""
-        return band_statistics_warning(self.dataset, self.window, self._model, self.indexes, self.bands_given)
+    def statistics_warnings(self) -> list:
+        """The pre-flight warnings (the bands do not look like the training data's, zeros that look like no
+        data; see :mod:`.preflight`): a sample of windows, read on the thread that reads the tiles (a dataset is
+        read by one thread at a time)."""
+        return preflight_warnings(self.dataset, self.window, self._model, self.indexes, self.bands_given, self.mask)
 
     def _read_tile(self, tile, x: np.ndarray, valid: np.ndarray, strips: bool = False) -> bool:
         window = Window(self.window.col_off + tile.col, self.window.row_off + tile.row, tile.cols, tile.rows)
@@ -106,6 +109,8 @@ class RasterSource:
             return True
         data = read(self.dataset, self.indexes, window=window)
         inside &= valid_mask(data, self.nodata)
+        if self.mask is not None:
+            inside &= self.mask.valid(window)
         if not inside.any():
             return False  # all False already
         self._standardise(data, inside, x[:, :tile.rows, :tile.cols])
@@ -127,6 +132,8 @@ class RasterSource:
             window = Window(self.window.col_off, self.window.row_off + tile.row, self.width, tile.rows)
             data = read(self.dataset, self.indexes, window=window)
             ok = valid_mask(data, self.nodata)
+            if self.mask is not None:
+                ok &= self.mask.valid(window)
             if self._strip is None or self._strip[0].shape[:2] != (len(data), tile.rows):
                 self._strip = (np.empty((len(data), tile.rows, self.width), dtype=np.float32), None)
             standardised = self._strip[0]
@@ -141,22 +148,24 @@ def open_source(raster_path, model, *, extent=None, mask_path=None, resample=Fal
     """Open, check and frame the raster for ``model``; yields a :class:`RasterSource`. ``bands``: the raster
     bands to feed the model, in its order (default: see :func:`..band_choice.choose_bands`). ``preflight``:
     check the bands' statistics against the training data's now (:mod:`.preflight`); else the source's
-    :meth:`RasterSource.statistics_warning` does, on the thread that reads it, and the caller tells it."""
+    :meth:`RasterSource.statistics_warnings` does, on the thread that reads it, and the caller tells it."""
     previous_cache = gdal.GetCacheMax()
     gdal.SetCacheMax(GDAL_CACHE_BYTES)
     try:
         with open_raster(raster_path) as src, contextlib.ExitStack() as stack:
             indexes = _check(src, model, events, bands)
             given = parse_bands(bands) is not None
-            dataset = src
+            dataset, own = src, own_mask(src, indexes)
             target = _target_grid(src, model, resample, events)
-            if target is not None:
-                dataset = stack.enter_context(WarpedVRT(src, crs=src.crs, resampling=Resampling.bilinear, **target))
+            if target is not None:  # a raster with a mask of its own: the warped mask is an added alpha band
+                dataset = stack.enter_context(WarpedVRT(src, crs=src.crs, resampling=Resampling.bilinear,
+                                                        add_alpha=own is not None, **target))
+                own = own_mask(dataset, alpha_band=dataset.count) if own is not None else None
             window = extent_window(extent, dataset)
             shapes = load_mask(mask_path, dataset.crs) if mask_path else None
-            if preflight:
-                check_band_statistics(dataset, window, model, events, indexes, given)  # before spending the run
-            yield RasterSource(dataset, window, model, shapes, events, indexes, given)
+            if preflight:  # before spending the run
+                check_band_statistics(dataset, window, model, events, indexes, given, own)
+            yield RasterSource(dataset, window, model, shapes, events, indexes, given, own)
     finally:
         gdal.SetCacheMax(previous_cache)
 
