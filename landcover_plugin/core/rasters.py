@@ -119,3 +119,17 @@ def own_mask(dataset, indexes=None, alpha_band=None):
         masked = masked[:1]  # one mask for every band: read it once
     return OwnMask(dataset, masked)
 
+
+ZERO_FILL_SHARE = 0.05  # of the valid pixels 0 in every band, in a raster without a nodata value: likely fill
+
+
+def zero_fill_warning(name, zeros: int, pixels: int, what: str, consequence: str):
+    """The warning for a raster without a nodata value whose ``zeros`` of ``pixels`` (``what``: "sampled pixels")
+    are 0 in every band, or None when they are few: a fill border or gaps saved as 0 are read as land cover
+    (``consequence``)."""
+    if not pixels or zeros < ZERO_FILL_SHARE * pixels:
+        return None
+    return (f"{zeros / pixels:.0%} of the {what} of {name} are 0 in every band, and the raster has no nodata "
+            f"value: those look like no data (a fill border or gaps), yet they are {consequence}. Set 0 as the "
+            f"raster's nodata value (in QGIS: Raster > Conversion > Translate, with 'Assign a specified nodata value "
+            f"to output bands' set to 0; or gdal_edit -a_nodata 0) and run again on that raster.")

@@ -94,3 +94,16 @@ def test_the_warning_is_told_when_the_run_then_fails(setup):
         classify_raster(ClassifyOptions(path, broken, setup["folder"] / "failing_map.tif"), events)
     warnings = [e["message"] for e in events.of_type("log") if e["level"] == "warning"]
     assert any("do not look like the model's training data" in m and "another scaling" in m for m in warnings)
+
+
+def test_a_border_of_zeros_without_a_nodata_value_is_named(setup):
+    """The probe's case: 40 px of zeros around Zion, no nodata value: those pixels were classified, silently."""
+    data = np.zeros((4, 256 + 80, 256 + 80), dtype=np.uint16)
+    data[:, 40:-40, 40:-40] = setup["data"]
+    shape = dict(width=336, height=336, transform=setup["profile"]["transform"] * rasterio.Affine.translation(-40, -40))
+    message = next(m for m in warnings_for(setup, "zero_border", data, nodata=None, **shape) if "0 in every band" in m)
+    assert "the raster has no nodata value: those look like no data" in message
+    assert "Assign a specified nodata value to output bands' set to 0" in message
+    with_nodata = warnings_for(setup, "zero_border_nodata", data, nodata=0, **shape)
+    assert not [m for m in with_nodata if "0 in every band" in m or "training data" in m]
+

@@ -15,6 +15,7 @@ from test_chip_export_polygons import (
 from landcover_plugin.core.chips.dataset import load_dataset
 from landcover_plugin.core.chips.export import export_chips
 from landcover_plugin.core.chips.options import ChipExportOptions
+from landcover_plugin.core.events import RecordingEvents
 
 
 def copy_raster(source, target, edit=None, dtype=None):
@@ -204,3 +205,28 @@ def test_classified_raster_labels_keep_their_embedded_names_and_colours(shared_d
     classes = json.loads((tmp_path / "chips" / "dataset.json").read_text())["classes"]
     assert [(c["id"], c["name"], c["colour"]) for c in classes] == [(1, "wetland", "#0a141e"),
                                                                       (2, "pasture", "#c86432")]
+
+
+@pytest.mark.parametrize("nodata", [None, 0])
+def test_a_border_of_zeros_without_a_nodata_value_is_named(shared_data, tmp_path, nodata):
+    """Zeros around the image with no nodata value count in the statistics and get labels: say so, and how to fix
+    it; with 0 as the nodata value they are no data and nothing is said."""
+    folder = shared_data / "rstoolbox"
+    with rasterio.open(folder / "landsat5_1988_7band.tif") as src:
+        data, profile = src.read(), src.profile
+    framed = np.zeros((data.shape[0], data.shape[1] + 60, data.shape[2] + 60), dtype=data.dtype)
+    framed[:, 30:-30, 30:-30] = np.where(data == 0, 1, data)
+    profile.update(nodata=nodata, width=framed.shape[2], height=framed.shape[1],
+                   transform=profile["transform"] * rasterio.Affine.translation(-30, -30))
+    with rasterio.open(tmp_path / "framed.tif", "w", **profile) as dst:
+        dst.write(framed)
+    events = RecordingEvents()
+    export_chips(ChipExportOptions(tmp_path / "framed.tif", tmp_path / "chips",
+                                   labels_vector=folder / "training_polygons.gpkg", class_field="class",
+                                   chip_size=32), events)
+    zeros = [e["message"] for e in events.of_type("log") if "0 in every band" in e["message"]]
+    if nodata is None:
+        assert len(zeros) == 1 and "of the pixels of" in zeros[0] and "the raster has no nodata value" in zeros[0]
+        assert "set to 0; or gdal_edit -a_nodata 0) and run again" in zeros[0]
+    else:
+        assert not zeros

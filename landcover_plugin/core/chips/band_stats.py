@@ -7,10 +7,11 @@ import numpy as np
 
 
 class BandStats:
-    """Running per-band statistics; feed it (band, row, col) windows and their valid masks."""
+    """Running per-band statistics; feed it (band, row, col) windows and their valid masks. ``count_zeros``: also
+    count the valid pixels that are 0 in every band (``zeros``)."""
 
-    def __init__(self, band_count: int):
-        self.count = 0
+    def __init__(self, band_count: int, count_zeros: bool = False):
+        self.count, self.zeros, self.count_zeros = 0, 0, count_zeros
         self.mean = np.zeros(band_count, dtype=np.float64)
         self._m2 = np.zeros(band_count, dtype=np.float64)
 
@@ -20,6 +21,8 @@ class BandStats:
         n = values.shape[1]
         if n == 0:
             return
+        if self.count_zeros:
+            self.zeros += int(np.count_nonzero((values == 0).all(axis=0)))
         mean = values.mean(axis=1, dtype=np.float64)
         centred = values - mean[:, None]  # float64 whatever the input dtype
         m2 = np.einsum("ij,ij->i", centred, centred)

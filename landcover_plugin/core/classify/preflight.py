@@ -5,7 +5,8 @@ spread over the area gives each band's mean and std, compared with the mean/std 
 training data's). A band far off (means several training stds
 apart, or spreads five times apart) is reported with the numbers per band and the likely cause: another
 scaling (reflectance 0-1 vs digital numbers 0-10000), the same bands in another order, or another sensor or
-processing level. It is a warning, never an error: the user may know better.
+processing level. It is a warning, never an error: the user may know better. The same sample warns of a
+raster without a nodata value where many pixels are 0 in every band (a fill border read as land cover).
 """
 import itertools
 
@@ -14,7 +15,7 @@ from rasterio.windows import Window
 
 from ..band_choice import choose_bands
 from ..errors import BadInputError
-from ..rasters import read, valid_mask
+from ..rasters import read, valid_mask, zero_fill_warning
 
 SAMPLES_PER_SIDE = 5  # up to 25 windows
 # Each window 16 rows x 256 columns (as many pixels as 64 x 64): a GeoTIFF stored in strips (Zion: 3 rows a
@@ -47,9 +48,9 @@ def sample_values(dataset, window: Window, nodata, indexes=None, mask=None) -> n
 
 def check_band_statistics(dataset, window: Window, model, events, indexes=None, bands_given: bool = False,
                           mask=None) -> bool:
-    """Warn when the raster's bands differ by far from the training data's; True when it warned.
-    ``bands_given``: the analyst chose ``indexes`` (Bands), so advice speaks of their choice; ``mask``: the
-    raster's own mask (:func:`..rasters.own_mask`)."""
+    """Warn when the raster's bands differ by far from the training data's, or look padded with zeros; True
+    when it warned. ``bands_given``: the analyst chose ``indexes`` (Bands), so advice speaks of their choice;
+    ``mask``: the raster's own mask (:func:`..rasters.own_mask`)."""
     messages = preflight_warnings(dataset, window, model, indexes, bands_given, mask)
     for message in messages:
         events.warning(message)
@@ -61,8 +62,14 @@ def preflight_warnings(dataset, window: Window, model, indexes=None, bands_given
     values = sample_values(dataset, window, dataset.nodata, indexes, mask)
     if values.shape[1] == 0:
         return []  # no valid pixel: the run itself says so
+    warnings = []
+    if dataset.nodata is None:
+        zeros = int(np.count_nonzero((values == 0).all(axis=0)))
+        message = zero_fill_warning(dataset.name, zeros, values.shape[1], "sampled pixels", "classified as land cover")
+        if message:
+            warnings.append(message)
     message = _band_statistics_warning(values, dataset, model, indexes, bands_given, mask)
-    return [message] if message else []
+    return warnings + [message] if message else warnings
 
 
 def _band_statistics_warning(values, dataset, model, indexes, bands_given, mask):
