@@ -107,3 +107,20 @@ def test_a_border_of_zeros_without_a_nodata_value_is_named(setup):
     with_nodata = warnings_for(setup, "zero_border_nodata", data, nodata=0, **shape)
     assert not [m for m in with_nodata if "0 in every band" in m or "training data" in m]
 
+
+def test_a_declared_scale_and_offset_is_named(setup):
+    """The probe's case: uint8 values with a per-band scale/offset that turns them into the training data's
+    digital numbers; the model reads the stored values, and the warning says so instead of 'Rescale'."""
+    scale, offset = 105.15, 5252.0
+    packed = np.clip(np.round((setup["data"] - offset) / scale), 0, 254).astype(np.uint8)
+    path = raster(setup, "scaled", packed, dtype="uint8", nodata=255)
+    with rasterio.open(path, "r+") as dst:
+        dst.scales, dst.offsets = (scale,) * 4, (offset,) * 4
+    events = RecordingEvents()
+    classify_raster(ClassifyOptions(path, setup["model"], setup["folder"] / "scaled_map.tif"), events)
+    message = next(e["message"] for e in events.of_type("log") if "training data" in e["message"])
+    assert "another scaling" in message and "Rescale the raster" not in message
+    assert "declares a scale and offset for its values (every band: value x 105.15 + 5252)" in message
+    assert "the model reads the stored values: the scale and offset are not applied" in message
+    assert "'-unscale -ot UInt16'" in message
+

@@ -82,7 +82,7 @@ def _band_statistics_warning(values, dataset, model, indexes, bands_given, mask)
     if not off:
         return None
     bands = _Bands(dataset, model, indexes, bands_given, mask)
-    cause = _likely_cause(mean, std, trained_mean, trained_std, bands)
+    cause = _likely_cause(mean, std, trained_mean, trained_std, bands, _declared_scaling(dataset, model, indexes))
     numbers = "; ".join(f"{bands.describe(b)}: mean {mean[b]:.4g} (std {std[b]:.3g}) vs trained "
                         f"{trained_mean[b]:.4g} (std {trained_std[b]:.3g})" for b in off)
     return (f"The raster's values do not look like the model's training data ({len(off)} of {len(mean)} "
@@ -134,21 +134,50 @@ class _Bands:
                 f"Bands {shown}.")
 
 
-def _likely_cause(mean, std, trained_mean, trained_std, bands) -> str:
+def _likely_cause(mean, std, trained_mean, trained_std, bands, declared=None) -> str:
+    """The likely cause and its fix; ``declared``: the raster's own scale/offset, in words (see
+    :func:`_declared_scaling`), which the model does not apply."""
     with np.errstate(divide="ignore", invalid="ignore"):
         ratios = np.abs(mean) / np.abs(trained_mean)
     finite = ratios[np.isfinite(ratios) & (ratios > 0)]
     if finite.size and (finite.max() / finite.min() < 3) and not 0.2 < np.median(finite) < 5:
         factor = float(np.median(finite))
         shown = f"{factor:.3g} times" if factor > 1 else f"1/{1 / factor:.3g} of"
-        return (f"another scaling: the raster's values are about {shown} the training data's (e.g. reflectance "
-                f"0-1 vs digital numbers 0-10000, or 8-bit vs 16-bit). Rescale the raster to the training data's "
-                f"units, or use a model trained on this kind of values.")
+        cause = (f"another scaling: the raster's values are about {shown} the training data's (e.g. reflectance "
+                 f"0-1 vs digital numbers 0-10000, or 8-bit vs 16-bit).")
+        return f"{cause} {declared}" if declared else (f"{cause} Rescale the raster to the training data's units, "
+                                                       f"or use a model trained on this kind of values.")
     order = _better_order(mean, std, trained_mean, trained_std)
-    if order is not None:
-        return bands.order_advice(list(order))
-    return ("another sensor, processing level or scene type than the training data. Use a raster like the "
-            "training image (same sensor and processing), or train a model on this kind of image.")
+    cause = bands.order_advice(list(order)) if order is not None else (
+        "another sensor, processing level or scene type than the training data. Use a raster like the training "
+        "image (same sensor and processing), or train a model on this kind of image.")
+    return f"{cause} {declared}" if declared else cause
+
+
+GDAL_TYPES = {"uint8": "Byte", "int8": "Int8", "uint16": "UInt16", "int16": "Int16", "uint32": "UInt32",
+              "int32": "Int32", "float32": "Float32", "float64": "Float64"}
+
+
+def _declared_scaling(dataset, model, indexes):
+    """What to say when the bands read declare a scale/offset other than 1/0 (GDAL metadata, e.g. packed
+    reflectance): the model reads the stored values, never the scaled ones; None when none does."""
+    numbers = list(indexes or range(1, dataset.count + 1))
+    scales, offsets = dataset.scales, dataset.offsets
+    declared = [(b, scales[b - 1], offsets[b - 1]) for b in numbers
+                if (scales[b - 1], offsets[b - 1]) not in ((1.0, 0.0), (None, None))]
+    if not declared:
+        return None
+    if len(declared) == len(numbers) and len({(scale, offset) for _, scale, offset in declared}) == 1:
+        shown, more = f"every band: value x {declared[0][1]:.6g} + {declared[0][2]:.6g}", ""
+    else:
+        shown = "; ".join(f"band {b}: value x {scale:.6g} + {offset:.6g}" for b, scale, offset in declared[:4])
+        more = f" and {len(declared) - 4} more" if len(declared) > 4 else ""
+    gdal_type = GDAL_TYPES.get(model.card.get("input_dtype") or "", "Float32")
+    return (f"The raster declares a scale and offset for its values ({shown}{more}), but the model reads the "
+            f"stored values: the scale and offset are not applied. If the training data held the scaled values, "
+            f"make a raster of them (in QGIS: Raster > Conversion > Translate, with '-unscale -ot {gdal_type}' as "
+            f"additional command-line parameters; or gdal_translate -unscale -ot {gdal_type}) and classify that; "
+            f"else use a model trained on the stored values.")
 
 
 def _better_order(mean, std, trained_mean, trained_std):
