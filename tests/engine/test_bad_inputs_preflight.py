@@ -124,3 +124,10 @@ def test_a_declared_scale_and_offset_is_named(setup):
     assert "the model reads the stored values: the scale and offset are not applied" in message
     assert "'-unscale -ot UInt16'" in message
 
+
+@pytest.mark.parametrize("size", [1, 8])
+def test_a_raster_of_a_few_pixels_gets_no_verdict(setup, size):
+    """The probe's 1x1 px raster was '4 of 4 bands far off' (one pixel has no spread): too few pixels to judge."""
+    data = setup["data"][:, 100:100 + size, 100:100 + size]
+    warnings = warnings_for(setup, f"pixels_{size}", data, width=size, height=size)
+    assert not [m for m in warnings if "training data" in m]

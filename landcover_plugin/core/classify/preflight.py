@@ -6,7 +6,8 @@ training data's). A band far off (means several training stds
 apart, or spreads five times apart) is reported with the numbers per band and the likely cause: another
 scaling (reflectance 0-1 vs digital numbers 0-10000), the same bands in another order, or another sensor or
 processing level. It is a warning, never an error: the user may know better. The same sample warns of a
-raster without a nodata value where many pixels are 0 in every band (a fill border read as land cover).
+raster without a nodata value where many pixels are 0 in every band (a fill border read as land cover); a
+sample too small to say anything (a raster of a few pixels) gets no verdict.
 """
 import itertools
 
@@ -25,6 +26,15 @@ SAMPLE_ROWS, SAMPLE_COLS = 16, 256
 MEAN_TOLERANCE = 4.0  # training stds between the means
 SPREAD_TOLERANCE = 5.0  # ratio of the stds, either way
 MAX_PERMUTED_BANDS = 8  # 40320 orders at most
+MIN_SAMPLE_PIXELS = 256  # fewer valid pixels (a raster of a few pixels) say nothing about a band's spread
+
+
+def _starts(length: int, size: int) -> list:
+    """(start, size) of the sample windows along one axis: spread over it, or tiling it where that many windows
+    cover it (a small raster is read whole, each pixel once)."""
+    if length <= SAMPLES_PER_SIDE * size:
+        return [(start, min(size, length - start)) for start in range(0, length, size)]
+    return [(int(start), size) for start in np.linspace(0, length - size, SAMPLES_PER_SIDE)]
 
 
 def sample_values(dataset, window: Window, nodata, indexes=None, mask=None) -> np.ndarray:
@@ -32,12 +42,10 @@ def sample_values(dataset, window: Window, nodata, indexes=None, mask=None) -> n
     ``indexes``: the bands to read, in order (default: all); ``mask``: the raster's own mask
     (:func:`..rasters.own_mask`), whose hidden pixels are not valid."""
     indexes = list(indexes or range(1, dataset.count + 1))
-    size_r, size_c = min(SAMPLE_ROWS, int(window.height)), min(SAMPLE_COLS, int(window.width))
-    rows = np.linspace(0, int(window.height) - size_r, SAMPLES_PER_SIDE).astype(int)
-    cols = np.linspace(0, int(window.width) - size_c, SAMPLES_PER_SIDE).astype(int)
     values = [np.zeros((len(indexes), 0))]
-    for row, col in sorted(set(itertools.product(rows, cols))):
-        piece = Window(window.col_off + col, window.row_off + row, size_c, size_r)
+    for (row, rows), (col, cols) in itertools.product(_starts(int(window.height), SAMPLE_ROWS),
+                                                      _starts(int(window.width), SAMPLE_COLS)):
+        piece = Window(window.col_off + col, window.row_off + row, cols, rows)
         data = read(dataset, indexes, window=piece)
         valid = valid_mask(data, nodata)
         if mask is not None:
@@ -60,8 +68,8 @@ def check_band_statistics(dataset, window: Window, model, events, indexes=None, 
 def preflight_warnings(dataset, window: Window, model, indexes=None, bands_given: bool = False, mask=None) -> list:
     """The warnings :func:`check_band_statistics` gives (none when the bands look like the training data's)."""
     values = sample_values(dataset, window, dataset.nodata, indexes, mask)
-    if values.shape[1] == 0:
-        return []  # no valid pixel: the run itself says so
+    if values.shape[1] < MIN_SAMPLE_PIXELS:
+        return []  # no valid pixel (the run itself says so), or too few to judge
     warnings = []
     if dataset.nodata is None:
         zeros = int(np.count_nonzero((values == 0).all(axis=0)))
