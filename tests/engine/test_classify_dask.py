@@ -10,6 +10,8 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -264,3 +266,65 @@ def test_what_dask_does_not_do_is_refused_before_any_cluster_starts(mosaic, tmp_
     with pytest.raises(BadInputError, match="already exists"):
         classify_raster(ClassifyOptions(vrt, model, tmp_path / "e.vrt", dask="local:2"))
     assert not list(tmp_path.glob("*.shards"))
+
+
+@pytest.fixture(params=["silent", "garbage"])
+def not_a_scheduler(request):
+    """A local TCP server that is not a Dask scheduler: one that accepts and never answers (another service
+    waiting for its own protocol), one that answers bytes of another protocol (an HTTP error)."""
+    server = socket.create_server(("127.0.0.1", 0))
+    held = []
+
+    def serve():
+        while True:
+            try:
+                peer, _ = server.accept()
+            except OSError:  # the server closed: the test is over
+                return
+            held.append(peer)
+            if request.param == "garbage":
+                peer.sendall(b"HTTP/1.0 400 Bad Request\r\nContent-Length: 0\r\n\r\n")
+
+    threading.Thread(target=serve, daemon=True).start()
+    yield request.param, f"tcp://127.0.0.1:{server.getsockname()[1]}"
+    server.close()
+    for peer in held:
+        peer.close()
+
+
+def test_an_address_that_is_not_a_dask_scheduler_is_a_clear_error(zion_image, model, tmp_path, not_a_scheduler):
+    """It hung for ever (silent peer: the connect timeout covers only the TCP connection) or said 'Ran out of
+    memory' (the HTTP reply read as a frame length of 3 EiB)."""
+    kind, address = not_a_scheduler
+    tick = time.monotonic()
+    code, events, stderr = engine("--raster", zion_image, "--model", model, "--output", tmp_path / "x.vrt",
+                                  "--dask", address, timeout=60)
+    assert time.monotonic() - tick < 25
+    assert code == 2 and events[-1]["kind"] == "bad_input", stderr[-2000:]
+    assert events[-1]["message"].startswith(f"{address} is not a Dask scheduler")
+    assert "tcp://host:8786" in events[-1]["message"] and "local:N" in events[-1]["message"]
+    said = {"silent": "it accepted the connection but did not answer in Dask's protocol within 10 s",
+            "garbage": "it answered, but not in Dask's protocol)"}[kind]
+    assert said in events[-1]["message"] and "memory" not in events[-1]["message"].lower()
+    assert "Traceback" not in stderr and not list(tmp_path.iterdir())
+
+
+def test_a_cancel_stops_a_connect_in_progress(zion_image, model, tmp_path):
+    """SIGTERM (the QGIS side's cancel) while the engine waits for a peer that never answers."""
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        args = ENGINE + ["--raster", str(zion_image), "--model", str(model), "--output", str(tmp_path / "x.vrt"),
+                         "--dask", f"tcp://127.0.0.1:{server.getsockname()[1]}"]
+        process = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        try:
+            peer, _ = server.accept()  # the engine is connecting: the handshake waits for an answer
+            with peer:
+                time.sleep(1)
+                process.send_signal(signal.SIGTERM)
+                tick = time.monotonic()
+                assert process.wait(timeout=10) == 4
+                assert time.monotonic() - tick < 5
+        finally:
+            if process.poll() is None:  # deaf to the cancel (the bug): never leave it running
+                process.kill()
+    last = json.loads(process.stdout.read().splitlines()[-1])
+    assert last["kind"] == "cancelled" and "while connecting to the Dask scheduler" in last["message"]

@@ -9,6 +9,8 @@ shards folder; the engine then writes a VRT over them and, when asked, one Cloud
 
 - ``local:N`` starts a ``LocalCluster`` of N worker processes (one thread each, onnxruntime threads = usable
   CPUs / N) and closes it at the end; an address connects to a running scheduler. Nothing else starts one.
+  Connecting takes about 10 s at most and stops on a cancel; an address where something else answers is
+  named as not a Dask scheduler (:func:`handshake`).
 - Shared storage: the raster, the model and the output folder are opened by every worker at the same paths.
   Before any shard runs, each worker is asked (``client.run``) whether it sees them and can write the shards
   folder; a worker that cannot is named, with the fix.
@@ -153,23 +155,89 @@ def connect(address: str, events):
             client.close()
             cluster.close()
         return
+    handshake(address, events)
     try:
         client = Client(address, timeout=f"{CONNECT_SECONDS}s")
-    except (OSError, TimeoutError, ValueError) as exc:
-        raise BadInputError(f"Cannot reach the Dask scheduler at {address} ({type(exc).__name__}: "
-                            f"{str(exc)[:200]}). Check the address (tcp://host:8786), that the scheduler runs and "
-                            f"that this machine can reach it; or use local:N to start N workers here.") from exc
+    except Exception as exc:  # noqa: BLE001 - any failure to connect is the address's: say so, with the fix
+        raise connect_error(address, exc) from exc
     try:
-        try:
-            client.wait_for_workers(1, timeout=CONNECT_SECONDS)
-        except (TimeoutError, OSError) as exc:
-            raise BadInputError(f"The Dask scheduler at {address} has no workers: start some (dask worker "
-                                f"{address}) and run again.") from exc
+        wait_for_workers(client, address, events)
         workers = len(client.scheduler_info()["workers"])
         events.info(f"Connected to the Dask scheduler at {address}: {workers} worker(s).")
         yield client, workers, False
     finally:
         client.close()
+
+
+def handshake(address: str, events, seconds: float = CONNECT_SECONDS) -> None:
+    """Reach ``address`` and exchange Dask's handshake, within about ``seconds`` and stopping on a cancel.
+
+    ``Client(address, timeout=...)`` bounds only the TCP connection: a peer that accepts it and then never
+    answers (another service on that port) held the engine for ever, deaf to a cancel, and one that answers
+    other bytes made Dask read them as a frame length (an allocation of exabytes: a MemoryError). This runs
+    Dask's own ``connect`` (the same handshake) in an event loop of ours that checks the cancel and a deadline
+    every ``POLL_SECONDS``, and turns any failure into a message naming the address."""
+    import asyncio
+
+    from distributed.comm import connect as dask_connect
+
+    async def attempt():
+        # connect() gives up reaching the address after `seconds`; the handshake after it has no limit of its own
+        task = asyncio.ensure_future(dask_connect(address, timeout=seconds))
+        deadline = time.monotonic() + seconds + 2
+        try:
+            while not task.done():
+                if events.cancel_requested:
+                    raise Cancelled(f"Classification cancelled while connecting to the Dask scheduler at {address}.")
+                if time.monotonic() > deadline:
+                    raise BadInputError(f"{address} is not a Dask scheduler (it accepted the connection but did "
+                                        f"not answer in Dask's protocol within {seconds:g} s): give the "
+                                        f"scheduler's address (tcp://host:8786), or use local:N to start N "
+                                        f"workers here.")
+                await asyncio.wait({task}, timeout=POLL_SECONDS)
+        finally:
+            if not task.done():
+                task.cancel()
+                await asyncio.wait({task})
+        comm = task.result()
+        await comm.close()
+
+    try:
+        asyncio.run(attempt())
+    except LandcoverError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - MemoryError included: it is the peer's bytes, not this machine
+        raise connect_error(address, exc) from exc
+
+
+def connect_error(address: str, exc: BaseException) -> BadInputError:
+    """The message for a failure to connect to ``address``: unreachable (Dask's connect gives up with a plain
+    OSError, or the address is malformed), or something that answered but not as a Dask scheduler."""
+    from distributed.comm import CommClosedError
+
+    if isinstance(exc, (OSError, TimeoutError, ValueError)) and not isinstance(exc, CommClosedError):
+        return BadInputError(f"Cannot reach the Dask scheduler at {address} ({type(exc).__name__}: "
+                             f"{str(exc)[:200]}). Check the address (tcp://host:8786), that the scheduler runs and "
+                             f"that this machine can reach it; or use local:N to start N workers here.")
+    # the exception's name is left out: a MemoryError here is the peer's bytes read as a length, not this machine
+    return BadInputError(f"{address} is not a Dask scheduler (it answered, but not in Dask's protocol): give the "
+                         f"scheduler's address (tcp://host:8786), or use local:N to start N workers here.")
+
+
+def wait_for_workers(client, address: str, events, seconds: float = CONNECT_SECONDS) -> None:
+    """Wait up to ``seconds`` for the scheduler to have a worker, stopping on a cancel."""
+    deadline = time.monotonic() + seconds
+    while True:
+        if events.cancel_requested:
+            raise Cancelled(f"Classification cancelled while waiting for the Dask scheduler at {address} to have "
+                            f"workers.")
+        try:
+            client.wait_for_workers(1, timeout=POLL_SECONDS * 5)
+            return
+        except (TimeoutError, OSError) as exc:
+            if time.monotonic() > deadline:
+                raise BadInputError(f"The Dask scheduler at {address} has no workers: start some (dask worker "
+                                    f"{address}) and run again.") from exc
 
 
 def paths_seen(paths: dict) -> dict:
