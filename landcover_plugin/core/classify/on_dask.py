@@ -192,8 +192,8 @@ def handshake(address: str, events, seconds: float = CONNECT_SECONDS) -> None:
                 if time.monotonic() > deadline:
                     raise BadInputError(f"{address} is not a Dask scheduler (it accepted the connection but did "
                                         f"not answer in Dask's protocol within {seconds:g} s): give the "
-                                        f"scheduler's address (tcp://host:8786), or use local:N to start N "
-                                        f"workers here.")
+                                        f"scheduler's address (tcp://host:8786; 8787 is its dashboard), or "
+                                        f"use local:N to start N workers here.")
                 await asyncio.wait({task}, timeout=POLL_SECONDS)
         finally:
             if not task.done():
@@ -221,7 +221,8 @@ def connect_error(address: str, exc: BaseException) -> BadInputError:
                              f"that this machine can reach it; or use local:N to start N workers here.")
     # the exception's name is left out: a MemoryError here is the peer's bytes read as a length, not this machine
     return BadInputError(f"{address} is not a Dask scheduler (it answered, but not in Dask's protocol): give the "
-                         f"scheduler's address (tcp://host:8786), or use local:N to start N workers here.")
+                         f"scheduler's address (tcp://host:8786; 8787 is its dashboard), or use local:N to start N "
+                         f"workers here.")
 
 
 def wait_for_workers(client, address: str, events, seconds: float = CONNECT_SECONDS) -> None:
