@@ -73,6 +73,10 @@ class SetupEngineAlgorithm(EngineAlgorithm):
 
     def processAlgorithm(self, parameters, context, feedback):
         check_only = self.parameterAsEnum(parameters, self.MODE, context) == 1
+        if check_only and self.parameterAsBool(parameters, self.DOWNLOAD_WEIGHTS, context):
+            raise QgsProcessingException("'Check only' installs and downloads nothing, but 'Download ImageNet ResNet "
+                                         "weights' is ticked. Choose the mode 'Install or update' to download "
+                                         "them, or untick the download to check only.")
         if check_only:
             python, source = engine_python.resolve_engine_python()
             feedback.pushInfo(f"Engine Python: {python} (from {source})")

@@ -27,3 +27,13 @@ def test_check_mode_says_each_version_once(provider):
     torch = next(v for v in results["VERSIONS"].split(", ") if v.startswith("torch "))
     assert log.count(torch) == 1 and log.count("onnxruntime 1.") == 1, log
     assert log.count("GPU: ") == 1 and "Installing" not in log and "pip" not in log
+
+
+def test_check_mode_never_downloads_the_weights(provider):
+    """Check only installs and downloads nothing: asking it for the weights fails, saying which mode downloads."""
+    algorithm = QgsApplication.processingRegistry().createAlgorithmById("landcover:setup_engine_environment")
+    feedback = QgsProcessingFeedback()
+    results, ok = algorithm.run({"DOWNLOAD_WEIGHTS": True}, QgsProcessingContext(), feedback)
+    log = feedback.textLog()
+    assert not ok and "'Check only' installs and downloads nothing" in log and "Install or update" in log
+    assert "Downloading" not in log and "MB" not in log.split("'Check only'")[0]
