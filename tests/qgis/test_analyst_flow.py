@@ -90,12 +90,16 @@ def test_the_training_report_shows_the_run(provider, chips, tmp_path):
 
 def test_a_batch_as_large_as_the_training_set_is_reduced_and_few_validation_chips_warned(provider, chips,
                                                                                          tmp_path):
-    results, ok, log = run("train_segmentation_model", dict(TINY, EPOCHS=1, BATCH_SIZE=32, DATASET=str(chips),
-                                                            OUTPUT=str(tmp_path / "m.onnx")))
+    train_chips = json.loads((chips / "dataset.json").read_text())["summary"]["train_chips"]
+    fitted = train_chips // 4  # four batches of different chips an epoch (core/train/preflight.py)
+    assert 2 <= fitted < train_chips
+    results, ok, log = run("train_segmentation_model", dict(TINY, EPOCHS=1, BATCH_SIZE=train_chips,
+                                                            DATASET=str(chips), OUTPUT=str(tmp_path / "m.onnx")))
     assert ok, log
-    assert "Batch size 32 is too large for 30 training chips" in log and "batches of 7" in log
-    assert "batch size 7" in log  # what the engine then trained with
-    assert "Expect 16 steps of 7 chips per epoch" in log
+    assert f"Batch size {train_chips} is too large for {train_chips} training chips" in log
+    assert f"batches of {fitted} instead" in log
+    assert f"batch size {fitted}" in log  # what the engine then trained with
+    assert f"Expect {max(train_chips // fitted, 16)} steps of {fitted} chips per epoch" in log
 
 
 def test_either_or_inputs_are_checked_before_the_run(provider, shared_data, tmp_path):

@@ -82,14 +82,15 @@ def test_a_report_far_from_its_plot_links_it_by_path(run, chips, tmp_path):
 def test_batch_size_and_validation_advice(chips):
     train_chips, val_chips = preflight.chip_counts(chips)
     summary = json.loads((chips / "dataset.json").read_text())["summary"]
-    assert (train_chips, val_chips) == (summary["train_chips"], summary["val_chips"]) == (30, val_chips)
-    assert val_chips >= 5 and preflight.advice(4, train_chips, val_chips) == (4, [])
+    assert (train_chips, val_chips) == (summary["train_chips"], summary["val_chips"])
+    assert 16 < train_chips < 64 and val_chips >= 5 and preflight.advice(4, train_chips, val_chips) == (4, [])
     assert preflight.advice(15, 30, 14) == (15, [])  # two full batches: kept
     batch, warnings = preflight.advice(16, 16, 3)
     assert batch == 4 and "too large for 16 training chips" in warnings[0] and "Only 3 validation chip" in warnings[1]
     assert preflight.chip_counts(chips / "nowhere") == (None, None)
     # the trainer makes at least 16 steps an epoch (training/loop.py), repeating chips when there are few
-    assert preflight.plan(4, 30).startswith("Expect 16 steps of 4 chips per epoch (30 training chips, repeated")
+    assert preflight.plan(4, train_chips).startswith(
+        f"Expect 16 steps of 4 chips per epoch ({train_chips} training chips, repeated")
     assert preflight.plan(4, 200).startswith("Expect 50 steps of 4 chips per epoch (200 training chips)")
     assert preflight.plan(4, None) == ""
 
