@@ -53,7 +53,7 @@ def cross_validate(plan, config, spec, store, device, events, training_cls, minu
         run = training.fit()
         if run["cancelled"] or not epochs:
             return None, training
-        folds.append({"epochs": epochs, "history": run["history"]})
+        folds.append({"epochs": epochs, "history": run["history"], "stopped_by": run["stopped_by"]})
     return _pool(folds, config, spec, architecture, unsplit, plan, events), None
 
 
@@ -81,6 +81,7 @@ def _pool(folds, config, spec, architecture, unsplit, plan, events) -> dict:
             "architecture": architecture, "val_miou": round(_finite(scores[best]["mean_iou"]), 6),
             "val_accuracy": round(scores[best]["overall_accuracy"], 6), "curves": (str(csv_path), str(png_path)),
             "epochs_run": sum(len(f["history"]) for f in folds), "fold_epochs": [len(f["epochs"]) for f in folds],
+            "stopped_by": "time limit" if any(f["stopped_by"] == "time limit" for f in folds) else "epochs",
             "split": {"method": "polygons", "cv_folds": len(folds), "val_polygons": plan.groups,
                       "unsplit_classes": unsplit}}
 

@@ -46,8 +46,9 @@ def finish_run(run: dict, model, network: dict, data: dict, spec, config, device
         card = build_card(schema=spec.schema, band_names=spec.band_names, input_dtype=spec.dtype, nodata=spec.nodata,
                           mean=spec.mean, std=spec.std, tile_size=tile, overlap=config.overlap,
                           resolution=_ground_resolution(spec), crs=spec.crs, architecture=network["architecture"],
-                          metrics=_card_metrics(run), extra={"network": network, "training": _summary(config, device),
-                                                             "heldout": heldout_now},
+                          metrics=_card_metrics(run),
+                          extra={"network": network, "training": _summary(config, device, run),
+                                 "heldout": heldout_now},
                           source_bands=spec.raw.get("bands", {}).get("source_bands"),
                           source_count=spec.raw.get("bands", {}).get("source_count"))
         with disk_errors("the model", config.output, kept=config.checkpoint_dir / ckpt.LAST):
@@ -87,6 +88,7 @@ def finish_run(run: dict, model, network: dict, data: dict, spec, config, device
         "cancelled": run["cancelled"],
         "CANCELLED": run["cancelled"],
         "stopped_early": run["stopped_early"],
+        "stopped_by": run.get("stopped_by"),
         "device": str(device),
         "architecture": network["architecture"],
         "onnx_max_abs_diff": exported["max_abs_diff"],
@@ -130,10 +132,18 @@ def _card_metrics(run: dict) -> dict:
             "stopped_early": run["stopped_early"]}
 
 
-def _summary(config, device) -> dict:
+def _summary(config, device, run: dict) -> dict:
+    """The run settings for the card, with what ended the epochs (``stopped_by``: "epochs", "early stopping",
+    "time limit" or "cancel") and the analyst's time limit (None: none); after a refit ``selection_stopped_by``
+    says what ended the held-out run or the cross-validation folds that chose its epoch count."""
     keys = ("epochs", "batch_size", "learning_rate", "weight_decay", "schedule", "class_weights", "augment",
             "colour_augment", "patience", "seed")
-    return dict({k: getattr(config, k) for k in keys}, device=str(device), processes=current().world)
+    summary = dict({k: getattr(config, k) for k in keys}, device=str(device), processes=current().world,
+                   time_limit_minutes=run.get("time_limit_minutes", config.time_limit_minutes),
+                   stopped_by=run.get("stopped_by"))
+    if run.get("selection_stopped_by"):
+        summary["selection_stopped_by"] = run["selection_stopped_by"]
+    return summary
 
 
 def _ground_resolution(spec):

@@ -19,7 +19,7 @@ from torch.utils.data import DataLoader
 from landcover_plugin.core.chips.dataset import load_spec
 from landcover_plugin.core.errors import BadInputError
 from landcover_plugin.core.events import RecordingEvents
-from landcover_plugin.core.train.options import TrainConfig
+from landcover_plugin.core.train.options import TrainConfig, duration_text
 
 from . import checkpoint as ckpt
 from . import distributed
@@ -170,8 +170,11 @@ class _Training:
         self.all_val_loader = self.val_loader if not group.enabled or not group.is_main else DataLoader(
             ChipDataset(self.val_store, self.val_idx), batch_size=config.batch_size, shuffle=False, **options)
 
+        # stopped_by: what ended the epochs ("epochs", "early stopping", "time limit", "cancel"); the model card
+        # records it with the time limit (a time-limited run otherwise read as all epochs trained)
         self.run_state = {"epoch": 0, "global_step": 0, "history": [], "best": None, "best_state": None,
-                          "cancelled": False, "stopped_early": False, "since_best": 0, "anneal": None}
+                          "cancelled": False, "stopped_early": False, "since_best": 0, "anneal": None,
+                          "stopped_by": "epochs", "time_limit_minutes": config.time_limit_minutes}
         if state is not None:
             ckpt.restore_run(self.run_state, state, self.model, self.optimizer, self.scaler, config, events,
                              group.is_main)
@@ -212,7 +215,7 @@ class _Training:
                     f"{sum(p.numel() for p in self.model.parameters()) / 1e6:.2f} M parameters) on "
                     f"{len(self.train_idx)} train / {len(self.val_idx)} validation chips, batch size "
                     f"{config.batch_size}, epochs {start}..{config.epochs}"
-                    + (f" or {config.time_limit_minutes:g} min" if self.budget else "")
+                    + (f" or {duration_text(config.time_limit_minutes)}" if self.budget else "")
                     + f", {self.workers} loader workers" + (f", mixed precision {self.amp_dtype}" if self.amp else "")
                     + ".")
         epoch_seconds = []
@@ -222,7 +225,7 @@ class _Training:
             tic = time.perf_counter()
             train_loss = self._train_epoch(epoch)
             if train_loss is None:
-                run["cancelled"] = True
+                run["cancelled"], run["stopped_by"] = True, "cancel"
                 events.warning(f"Cancelled during epoch {epoch}: that epoch is dropped; the best weights so far "
                                f"are exported.")
                 break
@@ -233,7 +236,7 @@ class _Training:
                 should_stop=None if self.group.enabled else lambda: events.cancel_requested,  # ranks: per step
                 on_batch=lambda: self._advance(f"epoch {epoch}/{self.planned}: validating"), reduce=self.group.sum_)
             if val is None:
-                run["cancelled"] = True
+                run["cancelled"], run["stopped_by"] = True, "cancel"
                 events.warning(f"Cancelled while validating epoch {epoch}: exporting the best weights so far.")
                 break
             if self.on_epoch is not None:
@@ -242,12 +245,16 @@ class _Training:
             epoch_seconds.append(time.perf_counter() - tic)
             if self.budget and epoch < self.planned and self.group.any(
                     self._elapsed() + float(np.median(epoch_seconds[-3:])) > self.budget):
-                events.info(f"Time limit of {config.time_limit_minutes:g} min reached after epoch {epoch}.")
+                events.info(f"Time limit of {duration_text(config.time_limit_minutes)} reached after epoch {epoch} "
+                            f"of {config.epochs}.")
+                run["stopped_by"] = "time limit"
                 break
             if config.patience and run["anneal"] is None and run["since_best"] >= config.patience \
                     and epoch < self.planned \
                     and rate_has_fallen(self._schedule_progress(run["global_step"]), config.schedule):
                 self._start_annealing(epoch, start)
+        if run["stopped_by"] == "epochs" and run["stopped_early"]:
+            run["stopped_by"] = "early stopping"
         return run
 
     def _start_annealing(self, epoch: int, start: int) -> None:

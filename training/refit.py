@@ -42,7 +42,8 @@ def train_then_refit(config, spec, device, events, split, training) -> dict:
         pending, heldout = None, held["HELDOUT"]
         chosen = {"epochs": int(held["BEST_EPOCH"]), "architecture": held["architecture"],
                   "val_miou": held["BEST_VAL_MIOU"], "val_accuracy": held["BEST_VAL_ACCURACY"],
-                  "curves": (held["CURVES_CSV"], held["CURVES_PNG"]), "epochs_run": held["epochs_run"]}
+                  "curves": (held["CURVES_CSV"], held["CURVES_PNG"]), "epochs_run": held["epochs_run"],
+                  "stopped_by": held.get("stopped_by")}
     epochs = chosen["epochs"]
     left = budget - (time.perf_counter() - started) / 60.0 if budget else None
     events.info(f"Training again on all polygons (the held-out ones too) for {epochs} epochs, the best count on "
@@ -52,7 +53,10 @@ def train_then_refit(config, spec, device, events, split, training) -> dict:
                      time_limit_minutes=max(left, 0.1) if left is not None else None)
     everything = replace(spec, chips=[replace(chip, split="train") for chip in spec.chips])
     final = training(second, everything, device, events, final_fit=True, heldout=heldout or pending,
-                      store=store, progress_span=(0.8 if plan is not None else 0.6, 1.0)).run()
+                     store=store, progress_span=(0.8 if plan is not None else 0.6, 1.0))
+    # the card records the analyst's time limit (not the refit's share of it) and what ended the selection
+    final.run_state.update(time_limit_minutes=budget, selection_stopped_by=chosen.get("stopped_by"))
+    final = final.run()
     selection = {"BEST_VAL_MIOU": chosen["val_miou"], "BEST_VAL_ACCURACY": chosen["val_accuracy"],
                  "BEST_EPOCH": epochs, "CURVES_CSV": chosen["curves"][0], "CURVES_PNG": chosen["curves"][1]}
     if plan is not None:

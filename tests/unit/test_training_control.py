@@ -10,6 +10,7 @@ from landcover_plugin.core.chips.options import ChipExportOptions
 from landcover_plugin.core.errors import BadInputError
 from landcover_plugin.core.events import RecordingEvents
 from landcover_plugin.core.train.options import TrainConfig
+from landcover_plugin.core.train.report import read_card, write_training_report
 from training import checkpoint
 from training.loop import _is_better, train
 from training.networks import build_network
@@ -54,6 +55,7 @@ def test_cancel_mid_epoch_then_resume_matches_an_uninterrupted_run(chips, tmp_pa
     first = CancelWhen(lambda e: e["event"] == "progress" and e["message"].startswith("epoch 3/3: batch 3/"))
     out = train(TrainConfig(dataset_dir=str(chips), output=str(tmp_path / "b.onnx"), epochs=3, **TINY), first)
     assert out["cancelled"] is True and out["epochs_run"] == 2 and list(metrics(first)) == [1, 2]
+    assert out["stopped_by"] == "cancel"
     assert out["BEST_VAL_MIOU"] == max(m["val_miou"] for m in metrics(first).values())
     assert out["BEST_VAL_MIOU"] == metrics(first)[out["BEST_EPOCH"]]["val_miou"]
     assert checkpoint.load(out["CHECKPOINT"])["epoch"] == out["BEST_EPOCH"]
@@ -127,8 +129,18 @@ def test_a_time_limit_ends_the_run_with_the_learning_rate_annealed(chips, tmp_pa
     out = train(TrainConfig(dataset_dir=str(chips), output=str(tmp_path / "m.onnx"), epochs=10_000,
                             time_limit_minutes=0.05, **TINY), events)
     logs = " ".join(e["message"] for e in events.of_type("log"))
-    assert "Time limit of 0.05 min reached after epoch" in logs
-    assert 1 <= out["epochs_run"] < 10_000 and not out["cancelled"]
+    assert f"Time limit of 3 s reached after epoch {out['epochs_run']} of 10000." in logs  # not '0.05 min'
+    assert "or 3 s," in logs
+    assert 1 <= out["epochs_run"] < 10_000 and not out["cancelled"] and out["stopped_by"] == "time limit"
+    # the card and the report say the run was cut short, not that it trained all its epochs
+    card = read_card(out["OUTPUT"])
+    assert card["training"]["epochs"] == 10_000 and card["metrics"]["epochs_trained"] == out["epochs_run"]
+    assert card["training"]["stopped_by"] == "time limit" and card["training"]["time_limit_minutes"] == 0.05
+    assert not card["metrics"]["cancelled"] and not card["metrics"]["stopped_early"]  # keys kept as they were
+    page = open(write_training_report(tmp_path / "r.html", out["OUTPUT"], out["CURVES_CSV"], None, chips),
+                encoding="utf-8").read()
+    assert f"of {out['epochs_run']} trained (10000 planned: stopped by the time limit of 3 s)" in page
+    assert ">time limit</th><td>3 s<" in page and ">stopped by</th><td>time limit<" in page
     rows = [m["values"] for m in events.of_type("metric")]
     assert sum(r["epoch_seconds"] for r in rows) < 0.05 * 60 + 2 * max(r["epoch_seconds"] for r in rows)
     rates = [r["lr"] for r in rows]
@@ -146,6 +158,7 @@ def test_early_stopping_anneals_the_learning_rate_then_stops(chips, tmp_path):
     message = [e["message"] for e in events.of_type("log") if "Early stopping" in e["message"]][0]
     trigger = int(message.split("after epoch ")[1].split(":")[0])
     assert out["stopped_early"] and out["epochs_run"] == trigger + 2 < 40  # a tail of max(2, patience / 2)
+    assert out["stopped_by"] == read_card(out["OUTPUT"])["training"]["stopped_by"] == "early stopping"
     assert "annealing the learning rate over 2" in message
     assert rows[trigger + 2]["lr"] < rows[trigger + 1]["lr"] < rows[trigger]["lr"]
     assert rows[trigger + 2]["lr"] < 0.1 * rows[trigger]["lr"]

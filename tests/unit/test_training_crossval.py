@@ -10,7 +10,7 @@ from landcover_plugin.core.chips.dataset import load_spec
 from landcover_plugin.core.events import RecordingEvents
 from landcover_plugin.core.model.card import CARD_KEY
 from landcover_plugin.core.train.options import TrainConfig
-from landcover_plugin.core.train.report import read_curves
+from landcover_plugin.core.train.report import read_card, read_curves, write_training_report
 from landcover_plugin.qgis_glue.engine_runner import format_metric
 from training.dataset import IGNORE, ChipStore
 from training.folds import plan_folds
@@ -149,10 +149,19 @@ def test_every_score_of_the_curves_is_pooled_over_the_folds(chips, crossvalidate
 
 def test_automatic_epochs_are_chosen_once_for_every_fold(chips, tmp_path):
     events = RecordingEvents()
-    train(TrainConfig(dataset_dir=str(chips), output=str(tmp_path / "auto.onnx"), epochs=0, batch_size=4,
-                      base_width=8, device="cpu", cv_folds=3, time_limit_minutes=0.1), events)
+    out = train(TrainConfig(dataset_dir=str(chips), output=str(tmp_path / "auto.onnx"), epochs=0, batch_size=4,
+                            base_width=8, device="cpu", cv_folds=3, time_limit_minutes=0.1), events)
     chosen = [m["message"] for m in events.of_type("log") if m["message"].startswith("Epochs 'automatic'")]
     assert len(chosen) == 1, chosen  # on the first fold; the others and the refit train that count
     planned = [m["message"] for m in events.of_type("log") if m["message"].startswith("Fold ")
                and "training" in m["message"]]
     assert len(planned) == 3 and len({p.split("epochs 1..")[1].split()[0] for p in planned}) == 1, planned
+    # each fold's share of the time limit (0.75 of 0.1 min over 3 folds) in seconds, not '0.025 min'
+    assert all(" or 1.5 s," in p for p in planned), planned
+    cut = [m["message"] for m in events.of_type("log") if m["message"].startswith("Time limit of 1.5 s reached")]
+    assert cut  # automatic epochs are many more than 1.5 s allows
+    training = read_card(out["OUTPUT"])["training"]
+    assert training["time_limit_minutes"] == 0.1 and training["selection_stopped_by"] == "time limit"
+    page = open(write_training_report(tmp_path / "r.html", out["OUTPUT"], out["CURVES_CSV"], None, chips,
+                                      outputs=out), encoding="utf-8").read()
+    assert "the held-out run that chose it was stopped by the time limit of 6 s" in page

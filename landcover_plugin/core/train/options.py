@@ -130,3 +130,11 @@ class TrainConfig:
     def to_dict(self) -> dict:
         return asdict(self)
 
+
+
+def duration_text(minutes: float) -> str:
+    """A time budget for the log and the report: seconds under 3 minutes ('0.01875 min' read as nothing), else
+    minutes."""
+    if minutes < 3:
+        return f"{minutes * 60:.3g} s"
+    return f"{minutes:g} min"

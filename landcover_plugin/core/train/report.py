@@ -14,6 +14,7 @@ import os
 from pathlib import Path
 
 from ..model.metadata import read_metadata_props
+from .options import duration_text
 
 CARD_KEY = "landcover_card"
 
@@ -111,7 +112,8 @@ def best_epoch(card: dict, curves: list, outputs: dict) -> dict:
 # -- sections ------------------------------------------------------------------------------------
 def _summary(card, metrics, outputs) -> str:
     rows = [("Architecture", card.get("architecture", "unknown")),
-            ("Best epoch", f"{metrics.get('best_epoch', 'n/a')} of {metrics.get('epochs_trained', 'n/a')} trained"),
+            ("Best epoch", f"{metrics.get('best_epoch', 'n/a')} of {metrics.get('epochs_trained', 'n/a')} trained"
+                           + _stop_note(card.get("training") or {}, bool(outputs.get("refit_epochs")))),
             ("Validation mIoU at the best epoch", _pct(metrics.get("val_miou"))),
             ("Validation overall accuracy at the best epoch", _pct(metrics.get("val_accuracy"))),
             ("Validation loss at the best epoch", _num(metrics.get("val_loss")))]
@@ -124,6 +126,18 @@ def _summary(card, metrics, outputs) -> str:
                                         f"{outputs['refit_epochs']} epoch(s), the best count on the held-out "
                                         f"polygons; the run settings below are those of that second run"))
     return _kv_table(rows)
+
+
+def _stop_note(training: dict, refit: bool) -> str:
+    """What ended the epochs, for the best-epoch line: the time limit (the run read as complete without it),
+    else the planned count when it is not the count trained."""
+    limit = training.get("time_limit_minutes")
+    limit = f"the time limit of {duration_text(limit)}" if limit else "the time limit"
+    if refit and training.get("selection_stopped_by") == "time limit":
+        return f" (the held-out run that chose it was stopped by {limit} before its planned epochs)"
+    if training.get("stopped_by") == "time limit":
+        return f" ({training.get('epochs', 'n/a')} planned: stopped by {limit})"
+    return ""
 
 
 def _heldout(heldout) -> str:
@@ -245,6 +259,9 @@ def _data(card, dataset) -> str:
 def _settings(card) -> str:
     training = dict(card.get("training") or {})
     network = card.get("network") or {}
+    if "time_limit_minutes" in training:
+        limit = training.pop("time_limit_minutes")
+        training["time_limit"] = duration_text(limit) if limit else "none"
     rows = [(key.replace("_", " "), value) for key, value in training.items()]
     if network:
         rows.append(("base width", network.get("base_width")))
