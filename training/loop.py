@@ -31,7 +31,7 @@ from .finish import finish_run, record_tile_agreement
 from .heldout import describe as describe_heldout
 from .networks import build_network
 from .objective import class_weights, evaluate, lr_factor, rate_has_fallen, schedule_factor, weighted_loss
-from .refit import train_then_refit
+from .refit import CV_BELOW, train_then_refit
 from .step import train_step
 from .writing import check_writable
 
@@ -71,8 +71,10 @@ def _train(config, events, group) -> dict:
     device = distributed.place(select_device(config.device, events, distributed.threads_for(config, group)),
                                group)
     split = spec.raw.get("split") or {}
-    refit = (config.refit and not config.resume and split.get("method") == "polygons"
-             and any(c.split == "val" for c in spec.chips))
+    held_out = split.get("method") == "polygons" and any(c.split == "val" for c in spec.chips)
+    refit = config.refit and not config.resume and held_out
+    if held_out and not refit:
+        _note_no_cross_validation(config, split, events)
     with memory_errors(device, config.batch_size, spec.chip_size):
         if refit:
             outputs = train_then_refit(config, spec, device, events, split, _Training)
@@ -83,6 +85,20 @@ def _train(config, events, group) -> dict:
     if outputs.get("HELDOUT"):
         events.info(describe_heldout(outputs["HELDOUT"]))
     return outputs
+
+
+def _note_no_cross_validation(config, split, events) -> None:
+    """Cross-validation runs only before a refit: its folds choose the epoch count of a model trained on every
+    polygon and estimate that model's accuracy. Without the refit the exported model is the one trained on the
+    exporter's split, and its own held-out polygons score it; folds would score other models and cost k runs."""
+    if config.cv_folds < 2 or (split.get("val_polygons") or 0) >= CV_BELOW:
+        return
+    why, fix = ("a resumed run continues on its single split", "Start a new run (no resume)") if config.resume \
+        else ("the refit is off", "Turn on 'train the exported model again on all polygons'")
+    events.info(f"Cross-validation ({config.cv_folds} folds) skipped: {why}. The folds run only before the refit "
+                f"on all polygons (they choose its epoch count and estimate that model's accuracy); this model is "
+                f"scored on the exporter's {split.get('val_polygons')} held-out polygons alone, a rougher "
+                f"estimate. {fix} for the cross-validated estimate.")
 
 
 class _Training:

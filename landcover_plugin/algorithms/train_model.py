@@ -197,8 +197,9 @@ class TrainModelAlgorithm(EngineAlgorithm):
                                                                               "itself first (minutes, 0 = off)"),
                                          QgsProcessingParameterNumber.Double,
                                          defaultValue=_default("scene_pretrain_minutes"), minValue=0.0),
-            QgsProcessingParameterNumber(self.CV_FOLDS, self.tr("With few held-out polygons: cross-validation folds "
-                                                                "for the accuracy estimate (1 = one split)"),
+            QgsProcessingParameterNumber(self.CV_FOLDS, self.tr("With few held-out polygons and the refit: cross-"
+                                                                "validation folds for the accuracy estimate (1 = "
+                                                                "one split)"),
                                          defaultValue=_default("cv_folds"), minValue=1, maxValue=10),
             QgsProcessingParameterNumber(self.NPROC, self.tr("Training processes (torch distributed; one a GPU, "
                                                              "or a share of the CPU cores each)"),

@@ -54,3 +54,22 @@ def test_the_exported_model_is_trained_again_on_every_polygon(refitted):
     assert len(refit_metrics) == outputs["refit_epochs"]
     assert not any(k.startswith("val_") for m in refit_metrics for k in m["values"])
     assert format_metric(refit_metrics[0]).startswith("Refit epoch 1:") and " loss " in format_metric(refit_metrics[0])
+
+
+def test_cross_validation_without_the_refit_is_said_to_be_skipped(chips, tmp_path):
+    # the folds choose the refit's epoch count and estimate that model: without a refit they are skipped, aloud
+    events = RecordingEvents()
+    outputs = train(TrainConfig(dataset_dir=str(chips), output=str(tmp_path / "m.onnx"), epochs=1, batch_size=4,
+                                base_width=8, patience=0, device="cpu", cv_folds=3, refit=False), events)
+    logs = [e["message"] for e in events.of_type("log")]
+    val_polygons = json.loads((chips / "dataset.json").read_text())["split"]["val_polygons"]
+    skipped = [m for m in logs if m.startswith("Cross-validation (3 folds) skipped: the refit is off.")]
+    assert len(skipped) == 1 and f"the exporter's {val_polygons} held-out polygons alone" in skipped[0]
+    assert "again on all polygons" in skipped[0]
+    assert not any("-fold cross-validation" in m for m in logs) and "cv_folds" not in outputs
+    assert not any(m.get("values", {}).get("phase", "").startswith("fold") for m in events.of_type("metric"))
+    # one split asked for (CV folds 1): nothing to say
+    quiet = RecordingEvents()
+    train(TrainConfig(dataset_dir=str(chips), output=str(tmp_path / "n.onnx"), epochs=1, batch_size=4,
+                      base_width=8, patience=0, device="cpu", cv_folds=1, refit=False), quiet)
+    assert not any("Cross-validation" in e["message"] for e in quiet.of_type("log"))

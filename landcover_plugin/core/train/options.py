@@ -70,7 +70,8 @@ class TrainConfig:
                               "the exported model (faster; the model then never sees the held-out polygons)")
     cv_folds: int = option(4, help="with polygons held out and under 40 of them: estimate the map's accuracy by "
                                    "this many folds of cross-validation over polygon groups before the refit "
-                                   "(each polygon held out once); 1: the exporter's single held-out split")
+                                   "(each polygon held out once; skipped without the refit); 1: the "
+                                   "exporter's single held-out split")
     nproc: int = option(1, help="training processes on this machine (torch distributed: torchrun, "
                                 "DistributedDataParallel; gloo on the CPU, one GPU each with NCCL); the batch size "
                                 "is shared out among them; 1: one process. For several machines run the engine "
