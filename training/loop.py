@@ -20,6 +20,7 @@ from landcover_plugin.core.chips.dataset import load_spec
 from landcover_plugin.core.errors import BadInputError
 from landcover_plugin.core.events import RecordingEvents
 from landcover_plugin.core.train.options import TrainConfig, duration_text
+from landcover_plugin.core.train.preflight import repeats
 
 from . import checkpoint as ckpt
 from . import distributed
@@ -35,7 +36,7 @@ from .refit import CV_BELOW, train_then_refit
 from .step import train_step
 from .writing import check_writable
 
-MIN_STEPS_PER_EPOCH = 16  # with fewer chips, an epoch repeats them (new augmentation) to make this many steps
+MIN_STEPS_PER_EPOCH = 16  # with fewer chips, an epoch repeats them (new augmentation, if on) to make this many steps
 
 NO_VALIDATION = {"loss": None, "accuracy": None, "miou": None, "iou": {}, "confusion": None}
 
@@ -174,8 +175,8 @@ class _Training:
         self.batch = group.per_rank(config.batch_size)  # the batch size is shared out among the ranks
         if len(self.sampler) > len(self.train_idx):
             events.info(f"Few training chips ({len(self.train_idx)}) for batches of {config.batch_size}: each epoch "
-                        f"draws {len(self.sampler)} chip samples ({MIN_STEPS_PER_EPOCH} steps), repeating chips with "
-                        f"other flips and rotations.")
+                        f"draws {len(self.sampler)} chip samples ({MIN_STEPS_PER_EPOCH} steps), repeating chips "
+                        f"{repeats(config.augment, config.colour_augment)}.")
         self.train_loader = DataLoader(
             ChipDataset(self.store, self.train_idx, config.augment, config.colour_augment, config.seed),
             batch_size=self.batch, sampler=group.sampler(self.sampler),

@@ -248,8 +248,10 @@ class TrainModelAlgorithm(EngineAlgorithm):
                                                 val_chips)
         for warning in warnings:
             feedback.pushWarning(warning)
-        if preflight.plan(batch_size, train_chips):
-            feedback.pushInfo(preflight.plan(batch_size, train_chips))
+        plan = preflight.plan(batch_size, train_chips, self.parameterAsBool(p, self.AUGMENT, context),
+                              self.parameterAsBool(p, self.COLOUR_AUGMENT, context))
+        if plan:
+            feedback.pushInfo(plan)
         return TrainConfig(
             dataset_dir=dataset, output=output,
             architecture=ARCHITECTURES[self.parameterAsEnum(p, self.ARCHITECTURE, context)][0],

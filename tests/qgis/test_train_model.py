@@ -80,3 +80,14 @@ def test_the_datasets_json_file_stands_for_its_folder(provider, chips, tmp_path)
     assert ok, log
     assert out.is_file() and "training chips" in log and "Expect " in log
     assert not list(chips.glob("*.onnx")), "nothing is written into the chip dataset"
+
+
+def test_with_augmentation_off_the_repeated_chips_are_said_to_be_unchanged(provider, chips, tmp_path):
+    # 48 training chips in batches of 4 make fewer than 16 steps: each epoch repeats chips, as the plugin's plan
+    # and the engine say; with AUGMENT off neither may promise other flips and rotations
+    results, ok, log = run(dict(TINY, EPOCHS=1, REFIT=False, AUGMENT=False, DATASET=str(chips),
+                                OUTPUT=str(tmp_path / "m.onnx")))
+    assert ok, log
+    assert "flips and rotations" not in log
+    assert "training chips, repeated unchanged (augmentation off))" in log  # the plugin's plan
+    assert "repeating chips unchanged (augmentation off)." in log  # the engine

@@ -91,6 +91,8 @@ def test_batch_size_and_validation_advice(chips):
     # the trainer makes at least 16 steps an epoch (training/loop.py), repeating chips when there are few
     assert preflight.plan(4, train_chips).startswith(
         f"Expect 16 steps of 4 chips per epoch ({train_chips} training chips, repeated")
+    assert "unchanged (augmentation off)" in preflight.plan(4, train_chips, augment=False)
+    assert "repeated with other colours (flips" in preflight.plan(4, train_chips, augment=False, colour_augment=True)
     assert preflight.plan(4, 200).startswith("Expect 50 steps of 4 chips per epoch (200 training chips)")
     assert preflight.plan(4, None) == ""
 

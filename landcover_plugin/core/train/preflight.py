@@ -47,12 +47,21 @@ def advice(batch_size: int, train_chips, val_chips) -> tuple:
     return fitted, warnings
 
 
-def plan(batch_size: int, train_chips) -> str:
+def repeats(augment: bool, colour_augment: bool = False) -> str:
+    """How an epoch's repeated chips differ, by the augmentation settings (as training/dataset.py draws them)."""
+    if augment:
+        return "with other flips and rotations" + (" and colours" if colour_augment else "")
+    if colour_augment:
+        return "with other colours (flips and rotations off)"
+    return "unchanged (augmentation off)"
+
+
+def plan(batch_size: int, train_chips, augment: bool = True, colour_augment: bool = False) -> str:
     """What an epoch will be, for the log before the run ('' when the dataset cannot be read)."""
     if not train_chips:
         return ""
     steps = max(train_chips // batch_size, MIN_STEPS_PER_EPOCH)
     repeated = steps * batch_size > train_chips
     return (f"Expect {steps} steps of {batch_size} chips per epoch ({train_chips} training chips"
-            + (", repeated with other flips and rotations" if repeated else "")
+            + (f", repeated {repeats(augment, colour_augment)}" if repeated else "")
             + "); after the first epoch, each epoch's line in the log gives the time left.")
