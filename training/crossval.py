@@ -77,7 +77,13 @@ def _pool(folds, config, spec, architecture, unsplit, plan, events) -> dict:
     if current().is_main:  # in a distributed run, rank 0 writes
         write_curves(history, (csv_path, png_path), f"{architecture} on {spec.folder.name}: {len(folds)}-fold "
                                                      f"cross-validation", best + 1, events)
-    return {"confusion": pooled[best], "confidences": confidences, "epochs": best + 1,
+    row = history[best]  # what the model card records as the validation figures of the refit's epoch count
+    selected = {"epoch": best + 1, "val_miou": row["val_miou"], "val_accuracy": row["val_accuracy"],
+                "val_loss": row["val_loss"], "val_iou": summarise(pooled[best], spec.schema.names)["iou"],
+                "val_confusion": pooled[best].tolist(),
+                "val_source": f"{len(folds)}-fold cross-validation: the held-out pixels of every fold pooled, at "
+                              f"epoch {best + 1} (the lowest pooled held-out loss)"}
+    return {"confusion": pooled[best], "confidences": confidences, "epochs": best + 1, "best": selected,
             "architecture": architecture, "val_miou": round(_finite(scores[best]["mean_iou"]), 6),
             "val_accuracy": round(scores[best]["overall_accuracy"], 6), "curves": (str(csv_path), str(png_path)),
             "epochs_run": sum(len(f["history"]) for f in folds), "fold_epochs": [len(f["epochs"]) for f in folds],

@@ -124,12 +124,18 @@ def record_tile_agreement(path, spec, events) -> None:
 
 
 def _card_metrics(run: dict) -> dict:
-    best = run["best"] or {}
-    return {"best_epoch": best.get("epoch"), "val_miou": best.get("val_miou"),
-            "val_accuracy": best.get("val_accuracy"), "val_loss": best.get("val_loss"),
-            "val_iou": best.get("val_iou"), "val_confusion": best.get("val_confusion"),
-            "epochs_trained": run["epoch"], "cancelled": run["cancelled"],
-            "stopped_early": run["stopped_early"]}
+    """The card's metrics. After a refit (no validation of its own) the val_* figures are those that chose its
+    epoch count, the held-out run's best epoch or the cross-validation's pooled folds, as BEST_VAL_MIOU; the
+    added val_source says which."""
+    best = run.get("selection_best") or run["best"] or {}
+    metrics = {"best_epoch": best.get("epoch"), "val_miou": best.get("val_miou"),
+               "val_accuracy": best.get("val_accuracy"), "val_loss": best.get("val_loss"),
+               "val_iou": best.get("val_iou"), "val_confusion": best.get("val_confusion"),
+               "epochs_trained": run["epoch"], "cancelled": run["cancelled"],
+               "stopped_early": run["stopped_early"]}
+    if best.get("val_source"):
+        metrics["val_source"] = best["val_source"]
+    return metrics
 
 
 def _summary(config, device, run: dict) -> dict:

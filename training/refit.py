@@ -36,14 +36,17 @@ def train_then_refit(config, spec, device, events, split, training) -> dict:
         pending, heldout = (chosen["confusion"], chosen["split"], chosen["confidences"]), None
     else:
         first = replace(config, time_limit_minutes=0.6 * budget if budget else None)
-        held = training(first, spec, device, events, store=store, progress_span=(0.0, 0.6)).run()
+        held_run = training(first, spec, device, events, store=store, progress_span=(0.0, 0.6))
+        held = held_run.run()
         if held["cancelled"] or held["BEST_EPOCH"] is None:
             return held
+        selected = dict(held_run.run_state["best"] or {}, val_source=(
+            f"the held-out polygons, scored at epoch {held['BEST_EPOCH']} (the best) of a run that never saw them"))
         pending, heldout = None, held["HELDOUT"]
         chosen = {"epochs": int(held["BEST_EPOCH"]), "architecture": held["architecture"],
                   "val_miou": held["BEST_VAL_MIOU"], "val_accuracy": held["BEST_VAL_ACCURACY"],
                   "curves": (held["CURVES_CSV"], held["CURVES_PNG"]), "epochs_run": held["epochs_run"],
-                  "stopped_by": held.get("stopped_by")}
+                  "stopped_by": held.get("stopped_by"), "best": selected}
     epochs = chosen["epochs"]
     left = budget - (time.perf_counter() - started) / 60.0 if budget else None
     events.info(f"Training again on all polygons (the held-out ones too) for {epochs} epochs, the best count on "
@@ -55,7 +58,9 @@ def train_then_refit(config, spec, device, events, split, training) -> dict:
     final = training(second, everything, device, events, final_fit=True, heldout=heldout or pending,
                      store=store, progress_span=(0.8 if plan is not None else 0.6, 1.0))
     # the card records the analyst's time limit (not the refit's share of it) and what ended the selection
-    final.run_state.update(time_limit_minutes=budget, selection_stopped_by=chosen.get("stopped_by"))
+    # and the validation figures that chose the epoch count: the refit itself has none
+    final.run_state.update(time_limit_minutes=budget, selection_stopped_by=chosen.get("stopped_by"),
+                           selection_best=chosen.get("best"))
     final = final.run()
     selection = {"BEST_VAL_MIOU": chosen["val_miou"], "BEST_VAL_ACCURACY": chosen["val_accuracy"],
                  "BEST_EPOCH": epochs, "CURVES_CSV": chosen["curves"][0], "CURVES_PNG": chosen["curves"][1]}

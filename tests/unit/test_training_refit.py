@@ -8,6 +8,7 @@ import pytest
 from landcover_plugin.core.events import RecordingEvents
 from landcover_plugin.core.model.card import CARD_KEY
 from landcover_plugin.core.train.options import TrainConfig
+from landcover_plugin.core.train.report import write_training_report
 from landcover_plugin.qgis_glue.engine_runner import format_metric
 from training.loop import train
 
@@ -34,6 +35,14 @@ def test_the_held_out_estimate_is_reported_and_written_into_the_card(chips, refi
     assert sum(heldout["class_shares"].values()) == pytest.approx(1.0, abs=1e-3)
     card = json.loads({p.key: p.value for p in onnx.load(str(out)).metadata_props}[CARD_KEY])
     assert card["heldout"] == heldout
+    # the refit has no validation: the card's val_* are the held-out run's at its best epoch, as BEST_VAL_MIOU
+    metrics = card["metrics"]
+    assert metrics["val_miou"] == outputs["BEST_VAL_MIOU"] is not None and metrics["val_iou"]
+    assert metrics["best_epoch"] == outputs["BEST_EPOCH"] and "held-out polygons" in metrics["val_source"]
+    page = open(write_training_report(out.with_suffix(".html"), out, outputs["CURVES_CSV"], None, chips, outputs),
+                encoding="utf-8").read()
+    assert "These rows are the run scored on the held-out polygons; the highlighted row is its best epoch" in page
+    assert "whose weights the model holds" not in page
     logs = [e["message"] for e in events.of_type("log")]
     assert sum("Held-out estimate of the map's accuracy" in m for m in logs) == 1
     assert any("rests on only" in m for m in logs)  # rstoolbox holds out a handful of polygons

@@ -30,10 +30,20 @@ def test_the_report_holds_the_run_as_the_trainer_saw_it(run, chips, tmp_path):
                                       outputs["CURVES_PNG"], chips, outputs)
     page = open(page_path, encoding="utf-8").read()
     HTMLParser().feed(page)
-    # the refit's card has no validation: the best epoch's scores come from the held-out run's curves
-    assert read_card(outputs["OUTPUT"])["metrics"]["val_miou"] is None
+    # the refit has no validation: the card's val_* figures are the ones that chose its epoch count, the folds
+    # pooled (BEST_VAL_MIOU), and say so; they match the curves' highlighted row
+    metrics = read_card(outputs["OUTPUT"])["metrics"]
+    assert metrics["val_miou"] == outputs["BEST_VAL_MIOU"] and metrics["val_accuracy"] == outputs["BEST_VAL_ACCURACY"]
+    assert metrics["best_epoch"] == outputs["BEST_EPOCH"] and metrics["val_loss"] is not None
+    assert metrics["val_source"].startswith(f"{outputs['cv_folds']}-fold cross-validation")
+    assert sum(map(sum, metrics["val_confusion"])) == read_card(outputs["OUTPUT"])["heldout"]["pixels"]
     best = best_epoch(read_card(outputs["OUTPUT"]), read_curves(outputs["CURVES_CSV"]), outputs)
     assert best["best_epoch"] == outputs["BEST_EPOCH"] and best["val_miou"] == pytest.approx(outputs["BEST_VAL_MIOU"])
+    assert best["val_iou"] == pytest.approx(metrics["val_iou"])
+    # the highlighted row is not the exported weights: those are the refit's
+    assert "whose weights the model holds" not in page
+    assert "the highlighted row is the epoch with the lowest pooled held-out loss" in page
+    assert "its weights are that refit&#x27;s, which has no validation and no row here" in page
     assert f"{100 * outputs['BEST_VAL_MIOU']:.1f} %" in page
     assert f"{100 * outputs['HELDOUT_OA']:.1f} %" in page and f"{100 * outputs['HELDOUT_MIOU']:.1f} %" in page
     assert page.count("<tr") >= 3 + 4  # an epoch row each, a class row each

@@ -80,7 +80,8 @@ def render(card: dict, curves: list, dataset: dict, model_path: str = "", curves
         "<h2>Training curves</h2>",
         (f'<img src="{_e(curves_png)}" alt="Training and validation loss, validation accuracy and mIoU per epoch">'
          if curves_png else '<p class="note">No curves plot.</p>'),
-        _epochs_table(curves, metrics.get("best_epoch")),
+        _epochs_table(curves, metrics.get("best_epoch"), refit=bool(outputs.get("refit_epochs")),
+                      cv_folds=outputs.get("cv_folds") or (card.get("heldout") or {}).get("cv_folds")),
         (f'<p class="note">Every number per epoch: {_e(curves_csv)}</p>' if curves_csv else ""),
         f"<h2>Per-class IoU at the best epoch (epoch {_e(metrics.get('best_epoch') or 'n/a')})</h2>",
         _class_table(classes, metrics, dataset, card, refit=bool(outputs.get("refit_epochs")),
@@ -213,7 +214,7 @@ def _class_table(classes, metrics, dataset, card, refit: bool = False, cv_folds:
                + ("on." if weights_on else "off for this run.") + "</p>"))
 
 
-def _epochs_table(curves, best_epoch) -> str:
+def _epochs_table(curves, best_epoch, refit: bool = False, cv_folds: int = None) -> str:
     if not curves:
         return ""
     rows = []
@@ -226,7 +227,19 @@ def _epochs_table(curves, best_epoch) -> str:
     return ("<table><thead><tr><th>epoch</th><th>training loss</th><th>validation loss</th>"
             "<th>validation overall accuracy</th><th>validation mIoU</th><th>learning rate</th><th>seconds</th>"
             "</tr></thead><tbody>" + "".join(rows) + "</tbody></table>"
-            '<p class="note">The highlighted row is the best epoch, whose weights the model holds.</p>')
+            '<p class="note">' + _e(_best_row_note(refit, cv_folds)) + "</p>")
+
+
+def _best_row_note(refit: bool, cv_folds) -> str:
+    """What the highlighted row is: after a refit the rows are the run that chose the epoch count (or the folds
+    pooled), and the exported weights are the refit's, which no row shows."""
+    if not refit:
+        return "The highlighted row is the best epoch, whose weights the model holds."
+    rows = (f"These rows pool the {cv_folds} cross-validation folds (each scored on its held-out polygons); the "
+            f"highlighted row is the epoch with the lowest pooled held-out loss" if cv_folds
+            else "These rows are the run scored on the held-out polygons; the highlighted row is its best epoch")
+    return (rows + ". The exported model was then trained again on all polygons for that many epochs: its weights "
+                   "are that refit's, which has no validation and no row here.")
 
 
 def _data(card, dataset) -> str:
