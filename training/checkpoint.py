@@ -7,6 +7,7 @@ band names, mean/std, chip size, dtype, nodata, crs, resolution).
 """
 import copy
 import os
+import pickle
 from pathlib import Path
 
 import torch
@@ -38,6 +39,35 @@ def save(state: dict, path) -> Path:
     return path
 
 
+def read_safely(path, what: str, fix: str):
+    """``torch.load`` with ``weights_only`` (no code in the file runs); a file it cannot read is a BadInputError
+    that says why in our words and gives ``fix``. PyTorch's own text is left out: it advises loading with
+    ``weights_only=False``, which runs any code the file holds, and asks to file an issue with PyTorch."""
+    try:
+        return torch.load(Path(path), map_location="cpu", weights_only=True)
+    except OSError as exc:
+        raise BadInputError(f"{what} '{path}' cannot be opened ({exc.strerror or exc}). {fix}") from exc
+    except Exception as exc:  # noqa: BLE001 - any unreadable file is the user's input problem
+        raise BadInputError(f"{what} '{path}' {_why_unreadable(path, exc)}. {fix}") from exc
+
+
+def _why_unreadable(path, exc) -> str:
+    """Why torch.load could not read a file: not a PyTorch file at all, one holding other Python objects than
+    tensors (readable only by running code from it), or a damaged one."""
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(4)
+    except OSError:
+        head = b""
+    # torch.save writes a zip archive (a bare pickle, protocol 2+, before PyTorch 1.6)
+    if not head.startswith((b"PK\x03\x04", b"\x80")):
+        return "is not a PyTorch weights file (one written by torch.save)"
+    if isinstance(exc, pickle.UnpicklingError):
+        return ("is a PyTorch file that holds Python objects other than tensors and plain values, which cannot be "
+                "read safely (reading them would run code from the file)")
+    return f"is a damaged or incomplete PyTorch file ({type(exc).__name__})"
+
+
 def load(path) -> dict:
     path = Path(path)
     if path.is_dir():
@@ -45,11 +75,7 @@ def load(path) -> dict:
     if not path.is_file():
         raise BadInputError(f"The checkpoint '{path}' does not exist. Choose the '{LAST}' file of an earlier run "
                             f"(in its '<model>_checkpoints' folder).")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - any unreadable file is the user's input problem
-        raise BadInputError(f"The checkpoint '{path}' cannot be read ({type(exc).__name__}: {exc}). "
-                            f"Choose a checkpoint written by this trainer.") from exc
+    state = read_safely(path, "The checkpoint", "Choose a checkpoint written by this trainer (its 'last.pt').")
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise BadInputError(f"'{path}' is not a checkpoint of this trainer. To start from its weights, "
                             f"give it as initial weights instead of resuming from it.")
@@ -113,11 +139,8 @@ def _statistics_differences(theirs: dict, ours: dict, rtol: float = 1e-3) -> lis
 
 def load_initial_weights(model: torch.nn.Module, path, events) -> None:
     """Copy every tensor whose name and shape match (so a head for other classes is simply skipped)."""
-    try:
-        state = torch.load(Path(path), map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001
-        raise BadInputError(f"The initial weights file '{path}' cannot be read ({type(exc).__name__}: {exc}). "
-                            f"Give a PyTorch state dict (.pt/.pth) or a checkpoint of this trainer.") from exc
+    state = read_safely(path, "The initial weights file", "Give a PyTorch state dict (.pt/.pth, saved with "
+                        "torch.save(model.state_dict(), path)) or a checkpoint of this trainer.")
     if isinstance(state, dict) and isinstance(state.get("model"), dict):
         state = state["model"]
     elif isinstance(state, dict) and isinstance(state.get("state_dict"), dict):

@@ -21,6 +21,7 @@ import torch
 
 from landcover_plugin.core.errors import BadInputError
 
+from .checkpoint import read_safely
 from .resnet import DEPTHS
 
 NESTED = ("state_dict", "model", "teacher", "student", "model_state", "net", "network", "weights", "params")
@@ -40,13 +41,10 @@ def sha256_of(path) -> str:
 
 def read_state(path) -> dict:
     """The tensors of a weights file, nested dicts unwrapped (not yet prefix-stripped)."""
-    try:
-        state = torch.load(Path(path), map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - any unreadable file is the user's input problem
-        raise BadInputError(f"The encoder weights file '{path}' cannot be read ({type(exc).__name__}: {exc}). Give a "
-                            f"PyTorch state dict of a ResNet (.pth/.pt, e.g. torchvision's resnet50-*.pth); a "
-                            f"checkpoint holding other Python objects must be saved again as its state dict "
-                            f"only.") from exc
+    state = read_safely(path, "The encoder weights file", "Give a .pth/.pt state dict of a ResNet encoder "
+                        "(e.g. torchvision's resnet50-*.pth, or an SSL4EO-S12 / SatlasPretrain ResNet); a checkpoint "
+                        "holding other Python objects must be saved again as its state dict only, where it was "
+                        "made.")
     for _ in range(3):
         if not isinstance(state, dict) or any(isinstance(v, torch.Tensor) for v in state.values()):
             break

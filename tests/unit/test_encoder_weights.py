@@ -4,6 +4,7 @@ The weight files are made here in torchvision's layout (tests/resnet_states.py: 
 pinned by the key counts torchvision's resnet18/34/50 state dicts have; random values), so no download is
 needed; the checks say which tensors changed and how the first convolution was adapted.
 """
+import datetime
 import hashlib
 
 import numpy as np
@@ -119,9 +120,19 @@ def test_weights_of_another_network_are_refused_with_the_fix(tmp_path, weight_fi
     torch.save({"weight": torch.zeros(3, 3)}, tmp_path / "other.pth")
     with pytest.raises(BadInputError, match="does not hold a ResNet"):
         load_encoder_weights(model, tmp_path / "other.pth", BAND_NAMES[4], RecordingEvents())
-    (tmp_path / "text.pth").write_text("not weights")
-    with pytest.raises(BadInputError, match="cannot be read"):
-        load_encoder_weights(model, tmp_path / "text.pth", BAND_NAMES[4], RecordingEvents())
+    # unreadable files: our own reason and fix, never PyTorch's advice to load with weights_only=False
+    (tmp_path / "text.pth").write_text("not a torch file" * 20)
+    torch.save({"conv1.weight": torch.zeros(1), "when": datetime.date(2024, 1, 1)}, tmp_path / "objects.pth")
+    whole = (tmp_path / "objects.pth").read_bytes()
+    (tmp_path / "cut.pth").write_bytes(whole[:len(whole) // 2])
+    for name, reason in (("text", "is not a PyTorch weights file"), ("objects", "holds Python objects other than "
+                                                                               "tensors"),
+                         ("cut", "is a damaged or incomplete PyTorch file")):
+        with pytest.raises(BadInputError) as caught:
+            load_encoder_weights(model, tmp_path / f"{name}.pth", BAND_NAMES[4], RecordingEvents())
+        message = str(caught.value)
+        assert reason in message and "Give a .pth/.pt state dict of a ResNet encoder" in message, message
+        assert "weights_only" not in message and "file an issue" not in message.lower(), message
     with pytest.raises(BadInputError, match="ResNet encoder"):
         load_encoder_weights(build_network("unet", 4, 3, 8), weight_files["resnet18"][0], BAND_NAMES[4],
                              RecordingEvents())

@@ -106,7 +106,10 @@ def test_bad_settings_name_the_setting(chips, tmp_path):
     fails(chips, tmp_path, "does not exist", resume=str(tmp_path / "nothing.pt"))
     bad = tmp_path / "weights.pt"
     bad.write_text("not weights")
-    fails(chips, tmp_path, "cannot be read", initial_weights=str(bad))
+    message = fails(chips, tmp_path, "is not a PyTorch weights file", initial_weights=str(bad))
+    assert "torch.save(model.state_dict(), path)" in message and "weights_only" not in message
+    message = fails(chips, tmp_path, "The checkpoint .* is not a PyTorch weights file", resume=str(bad))
+    assert "Choose a checkpoint written by this trainer" in message and "weights_only" not in message
     with pytest.raises(BadInputError, match=".onnx"):
         train(TrainConfig(dataset_dir=str(chips), output=str(tmp_path / "model.tif"), **TINY))
 
