@@ -74,7 +74,9 @@ class QuantiseModelAlgorithm(EngineAlgorithm):
                                check_chips=self.parameterAsInt(parameters, self.CHECK_CHIPS, context))
 
     def processing_outputs(self, outputs, context, feedback) -> dict:
+        faster = self.tr("; {0:.2f}x faster").format(outputs["SPEEDUP"]) if outputs.get("speedup_timed", True) \
+            else ""  # times too short to say (the engine's log gives them)
         feedback.pushInfo(self.tr("Quantised model: {0}; labels agree with the float model on {1:.2f} % of "
-                                  "validation pixels; {2:.2f}x faster.").format(
-            outputs["OUTPUT"], 100 * outputs["AGREEMENT"], outputs["SPEEDUP"]))
+                                  "validation pixels{2}.").format(outputs["OUTPUT"], 100 * outputs["AGREEMENT"],
+                                                                  faster))
         return super().processing_outputs(outputs, context, feedback)

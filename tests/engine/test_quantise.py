@@ -141,3 +141,22 @@ def test_the_engine_command_reports_the_agreement(zion, engine_python):
     assert result["OUTPUT"] == str(out) and out.is_file() and result["calibration_chips"] == 8
     assert 0.9 <= result["AGREEMENT"] <= 1.0
     assert list(cwd.iterdir()) == [], "the quantiser left files in the working folder"
+
+
+def test_too_few_chips_are_warned_and_times_too_short_give_no_speed_up(zion):
+    events = RecordingEvents()
+    result = quantise_model(QuantiseOptions(zion["model"], zion["dataset"], zion["folder"] / "one.onnx",
+                                            calibration_chips=1, check_chips=1), events)
+    warnings = [e["message"] for e in events.of_type("log") if e["level"] == "warning"]
+    assert any(w.startswith("Only 1 calibration chip(s): ") and "at least 16, 64 advised" in w for w in warnings)
+    assert any(w.startswith("Only 1 validation chip(s) to compare labels on") for w in warnings), warnings
+    line = [e["message"] for e in events.of_type("log") if e["message"].startswith("Quantised model written")][0]
+    agreement = json.loads(props_of(result["OUTPUT"])[CARD_KEY])["quantisation"]["agreement"]
+    assert agreement["float_seconds"] > 0 and agreement["int8_seconds"] > 0  # not rounded to nothing
+    # one 64 px chip runs in milliseconds: the times say so, and no ratio of such times is offered as a speed-up
+    assert " ms float, " in line and " ms int8" in line
+    timed = min(agreement["float_seconds"], agreement["int8_seconds"]) >= 0.05
+    assert result["speedup_timed"] == timed and ("too short to time a speed-up" in line) == (not timed)
+    assert ("x)" in line) == timed
+    # the fixture's 32 chips of each: no caution
+    assert not [e for e in zion["events"].of_type("log") if e["message"].startswith("Only ")]

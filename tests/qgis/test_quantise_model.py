@@ -36,6 +36,14 @@ def test_quantise_writes_an_int8_copy_and_reports_agreement_and_speed(provider, 
     assert "labels agree with the float model" in log
     props = {p.key: p.value for p in onnx.load(results["OUTPUT"]).metadata_props}
     assert json.loads(props["landcover_card"])["quantised"] is True and props["tile_size"] == "64"
+    assert "Only " not in log  # 16 chips of each: no caution
+    # one chip of each: cautioned, and times of milliseconds give no 'x faster'
+    results, ok, log = run({"MODEL": model, "DATASET": str(chips), "CALIBRATION_CHIPS": 1, "CHECK_CHIPS": 1,
+                            "OUTPUT": str(tmp_path / "one.onnx")})
+    assert ok, log
+    assert "Only 1 calibration chip(s)" in log and "Only 1 validation chip(s) to compare labels on" in log
+    summary = [line for line in log.splitlines() if line.startswith("Quantised model: ")][0]
+    assert ("x faster" in summary) == ("too short to time a speed-up" not in log), summary
 
 
 def test_quantise_with_a_dataset_of_other_bands_fails_with_the_fix(provider, shared_data, chips, tmp_path):

@@ -27,11 +27,13 @@ from ..events import Events, RecordingEvents
 from ..output_folder import file_in_place
 from ..rasters import open_raster, read, valid_mask
 from .card import CARD_KEY
-from .quantise_options import QuantiseOptions
+from .quantise_options import DEFAULT_CALIBRATION_CHIPS, QuantiseOptions
 from .session import create_session, load_model
 
 AGREEMENT_TARGET = 0.99
 BATCH = 4
+FEW_CHIPS = 16  # fewer calibration or check chips than this: their ranges and agreement are warned as untrustworthy
+TIMED_SECONDS = 0.05  # model time below this (either model): too short for a speed-up that means anything
 
 
 def quantise_model(options: QuantiseOptions, events: Events = None) -> dict:
@@ -53,6 +55,7 @@ def quantise_model(options: QuantiseOptions, events: Events = None) -> dict:
         raise BadInputError(f"The chip dataset {spec.folder} has {spec.band_count} bands but the model takes "
                             f"{model.bands}: calibrate on chips of the dataset the model was trained on.")
     calibration, check = _split_chips(spec, int(options.calibration_chips), int(options.check_chips))
+    _warn_few_chips(len(calibration), len(check), spec, events)
     events.progress(0.05, f"reading {len(calibration)} calibration chips")
     calib_x, _ = _standardised(calibration, spec, model)
     with tempfile.TemporaryDirectory(prefix="landcover-quantise-") as work:
@@ -89,12 +92,41 @@ def quantise_model(options: QuantiseOptions, events: Events = None) -> dict:
           f"{100 * agreement['label_agreement']:.2f} % of {agreement['pixels']} valid pixels of {len(check)} "
           f"validation chips" + ("" if agreement["label_agreement"] >= AGREEMENT_TARGET else
                                  f" (below {100 * AGREEMENT_TARGET:.0f} %: compare the maps before using it)")
-          + f"; model time {agreement['float_seconds']:.2f} s float, {agreement['int8_seconds']:.2f} s int8 "
-            f"({agreement['speedup']:.2f}x).")
+          + f"; {_timing(agreement)}.")
     events.progress(1.0, "done")
     return {"OUTPUT": output, "AGREEMENT": agreement["label_agreement"], "SPEEDUP": agreement["speedup"],
             "pixels_compared": agreement["pixels"], "calibration_chips": len(calib_x), "check_chips": len(check),
-            "float_nodes": excluded, "SECONDS": round(seconds, 3)}
+            "float_nodes": excluded, "SECONDS": round(seconds, 3), "speedup_timed": _timed(agreement)}
+
+
+def _warn_few_chips(calibration: int, check: int, spec, events) -> None:
+    """Too few calibration chips give activation ranges that miss what the scene holds (clipped in int8); too
+    few check chips, an agreement that says little about the map. Say so, with the count advised."""
+    advised = f"at least {FEW_CHIPS}, {DEFAULT_CALIBRATION_CHIPS} advised"
+    if calibration < FEW_CHIPS:
+        have = len(spec.split("train") or spec.chips)
+        cause = f" (the dataset has only {have} training chips)" if calibration >= have else ""
+        events.warning(f"Only {calibration} calibration chip(s){cause}: the int8 activation ranges come from "
+                       f"them, and values beyond what they hold are clipped on the map. Calibrate on more chips "
+                       f"({advised}), or export more chips from the training image.")
+    if check < FEW_CHIPS:
+        events.warning(f"Only {check} validation chip(s) to compare labels on: the agreement below is too rough to "
+                       f"trust ({advised}); compare on more chips before relying on it.")
+
+
+def _timed(agreement: dict) -> bool:
+    return min(agreement["float_seconds"], agreement["int8_seconds"]) >= TIMED_SECONDS
+
+
+def _timing(agreement: dict) -> str:
+    """Each model's time on the check chips, in ms under a second; the speed-up only from times long enough."""
+    def text(seconds):
+        return f"{seconds:.2f} s" if seconds >= 1 else f"{1000 * seconds:.1f} ms"
+
+    times = f"model time {text(agreement['float_seconds'])} float, {text(agreement['int8_seconds'])} int8"
+    if _timed(agreement):
+        return f"{times} ({agreement['speedup']:.2f}x)"
+    return f"{times} (too short to time a speed-up: compare on more validation chips)"
 
 
 def _output_path(options) -> str:
@@ -239,7 +271,7 @@ def _agreement(model, int8_session, x: np.ndarray, valid: np.ndarray) -> dict:
         raise BadInputError("The check chips hold no valid pixel (all nodata): the label agreement cannot be "
                             "measured. Check the chip dataset.")
     return {"label_agreement": round(same / total, 5), "pixels": total,
-            "float_seconds": round(seconds["float"], 3), "int8_seconds": round(seconds["int8"], 3),
+            "float_seconds": round(seconds["float"], 5), "int8_seconds": round(seconds["int8"], 5),
             "speedup": round(seconds["float"] / max(seconds["int8"], 1e-9), 3)}
 
 
