@@ -1,6 +1,8 @@
 """The ``export-chips`` engine command, run as a subprocess on the real sample data: a good run, and
 each bad input answered by one clear error event, exit code 2 and no output left behind."""
 import json
+import resource
+import signal
 import subprocess
 
 import numpy as np
@@ -159,3 +161,26 @@ def test_sigterm_cancels_cleanly(engine_python, repo_root, shared_data, tmp_path
     assert proc.returncode == 4, stderr
     assert events[-1]["event"] == "error" and events[-1]["kind"] == "cancelled"
     assert not (tmp_path / "chips").exists() and hidden_leftovers(tmp_path) == []
+
+
+def test_a_full_disk_is_a_clear_error_with_nothing_left(engine_python, repo_root, shared_data, tmp_path):
+    """With a 4 kB file-size limit every 7-band chip write fails (EFBIG, as ENOSPC on a full disk): GDAL only
+    printed that and the export went on, to die at reading back a broken label chip with an internal error."""
+    def limit_file_size():
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # stays ignored across exec: writes fail with EFBIG
+        resource.setrlimit(resource.RLIMIT_FSIZE, (4_000, 4_000))
+
+    rstoolbox = shared_data / "rstoolbox"
+    output = tmp_path / "chips"
+    proc = subprocess.run(
+        [engine_python, "-m", "landcover_plugin.core.engine", "export-chips", "--image",
+         str(rstoolbox / "landsat5_1988_7band.tif"), "--labels-vector", str(rstoolbox / "training_polygons.gpkg"),
+         "--class-field", "class", "--output", str(output), "--chip-size", "32"],
+        cwd=repo_root, capture_output=True, text=True, timeout=120, preexec_fn=limit_file_size)
+    events = [json.loads(line) for line in proc.stdout.splitlines() if line.strip()]
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert events[-1]["event"] == "error" and events[-1]["kind"] == "bad_input"
+    message = events[-1]["message"]
+    assert f"Cannot write the chip dataset into {tmp_path}" in message and "File too large" in message
+    assert "nothing was written" in message and "Traceback" not in proc.stderr
+    assert list(tmp_path.iterdir()) == []

@@ -50,6 +50,7 @@ is the trainer's view of the same file: checked, typed (:class:`DatasetSpec`), e
 import json
 import math
 import os
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -80,9 +81,24 @@ def write_dataset_json(folder, content: dict) -> Path:
     """Write ``dataset.json`` through a temporary name, so a reader never sees half a file."""
     path = Path(folder) / DATASET_FILE
     partial = path.with_suffix(".json.partial")
-    partial.write_text(json.dumps(content, indent=1), encoding="utf-8")
+    write_bytes(partial, json.dumps(content, indent=1).encode("utf-8"))
     os.replace(partial, path)
     return path
+
+
+def write_bytes(path, data) -> None:
+    """Write a file of the chip dataset being made (in its staging folder) through Python's own file, so that a
+    failed write (a full disk, a quota: GDAL only prints those) is a BadInputError naming the folder and the fix."""
+    path = Path(path)
+    try:
+        with open(path, "wb") as handle:
+            handle.write(data)
+    except OSError as exc:
+        folder = path.parent.parent if path.parent.name in (IMAGES_DIR, LABELS_DIR) else path.parent
+        folder = folder.parent  # the staging folder's: where the dataset goes
+        free = shutil.disk_usage(folder).free / 2**20
+        raise BadInputError(f"Cannot write the chip dataset into {folder}: {exc.strerror or exc} ({free:.0f} MB "
+                            f"free). Free some space or choose another folder: nothing was written.") from exc
 
 
 def load_dataset(folder) -> dict:

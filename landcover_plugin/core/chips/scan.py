@@ -14,15 +14,17 @@ A *labeller* says which label chips a window yields:
 
 Both chips of a window share its image file.
 """
+from contextlib import contextmanager
+
 import numpy as np
-import rasterio
 from rasterio import windows as rio_windows
+from rasterio.io import MemoryFile
 
 from ..errors import Cancelled
 from ..rasters import own_mask, read, valid_mask, zero_fill_warning
 from .band_stats import BandStats
 from .cover import CellCover
-from .dataset import IMAGES_DIR, LABELS_DIR
+from .dataset import IMAGES_DIR, LABELS_DIR, write_bytes
 from .label_sources import window_envelope
 from .split import unique_spans, window_offsets
 
@@ -174,7 +176,7 @@ class _ChipWriter:
         image_file = f"{IMAGES_DIR}/{name}.tif"
         transform = self.image.window_transform(window)
         if not (self.staging / image_file).exists():
-            with rasterio.open(self.staging / image_file, "w", transform=transform, **self.image_profile) as dst:
+            with _chip_file(self.staging / image_file, transform, self.image_profile) as dst:
                 dst.write(data)
                 dst.descriptions = self.descriptions
         records = []
@@ -186,8 +188,18 @@ class _ChipWriter:
                     "class_counts": {str(i): int(counts[i]) for i in np.flatnonzero(counts[1:]) + 1}}
             if split is not None:
                 chip["split"] = split
-            with rasterio.open(self.staging / chip["label"], "w", transform=transform, **self.label_profile) as dst:
+            with _chip_file(self.staging / chip["label"], transform, self.label_profile) as dst:
                 dst.write(label, 1)
                 dst.write_colormap(1, self.colormap)
             records.append(chip)
         return records
+
+
+@contextmanager
+def _chip_file(path, transform, profile):
+    """A chip written in memory, then to ``path`` by Python: GDAL only prints a failed write (a full disk) and
+    leaves a broken chip, where Python raises (see :func:`.dataset.write_bytes`)."""
+    with MemoryFile() as memory:
+        with memory.open(transform=transform, **profile) as dst:
+            yield dst
+        write_bytes(path, memory.getbuffer())
