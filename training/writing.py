@@ -35,12 +35,23 @@ def disk_errors(what: str, path, kept=None):
     fix; ``kept``: a checkpoint that still holds the trained weights, named when it exists."""
     try:
         yield
-    except OSError as exc:
+    except (OSError, RuntimeError) as raised:
+        exc = _os_error(raised)
+        if exc is None:
+            raise
         keep = ""
         if kept is not None and Path(kept).is_file():
             keep = (f" The trained weights are kept in '{kept}': train again with it as the checkpoint to resume "
                     f"from and a model file you can write to, to export them without training again.")
-        raise BadInputError(f"Cannot write {what} '{path}' ({_reason(exc)}). {CHOOSE}.{keep}") from exc
+        raise BadInputError(f"Cannot write {what} '{path}' ({_reason(exc)}). {CHOOSE}.{keep}") from raised
+
+
+def _os_error(exc):
+    """The OSError behind ``exc``: itself, or the one a RuntimeError was raised over (torch's zip writer, closing
+    a file whose write failed half-way, raises 'unexpected pos' over the 'No space left on device')."""
+    while exc is not None and not isinstance(exc, OSError):
+        exc = exc.__cause__ or exc.__context__
+    return exc
 
 
 def _reason(exc) -> str:

@@ -1,7 +1,12 @@
 """Training into a folder that cannot be written fails before the first epoch, with the fix; a write that fails
 at the end (a full disk: /dev/full) is a clear error naming the file, with no model left and the checkpoint to
 export from named; and that checkpoint exports the model without training again."""
+import json
 import os
+import resource
+import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -77,3 +82,24 @@ def test_a_full_disk_while_saving_a_checkpoint_is_a_clear_error(chips, tmp_path)
     with pytest.raises(BadInputError, match="Cannot write the checkpoint .*No space left on device"):
         train(TrainConfig(dataset_dir=str(chips), output=str(tmp_path / "m.onnx"), **TINY))
     assert not (tmp_path / "m.onnx").exists() and not (checkpoints / "last.pt").exists()
+
+
+def test_a_disk_that_fills_up_during_a_checkpoint_is_a_clear_error(chips, tmp_path, repo_root):
+    """The engine under a 100 kB file-size limit: the checkpoint's first bytes are written, then a write fails
+    (EFBIG, as ENOSPC when a disk fills up). torch's zip writer then raises a RuntimeError ('unexpected pos')
+    over the OSError, which was reported as an internal error with a traceback."""
+    def limit_file_size():
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # stays ignored across exec: writes fail with EFBIG
+        resource.setrlimit(resource.RLIMIT_FSIZE, (100_000, 100_000))
+
+    out = tmp_path / "m.onnx"
+    proc = subprocess.run(
+        [sys.executable, "-m", "landcover_plugin.core.engine", "train", str(chips), "--output", str(out),
+         "--epochs", "1", "--batch-size", "4", "--base-width", "8", "--architecture", "unet", "--device", "cpu",
+         "--no-refit", "--cv-folds", "1"], cwd=repo_root, capture_output=True, text=True, timeout=300,
+        preexec_fn=limit_file_size)
+    events = [json.loads(line) for line in proc.stdout.splitlines() if line.strip()]
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert events[-1]["event"] == "error" and events[-1]["kind"] == "bad_input", events[-1]
+    assert "Cannot write the checkpoint" in events[-1]["message"] and "File too large" in events[-1]["message"]
+    assert not out.exists() and sorted(p.name for p in (tmp_path / "m_checkpoints").iterdir()) == []
