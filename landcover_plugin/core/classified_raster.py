@@ -124,15 +124,38 @@ def check_output_path(path: str, *, overwrite: bool, inputs=()) -> str:
     path = os.path.abspath(os.fspath(path))
     if os.path.splitext(path)[1].lower() not in (".tif", ".tiff"):
         raise BadInputError(f"The output {path} must be a GeoTIFF: give a path ending in .tif.")
-    for other in inputs:
-        if other and os.path.exists(other) and os.path.exists(path) and os.path.samefile(path, other):
-            raise BadInputError(f"The output {path} is also an input: choose another output path.")
+    for other, read_by in input_files(inputs):
+        if os.path.exists(path) and os.path.samefile(path, other):
+            how = f" (the raster {read_by} reads it)" if read_by else ""
+            raise BadInputError(f"The output {path} is also an input{how}: choose another output path.")
     if os.path.exists(path) and not overwrite:
         raise BadInputError(f"The output {path} already exists: choose another path, or allow overwriting "
                             f"(--overwrite; Processing always overwrites the file you chose).")
     if os.path.isdir(path):
         raise BadInputError(f"The output {path} is a folder: give a file path ending in .tif.")
     return path
+
+
+def input_files(inputs) -> list:
+    """``(file, None)`` for each existing input, and ``(file, input)`` for each other file GDAL reads a raster input
+    from: a VRT's sources above all, which an output must not replace either (classifying a mosaic into one of its
+    own scenes destroyed that scene)."""
+    files = []
+    for other in inputs:
+        if not other or not os.path.exists(other):
+            continue
+        files.append((os.fspath(other), None))
+        gdal.PushErrorHandler("CPLQuietErrorHandler")  # a model or a vector is no raster: nothing to say
+        try:
+            dataset = gdal.OpenEx(os.fspath(other), gdal.OF_RASTER)
+            listed = (dataset.GetFileList() or []) if dataset is not None else []
+            dataset = None
+        except RuntimeError:
+            listed = []
+        finally:
+            gdal.PopErrorHandler()
+        files += [(f, os.fspath(other)) for f in listed if os.path.exists(f) and not os.path.samefile(f, other)]
+    return files
 
 
 def _claim(targets) -> None:

@@ -151,3 +151,19 @@ def test_a_pixel_type_other_than_the_models_is_warned_about(shared_data, tmp_pat
     with rasterio.open(result["OUTPUT"]) as out:
         np.testing.assert_array_equal(out.read(1) == 0, (data == 255).any(axis=0))
     assert os.path.exists(result["QML"])
+
+
+def test_a_source_of_a_vrt_input_is_never_the_output(model, zion_image, tmp_path):
+    """Classifying a VRT mosaic into one of its own scenes replaced the scene with the map, and succeeded."""
+    scene = tmp_path / "scene.tif"
+    scene.write_bytes(zion_image.read_bytes())
+    mosaic = tmp_path / "mosaic.vrt"
+    gdal.BuildVRT(str(mosaic), [str(scene)]).FlushCache()
+    for output in ({"output": scene}, {"output": tmp_path / "map.tif", "confidence": scene},
+                   {"output": tmp_path / "map.tif", "uncertainty": scene}):
+        with pytest.raises(BadInputError, match=f"The output {scene} is also an input \\(the raster {mosaic} "
+                                                f"reads it\\): choose another output path"):
+            classify_raster(ClassifyOptions(mosaic, model, overwrite=True, extent=small_extent(zion_image),
+                                            **output))
+        assert scene.read_bytes() == zion_image.read_bytes()
+    assert leftovers(tmp_path) == ["mosaic.vrt", "scene.tif"]
