@@ -79,8 +79,9 @@ def finish_run(run: dict, model, network: dict, data: dict, spec, config, device
         "OUTPUT": exported["path"],
         "CURVES_CSV": str(csv_path),
         "CURVES_PNG": str(png_path),
-        "CHECKPOINT": str(best_file) if best_file.exists() else None,
-        "LAST_CHECKPOINT": str(last_file) if last_file.exists() else None,
+        # only checkpoints of this run (or the run it resumed): the folder may hold an earlier run's into this model
+        "CHECKPOINT": str(best_file) if best and best_file.exists() else None,
+        "LAST_CHECKPOINT": str(last_file) if run["epoch"] and last_file.exists() else None,
         "BEST_VAL_MIOU": best["val_miou"] if best else None,
         "BEST_VAL_ACCURACY": best["val_accuracy"] if best else None,
         "BEST_EPOCH": best["epoch"] if best else None,

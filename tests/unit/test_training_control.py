@@ -89,6 +89,16 @@ def test_cancel_before_the_first_epoch_still_gives_a_model_and_says_so(chips, tm
     assert session.run(None, {"input": np.zeros((1, 7, 32, 32), np.float32)})[0].shape == (1, 4, 32, 32)
 
 
+def test_a_rerun_cancelled_before_its_first_epoch_names_no_checkpoint_of_the_earlier_run(chips, tmp_path):
+    """The checkpoints folder beside a model is reused by the next run into that model: a rerun that wrote none
+    reported the earlier run's best.pt and last.pt as its own CHECKPOINT and LAST_CHECKPOINT (to resume from)."""
+    earlier = train(TrainConfig(dataset_dir=str(chips), output=str(tmp_path / "m.onnx"), epochs=1, **TINY))
+    assert checkpoint.load(earlier["LAST_CHECKPOINT"])["epoch"] == 1
+    out = train(TrainConfig(dataset_dir=str(chips), output=str(tmp_path / "m.onnx"), epochs=5, **TINY),
+                cancel_after_progress(1))
+    assert out["epochs_run"] == 0 and out["CHECKPOINT"] is None and out["LAST_CHECKPOINT"] is None
+
+
 def test_initial_weights_are_loaded_where_shapes_fit(chips, tmp_path):
     source = build_network("unet", 7, 9, base_width=TINY["base_width"]).state_dict()
     path = tmp_path / "weights.pt"
