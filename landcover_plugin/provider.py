@@ -45,6 +45,14 @@ class LandcoverProvider(QgsProcessingProvider):
     def svgIconPath(self):
         return ICON_PATH
 
+    def supportedOutputRasterLayerExtensions(self):
+        """GeoTIFF only: the classified, confidence and uncertainty rasters are GeoTIFFs (colour table, class
+        names, overviews), so the file dialogs offer no format the engine refuses."""
+        return ["tif"]
+
+    def defaultRasterFileExtension(self):
+        return "tif"
+
     def loadAlgorithms(self):
         for algorithm_class in ALGORITHMS:
             self.addAlgorithm(algorithm_class())

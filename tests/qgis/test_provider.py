@@ -34,3 +34,13 @@ def test_setup_engine_check_mode_with_a_broken_engine_fails_with_a_fix(provider,
     results, ok = algorithm.run({"MODE": 1}, QgsProcessingContext(), feedback)
     assert not ok
     assert "Set up engine environment" in feedback.textLog() and "LANDCOVER_PYTHON" in feedback.textLog()
+
+
+def test_raster_outputs_offer_geotiff_only(provider):
+    """The engine writes GeoTIFFs only: the file dialogs offered every GDAL format (.img, .vrt, .jpg...), each
+    refused once the run had started ('must be a GeoTIFF')."""
+    algorithm = QgsApplication.processingRegistry().createAlgorithmById("landcover:classify_raster")
+    for name in ("OUTPUT", "CONFIDENCE", "UNCERTAINTY"):
+        parameter = algorithm.parameterDefinition(name)
+        assert parameter.supportedOutputRasterLayerExtensions() == ["tif"], name
+        assert parameter.defaultFileExtension() == "tif" and ".img" not in parameter.createFileFilter(), name
