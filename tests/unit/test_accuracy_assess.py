@@ -311,3 +311,17 @@ def test_reference_data_elsewhere_is_refused_as_not_overlapping(tmp_path, shared
         assert "Clip" not in str(e.value) and "pixels" not in str(e.value)
         assert "classified raster 301905, 4111245 to 335745, 4154085" in str(e.value)
     assert not (tmp_path / "out").exists()
+
+
+def test_a_class_list_file_is_never_replaced_by_the_results_named_after_the_table(tmp_path, shared_data):
+    """Processing names the JSON results after the table (classes.csv -> classes.json): that replaced the class
+    list the analyst gave as input, Zion's classes.json, with the results."""
+    classes = tmp_path / "classes.json"
+    original = (shared_data / "zion" / "classes.json").read_bytes()
+    classes.write_bytes(original)
+    nlcd = str(shared_data / "zion" / "nlcd2011_8class.tif")
+    with pytest.raises(BadInputError, match=f"The output {classes} is one of the inputs.*named after the table"):
+        assess_accuracy(AssessOptions(nlcd, reference_raster=nlcd, classes=str(classes), json=str(classes),
+                                      table=str(tmp_path / "classes.csv"), html=str(tmp_path / "report.html")),
+                        RecordingEvents())
+    assert classes.read_bytes() == original and [p.name for p in tmp_path.iterdir()] == ["classes.json"]

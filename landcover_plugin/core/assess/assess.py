@@ -65,10 +65,14 @@ def assess_accuracy(options: AssessOptions, events) -> dict:
         raise BadInputError("Reference polygons need a class field: choose the field holding class names or ids.")
     if options.block_size < 16:
         raise BadInputError("The block size must be at least 16 pixels.")
-    inputs = {os.path.realpath(p) for p in (classified, options.reference_vector, options.reference_raster) if p}
+    classes_file = options.classes if options.classes and os.path.isfile(options.classes) else None
+    inputs = {os.path.realpath(p) for p in (classified, options.reference_vector, options.reference_raster,
+                                            classes_file) if p}
     for path in paths.values():
         if os.path.realpath(path) in inputs:
-            raise BadInputError(f"The output {path} is one of the inputs. Choose another output name.")
+            raise BadInputError(f"The output {path} is one of the inputs. Choose another output name (in "
+                                f"Processing the JSON results and the figures are named after the table and the "
+                                f"HTML report).")
 
     schema, colour_table = _load_schema(options.classes, classified, events)
     with open_raster(classified, "classified raster") as src:
