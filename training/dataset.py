@@ -195,11 +195,16 @@ def _valid(raw: np.ndarray, nodata) -> np.ndarray:
 def _read(path, name: str, what: str) -> np.ndarray:
     # rasterio is imported when chips are read: the GPU check (bench/gpu_check.py) imports the trainer's
     # networks, loss and step on machines that have no rasterio.
+    from landcover_plugin.core.errors import BadInputError
     from landcover_plugin.core.rasters import open_raster
 
-    with open_raster(path, f"{what} chip of chip '{name}'", "It cannot be read: the chip folder is incomplete or "
-                     "damaged; export the chips again.") as src:
-        return src.read()
+    fix = "It cannot be read: the chip folder is incomplete or damaged; export the chips again."
+    with open_raster(path, f"{what} chip of chip '{name}'", fix) as src:
+        try:
+            return src.read()
+        except OSError as exc:  # opens, but is cut short (RasterioIOError is an OSError)
+            raise BadInputError(f"Cannot read the {what} chip of chip '{name}' {path} ({str(exc).strip()[:300]}). "
+                                f"{fix}") from exc
 
 
 def _np_dtype(name: str):

@@ -68,6 +68,16 @@ def test_a_missing_or_damaged_chip_file(chips, tmp_path):
     fails(folder, tmp_path, "cannot be read")
 
 
+def test_a_truncated_chip_file(chips, tmp_path):
+    """A chip cut short (a copy or a disk that stopped half-way) opens but cannot be read: that was an internal
+    error with a traceback ('RasterioIOError: Read or write failed ... IReadBlock failed')."""
+    folder = copy_of(chips, tmp_path)
+    image = sorted((folder / "images").glob("*.tif"))[0]
+    image.write_bytes(image.read_bytes()[:300])
+    message = fails(folder, tmp_path, "cannot be read")
+    assert image.name in message and "export the chips again" in message
+
+
 def test_a_chip_of_the_wrong_shape(chips, tmp_path):
     folder = copy_of(chips, tmp_path)
     image = sorted((folder / "images").glob("*.tif"))[0]
