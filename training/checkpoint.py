@@ -24,7 +24,7 @@ def save(state: dict, path) -> Path:
     """Write ``path`` under a temporary name, then rename it; a failed write (a full disk) is a BadInputError
     naming the file, and leaves no partial file."""
     path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
+    tmp = path.with_name(f".{path.name}.partial-{os.getpid()}")  # hidden, and this run's own
     try:
         with disk_errors("the checkpoint", path):
             path.parent.mkdir(parents=True, exist_ok=True)

@@ -48,7 +48,7 @@ def export(net: nn.Module, path, *, card: dict, tile_size: int, band_count: int,
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     model = ProbabilityModel(copy.deepcopy(net).float().cpu()).eval()
-    tmp = path.with_name(path.stem + ".partial.onnx")
+    tmp = partial_path(path)
     dynamic = tile_size % int(getattr(net, "multiple", 1)) == 0
     axes = {0: "batch", 2: "height", 3: "width"} if dynamic else {0: "batch"}
     try:
@@ -108,10 +108,16 @@ def set_card_entry(path, key: str, value) -> None:
     card = json.loads(entry.value)
     card[key] = value
     entry.value = json.dumps(card)
-    tmp = path.with_name(path.stem + ".partial.onnx")
+    tmp = partial_path(path)
     try:
         onnx.save(proto, str(tmp))
         os.replace(tmp, path)
     finally:
         if tmp.exists():
             tmp.unlink()
+
+
+def partial_path(path: Path) -> Path:
+    """Where the model is written before it is renamed into place: hidden (a run killed in between leaves no file
+    that the model pickers list) and this process's own (two runs into one model never share it)."""
+    return path.with_name(f".{path.name}.partial-{os.getpid()}.onnx")

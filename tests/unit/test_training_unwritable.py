@@ -59,14 +59,15 @@ def test_a_checkpoints_folder_that_cannot_be_made_fails_before_training(chips, t
 @pytest.mark.skipif(not FULL.exists(), reason="no /dev/full")
 def test_a_full_disk_at_the_end_is_a_clear_error_and_the_checkpoint_still_exports(chips, tmp_path):
     out = tmp_path / "m.onnx"
-    (tmp_path / "m.partial.onnx").symlink_to(FULL)  # the model's temporary file: its write fails
+    partial = tmp_path / f".m.onnx.partial-{os.getpid()}.onnx"
+    partial.symlink_to(FULL)  # the model's temporary file: its write fails
     events = RecordingEvents()
     with pytest.raises(BadInputError, match="Cannot write the model") as info:
         train(TrainConfig(dataset_dir=str(chips), output=str(out), **TINY), events)
     last = tmp_path / "m_checkpoints" / "last.pt"
     assert "No space left on device" in info.value.message and str(last) in info.value.message
     assert [m["epoch"] for m in events.of_type("metric")] == [1]  # it failed after training, not before
-    assert not out.exists() and not (tmp_path / "m.partial.onnx").exists()
+    assert not out.exists() and not partial.exists()
     # the fix the message gives: resume from that checkpoint into a model file that can be written
     again = RecordingEvents()
     outputs = train(TrainConfig(dataset_dir=str(chips), output=str(tmp_path / "again.onnx"), resume=str(last),
@@ -78,7 +79,7 @@ def test_a_full_disk_at_the_end_is_a_clear_error_and_the_checkpoint_still_export
 def test_a_full_disk_while_saving_a_checkpoint_is_a_clear_error(chips, tmp_path):
     checkpoints = tmp_path / "m_checkpoints"
     checkpoints.mkdir()
-    (checkpoints / "last.pt.tmp").symlink_to(FULL)
+    (checkpoints / f".last.pt.partial-{os.getpid()}").symlink_to(FULL)
     with pytest.raises(BadInputError, match="Cannot write the checkpoint .*No space left on device"):
         train(TrainConfig(dataset_dir=str(chips), output=str(tmp_path / "m.onnx"), **TINY))
     assert not (tmp_path / "m.onnx").exists() and not (checkpoints / "last.pt").exists()
@@ -103,3 +104,30 @@ def test_a_disk_that_fills_up_during_a_checkpoint_is_a_clear_error(chips, tmp_pa
     assert events[-1]["event"] == "error" and events[-1]["kind"] == "bad_input", events[-1]
     assert "Cannot write the checkpoint" in events[-1]["message"] and "File too large" in events[-1]["message"]
     assert not out.exists() and sorted(p.name for p in (tmp_path / "m_checkpoints").iterdir()) == []
+
+
+DIES_BEFORE_THE_MODEL_IS_IN_PLACE = """
+import os, sys
+real_replace = os.replace
+def dying_replace(source, target, *args, **kwargs):
+    if str(target).endswith("m.onnx"):  # the model's file is complete under its temporary name: killed now
+        os._exit(9)
+    return real_replace(source, target, *args, **kwargs)
+os.replace = dying_replace
+from landcover_plugin.core.engine import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_a_run_killed_while_the_model_is_exported_leaves_no_model_looking_file(chips, tmp_path, repo_root):
+    """A run killed (out of memory, a kill -9) between writing the model under its temporary name and renaming
+    it left 'm.partial.onnx' beside the model: an ONNX file that QGIS's model pickers list, never cleaned. The
+    temporary names are hidden and carry the process id (two runs into one model no longer share them)."""
+    out = tmp_path / "out"
+    proc = subprocess.run(
+        [sys.executable, "-c", DIES_BEFORE_THE_MODEL_IS_IN_PLACE, "train", str(chips), "--output", str(out / "m.onnx"),
+         "--epochs", "1", "--batch-size", "4", "--base-width", "8", "--device", "cpu", "--no-refit",
+         "--cv-folds", "1"], cwd=repo_root, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 9, proc.stderr[-2000:]
+    assert sorted(p.name for p in out.iterdir() if not p.name.startswith(".")) == ["m_checkpoints"]
+    assert not [p for p in (out / "m_checkpoints").iterdir() if not p.name.endswith(".pt")]
