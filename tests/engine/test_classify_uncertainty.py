@@ -79,3 +79,8 @@ def test_uncertainty_percent_ends_and_bad_inputs(tmp_path, zion_with_holes):
         classify_raster(ClassifyOptions(image, model, tmp_path / "same.tif", uncertainty=tmp_path / "same.tif",
                                         overwrite=True), RecordingEvents())
     assert not list(tmp_path.iterdir())  # nothing left behind
+    # map.tif and map.tiff: the uncertainty's style replaced the map's map.qml (no class legend in QGIS)
+    with pytest.raises(BadInputError, match=r"share the style file .*map\.qml"):
+        classify_raster(ClassifyOptions(image, model, tmp_path / "map.tif", uncertainty=tmp_path / "map.tiff"),
+                        RecordingEvents())
+    assert not list(tmp_path.iterdir())

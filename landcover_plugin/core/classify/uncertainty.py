@@ -64,6 +64,10 @@ def uncertainty_output(options, source, inputs):
     others = {os.path.abspath(os.fspath(p)) for p in (options.output, options.confidence) if p}
     if path in others:
         raise BadInputError(f"The uncertainty raster {path} is also another output: give it its own path.")
+    style = os.path.splitext(path)[0] + ".qml"
+    if options.output and os.path.splitext(os.path.abspath(os.fspath(options.output)))[0] + ".qml" == style:
+        raise BadInputError(f"The uncertainty raster {path} and the classified raster {options.output} share the "
+                            f"style file {style} (each has its own beside it): give them different names.")
     with UncertaintyRaster(path, options.uncertainty_measure, width=source.width, height=source.height,
                            crs_wkt=source.crs_wkt, geotransform=source.transform.to_gdal()) as raster:
         yield raster
