@@ -15,10 +15,11 @@ from qgis.core import (
 )
 
 from ..core.chips.dataset import dataset_folder
+from ..core.errors import BadInputError
 from ..core.options import DEVICES, default_of
 from ..core.train import preflight
 from ..core.train.options import TrainConfig
-from ..core.train.report import write_training_report
+from ..core.train.report import check_report_path, write_training_report
 from ..qgis_glue.output_places import (
     LAST_CHIP_FOLDER,
     LAST_MODEL,
@@ -252,7 +253,7 @@ class TrainModelAlgorithm(EngineAlgorithm):
                               self.parameterAsBool(p, self.COLOUR_AUGMENT, context))
         if plan:
             feedback.pushInfo(plan)
-        return TrainConfig(
+        config = TrainConfig(
             dataset_dir=dataset, output=output,
             architecture=ARCHITECTURES[self.parameterAsEnum(p, self.ARCHITECTURE, context)][0],
             epochs=self.parameterAsInt(p, self.EPOCHS, context),
@@ -276,6 +277,11 @@ class TrainModelAlgorithm(EngineAlgorithm):
             refit=self.parameterAsBool(p, self.REFIT, context),
             cv_folds=self.parameterAsInt(p, self.CV_FOLDS, context),
             nproc=self.parameterAsInt(p, self.NPROC, context))
+        try:  # the report is written after training: a path that would replace an input fails now, not then
+            check_report_path(self._report, config)
+        except BadInputError as exc:
+            raise QgsProcessingException(exc.message) from exc
+        return config
 
     def processing_outputs(self, outputs, context, feedback) -> dict:
         if outputs.get("CANCELLED"):

@@ -91,3 +91,15 @@ def test_with_augmentation_off_the_repeated_chips_are_said_to_be_unchanged(provi
     assert "flips and rotations" not in log
     assert "training chips, repeated unchanged (augmentation off))" in log  # the plugin's plan
     assert "repeating chips unchanged (augmentation off)." in log  # the engine
+
+
+def test_a_report_path_that_would_replace_an_input_or_the_model_fails_before_training(provider, chips, tmp_path):
+    """The report is written after training, over whatever is at its path: given the chips' dataset.json it
+    replaced the dataset's description with HTML (the chip dataset was broken), given the model's own path it
+    replaced the trained model."""
+    description = (chips / "dataset.json").read_bytes()
+    model = tmp_path / "m.onnx"
+    for report, what in ((chips / "dataset.json", "a file of the chip dataset"), (model, "the model")):
+        results, ok, log = run(dict(TINY, DATASET=str(chips), OUTPUT=str(model), OUTPUT_REPORT=str(report)))
+        assert not ok and f"would replace {what}" in log and "Epoch 1" not in log, log
+    assert (chips / "dataset.json").read_bytes() == description and not list(tmp_path.iterdir())

@@ -13,6 +13,7 @@ import math
 import os
 from pathlib import Path
 
+from ..errors import BadInputError
 from ..model.metadata import read_metadata_props
 from .options import duration_text
 
@@ -42,6 +43,26 @@ def class_weights(train_pixels: list) -> list:
     freq = [c / total for c in train_pixels]
     norm = sum(f / math.sqrt(f) for f in freq if f > 0)
     return [min(10.0, max(0.1, (1.0 / math.sqrt(f)) / norm)) if f > 0 else 1.0 for f in freq]
+
+
+def check_report_path(html_path, config) -> None:
+    """Refuse a report path that would replace a file of the run: the model, its curves or checkpoints, a file of
+    the chip dataset, or a weights file it starts from (the report is written after training, over whatever is
+    there). ``config``: the run's TrainConfig."""
+    report = Path(html_path).absolute().resolve()
+    model = Path(config.output).absolute().resolve()
+    files = [(model, "the model"), *((p.absolute().resolve(), "the model's training curves")
+                                     for p in config.curves_paths())]
+    files += [(Path(p).absolute().resolve(), what) for p, what in (
+        (config.resume, "the checkpoint to resume from"), (config.initial_weights, "the initial weights"),
+        (config.encoder_weights, "the encoder weights")) if p]
+    folders = [(Path(config.dataset_dir).absolute().resolve(), "the chip dataset"),
+               (config.checkpoint_dir.absolute().resolve(), "the checkpoints folder")]
+    what = next((what for path, what in files if report == path), None) or next(
+        (f"a file of {what}" for folder, what in folders if report == folder or folder in report.parents), None)
+    if what:
+        raise BadInputError(f"The training report {html_path} would replace {what}. Choose another file for the "
+                            f"report, e.g. {model.with_name(model.stem + '_report.html')}: nothing was trained.")
 
 
 def write_training_report(html_path, model_path, curves_csv=None, curves_png=None, dataset_dir=None,
