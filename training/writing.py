@@ -5,7 +5,7 @@ import os
 from contextlib import contextmanager
 from pathlib import Path
 
-from landcover_plugin.core.errors import BadInputError
+from landcover_plugin.core.errors import BadInputError, write_failure
 
 CHOOSE = "Choose an output folder you can write to (with free space) for the model"
 
@@ -22,9 +22,7 @@ def check_writable(config) -> None:
             probe.write_bytes(b"")
             probe.unlink()
         except OSError as exc:
-            existing = next((p for p in (folder, *folder.parents) if p.exists()), None)
-            reason = f"{existing} is a file, not a folder" if existing is not None and not existing.is_dir() \
-                else _reason(exc)
+            reason = write_failure(exc, folder)
             raise BadInputError(f"Cannot write into {what} {folder} ({reason}). {CHOOSE}: nothing was "
                                 f"trained.") from exc
 
@@ -43,7 +41,8 @@ def disk_errors(what: str, path, kept=None):
         if kept is not None and Path(kept).is_file():
             keep = (f" The trained weights are kept in '{kept}': train again with it as the checkpoint to resume "
                     f"from and a model file you can write to, to export them without training again.")
-        raise BadInputError(f"Cannot write {what} '{path}' ({_reason(exc)}). {CHOOSE}.{keep}") from raised
+        reason = write_failure(exc, Path(path).absolute().parent)
+        raise BadInputError(f"Cannot write {what} '{path}' ({reason}). {CHOOSE}.{keep}") from raised
 
 
 def _os_error(exc):
@@ -52,7 +51,3 @@ def _os_error(exc):
     while exc is not None and not isinstance(exc, OSError):
         exc = exc.__cause__ or exc.__context__
     return exc
-
-
-def _reason(exc) -> str:
-    return getattr(exc, "strerror", None) or str(exc)

@@ -15,7 +15,7 @@ from qgis.core import (
     QgsVectorLayer,
 )
 
-from ..core.errors import BadInputError
+from ..core.errors import BadInputError, write_failure
 from ..core.schema import ClassSchema
 from ..qgis_glue.output_places import kept_path
 from ..qgis_glue.training_layer import create_training_gpkg, save_default_style, schema_for_layer, style_training_layer
@@ -101,7 +101,7 @@ class CreateTrainingLayerAlgorithm(LandcoverAlgorithm):
         try:
             os.makedirs(folder, exist_ok=True)  # as the other steps do with their output folders
         except OSError as exc:
-            raise QgsProcessingException(f"Cannot create the folder {folder} ({exc.strerror or exc}). Choose a "
+            raise QgsProcessingException(f"Cannot create the folder {folder} ({write_failure(exc, folder)}). Choose a "
                                          f"folder you can write to.") from exc
 
         try:

@@ -19,7 +19,7 @@ import shutil
 import numpy as np
 from osgeo import gdal
 
-from .errors import BadInputError, Cancelled
+from .errors import BadInputError, Cancelled, write_failure
 from .output_folder import remove_stale
 from .overview_rows import NearestLevels
 from .qml import write_paletted_qml
@@ -203,8 +203,8 @@ class ClassifiedRasterWriter:
                 os.makedirs(folder, exist_ok=True)
                 remove_stale(target)
             except OSError as exc:
-                raise BadInputError(f"Cannot create the output folder {folder} ({exc.strerror or exc}). Choose a "
-                                    f"folder you can write to.") from exc
+                raise BadInputError(f"Cannot create the output folder {folder} ({write_failure(exc, folder)}). "
+                                    f"Choose a folder you can write to.") from exc
             self._check_free_space(folder)
             self._datasets[kind] = self._create(self._temps[kind], target)
         band = self._datasets["labels"].GetRasterBand(1)

@@ -32,3 +32,16 @@ class Cancelled(LandcoverError):
     """The user cancelled (SIGTERM from the QGIS side)."""
 
     kind = "cancelled"
+
+
+def write_failure(exc: OSError, folder) -> str:
+    """Why writing into ``folder`` failed, in an analyst's words. A file standing where a folder of the path should
+    be is named: errno's 'File exists' or 'Not a directory' read as if the output itself already existed."""
+    import os
+
+    place = os.path.abspath(os.fspath(folder))
+    while not os.path.lexists(place) and os.path.dirname(place) != place:
+        place = os.path.dirname(place)
+    if os.path.lexists(place) and not os.path.isdir(place):
+        return f"{place} is a file, not a folder"
+    return getattr(exc, "strerror", None) or str(exc)

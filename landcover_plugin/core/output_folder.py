@@ -10,7 +10,7 @@ import shutil
 from contextlib import contextmanager
 from pathlib import Path
 
-from .errors import BadInputError
+from .errors import BadInputError, write_failure
 
 
 def check_output_folder(folder, is_previous_result, what: str = "chip dataset") -> Path:
@@ -72,7 +72,8 @@ def start_staging(folder: Path) -> Path:
             shutil.rmtree(staging)
         staging.mkdir()
     except OSError as exc:
-        raise BadInputError(f"Cannot write into {folder.parent} ({exc}). Choose a folder you can write to.") from exc
+        raise BadInputError(f"Cannot write into {folder.parent} ({write_failure(exc, folder.parent)}). Choose a "
+                            f"folder you can write to.") from exc
     return staging
 
 
@@ -107,7 +108,7 @@ def file_in_place(path, what: str, suffix: str = ""):
         yield temporary
         os.replace(temporary, path)
     except (OSError, RuntimeError) as exc:
-        raise BadInputError(f"Cannot write {what}{path}: {getattr(exc, 'strerror', None) or exc}. Choose a folder "
+        raise BadInputError(f"Cannot write {what}{path}: {write_failure(exc, folder)}. Choose a folder "
                             "you can write to.") from exc
     finally:
         if os.path.exists(temporary):

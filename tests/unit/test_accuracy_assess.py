@@ -325,3 +325,12 @@ def test_a_class_list_file_is_never_replaced_by_the_results_named_after_the_tabl
                                       table=str(tmp_path / "classes.csv"), html=str(tmp_path / "report.html")),
                         RecordingEvents())
     assert classes.read_bytes() == original and [p.name for p in tmp_path.iterdir()] == ["classes.json"]
+
+
+def test_an_output_folder_under_a_file_is_named_as_a_file(tmp_path):
+    classified = write_raster(tmp_path / "classified.tif", CLASSIFIED)
+    reference = write_raster(tmp_path / "reference.tif", REFERENCE)
+    with pytest.raises(BadInputError, match=r"classified.tif is a file, not a folder"):
+        assess(tmp_path, classified=classified, reference_raster=reference,
+               output_folder=str(tmp_path / "classified.tif" / "report"))
+    assert rasterio.open(classified).read(1).tolist() == CLASSIFIED.tolist()

@@ -19,7 +19,7 @@ import numpy as np
 from rasterio.windows import transform as window_transform
 
 from ..classified_raster import embedded_classes
-from ..errors import BadInputError, Cancelled
+from ..errors import BadInputError, Cancelled, write_failure
 from ..rasters import check_written_as, open_raster, read
 from ..schema import ClassInfo, ClassSchema, default_colour
 from ..vectors import read_labelled_geometries
@@ -400,8 +400,9 @@ def _write_outputs(report: dict, paths: dict) -> None:
             os.replace(temporary, final)
     except OSError as exc:
         where = exc.filename or os.path.dirname(paths["html"])
-        raise BadInputError(f"Cannot write the accuracy report: {exc.strerror or exc} ({where}). Choose an "
-                            f"output folder you can write to; no report file was left there.") from exc
+        reason = write_failure(exc, os.path.dirname(where))
+        raise BadInputError(f"Cannot write the accuracy report: {reason} ({where}). Choose an output folder you can "
+                            f"write to; no report file was left there.") from exc
     finally:
         for temporary, _ in staged:
             if os.path.exists(temporary):

@@ -23,7 +23,7 @@ from pathlib import Path
 from osgeo import gdal
 
 from ..classified_raster import category_names, check_output_path, colour_table, partial_path
-from ..errors import BadInputError, Cancelled
+from ..errors import BadInputError, Cancelled, write_failure
 from ..output_folder import file_in_place, remove_stale
 from ..qml import write_paletted_qml
 
@@ -108,8 +108,8 @@ def prepare_folder(folder: str, settings: dict, tile_rows_asked: int, new_plan, 
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise BadInputError(f"Cannot create the shards folder {folder} ({exc.strerror or exc}). Choose an output "
-                            f"folder you can write to.") from exc
+        raise BadInputError(f"Cannot create the shards folder {folder} ({write_failure(exc, folder)}). Choose an "
+                            f"output folder you can write to.") from exc
     manifest = _read_json(folder / MANIFEST)
     if manifest and manifest.get("settings") == settings and (
             not tile_rows_asked or tile_rows_asked == manifest.get("tile_rows")):

@@ -22,7 +22,7 @@ import time
 import numpy as np
 
 from ..chips.dataset import load_spec
-from ..errors import BadInputError
+from ..errors import BadInputError, write_failure
 from ..events import Events, RecordingEvents
 from ..output_folder import file_in_place
 from ..rasters import open_raster, read, valid_mask
@@ -153,7 +153,7 @@ def _check_writable(folder: str) -> None:
         with tempfile.TemporaryFile(dir=folder):
             pass
     except OSError as exc:
-        raise BadInputError(f"Cannot write the quantised model into {folder}: {exc.strerror or exc}. Choose a "
+        raise BadInputError(f"Cannot write the quantised model into {folder}: {write_failure(exc, folder)}. Choose a "
                             f"folder you can write to.") from exc
 
 
