@@ -120,16 +120,31 @@ def own_mask(dataset, indexes=None, alpha_band=None):
     return OwnMask(dataset, masked)
 
 
-ZERO_FILL_SHARE = 0.05  # of the valid pixels 0 in every band, in a raster without a nodata value: likely fill
+FILL_SHARE = 0.05  # of the valid pixels at one fill value in every band, in a raster without a nodata value
+# Values that tools write for "no data" without always declaring it: 0, GIS fills (-9999, -99999), int16 fills
+# (-32768, -32767), uint16's largest value, float32's lowest. A pixel at one of them in every band is fill.
+FILL_VALUES = (0, -9999, -99999, -32768, -32767, 65535, float(np.finfo(np.float32).min))
 
 
-def zero_fill_warning(name, zeros: int, pixels: int, what: str, consequence: str):
-    """The warning for a raster without a nodata value whose ``zeros`` of ``pixels`` (``what``: "sampled pixels")
-    are 0 in every band, or None when they are few: a fill border or gaps saved as 0 are read as land cover
-    (``consequence``)."""
-    if not pixels or zeros < ZERO_FILL_SHARE * pixels:
+def fill_counts(values: np.ndarray) -> dict:
+    """{fill value: number of pixels of ``values`` (band, pixel) at that value in every band}, for the
+    :data:`FILL_VALUES` some pixel holds in every band."""
+    if not values.size:
+        return {}
+    firsts = values[0, (values == values[:1]).all(axis=0)]  # the value of each pixel at one value in every band
+    counts = {value: int(np.count_nonzero(firsts == value)) for value in FILL_VALUES}
+    return {value: found for value, found in counts.items() if found}
+
+
+def fill_warning(name, counts: dict, pixels: int, what: str, consequence: str):
+    """The warning for a raster without a nodata value whose pixels (``counts`` of ``pixels``, from
+    :func:`fill_counts`; ``what``: "sampled pixels") are often one fill value in every band, or None when they
+    are few: a fill border or gaps saved as 0 or -9999 are read as land cover (``consequence``)."""
+    value, found = max(counts.items(), key=lambda item: item[1], default=(0, 0))
+    if not pixels or found < FILL_SHARE * pixels:
         return None
-    return (f"{zeros / pixels:.0%} of the {what} of {name} are 0 in every band, and the raster has no nodata "
-            f"value: those look like no data (a fill border or gaps), yet they are {consequence}. Set 0 as the "
-            f"raster's nodata value (in QGIS: Raster > Conversion > Translate, with 'Assign a specified nodata value "
-            f"to output bands' set to 0; or gdal_edit -a_nodata 0) and run again on that raster.")
+    shown = f"{value:.9g}"  # float32's lowest read back exactly
+    return (f"{found / pixels:.0%} of the {what} of {name} are {shown} in every band, and the raster has no nodata "
+            f"value: those look like no data (a fill border or gaps), yet they are {consequence}. Set {shown} as "
+            f"the raster's nodata value (in QGIS: Raster > Conversion > Translate, with 'Assign a specified nodata "
+            f"value to output bands' set to {shown}; or gdal_edit -a_nodata {shown}) and run again on that raster.")

@@ -131,3 +131,30 @@ def test_a_raster_of_a_few_pixels_gets_no_verdict(setup, size):
     data = setup["data"][:, 100:100 + size, 100:100 + size]
     warnings = warnings_for(setup, f"pixels_{size}", data, width=size, height=size)
     assert not [m for m in warnings if "training data" in m]
+
+
+def test_a_9999_fill_without_a_nodata_value_is_named_not_blamed_on_the_sensor(shared_data, tmp_path):
+    """The probe's case: the eo-learn Sentinel-2 composite with its NaN gaps (12 %) saved as -9999 and no nodata
+    value. The warning spoke of another sensor (every band's mean -1162 against 0.15); it names the fill value
+    and how to declare it, and the bands compared without the fill raise nothing more."""
+    image = shared_data / "eolearn" / "sentinel2_13band_composite.tif"
+    mean, std = band_stats(image)
+    card = card_for(["cultivated", "forest", "grassland"], mean=mean, std=std, tile=32, input_dtype="float32")
+    model = export(tiny_net(13, 3), tmp_path / "m.onnx", 13, 32, metadata_props(card))
+    with rasterio.open(image) as src:
+        data, profile = src.read(), dict(src.profile, nodata=None)
+    with rasterio.open(tmp_path / "filled.tif", "w", **profile) as dst:
+        dst.write(np.where(np.isnan(data), -9999, data).astype(np.float32))
+    events = RecordingEvents()
+    classify_raster(ClassifyOptions(tmp_path / "filled.tif", model, tmp_path / "map.tif"), events)
+    warnings = [e["message"] for e in events.of_type("log") if e["level"] == "warning"]
+    assert len(warnings) == 1, warnings
+    assert "12% of the sampled pixels" in warnings[0] and "are -9999 in every band" in warnings[0]
+    assert "set to -9999; or gdal_edit -a_nodata -9999) and run again" in warnings[0]
+    with rasterio.open(tmp_path / "filled.tif", "r+") as dst:
+        dst.nodata = -9999  # the advice followed: the fill is no data, and nothing is said
+    events = RecordingEvents()
+    classify_raster(ClassifyOptions(tmp_path / "filled.tif", model, tmp_path / "map2.tif"), events)
+    assert not [e for e in events.of_type("log") if e["level"] == "warning"]
+    with rasterio.open(tmp_path / "map2.tif") as out:
+        assert (out.read(1)[np.isnan(data).any(axis=0)] == 0).all()

@@ -230,3 +230,19 @@ def test_a_border_of_zeros_without_a_nodata_value_is_named(shared_data, tmp_path
         assert "set to 0; or gdal_edit -a_nodata 0) and run again" in zeros[0]
     else:
         assert not zeros
+
+
+def test_a_9999_fill_without_a_nodata_value_is_named(shared_data, tmp_path):
+    """The eo-learn composite's NaN gaps saved as -9999 with no nodata value: they went into the band statistics
+    (every band's mean -1174 instead of about 0.1) and were labelled, and nothing was said (only 0 was looked for)."""
+    folder = shared_data / "eolearn"
+    with rasterio.open(folder / "sentinel2_13band_composite.tif") as src:
+        data, profile = src.read(), dict(src.profile, nodata=None)
+    with rasterio.open(tmp_path / "filled.tif", "w", **profile) as dst:
+        dst.write(np.where(np.isnan(data), -9999, data).astype(np.float32))
+    events = RecordingEvents()
+    export_chips(ChipExportOptions(tmp_path / "filled.tif", tmp_path / "chips", labels_raster=folder / "lulc.tif",
+                                   chip_size=32, stride=16), events)
+    fills = [e["message"] for e in events.of_type("log") if "in every band" in e["message"]]
+    assert len(fills) == 1 and "12% of the pixels of" in fills[0] and "are -9999 in every band" in fills[0]
+    assert "counted in the band statistics" in fills[0] and "gdal_edit -a_nodata -9999) and run again" in fills[0]

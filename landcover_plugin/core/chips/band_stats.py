@@ -5,13 +5,15 @@ precision without ever holding more than one window in memory.
 """
 import numpy as np
 
+from ..rasters import fill_counts
+
 
 class BandStats:
-    """Running per-band statistics; feed it (band, row, col) windows and their valid masks. ``count_zeros``: also
-    count the valid pixels that are 0 in every band (``zeros``)."""
+    """Running per-band statistics; feed it (band, row, col) windows and their valid masks. ``count_fills``: also
+    count the valid pixels that are a common fill value (0, -9999, ...) in every band (``fills``: {value: count})."""
 
-    def __init__(self, band_count: int, count_zeros: bool = False):
-        self.count, self.zeros, self.count_zeros = 0, 0, count_zeros
+    def __init__(self, band_count: int, count_fills: bool = False):
+        self.count, self.fills, self.count_fills = 0, {}, count_fills
         self.mean = np.zeros(band_count, dtype=np.float64)
         self._m2 = np.zeros(band_count, dtype=np.float64)
 
@@ -21,8 +23,9 @@ class BandStats:
         n = values.shape[1]
         if n == 0:
             return
-        if self.count_zeros:
-            self.zeros += int(np.count_nonzero((values == 0).all(axis=0)))
+        if self.count_fills:
+            for value, found in fill_counts(values).items():
+                self.fills[value] = self.fills.get(value, 0) + found
         mean = values.mean(axis=1, dtype=np.float64)
         centred = values - mean[:, None]  # float64 whatever the input dtype
         m2 = np.einsum("ij,ij->i", centred, centred)

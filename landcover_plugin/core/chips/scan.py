@@ -21,7 +21,7 @@ from rasterio import windows as rio_windows
 from rasterio.io import MemoryFile
 
 from ..errors import Cancelled
-from ..rasters import own_mask, read, valid_mask, zero_fill_warning
+from ..rasters import fill_warning, own_mask, read, valid_mask
 from .band_stats import BandStats
 from .cover import CellCover
 from .dataset import IMAGES_DIR, LABELS_DIR, write_bytes
@@ -110,7 +110,7 @@ def scan(image, labels, labeller, staging, chip_size: int, stride: int, events):
     row_spans, col_spans = unique_spans(rows, chip_size), unique_spans(cols, chip_size)
     total = len(rows) * len(cols)
     labeller.start(rows, cols, chip_size)
-    stats = BandStats(image.count, count_zeros=image.nodata is None)
+    stats = BandStats(image.count, count_fills=image.nodata is None)
     mask = own_mask(image, image.source_bands)
     writer = _ChipWriter(image, labels.schema, staging, chip_size)
     chips, done = [], 0
@@ -141,8 +141,8 @@ def scan(image, labels, labeller, staging, chip_size: int, stride: int, events):
         left = labeller.cover.missing_pixels()
         events.progress(0.9 + 0.05 * (1 - left / max(1, missing)), "windows for the rest of the training polygons")
     if image.nodata is None:
-        warning = zero_fill_warning(image.name, stats.zeros, stats.count, "pixels",
-                                    "counted in the band statistics and labelled like land cover")
+        warning = fill_warning(image.name, stats.fills, stats.count, "pixels",
+                               "counted in the band statistics and labelled like land cover")
         if warning:
             events.warning(warning)
     return chips, stats, total

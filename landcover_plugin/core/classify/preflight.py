@@ -6,8 +6,9 @@ training data's). A band far off (means several training stds
 apart, or spreads five times apart) is reported with the numbers per band and the likely cause: another
 scaling (reflectance 0-1 vs digital numbers 0-10000), the same bands in another order, or another sensor or
 processing level. It is a warning, never an error: the user may know better. The same sample warns of a
-raster without a nodata value where many pixels are 0 in every band (a fill border read as land cover); a
-sample too small to say anything (a raster of a few pixels) gets no verdict.
+raster without a nodata value where many pixels are one fill value (0, -9999, ...) in every band (a fill border
+read as land cover; the bands are then compared without those pixels); a sample too small to say anything (a
+raster of a few pixels) gets no verdict.
 """
 import itertools
 
@@ -16,7 +17,7 @@ from rasterio.windows import Window
 
 from ..band_choice import choose_bands
 from ..errors import BadInputError
-from ..rasters import read, valid_mask, zero_fill_warning
+from ..rasters import fill_counts, fill_warning, read, valid_mask
 
 SAMPLES_PER_SIDE = 5  # up to 25 windows
 # Each window 16 rows x 256 columns (as many pixels as 64 x 64): a GeoTIFF stored in strips (Zion: 3 rows a
@@ -72,10 +73,15 @@ def preflight_warnings(dataset, window: Window, model, indexes=None, bands_given
         return []  # no valid pixel (the run itself says so), or too few to judge
     warnings = []
     if dataset.nodata is None:
-        zeros = int(np.count_nonzero((values == 0).all(axis=0)))
-        message = zero_fill_warning(dataset.name, zeros, values.shape[1], "sampled pixels", "classified as land cover")
+        counts = fill_counts(values)
+        message = fill_warning(dataset.name, counts, values.shape[1], "sampled pixels", "classified as land cover")
         if message:
             warnings.append(message)
+            # the bands are compared without the fill: -9999 in them is not another sensor or scaling
+            fill = (values == values[:1]).all(axis=0) & np.isin(values[0], list(counts))
+            values = values[:, ~fill]
+            if values.shape[1] < MIN_SAMPLE_PIXELS:
+                return warnings
     message = _band_statistics_warning(values, dataset, model, indexes, bands_given, mask)
     return warnings + [message] if message else warnings
 
