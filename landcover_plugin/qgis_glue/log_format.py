@@ -41,7 +41,8 @@ def pad(text: str, width: int) -> str:
 
 
 def percent(value, width: int = 5) -> str:
-    return pad("n/a" if value is None else f"{100.0 * value:.1f}", width) + " %"
+    """'56.7 %' right-aligned in ``width`` digits; 'n/a' (no percent sign) in the same width for no value."""
+    return pad("n/a", width + 2) if value is None else pad(f"{100.0 * value:.1f}", width) + " %"
 
 
 def duration(seconds) -> str:

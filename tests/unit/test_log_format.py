@@ -23,6 +23,14 @@ def test_an_epoch_is_one_line_of_percentages_and_a_line_of_class_iou():
     assert second.strip("\u00a0") == "IoU: water 100.0 %, forest 5.0 %"
 
 
+def test_a_class_without_a_score_reads_n_a_without_a_percent_sign():
+    """eo-learn's class 1 (11 px, none in the validation chips, not predicted) showed 'class 1 n/a %'."""
+    event = epoch_event(1, 0.2788)
+    event["values"]["val_iou_class 1"] = None
+    second = EpochLog().render(event).split("\n")[1]
+    assert second.strip("\u00a0") == "IoU: water 100.0 %, forest 5.0 %, class 1 n/a"
+
+
 def test_columns_line_up_whatever_the_epoch_and_the_best_marker_follows_the_trainer():
     log = EpochLog()
     lines = [log.render(epoch_event(e, m, loss)).split("\n")[0]
