@@ -105,8 +105,9 @@ def classify_raster(options: ClassifyOptions, events: Events = None) -> dict:
     seconds = time.perf_counter() - started
     megapixels = source.width * (r1 - r0) / 1e6
     events.progress(1.0, "done")
-    events.info(f"Classified {megapixels:.1f} Mpx in {seconds:.1f} s ({megapixels / seconds:.2f} Mpx/s; model "
-                f"{stats['model_seconds']:.1f} s); {stats['tiles_run']} tiles run, {stats['tiles_skipped']} "
+    size = f"{megapixels:.1f} Mpx" if megapixels >= 0.1 else f"{source.width * (r1 - r0):,} px"
+    events.info(f"Classified {size} in {_seconds(seconds)} ({megapixels / seconds:.2f} Mpx/s; model "
+                f"{_seconds(stats['model_seconds'])}); {stats['tiles_run']} tiles run, {stats['tiles_skipped']} "
                 f"skipped (no valid pixel).")
     result = {"OUTPUT": outputs["labels"], "QML": outputs["qml"], "CLASSES": model.classes,
               "DEVICE": "cuda" if model.uses_cuda else "cpu", "SECONDS": round(seconds, 3),
@@ -149,6 +150,11 @@ def prepared_run(o: ClassifyOptions, events: Events, preflight: bool = True):
             model, source.height, source.width, o.tile_size, batch_size,
             max(model.card.get("overlap") or 0.0, 0.125) if overlap is None else overlap, events)
         yield model, source, tile, batch_size, overlap_px
+
+
+def _seconds(seconds: float) -> str:
+    """'3.4 s', or in ms under a second ('45 ms', not '0.0 s')."""
+    return f"{seconds:.1f} s" if seconds >= 1 else f"{1000 * seconds:.0f} ms"
 
 
 def blank_reason(source) -> str:
