@@ -9,7 +9,7 @@ import sys
 import numpy as np
 import pytest
 import rasterio
-from classify_models import card_for, export, tiny_net
+from classify_models import band_stats, card_for, export, tiny_net
 from osgeo import gdal
 
 from landcover_plugin.core.classify.options import ClassifyOptions
@@ -69,9 +69,25 @@ def test_a_model_with_no_usable_output(zion_image, tmp_path):
 
 
 def test_an_extent_outside_the_raster(model, zion_image, tmp_path):
-    with pytest.raises(BadInputError, match=r"does not overlap the raster, which covers 301905, 4\.11124e\+06"):
+    with pytest.raises(BadInputError, match=r"does not overlap the raster, which covers 301905, 4111245, "):
         classify_raster(ClassifyOptions(zion_image, model, tmp_path / "out.tif", extent=(0, 0, 1000, 1000)))
     assert leftovers(tmp_path) == []
+
+
+def test_an_extent_outside_the_raster_is_told_in_full_coordinates(shared_data, tmp_path):
+    """The probe's case: an extent 10 km north-east of the eo-learn composite was told as '475300, 5.0894e+06,
+    475900, 5.09e+06' against a raster covering '465181, 5.07924e+06, 466181, 5.08025e+06': northings rounded to
+    the km, where a near miss would read as an overlap."""
+    image = shared_data / "eolearn" / "sentinel2_13band_composite.tif"
+    mean, std = band_stats(image)
+    card = card_for(["cultivated", "forest"], mean=mean, std=std, tile=32, input_dtype="float32")
+    s2_model = export(tiny_net(13, 2), tmp_path / "s2.onnx", 13, 32, metadata_props(card))
+    with pytest.raises(BadInputError) as raised:
+        classify_raster(ClassifyOptions(image, s2_model, tmp_path / "out.tif",
+                                        extent=(475300, 5089400, 475900, 5090000)))
+    assert "The extent 475300, 5089400, 475900, 5090000 does not overlap the raster, which covers 465181.0522, " \
+           "5079244.891, 466180.5315, 5080254.633 in its CRS" in str(raised.value)
+    assert leftovers(tmp_path) == ["s2.onnx"]
 
 
 def test_an_existing_output_is_kept_unless_overwriting(model, zion_image, tmp_path):

@@ -255,8 +255,10 @@ def extent_window(extent, dataset) -> Window:
     col1, row1 = min(dataset.width, math.ceil(max(cols) - 1e-6)), min(dataset.height, math.ceil(max(rows) - 1e-6))
     if col1 <= col0 or row1 <= row0:
         left, bottom, right, top = dataset.bounds
-        raise BadInputError(f"The extent {xmin:g}, {ymin:g}, {xmax:g}, {ymax:g} does not overlap the raster, "
-                            f"which covers {left:g}, {bottom:g}, {right:g}, {top:g} in its CRS "
+        shown = ", ".join  # 10 digits: metres of a UTM northing to the mm (':g' said 5.09e+06 for 5090000)
+        raise BadInputError(f"The extent {shown(f'{v:.10g}' for v in (xmin, ymin, xmax, ymax))} does not overlap "
+                            f"the raster, which covers {shown(f'{v:.10g}' for v in (left, bottom, right, top))} in "
+                            f"its CRS "
                             f"({_crs_text(dataset.crs)}). Choose an extent over the raster.")
     return Window(col0, row0, col1 - col0, row1 - row0)
 
