@@ -95,3 +95,27 @@ def test_running_out_of_memory_is_reported_with_the_fix(chips, tmp_path, engine_
     assert error["kind"] == "out_of_memory"
     assert "smaller batch size (e.g. 4)" in error["message"]
     assert not out.exists()
+
+
+def test_a_model_of_nan_nodata_imagery_carries_a_strict_json_card(shared_data, tmp_path, engine_python, repo_root):
+    """The eo-learn composite (float32, nodata NaN, 12 % NaN) with its lulc.tif labels: the model card said
+    '"nodata": NaN', which json.dumps writes but is no JSON (RFC 8259): a strict reader (a browser, QGIS's
+    QJsonDocument, serde) refused the whole card. It now says "nan", as dataset.json does."""
+    from landcover_plugin.core.chips.export import export_chips  # noqa: PLC0415
+    from landcover_plugin.core.chips.options import ChipExportOptions  # noqa: PLC0415
+
+    folder = shared_data / "eolearn"
+    export_chips(ChipExportOptions(folder / "sentinel2_13band_composite.tif", tmp_path / "chips",
+                                   labels_raster=folder / "lulc.tif", chip_size=32, stride=32))
+    out = tmp_path / "model.onnx"
+    code, _, stderr = run(engine_python, repo_root, tmp_path / "chips", "--output", out, "--epochs", "1",
+                          "--batch-size", "4", "--base-width", "8", "--device", "cpu")
+    assert code == 0, stderr
+    import onnx  # noqa: PLC0415
+
+    text = {p.key: p.value for p in onnx.load(str(out)).metadata_props}["landcover_card"]
+
+    def refuse(constant):
+        raise ValueError(f"{constant} is no JSON")
+    card = json.loads(text, parse_constant=refuse)
+    assert card["nodata"] == "nan" and card["input_dtype"] == "float32"

@@ -8,6 +8,7 @@ Normalisation: we feed ``(x - mean_b) / std_b`` on raw pixel values. Deepness fe
 """
 import datetime as _dt
 import json
+import math
 
 from ..errors import BadInputError
 from ..schema import ClassSchema
@@ -28,7 +29,8 @@ def build_card(*, schema: ClassSchema, band_names, input_dtype: str, nodata, mea
         "classes": schema.to_list(),
         "bands": {"count": len(band_names), "names": list(band_names)},
         "input_dtype": input_dtype,
-        "nodata": nodata,
+        # NaN as "nan", as in dataset.json: a bare NaN is no JSON (json.dumps writes it; strict readers refuse it)
+        "nodata": "nan" if isinstance(nodata, float) and math.isnan(nodata) else nodata,
         "mean": [float(v) for v in mean],
         "std": [float(v) for v in std],
         "tile_size": int(tile_size),
