@@ -55,7 +55,7 @@ def check_training_pixels(store, train_idx, names, folder, events) -> np.ndarray
     missing = [n for n, c in zip(names, counts) if c == 0]
     if missing:
         events.warning(f"No training pixels for: {', '.join(missing)}. The model cannot learn a class it never "
-                       f"sees: digitise training areas for it, or drop it from the schema.")
+                       f"sees, so it never maps it: digitise training areas for it, or drop it from the schema.")
     events.info("Training pixels per class (a pixel in overlapping chips counts once a chip, as the model sees it; "
                 "the export's log gives distinct pixels): " + ", ".join(f"{n} {int(c)}" for n, c in zip(names, counts)))
     return counts

@@ -30,7 +30,7 @@ from .device import amp_settings, default_workers, memory_errors, select_device
 from .finetune import FineTune, resolve_architecture
 from .finish import finish_run, record_tile_agreement
 from .heldout import describe as describe_heldout
-from .networks import build_network
+from .networks import build_network, leave_out_classes
 from .objective import class_weights, evaluate, lr_factor, rate_has_fallen, schedule_factor, weighted_loss
 from .refit import CV_BELOW, train_then_refit
 from .step import train_step
@@ -147,6 +147,7 @@ class _Training:
             self.network = dict(state["network"])
         net = self.network
         self.model = build_network(net["architecture"], net["in_channels"], net["num_classes"], net["base_width"])
+        leave_out_classes(self.model, net["num_classes"], np.flatnonzero(np.asarray(counts) == 0))
         self.finetune = FineTune(self.model, self.network, config, spec, events, state is None, device)
         if state is None and config.initial_weights:
             ckpt.load_initial_weights(self.model, config.initial_weights, events)

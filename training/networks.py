@@ -187,3 +187,26 @@ def build_network(name: str, in_channels: int, num_classes: int, base_width: int
     if name not in known:
         raise BadInputError(f"Unknown architecture '{name}'. Choose one of: {', '.join(available_architectures())}.")
     return known[name](in_channels, num_classes, base_width=base_width)
+
+
+UNSEEN_LOGIT = -1e4  # added to the logits of a class without training pixels: softmax gives it 0 (also in float16)
+
+
+def leave_out_classes(model: nn.Module, num_classes: int, absent) -> nn.Module:
+    """Make ``model`` (``num_classes`` logits) never predict the classes ``absent`` (output channels without a
+    training pixel): their logits get :data:`UNSEEN_LOGIT`, in training, validation and the exported graph (an Add
+    before the softmax). Untrained, their logits otherwise put them on the map (eo-learn: 'artificial' on 15 % of
+    it from 0 training pixels). A non-persistent buffer and a forward hook: checkpoints keep their keys, so resume
+    and initial weights work as before."""
+    absent = [int(k) for k in absent]
+    if not absent:
+        return model
+    offset = torch.zeros(num_classes)
+    offset[absent] = UNSEEN_LOGIT
+    model.register_buffer("unseen_offset", offset, persistent=False)
+    model.register_forward_hook(_add_unseen_offset)
+    return model
+
+
+def _add_unseen_offset(module, inputs, output):
+    return output + module.unseen_offset.to(output.dtype).view(1, -1, 1, 1)
