@@ -39,7 +39,8 @@ def finish_run(run: dict, model, network: dict, data: dict, spec, config, device
     elif heldout is None and confusion is not None and val_loader is not None and split.get("method") == "polygons":
         confidences = heldout_confidences(model, val_loader, device)
     if heldout is None and confusion is not None and split.get("method") != "polygons":
-        heldout = held.estimate(confusion, spec.schema.names, None, split)
+        labels_kind = (spec.raw.get("source") or {}).get("labels_kind")
+        heldout = held.estimate(confusion, spec.schema.names, None, dict(split, labels_kind=labels_kind))
     model.eval()
 
     def write(heldout_now):

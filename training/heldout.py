@@ -115,6 +115,8 @@ def estimate(confusion, names, shares, split: dict, heldout_confidence=None, sce
                                  f"less sure the model is of the map's pixels than of them (mean top-class "
                                  f"probability; the polygons alone say {weighted:.0%}: they lie in clearer places "
                                  f"than the map's average); the IoUs lowered alike")
+    if split.get("labels_kind") == "raster":
+        result["labels"] = "raster"  # the advice speaks of the labels raster, not of digitising polygons
     result["few"] = split.get("method") == "polygons" and (polygons or 0) < FEW_POLYGONS
     result["confused"] = _confused(cm, names)
     return result
@@ -193,8 +195,10 @@ def describe(heldout: dict) -> str:
     if heldout.get("confused"):
         text += (" Most confused on held-out pixels: " + "; ".join(
             f"{a} mapped as {b} ({s:.0%})" for a, b, s in heldout["confused"])
-            + ". Digitise more polygons of these classes, in places unlike the ones you have, especially where "
-              "they meet.")
+            + (". Labels of these classes in more places would help (a labels raster over a larger or another "
+               "area, or other scenes), especially where they meet." if heldout.get("labels") == "raster" else
+               ". Digitise more polygons of these classes, in places unlike the ones you have, especially where "
+               "they meet."))
     return text
 
 

@@ -134,6 +134,9 @@ def test_training_on_float_chips_with_nan_stays_finite(eolearn_chips, tmp_path):
     for metric in events.of_type("metric"):
         assert np.isfinite(metric["values"]["train_loss"]) and np.isfinite(metric["values"]["val_loss"])
     assert out["onnx_max_abs_diff"] < 1e-4 and out["architecture"] == "deeplabv3plus"
+    # labels from a raster (lulc.tif): the held-out line's advice was to 'Digitise more polygons of these classes'
+    (heldout,) = [e["message"] for e in events.of_type("log") if e["message"].startswith("Held-out estimate")]
+    assert "Most confused" in heldout and "labels raster" in heldout and "polygons" not in heldout, heldout
 
 
 def test_streaming_from_disk_with_workers_gives_the_same_run_as_in_memory(eolearn_chips, tmp_path):
