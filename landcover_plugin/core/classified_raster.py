@@ -32,6 +32,7 @@ CREATION_OPTIONS = ["TILED=YES", f"BLOCKXSIZE={BLOCK}", f"BLOCKYSIZE={BLOCK}", "
 NODATA = 0
 # Overviews GDAL builds once a raster is complete; the labels' (nearest) are written with their rows.
 OVERVIEW_RESAMPLING = {"confidence": "AVERAGE"}
+CONFIDENCE_DESCRIPTION = "confidence (percent)"
 
 
 def embedded_classes(path, events=None) -> tuple:
@@ -211,6 +212,8 @@ class ClassifiedRasterWriter:
         band.SetRasterColorTable(self._colour_table())
         band.SetRasterColorInterpretation(gdal.GCI_PaletteIndex)
         self._datasets["labels"].SetMetadataItem("landcover_classes", json.dumps(self.classes))
+        if "confidence" in self._datasets:  # tells it from a classified map (rasters.written_as)
+            self._datasets["confidence"].GetRasterBand(1).SetDescription(CONFIDENCE_DESCRIPTION)
         self._levels = self._nearest_levels(self._datasets["labels"])
         return self
 

@@ -20,16 +20,21 @@ def open_raster(path, what: str = "raster", fix: str = GDAL_FIX):
 
 
 WRITTEN_AS = {"classified": "the classified map (the Output of 'Classify raster with model')",
-              "uncertainty": "the uncertainty raster (the Uncertainty output of 'Classify raster with model')"}
+              "uncertainty": "the uncertainty raster (the Uncertainty output of 'Classify raster with model')",
+              "confidence": "the confidence raster (the Confidence output of 'Classify raster with model')"}
 
 
 def written_as(dataset):
     """Which of the classifier's rasters ``dataset`` is, by what the classifier writes in it: "classified" (its
-    ``landcover_classes`` tag), "uncertainty" (its band description), or None (any other raster)."""
+    ``landcover_classes`` tag), "uncertainty" or "confidence" (their band descriptions), or None (any other
+    raster)."""
     if "landcover_classes" in dataset.tags():
         return "classified"
-    if (dataset.descriptions[0] or "").startswith("uncertainty ("):
+    description = dataset.descriptions[0] or ""
+    if description.startswith("uncertainty ("):
         return "uncertainty"
+    if description.startswith("confidence ("):
+        return "confidence"
     return None
 
 

@@ -55,6 +55,8 @@ def suggest_areas(options: SuggestOptions, events) -> dict:
             try:
                 if classified:
                     check_written_as(others[0], "classified", classified)
+                if confidence:
+                    check_written_as(others[-1], "confidence", confidence)
                 for other in others:
                     if (other.width, other.height) != (src.width, src.height) or \
                             not other.transform.almost_equals(src.transform):
