@@ -246,3 +246,18 @@ def test_a_9999_fill_without_a_nodata_value_is_named(shared_data, tmp_path):
     fills = [e["message"] for e in events.of_type("log") if "in every band" in e["message"]]
     assert len(fills) == 1 and "12% of the pixels of" in fills[0] and "are -9999 in every band" in fills[0]
     assert "counted in the band statistics" in fills[0] and "gdal_edit -a_nodata -9999) and run again" in fills[0]
+
+
+@pytest.mark.parametrize("chip_size,stride,fix", [
+    (64, 0, "Use a smaller chip size: the raster holds few 64 px windows, and the last of each row and column is "
+            "shifted to end at the raster's edge"),
+    (96, 4, "Use a smaller chip size, or a stride of at least the chip size.")])
+def test_chips_too_overlapping_to_split_get_the_fix_that_helps(shared_data, tmp_path, chip_size, stride, fix):
+    """64 px chips of the 100 x 101 px eo-learn composite at a stride of 64: windows at 0 and 36 on each axis, all
+    four overlapping. The warning advised 'a larger stride', which changes nothing there."""
+    folder = shared_data / "eolearn"
+    events = RecordingEvents()
+    export_chips(ChipExportOptions(folder / "sentinel2_13band_composite.tif", tmp_path / "chips",
+                                   labels_raster=folder / "lulc.tif", chip_size=chip_size, stride=stride), events)
+    (warning,) = [e["message"] for e in events.of_type("log") if "overlap too much" in e["message"]]
+    assert fix in warning and "larger stride" not in warning, warning

@@ -71,9 +71,20 @@ def spatial_split(windows, chip_size: int, val_fraction: float, seed: int = 0, b
         if block_size:
             break
         size //= 2
+    if _stride_overlaps(rows, chip_size) or _stride_overlaps(cols, chip_size):
+        fix = "a smaller chip size, or a stride of at least the chip size"
+    else:  # a larger stride changes nothing: the windows shifted to the raster's edge are what overlap
+        fix = (f"a smaller chip size: the raster holds few {chip_size} px windows, and the last of each row and "
+               f"column is shifted to end at the raster's edge, overlapping the one before")
     info["warning"] = (f"The {n} chips overlap too much for an honest spatial split: all used for "
-                       f"training, none for validation. Use a smaller chip size or a larger stride.")
+                       f"training, none for validation. Use {fix}.")
     return ["train"] * n, info
+
+
+def _stride_overlaps(offsets, chip_size: int) -> bool:
+    """Whether windows along one axis overlap by the stride (not only the last, shifted to the raster's edge)."""
+    steps = np.diff(np.unique(offsets))[:-1]
+    return bool((steps < chip_size).any())
 
 
 def _choose_val_blocks(rows, cols, chip_size, block_size, val_fraction, seed) -> np.ndarray:
