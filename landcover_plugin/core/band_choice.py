@@ -99,8 +99,14 @@ def choose_bands(raster_count: int, card_bands: dict, given=None) -> tuple:
         raise BadInputError(f"The raster has too few bands for the model ({raster_count} of {needed}): the model "
                             f"takes {describe_model_bands(card_bands)}. Classify a raster that holds all the bands "
                             f"the model was trained on, or use a model trained on this raster's bands.")
-    hint = (f"e.g. {' '.join(map(str, source))}, the training source's bands" if source and
-            max(source) <= raster_count else f"e.g. {' '.join(map(str, range(1, needed + 1)))}")
+    if source and max(source) <= raster_count:
+        hint = f"e.g. {' '.join(map(str, source))}, the training source's bands"
+    elif source:  # '1 2 3 4' would read the wrong bands: say which ones the model learnt from
+        of = f" of a {source_count}-band raster" if source_count else ""
+        hint = (f"the model learnt from bands {', '.join(map(str, source))}{of}: give the bands of this raster "
+                f"that hold those")
+    else:
+        hint = f"e.g. {' '.join(map(str, range(1, needed + 1)))}"
     raise BadInputError(f"The raster has {_bands(raster_count)} but the model takes {describe_model_bands(card_bands)}"
                         f". Choose which raster bands to feed it, in that order (Bands / --bands, {hint}), or "
                         f"classify a raster with the bands the model was trained on.")

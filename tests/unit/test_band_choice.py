@@ -48,3 +48,20 @@ def test_too_few_bands_wrong_counts_and_repeated_bands_are_refused():
     with pytest.raises(BadInputError, match="Band.s. 1 chosen more than once"):
         choose_bands(4, RED_BLUE_GREEN, [1, 1, 2])
     assert describe_model_bands(RED_BLUE_GREEN).startswith("3 bands, in this order: 1 'red' (source band 3)")
+
+
+def test_a_raster_lacking_the_recorded_source_bands_is_not_told_to_feed_bands_one_to_n(shared_data):
+    """The probe's case: chips of the eo-learn composite's bands 4, 3, 2, 8 (of 13), then a 5-band copy of its
+    bands 1-5 to classify. The refusal suggested 'e.g. 1 2 3 4', which feeds blue, green, red and red edge where
+    the model takes red, green, blue and NIR."""
+    import rasterio  # noqa: PLC0415
+
+    with rasterio.open(shared_data / "eolearn" / "sentinel2_13band_composite.tif") as src:
+        count = src.count
+    card = {"count": 4, "names": ["band 4", "band 3", "band 2", "band 8"], "source_bands": [4, 3, 2, 8],
+            "source_count": count}
+    with pytest.raises(BadInputError) as info:
+        choose_bands(5, card)
+    assert "e.g. 1 2 3 4" not in info.value.message
+    assert "the model learnt from bands 4, 3, 2, 8 of a 13-band raster: give the bands of this raster that hold " \
+           "those" in info.value.message
