@@ -158,3 +158,19 @@ def test_a_9999_fill_without_a_nodata_value_is_named_not_blamed_on_the_sensor(sh
     assert not [e for e in events.of_type("log") if e["level"] == "warning"]
     with rasterio.open(tmp_path / "map2.tif") as out:
         assert (out.read(1)[np.isnan(data).any(axis=0)] == 0).all()
+
+
+def test_thirteen_bands_chosen_in_reverse_speak_of_the_choice_not_the_sensor(shared_data, tmp_path):
+    """The probe's case: the eo-learn composite's 13 bands chosen in reverse (Bands 13..1) for a model of its bands
+    1..13. Two bands came out far off (B03 and B10), more bands than the orders tried (8), so the warning blamed
+    'another sensor, processing level or scene type' and advised another raster or model."""
+    image = shared_data / "eolearn" / "sentinel2_13band_composite.tif"
+    mean, std = band_stats(image)
+    card = card_for(["cultivated", "forest", "grassland"], mean=mean, std=std, tile=32, input_dtype="float32")
+    model = export(tiny_net(13, 3), tmp_path / "m.onnx", 13, 32, metadata_props(card))
+    events = RecordingEvents()
+    classify_raster(ClassifyOptions(image, model, tmp_path / "map.tif", bands=list(range(13, 0, -1))), events)
+    (message,) = [e["message"] for e in events.of_type("log") if "training data" in e["message"]]
+    assert "another sensor" not in message
+    assert "the bands you chose (13,12,11,10,9,8,7,6,5,4,3,2,1) are not the ones the model learnt from, in its " \
+           "order (1,2,3,4,5,6,7,8,9,10,11,12,13). Clear Bands" in message

@@ -132,6 +132,11 @@ class _Bands:
         except BadInputError:
             return None
 
+    def chose_others(self) -> bool:
+        """Whether the analyst chose (Bands) other bands than the model's recorded ones read by default."""
+        default = self.default_choice()
+        return self.given and default is not None and default != self.numbers
+
     def order_advice(self, order) -> str:
         """What to do when the band fed as the model's band i + 1 looks like its band ``order[i]`` + 1."""
         moved = "; ".join(f"raster band {self.numbers[i]}, fed as the model's band {i + 1}, looks like its band "
@@ -162,9 +167,16 @@ def _likely_cause(mean, std, trained_mean, trained_std, bands, declared=None) ->
         return f"{cause} {declared}" if declared else (f"{cause} Rescale the raster to the training data's units, "
                                                        f"or use a model trained on this kind of values.")
     order = _better_order(mean, std, trained_mean, trained_std)
-    cause = bands.order_advice(list(order)) if order is not None else (
-        "another sensor, processing level or scene type than the training data. Use a raster like the training "
-        "image (same sensor and processing), or train a model on this kind of image.")
+    if order is not None:
+        cause = bands.order_advice(list(order))
+    elif bands.chose_others():  # more bands than the orders tried: the choice, not the sensor, is the suspect
+        recorded = ",".join(map(str, bands.default_choice()))
+        cause = (f"the bands you chose ({','.join(map(str, bands.numbers))}) are not the ones the model learnt "
+                 f"from, in its order ({recorded}). Clear Bands (the model's recorded bands are then read), or "
+                 f"choose Bands {recorded}.")
+    else:
+        cause = ("another sensor, processing level or scene type than the training data. Use a raster like the "
+                 "training image (same sensor and processing), or train a model on this kind of image.")
     return f"{cause} {declared}" if declared else cause
 
 
