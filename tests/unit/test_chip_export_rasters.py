@@ -261,3 +261,25 @@ def test_chips_too_overlapping_to_split_get_the_fix_that_helps(shared_data, tmp_
                                    labels_raster=folder / "lulc.tif", chip_size=chip_size, stride=stride), events)
     (warning,) = [e["message"] for e in events.of_type("log") if "overlap too much" in e["message"]]
     assert fix in warning and "larger stride" not in warning, warning
+
+
+def test_a_class_labelled_only_where_the_image_is_nan_is_not_told_to_be_labelled(shared_data, tmp_path):
+    """lulc.tif with its forest pixels under the composite's NaN gaps (874 px) made class 9: the export warned
+    'Classes with no training pixels: class 9. Label some of each', though they are labelled, only where the
+    image has no value. It now says so, with their count and what helps."""
+    folder = shared_data / "eolearn"
+    with rasterio.open(folder / "sentinel2_13band_composite.tif") as src:
+        gaps = np.isnan(src.read()).any(axis=0)
+    with rasterio.open(folder / "lulc.tif") as src:
+        labels, profile = src.read(), src.profile
+    labels[0][gaps & (labels[0] == 2)] = 9
+    with rasterio.open(tmp_path / "lulc.tif", "w", **profile) as dst:
+        dst.write(labels)
+    events = RecordingEvents()
+    summary = export_chips(ChipExportOptions(folder / "sentinel2_13band_composite.tif", tmp_path / "chips",
+                                             labels_raster=tmp_path / "lulc.tif", chip_size=32, stride=16), events)
+    warnings = [e["message"] for e in events.of_type("log") if e["level"] == "warning"]
+    assert not [m for m in warnings if m.startswith("Classes with no training pixels:")], warnings
+    (message,) = [m for m in warnings if "all their labelled pixels lie where the raster has no data" in m]
+    assert "class 9 (874 px)" in message and "Label them where the raster has values" in message
+    assert summary["missing_classes"] == ["class 9"] and summary["labelled_on_nodata"]["class 9"] == 874

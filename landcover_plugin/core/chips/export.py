@@ -125,6 +125,8 @@ def _export(image, labels, folder, chip_size, stride, min_labelled, val_fraction
         distinct = distinct_class_pixels(kept, staging, labels.schema)
         summary = _summary(kept, labels.schema, distinct, windows_seen, len(chips) - len(kept), started)
         summary["split"] = split_info
+        summary["labelled_on_nodata"] = {c.name: int(labeller.on_nodata[c.id]) for c in labels.schema
+                                         if labeller.on_nodata[c.id]}
         summary["left_out_pixels"] = _left_out(labeller.totals, before or distinct, distinct, labels.schema,
                                                min_labelled, events)
         content = _dataset_content(image, labels, kept, stats, chip_size, stride, split_info, summary, distinct,
@@ -306,9 +308,17 @@ def _log_summary(summary, events) -> None:
     events.info("Labelled pixels per class (train / val; each pixel once, however many chips hold it): " + "; ".join(
         f"{name} {summary['train_class_pixels'][name]} / {summary['val_class_pixels'][name]}"
         for name in summary["class_pixels"]))
-    if summary["missing_classes"]:
-        events.warning("Classes with no training pixels: " + ", ".join(summary["missing_classes"])
+    hidden = summary.get("labelled_on_nodata") or {}
+    unlabelled = [name for name in summary["missing_classes"] if name not in hidden]
+    if unlabelled:
+        events.warning("Classes with no training pixels: " + ", ".join(unlabelled)
                        + ". Label some of each, or the model cannot learn them.")
+    on_nodata = [name for name in summary["missing_classes"] if name in hidden]
+    if on_nodata:  # labelled, but only where the image has no value: more labels there would not help
+        events.warning("Classes with no training pixels because all their labelled pixels lie where the raster has "
+                       "no data (NaN, its nodata value or its mask): " + ", ".join(
+                           f"{name} ({hidden[name]:,} px)" for name in on_nodata)
+                       + ". Label them where the raster has values, or use a raster with values there.")
     if summary["rare_classes"]:
         events.warning(f"Classes with very few training pixels (under {RARE_SHARE:.0%}): "
                        + ", ".join(summary["rare_classes"]) + ". Label more of them for a reliable model.")

@@ -36,12 +36,14 @@ class BlockLabeller:
     def __init__(self, labels, need: int):
         self.labels, self.need = labels, need
         self.totals = np.zeros(256, dtype=np.int64)  # labelled pixels per class id on the whole grid
+        self.on_nodata = np.zeros(256, dtype=np.int64)  # labelled pixels per class id where the image has no data
 
     def start(self, rows, cols, chip_size) -> None:
         pass
 
     def chips(self, window, transform, bounds, valid, span) -> list:
         label = self.labels.read(window, transform, bounds)
+        self.on_nodata += _span_counts(np.where(valid, 0, label), span)
         label[~valid] = 0
         self.totals += _span_counts(label, span)
         return [("", None, label)] if np.count_nonzero(label) >= self.need else []
@@ -57,6 +59,7 @@ class PolygonLabeller:
         self.train_lut = np.concatenate([[0], np.where(is_val, 0, labels.classes)]).astype(np.uint8)
         self.val_lut = np.concatenate([[0], np.where(is_val, labels.classes, 0)]).astype(np.uint8)
         self.totals = np.zeros(256, dtype=np.int64)  # labelled pixels per class id on the whole grid
+        self.on_nodata = np.zeros(256, dtype=np.int64)  # labelled pixels per class id where the image has no data
         self.cover = None
 
     def start(self, rows, cols, chip_size) -> None:
@@ -64,6 +67,8 @@ class PolygonLabeller:
 
     def chips(self, window, transform, bounds, valid, span, force: bool = False) -> list:
         index = self.labels.read_index(window, transform, bounds)
+        if not force:  # a polygon is training or validation: its class is in one of the two tables
+            self.on_nodata += _span_counts(np.where(valid, 0, self.train_lut[index] + self.val_lut[index]), span)
         index[~valid] = 0
         out = []
         train = self.train_lut[index]
