@@ -388,3 +388,28 @@ def test_a_polygon_smaller_than_a_pixel_labels_the_pixel_it_touches(shared_data,
     messages = [e["message"] for e in events.of_type("log")]
     assert any(m.startswith("1 polygon(s) cover no pixel centre (smaller than a pixel") for m in messages)
     assert not any("no training pixels" in m for m in messages)
+
+
+def test_polygons_off_the_raster_are_left_out_of_classes_split_and_advice(shared_data, tmp_path):
+    """The probe's case: the eo-learn composite's western 40 columns with all 84 lulc_polygons. Polygons off the
+    raster counted: 'Validation: 10 of 84 polygons held out', none of them on the raster (0 validation chips, not
+    a word), and 'Classes with no training pixels: cultivated land, artificial surface. Label some of each' for
+    classes labelled only elsewhere."""
+    import rasterio  # noqa: PLC0415
+
+    folder = shared_data / "eolearn"
+    with rasterio.open(folder / "sentinel2_13band_composite.tif") as src:
+        window = rasterio.windows.Window(0, 20, 40, 81)
+        profile = dict(src.profile, width=40, height=81, transform=src.window_transform(window))
+        with rasterio.open(tmp_path / "west.tif", "w", **profile) as dst:
+            dst.write(src.read(window=window))
+    events = RecordingEvents()
+    summary = export_chips(ChipExportOptions(tmp_path / "west.tif", tmp_path / "chips",
+                                             labels_vector=folder / "lulc_polygons.gpkg", class_field="LULC_ID",
+                                             chip_size=32, stride=16), events)
+    messages = [e["message"] for e in events.of_type("log")]
+    assert any(m.startswith("74 of 84 label polygons lie off the raster: left out") for m in messages), messages
+    meta = json.loads((tmp_path / "chips" / "dataset.json").read_text())
+    assert "cultivated land" not in [c["name"] for c in meta["classes"]]
+    assert meta["split"]["val_polygons"] + meta["split"]["train_polygons"] == 10
+    assert summary["val_chips"] > 0

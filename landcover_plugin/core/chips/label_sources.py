@@ -100,6 +100,25 @@ def _polygon_parts(features: list, path, events) -> list:
 SUBPIXEL_CHECK_PIXELS = 256  # polygons whose bounding box holds at most this many pixel centres are checked
 
 
+def _on_the_raster(parts, image, events) -> list:
+    """The polygon parts whose bounding box overlaps the raster: those off it label nothing, and counted they
+    made classes, splits and advice about polygons that are not there (a validation share held out off the raster
+    left no validation chip). A :class:`BadInputError` when none overlaps."""
+    extent = window_envelope(rio_windows.Window(0, 0, image.width, image.height), image.transform)
+    left, bottom, right, top = extent
+    boxes = np.array([geometry_bounds(geometry) for geometry, _, _, _ in parts], dtype=np.float64)
+    hits = (boxes[:, 0] < right) & (boxes[:, 2] > left) & (boxes[:, 1] < top) & (boxes[:, 3] > bottom)
+    if not hits.any():
+        box = boxes[:, 0].min(), boxes[:, 1].min(), boxes[:, 2].max(), boxes[:, 3].max()
+        raise BadInputError(f"None of the {len(parts)} label polygons overlaps the raster: polygons span "
+                            f"{_fmt_box(box)}, the raster {_fmt_box(extent)} (in the raster's CRS). "
+                            f"Choose the polygons drawn on this raster, or check the layers' CRS.")
+    if not hits.all() and events is not None:
+        events.info(f"{int((~hits).sum())} of {len(parts)} label polygons lie off the raster: left out (their classes, "
+                    f"the validation split and the advice below count only the polygons on the raster).")
+    return [part for part, hit in zip(parts, hits) if hit]
+
+
 class VectorLabels:
     """Polygons (any geometries) burnt into each window; later features win where they overlap.
 
@@ -120,6 +139,7 @@ class VectorLabels:
         if not parts:
             raise BadInputError(f"The labels layer {path} has no feature with a geometry and a value in "
                                 f"{class_field!r}. Digitise some training polygons first.")
+        parts = _on_the_raster(parts, image, events)
         values = {v for _, v, _, _ in parts}
         self.schema_origin = "given"
         if schema is None:
@@ -163,15 +183,6 @@ class VectorLabels:
             events.info(f"{int(self.touching.sum())} polygon(s) cover no pixel centre (smaller than a pixel of "
                         f"{abs(image.res[0]):g} x {abs(image.res[1]):g}): each labels the pixels it touches, so "
                         f"none is dropped.")
-        extent = window_envelope(rio_windows.Window(0, 0, image.width, image.height), image.transform)
-        left, bottom, right, top = extent
-        hits = ((self.boxes[:, 0] < right) & (self.boxes[:, 2] > left)
-                & (self.boxes[:, 1] < top) & (self.boxes[:, 3] > bottom))
-        if not hits.any():
-            box = self.boxes[:, 0].min(), self.boxes[:, 1].min(), self.boxes[:, 2].max(), self.boxes[:, 3].max()
-            raise BadInputError(f"None of the {len(self.shapes)} label polygons overlaps the raster: polygons span "
-                                f"{_fmt_box(box)}, the raster {_fmt_box(extent)} (in the raster's CRS). "
-                                f"Choose the polygons drawn on this raster, or check the layers' CRS.")
 
     def _without_pixel_centres(self, image) -> np.ndarray:
         """Which polygons cover no pixel centre of the image grid (small ones checked: a polygon whose bounding
