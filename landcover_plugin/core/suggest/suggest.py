@@ -73,10 +73,14 @@ def suggest_areas(options: SuggestOptions, events) -> dict:
                 keep = _keep_shares(histogram, threshold)
                 candidates = _candidates(src, others, windows, threshold, keep, rng, bool(confidence), events)
                 pixel = abs(src.transform.a)
+                apart = o.size * max(pixel, abs(src.transform.e)) * math.sqrt(2)  # squares that never overlap
                 distance = o.min_distance
                 if distance is None:
-                    distance = 0.5 * math.sqrt(valid * pixel * abs(src.transform.e) / o.count)
-                places, used = _spread(candidates, o.count, float(distance), src.transform, rng)
+                    distance = max(0.5 * math.sqrt(valid * pixel * abs(src.transform.e) / o.count), apart)
+                centres = [np.vectorize(_inside, otypes=[float])(candidates[axis] + 0.5, o.size / 2.0, extent)
+                           for axis, extent in (("col", src.width), ("row", src.height))]  # as the squares lie
+                places, used = _spread(candidates, o.count, float(distance), src.transform, rng,
+                                       floor=min(float(distance), apart), centres=centres)
                 crs_wkt = src.crs.to_wkt() if src.crs else None
                 transform, shape = src.transform, (src.height, src.width)
                 unit = distance_unit(src.crs)
@@ -89,7 +93,10 @@ def suggest_areas(options: SuggestOptions, events) -> dict:
     if not places:
         raise BadInputError("No place to suggest: the uncertainty raster has no valid pixel.")
     if len(places) < o.count:
-        events.warning(f"Only {len(places)} places found (the raster has few uncertain pixels).")
+        why = (f"no more fit at least {distance_text(used, unit)} apart, where their {o.size} px squares do not "
+               f"overlap: ask for fewer places or smaller squares" if o.min_distance is None
+               else "the raster has few uncertain pixels, or no more fit the minimum distance apart")
+        events.warning(f"Only {len(places)} places found ({why}).")
     events.info(f"Suggested {len(places)} places at least {distance_text(used, unit)} apart, uncertainty "
                 f"{places[-1]['uncertainty']}..{places[0]['uncertainty']} % (of pixels: "
                 f"{100 * histogram[threshold:].sum() / valid:.1f} % at or above {threshold} %). Written to {output}.")
@@ -245,14 +252,17 @@ def _candidates(src, others, windows, threshold, keep, rng, has_confidence, even
                                                          ("class", classes), ("probability", probability))}
 
 
-def _spread(c, count, distance, transform, rng) -> tuple:
+def _spread(c, count, distance, transform, rng, floor: float = 0.0, centres=None) -> tuple:
     """Most uncertain first (random among ties), each at least ``distance`` from those taken; the distance
-    is halved (up to 4 times) while too few places are found. Returns (places, distance used)."""
+    is halved (up to 4 times, never below ``floor``) while too few places are found. ``centres``: (col, row) of
+    each candidate's square (default its pixel's centre). Returns (places, distance used)."""
     order = np.lexsort((rng.random(c["value"].size), -c["value"].astype(np.int64)))
-    x, y = transform * (c["col"] + 0.5, c["row"] + 0.5)
+    x, y = transform * (centres if centres is not None else (c["col"] + 0.5, c["row"] + 0.5))
     for attempt in range(5):
         if attempt:
-            distance /= 2
+            if distance <= floor:
+                break
+            distance = max(distance / 2, floor)
         taken, cells = [], {}
         for i in order:
             if len(taken) == count:
