@@ -99,7 +99,11 @@ def test_a_report_path_that_would_replace_an_input_or_the_model_fails_before_tra
     replaced the trained model."""
     description = (chips / "dataset.json").read_bytes()
     model = tmp_path / "m.onnx"
-    for report, what in ((chips / "dataset.json", "a file of the chip dataset"), (model, "the model")):
+    label = next((chips / "labels").iterdir()).read_bytes()
+    chip = next((chips / "labels").iterdir())
+    for report, what in ((chips / "dataset.json", "the chip dataset's description"), (chip, "a file of the chip "
+                         "dataset"), (model, "the model")):
         results, ok, log = run(dict(TINY, DATASET=str(chips), OUTPUT=str(model), OUTPUT_REPORT=str(report)))
         assert not ok and f"would replace {what}" in log and "Epoch 1" not in log, log
     assert (chips / "dataset.json").read_bytes() == description and not list(tmp_path.iterdir())
+    assert next((chips / "labels").iterdir()).read_bytes() == label

@@ -13,6 +13,7 @@ import math
 import os
 from pathlib import Path
 
+from ..chips.dataset import DATASET_FILE, IMAGES_DIR, LABELS_DIR
 from ..errors import BadInputError
 from ..model.metadata import read_metadata_props
 from .options import duration_text
@@ -56,7 +57,10 @@ def check_report_path(html_path, config) -> None:
     files += [(Path(p).absolute().resolve(), what) for p, what in (
         (config.resume, "the checkpoint to resume from"), (config.initial_weights, "the initial weights"),
         (config.encoder_weights, "the encoder weights")) if p]
-    folders = [(Path(config.dataset_dir).absolute().resolve(), "the chip dataset"),
+    dataset = Path(config.dataset_dir).absolute().resolve()
+    files.append((dataset / DATASET_FILE, "the chip dataset's description"))
+    # the model, and so its report, may be saved in the chips folder: only the dataset's own files are refused
+    folders = [(dataset / IMAGES_DIR, "the chip dataset"), (dataset / LABELS_DIR, "the chip dataset"),
                (config.checkpoint_dir.absolute().resolve(), "the checkpoints folder")]
     what = next((what for path, what in files if report == path), None) or next(
         (f"a file of {what}" for folder, what in folders if report == folder or folder in report.parents), None)
