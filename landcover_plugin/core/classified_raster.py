@@ -175,6 +175,11 @@ def _claim(targets) -> None:
         claimed.append(target)
 
 
+# Files GDAL reads beside a GeoTIFF: statistics and names, external overviews (used when the file has none of its
+# own: a small map), a mask (hides pixels as no data). Left from an earlier map, they would describe the new one.
+STALE_SIDECARS = (".aux.xml", ".ovr", ".msk")
+
+
 class ClassifiedRasterWriter:
     """Writes label rows (and confidence rows) in 256-row block strips; ``finish()`` publishes the files.
 
@@ -284,8 +289,9 @@ class ClassifiedRasterWriter:
             _claim([target for _kind, target in self._targets])
         outputs = {}
         for kind, target in self._targets:
-            if os.path.exists(target + ".aux.xml"):  # stale statistics of a file being replaced
-                os.remove(target + ".aux.xml")
+            for sidecar in STALE_SIDECARS:  # of a file being replaced: GDAL would apply them to the new one
+                if os.path.exists(target + sidecar):
+                    os.remove(target + sidecar)
             if os.path.exists(self._temps[kind] + ".aux.xml"):
                 os.replace(self._temps[kind] + ".aux.xml", target + ".aux.xml")
             os.replace(self._temps[kind], target)

@@ -92,3 +92,23 @@ def test_an_output_that_cannot_be_created_is_named_as_the_analyst_gave_it(model,
     assert "Choose a folder you can write to" in message and ".partial-" not in message
     assert "ERROR 4" not in capfd.readouterr().err
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_rerun_removes_the_old_maps_mask_and_overviews(model, zion_image, tmp_path):
+    """A '.msk' or '.ovr' left beside an earlier map (GDAL writes them when a map is opened read-only and given a
+    mask or overviews) would be read with the new map: its mask hid the new map's pixels as no data."""
+    from osgeo import gdal
+
+    output = tmp_path / "map.tif"
+    options = ClassifyOptions(zion_image, model, output, extent=piece(zion_image), overwrite=True)
+    classify_raster(options, RecordingEvents())
+    old = gdal.Open(str(output))  # read-only: the mask and overviews go to files beside it
+    old.CreateMaskBand(gdal.GMF_PER_DATASET)
+    old.GetRasterBand(1).GetMaskBand().Fill(0)
+    old.BuildOverviews("NEAREST", [2])
+    old = None
+    assert (tmp_path / "map.tif.msk").exists() and (tmp_path / "map.tif.ovr").exists()
+    classify_raster(options, RecordingEvents())
+    assert not (tmp_path / "map.tif.msk").exists() and not (tmp_path / "map.tif.ovr").exists()
+    with rasterio.open(output) as src:
+        assert (src.read_masks(1) > 0).mean() > 0.99
