@@ -89,8 +89,8 @@ def test_same_seed_same_sample_and_minimum_distance(zion_map, tmp_path):
     out = create_sample(SampleOptions(path, tmp_path / "far.gpkg", **{**options, "min_distance": 1000.0}), events)
     drawn = {s["name"]: s["drawn"] for s in out["DESIGN"]["strata"]}
     assert drawn["class 1"] < 38 and out["SAMPLE_SIZE"] == sum(drawn.values()) < 300
-    assert any("Class class 1 (1): only" in e["message"] and "Lower the minimum distance" in e["message"]
-               for e in events.of_type("log"))
+    assert any(e["message"].startswith("Class 1: only") and "at least 1,000 m apart" in e["message"]
+               and "Lower the minimum distance" in e["message"] for e in events.of_type("log"))
     create_sample(SampleOptions(path, tmp_path / "c.gpkg", **{**options, "seed": 12}), RecordingEvents())
     assert read_points(tmp_path / "c.gpkg")[0] != a
 

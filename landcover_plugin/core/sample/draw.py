@@ -24,6 +24,7 @@ from osgeo import ogr, osr
 
 from ..assess.assess import _load_schema
 from ..errors import BadInputError, Cancelled
+from ..map_units import distance_text, distance_unit
 from ..options import parse_floats
 from ..output_folder import file_in_place
 from ..rasters import check_written_as, open_raster, read
@@ -72,10 +73,11 @@ def create_sample(options: SampleOptions, events) -> dict:
         ranks = [rng.choice(int(n), int(min(n, c)), replace=False) for n, c in zip(pixels, candidates)]
         found = _locate(src, windows, strata, ranks, events)
         transform, crs_wkt = src.transform, src.crs.to_wkt() if src.crs else None
+        unit = distance_unit(src.crs)
     classes = _classes(schema, colour_table, strata)
     _warn_thin(strata, wanted, classes, o, events)
     chosen = _thin(found, strata, pixels, wanted, float(o.min_distance or 0.0), transform, events,
-                   {i: c.name for i, c in classes.items()})
+                   {i: c.name for i, c in classes.items()}, unit)
     order = rng.permutation(len(chosen))
     points = [chosen[i] for i in order]
     design = {"method": "stratified random (strata = map classes)", "allocation": o.allocation,
@@ -219,7 +221,7 @@ def _check_cancel(events) -> None:
 
 
 # -- minimum distance -------------------------------------------------------------------------------
-def _thin(found, strata, pixels, wanted, distance, transform, events, names) -> list:
+def _thin(found, strata, pixels, wanted, distance, transform, events, names, unit="map units") -> list:
     """``[(class, x, y), ...]``: up to ``wanted`` points a class in draw order, rarest class first, each at
     least ``distance`` from every point accepted before it."""
     by_class = {int(c): sorted((p for p in found if p[0] == c), key=lambda p: p[1]) for c in strata}
@@ -240,8 +242,10 @@ def _thin(found, strata, pixels, wanted, distance, transform, events, names) -> 
             accepted.append((class_id, x, y))
             taken += 1
         if taken < need:
-            events.warning(f"Class {names[class_id]} ({class_id}): only {taken} of {need} points could be "
-                           f"placed at least {distance:g} apart. Lower the minimum distance for a full sample.")
+            name = names[class_id]
+            who = f"Class {class_id}" if name == f"class {class_id}" else f"Class {name} ({class_id})"
+            events.warning(f"{who}: only {taken} of {need} points could be placed at least "
+                           f"{distance_text(distance, unit)} apart. Lower the minimum distance for a full sample.")
     return accepted
 
 

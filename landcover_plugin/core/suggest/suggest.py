@@ -27,6 +27,7 @@ from rasterio.windows import Window
 
 from ..classified_raster import embedded_classes
 from ..errors import BadInputError, Cancelled
+from ..map_units import distance_text, distance_unit
 from ..output_folder import file_in_place
 from ..rasters import check_written_as, open_raster, read
 from ..sample.draw import SCHEMA_TABLE, write_table
@@ -105,21 +106,6 @@ def suggest_areas(options: SuggestOptions, events) -> dict:
             "DISTANCE_UNIT": unit, "MIN_DISTANCE_TEXT": distance_text(used, unit),
             "LAYER_NAME": o.layer_name, "CLASS_FIELD": o.class_field,
             "CLASSES": [{"id": c.id, "name": c.name, "colour": c.colour} for c in schema] if schema else []}
-
-
-def distance_unit(crs) -> str:
-    """The unit of distances in ``crs`` (a rasterio CRS or None), for messages: "m", "degrees", "ft", ..."""
-    if crs is None:
-        return "map units"
-    if crs.is_geographic:
-        return "degrees"
-    name = (crs.linear_units or "").lower()
-    return {"metre": "m", "meter": "m", "foot": "ft", "us survey foot": "US survey ft"}.get(name, name or "map units")
-
-
-def distance_text(value: float, unit: str) -> str:
-    """``4,257 m``, ``0.0123 degrees``."""
-    return f"{value:,.0f} {unit}" if abs(value) >= 100 else f"{value:.3g} {unit}"
 
 
 # -- inputs -----------------------------------------------------------------------------------------
