@@ -206,7 +206,7 @@ def test_area_intervals_stop_at_zero_and_figures_from_few_points_are_flagged(zio
                                                                             shared_data):
     """A small sample (3 points in the rare classes) labelled from NLCD: intervals that would run below 0 ha
     are given clipped, and accuracies or areas resting on fewer than 10 points are marked unreliable."""
-    from landcover_plugin.core.assess.assess import assess_accuracy
+    from landcover_plugin.core.assess.assess import _area_log, assess_accuracy
     from landcover_plugin.core.assess.options import AssessOptions
     from landcover_plugin.core.events import RecordingEvents
     from landcover_plugin.core.sample.draw import create_sample
@@ -247,6 +247,15 @@ def test_area_intervals_stop_at_zero_and_figures_from_few_points_are_flagged(zio
     assert "clipped at 0 where it would run below" in html and "fewer than 10 sample points" in html
     log = "\n".join(e["message"] for e in events.of_type("log"))
     assert "clipped at 0" in log and "(few points): from fewer than 10 sample points" in log
+    marked = [line for line in log.splitlines() if "(few points)" in line and not line.startswith("(few points)")]
+    assert marked and len(marked) == sum("estimated_area" in e["unreliable"] for e in report["area_estimates"])
+    # only user's accuracies unreliable (a class mapped at few points): no area line is marked, nor footnoted
+    users_only = dict(report, area_estimates=[dict(e, unreliable=[u for u in e["unreliable"] if u == "users_accuracy"])
+                                              for e in report["area_estimates"]])
+    text = _area_log(users_only)
+    assert "(few points)" not in text.replace("marked (few points) in the report", ""), text
+    assert text.endswith("Some classes' accuracies rest on fewer than 10 sample points: unreliable, marked (few "
+                         "points) in the report."), text
 
 
 def test_a_sample_not_labelled_yet_says_to_label_reference_class(zion_map_and_sample, tmp_path, shared_data):

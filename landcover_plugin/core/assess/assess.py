@@ -130,8 +130,11 @@ def _area_log(report) -> str:
             lines.append(f"  {r['name']}: {area_interval(r, True)} ha (mapped {r['mapped_area_ha']:,.1f} ha){few}")
         else:
             lines.append(f"  {r['name']}: {area_interval(r, False)} pixels (mapped {r['mapped_pixels']:,}){few}")
-    if any(r["unreliable"] for r in rows):
+    if any("estimated_area" in r["unreliable"] for r in rows):
         lines.append(f"{FEW_MARK}: from fewer than {FEW_POINTS} sample points, unreliable (see the report).")
+    elif any(r["unreliable"] for r in rows):  # no area above is marked: say which figures the report marks
+        lines.append(f"Some classes' accuracies rest on fewer than {FEW_POINTS} sample points: unreliable, marked "
+                     f"{FEW_MARK} in the report.")
     return "\n".join(lines)
 
 
