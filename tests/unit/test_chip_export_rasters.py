@@ -283,3 +283,27 @@ def test_a_class_labelled_only_where_the_image_is_nan_is_not_told_to_be_labelled
     (message,) = [m for m in warnings if "all their labelled pixels lie where the raster has no data" in m]
     assert "class 9 (874 px)" in message and "Label them where the raster has values" in message
     assert summary["missing_classes"] == ["class 9"] and summary["labelled_on_nodata"]["class 9"] == 874
+
+
+def test_coarser_labels_are_said_to_be_coarser(shared_data, tmp_path):
+    """eo-learn's land-cover map at 20 m for the 10 m composite: the log names the pixel sizes and warns that the
+    chips' class edges follow the 20 m grid; in another CRS at the same size, only the CRS is named."""
+    from osgeo import gdal
+
+    gdal.UseExceptions()
+    eo = shared_data / "eolearn"
+    coarse, utm34 = tmp_path / "lulc_20m.tif", tmp_path / "lulc_utm34.tif"
+    gdal.Warp(str(coarse), str(eo / "lulc.tif"), xRes=20, yRes=20, resampleAlg="mode")
+    gdal.Warp(str(utm34), str(eo / "lulc.tif"), dstSRS="EPSG:32634", xRes=10, yRes=10, resampleAlg="near")
+    logs = {}
+    for labels in (coarse, utm34):
+        events = RecordingEvents()
+        export_chips(ChipExportOptions(eo / "sentinel2_13band_composite.tif", tmp_path / labels.stem,
+                                       labels_raster=labels, chip_size=32), events)
+        logs[labels] = [(e["level"], e["message"]) for e in events.of_type("log") if "labels raster" in e["message"]]
+    assert ("info", "The labels raster differs from the image in pixel size (20 m against 10 m): read on the "
+            "image's grid by nearest neighbour.") in logs[coarse]
+    assert any(level == "warning" and message.startswith("The labels raster's pixels are 2.0x the image's (20 m "
+                                                         "against 10 m)") for level, message in logs[coarse])
+    assert [level for level, message in logs[utm34]] == ["info"]
+    assert "in CRS (WGS 84 / UTM zone 34N (EPSG:32634); the image's: WGS 84 / UTM zone 33N" in logs[utm34][0][1]

@@ -18,6 +18,8 @@ from rasterio.vrt import WarpedVRT
 from ..class_files import find_sidecar, read_classes_json
 from ..classified_raster import embedded_classes
 from ..errors import BadInputError
+from ..ground import ground_resolution
+from ..map_units import distance_unit
 from ..rasters import open_raster, read
 from ..schema import MAX_CLASS_ID, MIN_CLASS_ID, ClassSchema
 from ..vectors import (
@@ -229,6 +231,36 @@ class VectorLabels:
         pass
 
 
+COARSE_LABELS = 1.5  # labels pixels this many times the image's (side) or more: their blocky edges are warned of
+
+
+def _tell_grid_difference(src, image, events) -> None:
+    """Say how the labels raster's grid differs from the image's (CRS, pixel size, or only extent/alignment), and
+    warn when its pixels are much coarser: the chips' class edges then follow the coarse grid."""
+    parts, sides = [], None  # sides: the labels' and the image's pixel side, and their unit
+    if src.crs != image.crs:
+        parts.append(f"CRS ({crs_name(src.crs.to_wkt())}; the image's: {crs_name(image.crs.to_wkt())})")
+        labels_m, image_m = ground_resolution(src), ground_resolution(image)
+        if labels_m and image_m:
+            sides = math.sqrt(labels_m[0] * labels_m[1]), math.sqrt(image_m[0] * image_m[1]), "m"
+    else:
+        sides = (math.sqrt(abs(src.res[0] * src.res[1])), math.sqrt(abs(image.res[0] * image.res[1])),
+                 distance_unit(image.crs))
+    ratio = sides[0] / sides[1] if sides else None
+    sizes = f"{sides[0]:.3g} {sides[2]} against {sides[1]:.3g} {sides[2]}" if sides else ""
+    if ratio is not None and abs(ratio - 1) > 0.01:
+        parts.append(f"pixel size ({sizes})")
+    if not parts:
+        parts.append("extent or pixel alignment")
+    events.info(f"The labels raster differs from the image in {' and '.join(parts)}: read on the image's grid by "
+                f"nearest neighbour.")
+    if ratio is not None and ratio >= COARSE_LABELS:
+        events.warning(f"The labels raster's pixels are {ratio:.1f}x the image's ({sizes}): each label pixel covers "
+                       f"about {ratio:.0f}x{ratio:.0f} image pixels, so the class edges in the chips follow its "
+                       f"coarser grid and the model learns them so. Labels at the image's resolution, or polygons "
+                       f"drawn on the image, give the map sharper edges.")
+
+
 class RasterLabels:
     """A classified raster (e.g. a land-cover map) read on the image grid; resampled by nearest
     neighbour through a warped VRT when its grid differs. Its nodata (and NaN) become 0."""
@@ -264,7 +296,7 @@ class RasterLabels:
                                 f"the image's CRS '{crs_name(image.crs.to_wkt())}'. Reproject one of them, or fix "
                                 f"its CRS.") from exc
         if events is not None:
-            events.info("The labels raster's grid differs from the image: resampled by nearest neighbour.")
+            _tell_grid_difference(src, image, events)
 
     def _settle_schema(self, path, schema):
         """Find the values on the image grid, the schema (given, sidecar, embedded or from the values),
