@@ -76,9 +76,13 @@ class ExportChipsAlgorithm(EngineAlgorithm):
             "classes.json beside the labels, or the values themselves (numeric ids named by a text field "
             "that gives each class one name, such as 'class' beside 'class_id').\n\n"
             "<b>Stride</b>: pixels between chips; 0 means the chip size (no overlap). <b>Minimum labelled "
-            "share</b>: chips with fewer labelled pixels are skipped. <b>Validation share</b>: whole blocks "
-            "of chips go to validation, and training chips overlapping them are dropped, so no pixel is in "
-            "both. Nodata and NaN pixels are unlabelled.\n\n"
+            "share</b>: chips with fewer labelled pixels are skipped. <b>Validation share</b>: with training "
+            "polygons, about that share of each class's polygons goes to validation as whole groups of "
+            "neighbouring polygons (at least one group a class, always leaving one for training; a class with "
+            "a single group stays in training, and the log names it), and each chip holds the labels of one "
+            "side only; with a labels raster, whole blocks of chips go to validation and training chips "
+            "overlapping them are dropped. Either way no labelled pixel is in both. Nodata and NaN pixels are "
+            "unlabelled.\n\n"
             "The output folder must be new, empty, or an earlier chip dataset (which is replaced); a folder "
             "holding other files is refused and left untouched.")
 
