@@ -9,6 +9,7 @@ from qgis.core import (
     QgsProcessingOutputString,
     QgsProcessingParameterBand,
     QgsProcessingParameterBoolean,
+    QgsProcessingParameterDefinition,
     QgsProcessingParameterField,
     QgsProcessingParameterFolderDestination,
     QgsProcessingParameterNumber,
@@ -113,8 +114,10 @@ class ExportChipsAlgorithm(EngineAlgorithm):
         self.addParameter(QgsProcessingParameterNumber(
             self.VAL_FRACTION, self.tr("Validation share (0-0.9)"), QgsProcessingParameterNumber.Double,
             defaultValue=_default("val_fraction"), minValue=0.0, maxValue=0.9))
-        self.addParameter(QgsProcessingParameterNumber(self.SEED, self.tr("Random seed of the split"),
-                                                       defaultValue=_default("seed"), minValue=0))
+        seed = QgsProcessingParameterNumber(self.SEED, self.tr("Random seed of the split"),
+                                            defaultValue=_default("seed"), minValue=0)
+        seed.setFlags(seed.flags() | QgsProcessingParameterDefinition.FlagAdvanced)  # as Train's seed
+        self.addParameter(seed)
         self.addParameter(QgsProcessingParameterFolderDestination(
             self.OUTPUT, self.tr("Chip dataset folder (temporary: a new folder beside the raster)")))
         self.addOutput(QgsProcessingOutputFile(self.DATASET, self.tr("dataset.json")))

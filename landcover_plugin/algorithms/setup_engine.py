@@ -3,6 +3,7 @@ from qgis.core import (
     QgsProcessingException,
     QgsProcessingOutputString,
     QgsProcessingParameterBoolean,
+    QgsProcessingParameterDefinition,
     QgsProcessingParameterEnum,
     QgsProcessingParameterFile,
     QgsProcessingParameterString,
@@ -57,9 +58,11 @@ class SetupEngineAlgorithm(EngineAlgorithm):
     def initAlgorithm(self, config=None):
         # Check only by default: a user who opens the dialog to look must not start a 1 GB download.
         self.addParameter(QgsProcessingParameterEnum(self.MODE, self.tr("Mode"), options=MODES, defaultValue=1))
-        self.addParameter(QgsProcessingParameterFile(
-            self.BASE_PYTHON, self.tr("Python to base the environment on (default: QGIS's Python)"),
-            behavior=QgsProcessingParameterFile.File, optional=True))
+        base = QgsProcessingParameterFile(
+            self.BASE_PYTHON, self.tr("Python to base the environment on (Install mode; default: QGIS's Python)"),
+            behavior=QgsProcessingParameterFile.File, optional=True)
+        base.setFlags(base.flags() | QgsProcessingParameterDefinition.FlagAdvanced)  # rarely anything but QGIS's
+        self.addParameter(base)
         self.addParameter(QgsProcessingParameterString(self.PIP_ARGS, self.tr("Extra pip arguments"),
                                                        optional=True))
         self.addParameter(QgsProcessingParameterBoolean(self.DOWNLOAD_WEIGHTS,

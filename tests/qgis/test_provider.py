@@ -1,5 +1,5 @@
 """The provider inside a real (headless) QGIS, and the Set up engine environment check mode."""
-from qgis.core import QgsApplication, QgsProcessingContext, QgsProcessingFeedback
+from qgis.core import QgsApplication, QgsProcessingContext, QgsProcessingFeedback, QgsProcessingParameterDefinition
 
 from landcover_plugin.provider import ALGORITHMS
 
@@ -44,3 +44,15 @@ def test_raster_outputs_offer_geotiff_only(provider):
         parameter = algorithm.parameterDefinition(name)
         assert parameter.supportedOutputRasterLayerExtensions() == ["tif"], name
         assert parameter.defaultFileExtension() == "tif" and ".img" not in parameter.createFileFilter(), name
+
+
+def test_settings_an_analyst_rarely_changes_are_advanced(provider):
+    """Export's split seed sat among the chip settings while Train's seed is advanced; the environment's base
+    Python (used only when installing, nearly always QGIS's own) sat beside the mode."""
+    registry = QgsApplication.processingRegistry()
+    for algorithm_id, name in (("landcover:export_label_chips", "SEED"),
+                               ("landcover:train_segmentation_model", "SEED"),
+                               ("landcover:setup_engine_environment", "BASE_PYTHON")):
+        algorithm = registry.createAlgorithmById(algorithm_id)  # kept: it owns the parameter
+        parameter = algorithm.parameterDefinition(name)
+        assert parameter.flags() & QgsProcessingParameterDefinition.FlagAdvanced, f"{algorithm_id} {name}"
