@@ -90,7 +90,8 @@ class AssessAccuracyAlgorithm(EngineAlgorithm):
             self.REFERENCE_VECTOR, self.tr("Reference, choice 1: polygons (or sample points)"),
             [QgsProcessing.TypeVectorPolygon, QgsProcessing.TypeVectorPoint], optional=True))
         self.addParameter(QgsProcessingParameterField(
-            self.CLASS_FIELD, self.tr("Class field of the reference polygons (choice 1; names or ids)"),
+            self.CLASS_FIELD, self.tr("Class field of the reference polygons or points (choice 1; names or ids; "
+                                      "reference_class for a sample)"),
             parentLayerParameterName=self.REFERENCE_VECTOR, optional=True))
         self.addParameter(QgsProcessingParameterRasterLayer(
             self.REFERENCE_RASTER, self.tr("Reference, choice 2: a reference raster (instead of polygons)"),
@@ -128,7 +129,8 @@ class AssessAccuracyAlgorithm(EngineAlgorithm):
             return False, self.tr("Give the reference either as polygons or points (choice 1, with their class "
                                   "field) or as a reference raster (choice 2): one of the two.")
         if vector is not None and not self.parameterAsString(parameters, self.CLASS_FIELD, context):
-            return False, self.tr("Choose the class field of the reference polygons (choice 1).")
+            return False, self.tr("Choose the class field of the reference polygons or points (choice 1; for a "
+                                  "reference sample, reference_class).")
         given = [name for name in (self.CLASSES, self.CLASSES_TABLE, self.CLASSES_FROM_LAYER)
                  if not _empty(parameters.get(name))]
         if len(given) > 1:

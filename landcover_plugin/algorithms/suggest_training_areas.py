@@ -80,7 +80,8 @@ class SuggestTrainingAreasAlgorithm(EngineAlgorithm):
             self.COUNT, self.tr("Places"), QgsProcessingParameterNumber.Integer,
             default_of(SuggestOptions, "count"), minValue=1, maxValue=10000))
         self.addParameter(QgsProcessingParameterDistance(
-            self.MIN_DISTANCE, self.tr("Minimum distance between places (empty: automatic)"), None,
+            self.MIN_DISTANCE, self.tr("Minimum distance between places (the raster's CRS units; empty: "
+                                                          "automatic)"), None,
             self.UNCERTAINTY, optional=True, minValue=0.0))
         self.addParameter(QgsProcessingParameterNumber(
             self.SIZE, self.tr("Square size (pixels)"), QgsProcessingParameterNumber.Integer,

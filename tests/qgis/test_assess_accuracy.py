@@ -125,3 +125,13 @@ def test_missing_or_double_reference_fails_with_a_clear_message(provider, tmp_pa
                                 **outputs})
     assert not ok and "grassland" in log and "class list" in log
     assert not (tmp_path / "a.html").exists() and not (tmp_path / "a.csv").exists()
+
+
+def test_a_sample_without_its_class_field_is_told_to_choose_reference_class(provider, shared_data):
+    """The dialog said 'Choose the class field of the reference polygons' for a layer of sample points."""
+    algorithm = QgsApplication.processingRegistry().createAlgorithmById("landcover:assess_accuracy")
+    points = QgsVectorLayer("Point?crs=EPSG:32633&field=reference_class:integer", "sample", "memory")
+    ok, message = algorithm.checkParameterValues(
+        {"CLASSIFIED": str(shared_data / "eolearn" / "lulc.tif"), "REFERENCE_VECTOR": points},
+        QgsProcessingContext())
+    assert not ok and "polygons or points" in message and "reference_class" in message
