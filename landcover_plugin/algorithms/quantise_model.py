@@ -10,6 +10,7 @@ from qgis.core import (
 
 from ..core.model.quantise_options import QuantiseOptions
 from ..core.options import default_of
+from ..qgis_glue.output_places import LAST_CHIP_FOLDER, LAST_MODEL, REMEMBERED, remembered
 from .base import EngineAlgorithm
 
 
@@ -43,9 +44,16 @@ class QuantiseModelAlgorithm(EngineAlgorithm):
             "lower), and the speed-up measured on those chips. Classify with the copy as with any model.")
 
     def initAlgorithm(self, config=None):
-        self.addParameter(QgsProcessingParameterFile(self.MODEL, self.tr("Model (ONNX, float)"), extension="onnx"))
-        self.addParameter(QgsProcessingParameterFile(self.DATASET, self.tr("Chip dataset folder (training chips)"),
-                                                     behavior=QgsProcessingParameterFile.Folder))
+        # as Classify and Train do: the model and the chips the analyst has just made
+        model = QgsProcessingParameterFile(self.MODEL, self.tr("Model (ONNX, float)"), extension="onnx",
+                                           defaultValue=remembered(LAST_MODEL))
+        model.setMetadata({REMEMBERED: "the last model written by 'Train segmentation model'"})
+        self.addParameter(model)
+        dataset = QgsProcessingParameterFile(self.DATASET, self.tr("Chip dataset folder (training chips)"),
+                                             behavior=QgsProcessingParameterFile.Folder,
+                                             defaultValue=remembered(LAST_CHIP_FOLDER, folder=True))
+        dataset.setMetadata({REMEMBERED: "the last folder written by 'Export label chips'"})
+        self.addParameter(dataset)
         for name, label, field in ((self.CALIBRATION_CHIPS, "Calibration chips", "calibration_chips"),
                                    (self.CHECK_CHIPS, "Validation chips to compare labels on", "check_chips")):
             parameter = QgsProcessingParameterNumber(name, self.tr(label), QgsProcessingParameterNumber.Integer,

@@ -56,3 +56,28 @@ def test_settings_an_analyst_rarely_changes_are_advanced(provider):
         algorithm = registry.createAlgorithmById(algorithm_id)  # kept: it owns the parameter
         parameter = algorithm.parameterDefinition(name)
         assert parameter.flags() & QgsProcessingParameterDefinition.FlagAdvanced, f"{algorithm_id} {name}"
+
+
+def test_quantise_opens_with_the_last_model_and_chips_as_classify_and_train_do(provider, tmp_path):
+    """Quantise's dialog opened empty, so the model and chips just made had to be browsed for again."""
+    from qgis.core import QgsSettings
+
+    from landcover_plugin.qgis_glue.output_places import LAST_CHIP_FOLDER, LAST_MODEL
+
+    model, chips = tmp_path / "chips_model.onnx", tmp_path / "chips"
+    model.write_bytes(b"onnx")
+    chips.mkdir()
+    settings = QgsSettings()
+    before = {key: settings.value(key) for key in (LAST_MODEL, LAST_CHIP_FOLDER)}
+    try:
+        settings.setValue(LAST_MODEL, str(model))
+        settings.setValue(LAST_CHIP_FOLDER, str(chips))
+        algorithm = QgsApplication.processingRegistry().createAlgorithmById("landcover:quantise_model")
+        assert algorithm.parameterDefinition("MODEL").defaultValue() == str(model)
+        assert algorithm.parameterDefinition("DATASET").defaultValue() == str(chips)
+    finally:
+        for key, value in before.items():
+            if value is None:
+                settings.remove(key)
+            else:
+                settings.setValue(key, value)
