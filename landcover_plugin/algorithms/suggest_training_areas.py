@@ -5,6 +5,7 @@ from qgis.core import (
     QgsProcessingLayerPostProcessorInterface,
     QgsProcessingOutputNumber,
     QgsProcessingOutputVectorLayer,
+    QgsProcessingParameterDefinition,
     QgsProcessingParameterDistance,
     QgsProcessingParameterEnum,
     QgsProcessingParameterFile,
@@ -73,9 +74,11 @@ class SuggestTrainingAreasAlgorithm(EngineAlgorithm):
             self.addParameter(QgsProcessingParameterRasterLayer(name, self.tr(label), optional=True))
         self.addParameter(QgsProcessingParameterFile(self.MODEL, self.tr("Model (ONNX), with the raster"),
                                                      extension="onnx", optional=True))
-        self.addParameter(QgsProcessingParameterEnum(
+        measure = QgsProcessingParameterEnum(
             self.MEASURE, self.tr("Uncertainty measure (when classifying first)"), list(MEASURES),
-            defaultValue=MEASURES.index(default_of(SuggestOptions, "measure"))))
+            defaultValue=MEASURES.index(default_of(SuggestOptions, "measure")))
+        measure.setFlags(measure.flags() | QgsProcessingParameterDefinition.FlagAdvanced)  # as in Classify
+        self.addParameter(measure)
         self.addParameter(QgsProcessingParameterNumber(
             self.COUNT, self.tr("Places"), QgsProcessingParameterNumber.Integer,
             default_of(SuggestOptions, "count"), minValue=1, maxValue=10000))

@@ -48,11 +48,14 @@ def test_raster_outputs_offer_geotiff_only(provider):
 
 def test_settings_an_analyst_rarely_changes_are_advanced(provider):
     """Export's split seed sat among the chip settings while Train's seed is advanced; the environment's base
-    Python (used only when installing, nearly always QGIS's own) sat beside the mode."""
+    Python (used only when installing, nearly always QGIS's own) sat beside the mode; Suggest's uncertainty measure
+    sat among the main settings, Classify's among the advanced ones."""
     registry = QgsApplication.processingRegistry()
     for algorithm_id, name in (("landcover:export_label_chips", "SEED"),
                                ("landcover:train_segmentation_model", "SEED"),
-                               ("landcover:setup_engine_environment", "BASE_PYTHON")):
+                               ("landcover:setup_engine_environment", "BASE_PYTHON"),
+                               ("landcover:classify_raster", "UNCERTAINTY_MEASURE"),
+                               ("landcover:suggest_training_areas", "MEASURE")):
         algorithm = registry.createAlgorithmById(algorithm_id)  # kept: it owns the parameter
         parameter = algorithm.parameterDefinition(name)
         assert parameter.flags() & QgsProcessingParameterDefinition.FlagAdvanced, f"{algorithm_id} {name}"
