@@ -63,10 +63,11 @@ class SetupEngineAlgorithm(EngineAlgorithm):
             behavior=QgsProcessingParameterFile.File, optional=True)
         base.setFlags(base.flags() | QgsProcessingParameterDefinition.FlagAdvanced)  # rarely anything but QGIS's
         self.addParameter(base)
-        self.addParameter(QgsProcessingParameterString(self.PIP_ARGS, self.tr("Extra pip arguments"),
+        self.addParameter(QgsProcessingParameterString(self.PIP_ARGS, self.tr("Extra pip arguments (Install mode)"),
                                                        optional=True))
         self.addParameter(QgsProcessingParameterBoolean(self.DOWNLOAD_WEIGHTS,
-                                                        self.tr("Download ImageNet ResNet weights (about 230 MB)"),
+                                                        self.tr("Download ImageNet ResNet weights (about 230 MB; "
+                                                                "Install mode)"),
                                                         defaultValue=False))
         self.addOutput(QgsProcessingOutputString(self.WEIGHTS_FOLDER, self.tr("Pretrained weights folder")))
         for output, label in ((self.PYTHON, "Engine Python"), (self.GPU, "GPU"),
