@@ -76,14 +76,13 @@ class ExportChipsAlgorithm(EngineAlgorithm):
             "from the training layer made by 'Create training areas layer', a categorised style, a "
             "classes.json beside the labels, or the values themselves (numeric ids named by a text field "
             "that gives each class one name, such as 'class' beside 'class_id').\n\n"
-            "<b>Stride</b>: pixels between chips; 0 means the chip size (no overlap). <b>Minimum labelled "
-            "share</b>: chips with fewer labelled pixels are skipped. <b>Validation share</b>: with training "
-            "polygons, about that share of each class's polygons goes to validation as whole groups of "
-            "neighbouring polygons (at least one group a class, always leaving one for training; a class with "
-            "a single group stays in training, and the log names it), and each chip holds the labels of one "
-            "side only; with a labels raster, whole blocks of chips go to validation and training chips "
-            "overlapping them are dropped. Either way no labelled pixel is in both. Nodata and NaN pixels are "
-            "unlabelled.\n\n"
+            "<b>Stride</b>: pixels between chips, at most the chip size; 0 means the chip size (no overlap). "
+            "<b>Minimum labelled share</b>: chips with fewer labelled pixels are skipped. <b>Validation share</b>: "
+            "with training polygons, about that share of each class's polygons goes to validation as whole groups of "
+            "neighbouring polygons (at least one group a class, always leaving one for training; a class with a "
+            "single group stays in training, and the log names it), and each chip holds the labels of one side only; "
+            "with a labels raster, whole blocks of chips go to validation and training chips overlapping them are "
+            "dropped. Either way no labelled pixel is in both. Nodata and NaN pixels are unlabelled.\n\n"
             "The output folder must be new, empty, or an earlier chip dataset (which is replaced); a folder "
             "holding other files is refused and left untouched.")
 
@@ -105,8 +104,9 @@ class ExportChipsAlgorithm(EngineAlgorithm):
             optional=True))
         self.addParameter(QgsProcessingParameterNumber(self.CHIP_SIZE, self.tr("Chip size (pixels)"),
                                                        defaultValue=_default("chip_size"), minValue=8, maxValue=4096))
-        self.addParameter(QgsProcessingParameterNumber(self.STRIDE, self.tr("Stride (pixels, 0 = chip size)"),
-                                                       defaultValue=0, minValue=0, maxValue=4096))
+        self.addParameter(QgsProcessingParameterNumber(
+            self.STRIDE, self.tr("Stride (pixels, at most the chip size; 0 = chip size)"), defaultValue=0, minValue=0,
+            maxValue=4096))
         self.addParameter(QgsProcessingParameterNumber(
             self.MIN_LABELLED, self.tr("Minimum labelled share of a chip (0-1)"),
             QgsProcessingParameterNumber.Double, defaultValue=_default("min_labelled"), minValue=0.0,
@@ -137,6 +137,12 @@ class ExportChipsAlgorithm(EngineAlgorithm):
                                   "a classified raster: one of the two.")
         if has_polygons and not self.parameterAsString(parameters, self.CLASS_FIELD, context):
             return False, self.tr("Choose the class field of the training polygons.")
+        chip_size = self.parameterAsInt(parameters, self.CHIP_SIZE, context)
+        stride = self.parameterAsInt(parameters, self.STRIDE, context)
+        if stride > chip_size:  # the engine refuses it; say so before the run, with the two numbers
+            return False, self.tr("The stride ({0} px) is more than the chip size ({1} px): chips would leave gaps "
+                                  "between them. Give a stride of at most {1} px, or 0 for the chip size (no "
+                                  "overlap).").format(stride, chip_size)
         return super().checkParameterValues(parameters, context)
 
     def engine_options(self, parameters, context, feedback) -> ChipExportOptions:

@@ -218,3 +218,17 @@ def test_polygons_without_a_crs_are_refused_naming_it(provider, shared_data, tmp
     assert not ok and "'nocrs' has no coordinate reference system" in log
     assert "Assigned Coordinate Reference System" in log
     assert not (tmp_path / "chips").exists()
+
+
+def test_a_stride_over_the_chip_size_is_refused_before_the_run(provider, shared_data, tmp_path):
+    """The dialog took a stride up to 4096 px whatever the chip size; the engine then refused it after the run
+    had started. Now the dialog refuses it, with both numbers, and a stride equal to the chip size still runs."""
+    image = QgsRasterLayer(str(shared_data / "zion/landsat8_2015_b2345.tif"), "zion")
+    nlcd = QgsRasterLayer(str(shared_data / "zion/nlcd2011_8class.tif"), "nlcd")
+    parameters = {"INPUT": image, "LABELS_RASTER": nlcd, "CHIP_SIZE": 64, "STRIDE": 65,
+                  "OUTPUT": str(tmp_path / "chips")}
+    _, ok, message = run("export_label_chips", parameters)
+    assert not ok and "65 px" in message and "64 px" in message and not (tmp_path / "chips").exists()
+    algorithm = QgsApplication.processingRegistry().createAlgorithmById("landcover:export_label_chips")
+    ok, message = algorithm.checkParameterValues(dict(parameters, STRIDE=64), QgsProcessingContext())
+    assert ok, message
