@@ -58,7 +58,8 @@ class CreateTrainingLayerAlgorithm(LandcoverAlgorithm):
 
     def initAlgorithm(self, config=None):
         self.addParameter(QgsProcessingParameterFileDestination(
-            self.OUTPUT, self.tr("Training areas GeoPackage (temporary: a new file beside the project)"),
+            self.OUTPUT, self.tr("Training areas GeoPackage (temporary: a new file beside the saved project, else "
+                                 "in your home folder)"),
             self.tr("GeoPackage (*.gpkg)")))
         self.addParameter(QgsProcessingParameterCrs(self.CRS, self.tr("Coordinate reference system"),
                                                     defaultValue="ProjectCrs"))
