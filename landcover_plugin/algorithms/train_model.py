@@ -233,6 +233,28 @@ class TrainModelAlgorithm(EngineAlgorithm):
         self.addOutput(QgsProcessingOutputNumber(self.HELDOUT_MIOU, self.tr("Held-out estimate of the map's mean "
                                                                             "IoU")))
 
+    def checkParameterValues(self, parameters, context):
+        """Settings the trainer refuses at its start, refused in the dialog instead (it names the setting)."""
+        p = parameters
+        tile = self.parameterAsInt(p, self.TILE_SIZE, context)
+        if 0 < tile < 8:
+            return False, self.tr("The model tile size must be 0 (the chip size) or at least 8 px (got {0}).").format(
+                tile)
+        batch, processes = self.parameterAsInt(p, self.BATCH_SIZE, context), self.parameterAsInt(p, self.NPROC, context)
+        if processes > batch:
+            return False, self.tr("The batch size ({0}) is shared out among the training processes ({1}): give a "
+                                  "batch size of at least {1}, or fewer processes.").format(batch, processes)
+        if self.parameterAsDouble(p, self.SCENE_PRETRAIN_MINUTES, context) > 0:
+            if self.parameterAsFile(p, self.ENCODER_WEIGHTS, context):
+                return False, self.tr("Give either pretrained encoder weights or minutes of pretraining on the "
+                                      "scene, not both.")
+            architecture = ARCHITECTURES[self.parameterAsEnum(p, self.ARCHITECTURE, context)]
+            if architecture[0] != "auto" and "_resnet" not in architecture[0]:
+                return False, self.tr("Pretraining on the scene needs an architecture with a ResNet encoder; "
+                                      "'{0}' has none. Choose a ResNet one or Automatic, or set the pretraining "
+                                      "to 0 minutes.").format(architecture[1])
+        return super().checkParameterValues(parameters, context)
+
     def engine_options(self, parameters, context, feedback) -> TrainConfig:
         p = parameters
         dataset = self.parameterAsFile(p, self.DATASET, context)

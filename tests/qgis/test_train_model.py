@@ -107,3 +107,23 @@ def test_a_report_path_that_would_replace_an_input_or_the_model_fails_before_tra
         assert not ok and f"would replace {what}" in log and "Epoch 1" not in log, log
     assert (chips / "dataset.json").read_bytes() == description and not list(tmp_path.iterdir())
     assert next((chips / "labels").iterdir()).read_bytes() == label
+
+
+def test_settings_the_trainer_refuses_are_refused_in_the_dialog(provider, tmp_path):
+    """A tile size of 1-7 px, more processes than chips in a batch, and scene pretraining with encoder weights or
+    with an architecture without a ResNet encoder were accepted by the dialog and refused at the trainer's start."""
+    algorithm = QgsApplication.processingRegistry().createAlgorithmById("landcover:train_segmentation_model")
+    weights = tmp_path / "resnet18.pth"
+    weights.write_bytes(b"weights")
+    base = {"DATASET": str(tmp_path), "OUTPUT": str(tmp_path / "model.onnx")}
+    context = QgsProcessingContext()
+    for changed, expected in (({"TILE_SIZE": 4}, "at least 8 px"),
+                              ({"BATCH_SIZE": 2, "NPROC": 4}, "at least 4"),
+                              ({"SCENE_PRETRAIN_MINUTES": 1.0, "ENCODER_WEIGHTS": str(weights)}, "not both"),
+                              ({"SCENE_PRETRAIN_MINUTES": 1.0, "ARCHITECTURE": 0}, "'U-Net' has none")):
+        ok, message = algorithm.checkParameterValues(dict(base, **changed), context)
+        assert not ok and expected in message, (changed, message)
+    for fine in ({"TILE_SIZE": 0}, {"TILE_SIZE": 8}, {"BATCH_SIZE": 4, "NPROC": 4},
+                 {"SCENE_PRETRAIN_MINUTES": 1.0}, {"SCENE_PRETRAIN_MINUTES": 1.0, "ARCHITECTURE": 4}):
+        ok, message = algorithm.checkParameterValues(dict(base, **fine), context)
+        assert ok, (fine, message)
