@@ -158,6 +158,12 @@ class ClassifyRasterAlgorithm(EngineAlgorithm):
                 choose_bands(layer.bandCount(), card_bands, self.parameterAsInts(parameters, self.BANDS, context))
             except BadInputError as exc:
                 return False, f"'{layer.name()}': {exc.message}"
+        extra = [self.parameterDefinition(name).description() for name in (self.CONFIDENCE, self.UNCERTAINTY)
+                 if parameters.get(name) not in (None, "")
+                 and self.parameterAsOutputLayer(parameters, name, context)]
+        if self.parameterAsString(parameters, self.DASK_SCHEDULER, context).strip() and extra:
+            return False, self.tr("{0} cannot be written on Dask yet: skip {1}, or leave the Dask scheduler "
+                                  "empty.").format(" and ".join(extra), "them" if len(extra) > 1 else "it")
         return super().checkParameterValues(parameters, context)
 
     def engine_options(self, parameters, context, feedback) -> ClassifyOptions:

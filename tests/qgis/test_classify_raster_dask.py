@@ -43,3 +43,22 @@ def test_dask_scheduler_is_passed_to_the_engine(provider, model, shared_data, tm
     layer = QgsRasterLayer(on_dask["OUTPUT"], "dask")
     assert isinstance(layer.renderer(), QgsPalettedRasterRenderer)  # the .qml beside it
     assert [c.label for c in layer.renderer().classes()] == ["Water", "Forest", "Shrubland"]
+
+
+def test_confidence_or_uncertainty_with_dask_is_refused_in_the_dialog(provider, model, shared_data, tmp_path):
+    """The help says 'not with confidence or uncertainty rasters', but the dialog took them and the engine refused
+    them once the run had started."""
+    from qgis.core import QgsProcessingContext
+
+    algorithm = QgsApplication.processingRegistry().createAlgorithmById("landcover:classify_raster")
+    base = {"INPUT": str(shared_data / "zion" / "landsat8_2015_b2345.tif"), "MODEL": model,
+            "OUTPUT": str(tmp_path / "out.tif"), "DASK_SCHEDULER": "local:1"}
+    context = QgsProcessingContext()
+    ok, message = algorithm.checkParameterValues(dict(base, CONFIDENCE=str(tmp_path / "c.tif")), context)
+    assert not ok and message.startswith("Confidence (%) cannot be written on Dask")
+    ok, message = algorithm.checkParameterValues(
+        dict(base, CONFIDENCE=str(tmp_path / "c.tif"), UNCERTAINTY=str(tmp_path / "u.tif")), context)
+    assert not ok and "Confidence (%) and Uncertainty (%)" in message and "skip them" in message
+    for fine in (base, dict(base, DASK_SCHEDULER="", UNCERTAINTY=str(tmp_path / "u.tif"))):
+        ok, message = algorithm.checkParameterValues(fine, context)
+        assert ok, message
