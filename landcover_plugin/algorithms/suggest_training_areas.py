@@ -54,10 +54,10 @@ class SuggestTrainingAreasAlgorithm(EngineAlgorithm):
             "Give <b>either</b> the <b>uncertainty raster</b> written by 'Classify raster with model' (with "
             "its classified raster and confidence raster for the hints), <b>or</b> the <b>raster</b> and the "
             "<b>model</b>: it is then classified first.\n\n"
-            "<b>Places</b>: how many. <b>Minimum distance</b> between them (empty: half the spacing of an even "
-            "spread over the valid area; halved when too few uncertain places are that far apart, never so "
-            "close that the squares overlap). "
-            "<b>Square size</b> in pixels.\n\n"
+            "<b>Places</b>: how many. <b>Minimum distance</b> between them (empty or 0: half the spacing of an even "
+            "spread over the valid area, never so close that the squares overlap); given or automatic, it is halved "
+            "(up to 4 times, never below a square's diagonal) when too few uncertain places are that far apart, and "
+            "the log gives the distance used. <b>Square size</b> in pixels.\n\n"
             "Output: small squares in the training-areas schema (an empty class field 'class_id' with a "
             "drop-down of the classes, and the 'landcover_classes' table) with hints: the predicted class, its "
             "probability (%), the uncertainty (%) and a rank (1 = most uncertain). Look at the imagery, set the "
@@ -83,8 +83,8 @@ class SuggestTrainingAreasAlgorithm(EngineAlgorithm):
             self.COUNT, self.tr("Places"), QgsProcessingParameterNumber.Integer,
             default_of(SuggestOptions, "count"), minValue=1, maxValue=10000))
         self.addParameter(QgsProcessingParameterDistance(
-            self.MIN_DISTANCE, self.tr("Minimum distance between places (the raster's CRS units; empty: "
-                                                          "automatic)"), None,
+            self.MIN_DISTANCE, self.tr("Minimum distance between places (the raster's CRS units; empty "
+                                                          "or 0: automatic)"), None,
             self.UNCERTAINTY, optional=True, minValue=0.0))
         self.addParameter(QgsProcessingParameterNumber(
             self.SIZE, self.tr("Square size (pixels)"), QgsProcessingParameterNumber.Integer,
