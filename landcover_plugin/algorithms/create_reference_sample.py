@@ -92,7 +92,7 @@ class CreateReferenceSampleAlgorithm(EngineAlgorithm):
             self.MIN_PER_CLASS, self.tr("Minimum points per class (recommended allocation)"),
             QgsProcessingParameterNumber.Integer, default_of(SampleOptions, "min_per_class"), minValue=0))
         self.addParameter(QgsProcessingParameterDistance(
-            self.MIN_DISTANCE, self.tr("Minimum distance between points"), 0.0, self.INPUT, minValue=0.0))
+            self.MIN_DISTANCE, self.tr("Minimum distance between points (0 = none)"), 0.0, self.INPUT, minValue=0.0))
         self.addParameter(QgsProcessingParameterNumber(
             self.SEED, self.tr("Random seed (empty: a new one)"), QgsProcessingParameterNumber.Integer,
             optional=True, minValue=0))
