@@ -1,5 +1,7 @@
 """Models made elsewhere: Deepness metadata only, no metadata at all (the user gives class names and
 normalisation), logits instead of probabilities, and the device choice."""
+import json
+
 import onnxruntime as ort
 import pytest
 import rasterio
@@ -106,3 +108,35 @@ def test_resampling_to_the_models_resolution(setup):
     assert abs(labels.shape[0] - setup["labels"].shape[0] / 2) <= 1
     assert any("Resampled (bilinear) from 30 m to the model's 60 m" in m for m in logs)
     assert labels.min() >= 1
+
+
+def test_deepness_metadata_in_its_other_forms_runs(setup):
+    """class_names as a list of names, or as Deepness's one-item list of dicts; one normalisation value for all
+    bands. Each used to stop with a Python error (int('water'), 'float' object is not iterable)."""
+    deepness = {k: v for k, v in setup["props"].items() if k != CARD_KEY}
+    for name, names in (("list", json.dumps(NAMES)),
+                        ("listed_dict", json.dumps([{str(k): n for k, n in enumerate(NAMES)}]))):
+        model = export(setup["net"], setup["folder"] / f"{name}.onnx", 4, 64, {**deepness, "class_names": names})
+        labels, result, _ = run(setup, model, f"{name}.tif")
+        assert [c["name"] for c in result["CLASSES"]] == NAMES
+        assert (labels == setup["labels"]).mean() > 0.9999
+    one = {**deepness, "standardization_mean": "0.5", "standardization_std": "0.25"}
+    model = export(setup["net"], setup["folder"] / "one_value.onnx", 4, 64, one)
+    scaled = {**deepness, "standardization_mean": json.dumps([0.5] * 4), "standardization_std": json.dumps([0.25] * 4)}
+    four = export(setup["net"], setup["folder"] / "four_values.onnx", 4, 64, scaled)
+    assert (run(setup, model, "one_value.tif")[0] == run(setup, four, "four_values.tif")[0]).all()
+    no_std = {k: v for k, v in deepness.items() if k != "standardization_std"}
+    model = export(setup["net"], setup["folder"] / "no_std.onnx", 4, 64, no_std)
+    _labels, _result, logs = run(setup, model, "no_std.tif")
+    assert any("no 'standardization_std': used Deepness's default 1" in m for m in logs)
+
+
+@pytest.mark.parametrize("key, value", [("class_names", "{0: 'water', 1: 'forest'}"),
+                                        ("class_names", '{"a": "water"}'), ("standardization_std", "[0.1, 'x']"),
+                                        ("resolution", "50 cm"), ("tiles_overlap", "")])
+def test_malformed_deepness_metadata_names_the_key(setup, key, value):
+    deepness = {k: v for k, v in setup["props"].items() if k != CARD_KEY}
+    model = export(setup["net"], setup["folder"] / "malformed.onnx", 4, 64, {**deepness, key: value})
+    with pytest.raises(BadInputError, match=f"metadata key '{key}' is .* but it must be .*give the class names"):
+        run(setup, model, "malformed.tif")
+    assert not (setup["folder"] / "malformed.tif").exists()

@@ -86,8 +86,7 @@ def card_from_metadata(props: dict, input_shape, output_channels: int, overrides
                 "nodata": None, "resolution": None, "crs": None, "input_dtype": None}
         names = overrides.get("class_names")
         if names is None and "class_names" in props:
-            mapping = json.loads(props["class_names"])
-            names = [mapping[k] for k in sorted(mapping, key=int)]
+            names = _deepness_class_names(props["class_names"])
         if names is None:
             names = [f"class {k + 1}" for k in range(output_channels)]
             assumptions.append(f"no class names in the model: named them 'class 1'..'class {output_channels}'")
@@ -95,18 +94,21 @@ def card_from_metadata(props: dict, input_shape, output_channels: int, overrides
             raise BadInputError(f"The model has {output_channels} output channels but {len(names)} class "
                                 f"names were given ({', '.join(names)}). Give one name per output channel.")
         card["classes"] = ClassSchema.from_names(names).to_list()
-        count = bands or _count_from_values(overrides.get("mean"), overrides.get("std"),
-                                            json.loads(props.get("standardization_mean", "[]")))
+        deepness_mean = _deepness_values(props, "standardization_mean", 0.0)
+        deepness_std = _deepness_values(props, "standardization_std", 1.0)
+        count = bands or _count_from_values(overrides.get("mean"), overrides.get("std"), deepness_mean)
         assumed_count = count is None
         count = count or 3
         if "mean" in overrides or "std" in overrides:
             card["mean"] = _per_band(overrides.get("mean", [0.0]), count, "mean")
             card["std"] = _per_band(overrides.get("std", [1.0]), count, "std")
-        elif "standardization_mean" in props:
-            card["mean"] = _per_band([m * DEEPNESS_SCALE for m in json.loads(props["standardization_mean"])],
-                                     count, "standardization_mean")
-            card["std"] = _per_band([s * DEEPNESS_SCALE for s in json.loads(props["standardization_std"])],
-                                    count, "standardization_std")
+        elif "standardization_mean" in props or "standardization_std" in props:
+            card["mean"] = _per_band([m * DEEPNESS_SCALE for m in deepness_mean], count, "standardization_mean")
+            card["std"] = _per_band([s * DEEPNESS_SCALE for s in deepness_std], count, "standardization_std")
+            for key, default in (("standardization_mean", 0), ("standardization_std", 1)):
+                if key not in props:
+                    assumptions.append(f"the model's metadata has no '{key}': used Deepness's default {default} "
+                                       f"(after dividing pixel values by 255)")
         else:
             card["mean"], card["std"] = [0.0] * count, [DEEPNESS_SCALE] * count
             assumptions.append("no normalisation in the model: divided pixel values by 255")
@@ -115,10 +117,10 @@ def card_from_metadata(props: dict, input_shape, output_channels: int, overrides
             card["bands"]["assumed"] = True
             assumptions.append("the model input does not fix its band count (dynamic channel axis) and its "
                                "metadata does not say it: assumed 3 bands")
-        card["tile_size"] = tile or int(props.get("tile_size", props.get("tiles_size", 512)))
-        card["overlap"] = float(props.get("tiles_overlap", 15)) / 100.0
+        card["tile_size"] = tile or int(_number(props, "tile_size", _number(props, "tiles_size", 512)))
+        card["overlap"] = _number(props, "tiles_overlap", 15) / 100.0
         if "resolution" in props:
-            metres = float(props["resolution"]) / 100.0
+            metres = _number(props, "resolution", None) / 100.0
             card["resolution"] = [metres, metres]
         card["metrics"] = {}
     if tile is not None and card["tile_size"] != tile:
@@ -128,6 +130,59 @@ def card_from_metadata(props: dict, input_shape, output_channels: int, overrides
         raise BadInputError(f"The model card lists {len(card['classes'])} classes but the model has "
                             f"{output_channels} output channels: the model file is inconsistent.")
     return card, assumptions
+
+
+def _bad_metadata(key: str, value, expected: str) -> BadInputError:
+    shown = str(value) if len(str(value)) <= 80 else str(value)[:77] + "..."
+    return BadInputError(f"The model's metadata key '{key}' is {shown!r}, but it must be {expected} (as the "
+                         f"Deepness plugin reads it). Correct the key in the model file (onnx.helper.set_model_props), "
+                         f"or give the class names and the normalisation (mean, std) as parameters.")
+
+
+def _json(props: dict, key: str, expected: str):
+    try:
+        return json.loads(props[key])
+    except ValueError:
+        raise _bad_metadata(key, props[key], expected) from None
+
+
+def _deepness_class_names(text: str) -> list:
+    """Names, in output-channel order, from Deepness's ``class_names``: ``{"0": "name", ...}``, a list of names,
+    or a one-item list of such a dict (Deepness's form for a model with several outputs, here one)."""
+    expected = 'JSON such as {"0": "water", "1": "forest"} (or a list of names)'
+    value = _json({"class_names": text}, "class_names", expected)
+    if isinstance(value, list) and len(value) == 1 and isinstance(value[0], dict):
+        value = value[0]
+    if isinstance(value, list) and value and all(isinstance(v, str) for v in value):
+        return value
+    if isinstance(value, dict) and value:
+        try:
+            keys = sorted(value, key=int)
+        except ValueError:
+            raise _bad_metadata("class_names", text, expected + ", keyed by output channel numbers") from None
+        if all(isinstance(value[k], str) for k in keys):
+            return [value[k] for k in keys]
+    raise _bad_metadata("class_names", text, expected + ", one name per output channel")
+
+
+def _deepness_values(props: dict, key: str, default: float) -> list:
+    """A Deepness normalisation key: a list of numbers, or one number for every band; ``[default]`` if absent."""
+    if key not in props:
+        return [default]
+    value = _json(props, key, "a JSON number or list of numbers, one per band")
+    value = value if isinstance(value, list) else [value]
+    if not value or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value):
+        raise _bad_metadata(key, props[key], "a JSON number or list of numbers, one per band")
+    return value
+
+
+def _number(props: dict, key: str, default):
+    if key not in props:
+        return default
+    try:
+        return float(props[key])
+    except ValueError:
+        raise _bad_metadata(key, props[key], "a number") from None
 
 
 def _count_from_values(*lists):
