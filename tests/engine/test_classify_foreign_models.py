@@ -140,3 +140,13 @@ def test_malformed_deepness_metadata_names_the_key(setup, key, value):
     with pytest.raises(BadInputError, match=f"metadata key '{key}' is .* but it must be .*give the class names"):
         run(setup, model, "malformed.tif")
     assert not (setup["folder"] / "malformed.tif").exists()
+
+
+@pytest.mark.parametrize("kind", ["Regressor", "Detector", "Superresolution", "Recognition"])
+def test_a_deepness_model_of_another_kind_is_refused(setup, kind):
+    """A Regressor's (N, K, H, W) float output used to be mapped as K classes without a word."""
+    deepness = {k: v for k, v in setup["props"].items() if k != CARD_KEY}
+    model = export(setup["net"], setup["folder"] / "kind.onnx", 4, 64, {**deepness, "model_type": kind})
+    with pytest.raises(BadInputError, match=f"is a '{kind}' model .*segmentation models only .*Deepness plugin"):
+        run(setup, model, "kind.tif")
+    assert not (setup["folder"] / "kind.tif").exists()

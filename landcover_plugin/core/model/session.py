@@ -207,6 +207,7 @@ def load_model(path, *, device: str = "auto", threads: int = None, overrides: di
     _check_channels_first(path, shape)
     fixed_batch = shape[0] if isinstance(shape[0], int) and shape[0] > 0 else None
     props = dict(session.get_modelmeta().custom_metadata_map)
+    _check_model_type(path, props)
     channels = output.shape[1] if isinstance(output.shape[1], int) else None
     static_tile = shape[2] if isinstance(shape[2], int) and shape[2] == shape[3] else None
     if channels is None:  # learn the class count from one run on a zero tile
@@ -261,6 +262,17 @@ def _the_output(path, session):
     raise BadInputError(f"{path} has no usable output: it gives {found}, but a segmentation model must give "
                         f"class probabilities of shape (N, classes, height, width). Is it a classifier or a "
                         f"detector rather than a segmentation model?")
+
+
+def _check_model_type(path, props: dict):
+    """Deepness's ``model_type``: only a Segmentor gives class scores per pixel; a Regressor's or Superresolution
+    model's 4-D float output would otherwise be read as class scores and mapped as classes without a word."""
+    kind = str(props.get("model_type", "")).strip()
+    if kind and kind.lower() not in ("segmentor", "segmentation"):
+        raise BadInputError(f"{os.path.basename(path)} is a '{kind}' model (its metadata's model_type): the "
+                            f"classifier runs segmentation models only (model_type 'Segmentor'), whose outputs are "
+                            f"class scores per pixel. Run a {kind} model in the Deepness plugin, or choose a "
+                            f"segmentation model.")
 
 
 def _check_channels_first(path, shape):
