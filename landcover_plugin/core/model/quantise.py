@@ -50,6 +50,10 @@ def quantise_model(options: QuantiseOptions, events: Events = None) -> dict:
     if model.card.get("quantised"):
         raise BadInputError(f"{source} is already quantised (its card says so): quantise the float model it "
                             f"was made from.")
+    if model.input_dtype != np.float32:
+        raise BadInputError(f"{source} is a float16 model: onnxruntime's int8 quantisation calibrates float32 "
+                            f"models only. Quantise the float32 model it was converted from (classify runs this "
+                            f"float16 model as it is).")
     spec = load_spec(options.dataset)
     if spec.band_count != model.bands:
         raise BadInputError(f"The chip dataset {spec.folder} has {spec.band_count} bands but the model takes "
@@ -69,11 +73,11 @@ def quantise_model(options: QuantiseOptions, events: Events = None) -> dict:
         settings = {"quant_format": QuantFormat.QDQ, "per_channel": True, "activation_type": QuantType.QUInt8,
                     "weight_type": QuantType.QInt8, "calibrate_method": CalibrationMethod.MinMax,
                     "nodes_to_exclude": excluded}
-        quantize_static(prepared, quantised, _Reader(model.input_name, calib_x), **settings)
+        quantize_static(prepared, quantised, _Reader(model.input_name, calib_x, model.fixed_batch), **settings)
         overrides = concat_range_overrides(onnx.load(quantised))
         if overrides:
             events.progress(0.45, "calibrating again with each concatenation's inputs on its range")
-            quantize_static(prepared, quantised, _Reader(model.input_name, calib_x),
+            quantize_static(prepared, quantised, _Reader(model.input_name, calib_x, model.fixed_batch),
                             extra_options={"TensorQuantOverrides": overrides}, **settings)
         rewrites.update(_after_quantising(onnx, quantised))
         events.progress(0.7, f"comparing labels with the float model on {len(check)} validation chips")
@@ -196,10 +200,11 @@ def _standardised(chips, spec, model) -> tuple:
 
 
 class _Reader:
-    """onnxruntime's CalibrationDataReader protocol: one chip a call, then None."""
+    """onnxruntime's CalibrationDataReader protocol: one chip a call (or the model's fixed batch), then None."""
 
-    def __init__(self, input_name: str, x: np.ndarray):
-        self.items = iter([{input_name: x[i:i + 1]} for i in range(len(x))])
+    def __init__(self, input_name: str, x: np.ndarray, fixed_batch: int = None):
+        size = fixed_batch or 1
+        self.items = iter([{input_name: _padded(x[i:i + size], size)} for i in range(0, len(x), size)])
 
     def get_next(self):
         return next(self.items, None)
@@ -256,15 +261,16 @@ def _agreement(model, int8_session, x: np.ndarray, valid: np.ndarray) -> dict:
     """Share of valid pixels where the float and int8 models choose the same class, and each one's time."""
     same = total = 0
     seconds = {"float": 0.0, "int8": 0.0}
-    for start in range(0, len(x), BATCH):
-        batch = x[start:start + BATCH]
+    step = model.fixed_batch or BATCH  # a model exported with a fixed batch takes that many chips a run
+    for start in range(0, len(x), step):
+        ok = valid[start:start + step]
+        batch = _padded(x[start:start + step], step if model.fixed_batch else len(ok))
         labels = {}
         for name, session in (("float", model.session), ("int8", int8_session)):
             tick = time.perf_counter()
             probs = session.run(None, {model.input_name: batch})[0]
             seconds[name] += time.perf_counter() - tick
-            labels[name] = probs.argmax(axis=1)
-        ok = valid[start:start + BATCH]
+            labels[name] = probs[:len(ok)].argmax(axis=1)
         same += int((labels["float"] == labels["int8"])[ok].sum())
         total += int(ok.sum())
     if total == 0:
@@ -273,6 +279,13 @@ def _agreement(model, int8_session, x: np.ndarray, valid: np.ndarray) -> dict:
     return {"label_agreement": round(same / total, 5), "pixels": total,
             "float_seconds": round(seconds["float"], 5), "int8_seconds": round(seconds["int8"], 5),
             "speedup": round(seconds["float"] / max(seconds["int8"], 1e-9), 3)}
+
+
+def _padded(x: np.ndarray, size: int) -> np.ndarray:
+    """``x`` with zero chips added up to ``size`` (a fixed-batch model's last run)."""
+    if len(x) >= size:
+        return x
+    return np.concatenate([x, np.zeros((size - len(x),) + x.shape[1:], x.dtype)])
 
 
 def _write_with_metadata(onnx, quantised: str, output: str, source: str, card: dict) -> None:
