@@ -131,3 +131,35 @@ def test_the_same_crs_written_another_way_is_not_news(zion, tmp_path):
         logs_for[name] = " ".join(classify(zion, model, tmp_path / f"{name}.tif")[2])
     assert "trained in" not in logs_for["wkt"] and "trained in" not in logs_for["epsg"]
     assert "The raster's CRS is EPSG:32612; the model was trained in EPSG:32633." in logs_for["other"]
+
+
+@pytest.mark.parametrize("keepdim", [False, True])
+def test_a_model_ending_in_an_argmax_is_told_to_drop_it(zion, tmp_path, keepdim):
+    class Labels(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.net = tiny_net(4, 3)
+
+        def forward(self, x):
+            return torch.argmax(self.net(x), dim=1, keepdim=keepdim)
+
+    path = export(Labels().eval(), tmp_path / "labels.onnx", 4, 64, zion["props"])
+    with pytest.raises(BadInputError, match=r"gives class labels already .*int64.*without its final argmax"):
+        classify(zion, path, tmp_path / "out.tif")
+    assert not (tmp_path / "out.tif").exists()
+
+
+def test_a_model_giving_its_classes_last_is_named_as_such(zion, tmp_path):
+    """It used to say 'The model has 64 output channels but 3 class names were given'."""
+    class ClassesLast(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.net = tiny_net(4, 3)
+
+        def forward(self, x):
+            return self.net(x).permute(0, 2, 3, 1)
+
+    path = export(ClassesLast().eval(), tmp_path / "nhwc_out.onnx", 4, 64, zion["props"])
+    with pytest.raises(BadInputError, match=r"gives its classes last.*\(N, classes, height, width\)") as info:
+        classify(zion, path, tmp_path / "out.tif")
+    assert "64 output channels" not in info.value.message

@@ -205,6 +205,7 @@ def load_model(path, *, device: str = "auto", threads: int = None, overrides: di
     output = _the_output(path, session)
     shape = list(model_input.shape)
     _check_channels_first(path, shape)
+    _check_output_channels_first(path, shape, list(output.shape))
     fixed_batch = shape[0] if isinstance(shape[0], int) and shape[0] > 0 else None
     props = dict(session.get_modelmeta().custom_metadata_map)
     _check_model_type(path, props)
@@ -259,6 +260,11 @@ def _the_output(path, session):
         if len(output.shape) == 4 and output.type in _FLOAT_TYPES:
             return output
     found = "; ".join(f"'{o.name}' {o.shape} {o.type}" for o in outputs)
+    if any(len(o.shape) in (3, 4) and "int" in o.type for o in outputs):
+        raise BadInputError(f"{path} gives class labels already ({found}: an argmax at the end of the model), but "
+                            f"the classifier needs the class scores, shape (N, classes, height, width), to blend "
+                            f"overlapping tiles and give confidence. Export the model without its final argmax, so "
+                            f"that it outputs the logits or softmax probabilities.")
     raise BadInputError(f"{path} has no usable output: it gives {found}, but a segmentation model must give "
                         f"class probabilities of shape (N, classes, height, width). Is it a classifier or a "
                         f"detector rather than a segmentation model?")
@@ -283,6 +289,16 @@ def _check_channels_first(path, shape):
         raise BadInputError(f"{path} takes its input channels last, shape {shape} (N, height, width, bands): the "
                             f"classifier feeds channels first (N, bands, height, width), as DESIGN.md's models "
                             f"do. Export the model with channels first (NCHW), e.g. with a transpose at its input.")
+
+
+def _check_output_channels_first(path, in_shape, out_shape):
+    """An (N, height, width, classes) output: its axes 1 and 2 are the input's height and width."""
+    if out_shape[1:3] == in_shape[2:4] and out_shape[3] != in_shape[3] and \
+            (not isinstance(out_shape[1], int) or out_shape[1] > 16):
+        raise BadInputError(f"{path} gives its classes last, output shape {out_shape} (N, height, width, classes) "
+                            f"for input {in_shape}: the classifier reads class scores channels first (N, classes, "
+                            f"height, width). Export the model without the final transpose (or add one back to "
+                            f"NCHW).")
 
 
 def _check_class_count(path, channels: int):
