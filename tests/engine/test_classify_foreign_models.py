@@ -2,9 +2,11 @@
 normalisation), logits instead of probabilities, and the device choice."""
 import json
 
+import onnx
 import onnxruntime as ort
 import pytest
 import rasterio
+import torch
 from classify_models import band_stats, card_for, export, tiny_net
 
 from landcover_plugin.core.classify.options import ClassifyOptions
@@ -131,15 +133,38 @@ def test_deepness_metadata_in_its_other_forms_runs(setup):
     assert any("no 'standardization_std': used Deepness's default 1" in m for m in logs)
 
 
-@pytest.mark.parametrize("key, value", [("class_names", "{0: 'water', 1: 'forest'}"),
-                                        ("class_names", '{"a": "water"}'), ("standardization_std", "[0.1, 'x']"),
-                                        ("resolution", "50 cm"), ("tiles_overlap", "")])
-def test_malformed_deepness_metadata_names_the_key(setup, key, value):
+@pytest.mark.parametrize("key, value, fix", [("class_names", "{0: 'water', 1: 'forest'}", "or give the class names"),
+                                             ("class_names", '{"a": "water"}', "or give the class names"),
+                                             ("standardization_std", "[0.1, 'x']", "or give the normalisation"),
+                                             ("resolution", "50 cm", "set_model_props\\)\\.$"),
+                                             ("resolution", "0", "set_model_props\\)\\.$"),
+                                             ("tiles_overlap", "", "set_model_props\\)\\.$")])
+def test_malformed_deepness_metadata_names_the_key(setup, key, value, fix):
+    """Each used to stop with a bare Python error (JSONDecodeError, ValueError, ZeroDivisionError)."""
     deepness = {k: v for k, v in setup["props"].items() if k != CARD_KEY}
     model = export(setup["net"], setup["folder"] / "malformed.onnx", 4, 64, {**deepness, key: value})
-    with pytest.raises(BadInputError, match=f"metadata key '{key}' is .* but it must be .*give the class names"):
+    with pytest.raises(BadInputError, match=f"metadata key '{key}' is .* but it must be .*{fix}"):
         run(setup, model, "malformed.tif")
     assert not (setup["folder"] / "malformed.tif").exists()
+
+
+def test_a_dynamic_model_with_a_zero_tile_size_names_the_key(setup):
+    path = setup["folder"] / "any_size.onnx"
+    torch.onnx.export(setup["net"], torch.zeros(1, 4, 64, 64), str(path), input_names=["x"], output_names=["y"],
+                      dynamic_axes={"x": {0: "b", 2: "h", 3: "w"}, "y": {0: "b", 2: "h", 3: "w"}}, dynamo=False)
+    deepness = {k: v for k, v in setup["props"].items() if k not in (CARD_KEY, "tile_size")}
+    model = onnx.load(str(path))
+    onnx.helper.set_model_props(model, {**deepness, "tiles_size": "0"})
+    onnx.save(model, str(path))
+    with pytest.raises(BadInputError, match="metadata key 'tiles_size' is '0', but it must be a positive number"):
+        run(setup, str(path), "zero_tile.tif")
+
+
+def test_the_users_normalisation_replaces_malformed_deepness_values(setup):
+    deepness = {k: v for k, v in setup["props"].items() if k != CARD_KEY}
+    model = export(setup["net"], setup["folder"] / "bad_std.onnx", 4, 64, {**deepness, "standardization_std": "?"})
+    labels, _result, _logs = run(setup, model, "bad_std.tif", mean=setup["mean"], std=setup["std"], overlap=25)
+    assert (labels == setup["labels"]).mean() > 0.9999
 
 
 @pytest.mark.parametrize("kind", ["Regressor", "Detector", "Superresolution", "Recognition"])

@@ -94,12 +94,13 @@ def card_from_metadata(props: dict, input_shape, output_channels: int, overrides
             raise BadInputError(f"The model has {output_channels} output channels but {len(names)} class "
                                 f"names were given ({', '.join(names)}). Give one name per output channel.")
         card["classes"] = ClassSchema.from_names(names).to_list()
-        deepness_mean = _deepness_values(props, "standardization_mean", 0.0)
-        deepness_std = _deepness_values(props, "standardization_std", 1.0)
+        given = "mean" in overrides or "std" in overrides  # the user's normalisation: Deepness's is not read
+        deepness_mean = [] if given else _deepness_values(props, "standardization_mean", 0.0)
+        deepness_std = [] if given else _deepness_values(props, "standardization_std", 1.0)
         count = bands or _count_from_values(overrides.get("mean"), overrides.get("std"), deepness_mean)
         assumed_count = count is None
         count = count or 3
-        if "mean" in overrides or "std" in overrides:
+        if given:
             card["mean"] = _per_band(overrides.get("mean", [0.0]), count, "mean")
             card["std"] = _per_band(overrides.get("std", [1.0]), count, "std")
         elif "standardization_mean" in props or "standardization_std" in props:
@@ -117,10 +118,10 @@ def card_from_metadata(props: dict, input_shape, output_channels: int, overrides
             card["bands"]["assumed"] = True
             assumptions.append("the model input does not fix its band count (dynamic channel axis) and its "
                                "metadata does not say it: assumed 3 bands")
-        card["tile_size"] = tile or int(_number(props, "tile_size", _number(props, "tiles_size", 512)))
+        card["tile_size"] = tile or _tile_size(props)
         card["overlap"] = _number(props, "tiles_overlap", 15) / 100.0
         if "resolution" in props:
-            metres = _number(props, "resolution", None) / 100.0
+            metres = _number(props, "resolution", None, positive=True) / 100.0
             card["resolution"] = [metres, metres]
         card["metrics"] = {}
     if tile is not None and card["tile_size"] != tile:
@@ -134,9 +135,12 @@ def card_from_metadata(props: dict, input_shape, output_channels: int, overrides
 
 def _bad_metadata(key: str, value, expected: str) -> BadInputError:
     shown = str(value) if len(str(value)) <= 80 else str(value)[:77] + "..."
+    given = {"class_names": "the class names", "standardization_mean": "the normalisation (mean and std)",
+             "standardization_std": "the normalisation (mean and std)"}
+    instead = f", or give {given[key]} as parameters" if key in given else ""
     return BadInputError(f"The model's metadata key '{key}' is {shown!r}, but it must be {expected} (as the "
-                         f"Deepness plugin reads it). Correct the key in the model file (onnx.helper.set_model_props), "
-                         f"or give the class names and the normalisation (mean, std) as parameters.")
+                         f"Deepness plugin reads it). Correct the key in the model file "
+                         f"(onnx.helper.set_model_props){instead}.")
 
 
 def _json(props: dict, key: str, expected: str):
@@ -176,13 +180,25 @@ def _deepness_values(props: dict, key: str, default: float) -> list:
     return value
 
 
-def _number(props: dict, key: str, default):
+def _number(props: dict, key: str, default, positive: bool = False):
     if key not in props:
         return default
     try:
-        return float(props[key])
+        value = float(props[key])
     except ValueError:
-        raise _bad_metadata(key, props[key], "a number") from None
+        value = math.nan
+    if not math.isfinite(value) or (positive and value <= 0):
+        raise _bad_metadata(key, props[key], "a positive number" if positive else "a number")
+    return value
+
+
+def _tile_size(props: dict) -> int:
+    """The tile of a model that takes any size: Deepness's ``tile_size``/``tiles_size``, else 512 px."""
+    key = "tile_size" if "tile_size" in props else "tiles_size"
+    size = _number(props, key, 512, positive=True)
+    if size != int(size):
+        raise _bad_metadata(key, props[key], "a whole number of pixels")
+    return int(size)
 
 
 def _count_from_values(*lists):
