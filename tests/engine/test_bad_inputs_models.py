@@ -163,3 +163,15 @@ def test_a_model_giving_its_classes_last_is_named_as_such(zion, tmp_path):
     with pytest.raises(BadInputError, match=r"gives its classes last.*\(N, classes, height, width\)") as info:
         classify(zion, path, tmp_path / "out.tif")
     assert "64 output channels" not in info.value.message
+
+
+@pytest.mark.parametrize("dynamic", [{}, {3: "width"}])
+def test_a_model_of_oblong_tiles_is_refused_before_the_run(zion, tmp_path, dynamic):
+    """A fixed 64 x 128 px input ran 64 px tiles and stopped mid-run with onnxruntime's 'Got invalid dimensions'."""
+    path = tmp_path / "oblong.onnx"
+    torch.onnx.export(tiny_net(4, 3), torch.zeros(1, 4, 64, 128), str(path), input_names=["image"],
+                      output_names=["p"], dynamic_axes={"image": {0: "batch", **dynamic}, "p": {0: "batch"}},
+                      dynamo=False)
+    with pytest.raises(BadInputError, match=r"takes tiles of 64 x (128|width) px.*square tiles.*dynamic height"):
+        classify(zion, str(path), tmp_path / "out.tif", class_names=NAMES, mean=zion["mean"], std=zion["std"])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["oblong.onnx"]

@@ -206,6 +206,7 @@ def load_model(path, *, device: str = "auto", threads: int = None, overrides: di
     shape = list(model_input.shape)
     _check_channels_first(path, shape)
     _check_output_channels_first(path, shape, list(output.shape))
+    _check_square(path, shape)
     fixed_batch = shape[0] if isinstance(shape[0], int) and shape[0] > 0 else None
     props = dict(session.get_modelmeta().custom_metadata_map)
     _check_model_type(path, props)
@@ -299,6 +300,16 @@ def _check_output_channels_first(path, in_shape, out_shape):
                             f"for input {in_shape}: the classifier reads class scores channels first (N, classes, "
                             f"height, width). Export the model without the final transpose (or add one back to "
                             f"NCHW).")
+
+
+def _check_square(path, shape):
+    """Tiles are square: a fixed height and width must be equal (or both dynamic)."""
+    height, width = shape[2], shape[3]
+    fixed = [isinstance(v, int) for v in (height, width)]
+    if any(fixed) and (not all(fixed) or height != width):
+        raise BadInputError(f"{path} takes tiles of {height} x {width} px (input {shape}): the classifier runs "
+                            f"square tiles. Export the model with a square input (the same height and width, e.g. "
+                            f"256 x 256), or with dynamic height and width.")
 
 
 def _check_class_count(path, channels: int):
