@@ -60,3 +60,14 @@ def test_a_float16_model_is_refused_before_calibrating(zion):
     with pytest.raises(BadInputError, match="is a float16 model.*Quantise the float32 model"):
         quantise(zion, exported(zion, "half.onnx", dtype=torch.float16), "half_int8.onnx")
     assert not (zion["folder"] / "half_int8.onnx").exists()
+
+
+def test_a_model_without_normalisation_is_refused(zion):
+    """Its int8 copy used to be calibrated on pixel values / 255 and to carry that guess as its card, which Classify
+    then trusted over the analyst's --mean/--std: the copy's map agreed with the float model's on 45 % of Zion."""
+    path = zion["folder"] / "bare.onnx"
+    torch.onnx.export(zion["net"], torch.zeros(1, 4, 64, 64), str(path), input_names=["x"], output_names=["y"],
+                      dynamic_axes={"x": {0: "b"}, "y": {0: "b"}}, dynamo=False)
+    with pytest.raises(BadInputError, match="records no normalisation.*standardization_mean and standardization_std"):
+        quantise(zion, str(path), "bare_int8.onnx")
+    assert not (zion["folder"] / "bare_int8.onnx").exists()

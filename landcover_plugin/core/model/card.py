@@ -112,6 +112,7 @@ def card_from_metadata(props: dict, input_shape, output_channels: int, overrides
                                        f"(after dividing pixel values by 255)")
         else:
             card["mean"], card["std"] = [0.0] * count, [DEEPNESS_SCALE] * count
+            card["normalisation_assumed"] = True
             assumptions.append("no normalisation in the model: divided pixel values by 255")
         card["bands"] = {"count": count, "names": [f"band {b + 1}" for b in range(count)]}
         if assumed_count:  # a dynamic channel axis and no per-band values: the count is a guess

@@ -50,6 +50,13 @@ def quantise_model(options: QuantiseOptions, events: Events = None) -> dict:
     if model.card.get("quantised"):
         raise BadInputError(f"{source} is already quantised (its card says so): quantise the float model it "
                             f"was made from.")
+    if model.card.get("normalisation_assumed"):
+        raise BadInputError(f"{source} records no normalisation (no landcover_card, no Deepness "
+                            f"standardization_mean/std): quantising would calibrate on pixel values divided by 255, a "
+                            f"guess, and write that guess into the int8 copy, where Classify trusts it over a mean and "
+                            f"std you give. Write the model's normalisation into it first (the Deepness keys "
+                            f"standardization_mean and standardization_std, per band, after dividing by 255; and "
+                            f"class_names), e.g. with onnx.helper.set_model_props, then quantise it.")
     if model.input_dtype != np.float32:
         raise BadInputError(f"{source} is a float16 model: onnxruntime's int8 quantisation calibrates float32 "
                             f"models only. Quantise the float32 model it was converted from (classify runs this "
