@@ -175,3 +175,12 @@ def test_a_deepness_model_of_another_kind_is_refused(setup, kind):
     with pytest.raises(BadInputError, match=f"is a '{kind}' model .*segmentation models only .*Deepness plugin"):
         run(setup, model, "kind.tif")
     assert not (setup["folder"] / "kind.tif").exists()
+
+
+def test_parameters_a_model_card_overrules_are_reported(setup):
+    """A model with our card ignored the class names, mean and std given as parameters without a word."""
+    model = export(setup["net"], setup["folder"] / "carded.onnx", 4, 64, setup["props"])
+    labels, result, logs = run(setup, model, "carded.tif", class_names=["a", "b", "c", "d"], mean=[0.0], std=[1.0])
+    assert [c["name"] for c in result["CLASSES"]] == NAMES and (labels == setup["labels"]).mean() > 0.9999
+    assert any("card records its class names and normalisation: the class names, mean, std given as parameters "
+               "were not used" in m for m in logs)

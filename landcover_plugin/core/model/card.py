@@ -81,6 +81,11 @@ def card_from_metadata(props: dict, input_shape, output_channels: int, overrides
 
     if CARD_KEY in props:
         card = json.loads(props[CARD_KEY])
+        unused = [what for key, what in (("class_names", "class names"), ("mean", "mean"), ("std", "std"))
+                  if key in overrides]
+        if unused:  # the card was written with the model: it is trusted over parameters, and that is said
+            assumptions.append(f"the model's card records its class names and normalisation: the "
+                               f"{', '.join(unused)} given as parameters were not used")
     else:
         card = {"schema_version": CARD_SCHEMA_VERSION, "architecture": "unknown (foreign model)",
                 "nodata": None, "resolution": None, "crs": None, "input_dtype": None}
