@@ -184,3 +184,28 @@ def test_parameters_a_model_card_overrules_are_reported(setup):
     assert [c["name"] for c in result["CLASSES"]] == NAMES and (labels == setup["labels"]).mean() > 0.9999
     assert any("card records its class names and normalisation: the class names, mean, std given as parameters "
                "were not used" in m for m in logs)
+
+
+def test_a_deepness_model_of_several_outputs_takes_its_outputs_class_names(setup):
+    """Deepness lists one class_names dict per output; that list used to be refused (or stop with a Python error)."""
+    class AuxFirst(torch.nn.Module):
+        def __init__(self, net):
+            super().__init__()
+            self.net = net
+
+        def forward(self, x):
+            scores = self.net(x)
+            return scores.mean(dim=(2, 3)), scores
+
+    path = setup["folder"] / "two_outputs.onnx"
+    torch.onnx.export(AuxFirst(setup["net"]).eval(), torch.zeros(1, 4, 64, 64), str(path), input_names=["x"],
+                      output_names=["scene", "map"], dynamic_axes={"x": {0: "b"}, "scene": {0: "b"}, "map": {0: "b"}},
+                      dynamo=False)
+    names = [{"0": "bare", "1": "built"}, {str(k): n for k, n in enumerate(NAMES)}]
+    deepness = {k: v for k, v in setup["props"].items() if k != CARD_KEY}
+    model = onnx.load(str(path))
+    onnx.helper.set_model_props(model, {**deepness, "class_names": json.dumps(names)})
+    onnx.save(model, str(path))
+    labels, result, logs = run(setup, str(path), "two_outputs.tif")
+    assert [c["name"] for c in result["CLASSES"]] == NAMES and (labels == setup["labels"]).mean() > 0.9999
+    assert any("the model has 2 outputs (scene, map): classified with 'map'" in m for m in logs)

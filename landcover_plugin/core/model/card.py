@@ -67,12 +67,15 @@ def metadata_props(card: dict) -> dict:
     return props
 
 
-def card_from_metadata(props: dict, input_shape, output_channels: int, overrides: dict = None) -> tuple:
+def card_from_metadata(props: dict, input_shape, output_channels: int, overrides: dict = None,
+                       output_index: int = 0) -> tuple:
     """Make a usable card from whatever metadata a model carries.
 
     Order of trust: our ``landcover_card``; else the Deepness keys; else ``overrides`` given by the
     user (``class_names``, ``mean``, ``std``). ``input_shape`` is the ONNX input shape (N, C, H, W).
-    Returns ``(card, assumptions)`` where ``assumptions`` lists what was guessed, for the log.
+    ``output_index``: which of the model's outputs is classified (Deepness gives a model of several outputs a
+    list of ``class_names``, one per output). Returns ``(card, assumptions)`` where ``assumptions`` lists what
+    was guessed, for the log.
     """
     overrides = {k: v for k, v in (overrides or {}).items() if v not in (None, "", [])}
     assumptions = []
@@ -91,7 +94,7 @@ def card_from_metadata(props: dict, input_shape, output_channels: int, overrides
                 "nodata": None, "resolution": None, "crs": None, "input_dtype": None}
         names = overrides.get("class_names")
         if names is None and "class_names" in props:
-            names = _deepness_class_names(props["class_names"])
+            names = _deepness_class_names(props["class_names"], output_index)
         if names is None:
             names = [f"class {k + 1}" for k in range(output_channels)]
             assumptions.append(f"no class names in the model: named them 'class 1'..'class {output_channels}'")
@@ -156,13 +159,16 @@ def _json(props: dict, key: str, expected: str):
         raise _bad_metadata(key, props[key], expected) from None
 
 
-def _deepness_class_names(text: str) -> list:
+def _deepness_class_names(text: str, output_index: int = 0) -> list:
     """Names, in output-channel order, from Deepness's ``class_names``: ``{"0": "name", ...}``, a list of names,
-    or a one-item list of such a dict (Deepness's form for a model with several outputs, here one)."""
+    or a list of such dicts, one per model output (Deepness's form for a model with several outputs)."""
     expected = 'JSON such as {"0": "water", "1": "forest"} (or a list of names)'
     value = _json({"class_names": text}, "class_names", expected)
-    if isinstance(value, list) and len(value) == 1 and isinstance(value[0], dict):
-        value = value[0]
+    if isinstance(value, list) and value and all(isinstance(v, dict) for v in value):
+        if output_index >= len(value):
+            raise _bad_metadata("class_names", text, f"one dict of names per output (the classified output is "
+                                                     f"number {output_index + 1})")
+        value = value[output_index]
     if isinstance(value, list) and value and all(isinstance(v, str) for v in value):
         return value
     if isinstance(value, dict) and value:

@@ -218,7 +218,12 @@ def load_model(path, *, device: str = "auto", threads: int = None, overrides: di
         probe = np.zeros((fixed_batch or 1, probe_bands, probe_tile, probe_tile), _FLOAT_TYPES[model_input.type])
         channels = int(session.run([output.name], {model_input.name: probe})[0].shape[1])
     _check_class_count(path, channels)
-    card, assumptions = card_from_metadata(props, shape, channels, overrides)
+    outputs = session.get_outputs()
+    index = [o.name for o in outputs].index(output.name)
+    card, assumptions = card_from_metadata(props, shape, channels, overrides, output_index=index)
+    if len(outputs) > 1:
+        assumptions.append(f"the model has {len(outputs)} outputs ({', '.join(o.name for o in outputs)}): "
+                           f"classified with '{output.name}', the first of class scores (N, classes, height, width)")
     _check_normalisation(path, card)
     tile = static_tile or int(card["tile_size"])
     if static_tile is None and CARD_KEY not in props and _tile_from_props(props) is None:
