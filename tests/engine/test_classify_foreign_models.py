@@ -209,3 +209,17 @@ def test_a_deepness_model_of_several_outputs_takes_its_outputs_class_names(setup
     labels, result, logs = run(setup, str(path), "two_outputs.tif")
     assert [c["name"] for c in result["CLASSES"]] == NAMES and (labels == setup["labels"]).mean() > 0.9999
     assert any("the model has 2 outputs (scene, map): classified with 'map'" in m for m in logs)
+
+
+def test_a_tile_size_written_as_a_float_is_the_models_tile(setup):
+    """'256.0' was used, but the log said the metadata named no tile size."""
+    path = setup["folder"] / "float_tile.onnx"
+    torch.onnx.export(setup["net"], torch.zeros(1, 4, 64, 64), str(path), input_names=["x"], output_names=["y"],
+                      dynamic_axes={"x": {0: "b", 2: "h", 3: "w"}, "y": {0: "b", 2: "h", 3: "w"}}, dynamo=False)
+    deepness = {k: v for k, v in setup["props"].items() if k not in (CARD_KEY, "tile_size")}
+    model = onnx.load(str(path))
+    onnx.helper.set_model_props(model, {**deepness, "tiles_size": "256.0"})
+    onnx.save(model, str(path))
+    labels, _result, logs = run(setup, str(path), "float_tile.tif")
+    assert any("tile 256 px" in m for m in logs) and not any("names none" in m for m in logs)
+    assert (labels == setup["labels"]).mean() > 0.999

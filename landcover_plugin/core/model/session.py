@@ -350,6 +350,10 @@ def _check_spatial_match(path, in_shape, out_shape):
 
 def _tile_from_props(props: dict):
     for key in ("tile_size", "tiles_size"):
-        if str(props.get(key, "")).isdigit():
-            return int(props[key])
+        try:
+            size = float(props.get(key, ""))
+        except ValueError:
+            continue
+        if size > 0 and size == int(size):  # '256' or '256.0' (card.py refuses other values, naming the key)
+            return int(size)
     return None
