@@ -223,3 +223,19 @@ def test_a_tile_size_written_as_a_float_is_the_models_tile(setup):
     labels, _result, logs = run(setup, str(path), "float_tile.tif")
     assert any("tile 256 px" in m for m in logs) and not any("names none" in m for m in logs)
     assert (labels == setup["labels"]).mean() > 0.999
+
+
+def test_an_overlap_of_a_whole_tile_is_refused_or_capped(setup):
+    """tiles_overlap '100' (or --overlap 100) ran tiles one pixel apart: 4,096 runs of a 64 px tile per tile."""
+    deepness = {k: v for k, v in setup["props"].items() if k != CARD_KEY}
+    capped = export(setup["net"], setup["folder"] / "overlap90.onnx", 4, 64, {**deepness, "tiles_overlap": "90"})
+    _labels, result, logs = run(setup, capped, "overlap90.tif")
+    assert result["OVERLAP"] == 48 and any("overlapping by 90 %: used 75 %" in m for m in logs)
+    for value in ("100", "-10"):
+        model = export(setup["net"], setup["folder"] / "overlap.onnx", 4, 64, {**deepness, "tiles_overlap": value})
+        with pytest.raises(BadInputError, match=f"'tiles_overlap' is '{value}', but it must be a percentage"):
+            run(setup, model, "overlap.tif")
+    for value in (100, -5):
+        with pytest.raises(BadInputError, match=f"tile overlap is {value} % of the tile: give 0 to 75 %"):
+            run(setup, capped, "overlap.tif", overlap=value)
+    assert not (setup["folder"] / "overlap.tif").exists()

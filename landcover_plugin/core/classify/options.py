@@ -22,7 +22,7 @@ class ClassifyOptions:
         None, help="xmin,ymin,xmax,ymax in the raster's CRS (default: whole raster)")
     mask: Optional[str] = option(None, help="polygons (any OGR file); only pixels inside them are classified")
     overlap: Optional[float] = option(
-        None, help="tile overlap in percent of the tile (default: the model's recommendation, at least 12.5)")
+        None, help="tile overlap in percent of the tile, 0 to 75 (default: the model's recommendation, at least 12.5)")
     batch_size: int = option(DEFAULT_BATCH, help="tiles per model run")
     tile_size: Optional[int] = option(
         None, help="tile size in px for a model that takes any size: a multiple of its tile, or 0 for the size "

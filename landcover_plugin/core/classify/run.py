@@ -42,6 +42,7 @@ from rasterio.transform import Affine
 from ..classified_raster import ClassifiedRasterWriter, check_output_path
 from ..errors import BadInputError, Cancelled
 from ..events import Events, RecordingEvents
+from ..model.card import MAX_OVERLAP
 from ..model.session import load_model
 from ..options import parse_floats, parse_ints, parse_names
 from .options import ClassifyOptions
@@ -129,6 +130,9 @@ def prepared_run(o: ClassifyOptions, events: Events, preflight: bool = True):
     ``preflight=False`` leaves the band statistics' check to the caller (see :class:`_Preflight`)."""
     extent = parse_floats(o.extent, "extent", 4)
     overlap = None if o.overlap is None else float(o.overlap) / 100.0
+    if overlap is not None and not 0.0 <= overlap <= MAX_OVERLAP:
+        raise BadInputError(f"The tile overlap is {o.overlap:g} % of the tile: give 0 to {100 * MAX_OVERLAP:g} % "
+                            f"(empty: the model's own). More than that computes each pixel many times over.")
     batch_size = int(o.batch_size)
     raster_path, model_path = os.fspath(o.raster), os.fspath(o.model)
     mask_path = os.fspath(o.mask) if o.mask else None

@@ -16,6 +16,7 @@ from ..schema import ClassSchema
 CARD_KEY = "landcover_card"
 CARD_SCHEMA_VERSION = 1
 DEEPNESS_SCALE = 255.0
+MAX_OVERLAP = 0.75  # of the tile: the Processing parameter's maximum; more computes each pixel many times over
 
 
 def build_card(*, schema: ClassSchema, band_names, input_dtype: str, nodata, mean, std, tile_size: int,
@@ -129,6 +130,12 @@ def card_from_metadata(props: dict, input_shape, output_channels: int, overrides
                                "metadata does not say it: assumed 3 bands")
         card["tile_size"] = tile or _tile_size(props)
         card["overlap"] = _number(props, "tiles_overlap", 15) / 100.0
+        if not 0.0 <= card["overlap"] < 1.0:
+            raise _bad_metadata("tiles_overlap", props["tiles_overlap"], "a percentage of the tile from 0 to below 100")
+        if card["overlap"] > MAX_OVERLAP:
+            assumptions.append(f"the model's metadata asks for tiles overlapping by {props['tiles_overlap']} %: used "
+                               f"{100 * MAX_OVERLAP:g} %, the most the classifier runs")
+            card["overlap"] = MAX_OVERLAP
         if "resolution" in props:
             metres = _number(props, "resolution", None, positive=True) / 100.0
             card["resolution"] = [metres, metres]
