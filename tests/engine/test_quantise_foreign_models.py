@@ -71,3 +71,25 @@ def test_a_model_without_normalisation_is_refused(zion):
     with pytest.raises(BadInputError, match="records no normalisation.*standardization_mean and standardization_std"):
         quantise(zion, str(path), "bare_int8.onnx")
     assert not (zion["folder"] / "bare_int8.onnx").exists()
+
+
+def test_a_model_of_several_outputs_is_compared_on_the_classified_one(zion):
+    """With a per-image output first, the label check took it for the map: IndexError, 'too many indices'."""
+    class SceneFirst(torch.nn.Module):
+        def __init__(self, net):
+            super().__init__()
+            self.net = net
+
+        def forward(self, x):
+            scores = self.net(x)
+            return scores.mean(dim=(2, 3)), scores
+
+    path = zion["folder"] / "scene_first.onnx"
+    torch.onnx.export(SceneFirst(zion["net"]).eval(), torch.zeros(1, 4, 64, 64), str(path), input_names=["x"],
+                      output_names=["scene", "map"], dynamic_axes={"x": {0: "b"}, "scene": {0: "b"}, "map": {0: "b"}},
+                      dynamo=False)
+    model = onnx.load(str(path))
+    onnx.helper.set_model_props(model, zion["props"])
+    onnx.save(model, str(path))
+    result = quantise(zion, str(path), "scene_first_int8.onnx")
+    assert result["AGREEMENT"] > 0.97 and result["pixels_compared"] == 7 * 64 * 64

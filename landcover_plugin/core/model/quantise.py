@@ -275,7 +275,7 @@ def _agreement(model, int8_session, x: np.ndarray, valid: np.ndarray) -> dict:
         labels = {}
         for name, session in (("float", model.session), ("int8", int8_session)):
             tick = time.perf_counter()
-            probs = session.run(None, {model.input_name: batch})[0]
+            probs = session.run([model.output_name], {model.input_name: batch})[0]  # the classified output
             seconds[name] += time.perf_counter() - tick
             labels[name] = probs[:len(ok)].argmax(axis=1)
         same += int((labels["float"] == labels["int8"])[ok].sum())
