@@ -37,6 +37,33 @@ def export(net: torch.nn.Module, path, bands: int, tile: int, props: dict = None
     return str(path)
 
 
+class SceneFirst(torch.nn.Module):
+    """``net`` with a per-image score as its first output and the map second, as some models made elsewhere have."""
+
+    def __init__(self, net: torch.nn.Module):
+        super().__init__()
+        self.net = net
+
+    def forward(self, x):
+        scores = self.net(x)
+        return scores.mean(dim=(2, 3)), scores
+
+
+def export_foreign(net: torch.nn.Module, path, props: dict = None, *, outputs=("y",), any_size: bool = False,
+                   bands: int = 4, tile: int = 64) -> str:
+    """Export ``net`` as a model made elsewhere: input 'x', ``outputs`` named, a dynamic batch (and any tile size
+    with ``any_size``); ``props`` (Deepness keys, as strings) become metadata_props as they are."""
+    axes = {0: "b", 2: "h", 3: "w"} if any_size else {0: "b"}
+    torch.onnx.export(net.eval(), torch.zeros(1, bands, tile, tile), str(path), input_names=["x"],
+                      output_names=list(outputs), dynamic_axes={name: axes for name in ("x", *outputs)},
+                      dynamo=False)
+    if props is not None:
+        model = onnx.load(str(path))
+        onnx.helper.set_model_props(model, props)
+        onnx.save(model, str(path))
+    return str(path)
+
+
 def card_for(names, *, mean, std, tile, input_dtype, resolution=None, crs=None, nodata=None, overlap=0.25):
     schema = ClassSchema.from_names(names)
     return build_card(schema=schema, band_names=[f"band {b + 1}" for b in range(len(mean))],

@@ -2,12 +2,10 @@
 normalisation), logits instead of probabilities, and the device choice."""
 import json
 
-import onnx
 import onnxruntime as ort
 import pytest
 import rasterio
-import torch
-from classify_models import band_stats, card_for, export, tiny_net
+from classify_models import SceneFirst, band_stats, card_for, export, export_foreign, tiny_net
 
 from landcover_plugin.core.classify.options import ClassifyOptions
 from landcover_plugin.core.classify.run import classify_raster
@@ -149,15 +147,11 @@ def test_malformed_deepness_metadata_names_the_key(setup, key, value, fix):
 
 
 def test_a_dynamic_model_with_a_zero_tile_size_names_the_key(setup):
-    path = setup["folder"] / "any_size.onnx"
-    torch.onnx.export(setup["net"], torch.zeros(1, 4, 64, 64), str(path), input_names=["x"], output_names=["y"],
-                      dynamic_axes={"x": {0: "b", 2: "h", 3: "w"}, "y": {0: "b", 2: "h", 3: "w"}}, dynamo=False)
     deepness = {k: v for k, v in setup["props"].items() if k not in (CARD_KEY, "tile_size")}
-    model = onnx.load(str(path))
-    onnx.helper.set_model_props(model, {**deepness, "tiles_size": "0"})
-    onnx.save(model, str(path))
+    path = export_foreign(setup["net"], setup["folder"] / "any_size.onnx", {**deepness, "tiles_size": "0"},
+                          any_size=True)
     with pytest.raises(BadInputError, match="metadata key 'tiles_size' is '0', but it must be a positive number"):
-        run(setup, str(path), "zero_tile.tif")
+        run(setup, path, "zero_tile.tif")
 
 
 def test_the_users_normalisation_replaces_malformed_deepness_values(setup):
@@ -188,39 +182,21 @@ def test_parameters_a_model_card_overrules_are_reported(setup):
 
 def test_a_deepness_model_of_several_outputs_takes_its_outputs_class_names(setup):
     """Deepness lists one class_names dict per output; that list used to be refused (or stop with a Python error)."""
-    class AuxFirst(torch.nn.Module):
-        def __init__(self, net):
-            super().__init__()
-            self.net = net
-
-        def forward(self, x):
-            scores = self.net(x)
-            return scores.mean(dim=(2, 3)), scores
-
-    path = setup["folder"] / "two_outputs.onnx"
-    torch.onnx.export(AuxFirst(setup["net"]).eval(), torch.zeros(1, 4, 64, 64), str(path), input_names=["x"],
-                      output_names=["scene", "map"], dynamic_axes={"x": {0: "b"}, "scene": {0: "b"}, "map": {0: "b"}},
-                      dynamo=False)
     names = [{"0": "bare", "1": "built"}, {str(k): n for k, n in enumerate(NAMES)}]
     deepness = {k: v for k, v in setup["props"].items() if k != CARD_KEY}
-    model = onnx.load(str(path))
-    onnx.helper.set_model_props(model, {**deepness, "class_names": json.dumps(names)})
-    onnx.save(model, str(path))
-    labels, result, logs = run(setup, str(path), "two_outputs.tif")
+    path = export_foreign(SceneFirst(setup["net"]), setup["folder"] / "two_outputs.onnx",
+                          {**deepness, "class_names": json.dumps(names)}, outputs=("scene", "map"))
+    labels, result, logs = run(setup, path, "two_outputs.tif")
     assert [c["name"] for c in result["CLASSES"]] == NAMES and (labels == setup["labels"]).mean() > 0.9999
     assert any("the model has 2 outputs (scene, map): classified with 'map'" in m for m in logs)
 
 
 def test_a_tile_size_written_as_a_float_is_the_models_tile(setup):
     """'256.0' was used, but the log said the metadata named no tile size."""
-    path = setup["folder"] / "float_tile.onnx"
-    torch.onnx.export(setup["net"], torch.zeros(1, 4, 64, 64), str(path), input_names=["x"], output_names=["y"],
-                      dynamic_axes={"x": {0: "b", 2: "h", 3: "w"}, "y": {0: "b", 2: "h", 3: "w"}}, dynamo=False)
     deepness = {k: v for k, v in setup["props"].items() if k not in (CARD_KEY, "tile_size")}
-    model = onnx.load(str(path))
-    onnx.helper.set_model_props(model, {**deepness, "tiles_size": "256.0"})
-    onnx.save(model, str(path))
-    labels, _result, logs = run(setup, str(path), "float_tile.tif")
+    path = export_foreign(setup["net"], setup["folder"] / "float_tile.onnx", {**deepness, "tiles_size": "256.0"},
+                          any_size=True)
+    labels, _result, logs = run(setup, path, "float_tile.tif")
     assert any("tile 256 px" in m for m in logs) and not any("names none" in m for m in logs)
     assert (labels == setup["labels"]).mean() > 0.999
 

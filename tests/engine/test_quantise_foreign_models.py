@@ -6,7 +6,7 @@ import json
 import onnx
 import pytest
 import torch
-from classify_models import band_stats, tiny_net
+from classify_models import SceneFirst, band_stats, export_foreign, tiny_net
 
 from landcover_plugin.core.chips.export import export_chips
 from landcover_plugin.core.chips.options import ChipExportOptions
@@ -65,31 +65,15 @@ def test_a_float16_model_is_refused_before_calibrating(zion):
 def test_a_model_without_normalisation_is_refused(zion):
     """Its int8 copy used to be calibrated on pixel values / 255 and to carry that guess as its card, which Classify
     then trusted over the analyst's --mean/--std: the copy's map agreed with the float model's on 45 % of Zion."""
-    path = zion["folder"] / "bare.onnx"
-    torch.onnx.export(zion["net"], torch.zeros(1, 4, 64, 64), str(path), input_names=["x"], output_names=["y"],
-                      dynamic_axes={"x": {0: "b"}, "y": {0: "b"}}, dynamo=False)
+    path = export_foreign(zion["net"], zion["folder"] / "bare.onnx")
     with pytest.raises(BadInputError, match="records no normalisation.*standardization_mean and standardization_std"):
-        quantise(zion, str(path), "bare_int8.onnx")
+        quantise(zion, path, "bare_int8.onnx")
     assert not (zion["folder"] / "bare_int8.onnx").exists()
 
 
 def test_a_model_of_several_outputs_is_compared_on_the_classified_one(zion):
     """With a per-image output first, the label check took it for the map: IndexError, 'too many indices'."""
-    class SceneFirst(torch.nn.Module):
-        def __init__(self, net):
-            super().__init__()
-            self.net = net
-
-        def forward(self, x):
-            scores = self.net(x)
-            return scores.mean(dim=(2, 3)), scores
-
-    path = zion["folder"] / "scene_first.onnx"
-    torch.onnx.export(SceneFirst(zion["net"]).eval(), torch.zeros(1, 4, 64, 64), str(path), input_names=["x"],
-                      output_names=["scene", "map"], dynamic_axes={"x": {0: "b"}, "scene": {0: "b"}, "map": {0: "b"}},
-                      dynamo=False)
-    model = onnx.load(str(path))
-    onnx.helper.set_model_props(model, zion["props"])
-    onnx.save(model, str(path))
-    result = quantise(zion, str(path), "scene_first_int8.onnx")
+    path = export_foreign(SceneFirst(zion["net"]), zion["folder"] / "scene_first.onnx", zion["props"],
+                          outputs=("scene", "map"))
+    result = quantise(zion, path, "scene_first_int8.onnx")
     assert result["AGREEMENT"] > 0.97 and result["pixels_compared"] == 7 * 64 * 64
