@@ -4,6 +4,7 @@ Each error carries a ``kind`` from the engine-event contract (DESIGN.md):
 ``bad_input`` (the user can fix the input), ``out_of_memory`` and ``internal``.
 Messages name the problem and the fix, in words an analyst understands.
 """
+import os
 
 
 class LandcoverError(Exception):
@@ -37,8 +38,6 @@ class Cancelled(LandcoverError):
 def write_failure(exc: OSError, folder) -> str:
     """Why writing into ``folder`` failed, in an analyst's words. A file standing where a folder of the path should
     be is named: errno's 'File exists' or 'Not a directory' read as if the output itself already existed."""
-    import os
-
     place = os.path.abspath(os.fspath(folder))
     while not os.path.lexists(place) and os.path.dirname(place) != place:
         place = os.path.dirname(place)
