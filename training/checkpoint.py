@@ -14,6 +14,7 @@ import torch
 
 from landcover_plugin.core.errors import BadInputError
 
+from .head_classes import carry_head
 from .writing import disk_errors
 
 FORMAT = "landcover-checkpoint"
@@ -137,12 +138,18 @@ def _statistics_differences(theirs: dict, ours: dict, rtol: float = 1e-3) -> lis
     return problems
 
 
-def load_initial_weights(model: torch.nn.Module, path, events) -> None:
-    """Copy every tensor whose name and shape match (so a head for other classes is simply skipped)."""
+def load_initial_weights(model: torch.nn.Module, path, events, classes: list = None) -> None:
+    """Copy every tensor whose name and shape match (so a head for other classes is simply skipped). From a
+    checkpoint of this trainer, which names its classes, the head's rows follow ``classes`` (the dataset's, in
+    channel order) by name (training/head_classes.py)."""
     state = read_safely(path, "The initial weights file", "Give a PyTorch state dict (.pt/.pth, saved with "
                         "torch.save(model.state_dict(), path)) or a checkpoint of this trainer.")
+    note = ""
     if isinstance(state, dict) and isinstance(state.get("model"), dict):
+        theirs = (state.get("data") or {}).get("classes")
         state = state["model"]
+        if classes and theirs:
+            state, note = carry_head(state, model.state_dict(), theirs, classes)
     elif isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
         state = state["state_dict"]
     if not isinstance(state, dict):
@@ -158,6 +165,8 @@ def load_initial_weights(model: torch.nn.Module, path, events) -> None:
     skipped = len(own) - len(matched)
     events.info(f"Initial weights: loaded {len(matched)} of {len(own)} tensors from '{path}'"
                 + (f"; {skipped} kept their random start (names or shapes differ)." if skipped else "."))
+    if note:
+        events.info(note)
 
 
 def restore_run(run, state, model, optimizer, scaler, config, events, writes: bool = True) -> None:
