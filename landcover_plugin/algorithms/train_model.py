@@ -20,6 +20,7 @@ from ..core.options import DEVICES, default_of
 from ..core.train import preflight
 from ..core.train.options import TrainConfig
 from ..core.train.report import check_report_path, write_training_report
+from ..core.train.start_weights import check_start_weights
 from ..qgis_glue.output_places import (
     LAST_CHIP_FOLDER,
     LAST_MODEL,
@@ -306,6 +307,7 @@ class TrainModelAlgorithm(EngineAlgorithm):
             nproc=self.parameterAsInt(p, self.NPROC, context))
         try:  # the report is written after training: a path that would replace an input fails now, not then
             check_report_path(self._report, config)
+            check_start_weights(config)  # and initial weights it cannot start from, or would replace
         except BadInputError as exc:
             raise QgsProcessingException(exc.message) from exc
         return config

@@ -10,6 +10,7 @@ from typing import Optional
 
 from ..errors import BadInputError
 from ..options import DEVICES, option
+from .start_weights import check_start_weights
 
 # auto: pixel_context for sparse labels (a few small polygons), unet for dense ones (training/loop.py)
 ARCHITECTURES = ("auto", "unet", "deeplabv3plus", "pixel_context",
@@ -115,6 +116,7 @@ class TrainConfig:
                            (self.encoder_weights, "encoder weights file")):
             if path and not Path(path).exists():
                 raise BadInputError(f"The {what} '{path}' does not exist. Choose an existing file or leave it empty.")
+        check_start_weights(self)
         return self
 
     @property
