@@ -1,5 +1,6 @@
 """``suggest-areas``: places to digitise next, checked against the rasters they come from, on Zion."""
 import json
+import re
 import subprocess
 
 import numpy as np
@@ -208,3 +209,45 @@ def test_the_distance_is_reported_in_the_crs_unit(classified, tmp_path):
                                        min_distance=1500), events)
     assert out["DISTANCE_UNIT"] == "m" and out["MIN_DISTANCE_TEXT"] == "1,500 m"  # UTM 12 N
     assert any("at least 1,500 m apart" in e["message"] for e in events.of_type("log"))
+
+
+def test_a_minimum_distance_the_analyst_gives_is_kept(classified, tmp_path):
+    """50 places at least 10 km apart do not fit in Zion (34 x 43 km): as many as fit are placed, every pair
+    still 10 km apart (the distance was halved to 5 km and all 50 placed), with a warning naming the numbers."""
+    result = classified[0]
+    events = RecordingEvents()
+    out = suggest_areas(SuggestOptions(tmp_path / "s.gpkg", uncertainty=result["UNCERTAINTY"],
+                                       classified=result["OUTPUT"], count=50, min_distance=10000), events)
+    places, _ = read_places(tmp_path / "s.gpkg")
+    assert out["MIN_DISTANCE"] == 10000 and 1 < out["COUNT"] == len(places) < 50
+    xy = np.array([(p["x"], p["y"]) for p in places])
+    distances = np.sqrt(((xy[:, None] - xy[None]) ** 2).sum(axis=2)) + np.eye(len(places)) * 1e9
+    assert distances.min() >= 10000
+    (warning,) = [e["message"] for e in events.of_type("log") if e["level"] == "warning"]
+    assert f"Only {len(places)} places found of the 50 asked" in warning and "10,000 m" in warning
+    assert "smaller minimum distance" in warning and "fewer places" in warning
+    assert not any("lowered" in e["message"] for e in events.of_type("log"))
+
+
+def test_only_the_automatic_distance_shrinks_and_the_log_says_so(shared_data, tmp_path):
+    """Uncertain only on Zion's NLCD water (1,334 px in a few places): 20 places do not fit the automatic
+    4 km apart, so it is lowered and the log says from what to what; the same distance given is kept."""
+    with rasterio.open(shared_data / "zion" / "nlcd2011_8class.tif") as src:
+        nlcd, profile = src.read(1), src.profile
+    profile.update(dtype="uint8", nodata=255)
+    path = tmp_path / "u.tif"
+    with rasterio.open(path, "w", **profile) as dst:
+        dst.write(np.where(nlcd == 1, 100, 30).astype(np.uint8), 1)
+    events = RecordingEvents()
+    out = suggest_areas(SuggestOptions(tmp_path / "a.gpkg", uncertainty=path, count=20), events)
+    (lowered,) = [e["message"] for e in events.of_type("log") if "lowered" in e["message"]]
+    planned, used = (float(t.replace(",", "")) for t in
+                     re.search(r"distance, ([\d,.]+) m .* lowered to ([\d,.]+) m", lowered).groups())
+    assert out["COUNT"] == 20 and used == pytest.approx(out["MIN_DISTANCE"], abs=1) and used < planned / 2
+    events = RecordingEvents()
+    given = suggest_areas(SuggestOptions(tmp_path / "g.gpkg", uncertainty=path, count=20, min_distance=planned),
+                          events)
+    assert given["MIN_DISTANCE"] == planned and given["COUNT"] < 20
+    assert not any("lowered" in e["message"] for e in events.of_type("log"))
+    with pytest.raises(BadInputError, match="minimum distance cannot be negative"):
+        suggest_areas(SuggestOptions(tmp_path / "n.gpkg", uncertainty=path, min_distance=-5), RecordingEvents())

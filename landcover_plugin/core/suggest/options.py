@@ -17,8 +17,8 @@ class SuggestOptions:
                           help="uncertainty measure when classifying with --model")
     count: int = option(20, help="number of places to suggest (default 20)")
     min_distance: Optional[float] = option(
-        None, help="minimum distance between suggestions in the raster's CRS units (default: half the spacing "
-                   "of an even spread)")
+        None, help="minimum distance between suggestions in the raster's CRS units, kept even when fewer places "
+                   "then fit (default: half the spacing of an even spread, lowered when too few fit)")
     size: int = option(5, help="side of each suggested square in pixels (default 5)")
     class_field: str = option("class_id", help="class field of the output (empty: for the analyst to fill)")
     layer_name: str = option("suggested_areas", help="name of the polygon layer in the GeoPackage")

@@ -9,7 +9,9 @@ Two passes over the uncertainty raster keep memory bounded: a histogram of its v
 or above the value that leaves at least ``CANDIDATES_PER_PLACE`` candidates a place (at most
 ``MAX_CANDIDATES``: the most uncertain values are all kept, the least uncertain value kept is thinned at
 random). Candidates are taken most uncertain first (ties in random order) when at least the minimum distance
-from every place taken; when too few are left, the distance is halved.
+from every place taken. A minimum distance the analyst gives is kept: as many places as fit, with a warning
+naming the numbers and the fix. Only the automatic distance (none given) is halved while too few are found
+(up to 4 times, never below a square's diagonal), and the log says so.
 
 The output is a training-areas layer (DESIGN.md, the "Create training areas layer" schema): squares of
 ``size`` pixels in the raster's CRS with an empty class field for the analyst to fill, and hints:
@@ -44,6 +46,9 @@ def suggest_areas(options: SuggestOptions, events) -> dict:
     output = _output_path(o.output, o.overwrite, o.replace_unlabelled, o.layer_name, o.class_field)
     if o.count < 1 or o.size < 1:
         raise BadInputError("The number of places and the square size must be at least 1.")
+    if o.min_distance is not None and o.min_distance < 0:
+        raise BadInputError(f"The minimum distance cannot be negative, got {o.min_distance:g}: give 0 or more, or "
+                            "leave it out for the automatic distance.")
     with tempfile.TemporaryDirectory(prefix="landcover_suggest_") as work:
         uncertainty, classified, confidence = _inputs(o, work, events)
         with open_raster(uncertainty, "uncertainty raster") as src:
@@ -76,12 +81,13 @@ def suggest_areas(options: SuggestOptions, events) -> dict:
                 pixel = abs(src.transform.a)
                 apart = o.size * max(pixel, abs(src.transform.e)) * math.sqrt(2)  # squares that never overlap
                 distance = o.min_distance
-                if distance is None:
+                if distance is None:  # automatic: may shrink (down to a square's diagonal) when too few fit
                     distance = max(0.5 * math.sqrt(valid * pixel * abs(src.transform.e) / o.count), apart)
                 centres = [np.vectorize(_inside, otypes=[float])(candidates[axis] + 0.5, o.size / 2.0, extent)
                            for axis, extent in (("col", src.width), ("row", src.height))]  # as the squares lie
+                # the analyst's distance is kept: as many places as fit, never closer
                 places, used = _spread(candidates, o.count, float(distance), src.transform, rng,
-                                       floor=min(float(distance), apart), centres=centres)
+                                       floor=apart if o.min_distance is None else float(distance), centres=centres)
                 crs_wkt = src.crs.to_wkt() if src.crs else None
                 transform, shape = src.transform, (src.height, src.width)
                 unit = distance_unit(src.crs)
@@ -93,11 +99,7 @@ def suggest_areas(options: SuggestOptions, events) -> dict:
     _write(output, o, crs_wkt, transform, shape, places, names, schema)
     if not places:
         raise BadInputError("No place to suggest: the uncertainty raster has no valid pixel.")
-    if len(places) < o.count:
-        why = (f"no more fit at least {distance_text(used, unit)} apart, where their {o.size} px squares do not "
-               f"overlap: ask for fewer places or smaller squares" if o.min_distance is None
-               else "the raster has few uncertain pixels, or no more fit the minimum distance apart")
-        events.warning(f"Only {len(places)} places found ({why}).")
+    _tell_spacing(events, o, len(places), valid, float(distance), used, unit)
     events.info(f"Suggested {len(places)} places at least {distance_text(used, unit)} apart, uncertainty "
                 f"{places[-1]['uncertainty']}..{places[0]['uncertainty']} % (of pixels: "
                 f"{100 * histogram[threshold:].sum() / valid:.1f} % at or above {threshold} %). Written to {output}.")
@@ -106,6 +108,25 @@ def suggest_areas(options: SuggestOptions, events) -> dict:
             "DISTANCE_UNIT": unit, "MIN_DISTANCE_TEXT": distance_text(used, unit),
             "LAYER_NAME": o.layer_name, "CLASS_FIELD": o.class_field,
             "CLASSES": [{"id": c.id, "name": c.name, "colour": c.colour} for c in schema] if schema else []}
+
+
+def _tell_spacing(events, o, placed, valid, planned, used, unit) -> None:
+    """Warn when fewer places than asked were found, with the numbers and the fix; tell a shrunk automatic
+    distance (an explicit one never shrinks)."""
+    if o.min_distance is None and used < planned:
+        events.info(f"The automatic minimum distance, {distance_text(planned, unit)} (half the spacing of an even "
+                    f"spread), was lowered to {distance_text(used, unit)} to fit more of the {o.count} places.")
+    if placed >= o.count:
+        return
+    if valid < o.count:
+        why = f"the uncertainty raster has only {valid} valid pixels: ask for fewer places"
+    elif o.min_distance is None:
+        why = (f"no more fit at least {distance_text(used, unit)} apart, where their {o.size} px squares do not "
+               f"overlap: ask for fewer places or smaller squares")
+    else:
+        why = (f"no more fit at the minimum distance you gave, {distance_text(used, unit)}, which is kept: give a "
+               f"smaller minimum distance (or none, for the automatic one), or ask for fewer places")
+    events.warning(f"Only {placed} places found of the {o.count} asked ({why}).")
 
 
 # -- inputs -----------------------------------------------------------------------------------------
