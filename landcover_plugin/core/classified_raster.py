@@ -121,14 +121,17 @@ def partial_path(path: str) -> str:
 
 
 def check_output_path(path: str, *, overwrite: bool, inputs=()) -> str:
-    """Refuse inputs as outputs and existing files unless ``overwrite`` (Processing's convention)."""
+    """Refuse inputs as outputs and existing files unless ``overwrite`` (Processing's convention).
+
+    ``inputs``: the run's input paths, or the :class:`RunInputs` shared by all its outputs (listed once)."""
     path = os.path.abspath(os.fspath(path))
     if os.path.splitext(path)[1].lower() not in (".tif", ".tiff"):
         raise BadInputError(f"The output {path} must be a GeoTIFF: give a path ending in .tif.")
-    for other, read_by in input_files(inputs):
-        if os.path.exists(path) and os.path.samefile(path, other):
-            how = f" (the raster {read_by} reads it)" if read_by else ""
-            raise BadInputError(f"The output {path} is also an input{how}: choose another output path.")
+    if os.path.exists(path):  # a path that does not exist yet is no input's file: nothing to list
+        for other, read_by in (inputs if isinstance(inputs, RunInputs) else RunInputs(inputs)).files():
+            if os.path.samefile(path, other):
+                how = f" (the raster {read_by} reads it)" if read_by else ""
+                raise BadInputError(f"The output {path} is also an input{how}: choose another output path.")
     if os.path.exists(path) and not overwrite:
         raise BadInputError(f"The output {path} already exists: choose another path, or allow overwriting "
                             f"(--overwrite; Processing always overwrites the file you chose).")
@@ -157,6 +160,21 @@ def input_files(inputs) -> list:
             gdal.PopErrorHandler()
         files += [(f, os.fspath(other)) for f in listed if os.path.exists(f) and not os.path.samefile(f, other)]
     return files
+
+
+class RunInputs:
+    """A run's input paths and the files GDAL reads them from (:func:`input_files`), listed once, when an output
+    first needs them: a classify run checks its map, confidence and uncertainty paths against one listing,
+    instead of opening every raster input again for each."""
+
+    def __init__(self, inputs):
+        self.paths = tuple(inputs)
+        self._files = None
+
+    def files(self) -> list:
+        if self._files is None:
+            self._files = input_files(self.paths)
+        return self._files
 
 
 def _claim(targets) -> None:

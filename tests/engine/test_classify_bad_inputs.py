@@ -183,3 +183,21 @@ def test_a_source_of_a_vrt_input_is_never_the_output(model, zion_image, tmp_path
                                             **output))
         assert scene.read_bytes() == zion_image.read_bytes()
     assert leftovers(tmp_path) == ["mosaic.vrt", "scene.tif"]
+
+
+def test_the_inputs_files_are_listed_once_a_run(model, zion_image, tmp_path, monkeypatch):
+    """The map, confidence and uncertainty paths are checked against one listing of the files the VRT input reads
+    (it was opened once per output checked), and none is needed while no output exists yet."""
+    scene = tmp_path / "scene.tif"
+    scene.write_bytes(zion_image.read_bytes())
+    mosaic = tmp_path / "mosaic.vrt"
+    gdal.BuildVRT(str(mosaic), [str(scene)]).FlushCache()
+    opened, open_ex = [], gdal.OpenEx
+    monkeypatch.setattr(gdal, "OpenEx", lambda path, *a, **k: opened.append(os.fspath(path)) or open_ex(path, *a, **k))
+    outputs = {"output": tmp_path / "map.tif", "confidence": tmp_path / "conf.tif", "uncertainty": tmp_path / "u.tif"}
+    for existing, listings in ((False, 0), (True, 1)):
+        opened.clear()
+        result = classify_raster(ClassifyOptions(mosaic, model, overwrite=True, extent=small_extent(zion_image),
+                                                 **outputs), RecordingEvents())
+        assert all(os.path.exists(result[key]) for key in ("OUTPUT", "CONFIDENCE", "UNCERTAINTY")), existing
+        assert opened.count(str(mosaic)) == listings, (existing, opened)

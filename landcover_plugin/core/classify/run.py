@@ -39,7 +39,7 @@ import time
 import numpy as np
 from rasterio.transform import Affine
 
-from ..classified_raster import ClassifiedRasterWriter, check_output_path
+from ..classified_raster import ClassifiedRasterWriter, RunInputs, check_output_path
 from ..errors import BadInputError, Cancelled
 from ..events import Events, RecordingEvents
 from ..model.card import MAX_OVERLAP
@@ -73,7 +73,7 @@ def classify_raster(options: ClassifyOptions, events: Events = None) -> dict:
         raise BadInputError("rows takes two numbers, r0,r1, and no uncertainty raster.")
     events = events or RecordingEvents()
     started = time.perf_counter()
-    inputs = (os.fspath(o.raster), os.fspath(o.model), os.fspath(o.mask) if o.mask else None)
+    inputs = RunInputs((os.fspath(o.raster), os.fspath(o.model), os.fspath(o.mask) if o.mask else None))
     output_path = check_output_path(o.output, overwrite=o.overwrite, inputs=inputs)
     confidence_path = None
     if o.confidence:
