@@ -19,19 +19,26 @@ from .errors import BadInputError
 
 DEVICES = ("auto", "cpu", "cuda")  # where a model trains or runs; "auto" = CUDA when the engine has it
 DEVICE_LABELS = {"auto": "Automatic (GPU when available)", "cpu": "CPU", "cuda": "GPU (CUDA)"}
+# Seeds: Processing's integers are C ints (a larger value reached the engine as another number), and numpy's
+# legacy seeding takes at most 2**32 - 1; a sample's own seed is drawn below 2**31 too.
+SEED_MAX = 2**31 - 1
+WEEK_MINUTES = 7 * 24 * 60  # the longest time budget a run takes (a longer one reads as none at all)
 
 
 def option(default=MISSING, *, help: str, flag: str = None, choices=None, positional: bool = False,
-           cli: bool = True, metavar: str = None, to_text=None, nargs: str = None):
+           cli: bool = True, metavar: str = None, to_text=None, nargs: str = None, minimum=None, maximum=None):
     """A dataclass field with its command-line form.
 
     ``flag`` defaults to ``--name-with-dashes``; a boolean that defaults to True takes a ``--no-...`` flag
     (give it as ``flag``). ``positional`` makes it a positional argument; ``cli=False`` keeps a field out of
     the command line (a library-only setting). ``to_text`` writes a value for the command line (default:
     lists comma-separated, other values as ``str``). ``nargs="*"``: a flag followed by several values (a list).
+    ``minimum`` and ``maximum``: the range of a number the command accepts (both included), refused by
+    :func:`check_bounds` and given to the Processing dialogs (:func:`bounds_of`), so both refuse the same values.
     """
     metadata = {"help": help, "flag": flag, "choices": tuple(choices) if choices else None,
-                "positional": positional, "cli": cli, "metavar": metavar, "to_text": to_text, "nargs": nargs}
+                "positional": positional, "cli": cli, "metavar": metavar, "to_text": to_text, "nargs": nargs,
+                "minimum": minimum, "maximum": maximum}
     if isinstance(default, (list, dict, set)):
         return field(default_factory=lambda: type(default)(default), metadata=metadata)
     return field(default=default, metadata=metadata)
@@ -134,6 +141,33 @@ def default_of(options_class, name: str):
 
 def choices_of(options_class, name: str) -> tuple:
     return _field(options_class, name).metadata.get("choices") or ()
+
+
+def bounds_of(options_class, name: str) -> tuple:
+    """``(minimum, maximum)`` of a number option (None where it has no bound)."""
+    metadata = _field(options_class, name).metadata
+    return metadata.get("minimum"), metadata.get("maximum")
+
+
+def check_bounds(options) -> None:
+    """Refuse a number outside its option's range, naming the option's flag, the range and the value given."""
+    for f in fields(options):
+        low, high = f.metadata.get("minimum"), f.metadata.get("maximum")
+        value = getattr(options, f.name)
+        if (low is None and high is None) or value is None or isinstance(value, bool):
+            continue
+        if (low is not None and value < low) or (high is not None and value > high):
+            name = flag_of(f) if f.metadata.get("cli", True) else f.name
+            limits = " and ".join(part for part in (low is not None and f"at least {number_text(low)}",
+                                                    high is not None and f"at most {number_text(high)}") if part)
+            raise BadInputError(f"{name} must be {limits} (got {number_text(value)}): give a value in that range.")
+
+
+def number_text(value) -> str:
+    """A bound or a value as the analyst typed it: 2147483647, 0.9, 1e-07."""
+    if float(value).is_integer() and abs(value) < 1e15:
+        return str(int(value))
+    return f"{value:g}"
 
 
 def help_of(options_class, name: str) -> str:

@@ -7,15 +7,16 @@ import time
 from dataclasses import dataclass
 
 from .errors import Cancelled
-from .options import option
+from .options import check_bounds, option
 
 
 @dataclass
 class SelftestOptions:
-    seconds: float = option(1.0, help="how long to run (default 1)")
+    seconds: float = option(1.0, minimum=0.0, maximum=3600.0, help="how long to run (default 1)")
 
 
 def selftest(options: SelftestOptions, events) -> dict:
+    check_bounds(options)
     events.info("Engine self-test started.")
     events.warning("This is what a warning looks like.")
     steps = max(1, round(options.seconds / 0.05))

@@ -20,6 +20,7 @@ from rasterio.windows import transform as window_transform
 
 from ..classified_raster import embedded_classes
 from ..errors import BadInputError, Cancelled, write_failure
+from ..options import check_bounds
 from ..rasters import check_written_as, open_raster, read
 from ..schema import ClassInfo, ClassSchema, default_colour
 from ..vectors import read_labelled_geometries
@@ -65,6 +66,7 @@ def assess_accuracy(options: AssessOptions, events) -> dict:
         raise BadInputError("Reference polygons need a class field: choose the field holding class names or ids.")
     if options.block_size < 16:
         raise BadInputError("The block size must be at least 16 pixels.")
+    check_bounds(options)
     classes_file = options.classes if options.classes and os.path.isfile(options.classes) else None
     inputs = {os.path.realpath(p) for p in (classified, options.reference_vector, options.reference_raster,
                                             classes_file) if p}

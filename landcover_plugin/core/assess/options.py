@@ -23,4 +23,4 @@ class AssessOptions:
     html: Optional[str] = option(None, help="HTML report path (default: <folder>/accuracy_report.html)")
     table: Optional[str] = option(None, help="per-class CSV table path (default: <folder>/accuracy_table.csv)")
     json: Optional[str] = option(None, help="JSON results path (default: <folder>/accuracy.json)")
-    block_size: int = option(1024, help="window size in pixels (default 1024)")
+    block_size: int = option(1024, minimum=16, maximum=65_536, help="window size in pixels (default 1024)")

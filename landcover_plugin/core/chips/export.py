@@ -18,7 +18,7 @@ from ..band_choice import parse_bands
 from ..errors import BadInputError
 from ..events import RecordingEvents
 from ..ground import ground_resolution
-from ..options import parse_ints
+from ..options import check_bounds, parse_ints
 from ..output_folder import check_output_folder, commit, discard, start_staging
 from ..rasters import check_pixel_type, open_raster
 from ..schema import ClassSchema
@@ -56,6 +56,7 @@ def export_chips(options: ChipExportOptions, events=None) -> dict:
     events = events if events is not None else RecordingEvents()
     started = time.monotonic()
     chip_size, stride = _check_numbers(chip_size, stride, min_labelled, val_fraction)
+    check_bounds(o)  # every other number, in the range the dialog allows
     if (labels_vector is None) == (labels_raster is None):
         raise BadInputError("Give the labels either as polygons (a vector layer and its class field) or as a "
                             "classified raster, not both and not neither.")

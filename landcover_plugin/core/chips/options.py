@@ -3,7 +3,7 @@ import json
 from dataclasses import dataclass
 from typing import Optional, Sequence
 
-from ..options import option
+from ..options import SEED_MAX, option
 
 
 def schema_to_text(schema) -> str:
@@ -33,8 +33,11 @@ class ChipExportOptions:
     schema: Optional[object] = option(
         None, to_text=schema_to_text,
         help="class schema: JSON text or a JSON file (list of {id, name, colour}); default: from the labels")
-    chip_size: int = option(256, help="chip width and height in pixels")
-    stride: Optional[int] = option(None, help="pixels between chip windows (default: the chip size, no overlap)")
-    min_labelled: float = option(0.05, help="share of labelled pixels a chip needs to be kept (0-1)")
-    val_fraction: float = option(0.2, help="share of chips for validation, chosen by spatial blocks (0-0.9)")
-    seed: int = option(0, help="random seed of the train/validation split")
+    chip_size: int = option(256, minimum=8, maximum=4096, help="chip width and height in pixels")
+    stride: Optional[int] = option(None, minimum=0, maximum=4096,
+                                   help="pixels between chip windows (default or 0: the chip size, no overlap)")
+    min_labelled: float = option(0.05, minimum=0.0, maximum=1.0,
+                                 help="share of labelled pixels a chip needs to be kept (0-1)")
+    val_fraction: float = option(0.2, minimum=0.0, maximum=0.9,
+                                 help="share of chips for validation, chosen by spatial blocks (0-0.9)")
+    seed: int = option(0, minimum=0, maximum=SEED_MAX, help="random seed of the train/validation split")

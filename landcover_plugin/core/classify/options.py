@@ -22,18 +22,21 @@ class ClassifyOptions:
         None, help="xmin,ymin,xmax,ymax in the raster's CRS (default: whole raster)")
     mask: Optional[str] = option(None, help="polygons (any OGR file); only pixels inside them are classified")
     overlap: Optional[float] = option(
-        None, help="tile overlap in percent of the tile, 0 to 75 (default: the model's recommendation, at least 12.5)")
-    batch_size: int = option(DEFAULT_BATCH, help="tiles per model run")
+        None, minimum=0.0, maximum=75.0,
+        help="tile overlap in percent of the tile, 0 to 75 (default: the model's recommendation, at least 12.5)")
+    batch_size: int = option(DEFAULT_BATCH, minimum=1, maximum=256, help="tiles per model run")
     tile_size: Optional[int] = option(
-        None, help="tile size in px for a model that takes any size: a multiple of its tile, or 0 for the size "
-                   "that computes the fewest pixels up to 512 px, and up to the largest tile the trainer found to "
-                   "keep 99 %% of the labels (default: that automatic choice for a model whose card holds the "
-                   "trainer's measurement, else the model's tile; see classify/tile_size.py); a model with "
-                   "a fixed size always runs its own")
+        None, minimum=0, maximum=8192,
+        help="tile size in px for a model that takes any size: a multiple of its tile, or 0 for the size "
+             "that computes the fewest pixels up to 512 px, and up to the largest tile the trainer found to "
+             "keep 99 %% of the labels (default: that automatic choice for a model whose card holds the "
+             "trainer's measurement, else the model's tile; see classify/tile_size.py); a model with "
+             "a fixed size always runs its own")
     device: str = option("auto", choices=DEVICES, help="where the model runs")
     threads: Optional[int] = option(
-        None, help="onnxruntime threads in all (default: all usable CPUs); on the CPU, from 2 threads, two "
-                   "batches run at once, each on half of them")
+        None, minimum=1, maximum=1024,
+        help="onnxruntime threads in all (default: all usable CPUs); on the CPU, from 2 threads, two "
+             "batches run at once, each on half of them")
     class_names: Optional[Sequence[str]] = option(
         None, help="class names for a model without metadata: comma-separated")
     mean: Optional[Sequence[float]] = option(
@@ -53,7 +56,8 @@ class ClassifyOptions:
                    "address (tcp://host:8786); shards of whole tile rows, identical to a single-process run; "
                    "the model and the output folder must be on storage every worker reaches (see on_dask.py)")
     dask_shard_rows: int = option(
-        0, help="with --dask: tile rows per shard (0: automatic, about 4 shards per worker, at least 8 tile rows)")
+        0, minimum=0, maximum=100_000,
+        help="with --dask: tile rows per shard (0: automatic, about 4 shards per worker, at least 8 tile rows)")
     cog: bool = option(
         False, help="with --dask: also write one Cloud-Optimised GeoTIFF <output name>.tif from the shards "
                     "(implied when --output ends in .tif; with .vrt the output is a VRT over the shards)")
@@ -63,5 +67,6 @@ class ClassifyOptions:
     pipelined: bool = option(
         True, cli=False, help="read and write in threads while the model runs (False: in turn with it)")
     streams: int = option(
-        0, cli=False, help="batches the model runs at once on the CPU when pipelined (0: automatic, see "
-                           "model/session.py: cpu_streams)")
+        0, cli=False, minimum=0, maximum=1024,
+        help="batches the model runs at once on the CPU when pipelined (0: automatic, see "
+             "model/session.py: cpu_streams)")

@@ -44,7 +44,7 @@ from ..errors import BadInputError, Cancelled
 from ..events import Events, RecordingEvents
 from ..model.card import MAX_OVERLAP
 from ..model.session import load_model
-from ..options import parse_floats, parse_ints, parse_names
+from ..options import check_bounds, parse_floats, parse_ints, parse_names
 from .options import ClassifyOptions
 from .source import mask_bounds, open_source
 from .tile_size import choose_tile, model_grid
@@ -140,6 +140,7 @@ def prepared_run(o: ClassifyOptions, events: Events, preflight: bool = True):
         raise BadInputError(f"The raster {raster_path} does not exist.")
     if batch_size < 1:
         raise BadInputError(f"Batch size must be at least 1, got {batch_size}.")
+    check_bounds(o)
     overrides = {"class_names": parse_names(o.class_names), "mean": parse_floats(o.mean, "mean"),
                  "std": parse_floats(o.std, "std")}
     model = load_model(model_path, device=o.device, threads=o.threads, overrides=overrides, events=events,

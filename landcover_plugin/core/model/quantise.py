@@ -24,6 +24,7 @@ import numpy as np
 from ..chips.dataset import load_spec
 from ..errors import BadInputError, write_failure
 from ..events import Events, RecordingEvents
+from ..options import check_bounds
 from ..output_folder import file_in_place
 from ..rasters import open_raster, read, valid_mask
 from .card import CARD_KEY
@@ -44,6 +45,7 @@ def quantise_model(options: QuantiseOptions, events: Events = None) -> dict:
     from .int8_ranges import concat_range_overrides
 
     events = events or RecordingEvents()
+    check_bounds(options)
     started = time.perf_counter()
     source, output = os.path.abspath(os.fspath(options.model)), _output_path(options)
     model = load_model(source, device="cpu", events=events)

@@ -25,7 +25,7 @@ from osgeo import ogr, osr
 from ..assess.assess import _load_schema
 from ..errors import BadInputError, Cancelled
 from ..map_units import distance_text, distance_unit
-from ..options import parse_floats
+from ..options import check_bounds, parse_floats
 from ..output_folder import file_in_place
 from ..rasters import check_written_as, open_raster, read
 from ..schema import ClassInfo, default_colour
@@ -51,6 +51,7 @@ def create_sample(options: SampleOptions, events) -> dict:
         raise BadInputError(f"The minimum distance cannot be negative, got {o.min_distance}.")
     if o.block_size < 16:
         raise BadInputError("The block size must be at least 16 pixels.")
+    check_bounds(o)
     schema, colour_table = _load_schema(o.classes, classified, events)
     seed = int(o.seed) if o.seed is not None else int(np.random.SeedSequence().entropy % 2**31)
     rng = np.random.default_rng(seed)

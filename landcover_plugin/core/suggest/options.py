@@ -2,7 +2,7 @@
 from dataclasses import dataclass
 from typing import Optional
 
-from ..options import option
+from ..options import SEED_MAX, option
 
 
 @dataclass
@@ -15,15 +15,16 @@ class SuggestOptions:
     model: Optional[str] = option(None, help="ONNX model to classify --raster with first")
     measure: str = option("entropy", choices=("entropy", "margin"),
                           help="uncertainty measure when classifying with --model")
-    count: int = option(20, help="number of places to suggest (default 20)")
+    count: int = option(20, minimum=1, maximum=10_000, help="number of places to suggest (default 20)")
     min_distance: Optional[float] = option(
-        None, help="minimum distance between suggestions in the raster's CRS units, kept even when fewer places "
-                   "then fit (default: half the spacing of an even spread, lowered when too few fit)")
-    size: int = option(5, help="side of each suggested square in pixels (default 5)")
+        None, minimum=0.0,
+        help="minimum distance between suggestions in the raster's CRS units, kept even when fewer places "
+             "then fit (default: half the spacing of an even spread, lowered when too few fit)")
+    size: int = option(5, minimum=1, maximum=101, help="side of each suggested square in pixels (default 5)")
     class_field: str = option("class_id", help="class field of the output (empty: for the analyst to fill)")
     layer_name: str = option("suggested_areas", help="name of the polygon layer in the GeoPackage")
-    seed: int = option(0, help="random seed for ties and thinning")
-    block_size: int = option(1024, help="window size in pixels (default 1024)")
+    seed: int = option(0, minimum=0, maximum=SEED_MAX, help="random seed for ties and thinning")
+    block_size: int = option(1024, minimum=16, maximum=65_536, help="window size in pixels (default 1024)")
     overwrite: bool = option(False, help="replace an existing output file")
     replace_unlabelled: bool = option(
         False, help="replace an existing output only when it holds earlier suggestions none of which has a class "

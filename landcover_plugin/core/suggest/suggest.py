@@ -30,6 +30,7 @@ from rasterio.windows import Window
 from ..classified_raster import embedded_classes
 from ..errors import BadInputError, Cancelled
 from ..map_units import distance_text, distance_unit
+from ..options import check_bounds
 from ..output_folder import file_in_place
 from ..rasters import check_written_as, open_raster, read
 from ..sample.draw import SCHEMA_TABLE, write_table
@@ -49,6 +50,7 @@ def suggest_areas(options: SuggestOptions, events) -> dict:
     if o.min_distance is not None and o.min_distance < 0:
         raise BadInputError(f"The minimum distance cannot be negative, got {o.min_distance:g}: give 0 or more, or "
                             "leave it out for the automatic distance.")
+    check_bounds(o)
     with tempfile.TemporaryDirectory(prefix="landcover_suggest_") as work:
         uncertainty, classified, confidence = _inputs(o, work, events)
         with open_raster(uncertainty, "uncertainty raster") as src:

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Optional
 
 from ..errors import BadInputError
-from ..options import DEVICES, option
+from ..options import DEVICES, SEED_MAX, WEEK_MINUTES, check_bounds, option
 from .start_weights import check_start_weights
 
 # auto: pixel_context for sparse labels (a few small polygons), unet for dense ones (training/loop.py)
@@ -29,54 +29,65 @@ class TrainConfig:
     architecture: str = option("auto", choices=ARCHITECTURES,
                                help="segmentation network; auto (default): pixel_context when under 30 %% of the "
                                     "chips' pixels are labelled (a few small polygons), else unet")
-    epochs: int = option(0, help="passes over the training chips at most; 0 (default): automatic, 60 with dense "
-                                 "labels, 30 with sparse ones (under 30 %% of the chips' pixels labelled)")
-    batch_size: int = option(16, help="chips per training step")
-    learning_rate: float = option(1e-3, help="peak learning rate of AdamW")
-    weight_decay: float = option(1e-4, help="AdamW weight decay")
+    epochs: int = option(0, minimum=0, maximum=10_000,
+                         help="passes over the training chips at most; 0 (default): automatic, 60 with dense "
+                              "labels, 30 with sparse ones (under 30 %% of the chips' pixels labelled)")
+    batch_size: int = option(16, minimum=1, maximum=4096, help="chips per training step")
+    learning_rate: float = option(1e-3, minimum=1e-07,  # any higher rate runs: a diverging run stops with the fix
+                                  help="peak learning rate of AdamW")
+    weight_decay: float = option(1e-4, minimum=0.0, maximum=1.0, help="AdamW weight decay")
     schedule: str = option("onecycle", choices=SCHEDULES, help="learning-rate schedule")
     device: str = option("auto", choices=DEVICES, help="where the network trains (auto: CUDA when present)")
     class_weights: bool = option(True, flag="--no-class-weights",
                                  help="do not weight the loss against class imbalance")
     augment: bool = option(True, flag="--no-augment", help="no random flips and 90 degree rotations")
     colour_augment: bool = option(False, help="also jitter brightness/contrast and add noise")
-    patience: int = option(10, help="stop after this many epochs without a better validation mIoU, once "
-                                        "the learning rate is down to half its peak (0: never)")
+    patience: int = option(10, minimum=0, maximum=10_000,
+                           help="stop after this many epochs without a better validation mIoU, once "
+                                "the learning rate is down to half its peak (0: never)")
     resume: Optional[str] = option(None, help="continue from a checkpoint (last.pt, or its folder)")
     initial_weights: Optional[str] = option(None, help="start from the weights in this .pt file (no download)")
     encoder_weights: Optional[str] = option(
         None, help="pretrained ResNet encoder weights (.pth: torchvision, timm, SSL4EO-S12 or SatlasPretrain "
                    "ResNet-18/34/50) for the *_resnet* architectures (auto: the U-Net on that ResNet); no download")
-    freeze_encoder_epochs: int = option(2, help="with encoder weights: train only the decoder for this many "
-                                               "first epochs")
-    encoder_lr_factor: float = option(0.1, help="with encoder weights: the encoder's learning rate as a fraction "
-                                               "of the decoder's once it trains")
+    freeze_encoder_epochs: int = option(2, minimum=0, maximum=10_000,
+                                        help="with encoder weights: train only the decoder for this many "
+                                             "first epochs")
+    encoder_lr_factor: float = option(0.1, minimum=0.0001, maximum=1.0,
+                                      help="with encoder weights: the encoder's learning rate as a fraction "
+                                           "of the decoder's once it trains")
     scene_pretrain_minutes: float = option(
-        0.0, help="self-supervised pretraining of a ResNet encoder on the chips' source raster (masked-image "
-                  "reconstruction, no labels, no download) for this many minutes before training; 0: off")
-    seed: int = option(0, help="random seed (weights, sampling, augmentation)")
-    base_width: int = option(16, help="channels of the first stage; doubles per stage")
+        0.0, minimum=0.0, maximum=WEEK_MINUTES,
+        help="self-supervised pretraining of a ResNet encoder on the chips' source raster (masked-image "
+             "reconstruction, no labels, no download) for this many minutes before training; 0: off")
+    seed: int = option(0, minimum=0, maximum=SEED_MAX, help="random seed (weights, sampling, augmentation)")
+    base_width: int = option(16, minimum=4, maximum=256, help="channels of the first stage; doubles per stage")
     num_workers: Optional[int] = option(None, flag="--workers",
+                                        minimum=0, maximum=256,
                                         help="DataLoader workers (default: chosen for the device)")
-    threads: Optional[int] = option(None, help="torch CPU threads (default: torch's choice)")
+    threads: Optional[int] = option(None, minimum=1, maximum=1024, help="torch CPU threads (default: torch's choice)")
     amp: bool = option(True, flag="--no-amp", help="no mixed precision on CUDA")
     cache_mb: int = option(2048, cli=False, help="keep image chips in RAM when they fit in this budget")
-    export_tile_size: Optional[int] = option(None, help="ONNX tile size (default: the chip size)")
+    export_tile_size: Optional[int] = option(None, minimum=8, maximum=8192,
+                                             help="ONNX tile size (default: the chip size)")
     time_limit_minutes: Optional[float] = option(
-        None, help="stop training after this many minutes; the learning-rate schedule follows the clock")
-    overlap: float = option(0.25, help="recommended inference overlap (fraction)")
+        None, maximum=WEEK_MINUTES,
+        help="stop training after this many minutes; the learning-rate schedule follows the clock")
+    overlap: float = option(0.25, minimum=0.0, maximum=0.75, help="recommended inference overlap (fraction)")
     work_dir: Optional[str] = option(None, help="checkpoint folder (default: '<output stem>_checkpoints' beside it)")
     refit: bool = option(True, flag="--no-refit",
                          help="with polygons held out for validation: do not train again on all polygons for "
                               "the exported model (faster; the model then never sees the held-out polygons)")
-    cv_folds: int = option(4, help="with polygons held out and under 40 of them: estimate the map's accuracy by "
-                                   "this many folds of cross-validation over polygon groups before the refit "
-                                   "(each polygon held out once; skipped without the refit); 1: the "
-                                   "exporter's single held-out split")
-    nproc: int = option(1, help="training processes on this machine (torch distributed: torchrun, "
-                                "DistributedDataParallel; gloo on the CPU, one GPU each with NCCL); the batch size "
-                                "is shared out among them; 1: one process. For several machines run the engine "
-                                "under torchrun itself (see the user guide)")
+    cv_folds: int = option(4, minimum=1, maximum=10,
+                           help="with polygons held out and under 40 of them: estimate the map's accuracy by "
+                                "this many folds of cross-validation over polygon groups before the refit "
+                                "(each polygon held out once; skipped without the refit); 1: the "
+                                "exporter's single held-out split")
+    nproc: int = option(1, minimum=1, maximum=1024,
+                        help="training processes on this machine (torch distributed: torchrun, "
+                             "DistributedDataParallel; gloo on the CPU, one GPU each with NCCL); the batch size "
+                             "is shared out among them; 1: one process. For several machines run the engine "
+                             "under torchrun itself (see the user guide)")
 
     def validate(self) -> "TrainConfig":
         checks = [
@@ -112,6 +123,7 @@ class TrainConfig:
         for ok, message in checks:
             if not ok:
                 raise BadInputError(f"Training setting: {message}")
+        check_bounds(self)  # every other number, in the range the dialog allows
         for path, what in ((self.resume, "resume checkpoint"), (self.initial_weights, "initial weights file"),
                            (self.encoder_weights, "encoder weights file")):
             if path and not Path(path).exists():
