@@ -11,12 +11,18 @@ An engine-backed algorithm is three small steps, like GDAL's algorithms in Proce
 """
 import os
 
-from qgis.core import QgsProcessingAlgorithm, QgsProcessingException
+from qgis.core import (
+    QgsProcessingAlgorithm,
+    QgsProcessingException,
+    QgsProcessingParameterDistance,
+    QgsProcessingParameterNumber,
+    QgsProperty,
+)
 from qgis.PyQt.QtCore import QCoreApplication
 from qgis.PyQt.QtGui import QIcon
 
 from ..core.engine import command_argv
-from ..core.options import DEVICE_LABELS, DEVICES
+from ..core.options import DEVICE_LABELS, DEVICES, bounds_of, number_text
 from ..qgis_glue.engine_python import resolve_engine_python
 from ..qgis_glue.engine_runner import EngineCancelled, EngineError, run_engine
 
@@ -24,8 +30,52 @@ ICON_PATH = os.path.join(os.path.dirname(os.path.dirname(__file__)), "icon.svg")
 DEVICE_OPTIONS = [DEVICE_LABELS[d] for d in DEVICES]  # Processing enum labels, in DEVICES order
 
 
+def number_range(options_class, name: str, zero_means_default: bool = False) -> dict:
+    """``minValue``/``maxValue`` of a Processing number parameter: the range the engine accepts for the option
+    ``name`` of ``options_class``, so that the dialog refuses what the engine would. ``zero_means_default``: the
+    parameter's 0 stands for the option left out (automatic, none), so the dialog also takes 0."""
+    low, high = bounds_of(options_class, name)
+    limits = {}
+    if zero_means_default or low is not None:
+        limits["minValue"] = 0 if zero_means_default else low
+    if high is not None:
+        limits["maxValue"] = high
+    return limits
+
+
+def out_of_range(algorithm, parameters) -> str:
+    """The message for the first number parameter given outside its range, naming it; '' when none is."""
+    for parameter in algorithm.parameterDefinitions():
+        if not isinstance(parameter, (QgsProcessingParameterNumber, QgsProcessingParameterDistance)):
+            continue
+        value = parameters.get(parameter.name())
+        if value is None or value == "" or isinstance(value, QgsProperty):
+            continue  # not given, or an expression: QGIS evaluates and checks it
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            continue  # not a number: QGIS's own check names it
+        low, high = parameter.minimum(), parameter.maximum()
+        if low <= number <= high:
+            continue
+        if low > -1e300 and high < 1e300:
+            span = f"from {number_text(low)} to {number_text(high)}"
+        else:
+            span = f"at least {number_text(low)}" if low > -1e300 else f"at most {number_text(high)}"
+        return f"{parameter.description()} ({parameter.name()}) must be {span}, got {value}."
+    return ""
+
+
 class LandcoverAlgorithm(QgsProcessingAlgorithm):
     """Group, icon, translation and ``createInstance`` shared by the provider's algorithms."""
+
+    def checkParameterValues(self, parameters, context):
+        """A number out of its range is refused with a message naming the parameter and its range (QGIS's own
+        check says only 'Incorrect parameter value')."""
+        message = out_of_range(self, parameters)
+        if message:
+            return False, message
+        return super().checkParameterValues(parameters, context)
 
     def group(self):
         return self.tr("Land cover")

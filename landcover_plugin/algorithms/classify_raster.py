@@ -29,7 +29,7 @@ from ..core.model.metadata import model_resolution_of, read_metadata_props
 from ..core.options import DEVICES, choices_of, default_of
 from ..qgis_glue.layers import raster_file_path, raster_layer_to_path, vector_layer_to_gpkg
 from ..qgis_glue.output_places import LAST_MODEL, REMEMBERED, remembered
-from .base import DEVICE_OPTIONS, EngineAlgorithm
+from .base import DEVICE_OPTIONS, EngineAlgorithm, number_range
 
 UNCERTAINTY_MEASURES = choices_of(ClassifyOptions, "uncertainty_measure")
 # Post-processors must outlive the algorithm instance until QGIS has loaded the layers.
@@ -117,10 +117,10 @@ class ClassifyRasterAlgorithm(EngineAlgorithm):
             optional=True))
         self.addParameter(QgsProcessingParameterNumber(
             self.OVERLAP, self.tr("Tile overlap (% of the tile; empty: the model's)"),
-            QgsProcessingParameterNumber.Double, optional=True, minValue=0, maxValue=75))
+            QgsProcessingParameterNumber.Double, optional=True, **number_range(ClassifyOptions, "overlap")))
         self.addParameter(QgsProcessingParameterNumber(
             self.BATCH_SIZE, self.tr("Tiles per batch"), QgsProcessingParameterNumber.Integer,
-            default_of(ClassifyOptions, "batch_size"), minValue=1, maxValue=256))
+            default_of(ClassifyOptions, "batch_size"), **number_range(ClassifyOptions, "batch_size")))
         self.addParameter(QgsProcessingParameterEnum(
             self.DEVICE, self.tr("Device"), DEVICE_OPTIONS,
             defaultValue=DEVICES.index(default_of(ClassifyOptions, "device"))))

@@ -21,7 +21,7 @@ from ..core.sample.options import SampleOptions
 from ..core.schema import ClassSchema
 from ..qgis_glue.layers import raster_layer_to_path
 from ..qgis_glue.sample_layer import save_sample_style, style_sample_layer
-from .base import EngineAlgorithm
+from .base import EngineAlgorithm, number_range
 
 ALLOCATIONS = choices_of(SampleOptions, "allocation")
 ALLOCATION_LABELS = {"recommended": "Recommended: a minimum per class, the rest by area",
@@ -79,10 +79,11 @@ class CreateReferenceSampleAlgorithm(EngineAlgorithm):
         self.addParameter(QgsProcessingParameterRasterLayer(self.INPUT, self.tr("Classified raster")))
         self.addParameter(QgsProcessingParameterNumber(
             self.SIZE, self.tr("Sample size (points; empty: from the target standard error)"),
-            QgsProcessingParameterNumber.Integer, optional=True, minValue=1))
+            QgsProcessingParameterNumber.Integer, optional=True, **number_range(SampleOptions, "size")))
         self.addParameter(QgsProcessingParameterNumber(
             self.TARGET_SE, self.tr("Target standard error of overall accuracy (when no size is given)"),
-            QgsProcessingParameterNumber.Double, defaultValue=0.01, optional=True, minValue=0.001, maxValue=0.2))
+            QgsProcessingParameterNumber.Double, defaultValue=0.01, optional=True,
+            **number_range(SampleOptions, "target_se")))
         self.addParameter(QgsProcessingParameterString(
             self.USERS_ACCURACY, self.tr("Anticipated user's accuracies (one, or one per class; default 0.8)"),
             optional=True))
@@ -91,12 +92,14 @@ class CreateReferenceSampleAlgorithm(EngineAlgorithm):
             defaultValue=ALLOCATIONS.index(default_of(SampleOptions, "allocation"))))
         self.addParameter(QgsProcessingParameterNumber(
             self.MIN_PER_CLASS, self.tr("Minimum points per class (recommended allocation)"),
-            QgsProcessingParameterNumber.Integer, default_of(SampleOptions, "min_per_class"), minValue=0))
+            QgsProcessingParameterNumber.Integer, default_of(SampleOptions, "min_per_class"),
+            **number_range(SampleOptions, "min_per_class")))
         self.addParameter(QgsProcessingParameterDistance(
-            self.MIN_DISTANCE, self.tr("Minimum distance between points (0 = none)"), 0.0, self.INPUT, minValue=0.0))
+            self.MIN_DISTANCE, self.tr("Minimum distance between points (0 = none)"), 0.0, self.INPUT,
+            **number_range(SampleOptions, "min_distance")))
         self.addParameter(QgsProcessingParameterNumber(
             self.SEED, self.tr("Random seed (empty: a new one)"), QgsProcessingParameterNumber.Integer,
-            optional=True, minValue=0))
+            optional=True, **number_range(SampleOptions, "seed")))
         self.addParameter(QgsProcessingParameterFile(
             self.CLASSES, self.tr("Class list (JSON; only when the classified raster has no class names)"),
             extension="json", optional=True))

@@ -25,7 +25,7 @@ from ..core.options import default_of
 from ..qgis_glue.layers import raster_file_path, raster_layer_to_path, vector_layer_to_gpkg
 from ..qgis_glue.output_places import LAST_CHIP_FOLDER, kept_path, remember
 from ..qgis_glue.training_layer import schema_for_layer, schema_to_argument
-from .base import EngineAlgorithm
+from .base import EngineAlgorithm, number_range
 
 
 def _default(name):
@@ -105,19 +105,21 @@ class ExportChipsAlgorithm(EngineAlgorithm):
             self.LABELS_RASTER, self.tr("Labels, choice 2: a classified raster (instead of polygons)"),
             optional=True))
         self.addParameter(QgsProcessingParameterNumber(self.CHIP_SIZE, self.tr("Chip size (pixels)"),
-                                                       defaultValue=_default("chip_size"), minValue=8, maxValue=4096))
+                                                       defaultValue=_default("chip_size"),
+                                                       **number_range(ChipExportOptions, "chip_size")))
         self.addParameter(QgsProcessingParameterNumber(
-            self.STRIDE, self.tr("Stride (pixels, at most the chip size; 0 = chip size)"), defaultValue=0, minValue=0,
-            maxValue=4096))
+            self.STRIDE, self.tr("Stride (pixels, at most the chip size; 0 = chip size)"), defaultValue=0,
+            **number_range(ChipExportOptions, "stride")))
         self.addParameter(QgsProcessingParameterNumber(
             self.MIN_LABELLED, self.tr("Minimum labelled share of a chip (0-1)"),
-            QgsProcessingParameterNumber.Double, defaultValue=_default("min_labelled"), minValue=0.0,
-            maxValue=1.0))
+            QgsProcessingParameterNumber.Double, defaultValue=_default("min_labelled"),
+            **number_range(ChipExportOptions, "min_labelled")))
         self.addParameter(QgsProcessingParameterNumber(
             self.VAL_FRACTION, self.tr("Validation share (0-0.9)"), QgsProcessingParameterNumber.Double,
-            defaultValue=_default("val_fraction"), minValue=0.0, maxValue=0.9))
+            defaultValue=_default("val_fraction"), **number_range(ChipExportOptions, "val_fraction")))
         seed = QgsProcessingParameterNumber(self.SEED, self.tr("Random seed of the split"),
-                                            defaultValue=_default("seed"), minValue=0)
+                                            defaultValue=_default("seed"),
+                                            **number_range(ChipExportOptions, "seed"))
         seed.setFlags(seed.flags() | QgsProcessingParameterDefinition.FlagAdvanced)  # as Train's seed
         self.addParameter(seed)
         self.addParameter(QgsProcessingParameterFolderDestination(

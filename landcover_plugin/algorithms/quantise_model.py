@@ -11,7 +11,7 @@ from qgis.core import (
 from ..core.model.quantise_options import QuantiseOptions
 from ..core.options import default_of
 from ..qgis_glue.output_places import LAST_CHIP_FOLDER, LAST_MODEL, REMEMBERED, remembered
-from .base import EngineAlgorithm
+from .base import EngineAlgorithm, number_range
 
 
 class QuantiseModelAlgorithm(EngineAlgorithm):
@@ -57,7 +57,8 @@ class QuantiseModelAlgorithm(EngineAlgorithm):
         for name, label, field in ((self.CALIBRATION_CHIPS, "Calibration chips", "calibration_chips"),
                                    (self.CHECK_CHIPS, "Validation chips to compare labels on", "check_chips")):
             parameter = QgsProcessingParameterNumber(name, self.tr(label), QgsProcessingParameterNumber.Integer,
-                                                     default_of(QuantiseOptions, field), minValue=1, maxValue=10000)
+                                                     default_of(QuantiseOptions, field),
+                                                     **number_range(QuantiseOptions, field))
             parameter.setFlags(parameter.flags() | QgsProcessingParameterDefinition.FlagAdvanced)
             self.addParameter(parameter)
         self.addParameter(QgsProcessingParameterFileDestination(self.OUTPUT, self.tr("Quantised model (int8 ONNX)"),

@@ -20,7 +20,7 @@ from ..core.schema import ClassSchema
 from ..core.suggest.options import SuggestOptions
 from ..qgis_glue.layers import raster_layer_to_path
 from ..qgis_glue.sample_layer import style_suggestions
-from .base import EngineAlgorithm
+from .base import EngineAlgorithm, number_range
 
 MEASURES = choices_of(SuggestOptions, "measure")
 _POST_PROCESSORS = {}  # kept alive until QGIS has run them
@@ -83,14 +83,14 @@ class SuggestTrainingAreasAlgorithm(EngineAlgorithm):
         self.addParameter(measure)
         self.addParameter(QgsProcessingParameterNumber(
             self.COUNT, self.tr("Places"), QgsProcessingParameterNumber.Integer,
-            default_of(SuggestOptions, "count"), minValue=1, maxValue=10000))
+            default_of(SuggestOptions, "count"), **number_range(SuggestOptions, "count")))
         self.addParameter(QgsProcessingParameterDistance(
             self.MIN_DISTANCE, self.tr("Minimum distance between places (the raster's CRS units; empty "
                                                           "or 0: automatic)"), None,
-            self.UNCERTAINTY, optional=True, minValue=0.0))
+            self.UNCERTAINTY, optional=True, **number_range(SuggestOptions, "min_distance")))
         self.addParameter(QgsProcessingParameterNumber(
             self.SIZE, self.tr("Square size (pixels)"), QgsProcessingParameterNumber.Integer,
-            default_of(SuggestOptions, "size"), minValue=1, maxValue=101))
+            default_of(SuggestOptions, "size"), **number_range(SuggestOptions, "size")))
         self.addParameter(QgsProcessingParameterFileDestination(
             self.OUTPUT, self.tr("Suggested training areas"), self.tr("GeoPackage (*.gpkg)")))
         self.addOutput(QgsProcessingOutputVectorLayer(self.OUTPUT_LAYER, self.tr("Suggested training areas layer")))

@@ -30,7 +30,7 @@ from ..qgis_glue.output_places import (
     remember,
     remembered,
 )
-from .base import DEVICE_OPTIONS, EngineAlgorithm
+from .base import DEVICE_OPTIONS, EngineAlgorithm, number_range
 
 # The architectures offered in the dialog (TrainConfig's choices, without optional extras), with their labels.
 # New entries go at the end: saved models and batch runs refer to these by index.
@@ -43,6 +43,11 @@ ARCHITECTURES = [("unet", "U-Net"), ("deeplabv3plus", "DeepLabV3+ (dilated convo
                  ("deeplabv3plus_resnet18", "DeepLabV3+, ResNet-18 encoder (for pretrained encoder weights)"),
                  ("deeplabv3plus_resnet34", "DeepLabV3+, ResNet-34 encoder (for pretrained encoder weights)"),
                  ("deeplabv3plus_resnet50", "DeepLabV3+, ResNet-50 encoder (for pretrained encoder weights)")]
+
+
+T = TrainConfig  # the options whose ranges the dialog takes
+# The engine trains at any rate (a diverging run stops and names the fix); the dialog keeps AdamW's sensible range.
+LEARNING_RATE_MAX = 1.0
 
 
 def _default(name):
@@ -152,14 +157,15 @@ class TrainModelAlgorithm(EngineAlgorithm):
                                                      defaultValue=[n for n, _ in ARCHITECTURES].index(
                                                          _default("architecture"))))
         self.addParameter(QgsProcessingParameterNumber(self.EPOCHS, self.tr("Epochs (0 = automatic)"),
-                                                       defaultValue=_default("epochs"), minValue=0, maxValue=10000))
+                                                       defaultValue=_default("epochs"), **number_range(T, "epochs")))
         self.addParameter(QgsProcessingParameterNumber(self.BATCH_SIZE, self.tr("Batch size"),
                                                        defaultValue=_default("batch_size"),
-                                                       minValue=1, maxValue=4096))
+                                                       **number_range(T, "batch_size")))
         self.addParameter(QgsProcessingParameterNumber(self.LEARNING_RATE, self.tr("Learning rate (peak)"),
                                                        QgsProcessingParameterNumber.Double,
                                                        defaultValue=_default("learning_rate"),
-                                                       minValue=1e-7, maxValue=1.0))
+                                                       **{**number_range(T, "learning_rate"),
+                                                          "maxValue": LEARNING_RATE_MAX}))
         self.addParameter(QgsProcessingParameterEnum(self.DEVICE, self.tr("Device"),
                                                      options=DEVICE_OPTIONS,
                                                      defaultValue=DEVICES.index(_default("device"))))
@@ -170,7 +176,8 @@ class TrainModelAlgorithm(EngineAlgorithm):
                                                         defaultValue=_default("augment")))
         self.addParameter(QgsProcessingParameterNumber(self.PATIENCE, self.tr("Early stopping patience (epochs, "
                                                                               "0 = off)"),
-                                                       defaultValue=_default("patience"), minValue=0, maxValue=10000))
+                                                       defaultValue=_default("patience"),
+                                                       **number_range(T, "patience")))
         self.addParameter(QgsProcessingParameterFile(self.RESUME, self.tr("Resume from checkpoint (last.pt)"),
                                                      extension="pt", optional=True))
         self.addParameter(QgsProcessingParameterFile(self.INITIAL_WEIGHTS, self.tr("Initial weights (.pt)"),
@@ -183,34 +190,39 @@ class TrainModelAlgorithm(EngineAlgorithm):
                                                                        "contrast, noise)"),
                                           defaultValue=_default("colour_augment")),
             QgsProcessingParameterNumber(self.BASE_WIDTH, self.tr("Base width (channels of the first stage)"),
-                                         defaultValue=_default("base_width"), minValue=4, maxValue=256),
-            QgsProcessingParameterNumber(self.SEED, self.tr("Random seed"), defaultValue=_default("seed"), minValue=0),
+                                         defaultValue=_default("base_width"), **number_range(T, "base_width")),
+            QgsProcessingParameterNumber(self.SEED, self.tr("Random seed"), defaultValue=_default("seed"),
+                                         **number_range(T, "seed")),
             QgsProcessingParameterNumber(self.TIME_LIMIT, self.tr("Time limit (minutes, 0 = none)"),
-                                         QgsProcessingParameterNumber.Double, defaultValue=0.0, minValue=0.0),
+                                         QgsProcessingParameterNumber.Double, defaultValue=0.0,
+                                         **number_range(T, "time_limit_minutes", zero_means_default=True)),
             QgsProcessingParameterNumber(self.TILE_SIZE, self.tr("Model tile size (pixels, 0 = chip size)"),
-                                         defaultValue=0, minValue=0, maxValue=8192),
+                                         defaultValue=0,
+                                         **number_range(T, "export_tile_size", zero_means_default=True)),
             QgsProcessingParameterBoolean(self.REFIT, self.tr("With held-out polygons: train the exported model "
                                                               "again on all polygons"),
                                           defaultValue=_default("refit")),
             QgsProcessingParameterNumber(self.FREEZE_ENCODER_EPOCHS, self.tr("Pretrained encoder: frozen for the "
                                                                              "first epochs"),
-                                         defaultValue=_default("freeze_encoder_epochs"), minValue=0,
-                                         maxValue=10000),
+                                         defaultValue=_default("freeze_encoder_epochs"),
+                                         **number_range(T, "freeze_encoder_epochs")),
             QgsProcessingParameterNumber(self.ENCODER_LR_FACTOR, self.tr("Pretrained encoder: learning rate "
                                                                          "factor"),
                                          QgsProcessingParameterNumber.Double,
-                                         defaultValue=_default("encoder_lr_factor"), minValue=1e-4, maxValue=1.0),
+                                         defaultValue=_default("encoder_lr_factor"),
+                                         **number_range(T, "encoder_lr_factor")),
             QgsProcessingParameterNumber(self.SCENE_PRETRAIN_MINUTES, self.tr("Pretrain the encoder on the scene "
                                                                               "itself first (minutes, 0 = off)"),
                                          QgsProcessingParameterNumber.Double,
-                                         defaultValue=_default("scene_pretrain_minutes"), minValue=0.0),
+                                         defaultValue=_default("scene_pretrain_minutes"),
+                                         **number_range(T, "scene_pretrain_minutes")),
             QgsProcessingParameterNumber(self.CV_FOLDS, self.tr("With few held-out polygons and the refit: cross-"
                                                                 "validation folds for the accuracy estimate (1 = "
                                                                 "one split)"),
-                                         defaultValue=_default("cv_folds"), minValue=1, maxValue=10),
+                                         defaultValue=_default("cv_folds"), **number_range(T, "cv_folds")),
             QgsProcessingParameterNumber(self.NPROC, self.tr("Training processes (torch distributed; one a GPU, "
                                                              "or a share of the CPU cores each)"),
-                                         defaultValue=_default("nproc"), minValue=1, maxValue=1024),
+                                         defaultValue=_default("nproc"), **number_range(T, "nproc")),
         ]
         for parameter in advanced:
             parameter.setFlags(parameter.flags() | QgsProcessingParameterDefinition.FlagAdvanced)

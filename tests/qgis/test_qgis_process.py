@@ -82,3 +82,15 @@ def test_qgis_process_creates_a_reference_sample(qgis_home, shared_data, tmp_pat
     assert ran.returncode == 0, ran.stdout[-2000:] + ran.stderr[-2000:]
     results = json.loads(ran.stdout)["results"]
     assert results["SAMPLE_SIZE"] == 40 and results["SEED_USED"] == 3 and output.is_file()
+
+
+def test_qgis_process_refuses_an_out_of_range_number_naming_it(qgis_home, shared_data, tmp_path):
+    """A seed over 2**31 - 1 reached the engine as --seed=0 (Processing reads integers as C ints): the sample
+    was drawn with another seed than the one asked for, without a word."""
+    output = tmp_path / "sample.gpkg"
+    ran = qgis_process(qgis_home, "run", "landcover:create_reference_sample", "--",
+                       f"INPUT={shared_data / 'zion' / 'nlcd2011_8class.tif'}", "SIZE=40", "SEED=5000000000",
+                       f"OUTPUT={output}")
+    assert ran.returncode != 0 and not output.exists()
+    assert "(SEED) must be from 0 to 2147483647, got 5000000000" in ran.stdout + ran.stderr, ran.stdout + ran.stderr
+    assert "--seed=0" not in ran.stdout + ran.stderr
