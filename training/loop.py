@@ -50,7 +50,7 @@ def train(config: TrainConfig, events=None) -> dict:
     A cancel (``events.cancel_requested``) is not an error: the outputs say ``cancelled: True``.
     """
     events = events if events is not None else RecordingEvents()
-    config.validate()
+    config = config.validate().absolute()  # the paths it returns are valid from any folder
     if distributed.rank() == 0:  # the process that writes (rank 0 under torchrun): fail now, not after training
         check_writable(config)
     if distributed.wants_launch(config):  # --nproc N: the same command on N processes, under torchrun

@@ -84,6 +84,7 @@ class CreateTrainingLayerAlgorithm(LandcoverAlgorithm):
                          "training_areas", ".gpkg", what="training areas GeoPackage (your digitising)")
         if not path.lower().endswith(".gpkg"):
             path += ".gpkg"
+        path = os.path.abspath(path)  # the layer's source and the result: valid from any folder
         if os.path.exists(path):
             raise QgsProcessingException(f"{path} already exists. Choose a new file name: the algorithm never "
                                          f"overwrites a GeoPackage that may hold digitised training areas.")

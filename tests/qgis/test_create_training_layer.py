@@ -178,3 +178,12 @@ def test_a_missing_output_folder_is_created(provider, tmp_path):
     results, ok, log, _ = run_create({"OUTPUT": str(target), "CRS": "EPSG:32622"})
     assert ok, log
     assert target.is_file() and "Choose a folder you can write to" not in log
+
+
+def test_a_relative_output_comes_back_absolute(provider, tmp_path, monkeypatch):
+    """A relative OUTPUT (qgis_process in a data folder) came back relative: a wrong layer source from another
+    folder."""
+    monkeypatch.chdir(tmp_path)
+    results, ok, log, _ = run_create({"OUTPUT": "areas.gpkg", "CRS": "EPSG:32622"})
+    assert ok, log
+    assert results["OUTPUT"] == f"{tmp_path / 'areas.gpkg'}|layername=training_areas"

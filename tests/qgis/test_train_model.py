@@ -1,5 +1,6 @@
 """"Train segmentation model" in a real headless QGIS on real rstoolbox chips: a run, a cancel, bad input."""
 import json
+import os
 
 import numpy as np
 import onnxruntime as ort
@@ -127,3 +128,15 @@ def test_settings_the_trainer_refuses_are_refused_in_the_dialog(provider, tmp_pa
                  {"SCENE_PRETRAIN_MINUTES": 1.0}, {"SCENE_PRETRAIN_MINUTES": 1.0, "ARCHITECTURE": 4}):
         ok, message = algorithm.checkParameterValues(dict(base, **fine), context)
         assert ok, (fine, message)
+
+
+def test_relative_output_paths_come_back_absolute(provider, chips, tmp_path, monkeypatch):
+    """``qgis_process run landcover:train_segmentation_model ... -- OUTPUT=model.onnx`` in a data folder returned
+    'model.onnx', 'model_report.html', 'model_checkpoints/best.pt': wrong paths for the next algorithm of a model
+    or script run from another folder."""
+    monkeypatch.chdir(tmp_path)
+    results, ok, log = run(dict(TINY, EPOCHS=1, REFIT=False, DATASET=str(chips), OUTPUT="model.onnx"))
+    assert ok, log
+    for name in ("OUTPUT", "OUTPUT_REPORT", "CURVES_CSV", "CURVES_PNG", "CHECKPOINT"):
+        assert results[name] == str(tmp_path / results[name]) and os.path.isabs(results[name]), name
+        assert os.path.isfile(results[name]), name

@@ -4,7 +4,8 @@ The engine's argparse, the Processing algorithm's defaults and choices, and the 
 (``training.loop.train(TrainConfig(...))``) all come from here. Standard library only: QGIS's Python
 reads the defaults; the trainer itself (torch) lives in the top-level ``training`` package.
 """
-from dataclasses import asdict, dataclass
+import os
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Optional
 
@@ -19,6 +20,8 @@ ARCHITECTURES = ("auto", "unet", "deeplabv3plus", "pixel_context",
                  "unet_resnet18", "unet_resnet34", "unet_resnet50",
                  "deeplabv3plus_resnet18", "deeplabv3plus_resnet34", "deeplabv3plus_resnet50")
 SCHEDULES = ("onecycle", "cosine")
+# the options that name files or folders (made absolute by TrainConfig.absolute)
+PATH_OPTIONS = ("dataset_dir", "output", "resume", "initial_weights", "encoder_weights", "work_dir")
 
 
 @dataclass
@@ -131,6 +134,13 @@ class TrainConfig:
         check_start_weights(self)
         return self
 
+    def absolute(self) -> "TrainConfig":
+        """The same run with every path absolute, read in the current folder (the engine's is the caller's: see
+        engine.py). A run returns the model, curves and checkpoint paths it was given or made from them: relative
+        ones were valid only in the folder it started from, so QGIS, a graphical model or a script chaining
+        Classify from another folder got a wrong path; and a run it starts (torchrun's ranks) needs none."""
+        return replace(self, **{name: _absolute(getattr(self, name)) for name in PATH_OPTIONS})
+
     @property
     def checkpoint_dir(self) -> Path:
         if self.work_dir:
@@ -145,6 +155,9 @@ class TrainConfig:
     def to_dict(self) -> dict:
         return asdict(self)
 
+
+def _absolute(path):
+    return os.path.abspath(os.path.expanduser(os.fspath(path))) if path else path
 
 
 def duration_text(minutes: float) -> str:

@@ -73,7 +73,7 @@ def write_training_report(html_path, model_path, curves_csv=None, curves_png=Non
                           outputs: dict = None) -> str:
     """Write the report page; returns its path. ``outputs``: the Train algorithm's results, for what the card
     does not hold (cancelled, paths)."""
-    html_path = Path(html_path)
+    html_path = Path(html_path).absolute()  # the path returned: valid from any folder, like the model's
     card = read_card(model_path)
     dataset = {}
     if dataset_dir and (Path(dataset_dir) / "dataset.json").is_file():
