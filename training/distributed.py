@@ -154,6 +154,12 @@ def under_torchrun() -> bool:
     return int(os.environ.get("WORLD_SIZE", "1")) > 1
 
 
+def takes_run_lock() -> bool:
+    """Whether this process holds the run's lock (run_lock.py): a single run, the engine that launches ``--nproc``
+    ranks, or rank 0 of a user's own torchrun; not the ranks that engine started (it holds the lock for them)."""
+    return rank() == 0 and not (under_torchrun() and os.environ.get(CANCEL_FILE))
+
+
 def join(config, events) -> Group:
     """Under torchrun: join the process group (gloo or NCCL), take this rank's device and share of the CPU cores,
     and keep ranks other than 0 quiet. Otherwise: :data:`SINGLE`."""

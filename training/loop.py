@@ -10,6 +10,7 @@ curves.
 """
 import math
 import time
+from contextlib import nullcontext
 from dataclasses import replace
 
 import numpy as np
@@ -33,6 +34,7 @@ from .heldout import describe as describe_heldout
 from .networks import build_network, leave_out_classes
 from .objective import class_weights, evaluate, lr_factor, rate_has_fallen, schedule_factor, weighted_loss
 from .refit import CV_BELOW, train_then_refit
+from .run_lock import exclusive_run
 from .step import train_step
 from .writing import check_writable
 
@@ -53,6 +55,11 @@ def train(config: TrainConfig, events=None) -> dict:
     config = config.validate().absolute()  # the paths it returns are valid from any folder
     if distributed.rank() == 0:  # the process that writes (rank 0 under torchrun): fail now, not after training
         check_writable(config)
+    with exclusive_run(config) if distributed.takes_run_lock() else nullcontext():  # one run into a model at once
+        return _launch_or_join(config, events)
+
+
+def _launch_or_join(config, events) -> dict:
     if distributed.wants_launch(config):  # --nproc N: the same command on N processes, under torchrun
         return distributed.launch(config, events)
     group = distributed.join(config, events)  # under torchrun: this process is one rank of the training
