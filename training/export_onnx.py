@@ -39,16 +39,19 @@ class ProbabilityModel(nn.Module):
         return torch.softmax(self.net(x), dim=1)
 
 
-def export(net: nn.Module, path, *, card: dict, tile_size: int, band_count: int, sample=None) -> dict:
+def export(net: nn.Module, path, *, card: dict, tile_size: int, band_count: int, sample=None,
+           in_place: bool = True) -> dict:
     """Write ``path`` (.onnx); return ``{"path", "max_abs_diff", "verify_batch"}``.
 
     ``sample`` is an optional float32 (N, C, tile, tile) batch of real standardised chips for the check;
-    random standard-normal tiles are used otherwise.
+    random standard-normal tiles are used otherwise. ``in_place=False``: the checked model stays under its hidden
+    temporary name (:func:`partial_path`), returned as ``path``, for the caller to rename once what goes with it
+    is written.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     model = ProbabilityModel(copy.deepcopy(net).float().cpu()).eval()
-    tmp = partial_path(path)
+    tmp, done = partial_path(path), False
     dynamic = tile_size % int(getattr(net, "multiple", 1)) == 0
     axes = {0: "batch", 2: "height", 3: "width"} if dynamic else {0: "batch"}
     try:
@@ -78,11 +81,14 @@ def export(net: nn.Module, path, *, card: dict, tile_size: int, band_count: int,
             raise LandcoverError(f"The exported ONNX model does not reproduce the trained network "
                                  f"(max abs difference {diff:.2e} in probabilities). Please report this bug; "
                                  f"the checkpoint in the checkpoints folder still holds the weights.")
-        os.replace(tmp, path)
+        if in_place:
+            os.replace(tmp, path)
+        done = True
     finally:
-        if tmp.exists():
+        if tmp.exists() and (in_place or not done):
             tmp.unlink()
-    return {"path": str(path), "max_abs_diff": diff, "verify_batch": int(sample.shape[0]), "dynamic_size": dynamic}
+    return {"path": str(path if in_place else tmp), "max_abs_diff": diff, "verify_batch": int(sample.shape[0]),
+            "dynamic_size": dynamic}
 
 
 def max_abs_diff(onnx_path, model: nn.Module, sample: np.ndarray) -> float:

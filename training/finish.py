@@ -1,7 +1,8 @@
 """The end of every run (finished, stopped early or cancelled): best weights -> ONNX, curves, outputs."""
+import os
 from pathlib import Path
 
-from landcover_plugin.core.errors import BadInputError, LandcoverError
+from landcover_plugin.core.errors import LandcoverError
 from landcover_plugin.core.model.card import build_card
 
 from . import checkpoint as ckpt
@@ -14,11 +15,11 @@ from .writing import disk_errors
 
 
 def finish_run(run: dict, model, network: dict, data: dict, spec, config, device, sample, events, heldout=None,
-               curves: bool = True, pending_heldout=None, val_loader=None) -> dict:
+               curves: bool = True, pending_heldout=None, val_loader=None, tile_agreement: bool = True) -> dict:
     """Export the best weights with their card; ``heldout``: the held-out estimate when an earlier run made it
     (a refit), else it is made here from the best epoch's validation (``val_loader``: its chips), or from
     ``pending_heldout`` = (confusion, split, (confidence, correct, predicted)) of a cross-validation before this refit.
-    ``curves``: write the training curves."""
+    ``curves``: write the training curves; ``tile_agreement``: measure it (record_tile_agreement) unless cancelled."""
     best = run["best"]
     if run["best_state"] is not None:
         model.load_state_dict(run["best_state"])
@@ -54,30 +55,37 @@ def finish_run(run: dict, model, network: dict, data: dict, spec, config, device
                           source_count=spec.raw.get("bands", {}).get("source_count"))
         with disk_errors("the model", config.output, kept=config.checkpoint_dir / ckpt.LAST):
             return export(model, config.output, card=card, tile_size=tile, band_count=spec.band_count,
-                          sample=sample)
+                          sample=sample, in_place=False)
 
+    # The model comes last: written and checked under its hidden temporary name, completed there (the held-out
+    # estimate, the tile agreement), and renamed into place once its curves are written. A run that dies on the way
+    # (killed when the QGIS side's wait after a cancel ran out) or fails (a full disk) leaves no model that looks
+    # finished without its estimate, tile agreement or curves.
     exported = write(heldout)
-    if heldout is None and confusion is not None:  # polygons: weigh by the map's class shares, from this model
-        scene = held.scene_sample(exported["path"], (spec.raw.get("source") or {}).get("image"), len(spec.schema))
-        shares, scene_confidence = scene if scene is not None else (None, None)
-        heldout = held.estimate(confusion, spec.schema.names, shares, split, heldout_confidence=confidences,
-                                scene_confidence=scene_confidence)
-        try:
-            exported = write(heldout)
-        except BadInputError:  # the first export lacks the estimate: not the model this run would hand over
-            Path(exported["path"]).unlink(missing_ok=True)
-            raise
-    events.info(f"Wrote the ONNX model '{exported['path']}' (tile {tile} px); onnxruntime matches torch on a "
-                f"batch of {exported['verify_batch']} (max abs difference {exported['max_abs_diff']:.2e}).")
-
+    staged = Path(exported["path"])
     csv_path, png_path = config.curves_paths()
-    if curves:
-        write_curves(run["history"], (csv_path, png_path), f"{network['architecture']} on {spec.folder.name}",
-                     best["epoch"] if best else None, events)
+    try:
+        if heldout is None and confusion is not None:  # polygons: weigh by the map's class shares, from this model
+            scene = held.scene_sample(staged, (spec.raw.get("source") or {}).get("image"), len(spec.schema))
+            shares, scene_confidence = scene if scene is not None else (None, None)
+            heldout = held.estimate(confusion, spec.schema.names, shares, split, heldout_confidence=confidences,
+                                    scene_confidence=scene_confidence)
+            exported = write(heldout)
+        if curves:
+            write_curves(run["history"], (csv_path, png_path), f"{network['architecture']} on {spec.folder.name}",
+                         best["epoch"] if best else None, events)
+        if tile_agreement and not run["cancelled"]:
+            record_tile_agreement(staged, spec, events)
+        with disk_errors("the model", config.output, kept=config.checkpoint_dir / ckpt.LAST):
+            os.replace(staged, config.output)
+    finally:
+        staged.unlink(missing_ok=True)  # when it failed on the way
+    events.info(f"Wrote the ONNX model '{config.output}' (tile {tile} px); onnxruntime matches torch on a batch of "
+                f"{exported['verify_batch']} (max abs difference {exported['max_abs_diff']:.2e}).")
     best_file = config.checkpoint_dir / ckpt.BEST
     last_file = config.checkpoint_dir / ckpt.LAST
     return {
-        "OUTPUT": exported["path"],
+        "OUTPUT": str(config.output),
         "CURVES_CSV": str(csv_path),
         "CURVES_PNG": str(png_path),
         # only checkpoints of this run (or the run it resumed): the folder may hold an earlier run's into this model

@@ -29,7 +29,7 @@ from .choices import AUTO, check_training_pixels, choose_architecture, choose_ep
 from .dataset import ChipDataset, ChipStore, EpochSampler
 from .device import amp_settings, default_workers, memory_errors, select_device
 from .finetune import FineTune, resolve_architecture
-from .finish import finish_run, record_tile_agreement
+from .finish import finish_run
 from .heldout import describe as describe_heldout
 from .networks import build_network, leave_out_classes
 from .objective import class_weights, evaluate, lr_factor, rate_has_fallen, schedule_factor, weighted_loss
@@ -88,8 +88,6 @@ def _train(config, events, group) -> dict:
             outputs = train_then_refit(config, spec, device, events, split, _Training)
         else:
             outputs = _Training(config, spec, device, events).run()
-    if group.is_main and not outputs.get("cancelled"):  # rank 0 wrote the model
-        record_tile_agreement(outputs.get("OUTPUT"), spec, events)
     if outputs.get("HELDOUT"):
         events.info(describe_heldout(outputs["HELDOUT"]))
     return outputs
@@ -118,6 +116,7 @@ class _Training:
         self.config, self.spec, self.device, self.events = config, spec, device, events
         self.group = group = distributed.current()
         self.final_fit, self.heldout, self.progress_span = final_fit, heldout, progress_span
+        self.interim = False  # True: a model a refit replaces (its tile agreement is not measured)
         self.store = store if store is not None else ChipStore(spec, config.cache_mb, events)
         self.val_store, self.phase, self.on_epoch = self.store, "refit" if final_fit else None, None
         self.train_idx = [i for i, c in enumerate(spec.chips) if c.split == "train"]
@@ -219,7 +218,7 @@ class _Training:
         heldout, pending = (None, self.heldout) if isinstance(self.heldout, tuple) else (self.heldout, None)
         return finish_run(self.run_state, self.model, self.network, self.data, self.spec, self.config, self.device,
                           sample, self.events, heldout=heldout, curves=not self.final_fit, pending_heldout=pending,
-                          val_loader=None if self.final_fit else self.all_val_loader)
+                          val_loader=None if self.final_fit else self.all_val_loader, tile_agreement=not self.interim)
 
     def fit(self) -> dict:
         """The epochs; returns the run state (history, best epoch, cancelled)."""

@@ -37,6 +37,7 @@ def train_then_refit(config, spec, device, events, split, training) -> dict:
     else:
         first = replace(config, time_limit_minutes=0.6 * budget if budget else None)
         held_run = training(first, spec, device, events, store=store, progress_span=(0.0, 0.6))
+        held_run.interim = True  # the refit's model replaces it
         held = held_run.run()
         if held["cancelled"] or held["BEST_EPOCH"] is None:
             return held

@@ -130,6 +130,8 @@ def test_a_run_killed_while_the_model_is_exported_leaves_no_model_looking_file(c
          "--epochs", "1", "--batch-size", "4", "--base-width", "8", "--device", "cpu", "--no-refit",
          "--cv-folds", "1"], cwd=repo_root, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 9, proc.stderr[-2000:]
-    assert sorted(p.name for p in out.iterdir() if not p.name.startswith(".")) == ["m_checkpoints"]
+    # the model is renamed into place last, after its curves (tests/engine/test_train_outputs_last.py)
+    assert sorted(p.name for p in out.iterdir() if not p.name.startswith(".")) == ["m_checkpoints", "m_curves.csv",
+                                                                                   "m_curves.png"]
     # (the run's lock file may stay: hidden, and the lock itself ended with the process)
     assert not [p for p in (out / "m_checkpoints").iterdir() if not p.name.endswith(".pt") and p.name != FOLDER_LOCK]
