@@ -3,6 +3,7 @@ never saw the held-out polygons (or from cross-validation over polygon groups), 
 import time
 from dataclasses import replace
 
+from landcover_plugin.core.errors import Cancelled
 from landcover_plugin.core.events import RecordingEvents
 
 from .choices import check_training_pixels
@@ -62,10 +63,27 @@ def train_then_refit(config, spec, device, events, split, training) -> dict:
     # and the validation figures that chose the epoch count: the refit itself has none
     final.run_state.update(time_limit_minutes=budget, selection_stopped_by=chosen.get("stopped_by"),
                            selection_best=chosen.get("best"))
-    final = final.run()
+    if final.fit()["cancelled"] and not final.run_state["epoch"]:
+        return _cancelled_before_the_refit(config, held if plan is None else None, events)
+    final = final.finish()
     selection = {"BEST_VAL_MIOU": chosen["val_miou"], "BEST_VAL_ACCURACY": chosen["val_accuracy"],
                  "BEST_EPOCH": epochs, "CURVES_CSV": chosen["curves"][0], "CURVES_PNG": chosen["curves"][1]}
     if plan is not None:
         selection.update(cv_folds=plan.folds, fold_epochs=chosen["fold_epochs"])
     return dict(final, **selection, refit_epochs=final["epochs_run"], selection_epochs_run=chosen["epochs_run"],
                 epochs_run=chosen["epochs_run"] + final["epochs_run"])
+
+
+def _cancelled_before_the_refit(config, held, events) -> dict:
+    """A cancel before the refit finished an epoch (a SIGTERM while the held-out run exported its model): the refit's
+    weights are barely trained, and exporting them replaced the held-out run's finished model with a useless one
+    that carried that model's estimate. The held-out run's model stays (written whole before the refit began); after
+    cross-validation there is none (the folds export nothing): the run is cancelled with no model."""
+    if held is None:
+        raise Cancelled(f"Cancelled before the training on all polygons finished an epoch: no model was written (the "
+                        f"cross-validation folds export none). Each fold's best weights are in "
+                        f"'{config.checkpoint_dir}' (fold1, fold2, ...); train again to make the model.")
+    events.warning(f"Cancelled before the training on all polygons finished an epoch: the model '{held['OUTPUT']}' "
+                   f"is the one trained without the held-out polygons (epoch {held['BEST_EPOCH']}, the best on them), "
+                   f"written whole before that training began.")
+    return dict(held, cancelled=True, CANCELLED=True, stopped_by="cancel")

@@ -3,10 +3,17 @@
 * A run that dies after the model's export (killed: the QGIS side kills the engine when its wait after a cancel runs
   out) left a finished-looking model without its curves and, with polygons, without the held-out estimate it was
   being rewritten with.
+* A SIGTERM (cancel) while the held-out run exported its model started the refit on all polygons only for it to stop
+  before its first epoch, and its barely trained weights replaced the held-out run's model, under that model's
+  held-out estimate.
 """
 import json
+import signal
 import subprocess
 import sys
+
+import onnx
+from engine_runs import command, of_type
 
 TINY = ["--epochs", "2", "--batch-size", "4", "--base-width", "8", "--device", "cpu", "--cv-folds", "1"]
 
@@ -30,3 +37,31 @@ def test_a_run_killed_after_the_export_leaves_no_model(chips, tmp_path, repo_roo
                for line in proc.stdout.splitlines())
     assert sorted(p.name for p in tmp_path.iterdir() if not p.name.startswith(".")) == ["m_checkpoints"]
 
+
+def test_a_cancel_while_the_held_out_run_exports_keeps_its_model(chips, tmp_path, engine_python, repo_root):
+    out = tmp_path / "m.onnx"
+    proc = subprocess.Popen(command(engine_python, chips, "--output", out, *TINY), cwd=repo_root,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    events = []
+    try:
+        for line in proc.stdout:
+            events.append(json.loads(line))
+            if events[-1].get("message", "").startswith("Exporting the weights"):  # of the held-out run
+                proc.send_signal(signal.SIGTERM)
+                break
+        events += [json.loads(line) for line in proc.stdout]
+        code = proc.wait(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert code == 0, proc.stderr.read()[-2000:]
+    (result,) = of_type(events, "result")
+    outputs = result["outputs"]
+    assert outputs["CANCELLED"] is True and outputs["OUTPUT"] == str(out)
+    warnings = [e["message"] for e in of_type(events, "log") if e["level"] == "warning"]
+    assert not [w for w in warnings if w.startswith("No epoch finished")]
+    assert any("the one trained without the held-out polygons" in w for w in warnings)
+    card = json.loads({p.key: p.value for p in onnx.load(str(out)).metadata_props}["landcover_card"])
+    assert card["metrics"]["epochs_trained"] == 2 and card["metrics"]["best_epoch"] == outputs["BEST_EPOCH"]
+    assert card["heldout"]["overall_accuracy"] == outputs["HELDOUT_OA"]
+    assert (tmp_path / "m_curves.csv").is_file()
