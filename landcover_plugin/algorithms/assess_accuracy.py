@@ -1,5 +1,6 @@
 """Assess accuracy: a classified raster against reference polygons or a reference raster (engine ``assess``)."""
 import os
+from pathlib import Path
 
 from qgis.core import (
     QgsProcessing,
@@ -19,6 +20,7 @@ from ..core.assess.options import AssessOptions
 from ..core.errors import BadInputError
 from ..core.schema import ClassSchema
 from ..qgis_glue.layers import class_field_candidates, raster_layer_to_path, vector_layer_to_gpkg
+from ..qgis_glue.output_places import project_folder, unique_path, writable_folder
 from ..qgis_glue.training_layer import schema_for_layer, schema_to_argument
 from .base import EngineAlgorithm
 
@@ -79,7 +81,8 @@ class AssessAccuracyAlgorithm(EngineAlgorithm):
             "(user's accuracy), recall (producer's accuracy), F1 and IoU with a bar chart, pixel counts and "
             "mapped area (hectares) per class; a <b>CSV table</b> per class, the confusion matrix as CSV and "
             "all numbers as JSON beside the table. Rows of the confusion matrix are reference classes, "
-            "columns classified classes.\n\n"
+            "columns classified classes. Both are always written: one left out goes beside the other (named "
+            "after it), and with neither named (headless) both go beside the classified raster.\n\n"
             "Reference pixels outside the classified raster, on its no-data, or where overlapping polygons "
             "of different classes meet are left out and counted in the report. Large rasters are read window "
             "by window.")
@@ -105,10 +108,14 @@ class AssessAccuracyAlgorithm(EngineAlgorithm):
         self.addParameter(QgsProcessingParameterMapLayer(
             self.CLASSES_FROM_LAYER, self.tr("Class list from a layer (training areas or styled classified "
                                              "raster; instead of the JSON file)"), optional=True))
+        # Both are written whatever is asked (the dialog's default is a temporary file); optional so that a
+        # headless run may name one, or none: see _output_paths.
         self.addParameter(QgsProcessingParameterFileDestination(
-            self.OUTPUT_HTML, self.tr("Accuracy report"), self.tr("HTML files (*.html)")))
+            self.OUTPUT_HTML, self.tr("Accuracy report"), self.tr("HTML files (*.html)"), optional=True,
+            createByDefault=True))
         self.addParameter(QgsProcessingParameterFileDestination(
-            self.OUTPUT_TABLE, self.tr("Per-class accuracy table"), self.tr("CSV files (*.csv)")))
+            self.OUTPUT_TABLE, self.tr("Per-class accuracy table"), self.tr("CSV files (*.csv)"), optional=True,
+            createByDefault=True))
         self.addOutput(QgsProcessingOutputFile(self.OUTPUT_JSON, self.tr("All results (JSON)")))
         self.addOutput(QgsProcessingOutputFile(self.OUTPUT_CONFUSION, self.tr("Confusion matrix (CSV)")))
         self.addOutput(QgsProcessingOutputNumber(
@@ -165,10 +172,10 @@ class AssessAccuracyAlgorithm(EngineAlgorithm):
         if (vector is None) == (raster is None):
             raise QgsProcessingException(self.tr(
                 "Give exactly one reference: reference polygons (with their class field) or a reference raster."))
-        table = self.parameterAsFileOutput(parameters, self.OUTPUT_TABLE, context)
+        html, table = self._output_paths(parameters, context, feedback, classified)
         options = AssessOptions(
             classified=raster_layer_to_path(classified, context, feedback),
-            html=self.parameterAsFileOutput(parameters, self.OUTPUT_HTML, context), table=table,
+            html=html, table=table,
             json=os.path.splitext(table)[0] + ".json",
             classes=self._classes(parameters, context))
         if vector is not None:
@@ -185,6 +192,21 @@ class AssessAccuracyAlgorithm(EngineAlgorithm):
             options.reference_raster = raster_layer_to_path(raster, context, feedback)
         options.reference_source = (vector or raster).publicSource()  # the report names the analyst's layer
         return options
+
+    def _output_paths(self, parameters, context, feedback, classified) -> tuple:
+        """(report, table): as given; one not given goes beside the other, named after it. With neither given (a
+        headless run may name none) both go beside the classified raster (else the project, else home), under
+        new names: qgis_process deletes its temporary files when it ends."""
+        html, table = (self.parameterAsFileOutput(parameters, name, context)
+                       if not _empty(parameters.get(name)) else "" for name in (self.OUTPUT_HTML, self.OUTPUT_TABLE))
+        if html or table:
+            return (html or os.path.splitext(table)[0] + "_report.html",
+                    table or os.path.splitext(html)[0] + "_table.csv")
+        source = classified.source().split("|")[0]
+        folder = writable_folder(os.path.dirname(source) if os.path.isfile(source) else None, project_folder(context))
+        html = unique_path(folder, f"{Path(source).stem if os.path.isfile(source) else 'map'}_accuracy", ".html")
+        feedback.pushInfo(f"No report or table was named: the report is written to {html}, the table beside it.")
+        return html, os.path.splitext(html)[0] + "_table.csv"
 
     def processing_outputs(self, outputs, context, feedback) -> dict:
         # the engine's log already gave the scores and the table: only where the report is

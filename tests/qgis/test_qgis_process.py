@@ -94,3 +94,27 @@ def test_qgis_process_refuses_an_out_of_range_number_naming_it(qgis_home, shared
     assert ran.returncode != 0 and not output.exists()
     assert "(SEED) must be from 0 to 2147483647, got 5000000000" in ran.stdout + ran.stderr, ran.stdout + ran.stderr
     assert "--seed=0" not in ran.stdout + ran.stderr
+
+
+def test_qgis_process_assesses_with_one_output_or_none_named(qgis_home, shared_data, tmp_path):
+    """Headless, as in the dialog, the report and the table are not both required: one named, the other goes
+    beside it; none named, both go beside the classified raster, not into the temporary folder that qgis_process
+    deletes (3.22 refused the run: 'mandatory parameters ... OUTPUT_TABLE')."""
+    inputs = [f"CLASSIFIED={shared_data / 'eolearn' / 'lulc.tif'}",
+              f"REFERENCE_VECTOR={shared_data / 'eolearn' / 'lulc_polygons.gpkg'}", "CLASS_FIELD=LULC_ID"]
+    html = tmp_path / "report.html"
+    ran = qgis_process(qgis_home, "run", "landcover:assess_accuracy", "--json", "--", *inputs, f"OUTPUT_HTML={html}")
+    assert ran.returncode == 0, ran.stdout[-2000:] + ran.stderr[-2000:]
+    results = json.loads(ran.stdout)["results"]
+    assert results["OUTPUT_HTML"] == str(html) and html.is_file() and 0.5 < results["OA"] <= 1.0
+    table = tmp_path / "report_table.csv"
+    assert results["OUTPUT_TABLE"] == str(table) and "class 8" in table.read_text(encoding="utf-8")
+
+    ran = qgis_process(qgis_home, "run", "landcover:assess_accuracy", "--json", "--", *inputs)
+    assert ran.returncode == 0, ran.stdout[-2000:] + ran.stderr[-2000:]
+    results = json.loads(ran.stdout)["results"]
+    folder = shared_data / "eolearn"
+    assert results["OUTPUT_HTML"] == str(folder / "lulc_accuracy.html")
+    assert results["OUTPUT_TABLE"] == str(folder / "lulc_accuracy_table.csv")
+    for name in ("OUTPUT_HTML", "OUTPUT_TABLE", "OUTPUT_JSON"):
+        assert os.path.isfile(results[name]), results
