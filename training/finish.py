@@ -4,12 +4,14 @@ from pathlib import Path
 
 from landcover_plugin.core.errors import LandcoverError
 from landcover_plugin.core.model.card import build_card
+from landcover_plugin.core.model.mappable import LEFT_OUT_KEY
 
 from . import checkpoint as ckpt
 from . import heldout as held
 from .curves import write_curves
 from .distributed import current
 from .export_onnx import export, set_card_entry
+from .networks import left_out_channels
 from .objective import heldout_confidences
 from .writing import disk_errors
 
@@ -43,6 +45,8 @@ def finish_run(run: dict, model, network: dict, data: dict, spec, config, device
         labels_kind = (spec.raw.get("source") or {}).get("labels_kind")
         heldout = held.estimate(confusion, spec.schema.names, None, dict(split, labels_kind=labels_kind))
     model.eval()
+    classes = spec.schema.to_list()
+    left_out = [classes[k]["id"] for k in left_out_channels(model)]  # the classes it cannot map: the card says
 
     def write(heldout_now):
         card = build_card(schema=spec.schema, band_names=spec.band_names, input_dtype=spec.dtype, nodata=spec.nodata,
@@ -50,7 +54,7 @@ def finish_run(run: dict, model, network: dict, data: dict, spec, config, device
                           resolution=_ground_resolution(spec), crs=spec.crs, architecture=network["architecture"],
                           metrics=_card_metrics(run),
                           extra={"network": network, "training": _summary(config, device, run),
-                                 "heldout": heldout_now},
+                                 "heldout": heldout_now, LEFT_OUT_KEY: left_out},
                           source_bands=spec.raw.get("bands", {}).get("source_bands"),
                           source_count=spec.raw.get("bands", {}).get("source_count"))
         with disk_errors("the model", config.output, kept=config.checkpoint_dir / ckpt.LAST):

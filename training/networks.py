@@ -208,5 +208,11 @@ def leave_out_classes(model: nn.Module, num_classes: int, absent) -> nn.Module:
     return model
 
 
+def left_out_channels(model: nn.Module) -> list:
+    """The output channels :func:`leave_out_classes` shut on ``model`` (0-based; [] when none)."""
+    offset = getattr(model, "unseen_offset", None)
+    return [] if offset is None else [int(k) for k in torch.nonzero(offset < 0).flatten()]
+
+
 def _add_unseen_offset(module, inputs, output):
     return output + module.unseen_offset.to(output.dtype).view(1, -1, 1, 1)

@@ -97,7 +97,7 @@ def classify_raster(options: ClassifyOptions, events: Events = None) -> dict:
                                     geotransform=(source.transform * Affine.translation(0, r0)).to_gdal(),
                                     classes=model.classes, confidence_path=confidence_path, overwrite=o.overwrite,
                                     progress=lambda f, m: _progress(events, 0.97 + 0.03 * f, m)) as writer, \
-                uncertainty_output(o, source, inputs) as uncertainty:
+                uncertainty_output(o, source, inputs, model, events) as uncertainty:
             stats, outputs = _run_pipeline(source, model, grid, writer, per_run, bool(confidence_path), events,
                                            o.pipelined, uncertainty)
         blank = blank_reason(source) if stats["tiles_run"] == 0 and not rows else None

@@ -2,7 +2,9 @@
 blended class probabilities (QGIS-free).
 
 - ``entropy``: the normalised Shannon entropy of the probabilities, -sum p log p / log K (0 = one class
-  certain, 100 = all K classes equally likely);
+  certain, 100 = all K classes equally likely), K the classes the model can map (a class its trainer left out
+  for lack of training pixels has probability 0: counted, it capped the entropy at log K / log all, 53 % for
+  3 of 8 classes; see :mod:`..model.mappable`);
 - ``margin``: 1 - (p1 - p2), one minus the gap between the two most likely classes (0 = the top class
   certain, 100 = a tie between the top two).
 
@@ -33,10 +35,11 @@ RAMP = [(0, "#440154", "certain"), (25, "#3b528b", ""), (50, "#21918c", ""), (75
         (100, "#fde725", "unsure")]
 
 
-def uncertainty_percent(probs: np.ndarray, valid: np.ndarray, measure: str) -> np.ndarray:
+def uncertainty_percent(probs: np.ndarray, valid: np.ndarray, measure: str, classes: int = None) -> np.ndarray:
     """(rows, cols) uint8 uncertainty, 0..100, ``NODATA`` where not ``valid``; ``probs`` (K, rows, cols)
-    are blended (weighted) probabilities: each pixel is normalised to sum 1 first."""
-    k = probs.shape[0]
+    are blended (weighted) probabilities: each pixel is normalised to sum 1 first. ``classes``: how many of
+    the K the model can map (the others' probability is 0; None: all K); the entropy is scaled to them."""
+    k = probs.shape[0] if classes is None else min(int(classes), probs.shape[0])
     total = probs.sum(axis=0)
     with np.errstate(invalid="ignore", divide="ignore"):
         p = probs / np.where(total > 0, total, 1.0)
@@ -45,7 +48,7 @@ def uncertainty_percent(probs: np.ndarray, valid: np.ndarray, measure: str) -> n
         elif measure == "entropy":
             value = -(p * np.log(np.where(p > 0, p, 1.0))).sum(axis=0) / np.log(k)
         elif measure == "margin":
-            top2 = np.partition(p, k - 2, axis=0)[k - 2:]
+            top2 = np.partition(p, p.shape[0] - 2, axis=0)[p.shape[0] - 2:]
             value = 1.0 - (top2[1] - top2[0])
         else:
             raise BadInputError(f"Unknown uncertainty measure {measure!r}: use one of {', '.join(MEASURES)}.")
@@ -55,11 +58,20 @@ def uncertainty_percent(probs: np.ndarray, valid: np.ndarray, measure: str) -> n
 
 
 @contextlib.contextmanager
-def uncertainty_output(options, source, inputs):
-    """The :class:`UncertaintyRaster` that ``options.uncertainty`` asks for on ``source``'s grid, or None."""
+def uncertainty_output(options, source, inputs, model=None, events=None):
+    """The :class:`UncertaintyRaster` that ``options.uncertainty`` asks for on ``source``'s grid, or None; its
+    entropy is scaled to the classes ``model`` can map."""
     if not options.uncertainty:
         yield None
         return
+    classes = None
+    if model is not None:
+        classes = len(model.mappable_channels)
+        if classes < len(model.classes) and events is not None:
+            left_out = [c["name"] for k, c in enumerate(model.classes) if k not in set(model.mappable_channels)]
+            events.info(f"The model maps {classes} of its {len(model.classes)} classes (left out for lack of "
+                        f"training pixels: {', '.join(left_out)}): the uncertainty is measured among those "
+                        f"{classes} (100 % = all {classes} equally likely).")
     path = check_output_path(options.uncertainty, overwrite=options.overwrite, inputs=inputs)
     others = {os.path.abspath(os.fspath(p)) for p in (options.output, options.confidence) if p}
     if path in others:
@@ -69,7 +81,7 @@ def uncertainty_output(options, source, inputs):
         raise BadInputError(f"The uncertainty raster {path} and the classified raster {options.output} share the "
                             f"style file {style} (each has its own beside it): give them different names.")
     with UncertaintyRaster(path, options.uncertainty_measure, width=source.width, height=source.height,
-                           crs_wkt=source.crs_wkt, geotransform=source.transform.to_gdal()) as raster:
+                           crs_wkt=source.crs_wkt, geotransform=source.transform.to_gdal(), classes=classes) as raster:
         yield raster
 
 
@@ -94,10 +106,13 @@ class UncertaintyBlender(StripBlender):
 class UncertaintyRaster:
     """Writes the uncertainty GeoTIFF strip by strip; use as a context manager, ``finish()`` publishes."""
 
-    def __init__(self, path: str, measure: str, *, width: int, height: int, crs_wkt: str, geotransform):
+    def __init__(self, path: str, measure: str, *, width: int, height: int, crs_wkt: str, geotransform,
+                 classes: int = None):
+        """``classes``: how many classes the model can map (the entropy's scale; None: all its classes)."""
         if measure not in MEASURES:
             raise BadInputError(f"Unknown uncertainty measure {measure!r}: use one of {', '.join(MEASURES)}.")
         self.path, self.measure, self.width, self.height = path, measure, int(width), int(height)
+        self.classes = classes
         self.temp = partial_path(path)
         self.row = 0
         gdal.UseExceptions()
@@ -121,7 +136,7 @@ class UncertaintyRaster:
 
     def write(self, probs, valid) -> None:
         values = np.full(valid.shape, NODATA, dtype=np.uint8) if probs is None else \
-            uncertainty_percent(probs, valid, self.measure)
+            uncertainty_percent(probs, valid, self.measure, self.classes)
         self.dataset.GetRasterBand(1).WriteArray(values, 0, self.row)
         self.row += values.shape[0]
 

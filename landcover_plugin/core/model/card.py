@@ -3,6 +3,10 @@
 DESIGN.md, "Model": the ONNX input is float32 NCHW with a static tile size and dynamic batch; the output
 is softmax probabilities (N, K, H, W) where channel k is the k-th class of the card.
 
+The trainer's card also holds ``left_out_classes``: the ids of the classes it had no training pixel of, whose
+output channels it shut (probability 0: the model never maps them; [] when none; absent from cards written
+before it; :mod:`.mappable`). They stay in ``classes``, the analyst's list.
+
 Normalisation: we feed ``(x - mean_b) / std_b`` on raw pixel values. Deepness feeds
 ``(x / 255 - m) / s``, so we write ``m = mean_b / 255`` and ``s = std_b / 255``: the same numbers reach the net.
 """

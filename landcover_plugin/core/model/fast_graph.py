@@ -46,16 +46,43 @@ def softmax_node_names(model: onnx.ModelProto) -> list:
     return [n.name for n in offsets + nodes]
 
 
+def unseen_channels(model: onnx.ModelProto, channels: int) -> list:
+    """The output channels (0-based) that the trainer's unseen-class offset shuts (classes without a training
+    pixel: probability 0 everywhere), read from the graph; [] when it holds no such offset (every class can be
+    mapped). For models exported before their card recorded ``left_out_classes``."""
+    offsets = [_unseen_offset(model.graph, n) for n in _softmax_feeders(model)]
+    for values in offsets:
+        if values is not None and values.size == channels:
+            return [int(k) for k in np.flatnonzero(values.ravel() <= UNSEEN_OFFSET)]
+    return []
+
+
+def _softmax_feeders(model: onnx.ModelProto) -> list:
+    """The nodes whose output is the class softmax's input (a Softmax's, or the ReduceMax of its fast form)."""
+    inputs = {n.input[0] for n in model.graph.node
+              if n.op_type == "Softmax" or (n.op_type == "ReduceMax" and n.name.endswith(_SUFFIXES))}
+    return [n for n in model.graph.node if set(n.output) & inputs]
+
+
 def _holds_unseen_offset(graph, node) -> bool:
     """Whether ``node`` adds a constant with the trainer's unseen-class offset (-1e4) to the logits."""
+    return _unseen_offset(graph, node) is not None
+
+
+def _unseen_offset(graph, node):
+    """The constant that ``node`` adds to the logits when it holds the trainer's unseen-class offset, else None."""
     if node.op_type not in ("Add", "Conv"):
-        return False
+        return None
     constants = {i.name: i for i in graph.initializer}
     constants.update({n.output[0]: a.t for n in graph.node if n.op_type == "Constant"
                       for a in n.attribute if a.name == "value"})
     inputs = node.input[1:] if node.op_type == "Add" else node.input[2:]  # a Conv's bias
-    return any(name in constants and (numpy_helper.to_array(constants[name]) <= UNSEEN_OFFSET).any()
-               for name in inputs)
+    for name in inputs:
+        if name in constants:
+            values = numpy_helper.to_array(constants[name])
+            if (values <= UNSEEN_OFFSET).any():
+                return values
+    return None
 
 
 UNSEEN_OFFSET = -1e3  # the trainer adds -1e4 (training/networks.py, UNSEEN_LOGIT); no real logit or bias is this low

@@ -26,6 +26,7 @@ from ..events import Events, RecordingEvents
 from ..options import DEVICES
 from ..schema import MAX_CLASS_ID
 from .card import CARD_KEY, card_from_metadata
+from .mappable import mappable_channels
 from .optimised_graphs import optimised_session
 
 CUDA = "CUDAExecutionProvider"
@@ -53,10 +54,19 @@ class OnnxModel:
     fixed_batch: int = None  # the batch size the model's input requires, when it is not dynamic
     dynamic_size: bool = False  # the input takes any height and width (the classifier may run bigger tiles)
     streams: int = 1  # runs the session is made for at once, each on threads // streams intra-op threads
+    _mappable: list = field(default=None, repr=False)
 
     @property
     def classes(self) -> list:
         return self.card["classes"]
+
+    @property
+    def mappable_channels(self) -> list:
+        """The output channels of the classes the model can map: all but those its trainer shut for lack of
+        training pixels (:mod:`.mappable`; read once, when first asked)."""
+        if self._mappable is None:
+            self._mappable = mappable_channels(self.card, self.path)
+        return self._mappable
 
     @property
     def uses_cuda(self) -> bool:
