@@ -5,6 +5,7 @@ probability is 0), so an entropy scaled by log 8 never passed log 3 / log 8 = 53
 Suggest's log). Scaled by the classes the model can map, a model that hesitates between its 3 reaches 100.
 """
 import json
+from pathlib import Path
 
 import numpy as np
 import onnx
@@ -22,6 +23,7 @@ from landcover_plugin.core.model.card import CARD_KEY
 from landcover_plugin.core.suggest.options import SuggestOptions
 from landcover_plugin.core.suggest.suggest import suggest_areas
 from landcover_plugin.core.train.options import TrainConfig
+from landcover_plugin.core.train.report import write_training_report
 from training.loop import train
 
 TRAINED = (3, 4, 5)  # Barren, Forest, Shrubland: 24 of the 40 polygons
@@ -91,3 +93,10 @@ def test_a_model_whose_card_predates_the_record_is_read_from_its_graph(three_of_
     _, read, logs = uncertainty(tmp_path, old, window, "old")
     assert np.array_equal(read, recorded) and read.max() >= 90, (read.max(), recorded.max())
     assert any("maps 3 of its 8 classes" in m for m in logs)
+
+
+def test_the_training_report_says_which_classes_the_model_never_maps(three_of_eight, tmp_path):
+    folder, model, _ = three_of_eight
+    page = Path(write_training_report(tmp_path / "report.html", model, dataset_dir=folder / "chips")).read_text()
+    rows = {name: page.split(f"</span>{name}</td>")[1].split("</tr>")[0] for name in ("Water", "Forest")}
+    assert "never mapped (no training pixels)" in rows["Water"] and "never mapped" not in rows["Forest"], rows

@@ -225,10 +225,13 @@ def _class_table(classes, metrics, dataset, card, refit: bool = False, cv_folds:
             ", on which the IoU was measured; the exported model was then trained again on both. " if refit
             else ". "))
     rows = []
+    left_out = set(card.get("left_out_classes") or [])  # no training pixel: the model never maps them
     for c, weight, count, held_count in zip(classes, weights, trained, scored):
+        score, weight = ("never mapped (no training pixels)", "-") if c["id"] in left_out else \
+            (_pct(iou.get(c["name"])), f"{weight:.2f}")
         rows.append(f'<tr><td class="name"><span class="swatch" style="background:{_e(c.get("colour", "#888"))}">'
-                    f"</span>{_e(c['name'])}</td><td>{_e(c['id'])}</td><td>{_pct(iou.get(c['name']))}</td>"
-                    f"<td>{_count(count)}</td><td>{_count(held_count)}</td><td>{weight:.2f}</td></tr>")
+                    f"</span>{_e(c['name'])}</td><td>{_e(c['id'])}</td><td>{_e(score)}</td>"
+                    f"<td>{_count(count)}</td><td>{_count(held_count)}</td><td>{_e(weight)}</td></tr>")
     return ('<table><thead><tr><th class="name">class</th><th>id</th>'
             + "".join(f"<th>{_e(h)}</th>" for h in heads) + "<th>class weight</th></tr></thead><tbody>"
             + "".join(rows) + "</tbody></table>"
