@@ -12,16 +12,17 @@ def of_type(events, name):
     return [e for e in events if e["event"] == name]
 
 
-def cancelled_run(engine_python, repo_root, *args, epochs: int = 2):
+def cancelled_run(engine_python, repo_root, *args, epochs: int = 2, when=None):
     """Start ``train`` and send SIGTERM to the engine alone (what the QGIS side does on cancel) once ``epochs``
-    metric events arrived; ``(exit code, events, stderr)``."""
+    metric events arrived, or once ``when(events)`` is true; ``(exit code, events, stderr)``."""
+    when = when or (lambda events: len(of_type(events, "metric")) == epochs)
     proc = subprocess.Popen(command(engine_python, *args), cwd=repo_root, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
     events = []
     try:
         for line in proc.stdout:
             events.append(json.loads(line))
-            if len(of_type(events, "metric")) == epochs:
+            if when(events):
                 proc.send_signal(signal.SIGTERM)
                 break
         events += [json.loads(line) for line in proc.stdout]

@@ -8,12 +8,11 @@
   held-out estimate.
 """
 import json
-import signal
 import subprocess
 import sys
 
 import onnx
-from engine_runs import command, of_type
+from engine_runs import cancelled_run, of_type
 
 TINY = ["--epochs", "2", "--batch-size", "4", "--base-width", "8", "--device", "cpu", "--cv-folds", "1"]
 
@@ -40,21 +39,10 @@ def test_a_run_killed_after_the_export_leaves_no_model(chips, tmp_path, repo_roo
 
 def test_a_cancel_while_the_held_out_run_exports_keeps_its_model(chips, tmp_path, engine_python, repo_root):
     out = tmp_path / "m.onnx"
-    proc = subprocess.Popen(command(engine_python, chips, "--output", out, *TINY), cwd=repo_root,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    events = []
-    try:
-        for line in proc.stdout:
-            events.append(json.loads(line))
-            if events[-1].get("message", "").startswith("Exporting the weights"):  # of the held-out run
-                proc.send_signal(signal.SIGTERM)
-                break
-        events += [json.loads(line) for line in proc.stdout]
-        code = proc.wait(timeout=120)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    assert code == 0, proc.stderr.read()[-2000:]
+    code, events, stderr = cancelled_run(  # SIGTERM at the held-out run's export
+        engine_python, repo_root, chips, "--output", out, *TINY,
+        when=lambda events: events[-1].get("message", "").startswith("Exporting the weights"))
+    assert code == 0, stderr[-2000:]
     (result,) = of_type(events, "result")
     outputs = result["outputs"]
     assert outputs["CANCELLED"] is True and outputs["OUTPUT"] == str(out)
