@@ -2,8 +2,8 @@
 import json
 
 import onnx
+from algorithm_runs import run_algorithm
 from classify_models import card_for, export, train_on_zion
-from qgis.core import QgsApplication, QgsProcessingContext, QgsProcessingFeedback, QgsProject
 
 from landcover_plugin.core.chips.export import export_chips
 from landcover_plugin.core.chips.options import ChipExportOptions
@@ -11,12 +11,7 @@ from landcover_plugin.core.model.card import metadata_props
 
 
 def run(parameters):
-    algorithm = QgsApplication.processingRegistry().createAlgorithmById("landcover:quantise_model")
-    assert algorithm is not None
-    context, feedback = QgsProcessingContext(), QgsProcessingFeedback()
-    context.setProject(QgsProject.instance())
-    results, ok = algorithm.run(parameters, context, feedback)
-    return results, ok, feedback.textLog()
+    return run_algorithm("landcover:quantise_model", parameters)
 
 
 def test_quantise_writes_an_int8_copy_and_reports_agreement_and_speed(provider, shared_data, tmp_path):

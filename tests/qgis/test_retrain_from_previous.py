@@ -1,16 +1,12 @@
 """The analyst's second iteration in a real headless QGIS on real rstoolbox chips: retraining from the previous
 model never destroys it, and the previous model's .onnx given as initial weights points to its checkpoint."""
-from qgis.core import QgsApplication, QgsProcessingContext, QgsProcessingFeedback, QgsProject
+from algorithm_runs import run_algorithm
 
 TINY = {"EPOCHS": 1, "BATCH_SIZE": 4, "BASE_WIDTH": 8, "PATIENCE": 0, "DEVICE": 1, "CV_FOLDS": 1}
 
 
 def run(parameters):
-    algorithm = QgsApplication.processingRegistry().createAlgorithmById("landcover:train_segmentation_model")
-    context, feedback = QgsProcessingContext(), QgsProcessingFeedback()
-    context.setProject(QgsProject.instance())
-    results, ok = algorithm.run(parameters, context, feedback)
-    return results, ok, feedback.textLog()
+    return run_algorithm("landcover:train_segmentation_model", parameters)
 
 
 def test_retraining_into_the_previous_models_path_keeps_it_and_its_checkpoint(provider, chips, tmp_path):

@@ -4,7 +4,8 @@ import os
 
 import numpy as np
 import onnxruntime as ort
-from qgis.core import QgsApplication, QgsProcessingContext, QgsProcessingFeedback, QgsProject
+from algorithm_runs import run_algorithm
+from qgis.core import QgsApplication, QgsProcessingContext, QgsProcessingFeedback
 
 TINY = {"EPOCHS": 2, "BATCH_SIZE": 4, "BASE_WIDTH": 8, "LEARNING_RATE": 0.003, "PATIENCE": 0, "DEVICE": 1}
 
@@ -23,12 +24,7 @@ class CancelAfterEpoch(QgsProcessingFeedback):
 
 
 def run(parameters, feedback=None):
-    algorithm = QgsApplication.processingRegistry().createAlgorithmById("landcover:train_segmentation_model")
-    assert algorithm is not None
-    context, feedback = QgsProcessingContext(), feedback or QgsProcessingFeedback()
-    context.setProject(QgsProject.instance())
-    results, ok = algorithm.run(parameters, context, feedback)
-    return results, ok, feedback.textLog()
+    return run_algorithm("landcover:train_segmentation_model", parameters, feedback)
 
 
 def test_training_writes_the_model_curves_and_scores(provider, chips, tmp_path):
