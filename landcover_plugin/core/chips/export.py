@@ -18,6 +18,8 @@ from ..band_choice import parse_bands
 from ..errors import BadInputError
 from ..events import RecordingEvents
 from ..ground import ground_resolution
+from ..kept_classes import KeptList, read_class_list
+from ..kept_classes import describe as describe_kept
 from ..options import check_bounds, parse_ints
 from ..output_folder import check_output_folder, commit, discard, start_staging
 from ..rasters import check_pixel_type, open_raster
@@ -62,6 +64,7 @@ def export_chips(options: ChipExportOptions, events=None) -> dict:
                             "classified raster, not both and not neither.")
     if schema is not None and not isinstance(schema, ClassSchema):
         schema = ClassSchema.from_list(schema)
+    kept = KeptList(read_class_list(o.keep_classes), str(o.keep_classes)) if o.keep_classes else None
     folder = check_output_folder(output_dir, is_chip_dataset_folder)
     with open_raster(raster_path) as source:
         check_pixel_type(source)
@@ -74,12 +77,16 @@ def export_chips(options: ChipExportOptions, events=None) -> dict:
             raise BadInputError(f"The chip size {chip_size} px is larger than the raster ({image.width} x "
                                 f"{image.height} px). Use a chip size of at most {min(image.width, image.height)}.")
         if labels_vector is not None:
-            labels = VectorLabels(labels_vector, class_field, image, schema, labels_layer, fids, events)
+            labels = VectorLabels(labels_vector, class_field, image, schema, labels_layer, fids, events, kept)
         else:
-            labels = RasterLabels(labels_raster, image, schema, events)
+            labels = RasterLabels(labels_raster, image, schema, events, kept)
         try:
+            if labels.kept:
+                labels.schema_origin += f"; values kept from {kept.source}"
             events.info(f"Classes ({labels.schema_origin}): "
                         + ", ".join(f"{c.id}={c.name}" for c in labels.schema))
+            if labels.kept:
+                events.info(describe_kept(labels.kept))
             summary = _export(image, labels, folder, chip_size, stride, min_labelled, val_fraction, seed, events,
                               started, raster_path, o.labels_source or labels_vector or labels_raster, class_field)
         finally:
@@ -126,6 +133,8 @@ def _export(image, labels, folder, chip_size, stride, min_labelled, val_fraction
         distinct = distinct_class_pixels(kept, staging, labels.schema)
         summary = _summary(kept, labels.schema, distinct, windows_seen, len(chips) - len(kept), started)
         summary["split"] = split_info
+        if labels.kept:
+            summary["kept_classes"] = labels.kept
         summary["labelled_on_nodata"] = {c.name: int(labeller.on_nodata[c.id]) for c in labels.schema
                                          if labeller.on_nodata[c.id]}
         summary["left_out_pixels"] = _left_out(labeller.totals, before or distinct, distinct, labels.schema,

@@ -19,6 +19,7 @@ from ..class_files import find_sidecar, read_classes_json
 from ..classified_raster import embedded_classes
 from ..errors import BadInputError
 from ..ground import ground_resolution
+from ..kept_classes import keep_class_values
 from ..map_units import distance_unit
 from ..rasters import open_raster, read
 from ..schema import MAX_CLASS_ID, MIN_CLASS_ID, ClassSchema
@@ -131,7 +132,7 @@ class VectorLabels:
 
     kind = "vector"
 
-    def __init__(self, path, class_field, image, schema=None, layer=None, fids=None, events=None):
+    def __init__(self, path, class_field, image, schema=None, layer=None, fids=None, events=None, kept=None):
         if not class_field:
             raise BadInputError("Polygon labels need a class field: name the attribute that holds the class.")
         crs_wkt = image.crs.to_wkt() if image.crs else None
@@ -170,6 +171,12 @@ class VectorLabels:
                                 f"{', '.join(repr(v) for v in unknown[:20])}. The schema has "
                                 f"{', '.join(f'{c.id}={c.name}' for c in schema)}. Fix those features' values or "
                                 f"add the classes to the schema.")
+        self.kept = None  # the report of a class list to keep (kept_classes.py), when one is given
+        if kept is not None:
+            self.schema, ids, self.kept = keep_class_values(
+                kept.schema, schema, all(_is_integer_like(v) for v in values), not self.schema_origin.endswith(
+                    "values"), set(mapping.values()), kept.source)
+            mapping = {value: ids[class_id] for value, class_id in mapping.items()}
         # one shape per part of a multi-part feature, so that chip placement and the hold-out see each part
         self.shapes = [(geometry, mapping[value]) for geometry, value, _, _ in parts]
         self.fids = [fid for _, _, fid, _ in parts]
@@ -267,12 +274,16 @@ class RasterLabels:
 
     kind = "raster"
 
-    def __init__(self, path, image, schema=None, events=None):
+    def __init__(self, path, image, schema=None, events=None, kept=None):
         self._src = open_raster(path, "labels raster")
         self._reader = self._src
+        self.kept = None  # the report of a class list to keep (kept_classes.py), when one is given
         try:
             self._open_on_image_grid(image, events)
-            self._settle_schema(path, schema)
+            values = self._settle_schema(path, schema)
+            if kept is not None:  # a raster holds the ids themselves: the list names them, never renumbers them
+                self.schema, _, self.kept = keep_class_values(kept.schema, self.schema, True,
+                                                              self.schema_origin != "values", set(values), kept.source)
         except BaseException:
             self.close()
             raise
@@ -324,6 +335,7 @@ class RasterLabels:
             raise BadInputError(f"The labels raster holds values {unknown[:20]} that are not classes of the "
                                 f"schema{origin}: {', '.join(f'{c.id}={c.name}' for c in schema)}. Give a schema "
                                 f"that lists every class, or set those pixels to nodata.")
+        return values
 
     def _values_on_image_grid(self) -> list:
         """Class values present on the image grid (not 0, nodata or NaN), read in row strips."""

@@ -33,6 +33,9 @@ class ChipExportOptions:
     schema: Optional[object] = option(
         None, to_text=schema_to_text,
         help="class schema: JSON text or a JSON file (list of {id, name, colour}); default: from the labels")
+    keep_classes: Optional[str] = option(
+        None, help="an earlier run's classes whose values to keep: its model (.onnx), its chip dataset (folder or "
+                   "dataset.json) or a classes JSON; label classes not in it get values after its highest")
     chip_size: int = option(256, minimum=8, maximum=4096, help="chip width and height in pixels")
     stride: Optional[int] = option(None, minimum=0, maximum=4096,
                                    help="pixels between chip windows (default or 0: the chip size, no overlap)")
