@@ -11,6 +11,7 @@ from qgis.core import (
     QgsProcessingParameterBoolean,
     QgsProcessingParameterDefinition,
     QgsProcessingParameterField,
+    QgsProcessingParameterFile,
     QgsProcessingParameterFolderDestination,
     QgsProcessingParameterNumber,
     QgsProcessingParameterRasterLayer,
@@ -21,6 +22,8 @@ from qgis.PyQt.QtCore import QVariant
 
 from ..core.chips import expect
 from ..core.chips.options import ChipExportOptions
+from ..core.errors import BadInputError
+from ..core.kept_classes import read_class_list
 from ..core.options import default_of
 from ..qgis_glue.layers import raster_file_path, raster_layer_to_path, vector_layer_to_gpkg
 from ..qgis_glue.output_places import LAST_CHIP_FOLDER, kept_path, remember
@@ -40,6 +43,7 @@ class ExportChipsAlgorithm(EngineAlgorithm):
     SELECTED_ONLY = "SELECTED_ONLY"
     CLASS_FIELD = "CLASS_FIELD"
     LABELS_RASTER = "LABELS_RASTER"
+    KEEP_CLASSES = "KEEP_CLASSES"
     CHIP_SIZE = "CHIP_SIZE"
     STRIDE = "STRIDE"
     MIN_LABELLED = "MIN_LABELLED"
@@ -76,6 +80,12 @@ class ExportChipsAlgorithm(EngineAlgorithm):
             "from the training layer made by 'Create training areas layer', a categorised style, a "
             "classes.json beside the labels, or the values themselves (numeric ids named by a text field "
             "that gives each class one name, such as 'class' beside 'class_id').\n\n"
+            "<b>Class list to keep</b> (optional): an earlier iteration's model (.onnx), chip dataset (dataset.json) "
+            "or classes JSON. Its classes keep their values, names and colours, so this iteration's map can be "
+            "compared value by value with the earlier one (without it, class names in a text field are numbered "
+            "in sorted order, and a class added since moves the others). Classes of the labels not in it get "
+            "values after its highest, in name order; its classes without labels this time stay (never mapped). "
+            "A numeric class field holds the values themselves: a list naming them otherwise is refused.\n\n"
             "<b>Stride</b>: pixels between chips, at most the chip size; 0 means the chip size (no overlap). "
             "<b>Minimum labelled share</b>: chips with fewer labelled pixels are skipped, except that every labelled "
             "pixel of the training polygons is kept in some chip (a small polygon may be its class's only sample). "
@@ -104,6 +114,9 @@ class ExportChipsAlgorithm(EngineAlgorithm):
         self.addParameter(QgsProcessingParameterRasterLayer(
             self.LABELS_RASTER, self.tr("Labels, choice 2: a classified raster (instead of polygons)"),
             optional=True))
+        self.addParameter(QgsProcessingParameterFile(
+            self.KEEP_CLASSES, self.tr("Class list to keep: an earlier model, dataset.json or classes JSON"),
+            fileFilter="Models and class lists (*.onnx *.json);;All files (*)", optional=True))
         self.addParameter(QgsProcessingParameterNumber(self.CHIP_SIZE, self.tr("Chip size (pixels)"),
                                                        defaultValue=_default("chip_size"),
                                                        **number_range(ChipExportOptions, "chip_size")))
@@ -141,6 +154,12 @@ class ExportChipsAlgorithm(EngineAlgorithm):
                                   "a classified raster: one of the two.")
         if has_polygons and not self.parameterAsString(parameters, self.CLASS_FIELD, context):
             return False, self.tr("Choose the class field of the training polygons.")
+        keep = self.parameterAsFile(parameters, self.KEEP_CLASSES, context)
+        if keep:
+            try:
+                read_class_list(keep)
+            except BadInputError as exc:
+                return False, exc.message
         chip_size = self.parameterAsInt(parameters, self.CHIP_SIZE, context)
         stride = self.parameterAsInt(parameters, self.STRIDE, context)
         if stride > chip_size:  # the engine refuses it; say so before the run, with the two numbers
@@ -170,7 +189,8 @@ class ExportChipsAlgorithm(EngineAlgorithm):
             chip_size=chip_size, stride=stride,
             min_labelled=self.parameterAsDouble(parameters, self.MIN_LABELLED, context),
             val_fraction=self.parameterAsDouble(parameters, self.VAL_FRACTION, context),
-            seed=self.parameterAsInt(parameters, self.SEED, context))
+            seed=self.parameterAsInt(parameters, self.SEED, context),
+            keep_classes=self.parameterAsFile(parameters, self.KEEP_CLASSES, context) or None)
         polygons = self.parameterAsVectorLayer(parameters, self.LABELS, context)
         if polygons is not None:
             field = self.parameterAsString(parameters, self.CLASS_FIELD, context)

@@ -232,3 +232,16 @@ def test_a_stride_over_the_chip_size_is_refused_before_the_run(provider, shared_
     algorithm = QgsApplication.processingRegistry().createAlgorithmById("landcover:export_label_chips")
     ok, message = algorithm.checkParameterValues(dict(parameters, STRIDE=64), QgsProcessingContext())
     assert ok, message
+
+
+def test_a_class_list_to_keep_that_cannot_be_read_is_refused_before_the_run(provider, shared_data, tmp_path):
+    """In the dialog, not after the raster was copied and the engine started."""
+    rstoolbox = shared_data / "rstoolbox"
+    algorithm = QgsApplication.processingRegistry().createAlgorithmById("landcover:export_label_chips")
+    context = QgsProcessingContext()
+    context.setProject(QgsProject.instance())
+    ok, message = algorithm.checkParameterValues({
+        "INPUT": str(rstoolbox / "landsat5_1988_7band.tif"), "LABELS": str(rstoolbox / "training_polygons.gpkg"),
+        "CLASS_FIELD": "class", "CHIP_SIZE": 32, "KEEP_CLASSES": str(shared_data / "eolearn" / "LICENSE"),
+        "OUTPUT": str(tmp_path / "chips")}, context)
+    assert not ok and "neither a model (.onnx) nor a JSON file" in message, message

@@ -118,3 +118,25 @@ def test_qgis_process_assesses_with_one_output_or_none_named(qgis_home, shared_d
     assert results["OUTPUT_TABLE"] == str(folder / "lulc_accuracy_table.csv")
     for name in ("OUTPUT_HTML", "OUTPUT_TABLE", "OUTPUT_JSON"):
         assert os.path.isfile(results[name]), results
+
+
+def test_qgis_process_exports_chips_keeping_the_earlier_iterations_class_values(qgis_home, shared_data, tmp_path):
+    """Iteration 1 without fallen_dry (cleared 1, forest 2, water 3); iteration 2 with every rstoolbox polygon and
+    the first's dataset.json as the class list to keep: the earlier classes keep their values, fallen_dry comes
+    after them (without the list, names in sorted order made it 2 and moved forest and water)."""
+    from landcover_plugin.core.chips.export import export_chips
+    from landcover_plugin.core.chips.options import ChipExportOptions
+
+    rstoolbox = shared_data / "rstoolbox"
+    first = tmp_path / "first"
+    export_chips(ChipExportOptions(rstoolbox / "landsat5_1988_7band.tif", first, chip_size=32, fids=list(range(1, 29)),
+                                   labels_vector=rstoolbox / "training_polygons.gpkg", class_field="class"))
+    second = tmp_path / "second"
+    ran = qgis_process(qgis_home, "run", "landcover:export_label_chips", "--json", "--",
+                       f"INPUT={rstoolbox / 'landsat5_1988_7band.tif'}", "CLASS_FIELD=class", "CHIP_SIZE=32",
+                       f"LABELS={rstoolbox / 'training_polygons.gpkg'}", f"KEEP_CLASSES={first / 'dataset.json'}",
+                       f"OUTPUT={second}")
+    assert ran.returncode == 0, ran.stdout[-2000:] + ran.stderr[-2000:]
+    classes = json.loads((second / "dataset.json").read_text())["classes"]
+    assert [(c["id"], c["name"]) for c in classes] == [(1, "cleared"), (2, "forest"), (3, "water"), (4, "fallen_dry")]
+    assert "new classes (numbered after them, by name): 4=fallen_dry" in ran.stdout + ran.stderr
