@@ -14,7 +14,7 @@ import torch
 
 from landcover_plugin.core.errors import BadInputError
 
-from .head_classes import carry_head
+from .head_classes import carry_head, numbering_note
 from .writing import disk_errors
 
 FORMAT = "landcover-checkpoint"
@@ -138,18 +138,20 @@ def _statistics_differences(theirs: dict, ours: dict, rtol: float = 1e-3) -> lis
     return problems
 
 
-def load_initial_weights(model: torch.nn.Module, path, events, classes: list = None) -> None:
+def load_initial_weights(model: torch.nn.Module, path, events, classes: list = None, tell_values: bool = True) -> None:
     """Copy every tensor whose name and shape match (so a head for other classes is simply skipped). From a
     checkpoint of this trainer, which names its classes, the head's rows follow ``classes`` (the dataset's, in
-    channel order) by name (training/head_classes.py)."""
+    channel order) by name (training/head_classes.py); with ``tell_values`` (once a run, not in every fold) a
+    warning says when the classes' values differ from the checkpoint's."""
     state = read_safely(path, "The initial weights file", "Give a PyTorch state dict (.pt/.pth, saved with "
                         "torch.save(model.state_dict(), path)) or a checkpoint of this trainer.")
-    note = ""
+    note = values_note = ""
     if isinstance(state, dict) and isinstance(state.get("model"), dict):
         theirs = (state.get("data") or {}).get("classes")
         state = state["model"]
         if classes and theirs:
             state, note = carry_head(state, model.state_dict(), theirs, classes)
+            values_note = numbering_note(theirs, classes) if tell_values else ""
     elif isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
         state = state["state_dict"]
     if not isinstance(state, dict):
@@ -167,6 +169,8 @@ def load_initial_weights(model: torch.nn.Module, path, events, classes: list = N
                 + (f"; {skipped} kept their random start (names or shapes differ)." if skipped else "."))
     if note:
         events.info(note)
+    if values_note:
+        events.warning(values_note)
 
 
 def restore_run(run, state, model, optimizer, scaler, config, events, writes: bool = True) -> None:

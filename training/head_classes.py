@@ -55,3 +55,25 @@ def carry_head(state: dict, own: dict, theirs: list, ours: list) -> tuple:
     if gone:
         note += f"; not in this dataset (left out): {', '.join(gone)}"
     return state, note + "."
+
+
+def numbering_note(theirs: list, ours: list) -> str:
+    """A warning when the classes' values (ids) differ between the initial weights' run and this dataset: a class
+    of both under another value, or a value of both naming another class. The head follows the names, but this
+    model's map then gives other values than the earlier map. '' when every value means what it meant."""
+    ids_theirs = {c["name"].lower(): int(c["id"]) for c in theirs}
+    names_theirs = {int(c["id"]): c["name"] for c in theirs}
+    moved = [f"{c['name']} {ids_theirs[c['name'].lower()]} -> {c['id']}" for c in ours
+             if ids_theirs.get(c["name"].lower(), int(c["id"])) != int(c["id"])]
+    reused = [f"{c['id']} was {names_theirs[int(c['id'])]}, is now {c['name']}" for c in ours
+              if int(c["id"]) in names_theirs and names_theirs[int(c["id"])].lower() != c["name"].lower()]
+    if not moved and not reused:
+        return ""
+    return ("The class values differ from those of the initial weights' run: "
+            + "; ".join(([f"moved {', '.join(moved)}"] if moved else []) + ([f"value {', value '.join(reused)}"]
+                                                                            if reused else []))
+            + ". The weights follow the classes by name, but this model's map gives them other values than the "
+              "earlier map, so the two maps cannot be compared or differenced value by value (a reclassification "
+              "or reference points by value change meaning). To keep the earlier values, export the chips again "
+              "with 'Class list to keep' (engine: --keep-classes) set to the earlier model, its dataset.json or "
+              "its classes JSON, and train on those chips.")

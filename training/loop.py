@@ -156,7 +156,8 @@ class _Training:
         leave_out_classes(self.model, net["num_classes"], np.flatnonzero(np.asarray(counts) == 0))
         self.finetune = FineTune(self.model, self.network, config, spec, events, state is None, device)
         if state is None and config.initial_weights:
-            ckpt.load_initial_weights(self.model, config.initial_weights, events, self.data["classes"])
+            ckpt.load_initial_weights(self.model, config.initial_weights, events, self.data["classes"],
+                                      tell_values=self.phase is None or self.phase.startswith("fold 1/"))
         self.model.to(device)
         self.optimizer = torch.optim.AdamW(self.finetune.param_groups(), lr=config.learning_rate,
                                            weight_decay=config.weight_decay)

@@ -20,15 +20,17 @@ TINY = {"batch_size": 4, "base_width": 8, "learning_rate": 3e-3, "patience": 0, 
 LAYER = "trainingPolygons_lsat"
 
 
-def chips_without(shared_data, folder, dropped: str):
-    """The rstoolbox chips from its polygons less those of class ``dropped`` (as an earlier iteration had)."""
+def chips_without(shared_data, folder, dropped: str, keep_classes=None):
+    """The rstoolbox chips from its polygons less those of class ``dropped`` (as an earlier iteration had);
+    ``keep_classes``: the class list whose values they keep."""
     polygons = folder.with_suffix(".gpkg")
     shutil.copy(shared_data / "rstoolbox" / "training_polygons.gpkg", polygons)
     source = ogr.Open(str(polygons), 1)
     source.ExecuteSQL(f"DELETE FROM {LAYER} WHERE class = '{dropped}'")
     source = None
     export_chips(ChipExportOptions(shared_data / "rstoolbox" / "landsat5_1988_7band.tif", folder,
-                                   labels_vector=polygons, class_field="class", chip_size=32))
+                                   labels_vector=polygons, class_field="class", chip_size=32,
+                                   keep_classes=keep_classes))
     return folder
 
 
@@ -91,3 +93,29 @@ def test_a_retrained_run_maps_the_earlier_classes_from_the_start(shared_data, tm
     log = " ".join(e["message"] for e in events.of_type("log"))
     assert "Initial weights: loaded" in log and "kept their random start" not in log  # the head too
     assert "start from their earlier weights" in log and out["OUTPUT"]
+
+
+def warnings_of(events) -> list:
+    return [e["message"] for e in events.of_type("log") if e["level"] == "warning"]
+
+
+def test_retraining_on_renumbered_classes_says_so_and_names_the_class_list_to_keep(shared_data, tmp_path,
+                                                                                   first_iteration):
+    """Iteration 2's chips numbered by sorted names moved forest from 2 to 3: the head follows the names, but the
+    map's values differ from iteration 1's, and the log says so. Chips that keep iteration 1's model's values
+    give the same start (forest's own weights) and no such warning."""
+    names, weight, _ = head_rows(first_iteration["CHECKPOINT"])
+    moved = json.loads((chips_without(shared_data, tmp_path / "moved", "none") / "dataset.json").read_text())
+    events = RecordingEvents()
+    loaded_head(first_iteration["CHECKPOINT"], moved["classes"], events)
+    (warning,) = [w for w in warnings_of(events) if "class values differ" in w]
+    assert "moved forest 2 -> 3, water 3 -> 4" in warning and "value 2 was forest, is now fallen_dry" in warning
+    assert "'Class list to keep'" in warning and "--keep-classes" in warning
+
+    kept = chips_without(shared_data, tmp_path / "kept", "none", keep_classes=first_iteration["OUTPUT"])
+    classes = json.loads((kept / "dataset.json").read_text())["classes"]
+    assert [(c["id"], c["name"]) for c in classes] == [(1, "cleared"), (2, "forest"), (3, "water"), (4, "fallen_dry")]
+    events = RecordingEvents()
+    new_weight, _, _ = loaded_head(first_iteration["CHECKPOINT"], classes, events)
+    assert not [w for w in warnings_of(events) if "class values differ" in w], warnings_of(events)
+    assert torch.equal(new_weight[1], weight[names.index("forest")])
