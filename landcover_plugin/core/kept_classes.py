@@ -85,10 +85,10 @@ def keep_class_values(kept: ClassSchema, labels: ClassSchema, values_are_ids: bo
     else:
         ids = {c.name.lower(): c.id for c in merged}
         translation = {c.id: ids[c.name.lower()] for c in labels}
-    present_names = {labels.by_id(i).name.lower() for i in present}
+    present = {translation[i] for i in present}  # as ids of the merged list
     report = {"from": str(source), "kept": [f"{c.id}={c.name}" for c in kept],
               "added": [f"{c.id}={c.name}" for c in added], "added_by": "value" if values_are_ids else "name",
-              "without_labels": [c.name for c in kept if c.name.lower() not in present_names]}
+              "without_labels": [c.name for c in kept if c.id not in present]}
     return merged, translation, report
 
 
