@@ -1,12 +1,13 @@
 """The training curves: a CSV with one row per epoch and a PNG plot (matplotlib, Agg backend)."""
 import csv
-import os
 from pathlib import Path
 
 import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402 - after choosing the headless backend
+
+from landcover_plugin.core.output_folder import replaced_in_place  # noqa: E402 - hidden, this run's own
 
 
 def write_curves(history: list, paths, title: str, best_epoch, events) -> None:
@@ -24,13 +25,11 @@ def write_csv(history: list, path) -> Path:
     columns = []
     for row in history:
         columns += [key for key in row if key not in columns]
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", newline="", encoding="utf-8") as handle:
+    with replaced_in_place(path, ".csv") as tmp, open(tmp, "w", newline="", encoding="utf-8") as handle:
         writer = csv.DictWriter(handle, fieldnames=columns)
         writer.writeheader()
         for row in history:
             writer.writerow({k: ("" if row.get(k) is None else row.get(k)) for k in columns})
-    os.replace(tmp, path)
     return path
 
 
@@ -58,10 +57,11 @@ def write_png(history: list, path, title: str = "Training curves", best_epoch: i
             axis.text(0.5, 0.5, "no finished epoch", ha="center", va="center", transform=axis.transAxes)
     figure.suptitle(title)
     figure.tight_layout()
-    tmp = path.with_name(path.stem + ".tmp.png")
-    figure.savefig(tmp, dpi=100)
-    plt.close(figure)
-    os.replace(tmp, path)
+    try:
+        with replaced_in_place(path, ".png") as tmp:
+            figure.savefig(tmp, format="png", dpi=100)
+    finally:
+        plt.close(figure)
     return path
 
 

@@ -96,20 +96,42 @@ def discard(staging: Path) -> None:
     shutil.rmtree(staging, ignore_errors=True)
 
 
+def partial_path(path, suffix: str = "") -> str:
+    """Where ``path`` is written before it is renamed into place: ``.<name>.partial-<pid><suffix>`` beside it,
+    hidden (a run killed in between leaves nothing that file pickers or layer lists show, and
+    :func:`remove_stale` clears it later) and this process's own (two runs writing one file never share it).
+    ``suffix``: an extension for writers that choose the format by it (GDAL, matplotlib)."""
+    folder, name = os.path.split(os.path.abspath(os.fspath(path)))
+    return os.path.join(folder, f".{name}.partial-{os.getpid()}{suffix}")
+
+
+@contextmanager
+def replaced_in_place(path, suffix: str = ""):
+    """Yield :func:`partial_path` of ``path`` to write; renamed onto ``path`` when the block ends normally and
+    removed otherwise (a failed write leaves neither a half-written file nor a temporary one). Errors pass
+    through as they are: the caller says what failed."""
+    temporary = partial_path(path, suffix)
+    try:
+        yield temporary
+        os.replace(temporary, path)
+    finally:
+        if os.path.lexists(temporary):
+            try:
+                os.remove(temporary)
+            except OSError:
+                pass  # hidden and ours: remove_stale clears it once this process is gone
+
+
 @contextmanager
 def file_in_place(path, what: str, suffix: str = ""):
     """Write one file so that a failure never leaves it half-written: yields a hidden temporary path beside
-    ``path`` (``.<name>.partial-<pid><suffix>``), renamed onto ``path`` when the block ends normally and
-    removed otherwise. OSError and GDAL's RuntimeError become a BadInputError naming ``what`` and the path."""
+    ``path`` (:func:`partial_path`), renamed onto ``path`` when the block ends normally and removed otherwise.
+    OSError and GDAL's RuntimeError become a BadInputError naming ``what`` and the path."""
     folder = os.path.dirname(os.path.abspath(path))
-    temporary = os.path.join(folder, f".{os.path.basename(path)}.partial-{os.getpid()}{suffix}")
     try:
         os.makedirs(folder, exist_ok=True)
-        yield temporary
-        os.replace(temporary, path)
+        with replaced_in_place(path, suffix) as temporary:
+            yield temporary
     except (OSError, RuntimeError) as exc:
         raise BadInputError(f"Cannot write {what}{path}: {write_failure(exc, folder)}. Choose a folder "
                             "you can write to.") from exc
-    finally:
-        if os.path.exists(temporary):
-            os.remove(temporary)

@@ -114,3 +114,17 @@ def test_expected_windows_and_size_match_the_export(chips):
     assert expected["bytes_per_chip"] == 32 * 32 * 8
     assert window_count(100, 32, 16) == 6 and window_count(10, 32, 32) == 0
     assert "720.0 KB" in describe(expected, 32)
+
+
+def test_a_report_that_cannot_be_put_in_place_leaves_no_temporary_file(run, chips, tmp_path):
+    """The page was written as '<report>.html.tmp': visible, shared by two runs, and left behind when the rename
+    failed (here the report's path is a folder). Now hidden, this process's own, and removed."""
+    outputs, _ = run
+    (tmp_path / "report.html").mkdir()
+    with pytest.raises(OSError):
+        write_training_report(tmp_path / "report.html", outputs["OUTPUT"], outputs["CURVES_CSV"],
+                              outputs["CURVES_PNG"], chips, outputs)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["report.html"]
+    write_training_report(tmp_path / "kept.html", outputs["OUTPUT"], outputs["CURVES_CSV"], outputs["CURVES_PNG"],
+                          chips, outputs)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["kept.html", "report.html"]

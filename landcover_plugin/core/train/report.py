@@ -10,12 +10,12 @@ import datetime as _dt
 import html
 import json
 import math
-import os
 from pathlib import Path
 
 from ..chips.dataset import DATASET_FILE, IMAGES_DIR, LABELS_DIR
 from ..errors import BadInputError
 from ..model.metadata import read_metadata_props
+from ..output_folder import replaced_in_place
 from .options import duration_text
 
 CARD_KEY = "landcover_card"
@@ -82,9 +82,8 @@ def write_training_report(html_path, model_path, curves_csv=None, curves_png=Non
                   curves_png=_image_src(curves_png, html_path), curves_csv=curves_csv, dataset_dir=dataset_dir,
                   outputs=outputs or {})
     html_path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = html_path.with_name(html_path.name + ".tmp")
-    tmp.write_text(page, encoding="utf-8")
-    os.replace(tmp, html_path)
+    with replaced_in_place(html_path, ".html") as tmp:  # hidden, this run's own: never a visible half page
+        Path(tmp).write_text(page, encoding="utf-8")
     return str(html_path)
 
 
