@@ -86,6 +86,18 @@ def test_assess_into_a_folder_it_cannot_write_says_so(zion, tmp_path):
                                       reference_raster=str(zion["nlcd"])), RecordingEvents())
 
 
+def test_assess_onto_a_folder_names_that_report_file_and_leaves_no_temporary(zion, tmp_path):
+    """The report's files were staged visibly ('accuracy.json.part<pid>') and a failed rename named that staging
+    file. Now the staging files are hidden and the message names the file that could not be written."""
+    (tmp_path / "accuracy.json").mkdir()  # a folder where the JSON goes: its rename fails
+    (tmp_path / "accuracy.json" / "keep").write_text("not ours")
+    with pytest.raises(BadInputError, match="Cannot write the accuracy report") as raised:
+        assess_accuracy(AssessOptions(zion["nlcd"], output_folder=str(tmp_path),
+                                      reference_raster=str(zion["nlcd"])), RecordingEvents())
+    assert f"({tmp_path / 'accuracy.json'})" in str(raised.value) and ".part" not in str(raised.value)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["accuracy.json"]
+
+
 def blank_copy(image, path, value=None):
     """A 200x160 px crop of ``image`` where every pixel is nodata (``value`` None: float32 NaN)."""
     with rasterio.open(image) as src:

@@ -21,6 +21,7 @@ from rasterio.windows import transform as window_transform
 from ..classified_raster import embedded_classes
 from ..errors import BadInputError, Cancelled, write_failure
 from ..options import check_bounds
+from ..output_folder import partial_path
 from ..rasters import check_written_as, open_raster, read
 from ..schema import ClassInfo, ClassSchema, default_colour
 from ..vectors import read_labelled_geometries
@@ -383,7 +384,7 @@ def _build_report(options, counts, schema, colour_table, area, events) -> dict:
 def _write_outputs(report: dict, paths: dict) -> None:
     """Write every output under a temporary name, then rename them all (the HTML last). The JSON is ``report``
     (DESIGN.md's contract), the others show :func:`shown`'s figures."""
-    staged, data, report = [], report, shown(report)
+    staged, placed, data, report = [], [], report, shown(report)
     try:
         for path in paths.values():
             os.makedirs(os.path.dirname(path), exist_ok=True)
@@ -398,13 +399,17 @@ def _write_outputs(report: dict, paths: dict) -> None:
         if report["area_estimates"]:
             writers.insert(-1, ("area_png", lambda f: plot_areas(report, f)))
         for key, write in writers:
-            temporary = f"{paths[key]}.part{os.getpid()}"
+            temporary = partial_path(paths[key], os.path.splitext(paths[key])[1])  # hidden, this run's own
             staged.append((temporary, paths[key]))
             write(temporary)
         for temporary, final in staged:
             os.replace(temporary, final)
+            placed.append(final)
     except OSError as exc:
-        where = exc.filename or os.path.dirname(paths["html"])
+        for final in placed:  # half a report set (a rename failed after others): none, as the message says
+            os.remove(final)
+        where = next((final for temporary, final in staged if temporary == exc.filename), exc.filename) \
+            or os.path.dirname(paths["html"])
         reason = write_failure(exc, os.path.dirname(where))
         raise BadInputError(f"Cannot write the accuracy report: {reason} ({where}). Choose an output folder you can "
                             f"write to; no report file was left there.") from exc
