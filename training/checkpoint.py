@@ -13,6 +13,7 @@ from pathlib import Path
 import torch
 
 from landcover_plugin.core.errors import BadInputError
+from landcover_plugin.core.output_folder import partial_path
 
 from .head_classes import carry_head, numbering_note
 from .writing import disk_errors
@@ -25,7 +26,7 @@ def save(state: dict, path) -> Path:
     """Write ``path`` under a temporary name, then rename it; a failed write (a full disk) is a BadInputError
     naming the file, and leaves no partial file."""
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.partial-{os.getpid()}")  # hidden, and this run's own
+    tmp = Path(partial_path(path))  # hidden, and this run's own
     try:
         with disk_errors("the checkpoint", path):
             path.parent.mkdir(parents=True, exist_ok=True)

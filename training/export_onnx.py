@@ -23,6 +23,7 @@ from torch import nn
 from landcover_plugin.core.errors import LandcoverError
 from landcover_plugin.core.model.card import CARD_KEY, metadata_props
 from landcover_plugin.core.model.fast_graph import speed_up_graph
+from landcover_plugin.core.output_folder import partial_path as hidden_partial
 
 OPSET = 17
 TOLERANCE = 1e-4  # on probabilities
@@ -126,4 +127,4 @@ def set_card_entry(path, key: str, value) -> None:
 def partial_path(path: Path) -> Path:
     """Where the model is written before it is renamed into place: hidden (a run killed in between leaves no file
     that the model pickers list) and this process's own (two runs into one model never share it)."""
-    return path.with_name(f".{path.name}.partial-{os.getpid()}.onnx")
+    return Path(hidden_partial(path, ".onnx"))

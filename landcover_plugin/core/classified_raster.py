@@ -20,6 +20,7 @@ import numpy as np
 from osgeo import gdal
 
 from .errors import BadInputError, Cancelled, write_failure
+from .output_folder import partial_path as hidden_partial
 from .output_folder import remove_stale
 from .overview_rows import NearestLevels
 from .qml import write_paletted_qml
@@ -116,8 +117,8 @@ def category_names(classes: list) -> list:
 
 
 def partial_path(path: str) -> str:
-    folder, name = os.path.split(os.path.abspath(path))
-    return os.path.join(folder, f".{name}.partial-{os.getpid()}.tif")
+    """Where a GeoTIFF is written before it is renamed into place (hidden, this process's own)."""
+    return hidden_partial(path, ".tif")
 
 
 def check_output_path(path: str, *, overwrite: bool, inputs=()) -> str:

@@ -4,8 +4,9 @@ The format is what QGIS 3.22 saves for a paletted raster layer; newer QGIS 3 ver
 ``<raster name>.qml`` beside a raster as its default style, so the legend shows class names on load.
 Nodata (0) has no palette entry, so it is drawn transparent.
 """
-import os
 import xml.etree.ElementTree as ET
+
+from .output_folder import replaced_in_place
 
 QGIS_VERSION = "3.22.0-Białowieża"
 
@@ -46,8 +47,6 @@ def paletted_qml(classes: list, band: int = 1, opacity: float = 1.0) -> str:
 
 def write_paletted_qml(path: str, classes: list, **kwargs) -> str:
     """Write the paletted style beside a raster; returns the path. Written whole, then renamed."""
-    temp = f"{path}.partial-{os.getpid()}"
-    with open(temp, "w", encoding="utf-8") as handle:
+    with replaced_in_place(path, ".qml") as temp, open(temp, "w", encoding="utf-8") as handle:
         handle.write(paletted_qml(classes, **kwargs))
-    os.replace(temp, path)
     return path

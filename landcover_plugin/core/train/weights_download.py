@@ -11,6 +11,7 @@ import urllib.request
 from pathlib import Path
 
 from ..errors import BadInputError
+from ..output_folder import partial_path
 
 BASE_URL = "https://download.pytorch.org/models/"
 IMAGENET_RESNETS = {"resnet18": "resnet18-f37072fd.pth", "resnet34": "resnet34-b627a593.pth",
@@ -42,7 +43,7 @@ def download_imagenet_weights(folder, names=tuple(IMAGENET_RESNETS), log=print, 
             log(f"{file_name}: already there, checksum verified ({path}).")
             paths.append(str(path))
             continue
-        tmp = path.with_name(path.name + ".partial")
+        tmp = Path(partial_path(path))  # hidden, this process's own: two downloads never write one file
         log(f"Downloading {BASE_URL}{file_name} ...")
         try:
             with urllib.request.urlopen(BASE_URL + file_name, timeout=timeout) as response, open(tmp, "wb") as out:
