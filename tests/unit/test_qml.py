@@ -1,6 +1,8 @@
 """The paletted-renderer .qml written without QGIS (QGIS itself reads it in tests/qgis)."""
 import xml.etree.ElementTree as ET
 
+import pytest
+
 from landcover_plugin.core.qml import paletted_qml, write_paletted_qml
 from landcover_plugin.core.schema import ClassSchema
 
@@ -28,3 +30,12 @@ def test_nodata_has_no_palette_entry():
     root = ET.fromstring(paletted_qml(classes).split("\n", 1)[1])
     values = [e.get("value") for e in root.iter("paletteEntry")]
     assert values == ["1", "2", "3"]
+
+
+def test_a_style_that_cannot_be_put_in_place_leaves_no_file(tmp_path):
+    """It was written as a visible 'map.qml.partial-<pid>', left behind when the rename failed (here a folder
+    holds the style's name)."""
+    (tmp_path / "map.qml").mkdir()
+    with pytest.raises(OSError):
+        write_paletted_qml(str(tmp_path / "map.qml"), ClassSchema.from_names(["a", "b"]).to_list())
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["map.qml"]
