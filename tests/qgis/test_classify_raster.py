@@ -1,4 +1,6 @@
 """Classify raster with model in a real headless QGIS: parameters -> engine -> a styled layer with a legend."""
+import os
+
 import processing
 import pytest
 import rasterio
@@ -93,12 +95,26 @@ def test_relative_paths_are_the_callers(provider, model, zion_layer, tmp_path, m
     monkeypatch.chdir(tmp_path)
     extent = a_piece(zion_layer)
     results = processing.run("landcover:classify_raster", {
-        "INPUT": "scene.tif", "MODEL": "model.onnx", "OUTPUT": "map.tif", "DEVICE": 1,
+        "INPUT": "scene.tif", "MODEL": "model.onnx", "OUTPUT": "map.tif", "DEVICE": 1, "CONFIDENCE": "conf.tif",
+        "UNCERTAINTY": "unsure.tif",
         "EXTENT": f"{extent.xMinimum()},{extent.xMaximum()},{extent.yMinimum()},{extent.yMaximum()}"})
     assert (tmp_path / "map.tif").is_file() and (tmp_path / "map.qml").is_file()
     with rasterio.open(tmp_path / "map.tif") as out:
         assert out.width > 250 and set(out.read(1).ravel().tolist()) <= {0, 1, 2, 3}
-    assert results["OUTPUT"] in ("map.tif", str(tmp_path / "map.tif"))
+    # absolute: valid for the next step of a graphical model or script run from any folder
+    assert results["OUTPUT"] == str(tmp_path / "map.tif") and results["CONFIDENCE"] == str(tmp_path / "conf.tif")
+    assert results["UNCERTAINTY"] == str(tmp_path / "unsure.tif")
+    # the steps after Classify, given relative paths too
+    steps = {"assess_accuracy": {"CLASSIFIED": "map.tif", "REFERENCE_RASTER": "map.tif", "OUTPUT_HTML": "acc.html"},
+             "create_reference_sample": {"INPUT": "map.tif", "SIZE": 20, "SEED": 1, "OUTPUT": "sample.gpkg"},
+             "suggest_training_areas": {"UNCERTAINTY": "unsure.tif", "CLASSIFIED": "map.tif", "COUNT": 3,
+                                        "OUTPUT": "areas.gpkg"}}
+    for name, parameters in steps.items():
+        outputs = processing.run(f"landcover:{name}", parameters)
+        paths = {key: value for key, value in outputs.items() if isinstance(value, str) and value}
+        assert paths and all(os.path.isabs(value) and value.startswith(str(tmp_path)) for value in paths.values()), \
+            (name, paths)
+        assert all(os.path.exists(value.split("|", 1)[0]) for value in paths.values()), (name, paths)
 
 
 def test_a_foreign_model_with_class_names_from_the_user(provider, zion_layer, tmp_path):
