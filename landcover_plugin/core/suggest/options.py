@@ -19,7 +19,8 @@ class SuggestOptions:
     min_distance: Optional[float] = option(
         None, minimum=0.0,
         help="minimum distance between suggestions in the raster's CRS units, kept even when fewer places "
-             "then fit (default: half the spacing of an even spread, lowered when too few fit)")
+             "then fit, and never less than a square's diagonal, so squares never overlap (default, or 0: half the "
+             "spacing of an even spread, lowered when too few fit)")
     size: int = option(5, minimum=1, maximum=101, help="side of each suggested square in pixels (default 5)")
     class_field: str = option("class_id", help="class field of the output (empty: for the analyst to fill)")
     layer_name: str = option("suggested_areas", help="name of the polygon layer in the GeoPackage")

@@ -82,17 +82,18 @@ def suggest_areas(options: SuggestOptions, events) -> dict:
                 candidates = _candidates(src, others, windows, threshold, keep, rng, bool(confidence), events)
                 pixel = abs(src.transform.a)
                 apart = o.size * max(pixel, abs(src.transform.e)) * math.sqrt(2)  # squares that never overlap
-                distance = o.min_distance
+                unit = distance_unit(src.crs)
+                given = _given_distance(o, apart, unit, events)
+                distance = given
                 if distance is None:  # automatic: may shrink (down to a square's diagonal) when too few fit
                     distance = max(0.5 * math.sqrt(valid * pixel * abs(src.transform.e) / o.count), apart)
                 centres = [np.vectorize(_inside, otypes=[float])(candidates[axis] + 0.5, o.size / 2.0, extent)
                            for axis, extent in (("col", src.width), ("row", src.height))]  # as the squares lie
                 # the analyst's distance is kept: as many places as fit, never closer
                 places, used = _spread(candidates, o.count, float(distance), src.transform, rng,
-                                       floor=apart if o.min_distance is None else float(distance), centres=centres)
+                                       floor=apart if given is None else float(distance), centres=centres)
                 crs_wkt = src.crs.to_wkt() if src.crs else None
                 transform, shape = src.transform, (src.height, src.width)
-                unit = distance_unit(src.crs)
             finally:
                 for other in others:
                     other.close()
@@ -101,7 +102,7 @@ def suggest_areas(options: SuggestOptions, events) -> dict:
     _write(output, o, crs_wkt, transform, shape, places, names, schema)
     if not places:
         raise BadInputError("No place to suggest: the uncertainty raster has no valid pixel.")
-    _tell_spacing(events, o, len(places), valid, float(distance), used, unit)
+    _tell_spacing(events, o, given is None, len(places), valid, float(distance), used, unit)
     events.info(f"Suggested {len(places)} places at least {distance_text(used, unit)} apart, uncertainty "
                 f"{places[-1]['uncertainty']}..{places[0]['uncertainty']} % (of pixels: "
                 f"{100 * histogram[threshold:].sum() / valid:.1f} % at or above {threshold} %). Written to {output}.")
@@ -112,17 +113,30 @@ def suggest_areas(options: SuggestOptions, events) -> dict:
             "CLASSES": [{"id": c.id, "name": c.name, "colour": c.colour} for c in schema] if schema else []}
 
 
-def _tell_spacing(events, o, placed, valid, planned, used, unit) -> None:
+def _given_distance(o, apart: float, unit: str, events):
+    """The analyst's minimum distance, or None for the automatic one: also for 0, as in the dialog ("empty or 0:
+    automatic"). One under ``apart`` (a square's diagonal) would let squares overlap, which is never wanted: it is
+    raised to ``apart``, and the log says so."""
+    if not o.min_distance:
+        return None
+    if o.min_distance < apart:
+        events.info(f"The minimum distance {distance_text(o.min_distance, unit)} would let {o.size} px squares "
+                    f"overlap: {distance_text(apart, unit)} is used, the least at which they never do.")
+        return apart
+    return float(o.min_distance)
+
+
+def _tell_spacing(events, o, automatic, placed, valid, planned, used, unit) -> None:
     """Warn when fewer places than asked were found, with the numbers and the fix; tell a shrunk automatic
     distance (an explicit one never shrinks)."""
-    if o.min_distance is None and used < planned:
+    if automatic and used < planned:
         events.info(f"The automatic minimum distance, {distance_text(planned, unit)} (half the spacing of an even "
                     f"spread), was lowered to {distance_text(used, unit)} to fit more of the {o.count} places.")
     if placed >= o.count:
         return
     if valid < o.count:
         why = f"the uncertainty raster has only {valid} valid pixels: ask for fewer places"
-    elif o.min_distance is None:
+    elif automatic:
         why = (f"no more fit at least {distance_text(used, unit)} apart, where their {o.size} px squares do not "
                f"overlap: ask for fewer places or smaller squares")
     else:
