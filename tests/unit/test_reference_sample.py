@@ -9,6 +9,7 @@ from osgeo import ogr
 
 from landcover_plugin.core.errors import BadInputError
 from landcover_plugin.core.events import RecordingEvents
+from landcover_plugin.core.sample import spacing
 from landcover_plugin.core.sample.draw import create_sample
 from landcover_plugin.core.sample.options import SampleOptions
 
@@ -90,9 +91,35 @@ def test_same_seed_same_sample_and_minimum_distance(zion_map, tmp_path):
     drawn = {s["name"]: s["drawn"] for s in out["DESIGN"]["strata"]}
     assert drawn["class 1"] < 38 and out["SAMPLE_SIZE"] == sum(drawn.values()) < 300
     assert any(e["message"].startswith("Class 1: only") and "at least 1,000 m apart" in e["message"]
+               and "all its other pixels (of 1,334) lie closer" in e["message"]  # the distance stops it, truly
                and "Lower the minimum distance" in e["message"] for e in events.of_type("log"))
     create_sample(SampleOptions(path, tmp_path / "c.gpkg", **{**options, "seed": 12}), RecordingEvents())
     assert read_points(tmp_path / "c.gpkg")[0] != a
+
+
+def test_a_class_short_of_candidates_draws_more_before_blaming_the_distance(zion_map, tmp_path, monkeypatch):
+    """Only about 4x the wanted points of a class were drawn as candidates: water (1,334 pixels) got 43 of its 50
+    points 150 m apart and the warning said to lower the distance, while 50 fit once more of its pixels are tried."""
+    path, data, transform, counts = zion_map
+    options = dict(size=800, seed=1, min_distance=150.0)
+    events = RecordingEvents()
+    out = create_sample(SampleOptions(path, tmp_path / "full.gpkg", **options), events)
+    strata = out["DESIGN"]["strata"]
+    assert [s["drawn"] for s in strata] == [s["allocated"] for s in strata] and strata[0]["allocated"] == 50
+    assert not [e for e in events.of_type("log") if e["level"] == "warning"]
+    points, _, _ = read_points(tmp_path / "full.gpkg")
+    xy = np.array([(p[3], p[4]) for p in points])
+    distances = np.sqrt(((xy[:, None] - xy[None]) ** 2).sum(axis=2)) + np.eye(len(xy)) * 1e9
+    assert distances.min() >= 150.0
+    inverse = ~transform
+    assert all(data[int((inverse * (x, y))[1]), int((inverse * (x, y))[0])] == c for _, c, _, x, y in points)
+    # a search stopped by its bound says so, not that the distance is too large
+    monkeypatch.setattr(spacing, "SECONDS", -1.0)
+    events = RecordingEvents()
+    out = create_sample(SampleOptions(path, tmp_path / "stopped.gpkg", **options), events)
+    (warning,) = [e["message"] for e in events.of_type("log") if e["level"] == "warning"]
+    assert warning.startswith(f"Class 1: only {out['DESIGN']['strata'][0]['drawn']} of 50 points were placed")
+    assert "of its 1,334 pixels tried before the search for more stopped" in warning and "more may fit" in warning
 
 
 def test_size_from_a_target_standard_error(zion_map, tmp_path):

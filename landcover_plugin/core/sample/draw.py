@@ -9,7 +9,8 @@ Strata are the map classes (Olofsson et al. 2014). Two passes over the raster, w
 memory bounded: the first counts the pixels of each class, the second finds the pixels drawn (the k-th
 pixel of class c in reading order, for ranks drawn without replacement). Each point sits at its pixel's
 centre. With a minimum distance, candidates are drawn in excess and accepted in their random order,
-rarest class first, when far enough from every point accepted so far.
+rarest class first, when far enough from every point accepted so far; a class that falls short draws more
+(spacing.py).
 
 The GeoPackage holds the point layer (``sample_id`` in random order, so ids do not give the strata away;
 ``map_class``; an empty ``reference_class`` to fill; ``note``), the class list (``landcover_classes``,
@@ -24,17 +25,17 @@ from osgeo import ogr, osr
 
 from ..assess.assess import _load_schema
 from ..errors import BadInputError, Cancelled
-from ..map_units import distance_text, distance_unit
+from ..map_units import distance_unit
 from ..options import check_bounds, parse_floats
 from ..output_folder import file_in_place
 from ..rasters import check_written_as, open_raster, read
 from ..schema import ClassInfo, default_colour
 from .design import allocate, sample_size
 from .options import DEFAULT_USERS_ACCURACY, SampleOptions
+from .spacing import spaced_points
 
 DESIGN_TABLE = "landcover_sample_design"
 SCHEMA_TABLE = "landcover_classes"
-OVERSAMPLE = 4  # candidates per wanted point when a minimum distance may reject some
 
 
 def create_sample(options: SampleOptions, events) -> dict:
@@ -70,15 +71,17 @@ def create_sample(options: SampleOptions, events) -> dict:
         pixels = counts[strata]
         total = _total_size(o, pixels, events)
         wanted = allocate(total, pixels, o.allocation, o.min_per_class)
-        candidates = wanted + (np.maximum(wanted * (OVERSAMPLE - 1), 50) if o.min_distance else 0)
-        ranks = [rng.choice(int(n), int(min(n, c)), replace=False) for n, c in zip(pixels, candidates)]
-        found = _locate(src, windows, strata, ranks, events)
         transform, crs_wkt = src.transform, src.crs.to_wkt() if src.crs else None
-        unit = distance_unit(src.crs)
-    classes = _classes(schema, colour_table, strata)
-    _warn_thin(strata, wanted, classes, o, events)
-    chosen = _thin(found, strata, pixels, wanted, float(o.min_distance or 0.0), transform, events,
-                   {i: c.name for i, c in classes.items()}, unit)
+        classes = _classes(schema, colour_table, strata)
+        _warn_thin(strata, wanted, classes, o, events)
+        passes = []
+
+        def locate(ranks, offsets):  # one pass over the raster; later ones for classes that fell short
+            passes.append(len(passes) + 1)
+            return _locate(src, windows, strata, ranks, offsets, events, passes[-1])
+
+        chosen = spaced_points(locate, strata, pixels, wanted, rng, float(o.min_distance or 0.0), transform,
+                               events, {i: c.name for i, c in classes.items()}, distance_unit(src.crs))
     order = rng.permutation(len(chosen))
     points = [chosen[i] for i in order]
     design = {"method": "stratified random (strata = map classes)", "allocation": o.allocation,
@@ -195,22 +198,25 @@ def _count(src, windows, events) -> np.ndarray:
     return counts
 
 
-def _locate(src, windows, strata, ranks, events) -> list:
-    """(class, priority, row, col) of the pixels with the drawn ranks (priority = the draw order)."""
+def _locate(src, windows, strata, ranks, offsets, events, number: int = 1) -> list:
+    """(class, priority, row, col) of the pixels with the drawn ranks (priority = the draw order, from the
+    class's ``offsets``); ``number``: the pass (2 and more: more candidates for classes that fell short)."""
     sorted_ranks = [np.sort(r) for r in ranks]
     order_of = [{int(rank): i for i, rank in enumerate(r)} for r in ranks]  # rank -> its place in the draw
     seen = np.zeros(len(strata), dtype=np.int64)
     found = []
-    for number, window in enumerate(windows, 1):
+    start, span = (0.5, 0.45) if number == 1 else (0.95, 0.0)
+    what = "finding the sample" if number == 1 else f"finding more candidates (pass {number})"
+    for index, window in enumerate(windows, 1):
         _check_cancel(events)
-        events.progress(0.5 + 0.45 * number / len(windows), f"finding the sample, window {number}/{len(windows)}")
+        events.progress(start + span * index / len(windows), f"{what}, window {index}/{len(windows)}")
         data = _class_ids(src, window)
         for k, class_id in enumerate(strata):
             flat = np.flatnonzero(data == class_id)
             lo, hi = np.searchsorted(sorted_ranks[k], [seen[k], seen[k] + flat.size])
             for rank in sorted_ranks[k][lo:hi]:
                 row, col = divmod(int(flat[rank - seen[k]]), data.shape[1])
-                found.append((int(class_id), order_of[k][int(rank)], int(window.row_off) + row,
+                found.append((int(class_id), offsets[k] + order_of[k][int(rank)], int(window.row_off) + row,
                               int(window.col_off) + col))
             seen[k] += flat.size
     return found
@@ -219,35 +225,6 @@ def _locate(src, windows, strata, ranks, events) -> list:
 def _check_cancel(events) -> None:
     if events.cancel_requested:
         raise Cancelled("Sampling cancelled: no output was written.")
-
-
-# -- minimum distance -------------------------------------------------------------------------------
-def _thin(found, strata, pixels, wanted, distance, transform, events, names, unit="map units") -> list:
-    """``[(class, x, y), ...]``: up to ``wanted`` points a class in draw order, rarest class first, each at
-    least ``distance`` from every point accepted before it."""
-    by_class = {int(c): sorted((p for p in found if p[0] == c), key=lambda p: p[1]) for c in strata}
-    accepted, cells = [], {}
-    for k in np.argsort(pixels, kind="stable"):
-        class_id, need, taken = int(strata[k]), int(wanted[k]), 0
-        for _, _, row, col in by_class[class_id]:
-            if taken == need:
-                break
-            x, y = transform * (col + 0.5, row + 0.5)
-            if distance > 0:
-                cell = (int(x // distance), int(y // distance))
-                near = (q for dx in (-1, 0, 1) for dy in (-1, 0, 1)
-                        for q in cells.get((cell[0] + dx, cell[1] + dy), ()))
-                if any((x - qx) ** 2 + (y - qy) ** 2 < distance ** 2 for qx, qy in near):
-                    continue
-                cells.setdefault(cell, []).append((x, y))
-            accepted.append((class_id, x, y))
-            taken += 1
-        if taken < need:
-            name = names[class_id]
-            who = f"Class {class_id}" if name == f"class {class_id}" else f"Class {name} ({class_id})"
-            events.warning(f"{who}: only {taken} of {need} points could be placed at least "
-                           f"{distance_text(distance, unit)} apart. Lower the minimum distance for a full sample.")
-    return accepted
 
 
 # -- writing ----------------------------------------------------------------------------------------
