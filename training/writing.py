@@ -6,13 +6,15 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from landcover_plugin.core.errors import BadInputError, write_failure
+from landcover_plugin.core.output_folder import remove_stale
 
 CHOOSE = "Choose an output folder you can write to (with free space) for the model"
 
 
 def check_writable(config) -> None:
     """Create the model's folder and the checkpoints folder (``<model>_checkpoints`` beside it) and write a
-    probe file in each; a BadInputError naming the folder when that fails. Nothing is trained before."""
+    probe file in each; a BadInputError naming the folder when that fails. Nothing is trained before. Also removes
+    the hidden half-files that killed runs left beside the model and its curves (their processes are gone)."""
     places = [(Path(config.output).absolute().parent, "the model's folder"),
               (config.checkpoint_dir.absolute(), "the checkpoints folder")]
     for folder, what in places:
@@ -25,6 +27,8 @@ def check_writable(config) -> None:
             reason = write_failure(exc, folder)
             raise BadInputError(f"Cannot write into {what} {folder} ({reason}). {CHOOSE}: nothing was "
                                 f"trained.") from exc
+    for target in (config.output, *config.curves_paths()):  # hidden half-files of killed runs into this model
+        remove_stale(target)
 
 
 @contextmanager

@@ -12,7 +12,7 @@ import subprocess
 import sys
 
 import onnx
-from engine_runs import cancelled_run, of_type
+from engine_runs import cancelled_run, command, of_type
 
 TINY = ["--epochs", "2", "--batch-size", "4", "--base-width", "8", "--device", "cpu", "--cv-folds", "1"]
 
@@ -68,7 +68,8 @@ sys.exit(main(sys.argv[1:]))
 """
 
 
-def test_a_run_killed_while_writing_its_curves_leaves_only_hidden_files_of_its_own(chips, tmp_path, repo_root):
+def test_a_run_killed_while_writing_its_curves_leaves_only_hidden_files_of_its_own(chips, tmp_path, engine_python,
+                                                                                     repo_root):
     """The curves were written as '<model>_curves.csv.tmp' and '<model>_curves.tmp.png': a run killed there left a
     visible half PNG beside the model, and two runs into one model wrote the same temporary files. They are now
     hidden and carry the run's process id (as the model's and the checkpoints' do)."""
@@ -83,6 +84,11 @@ def test_a_run_killed_while_writing_its_curves_leaves_only_hidden_files_of_its_o
     hidden = sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".") and p.name != ".m.onnx.lock")
     assert f".m_curves.png.partial-{proc.pid}.png" in hidden, hidden  # (the run lock: training/run_lock.py)
     assert all(f".partial-{proc.pid}" in name for name in hidden), hidden
+    again = subprocess.run(command(engine_python, chips, "--output", out, "--no-refit", *TINY), cwd=repo_root,
+                           capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stderr[-2000:]
+    left = [p.name for p in tmp_path.iterdir() if f".partial-{proc.pid}" in p.name]
+    assert not left, left  # the next run into the model clears what the killed one left
 
 
 def test_a_finished_run_leaves_no_temporary_file(chips, tmp_path, engine_python, repo_root):
