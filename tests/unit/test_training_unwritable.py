@@ -61,8 +61,7 @@ def test_a_checkpoints_folder_that_cannot_be_made_fails_before_training(chips, t
 def test_a_full_disk_at_the_end_is_a_clear_error_and_the_checkpoint_still_exports(chips, tmp_path):
     out = tmp_path / "m.onnx"
     partial = tmp_path / f".m.onnx.partial-{os.getpid()}.onnx"
-    partial.symlink_to(FULL)  # the model's temporary file: its write fails
-    events = RecordingEvents()
+    events = FillsTheDisk(partial)  # from the first epoch on, the model's temporary file cannot be written
     with pytest.raises(BadInputError, match="Cannot write the model") as info:
         train(TrainConfig(dataset_dir=str(chips), output=str(out), **TINY), events)
     last = tmp_path / "m_checkpoints" / "last.pt"
@@ -74,6 +73,20 @@ def test_a_full_disk_at_the_end_is_a_clear_error_and_the_checkpoint_still_export
     outputs = train(TrainConfig(dataset_dir=str(chips), output=str(tmp_path / "again.onnx"), resume=str(last),
                                 **TINY), again)
     assert Path(outputs["OUTPUT"]).is_file() and not again.of_type("metric")
+
+
+class FillsTheDisk(RecordingEvents):
+    """Events that, at the first epoch's metrics, turn ``path`` into a file every write to fails (a run clears
+    hidden half-files of its own before it trains: planted then, it would be removed)."""
+
+    def __init__(self, path):
+        super().__init__()
+        self.path = path
+
+    def emit(self, event: dict) -> None:
+        if event.get("event") == "metric" and not self.path.is_symlink():
+            self.path.symlink_to(FULL)
+        super().emit(event)
 
 
 @pytest.mark.skipif(not FULL.exists(), reason="no /dev/full")
