@@ -10,7 +10,7 @@ import onnx
 import rasterio
 import torch
 
-from landcover_plugin.core.model.card import build_card
+from landcover_plugin.core.model.card import build_card, metadata_props
 from landcover_plugin.core.schema import ClassSchema
 
 
@@ -77,6 +77,15 @@ def band_stats(path) -> tuple:
         data = src.read(masked=True).astype("float64")
     data = np.ma.masked_invalid(data)
     return [float(v) for v in data.mean(axis=(1, 2))], [float(v) for v in data.std(axis=(1, 2))]
+
+
+def untrained_model(image, path, names, *, tile: int, input_dtype: str, **card) -> str:
+    """A :func:`tiny_net` for ``image``'s bands and ``names``' classes, untrained, exported to ``path`` with a card
+    of ``image``'s band statistics (``card``: more of :func:`card_for`'s settings): for tests of what the
+    classifier does around a model, not of its labels."""
+    mean, std = band_stats(image)
+    props = metadata_props(card_for(names, mean=mean, std=std, tile=tile, input_dtype=input_dtype, **card))
+    return export(tiny_net(len(mean), len(names)), path, len(mean), tile, props)
 
 
 def train_on_zion(zion_dir, steps: int = 30, seed: int = 0) -> tuple:

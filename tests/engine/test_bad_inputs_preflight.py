@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import rasterio
 import torch
-from classify_models import band_stats, card_for, export, tiny_net
+from classify_models import band_stats, card_for, export, tiny_net, untrained_model
 
 from landcover_plugin.core.classify.options import ClassifyOptions
 from landcover_plugin.core.classify.run import classify_raster
@@ -138,9 +138,8 @@ def test_a_9999_fill_without_a_nodata_value_is_named_not_blamed_on_the_sensor(sh
     value. The warning spoke of another sensor (every band's mean -1162 against 0.15); it names the fill value
     and how to declare it, and the bands compared without the fill raise nothing more."""
     image = shared_data / "eolearn" / "sentinel2_13band_composite.tif"
-    mean, std = band_stats(image)
-    card = card_for(["cultivated", "forest", "grassland"], mean=mean, std=std, tile=32, input_dtype="float32")
-    model = export(tiny_net(13, 3), tmp_path / "m.onnx", 13, 32, metadata_props(card))
+    model = untrained_model(image, tmp_path / "m.onnx", ["cultivated", "forest", "grassland"],
+                            tile=32, input_dtype="float32")
     with rasterio.open(image) as src:
         data, profile = src.read(), dict(src.profile, nodata=None)
     with rasterio.open(tmp_path / "filled.tif", "w", **profile) as dst:
@@ -165,9 +164,8 @@ def test_thirteen_bands_chosen_in_reverse_speak_of_the_choice_not_the_sensor(sha
     1..13. Two bands came out far off (B03 and B10), more bands than the orders tried (8), so the warning blamed
     'another sensor, processing level or scene type' and advised another raster or model."""
     image = shared_data / "eolearn" / "sentinel2_13band_composite.tif"
-    mean, std = band_stats(image)
-    card = card_for(["cultivated", "forest", "grassland"], mean=mean, std=std, tile=32, input_dtype="float32")
-    model = export(tiny_net(13, 3), tmp_path / "m.onnx", 13, 32, metadata_props(card))
+    model = untrained_model(image, tmp_path / "m.onnx", ["cultivated", "forest", "grassland"],
+                            tile=32, input_dtype="float32")
     events = RecordingEvents()
     classify_raster(ClassifyOptions(image, model, tmp_path / "map.tif", bands=list(range(13, 0, -1))), events)
     (message,) = [e["message"] for e in events.of_type("log") if "training data" in e["message"]]

@@ -5,7 +5,7 @@ import sqlite3
 import numpy as np
 import pytest
 import rasterio
-from classify_models import band_stats, card_for, export, tiny_net
+from classify_models import untrained_model
 from osgeo import gdal, ogr, osr
 
 from landcover_plugin.core.assess.assess import assess_accuracy
@@ -16,16 +16,13 @@ from landcover_plugin.core.classify.options import ClassifyOptions
 from landcover_plugin.core.classify.run import classify_raster
 from landcover_plugin.core.errors import BadInputError
 from landcover_plugin.core.events import RecordingEvents
-from landcover_plugin.core.model.card import metadata_props
 
 
 @pytest.fixture(scope="module")
 def zion(shared_data, tmp_path_factory):
     image = shared_data / "zion" / "landsat8_2015_b2345.tif"
-    mean, std = band_stats(image)
-    card = card_for(["water", "forest", "shrubland"], mean=mean, std=std, tile=64, input_dtype="uint16",
-                    resolution=[30.0, 30.0])
-    model = export(tiny_net(4, 3), tmp_path_factory.mktemp("model") / "m.onnx", 4, 64, metadata_props(card))
+    model = untrained_model(image, tmp_path_factory.mktemp("model") / "m.onnx", ["water", "forest", "shrubland"],
+                            tile=64, input_dtype="uint16", resolution=[30.0, 30.0])
     return {"image": image, "model": model, "nlcd": shared_data / "zion" / "nlcd2011_8class.tif",
             "polygons": shared_data / "zion" / "training_polygons_sparse.gpkg"}
 

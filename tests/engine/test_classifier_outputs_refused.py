@@ -7,7 +7,7 @@ raster; the confidence raster now says what it is (its band description) and bot
 """
 import pytest
 import rasterio
-from classify_models import band_stats, card_for, export, tiny_net
+from classify_models import untrained_model
 
 from landcover_plugin.core.assess.assess import assess_accuracy
 from landcover_plugin.core.assess.options import AssessOptions
@@ -15,7 +15,6 @@ from landcover_plugin.core.classify.options import ClassifyOptions
 from landcover_plugin.core.classify.run import classify_raster
 from landcover_plugin.core.errors import BadInputError
 from landcover_plugin.core.events import RecordingEvents
-from landcover_plugin.core.model.card import metadata_props
 from landcover_plugin.core.sample.draw import create_sample
 from landcover_plugin.core.sample.options import SampleOptions
 from landcover_plugin.core.suggest.options import SuggestOptions
@@ -26,9 +25,8 @@ from landcover_plugin.core.suggest.suggest import suggest_areas
 def outputs(shared_data, tmp_path_factory):
     folder = tmp_path_factory.mktemp("eolearn_outputs")
     image = shared_data / "eolearn" / "sentinel2_13band_composite.tif"
-    mean, std = band_stats(image)
-    card = card_for(["cultivated", "forest", "grassland"], mean=mean, std=std, tile=32, input_dtype="float32")
-    model = export(tiny_net(13, 3), folder / "m.onnx", 13, 32, metadata_props(card))
+    model = untrained_model(image, folder / "m.onnx", ["cultivated", "forest", "grassland"],
+                            tile=32, input_dtype="float32")
     return classify_raster(ClassifyOptions(image, model, folder / "map.tif", confidence=str(folder / "conf.tif"),
                                            uncertainty=str(folder / "unc.tif")), RecordingEvents())
 

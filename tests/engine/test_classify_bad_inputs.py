@@ -9,7 +9,7 @@ import sys
 import numpy as np
 import pytest
 import rasterio
-from classify_models import band_stats, card_for, export, tiny_net
+from classify_models import card_for, export, tiny_net, untrained_model
 from osgeo import gdal
 
 from landcover_plugin.core.classify.options import ClassifyOptions
@@ -79,9 +79,7 @@ def test_an_extent_outside_the_raster_is_told_in_full_coordinates(shared_data, t
     475900, 5.09e+06' against a raster covering '465181, 5.07924e+06, 466181, 5.08025e+06': northings rounded to
     the km, where a near miss would read as an overlap."""
     image = shared_data / "eolearn" / "sentinel2_13band_composite.tif"
-    mean, std = band_stats(image)
-    card = card_for(["cultivated", "forest"], mean=mean, std=std, tile=32, input_dtype="float32")
-    s2_model = export(tiny_net(13, 2), tmp_path / "s2.onnx", 13, 32, metadata_props(card))
+    s2_model = untrained_model(image, tmp_path / "s2.onnx", ["cultivated", "forest"], tile=32, input_dtype="float32")
     with pytest.raises(BadInputError) as raised:
         classify_raster(ClassifyOptions(image, s2_model, tmp_path / "out.tif",
                                         extent=(475300, 5089400, 475900, 5090000)))

@@ -6,7 +6,7 @@ import json
 import numpy as np
 import pytest
 import rasterio
-from classify_models import band_stats, card_for, export, tiny_net
+from classify_models import card_for, export, tiny_net, untrained_model
 
 from landcover_plugin.core.chips.export import export_chips
 from landcover_plugin.core.chips.options import ChipExportOptions
@@ -75,9 +75,8 @@ def test_masked_pixels_are_no_data_when_resampled(rasters, tmp_path):
 def test_the_preflight_leaves_masked_pixels_out(rasters, tmp_path):
     """Masked pixels holding other values (here 65535, 40 % of the raster) must not pull the band statistics: the
     same raster without its mask is warned about (as 65535 in every band with no nodata value: a fill)."""
-    mean, std = band_stats(rasters["image"])
-    card = card_for(["water", "forest", "shrubland"], mean=mean, std=std, tile=64, input_dtype="uint16")
-    model = export(tiny_net(4, 3), tmp_path / "m.onnx", 4, 64, metadata_props(card))
+    model = untrained_model(rasters["image"], tmp_path / "m.onnx", ["water", "forest", "shrubland"],
+                            tile=64, input_dtype="uint16")
     with rasterio.open(rasters["image"]) as src:
         profile, data = dict(src.profile, nodata=None), src.read()
     hidden = np.zeros(data.shape[1:], dtype=bool)

@@ -9,13 +9,12 @@ import itertools
 
 import pytest
 import rasterio
-from classify_models import band_stats, card_for, export, tiny_net
+from classify_models import untrained_model
 from osgeo import ogr
 
 from landcover_plugin.core.classify.options import ClassifyOptions
 from landcover_plugin.core.classify.run import classify_raster
 from landcover_plugin.core.events import RecordingEvents
-from landcover_plugin.core.model.card import metadata_props
 from landcover_plugin.core.suggest.options import SuggestOptions
 from landcover_plugin.core.suggest.suggest import suggest_areas
 
@@ -24,9 +23,8 @@ from landcover_plugin.core.suggest.suggest import suggest_areas
 def uncertainty(shared_data, tmp_path_factory):
     folder = tmp_path_factory.mktemp("eolearn_uncertainty")
     image = shared_data / "eolearn" / "sentinel2_13band_composite.tif"
-    mean, std = band_stats(image)
-    card = card_for(["cultivated", "forest", "grassland"], mean=mean, std=std, tile=32, input_dtype="float32")
-    model = export(tiny_net(13, 3), folder / "m.onnx", 13, 32, metadata_props(card))
+    model = untrained_model(image, folder / "m.onnx", ["cultivated", "forest", "grassland"],
+                            tile=32, input_dtype="float32")
     outputs = classify_raster(ClassifyOptions(image, model, folder / "map.tif", uncertainty=str(folder / "unc.tif")),
                               RecordingEvents())
     return outputs["UNCERTAINTY"]
