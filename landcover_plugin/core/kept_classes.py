@@ -77,12 +77,11 @@ def keep_class_values(kept: ClassSchema, labels: ClassSchema, values_are_ids: bo
         added = _merge_ids(kept, labels, named, source)
     else:
         added = _merge_names(kept, labels, source)
-    merged = ClassSchema(list(kept) + added)
     if values_are_ids:  # the values are the ids: listed in their order, as without a list
-        merged = ClassSchema(sorted(merged, key=lambda c: c.id))
-    if values_are_ids:
+        merged = ClassSchema(sorted(list(kept) + added, key=lambda c: c.id))
         translation = {c.id: c.id for c in labels}
     else:
+        merged = ClassSchema(list(kept) + added)
         ids = {c.name.lower(): c.id for c in merged}
         translation = {c.id: ids[c.name.lower()] for c in labels}
     present = {translation[i] for i in present}  # as ids of the merged list

@@ -174,8 +174,8 @@ class VectorLabels:
         self.kept = None  # the report of a class list to keep (kept_classes.py), when one is given
         if kept is not None:
             self.schema, ids, self.kept = keep_class_values(
-                kept.schema, schema, all(_is_integer_like(v) for v in values), not self.schema_origin.endswith(
-                    "values"), set(mapping.values()), kept.source)
+                kept.schema, schema, all(_is_integer_like(v) for v in values),
+                self.schema_origin != "values", set(mapping.values()), kept.source)
             mapping = {value: ids[class_id] for value, class_id in mapping.items()}
         # one shape per part of a multi-part feature, so that chip placement and the hold-out see each part
         self.shapes = [(geometry, mapping[value]) for geometry, value, _, _ in parts]
