@@ -19,6 +19,14 @@ def export(engine_python, repo_root, shared_data, output, *args):
         e["message"] for e in events if e["event"] == "log")
 
 
+def raster_export(engine_python, repo_root, image, labels_raster, chip_size, folder, class_list):
+    """Chips of ``image`` labelled by ``labels_raster`` into ``folder``/chips, keeping ``class_list`` (written to
+    ``folder``/classes.json); (exit code, events, stderr)."""
+    (folder / "classes.json").write_text(json.dumps(class_list))
+    return run_export(engine_python, repo_root, "--image", image, "--labels-raster", labels_raster, "--chip-size",
+                      chip_size, "--output", folder / "chips", "--keep-classes", folder / "classes.json")
+
+
 def ids(dataset) -> dict:
     return {c["name"]: c["id"] for c in dataset["classes"]}
 
@@ -96,12 +104,10 @@ def test_a_class_list_that_is_no_model_or_json_is_refused_naming_what_to_give(en
 
 def test_a_labels_raster_keeps_its_values_named_by_the_list(engine_python, repo_root, shared_data, tmp_path):
     """eo-learn's lulc.tif holds bare values (1, 2, 3, 4, 8): the list names 2 and adds 9, which has no pixel."""
-    class_list = tmp_path / "classes.json"
-    class_list.write_text(json.dumps([{"id": 2, "name": "forest"}, {"id": 9, "name": "wetland"}]))
     eolearn = shared_data / "eolearn"
-    code, events, stderr = run_export(engine_python, repo_root, "--image", eolearn / "sentinel2_13band_composite.tif",
-                                      "--labels-raster", eolearn / "lulc.tif", "--chip-size", 32, "--output",
-                                      tmp_path / "chips", "--keep-classes", class_list)
+    code, events, stderr = raster_export(engine_python, repo_root, eolearn / "sentinel2_13band_composite.tif",
+                                         eolearn / "lulc.tif", 32, tmp_path,
+                                         [{"id": 2, "name": "forest"}, {"id": 9, "name": "wetland"}])
     assert code == 0, stderr
     dataset = json.loads((tmp_path / "chips" / "dataset.json").read_text())
     assert ids(dataset) == {"class 1": 1, "forest": 2, "class 3": 3, "class 4": 4, "class 8": 8, "wetland": 9}
@@ -111,12 +117,10 @@ def test_a_labels_raster_keeps_its_values_named_by_the_list(engine_python, repo_
 
 def test_a_labels_raster_named_otherwise_than_the_list_is_refused(engine_python, repo_root, shared_data, tmp_path):
     """Zion's NLCD raster is named by the classes.json beside it (1 Water, 2 Developed)."""
-    class_list = tmp_path / "swapped.json"
-    class_list.write_text(json.dumps([{"id": 1, "name": "Developed"}, {"id": 2, "name": "Water"}]))
     zion = shared_data / "zion"
-    code, events, _ = run_export(engine_python, repo_root, "--image", zion / "landsat8_2015_b2345.tif",
-                                 "--labels-raster", zion / "nlcd2011_8class.tif", "--chip-size", 128, "--output",
-                                 tmp_path / "chips", "--keep-classes", class_list)
+    code, events, _ = raster_export(engine_python, repo_root, zion / "landsat8_2015_b2345.tif",
+                                    zion / "nlcd2011_8class.tif", 128, tmp_path,
+                                    [{"id": 1, "name": "Developed"}, {"id": 2, "name": "Water"}])
     (error,) = [e for e in events if e["event"] == "error"]
     assert code == 2 and not (tmp_path / "chips").exists()
     assert "value 1 is 'Water' in the labels but 'Developed' in the list" in error["message"], error["message"]
