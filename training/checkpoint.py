@@ -6,14 +6,13 @@ per epoch), ``network`` (architecture, in_channels, num_classes, base_width) and
 band names, mean/std, chip size, dtype, nodata, crs, resolution).
 """
 import copy
-import os
 import pickle
 from pathlib import Path
 
 import torch
 
 from landcover_plugin.core.errors import BadInputError
-from landcover_plugin.core.output_folder import partial_path
+from landcover_plugin.core.output_folder import replaced_in_place
 
 from .head_classes import carry_head, numbering_note
 from .writing import disk_errors
@@ -26,18 +25,11 @@ def save(state: dict, path) -> Path:
     """Write ``path`` under a temporary name, then rename it; a failed write (a full disk) is a BadInputError
     naming the file, and leaves no partial file."""
     path = Path(path)
-    tmp = Path(partial_path(path))  # hidden, and this run's own
-    try:
-        with disk_errors("the checkpoint", path):
-            path.parent.mkdir(parents=True, exist_ok=True)
-            with open(tmp, "wb") as handle:  # through Python's file: a failed write raises OSError with its reason
-                torch.save(dict(state, format=FORMAT), handle)
-            os.replace(tmp, path)
-    finally:
-        try:
-            tmp.unlink()
-        except OSError:
-            pass  # none was left
+    with disk_errors("the checkpoint", path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        # hidden and this run's own; through Python's file: a failed write raises OSError with its reason
+        with replaced_in_place(path) as tmp, open(tmp, "wb") as handle:
+            torch.save(dict(state, format=FORMAT), handle)
     return path
 
 
