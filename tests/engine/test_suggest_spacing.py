@@ -9,25 +9,16 @@ import itertools
 
 import pytest
 import rasterio
-from classify_models import untrained_model
 from osgeo import ogr
 
-from landcover_plugin.core.classify.options import ClassifyOptions
-from landcover_plugin.core.classify.run import classify_raster
 from landcover_plugin.core.events import RecordingEvents
 from landcover_plugin.core.suggest.options import SuggestOptions
 from landcover_plugin.core.suggest.suggest import suggest_areas
 
 
-@pytest.fixture(scope="module")
-def uncertainty(shared_data, tmp_path_factory):
-    folder = tmp_path_factory.mktemp("eolearn_uncertainty")
-    image = shared_data / "eolearn" / "sentinel2_13band_composite.tif"
-    model = untrained_model(image, folder / "m.onnx", ["cultivated", "forest", "grassland"],
-                            tile=32, input_dtype="float32")
-    outputs = classify_raster(ClassifyOptions(image, model, folder / "map.tif", uncertainty=str(folder / "unc.tif")),
-                              RecordingEvents())
-    return outputs["UNCERTAINTY"]
+@pytest.fixture
+def uncertainty(eolearn_maps):
+    return eolearn_maps["UNCERTAINTY"]
 
 
 def overlapping_pairs(path):
