@@ -248,6 +248,8 @@ def test_streams_share_the_threads_on_the_cpu(zion):
         model = load_model(zion["model"], device="cpu", threads=threads, streams=streams)
         assert model.streams == (streams or min(2, threads)) and model.threads == threads
         assert model.session.get_session_options().intra_op_num_threads == each
+        # no memory pattern on the CPU: its block doubled what the first runs fault in (session.session_options)
+        assert model.session.get_session_options().enable_mem_pattern is False
 
 
 def test_overviews_are_gdal_nearest_of_the_labels(zion, tmp_path):
