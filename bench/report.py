@@ -7,6 +7,11 @@ TITLES = {"chips": "Chip export", "training": "Training", "inference": "Inferenc
           "distributed": "Classify on a Dask cluster"}
 
 
+def measured_on(machine: dict) -> dict:
+    """When, where and at which commit a case ran: a case kept from an earlier ``--only`` run keeps its own."""
+    return {k: machine.get(k) for k in ("date", "git_commit", "cpu")}
+
+
 def write_results(results: dict, json_path, md_path) -> None:
     json_path.write_text(json.dumps(results, indent=1, default=str) + "\n", encoding="utf-8")
     md_path.write_text(markdown(results), encoding="utf-8")
@@ -39,6 +44,10 @@ def markdown(results: dict) -> str:
             if not case.get("figures"):
                 continue
         took = f"Took {case['seconds']:.0f} s" if case.get("seconds") is not None else ""
+        when = case.get("measured") or {}
+        if when and when != measured_on(m):  # kept from an earlier --only run: its own machine and commit
+            took += (f"; measured on {when.get('date')} at commit {when.get('git_commit') or 'unknown'}, "
+                     f"{when.get('cpu')}, not in this run")
         if case.get("load_average"):
             took += f", load average {case['load_average'][0]} -> {case['load_average'][1]}"
         lines += [" ".join(filter(None, [case.get("what"), f"({took})." if took else ""])), ""]

@@ -14,7 +14,7 @@ import traceback
 from pathlib import Path
 
 from .common import WORK, Settings, machine_info
-from .report import write_results
+from .report import measured_on, write_results
 
 CASES = ("chips", "training", "inference", "quantised", "tiles", "quality", "sparse", "scaling", "pretrained",
          "distributed")
@@ -45,6 +45,8 @@ def main(argv=None) -> int:
         try:
             previous = json.loads(json_path.read_text(encoding="utf-8"))
             results["cases"] = {k: v for k, v in previous.get("cases", {}).items() if k not in args.only}
+            for case in results["cases"].values():  # kept from an earlier run: say which (older files lack it)
+                case.setdefault("measured", measured_on(previous.get("machine") or {}))
         except ValueError:
             pass
     started = time.perf_counter()
@@ -60,6 +62,7 @@ def main(argv=None) -> int:
             case = {"status": "failed", "error": f"{type(exc).__name__}: {exc}", "figures": []}
             failed.append(name)
         case["seconds"] = round(time.perf_counter() - tick, 1)
+        case["measured"] = measured_on(results["machine"])
         case["load_average"] = [load, round(os.getloadavg()[0], 2)]
         results["cases"][name] = case
         results["cases"] = {k: results["cases"][k] for k in CASES if k in results["cases"]}

@@ -83,7 +83,8 @@ def test_mosaic_vrt_repeats_the_real_image(shared_data, tmp_path):
 def test_quick_chips_case_writes_results_and_table(tmp_path):
     out, work = tmp_path / "out", tmp_path / "work"
     (out).mkdir()
-    (out / "results.json").write_text(json.dumps({"cases": {"scaling": {"status": "ok", "figures": []}}}))
+    earlier = {"machine": MACHINE, "cases": {"scaling": {"status": "ok", "figures": []}}}
+    (out / "results.json").write_text(json.dumps(earlier))
     done = subprocess.run([sys.executable, "-m", "bench.run", "--quick", "--only", "chips", "--output", str(out),
                            "--work", str(work)], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
@@ -98,4 +99,11 @@ def test_quick_chips_case_writes_results_and_table(tmp_path):
     assert rate["ratio"] == pytest.approx(rounds[1], rel=0.01)
     memory = next(f for f in chips["figures"] if f["key"] == "chips.peak_rss")
     assert memory["value"] > memory["baseline"]["value"] > 20
-    assert "## Chip export" in (out / "RESULTS.md").read_text()
+    text = (out / "RESULTS.md").read_text()
+    assert "## Chip export" in text
+    # the kept case says where and when it ran: the header's machine and commit are this run's
+    assert results["cases"]["scaling"]["measured"] == {"date": MACHINE["date"], "git_commit": "abc1234",
+                                                       "cpu": "Test CPU"}
+    assert chips["measured"]["date"] == results["machine"]["date"]
+    assert "measured on 2026-01-01 00:00 UTC at commit abc1234, Test CPU, not in this run" in text
+    assert text.count("not in this run") == 1  # the chips case ran in this run
