@@ -1,13 +1,17 @@
 """``suggest-areas``: places to digitise next, checked against the rasters they come from, on Zion."""
 import json
 import re
+import shutil
 import subprocess
 
 import numpy as np
 import pytest
 import rasterio
+from classify_models import untrained_model
 from osgeo import ogr
 
+from landcover_plugin.core.chips.export import export_chips
+from landcover_plugin.core.chips.options import ChipExportOptions
 from landcover_plugin.core.classify.options import ClassifyOptions
 from landcover_plugin.core.classify.run import classify_raster
 from landcover_plugin.core.errors import BadInputError
@@ -103,14 +107,17 @@ def test_bad_inputs_name_the_fix(classified, tmp_path, shared_data):
     with pytest.raises(BadInputError, match="is the uncertainty raster .*, not the classified map"):
         suggest_areas(SuggestOptions(tmp_path / "a.gpkg", uncertainty=result["UNCERTAINTY"],
                                      classified=result["UNCERTAINTY"]), RecordingEvents())
+    # a training layer's class field named like a hint or a GeoPackage column: it would clash in the output
+    for name in ("rank", "FID"):
+        with pytest.raises(BadInputError, match=f"'{name}' cannot be the class field"):
+            suggest_areas(SuggestOptions(tmp_path / "a.gpkg", uncertainty=result["UNCERTAINTY"], class_field=name,
+                                         class_values="names"), RecordingEvents())
     assert not list(tmp_path.iterdir())
 
 
 def test_an_existing_output_with_labelled_squares_is_never_replaced(classified, tmp_path, shared_data):
     """Processing's choice (replace_unlabelled): earlier untouched suggestions make way for new ones, a file
     with squares the analyst labelled, or any other GeoPackage, stays as it is."""
-    import shutil
-
     result = classified[0]
     path = tmp_path / "s.gpkg"
 
@@ -140,6 +147,108 @@ def test_an_existing_output_with_labelled_squares_is_never_replaced(classified, 
     with pytest.raises(BadInputError, match="may hold squares you labelled"):  # the engine's default: never
         suggest_areas(SuggestOptions(path, uncertainty=result["UNCERTAINTY"]),
                       RecordingEvents())
+
+
+def test_empty_names_are_unlabelled_and_a_named_square_is_labelled(classified, tmp_path):
+    """With class names (a text class field), a square whose class is NULL, empty or blank (QGIS's form may leave
+    an empty text) has no class yet: the file is replaced; one square named 'forest' is the analyst's labelling,
+    and the file is kept (an empty text counted as a class, so untouched suggestions were never replaced)."""
+    result = classified[0]
+    path = tmp_path / "s.gpkg"
+
+    def suggest(count):
+        return suggest_areas(SuggestOptions(path, uncertainty=result["UNCERTAINTY"], classified=result["OUTPUT"],
+                                            count=count, class_values="names", replace_unlabelled=True),
+                             RecordingEvents())
+
+    def set_classes(values):
+        source = ogr.Open(str(path), 1)
+        layer = source.GetLayerByName("suggested_areas")
+        for feature, value in zip(list(layer), values):
+            feature.SetField("class_id", value)
+            layer.SetFeature(feature)
+        source = layer = None
+
+    assert suggest(6)["CLASS_VALUES"] == "names"
+    set_classes(["", "  ", ""])  # the other three stay NULL
+    assert suggest(4)["COUNT"] == 4 and len(read_places(path)[0]) == 4  # nothing labelled: replaced
+    set_classes(["", "forest"])
+    with pytest.raises(BadInputError, match=r"1 of its squares already have a class.*not replaced"):
+        suggest(8)
+    assert [p["class_id"] for p in read_places(path)[0]][:2] == ["", "forest"]
+
+
+RSTOOLBOX_CLASSES = ["cleared", "fallen_dry", "forest", "water"]  # its text field 'class', sorted
+
+
+def test_named_squares_pasted_into_a_text_class_layer_keep_their_class(shared_data, tmp_path, engine_python,
+                                                                       repo_root):
+    """rstoolbox's training polygons hold the class as text (field 'class'). Suggestions asked for with that field
+    and --class-values names have a text field 'class': squares labelled with names and pasted by field name, as
+    QGIS pastes, export as those classes. Integer squares landed there as a class '3', or as no class."""
+    rstoolbox = shared_data / "rstoolbox"
+    image = rstoolbox / "landsat5_1988_7band.tif"
+    model = untrained_model(image, tmp_path / "m.onnx", RSTOOLBOX_CLASSES, tile=32, input_dtype="uint8")
+    output = tmp_path / "suggested.gpkg"
+    proc = subprocess.run([engine_python, "-m", "landcover_plugin.core.engine", "suggest-areas", "--raster",
+                           str(image), "--model", str(model), "--output", str(output), "--count", "12",
+                           "--class-field", "class", "--class-values", "names"],
+                          cwd=repo_root, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    result = [json.loads(line) for line in proc.stdout.splitlines() if '"result"' in line][0]["outputs"]
+    assert result["CLASS_FIELD"] == "class" and result["CLASS_VALUES"] == "names"
+    assert [c["name"] for c in result["CLASSES"]] == RSTOOLBOX_CLASSES  # the table and the hints as before
+    suggestions = ogr.Open(str(output), 1)
+    squares = suggestions.GetLayerByName("suggested_areas")
+    definition = squares.GetLayerDefn()
+    assert definition.GetFieldDefn(definition.GetFieldIndex("class")).GetType() == ogr.OFTString
+    assert [f.GetField("predicted_name") in RSTOOLBOX_CLASSES for f in squares] == [True] * 12
+
+    training = tmp_path / "training_polygons.gpkg"  # the analyst's layer: a copy
+    shutil.copy(rstoolbox / "training_polygons.gpkg", training)
+    target_source = ogr.Open(str(training), 1)
+    target = target_source.GetLayer(0)
+    drawn = [f.GetGeometryRef().Clone() for f in target]
+    typed = {}  # the analyst labels four squares away from the polygons drawn before, one per class
+    for square in squares:
+        if len(typed) < len(RSTOOLBOX_CLASSES) and not any(square.GetGeometryRef().Intersects(g) for g in drawn):
+            typed[square.GetFID()] = RSTOOLBOX_CLASSES[len(typed)]
+            square.SetField("class", typed[square.GetFID()])
+        elif square.GetFID() % 2:
+            square.SetField("class", "")  # an empty text: unlabelled, as NULL
+        squares.SetFeature(square)
+    assert len(typed) == 4
+    names = [target.GetLayerDefn().GetFieldDefn(i).GetName() for i in range(target.GetLayerDefn().GetFieldCount())]
+    pasted = {}
+    for square in squares:  # paste every square: the attributes whose field name the layer has
+        feature = ogr.Feature(target.GetLayerDefn())
+        for name in names:
+            if definition.GetFieldIndex(name) >= 0 and square.IsFieldSet(name):
+                feature.SetField(name, square.GetField(name))
+        feature.SetGeometry(square.GetGeometryRef())
+        target.CreateFeature(feature)
+        if square.GetFID() in typed:
+            pasted[square.GetFID()] = (feature.GetField("class"), square.GetGeometryRef().GetEnvelope())
+    target_source = target = suggestions = squares = None
+    assert {fid: name for fid, (name, _) in pasted.items()} == typed
+
+    chips = tmp_path / "chips"
+    export_chips(ChipExportOptions(image, chips, labels_vector=training, class_field="class", chip_size=32,
+                                   min_labelled=0.0), RecordingEvents())
+    dataset = json.loads((chips / "dataset.json").read_text())
+    assert [c["name"] for c in dataset["classes"]] == RSTOOLBOX_CLASSES  # no class '3', '' or 'class 3'
+    ids = {c["name"]: c["id"] for c in dataset["classes"]}
+    with rasterio.open(image) as src:
+        labels, inverse = np.zeros((src.height, src.width), np.uint8), ~src.transform
+    for chip in dataset["chips"]:
+        w = chip["window"]
+        with rasterio.open(chips / chip["label"]) as src:
+            labels[w["row_off"]:w["row_off"] + 32, w["col_off"]:w["col_off"] + 32] = src.read(1)
+    for name, (left, right, bottom, top) in pasted.values():
+        col0, row0 = (round(v) for v in inverse * (left, top))
+        col1, row1 = (round(v) for v in inverse * (right, bottom))
+        assert (row1 - row0, col1 - col0) == (5, 5)
+        assert (labels[row0:row1, col0:col1] == ids[name]).all(), name  # every pixel of the square: its class
 
 
 def test_squares_on_edge_pixels_are_shifted_inside_the_raster(shared_data, tmp_path):

@@ -31,8 +31,8 @@ RELEASED_FLAGS = {
                       "--min-per-class", "--min-distance", "--seed", "--classes", "--layer-name", "--block-size",
                       "--overwrite"},
     "suggest-areas": {"--output", "--uncertainty", "--classified", "--confidence", "--raster", "--model",
-                      "--measure", "--count", "--min-distance", "--size", "--class-field", "--layer-name", "--seed",
-                      "--block-size", "--overwrite"},
+                      "--measure", "--count", "--min-distance", "--size", "--class-field", "--class-values",
+                      "--layer-name", "--seed", "--block-size", "--overwrite"},
 }
 
 

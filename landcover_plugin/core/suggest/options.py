@@ -23,6 +23,10 @@ class SuggestOptions:
              "spacing of an even spread, lowered when too few fit)")
     size: int = option(5, minimum=1, maximum=101, help="side of each suggested square in pixels (default 5)")
     class_field: str = option("class_id", help="class field of the output (empty: for the analyst to fill)")
+    class_values: str = option(
+        "ids", choices=("ids", "names"),
+        help="what the class field holds: 'ids' (an integer field, the class ids) or 'names' (a text field, the "
+             "class names), as in the training areas layer the squares will be pasted into (default ids)")
     layer_name: str = option("suggested_areas", help="name of the polygon layer in the GeoPackage")
     seed: int = option(0, minimum=0, maximum=SEED_MAX, help="random seed for ties and thinning")
     block_size: int = option(1024, minimum=16, maximum=65_536, help="window size in pixels (default 1024)")

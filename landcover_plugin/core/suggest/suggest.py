@@ -14,7 +14,9 @@ naming the numbers and the fix. Only the automatic distance (none given) is halv
 (up to 4 times, never below a square's diagonal), and the log says so.
 
 The output is a training-areas layer (DESIGN.md, the "Create training areas layer" schema): squares of
-``size`` pixels in the raster's CRS with an empty class field for the analyst to fill, and hints:
+``size`` pixels in the raster's CRS with an empty class field for the analyst to fill (integer class ids, or
+with ``class_values="names"`` text class names, for a training layer whose class field is text: squares pasted
+into it keep their class), and hints:
 ``predicted_class`` and ``predicted_name`` (the map's class there), ``probability`` (percent, when a
 confidence raster is given), ``uncertainty`` (percent) and ``rank`` (1 = most uncertain); plus the
 ``landcover_classes`` table. Edit the classes, then merge them into the training areas and retrain.
@@ -39,11 +41,15 @@ from .options import SuggestOptions
 CANDIDATES_PER_PLACE = 50
 MAX_CANDIDATES = 200_000
 NODATA = 255
+HINT_FIELDS = ("predicted_class", "predicted_name", "probability", "uncertainty", "rank")
+RESERVED_FIELDS = ("fid", "geom")  # the GeoPackage's own columns
 
 
 def suggest_areas(options: SuggestOptions, events) -> dict:
-    """Write the suggestions; returns OUTPUT (``path|layername=...``), COUNT, MIN_DISTANCE and CLASSES."""
+    """Write the suggestions; returns OUTPUT (``path|layername=...``), COUNT, MIN_DISTANCE, CLASS_FIELD, CLASS_VALUES
+    (ids or names: what the class field holds) and CLASSES."""
     o = options
+    _check_class_field(o.class_field, o.class_values)
     output = _output_path(o.output, o.overwrite, o.replace_unlabelled, o.layer_name, o.class_field)
     if o.count < 1 or o.size < 1:
         raise BadInputError("The number of places and the square size must be at least 1.")
@@ -109,7 +115,7 @@ def suggest_areas(options: SuggestOptions, events) -> dict:
     events.progress(1.0, "written")
     return {"OUTPUT": f"{output}|layername={o.layer_name}", "COUNT": len(places), "MIN_DISTANCE": used,
             "DISTANCE_UNIT": unit, "MIN_DISTANCE_TEXT": distance_text(used, unit),
-            "LAYER_NAME": o.layer_name, "CLASS_FIELD": o.class_field,
+            "LAYER_NAME": o.layer_name, "CLASS_FIELD": o.class_field, "CLASS_VALUES": o.class_values,
             "CLASSES": [{"id": c.id, "name": c.name, "colour": c.colour} for c in schema] if schema else []}
 
 
@@ -179,10 +185,31 @@ def _not_replaceable(path, layer_name, class_field):
         return f"holds other layers ({', '.join(others or sorted(names)) or 'none'}), not only earlier suggestions"
     if layer.GetLayerDefn().GetFieldIndex(class_field) < 0:
         return f"its layer {layer_name} has no class field {class_field}"
-    labelled = sum(1 for feature in layer if feature.GetField(class_field) not in (None, 0))
+    labelled = sum(1 for feature in layer if _labelled(feature.GetField(class_field)))
     if labelled:
         return f"{labelled} of its squares already have a class (your labelling)"
     return None
+
+
+def _labelled(value) -> bool:
+    """Whether a square's class value is the analyst's: NULL and 0 (an id field), an empty or blank text (a name
+    field, as QGIS's form leaves it) are not, as export-chips also reads them."""
+    if isinstance(value, str):
+        return bool(value.strip())
+    return value not in (None, 0)
+
+
+def _check_class_field(class_field, class_values) -> None:
+    """Refuse a class field the output cannot have: none, the GeoPackage's own columns or a hint's name."""
+    if class_values not in ("ids", "names"):
+        raise BadInputError(f"The class values must be 'ids' or 'names', got {class_values!r}.")
+    name = (class_field or "").strip()
+    if not name:
+        raise BadInputError("Give the name of the class field (e.g. class_id, or your training layer's class field).")
+    if name.lower() in RESERVED_FIELDS + HINT_FIELDS:
+        what = "uses for its own columns" if name.lower() in RESERVED_FIELDS else "writes as a hint"
+        raise BadInputError(f"'{class_field}' cannot be the class field: the suggestions layer {what} a field of "
+                            f"that name. Choose another class field (e.g. class_id).")
 
 
 def _inputs(o, work, events) -> tuple:
@@ -324,7 +351,8 @@ def _write(path, o, crs_wkt, transform, shape, places, names, schema) -> None:
             srs = osr.SpatialReference()
             srs.ImportFromWkt(crs_wkt)
         layer = source.CreateLayer(o.layer_name, srs, ogr.wkbPolygon, ["FID=fid", "GEOMETRY_NAME=geom"])
-        fields = [(o.class_field, ogr.OFTInteger), ("predicted_class", ogr.OFTInteger),
+        class_kind = ogr.OFTString if o.class_values == "names" else ogr.OFTInteger
+        fields = [(o.class_field, class_kind), ("predicted_class", ogr.OFTInteger),
                   ("predicted_name", ogr.OFTString), ("probability", ogr.OFTInteger),
                   ("uncertainty", ogr.OFTInteger), ("rank", ogr.OFTInteger)]
         for name, kind in fields:
