@@ -64,8 +64,9 @@ def save_sample_style(layer: QgsVectorLayer) -> None:
 
 
 def style_suggestions(layer: QgsVectorLayer, schema, class_field: str, save: bool = False) -> None:
-    """Suggested training areas: the training layer's drop-down and colours, plus a dashed outline for the
-    squares whose class is still empty; optionally saved as the GeoPackage's default style."""
+    """Suggested training areas: the training layer's drop-down and colours (of class ids or, in a text class
+    field, of class names), plus a dashed outline for the squares whose class is still empty; optionally saved as
+    the GeoPackage's default style."""
     if schema is not None:
         style_training_layer(layer, schema, class_field)
         renderer = layer.renderer()
@@ -74,6 +75,9 @@ def style_suggestions(layer: QgsVectorLayer, schema, class_field: str, save: boo
         layer.setRenderer(renderer)
     empty = QgsFillSymbol.createSimple({"color": "255,255,255,0", "outline_color": "255,0,255,255",
                                         "outline_width": "0.8", "outline_style": "dash"})
+    # A category without a value is QGIS's "all other values": it draws NULL and, in a text field, the empty
+    # string (both unlabelled, as export-chips reads them), and a name that is no class. A [NULL, ''] list instead
+    # is no such category: its filter ('IN (NULL, '')') leaves the NULL squares undrawn.
     renderer.addCategory(QgsRendererCategory(None, empty, "to label"))
     if save:
         result = layer.saveStyleToDatabase(layer.name(), "Land cover suggested training areas", True, "")

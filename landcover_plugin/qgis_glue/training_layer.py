@@ -77,20 +77,24 @@ def _write_layer(path, layer_name, fields, geometry_type, crs, transform_context
 
 def style_training_layer(layer: QgsVectorLayer, schema: ClassSchema, class_field: str) -> None:
     """Drop-down of class names on the class field, categorised style in the class colours, schema as
-    custom properties."""
+    custom properties. An integer class field stores the class ids; a text one (a layer that holds the class as
+    its name) the names themselves, so the drop-down writes and the style reads the names there."""
     index = layer.fields().indexOf(class_field)
     if index < 0:
         raise QgsProcessingException(f"The layer '{layer.name()}' has no field '{class_field}'.")
+    text = layer.fields().at(index).type() == QVariant.String
+    values = {c.id: c.name if text else c.id for c in schema}
     layer.setFieldAlias(index, "Class")
     layer.setFieldConstraint(index, QgsFieldConstraints.ConstraintNotNull, QgsFieldConstraints.ConstraintStrengthSoft)
     # last: on QGIS 3.22 setting an alias afterwards drops the widget setup
-    layer.setEditorWidgetSetup(index, QgsEditorWidgetSetup("ValueMap", {"map": [{c.name: c.id} for c in schema]}))
+    layer.setEditorWidgetSetup(index, QgsEditorWidgetSetup("ValueMap", {"map": [{c.name: values[c.id]}
+                                                                                for c in schema]}))
     categories = []
     for c in schema:
         r, g, b = c.rgb
         symbol = QgsFillSymbol.createSimple({"color": f"{r},{g},{b},{FILL_ALPHA}", "outline_color": f"{r},{g},{b},255",
                                              "outline_width": "0.5"})
-        categories.append(QgsRendererCategory(c.id, symbol, c.name))
+        categories.append(QgsRendererCategory(values[c.id], symbol, c.name))
     layer.setRenderer(QgsCategorizedSymbolRenderer(class_field, categories))
     layer.setCustomProperty(SCHEMA_PROPERTY, schema.to_json())
     layer.setCustomProperty(FIELD_PROPERTY, class_field)
