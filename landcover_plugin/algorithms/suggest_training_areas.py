@@ -1,5 +1,6 @@
 """Suggest training areas: where to digitise next, from the model's uncertainty (engine ``suggest-areas``)."""
 from qgis.core import (
+    QgsProcessing,
     QgsProcessingContext,
     QgsProcessingException,
     QgsProcessingLayerPostProcessorInterface,
@@ -8,21 +9,28 @@ from qgis.core import (
     QgsProcessingParameterDefinition,
     QgsProcessingParameterDistance,
     QgsProcessingParameterEnum,
+    QgsProcessingParameterField,
     QgsProcessingParameterFile,
     QgsProcessingParameterFileDestination,
     QgsProcessingParameterNumber,
     QgsProcessingParameterRasterLayer,
+    QgsProcessingParameterVectorLayer,
     QgsVectorLayer,
 )
+from qgis.PyQt.QtCore import QVariant
 
 from ..core.options import choices_of, default_of
-from ..core.schema import ClassSchema
+from ..core.schema import MAX_CLASS_ID, ClassSchema
 from ..core.suggest.options import SuggestOptions
 from ..qgis_glue.layers import raster_layer_to_path
 from ..qgis_glue.sample_layer import style_suggestions
+from ..qgis_glue.training_layer import schema_for_layer
 from .base import EngineAlgorithm, number_range
 
 MEASURES = choices_of(SuggestOptions, "measure")
+CLASS_VALUES = choices_of(SuggestOptions, "class_values")
+CLASS_VALUE_LABELS = {"ids": "Class ids (an integer field)", "names": "Class names (a text field)"}
+INTEGER_TYPES = (QVariant.Int, QVariant.LongLong, QVariant.UInt, QVariant.ULongLong)
 _POST_PROCESSORS = {}  # kept alive until QGIS has run them
 
 
@@ -37,6 +45,9 @@ class SuggestTrainingAreasAlgorithm(EngineAlgorithm):
     COUNT = "COUNT"
     MIN_DISTANCE = "MIN_DISTANCE"
     SIZE = "SIZE"
+    TRAINING_AREAS = "TRAINING_AREAS"
+    TRAINING_CLASS_FIELD = "TRAINING_CLASS_FIELD"
+    CLASS_VALUES = "CLASS_VALUES"
     OUTPUT = "OUTPUT"
     OUTPUT_LAYER = "OUTPUT_LAYER"
     SUGGESTED = "SUGGESTED"
@@ -66,6 +77,11 @@ class SuggestTrainingAreasAlgorithm(EngineAlgorithm):
             "probability (%), the uncertainty (%) and a rank (1 = most uncertain). Look at the imagery, set the "
             "class (or delete the square), reshape it if you like, then copy the squares into your training "
             "areas layer and retrain.\n\n"
+            "<b>Training areas layer</b> the squares will be pasted into, with its <b>class field</b> (optional): "
+            "the squares then get a class field of that name and kind, so they paste into it and keep their class "
+            "(QGIS pastes by field name). A text field (class names such as 'forest') gives squares whose drop-down "
+            "writes the class names; an integer field gives class ids. Without a layer: the field 'class_id', "
+            "holding what <b>Class field holds</b> (advanced) says, ids by default.\n\n"
             "An existing output file is replaced only when it holds earlier suggestions none of which has a "
             "class yet: squares you labelled are never overwritten (choose a new file name).")
 
@@ -92,10 +108,54 @@ class SuggestTrainingAreasAlgorithm(EngineAlgorithm):
         self.addParameter(QgsProcessingParameterNumber(
             self.SIZE, self.tr("Square size (pixels)"), QgsProcessingParameterNumber.Integer,
             default_of(SuggestOptions, "size"), **number_range(SuggestOptions, "size")))
+        self.addParameter(QgsProcessingParameterVectorLayer(
+            self.TRAINING_AREAS, self.tr("Training areas layer the squares will be pasted into"),
+            [QgsProcessing.TypeVectorPolygon], optional=True))
+        self.addParameter(QgsProcessingParameterField(
+            self.TRAINING_CLASS_FIELD, self.tr("Class field of that layer (text: class names; integer: class ids)"),
+            parentLayerParameterName=self.TRAINING_AREAS, optional=True))
+        class_values = QgsProcessingParameterEnum(
+            self.CLASS_VALUES, self.tr("Class field holds (without a training areas layer)"),
+            [self.tr(CLASS_VALUE_LABELS[v]) for v in CLASS_VALUES],
+            defaultValue=CLASS_VALUES.index(default_of(SuggestOptions, "class_values")))
+        class_values.setFlags(class_values.flags() | QgsProcessingParameterDefinition.FlagAdvanced)
+        self.addParameter(class_values)
         self.addParameter(QgsProcessingParameterFileDestination(
             self.OUTPUT, self.tr("Suggested training areas"), self.tr("GeoPackage (*.gpkg)")))
         self.addOutput(QgsProcessingOutputVectorLayer(self.OUTPUT_LAYER, self.tr("Suggested training areas layer")))
         self.addOutput(QgsProcessingOutputNumber(self.SUGGESTED, self.tr("Places suggested")))
+
+    def checkParameterValues(self, parameters, context):
+        """The training areas layer and its class field, checked before the run (the dialog shows the message)."""
+        message = self._paste_target(parameters, context)[2]
+        if message:
+            return False, message
+        return super().checkParameterValues(parameters, context)
+
+    def _paste_target(self, parameters, context) -> tuple:
+        """``(layer, field, message)``: the training areas layer the squares will be pasted into and its class
+        field (None, None without a layer), or a message saying what is wrong with them."""
+        layer = self.parameterAsVectorLayer(parameters, self.TRAINING_AREAS, context)
+        name = self.parameterAsString(parameters, self.TRAINING_CLASS_FIELD, context)
+        if layer is None:
+            if name:
+                return None, None, self.tr("The class field '{0}' was given without its training areas layer: "
+                                           "choose the layer the squares will be pasted into, or clear the "
+                                           "field.").format(name)
+            return None, None, ""
+        if not name:
+            return layer, None, self.tr("Choose the class field of '{0}', the field that holds the class (its "
+                                        "name or id).").format(layer.name())
+        index = layer.fields().indexOf(name)
+        if index < 0:
+            return layer, None, self.tr("'{0}' has no field '{1}': choose its class field.").format(layer.name(), name)
+        field = layer.fields().at(index)
+        if field.type() != QVariant.String and field.type() not in INTEGER_TYPES:
+            return layer, None, self.tr(
+                "The field '{0}' of '{1}' holds {2} values: the class field must hold the class as text (its "
+                "name) or as a whole number (its id). Choose the field that holds the class.").format(
+                name, layer.name(), field.typeName())
+        return layer, field, ""
 
     def engine_options(self, parameters, context, feedback) -> SuggestOptions:
         layers = {name: self.parameterAsRasterLayer(parameters, name, context)
@@ -112,16 +172,27 @@ class SuggestTrainingAreasAlgorithm(EngineAlgorithm):
         distance = None
         if parameters.get(self.MIN_DISTANCE) not in (None, ""):
             distance = self.parameterAsDouble(parameters, self.MIN_DISTANCE, context) or None
+        training, field, message = self._paste_target(parameters, context)
+        if message:
+            raise QgsProcessingException(message)
+        class_field = default_of(SuggestOptions, "class_field")
+        class_values = CLASS_VALUES[self.parameterAsEnum(parameters, self.CLASS_VALUES, context)]
+        self.training_schema = None  # the drop-down's classes when the classified raster gives none
+        if field is not None:
+            class_field, class_values = field.name(), "names" if field.type() == QVariant.String else "ids"
+            self.training_schema = training_layer_schema(training, field.name(), class_values)
         return SuggestOptions(
             output=output, uncertainty=paths[self.UNCERTAINTY], classified=paths[self.CLASSIFIED],
             confidence=paths[self.CONFIDENCE], raster=paths[self.INPUT], model=model,
             measure=MEASURES[self.parameterAsEnum(parameters, self.MEASURE, context)],
             count=self.parameterAsInt(parameters, self.COUNT, context), min_distance=distance,
-            size=self.parameterAsInt(parameters, self.SIZE, context), replace_unlabelled=True)
+            size=self.parameterAsInt(parameters, self.SIZE, context), class_field=class_field,
+            class_values=class_values, replace_unlabelled=True)
 
     def processing_outputs(self, outputs, context, feedback) -> dict:
         source, name = outputs["OUTPUT"], outputs["LAYER_NAME"]
-        schema = ClassSchema.from_list(outputs["CLASSES"]) if outputs["CLASSES"] else None
+        schema = ClassSchema.from_list(outputs["CLASSES"]) if outputs["CLASSES"] else \
+            getattr(self, "training_schema", None)
         layer = QgsVectorLayer(source, name, "ogr")
         if not layer.isValid():
             raise QgsProcessingException(f"The suggestions {source} cannot be opened.")
@@ -135,6 +206,18 @@ class SuggestTrainingAreasAlgorithm(EngineAlgorithm):
         details.setPostProcessor(post_processor)
         context.addLayerToLoadOnCompletion(source, details)
         return {self.OUTPUT: source.split("|", 1)[0], self.OUTPUT_LAYER: source, self.SUGGESTED: outputs["COUNT"]}
+
+
+def training_layer_schema(layer, class_field: str, class_values: str):
+    """The classes of the training areas layer the squares will be pasted into: the schema it carries, else (a
+    text class field) its class names in sorted order, as export-chips numbers them; None when it has none (or
+    more names than classes can be: not a class field)."""
+    schema = schema_for_layer(layer, class_field)
+    if schema is not None or class_values != "names":
+        return schema
+    names = sorted({v.strip() for v in layer.uniqueValues(layer.fields().indexOf(class_field))
+                    if isinstance(v, str) and v.strip()})  # NULL comes as a QVariant
+    return ClassSchema.from_names(names) if 0 < len(names) <= MAX_CLASS_ID else None
 
 
 class StyleSuggestions(QgsProcessingLayerPostProcessorInterface):

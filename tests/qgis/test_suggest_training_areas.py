@@ -3,8 +3,19 @@ label, in the training-areas schema, and from a model and a raster directly."""
 import re
 
 import processing
-from classify_models import card_for, export, tiny_net
-from qgis.core import QgsApplication, QgsProcessingContext, QgsProcessingFeedback, QgsProject, QgsVectorLayer
+from algorithm_runs import run_algorithm
+from classify_models import card_for, export, tiny_net, untrained_model
+from qgis.core import (
+    QgsApplication,
+    QgsFeature,
+    QgsGeometry,
+    QgsProcessingContext,
+    QgsProcessingFeedback,
+    QgsProject,
+    QgsRenderContext,
+    QgsVectorLayer,
+)
+from qgis.PyQt.QtCore import QVariant
 
 from landcover_plugin.core.model.card import metadata_props
 from landcover_plugin.qgis_glue.training_layer import schema_for_layer
@@ -76,3 +87,94 @@ def test_squares_labelled_in_qgis_are_never_overwritten_by_a_new_run(provider, s
     assert "--overwrite" not in log
     layer = QgsVectorLayer(f"{output}|layername=suggested_areas", "suggested", "ogr")
     assert layer.featureCount() == 5 and [f["class_id"] for f in layer.getFeatures()].count(2) == 1
+
+
+RSTOOLBOX_CLASSES = ["cleared", "fallen_dry", "forest", "water"]  # its text field 'class', sorted
+
+
+def _symbols(layer, values) -> list:
+    """What the layer's style draws for a square whose class field holds each of ``values``: a category's label."""
+    renderer, context = layer.renderer(), QgsRenderContext()
+    dumps = {c.symbol().dump(): c.label() for c in renderer.categories()}
+    field = layer.fields().indexOf(renderer.classAttribute())
+    renderer.startRender(context, layer.fields())
+    try:
+        drawn = []
+        for value in values:
+            feature = QgsFeature(layer.fields())
+            feature.setAttribute(field, value)
+            drawn.append(dumps.get(renderer.symbolForFeature(feature, context).dump()))
+        return drawn
+    finally:
+        renderer.stopRender(context)
+
+
+def test_squares_for_a_text_class_training_layer_paste_with_their_names(provider, shared_data, tmp_path):
+    """The training areas layer the squares will be pasted into (rstoolbox's polygons, text field 'class') gives
+    the suggestions their class field: named 'class', a text field whose drop-down writes the class names, styled
+    by name, empty squares (NULL or '') drawn 'to label'. Squares had an integer 'class_id' that pasted as no class."""
+    QgsProject.instance().removeAllMapLayers()
+    image = str(shared_data / "rstoolbox" / "landsat5_1988_7band.tif")
+    training = QgsVectorLayer(str(shared_data / "rstoolbox" / "training_polygons.gpkg"), "training", "ogr")
+    assert training.isValid()
+    model = untrained_model(image, tmp_path / "m.onnx", RSTOOLBOX_CLASSES, tile=32, input_dtype="uint8")
+    classified = processing.run("landcover:classify_raster", {
+        "INPUT": image, "MODEL": model, "UNCERTAINTY": str(tmp_path / "u.tif"), "OUTPUT": str(tmp_path / "c.tif")})
+    output = tmp_path / "suggested.gpkg"
+    results = processing.runAndLoadResults("landcover:suggest_training_areas", {
+        "UNCERTAINTY": classified["UNCERTAINTY"], "CLASSIFIED": classified["OUTPUT"], "COUNT": 6,
+        "TRAINING_AREAS": training, "TRAINING_CLASS_FIELD": "class", "OUTPUT": str(output)})
+    assert results["SUGGESTED"] == 6
+    for layer in (QgsVectorLayer(f"{output}|layername=suggested_areas", "suggested", "ogr"),  # a fresh load
+                  QgsProject.instance().mapLayersByName("suggested_areas")[0]):  # as the run loaded it
+        fields = layer.fields()
+        assert "class_id" not in fields.names() and fields.at(fields.indexOf("class")).type() == QVariant.String
+        setup = layer.editorWidgetSetup(fields.indexOf("class"))
+        assert setup.type() == "ValueMap"
+        assert setup.config()["map"] == [{name: name} for name in RSTOOLBOX_CLASSES]  # name -> name
+        assert layer.renderer().classAttribute() == "class"
+        assert _symbols(layer, ["forest", "water", "", None]) == ["forest", "water", "to label", "to label"]
+    QgsProject.instance().removeAllMapLayers()
+
+    # no classified raster, so no classes from the model: the drop-down offers the training layer's names
+    results = processing.run("landcover:suggest_training_areas", {
+        "UNCERTAINTY": classified["UNCERTAINTY"], "COUNT": 4, "TRAINING_AREAS": training,
+        "TRAINING_CLASS_FIELD": "class", "OUTPUT": str(tmp_path / "from_layer.gpkg")})
+    layer = QgsVectorLayer(results["OUTPUT_LAYER"], "suggested", "ogr")
+    setup = layer.editorWidgetSetup(layer.fields().indexOf("class"))
+    assert setup.type() == "ValueMap" and setup.config()["map"] == [{name: name} for name in RSTOOLBOX_CLASSES]
+
+    # an integer class field: ids in a field of that name; the advanced choice alone: names in 'class_id'
+    ids = QgsVectorLayer("Polygon?crs=EPSG:32622&field=klasse:integer&field=area:double", "ids", "memory")
+    results = processing.run("landcover:suggest_training_areas", {
+        "UNCERTAINTY": classified["UNCERTAINTY"], "COUNT": 4, "TRAINING_AREAS": ids, "TRAINING_CLASS_FIELD": "klasse",
+        "CLASS_VALUES": 1, "OUTPUT": str(tmp_path / "ids.gpkg")})  # the layer's field wins over the choice
+    fields = QgsVectorLayer(results["OUTPUT_LAYER"], "ids", "ogr").fields()
+    assert fields.at(fields.indexOf("klasse")).type() == QVariant.Int and "class_id" not in fields.names()
+    results = processing.run("landcover:suggest_training_areas", {
+        "UNCERTAINTY": classified["UNCERTAINTY"], "COUNT": 4, "CLASS_VALUES": 1, "OUTPUT": str(tmp_path / "n.gpkg")})
+    fields = QgsVectorLayer(results["OUTPUT_LAYER"], "names", "ogr").fields()
+    assert fields.at(fields.indexOf("class_id")).type() == QVariant.String
+
+
+def test_a_training_layer_choice_that_cannot_work_is_refused_before_the_run(provider, shared_data, tmp_path):
+    algorithm = QgsApplication.processingRegistry().createAlgorithmById("landcover:suggest_training_areas")
+    context = QgsProcessingContext()
+    training = QgsVectorLayer(str(shared_data / "rstoolbox" / "training_polygons.gpkg"), "training", "ogr")
+    real = QgsVectorLayer("Polygon?crs=EPSG:32622&field=share:double", "shares", "memory")
+    feature = QgsFeature(real.fields())
+    feature.setAttributes([0.5])
+    feature.setGeometry(QgsGeometry.fromWkt("POLYGON((0 0, 30 0, 30 30, 0 0))"))
+    real.dataProvider().addFeatures([feature])
+    base = {"UNCERTAINTY": str(shared_data / "rstoolbox" / "landsat5_1988_7band.tif"),
+            "OUTPUT": str(tmp_path / "x.gpkg")}
+    for extra, message in (({"TRAINING_CLASS_FIELD": "class"}, "'class' was given without its training areas layer"),
+                           ({"TRAINING_AREAS": training}, "Choose the class field of 'training'"),
+                           ({"TRAINING_AREAS": training, "TRAINING_CLASS_FIELD": "klasse"}, "has no field 'klasse'"),
+                           ({"TRAINING_AREAS": real, "TRAINING_CLASS_FIELD": "share"},
+                            "'share' of 'shares' holds double values: the class field must hold the class as text")):
+        ok, text = algorithm.checkParameterValues({**base, **extra}, context)
+        assert not ok and message in text, text
+        _, ok, log = run_algorithm("landcover:suggest_training_areas", {**base, **extra})  # headless: the same
+        assert not ok and message in log
+    assert not (tmp_path / "x.gpkg").exists()
