@@ -27,8 +27,9 @@ from ..schema import ClassSchema
 from .band_subset import BandSubset
 from .dataset import SCHEMA_VERSION, is_chip_dataset_folder, nodata_to_json, write_dataset_json
 from .distinct import distinct_class_pixels
-from .label_sources import RasterLabels, VectorLabels
+from .label_sources import VectorLabels
 from .options import ChipExportOptions
+from .raster_labels import RasterLabels
 from .scan import BlockLabeller, PolygonLabeller, scan
 from .split import no_holdout_reason, polygon_groups, polygon_split, spatial_split
 
