@@ -11,6 +11,9 @@ Every file is written under a hidden temporary name in the target folder and ren
 on any failure, cancel or full disk the temporary files are removed, so no half-written raster is left
 looking valid. Writing uses GDAL's own bindings (one thread) because they report write errors such as a
 full disk, which GDAL otherwise only prints while the file is flushed.
+
+The checks on output paths before a run are in :mod:`.output_paths`; reading the classes back from a written
+raster is in :mod:`.raster_classes`.
 """
 import json
 import os
@@ -20,11 +23,13 @@ import numpy as np
 from osgeo import gdal
 
 from .errors import BadInputError, Cancelled, write_failure
-from .output_folder import partial_path as hidden_partial
 from .output_folder import remove_stale
+from .output_paths import RunInputs as RunInputs  # re-export: classify/run.py imports it from here
+from .output_paths import check_output_path as check_output_path  # re-export: classify/run.py imports it from here
+from .output_paths import partial_path
 from .overview_rows import NearestLevels
 from .qml import write_paletted_qml
-from .schema import MAX_CLASS_ID, MIN_CLASS_ID, ClassInfo, ClassSchema, default_colour
+from .raster_classes import embedded_classes as embedded_classes  # re-export: suggest/suggest.py imports it from here
 
 BLOCK = 256
 # DEFLATE level 4: on classified maps within ~8 % of level 6's size at a third of its time.
@@ -34,59 +39,6 @@ NODATA = 0
 # Overviews GDAL builds once a raster is complete; the labels' (nearest) are written with their rows.
 OVERVIEW_RESAMPLING = {"confidence": "AVERAGE"}
 CONFIDENCE_DESCRIPTION = "confidence (percent)"
-
-
-def embedded_classes(path, events=None) -> tuple:
-    """The classes a classified raster carries: ``(ClassSchema or None, {id: "#rrggbb"})``.
-
-    Our ``landcover_classes`` tag first, else GDAL category names with colour-table colours. Read through
-    ``gdal.Info``: ``Band.GetCategoryNames()`` returns None in Debian's GDAL 3.6 bindings even when the
-    names are there (in the ``.aux.xml`` beside a GeoTIFF). ``events`` gets a warning when what is stored
-    is not a usable class list.
-    """
-    gdal.UseExceptions()
-    try:
-        info = gdal.Info(str(path), format="json")
-        stored = ((info.get("metadata") or {}).get("") or {}).get("landcover_classes")
-        band = info["bands"][0]
-    except (RuntimeError, KeyError, IndexError, TypeError):
-        return None, {}  # an unreadable raster is reported clearly by whoever opens it next
-    entries = (band.get("colorTable") or {}).get("entries") or []
-    colours = {i: "#{:02x}{:02x}{:02x}".format(*entry[:3]) for i, entry in enumerate(entries)
-               if MIN_CLASS_ID <= i <= MAX_CLASS_ID}
-    if stored:
-        try:
-            return ClassSchema.from_json(stored), colours
-        except (ValueError, BadInputError):
-            if events is not None:
-                events.warning("The raster's 'landcover_classes' tag is not a valid class list; its category "
-                               "names are used instead.")
-    names = band.get("categories") or []
-    classes = [ClassInfo(i, n.strip(), colours.get(i) or default_colour(n.strip(), i - 1))
-               for i, n in enumerate(names) if MIN_CLASS_ID <= i <= MAX_CLASS_ID and n and n.strip()]
-    if not classes:
-        return None, colours
-    try:
-        return ClassSchema(classes), colours
-    except BadInputError as exc:
-        if events is not None:
-            events.warning(f"The raster's category names are not a usable class list ({exc.message}).")
-        return None, colours
-
-
-def present_values(path) -> set:
-    """The class ids (1..254) that band 1 of a byte raster holds (an exact histogram); None if not byte."""
-    gdal.UseExceptions()
-    try:
-        dataset = gdal.Open(str(path))  # kept referenced: a band outliving its dataset crashes GDAL
-        band = dataset.GetRasterBand(1)
-        if band.DataType != gdal.GDT_Byte:
-            return None
-        counts = band.GetHistogram(-0.5, 255.5, 256, include_out_of_range=False, approx_ok=False)
-        dataset = None
-    except RuntimeError:
-        return None
-    return {value for value, count in enumerate(counts) if count and MIN_CLASS_ID <= value <= MAX_CLASS_ID}
 
 
 def overview_factors(width: int, height: int, smallest: int = BLOCK) -> list:
@@ -114,68 +66,6 @@ def category_names(classes: list) -> list:
     for item in classes:
         names[int(item["id"])] = item["name"]
     return names
-
-
-def partial_path(path: str) -> str:
-    """Where a GeoTIFF is written before it is renamed into place (hidden, this process's own)."""
-    return hidden_partial(path, ".tif")
-
-
-def check_output_path(path: str, *, overwrite: bool, inputs=()) -> str:
-    """Refuse inputs as outputs and existing files unless ``overwrite`` (Processing's convention).
-
-    ``inputs``: the run's input paths, or the :class:`RunInputs` shared by all its outputs (listed once)."""
-    path = os.path.abspath(os.fspath(path))
-    if os.path.splitext(path)[1].lower() not in (".tif", ".tiff"):
-        raise BadInputError(f"The output {path} must be a GeoTIFF: give a path ending in .tif.")
-    if os.path.exists(path):  # a path that does not exist yet is no input's file: nothing to list
-        for other, read_by in (inputs if isinstance(inputs, RunInputs) else RunInputs(inputs)).files():
-            if os.path.samefile(path, other):
-                how = f" (the raster {read_by} reads it)" if read_by else ""
-                raise BadInputError(f"The output {path} is also an input{how}: choose another output path.")
-    if os.path.exists(path) and not overwrite:
-        raise BadInputError(f"The output {path} already exists: choose another path, or allow overwriting "
-                            f"(--overwrite; Processing always overwrites the file you chose).")
-    if os.path.isdir(path):
-        raise BadInputError(f"The output {path} is a folder: give a file path ending in .tif.")
-    return path
-
-
-def input_files(inputs) -> list:
-    """``(file, None)`` for each existing input, and ``(file, input)`` for each other file GDAL reads a raster input
-    from: a VRT's sources above all, which an output must not replace either (classifying a mosaic into one of its
-    own scenes destroyed that scene)."""
-    files = []
-    for other in inputs:
-        if not other or not os.path.exists(other):
-            continue
-        files.append((os.fspath(other), None))
-        gdal.PushErrorHandler("CPLQuietErrorHandler")  # a model or a vector is no raster: nothing to say
-        try:
-            dataset = gdal.OpenEx(os.fspath(other), gdal.OF_RASTER)
-            listed = (dataset.GetFileList() or []) if dataset is not None else []
-            dataset = None
-        except RuntimeError:
-            listed = []
-        finally:
-            gdal.PopErrorHandler()
-        files += [(f, os.fspath(other)) for f in listed if os.path.exists(f) and not os.path.samefile(f, other)]
-    return files
-
-
-class RunInputs:
-    """A run's input paths and the files GDAL reads them from (:func:`input_files`), listed once, when an output
-    first needs them: a classify run checks its map, confidence and uncertainty paths against one listing,
-    instead of opening every raster input again for each."""
-
-    def __init__(self, inputs):
-        self.paths = tuple(inputs)
-        self._files = None
-
-    def files(self) -> list:
-        if self._files is None:
-            self._files = input_files(self.paths)
-        return self._files
 
 
 def _claim(targets) -> None:

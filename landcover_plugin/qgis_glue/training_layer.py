@@ -29,8 +29,8 @@ from qgis.core import (
 from qgis.PyQt.QtCore import QVariant
 
 from ..core.class_files import find_sidecar, read_classes_json
-from ..core.classified_raster import embedded_classes, present_values
 from ..core.errors import BadInputError
+from ..core.raster_classes import embedded_classes, present_values
 from ..core.schema import MAX_CLASS_ID, MIN_CLASS_ID, ClassSchema
 
 SCHEMA_TABLE = "landcover_classes"

@@ -20,11 +20,11 @@ import pytest
 import rasterio
 from osgeo import gdal
 
-from landcover_plugin.core.classified_raster import embedded_classes
 from landcover_plugin.core.classify.options import ClassifyOptions
 from landcover_plugin.core.classify.run import classify_raster
 from landcover_plugin.core.classify.shards import plan_shards
 from landcover_plugin.core.classify.tiling import tile_offsets
+from landcover_plugin.core.raster_classes import embedded_classes
 
 ENGINE = [sys.executable, "-m", "landcover_plugin.core.engine", "classify"]
 

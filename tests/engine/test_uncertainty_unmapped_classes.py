@@ -15,11 +15,11 @@ from osgeo import gdal, ogr
 
 from landcover_plugin.core.chips.export import export_chips
 from landcover_plugin.core.chips.options import ChipExportOptions
-from landcover_plugin.core.classified_raster import embedded_classes
 from landcover_plugin.core.classify.options import ClassifyOptions
 from landcover_plugin.core.classify.run import classify_raster
 from landcover_plugin.core.events import RecordingEvents
 from landcover_plugin.core.model.card import CARD_KEY
+from landcover_plugin.core.raster_classes import embedded_classes
 from landcover_plugin.core.suggest.options import SuggestOptions
 from landcover_plugin.core.suggest.suggest import suggest_areas
 from landcover_plugin.core.train.options import TrainConfig

@@ -18,10 +18,10 @@ import os
 import numpy as np
 from rasterio.windows import transform as window_transform
 
-from ..classified_raster import embedded_classes
 from ..errors import BadInputError, Cancelled, write_failure
 from ..options import check_bounds
 from ..output_folder import partial_path
+from ..raster_classes import embedded_classes
 from ..rasters import check_written_as, open_raster, read
 from ..schema import ClassInfo, ClassSchema, default_colour
 from ..vectors import read_labelled_geometries

@@ -15,11 +15,11 @@ from rasterio.enums import Resampling
 from rasterio.vrt import WarpedVRT
 
 from ..class_files import find_sidecar, read_classes_json
-from ..classified_raster import embedded_classes
 from ..errors import BadInputError
 from ..ground import ground_resolution
 from ..kept_classes import keep_class_values
 from ..map_units import distance_unit
+from ..raster_classes import embedded_classes
 from ..rasters import open_raster, read
 from ..vectors import crs_name
 from .label_sources import schema_from_values

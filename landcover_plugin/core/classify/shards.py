@@ -22,9 +22,10 @@ from pathlib import Path
 
 from osgeo import gdal
 
-from ..classified_raster import category_names, check_output_path, colour_table, partial_path
+from ..classified_raster import category_names, colour_table
 from ..errors import BadInputError, Cancelled, write_failure
 from ..output_folder import file_in_place, remove_stale
+from ..output_paths import check_output_path, partial_path
 from ..qml import write_paletted_qml
 
 MANIFEST = "manifest.json"

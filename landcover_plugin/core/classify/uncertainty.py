@@ -23,8 +23,9 @@ import xml.etree.ElementTree as ET
 import numpy as np
 from osgeo import gdal
 
-from ..classified_raster import CREATION_OPTIONS, check_output_path, overview_factors, partial_path
+from ..classified_raster import CREATION_OPTIONS, overview_factors
 from ..errors import BadInputError
+from ..output_paths import check_output_path, partial_path
 from ..qml import QGIS_VERSION
 from .tiling import StripBlender
 
