@@ -11,47 +11,36 @@ colours come from ``--classes`` or from the classified raster's category names a
 Reference polygon values may be class names (any case) or ids. Writes a per-class CSV table, the
 confusion matrix as CSV, everything as JSON and an HTML report with two PNG plots; every file is
 written under a temporary name and renamed only when all of them are complete.
+
+Here: the command's checks of its options and inputs (output paths, the class list, the reference data and its
+values) and its log. The counting is in :mod:`.counting`, the report and its files in :mod:`.results`.
 """
 import json
 import os
 
 import numpy as np
-from rasterio.windows import transform as window_transform
 
-from ..errors import BadInputError, Cancelled, write_failure
+from ..errors import BadInputError
 from ..options import check_bounds
-from ..output_folder import partial_path
 from ..raster_classes import embedded_classes
-from ..rasters import check_written_as, open_raster, read
-from ..schema import ClassInfo, ClassSchema, default_colour
+from ..rasters import check_written_as, open_raster
+from ..schema import ClassSchema
 from ..vectors import read_labelled_geometries
-from .area_report import (
-    FEW_MARK,
-    FEW_POINTS,
-    area_html,
-    area_interval,
-    area_section,
-    plot_areas,
-    shown,
-    weight_by_area,
-)
-from .metrics import ConfusionCounter, metrics_from_confusion, to_jsonable
+from .area_report import FEW_MARK, FEW_POINTS, area_interval, shown
+from .counting import _area_info, _count
 from .options import AssessOptions
 from .reference import (
     SAMPLE_MAP_FIELD,
     SAMPLE_REFERENCE_FIELD,
-    ExtendedGrid,
     PointReference,
     PolygonReference,
     RasterReference,
     all_points,
     map_class_mismatches,
     point_layer,
-    window_bounds,
 )
-from .report import format_table, plot_confusion, plot_per_class, render_html, write_confusion_csv, write_table_csv
-
-EARTH_RADIUS_M = 6371007.2  # authalic sphere, for areas in a geographic CRS
+from .report import format_table
+from .results import _build_report, _write_outputs
 
 
 def assess_accuracy(options: AssessOptions, events) -> dict:
@@ -231,194 +220,3 @@ def _match_values(labelled, schema, events) -> list:
     if unlabelled:
         events.warning(f"{unlabelled} reference feature(s) have class 0 (no label) and are left out.")
     return matched
-
-
-# -- counting -------------------------------------------------------------------------------------
-def _count(src, reference, block, row_area, events) -> dict:
-    grid = ExtendedGrid(src.transform, src.width, src.height, reference.bounds)
-    reference.prepare(grid)
-    counter = ConfusionCounter()
-    mapped = np.zeros(256, dtype=np.int64)
-    mapped_area = np.zeros(256, dtype=np.float64)
-    outside = on_nodata = 0
-    nodata, warned_255 = src.nodata, False
-    windows = list(grid.windows(block))
-    for number, window in enumerate(windows, 1):
-        if events.cancel_requested:
-            raise Cancelled("Accuracy assessment cancelled: no output was written.")
-        events.progress((number - 1) / len(windows), f"window {number}/{len(windows)}")
-        inside = grid.inside_part(window)
-        box = window_bounds(src.transform, window)
-        has_reference = reference.intersects(box)
-        if inside is None and not has_reference:
-            continue
-        shape = (int(window.height), int(window.width))
-        classes = np.zeros(shape, dtype=np.uint8)
-        within = np.zeros(shape, dtype=bool)
-        if inside is not None:
-            raster_window, slices = inside
-            data = read(src, 1, window=raster_window)
-            valid = _classified_valid(data, nodata)
-            if not warned_255 and nodata != 255 and (data == 255).any():
-                warned_255 = True
-                events.warning("The classified raster holds value 255, which is never a class: treated as no data.")
-            values = data[valid].astype(np.int64)
-            classes[slices][valid] = values
-            within[slices] = True
-            mapped += np.bincount(values, minlength=256)
-            rows = np.arange(raster_window.row_off, raster_window.row_off + raster_window.height)
-            weights = np.broadcast_to(row_area[rows][:, None], data.shape)[valid]
-            mapped_area += np.bincount(values, weights=weights, minlength=256)
-        if not has_reference:
-            continue
-        if reference.kind == "points":  # each sample point counts once, in the pixel it falls in
-            ids, mapped_ids, point_outside, point_nodata = reference.pairs(window, classes, within)
-            outside += point_outside
-            on_nodata += point_nodata
-            counter.update(ids, mapped_ids)
-            continue
-        ids = reference.read(window_transform(window, src.transform), box, shape, window=window)
-        has_ref = ids > 0
-        outside += int((has_ref & ~within).sum())
-        on_nodata += int((has_ref & within & (classes == 0)).sum())
-        pair = has_ref & (classes > 0)
-        counter.update(ids[pair], classes[pair])
-    events.progress(1.0, "counted")
-    return {"counter": counter, "mapped": mapped, "mapped_area": mapped_area, "outside": outside,
-            "on_nodata": on_nodata, "conflicts": reference.conflicts, "reference_kind": reference.kind}
-
-
-def _classified_valid(data: np.ndarray, nodata) -> np.ndarray:
-    valid = data != 0
-    if nodata is not None:
-        valid &= data != nodata
-    bad = data[valid & ((data < 0) | (data > 255))]
-    if bad.size:
-        raise BadInputError(f"The classified raster holds value {bad[0]}, which is not a class id (1..254). "
-                            "Choose a classified map with class ids 1..254 and 0 as no data.")
-    return valid & (data != 255)  # 255 is never a class (DESIGN.md): treated as no data
-
-
-def _area_info(transform, crs, height) -> dict:
-    """Pixel area per row: square metres (unit "ha" in reports) in a projected or geographic CRS,
-    else squared map units."""
-    rows = np.arange(height, dtype=np.float64)
-    flat = abs(transform.a * transform.e - transform.b * transform.d)
-    if crs is not None and crs.is_geographic:
-        top = np.radians(transform.f + transform.e * rows)
-        bottom = np.radians(transform.f + transform.e * (rows + 1))
-        row_area = EARTH_RADIUS_M ** 2 * np.radians(abs(transform.a)) * np.abs(np.sin(top) - np.sin(bottom))
-        return {"row_area": row_area, "unit": "ha", "to_unit": 1e-4,
-                "note": "The raster is in a geographic CRS: pixel areas are computed per row on a sphere "
-                        "(approximate to about 0.5 %)."}
-    factor = None
-    if crs is not None:
-        try:
-            factor = crs.linear_units_factor[1]
-        except Exception:  # noqa: BLE001 - a CRS without linear units
-            factor = None
-    if factor:
-        return {"row_area": np.full(height, flat * factor ** 2), "unit": "ha", "to_unit": 1e-4,
-                "note": f"Pixel area {flat * factor ** 2:g} m² from the raster's transform."}
-    return {"row_area": np.full(height, flat), "unit": "map units²", "to_unit": 1.0,
-            "note": "The raster has no CRS with known linear units: areas are in squared map units, not hectares."}
-
-
-# -- results --------------------------------------------------------------------------------------
-def _build_report(options, counts, schema, colour_table, area, events) -> dict:
-    counter, mapped = counts["counter"], counts["mapped"]
-    present = counter.present_ids()
-    classes = list(schema) if schema is not None else []
-    known = {c.id for c in classes}
-    extra = sorted((set(present) | {int(i) for i in np.flatnonzero(mapped) if 0 < i < 255}) - known)
-    if extra and schema is not None:
-        events.warning(f"Values {', '.join(map(str, extra))} are not in the class list; they are reported as "
-                       "'class <id>'.")
-    classes += [ClassInfo(i, f"class {i}", colour_table.get(i) or default_colour("", i - 1)) for i in extra]
-    cm_ids = [c.id for c in classes if c.id in set(present)]
-    if not cm_ids:
-        raise BadInputError(
-            f"No reference pixel falls on a classified pixel ({counts['outside']} reference pixels lie outside "
-            f"the classified raster, {counts['on_nodata']} on its no-data). Check that the reference data and "
-            "the classified raster cover the same area and that their CRSs are right.")
-    cm = counter.matrix(cm_ids)
-    m = metrics_from_confusion(cm)
-    index = {class_id: k for k, class_id in enumerate(cm_ids)}
-    rows = []
-    for c in classes:
-        k = index.get(c.id)
-        pick = (lambda name: m[name][k] if k is not None else float("nan"))  # noqa: E731
-        rows.append({"id": c.id, "name": c.name, "colour": c.colour,
-                     "reference_pixels": int(m["reference_totals"][k]) if k is not None else 0,
-                     "classified_pixels": int(m["classified_totals"][k]) if k is not None else 0,
-                     "precision": pick("precision"), "recall": pick("recall"), "f1": pick("f1"),
-                     "iou": pick("iou"), "mapped_pixels": int(mapped[c.id]),
-                     "mapped_area": float(counts["mapped_area"][c.id] * area["to_unit"])})
-    assessed = int(m["n"])
-    report = {
-        "schema_version": 1,
-        "inputs": {"classified": os.path.abspath(options.classified),
-                   "reference": options.reference_source or os.path.abspath(options.reference_vector
-                                                                            or options.reference_raster),
-                   "reference_kind": counts["reference_kind"], "class_field": options.class_field},
-        "convention": "confusion matrix rows = reference classes, columns = classified classes; "
-                      "precision = user's accuracy, recall = producer's accuracy",
-        "summary": {"pixels_assessed": assessed, "overall_accuracy": m["overall_accuracy"],
-                    "kappa": m["kappa"], "mean_iou": m["mean_iou"], "macro_f1": m["macro_f1"]},
-        "left_out": {"outside_classified_raster": counts["outside"],
-                     "on_classified_nodata": counts["on_nodata"],
-                     "overlapping_polygons_disagree": counts["conflicts"],
-                     "classified_pixels_without_reference": int(mapped.sum()) - assessed},
-        "area": {"unit": area["unit"], "note": area["note"]},
-        "classes": rows,
-        "confusion_matrix": {"class_ids": cm_ids, "names": [classes[[c.id for c in classes].index(i)].name
-                                                            for i in cm_ids],
-                             "counts": cm, "row_shares": m["row_shares"], "column_shares": m["column_shares"]},
-    }
-    report.update(area_section(counts["reference_kind"], rows, cm_ids, cm, mapped,
-                               counts["mapped_area"] * area["to_unit"], area))
-    weight_by_area(report)
-    return to_jsonable(report)
-
-
-def _write_outputs(report: dict, paths: dict) -> None:
-    """Write every output under a temporary name, then rename them all (the HTML last). The JSON is ``report``
-    (DESIGN.md's contract), the others show :func:`shown`'s figures."""
-    staged, placed, data, report = [], [], report, shown(report)
-    try:
-        for path in paths.values():
-            os.makedirs(os.path.dirname(path), exist_ok=True)
-        writers = [("table", lambda f: write_table_csv(report, f)),
-                   ("confusion", lambda f: write_confusion_csv(report, f)),
-                   ("json", lambda f: _write_text(f, json.dumps(data, indent=1))),
-                   ("confusion_png", lambda f: plot_confusion(report, f)),
-                   ("per_class_png", lambda f: plot_per_class(report, f)),
-                   ("html", lambda f: _write_text(f, render_html(
-                       report, os.path.basename(paths["confusion_png"]), os.path.basename(paths["per_class_png"]),
-                       area_html(report, os.path.basename(paths["area_png"]) if report["area_estimates"] else None))))]
-        if report["area_estimates"]:
-            writers.insert(-1, ("area_png", lambda f: plot_areas(report, f)))
-        for key, write in writers:
-            temporary = partial_path(paths[key], os.path.splitext(paths[key])[1])  # hidden, this run's own
-            staged.append((temporary, paths[key]))
-            write(temporary)
-        for temporary, final in staged:
-            os.replace(temporary, final)
-            placed.append(final)
-    except OSError as exc:
-        for final in placed:  # half a report set (a rename failed after others): none, as the message says
-            os.remove(final)
-        where = next((final for temporary, final in staged if temporary == exc.filename), exc.filename) \
-            or os.path.dirname(paths["html"])
-        reason = write_failure(exc, os.path.dirname(where))
-        raise BadInputError(f"Cannot write the accuracy report: {reason} ({where}). Choose an output folder you can "
-                            f"write to; no report file was left there.") from exc
-    finally:
-        for temporary, _ in staged:
-            if os.path.exists(temporary):
-                os.remove(temporary)
-
-
-def _write_text(path, text) -> None:
-    with open(path, "w", encoding="utf-8", newline="\n") as f:
-        f.write(text)
