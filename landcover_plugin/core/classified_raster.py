@@ -24,12 +24,9 @@ from osgeo import gdal
 
 from .errors import BadInputError, Cancelled, write_failure
 from .output_folder import remove_stale
-from .output_paths import RunInputs as RunInputs  # re-export: classify/run.py imports it from here
-from .output_paths import check_output_path as check_output_path  # re-export: classify/run.py imports it from here
 from .output_paths import partial_path
 from .overview_rows import NearestLevels
 from .qml import write_paletted_qml
-from .raster_classes import embedded_classes as embedded_classes  # re-export: suggest/suggest.py imports it from here
 
 BLOCK = 256
 # DEFLATE level 4: on classified maps within ~8 % of level 6's size at a third of its time.

@@ -39,12 +39,13 @@ import time
 import numpy as np
 from rasterio.transform import Affine
 
-from ..classified_raster import ClassifiedRasterWriter, RunInputs, check_output_path
+from ..classified_raster import ClassifiedRasterWriter
 from ..errors import BadInputError, Cancelled
 from ..events import Events, RecordingEvents
 from ..model.card import MAX_OVERLAP
 from ..model.session import load_model
 from ..options import check_bounds, parse_floats, parse_ints, parse_names
+from ..output_paths import RunInputs, check_output_path
 from .options import ClassifyOptions
 from .source import mask_bounds, open_source
 from .tile_size import choose_tile, model_grid

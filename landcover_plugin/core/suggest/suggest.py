@@ -29,11 +29,11 @@ import numpy as np
 from osgeo import ogr, osr
 from rasterio.windows import Window
 
-from ..classified_raster import embedded_classes
 from ..errors import BadInputError, Cancelled
 from ..map_units import distance_text, distance_unit
 from ..options import check_bounds
 from ..output_folder import file_in_place
+from ..raster_classes import embedded_classes
 from ..rasters import check_written_as, open_raster, read
 from ..sample.draw import SCHEMA_TABLE, write_table
 from .options import SuggestOptions
