@@ -65,7 +65,8 @@ def run(settings) -> dict:
         baseline={"label": "the map's measured mIoU (east 40 %)", "value": ours["mean_iou"], "unit": ""},
         ratio=None if estimated is None else estimated - ours["mean_iou"],
         note=f"the polygons' IoUs weighted by the map's class shares say {result['heldout_polygon_miou']}; "
-             f"the estimate lowers them with the overall accuracy"))
+             f"the estimate takes the map's own expected errors (its class probabilities over a sample of it) "
+             f"and lowers them with the overall accuracy"))
     figures.append(figure(
         "sparse.zion.overlap", "Maps at the model's overlap and at 50 % overlap: identical pixels",
         result["overlap_agreement"], "", target=target(result["overlap_agreement"], ">=", 0.98),

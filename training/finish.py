@@ -71,9 +71,9 @@ def finish_run(run: dict, model, network: dict, data: dict, spec, config, device
     try:
         if heldout is None and confusion is not None:  # polygons: weigh by the map's class shares, from this model
             scene = held.scene_sample(staged, (spec.raw.get("source") or {}).get("image"), len(spec.schema))
-            shares, scene_confidence = scene if scene is not None else (None, None)
+            shares, scene_confidence, scene_matrix = scene if scene is not None else (None, None, None)
             heldout = held.estimate(confusion, spec.schema.names, shares, split, heldout_confidence=confidences,
-                                    scene_confidence=scene_confidence)
+                                    scene_confidence=scene_confidence, scene_matrix=scene_matrix)
             exported = write(heldout)
         if curves:
             write_curves(run["history"], (csv_path, png_path), f"{network['architecture']} on {spec.folder.name}",

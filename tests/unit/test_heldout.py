@@ -3,7 +3,7 @@ and the fallbacks."""
 import numpy as np
 import pytest
 
-from training.heldout import atc, describe, estimate
+from training.heldout import atc, describe, estimate, expected_matrix
 
 NAMES = ["water", "forest", "crops"]
 # rows = reference, columns = predicted; held-out polygon pixels
@@ -123,3 +123,36 @@ def test_lowered_errors_follow_the_held_out_confusions_and_a_surer_scene_changes
     surer = estimate(CONFUSION, NAMES, shares, SPLIT, heldout_confidence=([0.5] * 10, [True] * 8 + [False] * 2),
                      scene_confidence=[0.9])
     assert surer["overall_accuracy"] == 1.0 and surer["iou"] == surer["polygon_iou"]
+
+
+def test_the_expected_error_matrix_counts_each_pixel_s_probabilities_under_its_mapped_class():
+    # two tiles of 1 x 2 px, 2 classes; the second tile's right pixel is invalid
+    probs = np.array([[[[0.9, 0.3]], [[0.1, 0.7]]],
+                      [[[0.6, 0.2]], [[0.4, 0.8]]]], dtype=np.float32)
+    valid = np.array([[[True, True]], [[True, False]]])
+    matrix = expected_matrix(probs, valid, 2)
+    # mapped as class 0: pixels (0.9, 0.1) and (0.6, 0.4); as class 1: (0.3, 0.7)
+    np.testing.assert_allclose(matrix, [[1.5, 0.3], [0.5, 0.7]], atol=1e-6)
+    assert matrix.sum(axis=0).tolist() == pytest.approx([2.0, 1.0])  # pixels mapped as each class
+
+
+def test_with_the_map_s_expected_errors_the_ious_are_the_map_s_not_the_polygons():
+    # the polygons are all right, but where the map says water it is unsure: half its water pixels may be forest
+    perfect, shares = [[10, 0], [0, 10]], [0.2, 0.8]
+    scene = np.array([[0.1, 0.0], [0.1, 0.8]])  # rows reference, columns mapped; sums to 1
+    confidence = ([0.9] * 20, [True] * 20)
+    without = estimate(perfect, ["water", "forest"], shares, SPLIT, heldout_confidence=confidence,
+                       scene_confidence=[0.9])
+    assert without["iou"] == {"water": 1.0, "forest": 1.0}  # the polygons see no error, the scene no doubt
+    result = estimate(perfect, ["water", "forest"], shares, SPLIT, heldout_confidence=confidence,
+                      scene_confidence=[0.9], scene_matrix=scene)
+    assert result["overall_accuracy"] == 1.0  # the confidences say the map is as sure as the polygons
+    assert result["iou"]["water"] == pytest.approx(0.1 / (0.1 + 0.2 - 0.1), abs=1e-4)
+    assert result["iou"]["forest"] == pytest.approx(0.8 / (0.9 + 0.8 - 0.8), abs=1e-4)
+    assert result["polygon_iou"] == {"water": 1.0, "forest": 1.0}
+    assert "the map's own class probabilities" in result["method"]
+    # lowered to the overall accuracy the scene's confidences give: the trace falls to it
+    lower = estimate(perfect, ["water", "forest"], shares, SPLIT, heldout_confidence=confidence,
+                     scene_confidence=[0.53], scene_matrix=scene)  # 1 - 0.9 + 0.53
+    assert lower["overall_accuracy"] == pytest.approx(0.63, abs=1e-4)
+    assert lower["iou"]["forest"] < result["iou"]["forest"] and lower["iou"]["water"] < result["iou"]["water"]

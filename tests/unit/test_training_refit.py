@@ -31,6 +31,9 @@ def test_the_held_out_estimate_is_reported_and_written_into_the_card(chips, refi
     assert outputs["HELDOUT_MIOU"] == heldout["mean_iou"] is not None
     assert heldout["polygons"] == split["val_polygons"] and heldout["pixels"] > 0
     assert "top-class probability" in heldout["method"]  # the source raster was read: the map's confidences
+    assert "the IoUs from the map's own class probabilities" in heldout["method"]  # and its expected errors
+    assert heldout["mean_iou"] == pytest.approx(
+        sum(heldout["iou"].values()) / len(heldout["iou"]), abs=1e-3)
     assert 0.0 < heldout["confidence_threshold"] < 1.0 and 0.0 <= heldout["polygon_overall_accuracy"] <= 1.0
     assert sum(heldout["class_shares"].values()) == pytest.approx(1.0, abs=1e-3)
     card = json.loads({p.key: p.value for p in onnx.load(str(out)).metadata_props}[CARD_KEY])
