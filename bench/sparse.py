@@ -7,7 +7,9 @@ at the model's overlap and at 50 %. Both maps, the forest's and ours, are scored
 eastern 40 % of columns against NLCD 2011 (8 classes; metrics of ``landcover_plugin.core.assess.metrics``).
 The forest: scikit-learn RandomForestClassifier (200 trees) on all polygon pixels (band values), alone and with
 its class probabilities averaged over a 5x5 window (what spatial context is worth here). Also: the trainer's
-held-out estimate (HELDOUT_OA) against the map's measured OA, and how far the map depends on the overlap.
+held-out estimate (HELDOUT_OA) against the map's measured OA, how far the map depends on the overlap, and the
+map with the classes weighed by the scene's estimated shares (the classifier's default for a model trained on
+polygons) against the model's own probabilities.
 """
 import json
 import shutil
@@ -24,6 +26,7 @@ from landcover_plugin.core.chips.options import ChipExportOptions
 from landcover_plugin.core.classify.options import ClassifyOptions
 from landcover_plugin.core.classify.run import classify_raster
 from landcover_plugin.core.events import RecordingEvents
+from landcover_plugin.core.model.session import load_model
 from landcover_plugin.core.rasters import valid_mask
 from landcover_plugin.core.train.options import TrainConfig
 from training.loop import train
@@ -52,6 +55,16 @@ def run(settings) -> dict:
             target=target(ours[metric], ">=", round(rf[metric] + margin, 4),
                           what=f">= the forest{f' + {margin:g}' if margin else ''}"),
             note=f"{ours['n']} px scored; forest with 5x5 averaging of its probabilities: {smooth[metric]:.3f}"))
+    own = result["ours_own"]
+    for metric, label in (("overall_accuracy", "overall accuracy"), ("mean_iou", "mIoU")):
+        figures.append(figure(
+            f"sparse.zion.class_shares.{metric}", f"Zion sparse: {label} with the classes weighed by the scene's "
+            f"estimated shares (the default) against the model's own probabilities", ours[metric], "",
+            baseline={"label": "class shares off", "value": own[metric], "unit": ""},
+            ratio=ours[metric] - own[metric],
+            target=target(ours[metric], ">=", own[metric], what=">= class shares off"),
+            note="estimated shares: " + ", ".join(f"{n} {100 * v:.1f} %" for n, v in
+                                                   zip(result["class_names"], result["scene_shares"]))))
     heldout, measured = result["heldout_oa"], ours["overall_accuracy"]
     figures.append(figure(
         "sparse.zion.heldout", "Held-out estimate of the map's OA (HELDOUT_OA)", heldout, "",
@@ -103,7 +116,9 @@ def zion_sparse(settings, work) -> dict:
                               RecordingEvents())
     half = classify_raster(ClassifyOptions(ZION_IMAGE, config.output, work / "map_50.tif", overlap=50.0,
                                            overwrite=True), RecordingEvents())
-    ours, ours_half = _read(default["OUTPUT"]), _read(half["OUTPUT"])
+    own = classify_raster(ClassifyOptions(ZION_IMAGE, config.output, work / "map_own.tif", class_shares="off",
+                                          overwrite=True), RecordingEvents())
+    ours, ours_half, ours_own = _read(default["OUTPUT"]), _read(half["OUTPUT"]), _read(own["OUTPUT"])
     with rasterio.open(ZION_IMAGE) as src:
         image, transform, nodata = src.read(), src.transform, src.nodata
     valid = valid_mask(image, nodata)
@@ -115,7 +130,10 @@ def zion_sparse(settings, work) -> dict:
     labels[~valid] = 0
     forest, forest_5x5 = _forest_maps(image, labels, valid, settings)
     ids = [c["id"] for c in classes]
+    card = load_model(config.output, device="cpu", events=RecordingEvents()).card
     return {"ours": score(truth[east], ours[east], ids), "rf": score(truth[east], forest[east], ids),
+            "ours_own": score(truth[east], ours_own[east], ids),
+            "scene_shares": (card.get("class_shares") or {}).get("scene_shares") or [],
             "rf_5x5": score(truth[east], forest_5x5[east], ids), "class_names": [c["name"] for c in classes],
             "heldout_oa": trained.get("HELDOUT_OA"), "heldout_miou": trained.get("HELDOUT_MIOU"),
             "heldout_polygon_miou": (trained.get("HELDOUT") or {}).get("polygon_mean_iou"),

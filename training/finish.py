@@ -3,6 +3,7 @@ import os
 from pathlib import Path
 
 from landcover_plugin.core.errors import LandcoverError
+from landcover_plugin.core.model import class_shares as shares
 from landcover_plugin.core.model.card import build_card
 from landcover_plugin.core.model.mappable import LEFT_OUT_KEY
 
@@ -17,11 +18,14 @@ from .writing import disk_errors
 
 
 def finish_run(run: dict, model, network: dict, data: dict, spec, config, device, sample, events, heldout=None,
-               curves: bool = True, pending_heldout=None, val_loader=None, tile_agreement: bool = True) -> dict:
+               curves: bool = True, pending_heldout=None, val_loader=None, tile_agreement: bool = True,
+               learned=None) -> dict:
     """Export the best weights with their card; ``heldout``: the held-out estimate when an earlier run made it
     (a refit), else it is made here from the best epoch's validation (``val_loader``: its chips), or from
     ``pending_heldout`` = (confusion, split, (confidence, correct, predicted)) of a cross-validation before this refit.
-    ``curves``: write the training curves; ``tile_agreement``: measure it (record_tile_agreement) unless cancelled."""
+    ``curves``: write the training curves; ``tile_agreement``: measure it (record_tile_agreement) unless cancelled.
+    ``learned``: the class prior the loss taught (class_shares.learned_prior): with polygon labels the card gets the
+    scene's class shares and the weights they give the classifier (:func:`_class_shares`)."""
     best = run["best"]
     if run["best_state"] is not None:
         model.load_state_dict(run["best_state"])
@@ -48,13 +52,14 @@ def finish_run(run: dict, model, network: dict, data: dict, spec, config, device
     classes = spec.schema.to_list()
     left_out = [classes[k]["id"] for k in left_out_channels(model)]  # the classes it cannot map: the card says
 
-    def write(heldout_now):
+    def write(heldout_now, shares_entry=None):
         card = build_card(schema=spec.schema, band_names=spec.band_names, input_dtype=spec.dtype, nodata=spec.nodata,
                           mean=spec.mean, std=spec.std, tile_size=tile, overlap=config.overlap,
                           resolution=_ground_resolution(spec), crs=spec.crs, architecture=network["architecture"],
                           metrics=_card_metrics(run),
                           extra={"network": network, "training": _summary(config, device, run),
-                                 "heldout": heldout_now, LEFT_OUT_KEY: left_out},
+                                 "heldout": heldout_now, LEFT_OUT_KEY: left_out,
+                                 **({shares.CARD_KEY: shares_entry} if shares_entry else {})},
                           source_bands=spec.raw.get("bands", {}).get("source_bands"),
                           source_count=spec.raw.get("bands", {}).get("source_count"))
         with disk_errors("the model", config.output, kept=config.checkpoint_dir / ckpt.LAST):
@@ -69,12 +74,18 @@ def finish_run(run: dict, model, network: dict, data: dict, spec, config, device
     staged = Path(exported["path"])
     csv_path, png_path = config.curves_paths()
     try:
-        if heldout is None and confusion is not None:  # polygons: weigh by the map's class shares, from this model
-            scene = held.scene_sample(staged, (spec.raw.get("source") or {}).get("image"), len(spec.schema))
-            shares, scene_confidence, scene_matrix = scene if scene is not None else (None, None, None)
-            heldout = held.estimate(confusion, spec.schema.names, shares, split, heldout_confidence=confidences,
+        estimating = heldout is None and confusion is not None  # polygons: from the map this model makes
+        weighing = learned is not None and (spec.raw.get("source") or {}).get("labels_kind") == "vector"
+        pixels = held.scene_sample(staged, (spec.raw.get("source") or {}).get("image")) \
+            if estimating or weighing else None
+        entry = _class_shares(pixels, learned, spec, events) if weighing and pixels is not None else None
+        if estimating:  # of the model's own probabilities, as the held-out pixels' (not weighed: see heldout.py)
+            map_shares, scene_confidence, scene_matrix = held.scene_summary(pixels, len(spec.schema)) \
+                if pixels is not None else (None, None, None)
+            heldout = held.estimate(confusion, spec.schema.names, map_shares, split, heldout_confidence=confidences,
                                     scene_confidence=scene_confidence, scene_matrix=scene_matrix)
-            exported = write(heldout)
+        if estimating or entry:
+            exported = write(heldout, entry)
         if curves:
             write_curves(run["history"], (csv_path, png_path), f"{network['architecture']} on {spec.folder.name}",
                          best["epoch"] if best else None, events)
@@ -178,3 +189,19 @@ def _resolution(value):
     if isinstance(value, (int, float)):
         return [float(value), float(value)]
     return [abs(float(v)) for v in value]
+
+
+def _class_shares(pixels, learned, spec, events):
+    """The card's ``class_shares`` from the scene sample's probabilities (core/model/class_shares.py), told in the
+    log; None when there is nothing to weigh (one class)."""
+    if len(spec.schema) < 2:
+        return None
+    found, _ = shares.scene_shares(pixels, learned)
+    entry = shares.card_entry(found, learned, [c["id"] for c in spec.schema.to_list()],
+                              (spec.raw.get("source") or {}).get("image"), len(pixels))
+    events.info("The scene's class shares, estimated from the model's probabilities over a sample of it (the "
+                "polygons sample classes about evenly, the scene does not): " + ", ".join(
+                    f"{n} {100 * s:.1f} %" for n, s in zip(spec.schema.names, found))
+                + ". Classify weighs the classes by them (turn 'Weigh classes by the scene's shares' off for the "
+                  "model's own probabilities).")
+    return entry

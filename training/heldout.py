@@ -33,6 +33,11 @@ pretrained, 0.321): class-weighted DoC said 0.536, 0.380, 0.225 (under by 0.06-0
 confidence (ATC, Garg et al. 2022, reported before) said 0.439, 0.161, 0.009, and in two earlier runs 0.586 for
 0.551 and 0.492 for 0.594. ATC, DoC and their class-weighted forms stay in ``estimates`` to compare on new cases.
 
+A model trained on polygons also weighs its classes by the scene's estimated shares when it classifies
+(core/model/class_shares.py). The estimate does not: the held-out pixels were scored by the folds' or the
+held-out run's own probabilities, so the scene's are taken unweighed too. It describes the map with 'Weigh
+classes by the scene's shares' off; weighed, the map scored higher on the Zion sparse case (bench sparse).
+
 With raster labels (dense, split by spatial blocks) the validation blocks are a spatial sample of the map
 already: the estimate is the validation score itself.
 """
@@ -50,14 +55,12 @@ from landcover_plugin.core.model.session import load_model
 
 FEW_POLYGONS = 20      # fewer held-out polygons than this: say the estimate rests on few
 SAMPLE_TILES = 64      # tiles of the source raster classified to learn the map's class shares
+PIXELS_PER_TILE = 4096  # pixels of a sample tile kept (every 4th valid one, or sparser in big tiles)
 
 
-def scene_sample(model_path, raster_path, num_classes: int, max_tiles: int = SAMPLE_TILES):
-    """The map as the model makes it over an evenly spread sample of tiles of the raster: ``(class shares,
-    top-class probability of every 4th valid pixel, expected error matrix)``; None when the raster cannot be read
-    here. The expected error matrix (rows reference, columns mapped, summing to 1) takes each pixel's class
-    probabilities as the chances of its reference classes: p_ij = the mean over the pixels of the probability of
-    class i where the map says j (:func:`expected_matrix`)."""
+def scene_sample(model_path, raster_path, max_tiles: int = SAMPLE_TILES):
+    """The model's class probabilities over an evenly spread sample of tiles of the raster: (n, K) float32, every
+    4th valid pixel (at most :data:`PIXELS_PER_TILE` a tile); None when the raster cannot be read here."""
     if not raster_path or not Path(raster_path).exists():
         return None
     try:
@@ -65,26 +68,33 @@ def scene_sample(model_path, raster_path, num_classes: int, max_tiles: int = SAM
         with open_source(str(raster_path), model, events=RecordingEvents()) as source:
             tiles = list(TileGrid(source.height, source.width, model.tile, 0))
             step = max(1, len(tiles) // max_tiles)
-            expected = np.zeros((num_classes, num_classes), dtype=np.float64)
-            confidence = []
+            pixels = []
             for batch in source.batches(tiles[step // 2::step], 8):
                 probs = model.run(batch.x)
-                expected += expected_matrix(probs, batch.valid, num_classes)
-                confidence.append(probs.max(axis=1)[batch.valid][::4])
+                for tile_probs, valid in zip(probs, batch.valid):
+                    found = np.moveaxis(tile_probs, 0, -1)[valid]  # (valid pixels, K)
+                    pixels.append(found[::max(4, -(-len(found) // PIXELS_PER_TILE))])
     except LandcoverError:
         return None
-    total = expected.sum()
-    if not total:
-        return None
-    expected /= total
-    return expected.sum(axis=0), np.concatenate(confidence), expected
+    pixels = np.concatenate(pixels) if pixels else np.zeros((0, 0), np.float32)
+    return pixels if len(pixels) else None
 
 
-def expected_matrix(probs, valid, num_classes: int) -> np.ndarray:
-    """(K, K) sums over the ``valid`` pixels of (N, K, H, W) ``probs``: row i, column j = the probability of class i
-    summed over the pixels mapped as j (their argmax); its column sums count the pixels mapped as each class."""
-    labels = probs.argmax(axis=1)[valid]
-    pixels = np.moveaxis(probs, 1, -1)[valid].astype(np.float64)  # (n, K)
+def scene_summary(pixels, num_classes: int) -> tuple:
+    """What the held-out estimate needs of the map from (n, K) pixel probabilities: ``(class shares, top-class
+    probabilities, expected error matrix)``. The expected error matrix (rows reference, columns mapped, summing to
+    1) takes each pixel's class probabilities as the chances of its reference classes: p_ij = the mean over the
+    pixels of the probability of class i where the map says j (:func:`expected_matrix`)."""
+    expected = expected_matrix(pixels, num_classes)
+    expected /= expected.sum()
+    return expected.sum(axis=0), pixels.max(axis=1), expected
+
+
+def expected_matrix(pixels, num_classes: int) -> np.ndarray:
+    """(K, K) sums over (n, K) pixel probabilities: row i, column j = the probability of class i summed over the
+    pixels mapped as j (their argmax); its column sums count the pixels mapped as each class."""
+    pixels = np.asarray(pixels, dtype=np.float64)
+    labels = pixels.argmax(axis=1)
     matrix = np.zeros((num_classes, num_classes), dtype=np.float64)
     for j in np.unique(labels):
         if j < num_classes:
@@ -99,7 +109,7 @@ def estimate(confusion, names, shares, split: dict, heldout_confidence=None, sce
     probabilities of the held-out pixels (``(confidence, correct[, predicted])``) and of the scene's pixels, the overall
     accuracy is the class-weighted difference of confidences (:func:`doc`); the recall-weighted figure stays as
     ``polygon_overall_accuracy``. With the map's expected error matrix as well (``scene_matrix``, from
-    :func:`scene_sample`) the IoUs are that matrix's, lowered to the overall accuracy, instead of the polygons'."""
+    :func:`scene_summary`) the IoUs are that matrix's, lowered to the overall accuracy, instead of the polygons'."""
     cm = np.asarray(confusion, dtype=np.float64)
     pixels = int(cm.sum())
     raw_oa = float(np.trace(cm) / pixels) if pixels else None

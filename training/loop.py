@@ -20,6 +20,7 @@ from torch.utils.data import DataLoader
 from landcover_plugin.core.chips.dataset import load_spec
 from landcover_plugin.core.errors import BadInputError
 from landcover_plugin.core.events import RecordingEvents
+from landcover_plugin.core.model.class_shares import learned_prior
 from landcover_plugin.core.train.options import TrainConfig, duration_text
 from landcover_plugin.core.train.preflight import repeats
 
@@ -165,6 +166,7 @@ class _Training:
         self.scaler = torch.amp.GradScaler("cuda", enabled=scaling)
 
         weights = class_weights(counts) if config.class_weights else np.ones(len(self.names))
+        self.learned = learned_prior(counts, weights) if np.sum(counts) else None  # the class prior the loss teaches
         self.pixel_weight = torch.zeros(256, device=device)  # indexed by label value: 0 at IGNORE
         self.pixel_weight[:len(self.names)] = torch.as_tensor(weights, dtype=torch.float32)
         events.info("Class weights: " + ", ".join(f"{n} {w:.2f}" for n, w in zip(self.names, weights))
@@ -219,7 +221,8 @@ class _Training:
         heldout, pending = (None, self.heldout) if isinstance(self.heldout, tuple) else (self.heldout, None)
         return finish_run(self.run_state, self.model, self.network, self.data, self.spec, self.config, self.device,
                           sample, self.events, heldout=heldout, curves=not self.final_fit, pending_heldout=pending,
-                          val_loader=None if self.final_fit else self.all_val_loader, tile_agreement=not self.interim)
+                          val_loader=None if self.final_fit else self.all_val_loader, tile_agreement=not self.interim,
+                          learned=self.learned)
 
     def fit(self) -> dict:
         """The epochs; returns the run state (history, best epoch, cancelled)."""

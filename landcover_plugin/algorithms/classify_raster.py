@@ -50,6 +50,7 @@ class ClassifyRasterAlgorithm(EngineAlgorithm):
     MEAN = "MEAN"
     STD = "STD"
     RESAMPLE = "RESAMPLE"
+    WEIGH_CLASS_SHARES = "WEIGH_CLASS_SHARES"
     CONFIDENCE = "CONFIDENCE"
     UNCERTAINTY = "UNCERTAINTY"
     UNCERTAINTY_MEASURE = "UNCERTAINTY_MEASURE"
@@ -88,7 +89,12 @@ class ClassifyRasterAlgorithm(EngineAlgorithm):
             "compute) where the trainer measured at export that they give the same class on 99 % of the "
             "pixels; the log says which tile ran. "
             "No-data and NaN pixels, and pixels outside the <b>mask</b> polygons, are no data in the output; "
-            "tiles with no valid pixel are not run. <b>Device</b>: auto uses CUDA when the engine's "
+            "tiles with no valid pixel are not run. <b>Weigh classes by the scene's shares</b>: a model trained "
+            "on polygons learned every class about as likely as the next (polygons sample classes about evenly); "
+            "its trainer estimated the classes' shares of the scene and the map weighs each class by them, so "
+            "that rare classes stop taking the common ones' pixels (the log lists the shares). Off: the model's "
+            "own probabilities. Models without those shares (trained on a labels raster, or made elsewhere) are "
+            "not affected. <b>Device</b>: auto uses CUDA when the engine's "
             "onnxruntime has it, else the CPU. <b>Confidence</b> (optional): the blended probability of the "
             "chosen class, in percent. <b>Uncertainty</b> (optional): how unsure the model is, in percent "
             "(0 = certain, 100 = unsure; 255 = no data), from the blended probabilities: the normalised "
@@ -128,6 +134,9 @@ class ClassifyRasterAlgorithm(EngineAlgorithm):
         self.addParameter(QgsProcessingParameterBoolean(
             self.RESAMPLE, self.tr("Resample to the model's resolution"),
             defaultValue=default_of(ClassifyOptions, "resample")))
+        self.addParameter(QgsProcessingParameterBoolean(
+            self.WEIGH_CLASS_SHARES, self.tr("Weigh classes by the scene's shares (models trained on polygons)"),
+            defaultValue=default_of(ClassifyOptions, "class_shares") == "model"))
         for name, label in ((self.CLASS_NAMES, "Class names, comma-separated (models without metadata)"),
                             (self.MEAN, "Per-band mean, comma-separated (models without metadata)"),
                             (self.STD, "Per-band standard deviation, comma-separated (models without metadata)")):
@@ -194,6 +203,7 @@ class ClassifyRasterAlgorithm(EngineAlgorithm):
             batch_size=self.parameterAsInt(parameters, self.BATCH_SIZE, context),
             device=DEVICES[self.parameterAsEnum(parameters, self.DEVICE, context)],
             resample=self.parameterAsBoolean(parameters, self.RESAMPLE, context),
+            class_shares="model" if self.parameterAsBoolean(parameters, self.WEIGH_CLASS_SHARES, context) else "off",
             bands=self.parameterAsInts(parameters, self.BANDS, context) or None)
         if extent is not None and not extent.isEmpty():
             options.extent = [extent.xMinimum(), extent.yMinimum(), extent.xMaximum(), extent.yMaximum()]

@@ -1,6 +1,7 @@
 """Classify raster with model in a real headless QGIS: parameters -> engine -> a styled layer with a legend."""
 import os
 
+import numpy as np
 import processing
 import pytest
 import rasterio
@@ -172,3 +173,24 @@ def test_an_empty_map_is_reported_as_an_error_in_the_log(provider, model, tmp_pa
                                                            "OUTPUT": str(tmp_path / "out.tif")}, feedback=feedback)
     assert results["OUTPUT"] == str(tmp_path / "out.tif")
     assert any("empty (all no data)" in message and not fatal for message, fatal in feedback.errors)
+
+
+def test_the_classes_are_weighed_by_the_models_scene_shares_unless_unticked(provider, zion_layer, tmp_path):
+    # a card holding the scene's class shares (as the trainer writes for a model trained on polygons): Water
+    # weighed 1, the others almost nothing
+    card = card_for(NAMES, mean=[9000, 8000, 7500, 15000], std=[1000, 1200, 1500, 2500], tile=64,
+                    input_dtype="uint16", resolution=[30.0, 30.0], crs="EPSG:32612")
+    card["class_shares"] = {"weights": [1.0, 1e-6, 1e-6], "scene_shares": [0.98, 0.01, 0.01],
+                            "learned_shares": [1 / 3] * 3, "class_ids": [1, 2, 3]}
+    weighed_model = export(tiny_net(4, 3), tmp_path / "shares.onnx", 4, 64, metadata_props(card))
+    shares = {}
+    for weigh in (True, False):
+        output = str(tmp_path / f"weighed_{weigh}.tif")
+        processing.run("landcover:classify_raster", {
+            "INPUT": zion_layer, "MODEL": weighed_model, "EXTENT": a_piece(zion_layer), "DEVICE": 1,
+            "WEIGH_CLASS_SHARES": weigh, "OUTPUT": output})
+        with rasterio.open(output) as out:
+            labels = out.read(1)
+        shares[weigh] = np.bincount(labels[labels > 0], minlength=4)[1:] / (labels > 0).sum()
+    assert shares[True][0] > 0.99  # weighed: Water wherever the model gives it any chance
+    assert shares[False][0] < 0.9  # the model's own probabilities: the untrained net spreads its classes

@@ -3,7 +3,7 @@ and the fallbacks."""
 import numpy as np
 import pytest
 
-from training.heldout import atc, describe, estimate, expected_matrix
+from training.heldout import atc, describe, estimate, expected_matrix, scene_summary
 
 NAMES = ["water", "forest", "crops"]
 # rows = reference, columns = predicted; held-out polygon pixels
@@ -126,14 +126,15 @@ def test_lowered_errors_follow_the_held_out_confusions_and_a_surer_scene_changes
 
 
 def test_the_expected_error_matrix_counts_each_pixel_s_probabilities_under_its_mapped_class():
-    # two tiles of 1 x 2 px, 2 classes; the second tile's right pixel is invalid
-    probs = np.array([[[[0.9, 0.3]], [[0.1, 0.7]]],
-                      [[[0.6, 0.2]], [[0.4, 0.8]]]], dtype=np.float32)
-    valid = np.array([[[True, True]], [[True, False]]])
-    matrix = expected_matrix(probs, valid, 2)
+    pixels = np.array([[0.9, 0.1], [0.3, 0.7], [0.6, 0.4]], dtype=np.float32)
+    matrix = expected_matrix(pixels, 2)
     # mapped as class 0: pixels (0.9, 0.1) and (0.6, 0.4); as class 1: (0.3, 0.7)
     np.testing.assert_allclose(matrix, [[1.5, 0.3], [0.5, 0.7]], atol=1e-6)
     assert matrix.sum(axis=0).tolist() == pytest.approx([2.0, 1.0])  # pixels mapped as each class
+    shares, confidence, expected = scene_summary(pixels, 2)
+    np.testing.assert_allclose(shares, [2 / 3, 1 / 3])
+    np.testing.assert_allclose(confidence, [0.9, 0.7, 0.6])
+    assert expected.sum() == pytest.approx(1.0)
 
 
 def test_with_the_map_s_expected_errors_the_ious_are_the_map_s_not_the_polygons():

@@ -50,6 +50,11 @@ class ClassifyOptions:
     uncertainty_measure: str = option(
         "entropy", choices=("entropy", "margin"),
         help="uncertainty: normalised entropy of the class probabilities, or 1 - (top - second) margin")
+    class_shares: str = option(
+        "model", choices=("model", "off"),
+        help="'model': weigh the classes by the scene's class shares the trainer estimated and kept in the model "
+             "(models trained on polygons; polygons sample classes about evenly, a scene does not); 'off': the "
+             "model's own probabilities")
     overwrite: bool = option(False, help="replace existing output files")
     dask: Optional[str] = option(
         None, help="classify on a Dask cluster: local:N (N worker processes on this machine) or a scheduler "

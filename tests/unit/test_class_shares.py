@@ -1,0 +1,60 @@
+"""The scene's class shares from a model's probabilities (core/model/class_shares.py): expectation-maximisation
+recovers the shares that made a sample, and the weights it gives make the Bayes-optimal labels."""
+import numpy as np
+import pytest
+
+from landcover_plugin.core.model.class_shares import FLOOR, class_weights, learned_prior, scene_shares, weigh
+
+MEANS = np.array([0.0, 1.5, 3.0])  # three classes on one feature, unit-variance Gaussians that overlap
+
+
+def posteriors(labels_prior, learned, n=60_000, seed=0):
+    """(labels, probabilities): pixels of classes drawn by ``labels_prior``, and the posteriors of a calibrated
+    model that learned the class prior ``learned``."""
+    rng = np.random.default_rng(seed)
+    labels = rng.choice(len(labels_prior), size=n, p=labels_prior)
+    x = rng.normal(MEANS[labels], 1.0)
+    likelihood = np.exp(-0.5 * (x[:, None] - MEANS[None, :]) ** 2)
+    probs = likelihood * np.asarray(learned)[None, :]
+    return labels, probs / probs.sum(axis=1, keepdims=True)
+
+
+def test_expectation_maximisation_recovers_the_scene_shares_from_a_model_that_learned_even_ones():
+    scene, learned = np.array([0.70, 0.25, 0.05]), np.full(3, 1 / 3)
+    _, probs = posteriors(scene, learned)
+    naive = probs.mean(axis=0)  # the mean probability is pulled toward the learned, even prior
+    assert abs(naive[2] - 0.05) > 0.05
+    shares, iterations = scene_shares(probs, learned, floor=0.0)
+    np.testing.assert_allclose(shares, scene, atol=0.02)
+    assert 1 < iterations < 200
+
+
+def test_a_class_the_scene_lacks_keeps_the_floor_and_an_untrained_class_stays_at_zero():
+    _, probs = posteriors(np.array([0.8, 0.2, 0.0]), np.full(3, 1 / 3))
+    shares, _ = scene_shares(probs, np.full(3, 1 / 3))
+    assert shares[2] == pytest.approx(FLOOR, abs=1e-3) and shares.sum() == pytest.approx(1.0)
+    untrained = np.array([0.5, 0.5, 0.0])
+    probs[:, 2] = 0.0
+    shares, _ = scene_shares(probs / probs.sum(axis=1, keepdims=True), untrained)
+    assert shares[2] == 0.0 and shares[:2].sum() == pytest.approx(1.0)  # nothing to move where nothing was learned
+    assert np.isfinite(class_weights(shares, untrained)).all()
+
+
+def test_weighing_the_probabilities_by_the_estimated_shares_labels_more_pixels_right():
+    scene, learned = np.array([0.70, 0.25, 0.05]), np.full(3, 1 / 3)
+    labels, probs = posteriors(scene, learned, seed=1)
+    shares, _ = scene_shares(probs, learned)
+    tiles = probs.T.reshape(1, 3, 200, 300).astype(np.float32).copy()
+    weighed = weigh(tiles, class_weights(shares, learned))
+    np.testing.assert_allclose(weighed.sum(axis=1), 1.0, atol=1e-5)  # probabilities again
+    before = (probs.argmax(axis=1) == labels).mean()
+    after = (weighed.reshape(3, -1).argmax(axis=0) == labels).mean()
+    assert after > before + 0.03  # the rare class stops taking the common ones' pixels
+    bayes = (np.argmax(probs * scene / learned, axis=1) == labels).mean()  # the true shares' labels
+    assert after == pytest.approx(bayes, abs=0.005)
+
+
+def test_the_learned_prior_is_the_training_pixels_times_the_loss_weights():
+    np.testing.assert_allclose(learned_prior([100, 300, 0], [2.0, 1.0, 1.0]), [0.4, 0.6, 0.0])
+    with pytest.raises(ValueError):
+        learned_prior([0, 0])

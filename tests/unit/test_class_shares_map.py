@@ -1,0 +1,83 @@
+"""A model trained on polygons keeps the scene's class shares in its card, and the classifier weighs each tile's
+probabilities by them (core/model/class_shares.py): the map is the argmax of the weighed probabilities, and
+``class_shares="off"`` gives the model's own."""
+import json
+
+import numpy as np
+import onnx
+import pytest
+import rasterio
+
+from landcover_plugin.core.classify.options import ClassifyOptions
+from landcover_plugin.core.classify.run import classify_raster
+from landcover_plugin.core.classify.source import open_source
+from landcover_plugin.core.classify.tiling import TileGrid
+from landcover_plugin.core.events import RecordingEvents
+from landcover_plugin.core.model.card import CARD_KEY
+from landcover_plugin.core.model.class_shares import FLOOR
+from landcover_plugin.core.model.session import load_model
+from landcover_plugin.core.train.options import TrainConfig
+from training.loop import train
+
+
+@pytest.fixture(scope="module")
+def trained(chips, tmp_path_factory):
+    events = RecordingEvents()
+    out = tmp_path_factory.mktemp("shares") / "model.onnx"
+    train(TrainConfig(dataset_dir=str(chips), output=str(out), epochs=3, batch_size=4, base_width=8,
+                      learning_rate=3e-3, patience=0, device="cpu", cv_folds=1), events)
+    card = json.loads({p.key: p.value for p in onnx.load(str(out)).metadata_props}[CARD_KEY])
+    return out, card, events
+
+
+def test_the_card_keeps_the_scene_class_shares_and_the_weights_they_give(chips, trained):
+    _, card, events = trained
+    entry = card["class_shares"]
+    ids = [c["id"] for c in card["classes"]]
+    assert entry["class_ids"] == ids and len(entry["weights"]) == len(ids) == 4
+    assert max(entry["weights"]) == pytest.approx(1.0) and min(entry["weights"]) > 0
+    assert sum(entry["scene_shares"]) == pytest.approx(1.0, abs=1e-4) and min(entry["scene_shares"]) >= 0.9 * FLOOR
+    # the learned prior: training pixels times the class-weighted loss's weights (inverse square root): flatter
+    pixels = json.loads((chips / "dataset.json").read_text())["distinct_class_pixels"]
+    counts = np.array([pixels[str(i)] for i in ids], dtype=float)
+    assert np.argmax(entry["learned_shares"]) == np.argmax(counts)
+    assert max(entry["learned_shares"]) < counts.max() / counts.sum()
+    assert entry["source"].endswith("landsat5_1988_7band.tif") and entry["sample_pixels"] > 1000
+    logs = [e["message"] for e in events.of_type("log")]
+    assert sum(m.startswith("The scene's class shares, estimated") for m in logs) == 2  # held-out run, refit
+
+
+def _probabilities(model_path, raster, tile):
+    """The model's probabilities over ``tile`` px tiles without overlap, and the validity, as (K, H, W), (H, W)."""
+    model = load_model(model_path, device="cpu", events=RecordingEvents())
+    with open_source(str(raster), model, events=RecordingEvents()) as source:
+        probs = np.zeros((len(model.classes), source.height, source.width), np.float32)
+        valid = np.zeros((source.height, source.width), bool)
+        for batch in source.batches(list(TileGrid(source.height, source.width, tile, 0)), 4):
+            for t, p, v in zip(batch.tiles, model.run(batch.x), batch.valid):
+                probs[:, t.row:t.row + t.rows, t.col:t.col + t.cols] = p[:, :t.rows, :t.cols]
+                valid[t.row:t.row + t.rows, t.col:t.col + t.cols] = v[:t.rows, :t.cols]
+    return probs, valid
+
+
+def test_the_map_is_the_argmax_of_the_weighed_probabilities_and_off_gives_the_model_s_own(
+        shared_data, trained, tmp_path):
+    out, card, _ = trained
+    raster = shared_data / "rstoolbox" / "landsat5_1988_7band.tif"
+    maps, results = {}, {}
+    for shares in ("model", "off"):
+        events = RecordingEvents()
+        results[shares] = classify_raster(ClassifyOptions(raster, out, tmp_path / f"{shares}.tif", overlap=0,
+                                                          class_shares=shares), events)
+        told = [e["message"] for e in events.of_type("log") if e["message"].startswith("Classes weighed by")]
+        assert len(told) == (shares == "model")
+        with rasterio.open(results[shares]["OUTPUT"]) as src:
+            maps[shares] = src.read(1)
+    probs, valid = _probabilities(out, raster, results["model"]["TILE"])
+    ids = np.array([c["id"] for c in card["classes"]], dtype=np.uint8)
+    weights = np.asarray(card["class_shares"]["weights"], np.float32)[:, None, None]
+    expected = {"model": ids[np.argmax(probs * weights, axis=0)], "off": ids[np.argmax(probs, axis=0)]}
+    for shares in ("model", "off"):
+        # the same to a few pixels (float32 rounding where two classes tie), where the two maps differ widely
+        assert (maps[shares][valid] == expected[shares][valid]).mean() > 0.999
+    assert (maps["model"][valid] != maps["off"][valid]).mean() > 0.01  # the weights moved pixels
