@@ -45,7 +45,7 @@ def test_weighing_the_probabilities_by_the_estimated_shares_labels_more_pixels_r
     labels, probs = posteriors(scene, learned, seed=1)
     shares, _ = scene_shares(probs, learned)
     tiles = probs.T.reshape(1, 3, 200, 300).astype(np.float32).copy()
-    weighed = weigh(tiles, class_weights(shares, learned))
+    weighed = weigh(tiles, class_weights(shares, learned, strength=1.0))  # Bayes' rule: shares trusted fully
     np.testing.assert_allclose(weighed.sum(axis=1), 1.0, atol=1e-5)  # probabilities again
     before = (probs.argmax(axis=1) == labels).mean()
     after = (weighed.reshape(3, -1).argmax(axis=0) == labels).mean()
@@ -58,3 +58,10 @@ def test_the_learned_prior_is_the_training_pixels_times_the_loss_weights():
     np.testing.assert_allclose(learned_prior([100, 300, 0], [2.0, 1.0, 1.0]), [0.4, 0.6, 0.0])
     with pytest.raises(ValueError):
         learned_prior([0, 0])
+
+
+def test_the_default_weights_trust_the_estimated_shares_halfway():
+    shares, learned = np.array([0.64, 0.32, 0.04]), np.array([0.25, 0.25, 0.5])
+    full = class_weights(shares, learned, strength=1.0)
+    np.testing.assert_allclose(full, [1.0, 0.5, 0.03125])  # 2.56, 1.28, 0.08 scaled to the largest
+    np.testing.assert_allclose(class_weights(shares, learned), np.sqrt(full))  # STRENGTH 0.5
