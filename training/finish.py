@@ -84,6 +84,8 @@ def finish_run(run: dict, model, network: dict, data: dict, spec, config, device
                 if pixels is not None else (None, None, None)
             heldout = held.estimate(confusion, spec.schema.names, map_shares, split, heldout_confidence=confidences,
                                     scene_confidence=scene_confidence, scene_matrix=scene_matrix)
+            if entry:
+                heldout["classes_unweighed"] = True  # the classifier weighs them: the log says which map this is
         if estimating or entry:
             exported = write(heldout, entry)
         if curves:

@@ -228,6 +228,10 @@ def describe(heldout: dict) -> str:
         return "No held-out estimate: there was no validation data."
     text = (f"Held-out estimate of the map's accuracy: overall accuracy {heldout['overall_accuracy']:.0%}, "
             f"mean IoU {heldout['mean_iou']:.0%} ({heldout['method']}).")
+    if heldout.get("classes_unweighed"):
+        text += (" It is of the map with the classes unweighed (Classify's 'Weigh classes by the scene's shares' "
+                 "off); weighed, as Classify maps by default, a map is usually more accurate (on the Zion "
+                 "sparse-polygon example 0.68 against 0.60).")
     if heldout.get("few"):
         text += (f" It rests on only {heldout['polygons']} held-out polygons: treat it as rough (about +-0.1), and "
                  f"check the map with 'Assess accuracy' against independent reference data.")

@@ -45,6 +45,9 @@ def test_the_card_keeps_the_scene_class_shares_and_the_weights_they_give(chips, 
     assert entry["source"].endswith("landsat5_1988_7band.tif") and entry["sample_pixels"] > 1000
     logs = [e["message"] for e in events.of_type("log")]
     assert sum(m.startswith("The scene's class shares, estimated") for m in logs) == 2  # held-out run, refit
+    # the held-out estimate is of the unweighed map (its held-out pixels were scored so), and the log says it
+    assert card["heldout"]["classes_unweighed"] is True
+    assert any(m.startswith("Held-out estimate") and "with the classes unweighed" in m for m in logs)
 
 
 def _probabilities(model_path, raster, tile):
