@@ -128,3 +128,18 @@ def test_a_report_that_cannot_be_put_in_place_leaves_no_temporary_file(run, chip
     write_training_report(tmp_path / "kept.html", outputs["OUTPUT"], outputs["CURVES_CSV"], outputs["CURVES_PNG"],
                           chips, outputs)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["kept.html", "report.html"]
+
+
+def test_the_report_gives_the_scene_s_class_shares_and_says_which_map_the_estimate_is_of(run, chips, tmp_path):
+    outputs, _ = run
+    card = read_card(outputs["OUTPUT"])
+    entry = card["class_shares"]  # a model trained on polygons
+    page = open(write_training_report(tmp_path / "shares.html", outputs["OUTPUT"], outputs["CURVES_CSV"], None,
+                                      chips, outputs), encoding="utf-8").read()
+    section = page.split("<h2>Class shares of the scene</h2>")[1].split("<h2>")[0]
+    rows = re.findall(r"<tr><td>([^<]+)</td><td>([^<]+)</td><td>([^<]+)</td><td>([^<]+)</td></tr>", section)
+    names = {c["id"]: c["name"] for c in card["classes"]}
+    assert rows == [(names[i], f"{100 * s:.1f} %", f"{100 * lr:.1f} %", f"{w:.3f}") for i, s, lr, w in
+                    zip(entry["class_ids"], entry["scene_shares"], entry["learned_shares"], entry["weights"])]
+    held = page.split("<h2>Held-out estimate of the map's accuracy</h2>")[1].split("<h2>")[0]
+    assert "This estimate is of the map with the classes unweighed" in held

@@ -101,6 +101,7 @@ def render(card: dict, curves: list, dataset: dict, model_path: str = "", curves
         f"Model: {_e(model_path)}<br>Chip dataset: {_e(dataset_dir or 'unknown')}</p>",
         "<h2>Summary</h2>", _summary(card, metrics, outputs),
         "<h2>Held-out estimate of the map's accuracy</h2>", _heldout(card.get("heldout")),
+        _class_shares(card),
         "<h2>Training curves</h2>",
         (f'<img src="{_e(curves_png)}" alt="Training and validation loss, validation accuracy and mIoU per epoch">'
          if curves_png else '<p class="note">No curves plot.</p>'),
@@ -187,7 +188,29 @@ def _heldout(heldout) -> str:
     if heldout.get("confused"):
         text += '<p class="note">Most confused on held-out pixels: ' + "; ".join(
             f"{_e(a)} mapped as {_e(b)} ({_pct(s)})" for a, b, s in heldout["confused"]) + ".</p>"
+    if heldout.get("classes_unweighed"):
+        text += ('<p class="note">This estimate is of the map with the classes unweighed (Classify\'s '
+                 "'Weigh classes by the scene's shares' off). Weighed, as Classify maps by default (next section), "
+                 "a map is usually more accurate.</p>")
     return text
+
+
+def _class_shares(card) -> str:
+    """The scene's class shares the trainer estimated and the weights Classify applies (models trained on
+    polygons; core/model/class_shares.py), or nothing."""
+    entry = card.get("class_shares")
+    if not entry:
+        return ""
+    names = {c["id"]: c["name"] for c in card.get("classes") or []}
+    body = "".join(f"<tr><td>{_e(names.get(i, i))}</td><td>{_pct(scene)}</td><td>{_pct(learned)}</td>"
+                   f"<td>{weight:.3f}</td></tr>" for i, scene, learned, weight in
+                   zip(entry["class_ids"], entry["scene_shares"], entry["learned_shares"], entry["weights"]))
+    return ("<h2>Class shares of the scene</h2>"
+            '<p class="note">Polygons sample classes about evenly, a scene does not. Estimated from the model\'s '
+            "own probabilities over a sample of the source raster; Classify multiplies each class's probability by "
+            "its weight (by default; 'Weigh classes by the scene's shares' off for the model's own).</p>"
+            '<table><thead><tr><th>Class</th><th>Share of the scene (estimated)</th><th>Share the model learned'
+            f"</th><th>Weight</th></tr></thead><tbody>{body}</tbody></table>")
 
 
 def _class_table(classes, metrics, dataset, card, refit: bool = False, cv_folds: int = None) -> str:
