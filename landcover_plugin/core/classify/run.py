@@ -43,8 +43,7 @@ from ..classified_raster import ClassifiedRasterWriter
 from ..errors import BadInputError, Cancelled
 from ..events import Events, RecordingEvents
 from ..model.card import MAX_OVERLAP
-from ..model.class_shares import CARD_KEY as SHARES_KEY
-from ..model.class_shares import weigh
+from ..model.class_shares import card_weights, weigh
 from ..model.session import load_model
 from ..options import check_bounds, parse_floats, parse_ints, parse_names
 from ..output_paths import RunInputs, check_output_path
@@ -102,7 +101,8 @@ def classify_raster(options: ClassifyOptions, events: Events = None) -> dict:
                                     progress=lambda f, m: _progress(events, 0.97 + 0.03 * f, m)) as writer, \
                 uncertainty_output(o, source, inputs, model, events) as uncertainty:
             stats, outputs = _run_pipeline(source, model, grid, writer, per_run, bool(confidence_path), events,
-                                           o.pipelined, uncertainty, class_weights(model, o.class_shares, events))
+                                           o.pipelined, uncertainty,
+                                           None if o.class_shares == "off" else card_weights(model, events))
         blank = blank_reason(source) if stats["tiles_run"] == 0 and not rows else None
     if blank:
         events.warning(blank)
@@ -205,7 +205,7 @@ def _run_pipeline(source, model, grid, writer, batch_size, confidence, events, p
     """Read, run, blend and write every tile, ``batch_size`` tiles a run, and finish the outputs; returns
     (stats, the outputs' paths). ``pipelined``: reading and blending/writing in their own threads while the
     model makes ``model.streams`` runs at once; else in turn with it, a run at a time. ``weights``: per class,
-    applied to every tile's probabilities (:func:`class_weights`)."""
+    applied to every tile's probabilities (:func:`..model.class_shares.card_weights`)."""
     blender = (uncertainty.blender if uncertainty else StripBlender)(
         grid, [c["id"] for c in model.classes], writer.write_rows, confidence=confidence)
     batches = source.batches(grid, batch_size)
@@ -269,23 +269,6 @@ def _run_pipeline(source, model, grid, writer, batch_size, confidence, events, p
     stats["tiles_skipped"] = len(grid) - stats["tiles_run"]
     stats["model_seconds"] = round(clock.seconds, 3)
     return stats, outputs
-
-
-def class_weights(model, class_shares: str, events: Events):
-    """The class weights of the model card's ``class_shares`` (the scene's class shares the trainer estimated:
-    core/model/class_shares.py), told in the log; None with ``class_shares`` 'off' or a card without them."""
-    entry = model.card.get(SHARES_KEY)
-    if not entry or class_shares == "off":
-        return None
-    ids = [c["id"] for c in model.classes]
-    if entry.get("class_ids") != ids or len(entry.get("weights") or []) != len(ids):
-        events.warning("The model's class shares do not match its classes: the classes are not weighed.")
-        return None
-    events.info("Classes weighed by the scene's shares the trainer estimated (" + ", ".join(
-        f"{c['name']} {100 * s:.1f} %" for c, s in zip(model.classes, entry["scene_shares"]))
-        + "): polygons sample classes about evenly, a scene does not. Turn 'Weigh classes by the scene's shares' "
-          "off (engine: --class-shares off) for the model's own probabilities.")
-    return np.asarray(entry["weights"], dtype=np.float32)
 
 
 def _tiles_through(batch, grid) -> int:

@@ -22,8 +22,9 @@ fallen_dry, loses pixels: polygons of a rare class are a larger part of the held
 Half-way keeps most of the gain on the unseen part of a scene at a small cost on the rare classes' polygons.
 bench/RESULTS.md, section sparse, has the bench's own run.
 
-The weights live in the model card (``class_shares``: :func:`card_entry`); the classifier multiplies each tile's
-probabilities by them and normalises again (:func:`weigh`). QGIS-free.
+The weights live in the model card (``class_shares``: :func:`card_entry`); the classifier reads them
+(:func:`card_weights`), multiplies each tile's probabilities by them and normalises again (:func:`weigh`).
+QGIS-free.
 """
 import numpy as np
 
@@ -80,12 +81,26 @@ def card_entry(shares, prior, class_ids, source: str, pixels: int) -> dict:
                       "raster (Saerens et al. 2002)"}
 
 
-def weigh(probs: np.ndarray, weights, axis: int = 1) -> np.ndarray:
-    """Class probabilities (modified in place; classes along ``axis``: 1 for (N, K, H, W) tiles, -1 for (n, K)
-    pixels) times the (K,) weights, normalised again per pixel."""
-    shape = [1] * probs.ndim
-    shape[axis] = -1
-    probs *= np.asarray(weights, dtype=probs.dtype).reshape(shape)
-    total = probs.sum(axis=axis, keepdims=True)
+def card_weights(model, events):
+    """The class weights of ``model``'s card (its ``class_shares``), told in the log; None for a card without them
+    or with shares that do not match the model's classes (then warned)."""
+    entry = model.card.get(CARD_KEY)
+    if not entry:
+        return None
+    ids = [c["id"] for c in model.classes]
+    if entry.get("class_ids") != ids or len(entry.get("weights") or []) != len(ids):
+        events.warning("The model's class shares do not match its classes: the classes are not weighed.")
+        return None
+    events.info("Classes weighed by the scene's shares the trainer estimated (" + ", ".join(
+        f"{c['name']} {100 * s:.1f} %" for c, s in zip(model.classes, entry["scene_shares"]))
+        + "): polygons sample classes about evenly, a scene does not. Turn 'Weigh classes by the scene's shares' "
+          "off (engine: --class-shares off) for the model's own probabilities.")
+    return np.asarray(entry["weights"], dtype=np.float32)
+
+
+def weigh(probs: np.ndarray, weights) -> np.ndarray:
+    """(N, K, H, W) probabilities (modified in place) times the (K,) weights, normalised again per pixel."""
+    probs *= np.asarray(weights, dtype=probs.dtype)[None, :, None, None]
+    total = probs.sum(axis=1, keepdims=True)
     np.divide(probs, total, out=probs, where=total > 0)
     return probs
