@@ -74,10 +74,10 @@ def finish_run(run: dict, model, network: dict, data: dict, spec, config, device
     staged = Path(exported["path"])
     csv_path, png_path = config.curves_paths()
     try:
+        source = spec.raw.get("source") or {}
         estimating = heldout is None and confusion is not None  # polygons: from the map this model makes
-        weighing = learned is not None and (spec.raw.get("source") or {}).get("labels_kind") == "vector"
-        pixels = held.scene_sample(staged, (spec.raw.get("source") or {}).get("image")) \
-            if estimating or weighing else None
+        weighing = learned is not None and source.get("labels_kind") == "vector"
+        pixels = held.scene_sample(staged, source.get("image")) if estimating or weighing else None
         entry = _class_shares(pixels, learned, spec, events) if weighing and pixels is not None else None
         if estimating:  # of the model's own probabilities, as the held-out pixels' (not weighed: see heldout.py)
             map_shares, scene_confidence, scene_matrix = held.scene_summary(pixels, len(spec.schema)) \
