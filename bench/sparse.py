@@ -26,9 +26,9 @@ from landcover_plugin.core.chips.options import ChipExportOptions
 from landcover_plugin.core.classify.options import ClassifyOptions
 from landcover_plugin.core.classify.run import classify_raster
 from landcover_plugin.core.events import RecordingEvents
-from landcover_plugin.core.model.session import load_model
 from landcover_plugin.core.rasters import valid_mask
 from landcover_plugin.core.train.options import TrainConfig
+from landcover_plugin.core.train.report import read_card
 from training.loop import train
 
 from .common import DATA, ZION_IMAGE, ZION_LABELS, figure, target
@@ -134,7 +134,7 @@ def zion_sparse(settings, work) -> dict:
     labels[~valid] = 0
     forest, forest_5x5 = _forest_maps(image, labels, valid, settings)
     ids = [c["id"] for c in classes]
-    card = load_model(config.output, device="cpu", events=RecordingEvents()).card
+    card = read_card(config.output)
     return {"ours": score(truth[east], ours[east], ids), "rf": score(truth[east], forest[east], ids),
             "ours_own": score(truth[east], ours_own[east], ids),
             "scene_shares": (card.get("class_shares") or {}).get("scene_shares") or [],
