@@ -4,7 +4,7 @@ Each fold trains the chosen network from scratch without its held-out polygon gr
 them after every epoch. The folds' scores are pooled epoch by epoch, so every polygon is scored once by a model
 that never saw it; the epoch with the lowest pooled held-out loss (cross-entropy: a proper score, smoother than
 mIoU on a few polygons) is the epoch count of the refit that trains the exported model on every polygon, and its
-pooled matrix and held-out confidences make the estimate (heldout.py). One fold's best mIoU epoch is noise: on
+pooled matrix and held-out pixels' probabilities make the estimate (heldout.py). One fold's best mIoU epoch is noise: on
 the Zion sparse polygons a fold peaked at epoch 4, and a refit that short mapped 0.09 worse than one of 7-30.
 """
 from dataclasses import replace
@@ -17,9 +17,10 @@ from .curves import write_curves
 from .dataset import IGNORE
 from .distributed import current
 from .metrics import summarise
-from .objective import heldout_confidences
+from .objective import heldout_pixels
 
-MOST_PIXELS = 50_000  # held-out confidences kept per fold and epoch
+MOST_PIXELS = 50_000  # held-out pixels' probabilities kept per fold and epoch
+MOST_VALUES = 400_000  # and at most this many probabilities (float16: 800 kB a fold and epoch)
 
 
 def cross_validate(plan, config, spec, store, device, events, training_cls, minutes=None, progress_span=(0.0, 0.8)):
@@ -37,11 +38,11 @@ def cross_validate(plan, config, spec, store, device, events, training_cls, minu
         part = replace(config, architecture=architecture, epochs=epoch_count, patience=0,
                        work_dir=str(config.checkpoint_dir / f"fold{fold + 1}"),
                        time_limit_minutes=minutes / k if minutes else None)
-        epochs = []  # per epoch: (confusion, (confidence, correct, predicted), loss)
+        epochs = []  # per epoch: (confusion, (probabilities, labels) of held-out pixels, loss)
 
         def on_epoch(model, val, loader, epochs=epochs):
             epochs.append((np.asarray(val["confusion"], dtype=np.int64),
-                           heldout_confidences(model, loader, device, MOST_PIXELS), float(val["loss"])))
+                           heldout_pixels(model, loader, device, MOST_PIXELS, MOST_VALUES), float(val["loss"])))
 
         training = training_cls(part, spec, device, events, store=store, progress_span=(
             low + (high - low) * fold / k, low + (high - low) * (fold + 1) / k), fold={
@@ -59,14 +60,14 @@ def cross_validate(plan, config, spec, store, device, events, training_cls, minu
 
 def _pool(folds, config, spec, architecture, unsplit, plan, events) -> dict:
     """The epoch with the lowest pooled held-out loss (over the epochs every fold reached; each fold's loss
-    weighted by its held-out pixels; ties: the later) and its pooled confusion matrix and confidences."""
+    weighted by its held-out pixels; ties: the later) and its pooled confusion matrix and held-out pixels."""
     reached = min(len(f["epochs"]) for f in folds)
     pooled = [sum(f["epochs"][e][0] for f in folds) for e in range(reached)]
     scores = [metrics_from_confusion(m) for m in pooled]
     losses = [sum(f["epochs"][e][2] * f["epochs"][e][0].sum() for f in folds) / max(1, pooled[e].sum())
               for e in range(reached)]
     best = min(range(reached), key=lambda e: (round(losses[e], 4), -e))
-    confidences = tuple(np.concatenate([f["epochs"][best][1][i] for f in folds]) for i in range(3))
+    pixels = tuple(np.concatenate([f["epochs"][best][1][i] for f in folds]) for i in range(2))
     events.info(f"Cross-validation: the pooled held-out loss is lowest after epoch {best + 1} of {reached} "
                 f"({losses[best]:.3f}; there the held-out polygons' own pixels score overall accuracy "
                 f"{scores[best]['overall_accuracy']:.1%}, mIoU {scores[best]['mean_iou']:.1%}; the estimate below "
@@ -83,7 +84,7 @@ def _pool(folds, config, spec, architecture, unsplit, plan, events) -> dict:
                 "val_confusion": pooled[best].tolist(),
                 "val_source": f"{len(folds)}-fold cross-validation: the held-out pixels of every fold pooled, at "
                               f"epoch {best + 1} (the lowest pooled held-out loss)"}
-    return {"confusion": pooled[best], "confidences": confidences, "epochs": best + 1, "best": selected,
+    return {"confusion": pooled[best], "heldout_pixels": pixels, "epochs": best + 1, "best": selected,
             "architecture": architecture, "val_miou": round(_finite(scores[best]["mean_iou"]), 6),
             "val_accuracy": round(scores[best]["overall_accuracy"], 6), "curves": (str(csv_path), str(png_path)),
             "epochs_run": sum(len(f["history"]) for f in folds), "fold_epochs": [len(f["epochs"]) for f in folds],

@@ -13,7 +13,7 @@ from .curves import write_curves
 from .distributed import current
 from .export_onnx import export, set_card_entry
 from .networks import left_out_channels
-from .objective import heldout_confidences
+from .objective import heldout_pixels
 from .writing import disk_errors
 
 
@@ -22,7 +22,8 @@ def finish_run(run: dict, model, network: dict, data: dict, spec, config, device
                learned=None) -> dict:
     """Export the best weights with their card; ``heldout``: the held-out estimate when an earlier run made it
     (a refit), else it is made here from the best epoch's validation (``val_loader``: its chips), or from
-    ``pending_heldout`` = (confusion, split, (confidence, correct, predicted)) of a cross-validation before this refit.
+    ``pending_heldout`` = (confusion, split, (probabilities, labels) of held-out pixels) of a cross-validation before
+    this refit.
     ``curves``: write the training curves; ``tile_agreement``: measure it (record_tile_agreement) unless cancelled.
     ``learned``: the class prior the loss taught (class_shares.learned_prior): with polygon labels the card gets the
     scene's class shares and the weights they give the classifier (:func:`_class_shares`)."""
@@ -40,11 +41,11 @@ def finish_run(run: dict, model, network: dict, data: dict, spec, config, device
     tile = config.export_tile_size or spec.chip_size
     split = spec.raw.get("split") or {}
     confusion = (best or {}).get("val_confusion")
-    confidences = None
+    held_pixels = None
     if pending_heldout is not None:
-        confusion, split, confidences = pending_heldout
+        confusion, split, held_pixels = pending_heldout
     elif heldout is None and confusion is not None and val_loader is not None and split.get("method") == "polygons":
-        confidences = heldout_confidences(model, val_loader, device)
+        held_pixels = heldout_pixels(model, val_loader, device)
     if heldout is None and confusion is not None and split.get("method") != "polygons":
         labels_kind = (spec.raw.get("source") or {}).get("labels_kind")
         heldout = held.estimate(confusion, spec.schema.names, None, dict(split, labels_kind=labels_kind))
@@ -79,13 +80,9 @@ def finish_run(run: dict, model, network: dict, data: dict, spec, config, device
         weighing = learned is not None and source.get("labels_kind") == "vector"
         pixels = held.scene_sample(staged, source.get("image")) if estimating or weighing else None
         entry = _class_shares(pixels, learned, spec, events) if weighing and pixels is not None else None
-        if estimating:  # of the model's own probabilities, as the held-out pixels' (not weighed: see heldout.py)
-            map_shares, scene_confidence, scene_matrix = held.scene_summary(pixels, len(spec.schema)) \
-                if pixels is not None else (None, None, None)
-            heldout = held.estimate(confusion, spec.schema.names, map_shares, split, heldout_confidence=confidences,
-                                    scene_confidence=scene_confidence, scene_matrix=scene_matrix)
-            if entry:
-                heldout["classes_unweighed"] = True  # the classifier weighs them: the log says which map this is
+        if estimating:  # of the map Classify makes: weighed by the class shares when the card has them
+            heldout = held.of_map(confusion, spec.schema.names, split, held_pixels, pixels,
+                                  weights=entry["weights"] if entry else None)
         if estimating or entry:
             exported = write(heldout, entry)
         if curves:

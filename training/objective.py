@@ -54,23 +54,23 @@ def evaluate(model, loader, pixel_weight, names, device, amp=False, amp_dtype=to
 
 
 @torch.no_grad()
-def heldout_confidences(model, loader, device, most: int = 200_000):
-    """``(confidence, correct, predicted)`` of the labelled pixels of ``loader``: the model's top class
-    probability, whether that class is the label, and the class (an evenly spaced subsample of at most ``most``
-    pixels)."""
+def heldout_pixels(model, loader, device, most: int = 200_000, most_values: int = 2_000_000):
+    """``(probabilities, labels)`` of the labelled pixels of ``loader``: the model's class probabilities,
+    (n, K) float16, and the labels, (n,) int16 (an evenly spaced subsample of at most ``most`` pixels and
+    ``most_values`` probabilities). The held-out estimate takes them as they are, or weighed by the scene's class
+    shares as Classify weighs them (heldout.py)."""
     model.eval()
-    confidence, correct, classes = [], [], []
+    probabilities, found = [], []
     for images, labels in loader:
         probs = torch.softmax(model(images.to(device)).float(), dim=1)
-        top, predicted = probs.max(dim=1)
         labels = labels.to(device).long()
         keep = labels != IGNORE
-        confidence.append(top[keep].cpu().numpy())
-        correct.append((predicted[keep] == labels[keep]).cpu().numpy())
-        classes.append(predicted[keep].cpu().numpy())
-    confidence, correct, classes = (np.concatenate(a) for a in (confidence, correct, classes))
-    step = max(1, -(-confidence.size // most))
-    return confidence[::step], correct[::step], classes[::step]
+        probabilities.append(probs.permute(0, 2, 3, 1)[keep].half().cpu().numpy())
+        found.append(labels[keep].short().cpu().numpy())
+    probabilities, found = np.concatenate(probabilities), np.concatenate(found)
+    most = max(1, min(most, most_values // max(1, probabilities.shape[1])))
+    step = max(1, -(-found.size // most))
+    return probabilities[::step], found[::step]
 
 
 def class_weights(counts) -> np.ndarray:

@@ -34,7 +34,7 @@ def train_then_refit(config, spec, device, events, split, training) -> dict:
                                            minutes=0.75 * budget if budget else None)
         if cancelled is not None:
             return cancelled.finish()
-        pending, heldout = (chosen["confusion"], chosen["split"], chosen["confidences"]), None
+        pending, heldout = (chosen["confusion"], chosen["split"], chosen["heldout_pixels"]), None
     else:
         first = replace(config, time_limit_minutes=0.6 * budget if budget else None)
         held_run = training(first, spec, device, events, store=store, progress_span=(0.0, 0.6))

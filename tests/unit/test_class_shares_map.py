@@ -45,9 +45,14 @@ def test_the_card_keeps_the_scene_class_shares_and_the_weights_they_give(chips, 
     assert entry["source"].endswith("landsat5_1988_7band.tif") and entry["sample_pixels"] > 1000
     logs = [e["message"] for e in events.of_type("log")]
     assert sum(m.startswith("The scene's class shares, estimated") for m in logs) == 2  # held-out run, refit
-    # the held-out estimate is of the unweighed map (its held-out pixels were scored so), and the log says it
-    assert card["heldout"]["classes_unweighed"] is True
-    assert any(m.startswith("Held-out estimate") and "with the classes unweighed" in m for m in logs)
+    # the held-out estimate is of the map Classify makes (weighed); the unweighed map's is kept, and the log says both
+    held = card["heldout"]
+    assert held["classes_weighed"] is True and "classes_unweighed" not in held
+    assert set(held["unweighed"]) >= {"overall_accuracy", "mean_iou"}
+    told = [m for m in logs if m.startswith("Held-out estimate")][-1]
+    assert "with the classes weighed by the scene's shares" in told
+    assert f"'Weigh classes by the scene's shares' off: overall accuracy {held['unweighed']['overall_accuracy']:.0%}" \
+        in told
 
 
 def _probabilities(model_path, raster, tile):

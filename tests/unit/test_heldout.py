@@ -3,7 +3,7 @@ and the fallbacks."""
 import numpy as np
 import pytest
 
-from training.heldout import atc, describe, estimate, expected_matrix, scene_summary
+from training.heldout import atc, describe, estimate, expected_matrix, of_map, scene_summary
 
 NAMES = ["water", "forest", "crops"]
 # rows = reference, columns = predicted; held-out polygon pixels
@@ -157,3 +157,38 @@ def test_with_the_map_s_expected_errors_the_ious_are_the_map_s_not_the_polygons(
                      scene_confidence=[0.53], scene_matrix=scene)  # 1 - 0.9 + 0.53
     assert lower["overall_accuracy"] == pytest.approx(0.63, abs=1e-4)
     assert lower["iou"]["forest"] < result["iou"]["forest"] and lower["iou"]["water"] < result["iou"]["water"]
+
+
+def test_of_the_weighed_map_the_held_out_pixels_and_the_scene_are_weighed_as_classify_weighs_them():
+    # two classes; held-out pixels of both, the model leaning to 'forest' where unsure
+    probabilities = np.array([[0.9, 0.1], [0.45, 0.55], [0.3, 0.7], [0.1, 0.9], [0.2, 0.8]], np.float16)
+    labels = np.array([0, 0, 0, 1, 1], np.int16)
+    confusion = [[1, 2], [0, 2]]  # the unweighed argmax of the pixels above
+    scene = np.array([[0.8, 0.2], [0.45, 0.55], [0.3, 0.7], [0.05, 0.95]], np.float32)
+    names, split = ["water", "forest"], {"method": "polygons", "val_polygons": 30}
+    plain = of_map(confusion, names, split, (probabilities, labels), scene)
+    weights = [1.0, 0.5]  # forest halved: the 0.45 / 0.55 pixels turn to water, the 0.3 / 0.7 do not
+    weighed = of_map(confusion, names, split, (probabilities, labels), scene, weights=weights)
+    assert "classes_weighed" not in plain and weighed["classes_weighed"] is True
+    assert weighed["unweighed"]["overall_accuracy"] == plain["overall_accuracy"]
+    assert plain["raw_overall_accuracy"] == pytest.approx(3 / 5) and weighed["raw_overall_accuracy"] == 0.8
+    assert weighed["class_pixels"] == plain["class_pixels"] == {"water": 3, "forest": 2}
+    # the map's shares: water where the weighed scene's argmax is water (2 of 4 pixels), against 1 of 4 unweighed
+    assert plain["class_shares"]["water"] == pytest.approx(0.25) and weighed["class_shares"]["water"] == 0.5
+    assert weighed["overall_accuracy"] != plain["overall_accuracy"]
+    assert "weighed by the scene's shares" in describe(weighed)
+    assert f"off: overall accuracy {plain['overall_accuracy']:.0%}" in describe(weighed)
+    # the original pixels are left as they were (the unweighed estimate uses them after)
+    assert probabilities[1, 1] == np.float16(0.55) and scene[1, 1] == np.float32(0.55)
+
+
+def test_a_subsample_s_weighed_counts_are_scaled_to_every_held_out_pixel_of_each_class():
+    # 4 of water's 40 held-out pixels and 2 of forest's 60 were kept
+    probabilities = np.array([[0.9, 0.1], [0.6, 0.4], [0.45, 0.55], [0.3, 0.7], [0.2, 0.8], [0.1, 0.9]], np.float32)
+    labels = np.array([0, 0, 0, 0, 1, 1])
+    confusion = [[20, 20], [0, 60]]
+    result = of_map(confusion, ["water", "forest"], {"method": "polygons", "val_polygons": 30},
+                    (probabilities, labels), probabilities, weights=[1.0, 0.5])
+    # weighed: water keeps 3 of its 4 (0.3 / 0.7 stays forest), forest keeps both: 30 + 60 of 100
+    assert result["pixels"] == 100 and result["raw_overall_accuracy"] == pytest.approx(0.9)
+    assert result["class_pixels"] == {"water": 40, "forest": 60}

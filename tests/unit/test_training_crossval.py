@@ -147,6 +147,30 @@ def test_every_score_of_the_curves_is_pooled_over_the_folds(chips, crossvalidate
     assert heldout["cv_folds"] == 3 and sum(heldout["class_pixels"].values()) == heldout["pixels"]
 
 
+def test_the_estimate_is_of_the_map_classify_makes_with_the_classes_weighed(shared_data, crossvalidated, tmp_path):
+    """The folds' held-out pixels and the exported model's scene sample are weighed by the card's class shares as
+    Classify weighs a tile's, so the estimate's class shares are those of the default map, not of the unweighed."""
+    import rasterio
+
+    from landcover_plugin.core.classify.options import ClassifyOptions
+    from landcover_plugin.core.classify.run import classify_raster
+
+    outputs, _, out = crossvalidated
+    card = read_card(out)
+    held = card["heldout"]
+    assert held["classes_weighed"] is True and held["unweighed"]["overall_accuracy"] is not None
+    ids = [c["id"] for c in card["classes"]]
+    estimated = np.array([held["class_shares"][c["name"]] for c in card["classes"]])
+    errors = {}
+    for shares in ("model", "off"):
+        result = classify_raster(ClassifyOptions(shared_data / "rstoolbox" / "landsat5_1988_7band.tif", out,
+                                                 tmp_path / f"{shares}.tif", class_shares=shares), RecordingEvents())
+        with rasterio.open(result["OUTPUT"]) as src:
+            labels = src.read(1, masked=True).compressed()
+        errors[shares] = np.abs(np.array([(labels == i).mean() for i in ids]) - estimated).max()
+    assert errors["model"] < 0.02 and errors["off"] > 2 * errors["model"], errors
+
+
 def test_automatic_epochs_are_chosen_once_for_every_fold(chips, tmp_path):
     events = RecordingEvents()
     out = train(TrainConfig(dataset_dir=str(chips), output=str(tmp_path / "auto.onnx"), epochs=0, batch_size=4,

@@ -142,4 +142,6 @@ def test_the_report_gives_the_scene_s_class_shares_and_says_which_map_the_estima
     assert rows == [(names[i], f"{100 * s:.1f} %", f"{100 * lr:.1f} %", f"{w:.3f}") for i, s, lr, w in
                     zip(entry["class_ids"], entry["scene_shares"], entry["learned_shares"], entry["weights"])]
     held = page.split("<h2>Held-out estimate of the map's accuracy</h2>")[1].split("<h2>")[0]
-    assert "This estimate is of the map with the classes unweighed" in held
+    unweighed = card["heldout"]["unweighed"]
+    assert "This estimate is of the map with the classes weighed by the scene's shares" in held
+    assert f"off: overall accuracy {100 * unweighed['overall_accuracy']:.1f} %" in held

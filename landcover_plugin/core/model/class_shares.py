@@ -99,8 +99,9 @@ def card_weights(model, events):
 
 
 def weigh(probs: np.ndarray, weights) -> np.ndarray:
-    """(N, K, H, W) probabilities (modified in place) times the (K,) weights, normalised again per pixel."""
-    probs *= np.asarray(weights, dtype=probs.dtype)[None, :, None, None]
+    """Probabilities with the classes on axis 1, (N, K, H, W) tiles or (n, K) pixels (modified in place), times the
+    (K,) weights, normalised again per pixel."""
+    probs *= np.asarray(weights, dtype=probs.dtype).reshape((1, -1) + (1,) * (probs.ndim - 2))
     total = probs.sum(axis=1, keepdims=True)
     np.divide(probs, total, out=probs, where=total > 0)
     return probs

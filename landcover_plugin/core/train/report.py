@@ -188,7 +188,12 @@ def _heldout(heldout) -> str:
     if heldout.get("confused"):
         text += '<p class="note">Most confused on held-out pixels: ' + "; ".join(
             f"{_e(a)} mapped as {_e(b)} ({_pct(s)})" for a, b, s in heldout["confused"]) + ".</p>"
-    if heldout.get("classes_unweighed"):
+    unweighed = heldout.get("unweighed") or {}
+    if heldout.get("classes_weighed") and unweighed.get("overall_accuracy") is not None:
+        text += ('<p class="note">This estimate is of the map with the classes weighed by the scene\'s shares, as '
+                 "Classify maps by default (next section). With 'Weigh classes by the scene's shares' off: overall "
+                 f"accuracy {_pct(unweighed['overall_accuracy'])}, mean IoU {_pct(unweighed.get('mean_iou'))}.</p>")
+    elif heldout.get("classes_unweighed"):  # cards written before the estimate weighed the classes
         text += ('<p class="note">This estimate is of the map with the classes unweighed (Classify\'s '
                  "'Weigh classes by the scene's shares' off). Weighed, as Classify maps by default (next section), "
                  "a map is usually more accurate.</p>")
