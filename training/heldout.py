@@ -116,7 +116,7 @@ def of_map(confusion, names, split: dict, heldout_pixels, scene_pixels, weights=
     if scene_pixels is None:
         return estimate(confusion, names, None, split)
     result = _from_pixels(confusion, names, split, heldout_pixels, np.asarray(scene_pixels, dtype=np.float32))
-    if weights is None:
+    if weights is None or heldout_pixels is None:  # (no held-out pixels: the polygons' recalls are all there is)
         return result
     probabilities, labels = heldout_pixels
     weighed = weigh(np.array(probabilities, dtype=np.float32), weights)
@@ -128,12 +128,14 @@ def of_map(confusion, names, split: dict, heldout_pixels, scene_pixels, weights=
 
 
 def _from_pixels(confusion, names, split, heldout_pixels, scene_pixels) -> dict:
-    probabilities, labels = heldout_pixels
-    probabilities = np.asarray(probabilities, dtype=np.float32)
-    predicted = probabilities.argmax(axis=1)
     shares, scene_confidence, scene_matrix = scene_summary(scene_pixels, len(names))
-    return estimate(confusion, names, shares, split,
-                    heldout_confidence=(probabilities.max(axis=1), predicted == np.asarray(labels), predicted),
+    confidences = None
+    if heldout_pixels is not None:
+        probabilities, labels = heldout_pixels
+        probabilities = np.asarray(probabilities, dtype=np.float32)
+        predicted = probabilities.argmax(axis=1)
+        confidences = (probabilities.max(axis=1), predicted == np.asarray(labels), predicted)
+    return estimate(confusion, names, shares, split, heldout_confidence=confidences,
                     scene_confidence=scene_confidence, scene_matrix=scene_matrix)
 
 

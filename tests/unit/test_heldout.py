@@ -192,3 +192,11 @@ def test_a_subsample_s_weighed_counts_are_scaled_to_every_held_out_pixel_of_each
     # weighed: water keeps 3 of its 4 (0.3 / 0.7 stays forest), forest keeps both: 30 + 60 of 100
     assert result["pixels"] == 100 and result["raw_overall_accuracy"] == pytest.approx(0.9)
     assert result["class_pixels"] == {"water": 40, "forest": 60}
+
+
+def test_without_held_out_pixels_the_estimate_is_the_polygons_recalls_weighted_by_the_map_s_shares():
+    scene = np.array([[0.8, 0.2], [0.3, 0.7], [0.1, 0.9], [0.2, 0.8]], np.float32)  # the map: 1/4 water
+    result = of_map([[9, 1], [2, 8]], ["water", "forest"], {"method": "polygons", "val_polygons": 30}, None, scene,
+                    weights=[1.0, 0.5])
+    assert result["overall_accuracy"] == pytest.approx(0.25 * 0.9 + 0.75 * 0.8, abs=1e-4)
+    assert "classes_weighed" not in result and "weighted by its share of the map" in result["method"]
