@@ -63,8 +63,8 @@ def run(settings) -> dict:
             baseline={"label": "class shares off", "value": own[metric], "unit": ""},
             ratio=ours[metric] - own[metric],
             target=target(ours[metric], ">=", own[metric], what=">= class shares off"),
-            note="estimated shares: " + ", ".join(f"{n} {100 * v:.1f} %" for n, v in
-                                                   zip(result["class_names"], result["scene_shares"]))))
+            note=f"estimated shares ({result.get('shares_found_by') or 'em'}): " + ", ".join(
+                f"{n} {100 * v:.1f} %" for n, v in zip(result["class_names"], result["scene_shares"]))))
     # the estimate is of the default map (classes weighed); the card keeps the unweighed map's beside it
     heldout, measured = result["heldout_oa"], ours["overall_accuracy"]
     unweighed = result.get("heldout_unweighed") or {}
@@ -146,6 +146,7 @@ def zion_sparse(settings, work) -> dict:
     return {"ours": score(truth[east], ours[east], ids), "rf": score(truth[east], forest[east], ids),
             "ours_own": score(truth[east], ours_own[east], ids),
             "scene_shares": (card.get("class_shares") or {}).get("scene_shares") or [],
+            "shares_found_by": (card.get("class_shares") or {}).get("found_by"),
             "rf_5x5": score(truth[east], forest_5x5[east], ids), "class_names": [c["name"] for c in classes],
             "heldout_oa": trained.get("HELDOUT_OA"), "heldout_miou": trained.get("HELDOUT_MIOU"),
             "heldout_polygon_miou": (trained.get("HELDOUT") or {}).get("polygon_mean_iou"),

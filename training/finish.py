@@ -195,12 +195,20 @@ def _class_shares(pixels, learned, spec, events):
     log; None when there is nothing to weigh (one class)."""
     if len(spec.schema) < 2:
         return None
-    found, _ = shares.scene_shares(pixels, learned)
+    found, found_by, em, disagreeing = shares.checked_shares(pixels, learned)
+    names = spec.schema.names
     entry = shares.card_entry(found, learned, [c["id"] for c in spec.schema.to_list()],
-                              (spec.raw.get("source") or {}).get("image"), len(pixels))
-    events.info("The scene's class shares, estimated from the model's probabilities over a sample of it (the "
-                "polygons sample classes about evenly, the scene does not): " + ", ".join(
-                    f"{n} {100 * s:.1f} %" for n, s in zip(spec.schema.names, found))
+                              (spec.raw.get("source") or {}).get("image"), len(pixels), found_by, em)
+    if em is not None:
+        counted = shares.counted_shares(pixels, learned)
+        events.warning("Estimating the scene's class shares from the model's probabilities went astray: it gave " + (
+            ", ".join(f"{names[k]} {100 * em[k]:.1f} % (the model's own map: {100 * counted[k]:.1f} %, learned "
+                      f"{100 * learned[k]:.1f} %)" for k in disagreeing))
+            + ". The model's probabilities are not reliable enough for it (too few epochs, or classes it has not "
+              "learned to tell apart), so the shares are the model's own map's instead.")
+    events.info(f"The scene's class shares, {'estimated from the model' if em is None else 'counted on the model'}"
+                f"'s {'probabilities' if em is None else 'map'} over a sample of it (the polygons sample classes about "
+                "evenly, the scene does not): " + ", ".join(f"{n} {100 * s:.1f} %" for n, s in zip(names, found))
                 + ". Classify weighs the classes by them (turn 'Weigh classes by the scene's shares' off for the "
                   "model's own probabilities).")
     return entry

@@ -3,7 +3,17 @@ recovers the shares that made a sample, and the weights it gives make the Bayes-
 import numpy as np
 import pytest
 
-from landcover_plugin.core.model.class_shares import FLOOR, class_weights, learned_prior, scene_shares, weigh
+from landcover_plugin.core.model.class_shares import (
+    AGREE,
+    FLOOR,
+    card_entry,
+    checked_shares,
+    class_weights,
+    counted_shares,
+    learned_prior,
+    scene_shares,
+    weigh,
+)
 
 MEANS = np.array([0.0, 1.5, 3.0])  # three classes on one feature, unit-variance Gaussians that overlap
 
@@ -65,3 +75,52 @@ def test_the_default_weights_trust_the_estimated_shares_halfway():
     full = class_weights(shares, learned, strength=1.0)
     np.testing.assert_allclose(full, [1.0, 0.5, 0.03125])  # 2.56, 1.28, 0.08 scaled to the largest
     np.testing.assert_allclose(class_weights(shares, learned), np.sqrt(full))  # STRENGTH 0.5
+
+
+def test_em_shares_that_agree_with_the_model_s_own_map_are_taken():
+    scene, learned = np.array([0.70, 0.25, 0.05]), np.full(3, 1 / 3)
+    _, probs = posteriors(scene, learned)
+    shares, found_by, em, disagreeing = checked_shares(probs, learned)
+    assert found_by == "em" and em is None and disagreeing == []
+    np.testing.assert_allclose(shares, scene_shares(probs, learned)[0])
+    counted = counted_shares(probs, learned)  # the map's own counts move the same way, less far
+    assert counted[0] > learned[0] and counted[0] < shares[0]
+
+
+def test_em_run_astray_by_near_uniform_probabilities_gives_way_to_the_map_s_own_counts():
+    """A barely trained model (a one-epoch rstoolbox model was like this) gives every pixel about even
+    probabilities; the class it learned as rarest then has the highest probability-to-learned ratio almost
+    everywhere, and EM hands it the scene (97 % there), though the map itself gives it less than it learned."""
+    rng = np.random.default_rng(0)
+    learned = np.array([0.26, 0.12, 0.39, 0.23])
+    probs = 0.25 + rng.normal(0.0, 0.02, size=(20_000, 4))
+    probs[:, 1] -= 0.01
+    probs[:, 2] += 0.02  # the map: mostly class 2, class 1 now and then
+    probs /= probs.sum(axis=1, keepdims=True)
+    em, _ = scene_shares(probs, learned)
+    assert em[1] > 0.9  # astray
+    shares, found_by, rejected, disagreeing = checked_shares(probs, learned)
+    assert found_by == "counts" and disagreeing == [1]
+    np.testing.assert_allclose(rejected, em)
+    np.testing.assert_allclose(shares, counted_shares(probs, learned))
+    assert shares[1] < learned[1] and shares.argmax() == 2  # the map's own view: class 1 rarer than learned
+    entry = card_entry(shares, learned, [1, 2, 3, 4], "scene.tif", len(probs), found_by, rejected)
+    assert entry["found_by"] == "counts" and entry["em_shares"][1] > 0.9 and "counts" in entry["method"]
+
+
+def test_em_raising_a_class_far_beyond_the_map_s_own_count_is_not_taken():
+    learned = np.full(3, 1 / 3)
+    _, probs = posteriors(np.array([0.70, 0.25, 0.05]), learned)
+    em = scene_shares(probs, learned)[0]
+    counted = counted_shares(probs, learned)
+    # EM raised class 0 about 1.3 times as far as the counts (log ratios): within AGREE
+    assert 1.0 < np.log(em[0] / learned[0]) / np.log(counted[0] / learned[0]) < AGREE
+    flattened = probs.copy()
+    flattened[:, 0] = probs[:, 0] * 0.25 + 0.75 / 3  # the same ranking, far less sure: the counts barely move
+    flattened /= flattened.sum(axis=1, keepdims=True)
+    em, _ = scene_shares(flattened, learned)
+    counted = counted_shares(flattened, learned)
+    assert em[0] > 0.95 and 0.4 < counted[0] < 0.7  # EM hands class 0 nearly all of it, the map half
+    assert np.log(em[0] / learned[0]) / np.log(counted[0] / learned[0]) > AGREE
+    shares, found_by, _, disagreeing = checked_shares(flattened, learned)
+    assert found_by == "counts" and disagreeing == [0]

@@ -44,7 +44,17 @@ def test_the_card_keeps_the_scene_class_shares_and_the_weights_they_give(chips, 
     assert max(entry["learned_shares"]) < counts.max() / counts.sum()
     assert entry["source"].endswith("landsat5_1988_7band.tif") and entry["sample_pixels"] > 1000
     logs = [e["message"] for e in events.of_type("log")]
-    assert sum(m.startswith("The scene's class shares, estimated") for m in logs) == 2  # held-out run, refit
+    # This weak model (3 epochs of a tiny net) leads EM astray, as a rstoolbox model of the quality bench did:
+    # fallen_dry gets most of the scene though the model's own map gives it less than it learned. The card takes
+    # the map's own counts instead, keeps EM's shares beside them, and the log says so, in both runs.
+    fallen = [c["name"] for c in card["classes"]].index("fallen_dry")
+    assert entry["found_by"] == "counts" and max(entry["em_shares"]) == entry["em_shares"][fallen] > 0.5
+    assert entry["scene_shares"][fallen] < entry["learned_shares"][fallen] < entry["em_shares"][fallen]
+    assert entry["weights"][fallen] < 1.0  # weighed down, as the map's counts say, not up
+    warned = [m for m in logs if m.startswith("Estimating the scene's class shares from the model's probabilities "
+                                              "went astray: it gave fallen_dry")]
+    assert len(warned) == 2  # held-out run, refit
+    assert sum(m.startswith("The scene's class shares, counted on the model's map") for m in logs) == 2
     # the held-out estimate is of the map Classify makes (weighed); the unweighed map's is kept, and the log says both
     held = card["heldout"]
     assert held["classes_weighed"] is True and "classes_unweighed" not in held

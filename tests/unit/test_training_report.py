@@ -141,6 +141,12 @@ def test_the_report_gives_the_scene_s_class_shares_and_says_which_map_the_estima
     names = {c["id"]: c["name"] for c in card["classes"]}
     assert rows == [(names[i], f"{100 * s:.1f} %", f"{100 * lr:.1f} %", f"{w:.3f}") for i, s, lr, w in
                     zip(entry["class_ids"], entry["scene_shares"], entry["learned_shares"], entry["weights"])]
+    if entry["found_by"] == "counts":  # EM went astray (core/model/class_shares.py): the report names where
+        astray = [names[i] for i, em, s in zip(entry["class_ids"], entry["em_shares"], entry["scene_shares"]) if em > s]
+        assert "Counted on the model's own map" in section
+        assert all(f"{n} " in section.split("astray")[1] for n in astray)
+    else:
+        assert "Estimated from the model's own probabilities" in section and "astray" not in section
     held = page.split("<h2>Held-out estimate of the map's accuracy</h2>")[1].split("<h2>")[0]
     unweighed = card["heldout"]["unweighed"]
     assert "This estimate is of the map with the classes weighed by the scene's shares" in held

@@ -210,10 +210,17 @@ def _class_shares(card) -> str:
     body = "".join(f"<tr><td>{_e(names.get(i, i))}</td><td>{_pct(scene)}</td><td>{_pct(learned)}</td>"
                    f"<td>{weight:.3f}</td></tr>" for i, scene, learned, weight in
                    zip(entry["class_ids"], entry["scene_shares"], entry["learned_shares"], entry["weights"]))
+    how = ("Estimated from the model's own probabilities over a sample of the source raster"
+           if entry.get("found_by", "em") == "em" else
+           "Counted on the model's own map over a sample of the source raster (estimating them from its "
+           "probabilities went astray: " + ", ".join(
+               f"{_e(names.get(i, i))} {_pct(em)}" for i, em, counted in
+               zip(entry["class_ids"], entry.get("em_shares") or [], entry["scene_shares"]) if em > counted)
+           + "; the model's probabilities are not reliable enough for it)")
     return ("<h2>Class shares of the scene</h2>"
-            '<p class="note">Polygons sample classes about evenly, a scene does not. Estimated from the model\'s '
-            "own probabilities over a sample of the source raster; Classify multiplies each class's probability by "
-            "its weight (by default; 'Weigh classes by the scene's shares' off for the model's own).</p>"
+            f'<p class="note">Polygons sample classes about evenly, a scene does not. {how}; Classify multiplies '
+            "each class's probability by its weight (by default; 'Weigh classes by the scene's shares' off for the "
+            "model's own).</p>"
             '<table><thead><tr><th>Class</th><th>Share of the scene (estimated)</th><th>Share the model learned'
             f"</th><th>Weight</th></tr></thead><tbody>{body}</tbody></table>")
 
