@@ -278,9 +278,10 @@ def describe(heldout: dict) -> str:
             f"mean IoU {heldout['mean_iou']:.0%} ({heldout['method']}).")
     unweighed = heldout.get("unweighed") or {}
     if heldout.get("classes_weighed") and unweighed.get("overall_accuracy") is not None:
+        miou = "" if unweighed.get("mean_iou") is None else f", mean IoU {unweighed['mean_iou']:.0%}"
         text += (f" It is of the map with the classes weighed by the scene's shares, as Classify maps by default; "
                  f"with 'Weigh classes by the scene's shares' off: overall accuracy "
-                 f"{unweighed['overall_accuracy']:.0%}, mean IoU {unweighed['mean_iou']:.0%}.")
+                 f"{unweighed['overall_accuracy']:.0%}{miou}.")
     elif heldout.get("classes_unweighed"):  # cards written before the estimate weighed them
         text += (" It is of the map with the classes unweighed (Classify's 'Weigh classes by the scene's shares' "
                  "off); weighed, as Classify maps by default, a map is usually more accurate (on the Zion "
