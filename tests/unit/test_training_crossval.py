@@ -189,3 +189,33 @@ def test_automatic_epochs_are_chosen_once_for_every_fold(chips, tmp_path):
     page = open(write_training_report(tmp_path / "r.html", out["OUTPUT"], out["CURVES_CSV"], None, chips,
                                       outputs=out), encoding="utf-8").read()
     assert "the held-out run that chose it was stopped by the time limit of 6 s" in page
+
+
+class _CancelInFold(RecordingEvents):
+    """Asks to cancel (as SIGTERM would) once the first epoch of fold ``phase`` is reported."""
+
+    def __init__(self, phase):
+        super().__init__()
+        self.phase = phase
+
+    def emit(self, event):
+        super().emit(event)
+        if event["event"] == "metric" and event["values"].get("phase") == self.phase:
+            self.cancel_requested = True
+
+
+def test_a_cancel_during_cross_validation_exports_the_running_fold_s_best_weights_and_says_so(chips, tmp_path):
+    events = _CancelInFold("fold 2/3")
+    out = tmp_path / "model.onnx"
+    result = train(TrainConfig(dataset_dir=str(chips), output=str(out), epochs=3, batch_size=4, base_width=8,
+                               learning_rate=3e-3, patience=0, device="cpu", cv_folds=3), events)
+    assert result["cancelled"] is True and result["stopped_by"] == "cancel" and result["BEST_EPOCH"] == 1
+    phases = [m["values"].get("phase") for m in events.of_type("metric")]
+    assert phases == ["fold 1/3"] * 3 + ["fold 2/3"]  # no third fold, no refit
+    assert result["CHECKPOINT"].endswith("fold2/best.pt") and out.exists()
+    assert not [p.name for p in tmp_path.iterdir() if p.name.startswith(".")]  # no half-written file left
+    logs = " ".join(e["message"] for e in events.of_type("log"))
+    assert "Cancelled during epoch 2" in logs and "Exporting the weights of epoch 1" in logs
+    card = read_card(out)
+    assert card["training"]["stopped_by"] == "cancel"
+    assert card["class_shares"]["found_by"] in ("em", "counts")  # the model is weighed as any other is
