@@ -199,10 +199,9 @@ def _class_shares(pixels, learned, spec, events):
     names = spec.schema.names
     entry = shares.card_entry(found, learned, [c["id"] for c in spec.schema.to_list()],
                               (spec.raw.get("source") or {}).get("image"), len(pixels), found_by, em)
-    if em is not None:
-        counted = shares.counted_shares(pixels, learned)
+    if em is not None:  # ``found`` holds the model's own map's counts then
         events.warning("Estimating the scene's class shares from the model's probabilities went astray: it gave " + (
-            ", ".join(f"{names[k]} {100 * em[k]:.1f} % (the model's own map: {100 * counted[k]:.1f} %, learned "
+            ", ".join(f"{names[k]} {100 * em[k]:.1f} % (the model's own map: {100 * found[k]:.1f} %, learned "
                       f"{100 * learned[k]:.1f} %)" for k in disagreeing))
             + ". The model's probabilities are not reliable enough for it (too few epochs, or classes it has not "
               "learned to tell apart), so the shares are the model's own map's instead.")

@@ -49,7 +49,7 @@ from pathlib import Path
 
 import numpy as np
 
-from landcover_plugin.core.assess.metrics import metrics_from_confusion
+from landcover_plugin.core.assess.metrics import ConfusionCounter, metrics_from_confusion
 from landcover_plugin.core.classify.source import open_source
 from landcover_plugin.core.classify.tiling import TileGrid
 from landcover_plugin.core.errors import LandcoverError
@@ -143,9 +143,9 @@ def _counted(predicted, labels, confusion) -> np.ndarray:
     """The held-out confusion matrix of the weighed map: the sample's counts of (label, weighed prediction), each
     reference row scaled to that class's held-out pixels in ``confusion`` (the sample may be a subsample)."""
     confusion = np.asarray(confusion, dtype=np.float64)
-    k = confusion.shape[0]
-    labels = np.asarray(labels, dtype=np.int64)
-    counts = np.bincount(labels * k + predicted, minlength=k * k)[:k * k].reshape(k, k).astype(np.float64)
+    counter = ConfusionCounter()
+    counter.update(np.asarray(labels), np.asarray(predicted))
+    counts = counter.matrix(range(confusion.shape[0])).astype(np.float64)
     rows = counts.sum(axis=1, keepdims=True)
     return np.where(rows > 0, counts / np.maximum(rows, 1.0) * confusion.sum(axis=1, keepdims=True), confusion)
 

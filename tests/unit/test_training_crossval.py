@@ -5,6 +5,7 @@ import json
 import numpy as np
 import onnx
 import pytest
+from test_training_control import CancelWhen
 
 from landcover_plugin.core.chips.dataset import load_spec
 from landcover_plugin.core.events import RecordingEvents
@@ -191,21 +192,8 @@ def test_automatic_epochs_are_chosen_once_for_every_fold(chips, tmp_path):
     assert "the held-out run that chose it was stopped by the time limit of 6 s" in page
 
 
-class _CancelInFold(RecordingEvents):
-    """Asks to cancel (as SIGTERM would) once the first epoch of fold ``phase`` is reported."""
-
-    def __init__(self, phase):
-        super().__init__()
-        self.phase = phase
-
-    def emit(self, event):
-        super().emit(event)
-        if event["event"] == "metric" and event["values"].get("phase") == self.phase:
-            self.cancel_requested = True
-
-
 def test_a_cancel_during_cross_validation_exports_the_running_fold_s_best_weights_and_says_so(chips, tmp_path):
-    events = _CancelInFold("fold 2/3")
+    events = CancelWhen(lambda e: e["event"] == "metric" and e["values"].get("phase") == "fold 2/3")
     out = tmp_path / "model.onnx"
     result = train(TrainConfig(dataset_dir=str(chips), output=str(out), epochs=3, batch_size=4, base_width=8,
                                learning_rate=3e-3, patience=0, device="cpu", cv_folds=3), events)
