@@ -198,7 +198,8 @@ def _class_shares(pixels, learned, spec, events):
     found, found_by, em, disagreeing = shares.checked_shares(pixels, learned)
     names = spec.schema.names
     entry = shares.card_entry(found, learned, [c["id"] for c in spec.schema.to_list()],
-                              (spec.raw.get("source") or {}).get("image"), len(pixels), found_by, em)
+                              (spec.raw.get("source") or {}).get("image"), len(pixels), found_by, em,
+                              disagreeing)
     if em is not None:  # ``found`` holds the model's own map's counts then
         events.warning("Estimating the scene's class shares from the model's probabilities went astray: it gave " + (
             ", ".join(f"{names[k]} {100 * em[k]:.1f} % (the model's own map: {100 * found[k]:.1f} %, learned "

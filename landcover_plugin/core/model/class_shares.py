@@ -109,9 +109,11 @@ def class_weights(shares, prior, strength: float = STRENGTH) -> np.ndarray:
     return weights / weights.max()
 
 
-def card_entry(shares, prior, class_ids, source: str, pixels: int, found_by: str = "em", em=None) -> dict:
+def card_entry(shares, prior, class_ids, source: str, pixels: int, found_by: str = "em", em=None,
+               disagreeing=()) -> dict:
     """The card's ``class_shares``: the weights the classifier applies, with what they came from (``found_by``:
-    :func:`checked_shares`; ``em``: EM's shares where they were not taken)."""
+    :func:`checked_shares`; ``em``: EM's shares where they were not taken; ``disagreeing``: the indices of the
+    classes EM raised without the map's support, kept as ``em_astray_ids``)."""
     entry = {"weights": [round(float(w), 6) for w in class_weights(shares, prior)],
              "scene_shares": [round(float(s), 6) for s in shares],
              "learned_shares": [round(float(p), 6) for p in prior],
@@ -123,6 +125,7 @@ def card_entry(shares, prior, class_ids, source: str, pixels: int, found_by: str
                        "maximisation of its probabilities disagreed with them: em_shares)"}
     if em is not None:
         entry["em_shares"] = [round(float(s), 6) for s in em]
+        entry["em_astray_ids"] = [int(class_ids[k]) for k in disagreeing]
     return entry
 
 

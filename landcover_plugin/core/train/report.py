@@ -215,7 +215,8 @@ def _class_shares(card) -> str:
            "Counted on the model's own map over a sample of the source raster (estimating them from its "
            "probabilities went astray: " + ", ".join(
                f"{_e(names.get(i, i))} {_pct(em)}" for i, em, counted in
-               zip(entry["class_ids"], entry.get("em_shares") or [], entry["scene_shares"]) if em > counted)
+               zip(entry["class_ids"], entry.get("em_shares") or [], entry["scene_shares"])
+               if (i in entry["em_astray_ids"] if "em_astray_ids" in entry else em > counted))
            + "; the model's probabilities are not reliable enough for it)")
     return ("<h2>Class shares of the scene</h2>"
             f'<p class="note">Polygons sample classes about evenly, a scene does not. {how}; Classify multiplies '
