@@ -1,5 +1,6 @@
 """Suggest training areas: where to digitise next, from the model's uncertainty (engine ``suggest-areas``)."""
 from qgis.core import (
+    QgsFeatureRequest,
     QgsProcessing,
     QgsProcessingContext,
     QgsProcessingException,
@@ -20,7 +21,7 @@ from qgis.core import (
 from qgis.PyQt.QtCore import QVariant
 
 from ..core.options import choices_of, default_of
-from ..core.schema import MAX_CLASS_ID, ClassSchema
+from ..core.schema import MAX_CLASS_ID, ClassSchema, spelled_once
 from ..core.suggest.options import SuggestOptions
 from ..qgis_glue.layers import raster_layer_to_path
 from ..qgis_glue.sample_layer import style_suggestions
@@ -180,9 +181,12 @@ class SuggestTrainingAreasAlgorithm(EngineAlgorithm):
         class_field = default_of(SuggestOptions, "class_field")
         class_values = CLASS_VALUES[self.parameterAsEnum(parameters, self.CLASS_VALUES, context)]
         self.training_schema = None  # the drop-down's classes when the classified raster gives none
+        self.training_names = []  # a text class field's names: the drop-down spells the model's classes as they do
         if field is not None:
             class_field, class_values = field.name(), "names" if field.type() == QVariant.String else "ids"
             self.training_schema = training_layer_schema(training, field.name(), class_values)
+            if class_values == "names" and self.training_schema is not None:
+                self.training_names = self.training_schema.names
         return SuggestOptions(
             output=output, uncertainty=paths[self.UNCERTAINTY], classified=paths[self.CLASSIFIED],
             confidence=paths[self.CONFIDENCE], raster=paths[self.INPUT], model=model,
@@ -193,8 +197,14 @@ class SuggestTrainingAreasAlgorithm(EngineAlgorithm):
 
     def processing_outputs(self, outputs, context, feedback) -> dict:
         source, name = outputs["OUTPUT"], outputs["LAYER_NAME"]
-        schema = ClassSchema.from_list(outputs["CLASSES"]) if outputs["CLASSES"] else \
-            getattr(self, "training_schema", None)
+        schema = getattr(self, "training_schema", None)
+        if outputs["CLASSES"]:
+            model = ClassSchema.from_list(outputs["CLASSES"])
+            schema = model.respelled(getattr(self, "training_names", []))
+            respelled = [f"'{a}' as '{b}'" for a, b in zip(model.names, schema.names) if a != b]
+            if respelled:
+                feedback.pushInfo(f"The class drop-down writes {', '.join(respelled)}, as the training areas layer "
+                                  "spells them, so pasted squares join those classes.")
         layer = QgsVectorLayer(source, name, "ogr")
         if not layer.isValid():
             raise QgsProcessingException(f"The suggestions {source} cannot be opened.")
@@ -212,13 +222,15 @@ class SuggestTrainingAreasAlgorithm(EngineAlgorithm):
 
 def training_layer_schema(layer, class_field: str, class_values: str):
     """The classes of the training areas layer the squares will be pasted into: the schema it carries, else (a
-    text class field) its class names in sorted order, as export-chips numbers them; None when it has none (or
-    more names than classes can be: not a class field)."""
+    text class field) its class names in sorted order, one spelling each, as export-chips numbers them; None when
+    it has none (or more names than classes can be: not a class field)."""
     schema = schema_for_layer(layer, class_field)
     if schema is not None or class_values != "names":
         return schema
-    names = sorted({v.strip() for v in layer.uniqueValues(layer.fields().indexOf(class_field))
-                    if isinstance(v, str) and v.strip()})  # NULL comes as a QVariant
+    index = layer.fields().indexOf(class_field)
+    request = QgsFeatureRequest().setFlags(QgsFeatureRequest.NoGeometry).setSubsetOfAttributes([index])
+    values = (f.attribute(index) for f in layer.getFeatures(request))
+    names, _ = spelled_once(v for v in values if isinstance(v, str) and v.strip())  # NULL comes as a QVariant
     return ClassSchema.from_names(names) if 0 < len(names) <= MAX_CLASS_ID else None
 
 

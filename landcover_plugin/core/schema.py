@@ -4,7 +4,8 @@
 """
 import json
 import re
-from dataclasses import asdict, dataclass
+from collections import Counter
+from dataclasses import asdict, dataclass, replace
 
 from .errors import BadInputError
 
@@ -105,6 +106,12 @@ class ClassSchema:
     def names(self) -> list:
         return [c.name for c in self.classes]
 
+    def respelled(self, names) -> "ClassSchema":
+        """This schema with each class named as in ``names`` where a name there differs from its own only in case
+        (a text training layer's 'forest' for a model's 'Forest'); ids and colours unchanged."""
+        spelling = {str(n).lower(): str(n) for n in names}
+        return ClassSchema([replace(c, name=spelling.get(c.name.lower(), c.name)) for c in self.classes])
+
     def by_id(self, class_id: int) -> ClassInfo:
         for c in self.classes:
             if c.id == class_id:
@@ -157,3 +164,21 @@ class ClassSchema:
                 raise BadInputError(f"Class name '{c.name}' appears twice in the schema.")
             seen_ids.add(c.id)
             seen_names.add(c.name.lower())
+
+
+def spelled_once(values) -> tuple:
+    """Text class values that differ only in case ('Forest', 'forest') name one class, as :meth:`ClassSchema.
+    id_for_value` reads them: ``(names, variants)``, one name per class (its most used spelling among ``values``,
+    which may repeat; ties: the first in sorted order), sorted, and ``{name: [its spellings]}`` for each class
+    spelled more than one way."""
+    counts = Counter(str(v).strip() for v in values)
+    groups = {}
+    for spelling in sorted(counts):
+        groups.setdefault(spelling.lower(), []).append(spelling)
+    names, variants = [], {}
+    for spellings in groups.values():
+        name = max(spellings, key=counts.__getitem__)  # the first of the most used, in sorted order
+        names.append(name)
+        if len(spellings) > 1:
+            variants[name] = spellings
+    return sorted(names), variants

@@ -8,6 +8,7 @@ from classify_models import card_for, export, tiny_net, untrained_model
 from qgis.core import (
     QgsApplication,
     QgsFeature,
+    QgsFeatureRequest,
     QgsGeometry,
     QgsProcessingContext,
     QgsProcessingFeedback,
@@ -155,6 +156,39 @@ def test_squares_for_a_text_class_training_layer_paste_with_their_names(provider
         "UNCERTAINTY": classified["UNCERTAINTY"], "COUNT": 4, "CLASS_VALUES": 1, "OUTPUT": str(tmp_path / "n.gpkg")})
     fields = QgsVectorLayer(results["OUTPUT_LAYER"], "names", "ogr").fields()
     assert fields.at(fields.indexOf("class_id")).type() == QVariant.String
+
+
+def test_the_drop_down_spells_the_classes_as_the_training_layer_does(provider, shared_data, tmp_path):
+    """A model naming its classes 'Forest', 'Water', ... for a training layer spelling them 'forest', 'water': the
+    squares' drop-down writes the layer's spelling (else pasted squares would make a second class, 'Forest'), and
+    the log says so. A layer spelling one class two ways offers it once, as most of its polygons spell it."""
+    image = str(shared_data / "rstoolbox" / "landsat5_1988_7band.tif")
+    training = QgsVectorLayer(str(shared_data / "rstoolbox" / "training_polygons.gpkg"), "training", "ogr")
+    model = untrained_model(image, tmp_path / "m.onnx", [n.capitalize() for n in RSTOOLBOX_CLASSES] + ["Urban"],
+                            tile=32, input_dtype="uint8")
+    classified = processing.run("landcover:classify_raster", {
+        "INPUT": image, "MODEL": model, "UNCERTAINTY": str(tmp_path / "u.tif"), "OUTPUT": str(tmp_path / "c.tif")})
+    results, ok, log = run_algorithm("landcover:suggest_training_areas", {
+        "UNCERTAINTY": classified["UNCERTAINTY"], "CLASSIFIED": classified["OUTPUT"], "COUNT": 4,
+        "TRAINING_AREAS": training, "TRAINING_CLASS_FIELD": "class", "OUTPUT": str(tmp_path / "s.gpkg")})
+    assert ok, log
+    layer = QgsVectorLayer(results["OUTPUT_LAYER"], "suggested", "ogr")
+    setup = layer.editorWidgetSetup(layer.fields().indexOf("class"))
+    assert setup.config()["map"] == [{name: name} for name in RSTOOLBOX_CLASSES + ["Urban"]]  # a new class as it is
+    assert "writes 'Cleared' as 'cleared', 'Fallen_dry' as 'fallen_dry', 'Forest' as 'forest'" in log
+
+    mixed = QgsVectorLayer(str(shared_data / "rstoolbox" / "training_polygons.gpkg"), "mixed", "ogr").materialize(
+        QgsFeatureRequest())
+    forests = [f.id() for f in mixed.getFeatures() if f["class"] == "forest"]
+    assert len(forests) > 2 and mixed.startEditing()
+    mixed.changeAttributeValue(forests[0], mixed.fields().indexOf("class"), "Forest")  # one pasted square, say
+    assert mixed.commitChanges()
+    results = processing.run("landcover:suggest_training_areas", {
+        "UNCERTAINTY": classified["UNCERTAINTY"], "COUNT": 4, "TRAINING_AREAS": mixed,
+        "TRAINING_CLASS_FIELD": "class", "OUTPUT": str(tmp_path / "mixed.gpkg")})
+    layer = QgsVectorLayer(results["OUTPUT_LAYER"], "suggested", "ogr")
+    setup = layer.editorWidgetSetup(layer.fields().indexOf("class"))
+    assert setup.config()["map"] == [{name: name} for name in RSTOOLBOX_CLASSES]
 
 
 def test_a_training_layer_choice_that_cannot_work_is_refused_before_the_run(provider, shared_data, tmp_path):

@@ -17,7 +17,7 @@ from rasterio.features import rasterize
 from ..class_files import find_sidecar, read_classes_json
 from ..errors import BadInputError
 from ..kept_classes import keep_class_values
-from ..schema import MAX_CLASS_ID, MIN_CLASS_ID, ClassSchema
+from ..schema import MAX_CLASS_ID, MIN_CLASS_ID, ClassSchema, spelled_once
 from ..vectors import (
     class_names_field,
     geometry_bounds,
@@ -34,11 +34,13 @@ def _is_integer_like(value) -> bool:
         return False
 
 
-def schema_from_values(values, what: str, names: dict = None, fix: str = "") -> ClassSchema:
-    """A schema for label values without one: text names sorted (ids 1..n), or integer ids kept, named by
-    ``names`` ({value as text: name}) where given, else 'class <id>'. ``fix``: what to do with ids outside
-    1..254."""
-    values = sorted({str(v).strip() for v in values})
+def schema_from_values(values, what: str, names: dict = None, fix: str = "", events=None) -> ClassSchema:
+    """A schema for label values without one: text names sorted (ids 1..n; spellings that differ only in case are
+    one class, named by its most used spelling among ``values``, which may repeat, with a warning to ``events``),
+    or integer ids kept, named by ``names`` ({value as text: name}) where given, else 'class <id>'. ``fix``: what
+    to do with ids outside 1..254."""
+    given = list(values)
+    values = sorted({str(v).strip() for v in given})
     named = {int(float(k)): v for k, v in (names or {}).items() if _is_integer_like(k)}
     if values and all(_is_integer_like(v) for v in values):
         ids = sorted({int(float(v)) for v in values})
@@ -47,9 +49,16 @@ def schema_from_values(values, what: str, names: dict = None, fix: str = "") -> 
             raise BadInputError(f"{what} holds class values {bad}; class ids must be 1..254 (0 = unlabelled). "
                                 f"{fix}")
         return ClassSchema.from_list([{"id": i, "name": named.get(i, f"class {i}")} for i in ids])
+    values, variants = spelled_once(given)
     if len(values) > MAX_CLASS_ID:
         raise BadInputError(f"{what} holds {len(values)} different values; at most 254 classes are possible. "
                             f"Choose the field that holds the class.")
+    if variants and events is not None:
+        events.warning(f"{what} spells {len(variants)} class(es) in more than one way, differing only in case: "
+                       + "; ".join(f"{' / '.join(repr(s) for s in spellings)} are taken as one class, {name!r}"
+                                   for name, spellings in variants.items())
+                       + " (the spelling most of its features use). Give each class one spelling (e.g. with the "
+                         "field calculator) to silence this.")
     return ClassSchema.from_names(values)
 
 
@@ -149,9 +158,9 @@ class VectorLabels:
             else:
                 field, names = class_names_field(path, class_field, layer) \
                     if all(_is_integer_like(v) for v in values) else (None, {})
-                schema = schema_from_values(values, f"The field {class_field!r}", names,
+                schema = schema_from_values([v for _, v, _, _ in parts], f"The field {class_field!r}", names,
                                             "Recode those features' classes into 1..254 (e.g. with the field "
-                                            "calculator), or choose the field that holds the class.")
+                                            "calculator), or choose the field that holds the class.", events)
                 self.schema_origin = f"values, named by the field {field!r}" if field else "values"
         self.schema = schema
         mapping, unknown = {}, []
