@@ -119,3 +119,18 @@ def test_retraining_on_renumbered_classes_says_so_and_names_the_class_list_to_ke
     new_weight, _, _ = loaded_head(first_iteration["CHECKPOINT"], classes, events)
     assert not [w for w in warnings_of(events) if "class values differ" in w], warnings_of(events)
     assert torch.equal(new_weight[1], weight[names.index("forest")])
+
+
+def test_a_cross_validated_retraining_warns_of_the_renumbered_classes_once(shared_data, tmp_path, first_iteration):
+    """Cross-validation starts every fold and the refit from the initial weights: the head follows the names each
+    time, and the warning about the classes' values comes once in the run, not once per model."""
+    chips = chips_without(shared_data, tmp_path / "chips", "none")
+    events = RecordingEvents()
+    out = train(TrainConfig(dataset_dir=str(chips), output=str(tmp_path / "model2.onnx"), epochs=1,
+                            architecture="unet", initial_weights=first_iteration["CHECKPOINT"],
+                            **{**TINY, "refit": True, "cv_folds": 2}), events)
+    log = [e["message"] for e in events.of_type("log")]
+    assert len([m for m in log if m.startswith("Initial weights: loaded")]) == 3  # 2 folds and the refit
+    assert len([m for m in log if "start from their earlier weights" in m]) == 3
+    (warning,) = [w for w in warnings_of(events) if "class values differ" in w]
+    assert "moved forest 2 -> 3, water 3 -> 4" in warning and out["OUTPUT"]
