@@ -82,8 +82,9 @@ class SuggestTrainingAreasAlgorithm(EngineAlgorithm):
             "<b>Training areas layer</b> the squares will be pasted into, with its <b>class field</b> (optional): "
             "the squares then get a class field of that name and kind, so they paste into it and keep their class "
             "(QGIS pastes by field name). A text field (class names such as 'forest') gives squares whose drop-down "
-            "writes the class names; an integer field gives class ids. Without a classified raster the drop-down "
-            "offers the layer's classes. Without a layer: a field 'class_id' holding the class ids, or the class "
+            "writes the class names, spelled as the layer spells them (a model's 'Forest' is written 'forest'); "
+            "an integer field gives class ids. Without a classified raster the drop-down offers the layer's "
+            "classes. Without a layer: a field 'class_id' holding the class ids, or the class "
             "names when <b>Class field holds</b> (advanced) says so.\n\n"
             "An existing output file is replaced only when it holds earlier suggestions none of which has a "
             "class yet: squares you labelled are never overwritten (choose a new file name).")
