@@ -46,6 +46,16 @@ def check_written_as(dataset, wanted: str, path) -> None:
         raise BadInputError(f"{path} is {WRITTEN_AS[kind]}, not {WRITTEN_AS[wanted]}. Give that one here.")
 
 
+def check_classified(dataset, path) -> None:
+    """Refuse as the classified map a raster that is not one: another of the classifier's rasters, or one whose
+    pixels are not integer class ids (a confidence or probability raster made elsewhere)."""
+    check_written_as(dataset, "classified", path)
+    if not np.issubdtype(np.dtype(dataset.dtypes[0]), np.integer):
+        raise BadInputError(f"The classified raster has pixel type {dataset.dtypes[0]}; it must hold integer "
+                            "class ids (1..254, 0 = no data). Choose the classified map, not a confidence "
+                            "or probability raster.")
+
+
 def read(dataset, *args, **kwargs):
     """``dataset.read(*args, **kwargs)``; a damaged or truncated file is a :class:`BadInputError` naming it."""
     try:

@@ -41,3 +41,28 @@ def test_suggest_refuses_the_map_as_the_confidence_raster(eolearn_maps, tmp_path
                                      classified=eolearn_maps["OUTPUT"], confidence=eolearn_maps["OUTPUT"]),
                       RecordingEvents())
     assert not (tmp_path / "s.gpkg").exists()
+
+
+def test_a_raster_of_fractions_is_refused_as_the_map_by_every_step(eolearn_maps, shared_data, tmp_path):
+    """A probability raster made elsewhere (float32 on the map's grid, no band description) is no classified map:
+    assess, sample and suggest all refuse it, naming its pixel type (suggest used to take it without a word)."""
+    with rasterio.open(eolearn_maps["CONFIDENCE"]) as src:
+        profile, fractions = src.profile, src.read(1) / 100.0
+    profile.update(dtype="float32", nodata=None)
+    probability = tmp_path / "inputs" / "probability.tif"
+    probability.parent.mkdir()
+    with rasterio.open(probability, "w", **profile) as dst:
+        dst.write(fractions.astype("float32"), 1)
+    out = tmp_path / "out"
+    out.mkdir()
+    runs = [lambda: assess_accuracy(AssessOptions(str(probability), output_folder=str(out / "report"),
+                                                  reference_raster=str(shared_data / "eolearn" / "lulc.tif")),
+                                    RecordingEvents()),
+            lambda: create_sample(SampleOptions(str(probability), str(out / "sample.gpkg"), size=50, seed=1),
+                                  RecordingEvents()),
+            lambda: suggest_areas(SuggestOptions(output=str(out / "s.gpkg"), uncertainty=eolearn_maps["UNCERTAINTY"],
+                                                 classified=str(probability)), RecordingEvents())]
+    for run in runs:
+        with pytest.raises(BadInputError, match="has pixel type float32; it must hold integer class ids"):
+            run()
+    assert list(out.iterdir()) == []

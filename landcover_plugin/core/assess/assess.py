@@ -18,12 +18,10 @@ values) and its log. The counting is in :mod:`.counting`, the report and its fil
 import json
 import os
 
-import numpy as np
-
 from ..errors import BadInputError
 from ..options import check_bounds
 from ..raster_classes import embedded_classes
-from ..rasters import check_written_as, open_raster
+from ..rasters import check_classified, open_raster
 from ..schema import ClassSchema
 from ..vectors import read_labelled_geometries
 from .area_report import FEW_MARK, FEW_POINTS, area_interval, shown
@@ -68,11 +66,7 @@ def assess_accuracy(options: AssessOptions, events) -> dict:
 
     schema, colour_table = _load_schema(options.classes, classified, events)
     with open_raster(classified, "classified raster") as src:
-        check_written_as(src, "classified", classified)
-        if not np.issubdtype(np.dtype(src.dtypes[0]), np.integer):
-            raise BadInputError(f"The classified raster has pixel type {src.dtypes[0]}; it must hold integer "
-                                "class ids (1..254, 0 = no data). Choose the classified map, not a confidence "
-                                "or probability raster.")
+        check_classified(src, classified)
         if src.count > 1:
             events.warning(f"The classified raster has {src.count} bands; band 1 is assessed.")
         area = _area_info(src.transform, src.crs, src.height)

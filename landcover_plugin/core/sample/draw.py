@@ -28,7 +28,7 @@ from ..errors import BadInputError, Cancelled
 from ..map_units import distance_unit
 from ..options import check_bounds, parse_floats
 from ..output_folder import file_in_place
-from ..rasters import check_written_as, open_raster, read
+from ..rasters import check_classified, open_raster, read
 from ..schema import ClassInfo, default_colour
 from .design import allocate, sample_size
 from .options import DEFAULT_USERS_ACCURACY, SampleOptions
@@ -57,11 +57,7 @@ def create_sample(options: SampleOptions, events) -> dict:
     seed = int(o.seed) if o.seed is not None else int(np.random.SeedSequence().entropy % 2**31)
     rng = np.random.default_rng(seed)
     with open_raster(classified, "classified raster") as src:
-        check_written_as(src, "classified", classified)
-        if not np.issubdtype(np.dtype(src.dtypes[0]), np.integer):
-            raise BadInputError(f"The classified raster has pixel type {src.dtypes[0]}; it must hold integer "
-                                "class ids (1..254, 0 = no data). Choose the classified map, not a confidence "
-                                "or probability raster.")
+        check_classified(src, classified)
         windows = list(_windows(src.width, src.height, o.block_size))
         counts = _count(src, windows, events)
         strata = np.flatnonzero(counts)

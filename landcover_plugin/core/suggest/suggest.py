@@ -34,7 +34,7 @@ from ..map_units import distance_text, distance_unit
 from ..options import check_bounds
 from ..output_folder import file_in_place
 from ..raster_classes import embedded_classes
-from ..rasters import check_written_as, open_raster, read
+from ..rasters import check_classified, check_written_as, open_raster, read
 from ..sample.draw import SCHEMA_TABLE, write_table
 from .options import SuggestOptions
 
@@ -68,7 +68,7 @@ def suggest_areas(options: SuggestOptions, events) -> dict:
                                                            (confidence, "confidence raster")) if p]
             try:
                 if classified:
-                    check_written_as(others[0], "classified", classified)
+                    check_classified(others[0], classified)
                 if confidence:
                     check_written_as(others[-1], "confidence", confidence)
                 for other in others:
