@@ -229,14 +229,9 @@ def _write(path, layer_name, crs_wkt, transform, points, classes, design) -> Non
     ogr.UseExceptions()
     with file_in_place(path, "the sample ", ".gpkg") as temporary:
         source = ogr.GetDriverByName("GPKG").CreateDataSource(temporary)
-        srs = None
-        if crs_wkt:
-            srs = osr.SpatialReference()
-            srs.ImportFromWkt(crs_wkt)
-        layer = source.CreateLayer(layer_name, srs, ogr.wkbPoint, ["FID=fid", "GEOMETRY_NAME=geom"])
-        for name, kind in (("sample_id", ogr.OFTInteger), ("map_class", ogr.OFTInteger),
-                           ("reference_class", ogr.OFTInteger), ("note", ogr.OFTString)):
-            layer.CreateField(ogr.FieldDefn(name, kind))
+        layer = new_layer(source, layer_name, crs_wkt, ogr.wkbPoint,
+                          [("sample_id", ogr.OFTInteger), ("map_class", ogr.OFTInteger),
+                           ("reference_class", ogr.OFTInteger), ("note", ogr.OFTString)])
         layer.StartTransaction()
         for number, (class_id, x, y) in enumerate(points, 1):
             feature = ogr.Feature(layer.GetLayerDefn())
@@ -258,10 +253,21 @@ def _write(path, layer_name, crs_wkt, transform, points, classes, design) -> Non
         source = layer = None  # closes the file
 
 
-def write_table(source, name, columns, rows) -> None:
-    table = source.CreateLayer(name, None, ogr.wkbNone)
+def new_layer(source, name, crs_wkt, geometry_type, columns):
+    """A layer of the GeoPackage ``source`` with columns [(name, OGR field type)], in ``crs_wkt`` (none: no CRS)."""
+    srs = None
+    if crs_wkt:
+        srs = osr.SpatialReference()
+        srs.ImportFromWkt(crs_wkt)
+    options = ["FID=fid", "GEOMETRY_NAME=geom"] if geometry_type != ogr.wkbNone else []
+    layer = source.CreateLayer(name, srs, geometry_type, options)
     for column, kind in columns:
-        table.CreateField(ogr.FieldDefn(column, kind))
+        layer.CreateField(ogr.FieldDefn(column, kind))
+    return layer
+
+
+def write_table(source, name, columns, rows) -> None:
+    table = new_layer(source, name, None, ogr.wkbNone, columns)
     for row in rows:
         feature = ogr.Feature(table.GetLayerDefn())
         for (column, _), value in zip(columns, row):

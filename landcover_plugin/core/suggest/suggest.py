@@ -26,7 +26,7 @@ import os
 import tempfile
 
 import numpy as np
-from osgeo import ogr, osr
+from osgeo import ogr
 from rasterio.windows import Window
 
 from ..errors import BadInputError, Cancelled
@@ -35,7 +35,7 @@ from ..options import check_bounds
 from ..output_folder import file_in_place
 from ..raster_classes import embedded_classes
 from ..rasters import check_classified, check_written_as, open_raster, read
-from ..sample.draw import SCHEMA_TABLE, write_table
+from ..sample.draw import SCHEMA_TABLE, new_layer, write_table
 from .options import SuggestOptions
 
 CANDIDATES_PER_PLACE = 50
@@ -346,17 +346,11 @@ def _write(path, o, crs_wkt, transform, shape, places, names, schema) -> None:
     half = o.size / 2.0
     with file_in_place(path, "", ".gpkg") as temporary:
         source = ogr.GetDriverByName("GPKG").CreateDataSource(temporary)
-        srs = None
-        if crs_wkt:
-            srs = osr.SpatialReference()
-            srs.ImportFromWkt(crs_wkt)
-        layer = source.CreateLayer(o.layer_name, srs, ogr.wkbPolygon, ["FID=fid", "GEOMETRY_NAME=geom"])
         class_kind = ogr.OFTString if o.class_values == "names" else ogr.OFTInteger
-        fields = [(o.class_field, class_kind), ("predicted_class", ogr.OFTInteger),
-                  ("predicted_name", ogr.OFTString), ("probability", ogr.OFTInteger),
-                  ("uncertainty", ogr.OFTInteger), ("rank", ogr.OFTInteger)]
-        for name, kind in fields:
-            layer.CreateField(ogr.FieldDefn(name, kind))
+        layer = new_layer(source, o.layer_name, crs_wkt, ogr.wkbPolygon,
+                          [(o.class_field, class_kind), ("predicted_class", ogr.OFTInteger),
+                           ("predicted_name", ogr.OFTString), ("probability", ogr.OFTInteger),
+                           ("uncertainty", ogr.OFTInteger), ("rank", ogr.OFTInteger)])
         for rank, place in enumerate(places, 1):
             feature = ogr.Feature(layer.GetLayerDefn())
             if place["class"]:
