@@ -6,11 +6,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import rasterio
+from algorithm_runs import run_algorithm as run_landcover
 from osgeo import gdal
 from qgis.core import (
     QgsApplication,
     QgsProcessingContext,
-    QgsProcessingFeedback,
     QgsRasterLayer,
     QgsVectorLayer,
 )
@@ -19,12 +19,7 @@ gdal.UseExceptions()
 
 
 def run_algorithm(parameters):
-    algorithm = QgsApplication.processingRegistry().createAlgorithmById("landcover:assess_accuracy")
-    assert algorithm is not None, "landcover:assess_accuracy is not registered"
-    feedback = QgsProcessingFeedback()
-    context = QgsProcessingContext()
-    results, ok = algorithm.run(parameters, context, feedback)
-    return results, ok, feedback.textLog()
+    return run_landcover("landcover:assess_accuracy", parameters)
 
 
 class ImageSources(HTMLParser):

@@ -6,8 +6,9 @@ import json
 import numpy as np
 import pytest
 import rasterio
+from algorithm_runs import checked_run
 from classify_models import export, tiny_net
-from qgis.core import QgsApplication, QgsProcessingContext, QgsProcessingFeedback, QgsProject, QgsRasterLayer
+from qgis.core import QgsProcessingContext, QgsProcessingFeedback, QgsRasterLayer
 
 from landcover_plugin.core.model.card import build_card, metadata_props
 from landcover_plugin.core.schema import ClassSchema
@@ -17,14 +18,7 @@ EXTENT = "329000,335000,4120000,4126000 [EPSG:32612]"  # xmin,xmax,ymin,ymax: 20
 
 
 def run(name, parameters):
-    algorithm = QgsApplication.processingRegistry().createAlgorithmById(f"landcover:{name}")
-    context, feedback = QgsProcessingContext(), QgsProcessingFeedback()
-    context.setProject(QgsProject.instance())
-    ok, message = algorithm.checkParameterValues(parameters, context)
-    if not ok:
-        return {}, False, message
-    results, ok = algorithm.run(parameters, context, feedback)
-    return results, ok, feedback.textLog()
+    return checked_run(f"landcover:{name}", parameters)
 
 
 @pytest.fixture(scope="module")

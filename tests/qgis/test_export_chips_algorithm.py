@@ -4,13 +4,13 @@ import json
 
 import numpy as np
 import rasterio
+from algorithm_runs import checked_run
 from osgeo import gdal
 from qgis.core import (
     QgsApplication,
     QgsFeature,
     QgsGeometry,
     QgsProcessingContext,
-    QgsProcessingFeedback,
     QgsProject,
     QgsRasterLayer,
     QgsVectorLayer,
@@ -21,15 +21,7 @@ gdal.UseExceptions()
 
 
 def run(name, parameters):
-    algorithm = QgsApplication.processingRegistry().createAlgorithmById(f"landcover:{name}")
-    assert algorithm is not None, f"landcover:{name} is not registered"
-    context, feedback = QgsProcessingContext(), QgsProcessingFeedback()
-    context.setProject(QgsProject.instance())
-    ok, message = algorithm.checkParameterValues(parameters, context)
-    if not ok:
-        return {}, False, message
-    results, ok = algorithm.run(parameters, context, feedback)
-    return results, ok, feedback.textLog()
+    return checked_run(f"landcover:{name}", parameters)
 
 
 def label_pixels(dataset_folder):
