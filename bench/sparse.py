@@ -83,7 +83,7 @@ def run(settings) -> dict:
         ratio=None if estimated is None else estimated - ours["mean_iou"],
         note=f"the polygons' IoUs weighted by the map's class shares say {result['heldout_polygon_miou']}; "
              f"the estimate takes the map's own expected errors (its class probabilities over a sample of it) "
-             f"and lowers them with the overall accuracy"))
+             f"and brings them to the overall accuracy"))
     for metric, label in (("overall_accuracy", "OA"), ("mean_iou", "mIoU")):
         value = unweighed.get(metric)
         figures.append(figure(

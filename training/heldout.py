@@ -198,7 +198,7 @@ def estimate(confusion, names, shares, split: dict, heldout_confidence=None, sce
                 scene = np.asarray(scene_matrix, dtype=np.float64)
                 matrix = np.hstack([scene, np.zeros((len(scene), 1))]) / scene.sum()
                 ious = ("the IoUs from the map's own class probabilities over a spread sample of it (where it says "
-                        "one class, the others' chances count as its errors), lowered alike")
+                        "one class, the others' chances count as its errors), brought to that accuracy")
                 matrix = _raised_to(matrix, value)  # an unsure model's probabilities overstate its errors
             lowered = _iou(_lowered_to(matrix, value, np.asarray(shares, dtype=np.float64)))
             result.update(overall_accuracy=_round(value), confidence_threshold=_round(threshold), estimates=found,
