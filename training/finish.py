@@ -199,7 +199,7 @@ def _class_shares(pixels, learned, spec, events):
     names = spec.schema.names
     entry = shares.card_entry(found, learned, [c["id"] for c in spec.schema.to_list()],
                               (spec.raw.get("source") or {}).get("image"), len(pixels), found_by, em,
-                              disagreeing)
+                              disagreeing, probabilities=pixels)
     if em is not None:  # ``found`` holds the model's own map's counts then
         events.warning("Estimating the scene's class shares from the model's probabilities went astray: it gave " + (
             ", ".join(f"{names[k]} {100 * em[k]:.1f} % (the model's own map: {100 * found[k]:.1f} %, learned "
@@ -211,4 +211,7 @@ def _class_shares(pixels, learned, spec, events):
                 "evenly, the scene does not): " + ", ".join(f"{n} {100 * s:.1f} %" for n, s in zip(names, found))
                 + ". Classify weighs the classes by them (turn 'Weigh classes by the scene's shares' off for the "
                   "model's own probabilities).")
+    lost = shares.vanishing_warning(entry, names, "a sample of the scene")
+    if lost:
+        events.warning(lost)
     return entry

@@ -11,7 +11,10 @@ from landcover_plugin.core.model.class_shares import (
     class_weights,
     counted_shares,
     learned_prior,
+    mapped_shares,
     scene_shares,
+    vanishing,
+    vanishing_warning,
     weigh,
 )
 
@@ -141,3 +144,34 @@ def test_em_raising_a_class_far_beyond_the_map_s_own_count_is_not_taken():
     assert np.log(em[0] / learned[0]) / np.log(counted[0] / learned[0]) > AGREE
     shares, found_by, _, disagreeing = checked_shares(flattened, learned)
     assert found_by == "counts" and disagreeing == [0]
+
+
+def test_a_middle_class_weighed_down_vanishes_from_the_map_and_the_warning_names_it():
+    # the middle class is rare in the scene; weighed down, both neighbours take its hesitant pixels
+    labels, probs = posteriors([0.5, 0.01, 0.49], [1 / 3] * 3)
+    shares, _ = scene_shares(probs, [1 / 3] * 3)
+    entry = card_entry(shares, [1 / 3] * 3, [1, 2, 3], "scene.tif", len(probs), probabilities=probs)
+    unweighed, weighed = entry["map_shares"]["unweighed"], entry["map_shares"]["weighed"]
+    assert unweighed == pytest.approx(np.bincount(probs.argmax(axis=1)) / len(probs), abs=1e-6)
+    assert unweighed[1] > 0.05 and weighed[1] < 0.001 and sum(weighed) == pytest.approx(1.0)
+    assert weighed == pytest.approx(list(mapped_shares(probs, entry["weights"])), abs=1e-6)
+    assert vanishing(unweighed, weighed) == [1]
+    text = vanishing_warning(entry, ["water", "reeds", "land"], "a sample of the scene")
+    assert text.startswith("Weighed by the scene's shares, the map shows almost none of some classes, over a "
+                           f"sample of the scene: reeds {100 * weighed[1]:.2f} % ({100 * unweighed[1]:.1f} % with "
+                           "the weighing off).")
+    assert "water" not in text and "land" not in text
+    # the map is right on more pixels all the same: the rare class's hesitant pixels are mostly its neighbours'
+    right = {kind: (p.argmax(axis=1) == labels).mean() for kind, p in
+             (("unweighed", probs), ("weighed", weigh(probs.copy(), entry["weights"])))}
+    assert right["weighed"] > right["unweighed"]
+
+
+def test_no_warning_when_every_class_stays_on_the_map_or_the_card_predates_the_map_shares():
+    _, probs = posteriors([0.3, 0.4, 0.3], [1 / 3] * 3)
+    shares, _, _, _ = checked_shares(probs, [1 / 3] * 3)
+    entry = card_entry(shares, [1 / 3] * 3, [1, 2, 3], "scene.tif", len(probs), probabilities=probs)
+    assert min(entry["map_shares"]["weighed"]) > 0.1
+    assert vanishing_warning(entry, ["water", "reeds", "land"], "a sample") == ""
+    assert vanishing_warning(card_entry(shares, [1 / 3] * 3, [1, 2, 3], "scene.tif", len(probs)), ["a", "b", "c"],
+                             "a sample") == ""

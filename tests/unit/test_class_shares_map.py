@@ -14,7 +14,7 @@ from landcover_plugin.core.classify.source import open_source
 from landcover_plugin.core.classify.tiling import TileGrid
 from landcover_plugin.core.events import RecordingEvents
 from landcover_plugin.core.model.card import CARD_KEY
-from landcover_plugin.core.model.class_shares import FLOOR
+from landcover_plugin.core.model.class_shares import FLOOR, vanishing
 from landcover_plugin.core.model.session import load_model
 from landcover_plugin.core.train.options import TrainConfig
 from training.loop import train
@@ -99,3 +99,24 @@ def test_the_map_is_the_argmax_of_the_weighed_probabilities_and_off_gives_the_mo
         # the same to a few pixels (float32 rounding where two classes tie), where the two maps differ widely
         assert (maps[shares][valid] == expected[shares][valid]).mean() > 0.999
     assert (maps["model"][valid] != maps["off"][valid]).mean() > 0.01  # the weights moved pixels
+    # the card's shares of both maps over the trainer's sample are those of the maps Classify writes
+    for shares, kind in (("model", "weighed"), ("off", "unweighed")):
+        written = np.array([(maps[shares][valid] == i).mean() for i in ids])
+        assert written == pytest.approx(card["class_shares"]["map_shares"][kind], abs=0.03)
+
+
+def test_classify_names_the_classes_the_weighed_map_all_but_loses_as_the_trainer_did(shared_data, trained,
+                                                                                   tmp_path):
+    out, card, training_events = trained
+    names = [c["name"] for c in card["classes"]]
+    entry = card["class_shares"]
+    lost = vanishing(entry["map_shares"]["unweighed"], entry["map_shares"]["weighed"])
+    events = RecordingEvents()
+    classify_raster(ClassifyOptions(shared_data / "rstoolbox" / "landsat5_1988_7band.tif", out, tmp_path / "map.tif"),
+                    events)
+    warned = [e["message"] for e in events.of_type("log") if e["message"].startswith("Weighed by the scene's shares")]
+    trained_warned = [e["message"] for e in training_events.of_type("log")
+                      if e["message"].startswith("Weighed by the scene's shares")]
+    assert len(warned) == (1 if lost else 0) and len(trained_warned) >= len(warned)
+    for k in lost:
+        assert f" {names[k]} " in warned[0]

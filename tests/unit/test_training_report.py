@@ -8,6 +8,7 @@ import pytest
 
 from landcover_plugin.core.chips.expect import describe, expectation, window_count
 from landcover_plugin.core.events import RecordingEvents
+from landcover_plugin.core.model.class_shares import vanishing
 from landcover_plugin.core.train import preflight
 from landcover_plugin.core.train.options import TrainConfig
 from landcover_plugin.core.train.report import best_epoch, read_card, read_curves, write_training_report
@@ -137,10 +138,14 @@ def test_the_report_gives_the_scene_s_class_shares_and_says_which_map_the_estima
     page = open(write_training_report(tmp_path / "shares.html", outputs["OUTPUT"], outputs["CURVES_CSV"], None,
                                       chips, outputs), encoding="utf-8").read()
     section = page.split("<h2>Class shares of the scene</h2>")[1].split("<h2>")[0]
-    rows = re.findall(r"<tr><td>([^<]+)</td><td>([^<]+)</td><td>([^<]+)</td><td>([^<]+)</td></tr>", section)
+    rows = re.findall(r"<tr><td>([^<]+)</td>" + r"<td>([^<]+)</td>" * 5 + "</tr>", section)
     names = {c["id"]: c["name"] for c in card["classes"]}
-    assert rows == [(names[i], f"{100 * s:.1f} %", f"{100 * lr:.1f} %", f"{w:.3f}") for i, s, lr, w in
-                    zip(entry["class_ids"], entry["scene_shares"], entry["learned_shares"], entry["weights"])]
+    mapped = entry["map_shares"]  # the map's shares over the trainer's sample, weighed and not
+    assert rows == [(names[i], f"{100 * s:.1f} %", f"{100 * lr:.1f} %", f"{w:.3f}", f"{100 * on:.1f} %",
+                     f"{100 * off:.1f} %") for i, s, lr, w, on, off in
+                    zip(entry["class_ids"], entry["scene_shares"], entry["learned_shares"], entry["weights"],
+                        mapped["weighed"], mapped["unweighed"])]
+    assert ("almost none of" in section) == bool(vanishing(mapped["unweighed"], mapped["weighed"]))
     if entry["found_by"] == "counts":  # EM went astray (core/model/class_shares.py): the report names where
         astray = [names[i] for i in entry["em_astray_ids"]]
         assert "Counted on the model's own map" in section

@@ -9,7 +9,11 @@ p'(k | x) is proportional to p(k | x) * scene_k / learned_k (Saerens, Latinne an
 the outputs of a classifier to new a priori probabilities"). The scene's shares are unknown but follow from the
 model's probabilities over a sample of it by their expectation-maximisation: shares = the mean of the adjusted
 posteriors, repeated until they settle. Each share keeps at least :data:`FLOOR`, so that a class the scene
-seems to lack is weighed down, never erased from the map.
+seems to lack is weighed down, never weighed to nothing. The weighed map can still all but lose a class (where the
+model hesitates between it and a commoner class, the commoner wins): on the Zion sparse case developed,
+herbaceous and wetlands fell from 2-8 % of the map to under 0.1 % (they cover under 1 % of its east part each),
+and a weak rstoolbox model lost fallen_dry altogether. The card keeps both maps' shares over the trainer's sample
+(``map_shares``) and the trainer and Classify name such classes (:func:`vanishing`).
 
 The estimated shares are trusted halfway: the weights are (scene share / learned share) ** :data:`STRENGTH`.
 Measured (offline, the same models weighed at each strength; OA / mIoU): the Zion sparse case (the trainer's
@@ -39,8 +43,9 @@ QGIS-free.
 import numpy as np
 
 STRENGTH = 0.5  # weights = (scene share / learned share) ** STRENGTH: halfway (geometrically) to the estimate
-FLOOR = 0.01  # no class's estimated share of the scene goes below about 1 %: weighed down, never erased
+FLOOR = 0.01  # no class's estimated share of the scene goes below about 1 %: weighed down, never to nothing
 AGREE = 2.0  # EM may raise a class at most this many times as far (log ratio to learned) as the map's counts do
+VANISHING = 0.001  # a class on less than 0.1 % of the weighed map's sample that the unweighed map shows: named
 MAX_ITERATIONS = 200
 TOLERANCE = 1e-6
 CARD_KEY = "class_shares"
@@ -72,11 +77,26 @@ def scene_shares(probabilities, prior, floor: float = FLOOR) -> tuple:
     return shares, MAX_ITERATIONS
 
 
+def mapped_shares(probabilities, weights=None) -> np.ndarray:
+    """The map's class shares over (n, K) sampled probabilities: the share of pixels whose top class is each class,
+    after weighing them by ``weights`` (:func:`weigh`, on a copy) when given."""
+    probs = np.array(probabilities, dtype=np.float32)
+    if weights is not None:
+        weigh(probs, weights)
+    return np.bincount(probs.argmax(axis=1), minlength=probs.shape[1])[:probs.shape[1]] / max(1, len(probs))
+
+
+def vanishing(unweighed, weighed) -> list:
+    """Indices of the classes the unweighed map shows on at least :data:`VANISHING` of the sample and the weighed
+    map on less (shares from :func:`mapped_shares`)."""
+    return [int(k) for k in np.flatnonzero((np.asarray(unweighed) >= VANISHING) & (np.asarray(weighed) < VANISHING))]
+
+
 def counted_shares(probabilities, prior, floor: float = FLOOR) -> np.ndarray:
     """The model's own map's class shares over (n, K) sampled probabilities (each pixel's top class), floored and
     normalised as EM's are (a class never trained keeps 0)."""
-    probs, prior = np.asarray(probabilities), np.asarray(prior, dtype=np.float64)
-    counts = np.bincount(probs.argmax(axis=1), minlength=prior.size)[:prior.size] / max(1, len(probs))
+    prior = np.asarray(prior, dtype=np.float64)
+    counts = mapped_shares(probabilities)[:prior.size]
     shares = np.maximum(counts, floor) * (prior > 0)
     return shares / shares.sum()
 
@@ -110,10 +130,11 @@ def class_weights(shares, prior, strength: float = STRENGTH) -> np.ndarray:
 
 
 def card_entry(shares, prior, class_ids, source: str, pixels: int, found_by: str = "em", em=None,
-               disagreeing=()) -> dict:
+               disagreeing=(), probabilities=None) -> dict:
     """The card's ``class_shares``: the weights the classifier applies, with what they came from (``found_by``:
     :func:`checked_shares`; ``em``: EM's shares where they were not taken; ``disagreeing``: the indices of the
-    classes EM raised without the map's support, kept as ``em_astray_ids``)."""
+    classes EM raised without the map's support, kept as ``em_astray_ids``). With the sample's (n, K)
+    ``probabilities``, also the unweighed and the weighed map's shares over it (``map_shares``)."""
     entry = {"weights": [round(float(w), 6) for w in class_weights(shares, prior)],
              "scene_shares": [round(float(s), 6) for s in shares],
              "learned_shares": [round(float(p), 6) for p in prior],
@@ -126,7 +147,29 @@ def card_entry(shares, prior, class_ids, source: str, pixels: int, found_by: str
     if em is not None:
         entry["em_shares"] = [round(float(s), 6) for s in em]
         entry["em_astray_ids"] = [int(class_ids[k]) for k in disagreeing]
+    if probabilities is not None:
+        entry["map_shares"] = {kind: [round(float(s), 6) for s in mapped_shares(probabilities, weights)]
+                               for kind, weights in (("unweighed", None), ("weighed", entry["weights"]))}
     return entry
+
+
+def vanishing_warning(entry, names, where: str) -> str:
+    """The warning naming the classes the weighed map all but loses (:func:`vanishing`), '' for none or for a card
+    without ``map_shares``; ``where``: what the shares are of ('a sample of the scene', ...)."""
+    shares = entry.get("map_shares") or {}
+    if not shares.get("unweighed") or not shares.get("weighed"):
+        return ""
+    lost = vanishing(shares["unweighed"], shares["weighed"])
+    if not lost:
+        return ""
+    weighed, unweighed = shares["weighed"], shares["unweighed"]
+    listed = ", ".join(f"{names[k]} {100 * weighed[k]:.2f} % ({100 * unweighed[k]:.1f} %" +
+                       (" with the weighing off)" if n == 0 else ")") for n, k in enumerate(lost))
+    return (f"Weighed by the scene's shares, the map shows almost none of some classes, over {where}: {listed}. "
+            "Where the model hesitates between such a class and a commoner one, the commoner wins. If the class "
+            "matters, digitise more of "
+            "it (especially where it meets other classes), or classify with 'Weigh classes by the scene's shares' "
+            "off and compare.")
 
 
 def card_weights(model, events):
@@ -143,6 +186,9 @@ def card_weights(model, events):
         f"{c['name']} {100 * s:.1f} %" for c, s in zip(model.classes, entry["scene_shares"]))
         + "): polygons sample classes about evenly, a scene does not. Turn 'Weigh classes by the scene's shares' "
           "off (engine: --class-shares off) for the model's own probabilities.")
+    lost = vanishing_warning(entry, [c["name"] for c in model.classes], "the trainer's sample of the scene")
+    if lost:
+        events.warning(lost)
     return np.asarray(entry["weights"], dtype=np.float32)
 
 

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from ..chips.dataset import DATASET_FILE, IMAGES_DIR, LABELS_DIR
 from ..errors import BadInputError
+from ..model.class_shares import vanishing_warning
 from ..model.metadata import read_metadata_props
 from ..output_folder import replaced_in_place
 from .options import duration_text
@@ -207,9 +208,13 @@ def _class_shares(card) -> str:
     if not entry:
         return ""
     names = {c["id"]: c["name"] for c in card.get("classes") or []}
+    mapped = entry.get("map_shares") or {}
+    on_map = list(zip(mapped["weighed"], mapped["unweighed"])) if mapped else [None] * len(entry["class_ids"])
     body = "".join(f"<tr><td>{_e(names.get(i, i))}</td><td>{_pct(scene)}</td><td>{_pct(learned)}</td>"
-                   f"<td>{weight:.3f}</td></tr>" for i, scene, learned, weight in
-                   zip(entry["class_ids"], entry["scene_shares"], entry["learned_shares"], entry["weights"]))
+                   f"<td>{weight:.3f}</td>" + ("".join(f"<td>{_pct(v)}</td>" for v in shares) if shares else "")
+                   + "</tr>" for i, scene, learned, weight, shares in
+                   zip(entry["class_ids"], entry["scene_shares"], entry["learned_shares"], entry["weights"], on_map))
+    lost = vanishing_warning(entry, [names.get(i, i) for i in entry["class_ids"]], "the sample")
     how = ("Estimated from the model's own probabilities over a sample of the source raster"
            if entry.get("found_by", "em") == "em" else
            "Counted on the model's own map over a sample of the source raster (estimating them from its "
@@ -223,7 +228,9 @@ def _class_shares(card) -> str:
             "each class's probability by its weight (by default; 'Weigh classes by the scene's shares' off for the "
             "model's own).</p>"
             '<table><thead><tr><th>Class</th><th>Share of the scene (estimated)</th><th>Share the model learned'
-            f"</th><th>Weight</th></tr></thead><tbody>{body}</tbody></table>")
+            "</th><th>Weight</th>" + ("<th>Share of the map over the sample (weighed)</th><th>Share of the map "
+                                      "(weighing off)</th>" if mapped else "")
+            + f"</tr></thead><tbody>{body}</tbody></table>" + (f'<p class="warn">{_e(lost)}</p>' if lost else ""))
 
 
 def _class_table(classes, metrics, dataset, card, refit: bool = False, cv_folds: int = None) -> str:
