@@ -197,9 +197,10 @@ def _class_shares(pixels, learned, spec, events):
         return None
     found, found_by, em, disagreeing = shares.checked_shares(pixels, learned)
     names = spec.schema.names
+    strength, erased, overshot = shares.gentle_strength(pixels, found, learned)
     entry = shares.card_entry(found, learned, [c["id"] for c in spec.schema.to_list()],
                               (spec.raw.get("source") or {}).get("image"), len(pixels), found_by, em,
-                              disagreeing, probabilities=pixels)
+                              disagreeing, probabilities=pixels, strength=strength)
     if em is not None:  # ``found`` holds the model's own map's counts then
         events.warning("Estimating the scene's class shares from the model's probabilities went astray: it gave " + (
             ", ".join(f"{names[k]} {100 * em[k]:.1f} % (the model's own map: {100 * found[k]:.1f} %, learned "
@@ -211,6 +212,13 @@ def _class_shares(pixels, learned, spec, events):
                 "evenly, the scene does not): " + ", ".join(f"{n} {100 * s:.1f} %" for n, s in zip(names, found))
                 + ". Classify weighs the classes by them (turn 'Weigh classes by the scene's shares' off for the "
                   "model's own probabilities).")
+    if erased:
+        events.warning(f"Weighing the classes by those shares as usual (strength {shares.STRENGTH}) would all but "
+                       "erase " + ", ".join(f"{names[k]} ({100 * found[k]:.1f} % of the scene, {100 * overshot[k]:.2f} "
+                                            "% of the weighed map)" for k in erased)
+                       + ": the model's probabilities are not reliable enough for it (too few epochs, or classes it "
+                         f"has not learned to tell apart). Classify weighs them more gently (strength {strength}; 0 "
+                         "is not at all).")
     lost = shares.vanishing_warning(entry, names, "a sample of the scene")
     if lost:
         events.warning(lost)

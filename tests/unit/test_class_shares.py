@@ -6,10 +6,13 @@ import pytest
 from landcover_plugin.core.model.class_shares import (
     AGREE,
     FLOOR,
+    KEPT,
+    STRENGTH,
     card_entry,
     checked_shares,
     class_weights,
     counted_shares,
+    gentle_strength,
     learned_prior,
     mapped_shares,
     scene_shares,
@@ -175,3 +178,21 @@ def test_no_warning_when_every_class_stays_on_the_map_or_the_card_predates_the_m
     assert vanishing_warning(entry, ["water", "reeds", "land"], "a sample") == ""
     assert vanishing_warning(card_entry(shares, [1 / 3] * 3, [1, 2, 3], "scene.tif", len(probs)), ["a", "b", "c"],
                              "a sample") == ""
+
+
+def test_a_weighing_that_would_erase_a_class_the_scene_has_is_made_gentler_until_the_map_keeps_it():
+    # a model unsure everywhere (every pixel near a tie) that learned class 1 rare: weighed at full strength by
+    # shares that say half and half, class 0 loses every pixel
+    rng = np.random.default_rng(0)
+    edge = rng.uniform(-0.01, 0.01, 40_000)
+    probs = np.stack([0.5 + edge, 0.5 - edge], axis=1)
+    shares, prior = [0.5, 0.5], [0.9, 0.1]
+    strength, erased, weighed = gentle_strength(probs, shares, prior)
+    assert erased == [0] and weighed[0] == 0.0
+    # the largest strength keeping class 0 on a quarter of the map: weights 9 ** s apart, so the tie moves to
+    # edge = (9 ** s - 1) / (9 ** s + 1) / 2, which a quarter of the uniform edges pass at 0.0075
+    assert strength == pytest.approx(np.log(0.5075 / 0.4925) / np.log(9), abs=0.002) and strength < STRENGTH
+    kept = mapped_shares(probs, class_weights(shares, prior, strength))
+    assert kept[0] >= 0.5 / KEPT and kept[0] < 0.5
+    # a weighing that keeps every class the scene has stays as it is
+    assert gentle_strength(probs, [0.5, 0.5], [0.5, 0.5])[:2] == (STRENGTH, [])

@@ -14,7 +14,7 @@ from landcover_plugin.core.classify.source import open_source
 from landcover_plugin.core.classify.tiling import TileGrid
 from landcover_plugin.core.events import RecordingEvents
 from landcover_plugin.core.model.card import CARD_KEY
-from landcover_plugin.core.model.class_shares import FLOOR, vanishing
+from landcover_plugin.core.model.class_shares import FLOOR, KEPT, STRENGTH, vanishing
 from landcover_plugin.core.model.session import load_model
 from landcover_plugin.core.train.options import TrainConfig
 from training.loop import train
@@ -120,3 +120,20 @@ def test_classify_names_the_classes_the_weighed_map_all_but_loses_as_the_trainer
     assert len(warned) == (1 if lost else 0) and len(trained_warned) >= len(warned)
     for k in lost:
         assert f" {names[k]} " in warned[0]
+
+
+def test_a_one_epoch_model_whose_weighing_would_erase_forest_is_weighed_gently(chips, tmp_path):
+    """A one-epoch model's shares (its map's counts: EM went astray) weighed at the usual strength took forest,
+    a fifth of its own map, off the map; the trainer weighs more gently, and says so."""
+    events = RecordingEvents()
+    out = tmp_path / "model.onnx"
+    train(TrainConfig(dataset_dir=str(chips), output=str(out), epochs=1, batch_size=4, base_width=8,
+                      learning_rate=3e-3, patience=0, device="cpu", cv_folds=1, seed=0), events)
+    entry = json.loads({p.key: p.value for p in onnx.load(str(out)).metadata_props}[CARD_KEY])["class_shares"]
+    assert entry["strength"] < STRENGTH
+    weighed, unweighed = entry["map_shares"]["weighed"], entry["map_shares"]["unweighed"]
+    for share, on, off in zip(entry["scene_shares"], weighed, unweighed):
+        if share > 2 * FLOOR:  # every class the scene has keeps a quarter of its share on the weighed map
+            assert on >= min(share, off) / KEPT - 1e-6
+    warned = [e["message"] for e in events.of_type("log") if "would all but erase" in e["message"]]
+    assert warned and f"Classify weighs them more gently (strength {entry['strength']};" in warned[-1]

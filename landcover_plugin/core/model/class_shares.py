@@ -13,7 +13,10 @@ seems to lack is weighed down, never weighed to nothing. The weighed map can sti
 model hesitates between it and a commoner class, the commoner wins): on the Zion sparse case developed,
 herbaceous and wetlands fell from 2-8 % of the map to under 0.1 % (they cover under 1 % of its east part each),
 and a weak rstoolbox model lost fallen_dry altogether. The card keeps both maps' shares over the trainer's sample
-(``map_shares``) and the trainer and Classify name such classes (:func:`vanishing`).
+(``map_shares``) and the trainer and Classify name such classes (:func:`vanishing`). A weak model's weighing can
+overshoot far: a one-epoch rstoolbox model (shares from its map's counts) lost forest, 21 % of its unweighed map,
+to water. So the weighed map must keep each class the scene has (estimated above twice the floor) on at least a
+quarter of its share, else the weighing is made gentler until it does (:func:`gentle_strength`; the log warns).
 
 The estimated shares are trusted halfway: the weights are (scene share / learned share) ** :data:`STRENGTH`.
 Measured (offline, the same models weighed at each strength; OA / mIoU): the Zion sparse case (the trainer's
@@ -45,6 +48,7 @@ import numpy as np
 STRENGTH = 0.5  # weights = (scene share / learned share) ** STRENGTH: halfway (geometrically) to the estimate
 FLOOR = 0.01  # no class's estimated share of the scene goes below about 1 %: weighed down, never to nothing
 AGREE = 2.0  # EM may raise a class at most this many times as far (log ratio to learned) as the map's counts do
+KEPT = 4.0  # the weighed map keeps a class the scene has on at least 1/KEPT of its share, or weighs more gently
 VANISHING = 0.001  # a class on less than 0.1 % of the weighed map's sample that the unweighed map shows: named
 MAX_ITERATIONS = 200
 TOLERANCE = 1e-6
@@ -120,6 +124,29 @@ def checked_shares(probabilities, prior, floor: float = FLOOR) -> tuple:
     return counted, "counts", em, disagreeing
 
 
+def gentle_strength(probabilities, shares, prior, strength: float = STRENGTH, floor: float = FLOOR) -> tuple:
+    """The strength to weigh at (:func:`class_weights`): ``strength``, or the largest below it (by bisection) at
+    which the weighed map keeps every class the scene has (estimated above twice the floor) on at least 1/:data:`KEPT`
+    of its estimated share, or of its unweighed map's share where that is smaller. At strength 0 (no weighing) the
+    map is the unweighed one, so there is always one. Returns ``(strength, erased, weighed)``: the indices of the
+    classes ``strength`` all but erased, and the weighed map's shares at ``strength``."""
+    shares = np.asarray(shares, dtype=np.float64)
+    needed = np.where(shares > 2 * floor, np.minimum(shares, mapped_shares(probabilities)) / KEPT, 0.0)
+
+    def weighed_at(value):
+        return mapped_shares(probabilities, class_weights(shares, prior, value))
+
+    weighed = weighed_at(strength)
+    erased = [int(k) for k in np.flatnonzero(weighed < needed)]
+    if not erased:
+        return strength, [], weighed
+    low, high = 0.0, strength
+    for _ in range(8):
+        middle = (low + high) / 2
+        low, high = (low, middle) if (weighed_at(middle) < needed).any() else (middle, high)
+    return round(low, 4), erased, weighed
+
+
 def class_weights(shares, prior, strength: float = STRENGTH) -> np.ndarray:
     """Per-class multipliers of the probabilities: the scene's share over the learned one (1 for an untrained
     class) to the power ``strength``, scaled so that the largest is 1. ``strength`` 1 is Bayes' rule for shares
@@ -130,16 +157,17 @@ def class_weights(shares, prior, strength: float = STRENGTH) -> np.ndarray:
 
 
 def card_entry(shares, prior, class_ids, source: str, pixels: int, found_by: str = "em", em=None,
-               disagreeing=(), probabilities=None) -> dict:
+               disagreeing=(), probabilities=None, strength: float = STRENGTH) -> dict:
     """The card's ``class_shares``: the weights the classifier applies, with what they came from (``found_by``:
     :func:`checked_shares`; ``em``: EM's shares where they were not taken; ``disagreeing``: the indices of the
     classes EM raised without the map's support, kept as ``em_astray_ids``). With the sample's (n, K)
-    ``probabilities``, also the unweighed and the weighed map's shares over it (``map_shares``)."""
-    entry = {"weights": [round(float(w), 6) for w in class_weights(shares, prior)],
+    ``probabilities``, also the unweighed and the weighed map's shares over it (``map_shares``). ``strength``:
+    :func:`gentle_strength`'s."""
+    entry = {"weights": [round(float(w), 6) for w in class_weights(shares, prior, strength)],
              "scene_shares": [round(float(s), 6) for s in shares],
              "learned_shares": [round(float(p), 6) for p in prior],
              "class_ids": [int(i) for i in class_ids], "source": source, "sample_pixels": int(pixels),
-             "floor": FLOOR, "strength": STRENGTH, "found_by": found_by,
+             "floor": FLOOR, "strength": strength, "found_by": found_by,
              "method": "expectation-maximisation of the model's probabilities over a spread sample of the source "
                        "raster (Saerens et al. 2002)" if found_by == "em" else
                        "the model's own map's class counts over a spread sample of the source raster (expectation-"

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from ..chips.dataset import DATASET_FILE, IMAGES_DIR, LABELS_DIR
 from ..errors import BadInputError
-from ..model.class_shares import vanishing_warning
+from ..model.class_shares import STRENGTH, vanishing_warning
 from ..model.metadata import read_metadata_props
 from ..output_folder import replaced_in_place
 from .options import duration_text
@@ -215,6 +215,9 @@ def _class_shares(card) -> str:
                    + "</tr>" for i, scene, learned, weight, shares in
                    zip(entry["class_ids"], entry["scene_shares"], entry["learned_shares"], entry["weights"], on_map))
     lost = vanishing_warning(entry, [names.get(i, i) for i in entry["class_ids"]], "the sample")
+    if entry.get("strength", STRENGTH) < STRENGTH:
+        lost = (f"Weighed more gently than usual (strength {entry['strength']}, usually {STRENGTH}): at the usual "
+                "strength the map lost classes the scene has; the training log names them. " + lost).strip()
     how = ("Estimated from the model's own probabilities over a sample of the source raster"
            if entry.get("found_by", "em") == "em" else
            "Counted on the model's own map over a sample of the source raster (estimating them from its "
