@@ -114,6 +114,7 @@ def test_training_with_few_held_out_polygons_cross_validates_then_refits(chips, 
     phases = [m["values"].get("phase") for m in events.of_type("metric")]
     assert [p for p in phases if p != "refit"] == ["fold 1/3"] * 3 + ["fold 2/3"] * 3 + ["fold 3/3"] * 3
     assert phases.count("refit") == outputs["refit_epochs"]
+    assert not any("stopped each cross-validation fold" in m["message"] for m in events.of_type("log"))  # no limit
     fold_metric = next(m for m in events.of_type("metric") if m["values"].get("phase") == "fold 2/3")
     assert format_metric(fold_metric).startswith("Fold 2/3 epoch 1:")
     heldout = outputs["HELDOUT"]
@@ -185,6 +186,10 @@ def test_automatic_epochs_are_chosen_once_for_every_fold(chips, tmp_path):
     assert all(" or 1.5 s," in p for p in planned), planned
     cut = [m["message"] for m in events.of_type("log") if m["message"].startswith("Time limit of 1.5 s reached")]
     assert cut  # automatic epochs are many more than 1.5 s allows
+    # ... and the analyst is told so once, in terms of the limit they set, not each fold's share of it
+    short = [m["message"] for m in events.of_type("log")
+             if m["level"] == "warning" and "stopped each cross-validation fold" in m["message"]]
+    assert len(short) == 1 and short[0].startswith("The time limit (6 s) stopped") and "3 folds" in short[0], short
     training = read_card(out["OUTPUT"])["training"]
     assert training["time_limit_minutes"] == 0.1 and training["selection_stopped_by"] == "time limit"
     page = open(write_training_report(tmp_path / "r.html", out["OUTPUT"], out["CURVES_CSV"], None, chips,
