@@ -22,6 +22,7 @@ from .objective import heldout_pixels
 
 MOST_PIXELS = 50_000  # held-out pixels' probabilities kept per fold and epoch
 MOST_VALUES = 400_000  # and at most this many probabilities (float16: 800 kB a fold and epoch)
+FEW_EPOCHS = 10  # folds the time limit stops before this many epochs are warned of (4-5 failed; 11 did well)
 
 
 def cross_validate(plan, config, spec, store, device, events, training_cls, minutes=None, progress_span=(0.0, 0.8)):
@@ -61,19 +62,20 @@ def cross_validate(plan, config, spec, store, device, events, training_cls, minu
 
 
 def _warn_if_cut_short(folds, config, planned: int, events) -> None:
-    """A warning in the analyst's terms where the time limit stopped the folds before half their planned epochs.
-    Each fold logs 'Time limit of <its share> reached', which reads as if a smaller limit had been set; and the
-    model trained on all polygons gets as few epochs. On the Zion sparse polygons 4 minutes gave a ResNet-18 U-Net
-    4-5 epochs a fold, and the scene-pretrained one's map lost forest, the scene's main class."""
+    """A warning in the analyst's terms where the time limit stopped every fold before :data:`FEW_EPOCHS` epochs (and
+    before half the planned count). Each fold logs 'Time limit of <its share> reached', which reads as if a smaller
+    limit had been set; and the model trained on all polygons gets as few epochs. On the Zion sparse polygons 4
+    minutes gave a ResNet-18 U-Net 4-5 epochs a fold, and the scene-pretrained one's map lost forest, the scene's main
+    class; the demo's 1 minute gives rstoolbox's per-pixel net 11 a fold and a good map."""
     ran = [len(f["history"]) for f in folds]
-    if not any(f["stopped_by"] == "time limit" for f in folds) or 2 * max(ran) >= planned:
+    if not any(f["stopped_by"] == "time limit" for f in folds) or max(ran) >= min(FEW_EPOCHS, planned / 2):
         return
     counts = f"{min(ran)}" if min(ran) == max(ran) else f"{min(ran)}-{max(ran)}"
     events.warning(f"The time limit ({duration_text(config.time_limit_minutes)}) stopped each cross-validation "
-                   f"fold after {counts} of its {planned} planned epochs: it is shared by the {len(folds)} folds "
-                   f"and the training on all polygons, which will be as short. So short a training can leave "
-                   f"classes unlearnt: if the held-out estimate is low or a class is missing from the map, train "
-                   f"again with a longer time limit (or none).")
+                   f"fold after {counts} epochs (of up to {planned}): it is shared by the {len(folds)} folds and the "
+                   f"training on all polygons, which will be as short. So short a training can leave classes "
+                   f"unlearnt: if the held-out estimate is low or a class is missing from the map, train again with "
+                   f"a longer time limit (or none).")
 
 
 def _pool(folds, config, spec, architecture, unsplit, plan, events) -> dict:
