@@ -57,22 +57,23 @@ def cross_validate(plan, config, spec, store, device, events, training_cls, minu
         if run["cancelled"] or not epochs:
             return None, training
         folds.append({"epochs": epochs, "history": run["history"], "stopped_by": run["stopped_by"]})
-    _warn_if_cut_short(folds, config, epoch_count, events)
-    return _pool(folds, config, spec, architecture, unsplit, plan, events), None
+    pooled = _pool(folds, config, spec, architecture, unsplit, plan, events)
+    _warn_if_cut_short(pooled, config, epoch_count, events)
+    return pooled, None
 
 
-def _warn_if_cut_short(folds, config, planned: int, events) -> None:
+def _warn_if_cut_short(pooled: dict, config, planned: int, events) -> None:
     """A warning in the analyst's terms where the time limit stopped every fold before :data:`FEW_EPOCHS` epochs (and
     before half the planned count). Each fold logs 'Time limit of <its share> reached', which reads as if a smaller
     limit had been set; and the model trained on all polygons gets as few epochs. On the Zion sparse polygons 4
     minutes gave a ResNet-18 U-Net 4-5 epochs a fold, and the scene-pretrained one's map lost forest, the scene's main
     class; the demo's 1 minute gives rstoolbox's per-pixel net 11 a fold and a good map."""
-    ran = [len(f["history"]) for f in folds]
-    if not any(f["stopped_by"] == "time limit" for f in folds) or max(ran) >= min(FEW_EPOCHS, planned / 2):
+    ran = pooled["fold_epochs"]
+    if pooled["stopped_by"] != "time limit" or max(ran) >= min(FEW_EPOCHS, planned / 2):
         return
     counts = f"{min(ran)}" if min(ran) == max(ran) else f"{min(ran)}-{max(ran)}"
     events.warning(f"The time limit ({duration_text(config.time_limit_minutes)}) stopped each cross-validation "
-                   f"fold after {counts} epochs (of up to {planned}): it is shared by the {len(folds)} folds and the "
+                   f"fold after {counts} epochs (of up to {planned}): it is shared by the {len(ran)} folds and the "
                    f"training on all polygons, which will be as short. So short a training can leave classes "
                    f"unlearnt: if the held-out estimate is low or a class is missing from the map, train again with "
                    f"a longer time limit (or none).")
