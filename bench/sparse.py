@@ -39,6 +39,7 @@ CLASSES = DATA / "zion" / "classes.json"
 CLASS_FIELD = "class_id"
 EAST_FROM = 0.6
 MINUTES = 10.0  # the issue's CPU budget on 2 cores
+FOREST_ID = 4  # NLCD's forest in classes.json: the scene's commonest class, whose share differs most between parts
 FOREST = {"n_estimators": 200, "n_jobs": 2, "random_state": 0}
 
 
@@ -92,6 +93,17 @@ def run(settings) -> dict:
             baseline={"label": f"the measured {label} (east 40 %) of the map with class shares off",
                       "value": own[metric], "unit": ""},
             ratio=None if value is None else value - own[metric]))
+    parts = result["parts"]
+    worst = min(parts, key=lambda part: part["weighed"] - part["off"])
+    figures.append(figure(
+        "sparse.zion.class_shares.parts", "Zion sparse, on parts of the scene with other class shares: "
+        "OA weighed by the whole scene's shares against class shares off (the worst part)", worst["weighed"], "",
+        baseline={"label": "class shares off", "value": worst["off"], "unit": ""},
+        ratio=worst["weighed"] - worst["off"], target=target(worst["weighed"], ">=", worst["off"],
+                                                             what=">= class shares off on every part"),
+        note="; ".join(f"{part['name']} (forest {100 * part['forest']:.0f} %): {part['weighed']:.3f} / "
+                       f"{part['off']:.3f}" for part in parts) + f" (forest {100 * result['forest_share']:.0f} % of "
+        f"the whole scene's labelled pixels)"))
     figures.append(figure(
         "sparse.zion.overlap", "Maps at the model's overlap and at 50 % overlap: identical pixels",
         result["overlap_agreement"], "", target=target(result["overlap_agreement"], ">=", 0.98),
@@ -153,12 +165,33 @@ def zion_sparse(settings, work) -> dict:
             "heldout_method": (trained.get("HELDOUT") or {}).get("method", "no held-out estimate"),
             "heldout_estimates": (trained.get("HELDOUT") or {}).get("estimates") or {},
             "heldout_unweighed": (trained.get("HELDOUT") or {}).get("unweighed") or {},
+            "parts": _parts(truth, ours, ours_own, valid & (truth != 255) & (labels == 0), ids),
+            "forest_share": float((truth[valid & (truth != 255)] == FOREST_ID).mean()),
             "overlap_agreement": float((ours[valid] == ours_half[valid]).mean()),
             "overlap_default_px": default["OVERLAP"], "overlap_half_px": half["OVERLAP"],
             "train_minutes": round(minutes, 2), "training_pixels": int((labels > 0).sum()),
             "training_note": (f"{trained['architecture']}, {trained['epochs_run']} epochs in {minutes:.1f} min "
                               f"(best held-out epoch {trained['BEST_EPOCH']}, held-out mIoU "
                               f"{trained['BEST_VAL_MIOU']})")}
+
+
+def _parts(truth, weighed, off, scored, ids) -> list:
+    """OA of the weighed and the unweighed map on parts of the scene (no polygon pixel) whose class shares differ
+    from the whole scene's, from which the weights were estimated: does the weighing hold where the shares differ?"""
+    height, width = truth.shape
+    east, half = int(np.ceil(EAST_FROM * width)), height // 2
+    boxes = {"east, north half": (0, half, east, width), "east, south half": (half, height, east, width),
+             "west, north half": (0, half, 0, east), "west, south half": (half, height, 0, east),
+             "south-east corner": (2 * height // 3, height, int(0.75 * width), width)}
+    parts = []
+    for name, (r0, r1, c0, c1) in boxes.items():
+        inside = np.zeros_like(scored)
+        inside[r0:r1, c0:c1] = True
+        inside &= scored
+        parts.append({"name": name, "forest": float((truth[inside] == FOREST_ID).mean()),
+                      "weighed": score(truth[inside], weighed[inside], ids)["overall_accuracy"],
+                      "off": score(truth[inside], off[inside], ids)["overall_accuracy"]})
+    return parts
 
 
 def _forest_maps(image, labels, valid, settings):
