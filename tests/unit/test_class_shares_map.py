@@ -2,6 +2,8 @@
 probabilities by them (core/model/class_shares.py): the map is the argmax of the weighed probabilities, and
 ``class_shares="off"`` gives the model's own."""
 import json
+import shutil
+from pathlib import Path
 
 import numpy as np
 import onnx
@@ -89,6 +91,7 @@ def test_the_map_is_the_argmax_of_the_weighed_probabilities_and_off_gives_the_mo
                                                           class_shares=shares), events)
         told = [e["message"] for e in events.of_type("log") if e["message"].startswith("Classes weighed by")]
         assert len(told) == (shares == "model")
+        assert not _told_elsewhere(events)  # the training raster itself
         with rasterio.open(results[shares]["OUTPUT"]) as src:
             maps[shares] = src.read(1)
     probs, valid = _probabilities(out, raster, results["model"]["TILE"])
@@ -103,6 +106,25 @@ def test_the_map_is_the_argmax_of_the_weighed_probabilities_and_off_gives_the_mo
     for shares, kind in (("model", "weighed"), ("off", "unweighed")):
         written = np.array([(maps[shares][valid] == i).mean() for i in ids])
         assert written == pytest.approx(card["class_shares"]["map_shares"][kind], abs=0.03)
+
+
+def test_classify_says_when_the_shares_were_estimated_on_another_raster(shared_data, trained, tmp_path):
+    out, card, _ = trained
+    source = shared_data / "rstoolbox" / "landsat5_1988_7band.tif"
+    assert Path(card["class_shares"]["source"]).samefile(source)
+    other = tmp_path / "another_scene.tif"  # another file, as a neighbouring scene would be
+    shutil.copy(source, other)
+    for shares, expected in (("model", 1), ("off", 0)):
+        events = RecordingEvents()
+        classify_raster(ClassifyOptions(other, out, tmp_path / f"{shares}.tif", class_shares=shares), events)
+        told = _told_elsewhere(events)
+        assert len(told) == expected
+        if told:
+            assert "landsat5_1988_7band.tif" in told[0] and "weighing off" in told[0]
+
+
+def _told_elsewhere(events) -> list:
+    return [e["message"] for e in events.of_type("log") if "were estimated on the training raster" in e["message"]]
 
 
 def test_classify_names_the_classes_the_weighed_map_all_but_loses_as_the_trainer_did(shared_data, trained,

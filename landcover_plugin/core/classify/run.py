@@ -102,7 +102,7 @@ def classify_raster(options: ClassifyOptions, events: Events = None) -> dict:
                 uncertainty_output(o, source, inputs, model, events) as uncertainty:
             stats, outputs = _run_pipeline(source, model, grid, writer, per_run, bool(confidence_path), events,
                                            o.pipelined, uncertainty,
-                                           None if o.class_shares == "off" else card_weights(model, events))
+                                           None if o.class_shares == "off" else card_weights(model, events, o.raster))
         blank = blank_reason(source) if stats["tiles_run"] == 0 and not rows else None
     if blank:
         events.warning(blank)

@@ -51,6 +51,9 @@ The weights live in the model card (``class_shares``: :func:`card_entry`); the c
 (:func:`card_weights`), multiplies each tile's probabilities by them and normalises again (:func:`weigh`).
 QGIS-free.
 """
+import os
+from pathlib import Path
+
 import numpy as np
 
 STRENGTH = 0.5  # weights = (scene share / learned share) ** STRENGTH: halfway (geometrically) to the estimate
@@ -208,9 +211,10 @@ def vanishing_warning(entry, names, where: str) -> str:
             "off and compare.")
 
 
-def card_weights(model, events):
+def card_weights(model, events, raster=None):
     """The class weights of ``model``'s card (its ``class_shares``), told in the log; None for a card without them
-    or with shares that do not match the model's classes (then warned)."""
+    or with shares that do not match the model's classes (then warned). ``raster``: the one being classified; where
+    it is not the raster the shares were estimated on, the log says so."""
     entry = model.card.get(CARD_KEY)
     if not entry:
         return None
@@ -222,10 +226,23 @@ def card_weights(model, events):
         f"{c['name']} {100 * s:.1f} %" for c, s in zip(model.classes, entry["scene_shares"]))
         + "): polygons sample classes about evenly, a scene does not. Turn 'Weigh classes by the scene's shares' "
           "off (engine: --class-shares off) for the model's own probabilities.")
+    if raster is not None and entry.get("source") and not _same_file(raster, entry["source"]):
+        events.info(f"Those shares were estimated on the training raster, {Path(entry['source']).name}, not on this "
+                    "one; they are kept (on parts of a scene whose shares differ, the weighing still helped more than "
+                    "shares estimated on the part itself). Where this raster is unlike the training one in kind (a "
+                    "class common here that was rare or absent there), classify with the weighing off too and "
+                    "compare.")
     lost = vanishing_warning(entry, [c["name"] for c in model.classes], "the trainer's sample of the scene")
     if lost:
         events.warning(lost)
     return np.asarray(entry["weights"], dtype=np.float32)
+
+
+def _same_file(one, other) -> bool:
+    try:
+        return os.path.samefile(one, other)
+    except OSError:  # either is gone or not a file (a VSI path): compare the names as given
+        return Path(one).resolve() == Path(other).resolve()
 
 
 def weigh(probs: np.ndarray, weights) -> np.ndarray:
