@@ -18,12 +18,14 @@ import numpy as np
 import onnx
 import pytest
 import rasterio
+from classify_models import card_for, export, tiny_net
 from osgeo import gdal
 
 from landcover_plugin.core.classify.options import ClassifyOptions
 from landcover_plugin.core.classify.run import classify_raster
 from landcover_plugin.core.classify.shards import plan_shards
 from landcover_plugin.core.classify.tiling import tile_offsets
+from landcover_plugin.core.model.card import metadata_props
 from landcover_plugin.core.raster_classes import embedded_classes
 
 ENGINE = [sys.executable, "-m", "landcover_plugin.core.engine", "classify"]
@@ -101,6 +103,29 @@ def test_local_cluster_map_equals_the_single_process_map(mosaic):
     assert all(a["fraction"] <= b["fraction"] for a, b in zip(progress, progress[1:]))
     shards = sorted(p.name for p in (mosaic["folder"] / "dask.shards").glob("shard_*.tif"))
     assert shards == [f"shard_{i:05d}.tif" for i in range(4)]
+
+
+def test_the_shards_weigh_the_classes_by_the_card_s_shares_and_the_run_says_so(mosaic, shared_data):
+    """A model trained on polygons carries the scene's class shares: every shard weighs by them, as a single run
+    does, and the run's own log (the shards' logs stay on the workers) says so once, with the training raster."""
+    folder = mosaic["folder"]
+    card = card_for(["water", "forest", "shrubland"], mean=[9000, 8000, 7500, 15000], std=[1000, 1200, 1500, 2500],
+                    tile=64, input_dtype="uint16", resolution=[30.0, 30.0])
+    card["class_shares"] = {"weights": [1.0, 0.05, 0.05], "scene_shares": [0.9, 0.05, 0.05],
+                            "learned_shares": [1 / 3] * 3, "class_ids": [1, 2, 3],
+                            "source": str(shared_data / "zion" / "landsat8_2015_b2345.tif")}
+    weighed = export(tiny_net(4, 3), folder / "shares.onnx", 4, 64, metadata_props(card))
+    single = classify_raster(ClassifyOptions(mosaic["vrt"], weighed, folder / "shares_single.tif", batch_size=4))
+    unweighed = read(mosaic["single"]["OUTPUT"])[0]
+    assert (read(single["OUTPUT"])[0] != unweighed).mean() > 0.01  # the weights move pixels
+    output = folder / "shares_dask.tif"
+    code, events, stderr = engine("--raster", mosaic["vrt"], "--model", weighed, "--output", output,
+                                  "--dask", "local:2", "--dask-shard-rows", "8")
+    assert code == 0, stderr[-3000:]
+    assert_same_map(output, single["OUTPUT"])
+    logs = [e["message"] for e in events if e["event"] == "log"]
+    assert sum(m.startswith("Classes weighed by the scene's shares") for m in logs) == 1
+    assert sum("were estimated on the training raster, landsat8_2015_b2345.tif" in m for m in logs) == 1
 
 
 def test_a_killed_shard_is_retried_and_the_map_is_unchanged(mosaic):

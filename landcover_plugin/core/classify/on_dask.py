@@ -35,6 +35,7 @@ import uuid
 
 from ..errors import BadInputError, Cancelled, LandcoverError
 from ..events import RecordingEvents
+from ..model.class_shares import card_weights
 from ..model.session import usable_cpus
 from ..options import parse_floats
 from .run import blank_reason, classify_raster, prepared_run
@@ -65,6 +66,8 @@ def classify_on_dask(o, events) -> dict:
         grid = model_grid(model, source.height, source.width, tile, overlap_px)
         width, height, classes = source.width, source.height, model.classes
         device = "cuda" if model.uses_cuda else "cpu"
+        if o.class_shares != "off":  # the shards weigh alike, but their logs stay on the workers: say it here
+            card_weights(model, events, o.raster)
     settings = fingerprint(o, tile, overlap_px)
     tick = time.perf_counter()
     with connect(o.dask, events) as (client, workers, local):
