@@ -25,6 +25,7 @@ from landcover_plugin.core.classify.options import ClassifyOptions
 from landcover_plugin.core.classify.run import classify_raster
 from landcover_plugin.core.classify.shards import plan_shards
 from landcover_plugin.core.classify.tiling import tile_offsets
+from landcover_plugin.core.events import RecordingEvents
 from landcover_plugin.core.model.card import metadata_props
 from landcover_plugin.core.raster_classes import embedded_classes
 
@@ -126,6 +127,23 @@ def test_the_shards_weigh_the_classes_by_the_card_s_shares_and_the_run_says_so(m
     logs = [e["message"] for e in events if e["event"] == "log"]
     assert sum(m.startswith("Classes weighed by the scene's shares") for m in logs) == 1
     assert sum("were estimated on the training raster, landsat8_2015_b2345.tif" in m for m in logs) == 1
+
+
+def test_the_run_warns_of_bands_unlike_the_training_data_s_as_a_single_run_does(mosaic, tmp_path):
+    """The shards' logs stay on the workers, so the pre-flight check of the bands against the card's statistics is
+    the run's own: it warns as a single run does, once (a model trained on reflectance, given Zion's numbers)."""
+    card = card_for(["water", "forest", "shrubland"], mean=[0.09, 0.08, 0.075, 0.15], std=[0.01, 0.012, 0.015, 0.025],
+                    tile=64, input_dtype="float32", resolution=[30.0, 30.0])
+    reflectance = export(tiny_net(4, 3), tmp_path / "reflectance.onnx", 4, 64, metadata_props(card))
+    single = RecordingEvents()
+    classify_raster(ClassifyOptions(mosaic["vrt"], reflectance, tmp_path / "single.tif", batch_size=4), single)
+    expected = [e["message"] for e in single.of_type("log") if e["level"] == "warning"]
+    assert any("scaling" in m for m in expected)
+    code, events, stderr = engine("--raster", mosaic["vrt"], "--model", reflectance, "--output", tmp_path / "d.tif",
+                                  "--dask", "local:2", "--dask-shard-rows", "8")
+    assert code == 0, stderr[-3000:]
+    warned = [e["message"] for e in events if e["event"] == "log" and e["level"] == "warning"]
+    assert [m for m in warned if m in expected] == expected
 
 
 def test_a_killed_shard_is_retried_and_the_map_is_unchanged(mosaic):
