@@ -58,6 +58,7 @@ def cross_validate(plan, config, spec, store, device, events, training_cls, minu
             return None, training
         folds.append({"epochs": epochs, "history": run["history"], "stopped_by": run["stopped_by"]})
     pooled = _pool(folds, config, spec, architecture, unsplit, plan, events)
+    pooled["planned"] = epoch_count
     _warn_if_cut_short(pooled, config, epoch_count, events)
     return pooled, None
 
@@ -74,7 +75,7 @@ def _warn_if_cut_short(pooled: dict, config, planned: int, events) -> None:
     counts = f"{min(ran)}" if min(ran) == max(ran) else f"{min(ran)}-{max(ran)}"
     events.warning(f"The time limit ({duration_text(config.time_limit_minutes)}) stopped each cross-validation "
                    f"fold after {counts} epochs (of up to {planned}): it is shared by the {len(ran)} folds and the "
-                   f"training on all polygons, which will be as short. So short a training can leave classes "
+                   f"training on all polygons, which gets little more. So short a training can leave classes "
                    f"unlearnt: if the held-out estimate is low or a class is missing from the map, train again with "
                    f"a longer time limit (or none).")
 

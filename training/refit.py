@@ -46,14 +46,24 @@ def train_then_refit(config, spec, device, events, split, training) -> dict:
             f"the held-out polygons, scored at epoch {held['BEST_EPOCH']} (the best) of a run that never saw them"))
         pending, heldout = None, held["HELDOUT"]
         chosen = {"epochs": int(held["BEST_EPOCH"]), "architecture": held["architecture"],
+                  "planned": held_run.config.epochs, "fold_epochs": [len(held_run.run_state["history"])],
                   "val_miou": held["BEST_VAL_MIOU"], "val_accuracy": held["BEST_VAL_ACCURACY"],
                   "curves": (held["CURVES_CSV"], held["CURVES_PNG"]), "epochs_run": held["epochs_run"],
                   "stopped_by": held.get("stopped_by"), "best": selected}
     epochs = chosen["epochs"]
     left = budget - (time.perf_counter() - started) / 60.0 if budget else None
-    events.info(f"Training again on all polygons (the held-out ones too) for {epochs} epochs, the best count on "
-                f"the held-out polygons, for the exported model.")
-    second = replace(config, architecture=chosen["architecture"], epochs=epochs, patience=0,
+    longer = _cut_while_improving(chosen)
+    if longer:
+        events.info(f"Training again on all polygons (the held-out ones too) for the exported model, for the time "
+                    f"left (up to {chosen['planned']} epochs): the time limit stopped the held-out "
+                    f"{'folds' if plan is not None else 'run'} at epoch {epochs} with their held-out loss still at "
+                    f"its lowest, so more epochs are likely to help. The held-out estimate is of {epochs} epochs: "
+                    f"the model will have more.")
+    else:
+        events.info(f"Training again on all polygons (the held-out ones too) for {epochs} epochs, the best count on "
+                    f"the held-out polygons, for the exported model.")
+    second = replace(config, architecture=chosen["architecture"], epochs=chosen["planned"] if longer else epochs,
+                     patience=0,
                      work_dir=str(config.checkpoint_dir / "refit"),
                      time_limit_minutes=max(left, 0.1) if left is not None else None)
     everything = replace(spec, chips=[replace(chip, split="train") for chip in spec.chips])
@@ -70,8 +80,18 @@ def train_then_refit(config, spec, device, events, split, training) -> dict:
                  "BEST_EPOCH": epochs, "CURVES_CSV": chosen["curves"][0], "CURVES_PNG": chosen["curves"][1]}
     if plan is not None:
         selection.update(cv_folds=plan.folds, fold_epochs=chosen["fold_epochs"])
-    return dict(final, **selection, refit_epochs=final["epochs_run"], selection_epochs_run=chosen["epochs_run"],
+    return dict(final, **selection, refit_epochs=final["epochs_run"], refit_longer=longer,
+                selection_epochs_run=chosen["epochs_run"],
                 epochs_run=chosen["epochs_run"] + final["epochs_run"])
+
+
+def _cut_while_improving(chosen) -> bool:
+    """The time limit stopped the held-out run (or every fold) at the epoch with the lowest held-out loss (the
+    best mIoU without folds), its last: it was still improving, so the refit trains on for the time it has left
+    rather than stopping at that count. On the Zion sparse polygons 4 minutes gave a ResNet-18 U-Net's folds 4-5
+    epochs, all still improving; the refit stopped at 4 with 40 s of its time unused."""
+    return (chosen.get("stopped_by") == "time limit" and chosen.get("planned", 0) > chosen["epochs"]
+            and chosen["epochs"] >= min(chosen.get("fold_epochs") or [chosen["epochs"] + 1]))
 
 
 def _cancelled_before_the_refit(config, held, events) -> dict:

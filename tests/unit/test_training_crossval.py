@@ -190,6 +190,13 @@ def test_automatic_epochs_are_chosen_once_for_every_fold(chips, tmp_path):
     short = [m["message"] for m in events.of_type("log")
              if m["level"] == "warning" and "stopped each cross-validation fold" in m["message"]]
     assert len(short) == 1 and short[0].startswith("The time limit (6 s) stopped") and "3 folds" in short[0], short
+    # where the folds stopped at their best epoch (1.5 s: most often their first), still improving, the refit
+    # trains on for the time left, not that count; else that count
+    reached = min(out["fold_epochs"])
+    on = [m["message"] for m in events.of_type("log") if m["message"].startswith("Training again on all polygons")]
+    assert len(on) == 1 and out["refit_longer"] is (out["BEST_EPOCH"] == reached)
+    assert ("for the time left (up to " in on[0] and f"at epoch {reached} " in on[0]) \
+        if out["refit_longer"] else f"for {out['BEST_EPOCH']} epochs, the best count" in on[0], on
     training = read_card(out["OUTPUT"])["training"]
     assert training["time_limit_minutes"] == 0.1 and training["selection_stopped_by"] == "time limit"
     page = open(write_training_report(tmp_path / "r.html", out["OUTPUT"], out["CURVES_CSV"], None, chips,

@@ -11,6 +11,7 @@ from landcover_plugin.core.train.options import TrainConfig
 from landcover_plugin.core.train.report import write_training_report
 from landcover_plugin.qgis_glue.engine_runner import format_metric
 from training.loop import train
+from training.refit import _cut_while_improving
 
 
 @pytest.fixture(scope="module")
@@ -85,3 +86,14 @@ def test_cross_validation_without_the_refit_is_said_to_be_skipped(chips, tmp_pat
     train(TrainConfig(dataset_dir=str(chips), output=str(tmp_path / "n.onnx"), epochs=1, batch_size=4,
                       base_width=8, patience=0, device="cpu", cv_folds=1, refit=False), quiet)
     assert not any("Cross-validation" in e["message"] for e in quiet.of_type("log"))
+
+
+@pytest.mark.parametrize("chosen, longer", [
+    ({"epochs": 4, "fold_epochs": [5, 4, 4, 5], "planned": 30, "stopped_by": "time limit"}, True),  # still best at 4
+    ({"epochs": 7, "fold_epochs": [11, 10, 10, 9], "planned": 30, "stopped_by": "time limit"}, False),  # past best
+    ({"epochs": 4, "fold_epochs": [4, 4], "planned": 30, "stopped_by": "epochs"}, False),  # no time limit
+    ({"epochs": 30, "fold_epochs": [30], "planned": 30, "stopped_by": "time limit"}, False),  # nothing more planned
+    ({"epochs": 10, "fold_epochs": [10], "planned": 60, "stopped_by": "time limit"}, True),  # one held-out run
+])
+def test_the_refit_trains_on_only_where_the_time_limit_cut_the_held_out_training_at_its_best(chosen, longer):
+    assert _cut_while_improving(chosen) is longer

@@ -149,9 +149,13 @@ def _summary(card, metrics, outputs) -> str:
     if metrics.get("cancelled") or outputs.get("CANCELLED"):
         rows.append(("Cancelled", "yes: the model holds the best epoch finished before the cancel"))
     if outputs.get("refit_epochs"):
+        best = outputs.get("BEST_EPOCH")
+        why = "the best count on the held-out polygons" if outputs["refit_epochs"] == best or not \
+            outputs.get("refit_longer") else (f"for the time left: the time limit stopped the held-out training at "
+                                              f"its best epoch, {best}, still improving")
         rows.append(("Exported model", f"trained again on all polygons (the held-out ones too) for "
-                                        f"{outputs['refit_epochs']} epoch(s), the best count on the held-out "
-                                        f"polygons; the run settings below are those of that second run"))
+                                        f"{outputs['refit_epochs']} epoch(s), {why}; the run settings below are "
+                                        f"those of that second run"))
     return _kv_table(rows)
 
 
