@@ -202,6 +202,8 @@ def test_automatic_epochs_are_chosen_once_for_every_fold(chips, tmp_path):
     page = open(write_training_report(tmp_path / "r.html", out["OUTPUT"], out["CURVES_CSV"], None, chips,
                                       outputs=out), encoding="utf-8").read()
     assert "the held-out run that chose it was stopped by the time limit of 6 s" in page
+    assert ("for the time left: the time limit stopped the held-out training at its best epoch" in page) is \
+        (out["refit_longer"] and out["refit_epochs"] != out["BEST_EPOCH"])
 
 
 def test_a_cancel_during_cross_validation_exports_the_running_fold_s_best_weights_and_says_so(chips, tmp_path):
