@@ -56,9 +56,10 @@ def train_then_refit(config, spec, device, events, split, training) -> dict:
     if longer:
         events.info(f"Training again on all polygons (the held-out ones too) for the exported model, for the time "
                     f"left (up to {chosen['planned']} epochs): the time limit stopped the held-out "
-                    f"{'folds' if plan is not None else 'run'} at epoch {epochs} with their held-out loss still at "
-                    f"its lowest, so more epochs are likely to help. The held-out estimate is of {epochs} epochs: "
-                    f"the model will have more.")
+                    f"{'folds' if plan is not None else 'run'} at epoch {epochs} while "
+                    f"{'their pooled held-out loss' if plan is not None else 'its held-out mIoU'} was still at its "
+                    f"best, so more epochs are likely to help. The held-out estimate is of {epochs} epochs: the "
+                    f"model will have more.")
     else:
         events.info(f"Training again on all polygons (the held-out ones too) for {epochs} epochs, the best count on "
                     f"the held-out polygons, for the exported model.")
