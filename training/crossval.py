@@ -59,17 +59,17 @@ def cross_validate(plan, config, spec, store, device, events, training_cls, minu
         folds.append({"epochs": epochs, "history": run["history"], "stopped_by": run["stopped_by"]})
     pooled = _pool(folds, config, spec, architecture, unsplit, plan, events)
     pooled["planned"] = epoch_count
-    _warn_if_cut_short(pooled, config, epoch_count, events)
+    _warn_if_cut_short(pooled, config, events)
     return pooled, None
 
 
-def _warn_if_cut_short(pooled: dict, config, planned: int, events) -> None:
+def _warn_if_cut_short(pooled: dict, config, events) -> None:
     """A warning in the analyst's terms where the time limit stopped every fold before :data:`FEW_EPOCHS` epochs (and
     before half the planned count). Each fold logs 'Time limit of <its share> reached', which reads as if a smaller
     limit had been set; and the model trained on all polygons gets as few epochs. On the Zion sparse polygons 4
     minutes gave a ResNet-18 U-Net 4-5 epochs a fold, and the scene-pretrained one's map lost forest, the scene's main
     class; the demo's 1 minute gives rstoolbox's per-pixel net 11 a fold and a good map."""
-    ran = pooled["fold_epochs"]
+    ran, planned = pooled["fold_epochs"], pooled["planned"]
     if pooled["stopped_by"] != "time limit" or max(ran) >= min(FEW_EPOCHS, planned / 2):
         return
     counts = f"{min(ran)}" if min(ran) == max(ran) else f"{min(ran)}-{max(ran)}"

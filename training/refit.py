@@ -91,8 +91,8 @@ def _cut_while_improving(chosen) -> bool:
     best mIoU without folds), its last: it was still improving, so the refit trains on for the time it has left
     rather than stopping at that count. On the Zion sparse polygons 4 minutes gave a ResNet-18 U-Net's folds 4-5
     epochs, all still improving; the refit stopped at 4 with 40 s of its time unused."""
-    return (chosen.get("stopped_by") == "time limit" and chosen.get("planned", 0) > chosen["epochs"]
-            and chosen["epochs"] >= min(chosen.get("fold_epochs") or [chosen["epochs"] + 1]))
+    return (chosen["stopped_by"] == "time limit" and chosen["planned"] > chosen["epochs"]
+            and chosen["epochs"] >= min(chosen["fold_epochs"]))
 
 
 def _cancelled_before_the_refit(config, held, events) -> dict:
