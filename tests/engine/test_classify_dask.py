@@ -90,6 +90,7 @@ def test_local_cluster_map_equals_the_single_process_map(mosaic):
     result = result_of(events)
     assert result["OUTPUT"] == str(output) and result["WORKERS"] == 2 and result["shards"] == 4
     assert result["shards_run"] == 4 and result["shards_reused"] == 0
+    assert result["softmax_applied"] is False  # the model gives probabilities (a logits model: below)
     single = mosaic["single"]["OUTPUT"]
     assert_same_map(output, single)  # the COG
     assert_same_map(result["VRT"], single)  # the VRT over the shards
@@ -144,6 +145,24 @@ def test_the_run_warns_of_bands_unlike_the_training_data_s_as_a_single_run_does(
     assert code == 0, stderr[-3000:]
     warned = [e["message"] for e in events if e["event"] == "log" and e["level"] == "warning"]
     assert [m for m in warned if m in expected] == expected
+
+
+def test_a_model_giving_logits_is_said_once_as_a_single_run_says_it(mosaic, tmp_path):
+    """A foreign model that outputs logits gets a softmax in every shard; the shards' logs stay on the workers, so
+    the run's own process says it, once, with the single run's words."""
+    card = card_for(["water", "forest", "shrubland"], mean=[9000, 8000, 7500, 15000], std=[1000, 1200, 1500, 2500],
+                    tile=64, input_dtype="uint16", resolution=[30.0, 30.0])
+    logits = export(tiny_net(4, 3, softmax=False), tmp_path / "logits.onnx", 4, 64, metadata_props(card))
+    single = RecordingEvents()
+    expected = classify_raster(ClassifyOptions(mosaic["vrt"], logits, tmp_path / "single.tif", batch_size=4), single)
+    said = [e["message"] for e in single.of_type("log") if "not class probabilities" in e["message"]]
+    assert len(said) == 1 and expected["softmax_applied"]
+    code, events, stderr = engine("--raster", mosaic["vrt"], "--model", logits, "--output", tmp_path / "d.tif",
+                                  "--dask", "local:2", "--dask-shard-rows", "8")
+    assert code == 0, stderr[-3000:]
+    assert_same_map(tmp_path / "d.tif", expected["OUTPUT"])
+    assert [e["message"] for e in events if e["event"] == "log" and "not class probabilities" in e["message"]] == said
+    assert result_of(events)["softmax_applied"] is True
 
 
 def test_a_killed_shard_is_retried_and_the_map_is_unchanged(mosaic):

@@ -38,7 +38,7 @@ from ..events import RecordingEvents
 from ..model.class_shares import card_weights
 from ..model.session import usable_cpus
 from ..options import parse_floats
-from .run import blank_reason, classify_raster, prepared_run
+from .run import SOFTMAX_APPLIED, blank_reason, classify_raster, prepared_run
 from .shards import assemble, fingerprint, output_paths, plan_shards, prepare_folder, shard_name, write_json_atomic
 from .source import open_source
 from .tile_size import model_grid
@@ -85,6 +85,9 @@ def classify_on_dask(o, events) -> dict:
                   "index": i, "rows": list(rows), "settings": settings, "attempt": 1}
                  for i, rows in enumerate(shards) if i not in done]
         summaries = run_shards(client, specs, len(shards), len(done), events)
+    softmax_applied = any(s["softmax_applied"] for s in summaries)
+    if softmax_applied:  # the shards' own warning stays on the workers
+        events.warning(SOFTMAX_APPLIED)
     shard_files = [_shard_path(paths, i) for i in range(len(shards))]
     tiles_run = sum(s["tiles_run"] for s in summaries)
     outputs = assemble(paths, shard_files, classes, events)
@@ -99,7 +102,8 @@ def classify_on_dask(o, events) -> dict:
               "shard_seconds": [s["seconds"] for s in summaries],
               "shard_megapixels": [s["megapixels"] for s in summaries],
               "shard_tiles": [s["tiles"] for s in summaries],
-              "CLUSTER_SECONDS": round(cluster_seconds, 3), "VRT_SECONDS": outputs["VRT_SECONDS"]}
+              "CLUSTER_SECONDS": round(cluster_seconds, 3), "VRT_SECONDS": outputs["VRT_SECONDS"],
+              "softmax_applied": softmax_applied}
     if outputs.get("COG"):
         result["COG"], result["COG_SECONDS"] = outputs["COG"], outputs["COG_SECONDS"]
     if not done and tiles_run == 0:
@@ -356,7 +360,8 @@ def run_shard(spec: dict) -> dict:
     result = classify_raster(_options(spec["options"]), events)
     summary = {"index": spec["index"], "rows": spec["rows"], "tiles": result["tiles"],
                "tiles_run": result["tiles_run"], "model_seconds": result["model_seconds"],
-               "megapixels": result["MEGAPIXELS"], "seconds": round(time.perf_counter() - tick, 3)}
+               "megapixels": result["MEGAPIXELS"], "seconds": round(time.perf_counter() - tick, 3),
+               "softmax_applied": result["softmax_applied"]}
     write_json_atomic(os.path.splitext(spec["options"]["output"])[0] + ".json",
                       {"settings": spec["settings"], "rows": spec["rows"], **summary})
     return summary

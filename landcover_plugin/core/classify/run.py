@@ -61,7 +61,8 @@ def classify_raster(options: ClassifyOptions, events: Events = None) -> dict:
     (xmin, ymin, xmax, ymax) in the raster's CRS; ``mask`` an OGR polygon file in any CRS;
     ``pipelined=False`` reads, blends and writes in turn with the model instead of in threads.
     Returns the outputs (OUTPUT, QML, CONFIDENCE) with the classes, device and timings (SECONDS,
-    model_seconds, MEGAPIXELS_PER_SECOND, tiles, tiles_run, tiles_skipped, TILE, OVERLAP, BATCH_SIZE).
+    model_seconds, MEGAPIXELS_PER_SECOND, tiles, tiles_run, tiles_skipped, TILE, OVERLAP, BATCH_SIZE), and
+    ``softmax_applied``: the model gave logits, not probabilities (said once in the log).
     """
     o = options
     if o.dask:
@@ -268,6 +269,7 @@ def _run_pipeline(source, model, grid, writer, batch_size, confidence, events, p
         closing.result()
     stats["tiles_skipped"] = len(grid) - stats["tiles_run"]
     stats["model_seconds"] = round(clock.seconds, 3)
+    stats["softmax_applied"] = bool(needs_softmax)
     return stats, outputs
 
 
@@ -393,12 +395,15 @@ def _non_finite_message(where: str) -> str:
             f"standardises with). No classified raster was written.")
 
 
+SOFTMAX_APPLIED = ("The model's outputs are not class probabilities (they do not sum to 1 per pixel): applied a "
+                   "softmax to them. Confidence values are that softmax.")
+
+
 def _needs_softmax(probs: np.ndarray, events: Events) -> bool:
     sums = probs.sum(axis=1)
     if probs.min() >= -1e-4 and np.abs(sums - 1.0).max() <= 1e-2:
         return False
-    events.warning("The model's outputs are not class probabilities (they do not sum to 1 per pixel): "
-                   "applied a softmax to them. Confidence values are that softmax.")
+    events.warning(SOFTMAX_APPLIED)
     return True
 
 
