@@ -82,7 +82,7 @@ def test_bands_chosen_out_of_order_speak_of_the_choice(setup):
 
 
 def test_the_warning_is_told_when_the_run_then_fails(setup):
-    """The check runs beside the first model runs (classify/run.py, _Preflight): a run that fails at once still
+    """The check runs beside the first model runs (classify/pipeline.py, _Preflight): a run that fails at once still
     tells it, since it may say why (here a model that returns NaN, on reflectance instead of digital numbers)."""
     net = tiny_net(4, 3)
     with torch.no_grad():

@@ -34,7 +34,8 @@ from ..model.class_shares import card_weights
 from ..model.session import usable_cpus
 from ..options import parse_floats
 from .dask_cluster import check_shared_storage, connect
-from .run import SOFTMAX_APPLIED, blank_reason, classify_raster, prepared_run
+from .pipeline import SOFTMAX_APPLIED
+from .run import blank_reason, classify_raster, prepared_run
 from .shards import assemble, fingerprint, output_paths, plan_shards, prepare_folder, shard_name, write_json_atomic
 from .source import open_source
 from .tile_size import model_grid

@@ -1,6 +1,6 @@
 """Pre-flight check of the input against the model: do the raster's bands look like the training data?
 
-At the start of a run (beside its first model runs: classify/run.py, ``_Preflight``), a fast sample of windows
+At the start of a run (beside its first model runs: classify/pipeline.py, ``_Preflight``), a fast sample of windows
 spread over the area gives each band's mean and std, compared with the mean/std in the model card (the
 training data's). A band far off (means several training stds
 apart, or spreads five times apart) is reported with the numbers per band and the likely cause: another
