@@ -15,31 +15,28 @@ from dataclasses import replace
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader
 
 from landcover_plugin.core.chips.dataset import load_spec
 from landcover_plugin.core.errors import BadInputError
 from landcover_plugin.core.events import RecordingEvents
 from landcover_plugin.core.model.class_shares import learned_prior
 from landcover_plugin.core.train.options import TrainConfig, duration_text
-from landcover_plugin.core.train.preflight import repeats
 
 from . import checkpoint as ckpt
 from . import distributed
 from .choices import AUTO, check_training_pixels, choose_architecture, choose_epochs
-from .dataset import ChipDataset, ChipStore, EpochSampler
-from .device import amp_settings, default_workers, memory_errors, select_device
+from .dataset import ChipStore
+from .device import amp_settings, memory_errors, select_device
 from .finetune import FineTune, resolve_architecture
 from .finish import finish_run
 from .heldout import describe as describe_heldout
+from .loaders import make_loaders
 from .networks import build_network, leave_out_classes
 from .objective import class_weights, evaluate, lr_factor, rate_has_fallen, schedule_factor, weighted_loss
-from .refit import CV_BELOW, train_then_refit
+from .refit import note_no_cross_validation, train_then_refit
 from .run_lock import exclusive_run
 from .step import train_step
 from .writing import check_writable
-
-MIN_STEPS_PER_EPOCH = 16  # with fewer chips, an epoch repeats them (new augmentation, if on) to make this many steps
 
 NO_VALIDATION = {"loss": None, "accuracy": None, "miou": None, "iou": {}, "confusion": None}
 
@@ -83,7 +80,7 @@ def _train(config, events, group) -> dict:
     held_out = split.get("method") == "polygons" and any(c.split == "val" for c in spec.chips)
     refit = config.refit and not config.resume and held_out
     if held_out and not refit:
-        _note_no_cross_validation(config, split, events)
+        note_no_cross_validation(config, split, events)
     with memory_errors(device, config.batch_size, spec.chip_size):
         if refit:
             outputs = train_then_refit(config, spec, device, events, split, _Training)
@@ -92,20 +89,6 @@ def _train(config, events, group) -> dict:
     if outputs.get("HELDOUT"):
         events.info(describe_heldout(outputs["HELDOUT"]))
     return outputs
-
-
-def _note_no_cross_validation(config, split, events) -> None:
-    """Cross-validation runs only before a refit: its folds choose the epoch count of a model trained on every
-    polygon and estimate that model's accuracy. Without the refit the exported model is the one trained on the
-    exporter's split, and its own held-out polygons score it; folds would score other models and cost k runs."""
-    if config.cv_folds < 2 or (split.get("val_polygons") or 0) >= CV_BELOW:
-        return
-    why, fix = ("a resumed run continues on its single split", "Start a new run (no resume)") if config.resume \
-        else ("the refit is off", "Turn on 'train the exported model again on all polygons'")
-    events.info(f"Cross-validation ({config.cv_folds} folds) skipped: {why}. The folds run only before the refit "
-                f"on all polygons (they choose its epoch count and estimate that model's accuracy); this model is "
-                f"scored on the exporter's {split.get('val_polygons')} held-out polygons alone, a rougher "
-                f"estimate. {fix} for the cross-validated estimate.")
 
 
 class _Training:
@@ -172,30 +155,10 @@ class _Training:
         events.info("Class weights: " + ", ".join(f"{n} {w:.2f}" for n, w in zip(self.names, weights))
                     + ("" if config.class_weights else " (class weighting off)"))
 
-        self.workers = default_workers(device, self.store.cached) if config.num_workers is None \
-            else config.num_workers
-        options = {"num_workers": self.workers, "pin_memory": device.type == "cuda",
-                   "persistent_workers": self.workers > 0}
-        if self.workers > 0 and not self.store.cached:
-            # Workers that read chips with GDAL start from a fresh interpreter: a forked one inherits GDAL's locks
-            # as other threads (QGIS's, onnxruntime's, this store's readers) left them, and waited forever on one
-            # in the test suite. Cached chips need no reading, and fork shares them without a copy.
-            options["multiprocessing_context"] = "forkserver"
-        self.sampler = EpochSampler(len(self.train_idx), config.seed, MIN_STEPS_PER_EPOCH * config.batch_size)
-        self.batch = group.per_rank(config.batch_size)  # the batch size is shared out among the ranks
-        if len(self.sampler) > len(self.train_idx):
-            events.info(f"Few training chips ({len(self.train_idx)}) for batches of {config.batch_size}: each epoch "
-                        f"draws {len(self.sampler)} chip samples ({MIN_STEPS_PER_EPOCH} steps), repeating chips "
-                        f"{repeats(config.augment, config.colour_augment)}.")
-        self.train_loader = DataLoader(
-            ChipDataset(self.store, self.train_idx, config.augment, config.colour_augment, config.seed),
-            batch_size=self.batch, sampler=group.sampler(self.sampler),
-            drop_last=len(self.sampler) >= 2 * config.batch_size, **options)
-        # validation: each rank scores its share and the sums are added up; the whole set for the held-out estimate
-        self.val_loader = DataLoader(ChipDataset(self.val_store, group.shard(self.val_idx)), batch_size=self.batch,
-                                     shuffle=False, **options)
-        self.all_val_loader = self.val_loader if not group.enabled or not group.is_main else DataLoader(
-            ChipDataset(self.val_store, self.val_idx), batch_size=config.batch_size, shuffle=False, **options)
+        loaders = make_loaders(self.store, self.val_store, self.train_idx, self.val_idx, config, device, group,
+                               events)
+        self.sampler, self.batch, self.workers = loaders.sampler, loaders.batch, loaders.workers
+        self.train_loader, self.val_loader, self.all_val_loader = loaders.train, loaders.val, loaders.all_val
 
         # stopped_by: what ended the epochs ("epochs", "early stopping", "time limit", "cancel"); the model card
         # records it with the time limit (a time-limited run otherwise read as all epochs trained)

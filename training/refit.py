@@ -108,3 +108,17 @@ def _cancelled_before_the_refit(config, held, events) -> dict:
                    f"is the one trained without the held-out polygons (epoch {held['BEST_EPOCH']}, the best on them), "
                    f"written whole before that training began.")
     return dict(held, cancelled=True, CANCELLED=True, stopped_by="cancel")
+
+
+def note_no_cross_validation(config, split, events) -> None:
+    """Cross-validation runs only before a refit: its folds choose the epoch count of a model trained on every
+    polygon and estimate that model's accuracy. Without the refit the exported model is the one trained on the
+    exporter's split, and its own held-out polygons score it; folds would score other models and cost k runs."""
+    if config.cv_folds < 2 or (split.get("val_polygons") or 0) >= CV_BELOW:
+        return
+    why, fix = ("a resumed run continues on its single split", "Start a new run (no resume)") if config.resume \
+        else ("the refit is off", "Turn on 'train the exported model again on all polygons'")
+    events.info(f"Cross-validation ({config.cv_folds} folds) skipped: {why}. The folds run only before the refit "
+                f"on all polygons (they choose its epoch count and estimate that model's accuracy); this model is "
+                f"scored on the exporter's {split.get('val_polygons')} held-out polygons alone, a rougher "
+                f"estimate. {fix} for the cross-validated estimate.")

@@ -10,7 +10,7 @@ from pathlib import Path
 FEW_VAL_CHIPS = 5
 MIN_BATCHES = 2  # fewer full batches of different chips than this in an epoch: the batch size is reduced...
 BATCHES_PER_EPOCH = 4  # ...to make this many
-MIN_STEPS_PER_EPOCH = 16  # as training/loop.py: with few chips an epoch repeats them to make this many steps
+MIN_STEPS_PER_EPOCH = 16  # with few chips an epoch repeats them to make this many steps (training/loaders.py)
 
 
 def chip_counts(dataset_dir) -> tuple:
