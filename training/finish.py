@@ -173,6 +173,8 @@ def _summary(config, device, run: dict) -> dict:
                    stopped_by=run.get("stopped_by"))
     if run.get("selection_stopped_by"):
         summary["selection_stopped_by"] = run["selection_stopped_by"]
+    if run.get("past_limit_s") is not None:  # a refit that trained on past the limit to its held-out epoch count
+        summary["past_limit_s"] = run["past_limit_s"]
     return summary
 
 

@@ -25,6 +25,11 @@ class Loaders:
     all_val: DataLoader  # every validation chip (rank 0; the same loader on a single rank)
 
 
+def steps_per_epoch(chips: int, batch_size: int) -> float:
+    """Optimizer steps in an epoch over ``chips`` training chips (at least :data:`MIN_STEPS_PER_EPOCH`)."""
+    return max(chips, MIN_STEPS_PER_EPOCH * batch_size) / batch_size
+
+
 def make_loaders(store, val_store, train_idx: list, val_idx: list, config, device, group, events) -> Loaders:
     workers = default_workers(device, store.cached) if config.num_workers is None else config.num_workers
     options = {"num_workers": workers, "pin_memory": device.type == "cuda", "persistent_workers": workers > 0}

@@ -101,6 +101,8 @@ class _Training:
         self.group = group = distributed.current()
         self.final_fit, self.heldout, self.progress_span = final_fit, heldout, progress_span
         self.interim = False  # True: a model a refit replaces (its tile agreement is not measured)
+        # a refit trains at least the epochs its held-out estimate is of, whatever the time limit (see fit)
+        self.min_epochs = 0
         self.store = store if store is not None else ChipStore(spec, config.cache_mb, events)
         self.val_store, self.phase, self.on_epoch = self.store, "refit" if final_fit else None, None
         self.train_idx = [i for i, c in enumerate(spec.chips) if c.split == "train"]
@@ -236,6 +238,9 @@ class _Training:
             epoch_seconds.append(time.perf_counter() - tic)
             if self.budget and epoch < self.planned and self.group.any(
                     self._elapsed() + float(np.median(epoch_seconds[-3:])) > self.budget):
+                if epoch < self.min_epochs:
+                    self._past_the_limit(epoch, epoch_seconds)
+                    continue
                 events.info(f"Time limit of {duration_text(config.time_limit_minutes)} reached after epoch {epoch} "
                             f"of {config.epochs}.")
                 run["stopped_by"] = "time limit"
@@ -246,7 +251,24 @@ class _Training:
                 self._start_annealing(epoch, start)
         if run["stopped_by"] == "epochs" and run["stopped_early"]:
             run["stopped_by"] = "early stopping"
+        if run.get("past_limit_from") is not None:
+            run["past_limit_s"] = round(max(0.0, self._elapsed() - self.budget), 1)
         return run
+
+    def _past_the_limit(self, epoch: int, epoch_seconds: list) -> None:
+        """The time limit would stop a refit before ``min_epochs``: it trains on, and says so once."""
+        run = self.run_state
+        if run.get("past_limit_from") is not None:
+            return
+        run["past_limit_from"] = epoch
+        each = float(np.median(epoch_seconds[-3:]))
+        self.events.warning(
+            f"The time limit is reached after epoch {epoch} of the training on all polygons (it had "
+            f"{duration_text(self.config.time_limit_minutes)} of the limit left), but it trains on to epoch "
+            f"{self.min_epochs}: the held-out estimate is of {self.min_epochs} epochs, and a model cut shorter could "
+            f"map worse than the estimate says. At {each:.1f} s an epoch that is about "
+            f"{duration_text(each * (self.min_epochs - epoch) / 60.0)} past the limit. Cancel to stop it: the model "
+            f"is then its last finished epoch.")
 
     def _start_annealing(self, epoch: int, start: int) -> None:
         """Early stopping: validation mIoU stalled, so bring the learning rate down over a short tail
@@ -271,7 +293,10 @@ class _Training:
         is further, so the learning rate falls smoothly to its floor however fast the epochs go."""
         progress = step / max(1, self.config.epochs * self.steps_per_epoch)
         if self.budget:
-            progress = max(progress, self._elapsed() / self.budget)
+            clock = self._elapsed() / self.budget
+            if self.min_epochs:  # the clock may not end the schedule before the epochs the run must train
+                clock = min(clock, step / (self.min_epochs * self.steps_per_epoch))
+            progress = max(progress, clock)
         return min(progress, 1.0)
 
     def _lr_factor(self, step: int) -> float:

@@ -7,9 +7,10 @@ from landcover_plugin.core.errors import Cancelled
 from landcover_plugin.core.events import RecordingEvents
 
 from .choices import check_training_pixels
-from .crossval import cross_validate
+from .crossval import cross_validate, labelled_chips
 from .dataset import ChipStore
 from .folds import plan_folds
+from .loaders import steps_per_epoch
 
 CV_BELOW = 40  # fewer polygons held out by the exporter than this: cross-validate for the held-out estimate
 
@@ -18,7 +19,7 @@ def train_then_refit(config, spec, device, events, split, training) -> dict:
     """With polygons held out: estimate the map's accuracy on polygons the model never saw, and the epoch count;
     then train the exported model again on every polygon for that many epochs. With few held-out polygons
     (under CV_BELOW) by cross-validation over polygon groups (crossval.py), else on the exporter's held-out
-    polygons. A time limit is shared 60/40 (75/25 with the folds: the refit is as long as one fold).
+    polygons. A time limit is shared by :func:`held_out_share`.
     ``training``: the class that runs one training (loop.py's ``_Training``)."""
     started = time.perf_counter()
     budget = config.time_limit_minutes
@@ -29,14 +30,15 @@ def train_then_refit(config, spec, device, events, split, training) -> dict:
     if config.cv_folds >= 2 and (split.get("val_polygons") or 0) < CV_BELOW \
             and all(chip.window is not None for chip in spec.chips):
         plan = plan_folds(store.labels, [chip.window for chip in spec.chips], config.cv_folds, config.seed)
+    share = held_out_share(config, spec, store, plan) if budget else None
     if plan is not None:
         chosen, cancelled = cross_validate(plan, config, spec, store, device, events, training,
-                                           minutes=0.75 * budget if budget else None)
+                                           minutes=share * budget if budget else None)
         if cancelled is not None:
             return cancelled.finish()
         pending, heldout = (chosen["confusion"], chosen["split"], chosen["heldout_pixels"]), None
     else:
-        first = replace(config, time_limit_minutes=0.6 * budget if budget else None)
+        first = replace(config, time_limit_minutes=share * budget if budget else None)
         held_run = training(first, spec, device, events, store=store, progress_span=(0.0, 0.6))
         held_run.interim = True  # the refit's model replaces it
         held = held_run.run()
@@ -70,11 +72,13 @@ def train_then_refit(config, spec, device, events, split, training) -> dict:
     everything = replace(spec, chips=[replace(chip, split="train") for chip in spec.chips])
     final = training(second, everything, device, events, final_fit=True, heldout=heldout or pending,
                      store=store, progress_span=(0.8 if plan is not None else 0.6, 1.0))
+    final.min_epochs = epochs  # the estimate is of that many: the time left may not cut the model shorter
     # the card records the analyst's time limit (not the refit's share of it) and what ended the selection
     # and the validation figures that chose the epoch count: the refit itself has none
     final.run_state.update(time_limit_minutes=budget, selection_stopped_by=chosen.get("stopped_by"),
                            selection_best=chosen.get("best"))
-    if final.fit()["cancelled"] and not final.run_state["epoch"]:
+    final_state = final.fit()
+    if final_state["cancelled"] and not final_state["epoch"]:
         return _cancelled_before_the_refit(config, held if plan is None else None, events)
     final = final.finish()
     selection = {"BEST_VAL_MIOU": chosen["val_miou"], "BEST_VAL_ACCURACY": chosen["val_accuracy"],
@@ -82,8 +86,22 @@ def train_then_refit(config, spec, device, events, split, training) -> dict:
     if plan is not None:
         selection.update(cv_folds=plan.folds, fold_epochs=chosen["fold_epochs"])
     return dict(final, **selection, refit_epochs=final["epochs_run"], refit_longer=longer,
+                refit_past_limit_s=final_state.get("past_limit_s"),
                 selection_epochs_run=chosen["epochs_run"],
                 epochs_run=chosen["epochs_run"] + final["epochs_run"])
+
+
+def held_out_share(config, spec, store, plan) -> float:
+    """The share of a time limit for the held-out training (the folds together, or the single held-out run); the
+    refit gets the rest. 75 % for the folds and 60 % for a single run, unless that leaves the refit less time than
+    the held-out training's epochs take over all the chips (the refit must train as many: see loop.py's
+    ``min_epochs``): then in proportion to their training steps. A held-out run on 80 % of the chips gets 44 %
+    (the refit's epochs are 1.25 times as long); 2 and 3 folds 50 % and 67 %; 4 folds keep 75 %."""
+    chips = [sum(chip.split == "train" for chip in spec.chips)] if plan is None else \
+        [len(labelled_chips(plan.labels(store.labels, fold)[0])) for fold in range(plan.folds)]
+    steps = [steps_per_epoch(n, config.batch_size) for n in chips]
+    refit = steps_per_epoch(len(spec.chips), config.batch_size)
+    return min(0.6 if plan is None else 0.75, sum(steps) / (sum(steps) + refit))
 
 
 def _cut_while_improving(chosen) -> bool:

@@ -204,6 +204,9 @@ def test_automatic_epochs_are_chosen_once_for_every_fold(chips, tmp_path):
     assert "the held-out run that chose it was stopped by the time limit of 6 s" in page
     assert ("for the time left: the time limit stopped the held-out training at its best epoch" in page) is \
         (out["refit_longer"] and out["refit_epochs"] != out["BEST_EPOCH"])
+    # whatever the time left, the exported model has at least the epochs the estimate is of
+    assert out["refit_epochs"] >= out["BEST_EPOCH"]
+    assert ("past the time limit to reach the held-out count" in page) is (out["refit_past_limit_s"] is not None)
 
 
 def test_a_cancel_during_cross_validation_exports_the_running_fold_s_best_weights_and_says_so(chips, tmp_path):

@@ -1,17 +1,23 @@
 """With polygons held out for validation, the trainer scores them (the held-out estimate, in the outputs and
 the model card), then trains the exported model again on every polygon for the best epoch count."""
 import json
+import time
+from dataclasses import replace
 
 import onnx
 import pytest
+import torch
 
+from landcover_plugin.core.chips.dataset import load_spec
 from landcover_plugin.core.events import RecordingEvents
 from landcover_plugin.core.model.card import CARD_KEY
 from landcover_plugin.core.train.options import TrainConfig
 from landcover_plugin.core.train.report import write_training_report
 from landcover_plugin.qgis_glue.engine_runner import format_metric
-from training.loop import train
-from training.refit import _cut_while_improving
+from training.dataset import ChipStore
+from training.folds import plan_folds
+from training.loop import _Training, train
+from training.refit import _cut_while_improving, held_out_share
 
 
 @pytest.fixture(scope="module")
@@ -97,3 +103,63 @@ def test_cross_validation_without_the_refit_is_said_to_be_skipped(chips, tmp_pat
 ])
 def test_the_refit_trains_on_only_where_the_time_limit_cut_the_held_out_training_at_its_best(chosen, longer):
     assert _cut_while_improving(chosen) is longer
+
+
+class _BusyAfterEpochs(RecordingEvents):
+    """A machine that got busy: each epoch of a refit takes ``seconds`` longer (slept at its metric event)."""
+
+    def __init__(self, seconds: float):
+        super().__init__()
+        self.seconds = seconds
+
+    def emit(self, event):
+        super().emit(event)
+        if event["event"] == "metric" and event["values"].get("phase") == "refit":
+            time.sleep(self.seconds)
+
+
+def _refit_run(chips, tmp_path, min_epochs: int, events):
+    """The training on all chips as the refit runs it, with a time limit one epoch overruns."""
+    spec = load_spec(str(chips))
+    everything = replace(spec, chips=[replace(chip, split="train") for chip in spec.chips])
+    config = TrainConfig(dataset_dir=str(chips), output=str(tmp_path / f"m{min_epochs}.onnx"), epochs=3,
+                         batch_size=4, base_width=8, patience=0, device="cpu", time_limit_minutes=0.01)
+    run = _Training(config, everything, torch.device("cpu"), events, final_fit=True)
+    run.min_epochs = min_epochs
+    return run.fit()
+
+
+def test_a_refit_trains_the_held_out_epoch_count_past_the_time_limit_and_says_so(chips, tmp_path):
+    """The held-out estimate is of N epochs: a busier machine (or the refit's larger share of chips) must not cut the
+    exported model shorter. The demo's rstoolbox refit, beside a test run, stopped after 1 of the 7 epochs the folds
+    chose, and its map lost fallen_dry."""
+    events = _BusyAfterEpochs(0.7)  # epochs of over 0.6 s: the 0.6 s limit is reached after the first
+    state = _refit_run(chips, tmp_path, 3, events)
+    assert state["epoch"] == 3 and state["stopped_by"] == "epochs" and state["past_limit_s"] > 0
+    warned = [e["message"] for e in events.of_type("log") if e["level"] == "warning"]
+    assert len(warned) == 1 and warned[0].startswith("The time limit is reached after epoch 1 of the training on "
+                                                     "all polygons") and "trains on to epoch 3" in warned[0]
+    # the schedule follows the epochs it must train, not the clock that ran out: the rate still falls by epoch
+    rates = [m["values"]["lr"] for m in events.of_type("metric")]
+    assert rates[0] > rates[1] > rates[2] and rates[1] > 0.05 * 1e-3, rates
+    # without a count to reach, the limit stops it after the first epoch, at the schedule's end
+    state = _refit_run(chips, tmp_path, 0, _BusyAfterEpochs(0.7))
+    assert state["epoch"] == 1 and state["stopped_by"] == "time limit" and "past_limit_s" not in state
+
+
+def test_the_time_limit_leaves_the_refit_time_for_the_held_out_epoch_count(chips):
+    """The refit trains as many epochs as the held-out training (at least), over every chip: where the usual split
+    would leave it less time than that takes, the split follows the training steps of an epoch."""
+    spec = load_spec(str(chips))
+    store = ChipStore(spec, 64, RecordingEvents())
+    train_chips = sum(chip.split == "train" for chip in spec.chips)
+    config = TrainConfig(dataset_dir=str(chips), output="m.onnx", batch_size=2)
+    assert len(spec.chips) > train_chips > 16 * 2  # epochs as long as their chips
+    share = held_out_share(config, spec, store, None)
+    assert share == pytest.approx(train_chips / (train_chips + len(spec.chips))) and share < 0.6
+    # with few chips for the batch every epoch is 16 steps: half each
+    assert held_out_share(replace(config, batch_size=16), spec, store, None) == pytest.approx(0.5)
+    windows = [chip.window for chip in spec.chips]
+    assert held_out_share(config, spec, store, plan_folds(store.labels, windows, 4, 0)) == 0.75  # as before
+    two = held_out_share(config, spec, store, plan_folds(store.labels, windows, 2, 0))
+    assert 0.4 < two < 0.6  # each of 2 folds trains on about half the chips

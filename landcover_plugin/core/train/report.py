@@ -153,9 +153,12 @@ def _summary(card, metrics, outputs) -> str:
         why = "the best count on the held-out polygons" if outputs["refit_epochs"] == best or not \
             outputs.get("refit_longer") else (f"for the time left: the time limit stopped the held-out training at "
                                               f"its best epoch, {best}, still improving")
+        past = (card.get("training") or {}).get("past_limit_s")
+        past = "" if past is None else (f"; it trained on {past:g} s past the time limit to reach the held-out "
+                                        f"count (a model cut shorter could map worse than the estimate says)")
         rows.append(("Exported model", f"trained again on all polygons (the held-out ones too) for "
-                                        f"{outputs['refit_epochs']} epoch(s), {why}; the run settings below are "
-                                        f"those of that second run"))
+                                        f"{outputs['refit_epochs']} epoch(s), {why}{past}; the run settings below "
+                                        f"are those of that second run"))
     return _kv_table(rows)
 
 
