@@ -1,5 +1,6 @@
 """Polygon-grouped cross-validation for the held-out estimate: the folds hold every polygon out once and never
 train on a pixel they score; the trainer pools the folds and refits the exported model on every polygon."""
+import html
 import json
 
 import numpy as np
@@ -206,6 +207,9 @@ def test_automatic_epochs_are_chosen_once_for_every_fold(chips, tmp_path):
         (out["refit_longer"] and out["refit_epochs"] != out["BEST_EPOCH"])
     # whatever the time left, the exported model has at least the epochs the estimate is of
     assert out["refit_epochs"] >= out["BEST_EPOCH"]
+    count = "that many epochs" if out["refit_epochs"] == out["BEST_EPOCH"] else \
+        f"{out['refit_epochs']} epochs (see 'Exported model' above)"
+    assert f"trained again on all polygons for {count}: its weights" in html.unescape(page)
     assert ("past the time limit to reach the held-out count" in page) is (out["refit_past_limit_s"] is not None)
 
 

@@ -106,7 +106,7 @@ def render(card: dict, curves: list, dataset: dict, model_path: str = "", curves
         "<h2>Training curves</h2>",
         (f'<img src="{_e(curves_png)}" alt="Training and validation loss, validation accuracy and mIoU per epoch">'
          if curves_png else '<p class="note">No curves plot.</p>'),
-        _epochs_table(curves, metrics.get("best_epoch"), refit=bool(outputs.get("refit_epochs")),
+        _epochs_table(curves, metrics.get("best_epoch"), refit=outputs.get("refit_epochs") or 0,
                       cv_folds=outputs.get("cv_folds") or (card.get("heldout") or {}).get("cv_folds")),
         (f'<p class="note">Every number per epoch: {_e(curves_csv)}</p>' if curves_csv else ""),
         f"<h2>Per-class IoU at the best epoch (epoch {_e(metrics.get('best_epoch') or 'n/a')})</h2>",
@@ -294,7 +294,8 @@ def _class_table(classes, metrics, dataset, card, refit: bool = False, cv_folds:
                + ("on." if weights_on else "off for this run.") + "</p>"))
 
 
-def _epochs_table(curves, best_epoch, refit: bool = False, cv_folds: int = None) -> str:
+def _epochs_table(curves, best_epoch, refit: int = 0, cv_folds: int = None) -> str:
+    """``refit``: the epochs of the refit that trained the exported model (0: none)."""
     if not curves:
         return ""
     rows = []
@@ -307,10 +308,10 @@ def _epochs_table(curves, best_epoch, refit: bool = False, cv_folds: int = None)
     return ("<table><thead><tr><th>epoch</th><th>training loss</th><th>validation loss</th>"
             "<th>validation overall accuracy</th><th>validation mIoU</th><th>learning rate</th><th>seconds</th>"
             "</tr></thead><tbody>" + "".join(rows) + "</tbody></table>"
-            '<p class="note">' + _e(_best_row_note(refit, cv_folds)) + "</p>")
+            '<p class="note">' + _e(_best_row_note(refit, cv_folds, best_epoch)) + "</p>")
 
 
-def _best_row_note(refit: bool, cv_folds) -> str:
+def _best_row_note(refit: int, cv_folds, best_epoch=None) -> str:
     """What the highlighted row is: after a refit the rows are the run that chose the epoch count (or the folds
     pooled), and the exported weights are the refit's, which no row shows."""
     if not refit:
@@ -318,8 +319,10 @@ def _best_row_note(refit: bool, cv_folds) -> str:
     rows = (f"These rows pool the {cv_folds} cross-validation folds (each scored on its held-out polygons); the "
             f"highlighted row is the epoch with the lowest pooled held-out loss" if cv_folds
             else "These rows are the run scored on the held-out polygons; the highlighted row is its best epoch")
-    return (rows + ". The exported model was then trained again on all polygons for that many epochs: its weights "
-                   "are that refit's, which has no validation and no row here.")
+    count = "that many epochs" if refit == best_epoch or best_epoch is None else \
+        f"{refit} epochs (see 'Exported model' above)"
+    return (rows + f". The exported model was then trained again on all polygons for {count}: its weights are that "
+                   f"refit's, which has no validation and no row here.")
 
 
 def _data(card, dataset) -> str:
