@@ -49,8 +49,8 @@ def cross_validate(plan, config, spec, store, device, events, training_cls, minu
         training = training_cls(part, spec, device, events, store=store, progress_span=(
             low + (high - low) * fold / k, low + (high - low) * (fold + 1) / k), fold={
             "phase": f"fold {fold + 1}/{k}", "train": store.relabelled(train_labels),
-            "val": store.relabelled(val_labels), "train_idx": labelled_chips(train_labels),
-            "val_idx": labelled_chips(val_labels), "on_epoch": on_epoch})
+            "val": store.relabelled(val_labels), "train_idx": _holding(train_labels),
+            "val_idx": _holding(val_labels), "on_epoch": on_epoch})
         # 'auto' and automatic epochs decide once, on the first fold
         architecture, epoch_count = training.network["architecture"], training.config.epochs
         run = training.fit()
@@ -125,7 +125,7 @@ def _pooled_row(epoch: int, folds, matrix, loss: float, names) -> dict:
                 **{f"val_iou_{n}": v for n, v in scores["iou"].items()})
 
 
-def labelled_chips(labels) -> list:
+def _holding(labels) -> list:
     """Indices of the chips with a labelled pixel."""
     return [int(i) for i in np.flatnonzero((labels != IGNORE).any(axis=(1, 2)))]
 

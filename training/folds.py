@@ -32,6 +32,11 @@ class FoldPlan:
     groups: int             # groups held out over all folds
     unsplit_classes: list   # class channels with a single group: never held out
 
+    def training_chip_count(self, fold: int) -> int:
+        """How many chips keep a labelled pixel without ``fold``'s groups (those that fold trains on), as
+        :meth:`labels` would leave them, without building the arrays."""
+        return int(np.unique(self.chip[self.fold != fold]).size)
+
     def labels(self, store_labels: np.ndarray, fold: int):
         """``(train, val)`` label arrays for one fold: ``train`` without the fold's groups, ``val`` only their
         pixels, each source pixel once."""

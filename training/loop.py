@@ -238,13 +238,12 @@ class _Training:
             epoch_seconds.append(time.perf_counter() - tic)
             if self.budget and epoch < self.planned and self.group.any(
                     self._elapsed() + float(np.median(epoch_seconds[-3:])) > self.budget):
-                if epoch < self.min_epochs:
-                    self._past_the_limit(epoch, epoch_seconds)
-                    continue
-                events.info(f"Time limit of {duration_text(config.time_limit_minutes)} reached after epoch {epoch} "
-                            f"of {config.epochs}.")
-                run["stopped_by"] = "time limit"
-                break
+                if epoch >= self.min_epochs:
+                    events.info(f"Time limit of {duration_text(config.time_limit_minutes)} reached after epoch "
+                                f"{epoch} of {config.epochs}.")
+                    run["stopped_by"] = "time limit"
+                    break
+                self._past_the_limit(epoch, epoch_seconds)
             if config.patience and run["anneal"] is None and run["since_best"] >= config.patience \
                     and epoch < self.planned \
                     and rate_has_fallen(self._schedule_progress(run["global_step"]), config.schedule):

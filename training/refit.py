@@ -7,7 +7,7 @@ from landcover_plugin.core.errors import Cancelled
 from landcover_plugin.core.events import RecordingEvents
 
 from .choices import check_training_pixels
-from .crossval import cross_validate, labelled_chips
+from .crossval import cross_validate
 from .dataset import ChipStore
 from .folds import plan_folds
 from .loaders import steps_per_epoch
@@ -30,7 +30,7 @@ def train_then_refit(config, spec, device, events, split, training) -> dict:
     if config.cv_folds >= 2 and (split.get("val_polygons") or 0) < CV_BELOW \
             and all(chip.window is not None for chip in spec.chips):
         plan = plan_folds(store.labels, [chip.window for chip in spec.chips], config.cv_folds, config.seed)
-    share = held_out_share(config, spec, store, plan) if budget else None
+    share = held_out_share(config, spec, plan) if budget else None
     if plan is not None:
         chosen, cancelled = cross_validate(plan, config, spec, store, device, events, training,
                                            minutes=share * budget if budget else None)
@@ -91,14 +91,14 @@ def train_then_refit(config, spec, device, events, split, training) -> dict:
                 epochs_run=chosen["epochs_run"] + final["epochs_run"])
 
 
-def held_out_share(config, spec, store, plan) -> float:
+def held_out_share(config, spec, plan) -> float:
     """The share of a time limit for the held-out training (the folds together, or the single held-out run); the
     refit gets the rest. 75 % for the folds and 60 % for a single run, unless that leaves the refit less time than
     the held-out training's epochs take over all the chips (the refit must train as many: see loop.py's
     ``min_epochs``): then in proportion to their training steps. A held-out run on 80 % of the chips gets 44 %
     (the refit's epochs are 1.25 times as long); 2 and 3 folds 50 % and 67 %; 4 folds keep 75 %."""
     chips = [sum(chip.split == "train" for chip in spec.chips)] if plan is None else \
-        [len(labelled_chips(plan.labels(store.labels, fold)[0])) for fold in range(plan.folds)]
+        [plan.training_chip_count(fold) for fold in range(plan.folds)]
     steps = [steps_per_epoch(n, config.batch_size) for n in chips]
     refit = steps_per_epoch(len(spec.chips), config.batch_size)
     return min(0.6 if plan is None else 0.75, sum(steps) / (sum(steps) + refit))

@@ -14,7 +14,7 @@ from landcover_plugin.core.model.card import CARD_KEY
 from landcover_plugin.core.train.options import TrainConfig
 from landcover_plugin.core.train.report import write_training_report
 from landcover_plugin.qgis_glue.engine_runner import format_metric
-from training.dataset import ChipStore
+from training.dataset import IGNORE, ChipStore
 from training.folds import plan_folds
 from training.loop import _Training, train
 from training.refit import _cut_while_improving, held_out_share
@@ -155,11 +155,15 @@ def test_the_time_limit_leaves_the_refit_time_for_the_held_out_epoch_count(chips
     train_chips = sum(chip.split == "train" for chip in spec.chips)
     config = TrainConfig(dataset_dir=str(chips), output="m.onnx", batch_size=2)
     assert len(spec.chips) > train_chips > 16 * 2  # epochs as long as their chips
-    share = held_out_share(config, spec, store, None)
+    share = held_out_share(config, spec, None)
     assert share == pytest.approx(train_chips / (train_chips + len(spec.chips))) and share < 0.6
     # with few chips for the batch every epoch is 16 steps: half each
-    assert held_out_share(replace(config, batch_size=16), spec, store, None) == pytest.approx(0.5)
+    assert held_out_share(replace(config, batch_size=16), spec, None) == pytest.approx(0.5)
     windows = [chip.window for chip in spec.chips]
-    assert held_out_share(config, spec, store, plan_folds(store.labels, windows, 4, 0)) == 0.75  # as before
-    two = held_out_share(config, spec, store, plan_folds(store.labels, windows, 2, 0))
+    assert held_out_share(config, spec, plan_folds(store.labels, windows, 4, 0)) == 0.75  # as before
+    for plan in (plan_folds(store.labels, windows, 4, 0), plan_folds(store.labels, windows, 2, 0)):
+        for fold in range(plan.folds):  # counted from the plan as the fold's labels would leave them
+            train_labels = plan.labels(store.labels, fold)[0]
+            assert plan.training_chip_count(fold) == int((train_labels != IGNORE).any(axis=(1, 2)).sum())
+    two = held_out_share(config, spec, plan_folds(store.labels, windows, 2, 0))
     assert 0.4 < two < 0.6  # each of 2 folds trains on about half the chips
