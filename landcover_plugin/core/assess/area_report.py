@@ -5,11 +5,11 @@ the estimators of :mod:`.area_estimate` with strata = the classified raster's cl
 = their mapped areas over the whole raster. Polygons and rasters are not a probability sample, so the
 report says why it gives no area estimate for them.
 """
-import html
 
 import numpy as np
 
 from ..errors import BadInputError
+from ..html_cells import escape
 from .area_estimate import stratified_estimates
 from .metrics import metrics_from_confusion
 
@@ -196,10 +196,6 @@ def plot_areas(report: dict, path) -> None:
 
 
 # -- HTML ----------------------------------------------------------------------------------------
-def _e(value) -> str:
-    return html.escape(str(value), quote=True)
-
-
 def _pm(value, ci, pattern="{:,.0f}") -> str:
     if value is None:
         return "n/a"
@@ -229,12 +225,12 @@ def area_html(report: dict, image: str = None) -> str:
     parts = ['<h2 id="area-estimates">Area estimates from the reference sample</h2>']
     rows = report.get("area_estimates")
     if not rows:
-        parts.append(f'<p class="note">{_e(report.get("area_estimate_note") or "")}</p>')
+        parts.append(f'<p class="note">{escape(report.get("area_estimate_note") or "")}</p>')
         return "\n".join(parts)
     parts.append(f'<p><b>Overall accuracy (estimated)</b>: <span class="big">'
                  f'{_pct_pm(report["overall_accuracy_estimate"], report["overall_ci95"])}</span></p>')
     if image:
-        parts.append(f'<img src="{_e(image)}" alt="Bar chart of mapped and estimated area with 95 % confidence '
+        parts.append(f'<img src="{escape(image)}" alt="Bar chart of mapped and estimated area with 95 % confidence '
                      'intervals">')
     in_ha = rows[0]["mapped_area_ha"] is not None
     parts += ["<table><thead><tr>", '<th class="name">class</th><th>sample points (mapped as)</th>',
@@ -242,12 +238,12 @@ def area_html(report: dict, image: str = None) -> str:
               "<th>mapped pixels</th><th>estimated pixels ± 95 % CI</th>",
               "<th>user's accuracy ± 95 % CI</th><th>producer's accuracy ± 95 % CI</th>", "</tr></thead><tbody>"]
     for r in rows:
-        swatch = f'<span class="swatch" style="background:{_e(r["colour"])}"></span>'
+        swatch = f'<span class="swatch" style="background:{escape(r["colour"])}"></span>'
         few = {key: f" {FEW_MARK}" if key in r.get("unreliable", ()) else ""
                for key in ("users_accuracy", "producers_accuracy", "estimated_area")}
         area_cells = (f"<td>{_pm(r['mapped_area_ha'], None, '{:,.1f}')}</td>"
                       f"<td>{area_interval(r, True)}{few['estimated_area']}</td>") if in_ha else ""
-        parts.append(f'<tr><td class="name">{swatch}{_e(r["name"])}</td><td>{r["sample_points_mapped"]:,}</td>'
+        parts.append(f'<tr><td class="name">{swatch}{escape(r["name"])}</td><td>{r["sample_points_mapped"]:,}</td>'
                      f"{area_cells}<td>{r['mapped_pixels']:,}</td>"
                      f"<td>{area_interval(r, False)}{few['estimated_area']}</td>"
                      f"<td>{_pct_pm(r['users_accuracy'], r['users_ci95'])}{few['users_accuracy']}</td>"
@@ -256,15 +252,15 @@ def area_html(report: dict, image: str = None) -> str:
     parts.append("</tbody></table>")
     matrix = report["area_proportions"]
     names = {r["id"]: r["name"] for r in rows}
-    head = "".join(f"<th>{_e(names[i])}</th>" for i in matrix["class_ids"])
+    head = "".join(f"<th>{escape(names[i])}</th>" for i in matrix["class_ids"])
     parts.append("<table><caption>Error matrix in estimated area proportions (rows = map class, columns = "
                  f'reference class)</caption><thead><tr><th class="name">map \\ reference</th>{head}'
                  "<th>total</th></tr></thead><tbody>")
     values = np.array([[0.0 if v is None else v for v in row] for row in matrix["values"]])
     for i, class_id in enumerate(matrix["class_ids"]):
         cells = "".join(f"<td>{v:.4f}</td>" for v in values[i])
-        parts.append(f'<tr><th class="name">{_e(names[class_id])}</th>{cells}<td>{values[i].sum():.4f}</td></tr>')
+        parts.append(f'<tr><th class="name">{escape(names[class_id])}</th>{cells}<td>{values[i].sum():.4f}</td></tr>')
     totals = "".join(f"<td>{v:.4f}</td>" for v in values.sum(axis=0))
     parts.append(f'<tr><th class="name">total</th>{totals}<td>{values.sum():.4f}</td></tr></tbody></table>')
-    parts.append(f'<p class="note">{_e(report["area_estimate_note"])}</p>')
+    parts.append(f'<p class="note">{escape(report["area_estimate_note"])}</p>')
     return "\n".join(parts)

@@ -5,21 +5,14 @@ into ``None``). The HTML references its images by file name only, so the report 
 """
 import csv
 import datetime as _dt
-import html
 
 import numpy as np
+
+from ..html_cells import escape, number, percent
 
 METRICS = [("precision", "Precision (user's acc.)"), ("recall", "Recall (producer's acc.)"),
            ("f1", "F1"), ("iou", "IoU")]
 BAR_COLOURS = ["#4c72b0", "#dd8452", "#55a868", "#c44e52"]
-
-
-def _pct(value) -> str:
-    return "n/a" if value is None else f"{100.0 * value:.1f} %"
-
-
-def _num(value, digits: int = 3) -> str:
-    return "n/a" if value is None else f"{value:.{digits}f}"
 
 
 def _area(value) -> str:
@@ -46,13 +39,14 @@ def format_table(report: dict) -> str:
     over = f"over {s['pixels_assessed']:,} " + ("sample points" if _points(report) else "reference pixels")
     if _weighted(report):
         raw = s["sample_counts"]
-        head = (f"Overall accuracy {_pct(s['overall_accuracy'])} ± {100 * s['overall_ci95']:.1f} (95 % CI), kappa "
-                f"{_num(s['kappa'])}, mean IoU {_pct(s['mean_iou'])}, macro F1 {_pct(s['macro_f1'])}: area-weighted "
+        head = (f"Overall accuracy {percent(s['overall_accuracy'])} ± {100 * s['overall_ci95']:.1f} (95 % CI), kappa "
+                f"{number(s['kappa'])}, mean IoU {percent(s['mean_iou'])}, macro F1 {percent(s['macro_f1'])}: "
+                f"area-weighted "
                 f"estimates {over} (Olofsson et al. 2014). Raw sample counts, "
-                f"which over-represent small classes, give {_pct(raw['overall_accuracy'])}.")
+                f"which over-represent small classes, give {percent(raw['overall_accuracy'])}.")
     else:
-        head = (f"Overall accuracy {_pct(s['overall_accuracy'])}, kappa {_num(s['kappa'])}, mean IoU "
-                f"{_pct(s['mean_iou'])}, macro F1 {_pct(s['macro_f1'])} {over}"
+        head = (f"Overall accuracy {percent(s['overall_accuracy'])}, kappa {number(s['kappa'])}, mean IoU "
+                f"{percent(s['mean_iou'])}, macro F1 {percent(s['macro_f1'])} {over}"
                 + (" (sample counts, not area-weighted)." if _points(report) else "."))
     lines = [head]
     width = max([len(r["name"]) for r in report["classes"]] + [5])
@@ -60,8 +54,8 @@ def format_table(report: dict) -> str:
     lines.append(f"{'class':<{width}}  {'ref pts' if _points(report) else 'ref px':>9}  {'precision':>9}  "
                  f"{'recall':>9}  {'F1':>9}  {'IoU':>9}  {'mapped ' + unit:>14}")
     for r in report["classes"]:
-        lines.append(f"{r['name']:<{width}}  {r['reference_pixels']:>9}  {_pct(r['precision']):>9}  "
-                     f"{_pct(r['recall']):>9}  {_pct(r['f1']):>9}  {_pct(r['iou']):>9}  "
+        lines.append(f"{r['name']:<{width}}  {r['reference_pixels']:>9}  {percent(r['precision']):>9}  "
+                     f"{percent(r['recall']):>9}  {percent(r['f1']):>9}  {percent(r['iou']):>9}  "
                      f"{_area(r['mapped_area']):>14}")
     left = report["left_out"]
     overlaps = (f", {left['overlapping_polygons_disagree']:,} where overlapping polygons disagree"
@@ -212,20 +206,16 @@ img { max-width: 100%; height: auto; }
 """
 
 
-def _e(value) -> str:
-    return html.escape(str(value), quote=True)
-
-
 def _name_cell(row, tag="td") -> str:
-    return (f'<{tag} class="name"><span class="swatch" style="background:{_e(row["colour"])}"></span>'
-            f"{_e(row['name'])}</{tag}>")
+    return (f'<{tag} class="name"><span class="swatch" style="background:{escape(row["colour"])}"></span>'
+            f"{escape(row['name'])}</{tag}>")
 
 
 def _matrix_table(report, values_key: str, caption: str, fmt) -> str:
     cm = report["confusion_matrix"]
     by_id = {r["id"]: r for r in report["classes"]}
-    head = "".join(f"<th>{_e(n)}</th>" for n in cm["names"])
-    out = [f"<table><caption>{_e(caption)}</caption>",
+    head = "".join(f"<th>{escape(n)}</th>" for n in cm["names"])
+    out = [f"<table><caption>{escape(caption)}</caption>",
            f'<thead><tr><th class="name">reference \\ classified</th>{head}<th>total</th></tr></thead><tbody>']
     counts = np.array(cm["counts"], dtype=np.int64)
     for i, class_id in enumerate(cm["class_ids"]):
@@ -261,8 +251,8 @@ def render_html(report: dict, confusion_image: str, per_class_image: str, area_s
     for r in report["classes"]:
         class_rows.append(
             f"<tr>{_name_cell(r)}<td>{r['id']}</td><td>{r['reference_pixels']:,}</td>"
-            f"<td>{r['classified_pixels']:,}</td><td>{_pct(r['precision'])}</td><td>{_pct(r['recall'])}</td>"
-            f"<td>{_pct(r['f1'])}</td><td>{_pct(r['iou'])}</td><td>{r['mapped_pixels']:,}</td>"
+            f"<td>{r['classified_pixels']:,}</td><td>{percent(r['precision'])}</td><td>{percent(r['recall'])}</td>"
+            f"<td>{percent(r['f1'])}</td><td>{percent(r['iou'])}</td><td>{r['mapped_pixels']:,}</td>"
             f"<td>{_area(r['mapped_area'])}</td></tr>")
     created = _dt.datetime.now().isoformat(timespec="seconds")
     parts = [
@@ -270,20 +260,20 @@ def render_html(report: dict, confusion_image: str, per_class_image: str, area_s
         '<meta name="viewport" content="width=device-width, initial-scale=1">',
         "<title>Accuracy assessment</title>", f"<style>{_STYLE}</style>", "</head>", "<body>",
         "<h1>Accuracy assessment</h1>",
-        f'<p class="note">Created {_e(created)}.<br>Classified raster: {_e(inputs["classified"])}<br>'
-        f"Reference {_e(inputs['reference_kind'])}: {_e(reference)}</p>",
+        f'<p class="note">Created {escape(created)}.<br>Classified raster: {escape(inputs["classified"])}<br>'
+        f"Reference {escape(inputs['reference_kind'])}: {escape(reference)}</p>",
         "<h2>Summary</h2>",
         "<table><tbody>",
-        f'<tr><th class="name">Overall accuracy</th><td class="big">{_pct(s["overall_accuracy"])}'
+        f'<tr><th class="name">Overall accuracy</th><td class="big">{percent(s["overall_accuracy"])}'
         + (f' ± {100 * s["overall_ci95"]:.1f}' if weighted else "") + "</td></tr>",
-        f'<tr><th class="name">Cohen\'s kappa</th><td class="big">{_num(s["kappa"])}</td></tr>',
-        f'<tr><th class="name">Mean IoU</th><td class="big">{_pct(s["mean_iou"])}</td></tr>',
-        f'<tr><th class="name">Macro F1</th><td>{_pct(s["macro_f1"])}</td></tr>',
+        f'<tr><th class="name">Cohen\'s kappa</th><td class="big">{number(s["kappa"])}</td></tr>',
+        f'<tr><th class="name">Mean IoU</th><td class="big">{percent(s["mean_iou"])}</td></tr>',
+        f'<tr><th class="name">Macro F1</th><td>{percent(s["macro_f1"])}</td></tr>',
         (f'<tr><th class="name">Overall accuracy from the raw sample counts (not an estimate of the map\'s '
-         f'accuracy)</th><td>{_pct(s["sample_counts"]["overall_accuracy"])}</td></tr>' if weighted else ""),
+         f'accuracy)</th><td>{percent(s["sample_counts"]["overall_accuracy"])}</td></tr>' if weighted else ""),
         f'<tr><th class="name">Reference {_counted(report)} assessed</th><td>{s["pixels_assessed"]:,}</td></tr>',
         "</tbody></table>",
-        f'<p class="note">{_e(_basis_note(report))}</p>',
+        f'<p class="note">{escape(_basis_note(report))}</p>',
         area_section,
         "<h2>Reference pixels left out</h2>",
         "<table><tbody>",
@@ -295,25 +285,25 @@ def render_html(report: dict, confusion_image: str, per_class_image: str, area_s
         f'<p class="note">Counted in pixels of the classified raster\'s grid. '
         f'{left["classified_pixels_without_reference"]:,} classified pixels have no reference data.</p>',
         "<h2>Per-class accuracy</h2>",
-        f'<img src="{_e(per_class_image)}" alt="Bar chart of precision, recall, F1 and IoU per class">',
+        f'<img src="{escape(per_class_image)}" alt="Bar chart of precision, recall, F1 and IoU per class">',
         "<table><thead><tr>",
         f'<th class="name">class</th><th>id</th><th>reference {counted}</th><th>classified {counted} (assessed)</th>'
         "<th>precision (user's accuracy)</th><th>recall (producer's accuracy)</th><th>F1</th><th>IoU</th>"
-        f"<th>mapped pixels (whole raster)</th><th>mapped area ({_e(unit)})</th>",
+        f"<th>mapped pixels (whole raster)</th><th>mapped area ({escape(unit)})</th>",
         "</tr></thead><tbody>", *class_rows, "</tbody></table>",
-        f'<p class="note">{_e(area["note"])} Mapped pixels and area count the whole classified raster; '
+        f'<p class="note">{escape(area["note"])} Mapped pixels and area count the whole classified raster; '
         f"the other columns count only {counted} with reference data"
         + ("; precision, recall, F1 and IoU are area-weighted estimates" if weighted else "")
         + ". n/a: the class does not occur there.</p>",
         "<h2>Confusion matrix</h2>",
-        f'<img src="{_e(confusion_image)}" alt="Heat map of the confusion matrix">',
+        f'<img src="{escape(confusion_image)}" alt="Heat map of the confusion matrix">',
         _matrix_table(report, "counts", "Sample counts (points, not area-weighted)" if _points(report)
                       else "Pixel counts", lambda v: f"{v:,}"),
         _matrix_table(report, "row_shares", "Row shares: where each reference class was mapped (recall view)"
-                      + (" - of the sample counts, not area-weighted" if _points(report) else ""), _pct),
+                      + (" - of the sample counts, not area-weighted" if _points(report) else ""), percent),
         _matrix_table(report, "column_shares", "Column shares: what each mapped class really is (precision view)"
-                      + (" - of the sample counts" if _points(report) else ""), _pct),
-        f'<p class="note">{_e(report["convention"])}.</p>',
+                      + (" - of the sample counts" if _points(report) else ""), percent),
+        f'<p class="note">{escape(report["convention"])}.</p>',
         "</body>", "</html>", "",
     ]
     return "\n".join(parts)

@@ -7,13 +7,13 @@ page (the folder can move), else by its absolute path.
 """
 import csv
 import datetime as _dt
-import html
 import json
 import math
 from pathlib import Path
 
 from ..chips.dataset import DATASET_FILE, IMAGES_DIR, LABELS_DIR
 from ..errors import BadInputError
+from ..html_cells import count, escape, image_src, key_value_table, number, percent
 from ..model.class_shares import STRENGTH, vanishing_warning
 from ..model.metadata import read_metadata_props
 from ..output_folder import replaced_in_place
@@ -80,7 +80,7 @@ def write_training_report(html_path, model_path, curves_csv=None, curves_png=Non
     if dataset_dir and (Path(dataset_dir) / "dataset.json").is_file():
         dataset = json.loads((Path(dataset_dir) / "dataset.json").read_text(encoding="utf-8"))
     page = render(card, read_curves(curves_csv), dataset, model_path=str(model_path),
-                  curves_png=_image_src(curves_png, html_path), curves_csv=curves_csv, dataset_dir=dataset_dir,
+                  curves_png=image_src(curves_png, html_path), curves_csv=curves_csv, dataset_dir=dataset_dir,
                   outputs=outputs or {})
     html_path.parent.mkdir(parents=True, exist_ok=True)
     with replaced_in_place(html_path, ".html") as tmp:  # hidden, this run's own: never a visible half page
@@ -98,18 +98,18 @@ def render(card: dict, curves: list, dataset: dict, model_path: str = "", curves
         "<!DOCTYPE html>", '<html lang="en">', "<head>", '<meta charset="utf-8">',
         "<title>Training report</title>", f"<style>{_STYLE}</style>", "</head>", "<body>",
         "<h1>Training report</h1>",
-        f'<p class="note">Created {_e(_dt.datetime.now().isoformat(timespec="seconds"))}.<br>'
-        f"Model: {_e(model_path)}<br>Chip dataset: {_e(dataset_dir or 'unknown')}</p>",
+        f'<p class="note">Created {escape(_dt.datetime.now().isoformat(timespec="seconds"))}.<br>'
+        f"Model: {escape(model_path)}<br>Chip dataset: {escape(dataset_dir or 'unknown')}</p>",
         "<h2>Summary</h2>", _summary(card, metrics, outputs),
         "<h2>Held-out estimate of the map's accuracy</h2>", _heldout(card.get("heldout")),
         _class_shares(card),
         "<h2>Training curves</h2>",
-        (f'<img src="{_e(curves_png)}" alt="Training and validation loss, validation accuracy and mIoU per epoch">'
+        (f'<img src="{escape(curves_png)}" alt="Training and validation loss, validation accuracy and mIoU per epoch">'
          if curves_png else '<p class="note">No curves plot.</p>'),
         _epochs_table(curves, metrics.get("best_epoch"), refit=outputs.get("refit_epochs") or 0,
                       cv_folds=outputs.get("cv_folds") or (card.get("heldout") or {}).get("cv_folds")),
-        (f'<p class="note">Every number per epoch: {_e(curves_csv)}</p>' if curves_csv else ""),
-        f"<h2>Per-class IoU at the best epoch (epoch {_e(metrics.get('best_epoch') or 'n/a')})</h2>",
+        (f'<p class="note">Every number per epoch: {escape(curves_csv)}</p>' if curves_csv else ""),
+        f"<h2>Per-class IoU at the best epoch (epoch {escape(metrics.get('best_epoch') or 'n/a')})</h2>",
         _class_table(classes, metrics, dataset, card, refit=bool(outputs.get("refit_epochs")),
                      cv_folds=outputs.get("cv_folds") or (card.get("heldout") or {}).get("cv_folds")),
         "<h2>Data</h2>", _data(card, dataset),
@@ -141,9 +141,9 @@ def _summary(card, metrics, outputs) -> str:
     rows = [("Architecture", card.get("architecture", "unknown")),
             ("Best epoch", f"{metrics.get('best_epoch', 'n/a')} of {metrics.get('epochs_trained', 'n/a')} trained"
                            + _stop_note(card.get("training") or {}, bool(outputs.get("refit_epochs")))),
-            ("Validation mIoU at the best epoch", _pct(metrics.get("val_miou"))),
-            ("Validation overall accuracy at the best epoch", _pct(metrics.get("val_accuracy"))),
-            ("Validation loss at the best epoch", _num(metrics.get("val_loss")))]
+            ("Validation mIoU at the best epoch", percent(metrics.get("val_miou"))),
+            ("Validation overall accuracy at the best epoch", percent(metrics.get("val_accuracy"))),
+            ("Validation loss at the best epoch", number(metrics.get("val_loss")))]
     if metrics.get("stopped_early"):
         rows.append(("Stopped early", "yes: validation mIoU stopped improving"))
     if metrics.get("cancelled") or outputs.get("CANCELLED"):
@@ -159,7 +159,7 @@ def _summary(card, metrics, outputs) -> str:
         rows.append(("Exported model", f"trained again on all polygons (the held-out ones too) for "
                                         f"{outputs['refit_epochs']} epoch(s), {why}{past}; the run settings below "
                                         f"are those of that second run"))
-    return _kv_table(rows)
+    return key_value_table(rows)
 
 
 def _stop_note(training: dict, refit: bool) -> str:
@@ -178,29 +178,31 @@ def _heldout(heldout) -> str:
     if not heldout or heldout.get("overall_accuracy") is None:
         return ('<p class="note">No held-out estimate: there was no validation data. Check the map with '
                 "'Assess accuracy' against independent reference data.</p>")
-    rows = [("Overall accuracy", _pct(heldout.get("overall_accuracy"))),
-            ("Mean IoU", _pct(heldout.get("mean_iou"))), ("How it was measured", heldout.get("method", ""))]
+    rows = [("Overall accuracy", percent(heldout.get("overall_accuracy"))),
+            ("Mean IoU", percent(heldout.get("mean_iou"))), ("How it was measured", heldout.get("method", ""))]
     if heldout.get("raw_overall_accuracy") is not None and heldout.get("class_shares"):
-        rows.append(("Unweighted, on the held-out pixels", f"overall accuracy {_pct(heldout['raw_overall_accuracy'])}"
-                     f", mean IoU {_pct(heldout.get('raw_mean_iou'))}"))
+        rows.append(("Unweighted, on the held-out pixels",
+                     f"overall accuracy {percent(heldout['raw_overall_accuracy'])}, "
+                     f"mean IoU {percent(heldout.get('raw_mean_iou'))}"))
     if heldout.get("polygons") is not None:
         rows.append(("Held-out polygons", heldout["polygons"]))
     if heldout.get("pixels") is not None:
         rows.append(("Held-out pixels", f"{heldout['pixels']:,}"))
-    text = _kv_table(rows)
+    text = key_value_table(rows)
     if heldout.get("few"):
-        text += (f'<p class="warn">It rests on only {_e(heldout.get("polygons"))} held-out polygons: treat it as '
+        text += (f'<p class="warn">It rests on only {escape(heldout.get("polygons"))} held-out polygons: treat it as '
                  "rough (about &plusmn;0.1) and check the map with 'Assess accuracy'.</p>")
     if heldout.get("unvalidated_classes"):
-        text += f'<p class="note">Not validated: {_e(", ".join(heldout["unvalidated_classes"]))}.</p>'
+        text += f'<p class="note">Not validated: {escape(", ".join(heldout["unvalidated_classes"]))}.</p>'
     if heldout.get("confused"):
         text += '<p class="note">Most confused on held-out pixels: ' + "; ".join(
-            f"{_e(a)} mapped as {_e(b)} ({_pct(s)})" for a, b, s in heldout["confused"]) + ".</p>"
+            f"{escape(a)} mapped as {escape(b)} ({percent(s)})" for a, b, s in heldout["confused"]) + ".</p>"
     unweighed = heldout.get("unweighed") or {}
     if heldout.get("classes_weighed") and unweighed.get("overall_accuracy") is not None:
         text += ('<p class="note">This estimate is of the map with the classes weighed by the scene\'s shares, as '
                  "Classify maps by default (next section). With 'Weigh classes by the scene's shares' off: overall "
-                 f"accuracy {_pct(unweighed['overall_accuracy'])}, mean IoU {_pct(unweighed.get('mean_iou'))}.</p>")
+                 f"accuracy {percent(unweighed['overall_accuracy'])}, mean IoU "
+                 f"{percent(unweighed.get('mean_iou'))}.</p>")
     elif heldout.get("classes_unweighed"):  # cards written before the estimate weighed the classes
         text += ('<p class="note">This estimate is of the map with the classes unweighed (Classify\'s '
                  "'Weigh classes by the scene's shares' off). Weighed, as Classify maps by default (next section), "
@@ -217,8 +219,8 @@ def _class_shares(card) -> str:
     names = {c["id"]: c["name"] for c in card.get("classes") or []}
     mapped = entry.get("map_shares") or {}
     on_map = list(zip(mapped["weighed"], mapped["unweighed"])) if mapped else [None] * len(entry["class_ids"])
-    body = "".join(f"<tr><td>{_e(names.get(i, i))}</td><td>{_pct(scene)}</td><td>{_pct(learned)}</td>"
-                   f"<td>{weight:.3f}</td>" + ("".join(f"<td>{_pct(v)}</td>" for v in shares) if shares else "")
+    body = "".join(f"<tr><td>{escape(names.get(i, i))}</td><td>{percent(scene)}</td><td>{percent(learned)}</td>"
+                   f"<td>{weight:.3f}</td>" + ("".join(f"<td>{percent(v)}</td>" for v in shares) if shares else "")
                    + "</tr>" for i, scene, learned, weight, shares in
                    zip(entry["class_ids"], entry["scene_shares"], entry["learned_shares"], entry["weights"], on_map))
     lost = vanishing_warning(entry, [names.get(i, i) for i in entry["class_ids"]], "the sample")
@@ -229,7 +231,7 @@ def _class_shares(card) -> str:
            if entry.get("found_by", "em") == "em" else
            "Counted on the model's own map over a sample of the source raster (estimating them from its "
            "probabilities went astray: " + ", ".join(
-               f"{_e(names.get(i, i))} {_pct(em)}" for i, em, counted in
+               f"{escape(names.get(i, i))} {percent(em)}" for i, em, counted in
                zip(entry["class_ids"], entry.get("em_shares") or [], entry["scene_shares"])
                if (i in entry["em_astray_ids"] if "em_astray_ids" in entry else em > counted))
            + "; the model's probabilities are not reliable enough for it)")
@@ -240,7 +242,7 @@ def _class_shares(card) -> str:
             '<table><thead><tr><th>Class</th><th>Share of the scene (estimated)</th><th>Share the model learned'
             "</th><th>Weight</th>" + ("<th>Share of the map over the sample (weighed)</th><th>Share of the map "
                                       "(weighing off)</th>" if mapped else "")
-            + f"</tr></thead><tbody>{body}</tbody></table>" + (f'<p class="warn">{_e(lost)}</p>' if lost else ""))
+            + f"</tr></thead><tbody>{body}</tbody></table>" + (f'<p class="warn">{escape(lost)}</p>' if lost else ""))
 
 
 def _class_table(classes, metrics, dataset, card, refit: bool = False, cv_folds: int = None) -> str:
@@ -278,16 +280,16 @@ def _class_table(classes, metrics, dataset, card, refit: bool = False, cv_folds:
             else ". "))
     rows = []
     left_out = set(card.get("left_out_classes") or [])  # no training pixel: the model never maps them
-    for c, weight, count, held_count in zip(classes, weights, trained, scored):
+    for c, weight, trained_count, held_count in zip(classes, weights, trained, scored):
         score, weight = ("never mapped (no training pixels)", "-") if c["id"] in left_out else \
-            (_pct(iou.get(c["name"])), f"{weight:.2f}")
-        rows.append(f'<tr><td class="name"><span class="swatch" style="background:{_e(c.get("colour", "#888"))}">'
-                    f"</span>{_e(c['name'])}</td><td>{_e(c['id'])}</td><td>{_e(score)}</td>"
-                    f"<td>{_count(count)}</td><td>{_count(held_count)}</td><td>{_e(weight)}</td></tr>")
+            (percent(iou.get(c["name"])), f"{weight:.2f}")
+        rows.append(f'<tr><td class="name"><span class="swatch" style="background:{escape(c.get("colour", "#888"))}">'
+                    f"</span>{escape(c['name'])}</td><td>{escape(c['id'])}</td><td>{escape(score)}</td>"
+                    f"<td>{count(trained_count)}</td><td>{count(held_count)}</td><td>{escape(weight)}</td></tr>")
     return ('<table><thead><tr><th class="name">class</th><th>id</th>'
-            + "".join(f"<th>{_e(h)}</th>" for h in heads) + "<th>class weight</th></tr></thead><tbody>"
+            + "".join(f"<th>{escape(h)}</th>" for h in heads) + "<th>class weight</th></tr></thead><tbody>"
             + "".join(rows) + "</tbody></table>"
-            + ('<p class="note">' + _e(counts_note) + "Class weights balance rare classes in the loss (inverse "
+            + ('<p class="note">' + escape(counts_note) + "Class weights balance rare classes in the loss (inverse "
                "square root of the class's share of the training pixels" + (", of all chips for the exported "
                                                                            "model, trained again on all of them"
                                                                            if refit else "") + "); "
@@ -301,14 +303,14 @@ def _epochs_table(curves, best_epoch, refit: int = 0, cv_folds: int = None) -> s
     rows = []
     for row in curves:
         mark = ' class="best"' if best_epoch is not None and row.get("epoch") == best_epoch else ""
-        rows.append(f"<tr{mark}><td>{_e(_int(row.get('epoch')))}</td><td>{_num(row.get('train_loss'))}</td>"
-                    f"<td>{_num(row.get('val_loss'))}</td><td>{_pct(row.get('val_accuracy'))}</td>"
-                    f"<td>{_pct(row.get('val_miou'))}</td><td>{_num(row.get('lr'), 2, sci=True)}</td>"
-                    f"<td>{_num(row.get('epoch_seconds'), 1)}</td></tr>")
+        rows.append(f"<tr{mark}><td>{escape(_int(row.get('epoch')))}</td><td>{number(row.get('train_loss'))}</td>"
+                    f"<td>{number(row.get('val_loss'))}</td><td>{percent(row.get('val_accuracy'))}</td>"
+                    f"<td>{percent(row.get('val_miou'))}</td><td>{number(row.get('lr'), 2, sci=True)}</td>"
+                    f"<td>{number(row.get('epoch_seconds'), 1)}</td></tr>")
     return ("<table><thead><tr><th>epoch</th><th>training loss</th><th>validation loss</th>"
             "<th>validation overall accuracy</th><th>validation mIoU</th><th>learning rate</th><th>seconds</th>"
             "</tr></thead><tbody>" + "".join(rows) + "</tbody></table>"
-            '<p class="note">' + _e(_best_row_note(refit, cv_folds, best_epoch)) + "</p>")
+            '<p class="note">' + escape(_best_row_note(refit, cv_folds, best_epoch)) + "</p>")
 
 
 def _best_row_note(refit: int, cv_folds, best_epoch=None) -> str:
@@ -319,9 +321,9 @@ def _best_row_note(refit: int, cv_folds, best_epoch=None) -> str:
     rows = (f"These rows pool the {cv_folds} cross-validation folds (each scored on its held-out polygons); the "
             f"highlighted row is the epoch with the lowest pooled held-out loss" if cv_folds
             else "These rows are the run scored on the held-out polygons; the highlighted row is its best epoch")
-    count = "that many epochs" if refit == best_epoch or best_epoch is None else \
+    epochs = "that many epochs" if refit == best_epoch or best_epoch is None else \
         f"{refit} epochs (see 'Exported model' above)"
-    return (rows + f". The exported model was then trained again on all polygons for {count}: its weights are that "
+    return (rows + f". The exported model was then trained again on all polygons for {epochs}: its weights are that "
                    f"refit's, which has no validation and no row here.")
 
 
@@ -349,7 +351,7 @@ def _data(card, dataset) -> str:
     if source:
         rows.append(("Source image", source.get("image", "n/a")))
         rows.append(("Labels", f"{source.get('labels', 'n/a')} ({source.get('labels_kind', '')})"))
-    return _kv_table(rows)
+    return key_value_table(rows)
 
 
 def _settings(card) -> str:
@@ -361,22 +363,10 @@ def _settings(card) -> str:
     rows = [(key.replace("_", " "), value) for key, value in training.items()]
     if network:
         rows.append(("base width", network.get("base_width")))
-    return _kv_table(rows) if rows else '<p class="note">The model card holds no run settings.</p>'
+    return key_value_table(rows) if rows else '<p class="note">The model card holds no run settings.</p>'
 
 
 # -- small helpers ---------------------------------------------------------------------------------
-def _kv_table(rows) -> str:
-    body = "".join(f'<tr><th class="name">{_e(k)}</th><td>{_e(v)}</td></tr>' for k, v in rows)
-    return f'<table class="kv"><tbody>{body}</tbody></table>'
-
-
-def _image_src(png, html_path: Path):
-    if not png or not Path(png).is_file():
-        return None
-    png = Path(png).resolve()
-    return png.name if png.parent == html_path.resolve().parent else png.as_uri()
-
-
 def _resolution(value) -> str:
     if not value:
         return "n/a"
@@ -394,24 +384,6 @@ def _number(text):
 
 def _int(value):
     return int(value) if isinstance(value, float) and value.is_integer() else value
-
-
-def _pct(value) -> str:
-    return "n/a" if value is None else f"{100.0 * float(value):.1f} %"
-
-
-def _num(value, digits: int = 3, sci: bool = False) -> str:
-    if value is None or isinstance(value, str):
-        return "n/a" if value is None else _e(value)
-    return f"{value:.{digits}g}" if sci else f"{value:.{digits}f}"
-
-
-def _count(value) -> str:
-    return "n/a" if value is None else f"{int(value):,}"
-
-
-def _e(value) -> str:
-    return html.escape(str(value), quote=True)
 
 
 _STYLE = """
