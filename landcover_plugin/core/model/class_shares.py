@@ -47,6 +47,14 @@ of 7 parts (by up to 0.11: 0.519, 0.662 on those two) and within 0.001 on the ot
 smaller and the model's probabilities lead EM further astray there; the learned prior the weights undo is the same
 everywhere.
 
+A model trained on a labels raster (dense labels) is not weighed. Its learned prior differs from the labels'
+shares only by the loss's class weights, so the weights would be known exactly, (1 / loss weight) ** strength,
+without EM. Measured on Zion's NLCD labels, the trainer's default U-Net: over the blocks of the quality bench's
+validation chips, strength 0 / 0.25 / 0.5 / 1 gave mIoU 0.2535 / 0.2527 / 0.2480 / 0.2298 (OA 0.770 / 0.772 /
+0.771 / 0.765; Barren and Cultivated lose most); on the demo's east part, away from the training labels, the
+demo's 4-minute model gained (0.2221 / 0.2245 / 0.2267 / 0.2301, OA 0.722 -> 0.734). Not consistent, so dense
+labels keep the class-weighted loss's own map.
+
 The weights live in the model card (``class_shares``: :func:`card_entry`); the classifier reads them
 (:func:`card_weights`), multiplies each tile's probabilities by them and normalises again (:func:`weigh`).
 QGIS-free.
