@@ -293,7 +293,7 @@ def _class_table(classes, metrics, dataset, card, refit: bool = False, cv_folds:
                "square root of the class's share of the training pixels" + (", of all chips for the exported "
                                                                            "model, trained again on all of them"
                                                                            if refit else "") + "); "
-               + ("on." if weights_on else "off for this run.") + "</p>"))
+               + ("on for this run." if weights_on else "off for this run.") + "</p>"))
 
 
 def _epochs_table(curves, best_epoch, refit: int = 0, cv_folds: int = None) -> str:
