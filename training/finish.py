@@ -48,7 +48,8 @@ def finish_run(run: dict, model, network: dict, data: dict, spec, config, device
         held_pixels = heldout_pixels(model, val_loader, device)
     if heldout is None and confusion is not None and split.get("method") != "polygons":
         labels_kind = (spec.raw.get("source") or {}).get("labels_kind")
-        heldout = held.estimate(confusion, spec.schema.names, None, dict(split, labels_kind=labels_kind))
+        heldout = held.estimate(confusion, spec.schema.names, None, dict(split, labels_kind=labels_kind,
+                                                                          labelled_share=_labelled_share(spec.raw)))
     model.eval()
     classes = spec.schema.to_list()
     left_out = [classes[k]["id"] for k in left_out_channels(model)]  # the classes it cannot map: the card says
@@ -176,6 +177,15 @@ def _summary(config, device, run: dict) -> dict:
     if run.get("past_limit_s") is not None:  # a refit that trained on past the limit to its held-out epoch count
         summary["past_limit_s"] = run["past_limit_s"]
     return summary
+
+
+def _labelled_share(dataset: dict):
+    """The share of the image's valid pixels (in the export's windows) that the chips label, each pixel once; None
+    for datasets written before the export counted distinct pixels."""
+    distinct, valid = dataset.get("distinct_class_pixels"), dataset.get("valid_pixels")
+    if not distinct or not valid:
+        return None
+    return min(1.0, sum(distinct.values()) / valid)
 
 
 def _ground_resolution(spec):

@@ -194,6 +194,10 @@ def _heldout(heldout) -> str:
                  "rough (about &plusmn;0.1) and check the map with 'Assess accuracy'.</p>")
     if heldout.get("unvalidated_classes"):
         text += f'<p class="note">Not validated: {escape(", ".join(heldout["unvalidated_classes"]))}.</p>'
+    if heldout.get("labels_cover") is not None:
+        text += (f'<p class="warn">The labels cover {percent(heldout["labels_cover"])} of the image\'s valid pixels, '
+                 "and the held-out blocks lie among them: the estimate is of that part. Beyond it the map is usually "
+                 "less accurate; check it there with 'Create reference sample' and 'Assess accuracy'.</p>")
     if heldout.get("confused"):
         text += '<p class="note">Most confused on held-out pixels: ' + "; ".join(
             f"{escape(a)} mapped as {escape(b)} ({percent(s)})" for a, b, s in heldout["confused"]) + ".</p>"
