@@ -119,6 +119,7 @@ def test_polygons_give_no_area_estimate_and_the_report_says_why(tmp_path, shared
     report = json.loads(open(outputs["OUTPUT_JSON"], encoding="utf-8").read())
     assert report["area_estimates"] is None and report["overall_accuracy_estimate"] is None
     assert "not a probability sample" in report["area_estimate_note"]
+    assert "the accuracy above is of the places they cover, not of the whole map" in report["area_estimate_note"]
     assert report["summary"]["overall_accuracy"] == outputs["OA"] > 0  # today's figures are still there
     assert "not a probability sample" in open(outputs["OUTPUT_HTML"], encoding="utf-8").read()
     assert outputs["OA_ESTIMATE"] is None

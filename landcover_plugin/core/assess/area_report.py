@@ -16,7 +16,9 @@ from .metrics import metrics_from_confusion
 NOT_A_SAMPLE = {
     "polygons": "No error-adjusted area estimate: reference polygons are not a probability sample of the "
                 "map (analysts place them where classes are clear), so they cannot give unbiased areas or "
-                "confidence intervals. Use 'Create reference sample' and label its points for area estimates.",
+                "confidence intervals; for the same reason the accuracy above is of the places they cover, not of "
+                "the whole map (usually less accurate, in its mixed places). Use 'Create reference sample' and "
+                "label its points for the map's accuracy and area estimates.",
     "raster": "No error-adjusted area estimate: the reference raster is used as a census of the pixels it "
               "covers, not as a probability sample. Areas with confidence intervals need labelled sample "
               "points (see 'Create reference sample').",
