@@ -61,6 +61,7 @@ def finish_run(run: dict, model, network: dict, data: dict, spec, config, device
                           metrics=_card_metrics(run),
                           extra={"network": network, "training": _summary(config, device, run),
                                  "heldout": heldout_now, LEFT_OUT_KEY: left_out,
+                                 "source": _source(spec),
                                  **({shares.CARD_KEY: shares_entry} if shares_entry else {})},
                           source_bands=spec.raw.get("bands", {}).get("source_bands"),
                           source_count=spec.raw.get("bands", {}).get("source_count"))
@@ -177,6 +178,14 @@ def _summary(config, device, run: dict) -> dict:
     if run.get("past_limit_s") is not None:  # a refit that trained on past the limit to its held-out epoch count
         summary["past_limit_s"] = run["past_limit_s"]
     return summary
+
+
+def _source(spec) -> dict:
+    """The card's ``source``: the chip export's (training raster and labels), the chip dataset's folder, and which
+    of its chips the model learned from: "all" after a refit (every chip trains), else "train" (the validation
+    chips held out). 'Assess accuracy' tells from them the reference pixels the model was taught."""
+    trained = "all" if all(chip.split == "train" for chip in spec.chips) else "train"
+    return dict(spec.raw.get("source") or {}, chips=str(Path(spec.folder).absolute()), chips_trained=trained)
 
 
 def _labelled_share(dataset: dict):

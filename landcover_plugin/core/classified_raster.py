@@ -93,8 +93,9 @@ class ClassifiedRasterWriter:
     """
 
     def __init__(self, path: str, *, width: int, height: int, crs_wkt: str, geotransform, classes: list,
-                 confidence_path: str = None, progress=None, overwrite: bool = True):
+                 confidence_path: str = None, progress=None, overwrite: bool = True, tags: dict = None):
         self.path, self.width, self.height = path, int(width), int(height)
+        self.tags = tags or {}  # more metadata items of the map (JSON), as the model that made it (map_record)
         self.overwrite = overwrite
         self.classes = classes
         self.confidence_path = confidence_path
@@ -123,6 +124,8 @@ class ClassifiedRasterWriter:
         band.SetRasterColorTable(self._colour_table())
         band.SetRasterColorInterpretation(gdal.GCI_PaletteIndex)
         self._datasets["labels"].SetMetadataItem("landcover_classes", json.dumps(self.classes))
+        for key, value in self.tags.items():
+            self._datasets["labels"].SetMetadataItem(key, json.dumps(value))
         if "confidence" in self._datasets:  # tells it from a classified map (rasters.written_as)
             self._datasets["confidence"].GetRasterBand(1).SetDescription(CONFIDENCE_DESCRIPTION)
         self._levels = self._nearest_levels(self._datasets["labels"])

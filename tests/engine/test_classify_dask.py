@@ -27,6 +27,7 @@ from landcover_plugin.core.classify.shards import plan_shards
 from landcover_plugin.core.classify.tiling import tile_offsets
 from landcover_plugin.core.events import RecordingEvents
 from landcover_plugin.core.model.card import metadata_props
+from landcover_plugin.core.model.map_record import read_record
 from landcover_plugin.core.raster_classes import embedded_classes
 
 ENGINE = [sys.executable, "-m", "landcover_plugin.core.engine", "classify"]
@@ -116,6 +117,8 @@ def test_the_shards_weigh_the_classes_by_the_card_s_shares_and_the_run_says_so(m
     card["class_shares"] = {"weights": [1.0, 0.05, 0.05], "scene_shares": [0.9, 0.05, 0.05],
                             "learned_shares": [1 / 3] * 3, "class_ids": [1, 2, 3],
                             "source": str(shared_data / "zion" / "landsat8_2015_b2345.tif")}
+    card["heldout"] = {"overall_accuracy": 0.8, "mean_iou": 0.5, "classes_weighed": True, "method": "test",
+                       "unweighed": {"overall_accuracy": 0.7, "mean_iou": 0.4}}
     weighed = export(tiny_net(4, 3), folder / "shares.onnx", 4, 64, metadata_props(card))
     single = classify_raster(ClassifyOptions(mosaic["vrt"], weighed, folder / "shares_single.tif", batch_size=4))
     unweighed = read(mosaic["single"]["OUTPUT"])[0]
@@ -128,6 +131,11 @@ def test_the_shards_weigh_the_classes_by_the_card_s_shares_and_the_run_says_so(m
     logs = [e["message"] for e in events if e["event"] == "log"]
     assert sum(m.startswith("Classes weighed by the scene's shares") for m in logs) == 1
     assert sum("were estimated on the training raster, landsat8_2015_b2345.tif" in m for m in logs) == 1
+    # the map records the model and the weighed map's estimate as a single run's does, and the log says it once
+    record = read_record(output)
+    assert record == read_record(single["OUTPUT"]) and record["estimate"]["overall_accuracy"] == 0.8
+    assert record["same_raster"] is False and record["raster"] == Path(mosaic["vrt"]).name
+    assert sum(m.startswith("The trainer estimated this model's maps at overall accuracy 80%") for m in logs) == 1
 
 
 def test_the_run_warns_of_bands_unlike_the_training_data_s_as_a_single_run_does(mosaic, tmp_path):

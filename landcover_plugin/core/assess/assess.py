@@ -18,7 +18,10 @@ values) and its log. The counting is in :mod:`.counting`, the report and its fil
 import json
 import os
 
+import numpy as np
+
 from ..errors import BadInputError
+from ..model import map_record
 from ..options import check_bounds
 from ..raster_classes import embedded_classes
 from ..rasters import check_classified, open_raster
@@ -39,6 +42,8 @@ from .reference import (
 )
 from .report import format_table
 from .results import _build_report, _write_outputs
+from .training_pixels import TrainingPixels
+from .training_pixels import summary as training_summary
 
 
 def assess_accuracy(options: AssessOptions, events) -> dict:
@@ -71,18 +76,32 @@ def assess_accuracy(options: AssessOptions, events) -> dict:
             events.warning(f"The classified raster has {src.count} bands; band 1 is assessed.")
         area = _area_info(src.transform, src.crs, src.height)
         reference = _open_reference(options, src, schema, events)
+        record = map_record.read_record(classified)  # the model that made the map, where it says
+        training = None if reference.kind == "points" else TrainingPixels.from_record(record, src.crs)
         try:
-            counts = _count(src, reference, options.block_size, area["row_area"], events)
+            counts = _count(src, reference, options.block_size, area["row_area"], events, training)
         finally:
             reference.close()
         strata = (map_class_mismatches(options.reference_vector, options.layer, src.crs.to_wkt() if src.crs else None,
                                        src) if reference.kind == "points" else (0, 0))
     report = _build_report(options, counts, schema, colour_table, area, events)
     _note_strata(report, *strata, events)
-    _write_outputs(report, paths)
+    if counts["on_training"] is not None:
+        cm = counts["counter"].counts
+        report["reference_on_training_pixels"] = training_summary(
+            *counts["on_training"], int(cm[1:255, 1:255].sum()), int(np.trace(cm[1:255, 1:255])), training.folder)
     view = shown(report)  # the JSON keeps the count metrics; the report, log and outputs show the weighted ones
+    report["trainer_estimate"] = map_record.comparison(
+        record, report["inputs"]["reference_kind"],
+        {"overall_accuracy": view["summary"]["overall_accuracy"], "mean_iou": view["summary"]["mean_iou"],
+         "ci95": report["overall_ci95"]})
+    _write_outputs(report, paths)
+    if (report.get("reference_on_training_pixels") or {}).get("warning"):
+        events.warning(report["reference_on_training_pixels"]["warning"])
     events.info("Accuracy (rows = reference, columns = classified):\n" + format_table(view))
     events.info(_area_log(report))
+    if report["trainer_estimate"]:
+        events.info(report["trainer_estimate"]["text"])
     summary = view["summary"]
     return {"OUTPUT_HTML": paths["html"], "OUTPUT_TABLE": paths["table"], "OUTPUT_JSON": paths["json"],
             "OUTPUT_CONFUSION": paths["confusion"], "OA": summary["overall_accuracy"],

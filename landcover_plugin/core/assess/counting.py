@@ -15,13 +15,16 @@ from .reference import ExtendedGrid, window_bounds
 EARTH_RADIUS_M = 6371007.2  # authalic sphere, for areas in a geographic CRS
 
 
-def _count(src, reference, block, row_area, events) -> dict:
+def _count(src, reference, block, row_area, events, training=None) -> dict:
+    """The counts; ``training`` (a :class:`.training_pixels.TrainingPixels`, or None) adds ``on_training``: the
+    assessed reference pixels the map's model was trained on, and how many of them the map has right."""
     grid = ExtendedGrid(src.transform, src.width, src.height, reference.bounds)
     reference.prepare(grid)
     counter = ConfusionCounter()
     mapped = np.zeros(256, dtype=np.int64)
     mapped_area = np.zeros(256, dtype=np.float64)
     outside = on_nodata = 0
+    on_training = [0, 0]  # pixels, of which mapped right
     nodata, warned_255 = src.nodata, False
     windows = list(grid.windows(block))
     for number, window in enumerate(windows, 1):
@@ -58,15 +61,21 @@ def _count(src, reference, block, row_area, events) -> dict:
             on_nodata += point_nodata
             counter.update(ids, mapped_ids)
             continue
-        ids = reference.read(window_transform(window, src.transform), box, shape, window=window)
+        transform = window_transform(window, src.transform)
+        ids = reference.read(transform, box, shape, window=window)
         has_ref = ids > 0
         outside += int((has_ref & ~within).sum())
         on_nodata += int((has_ref & within & (classes == 0)).sum())
         pair = has_ref & (classes > 0)
         counter.update(ids[pair], classes[pair])
+        if training is not None and pair.any():
+            taught = pair & training.mask(transform, box, shape)
+            on_training[0] += int(taught.sum())
+            on_training[1] += int((taught & (ids == classes)).sum())
     events.progress(1.0, "counted")
     return {"counter": counter, "mapped": mapped, "mapped_area": mapped_area, "outside": outside,
-            "on_nodata": on_nodata, "conflicts": reference.conflicts, "reference_kind": reference.kind}
+            "on_nodata": on_nodata, "conflicts": reference.conflicts, "reference_kind": reference.kind,
+            "on_training": on_training if training is not None else None}
 
 
 def _classified_valid(data: np.ndarray, nodata) -> np.ndarray:

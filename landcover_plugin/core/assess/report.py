@@ -203,6 +203,7 @@ td, .name { white-space: nowrap; }
 .big { font-size: 1.4em; }
 img { max-width: 100%; height: auto; }
 .note { color: #555; font-size: 0.9em; }
+.warn { color: #8a4b00; font-weight: bold; }
 """
 
 
@@ -236,6 +237,20 @@ def _basis_note(report) -> str:
     if _points(report):
         return ("From the raw sample counts, not area-weighted: " + (report.get("area_estimate_note") or "")).strip()
     return "Counted in pixels of the reference data."
+
+
+def _training_html(entry) -> str:
+    """The warning that reference pixels are the map's model's training pixels (training_pixels.summary), or ""."""
+    return f'<p class="warn">{escape(entry["warning"])}</p>' if entry and entry.get("warning") else ""
+
+
+def _trainer_html(found) -> str:
+    """The trainer's estimate of the map's accuracy beside this assessment's (map_record.comparison), or ""."""
+    if not found:
+        return ""
+    miou = "" if found["trainer_mean_iou"] is None else f", mean IoU {percent(found['trainer_mean_iou'])}"
+    return (f'<h3>The trainer\'s estimate</h3><p>Overall accuracy {percent(found["trainer_overall_accuracy"])}{miou}'
+            f' (model {escape(found["model"])}).</p><p class="note">{escape(found["text"])}</p>')
 
 
 def render_html(report: dict, confusion_image: str, per_class_image: str, area_section: str = "") -> str:
@@ -273,7 +288,9 @@ def render_html(report: dict, confusion_image: str, per_class_image: str, area_s
          f'accuracy)</th><td>{percent(s["sample_counts"]["overall_accuracy"])}</td></tr>' if weighted else ""),
         f'<tr><th class="name">Reference {_counted(report)} assessed</th><td>{s["pixels_assessed"]:,}</td></tr>',
         "</tbody></table>",
+        _training_html(report.get("reference_on_training_pixels")),
         f'<p class="note">{escape(_basis_note(report))}</p>',
+        _trainer_html(report.get("trainer_estimate")),
         area_section,
         "<h2>Reference pixels left out</h2>",
         "<table><tbody>",

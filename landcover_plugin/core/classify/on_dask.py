@@ -30,12 +30,11 @@ import uuid
 
 from ..errors import BadInputError, Cancelled, LandcoverError
 from ..events import RecordingEvents
-from ..model.class_shares import card_weights
 from ..model.session import usable_cpus
 from ..options import parse_floats
 from .dask_cluster import check_shared_storage, connect
 from .pipeline import SOFTMAX_APPLIED
-from .run import blank_reason, classify_raster, prepared_run
+from .run import blank_reason, classify_raster, map_weights, prepared_run
 from .shards import assemble, fingerprint, output_paths, plan_shards, prepare_folder, shard_name, write_json_atomic
 from .source import open_source
 from .tile_size import model_grid
@@ -62,8 +61,7 @@ def classify_on_dask(o, events) -> dict:
         grid = model_grid(model, source.height, source.width, tile, overlap_px)
         width, height, classes = source.width, source.height, model.classes
         device = "cuda" if model.uses_cuda else "cpu"
-        if o.class_shares != "off":  # the shards weigh alike, but their logs stay on the workers: say it here
-            card_weights(model, events, o.raster)
+        _weights, tags = map_weights(o, model, events)  # the shards' own logs of them stay on the workers
     settings = fingerprint(o, tile, overlap_px)
     tick = time.perf_counter()
     with connect(o.dask, events) as (client, workers, local):
@@ -86,7 +84,7 @@ def classify_on_dask(o, events) -> dict:
         events.warning(SOFTMAX_APPLIED)
     shard_files = [_shard_path(paths, i) for i in range(len(shards))]
     tiles_run = sum(s["tiles_run"] for s in summaries)
-    outputs = assemble(paths, shard_files, classes, events)
+    outputs = assemble(paths, shard_files, classes, events, tags)
     seconds = time.perf_counter() - started
     megapixels = width * height / 1e6
     result = {"OUTPUT": paths["output"], "QML": outputs["QML"], "VRT": outputs["VRT"], "SHARDS": paths["shards"],

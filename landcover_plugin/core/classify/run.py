@@ -16,6 +16,7 @@ from rasterio.transform import Affine
 from ..classified_raster import ClassifiedRasterWriter
 from ..errors import BadInputError
 from ..events import Events, RecordingEvents
+from ..model import map_record
 from ..model.card import MAX_OVERLAP
 from ..model.class_shares import card_weights
 from ..model.session import load_model
@@ -70,14 +71,15 @@ def classify_raster(options: ClassifyOptions, events: Events = None) -> dict:
         events.info(f"Classifying {source.width}x{r1 - r0} px{part} in {len(grid)} tiles of {tile} px "
                     f"overlapping by {overlap_px} px, {batch_size} tile{'s' if batch_size > 1 else ''} a batch"
                     f"{at_once}.")
+        weights, tags = map_weights(o, model, events)
         with ClassifiedRasterWriter(output_path, width=source.width, height=r1 - r0, crs_wkt=source.crs_wkt,
                                     geotransform=(source.transform * Affine.translation(0, r0)).to_gdal(),
                                     classes=model.classes, confidence_path=confidence_path, overwrite=o.overwrite,
-                                    progress=lambda f, m: report_progress(events, 0.97 + 0.03 * f, m)) as writer, \
+                                    progress=lambda f, m: report_progress(events, 0.97 + 0.03 * f, m),
+                                    tags=tags) as writer, \
                 uncertainty_output(o, source, inputs, model, events) as uncertainty:
             stats, outputs = run_pipeline(source, model, grid, writer, per_run, bool(confidence_path), events,
-                                           o.pipelined, uncertainty,
-                                           None if o.class_shares == "off" else card_weights(model, events, o.raster))
+                                           o.pipelined, uncertainty, weights)
         blank = blank_reason(source) if stats["tiles_run"] == 0 and not rows else None
     if blank:
         events.warning(blank)
@@ -133,6 +135,17 @@ def prepared_run(o: ClassifyOptions, events: Events, preflight: bool = True):
             model, source.height, source.width, o.tile_size, batch_size,
             max(model.card.get("overlap") or 0.0, 0.125) if overlap is None else overlap, events)
         yield model, source, tile, batch_size, overlap_px
+
+
+def map_weights(o: ClassifyOptions, model, events) -> tuple:
+    """The class weights the map is made with (None: unweighed; the log lists them) and its tags: what it records
+    of the model that made it, with the trainer's estimate of its accuracy (said in the log too)."""
+    weights = None if o.class_shares == "off" else card_weights(model, events, o.raster)
+    entry = map_record.record(model.card, o.model, o.raster, weights is not None)
+    line = map_record.estimate_line(entry)
+    if line:
+        events.info(line)
+    return weights, {map_record.TAG: entry}
 
 
 def _seconds(seconds: float) -> str:

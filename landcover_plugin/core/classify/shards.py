@@ -152,9 +152,10 @@ def _read_json(path):
 
 
 # -- assembly ---------------------------------------------------------------------------------------
-def assemble(paths: dict, shard_files: list, classes: list, events) -> dict:
+def assemble(paths: dict, shard_files: list, classes: list, events, tags: dict = None) -> dict:
     """Write the VRT over ``shard_files`` (in row order), the .qml, and the COG when asked; returns the
-    outputs with the seconds each took (``VRT_SECONDS``, ``COG_SECONDS``)."""
+    outputs with the seconds each took (``VRT_SECONDS``, ``COG_SECONDS``). ``tags``: more metadata items of the
+    map, as a single run writes them (the COG copies the VRT's)."""
     gdal.UseExceptions()
     outputs = {}
     tick = time.perf_counter()
@@ -162,7 +163,7 @@ def assemble(paths: dict, shard_files: list, classes: list, events) -> dict:
     remove_stale(vrt)
     with file_in_place(vrt, "the VRT ", ".vrt") as temporary:  # beside it: the shard paths stay relative
         dataset = gdal.BuildVRT(temporary, [str(p) for p in shard_files])
-        _describe(dataset, classes)
+        _describe(dataset, classes, tags)
         dataset = None  # noqa: F841 - closing writes the VRT
     outputs["VRT"] = vrt
     outputs["VRT_SECONDS"] = round(time.perf_counter() - tick, 3)
@@ -174,14 +175,16 @@ def assemble(paths: dict, shard_files: list, classes: list, events) -> dict:
     return outputs
 
 
-def _describe(dataset, classes: list) -> None:
-    """The classified raster's colour table, nodata, category names and class tag on a dataset."""
+def _describe(dataset, classes: list, tags: dict = None) -> None:
+    """The classified raster's colour table, nodata, category names, class tag and ``tags`` on a dataset."""
     band = dataset.GetRasterBand(1)
     band.SetNoDataValue(0)
     band.SetRasterColorTable(colour_table(classes))
     band.SetRasterColorInterpretation(gdal.GCI_PaletteIndex)
     band.SetCategoryNames(category_names(classes))
     dataset.SetMetadataItem("landcover_classes", json.dumps(classes))
+    for key, value in (tags or {}).items():
+        dataset.SetMetadataItem(key, json.dumps(value))
 
 
 def write_cog(vrt: str, target: str, classes: list, events) -> str:

@@ -59,10 +59,11 @@ The weights live in the model card (``class_shares``: :func:`card_entry`); the c
 (:func:`card_weights`), multiplies each tile's probabilities by them and normalises again (:func:`weigh`).
 QGIS-free.
 """
-import os
 from pathlib import Path
 
 import numpy as np
+
+from .map_record import same_file
 
 STRENGTH = 0.5  # weights = (scene share / learned share) ** STRENGTH: halfway (geometrically) to the estimate
 FLOOR = 0.01  # no class's estimated share of the scene goes below about 1 %: weighed down, never to nothing
@@ -234,7 +235,7 @@ def card_weights(model, events, raster=None):
         f"{c['name']} {100 * s:.1f} %" for c, s in zip(model.classes, entry["scene_shares"]))
         + "): polygons sample classes about evenly, a scene does not. Turn 'Weigh classes by the scene's shares' "
           "off (engine: --class-shares off) for the model's own probabilities.")
-    if raster is not None and entry.get("source") and not _same_file(raster, entry["source"]):
+    if raster is not None and entry.get("source") and not same_file(raster, entry["source"]):
         events.info(f"Those shares were estimated on the training raster, {Path(entry['source']).name}, not on this "
                     "one; they are kept (on parts of a scene whose shares differ, the weighing still helped more than "
                     "shares estimated on the part itself). Where this raster is unlike the training one in kind (a "
@@ -244,13 +245,6 @@ def card_weights(model, events, raster=None):
     if lost:
         events.warning(lost)
     return np.asarray(entry["weights"], dtype=np.float32)
-
-
-def _same_file(one, other) -> bool:
-    try:
-        return os.path.samefile(one, other)
-    except OSError:  # either is gone or not a file (a VSI path): compare the names as given
-        return Path(one).resolve() == Path(other).resolve()
 
 
 def weigh(probs: np.ndarray, weights) -> np.ndarray:

@@ -1,0 +1,116 @@
+"""Which reference pixels the model that made the map was trained on (QGIS-free).
+
+Assessing a map against the polygons it was trained on is the classic way to a 99 % that means little: there the
+map is scored on what it was taught. A map made by 'Classify raster with model' records its model's chip dataset and
+which of its chips the exported model trained on (:mod:`..model.map_record`); while that folder is there, the
+label chips say which pixels the model was taught. :class:`TrainingPixels` gives them as a mask on any window of
+the classified raster's grid (the chips are warped onto it by nearest neighbour, so the two need not share a grid
+or a CRS); :mod:`.counting` counts the reference pixels that fall on them and the report warns above
+:data:`WARN_SHARE`. Sample points are not checked: a probability sample of the map may fall anywhere in it.
+"""
+import numpy as np
+from affine import Affine
+from rasterio.crs import CRS
+from rasterio.enums import Resampling
+from rasterio.warp import reproject, transform_bounds
+
+from ..chips.dataset import load_dataset
+from ..errors import LandcoverError
+from ..rasters import open_raster, read
+
+WARN_SHARE = 0.01  # of the assessed reference pixels: above it the report and the log warn
+
+
+class TrainingPixels:
+    """The labelled pixels of the chips a model trained on, as masks on windows of another grid."""
+
+    def __init__(self, chips: list, crs, dst_crs, folder):
+        self.chips = chips  # [(label path, transform, (height, width), bounds in dst_crs)]
+        self.boxes = np.array([bounds for *_, bounds in chips], dtype=np.float64).reshape(-1, 4)
+        self.crs, self.dst_crs, self.folder = crs, dst_crs, folder
+        self._masks = {}
+
+    @classmethod
+    def from_record(cls, entry, dst_crs):
+        """The training pixels of the model a map's record names, or None (no record, the chip dataset is gone or
+        unreadable, or a map of a model trained before records named its chips)."""
+        source = (entry or {}).get("chips")
+        if not source or entry.get("chips_trained") not in ("all", "train"):
+            return None
+        try:
+            data = load_dataset(source)
+            crs = CRS.from_wkt(data["crs"]) if data.get("crs") else None
+            chosen = [c for c in data["chips"] if entry["chips_trained"] == "all" or c["split"] == "train"]
+            if not chosen:
+                return None
+            with open_raster(chosen[0]["label_path"], "label chip") as first:
+                window = chosen[0]["window"]
+                origin = first.transform * Affine.translation(-window["col_off"], -window["row_off"])
+        except (LandcoverError, OSError, ValueError, KeyError):
+            return None
+        if (crs is None) != (dst_crs is None):
+            return None
+        chips = []
+        for chip in chosen:
+            w = chip["window"]
+            transform = origin * Affine.translation(w["col_off"], w["row_off"])
+            left, top = transform * (0, 0)
+            right, bottom = transform * (w["width"], w["height"])
+            bounds = (min(left, right), min(top, bottom), max(left, right), max(top, bottom))
+            if crs is not None and crs != dst_crs:
+                bounds = transform_bounds(crs, dst_crs, *bounds, densify_pts=21)
+            chips.append((chip["label_path"], transform, (w["height"], w["width"]), bounds))
+        return cls(chips, crs, dst_crs, str(data["folder"]))
+
+    def mask(self, window_transform, box, shape) -> np.ndarray:
+        """Where on the window (``window_transform``, ``box`` its bounds, ``shape``) the model was taught a class."""
+        taught = np.zeros(shape, dtype=np.uint8)
+        b = self.boxes
+        near = np.flatnonzero((b[:, 0] < box[2]) & (box[0] < b[:, 2]) & (b[:, 1] < box[3]) & (box[1] < b[:, 3]))
+        for index in near:
+            path, transform, _size, _bounds = self.chips[index]
+            labelled = self._labelled(index, path)
+            if labelled is None:
+                continue
+            here = np.zeros(shape, dtype=np.uint8)
+            reproject(labelled, here, src_transform=transform, src_crs=self.crs or _LOCAL,
+                      dst_transform=window_transform, dst_crs=self.dst_crs or _LOCAL, resampling=Resampling.nearest,
+                      src_nodata=None, dst_nodata=None)
+            taught |= here
+        return taught.astype(bool)
+
+    def _labelled(self, index, path):
+        if index not in self._masks:
+            try:
+                with open_raster(path, "label chip") as src:
+                    self._masks[index] = (read(src, 1) > 0).astype(np.uint8)
+            except LandcoverError:  # a chip deleted since: its pixels cannot be told
+                self._masks[index] = None
+        return self._masks[index]
+
+
+_LOCAL = CRS.from_epsg(3857)  # stands in for "no CRS" on both sides (then the grids are compared as they are)
+
+
+def summary(trained: int, trained_right: int, assessed: int, assessed_right: int, folder: str) -> dict:
+    """The report's ``reference_on_training_pixels`` entry: how many of the ``assessed`` reference pixels (of which
+    ``assessed_right`` mapped right) are training pixels (``trained``, ``trained_right``), the overall accuracy on
+    them and elsewhere, and the warning (``warning``) above :data:`WARN_SHARE`."""
+    share = trained / assessed if assessed else 0.0
+    elsewhere = assessed - trained
+    entry = {"pixels": int(trained), "share": round(share, 4), "chip_dataset": folder,
+             "overall_accuracy_on_them": round(trained_right / trained, 4) if trained else None,
+             "pixels_elsewhere": int(elsewhere),
+             "overall_accuracy_elsewhere": round((assessed_right - trained_right) / elsewhere, 4) if elsewhere
+             else None, "warning": None}
+    if share > WARN_SHARE:
+        where = (f"the map scores {entry['overall_accuracy_on_them']:.0%} on them and "
+                 f"{entry['overall_accuracy_elsewhere']:.0%} on the other {elsewhere:,}" if elsewhere else
+                 f"the map scores {entry['overall_accuracy_on_them']:.0%} on them, and no other reference pixel is "
+                 f"left to check it")
+        entry["warning"] = (
+            f"{trained:,} of the {assessed:,} reference pixels ({share:.0%}) are pixels the model that made this "
+            f"map was trained on (its chip dataset {folder}): there the map is scored on what it was taught, which "
+            f"usually flatters it; {where}. Assess against reference data the model did not learn from: polygons "
+            f"held out of the chip export, or a reference sample ('Create reference sample').")
+    return entry

@@ -1,0 +1,158 @@
+"""What a classified map records of the model that made it, and the trainer's estimate of the map's accuracy set
+beside what 'Assess accuracy' measures on it.
+
+The trainer writes a held-out estimate of its maps' accuracy into the model card (``heldout``); until now it lived
+in the model file and the training log only, and an analyst assessing a map could not tell what had been promised
+for it. The classifier now writes :func:`record` into the map as its ``landcover_model`` tag (JSON: the model's
+file name and date, the raster classified and the one it was trained on, whether the classes were weighed by the
+scene's shares, and the estimate of *that* map: weighed or not) and says the estimate in its log
+(:func:`estimate_line`). 'Assess accuracy' reads the tag back (:func:`read_record`) and sets its own figure beside
+it (:func:`comparison`): with a probability sample, whether the estimate lies within the sample's 95 % interval;
+with a reference raster, the difference over the pixels it covers; with polygons, that they score clear places.
+
+QGIS-free.
+"""
+import json
+import os
+from pathlib import Path
+
+TAG = "landcover_model"
+
+
+def same_file(one, other) -> bool:
+    """Whether two paths name the same file (by the file system; else by their resolved names)."""
+    try:
+        return os.path.samefile(one, other)
+    except OSError:  # either is gone or not a file (a VSI path): compare the names as given
+        return Path(one).resolve() == Path(other).resolve()
+
+
+def training_raster(card: dict):
+    """The path of the raster the model was trained on, as its chip export recorded it; None if unknown (a model
+    made elsewhere, or trained before the card recorded it: then the class shares' source, where there is one)."""
+    source = (card.get("source") or {}).get("image") or (card.get("class_shares") or {}).get("source")
+    return str(source) if source else None
+
+
+def map_estimate(heldout, weighed: bool):
+    """The trainer's estimate of the map made with the classes weighed (``weighed``) or not: ``overall_accuracy``,
+    ``mean_iou``, ``method``, and ``of_this_map`` False where the card has only the other map's figures. None
+    without an estimate."""
+    if not heldout or heldout.get("overall_accuracy") is None:
+        return None
+    figures, of_this_map = heldout, True
+    if heldout.get("classes_weighed") and not weighed:
+        unweighed = heldout.get("unweighed") or {}
+        if unweighed.get("overall_accuracy") is not None:
+            figures = dict(unweighed, method=heldout.get("method"))
+        else:
+            of_this_map = False
+    elif heldout.get("classes_unweighed") and weighed:  # cards written before the estimate weighed the classes
+        of_this_map = False
+    estimate = {"overall_accuracy": figures["overall_accuracy"], "mean_iou": figures.get("mean_iou"),
+                "method": figures.get("method"), "of_this_map": of_this_map}
+    for key in ("labels_cover", "few", "polygons", "cv_folds"):
+        if heldout.get(key) is not None:
+            estimate[key] = heldout[key]
+    return estimate
+
+
+def record(card: dict, model_path, raster_path, weighed: bool) -> dict:
+    """The ``landcover_model`` tag of a map classified from ``raster_path`` by the model at ``model_path``."""
+    trained_on = training_raster(card)
+    entry = {"model": Path(os.fspath(model_path)).name, "model_created": card.get("created"),
+             "architecture": card.get("architecture"), "raster": Path(os.fspath(raster_path)).name,
+             "training_raster": Path(trained_on).name if trained_on else None,
+             "same_raster": same_file(raster_path, trained_on) if trained_on else None,
+             "classes_weighed": bool(weighed)}
+    source = card.get("source") or {}
+    if source.get("chips"):  # the chip dataset and which of its chips the model was trained on: "all" or "train"
+        entry.update(chips=source["chips"], chips_trained=source.get("chips_trained"))
+    estimate = map_estimate(card.get("heldout"), weighed)
+    if estimate is not None:
+        entry["estimate"] = estimate
+    return entry
+
+
+def estimate_line(entry: dict):
+    """The classifier's log line on the trainer's estimate for the map it writes; None without one."""
+    estimate = entry.get("estimate")
+    if estimate is None:
+        return None
+    text = (f"The trainer estimated this model's maps at {_figures(estimate)}"
+            + (f", on {entry['training_raster']}" if entry.get("training_raster") else "") + ".")
+    caveats = _caveats(entry, "this raster")
+    return " ".join(part for part in (text, caveats, "The map records it, and 'Assess accuracy' sets it beside what "
+                                                     "it measures.") if part)
+
+
+def read_record(path):
+    """The ``landcover_model`` tag of the classified raster at ``path`` (a dict), or None (no tag, not JSON)."""
+    from osgeo import gdal  # noqa: PLC0415 - the log's functions above need no GDAL
+    gdal.UseExceptions()
+    try:
+        info = gdal.Info(str(path), format="json")
+        stored = ((info.get("metadata") or {}).get("") or {}).get(TAG)
+        entry = json.loads(stored) if stored else None
+    except (RuntimeError, ValueError, TypeError):
+        return None
+    return entry if isinstance(entry, dict) else None
+
+
+def comparison(entry, kind: str, measured: dict):
+    """The trainer's estimate beside the map's measured accuracy, for the accuracy report's JSON (``text``: the
+    sentence for its log and page). ``kind``: the reference ("points", "polygons" or "raster"); ``measured``:
+    ``overall_accuracy``, ``mean_iou`` and, from a probability sample, ``ci95``. None without an estimate."""
+    estimate = (entry or {}).get("estimate")
+    oa = measured.get("overall_accuracy")
+    if estimate is None or oa is None:
+        return None
+    trainer = estimate["overall_accuracy"]
+    result = {"model": entry.get("model"), "training_raster": entry.get("training_raster"),
+              "trainer_overall_accuracy": trainer, "trainer_mean_iou": estimate.get("mean_iou"),
+              "measured_overall_accuracy": oa, "measured_mean_iou": measured.get("mean_iou"),
+              "difference": round(oa - trainer, 4), "of_this_map": estimate["of_this_map"]}
+    text = (f"The model's trainer estimated {_figures(estimate)} for its maps"
+            + (f" of {entry['training_raster']}" if entry.get("training_raster") else "")
+            + f" ({entry.get('model')}); ")
+    ci = measured.get("ci95")
+    if kind == "points" and ci is not None:
+        result["within_ci95"] = abs(oa - trainer) <= ci
+        text += (f"this sample estimates {oa:.0%} ± {100 * ci:.1f}, and the trainer's estimate "
+                 + ("lies within that interval." if result["within_ci95"] else
+                    f"lies outside it: the map is {'more' if oa > trainer else 'less'} accurate than the trainer "
+                    f"said; report this sample's figure."))
+    elif kind == "polygons":
+        text += (f"the reference polygons score {oa:.0%}, but polygons lie in clear places, so they score a map "
+                 f"higher than its accuracy as a whole; a probability sample ('Create reference sample') checks the "
+                 f"estimate.")
+    else:
+        text += f"over the reference raster's pixels the map scores {oa:.0%} ({100 * (oa - trainer):+.0f} points)."
+    result["text"] = " ".join(part for part in (text, _caveats(entry, "this map's raster")) if part)
+    return result
+
+
+def _figures(estimate: dict) -> str:
+    miou = "" if estimate.get("mean_iou") is None else f", mean IoU {estimate['mean_iou']:.0%}"
+    return f"overall accuracy {estimate['overall_accuracy']:.0%}{miou}"
+
+
+def _caveats(entry: dict, here: str) -> str:
+    """What keeps the estimate from describing this map: another raster, labels over part of the training one,
+    the other weighing of the classes, few held-out polygons."""
+    estimate = entry["estimate"]
+    notes = []
+    if entry.get("same_raster") is False:
+        notes.append(f"It is of the training raster: {here} is another, where it holds only as far as the two are "
+                     f"alike.")
+    if estimate.get("labels_cover") is not None:
+        notes.append(f"It is of the part of the training raster its labels covered ({estimate['labels_cover']:.0%}"
+                     f" of it); elsewhere the map is usually less accurate.")
+    if not estimate["of_this_map"]:
+        notes.append("It is of the map with the classes " + ("unweighed" if entry.get("classes_weighed") else
+                                                             "weighed by the scene's shares")
+                     + ", and this one was made with them " + ("weighed." if entry.get("classes_weighed") else
+                                                                "unweighed."))
+    if estimate.get("few"):
+        notes.append(f"It rests on only {estimate.get('polygons')} held-out polygons: rough (about ±0.1).")
+    return " ".join(notes)

@@ -1,0 +1,145 @@
+"""A classified map records the model that made it and the trainer's estimate of its accuracy (its
+``landcover_model`` tag, core/model/map_record.py); 'Assess accuracy' sets what it measures beside that estimate.
+
+A tiny model trained on rstoolbox's polygons (its card holds the held-out estimate of the weighed and the unweighed
+map) classifies the rstoolbox scene; the map is assessed against the polygons, against a raster and against a
+stratified sample of points."""
+import json
+import shutil
+
+import numpy as np
+import onnx
+import pytest
+import rasterio
+from osgeo import ogr, osr
+
+from landcover_plugin.core.assess.assess import assess_accuracy
+from landcover_plugin.core.assess.options import AssessOptions
+from landcover_plugin.core.classify.options import ClassifyOptions
+from landcover_plugin.core.classify.run import classify_raster
+from landcover_plugin.core.events import RecordingEvents
+from landcover_plugin.core.model.card import CARD_KEY
+from landcover_plugin.core.model.map_record import read_record
+from landcover_plugin.core.train.options import TrainConfig
+from training.loop import train
+
+
+@pytest.fixture(scope="module")
+def mapped(chips, shared_data, tmp_path_factory):
+    """The trained model's card and its map of the rstoolbox scene (classes weighed, as by default)."""
+    folder = tmp_path_factory.mktemp("map_record")
+    model = folder / "model.onnx"
+    train(TrainConfig(dataset_dir=str(chips), output=str(model), epochs=3, batch_size=4, base_width=8,
+                      learning_rate=3e-3, patience=0, device="cpu", cv_folds=1), RecordingEvents())
+    card = json.loads({p.key: p.value for p in onnx.load(str(model)).metadata_props}[CARD_KEY])
+    events = RecordingEvents()
+    image = shared_data / "rstoolbox" / "landsat5_1988_7band.tif"
+    result = classify_raster(ClassifyOptions(image, model, folder / "map.tif"), events)
+    return {"folder": folder, "model": model, "card": card, "image": image, "map": result["OUTPUT"],
+            "logs": [e["message"] for e in events.of_type("log")]}
+
+
+def test_the_map_records_the_model_and_the_estimate_of_the_map_it_is(mapped):
+    card, held = mapped["card"], mapped["card"]["heldout"]
+    assert card["source"]["image"] == str(mapped["image"].absolute())  # the card names its training raster
+    entry = read_record(mapped["map"])
+    assert entry["model"] == "model.onnx" and entry["model_created"] == card["created"]
+    assert entry["raster"] == entry["training_raster"] == "landsat5_1988_7band.tif" and entry["same_raster"] is True
+    assert entry["classes_weighed"] is True and held["classes_weighed"] is True
+    estimate = entry["estimate"]
+    assert estimate["overall_accuracy"] == held["overall_accuracy"] and estimate["mean_iou"] == held["mean_iou"]
+    assert estimate["of_this_map"] is True
+    told = [m for m in mapped["logs"] if m.startswith("The trainer estimated this model's maps")]
+    assert told == [f"The trainer estimated this model's maps at overall accuracy {held['overall_accuracy']:.0%}, "
+                    f"mean IoU {held['mean_iou']:.0%}, on landsat5_1988_7band.tif. It rests on only "
+                    f"{held['polygons']} held-out polygons: rough (about ±0.1). The map records it, and "
+                    f"'Assess accuracy' sets it beside what it measures."]
+
+
+def test_an_unweighed_map_records_the_unweighed_estimate_and_another_raster_is_named(mapped):
+    folder, held = mapped["folder"], mapped["card"]["heldout"]
+    copy = folder / "elsewhere.tif"
+    shutil.copy(mapped["image"], copy)
+    events = RecordingEvents()
+    result = classify_raster(ClassifyOptions(copy, mapped["model"], folder / "unweighed.tif", class_shares="off"),
+                             events)
+    entry = read_record(result["OUTPUT"])
+    assert entry["classes_weighed"] is False and entry["same_raster"] is False and entry["raster"] == "elsewhere.tif"
+    assert entry["estimate"]["overall_accuracy"] == held["unweighed"]["overall_accuracy"]
+    assert entry["estimate"]["mean_iou"] == held["unweighed"]["mean_iou"]
+    assert entry["estimate"]["of_this_map"] is True
+    told = [e["message"] for e in events.of_type("log") if e["message"].startswith("The trainer estimated")]
+    assert len(told) == 1 and "It is of the training raster: this raster is another" in told[0]
+
+
+def test_assessing_against_polygons_says_they_score_clear_places(mapped, shared_data, tmp_path):
+    events = RecordingEvents()
+    outputs = assess_accuracy(AssessOptions(mapped["map"], reference_vector=str(shared_data / "rstoolbox" /
+                                                                                "training_polygons.gpkg"),
+                                            class_field="class", output_folder=str(tmp_path)), events)
+    report = json.loads(open(outputs["OUTPUT_JSON"], encoding="utf-8").read())
+    found = report["trainer_estimate"]
+    assert found["trainer_overall_accuracy"] == mapped["card"]["heldout"]["overall_accuracy"]
+    assert found["measured_overall_accuracy"] == outputs["OA"] == report["summary"]["overall_accuracy"]
+    assert found["difference"] == pytest.approx(outputs["OA"] - found["trainer_overall_accuracy"], abs=1e-4)
+    assert "polygons lie in clear places" in found["text"] and "within_ci95" not in found
+    assert found["text"] in [e["message"] for e in events.of_type("log")]
+    html = open(outputs["OUTPUT_HTML"], encoding="utf-8").read()
+    assert "The trainer&#x27;s estimate" in html or "The trainer's estimate" in html
+
+
+def test_against_a_raster_the_difference_is_the_map_s_and_a_map_without_a_record_says_nothing(mapped, tmp_path):
+    found = _assess(mapped["map"], tmp_path / "self", reference_raster=str(mapped["map"]))
+    assert found["measured_overall_accuracy"] == 1.0  # the map against itself
+    assert found["difference"] == pytest.approx(1.0 - found["trainer_overall_accuracy"], abs=1e-4)
+    assert f"over the reference raster's pixels the map scores 100% ({100 * found['difference']:+.0f} points)" \
+        in found["text"]
+    bare = tmp_path / "bare.tif"  # the same pixels, written without the tags (a map made elsewhere)
+    with rasterio.open(mapped["map"]) as src:
+        profile, pixels = src.profile, src.read(1)
+    with rasterio.open(bare, "w", **profile) as dst:
+        dst.write(pixels, 1)
+    assert read_record(bare) is None
+    assert _assess(bare, tmp_path / "bare", reference_raster=str(mapped["map"])) is None
+
+
+def test_a_sample_says_whether_the_estimate_lies_within_its_interval(mapped, tmp_path):
+    """30 points a map class, their reference the map's class but at every third point another class: the sample
+    estimates about 67 %, with an interval, and says where the trainer's figure lies."""
+    with rasterio.open(mapped["map"]) as src:
+        classes, transform, crs = src.read(1), src.transform, src.crs
+    ids = [c["id"] for c in mapped["card"]["classes"]]
+    points = tmp_path / "sample.gpkg"
+    source = ogr.GetDriverByName("GPKG").CreateDataSource(str(points))
+    srs = osr.SpatialReference()
+    srs.ImportFromWkt(crs.to_wkt())
+    layer = source.CreateLayer("sample", srs, ogr.wkbPoint)
+    layer.CreateField(ogr.FieldDefn("reference_class", ogr.OFTInteger))
+    rng = np.random.default_rng(0)
+    n = 0
+    for k in ids:
+        rows, cols = np.nonzero(classes == k)
+        for i in rng.choice(len(rows), min(30, len(rows)), replace=False):
+            feature = ogr.Feature(layer.GetLayerDefn())
+            feature.SetField("reference_class", int(k if n % 3 else ids[(ids.index(k) + 1) % len(ids)]))
+            point = ogr.Geometry(ogr.wkbPoint)
+            point.AddPoint_2D(*(transform * (cols[i] + 0.5, rows[i] + 0.5)))
+            feature.SetGeometry(point)
+            layer.CreateFeature(feature)
+            n += 1
+    source = None
+    found = _assess(mapped["map"], tmp_path / "report", reference_vector=str(points), class_field="reference_class")
+    report = json.loads((tmp_path / "report" / "accuracy.json").read_text(encoding="utf-8"))
+    oa, ci = report["overall_accuracy_estimate"], report["overall_ci95"]
+    assert found["measured_overall_accuracy"] == pytest.approx(oa) and 0.5 < oa < 0.8 and ci > 0.02
+    within = abs(oa - found["trainer_overall_accuracy"]) <= ci
+    assert found["within_ci95"] is within
+    assert f"this sample estimates {oa:.0%} ± {100 * ci:.1f}, and the trainer's estimate lies" in found["text"]
+    assert ("lies within that interval" in found["text"]) is within
+
+
+def _assess(classified, folder, **reference):
+    events = RecordingEvents()
+    outputs = assess_accuracy(AssessOptions(str(classified), output_folder=str(folder), **reference), events)
+    report = json.loads(open(outputs["OUTPUT_JSON"], encoding="utf-8").read())
+    return report["trainer_estimate"]
