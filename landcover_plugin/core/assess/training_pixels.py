@@ -104,9 +104,9 @@ def summary(trained: int, trained_right: int, assessed: int, assessed_right: int
              "overall_accuracy_elsewhere": round((assessed_right - trained_right) / elsewhere, 4) if elsewhere
              else None, "warning": None}
     if share > WARN_SHARE:
-        where = (f"the map scores {entry['overall_accuracy_on_them']:.0%} on them and "
-                 f"{entry['overall_accuracy_elsewhere']:.0%} on the other {elsewhere:,}" if elsewhere else
-                 f"the map scores {entry['overall_accuracy_on_them']:.0%} on them, and no other reference pixel is "
+        where = (f"the map scores {entry['overall_accuracy_on_them']:.1%} on them and "
+                 f"{entry['overall_accuracy_elsewhere']:.1%} on the other {elsewhere:,}" if elsewhere else
+                 f"the map scores {entry['overall_accuracy_on_them']:.1%} on them, and no other reference pixel is "
                  f"left to check it")
         entry["warning"] = (
             f"{trained:,} of the {assessed:,} reference pixels ({share:.0%}) are pixels the model that made this "

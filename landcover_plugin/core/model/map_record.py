@@ -118,16 +118,16 @@ def comparison(entry, kind: str, measured: dict):
     ci = measured.get("ci95")
     if kind == "points" and ci is not None:
         result["within_ci95"] = abs(oa - trainer) <= ci
-        text += (f"this sample estimates {oa:.0%} ± {100 * ci:.1f}, and the trainer's estimate "
+        text += (f"this sample estimates {oa:.1%} ± {100 * ci:.1f}, and the trainer's estimate "
                  + ("lies within that interval." if result["within_ci95"] else
                     f"lies outside it: the map is {'more' if oa > trainer else 'less'} accurate than the trainer "
                     f"said; report this sample's figure."))
     elif kind == "polygons":
-        text += (f"the reference polygons score {oa:.0%}, but polygons lie in clear places, so they score a map "
+        text += (f"the reference polygons score {oa:.1%}, but polygons lie in clear places, so they score a map "
                  f"higher than its accuracy as a whole; a probability sample ('Create reference sample') checks the "
                  f"estimate.")
     else:
-        text += f"over the reference raster's pixels the map scores {oa:.0%} ({100 * (oa - trainer):+.0f} points)."
+        text += f"over the reference raster's pixels the map scores {oa:.1%} ({100 * (oa - trainer):+.0f} points)."
     result["text"] = " ".join(part for part in (text, _caveats(entry, "this map's raster")) if part)
     return result
 
