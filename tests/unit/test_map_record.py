@@ -92,7 +92,7 @@ def test_against_a_raster_the_difference_is_the_map_s_and_a_map_without_a_record
     found = _assess(mapped["map"], tmp_path / "self", reference_raster=str(mapped["map"]))
     assert found["measured_overall_accuracy"] == 1.0  # the map against itself
     assert found["difference"] == pytest.approx(1.0 - found["trainer_overall_accuracy"], abs=1e-4)
-    assert f"over the reference raster's pixels the map scores 100.0% ({100 * found['difference']:+.0f} points)" \
+    assert f"over the reference raster's pixels the map scores 100.0% ({100 * found['difference']:+.1f} points " \
         in found["text"]
     bare = tmp_path / "bare.tif"  # the same pixels, written without the tags (a map made elsewhere)
     with rasterio.open(mapped["map"]) as src:

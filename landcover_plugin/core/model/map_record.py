@@ -127,7 +127,8 @@ def comparison(entry, kind: str, measured: dict):
                  f"higher than its accuracy as a whole; a probability sample ('Create reference sample') checks the "
                  f"estimate.")
     else:
-        text += f"over the reference raster's pixels the map scores {oa:.1%} ({100 * (oa - trainer):+.0f} points)."
+        text += (f"over the reference raster's pixels the map scores {oa:.1%} ({100 * (oa - trainer):+.1f} points "
+                 f"against it).")
     result["text"] = " ".join(part for part in (text, _caveats(entry, "this map's raster")) if part)
     return result
 
