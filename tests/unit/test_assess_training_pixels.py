@@ -124,3 +124,15 @@ def test_a_map_whose_chip_dataset_is_gone_is_assessed_without_the_check(maps, tm
     report, _warnings, _html = _assess(moved, tmp_path / "moved", reference_raster=str(moved))
     assert "reference_on_training_pixels" not in report
     assert report["trainer_estimate"] is not None  # the rest of the record still speaks
+
+
+def test_a_map_warped_to_another_crs_is_checked_on_its_own_grid(maps, tmp_path):
+    """The map warped to Web Mercator (GDAL keeps its tags): the chips are warped onto that grid, so about as large a
+    share of its pixels is found to be training pixels as on the map's own grid."""
+    own, _warnings, _html = _assess(maps["refit"]["map"], tmp_path / "own", reference_raster=str(maps["refit"]["map"]))
+    warped = tmp_path / "warped.tif"
+    gdal.Warp(str(warped), str(maps["refit"]["map"]), dstSRS="EPSG:3857", resampleAlg="near")
+    report, _warnings, _html = _assess(warped, tmp_path / "warped", reference_raster=str(warped))
+    share, expected = report["reference_on_training_pixels"]["share"], own["reference_on_training_pixels"]["share"]
+    assert expected > 0.02 and share == pytest.approx(expected, rel=0.1)
+    assert report["reference_on_training_pixels"]["overall_accuracy_on_them"] == 1.0  # the map against itself

@@ -8,6 +8,9 @@ the classified raster's grid (the chips are warped onto it by nearest neighbour,
 or a CRS); :mod:`.counting` counts the reference pixels that fall on them and the report warns above
 :data:`WARN_SHARE`. Sample points are not checked: a probability sample of the map may fall anywhere in it.
 """
+import math
+from collections import OrderedDict
+
 import numpy as np
 from affine import Affine
 from rasterio.crs import CRS
@@ -19,6 +22,7 @@ from ..errors import LandcoverError
 from ..rasters import open_raster, read
 
 WARN_SHARE = 0.01  # of the assessed reference pixels: above it the report and the log warn
+KEPT = 512  # label chips kept read (512 chips of 256 px: 32 MB)
 
 
 class TrainingPixels:
@@ -28,7 +32,7 @@ class TrainingPixels:
         self.chips = chips  # [(label path, transform, (height, width), bounds in dst_crs)]
         self.boxes = np.array([bounds for *_, bounds in chips], dtype=np.float64).reshape(-1, 4)
         self.crs, self.dst_crs, self.folder = crs, dst_crs, folder
-        self._masks = {}
+        self._masks = OrderedDict()
 
     @classmethod
     def from_record(cls, entry, dst_crs):
@@ -72,6 +76,10 @@ class TrainingPixels:
             labelled = self._labelled(index, path)
             if labelled is None:
                 continue
+            offset = _offset(transform, window_transform) if self.crs == self.dst_crs else None
+            if offset is not None:  # the map's own grid (the usual case): placed, not warped
+                _paste(taught, labelled, *offset)
+                continue
             here = np.zeros(shape, dtype=np.uint8)
             reproject(labelled, here, src_transform=transform, src_crs=self.crs or _LOCAL,
                       dst_transform=window_transform, dst_crs=self.dst_crs or _LOCAL, resampling=Resampling.nearest,
@@ -80,13 +88,40 @@ class TrainingPixels:
         return taught.astype(bool)
 
     def _labelled(self, index, path):
-        if index not in self._masks:
-            try:
-                with open_raster(path, "label chip") as src:
-                    self._masks[index] = (read(src, 1) > 0).astype(np.uint8)
-            except LandcoverError:  # a chip deleted since: its pixels cannot be told
-                self._masks[index] = None
-        return self._masks[index]
+        """The chip's labelled pixels (uint8 0/1), or None where the chip is gone; the last :data:`KEPT` are kept
+        (the windows go row by row, so a chip's few windows come close together)."""
+        if index in self._masks:
+            self._masks.move_to_end(index)
+            return self._masks[index]
+        try:
+            with open_raster(path, "label chip") as src:
+                labelled = (read(src, 1) > 0).astype(np.uint8)
+        except LandcoverError:  # a chip deleted since: its pixels cannot be told
+            labelled = None
+        self._masks[index] = labelled
+        if len(self._masks) > KEPT:
+            self._masks.popitem(last=False)
+        return labelled
+
+
+def _offset(chip, window):
+    """(row, col) of the chip's first pixel on the window's grid where both grids are the same (same pixel size and
+    whole-pixel offsets, north up); None otherwise."""
+    if chip.b or chip.d or window.b or window.d or not (math.isclose(chip.a, window.a, rel_tol=1e-9)
+                                                      and math.isclose(chip.e, window.e, rel_tol=1e-9)):
+        return None
+    col, row = (chip.c - window.c) / window.a, (chip.f - window.f) / window.e
+    if abs(col - round(col)) > 1e-6 or abs(row - round(row)) > 1e-6:
+        return None
+    return int(round(row)), int(round(col))
+
+
+def _paste(target, chip, row, col) -> None:
+    """``target |= chip`` with the chip's first pixel at (row, col) of ``target``, clipped to it."""
+    r0, c0 = max(row, 0), max(col, 0)
+    r1, c1 = min(row + chip.shape[0], target.shape[0]), min(col + chip.shape[1], target.shape[1])
+    if r0 < r1 and c0 < c1:
+        target[r0:r1, c0:c1] |= chip[r0 - row:r1 - row, c0 - col:c1 - col]
 
 
 _LOCAL = CRS.from_epsg(3857)  # stands in for "no CRS" on both sides (then the grids are compared as they are)
