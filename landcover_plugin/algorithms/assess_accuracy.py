@@ -43,6 +43,8 @@ class AssessAccuracyAlgorithm(EngineAlgorithm):
     MIOU = "MIOU"
     OA_ESTIMATE = "OA_ESTIMATE"
     OA_CI95 = "OA_CI95"
+    TRAINER_OA = "TRAINER_OA"
+    TRAINING_PIXEL_SHARE = "TRAINING_PIXEL_SHARE"
 
     def name(self):
         return "assess_accuracy"
@@ -132,6 +134,12 @@ class AssessAccuracyAlgorithm(EngineAlgorithm):
             self.OA_ESTIMATE, self.tr("Estimated overall accuracy (sample points only)")))
         self.addOutput(QgsProcessingOutputNumber(
             self.OA_CI95, self.tr("95 % confidence interval of the estimated overall accuracy (±)")))
+        self.addOutput(QgsProcessingOutputNumber(
+            self.TRAINER_OA, self.tr("The trainer's held-out estimate of the map's overall accuracy (maps that "
+                                     "record their model)")))
+        self.addOutput(QgsProcessingOutputNumber(
+            self.TRAINING_PIXEL_SHARE, self.tr("Share of the reference pixels the map's model was trained on "
+                                               "(polygons or raster; while its chip dataset is there)")))
 
     def checkParameterValues(self, parameters, context):
         """The either/or choices, checked before the run starts (the dialog shows the message)."""

@@ -164,3 +164,26 @@ def test_a_temporary_training_areas_file_goes_beside_the_project(provider, tmp_p
     assert ok, log
     assert Path(results["OUTPUT"].split("|")[0]).parent == tmp_path
     QgsProject.instance().setFileName("")
+
+
+def test_assess_sets_the_trainer_s_estimate_beside_its_own_and_tells_the_training_polygons(provider, chips,
+                                                                                           shared_data, tmp_path):
+    """Train -> classify -> assess against the training polygons, in QGIS: the map carries the trainer's estimate
+    to Assess, which says the reference is the model's own training data (the layer reaches the engine as a
+    temporary copy: the check goes by the chips' pixels, not by file names)."""
+    trained, ok, log = run("train_segmentation_model", dict(TINY, DATASET=str(chips),
+                                                            OUTPUT=str(tmp_path / "model.onnx")))
+    assert ok, log
+    image = str(shared_data / "rstoolbox" / "landsat5_1988_7band.tif")
+    classified, ok, log = run("classify_raster", {"INPUT": image, "MODEL": trained["OUTPUT"],
+                                                  "OUTPUT": str(tmp_path / "map.tif")})
+    assert ok, log
+    assert f"The trainer estimated this model's maps at overall accuracy {trained['HELDOUT_OA']:.0%}" in log
+    polygons = QgsVectorLayer(str(shared_data / "rstoolbox" / "training_polygons.gpkg"), "training areas", "ogr")
+    results, ok, log = run("assess_accuracy", {"CLASSIFIED": classified["OUTPUT"], "REFERENCE_VECTOR": polygons,
+                                               "CLASS_FIELD": "class", "OUTPUT_HTML": str(tmp_path / "report.html"),
+                                               "OUTPUT_TABLE": str(tmp_path / "table.csv")})
+    assert ok, log
+    assert results["TRAINER_OA"] == trained["HELDOUT_OA"] and results["TRAINING_PIXEL_SHARE"] == 1.0
+    assert "are pixels the model that made this map was trained on" in log
+    assert "trainer estimated overall accuracy" in (tmp_path / "report.html").read_text(encoding="utf-8")

@@ -52,6 +52,8 @@ def _assess(classified, folder, **reference):
     events = RecordingEvents()
     outputs = assess_accuracy(AssessOptions(str(classified), output_folder=str(folder), **reference), events)
     report = json.loads(open(outputs["OUTPUT_JSON"], encoding="utf-8").read())
+    assert outputs["TRAINING_PIXEL_SHARE"] == (report.get("reference_on_training_pixels") or {}).get("share")
+    assert outputs["TRAINER_OA"] == (report["trainer_estimate"] or {}).get("trainer_overall_accuracy")
     return report, [e["message"] for e in events.of_type("log") if e.get("level") == "warning"], \
         open(outputs["OUTPUT_HTML"], encoding="utf-8").read()
 

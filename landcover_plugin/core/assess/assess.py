@@ -106,7 +106,9 @@ def assess_accuracy(options: AssessOptions, events) -> dict:
     return {"OUTPUT_HTML": paths["html"], "OUTPUT_TABLE": paths["table"], "OUTPUT_JSON": paths["json"],
             "OUTPUT_CONFUSION": paths["confusion"], "OA": summary["overall_accuracy"],
             "KAPPA": summary["kappa"], "MIOU": summary["mean_iou"], "PIXELS_ASSESSED": summary["pixels_assessed"],
-            "OA_ESTIMATE": report["overall_accuracy_estimate"], "OA_CI95": report["overall_ci95"]}
+            "OA_ESTIMATE": report["overall_accuracy_estimate"], "OA_CI95": report["overall_ci95"],
+            "TRAINER_OA": (report["trainer_estimate"] or {}).get("trainer_overall_accuracy"),
+            "TRAINING_PIXEL_SHARE": (report.get("reference_on_training_pixels") or {}).get("share")}
 
 
 def _note_strata(report, checked: int, differ: int, events) -> None:
