@@ -106,28 +106,7 @@ def test_against_a_raster_the_difference_is_the_map_s_and_a_map_without_a_record
 def test_a_sample_says_whether_the_estimate_lies_within_its_interval(mapped, tmp_path):
     """30 points a map class, their reference the map's class but at every third point another class: the sample
     estimates about 67 %, with an interval, and says where the trainer's figure lies."""
-    with rasterio.open(mapped["map"]) as src:
-        classes, transform, crs = src.read(1), src.transform, src.crs
-    ids = [c["id"] for c in mapped["card"]["classes"]]
-    points = tmp_path / "sample.gpkg"
-    source = ogr.GetDriverByName("GPKG").CreateDataSource(str(points))
-    srs = osr.SpatialReference()
-    srs.ImportFromWkt(crs.to_wkt())
-    layer = source.CreateLayer("sample", srs, ogr.wkbPoint)
-    layer.CreateField(ogr.FieldDefn("reference_class", ogr.OFTInteger))
-    rng = np.random.default_rng(0)
-    n = 0
-    for k in ids:
-        rows, cols = np.nonzero(classes == k)
-        for i in rng.choice(len(rows), min(30, len(rows)), replace=False):
-            feature = ogr.Feature(layer.GetLayerDefn())
-            feature.SetField("reference_class", int(k if n % 3 else ids[(ids.index(k) + 1) % len(ids)]))
-            point = ogr.Geometry(ogr.wkbPoint)
-            point.AddPoint_2D(*(transform * (cols[i] + 0.5, rows[i] + 0.5)))
-            feature.SetGeometry(point)
-            layer.CreateFeature(feature)
-            n += 1
-    source = None
+    points = _sample(mapped, tmp_path / "sample.gpkg", 30)
     found = _assess(mapped["map"], tmp_path / "report", reference_vector=str(points), class_field="reference_class")
     report = json.loads((tmp_path / "report" / "accuracy.json").read_text(encoding="utf-8"))
     oa, ci = report["overall_accuracy_estimate"], report["overall_ci95"]
@@ -136,6 +115,47 @@ def test_a_sample_says_whether_the_estimate_lies_within_its_interval(mapped, tmp
     assert found["within_ci95"] is within
     assert f"this sample estimates {oa:.1%} ± {100 * ci:.1f}, and the trainer's estimate lies" in found["text"]
     assert ("lies within that interval" in found["text"]) is within
+
+
+def test_a_sample_too_thin_for_an_interval_says_so_and_checks_nothing(mapped, tmp_path):
+    """One point of the last map class: no area-weighted estimate, so no interval to check the trainer's figure
+    against; the comparison gives the raw counts' figure as such (not as a reference raster's)."""
+    points = _sample(mapped, tmp_path / "sample.gpkg", 30, last=1)
+    found = _assess(mapped["map"], tmp_path / "report", reference_vector=str(points), class_field="reference_class")
+    report = json.loads((tmp_path / "report" / "accuracy.json").read_text(encoding="utf-8"))
+    assert report["overall_ci95"] is None and "within_ci95" not in found
+    raw = report["summary"]["overall_accuracy"]
+    assert found["measured_overall_accuracy"] == pytest.approx(raw)
+    assert f"the sample's points score {raw:.1%} counted as they are" in found["text"]
+    assert "reference raster" not in found["text"]
+
+
+def _sample(mapped, path, per_class: int, last: int = None):
+    """Points at pixel centres, ``per_class`` of each map class (``last`` of the last one), their reference the
+    map's class but at every third point the next class."""
+    with rasterio.open(mapped["map"]) as src:
+        classes, transform, crs = src.read(1), src.transform, src.crs
+    ids = [c["id"] for c in mapped["card"]["classes"]]
+    source = ogr.GetDriverByName("GPKG").CreateDataSource(str(path))
+    srs = osr.SpatialReference()
+    srs.ImportFromWkt(crs.to_wkt())
+    layer = source.CreateLayer("sample", srs, ogr.wkbPoint)
+    layer.CreateField(ogr.FieldDefn("reference_class", ogr.OFTInteger))
+    rng = np.random.default_rng(0)
+    n = 0
+    for k in ids:
+        rows, cols = np.nonzero(classes == k)
+        count = last if last is not None and k == ids[-1] else per_class
+        for i in rng.choice(len(rows), min(count, len(rows)), replace=False):
+            feature = ogr.Feature(layer.GetLayerDefn())
+            feature.SetField("reference_class", int(k if n % 3 else ids[(ids.index(k) + 1) % len(ids)]))
+            point = ogr.Geometry(ogr.wkbPoint)
+            point.AddPoint_2D(*(transform * (cols[i] + 0.5, rows[i] + 0.5)))
+            feature.SetGeometry(point)
+            layer.CreateFeature(feature)
+            n += 1
+    source = None
+    return path
 
 
 def _assess(classified, folder, **reference):

@@ -122,6 +122,9 @@ def comparison(entry, kind: str, measured: dict):
                  + ("lies within that interval." if result["within_ci95"] else
                     f"lies outside it: the map is {'more' if oa > trainer else 'less'} accurate than the trainer "
                     f"said; report this sample's figure."))
+    elif kind == "points":  # too few points of some class for the area-weighted estimate and its interval
+        text += (f"the sample's points score {oa:.1%} counted as they are, not weighted by the classes' areas, so "
+                 f"they do not check the estimate (see why there is no area-weighted estimate above).")
     elif kind == "polygons":
         text += (f"the reference polygons score {oa:.1%}, but polygons lie in clear places, so they score a map "
                  f"higher than its accuracy as a whole; a probability sample ('Create reference sample') checks the "
