@@ -76,7 +76,7 @@ def assess_accuracy(options: AssessOptions, events) -> dict:
             events.warning(f"The classified raster has {src.count} bands; band 1 is assessed.")
         area = _area_info(src.transform, src.crs, src.height)
         reference = _open_reference(options, src, schema, events)
-        record = map_record.read_record(classified)  # the model that made the map, where it says
+        record = map_record.from_tags(src.tags())  # the model that made the map, where it says
         training = None if reference.kind == "points" else TrainingPixels.from_record(record, src.crs)
         try:
             counts = _count(src, reference, options.block_size, area["row_area"], events, training)

@@ -29,7 +29,7 @@ class TrainingPixels:
     """The labelled pixels of the chips a model trained on, as masks on windows of another grid."""
 
     def __init__(self, chips: list, crs, dst_crs, folder):
-        self.chips = chips  # [(label path, transform, (height, width), bounds in dst_crs)]
+        self.chips = chips  # [(label path, transform, bounds in dst_crs)]
         self.boxes = np.array([bounds for *_, bounds in chips], dtype=np.float64).reshape(-1, 4)
         self.crs, self.dst_crs, self.folder = crs, dst_crs, folder
         self._masks = OrderedDict()
@@ -63,7 +63,7 @@ class TrainingPixels:
             bounds = (min(left, right), min(top, bottom), max(left, right), max(top, bottom))
             if crs is not None and crs != dst_crs:
                 bounds = transform_bounds(crs, dst_crs, *bounds, densify_pts=21)
-            chips.append((chip["label_path"], transform, (w["height"], w["width"]), bounds))
+            chips.append((chip["label_path"], transform, bounds))
         return cls(chips, crs, dst_crs, str(data["folder"]))
 
     def mask(self, window_transform, box, shape) -> np.ndarray:
@@ -72,7 +72,7 @@ class TrainingPixels:
         b = self.boxes
         near = np.flatnonzero((b[:, 0] < box[2]) & (box[0] < b[:, 2]) & (b[:, 1] < box[3]) & (box[1] < b[:, 3]))
         for index in near:
-            path, transform, _size, _bounds = self.chips[index]
+            path, transform, _bounds = self.chips[index]
             labelled = self._labelled(index, path)
             if labelled is None:
                 continue

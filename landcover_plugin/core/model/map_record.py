@@ -6,7 +6,7 @@ in the model file and the training log only, and an analyst assessing a map coul
 for it. The classifier now writes :func:`record` into the map as its ``landcover_model`` tag (JSON: the model's
 file name and date, the raster classified and the one it was trained on, whether the classes were weighed by the
 scene's shares, and the estimate of *that* map: weighed or not) and says the estimate in its log
-(:func:`estimate_line`). 'Assess accuracy' reads the tag back (:func:`read_record`) and sets its own figure beside
+(:func:`estimate_line`). 'Assess accuracy' reads the tag back (:func:`from_tags`) and sets its own figure beside
 it (:func:`comparison`): with a probability sample, whether the estimate lies within the sample's 95 % interval;
 with a reference raster, the difference over the pixels it covers; with polygons, that they score clear places.
 
@@ -87,14 +87,22 @@ def estimate_line(entry: dict):
 
 
 def read_record(path):
-    """The ``landcover_model`` tag of the classified raster at ``path`` (a dict), or None (no tag, not JSON)."""
-    from osgeo import gdal  # noqa: PLC0415 - the log's functions above need no GDAL
-    gdal.UseExceptions()
+    """The ``landcover_model`` tag of the classified raster at ``path`` (a dict), or None (no tag, not JSON, not
+    readable)."""
+    import rasterio  # noqa: PLC0415 - the log's functions above need no raster library
+
     try:
-        info = gdal.Info(str(path), format="json")
-        stored = ((info.get("metadata") or {}).get("") or {}).get(TAG)
-        entry = json.loads(stored) if stored else None
-    except (RuntimeError, ValueError, TypeError):
+        with rasterio.open(path) as dataset:
+            return from_tags(dataset.tags())
+    except rasterio.errors.RasterioIOError:
+        return None
+
+
+def from_tags(tags: dict):
+    """The record in a raster's metadata (``dataset.tags()`` of an open rasterio dataset), or None."""
+    try:
+        entry = json.loads(tags[TAG]) if tags.get(TAG) else None
+    except ValueError:
         return None
     return entry if isinstance(entry, dict) else None
 
