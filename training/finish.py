@@ -6,6 +6,7 @@ from landcover_plugin.core.errors import LandcoverError
 from landcover_plugin.core.model import class_shares as shares
 from landcover_plugin.core.model.card import build_card
 from landcover_plugin.core.model.mappable import LEFT_OUT_KEY
+from landcover_plugin.core.model.metadata import is_geographic_wkt
 
 from . import checkpoint as ckpt
 from . import heldout as held
@@ -199,8 +200,13 @@ def _labelled_share(dataset: dict):
 
 def _ground_resolution(spec):
     """The training resolution the card records: metres on the ground (what the classifier compares a raster's
-    with), else, for a dataset without it (older, or in degrees), the pixel size in CRS units."""
-    return _resolution(spec.raw.get("ground_resolution") or spec.resolution)
+    with), else, for an older dataset without it, the pixel size in a projected CRS's units; none for a raster
+    with no CRS (pixels) or, in an older dataset, a geographic one (degrees are no metres)."""
+    if spec.raw.get("ground_resolution"):
+        return _resolution(spec.raw["ground_resolution"])
+    if not spec.crs or is_geographic_wkt(spec.crs):
+        return None
+    return _resolution(spec.resolution)
 
 
 def _resolution(value):

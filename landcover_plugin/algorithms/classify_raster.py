@@ -24,7 +24,7 @@ from qgis.core import (
 from ..core.band_choice import choose_bands
 from ..core.classify.options import ClassifyOptions
 from ..core.errors import BadInputError
-from ..core.ground import units_for_ground_metres
+from ..core.ground import steps_for_ground_metres
 from ..core.model.metadata import model_resolution_of, read_metadata_props
 from ..core.options import DEVICES, choices_of, default_of
 from ..qgis_glue.layers import raster_file_path, raster_layer_to_path, vector_layer_to_gpkg
@@ -192,15 +192,18 @@ class ClassifyRasterAlgorithm(EngineAlgorithm):
         if parameters.get(self.EXTENT) not in (None, ""):
             extent = self.parameterAsExtent(parameters, self.EXTENT, context, layer.crs())
         pixel_size = None
-        if raster_file_path(layer) is None and layer.crs().mapUnits() == QgsUnitTypes.DistanceMeters:
-            pixel_size = model_resolution_of(model)  # fetch a web or virtual layer at the model's resolution
-            if pixel_size:  # on the ground: an XYZ layer's Web Mercator units are stretched away from the equator
+        units = layer.crs().mapUnits()
+        if raster_file_path(layer) is None and units in (QgsUnitTypes.DistanceMeters, QgsUnitTypes.DistanceDegrees):
+            metres = model_resolution_of(model)  # fetch a web or virtual layer at the model's resolution
+            if metres:  # on the ground: an XYZ layer's Web Mercator units are stretched away from the equator,
+                # and a layer in degrees has none
                 centre = (extent if extent is not None and not extent.isEmpty() else layer.extent()).center()
-                metres, pixel_size = pixel_size, units_for_ground_metres(layer.crs().toWkt(), centre.x(),
-                                                                         centre.y(), pixel_size)
-                if pixel_size != metres:
-                    feedback.pushInfo(f"Fetching '{layer.name()}' at {pixel_size:.1f} {layer.crs().authid()} units "
-                                      f"per pixel: the model's {metres:g} m on the ground at the extent's centre.")
+                pixel_size = steps_for_ground_metres(layer.crs().toWkt(), centre.x(), centre.y(), metres)
+                if pixel_size != (metres, metres):
+                    shown = (f"{pixel_size[0]:.1f}" if units == QgsUnitTypes.DistanceMeters else
+                             " x ".join(f"{v:.3g}" for v in pixel_size))
+                    feedback.pushInfo(f"Fetching '{layer.name()}' at {shown} {layer.crs().authid()} units per "
+                                      f"pixel: the model's {metres:.3g} m on the ground at the extent's centre.")
         options = ClassifyOptions(
             raster=raster_layer_to_path(layer, context, feedback, extent=extent, pixel_size=pixel_size),
             model=model, output=self.parameterAsOutputLayer(parameters, self.OUTPUT, context),

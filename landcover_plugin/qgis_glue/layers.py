@@ -29,11 +29,11 @@ def raster_file_path(layer):
     return path if os.path.isfile(path) else None
 
 
-def raster_layer_to_path(layer, context, feedback, extent: QgsRectangle = None, pixel_size: float = None) -> str:
+def raster_layer_to_path(layer, context, feedback, extent: QgsRectangle = None, pixel_size=None) -> str:
     """A path the engine can open for ``layer``; non-file layers are written to a temporary GeoTIFF.
 
-    ``extent`` (in the layer's CRS) and ``pixel_size`` (map units) bound what is fetched from a web or
-    virtual layer; a file-based layer is passed whole and the engine windows it itself.
+    ``extent`` (in the layer's CRS) and ``pixel_size`` (map units; one number, or x and y) bound what is
+    fetched from a web or virtual layer; a file-based layer is passed whole and the engine windows it itself.
     """
     if layer is None or not layer.isValid():
         raise QgsProcessingException("The raster layer is not valid: check that its source still exists.")
@@ -44,15 +44,16 @@ def raster_layer_to_path(layer, context, feedback, extent: QgsRectangle = None, 
     if path is not None:
         return path
     extent = extent if extent is not None and not extent.isEmpty() else layer.extent()
-    if pixel_size is None or pixel_size <= 0:
+    xsize, ysize = pixel_size if isinstance(pixel_size, tuple) else (pixel_size, pixel_size)
+    if xsize is None or xsize <= 0 or ysize <= 0:
         if layer.dataProvider().capabilities() & layer.dataProvider().Size and layer.width() > 0:
-            pixel_size = layer.rasterUnitsPerPixelX()
+            xsize, ysize = layer.rasterUnitsPerPixelX(), layer.rasterUnitsPerPixelY()
         else:
             raise QgsProcessingException(
                 f"The layer '{layer.name()}' has no native resolution (a web or virtual layer): "
                 f"give a pixel size (or use a model that records its resolution).")
-    width = max(1, int(round(extent.width() / pixel_size)))
-    height = max(1, int(round(extent.height() / pixel_size)))
+    width = max(1, int(round(extent.width() / xsize)))
+    height = max(1, int(round(extent.height() / ysize)))
     target = QgsProcessingUtils.generateTempFilename(f"{_safe(layer.name())}.tif")
     feedback.pushInfo(f"Writing '{layer.name()}' ({layer.providerType()}) to a temporary GeoTIFF "
                       f"of {width} x {height} pixels: {target}")

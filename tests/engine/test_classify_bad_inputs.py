@@ -137,18 +137,6 @@ def test_cancel_removes_the_partial_output(model, zion_image, tmp_path, pipeline
     assert leftovers(tmp_path) == []
 
 
-def test_a_geographic_raster_cannot_be_compared_or_resampled(model, zion_image, tmp_path):
-    geographic = tmp_path / "wgs84.tif"
-    gdal.Warp(str(geographic), str(zion_image), dstSRS="EPSG:4326", width=150, height=150,
-              outputBounds=(-113.2, 37.3, -113.1, 37.4), outputBoundsSRS="EPSG:4326")
-    events = RecordingEvents()
-    classify_raster(ClassifyOptions(geographic, model, tmp_path / "out.tif"), events=events)
-    warnings = [e["message"] for e in events.of_type("log") if e["level"] == "warning"]
-    assert any("geographic CRS (EPSG:4326, in degrees)" in m and "30 m per pixel" in m for m in warnings)
-    with pytest.raises(BadInputError, match="Reproject the raster to a projected CRS"):
-        classify_raster(ClassifyOptions(geographic, model, tmp_path / "out2.tif", resample=True))
-
-
 def test_a_pixel_type_other_than_the_models_is_warned_about(shared_data, tmp_path):
     image = tmp_path / "landsat5.tif"
     with rasterio.open(shared_data / "rstoolbox" / "landsat5_1988_7band.tif") as src:

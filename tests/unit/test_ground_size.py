@@ -6,7 +6,7 @@ import rasterio
 from rasterio.crs import CRS
 from rasterio.warp import transform
 
-from landcover_plugin.core.ground import GROUND_TOLERANCE, ground_scale, raster_pixel_size
+from landcover_plugin.core.ground import GROUND_TOLERANCE, geographic_sides, ground_scale, raster_pixel_size
 
 
 @pytest.fixture
@@ -58,3 +58,17 @@ def test_the_utm_shortcut_agrees_with_the_measure(epsg, offset_km):
     affine = Affine(30.0, 0.0, easting - 15_000, 0.0, -30.0, northing + 15_000)
     assert raster_pixel_size(crs, affine, 1000, 1000).scale == 1.0
     assert ground_scale(crs.to_wkt(), easting, northing, (30.0, 0.0), (0.0, -30.0)) == 1.0
+
+
+def test_a_geographic_pixel_is_measured_on_the_ground_each_way(zion_centre):
+    """0.0003 deg at Zion (37.3 N) on WGS 84, against the same steps projected to its UTM zone by PROJ (scale
+    factor within 0.01 % there): 26.6 m east-west, 33.3 m north-south."""
+    crs, centre, *_ = zion_centre
+    wgs84 = CRS.from_epsg(4326)
+    (lon,), (lat,) = transform(crs, wgs84, [centre[0]], [centre[1]])
+    sides = geographic_sides(wgs84.to_wkt(), lon, lat, (0.0003, 0.0), (0.0, -0.0003))
+    xs, ys = transform(wgs84, crs, [lon, lon + 0.0003, lon], [lat, lat, lat - 0.0003])
+    projected = [math.hypot(xs[k] - xs[0], ys[k] - ys[0]) for k in (1, 2)]
+    assert sides == pytest.approx(projected, rel=0.001)
+    assert sides == pytest.approx((26.6, 33.3), abs=0.05)
+    assert geographic_sides(crs.to_wkt(), centre[0], centre[1], (30, 0), (0, -30)) is None  # projected: no

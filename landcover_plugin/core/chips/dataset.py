@@ -17,7 +17,9 @@ A chip dataset is a folder::
     crs              WKT of the source raster's CRS (null when it has none)
     resolution       [x, y] pixel size in CRS units (positive)
     ground_resolution  [x, y] pixel size in metres on the ground at the source raster's centre (Web Mercator's
-                     units are 1/cos(latitude) metres); null for a geographic CRS or none (absent in older datasets)
+                     units are 1/cos(latitude) metres; in a geographic CRS x is the east-west side, y the
+                     north-south one); null for a raster with no CRS (absent in older datasets, and null there
+                     for a geographic CRS)
     chip_size        chip width = height in pixels
     stride           step between chip windows in pixels
     mean, std        per band, over every valid source pixel (not nodata, not NaN in any band)

@@ -24,6 +24,7 @@ from rasterio.windows import Window
 from ..band_choice import choose_bands, describe_model_bands, parse_bands
 from ..errors import BadInputError
 from ..ground import raster_pixel_size
+from ..model.metadata import card_resolution_m
 from ..rasters import check_pixel_type, open_raster, own_mask, read, valid_mask
 from .preflight import check_band_statistics, preflight_warnings
 
@@ -200,45 +201,59 @@ def _check(src, model, events, bands=None) -> list:
 
 def _target_grid(src, model, resample: bool, events):
     """Keyword arguments of a WarpedVRT at the model's resolution, or None to read the raster as it is."""
-    model_res = model.card.get("resolution")
+    model_res = card_resolution_m(model.card)
     if not model_res:
         if resample:
             events.warning("Resampling was asked for but the model does not say its resolution: not resampled.")
         return None
-    model_res = float(model_res[0])
-    if src.crs is None or src.crs.is_geographic:
-        units = "no CRS" if src.crs is None else f"a geographic CRS ({_crs_text(src.crs)}, in degrees)"
-        message = (f"The raster has {units}, but the model was trained at {model_res:g} m per pixel: the "
+    size = None if src.crs is None else raster_pixel_size(src.crs, src.transform, src.width, src.height,
+                                                            _crs_text(src.crs))
+    if size is None:
+        units = "no CRS" if src.crs is None else f"a CRS whose pixel size cannot be measured ({_crs_text(src.crs)})"
+        message = (f"The raster has {units}, but the model was trained at {model_res:.3g} m per pixel: the "
                    f"resolutions cannot be compared. Reproject the raster to a projected CRS in metres")
         if resample:
             raise BadInputError(message + " before resampling it to the model's resolution.")
         events.warning(message + " if the classes look wrong.")
         return None
-    size = raster_pixel_size(src.crs, src.transform, src.width, src.height, _crs_text(src.crs))
-    if size.stretched:  # e.g. Web Mercator: its units are not ground metres away from the equator
-        events.info(f"The raster's pixel size is {size.note()} (its CRS stretches distances there): the size on "
-                    f"the ground is what is compared with the model's {model_res:g} m.")
+    if size.stretched:  # Web Mercator's units are not ground metres away from the equator; degrees never are
+        why = "" if size.sides else " (its CRS stretches distances there)"
+        events.info(f"The raster's pixel size is {size.note()}{why}: the size on the ground is what is compared "
+                    f"with the model's {model_res:.3g} m.")
     metres = size.ground
     ratio = metres / model_res
+    sides = size.sides or (metres, metres)
+    aspect = max(sides) / min(sides)  # a geographic CRS's pixels are longer north-south away from the equator
     if not resample:
         if not 1 / RESOLUTION_TOLERANCE <= ratio <= RESOLUTION_TOLERANCE:
-            events.warning(f"The raster's resolution is {metres:g} m per pixel"
+            events.warning(f"The raster's resolution is {metres:.3g} m per pixel"
                            f"{' on the ground' if size.stretched else ''} but the model was trained at "
-                           f"{model_res:g} m per pixel ({ratio:.2f}x): objects will look "
+                           f"{model_res:.3g} m per pixel ({ratio:.2f}x): objects will look "
                            f"{'smaller' if ratio > 1 else 'larger'} "
                            f"than in training. Turn on resampling to the model's resolution, or use a "
                            f"model trained at this resolution.")
+        elif aspect > RESOLUTION_TOLERANCE:
+            events.warning(f"The raster's pixels are {sides[0]:.3g} m east-west by {sides[1]:.3g} m north-south on "
+                           f"the ground ({size.crs_name} in degrees): objects look {aspect:.2f} times stretched "
+                           f"against the model's {model_res:.3g} m. Turn on resampling to the model's resolution "
+                           f"(square on the ground), or reproject the raster to a projected CRS in metres (its UTM "
+                           f"zone).")
         return None
-    if abs(ratio - 1) < 0.01:
-        events.info(f"The raster is already at the model's resolution ({model_res:g} m): not resampled.")
+    if abs(ratio - 1) < 0.01 and aspect < 1.01:
+        events.info(f"The raster is already at the model's resolution ({model_res:.3g} m): not resampled.")
         return None
-    step = model_res / (src.crs.linear_units_factor[1] * size.scale)  # CRS units per model pixel
+    xstep, ystep = size.steps_for(model_res, src.transform)  # CRS units per model pixel
     left, bottom, right, top = src.bounds
-    width, height = max(1, round((right - left) / step)), max(1, round((top - bottom) / step))
-    units = f" ({step:.4g} {size.crs_name} units)" if size.stretched else ""
-    events.info(f"Resampled (bilinear) from {metres:g} m to the model's {model_res:g} m per pixel{units}: "
+    width, height = max(1, round((right - left) / xstep)), max(1, round((top - bottom) / ystep))
+    units = ""
+    if size.sides:
+        units = f" ({xstep:.4g} x {ystep:.4g} {size.unit}: square on the ground at the raster's centre)"
+    elif size.stretched:
+        units = f" ({xstep:.4g} {size.crs_name} units)"
+    shown = f"{metres:.3g} m" if aspect < 1.01 else f"{sides[0]:.3g} m x {sides[1]:.3g} m"
+    events.info(f"Resampled (bilinear) from {shown} to the model's {model_res:.3g} m per pixel{units}: "
                 f"{src.width}x{src.height} -> {width}x{height} px; the classified raster is on that grid.")
-    return {"transform": rasterio.transform.from_origin(left, top, step, step), "width": width, "height": height}
+    return {"transform": rasterio.transform.from_origin(left, top, xstep, ystep), "width": width, "height": height}
 
 
 def extent_window(extent, dataset) -> Window:

@@ -16,6 +16,7 @@ import math
 
 from ..errors import BadInputError
 from ..schema import ClassSchema
+from .metadata import card_resolution_m
 
 CARD_KEY = "landcover_card"
 CARD_SCHEMA_VERSION = 1
@@ -56,7 +57,7 @@ def build_card(*, schema: ClassSchema, band_names, input_dtype: str, nodata, mea
 
 def metadata_props(card: dict) -> dict:
     """All metadata_props (str -> str) for a card: Deepness keys plus ``landcover_card``."""
-    resolution = card.get("resolution")
+    resolution = card_resolution_m(card)
     props = {
         "model_type": "Segmentor",
         "class_names": json.dumps({str(k): c["name"] for k, c in enumerate(card["classes"])}),
@@ -68,7 +69,7 @@ def metadata_props(card: dict) -> dict:
         CARD_KEY: json.dumps(card),
     }
     if resolution:
-        props["resolution"] = str(round(float(resolution[0]) * 100.0, 4))  # cm per pixel
+        props["resolution"] = str(round(resolution * 100.0, 4))  # cm per pixel
     return props
 
 

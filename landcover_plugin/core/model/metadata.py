@@ -49,16 +49,42 @@ def model_resolution_of(path):
 
 
 def model_resolution_m(props: dict):
-    """The training resolution in metres per pixel from our card or the Deepness key (cm), else None."""
+    """The training resolution in metres per pixel from our card (:func:`card_resolution_m`) or, for a model
+    without one, the Deepness key (cm), else None."""
     try:
-        card = json.loads(props["landcover_card"]) if "landcover_card" in props else {}
-        if card.get("resolution"):
-            return float(card["resolution"][0])
+        if "landcover_card" in props:
+            return card_resolution_m(json.loads(props["landcover_card"]))
         if props.get("resolution"):
             return float(props["resolution"]) / 100.0
     except (ValueError, TypeError, KeyError, IndexError):
         return None
     return None
+
+
+DEGREES_READ_AS_METRES = 0.01  # a geographic card's resolution under this is degrees (0.01 deg is about 1 km)
+
+
+def card_resolution_m(card: dict):
+    """The training resolution our model card records, in metres per pixel on the ground (the side of a square
+    of the pixel's area: its x and y sides differ in a geographic CRS), or None when it records none.
+
+    Models trained on a raster in a geographic CRS before its pixels were measured on the ground (core/ground.py)
+    recorded the pixel size in degrees as if metres (0.0003 for 30 m Landsat): a resolution under
+    :data:`DEGREES_READ_AS_METRES` with a geographic CRS is one of those, and is taken as none (no ground
+    pixel is 1 cm)."""
+    resolution = card.get("resolution")
+    if not resolution:
+        return None
+    sides = [abs(float(v)) for v in (resolution if isinstance(resolution, (list, tuple)) else [resolution])]
+    metres = (sides[0] * sides[-1]) ** 0.5
+    if metres <= 0 or (metres < DEGREES_READ_AS_METRES and is_geographic_wkt(card.get("crs"))):
+        return None
+    return metres
+
+
+def is_geographic_wkt(wkt) -> bool:
+    """Whether a CRS's WKT (1 or 2) is a geographic one (degrees), read without GDAL."""
+    return (wkt or "").lstrip().upper().startswith(("GEOGCS[", "GEOGCRS[", "GEOGRAPHICCRS[", "GEODCRS["))
 
 
 def _entry(data: bytes) -> tuple:

@@ -15,7 +15,7 @@ from ..chips.dataset import DATASET_FILE, IMAGES_DIR, LABELS_DIR
 from ..errors import BadInputError
 from ..html_cells import count, escape, image_src, key_value_table, number, percent
 from ..model.class_shares import STRENGTH, vanishing_warning
-from ..model.metadata import read_metadata_props
+from ..model.metadata import card_resolution_m, read_metadata_props
 from ..output_folder import replaced_in_place
 from .options import duration_text
 
@@ -341,7 +341,7 @@ def _data(card, dataset) -> str:
     rows = [("Bands", f"{bands.get('count', 'n/a')}: {', '.join(bands.get('names') or [])}{chosen}"),
             ("Input data type", card.get("input_dtype", "n/a")),
             ("Tile size", f"{card.get('tile_size', 'n/a')} px"),
-            ("Resolution", _resolution(card.get("resolution")))]
+            ("Resolution", _resolution(card))]
     if summary:
         rows += [("Chips", f"{summary.get('chips', 'n/a')} ({summary.get('train_chips', 'n/a')} training, "
                            f"{summary.get('val_chips', 'n/a')} validation) of {dataset.get('chip_size')} px")]
@@ -371,10 +371,14 @@ def _settings(card) -> str:
 
 
 # -- small helpers ---------------------------------------------------------------------------------
-def _resolution(value) -> str:
-    if not value:
+def _resolution(card) -> str:
+    metres = card_resolution_m(card)
+    if not metres:
         return "n/a"
-    return " x ".join(f"{float(v):g}" for v in value) + " (CRS units per pixel)"
+    sides = card["resolution"]
+    shown = f"{metres:.3g} m" if abs(float(sides[0]) - float(sides[-1])) <= 0.01 * metres else (
+        f"{metres:.3g} m ({float(sides[0]):.3g} m east-west by {float(sides[-1]):.3g} m north-south)")
+    return shown + " per pixel on the ground (the training raster's, at its centre)"
 
 
 def _number(text):
