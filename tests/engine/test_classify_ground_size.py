@@ -115,12 +115,7 @@ def test_no_resolution_warning_for_a_web_mercator_raster_near_the_models_size_on
 def test_a_model_trained_on_web_mercator_records_its_resolution_on_the_ground(zion, shared_data, tmp_path):
     """Chips cut from the Web Mercator raster: the model's card says 30 m (on the ground), not 37.8 (units), so the
     classifier, which compares ground sizes, leaves that same raster as it is when asked to resample."""
-    piece = tmp_path / "piece_3857.tif"
-    gdal.Translate(str(piece), str(zion["mercator"]), srcWin=[300, 200, 192, 192])
-    nlcd = shared_data / "zion" / "nlcd2011_8class.tif"
-    export_chips(ChipExportOptions(piece, tmp_path / "chips", labels_raster=nlcd, chip_size=64, stride=64,
-                                   min_labelled=0.05, val_fraction=0.25, seed=1))
-    dataset = load_dataset(tmp_path / "chips")
+    piece, dataset = chips_of_a_piece(zion["mercator"], [300, 200, 192, 192], shared_data, tmp_path)
     assert dataset["resolution"][0] == pytest.approx(zion_units(zion))
     assert dataset["ground_resolution"] == pytest.approx([30.0, 30.0], rel=0.01)
     model = tmp_path / "mercator.onnx"
@@ -132,6 +127,16 @@ def test_a_model_trained_on_web_mercator_records_its_resolution_on_the_ground(zi
     with rasterio.open(result["OUTPUT"]) as out, rasterio.open(piece) as src:
         assert out.transform == src.transform and out.shape == src.shape
     assert any("not resampled" in e["message"] for e in events.of_type("log"))
+
+
+def chips_of_a_piece(raster, window, shared_data, tmp_path) -> tuple:
+    """A 192 px piece of ``raster`` (``window``: col, row, width, height) and its chip dataset (NLCD labels)."""
+    piece = tmp_path / "piece.tif"
+    gdal.Translate(str(piece), str(raster), srcWin=window)
+    nlcd = shared_data / "zion" / "nlcd2011_8class.tif"
+    export_chips(ChipExportOptions(piece, tmp_path / "chips", labels_raster=nlcd, chip_size=64, stride=64,
+                                   min_labelled=0.05, val_fraction=0.25, seed=1))
+    return piece, load_dataset(tmp_path / "chips")
 
 
 def zion_units(zion) -> float:
@@ -185,12 +190,7 @@ def test_a_model_trained_on_a_geographic_raster_records_its_resolution_in_metres
     """Chips cut from Zion in EPSG:4326: the dataset and the card say metres on the ground (26.6 by 33.3; 29.7 m
     for the model), not 0.0003 read as metres, which had the classifier tell the analyst that Zion's own 30 m
     raster was 100,000 times too coarse, and gave Deepness a resolution of 0.03 cm."""
-    piece = tmp_path / "piece_4326.tif"
-    gdal.Translate(str(piece), str(zion["wgs84"]), srcWin=[400, 300, 192, 192])
-    nlcd = shared_data / "zion" / "nlcd2011_8class.tif"
-    export_chips(ChipExportOptions(piece, tmp_path / "chips", labels_raster=nlcd, chip_size=64, stride=64,
-                                   min_labelled=0.05, val_fraction=0.25, seed=1))
-    dataset = load_dataset(tmp_path / "chips")
+    _, dataset = chips_of_a_piece(zion["wgs84"], [400, 300, 192, 192], shared_data, tmp_path)
     assert dataset["resolution"][0] < 0.001  # degrees, as the CRS says
     assert dataset["ground_resolution"] == pytest.approx([26.57, 33.27], rel=0.002)
     model = tmp_path / "wgs84.onnx"

@@ -23,6 +23,20 @@ class Recording(QgsProcessingFeedback):
         super().pushInfo(info)
 
 
+def classify_virtual(uri, tmp_path) -> tuple:
+    """Classify raster with model on a virtual raster layer (QGIS's on-the-fly raster calculator, a non-file
+    layer) with a one-band model trained at 30 m: ``(results, feedback)``."""
+    virtual = QgsRasterLayer(uri, "nir", "virtualraster")
+    assert virtual.isValid() and virtual.providerType() == "virtualraster"
+    card = card_for(["dark", "bright"], mean=[15000], std=[2500], tile=32, input_dtype="float64",
+                    resolution=[30.0, 30.0])
+    model = export(tiny_net(1, 2), tmp_path / "nir30.onnx", 1, 32, metadata_props(card))
+    feedback = Recording()
+    results = processing.run("landcover:classify_raster", {"INPUT": virtual, "MODEL": model,
+                                                           "OUTPUT": str(tmp_path / "nir.tif")}, feedback=feedback)
+    return results, feedback
+
+
 def test_a_web_mercator_virtual_layer_is_fetched_at_the_models_size_on_the_ground(provider, shared_data, tmp_path):
     mercator = tmp_path / "zion_3857.tif"
     gdal.Warp(str(mercator), str(shared_data / "zion" / "landsat8_2015_b2345.tif"), dstSRS="EPSG:3857",
@@ -34,14 +48,7 @@ def test_a_web_mercator_virtual_layer_is_fetched_at_the_models_size_on_the_groun
     # A non-file layer (QGIS's on-the-fly raster calculator) holding the NIR band, in EPSG:3857.
     uri = (f"?crs=EPSG:3857&extent={xmin},{ymin},{xmax},{ymax}&width=300&height=250&formula=%22zion@4%22"
            f"&zion:uri={mercator}&zion:provider=gdal")
-    virtual = QgsRasterLayer(uri, "nir", "virtualraster")
-    assert virtual.isValid() and virtual.providerType() == "virtualraster"
-    card = card_for(["dark", "bright"], mean=[15000], std=[2500], tile=32, input_dtype="float64",
-                    resolution=[30.0, 30.0])
-    model = export(tiny_net(1, 2), tmp_path / "nir30.onnx", 1, 32, metadata_props(card))
-    feedback = Recording()
-    results = processing.run("landcover:classify_raster", {"INPUT": virtual, "MODEL": model,
-                                                           "OUTPUT": str(tmp_path / "nir.tif")}, feedback=feedback)
+    results, feedback = classify_virtual(uri, tmp_path)
     assert 37.0 < expected < 38.5
     with rasterio.open(results["OUTPUT"]) as out:
         assert abs(out.res[0] - expected) < 0.1  # fetched at 30 m on the ground, not at 30 units (24 m)
@@ -60,14 +67,7 @@ def test_a_virtual_layer_in_degrees_is_fetched_at_the_models_size_on_the_ground(
     xmin, ymin, xmax, ymax = cx - 0.05, cy - 0.04, cx + 0.05, cy + 0.04
     uri = (f"?crs=EPSG:4326&extent={xmin},{ymin},{xmax},{ymax}&width=300&height=250&formula=%22zion@4%22"
            f"&zion:uri={wgs84}&zion:provider=gdal")
-    virtual = QgsRasterLayer(uri, "nir", "virtualraster")
-    assert virtual.isValid()
-    card = card_for(["dark", "bright"], mean=[15000], std=[2500], tile=32, input_dtype="float64",
-                    resolution=[30.0, 30.0])
-    model = export(tiny_net(1, 2), tmp_path / "nir30.onnx", 1, 32, metadata_props(card))
-    feedback = Recording()
-    results = processing.run("landcover:classify_raster", {"INPUT": virtual, "MODEL": model,
-                                                           "OUTPUT": str(tmp_path / "nir.tif")}, feedback=feedback)
+    results, feedback = classify_virtual(uri, tmp_path)
     with rasterio.open(results["OUTPUT"]) as out:  # 30 m each way on the ground at 37.3 N
         assert out.crs.to_epsg() == 4326
         assert out.res[0] == pytest.approx(0.000338, rel=0.005) and out.res[1] == pytest.approx(0.000270, rel=0.005)
