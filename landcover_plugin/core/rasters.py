@@ -12,11 +12,34 @@ GDAL_FIX = "Choose a raster file GDAL reads."
 
 
 def open_raster(path, what: str = "raster", fix: str = GDAL_FIX):
-    """``rasterio.open(path)``, or a :class:`BadInputError` naming the file, what it is (``what``) and the fix."""
+    """``rasterio.open(path)``, or a :class:`BadInputError` naming the file, what it is (``what``) and the fix;
+    also for a raster placed on the map by control points only (:func:`placed_by_points`)."""
     try:
-        return rasterio.open(path)
+        dataset = rasterio.open(path)
     except rasterio.errors.RasterioIOError as exc:
         raise BadInputError(f"Cannot open the {what} {path} ({exc}). {fix}") from exc
+    how = placed_by_points(dataset)
+    if how:
+        dataset.close()
+        rpc = " -rpc" if "RPC" in how else ""
+        raise BadInputError(
+            f"The {what} {path} is georeferenced by {how}, not on a map grid (QGIS warps it on the fly to show "
+            f"it), so its pixels have no place on the map here. Warp it onto a grid first and use the warped "
+            f"raster: in QGIS, Raster > Projections > Warp (Reproject){' with its RPCs' if rpc else ''}; or "
+            f"gdalwarp{rpc} -r bilinear \"{path}\" warped.tif.")
+    return dataset
+
+
+def placed_by_points(dataset):
+    """How a raster without a geotransform is georeferenced: "N ground control points" (GCPs, as Sentinel-1
+    GRD and georeferencer outputs are) or "rational polynomial coefficients (RPCs)" (satellite level-1 scenes);
+    None for a raster on a grid, or one not georeferenced at all."""
+    if not dataset.transform.is_identity:
+        return None
+    points = dataset.gcps[0]
+    if points:
+        return f"{len(points)} ground control points"
+    return "rational polynomial coefficients (RPCs)" if getattr(dataset, "rpcs", None) else None
 
 
 WRITTEN_AS = {"classified": "the classified map (the Output of 'Classify raster with model')",

@@ -154,3 +154,54 @@ def test_export_chips_of_a_raster_without_valid_pixels_names_the_cause(zion, tmp
         export_chips(ChipExportOptions(image, tmp_path / "chips", labels_vector=zion["polygons"],
                                        class_field="class", chip_size=32))
     assert "Lower the labelled share" not in info.value.message
+
+
+def gcp_copy(image, path, rpcs: dict = None):
+    """``image`` without its geotransform: placed by ground control points at its four corners (as Sentinel-1
+    GRD scenes and georeferencer outputs are), or, with ``rpcs``, by rational polynomial coefficients only."""
+    source = gdal.Open(str(image))
+    width, height, (x0, dx, _, y0, _, dy) = source.RasterXSize, source.RasterYSize, source.GetGeoTransform()
+    copy = gdal.GetDriverByName("GTiff").CreateCopy(str(path), source)
+    copy.SetGeoTransform((0.0, 1.0, 0.0, 0.0, 0.0, 1.0))
+    copy.SetProjection("")
+    if rpcs:
+        copy.SetMetadata(rpcs, "RPC")
+    else:
+        copy.SetGCPs([gdal.GCP(x0 + c * dx, y0 + r * dy, 0.0, c, r) for c in (0, width) for r in (0, height)],
+                     source.GetProjection())
+    copy = None
+    with rasterio.open(path) as check:
+        assert check.transform.is_identity and check.crs is None
+    return path
+
+
+RPCS = {"LINE_OFF": "714", "SAMP_OFF": "564", "LAT_OFF": "37.3", "LONG_OFF": "-113.1", "HEIGHT_OFF": "0",
+        "LINE_SCALE": "714", "SAMP_SCALE": "564", "LAT_SCALE": "0.2", "LONG_SCALE": "0.2", "HEIGHT_SCALE": "1000",
+        "LINE_NUM_COEFF": " ".join(["0", "0", "-1"] + ["0"] * 17), "LINE_DEN_COEFF": " ".join(["1"] + ["0"] * 19),
+        "SAMP_NUM_COEFF": " ".join(["0", "1"] + ["0"] * 18), "SAMP_DEN_COEFF": " ".join(["1"] + ["0"] * 19)}
+
+
+def test_a_raster_placed_by_control_points_only_is_refused_with_the_warp_that_fixes_it(zion, tmp_path):
+    """It read as a raster with no CRS at 0..1128, 0..1428: classify warned only of the CRS and mapped it there,
+    and the chip export said no polygon overlapped it or that it had no CRS, whose fix (assign one) is wrong."""
+    gcps = gcp_copy(zion["image"], tmp_path / "gcps.tif")
+    with pytest.raises(BadInputError, match=r"gcps.tif is georeferenced by 4 ground control points, not on a map grid"
+                                            r".*Raster > Projections > Warp \(Reproject\); or gdalwarp -r bilinear"):
+        classify_raster(ClassifyOptions(gcps, zion["model"], tmp_path / "out.tif"))
+    for labels in ({"labels_vector": zion["polygons"], "class_field": "class_id"}, {"labels_raster": zion["nlcd"]}):
+        with pytest.raises(BadInputError, match="ground control points"):
+            export_chips(ChipExportOptions(gcps, tmp_path / "chips", chip_size=64, **labels))
+    with pytest.raises(BadInputError, match="labels raster .* is georeferenced by 4 ground control points"):
+        export_chips(ChipExportOptions(zion["image"], tmp_path / "chips2", labels_raster=gcps, chip_size=64))
+    assert not (tmp_path / "out.tif").exists()
+    warped = tmp_path / "warped.tif"  # the fix the message gives
+    gdal.Warp(str(warped), str(gcps), resampleAlg="bilinear")
+    result = classify_raster(ClassifyOptions(warped, zion["model"], tmp_path / "out.tif"))
+    with rasterio.open(result["OUTPUT"]) as out, rasterio.open(zion["image"]) as src:
+        assert out.crs == src.crs and out.bounds == pytest.approx(src.bounds, abs=60)
+
+
+def test_a_raster_with_rpcs_only_is_refused_with_the_rpc_warp(zion, tmp_path):
+    rpcs = gcp_copy(zion["image"], tmp_path / "rpcs.tif", RPCS)
+    with pytest.raises(BadInputError, match=r"rational polynomial coefficients \(RPCs\).*with its RPCs.*gdalwarp -rpc"):
+        classify_raster(ClassifyOptions(rpcs, zion["model"], tmp_path / "out.tif"))
