@@ -141,14 +141,28 @@ def ground_resolution(dataset):
     return [abs(dataset.res[0]) * factor * size.scale, abs(dataset.res[1]) * factor * size.scale]
 
 
-def _measure(crs_wkt: str, x: float, y: float, dx, dy):
+def _on_srs(crs_wkt: str, measure):
+    """``measure(srs)`` on GDAL's ``osr.SpatialReference`` of ``crs_wkt``, with osr's exceptions on (and left as
+    they were after); None when the CRS cannot be read or measured."""
     from osgeo import osr  # noqa: PLC0415 - GDAL's bindings, only when a CRS is measured
 
     previous = osr.GetUseExceptions()
     osr.UseExceptions()
     try:
-        projected = osr.SpatialReference()
-        projected.ImportFromWkt(crs_wkt)
+        srs = osr.SpatialReference()
+        srs.ImportFromWkt(crs_wkt)
+        return measure(srs)
+    except (RuntimeError, TypeError, ValueError, ZeroDivisionError):
+        return None
+    finally:
+        if not previous:
+            osr.DontUseExceptions()
+
+
+def _measure(crs_wkt: str, x: float, y: float, dx, dy):
+    def scale(projected):
+        from osgeo import osr  # noqa: PLC0415 - GDAL's bindings, only when a CRS is measured
+
         if not projected.IsProjected():
             return None
         geographic = projected.CloneGeogCS()
@@ -164,23 +178,14 @@ def _measure(crs_wkt: str, x: float, y: float, dx, dy):
             nominal = math.hypot(*step) * units
             areas.append(_distance(centre, other, a, inverse_flattening) / nominal)
         return math.sqrt(areas[0] * areas[1])
-    except (RuntimeError, TypeError, ValueError, ZeroDivisionError):
-        return None
-    finally:
-        if not previous:
-            osr.DontUseExceptions()
+
+    return _on_srs(crs_wkt, scale)
 
 
 def geographic_sides(crs_wkt: str, x: float, y: float, dx, dy):
     """Ground metres of the steps ``dx`` and ``dy`` (a pixel's two sides, in the CRS's angular units, x = longitude)
     at ``x``, ``y`` in a geographic CRS: ``(x side, y side)``; None when the CRS cannot be read as one."""
-    from osgeo import osr  # noqa: PLC0415 - GDAL's bindings, only when a CRS is measured
-
-    previous = osr.GetUseExceptions()
-    osr.UseExceptions()
-    try:
-        srs = osr.SpatialReference()
-        srs.ImportFromWkt(crs_wkt)
+    def sides_of(srs):
         if not srs.IsGeographic():
             return None
         a, inverse_flattening = srs.GetSemiMajor(), srs.GetInvFlattening()
@@ -189,11 +194,8 @@ def geographic_sides(crs_wkt: str, x: float, y: float, dx, dy):
         sides = tuple(_distance(centre, ((x + step[0]) * degrees, (y + step[1]) * degrees), a, inverse_flattening)
                       for step in (dx, dy))
         return sides if all(math.isfinite(v) and v > 0 for v in sides) else None
-    except (RuntimeError, TypeError, ValueError, ZeroDivisionError):
-        return None
-    finally:
-        if not previous:
-            osr.DontUseExceptions()
+
+    return _on_srs(crs_wkt, sides_of)
 
 
 def _distance(p, q, a: float, inverse_flattening: float) -> float:
