@@ -147,8 +147,8 @@ def of_map(confusion, names, split: dict, heldout_pixels, scene_pixels, weights=
     matrix = _counted(weighed.argmax(axis=1), labels, confusion)
     result = _from_pixels(matrix, names, split, (weighed, labels), scene)
     accuracy = result.get("overall_accuracy")
-    if accuracy is not None:  # the unweighed map is right less often than the weighed one by this much
-        accuracy = min(1.0, max(0.0, accuracy - expected_gain(scene, scene_pixels)))
+    if accuracy is not None:  # the unweighed map is right less often by this much (estimate() keeps it in 0..1)
+        accuracy -= expected_gain(scene, scene_pixels)
     unweighed = _from_pixels(confusion, names, split, heldout_pixels, scene_pixels, chances=scene, accuracy=accuracy)
     return dict(result, classes_weighed=True, unweighed={
         key: unweighed[key] for key in ("overall_accuracy", "mean_iou", "polygon_overall_accuracy", "iou")
