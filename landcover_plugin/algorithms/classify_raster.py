@@ -27,7 +27,7 @@ from ..core.errors import BadInputError
 from ..core.ground import steps_for_ground_metres
 from ..core.model.metadata import model_resolution_of, read_metadata_props
 from ..core.options import DEVICES, choices_of, default_of
-from ..qgis_glue.layers import raster_file_path, raster_layer_to_path, vector_layer_to_gpkg
+from ..qgis_glue.layers import raster_band_names, raster_file_path, raster_layer_to_path, vector_layer_to_gpkg
 from ..qgis_glue.output_places import LAST_MODEL, REMEMBERED, remembered
 from .base import DEVICE_OPTIONS, EngineAlgorithm, number_range
 
@@ -75,10 +75,13 @@ class ClassifyRasterAlgorithm(EngineAlgorithm):
             "(value - mean) / std). What the model does not say is assumed and reported in the log.\n\n"
             "<b>Bands</b>: the model takes the bands it was trained on, in that order; the log names them "
             "(e.g. '3 bands, in this order: 1 'band 3' (source band 3), ...'). A model from 'Export label "
-            "chips' with chosen bands records them: a raster like the training raster (or one with more bands) "
-            "is read through those bands, a raster with exactly the model's bands is read as it is. Otherwise "
-            "choose the raster bands to feed it, one per model band, in the model's order. A raster with too "
-            "few bands is refused before the run, naming the bands expected. A resolution far "
+            "chips' records them: where the training raster's bands had names (band descriptions) and this "
+            "raster names each of them on one band, the bands of those names are read, whatever their numbers; "
+            "else a raster like the training raster (or one with more bands) is read through the recorded "
+            "bands, and a raster with exactly the model's bands is read as it is. Otherwise choose the raster "
+            "bands to feed it, one per model band, in the model's order (the log warns where a band chosen "
+            "bears another of the model's band names). A raster with too few bands is refused before the run, "
+            "naming the bands expected. A resolution far "
             "from the model's is reported; turn on <b>Resample to the model's resolution</b> to classify on "
             "a grid at the model's resolution instead. Resolutions are compared on the ground, in any CRS: "
             "Web Mercator's stretched units and a raster in degrees (EPSG:4326) are measured at the raster's "
@@ -172,7 +175,8 @@ class ClassifyRasterAlgorithm(EngineAlgorithm):
         card_bands = card_bands_of(model) if layer is not None and model else None
         if card_bands:
             try:
-                choose_bands(layer.bandCount(), card_bands, self.parameterAsInts(parameters, self.BANDS, context))
+                choose_bands(layer.bandCount(), card_bands, self.parameterAsInts(parameters, self.BANDS, context),
+                             raster_band_names(layer))
             except BadInputError as exc:
                 return False, f"'{layer.name()}': {exc.message}"
         extra = [self.parameterDefinition(name).description() for name in (self.CONFIDENCE, self.UNCERTAINTY)

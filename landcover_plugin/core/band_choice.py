@@ -5,14 +5,27 @@ chips hold them, and ``bands.source_count``, how many bands the source raster ha
 them into the model card. Classify then feeds the model raster bands in the card's order:
 
 1. the bands the user gives (``--bands`` / *Bands*), one per band the model takes;
-2. else the card's source bands, when the raster looks like the training source (as many bands as it had,
+2. else the raster's bands named as the model's bands, when every band the model takes has a name (the training
+   raster's band descriptions, not 'band k') found on exactly one band of this raster (names compared without
+   case): a raster stacked in another order, or with more bands, is read right whatever its band numbers;
+3. else the card's source bands, when the raster looks like the training source (as many bands as it had,
    or another count than the model takes) and holds every one of them;
-3. else bands 1..n when the raster has exactly the n bands the model takes;
-4. else a clear error naming the bands the model expects and the fix.
+4. else bands 1..n when the raster has exactly the n bands the model takes;
+5. else a clear error naming the bands the model expects and the fix.
+
+Band names the raster and the model share that end up fed to another of the model's bands (bands given, or a
+raster naming only some of them) are reported by :func:`name_mismatch_warning`. Names in another convention
+('B4' against 'red') say nothing either way.
 
 Standard library only: the QGIS side uses it to check a dialog's values before the run.
 """
+import re
+
 from .errors import BadInputError
+
+# Names by position say nothing of what a band holds: chip export's 'band k' for a band without a description,
+# and drivers' own ('Layer_1' in ERDAS Imagine files, 'Band_1')
+_UNNAMED = re.compile(r"(band|layer)[ _]?\d+")
 
 
 def parse_bands(value, what: str = "Bands"):
@@ -76,9 +89,53 @@ def describe_model_bands(card_bands: dict) -> str:
     return f"{_bands(len(names))}, in this order: " + ", ".join(parts)
 
 
-def choose_bands(raster_count: int, card_bands: dict, given=None) -> tuple:
+def bands_by_name(card_bands: dict, raster_names) -> list:
+    """The raster bands (1-based) named as the model's bands, in the model's order; None unless every band the
+    model takes has a name that exactly one band of the raster has (``raster_names``: the raster's band
+    descriptions, None or '' where a band has none)."""
+    keys = [_key(name) for name in raster_names or ()]
+    wanted = [_key(name) for name in model_band_names(card_bands)]
+    if not keys or not all(wanted):
+        return None
+    chosen = []
+    for name in wanted:
+        found = [number for number, key in enumerate(keys, 1) if key == name]
+        if len(found) != 1:
+            return None
+        chosen.append(found[0])
+    return chosen if len(set(chosen)) == len(chosen) else None
+
+
+def name_mismatch_warning(indexes, card_bands: dict, raster_names):
+    """A warning when a raster band that bears one of the model's band names is fed to another of its bands (or
+    a band it does not take is fed where the raster names the right one elsewhere); None when the names agree
+    or are in conventions that share no name."""
+    model_keys = [_key(name) for name in model_band_names(card_bands)]
+    raster_keys = [_key(name) for name in raster_names or ()]
+    if not any(key in raster_keys for key in model_keys if key):
+        return None  # no name in common: nothing to compare
+    wrong = []
+    for position, (number, wanted) in enumerate(zip(indexes, model_keys), 1):
+        fed = raster_keys[number - 1] if number <= len(raster_keys) else ""
+        if fed == wanted or not fed or not (fed in model_keys or (wanted and wanted in raster_keys)):
+            continue
+        where = [n for n, key in enumerate(raster_keys, 1) if key and key == wanted]
+        right = f"; the raster's band {where[0]} is named '{raster_names[where[0] - 1]}'" if where else ""
+        wrong.append(f"raster band {number} '{raster_names[number - 1]}' is fed to the model's band {position} "
+                     f"'{model_band_names(card_bands)[position - 1]}'{right}")
+    if not wrong:
+        return None
+    fix = bands_by_name(card_bands, raster_names)
+    advice = (f"Choose Bands {' '.join(map(str, fix))} (the bands named as the model's), or leave Bands empty"
+              if fix else "Choose the raster bands that hold what the model's bands hold, in its order")
+    return (f"The raster's band names do not match the model's bands they are fed to: {'; '.join(wrong)}. The "
+            f"classes will be wrong if the names are right. {advice}.")
+
+
+def choose_bands(raster_count: int, card_bands: dict, given=None, raster_names=None) -> tuple:
     """``(band numbers to read, in the model's order, how they were chosen)`` for a raster of ``raster_count``
-    bands and a model whose card says ``card_bands``; a :class:`BadInputError` when no sound choice exists."""
+    bands and a model whose card says ``card_bands``; ``raster_names``: the raster's band descriptions (None or
+    '' where a band has none); a :class:`BadInputError` when no sound choice exists."""
     names = model_band_names(card_bands)
     needed = len(names)
     given = parse_bands(given)
@@ -89,6 +146,9 @@ def choose_bands(raster_count: int, card_bands: dict, given=None) -> tuple:
                                 f"takes {describe_model_bands(card_bands)}. Give {needed} raster band numbers, "
                                 f"one for each of the model's bands, in that order.")
         return given, "as given"
+    named = bands_by_name(card_bands, list(raster_names or ())[:raster_count])
+    if named:
+        return named, "the raster's bands named as the model's"
     source = source_bands_of(card_bands)
     source_count = card_bands.get("source_count")
     if source and max(source) <= raster_count and (raster_count == source_count or raster_count != needed):
@@ -110,6 +170,12 @@ def choose_bands(raster_count: int, card_bands: dict, given=None) -> tuple:
     raise BadInputError(f"The raster has {_bands(raster_count)} but the model takes {describe_model_bands(card_bands)}"
                         f". Choose which raster bands to feed it, in that order (Bands / --bands, {hint}), or "
                         f"classify a raster with the bands the model was trained on.")
+
+
+def _key(name) -> str:
+    """A band name as compared: lower case, single spaces; '' for none and for names by position."""
+    key = " ".join(str(name or "").lower().split())
+    return "" if _UNNAMED.fullmatch(key) else key
 
 
 def _bands(count: int) -> str:

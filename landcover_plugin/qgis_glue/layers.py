@@ -7,6 +7,7 @@ format and one CRS whatever the source (shapefile, PostGIS, memory, a selection)
 """
 import os
 
+from osgeo import gdal
 from qgis.core import (
     QgsCoordinateTransform,
     QgsCsException,
@@ -27,6 +28,19 @@ def raster_file_path(layer):
         return None
     path = layer.source().split("|")[0]
     return path if os.path.isfile(path) else None
+
+
+def raster_band_names(layer):
+    """The band descriptions of a file-based GDAL raster layer ('' where a band has none), to match a model's
+    band names (:func:`..core.band_choice.bands_by_name`); None for any other layer or an unreadable file."""
+    path = raster_file_path(layer)
+    try:
+        dataset = gdal.Open(path) if path else None
+    except RuntimeError:
+        dataset = None
+    if dataset is None:
+        return None
+    return [dataset.GetRasterBand(b).GetDescription() for b in range(1, dataset.RasterCount + 1)]
 
 
 def raster_layer_to_path(layer, context, feedback, extent: QgsRectangle = None, pixel_size=None) -> str:

@@ -1,7 +1,7 @@
 """Which raster bands classify feeds a model: given, the card's source bands, or 1..n; else a clear refusal."""
 import pytest
 
-from landcover_plugin.core.band_choice import choose_bands, describe_model_bands, parse_bands
+from landcover_plugin.core.band_choice import choose_bands, describe_model_bands, name_mismatch_warning, parse_bands
 from landcover_plugin.core.errors import BadInputError
 
 RED_BLUE_GREEN = {"count": 3, "names": ["red", "blue", "green"], "source_bands": [3, 1, 2], "source_count": 4}
@@ -65,3 +65,55 @@ def test_a_raster_lacking_the_recorded_source_bands_is_not_told_to_feed_bands_on
     assert "e.g. 1 2 3 4" not in info.value.message
     assert "the model learnt from bands 4, 3, 2, 8 of a 13-band raster: give the bands of this raster that hold " \
            "those" in info.value.message
+
+
+BGRN = {"count": 4, "names": ["Blue", "green", "red", "NIR"], "source_bands": [1, 2, 3, 4], "source_count": 4}
+
+
+@pytest.mark.parametrize("raster_names, expected", [
+    (("red", "green", "blue", "nir"), [3, 2, 1, 4]),  # restacked: the names, not the band numbers
+    (("coastal", "blue", "green", "red", "nir", "swir1"), [2, 3, 4, 5]),  # more bands, shifted
+    ((" BLUE ", "Green", "RED", "nir"), [1, 2, 3, 4]),  # case and spaces do not matter
+])
+def test_bands_named_as_the_models_are_read_whatever_their_numbers(raster_names, expected):
+    bands, said = choose_bands(len(raster_names), BGRN, raster_names=raster_names)
+    assert bands == expected and said == "the raster's bands named as the model's"
+    assert name_mismatch_warning(bands, BGRN, raster_names) is None
+
+
+@pytest.mark.parametrize("raster_names", [
+    None,  # no descriptions read
+    (None, None, None, None, None),  # a raster without band descriptions
+    ("B2", "B3", "B4", "B8", "B11"),  # another naming convention
+    ("blue", "green", "red", "red", "nir"),  # 'red' twice: no sure match
+    ("blue", "green", "red", "swir1", "swir2"),  # 'nir' missing
+])
+def test_without_a_sure_match_by_name_the_band_numbers_decide(raster_names):
+    assert choose_bands(5, BGRN, raster_names=raster_names) == ([1, 2, 3, 4],
+                                                                "the training source's bands, recorded in the model")
+
+
+def test_a_model_without_band_names_is_not_matched_by_name():
+    assert choose_bands(4, RED_BLUE_GREEN | {"names": ["band 3", "band 1", "band 2"]},
+                        raster_names=("band 3", "band 1", "band 2", "nir"))[0] == [3, 1, 2]
+
+
+def test_names_fed_to_other_bands_of_the_model_are_reported_with_the_fix():
+    restacked = ("red", "green", "blue", "nir")
+    message = name_mismatch_warning([1, 2, 3, 4], BGRN, restacked)  # e.g. Bands 1 2 3 4 given
+    assert ("raster band 1 'red' is fed to the model's band 1 'Blue'; the raster's band 3 is named 'blue'; raster "
+            "band 3 'blue' is fed to the model's band 3 'red'; the raster's band 1 is named 'red'.") in message
+    assert "green" not in message and "Choose Bands 3 2 1 4 (the bands named as the model's)" in message
+    partly = ("red", "green", "blue", "swir1")  # no full match: the advice cannot name the bands
+    message = name_mismatch_warning([1, 2, 3, 4], BGRN, partly)
+    assert "raster band 4" not in message and "Choose the raster bands that hold" in message
+    assert name_mismatch_warning([1, 2, 3, 4], BGRN, ("B2", "B3", "B4", "B8")) is None
+    assert name_mismatch_warning([1, 2, 3, 4], BGRN, (None, "green", None, None)) is None
+
+
+def test_names_by_position_are_not_names():
+    """ERDAS Imagine's 'Layer_3' is the third band of whatever file, not a kind of band: a 3-band extract of bands
+    2-4 fed its bands 2 and 3 by hand gets no warning that 'Layer_3' is its band 3."""
+    card = {"count": 2, "names": ["Layer_3", "Layer_4"], "source_bands": [3, 4], "source_count": 4}
+    assert name_mismatch_warning([2, 3], card, ("Layer_1", "Layer_2", "Layer_3")) is None
+    assert choose_bands(4, card, raster_names=("Layer_4", "Layer_3", "x", "y"))[0] == [3, 4]

@@ -118,6 +118,7 @@ class _Bands:
         alpha = mask is not None and mask.alpha_band is not None  # a warped raster's added alpha band
         self.given, self.raster_count = given, dataset.count - alpha
         self.card_bands = dict(model.card["bands"], count=model.bands)
+        self.names = tuple(dataset.descriptions)[:self.raster_count]
 
     def describe(self, b: int) -> str:
         """The model's band ``b`` (0-based) by its name, and the raster band fed to it where that differs."""
@@ -128,7 +129,7 @@ class _Bands:
     def default_choice(self):
         """The bands read when Bands is left empty, or None when none would be."""
         try:
-            return choose_bands(self.raster_count, self.card_bands)[0]
+            return choose_bands(self.raster_count, self.card_bands, raster_names=self.names)[0]
         except BadInputError:
             return None
 
