@@ -20,6 +20,7 @@ import torch
 from rasterio.windows import Window
 
 from landcover_plugin.core.errors import BadInputError
+from landcover_plugin.core.rasters import own_mask
 
 from .dataset import _valid
 
@@ -32,16 +33,21 @@ def scene_tiles(image_path, spec, count: int, tile: int, rng) -> np.ndarray:
     mean = np.asarray(spec.mean, np.float32)[:, None, None]
     inv_std = (1.0 / np.asarray(spec.std, np.float32))[:, None, None]
     tiles, valid_share = [], []
+    recorded = spec.raw.get("bands") or {}
+    bands = recorded.get("source_bands") or list(range(1, spec.band_count + 1))  # the bands the chips hold
     with rasterio.open(image_path) as src:
-        if src.count != spec.band_count:
-            raise BadInputError(f"The chips' source raster '{image_path}' has {src.count} bands, the chips "
-                                f"{spec.band_count}: it changed since the chips were exported. Export the chips "
-                                f"again, or turn scene pretraining off.")
+        if src.count != (recorded.get("source_count") or spec.band_count):
+            raise BadInputError(f"The chips' source raster '{image_path}' has {src.count} bands, where the chips "
+                                f"were cut from {recorded.get('source_count') or spec.band_count}: it changed "
+                                f"since the chips were exported. Export the chips again, or turn scene "
+                                f"pretraining off.")
+        mask = own_mask(src, bands)  # an alpha band or internal mask hides pixels, as in the chips
         tile = min(tile, src.width, src.height)
         for _ in range(count * 3):
             row, col = int(rng.integers(0, src.height - tile + 1)), int(rng.integers(0, src.width - tile + 1))
-            raw = src.read(window=Window(col, row, tile, tile))
-            valid = _valid(raw, spec.nodata)
+            window = Window(col, row, tile, tile)
+            raw = src.read(bands, window=window)
+            valid = _valid(raw, spec.nodata) & (mask.valid(window) if mask is not None else True)
             if valid.mean() < 0.5:
                 continue
             image = (raw.astype(np.float32) - mean) * inv_std

@@ -27,6 +27,21 @@ def test_tiles_are_standardised_with_the_dataset_statistics_and_nodata_zero(chip
     assert np.abs(inside.mean(axis=1)).max() < 0.5 and 0.5 < inside.std(axis=1).mean() < 1.5
 
 
+def test_tiles_of_chips_cut_from_chosen_bands_are_those_bands(shared_data, tmp_path):
+    """Chips of rstoolbox's bands 5, 4, 3 (of 7): the tiles read those bands (before, the scene's 7 bands against
+    the chips' 3 stopped the run, saying the raster had changed)."""
+    from landcover_plugin.core.chips.export import export_chips  # noqa: PLC0415
+    from landcover_plugin.core.chips.options import ChipExportOptions  # noqa: PLC0415
+
+    export_chips(ChipExportOptions(shared_data / "rstoolbox" / "landsat5_1988_7band.tif", tmp_path / "chips",
+                                   labels_vector=shared_data / "rstoolbox" / "training_polygons.gpkg",
+                                   class_field="class", chip_size=32, bands=[5, 4, 3]))
+    spec = load_spec(tmp_path / "chips")
+    tiles, valid = scene_tiles(spec.raw["source"]["image"], spec, 64, 32, np.random.default_rng(0))
+    inside = tiles.transpose(1, 0, 2, 3)[:, valid]
+    assert tiles.shape == (64, 3, 32, 32) and np.abs(inside.mean(axis=1)).max() < 0.5  # standardised as the chips
+
+
 def test_reconstruction_learns(chips):
     spec, events = load_spec(chips), RecordingEvents()
     # 60 steps on small tiles, whatever the clock says: a busy machine makes few steps in a time budget
