@@ -23,6 +23,7 @@ import re
 
 from .errors import BadInputError
 
+COLOUR_NAMES = ("red", "green", "blue")  # colour interpretations that name a band (see band_kinds.band_names)
 # Names by position say nothing of what a band holds: chip export's 'band k' for a band without a description,
 # and drivers' own ('Layer_1' in ERDAS Imagine files, 'Band_1')
 _UNNAMED = re.compile(r"(band|layer)[ _]?\d+")

@@ -6,6 +6,7 @@ import numpy as np
 import rasterio
 from rasterio.enums import MaskFlags
 
+from .band_kinds import alpha_holds_image
 from .errors import BadInputError
 
 GDAL_FIX = "Choose a raster file GDAL reads."
@@ -144,7 +145,8 @@ class OwnMask:
 
 def own_mask(dataset, indexes=None, alpha_band=None):
     """An :class:`OwnMask` for the bands ``indexes`` (default all) when the raster has a mask of its own, else
-    None: an ordinary raster (all valid, or masked by its nodata value only) reads no mask. ``alpha_band``:
+    None: an ordinary raster (all valid, or masked by its nodata value only), or one whose alpha band holds an
+    image band (:func:`.band_kinds.alpha_holds_image`), reads no mask. ``alpha_band``:
     the band that holds the mask (a ``WarpedVRT`` made with ``add_alpha``), read instead of GDAL's masks."""
     if alpha_band is not None:
         return OwnMask(dataset, [], alpha_band)
@@ -153,6 +155,8 @@ def own_mask(dataset, indexes=None, alpha_band=None):
               if not {MaskFlags.all_valid, MaskFlags.nodata} & set(flags[b - 1])]
     if not masked:
         return None
+    if all(MaskFlags.alpha in flags[b - 1] for b in masked) and alpha_holds_image(dataset):
+        return None  # an image band GDAL tagged alpha by default: data, not a mask (band_kinds.alpha_warning)
     if all(MaskFlags.per_dataset in flags[b - 1] for b in masked):
         masked = masked[:1]  # one mask for every band: read it once
     return OwnMask(dataset, masked)

@@ -21,6 +21,8 @@ from qgis.core import (
     QgsVectorFileWriter,
 )
 
+from ..core.band_choice import COLOUR_NAMES
+
 
 def raster_file_path(layer):
     """The local file behind a GDAL raster layer, or None when there is none."""
@@ -31,8 +33,9 @@ def raster_file_path(layer):
 
 
 def raster_band_names(layer):
-    """The band descriptions of a file-based GDAL raster layer ('' where a band has none), to match a model's
-    band names (:func:`..core.band_choice.bands_by_name`); None for any other layer or an unreadable file."""
+    """The band names of a file-based GDAL raster layer (descriptions, else red/green/blue from the colour
+    interpretation; '' where a band has neither), to match a model's band names
+    (:func:`..core.band_choice.bands_by_name`); None for any other layer or an unreadable file."""
     path = raster_file_path(layer)
     try:
         dataset = gdal.Open(path) if path else None
@@ -40,7 +43,12 @@ def raster_band_names(layer):
         dataset = None
     if dataset is None:
         return None
-    return [dataset.GetRasterBand(b).GetDescription() for b in range(1, dataset.RasterCount + 1)]
+    names = []
+    for number in range(1, dataset.RasterCount + 1):  # as core.band_kinds.band_names reads them
+        band = dataset.GetRasterBand(number)
+        colour = gdal.GetColorInterpretationName(band.GetColorInterpretation()).lower()
+        names.append(band.GetDescription().strip() or (colour if colour in COLOUR_NAMES else ""))
+    return names
 
 
 def raster_layer_to_path(layer, context, feedback, extent: QgsRectangle = None, pixel_size=None) -> str:

@@ -41,7 +41,19 @@ def rasters(shared_data, tmp_path_factory):
     folder, source = tmp_path_factory.mktemp("band_names"), shared_data / "zion" / "landsat8_2015_b2345.tif"
     return {"named": write_copy(source, folder / "named.tif", (1, 2, 3, 4), NAMES),
             "restacked": write_copy(source, folder / "restacked.tif", RESTACKED, [NAMES[b - 1] for b in RESTACKED]),
-            "unnamed": write_copy(source, folder / "unnamed.tif", RESTACKED, None)}
+            "unnamed": write_copy(source, folder / "unnamed.tif", RESTACKED, None),
+            "photo": photo(source, folder / "photo.tif")}
+
+
+def photo(source, path):
+    """Zion's red, green, blue and NIR as 8-bit, tagged as an RGB photo with an extra band (aerial RGBN)."""
+    with rasterio.open(source) as src:
+        data = (src.read([3, 2, 1, 4], window=Window(0, 0, 64, 64)) // 256).astype("uint8")
+        profile = {"driver": "GTiff", "width": 64, "height": 64, "count": 4, "dtype": "uint8", "crs": src.crs,
+                   "transform": src.transform, "photometric": "RGB", "alpha": "UNSPECIFIED"}
+    with rasterio.open(path, "w", **profile) as dst:
+        dst.write(data)
+    return QgsRasterLayer(str(path), path.stem)
 
 
 @pytest.fixture(scope="module")
@@ -78,6 +90,7 @@ def read(results):
 def test_the_layers_band_descriptions_become_the_models_band_names(rasters, model):
     assert raster_band_names(rasters["named"]) == list(NAMES)
     assert raster_band_names(rasters["unnamed"]) == ["", "", ""]
+    assert raster_band_names(rasters["photo"]) == ["red", "green", "blue", ""]  # colours name a photo's bands
     assert model["bands"]["names"] == ["red", "nir"] and model["bands"]["source_bands"] == [3, 4]
 
 

@@ -1,11 +1,13 @@
 """A raster opened for chip export, seen through a band selection (only those bands, in that order)."""
 from ..band_choice import check_band_numbers
+from ..band_kinds import band_names
 
 
 class BandSubset:
     """Wraps an open rasterio dataset: ``count``, ``dtypes``, ``descriptions`` and ``read`` give only the chosen
     bands, in the chosen order; everything else (grid, CRS, nodata) is the dataset's. ``source_bands`` are
-    the chosen 1-based band numbers; a band without a description is named after its source number."""
+    the chosen 1-based band numbers; a band's name is its description or colour (:func:`..band_kinds.band_names`),
+    else its source number ('band 3')."""
 
     def __init__(self, dataset, bands=None):
         self._dataset = dataset
@@ -13,7 +15,8 @@ class BandSubset:
         self.source_bands = check_band_numbers(bands, dataset.count) if bands else list(range(1, dataset.count + 1))
         self.count = len(self.source_bands)
         self.dtypes = tuple(dataset.dtypes[b - 1] for b in self.source_bands)
-        self.descriptions = tuple(dataset.descriptions[b - 1] or f"band {b}" for b in self.source_bands)
+        names = band_names(dataset)
+        self.descriptions = tuple(names[b - 1] or f"band {b}" for b in self.source_bands)
 
     def read(self, indexes=None, **kwargs):
         return self._dataset.read(self.source_bands if indexes is None else indexes, **kwargs)

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from ..band_choice import parse_bands
+from ..band_kinds import alpha_band, alpha_warning, default_bands
 from ..errors import BadInputError
 from ..events import RecordingEvents
 from ..ground import ground_resolution
@@ -69,11 +70,19 @@ def export_chips(options: ChipExportOptions, events=None) -> dict:
     folder = check_output_folder(output_dir, is_chip_dataset_folder)
     with open_raster(raster_path) as source:
         check_pixel_type(source)
-        image = BandSubset(source, parse_bands(o.bands))
-        if o.bands:
+        chosen = parse_bands(o.bands)
+        image = BandSubset(source, chosen or default_bands(source))
+        if chosen:
             events.info(f"Bands: {image.count} of the raster's {image.source_count}, in this order: " + ", ".join(
                 f"{b} ({name})" if name != f"band {b}" else str(b)
                 for b, name in zip(image.source_bands, image.descriptions)) + ".")
+        elif image.count < image.source_count:
+            events.info(f"Band {alpha_band(source)} is the raster's alpha band (its transparency mask): its "
+                        f"transparent pixels are no data, and the model learns from the other "
+                        f"{image.count} bands ({', '.join(image.descriptions)}). Choose Bands to learn from it too.")
+        said = alpha_warning(source)
+        if said:
+            events.warning(said)
         if chip_size > min(image.width, image.height):
             raise BadInputError(f"The chip size {chip_size} px is larger than the raster ({image.width} x "
                                 f"{image.height} px). Use a chip size of at most {min(image.width, image.height)}.")

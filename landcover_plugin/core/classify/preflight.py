@@ -16,6 +16,7 @@ import numpy as np
 from rasterio.windows import Window
 
 from ..band_choice import choose_bands
+from ..band_kinds import band_names
 from ..errors import BadInputError
 from ..rasters import fill_counts, fill_warning, read, valid_mask
 
@@ -118,7 +119,7 @@ class _Bands:
         alpha = mask is not None and mask.alpha_band is not None  # a warped raster's added alpha band
         self.given, self.raster_count = given, dataset.count - alpha
         self.card_bands = dict(model.card["bands"], count=model.bands)
-        self.names = tuple(dataset.descriptions)[:self.raster_count]
+        self.names = band_names(dataset)[:self.raster_count]
 
     def describe(self, b: int) -> str:
         """The model's band ``b`` (0-based) by its name, and the raster band fed to it where that differs."""

@@ -22,6 +22,7 @@ from rasterio.warp import transform_geom
 from rasterio.windows import Window
 
 from ..band_choice import choose_bands, describe_model_bands, name_mismatch_warning, parse_bands
+from ..band_kinds import alpha_warning, band_names
 from ..errors import BadInputError
 from ..ground import raster_pixel_size
 from ..model.metadata import card_resolution_m
@@ -181,13 +182,17 @@ def _check(src, model, events, bands=None) -> list:
                             f"be checked against it. Give the per-band mean and std, one value per band "
                             f"({src.count} here), so the band count is known.")
     card_bands = dict(card["bands"], count=model.bands)
-    indexes, how = choose_bands(src.count, card_bands, bands, src.descriptions)
+    names = band_names(src)
+    indexes, how = choose_bands(src.count, card_bands, bands, names)
     if not card["bands"].get("assumed"):
         events.info(f"The model takes {describe_model_bands(card_bands)}; reading raster bands "
                     f"{', '.join(map(str, indexes))} ({how}).")
-        mismatch = name_mismatch_warning(indexes, card_bands, src.descriptions)
+        mismatch = name_mismatch_warning(indexes, card_bands, names)
         if mismatch:
             events.warning(mismatch)
+    said = alpha_warning(src)
+    if said:
+        events.warning(said)
     if card.get("input_dtype") and card["input_dtype"] != src.dtypes[indexes[0] - 1]:
         events.warning(f"The raster's pixels are {src.dtypes[indexes[0] - 1]} but the model was trained on "
                        f"{card['input_dtype']} pixels: if their value ranges differ (e.g. 8-bit vs 16-bit "

@@ -1,0 +1,85 @@
+"""What a raster's bands are, beyond their numbers: their names, and whether a band GDAL calls alpha is a mask.
+
+**Names.** A band's name is its description (set by the software that stacked it: 'red', 'B04', 'nir'), else its
+colour interpretation where that is red, green or blue (an aerial photo's or a drone orthomosaic's bands, which
+carry no description), else none. Chip export records them, the model card carries them, Classify matches them
+(:mod:`.band_choice`) and the pretrained-encoder set-up puts its RGB filters on them.
+
+**Alpha.** A drone orthomosaic is typically 8-bit RGBA: its alpha band is a transparency mask (0 outside the
+surveyed area, 255 inside), no image band. It masks the pixels (:func:`.rasters.own_mask`) and is left out of the
+bands a model learns from unless chosen (:func:`default_bands`): a model that took it as a fourth band (constant
+255 where valid) refused every RGB raster of three bands. But GDAL also tags the fourth band of any 4-band 8-bit
+GeoTIFF written without ``PHOTOMETRIC=MINISBLACK`` as alpha, whatever it holds (often the NIR band of an RGBN
+stack), and then hid its zero pixels as no data. An alpha band whose sampled pixels are often neither transparent
+nor opaque is taken for such an image band: read as data, never as a mask, and said (:func:`alpha_warning`).
+"""
+import itertools
+
+import numpy as np
+from rasterio.enums import ColorInterp
+from rasterio.windows import Window
+
+from .band_choice import COLOUR_NAMES
+
+SAMPLES_PER_SIDE, SAMPLE_ROWS, SAMPLE_COLS = 5, 16, 256  # as the classify preflight samples: 25 small windows
+IMAGE_SHARE = 0.05  # of the sampled pixels between transparent and opaque: an image band, not a mask
+
+
+def band_names(dataset) -> list:
+    """Each band's name (its description, else 'red', 'green' or 'blue' from its colour interpretation), or None
+    where it has neither."""
+    names = []
+    for description, colour in zip(dataset.descriptions, dataset.colorinterp):
+        if description and description.strip():
+            names.append(description.strip())
+        else:
+            names.append(colour.name if colour.name in COLOUR_NAMES else None)
+    return names
+
+
+def alpha_band(dataset):
+    """The band GDAL takes as the raster's alpha (transparency), 1-based, or None."""
+    found = [number for number, colour in enumerate(dataset.colorinterp, 1) if colour == ColorInterp.alpha]
+    return found[0] if found else None
+
+
+def alpha_holds_image(dataset) -> bool:
+    """Whether the raster's alpha band holds image values rather than a mask (see the module's notes)."""
+    band = alpha_band(dataset)
+    if band is None:
+        return False
+    between = total = 0
+    for row, col in itertools.product(_starts(dataset.height, SAMPLE_ROWS), _starts(dataset.width, SAMPLE_COLS)):
+        values = dataset.read(band, window=Window(col, row, min(SAMPLE_COLS, dataset.width - col),
+                                                  min(SAMPLE_ROWS, dataset.height - row)))
+        top = np.iinfo(values.dtype).max if values.dtype.kind in "ui" else 1.0  # opaque
+        between += int(np.count_nonzero((values > 0) & (values < top)))
+        total += values.size
+    return total > 0 and between > IMAGE_SHARE * total
+
+
+def alpha_warning(dataset):
+    """The warning for a raster whose alpha band holds image values, or None."""
+    if not alpha_holds_image(dataset):
+        return None
+    band = alpha_band(dataset)
+    return (f"Band {band} of {dataset.name} is tagged as alpha (transparency), but its values are those of an "
+            f"image band: GDAL tags the 4th band of a 4-band 8-bit GeoTIFF so unless told otherwise (often the NIR "
+            f"band of an RGBN stack; QGIS then draws it as transparency). It is read as an image band, not as a "
+            f"mask. To fix the tag, save the raster again with Raster > Conversion > Translate and the additional "
+            f"command-line parameters '-colorinterp_{band} undefined'.")
+
+
+def default_bands(dataset):
+    """The bands a model learns from when none are chosen: every band but an alpha band that is a mask; None
+    when that is every band."""
+    band = alpha_band(dataset)
+    if band is None or dataset.count == 1 or alpha_holds_image(dataset):
+        return None
+    return [number for number in range(1, dataset.count + 1) if number != band]
+
+
+def _starts(length: int, size: int) -> list:
+    if length <= SAMPLES_PER_SIDE * size:
+        return list(range(0, length, size))
+    return [int(start) for start in np.linspace(0, length - size, SAMPLES_PER_SIDE)]
