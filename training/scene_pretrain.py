@@ -20,7 +20,7 @@ import torch
 from rasterio.windows import Window
 
 from landcover_plugin.core.errors import BadInputError
-from landcover_plugin.core.rasters import own_mask
+from landcover_plugin.core.rasters import own_mask, read
 
 from .dataset import _valid
 
@@ -46,7 +46,7 @@ def scene_tiles(image_path, spec, count: int, tile: int, rng) -> np.ndarray:
         for _ in range(count * 3):
             row, col = int(rng.integers(0, src.height - tile + 1)), int(rng.integers(0, src.width - tile + 1))
             window = Window(col, row, tile, tile)
-            raw = src.read(bands, window=window)
+            raw = read(src, bands, window=window)  # in the chips' pixel type (rasters.band_view)
             valid = _valid(raw, spec.nodata) & (mask.valid(window) if mask is not None else True)
             if valid.mean() < 0.5:
                 continue

@@ -77,7 +77,9 @@ class ExportChipsAlgorithm(EngineAlgorithm):
             "dataset.json and then in the model, and 'Classify raster with model' reads the same bands from a "
             "raster like this one, or the bands of those names. The fourth band of a 4-band 8-bit GeoTIFF is "
             "often tagged alpha by default though it holds an image band (NIR): such a band is read as data, "
-            "and the log says how to fix the tag.\n\n"
+            "and the log says how to fix the tag. Bands of different pixel types or nodata values (a virtual raster "
+            "stacking imagery and a float NDVI or elevation band) are exported as float32, each band's nodata "
+            "value no data.\n\n"
             "<b>Labels</b>: training polygons (any vector layer in any CRS; the class field may hold class "
             "ids or class names; optionally only the selected features), or a classified raster such as an "
             "existing land-cover map (resampled by nearest neighbour onto the raster's grid). Classes come "
@@ -184,9 +186,9 @@ class ExportChipsAlgorithm(EngineAlgorithm):
         chip_size = self.parameterAsInt(parameters, self.CHIP_SIZE, context)
         stride = self.parameterAsInt(parameters, self.STRIDE, context) or None
         bands = self.parameterAsInts(parameters, self.BANDS, context) or None
-        expected = expect.expectation(raster.width(), raster.height(), len(bands or []) or raster.bandCount(),
-                                      QgsRasterBlock.typeSize(raster.dataProvider().dataType((bands or [1])[0])),
-                                      chip_size, stride)
+        numbers = bands or list(range(1, raster.bandCount() + 1))
+        expected = expect.expectation(raster.width(), raster.height(), len(numbers),
+                                      _bytes_per_value(raster.dataProvider(), numbers), chip_size, stride)
         feedback.pushInfo(expect.describe(expected, chip_size))
         options = ChipExportOptions(
             image=raster_layer_to_path(raster, context, feedback),
@@ -220,3 +222,12 @@ class ExportChipsAlgorithm(EngineAlgorithm):
     def processing_outputs(self, outputs, context, feedback) -> dict:
         remember(LAST_CHIP_FOLDER, outputs.get("OUTPUT"))  # 'Train segmentation model' opens with it
         return super().processing_outputs(outputs, context, feedback)
+
+
+def _bytes_per_value(provider, bands) -> int:
+    """The bytes a chip holds per pixel and band: the bands' own, or float32's where they differ in pixel type or
+    nodata value (the engine reads them so: core.rasters.band_view)."""
+    types = {provider.dataType(b) for b in bands}
+    nodata = {str(provider.sourceNoDataValue(b)) if provider.sourceHasNoDataValue(b) else None for b in bands}
+    size = max(QgsRasterBlock.typeSize(t) for t in types)
+    return size if len(types) == 1 and len(nodata) == 1 else max(size, 4)

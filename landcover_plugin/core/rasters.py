@@ -80,10 +80,42 @@ def check_classified(dataset, path) -> None:
                             "or probability raster.")
 
 
-def read(dataset, *args, **kwargs):
-    """``dataset.read(*args, **kwargs)``; a damaged or truncated file is a :class:`BadInputError` naming it."""
+MIXED_DTYPE = "float32"  # holds 8- and 16-bit values exactly, 32-bit ones to 7 digits, and NaN for no data
+
+
+def band_view(dataset, indexes=None) -> tuple:
+    """``(dtype, nodata)`` that :func:`read` gives the bands ``indexes`` (default all) in: their own where they
+    share their pixel type and nodata value; else float32 with NaN for each band's own nodata value (a stack of
+    16-bit imagery and a float elevation band: one pixel type for chips and models, and a band's nodata value
+    never taken for another band's data, e.g. 0 m of elevation for the imagery's nodata 0)."""
+    numbers = list(indexes or range(1, dataset.count + 1))
+    if _mixed(dataset, numbers):
+        return MIXED_DTYPE, float("nan")
+    return dataset.dtypes[numbers[0] - 1], dataset.nodatavals[numbers[0] - 1]
+
+
+def _mixed(dataset, numbers) -> bool:
+    nodatas = {"nan" if v is not None and math.isnan(v) else v for v in (dataset.nodatavals[b - 1] for b in numbers)}
+    return len({dataset.dtypes[b - 1] for b in numbers}) > 1 or len(nodatas) > 1
+
+
+def read(dataset, indexes=None, **kwargs):
+    """``dataset.read(indexes, **kwargs)`` in the pixel type of :func:`band_view` (bands of mixed types or nodata
+    values: float32, NaN where each band holds its nodata value); a damaged or truncated file is a
+    :class:`BadInputError` naming it."""
     try:
-        return dataset.read(*args, **kwargs)
+        numbers = [indexes] if isinstance(indexes, int) else list(indexes or range(1, dataset.count + 1))
+        if not _mixed(dataset, numbers):
+            return dataset.read(indexes, **kwargs)
+        data = None
+        for k, number in enumerate(numbers):  # band by band: rasterio reads one pixel type at a time
+            band = dataset.read(number, **kwargs)
+            data = np.empty((len(numbers),) + band.shape, MIXED_DTYPE) if data is None else data
+            data[k] = band
+            nodata = dataset.nodatavals[number - 1]
+            if nodata is not None and not math.isnan(nodata):
+                data[k][band == nodata] = np.nan  # compared in the band's own type
+        return data[0] if isinstance(indexes, int) else data
     except (rasterio.errors.RasterioError, rasterio.errors.RasterioIOError) as exc:
         raise BadInputError(f"Cannot read {dataset.name}: the file is damaged or incomplete (GDAL says: "
                             f"{str(exc).strip()[:300]}). Copy or export it again, then run again.") from exc
@@ -91,11 +123,12 @@ def read(dataset, *args, **kwargs):
 
 def check_pixel_type(dataset, what: str = "raster") -> None:
     """Refuse pixel types no step can use (complex numbers): they have no order, no mean, no class."""
-    dtype = np.dtype(dataset.dtypes[0])
-    if np.issubdtype(dtype, np.complexfloating) or dtype.kind not in "uif":
-        raise BadInputError(f"The {what} {dataset.name} holds {dataset.dtypes[0]} pixels (complex numbers, e.g. "
-                            f"radar SLC data); land-cover steps need real-valued bands. Convert it first (e.g. "
-                            f"to amplitude or intensity with the Raster Calculator).")
+    for name in dataset.dtypes:
+        dtype = np.dtype(name)
+        if np.issubdtype(dtype, np.complexfloating) or dtype.kind not in "uif":
+            raise BadInputError(f"The {what} {dataset.name} holds {name} pixels (complex numbers, e.g. "
+                                f"radar SLC data); land-cover steps need real-valued bands. Convert it first (e.g. "
+                                f"to amplitude or intensity with the Raster Calculator).")
 
 
 def valid_mask(data: np.ndarray, nodata=None) -> np.ndarray:

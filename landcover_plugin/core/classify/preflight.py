@@ -18,7 +18,7 @@ from rasterio.windows import Window
 from ..band_choice import choose_bands
 from ..band_kinds import band_names
 from ..errors import BadInputError
-from ..rasters import fill_counts, fill_warning, read, valid_mask
+from ..rasters import band_view, fill_counts, fill_warning, read, valid_mask
 
 SAMPLES_PER_SIDE = 5  # up to 25 windows
 # Each window 16 rows x 256 columns (as many pixels as 64 x 64): a GeoTIFF stored in strips (Zion: 3 rows a
@@ -69,11 +69,12 @@ def check_band_statistics(dataset, window: Window, model, events, indexes=None, 
 
 def preflight_warnings(dataset, window: Window, model, indexes=None, bands_given: bool = False, mask=None) -> list:
     """The warnings :func:`check_band_statistics` gives (none when the bands look like the training data's)."""
-    values = sample_values(dataset, window, dataset.nodata, indexes, mask)
+    nodata = band_view(dataset, indexes)[1]
+    values = sample_values(dataset, window, nodata, indexes, mask)
     if values.shape[1] < MIN_SAMPLE_PIXELS:
         return []  # no valid pixel (the run itself says so), or too few to judge
     warnings = []
-    if dataset.nodata is None:
+    if nodata is None:
         counts = fill_counts(values)
         message = fill_warning(dataset.name, counts, values.shape[1], "sampled pixels", "classified as land cover")
         if message:

@@ -26,7 +26,7 @@ from ..band_kinds import alpha_warning, band_names
 from ..errors import BadInputError
 from ..ground import raster_pixel_size
 from ..model.metadata import card_resolution_m
-from ..rasters import check_pixel_type, open_raster, own_mask, read, valid_mask
+from ..rasters import band_view, check_pixel_type, open_raster, own_mask, read, valid_mask
 from .preflight import check_band_statistics, preflight_warnings
 
 RESOLUTION_TOLERANCE = 1.5  # warn when raster and model resolutions differ by more than this factor
@@ -53,7 +53,7 @@ class RasterSource:
         self.transform = dataset.window_transform(window)
         self.bounds = rasterio.windows.bounds(window, dataset.transform)
         self.crs_wkt = dataset.crs.to_wkt() if dataset.crs else ""
-        self.nodata = dataset.nodata
+        self.nodata = band_view(dataset, self.indexes)[1]  # mixed bands: NaN, each band's own value read so
         self.mean = np.asarray(model.card["mean"], dtype=np.float32)[:, None, None]
         self.inv_std = (1.0 / np.asarray(model.card["std"], dtype=np.float32))[:, None, None]
         self.bands, self.tile = model.bands, model.tile
@@ -193,8 +193,9 @@ def _check(src, model, events, bands=None) -> list:
     said = alpha_warning(src)
     if said:
         events.warning(said)
-    if card.get("input_dtype") and card["input_dtype"] != src.dtypes[indexes[0] - 1]:
-        events.warning(f"The raster's pixels are {src.dtypes[indexes[0] - 1]} but the model was trained on "
+    dtype = band_view(src, indexes)[0]
+    if card.get("input_dtype") and card["input_dtype"] != dtype:
+        events.warning(f"The raster's pixels are {dtype} but the model was trained on "
                        f"{card['input_dtype']} pixels: if their value ranges differ (e.g. 8-bit vs 16-bit "
                        f"digital numbers), the classes will be wrong. Convert the raster, or use a model "
                        f"trained on this kind of image.")
