@@ -108,7 +108,7 @@ class ExportChipsAlgorithm(EngineAlgorithm):
     def initAlgorithm(self, config=None):
         self.addParameter(QgsProcessingParameterRasterLayer(self.INPUT, self.tr("Raster (image)")))
         self.addParameter(QgsProcessingParameterBand(
-            self.BANDS, self.tr("Bands to export, in this order (none chosen: all bands)"),
+            self.BANDS, self.tr("Bands to export, in this order (none chosen: all bands, an alpha band as the mask)"),
             parentLayerParameterName=self.INPUT, optional=True, allowMultiple=True))
         self.addParameter(QgsProcessingParameterVectorLayer(
             self.LABELS, self.tr("Labels, choice 1: training polygons"), [QgsProcessing.TypeVectorPolygon],
