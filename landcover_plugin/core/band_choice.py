@@ -27,6 +27,7 @@ COLOUR_NAMES = ("red", "green", "blue")  # colour interpretations that name a ba
 # Names by position say nothing of what a band holds: chip export's 'band k' for a band without a description,
 # and drivers' own ('Layer_1' in ERDAS Imagine files, 'Band_1')
 _UNNAMED = re.compile(r"(band|layer)[ _]?\d+")
+_SENSOR_BAND = re.compile(r"^b0*(\d+a?)$")
 
 
 def parse_bands(value, what: str = "Bands"):
@@ -174,9 +175,10 @@ def choose_bands(raster_count: int, card_bands: dict, given=None, raster_names=N
 
 
 def _key(name) -> str:
-    """A band name as compared: lower case, single spaces; '' for none and for names by position."""
+    """A band name as compared: lower case, single spaces, a sensor band's number without leading zeros ('B02'
+    and 'B2', as Sentinel-2 bands are named by SNAP and by Earth Engine); '' for none and for names by position."""
     key = " ".join(str(name or "").lower().split())
-    return "" if _UNNAMED.fullmatch(key) else key
+    return "" if _UNNAMED.fullmatch(key) else _SENSOR_BAND.sub(r"b\1", key)
 
 
 def _bands(count: int) -> str:

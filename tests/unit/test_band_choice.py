@@ -117,3 +117,10 @@ def test_names_by_position_are_not_names():
     card = {"count": 2, "names": ["Layer_3", "Layer_4"], "source_bands": [3, 4], "source_count": 4}
     assert name_mismatch_warning([2, 3], card, ("Layer_1", "Layer_2", "Layer_3")) is None
     assert choose_bands(4, card, raster_names=("Layer_4", "Layer_3", "x", "y"))[0] == [3, 4]
+
+
+def test_sensor_band_numbers_match_with_or_without_leading_zeros():
+    """Sentinel-2 bands as Earth Engine names them (B2, B8A) against SNAP's names (B02, B8A), in another order."""
+    card = {"count": 4, "names": ["B2", "B3", "B4", "B8A"], "source_bands": [1, 2, 3, 4], "source_count": 4}
+    assert choose_bands(5, card, raster_names=("B8A", "B04", "B03", "B02", "B11"))[0] == [4, 3, 2, 1]
+    assert choose_bands(5, card, raster_names=("B8", "B04", "B03", "B02", "B11"))[0] == [1, 2, 3, 4]  # no B8A
