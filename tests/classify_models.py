@@ -71,6 +71,19 @@ def card_for(names, *, mean, std, tile, input_dtype, resolution=None, crs=None, 
                       resolution=resolution, crs=crs, architecture="tiny test net", metrics={})
 
 
+def tiny_model_for_chips(dataset: dict, path, tile: int = 32) -> str:
+    """A :func:`tiny_net`, untrained, with the card the trainer writes for the chip dataset ``dataset`` (the
+    content of its dataset.json: classes, band names and statistics, source bands): for tests of how a model's
+    bands are read, not of its labels."""
+    bands = dataset["bands"]
+    card = build_card(schema=ClassSchema.from_list(dataset["classes"]), band_names=bands["names"],
+                      input_dtype=bands["dtype"], nodata=dataset["nodata"], mean=dataset["mean"], std=dataset["std"],
+                      tile_size=tile, overlap=0.25, resolution=dataset["resolution"], crs=dataset["crs"],
+                      architecture="tiny test net", metrics={}, source_bands=bands["source_bands"],
+                      source_count=bands["source_count"])
+    return export(tiny_net(bands["count"], len(dataset["classes"])), path, bands["count"], tile, metadata_props(card))
+
+
 def band_stats(path) -> tuple:
     """Per-band mean and std over valid pixels (NaN and nodata left out)."""
     with rasterio.open(path) as src:

@@ -7,15 +7,13 @@ import json
 import numpy as np
 import pytest
 import rasterio
-from classify_models import export, tiny_net
+from classify_models import tiny_model_for_chips
 
 from landcover_plugin.core.chips.export import export_chips
 from landcover_plugin.core.chips.options import ChipExportOptions
 from landcover_plugin.core.classify.options import ClassifyOptions
 from landcover_plugin.core.classify.run import classify_raster
 from landcover_plugin.core.events import RecordingEvents
-from landcover_plugin.core.model.card import build_card, metadata_props
-from landcover_plugin.core.schema import ClassSchema
 
 BORDER = 40  # transparent columns on the west of the RGBA raster
 
@@ -91,19 +89,8 @@ def test_an_image_band_tagged_alpha_stays_a_band_and_masks_nothing(exported, ras
     assert "'-colorinterp_4 undefined'" in logs["warning"][0]
 
 
-def model_for(dataset, path):
-    """A tiny net with the card training writes for ``dataset``."""
-    bands = dataset["bands"]
-    card = build_card(schema=ClassSchema.from_list(dataset["classes"]), band_names=bands["names"],
-                      input_dtype=bands["dtype"], nodata=dataset["nodata"], mean=dataset["mean"], std=dataset["std"],
-                      tile_size=32, overlap=0.25, resolution=dataset["resolution"], crs=dataset["crs"],
-                      architecture="tiny test net", metrics={}, source_bands=bands["source_bands"],
-                      source_count=bands["source_count"])
-    return export(tiny_net(bands["count"], len(dataset["classes"])), path, bands["count"], 32, metadata_props(card))
-
-
 def test_a_model_of_an_rgba_raster_classifies_it_and_the_plain_rgb_scene_alike(exported, rasters, tmp_path):
-    model = model_for(exported["rgba"][0], tmp_path / "m.onnx")
+    model = tiny_model_for_chips(exported["rgba"][0], tmp_path / "m.onnx")
     maps = {}
     for name in ("rgba", "rgb"):
         events = RecordingEvents()

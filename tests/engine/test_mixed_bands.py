@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 import rasterio
-from classify_models import export, tiny_net
+from classify_models import tiny_model_for_chips
 from raster_stacks import zion_ndvi_stack
 
 from landcover_plugin.core.chips.export import export_chips
@@ -15,9 +15,7 @@ from landcover_plugin.core.chips.options import ChipExportOptions
 from landcover_plugin.core.classify.options import ClassifyOptions
 from landcover_plugin.core.classify.run import classify_raster
 from landcover_plugin.core.events import RecordingEvents
-from landcover_plugin.core.model.card import build_card, metadata_props
 from landcover_plugin.core.rasters import band_view, read
-from landcover_plugin.core.schema import ClassSchema
 
 CLOUD = (slice(600, 700), slice(300, 400))  # rows, cols where only the NDVI band has no data
 
@@ -57,12 +55,7 @@ def test_chips_of_mixed_bands_are_float32_with_nan_for_no_data(dataset, stack):
 
 def test_a_model_of_mixed_bands_classifies_them_without_a_pixel_type_warning(dataset, stack, tmp_path):
     spec, _ = dataset
-    card = build_card(schema=ClassSchema.from_list(spec["classes"]), band_names=spec["bands"]["names"],
-                      input_dtype=spec["bands"]["dtype"], nodata=float("nan"), mean=spec["mean"], std=spec["std"],
-                      tile_size=32, overlap=0.25, resolution=spec["resolution"], crs=spec["crs"],
-                      architecture="tiny test net", metrics={}, source_bands=spec["bands"]["source_bands"],
-                      source_count=spec["bands"]["source_count"])
-    model = export(tiny_net(3, len(spec["classes"])), tmp_path / "m.onnx", 3, 32, metadata_props(card))
+    model = tiny_model_for_chips(spec, tmp_path / "m.onnx")
     events = RecordingEvents()
     result = classify_raster(ClassifyOptions(stack["path"], model, tmp_path / "map.tif"), events)
     with rasterio.open(result["OUTPUT"]) as src:

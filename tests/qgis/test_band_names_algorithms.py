@@ -8,12 +8,10 @@ import numpy as np
 import pytest
 import rasterio
 from algorithm_runs import checked_run
-from classify_models import export, tiny_net
+from classify_models import tiny_model_for_chips
 from qgis.core import QgsRasterLayer
 from rasterio.windows import Window
 
-from landcover_plugin.core.model.card import build_card, metadata_props
-from landcover_plugin.core.schema import ClassSchema
 from landcover_plugin.qgis_glue.layers import raster_band_names
 
 NAMES = ("blue", "green", "red", "nir")  # Zion's Landsat 8 bands 2-5
@@ -66,15 +64,8 @@ def model(provider, rasters, shared_data, tmp_path_factory):
         "MIN_LABELLED": 0.0, "OUTPUT": str(chips)})
     assert ok, log
     dataset = json.loads((chips / "dataset.json").read_text())
-    bands = dataset["bands"]
-    card = build_card(schema=ClassSchema.from_list(dataset["classes"]), band_names=bands["names"],
-                      input_dtype=bands["dtype"], nodata=dataset["nodata"], mean=dataset["mean"], std=dataset["std"],
-                      tile_size=32, overlap=0.25, resolution=dataset["resolution"], crs=dataset["crs"],
-                      architecture="tiny test net", metrics={}, source_bands=bands["source_bands"],
-                      source_count=bands["source_count"])
-    path = export(tiny_net(2, len(dataset["classes"])), tmp_path_factory.mktemp("band_names_model") / "m.onnx", 2,
-                  32, metadata_props(card))
-    return {"path": path, "bands": bands}
+    path = tiny_model_for_chips(dataset, tmp_path_factory.mktemp("band_names_model") / "m.onnx")
+    return {"path": path, "bands": dataset["bands"]}
 
 
 def classify(rasters, name, model, tmp_path, **more):

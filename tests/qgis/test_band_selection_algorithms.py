@@ -7,11 +7,8 @@ import numpy as np
 import pytest
 import rasterio
 from algorithm_runs import checked_run
-from classify_models import export, tiny_net
+from classify_models import tiny_model_for_chips
 from qgis.core import QgsProcessingContext, QgsProcessingFeedback, QgsRasterLayer
-
-from landcover_plugin.core.model.card import build_card, metadata_props
-from landcover_plugin.core.schema import ClassSchema
 
 BANDS = [3, 1, 2]
 EXTENT = "329000,335000,4120000,4126000 [EPSG:32612]"  # xmin,xmax,ymin,ymax: 200 x 200 px
@@ -41,15 +38,8 @@ def chips(provider, zion, shared_data, tmp_path_factory):
 @pytest.fixture(scope="module")
 def model(chips, tmp_path_factory):
     """A tiny net whose card is the one training writes for these chips (classes, statistics, source bands)."""
-    dataset = json.loads((chips[0] / "dataset.json").read_text())
-    bands = dataset["bands"]
-    card = build_card(schema=ClassSchema.from_list(dataset["classes"]), band_names=bands["names"],
-                      input_dtype=bands["dtype"], nodata=dataset["nodata"], mean=dataset["mean"], std=dataset["std"],
-                      tile_size=32, overlap=0.25, resolution=dataset["resolution"], crs=dataset["crs"],
-                      architecture="tiny test net", metrics={}, source_bands=bands["source_bands"],
-                      source_count=bands["source_count"])
-    return export(tiny_net(3, len(dataset["classes"])), tmp_path_factory.mktemp("band_model") / "m.onnx", 3, 32,
-                  metadata_props(card))
+    return tiny_model_for_chips(json.loads((chips[0] / "dataset.json").read_text()),
+                                tmp_path_factory.mktemp("band_model") / "m.onnx")
 
 
 def test_export_records_the_chosen_bands_and_sizes_the_output_by_them(chips):
