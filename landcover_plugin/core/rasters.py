@@ -105,7 +105,7 @@ def read(dataset, indexes=None, **kwargs):
     :class:`BadInputError` naming it."""
     try:
         numbers = [indexes] if isinstance(indexes, int) else list(indexes or range(1, dataset.count + 1))
-        if not _mixed(dataset, numbers):
+        if not _mixed(dataset, numbers):  # one band is never mixed
             return dataset.read(indexes, **kwargs)
         data = None
         for k, number in enumerate(numbers):  # band by band: rasterio reads one pixel type at a time
@@ -115,7 +115,7 @@ def read(dataset, indexes=None, **kwargs):
             nodata = dataset.nodatavals[number - 1]
             if nodata is not None and not math.isnan(nodata):
                 data[k][band == nodata] = np.nan  # compared in the band's own type
-        return data[0] if isinstance(indexes, int) else data
+        return data
     except (rasterio.errors.RasterioError, rasterio.errors.RasterioIOError) as exc:
         raise BadInputError(f"Cannot read {dataset.name}: the file is damaged or incomplete (GDAL says: "
                             f"{str(exc).strip()[:300]}). Copy or export it again, then run again.") from exc
