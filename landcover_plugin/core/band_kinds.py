@@ -22,7 +22,8 @@ from rasterio.windows import Window
 from .band_choice import COLOUR_NAMES
 
 SAMPLES_PER_SIDE, SAMPLE_ROWS, SAMPLE_COLS = 5, 16, 256  # as the classify preflight samples: 25 small windows
-IMAGE_SHARE = 0.05  # of the sampled pixels between transparent and opaque: an image band, not a mask
+IMAGE_SHARE = 0.25  # of the sampled pixels between transparent and opaque: an image band, not a mask (a warped
+# alpha band feathers its edge, a few per cent of a small raster; an image band has most of its pixels between)
 
 
 def band_names(dataset) -> list:
