@@ -27,7 +27,13 @@ from ..core.errors import BadInputError
 from ..core.ground import steps_for_ground_metres
 from ..core.model.metadata import model_resolution_of, read_metadata_props
 from ..core.options import DEVICES, choices_of, default_of
-from ..qgis_glue.layers import raster_band_names, raster_file_path, raster_layer_to_path, vector_layer_to_gpkg
+from ..qgis_glue.layers import (
+    engine_bands,
+    raster_file_path,
+    raster_layer_to_path,
+    renders_colours,
+    vector_layer_to_gpkg,
+)
 from ..qgis_glue.output_places import LAST_MODEL, REMEMBERED, remembered
 from .base import DEVICE_OPTIONS, EngineAlgorithm, number_range
 
@@ -86,7 +92,8 @@ class ClassifyRasterAlgorithm(EngineAlgorithm):
             "a grid at the model's resolution instead. Resolutions are compared on the ground, in any CRS: "
             "Web Mercator's stretched units and a raster in degrees (EPSG:4326) are measured at the raster's "
             "centre. Web and virtual layers are first saved to a temporary GeoTIFF, at the model's "
-            "resolution.\n\n"
+            "resolution; a web map layer (XYZ, WMS) covers the whole world, so give the <b>Extent</b> to "
+            "classify. It reaches the model as red, green and blue (and an alpha mask).\n\n"
             "The raster is classified in overlapping tiles whose class probabilities are blended, so no tile "
             "edges show. <b>Overlap</b> is in percent of the tile (empty: the model's recommendation, at least "
             "12.5 %). "
@@ -172,11 +179,14 @@ class ClassifyRasterAlgorithm(EngineAlgorithm):
         """Bands the raster cannot give the model are refused before the run, naming the bands expected."""
         layer = self.parameterAsRasterLayer(parameters, self.INPUT, context)
         model = self.parameterAsFile(parameters, self.MODEL, context)
+        if layer is not None and renders_colours(layer) and parameters.get(self.EXTENT) in (None, ""):
+            return False, self.tr("'{0}' is a web map layer, which covers the whole world: set Extent to the area to "
+                                  "classify (from the map canvas, a layer, or drawn on the map).").format(layer.name())
         card_bands = card_bands_of(model) if layer is not None and model else None
         if card_bands:
+            count, names, alpha = engine_bands(layer)  # a web layer reaches the engine as red, green, blue, alpha
             try:
-                choose_bands(layer.bandCount(), card_bands, self.parameterAsInts(parameters, self.BANDS, context),
-                             raster_band_names(layer))
+                choose_bands(count, card_bands, self.parameterAsInts(parameters, self.BANDS, context), names, alpha)
             except BadInputError as exc:
                 return False, f"'{layer.name()}': {exc.message}"
         extra = [self.parameterDefinition(name).description() for name in (self.CONFIDENCE, self.UNCERTAINTY)

@@ -25,7 +25,7 @@ from ..core.chips.options import ChipExportOptions
 from ..core.errors import BadInputError
 from ..core.kept_classes import read_class_list
 from ..core.options import default_of
-from ..qgis_glue.layers import raster_file_path, raster_layer_to_path, vector_layer_to_gpkg
+from ..qgis_glue.layers import raster_file_path, raster_layer_to_path, renders_colours, vector_layer_to_gpkg
 from ..qgis_glue.output_places import LAST_CHIP_FOLDER, kept_path, remember
 from ..qgis_glue.training_layer import schema_for_layer, schema_to_argument
 from .base import EngineAlgorithm, number_range
@@ -154,6 +154,14 @@ class ExportChipsAlgorithm(EngineAlgorithm):
             self.addOutput(QgsProcessingOutputString(key, self.tr(label)))
 
     def checkParameterValues(self, parameters, context):
+        raster = self.parameterAsRasterLayer(parameters, self.INPUT, context)
+        if raster is not None and renders_colours(raster):
+            return False, self.tr(
+                "'{0}' is a web map layer: tiles drawn by a server, over the whole world, at no fixed resolution. "
+                "Save the area of your training polygons as a GeoTIFF at the resolution to train at (right-click "
+                "the layer > Export > Save As..., 'Rendered image', with that extent and resolution), and export "
+                "chips from it. 'Classify raster with model' can then run the model on the web layer itself, "
+                "fetched at the model's resolution.").format(raster.name())
         has_polygons = self.parameterAsVectorLayer(parameters, self.LABELS, context) is not None
         has_raster = self.parameterAsRasterLayer(parameters, self.LABELS_RASTER, context) is not None
         if has_polygons == has_raster:

@@ -10,8 +10,10 @@ them into the model card. Classify then feeds the model raster bands in the card
    case): a raster stacked in another order, or with more bands, is read right whatever its band numbers;
 3. else the card's source bands, when the raster looks like the training source (as many bands as it had,
    or another count than the model takes) and holds every one of them;
-4. else bands 1..n when the raster has exactly the n bands the model takes;
-5. else a clear error naming the bands the model expects and the fix.
+4. else the raster's bands but its alpha band, when that leaves the n bands the model takes (an RGBA raster, e.g.
+   a web map layer saved for the engine, under a model of three unnamed bands such as a Deepness model);
+5. else bands 1..n when the raster has exactly the n bands the model takes;
+6. else a clear error naming the bands the model expects and the fix.
 
 Band names the raster and the model share that end up fed to another of the model's bands (bands given, or a
 raster naming only some of them) are reported by :func:`name_mismatch_warning`. Names in another convention
@@ -134,10 +136,11 @@ def name_mismatch_warning(indexes, card_bands: dict, raster_names):
             f"classes will be wrong if the names are right. {advice}.")
 
 
-def choose_bands(raster_count: int, card_bands: dict, given=None, raster_names=None) -> tuple:
+def choose_bands(raster_count: int, card_bands: dict, given=None, raster_names=None, alpha=None) -> tuple:
     """``(band numbers to read, in the model's order, how they were chosen)`` for a raster of ``raster_count``
-    bands and a model whose card says ``card_bands``; ``raster_names``: the raster's band descriptions (None or
-    '' where a band has none); a :class:`BadInputError` when no sound choice exists."""
+    bands and a model whose card says ``card_bands``; ``raster_names``: the raster's band names (None or '' where
+    a band has none); ``alpha``: the raster's alpha band that masks it, if any; a :class:`BadInputError` when no
+    sound choice exists."""
     names = model_band_names(card_bands)
     needed = len(names)
     given = parse_bands(given)
@@ -155,6 +158,8 @@ def choose_bands(raster_count: int, card_bands: dict, given=None, raster_names=N
     source_count = card_bands.get("source_count")
     if source and max(source) <= raster_count and (raster_count == source_count or raster_count != needed):
         return source, "the training source's bands, recorded in the model"
+    if alpha and raster_count - 1 == needed:
+        return [b for b in range(1, raster_count + 1) if b != alpha], "the raster's bands but its alpha band"
     if raster_count == needed:
         return list(range(1, needed + 1)), "the raster's bands in their order"
     if raster_count < needed:  # no choice of bands can help: do not suggest numbers the raster lacks

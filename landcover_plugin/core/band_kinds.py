@@ -71,11 +71,17 @@ def alpha_warning(dataset):
             f"command-line parameters '-colorinterp_{band} undefined'.")
 
 
+def mask_alpha(dataset):
+    """The raster's alpha band where it is a mask (not an image band GDAL tagged alpha), else None."""
+    band = alpha_band(dataset)
+    return None if band is None or alpha_holds_image(dataset) else band
+
+
 def default_bands(dataset):
     """The bands a model learns from when none are chosen: every band but an alpha band that is a mask; None
     when that is every band."""
-    band = alpha_band(dataset)
-    if band is None or dataset.count == 1 or alpha_holds_image(dataset):
+    band = mask_alpha(dataset)
+    if band is None or dataset.count == 1:
         return None
     return [number for number in range(1, dataset.count + 1) if number != band]
 

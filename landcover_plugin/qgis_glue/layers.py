@@ -9,6 +9,7 @@ import os
 
 from osgeo import gdal
 from qgis.core import (
+    Qgis,
     QgsCoordinateTransform,
     QgsCsException,
     QgsFeatureRequest,
@@ -30,6 +31,21 @@ def raster_file_path(layer):
         return None
     path = layer.source().split("|")[0]
     return path if os.path.isfile(path) else None
+
+
+def renders_colours(layer) -> bool:
+    """Whether a raster layer's provider gives rendered colours, not band values: web map services (XYZ, WMS,
+    WMTS). Such a layer covers the whole world at no fixed resolution, and a GeoTIFF made of it has four bands:
+    red, green, blue and alpha."""
+    return layer.dataProvider().dataType(1) in (Qgis.ARGB32, Qgis.ARGB32_Premultiplied)
+
+
+def engine_bands(layer) -> tuple:
+    """``(band count, band names or None, alpha band or None)`` of the raster the engine will read for ``layer``
+    (:func:`raster_layer_to_path`): a web layer's red, green, blue and alpha, or the file's own bands."""
+    if renders_colours(layer):
+        return 4, ["red", "green", "blue", ""], 4
+    return layer.bandCount(), raster_band_names(layer), None
 
 
 def raster_band_names(layer):

@@ -124,3 +124,12 @@ def test_sensor_band_numbers_match_with_or_without_leading_zeros():
     card = {"count": 4, "names": ["B2", "B3", "B4", "B8A"], "source_bands": [1, 2, 3, 4], "source_count": 4}
     assert choose_bands(5, card, raster_names=("B8A", "B04", "B03", "B02", "B11"))[0] == [4, 3, 2, 1]
     assert choose_bands(5, card, raster_names=("B8", "B04", "B03", "B02", "B11"))[0] == [1, 2, 3, 4]  # no B8A
+
+
+def test_a_model_of_unnamed_bands_reads_an_rgba_raster_without_its_alpha():
+    card = {"count": 3, "names": ["band 1", "band 2", "band 3"]}  # e.g. a Deepness model: no names, no source
+    assert choose_bands(4, card, alpha=4) == ([1, 2, 3], "the raster's bands but its alpha band")
+    assert choose_bands(4, card, alpha=1)[0] == [2, 3, 4]
+    with pytest.raises(BadInputError, match="The raster has 4 bands but the model takes 3"):
+        choose_bands(4, card)  # no alpha: which three is the analyst's call
+    assert choose_bands(3, card, alpha=3)[0] == [1, 2, 3]  # the model's count: read as it is

@@ -16,7 +16,7 @@ import numpy as np
 from rasterio.windows import Window
 
 from ..band_choice import choose_bands
-from ..band_kinds import band_names
+from ..band_kinds import band_names, mask_alpha
 from ..errors import BadInputError
 from ..rasters import band_view, fill_counts, fill_warning, read, valid_mask
 
@@ -121,6 +121,8 @@ class _Bands:
         self.given, self.raster_count = given, dataset.count - alpha
         self.card_bands = dict(model.card["bands"], count=model.bands)
         self.names = band_names(dataset)[:self.raster_count]
+        own_alpha = mask_alpha(dataset)  # the raster's own, not the one a warp added
+        self.alpha = own_alpha if own_alpha and own_alpha <= self.raster_count else None
 
     def describe(self, b: int) -> str:
         """The model's band ``b`` (0-based) by its name, and the raster band fed to it where that differs."""
@@ -131,7 +133,7 @@ class _Bands:
     def default_choice(self):
         """The bands read when Bands is left empty, or None when none would be."""
         try:
-            return choose_bands(self.raster_count, self.card_bands, raster_names=self.names)[0]
+            return choose_bands(self.raster_count, self.card_bands, raster_names=self.names, alpha=self.alpha)[0]
         except BadInputError:
             return None
 

@@ -22,7 +22,7 @@ from rasterio.warp import transform_geom
 from rasterio.windows import Window
 
 from ..band_choice import choose_bands, describe_model_bands, name_mismatch_warning, parse_bands
-from ..band_kinds import alpha_warning, band_names
+from ..band_kinds import alpha_warning, band_names, mask_alpha
 from ..errors import BadInputError
 from ..ground import raster_pixel_size
 from ..model.metadata import card_resolution_m
@@ -183,7 +183,7 @@ def _check(src, model, events, bands=None) -> list:
                             f"({src.count} here), so the band count is known.")
     card_bands = dict(card["bands"], count=model.bands)
     names = band_names(src)
-    indexes, how = choose_bands(src.count, card_bands, bands, names)
+    indexes, how = choose_bands(src.count, card_bands, bands, names, mask_alpha(src))
     if not card["bands"].get("assumed"):
         events.info(f"The model takes {describe_model_bands(card_bands)}; reading raster bands "
                     f"{', '.join(map(str, indexes))} ({how}).")
