@@ -220,6 +220,11 @@ class ClassifyRasterAlgorithm(EngineAlgorithm):
                              " x ".join(f"{v:.3g}" for v in pixel_size))
                     feedback.pushInfo(f"Fetching '{layer.name()}' at {shown} {layer.crs().authid()} units per "
                                       f"pixel: the model's {metres:.3g} m on the ground at the extent's centre.")
+        if renders_colours(layer) and pixel_size is None:
+            raise QgsProcessingException(self.tr(
+                "The model does not say its resolution, so the web map layer '{0}' cannot be fetched at it. Save the "
+                "area as a GeoTIFF at the resolution the model was trained at (right-click the layer > Export > "
+                "Save As..., 'Rendered image') and classify that file.").format(layer.name()))
         options = ClassifyOptions(
             raster=raster_layer_to_path(layer, context, feedback, extent=extent, pixel_size=pixel_size),
             model=model, output=self.parameterAsOutputLayer(parameters, self.OUTPUT, context),

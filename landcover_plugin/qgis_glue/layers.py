@@ -81,6 +81,12 @@ def raster_layer_to_path(layer, context, feedback, extent: QgsRectangle = None, 
     path = raster_file_path(layer)
     if path is not None:
         return path
+    if renders_colours(layer) and (extent is None or extent.isEmpty() or not pixel_size):
+        raise QgsProcessingException(
+            f"'{layer.name()}' is a web map layer: tiles drawn by a server, over the whole world, at no fixed "
+            f"resolution. 'Classify raster with model' runs a model on it over an Extent; for this step, save the "
+            f"area as a GeoTIFF first (right-click the layer > Export > Save As..., 'Rendered image', with the "
+            f"extent and resolution wanted) and use that file.")
     extent = extent if extent is not None and not extent.isEmpty() else layer.extent()
     xsize, ysize = pixel_size if isinstance(pixel_size, tuple) else (pixel_size, pixel_size)
     if xsize is None or xsize <= 0 or ysize <= 0:

@@ -90,3 +90,13 @@ def test_export_from_a_web_layer_says_to_save_it_as_a_geotiff_first(provider, we
         "CLASS_FIELD": "class", "CHIP_SIZE": 32, "OUTPUT": str(tmp_path / "chips")})
     assert not ok and "'tiles' is a web map layer" in message and "Save As..., 'Rendered image'" in message
     assert not (tmp_path / "chips").exists()
+
+
+def test_other_steps_given_a_web_layer_say_to_save_it_as_a_geotiff(provider, web, named_model, tmp_path):
+    results, ok, log = checked_run("landcover:suggest_training_areas", {
+        "INPUT": web["layer"], "MODEL": named_model, "OUTPUT": str(tmp_path / "suggest.gpkg")})
+    assert not ok and "'tiles' is a web map layer" in log and "'Rendered image'" in log, log
+    card = card_for(["a", "b"], mean=[60, 60, 60], std=[30, 30, 30], tile=32, input_dtype="uint8")  # no resolution
+    model = export(tiny_net(3, 2), tmp_path / "any.onnx", 3, 32, metadata_props(card))
+    results, ok, log = classify(web, model, tmp_path, EXTENT=web["extent"])
+    assert not ok and "The model does not say its resolution, so the web map layer 'tiles' cannot be fetched" in log
