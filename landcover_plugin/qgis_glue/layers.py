@@ -5,6 +5,7 @@ A file-based GDAL raster is passed by path (the engine reads it window by window
 Vector layers are always written to a temporary GeoPackage in the target CRS, so the engine gets one
 format and one CRS whatever the source (shapefile, PostGIS, memory, a selection).
 """
+import hashlib
 import os
 
 from osgeo import gdal
@@ -80,7 +81,7 @@ def raster_layer_to_path(layer, context, feedback, extent: QgsRectangle = None, 
                                      f"Set it in the layer's properties (Source > Assigned CRS).")
     path = raster_file_path(layer)
     if path is not None:
-        return path
+        return _in_layer_crs(layer, path, feedback)
     if renders_colours(layer) and (extent is None or extent.isEmpty() or not pixel_size):
         raise QgsProcessingException(
             f"'{layer.name()}' is a web map layer: tiles drawn by a server, over the whole world, at no fixed "
@@ -171,6 +172,27 @@ def vector_layer_to_gpkg(layer, context, feedback, target_crs, selected_only: bo
 def class_field_candidates(layer) -> list:
     """The fields of ``layer`` that can hold a class: all but a GeoPackage's feature id column."""
     return [name for name in layer.fields().names() if name.lower() != FID_COLUMN]
+
+
+def _in_layer_crs(layer, path: str, feedback) -> str:
+    """``path``, or a virtual raster over it in the layer's CRS where the file has none and QGIS places the layer
+    in one (the project's, or the one chosen under Source > Assigned CRS): the engine reads files, so it saw no
+    CRS, and chips, models and maps had none."""
+    try:
+        dataset = gdal.Open(path)
+    except RuntimeError:
+        dataset = None
+    if dataset is None or dataset.GetSpatialRef() is not None or dataset.GetGeoTransform(can_return_null=True) \
+            is None:
+        return path  # the engine says what is wrong with it, reads the file's CRS, or says it is not on a grid
+    # one name per file and CRS: later steps see the raster they trained on as the same file (a session's)
+    digest = hashlib.sha1(f"{os.path.abspath(path)}|{layer.crs().toWkt()}".encode()).hexdigest()[:12]
+    target = os.path.join(QgsProcessingUtils.tempFolder(), f"{_safe(layer.name())}_{digest}.vrt")
+    gdal.Translate(target, dataset, format="VRT", outputSRS=layer.crs().toWkt()).FlushCache()
+    crs = layer.crs().authid() or layer.crs().description()
+    feedback.pushInfo(f"The file of '{layer.name()}' has no CRS; QGIS places the layer in {crs}, so the engine "
+                      f"reads it in that CRS (through {target}).")
+    return target
 
 
 def has_crs(layer) -> bool:
