@@ -25,7 +25,13 @@ from ..core.chips.options import ChipExportOptions
 from ..core.errors import BadInputError
 from ..core.kept_classes import read_class_list
 from ..core.options import default_of
-from ..qgis_glue.layers import raster_file_path, raster_layer_to_path, renders_colours, vector_layer_to_gpkg
+from ..qgis_glue.layers import (
+    raster_file_path,
+    raster_layer_to_path,
+    renders_colours,
+    vector_layer_to_gpkg,
+    web_fetch_area,
+)
 from ..qgis_glue.output_places import LAST_CHIP_FOLDER, kept_path, remember
 from ..qgis_glue.training_layer import schema_for_layer, schema_to_argument
 from .base import EngineAlgorithm, number_range
@@ -49,6 +55,7 @@ class ExportChipsAlgorithm(EngineAlgorithm):
     MIN_LABELLED = "MIN_LABELLED"
     VAL_FRACTION = "VAL_FRACTION"
     SEED = "SEED"
+    WEB_RESOLUTION = "WEB_RESOLUTION"
     OUTPUT = "OUTPUT"
     DATASET = "DATASET"
     CHIPS = "CHIPS"
@@ -102,6 +109,8 @@ class ExportChipsAlgorithm(EngineAlgorithm):
             "the split falls back to blocks of chips), and each chip holds the labels of one side only; with a "
             "labels raster, whole blocks of chips go to validation and training chips overlapping them are dropped. "
             "Either way no labelled pixel is in both. Nodata and NaN pixels are unlabelled.\n\n"
+            "<b>Web map layers</b> (XYZ, WMS): set the resolution to fetch them at (metres a pixel on the "
+            "ground); the area of the labels, a chip wider on each side, is fetched as red, green and blue.\n\n"
             "The output folder must be new, empty, or an earlier chip dataset (which is replaced); a folder "
             "holding other files is refused and left untouched.")
 
@@ -142,6 +151,9 @@ class ExportChipsAlgorithm(EngineAlgorithm):
                                             **number_range(ChipExportOptions, "seed"))
         seed.setFlags(seed.flags() | QgsProcessingParameterDefinition.FlagAdvanced)  # as Train's seed
         self.addParameter(seed)
+        self.addParameter(QgsProcessingParameterNumber(
+            self.WEB_RESOLUTION, self.tr("Web map layer: resolution to fetch it at (metres a pixel, on the ground)"),
+            QgsProcessingParameterNumber.Double, optional=True, minValue=0.01, maxValue=10000.0))
         self.addParameter(QgsProcessingParameterFolderDestination(
             self.OUTPUT, self.tr("Chip dataset folder (temporary: a new folder beside the raster)")))
         self.addOutput(QgsProcessingOutputFile(self.DATASET, self.tr("dataset.json")))
@@ -155,13 +167,13 @@ class ExportChipsAlgorithm(EngineAlgorithm):
 
     def checkParameterValues(self, parameters, context):
         raster = self.parameterAsRasterLayer(parameters, self.INPUT, context)
-        if raster is not None and renders_colours(raster):
+        if raster is not None and renders_colours(raster) and parameters.get(self.WEB_RESOLUTION) in (None, ""):
             return False, self.tr(
                 "'{0}' is a web map layer: tiles drawn by a server, over the whole world, at no fixed resolution. "
-                "Save the area of your training polygons as a GeoTIFF at the resolution to train at (right-click "
-                "the layer > Export > Save As..., 'Rendered image', with that extent and resolution), and export "
-                "chips from it. 'Classify raster with model' can then run the model on the web layer itself, "
-                "fetched at the model's resolution.").format(raster.name())
+                "Set 'Web map layer: resolution to fetch it at' to the resolution to train at (the area of the "
+                "labels is fetched), or save that area as a GeoTIFF (right-click the layer > Export > Save As..., "
+                "'Rendered image') and export chips from it. 'Classify raster with model' then runs the model on "
+                "the web layer itself, fetched at the model's resolution.").format(raster.name())
         has_polygons = self.parameterAsVectorLayer(parameters, self.LABELS, context) is not None
         has_raster = self.parameterAsRasterLayer(parameters, self.LABELS_RASTER, context) is not None
         if has_polygons == has_raster:
@@ -194,22 +206,30 @@ class ExportChipsAlgorithm(EngineAlgorithm):
         chip_size = self.parameterAsInt(parameters, self.CHIP_SIZE, context)
         stride = self.parameterAsInt(parameters, self.STRIDE, context) or None
         bands = self.parameterAsInts(parameters, self.BANDS, context) or None
-        numbers = bands or list(range(1, raster.bandCount() + 1))
-        expected = expect.expectation(raster.width(), raster.height(), len(numbers),
-                                      _bytes_per_value(raster.dataProvider(), numbers), chip_size, stride)
+        polygons = self.parameterAsVectorLayer(parameters, self.LABELS, context)
+        labels_raster = self.parameterAsRasterLayer(parameters, self.LABELS_RASTER, context)
+        selected = self.parameterAsBool(parameters, self.SELECTED_ONLY, context)
+        extent = steps = None
+        if renders_colours(raster):  # fetched over the labels, at the resolution asked: red, green, blue, alpha
+            extent, steps = web_fetch_area(raster, polygons or labels_raster, self.parameterAsDouble(
+                parameters, self.WEB_RESOLUTION, context), chip_size, context, selected and polygons is not None)
+            expected = expect.expectation(round(extent.width() / steps[0]), round(extent.height() / steps[1]), 4, 1,
+                                          chip_size, stride)
+        else:
+            numbers = bands or list(range(1, raster.bandCount() + 1))
+            expected = expect.expectation(raster.width(), raster.height(), len(numbers),
+                                          _bytes_per_value(raster.dataProvider(), numbers), chip_size, stride)
         feedback.pushInfo(expect.describe(expected, chip_size))
         options = ChipExportOptions(
-            image=raster_layer_to_path(raster, context, feedback),
+            image=raster_layer_to_path(raster, context, feedback, extent=extent, pixel_size=steps),
             output=output, bands=bands,
             chip_size=chip_size, stride=stride,
             min_labelled=self.parameterAsDouble(parameters, self.MIN_LABELLED, context),
             val_fraction=self.parameterAsDouble(parameters, self.VAL_FRACTION, context),
             seed=self.parameterAsInt(parameters, self.SEED, context),
             keep_classes=self.parameterAsFile(parameters, self.KEEP_CLASSES, context) or None)
-        polygons = self.parameterAsVectorLayer(parameters, self.LABELS, context)
         if polygons is not None:
             field = self.parameterAsString(parameters, self.CLASS_FIELD, context)
-            selected = self.parameterAsBool(parameters, self.SELECTED_ONLY, context)
             schema = schema_for_layer(polygons, field)
             # the text fields travel too: one may name the classes of a numeric class field
             names = [f.name() for f in polygons.fields() if f.type() == QVariant.String and f.name() != field]
@@ -218,7 +238,6 @@ class ExportChipsAlgorithm(EngineAlgorithm):
             options.class_field = field
             options.labels_source = polygons.publicSource()  # dataset.json names the analyst's layer, not the copy
         else:
-            labels_raster = self.parameterAsRasterLayer(parameters, self.LABELS_RASTER, context)
             schema = schema_for_layer(labels_raster)
             options.labels_raster = raster_layer_to_path(labels_raster, context, feedback)
             options.labels_source = labels_raster.publicSource()

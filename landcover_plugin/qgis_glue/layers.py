@@ -24,6 +24,7 @@ from qgis.core import (
 )
 
 from ..core.band_choice import COLOUR_NAMES
+from ..core.ground import steps_for_ground_metres
 
 
 def raster_file_path(layer):
@@ -39,6 +40,32 @@ def renders_colours(layer) -> bool:
     WMTS). Such a layer covers the whole world at no fixed resolution, and a GeoTIFF made of it has four bands:
     red, green, blue and alpha."""
     return layer.dataProvider().dataType(1) in (Qgis.ARGB32, Qgis.ARGB32_Premultiplied)
+
+
+WEB_FETCH_LIMIT = 400e6  # pixels of a web map layer fetched for chips: 20000 x 20000, 1.6 GB of RGBA
+
+
+def web_fetch_area(layer, labels, metres: float, margin: int, context, selected_only: bool = False) -> tuple:
+    """``(extent, (x step, y step))`` in a web map layer's CRS to fetch it around ``labels`` (a vector or raster
+    layer, or its selected features) at ``metres`` a pixel on the ground, ``margin`` pixels wider on each side (a
+    chip around a polygon at the edge); a QgsProcessingException when that is more than :data:`WEB_FETCH_LIMIT`."""
+    box = labels.boundingBoxOfSelected() if selected_only else labels.extent()
+    try:
+        box = QgsCoordinateTransform(labels.crs(), layer.crs(), context.transformContext()).transformBoundingBox(box)
+    except QgsCsException as exc:
+        raise QgsProcessingException(f"The labels '{labels.name()}' cannot be placed on the web map layer "
+                                     f"'{layer.name()}' ({exc}): check the labels' CRS.") from exc
+    centre = box.center()
+    steps = steps_for_ground_metres(layer.crs().toWkt(), centre.x(), centre.y(), metres)
+    box = QgsRectangle(box.xMinimum() - margin * steps[0], box.yMinimum() - margin * steps[1],
+                       box.xMaximum() + margin * steps[0], box.yMaximum() + margin * steps[1])
+    width, height = box.width() / steps[0], box.height() / steps[1]
+    if width * height > WEB_FETCH_LIMIT:
+        raise QgsProcessingException(
+            f"The labels of '{labels.name()}' span {width:,.0f} x {height:,.0f} pixels of {metres:g} m: too much to "
+            f"fetch from the web map layer '{layer.name()}' at once. Choose a coarser resolution, or export the "
+            f"chips area by area (Selected features only) into one dataset each.")
+    return box, steps
 
 
 def engine_bands(layer) -> tuple:

@@ -84,12 +84,31 @@ def test_a_model_of_three_unnamed_bands_reads_a_web_layer_without_its_alpha(prov
     assert ok and "reading raster bands 1, 2, 3 (the raster's bands but its alpha band)" in log, log
 
 
-def test_export_from_a_web_layer_says_to_save_it_as_a_geotiff_first(provider, web, shared_data, tmp_path):
+def test_export_from_a_web_layer_asks_for_the_resolution_to_fetch_it_at(provider, web, shared_data, tmp_path):
     results, ok, message = checked_run("landcover:export_label_chips", {
         "INPUT": web["layer"], "LABELS": str(shared_data / "rstoolbox" / "training_polygons.gpkg"),
         "CLASS_FIELD": "class", "CHIP_SIZE": 32, "OUTPUT": str(tmp_path / "chips")})
-    assert not ok and "'tiles' is a web map layer" in message and "Save As..., 'Rendered image'" in message
+    assert not ok and "'tiles' is a web map layer" in message
+    assert "Set 'Web map layer: resolution to fetch it at'" in message and "'Rendered image'" in message
     assert not (tmp_path / "chips").exists()
+
+
+def test_chips_of_a_web_layer_are_fetched_over_the_polygons_and_its_model_classifies_it(provider, web, shared_data,
+                                                                                         tmp_path):
+    """The whole loop on a basemap: polygons digitised over it, chips fetched at 30 m, a model of their card run
+    on the web layer itself."""
+    results, ok, log = checked_run("landcover:export_label_chips", {
+        "INPUT": web["layer"], "LABELS": str(shared_data / "rstoolbox" / "training_polygons.gpkg"),
+        "CLASS_FIELD": "class", "CHIP_SIZE": 32, "WEB_RESOLUTION": 30, "OUTPUT": str(tmp_path / "chips")})
+    assert ok, log
+    dataset = json.loads((tmp_path / "chips" / "dataset.json").read_text())
+    assert dataset["bands"]["names"] == ["red", "green", "blue"] and dataset["bands"]["source_count"] == 4
+    assert rasterio.crs.CRS.from_wkt(dataset["crs"]).to_epsg() == 3857
+    assert dataset["ground_resolution"] == pytest.approx([30.0, 30.0], rel=0.01)
+    assert len(dataset["chips"]) > 20 and sum(json.loads(results["CLASS_PIXELS"]).values()) > 3000
+    model = tiny_model_for_chips(dataset, tmp_path / "m.onnx")
+    results, ok, log = classify(web, model, tmp_path, EXTENT=web["extent"])
+    assert ok and "reading raster bands 1, 2, 3 (the raster's bands named as the model's)" in log, log
 
 
 def test_other_steps_given_a_web_layer_say_to_save_it_as_a_geotiff(provider, web, named_model, tmp_path):
