@@ -13,15 +13,13 @@ GeoTIFF written without ``PHOTOMETRIC=MINISBLACK`` as alpha, whatever it holds (
 stack), and then hid its zero pixels as no data. An alpha band whose sampled pixels are often neither transparent
 nor opaque is taken for such an image band: read as data, never as a mask, and said (:func:`alpha_warning`).
 """
-import itertools
-
 import numpy as np
 from rasterio.enums import ColorInterp
 from rasterio.windows import Window
 
 from .band_choice import COLOUR_NAMES
+from .spread_windows import spread_windows
 
-SAMPLES_PER_SIDE, SAMPLE_ROWS, SAMPLE_COLS = 5, 16, 256  # as the classify preflight samples: 25 small windows
 IMAGE_SHARE = 0.25  # of the sampled pixels between transparent and opaque: an image band, not a mask (a warped
 # alpha band feathers its edge, a few per cent of a small raster; an image band has most of its pixels between)
 
@@ -50,9 +48,8 @@ def alpha_holds_image(dataset) -> bool:
     if band is None:
         return False
     between = total = 0
-    for row, col in itertools.product(_starts(dataset.height, SAMPLE_ROWS), _starts(dataset.width, SAMPLE_COLS)):
-        values = dataset.read(band, window=Window(col, row, min(SAMPLE_COLS, dataset.width - col),
-                                                  min(SAMPLE_ROWS, dataset.height - row)))
+    for window in spread_windows(Window(0, 0, dataset.width, dataset.height)):  # as the classify preflight looks
+        values = dataset.read(band, window=window)
         top = np.iinfo(values.dtype).max if values.dtype.kind in "ui" else 1.0  # opaque
         between += int(np.count_nonzero((values > 0) & (values < top)))
         total += values.size
@@ -85,8 +82,3 @@ def default_bands(dataset):
         return None
     return [number for number in range(1, dataset.count + 1) if number != band]
 
-
-def _starts(length: int, size: int) -> list:
-    if length <= SAMPLES_PER_SIDE * size:
-        return list(range(0, length, size))
-    return [int(start) for start in np.linspace(0, length - size, SAMPLES_PER_SIDE)]

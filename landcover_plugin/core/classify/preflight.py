@@ -19,24 +19,12 @@ from ..band_choice import choose_bands
 from ..band_kinds import band_names, mask_alpha
 from ..errors import BadInputError
 from ..rasters import band_view, fill_counts, fill_warning, read, valid_mask
+from ..spread_windows import spread_windows
 
-SAMPLES_PER_SIDE = 5  # up to 25 windows
-# Each window 16 rows x 256 columns (as many pixels as 64 x 64): a GeoTIFF stored in strips (Zion: 3 rows a
-# strip) decodes whole rows, so fewer rows halve the check's time (Zion 11.6 ms against 19.9 ms; a 5000 px wide
-# one-row-strip mosaic 10.1 against 20.2), and a tiled one decodes one or two tiles a window either way.
-SAMPLE_ROWS, SAMPLE_COLS = 16, 256
 MEAN_TOLERANCE = 4.0  # training stds between the means
 SPREAD_TOLERANCE = 5.0  # ratio of the stds, either way
 MAX_PERMUTED_BANDS = 8  # 40320 orders at most
 MIN_SAMPLE_PIXELS = 256  # fewer valid pixels (a raster of a few pixels) say nothing about a band's spread
-
-
-def _starts(length: int, size: int) -> list:
-    """(start, size) of the sample windows along one axis: spread over it, or tiling it where that many windows
-    cover it (a small raster is read whole, each pixel once)."""
-    if length <= SAMPLES_PER_SIDE * size:
-        return [(start, min(size, length - start)) for start in range(0, length, size)]
-    return [(int(start), size) for start in np.linspace(0, length - size, SAMPLES_PER_SIDE)]
 
 
 def sample_values(dataset, window: Window, nodata, indexes=None, mask=None) -> np.ndarray:
@@ -45,9 +33,7 @@ def sample_values(dataset, window: Window, nodata, indexes=None, mask=None) -> n
     (:func:`..rasters.own_mask`), whose hidden pixels are not valid."""
     indexes = list(indexes or range(1, dataset.count + 1))
     values = [np.zeros((len(indexes), 0))]
-    for (row, rows), (col, cols) in itertools.product(_starts(int(window.height), SAMPLE_ROWS),
-                                                      _starts(int(window.width), SAMPLE_COLS)):
-        piece = Window(window.col_off + col, window.row_off + row, cols, rows)
+    for piece in spread_windows(window):
         data = read(dataset, indexes, window=piece)
         valid = valid_mask(data, nodata)
         if mask is not None:
