@@ -80,11 +80,7 @@ def raster_band_names(layer):
     """The band names of a file-based GDAL raster layer (descriptions, else red/green/blue from the colour
     interpretation; '' where a band has neither), to match a model's band names
     (:func:`..core.band_choice.bands_by_name`); None for any other layer or an unreadable file."""
-    path = raster_file_path(layer)
-    try:
-        dataset = gdal.Open(path) if path else None
-    except RuntimeError:
-        dataset = None
+    dataset = _gdal_open(raster_file_path(layer))
     if dataset is None:
         return None
     names = []
@@ -205,10 +201,7 @@ def _in_layer_crs(layer, path: str, feedback) -> str:
     """``path``, or a virtual raster over it in the layer's CRS where the file has none and QGIS places the layer
     in one (the project's, or the one chosen under Source > Assigned CRS): the engine reads files, so it saw no
     CRS, and chips, models and maps had none."""
-    try:
-        dataset = gdal.Open(path)
-    except RuntimeError:
-        dataset = None
+    dataset = _gdal_open(path)
     if dataset is None or dataset.GetSpatialRef() is not None or dataset.GetGeoTransform(can_return_null=True) \
             is None:
         return path  # the engine says what is wrong with it, reads the file's CRS, or says it is not on a grid
@@ -220,6 +213,14 @@ def _in_layer_crs(layer, path: str, feedback) -> str:
     feedback.pushInfo(f"The file of '{layer.name()}' has no CRS; QGIS places the layer in {crs}, so the engine "
                       f"reads it in that CRS (through {target}).")
     return target
+
+
+def _gdal_open(path):
+    """QGIS's GDAL's dataset of ``path``, or None for no path or a file GDAL cannot open (the engine says why)."""
+    try:
+        return gdal.Open(path) if path else None
+    except RuntimeError:
+        return None
 
 
 def has_crs(layer) -> bool:
