@@ -2,6 +2,8 @@
 import os
 from pathlib import Path
 
+import numpy as np
+
 from landcover_plugin.core.errors import LandcoverError
 from landcover_plugin.core.model import class_shares as shares
 from landcover_plugin.core.model.card import build_card
@@ -81,7 +83,7 @@ def finish_run(run: dict, model, network: dict, data: dict, spec, config, device
         source = spec.raw.get("source") or {}
         estimating = heldout is None and confusion is not None  # polygons: from the map this model makes
         weighing = learned is not None and source.get("labels_kind") == "vector"
-        pixels = held.scene_sample(staged, source.get("image")) if estimating or weighing else None
+        pixels = scene_pixels(staged, spec) if estimating or weighing else None
         entry = _class_shares(pixels, learned, spec, events) if weighing and pixels is not None else None
         if estimating:  # of the map Classify makes: weighed by the class shares when the card has them
             heldout = held.of_map(confusion, spec.schema.names, split, held_pixels, pixels,
@@ -133,8 +135,8 @@ def record_tile_agreement(path, spec, events) -> None:
 
     from landcover_plugin.core.classify.tile_agreement import measure
 
-    image = (spec.raw.get("source") or {}).get("image")
-    if not path or not image or not Path(image).exists():
+    image = next((image for image in spec.images if image and Path(image).exists()), None)
+    if not path or not image:
         return
     try:
         agreement = measure(path, image)
@@ -186,7 +188,24 @@ def _source(spec) -> dict:
     of its chips the model learned from: "all" after a refit (every chip trains), else "train" (the validation
     chips held out). 'Assess accuracy' tells from them the reference pixels the model was taught."""
     trained = "all" if all(chip.split == "train" for chip in spec.chips) else "train"
-    return dict(spec.raw.get("source") or {}, chips=str(Path(spec.folder).absolute()), chips_trained=trained)
+    source = dict(spec.raw.get("source") or {}, chips=str(Path(spec.folder).absolute()), chips_trained=trained)
+    if len(spec.sources) > 1:  # a dataset of several rasters: the card names them all
+        source["images"] = [str(image) for image in spec.images if image]
+    return source
+
+
+def scene_pixels(model_path, spec):
+    """The model's class probabilities over a spread sample of the raster the chips were cut from (of each raster
+    of a dataset of several, its share of the tiles set by its valid pixels); None when none can be read here."""
+    sources = spec.sources
+    if len(sources) == 1:
+        return held.scene_sample(model_path, sources[0].get("image"))
+    total = sum(source.get("valid_pixels") or 0 for source in sources) or len(sources)
+    parts = [held.scene_sample(model_path, source.get("image"),
+                               max(1, round(held.SAMPLE_TILES * (source.get("valid_pixels") or 1) / total)))
+             for source in sources]
+    parts = [part for part in parts if part is not None]
+    return np.concatenate(parts) if parts else None
 
 
 def _labelled_share(dataset: dict):
@@ -225,9 +244,10 @@ def _class_shares(pixels, learned, spec, events):
     found, found_by, em, disagreeing = shares.checked_shares(pixels, learned)
     names = spec.schema.names
     strength, erased, overshot = shares.gentle_strength(pixels, found, learned)
-    entry = shares.card_entry(found, learned, [c["id"] for c in spec.schema.to_list()],
-                              (spec.raw.get("source") or {}).get("image"), len(pixels), found_by, em,
-                              disagreeing, probabilities=pixels, strength=strength)
+    entry = shares.card_entry(found, learned, [c["id"] for c in spec.schema.to_list()], spec.images[0], len(pixels),
+                              found_by, em, disagreeing, probabilities=pixels, strength=strength)
+    if len(spec.sources) > 1:
+        entry["sources"] = [str(image) for image in spec.images if image]
     if em is not None:  # ``found`` holds the model's own map's counts then
         events.warning("Estimating the scene's class shares from the model's probabilities went astray: it gave " + (
             ", ".join(f"{names[k]} {100 * em[k]:.1f} % (the model's own map: {100 * found[k]:.1f} %, learned "

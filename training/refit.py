@@ -29,7 +29,7 @@ def train_then_refit(config, spec, device, events, split, training) -> dict:
     plan = None
     if config.cv_folds >= 2 and (split.get("val_polygons") or 0) < CV_BELOW \
             and all(chip.window is not None for chip in spec.chips):
-        plan = plan_folds(store.labels, [chip.window for chip in spec.chips], config.cv_folds, config.seed)
+        plan = plan_folds(store.labels, [chip.place for chip in spec.chips], config.cv_folds, config.seed)
     share = held_out_share(config, spec, plan) if budget else None
     if plan is not None:
         chosen, cancelled = cross_validate(plan, config, spec, store, device, events, training,

@@ -94,7 +94,8 @@ def pretrain_encoder(architecture: str, spec, base_width: int, minutes: float, d
     budget = minutes * 60.0
     events.info(f"Scene pretraining of the {architecture} encoder for {minutes:g} min: masked-image reconstruction "
                 f"({MASK_RATIO:.0%} of {PATCH} px patches hidden) on {len(tiles)} random {tiles.shape[-1]} px "
-                f"tiles of '{Path(image_path).name}'.")
+                f"tiles of '{Path(image_path).name}'" + (f", the first of the chip dataset's {len(spec.sources)} "
+                                                         "rasters." if len(spec.sources) > 1 else "."))
     while (time.perf_counter() - started < budget or steps < min_steps) and not events.cancel_requested:
         pick = torch.randint(0, len(tiles), (min(batch, len(tiles)),), generator=generator)
         x = torch.from_numpy(tiles[pick.numpy()]).to(device)

@@ -32,7 +32,7 @@ from ..qgis_glue.layers import (
     vector_layer_to_gpkg,
     web_fetch_area,
 )
-from ..qgis_glue.output_places import LAST_CHIP_FOLDER, kept_path, remember
+from ..qgis_glue.output_places import LAST_CHIP_FOLDER, is_temporary, kept_path, remember
 from ..qgis_glue.training_layer import schema_for_layer, schema_to_argument
 from .base import EngineAlgorithm, number_range
 
@@ -56,6 +56,7 @@ class ExportChipsAlgorithm(EngineAlgorithm):
     VAL_FRACTION = "VAL_FRACTION"
     SEED = "SEED"
     WEB_RESOLUTION = "WEB_RESOLUTION"
+    ADD_TO_DATASET = "ADD_TO_DATASET"
     OUTPUT = "OUTPUT"
     DATASET = "DATASET"
     CHIPS = "CHIPS"
@@ -111,8 +112,15 @@ class ExportChipsAlgorithm(EngineAlgorithm):
             "Either way no labelled pixel is in both. Nodata and NaN pixels are unlabelled.\n\n"
             "<b>Web map layers</b> (XYZ, WMS): set the resolution to fetch them at (metres a pixel on the "
             "ground); the area of the labels, a chip wider on each side, is fetched as red, green and blue.\n\n"
-            "The output folder must be new, empty, or an earlier chip dataset (which is replaced); a folder "
-            "holding other files is refused and left untouched.")
+            "<b>Several rasters</b>: check 'Add to the chip dataset in the output folder' and export each raster "
+            "(another scene, date or sensor tile) into the same folder, one run each (or all in one batch run): "
+            "one model then learns from all of them, and maps scenes it has not seen better than from one. The "
+            "dataset's classes keep their values (a class new in this raster gets the next one); the band "
+            "statistics are pooled over every raster; each raster keeps its own CRS and validation polygons. The "
+            "rasters must give the same number of bands (choose Bands), of one pixel type and nodata value, and "
+            "the same chip size. Adding the same raster with the same labels twice is refused.\n\n"
+            "The output folder must be new, empty, or an earlier chip dataset (which is replaced, or added to); a "
+            "folder holding other files is refused and left untouched.")
 
     def initAlgorithm(self, config=None):
         self.addParameter(QgsProcessingParameterRasterLayer(self.INPUT, self.tr("Raster (image)")))
@@ -154,6 +162,9 @@ class ExportChipsAlgorithm(EngineAlgorithm):
         self.addParameter(QgsProcessingParameterNumber(
             self.WEB_RESOLUTION, self.tr("Web map layer: resolution to fetch it at (metres a pixel, on the ground)"),
             QgsProcessingParameterNumber.Double, optional=True, minValue=0.01, maxValue=10000.0))
+        self.addParameter(QgsProcessingParameterBoolean(
+            self.ADD_TO_DATASET, self.tr("Add to the chip dataset in the output folder (another raster for the same "
+                                         "model) instead of replacing it"), defaultValue=False))
         self.addParameter(QgsProcessingParameterFolderDestination(
             self.OUTPUT, self.tr("Chip dataset folder (temporary: a new folder beside the raster)")))
         self.addOutput(QgsProcessingOutputFile(self.DATASET, self.tr("dataset.json")))
@@ -187,6 +198,10 @@ class ExportChipsAlgorithm(EngineAlgorithm):
                 read_class_list(keep)
             except BadInputError as exc:
                 return False, exc.message
+        if self.parameterAsBool(parameters, self.ADD_TO_DATASET, context) and is_temporary(
+                self.parameterAsString(parameters, self.OUTPUT, context)):
+            return False, self.tr("'Add to the chip dataset in the output folder' needs that folder: choose the chip "
+                                  "dataset to add this raster's chips to (or a new folder for the first raster).")
         chip_size = self.parameterAsInt(parameters, self.CHIP_SIZE, context)
         stride = self.parameterAsInt(parameters, self.STRIDE, context)
         if stride > chip_size:  # the engine refuses it; say so before the run, with the two numbers
@@ -227,7 +242,8 @@ class ExportChipsAlgorithm(EngineAlgorithm):
             min_labelled=self.parameterAsDouble(parameters, self.MIN_LABELLED, context),
             val_fraction=self.parameterAsDouble(parameters, self.VAL_FRACTION, context),
             seed=self.parameterAsInt(parameters, self.SEED, context),
-            keep_classes=self.parameterAsFile(parameters, self.KEEP_CLASSES, context) or None)
+            keep_classes=self.parameterAsFile(parameters, self.KEEP_CLASSES, context) or None,
+            add=self.parameterAsBool(parameters, self.ADD_TO_DATASET, context))
         if polygons is not None:
             field = self.parameterAsString(parameters, self.CLASS_FIELD, context)
             schema = schema_for_layer(polygons, field)

@@ -28,43 +28,33 @@ KEPT = 512  # label chips kept read (512 chips of 256 px: 32 MB)
 class TrainingPixels:
     """The labelled pixels of the chips a model trained on, as masks on windows of another grid."""
 
-    def __init__(self, chips: list, crs, dst_crs, folder):
-        self.chips = chips  # [(label path, transform, bounds in dst_crs)]
+    def __init__(self, chips: list, dst_crs, folder):
+        self.chips = chips  # [(label path, transform, CRS, bounds in dst_crs)]
         self.boxes = np.array([bounds for *_, bounds in chips], dtype=np.float64).reshape(-1, 4)
-        self.crs, self.dst_crs, self.folder = crs, dst_crs, folder
+        self.dst_crs, self.folder = dst_crs, folder
         self._masks = OrderedDict()
 
     @classmethod
     def from_record(cls, entry, dst_crs):
         """The training pixels of the model a map's record names, or None (no record, the chip dataset is gone or
-        unreadable, or a map of a model trained before records named its chips)."""
+        unreadable, or a map of a model trained before records named its chips). The chips of every raster of the
+        dataset count: a place taught from another raster (another date of it) is taught all the same."""
         source = (entry or {}).get("chips")
         if not source or entry.get("chips_trained") not in ("all", "train"):
             return None
         try:
             data = load_dataset(source)
-            crs = CRS.from_wkt(data["crs"]) if data.get("crs") else None
             chosen = [c for c in data["chips"] if entry["chips_trained"] == "all" or c["split"] == "train"]
-            if not chosen:
-                return None
-            with open_raster(chosen[0]["label_path"], "label chip") as first:
-                window = chosen[0]["window"]
-                origin = first.transform * Affine.translation(-window["col_off"], -window["row_off"])
-        except (LandcoverError, OSError, ValueError, KeyError):
+            rasters = data.get("sources") or [data]
+            chips = []
+            for index, raster in enumerate(rasters):
+                own = [chip for chip in chosen if int(chip.get("source") or 0) == index]
+                crs = CRS.from_wkt(raster["crs"]) if raster.get("crs") else None
+                if own and (crs is None) == (dst_crs is None):
+                    chips += _placed(own, crs, dst_crs)
+        except (LandcoverError, OSError, ValueError, KeyError, IndexError):
             return None
-        if (crs is None) != (dst_crs is None):
-            return None
-        chips = []
-        for chip in chosen:
-            w = chip["window"]
-            transform = origin * Affine.translation(w["col_off"], w["row_off"])
-            left, top = transform * (0, 0)
-            right, bottom = transform * (w["width"], w["height"])
-            bounds = (min(left, right), min(top, bottom), max(left, right), max(top, bottom))
-            if crs is not None and crs != dst_crs:
-                bounds = transform_bounds(crs, dst_crs, *bounds, densify_pts=21)
-            chips.append((chip["label_path"], transform, bounds))
-        return cls(chips, crs, dst_crs, str(data["folder"]))
+        return cls(chips, dst_crs, str(data["folder"])) if chips else None
 
     def mask(self, window_transform, box, shape) -> np.ndarray:
         """Where on the window (``window_transform``, ``box`` its bounds, ``shape``) the model was taught a class."""
@@ -72,16 +62,16 @@ class TrainingPixels:
         b = self.boxes
         near = np.flatnonzero((b[:, 0] < box[2]) & (box[0] < b[:, 2]) & (b[:, 1] < box[3]) & (box[1] < b[:, 3]))
         for index in near:
-            path, transform, _bounds = self.chips[index]
+            path, transform, crs, _bounds = self.chips[index]
             labelled = self._labelled(index, path)
             if labelled is None:
                 continue
-            offset = _offset(transform, window_transform) if self.crs == self.dst_crs else None
+            offset = _offset(transform, window_transform) if crs == self.dst_crs else None
             if offset is not None:  # the map's own grid (the usual case): placed, not warped
                 _paste(taught, labelled, *offset)
                 continue
             here = np.zeros(shape, dtype=np.uint8)
-            reproject(labelled, here, src_transform=transform, src_crs=self.crs or _LOCAL,
+            reproject(labelled, here, src_transform=transform, src_crs=crs or _LOCAL,
                       dst_transform=window_transform, dst_crs=self.dst_crs or _LOCAL, resampling=Resampling.nearest,
                       src_nodata=None, dst_nodata=None)
             taught |= here
@@ -102,6 +92,25 @@ class TrainingPixels:
         if len(self._masks) > KEPT:
             self._masks.popitem(last=False)
         return labelled
+
+
+def _placed(chips, crs, dst_crs) -> list:
+    """``(label path, transform, crs, bounds in dst_crs)`` of chips cut from one raster (in ``crs``): the raster's
+    grid is found from its first label chip and each chip's window in it."""
+    with open_raster(chips[0]["label_path"], "label chip") as first:
+        window = chips[0]["window"]
+        origin = first.transform * Affine.translation(-window["col_off"], -window["row_off"])
+    placed = []
+    for chip in chips:
+        w = chip["window"]
+        transform = origin * Affine.translation(w["col_off"], w["row_off"])
+        left, top = transform * (0, 0)
+        right, bottom = transform * (w["width"], w["height"])
+        bounds = (min(left, right), min(top, bottom), max(left, right), max(top, bottom))
+        if crs is not None and crs != dst_crs:
+            bounds = transform_bounds(crs, dst_crs, *bounds, densify_pts=21)
+        placed.append((chip["label_path"], transform, crs, bounds))
+    return placed
 
 
 def _offset(chip, window):

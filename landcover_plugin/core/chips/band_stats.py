@@ -40,3 +40,17 @@ class BandStats:
         if self.count == 0:
             return np.zeros_like(self.mean)
         return np.sqrt(self._m2 / self.count)
+
+
+def pooled(parts) -> tuple:
+    """``(count, mean, std)`` over the pixels of several rasters from each one's ``(count, mean, std)`` (per-band
+    sequences, population std as :class:`BandStats` gives): what one :class:`BandStats` fed every pixel would say."""
+    counts = np.array([float(count) for count, _mean, _std in parts])
+    means = np.array([np.asarray(mean, dtype=np.float64) for _count, mean, _std in parts])
+    stds = np.array([np.asarray(std, dtype=np.float64) for _count, _mean, std in parts])
+    total = counts.sum()
+    if total == 0:
+        return 0, means[0], stds[0]
+    mean = (counts[:, None] * means).sum(axis=0) / total
+    var = (counts[:, None] * (stds ** 2 + (means - mean) ** 2)).sum(axis=0) / total
+    return int(total), mean, np.sqrt(var)

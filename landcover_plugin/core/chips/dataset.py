@@ -41,6 +41,11 @@ A chip dataset is a folder::
                      With "polygons" a window may give a train chip and a val chip (``<id>_val``) sharing
                      one image file; a val chip labels only pixels no earlier window labelled.
     source           {"image", "labels", "labels_kind": "vector" | "raster", "class_field"}
+    sources          (a dataset of several rasters, see :mod:`.merge`) per raster: its "source" entry with its
+                     "crs", "resolution", "nodata", "bands", "mean", "std", "valid_pixels", "split", "summary" and
+                     "chips" (how many); each chip's "source" is its raster's index here (absent: 0). The top-level
+                     source, crs, resolution and bands are the first raster's; mean, std, valid_pixels and the
+                     pixel counts are over all of them
     summary          what chip export reported (chips per split, distinct pixels per class, missing/rare
                      classes)
 
@@ -63,6 +68,7 @@ DATASET_FILE = "dataset.json"
 IMAGES_DIR = "images"
 LABELS_DIR = "labels"
 SCHEMA_VERSION = 1
+RASTER_ROWS = 1 << 24  # rows set aside for a raster of another grid when several are put on one (raster_shifts)
 
 
 def nodata_to_json(nodata):
@@ -170,6 +176,14 @@ class Chip:
     label: Path
     split: str
     window: tuple = None  # (row_off, col_off) in the source raster, when dataset.json gives it
+    source: int = 0  # which raster of the dataset's ``sources`` (0: the first, or the only one)
+    shift: tuple = (0, 0)  # (rows, cols) from its raster's grid to the grid of all the dataset's rasters
+
+    @property
+    def place(self):
+        """The window's offsets on one grid for every raster of the dataset (None without a window): see
+        :func:`raster_shifts`."""
+        return None if self.window is None else (self.window[0] + self.shift[0], self.window[1] + self.shift[1])
 
 
 @dataclass
@@ -190,6 +204,17 @@ class DatasetSpec:
     @property
     def band_count(self) -> int:
         return len(self.band_names)
+
+    @property
+    def sources(self) -> list:
+        """Per raster the chips were cut from, its ``source`` entry (``image``, ``labels``, ...): one for a dataset of
+        one raster."""
+        return list(self.raw.get("sources") or [self.raw.get("source") or {}])
+
+    @property
+    def images(self) -> list:
+        """The paths of the rasters the chips were cut from, as their exports recorded them (None where unknown)."""
+        return [source.get("image") for source in self.sources]
 
     def split(self, name: str) -> list:
         return [c for c in self.chips if c.split == name]
@@ -229,22 +254,57 @@ def load_spec(folder) -> DatasetSpec:
         raise BadInputError(f"The chip dataset '{folder}' holds no chips: the export found no chip with "
                             f"enough labelled pixels. Digitise more training areas, lower the minimum "
                             f"labelled fraction or use a smaller chip size, then export again.")
-    chips = [_chip(entry, meta_path) for entry in entries]
+    shifts = raster_shifts(meta.get("sources"))
+    chips = [_chip(entry, meta_path, shifts) for entry in entries]
     return DatasetSpec(folder=folder, schema=meta["schema"], band_names=names, dtype=dtype, nodata=meta["nodata"],
                        mean=mean, std=std, chip_size=chip_size, crs=str(meta.get("crs") or ""),
                        resolution=meta.get("resolution"), chips=chips, raw=meta)
 
 
-def _chip(entry, meta_path: Path) -> Chip:
+def raster_shifts(sources) -> list:
+    """Per raster of a dataset of several (``sources``), the (rows, cols) that put its windows on one grid with the
+    others': rasters on the first one's grid (the same CRS and pixel size, whole pixels apart: tiles of one scene,
+    or two dates of one place) where they lie on it, so the same place is the same pixel (cross-validation holds
+    it out once, on both dates); any other raster :data:`RASTER_ROWS` rows below the previous ones, so it meets
+    none of them."""
+    if not sources:
+        return [(0, 0)]
+    first = sources[0]
+    shifts = [_grid_shift(first, source) for source in sources]
+    known = [shift for shift in shifts if shift is not None] or [(0, 0)]
+    top, left = min(row for row, _ in known), min(col for _, col in known)
+    return [(shift[0] - top, shift[1] - left) if shift is not None else ((index + 1) * RASTER_ROWS, 0)
+            for index, shift in enumerate(shifts)]
+
+
+def _grid_shift(first: dict, other: dict):
+    """(rows, cols) of ``other``'s grid origin on ``first``'s, or None where the two grids differ."""
+    try:
+        a0, b0, c0, d0, e0, f0 = (float(v) for v in first["transform"])
+        a1, b1, c1, d1, e1, f1 = (float(v) for v in other["transform"])
+    except (KeyError, TypeError, ValueError):
+        return None
+    if first.get("crs") != other.get("crs") or b0 or d0 or b1 or d1 or not (
+            math.isclose(a0, a1, rel_tol=1e-9) and math.isclose(e0, e1, rel_tol=1e-9)):
+        return None
+    row, col = (f1 - f0) / e0, (c1 - c0) / a0
+    if abs(row - round(row)) > 1e-6 or abs(col - round(col)) > 1e-6:
+        return None
+    return int(round(row)), int(round(col))
+
+
+def _chip(entry, meta_path: Path, shifts) -> Chip:
     split = str(entry.get("split"))
     if split not in ("train", "val"):
         raise BadInputError(f"Chip '{entry['id']}' in '{meta_path}' has split '{split}'; use 'train' or 'val'. "
                             f"{_FIX}")
+    source = int(entry.get("source") or 0)
     window = entry.get("window")
     offsets = (int(window["row_off"]), int(window["col_off"])) if isinstance(window, dict) and \
         {"row_off", "col_off"} <= set(window) else None
     return Chip(name=str(entry["id"]), image=Path(entry["image_path"]), label=Path(entry["label_path"]),
-                split=split, window=offsets)
+                split=split, window=offsets, source=source, shift=shifts[source] if source < len(shifts) else
+                ((source + 1) * RASTER_ROWS, 0))
 
 
 def _per_band(values, count: int, what: str, meta_path: Path) -> list:

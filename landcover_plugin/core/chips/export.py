@@ -10,6 +10,7 @@ that replaces the output folder only on success.
 import json
 import os
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -26,15 +27,16 @@ from ..output_folder import check_output_folder, commit, discard, start_staging
 from ..rasters import check_pixel_type, open_raster
 from ..schema import ClassSchema
 from .band_subset import BandSubset
+from .counts import RARE_SHARE, chip_pixels, class_summary
 from .dataset import SCHEMA_VERSION, is_chip_dataset_folder, nodata_to_json, write_dataset_json
 from .distinct import distinct_class_pixels
 from .label_sources import VectorLabels
+from .merge import export_adding
 from .options import ChipExportOptions
 from .raster_labels import RasterLabels
 from .scan import BlockLabeller, PolygonLabeller, scan
 from .split import no_holdout_reason, polygon_groups, polygon_split, spatial_split
 
-RARE_SHARE = 0.01  # a class with under 1 % of the labelled training pixels is "very few"
 ADVISED_POLYGONS = 5  # per class: fewer, and neither the model nor its held-out score can be trusted much
 
 
@@ -49,8 +51,12 @@ def export_chips(options: ChipExportOptions, events=None) -> dict:
     pixels a chip needs (at least one pixel always); ``val_fraction`` the share of chips for validation,
     chosen by spatial blocks. See :class:`ChipExportOptions`.
 
-    :raises BadInputError, Cancelled: with nothing left in ``options.output``.
+    ``add``: add the chips to the chip dataset in ``options.output`` (another raster, see :mod:`.merge`).
+
+    :raises BadInputError, Cancelled: with nothing left in ``options.output`` (with ``add``: the dataset as it was).
     """
+    if options.add:
+        return export_adding(replace(options, add=False), export_chips, events or RecordingEvents())
     o = options
     raster_path, output_dir = o.image, o.output
     labels_vector, class_field, labels_raster = o.labels_vector, o.class_field, o.labels_raster
@@ -246,31 +252,11 @@ def _band_names(image) -> list:
     return [d or f"band {i + 1}" for i, d in enumerate(image.descriptions)]
 
 
-def _pixels(chips, schema, split=None) -> dict:
-    totals = {str(c.id): 0 for c in schema}
-    for chip in chips:
-        if split is None or chip["split"] == split:
-            for key, value in chip["class_counts"].items():
-                totals[key] += value
-    return totals
-
-
 def _summary(chips, schema, distinct, windows_seen, dropped, started) -> dict:
     """What the analyst is told: pixels per class are distinct labelled pixels (see :mod:`.distinct`)."""
-    train, val = distinct["train"], distinct["val"]
-    labelled_train = sum(train.values())
-    names = {str(c.id): c.name for c in schema}
     seconds = time.monotonic() - started
-    n_val = sum(c["split"] == "val" for c in chips)
     return {
-        "windows": windows_seen, "chips": len(chips), "train_chips": len(chips) - n_val, "val_chips": n_val,
-        "dropped_overlapping": dropped,
-        "class_pixels": {names[k]: train[k] + val[k] for k in train},
-        "train_class_pixels": {names[k]: v for k, v in train.items()},
-        "val_class_pixels": {names[k]: v for k, v in val.items()},
-        "missing_classes": [names[k] for k, v in train.items() if v == 0],
-        "rare_classes": [names[k] for k, v in train.items() if 0 < v < RARE_SHARE * labelled_train],
-        "missing_in_val": [names[k] for k, v in val.items() if v == 0] if n_val else [],
+        "windows": windows_seen, **class_summary(chips, schema, distinct), "dropped_overlapping": dropped,
         "seconds": round(seconds, 3),
         "chips_per_second": round(len(chips) / seconds, 1) if seconds > 0 else None,
         "windows_per_second": round(windows_seen / seconds, 1) if seconds > 0 else None,
@@ -293,9 +279,9 @@ def _dataset_content(image, labels, chips, stats, chip_size, stride, split_info,
         "mean": stats.mean.tolist(),
         "std": stats.std.tolist(),
         "valid_pixels": int(stats.count),
-        "class_pixels": _pixels(chips, labels.schema),
-        "train_class_pixels": _pixels(chips, labels.schema, "train"),
-        "val_class_pixels": _pixels(chips, labels.schema, "val"),
+        "class_pixels": chip_pixels(chips, labels.schema),
+        "train_class_pixels": chip_pixels(chips, labels.schema, "train"),
+        "val_class_pixels": chip_pixels(chips, labels.schema, "val"),
         "distinct_class_pixels": {k: v + distinct["val"][k] for k, v in distinct["train"].items()},
         "distinct_train_class_pixels": distinct["train"],
         "distinct_val_class_pixels": distinct["val"],

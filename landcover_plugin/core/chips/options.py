@@ -44,3 +44,6 @@ class ChipExportOptions:
     val_fraction: float = option(0.2, minimum=0.0, maximum=0.9,
                                  help="share of chips for validation, chosen by spatial blocks (0-0.9)")
     seed: int = option(0, minimum=0, maximum=SEED_MAX, help="random seed of the train/validation split")
+    add: bool = option(False, help="add the chips to the chip dataset already in the output folder (another raster "
+                                   "for the same model: same bands, pixel type, nodata and chip size) instead of "
+                                   "replacing it; a new or empty folder gets a new dataset")

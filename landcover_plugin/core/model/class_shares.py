@@ -235,8 +235,10 @@ def card_weights(model, events, raster=None):
         f"{c['name']} {100 * s:.1f} %" for c, s in zip(model.classes, entry["scene_shares"]))
         + "): polygons sample classes about evenly, a scene does not. Turn 'Weigh classes by the scene's shares' "
           "off (engine: --class-shares off) for the model's own probabilities.")
-    if raster is not None and entry.get("source") and not same_file(raster, entry["source"]):
-        events.info(f"Those shares were estimated on the training raster, {Path(entry['source']).name}, not on this "
+    trained_on = entry.get("sources") or ([entry["source"]] if entry.get("source") else [])
+    if raster is not None and trained_on and not any(same_file(raster, path) for path in trained_on):
+        events.info(f"Those shares were estimated on the training raster{'s' if len(trained_on) > 1 else ''}, "
+                    f"{', '.join(Path(path).name for path in trained_on)}, not on this "
                     "one; they are kept (on parts of a scene whose shares differ, the weighing still helped more than "
                     "shares estimated on the part itself). Where this raster is unlike the training one in kind (a "
                     "class common here that was rare or absent there), classify with the weighing off too and "

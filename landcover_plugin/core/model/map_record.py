@@ -60,10 +60,11 @@ def map_estimate(heldout, weighed: bool):
 def record(card: dict, model_path, raster_path, weighed: bool) -> dict:
     """The ``landcover_model`` tag of a map classified from ``raster_path`` by the model at ``model_path``."""
     trained_on = training_raster(card)
+    images = (card.get("source") or {}).get("images") or ([trained_on] if trained_on else [])
     entry = {"model": Path(os.fspath(model_path)).name, "model_created": card.get("created"),
              "architecture": card.get("architecture"), "raster": Path(os.fspath(raster_path)).name,
-             "training_raster": Path(trained_on).name if trained_on else None,
-             "same_raster": same_file(raster_path, trained_on) if trained_on else None,
+             "training_raster": ", ".join(Path(image).name for image in images) if images else None,
+             "same_raster": any(same_file(raster_path, image) for image in images) if images else None,
              "classes_weighed": bool(weighed)}
     source = card.get("source") or {}
     if source.get("chips"):  # the chip dataset and which of its chips the model was trained on: "all" or "train"

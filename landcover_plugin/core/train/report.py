@@ -351,10 +351,13 @@ def _data(card, dataset) -> str:
             how += (f": {split.get('val_polygons')} of {split.get('polygon_groups')} polygon groups held out "
                     f"whole for validation")
         rows.append(("Validation split", how))
-    source = dataset.get("source") or {}
-    if source:
-        rows.append(("Source image", source.get("image", "n/a")))
-        rows.append(("Labels", f"{source.get('labels', 'n/a')} ({source.get('labels_kind', '')})"))
+    for index, source in enumerate(dataset.get("sources") or [dataset.get("source") or {}], start=1):
+        if not source:
+            continue
+        several = f" {index}" if dataset.get("sources") else ""
+        chips = f" ({source['chips']} chips)" if several and source.get("chips") is not None else ""
+        rows.append((f"Source image{several}", f"{source.get('image', 'n/a')}{chips}"))
+        rows.append((f"Labels{several}", f"{source.get('labels', 'n/a')} ({source.get('labels_kind', '')})"))
     return key_value_table(rows)
 
 

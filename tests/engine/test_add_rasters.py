@@ -1,0 +1,206 @@
+"""One chip dataset from several rasters ('Export label chips' with --add): Zion's labelled west cut into a northern
+and a southern scene, each exported onto the same dataset with the sparse polygons. The second scene holds classes
+the first has none of, and their chips share window offsets, so ids, file names and grids must be kept apart."""
+import json
+
+import numpy as np
+import pytest
+import rasterio
+from osgeo import gdal
+
+from landcover_plugin.core.assess.training_pixels import TrainingPixels
+from landcover_plugin.core.chips.dataset import load_dataset, load_spec
+from landcover_plugin.core.chips.export import export_chips
+from landcover_plugin.core.chips.options import ChipExportOptions
+from landcover_plugin.core.classify.options import ClassifyOptions
+from landcover_plugin.core.classify.run import classify_raster
+from landcover_plugin.core.errors import BadInputError
+from landcover_plugin.core.events import RecordingEvents
+from landcover_plugin.core.model.card import CARD_KEY
+from landcover_plugin.core.model.metadata import read_metadata_props
+from landcover_plugin.core.train.options import TrainConfig
+from training.dataset import ChipStore
+from training.folds import plan_folds
+from training.loop import train
+
+gdal.UseExceptions()
+CHIP = 32
+
+
+@pytest.fixture(scope="module")
+def scenes(shared_data, tmp_path_factory):
+    """The north and south halves of the west 60 % of the Zion image (where the polygons are), as two GeoTIFFs."""
+    folder = tmp_path_factory.mktemp("scenes")
+    image = shared_data / "zion" / "landsat8_2015_b2345.tif"
+    with rasterio.open(image) as src:
+        width, half = int(src.width * 0.6), src.height // 2
+        height = src.height
+    north, south = folder / "north.tif", folder / "south.tif"
+    gdal.Translate(str(north), str(image), srcWin=[0, 0, width, half])
+    gdal.Translate(str(south), str(image), srcWin=[0, half, width, height - half])
+    return {"north": north, "south": south, "folder": folder}
+
+
+def options(image, output, shared_data, **more):
+    return ChipExportOptions(image=str(image), output=str(output), chip_size=CHIP, add=True,
+                             labels_vector=str(shared_data / "zion" / "training_polygons_sparse.gpkg"),
+                             class_field="class", **more)
+
+
+@pytest.fixture(scope="module")
+def both(scenes, shared_data):
+    """The dataset of both scenes, and the north scene's own dataset.json as it was before the south was added."""
+    folder = scenes["folder"] / "chips"
+    export_chips(options(scenes["north"], folder, shared_data), RecordingEvents())
+    north = json.loads((folder / "dataset.json").read_text())
+    events = RecordingEvents()
+    summary = export_chips(options(scenes["south"], folder, shared_data), events)
+    south_alone = export_chips(options(scenes["south"], scenes["folder"] / "south_alone", shared_data),
+                               RecordingEvents())
+    return {"folder": folder, "north": north, "summary": summary, "events": events, "south_alone": south_alone,
+            "dataset": json.loads((folder / "dataset.json").read_text())}
+
+
+def valid_pixels(*paths):
+    values = []
+    for path in paths:
+        with rasterio.open(path) as src:
+            data = src.read().reshape(src.count, -1).astype(np.float64)
+            values.append(data[:, (data != src.nodata).all(axis=0)])
+    return np.concatenate(values, axis=1)
+
+
+def test_the_second_raster_adds_its_chips_under_names_of_their_own(both, scenes):
+    dataset, north = both["dataset"], both["north"]
+    south = [chip for chip in dataset["chips"] if chip.get("source") == 1]
+    assert dataset["chips"][:len(north["chips"])] == north["chips"]  # the first raster's chips untouched
+    assert len(south) == both["south_alone"]["chips"] > 0 and len(dataset["chips"]) == len(north["chips"]) + len(south)
+    ids = [chip["id"] for chip in dataset["chips"]]
+    assert len(set(ids)) == len(ids) and all(chip["id"].startswith("s2_") for chip in south)
+    shared_windows = {(c["window"]["row_off"], c["window"]["col_off"]) for c in north["chips"]} & {
+        (c["window"]["row_off"], c["window"]["col_off"]) for c in south}
+    assert shared_windows  # the two rasters' chips share offsets: only the names keep them apart
+    for chip in dataset["chips"]:
+        assert (both["folder"] / chip["image"]).is_file() and (both["folder"] / chip["label"]).is_file()
+    with rasterio.open(both["folder"] / south[0]["image"]) as chip, rasterio.open(scenes["south"]) as src:
+        w = south[0]["window"]  # georeferenced in its own raster
+        assert chip.transform == src.window_transform(((w["row_off"], w["row_off"] + CHIP),
+                                                      (w["col_off"], w["col_off"] + CHIP)))
+    assert [s["image"] for s in dataset["sources"]] == [str(scenes["north"]), str(scenes["south"])]
+    assert [s["chips"] for s in dataset["sources"]] == [len(north["chips"]), len(south)]
+    assert not [p for p in scenes["folder"].iterdir() if p.name.startswith(".")]  # no hidden folder left
+    assert any("of 2 rasters" in e["message"] for e in both["events"].of_type("log"))
+
+
+def test_band_statistics_are_those_of_every_valid_pixel_of_both_rasters(both, scenes):
+    pixels = valid_pixels(scenes["north"], scenes["south"])
+    dataset = both["dataset"]
+    assert dataset["valid_pixels"] == pixels.shape[1]
+    assert dataset["mean"] == pytest.approx(pixels.mean(axis=1).tolist(), rel=1e-9)
+    assert dataset["std"] == pytest.approx(pixels.std(axis=1).tolist(), rel=1e-9)
+    assert dataset["mean"] != pytest.approx(both["north"]["mean"], rel=1e-3)
+
+
+def test_classes_keep_their_values_and_new_ones_come_after(both):
+    north = {c["name"]: c["id"] for c in both["north"]["classes"]}
+    merged = {c["name"]: c["id"] for c in both["dataset"]["classes"]}
+    new = sorted(set(merged) - set(north))
+    assert new and all(merged[name] == north[name] for name in north)
+    assert sorted(merged[name] for name in new) == list(range(max(north.values()) + 1, max(north.values()) + 1
+                                                             + len(new)))
+    # the label chips of the second raster hold the merged ids; the pixel counts add up over both rasters
+    found = np.zeros(256, dtype=np.int64)
+    for chip in both["dataset"]["chips"]:
+        with rasterio.open(both["folder"] / chip["label"]) as src:
+            found += np.bincount(src.read(1).ravel(), minlength=256)
+    counted = both["dataset"]["class_pixels"]
+    assert {int(k): v for k, v in counted.items() if v} == {i: int(found[i]) for i in np.flatnonzero(found) if i}
+    south_names = both["south_alone"]["class_pixels"]
+    assert both["summary"]["class_pixels"] == {
+        name: both["north"]["summary"]["class_pixels"].get(name, 0) + south_names.get(name, 0) for name in merged}
+
+
+def test_cross_validation_lays_the_rasters_on_their_common_grid(both):
+    """The two scenes are parts of one grid: each labelled pixel of each is scored once, where it lies on it (laid
+    by their windows alone, chips of the two at the same offsets would be taken for one place)."""
+    spec = load_spec(both["folder"])
+    assert {chip.shift for chip in spec.chips if chip.source == 1} == {(both["north"]["chips"] and
+                                                                       _rows_of(spec, 0), 0)}
+    store = ChipStore(spec, 64, RecordingEvents())
+    plan = plan_folds(store.labels, [chip.place for chip in spec.chips], 4, 0)
+    assert int(plan.scored.sum()) == sum(both["dataset"]["distinct_class_pixels"].values())
+
+
+def _rows_of(spec, source):
+    with rasterio.open(spec.sources[source]["image"]) as src:
+        return src.height
+
+
+def test_two_dates_of_one_place_are_held_out_together(both, scenes, shared_data, tmp_path):
+    """The north scene and a copy standing for another date of it: the same places, so cross-validation sees each
+    polygon once (one group over both dates, held out on both), never trains on one date of a polygon and scores
+    the other."""
+    folder = tmp_path / "dates"
+    other_date = tmp_path / "north_2016.tif"
+    gdal.Translate(str(other_date), str(scenes["north"]))
+    export_chips(options(scenes["north"], folder, shared_data), RecordingEvents())
+    alone = load_spec(folder)
+    plan_alone = plan_folds(ChipStore(alone, 64, RecordingEvents()).labels, [c.place for c in alone.chips], 4, 0)
+    export_chips(options(other_date, folder, shared_data), RecordingEvents())
+    spec = load_spec(folder)
+    assert len(spec.chips) == 2 * len(alone.chips) and {chip.shift for chip in spec.chips} == {(0, 0)}
+    plan = plan_folds(ChipStore(spec, 64, RecordingEvents()).labels, [c.place for c in spec.chips], 4, 0)
+    assert plan.groups == plan_alone.groups and int(plan.scored.sum()) == int(plan_alone.scored.sum())
+    second = np.array([spec.chips[i].source == 1 for i in plan.chip])
+    for fold in range(plan.folds):  # a fold holds a place out on both dates or on neither
+        assert (plan.fold[second] == fold).sum() == (plan.fold[~second] == fold).sum()
+
+
+def test_a_model_of_both_rasters_names_them_and_assess_finds_its_training_pixels_on_either(both, scenes):
+    model = both["folder"].parent / "both.onnx"
+    train(TrainConfig(dataset_dir=str(both["folder"]), output=str(model), epochs=1, batch_size=8, base_width=8,
+                      patience=0, device="cpu", refit=False), RecordingEvents())
+    card = json.loads(read_metadata_props(model)[CARD_KEY])
+    assert card["source"]["images"] == [str(scenes["north"]), str(scenes["south"])]
+    result = classify_raster(ClassifyOptions(scenes["south"], str(model), both["folder"].parent / "south_map.tif"),
+                             RecordingEvents())
+    with rasterio.open(result["OUTPUT"]) as out:
+        record = json.loads(out.tags()["landcover_model"])
+        shape, transform, crs = out.shape, out.transform, out.crs
+    assert record["same_raster"] is True and record["training_raster"] == "north.tif, south.tif"
+    assert record["chips_trained"] == "train"
+    taught = TrainingPixels.from_record(record, crs).mask(transform, _bounds(transform, shape), shape)
+    data = load_dataset(both["folder"])
+    south_taught = sum(data["sources"][1]["summary"]["train_class_pixels"].values())
+    assert int(taught.sum()) == south_taught  # the south's training pixels, none of the north's
+
+
+def _bounds(transform, shape):
+    left, top = transform * (0, 0)
+    right, bottom = transform * (shape[1], shape[0])
+    return (min(left, right), min(top, bottom), max(left, right), max(top, bottom))
+
+
+def test_a_raster_that_does_not_fit_leaves_the_dataset_as_it_was(both, scenes, shared_data, tmp_path):
+    folder = both["folder"]
+    before = (folder / "dataset.json").read_bytes()
+    files = sorted(p.relative_to(folder) for p in folder.rglob("*"))
+    another, eight_bit = tmp_path / "south_copy.tif", tmp_path / "south_8bit.tif"
+    gdal.Translate(str(another), str(scenes["south"]))
+    gdal.Translate(str(eight_bit), str(scenes["south"]), outputType=gdal.GDT_Byte, scaleParams=[[]], noData=255)
+    refusals = [
+        (another, dict(bands=[1, 2, 3]), "gives 3 bands"),                         # another band count
+        (eight_bit, {}, "holds uint8 pixels, the chip dataset .* uint16"),         # another pixel type
+        (another, dict(chip_size=CHIP * 2), f"chips of {CHIP} px; this export asks for {2 * CHIP}"),  # before export
+    ]
+    for image, more, said in refusals:
+        opts = options(image, folder, shared_data)
+        for key, value in more.items():
+            setattr(opts, key, value)
+        with pytest.raises(BadInputError, match=said):
+            export_chips(opts, RecordingEvents())
+    with pytest.raises(BadInputError, match="already in the chip dataset"):
+        export_chips(options(scenes["north"], folder, shared_data), RecordingEvents())
+    assert (folder / "dataset.json").read_bytes() == before
+    assert sorted(p.relative_to(folder) for p in folder.rglob("*")) == files
+    assert not [p for p in folder.parent.iterdir() if p.name.startswith(".")]
