@@ -198,20 +198,29 @@ def class_field_candidates(layer) -> list:
 
 
 def _in_layer_crs(layer, path: str, feedback) -> str:
-    """``path``, or a virtual raster over it in the layer's CRS where the file has none and QGIS places the layer
-    in one (the project's, or the one chosen under Source > Assigned CRS): the engine reads files, so it saw no
-    CRS, and chips, models and maps had none."""
+    """``path``, or a virtual raster over it in the layer's CRS where QGIS places the layer in another CRS than the
+    file's: where the file has none (QGIS takes the project's, or the one chosen under Source > Assigned CRS), or
+    where the analyst assigned one over the file's (a file whose CRS is wrong: digitised polygons lie where the layer
+    shows it). The engine reads files: it saw no CRS, or the wrong one, and its chips, models and maps with it."""
     dataset = _gdal_open(path)
-    if dataset is None or dataset.GetSpatialRef() is not None or dataset.GetGeoTransform(can_return_null=True) \
-            is None:
-        return path  # the engine says what is wrong with it, reads the file's CRS, or says it is not on a grid
+    if dataset is None or dataset.GetGeoTransform(can_return_null=True) is None:
+        return path  # the engine says what is wrong with it, or that it is not on a grid
+    crs = layer.crs().authid() or layer.crs().description()
+    if dataset.GetSpatialRef() is None:
+        said = f"The file of '{layer.name()}' has no CRS; QGIS places the layer in {crs}, so the engine reads it in " \
+               f"that CRS"
+    elif has_crs(layer) and layer.crs() != layer.dataProvider().crs():
+        own = layer.dataProvider().crs()
+        said = f"'{layer.name()}' is assigned {crs} in QGIS (Source > Assigned CRS), its file says " \
+               f"{own.authid() or own.description()}: the engine reads it in {crs}, where QGIS shows it and its " \
+               f"labels were drawn. If the file was right, set the layer back to it"
+    else:
+        return path
     # one name per file and CRS: later steps see the raster they trained on as the same file (a session's)
     digest = hashlib.sha1(f"{os.path.abspath(path)}|{layer.crs().toWkt()}".encode()).hexdigest()[:12]
     target = os.path.join(QgsProcessingUtils.tempFolder(), f"{_safe(layer.name())}_{digest}.vrt")
     gdal.Translate(target, dataset, format="VRT", outputSRS=layer.crs().toWkt()).FlushCache()
-    crs = layer.crs().authid() or layer.crs().description()
-    feedback.pushInfo(f"The file of '{layer.name()}' has no CRS; QGIS places the layer in {crs}, so the engine "
-                      f"reads it in that CRS (through {target}).")
+    feedback.pushInfo(f"{said} (through {target}).")
     return target
 
 

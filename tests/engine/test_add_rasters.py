@@ -2,6 +2,7 @@
 and a southern scene, each exported onto the same dataset with the sparse polygons. The second scene holds classes
 the first has none of, and their chips share window offsets, so ids, file names and grids must be kept apart."""
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -19,6 +20,7 @@ from landcover_plugin.core.events import RecordingEvents
 from landcover_plugin.core.model.card import CARD_KEY
 from landcover_plugin.core.model.metadata import read_metadata_props
 from landcover_plugin.core.train.options import TrainConfig
+from landcover_plugin.core.train.report import write_training_report
 from training.dataset import ChipStore
 from training.folds import plan_folds
 from training.loop import train
@@ -162,6 +164,9 @@ def test_a_model_of_both_rasters_names_them_and_assess_finds_its_training_pixels
                       patience=0, device="cpu", refit=False), RecordingEvents())
     card = json.loads(read_metadata_props(model)[CARD_KEY])
     assert card["source"]["images"] == [str(scenes["north"]), str(scenes["south"])]
+    page = Path(write_training_report(both["folder"].parent / "report.html", model,
+                                      dataset_dir=both["folder"])).read_text()
+    assert "Source image 2" in page and str(scenes["south"]) in page and "Labels 2" in page
     result = classify_raster(ClassifyOptions(scenes["south"], str(model), both["folder"].parent / "south_map.tif"),
                              RecordingEvents())
     with rasterio.open(result["OUTPUT"]) as out:

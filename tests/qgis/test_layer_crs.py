@@ -61,3 +61,28 @@ def test_a_file_in_the_layers_crs_is_read_as_it_is(provider, shared_data, tmp_pa
         "CHIP_SIZE": 32, "OUTPUT": str(tmp_path / "chips")})
     assert ok and "QGIS places the layer in" not in log
     assert f"--image={shared_data / 'rstoolbox' / 'landsat5_1988_7band.tif'}" in log
+
+
+def test_a_crs_assigned_over_the_files_is_the_one_read(provider, shared_data, tmp_path):
+    """Zion's file says UTM 12N; the analyst assigns UTM 13N (as for a file whose CRS is wrong) and digitises over the
+    layer where QGIS shows it: the sparse polygons, same coordinates, in 13N. The engine read the file's 12N, so the
+    polygons lay 700 km away, over no pixel; now it reads the layer's, and the chips are those of the file's own."""
+    image = str(shared_data / "zion" / "landsat8_2015_b2345.tif")
+    polygons = tmp_path / "drawn_in_13n.gpkg"
+    gdal.VectorTranslate(str(polygons), str(shared_data / "zion" / "training_polygons_sparse.gpkg"),
+                         dstSRS="EPSG:32613", reproject=False)  # the same numbers, now in 13N
+    layer = QgsRasterLayer(image, "zion")
+    layer.setCrs(QgsCoordinateReferenceSystem("EPSG:32613"))
+    assert layer.dataProvider().crs().authid() == "EPSG:32612"
+    results, ok, log = checked_run("landcover:export_label_chips", {
+        "INPUT": layer, "LABELS": str(polygons), "CLASS_FIELD": "class", "CHIP_SIZE": 32,
+        "OUTPUT": str(tmp_path / "assigned")})
+    assert ok, log
+    assert "'zion' is assigned EPSG:32613 in QGIS (Source > Assigned CRS), its file says EPSG:32612" in log
+    plain, ok, log = checked_run("landcover:export_label_chips", {
+        "INPUT": QgsRasterLayer(image, "zion"), "LABELS": str(shared_data / "zion" / "training_polygons_sparse.gpkg"),
+        "CLASS_FIELD": "class", "CHIP_SIZE": 32, "OUTPUT": str(tmp_path / "plain")})
+    assert ok and "Assigned CRS" not in log, log
+    assert results["CLASS_PIXELS"] == plain["CLASS_PIXELS"] and results["CHIPS"] == plain["CHIPS"]
+    assert rasterio.crs.CRS.from_wkt(json.loads((tmp_path / "assigned" / "dataset.json").read_text())["crs"]
+                                     ).to_epsg() == 32613
