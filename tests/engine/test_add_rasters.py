@@ -190,12 +190,14 @@ def test_a_raster_that_does_not_fit_leaves_the_dataset_as_it_was(both, scenes, s
     folder = both["folder"]
     before = (folder / "dataset.json").read_bytes()
     files = sorted(p.relative_to(folder) for p in folder.rglob("*"))
-    another, eight_bit = tmp_path / "south_copy.tif", tmp_path / "south_8bit.tif"
+    another, eight_bit, zero = tmp_path / "south_copy.tif", tmp_path / "south_8bit.tif", tmp_path / "south_0.tif"
     gdal.Translate(str(another), str(scenes["south"]))
+    gdal.Translate(str(zero), str(scenes["south"]), noData=0)
     gdal.Translate(str(eight_bit), str(scenes["south"]), outputType=gdal.GDT_Byte, scaleParams=[[]], noData=255)
     refusals = [
         (another, dict(bands=[1, 2, 3]), "gives 3 bands"),                         # another band count
         (eight_bit, {}, "holds uint8 pixels, the chip dataset .* uint16"),         # another pixel type
+        (zero, {}, "has the nodata value 0, the rasters of the chip dataset .* 65535"),  # another nodata value
         (another, dict(chip_size=CHIP * 2), f"chips of {CHIP} px; this export asks for {2 * CHIP}"),  # before export
     ]
     for image, more, said in refusals:

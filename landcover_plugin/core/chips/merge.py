@@ -159,10 +159,12 @@ def _check_compatible(old: dict, new: dict, folder: Path, events) -> None:
                             f"for one value. Convert {name} to {old['bands']['dtype']} on the same scale (Raster > "
                             f"Conversion > Translate), or export it to a new folder.")
     if new.get("nodata") is not None and not _same_value(old.get("nodata"), new.get("nodata")):
-        raise BadInputError(f"{name} has the nodata value {new['nodata']}, the chip dataset in {folder} "
-                            f"{old.get('nodata')}: the model would read one raster's no-data pixels as values. Give "
-                            f"both rasters one nodata value (GDAL's Translate with -a_nodata), then export them "
-                            f"again.")
+        theirs = "none" if old.get("nodata") is None else old["nodata"]
+        raise BadInputError(f"{name} has the nodata value {new['nodata']}, the rasters of the chip dataset in "
+                            f"{folder} {theirs}: the model would read one raster's no-data pixels as values. Give "
+                            f"the rasters one nodata value (GDAL's Translate with -a_nodata {new['nodata']}, or "
+                            f"-a_nodata none where {name} has no empty pixels), then export them again into a new "
+                            f"folder.")
     if int(new["chip_size"]) != int(old["chip_size"]):
         raise BadInputError(f"{name}'s chips are {new['chip_size']} px, the dataset's {old['chip_size']} px: export "
                             f"it with chip size {old['chip_size']}.")
