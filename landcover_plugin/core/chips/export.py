@@ -40,7 +40,7 @@ from .split import no_holdout_reason, polygon_groups, polygon_split, spatial_spl
 ADVISED_POLYGONS = 5  # per class: fewer, and neither the model nor its held-out score can be trusted much
 
 
-def export_chips(options: ChipExportOptions, events=None) -> dict:
+def export_chips(options: ChipExportOptions, events=None, *, adding: bool = False) -> dict:
     """Cut ``options.image`` into chips labelled by polygons or by a classified raster; returns the summary.
 
     Labels: ``labels_vector`` (any CRS GDAL can transform) with ``class_field`` (numeric ids or text names)
@@ -51,7 +51,8 @@ def export_chips(options: ChipExportOptions, events=None) -> dict:
     pixels a chip needs (at least one pixel always); ``val_fraction`` the share of chips for validation,
     chosen by spatial blocks. See :class:`ChipExportOptions`.
 
-    ``add``: add the chips to the chip dataset in ``options.output`` (another raster, see :mod:`.merge`).
+    ``add``: add the chips to the chip dataset in ``options.output`` (another raster, see :mod:`.merge`);
+    ``adding``: this export is such a raster's (its class counts are told as the raster's, not the model's).
 
     :raises BadInputError, Cancelled: with nothing left in ``options.output`` (with ``add``: the dataset as it was).
     """
@@ -109,7 +110,7 @@ def export_chips(options: ChipExportOptions, events=None) -> dict:
             labels.close()
     summary["output_dir"] = str(folder)
     summary["dataset_json"] = str(folder / "dataset.json")
-    _log_summary(summary, events)
+    _log_summary(summary, events, adding)
     events.progress(1.0, "done")
     return summary
 
@@ -306,7 +307,7 @@ def _advise_polygon_counts(labels, events) -> None:
                        "place, and the held-out score can measure it.")
 
 
-def _log_summary(summary, events) -> None:
+def _log_summary(summary, events, adding: bool = False) -> None:
     how = ("validation chips hold the held-out polygons" if summary["split"].get("method") == "polygons" else
            f"{summary['dropped_overlapping']} training chips dropped for overlapping validation chips")
     events.info(f"{summary['chips']} chips ({summary['train_chips']} train, {summary['val_chips']} val) from "
@@ -316,6 +317,10 @@ def _log_summary(summary, events) -> None:
         for name in summary["class_pixels"]))
     hidden = summary.get("labelled_on_nodata") or {}
     unlabelled = [name for name in summary["missing_classes"] if name not in hidden]
+    if adding:  # a raster added to a dataset: what counts is the dataset's totals, told next
+        if unlabelled:
+            events.info("No training pixels in this raster for: " + ", ".join(unlabelled) + ".")
+        return
     if unlabelled:
         events.warning("Classes with no training pixels: " + ", ".join(unlabelled)
                        + ". Label some of each, or the model cannot learn them.")

@@ -36,7 +36,7 @@ from ..errors import BadInputError
 from ..output_folder import partial_path
 from ..schema import ClassSchema
 from .band_stats import pooled
-from .counts import class_summary
+from .counts import RARE_SHARE, class_summary
 from .dataset import DATASET_FILE, write_dataset_json
 
 RESOLUTION_RATIO = 1.5  # rasters further apart in pixel size than this are warned of
@@ -47,7 +47,8 @@ SOURCE_KEYS = ("crs", "resolution", "ground_resolution", "nodata", "bands", "str
 
 
 def export_adding(options, export, events) -> dict:
-    """Export ``options.image`` with ``export`` (the exporter of one raster) and add its chips to the chip dataset in
+    """Export ``options.image`` with ``export`` (the exporter of one raster: ``export(options, events, adding=)``)
+    and add its chips to the chip dataset in
     ``options.output``; where that folder holds no dataset yet, the export is the dataset's first raster."""
     folder = Path(options.output).expanduser().absolute()
     if not (folder / DATASET_FILE).is_file():
@@ -57,7 +58,8 @@ def export_adding(options, export, events) -> dict:
     hidden = Path(partial_path(folder, ".adding"))
     shutil.rmtree(hidden, ignore_errors=True)
     try:
-        added = export(replace(options, output=str(hidden), keep_classes=options.keep_classes or str(folder)), events)
+        added = export(replace(options, output=str(hidden), keep_classes=options.keep_classes or str(folder)), events,
+                       adding=True)
         summary = add_to_dataset(folder, hidden, events)
     finally:
         shutil.rmtree(hidden, ignore_errors=True)
@@ -281,3 +283,9 @@ def _tell(merged: dict, new: dict, folder: Path, events) -> None:
     if summary["missing_classes"]:
         events.warning("Classes with no training pixels in any raster: " + ", ".join(summary["missing_classes"])
                        + ". Label some of each, or the model cannot learn them.")
+    if summary["rare_classes"]:
+        events.warning(f"Classes with very few training pixels over all the rasters (under {RARE_SHARE:.0%}): "
+                       + ", ".join(summary["rare_classes"]) + ". Label more of them for a reliable model.")
+    if summary["missing_in_val"]:
+        events.warning("Classes absent from the validation chips of every raster (not scored): "
+                       + ", ".join(summary["missing_in_val"]))
