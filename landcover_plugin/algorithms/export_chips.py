@@ -17,6 +17,7 @@ from qgis.core import (
     QgsProcessingParameterRasterLayer,
     QgsProcessingParameterVectorLayer,
     QgsRasterBlock,
+    QgsRectangle,
 )
 from qgis.PyQt.QtCore import QVariant
 
@@ -30,7 +31,7 @@ from ..qgis_glue.layers import (
     raster_layer_to_path,
     renders_colours,
     vector_layer_to_gpkg,
-    web_fetch_area,
+    web_fetch_areas,
 )
 from ..qgis_glue.output_places import LAST_CHIP_FOLDER, is_temporary, kept_path, remember
 from ..qgis_glue.training_layer import schema_for_layer, schema_to_argument
@@ -111,7 +112,8 @@ class ExportChipsAlgorithm(EngineAlgorithm):
             "labels raster, whole blocks of chips go to validation and training chips overlapping them are dropped. "
             "Either way no labelled pixel is in both. Nodata and NaN pixels are unlabelled.\n\n"
             "<b>Web map layers</b> (XYZ, WMS): set the resolution to fetch them at (metres a pixel on the "
-            "ground); the area of the labels, a chip wider on each side, is fetched as red, green and blue.\n\n"
+            "ground); the area around each group of polygons, a chip wider on each side, is fetched as red, green and "
+            "blue (not the land between groups far apart).\n\n"
             "<b>Several rasters</b>: check 'Add to the chip dataset in the output folder' and export each raster "
             "(another scene, date or sensor tile) into the same folder, one run each (or all in one batch run): "
             "one model then learns from all of them, and maps scenes it has not seen better than from one. The "
@@ -226,9 +228,12 @@ class ExportChipsAlgorithm(EngineAlgorithm):
         selected = self.parameterAsBool(parameters, self.SELECTED_ONLY, context)
         extent = steps = None
         if renders_colours(raster):  # fetched over the labels, at the resolution asked: red, green, blue, alpha
-            extent, steps = web_fetch_area(raster, polygons or labels_raster, self.parameterAsDouble(
+            extent, steps = web_fetch_areas(raster, polygons or labels_raster, self.parameterAsDouble(
                 parameters, self.WEB_RESOLUTION, context), chip_size, context, selected and polygons is not None)
-            expected = expect.expectation(round(extent.width() / steps[0]), round(extent.height() / steps[1]), 4, 1,
+            whole = QgsRectangle(extent[0])
+            for area in extent[1:]:
+                whole.combineExtentWith(area)
+            expected = expect.expectation(round(whole.width() / steps[0]), round(whole.height() / steps[1]), 4, 1,
                                           chip_size, stride)
         else:
             numbers = bands or list(range(1, raster.bandCount() + 1))

@@ -24,6 +24,7 @@ from qgis.core import (
 )
 
 from ..core.band_choice import COLOUR_NAMES
+from ..core.fetch_areas import fetch_boxes, pixels
 from ..core.ground import steps_for_ground_metres
 
 
@@ -45,27 +46,42 @@ def renders_colours(layer) -> bool:
 WEB_FETCH_LIMIT = 400e6  # pixels of a web map layer fetched for chips: 20000 x 20000, 1.6 GB of RGBA
 
 
-def web_fetch_area(layer, labels, metres: float, margin: int, context, selected_only: bool = False) -> tuple:
-    """``(extent, (x step, y step))`` in a web map layer's CRS to fetch it around ``labels`` (a vector or raster
-    layer, or its selected features) at ``metres`` a pixel on the ground, ``margin`` pixels wider on each side (a
-    chip around a polygon at the edge); a QgsProcessingException when that is more than :data:`WEB_FETCH_LIMIT`."""
-    box = labels.boundingBoxOfSelected() if selected_only else labels.extent()
+def web_fetch_areas(layer, labels, metres: float, margin: int, context, selected_only: bool = False) -> tuple:
+    """``(areas, (x step, y step))``: the extents (QgsRectangle, in a web map layer's CRS) to fetch it in around
+    ``labels`` (a vector layer, or its selected features: around each group of polygons, see
+    :func:`..core.fetch_areas.fetch_boxes`; a raster: its extent) at ``metres`` a pixel on the ground, ``margin``
+    pixels wider on each side (a chip around a polygon at the edge); a QgsProcessingException when that is more
+    than :data:`WEB_FETCH_LIMIT` pixels."""
+    transform = QgsCoordinateTransform(labels.crs(), layer.crs(), context.transformContext())
     try:
-        box = QgsCoordinateTransform(labels.crs(), layer.crs(), context.transformContext()).transformBoundingBox(box)
+        boxes = [transform.transformBoundingBox(box) for box in _label_boxes(labels, selected_only)]
     except QgsCsException as exc:
         raise QgsProcessingException(f"The labels '{labels.name()}' cannot be placed on the web map layer "
                                      f"'{layer.name()}' ({exc}): check the labels' CRS.") from exc
-    centre = box.center()
+    if not boxes:
+        raise QgsProcessingException(f"The labels '{labels.name()}' hold no feature with a geometry: nothing to "
+                                     f"fetch the web map layer '{layer.name()}' around.")
+    whole = QgsRectangle(boxes[0])
+    for box in boxes[1:]:
+        whole.combineExtentWith(box)
+    centre = whole.center()
     steps = steps_for_ground_metres(layer.crs().toWkt(), centre.x(), centre.y(), metres)
-    box = QgsRectangle(box.xMinimum() - margin * steps[0], box.yMinimum() - margin * steps[1],
-                       box.xMaximum() + margin * steps[0], box.yMaximum() + margin * steps[1])
-    width, height = box.width() / steps[0], box.height() / steps[1]
-    if width * height > WEB_FETCH_LIMIT:
+    areas = fetch_boxes([(b.xMinimum(), b.yMinimum(), b.xMaximum(), b.yMaximum()) for b in boxes], *steps, margin)
+    if pixels(areas, *steps) > WEB_FETCH_LIMIT:
         raise QgsProcessingException(
-            f"The labels of '{labels.name()}' span {width:,.0f} x {height:,.0f} pixels of {metres:g} m: too much to "
-            f"fetch from the web map layer '{layer.name()}' at once. Choose a coarser resolution, or export the "
-            f"chips area by area (Selected features only) into one dataset each.")
-    return box, steps
+            f"The labels of '{labels.name()}' need {pixels(areas, *steps):,} pixels of {metres:g} m around them: too "
+            f"much to fetch from the web map layer '{layer.name()}' at once. Choose a coarser resolution, or export "
+            f"the chips area by area (Selected features only) with 'Add to the chip dataset in the output folder'.")
+    return [QgsRectangle(*area) for area in areas], steps
+
+
+def _label_boxes(labels, selected_only: bool) -> list:
+    """The boxes of a vector layer's features (or its selected ones), in its CRS; a raster layer's extent."""
+    if not hasattr(labels, "getFeatures"):
+        return [labels.extent()]
+    request = QgsFeatureRequest().setNoAttributes()
+    features = labels.getSelectedFeatures(request) if selected_only else labels.getFeatures(request)
+    return [feature.geometry().boundingBox() for feature in features if feature.hasGeometry()]
 
 
 def engine_bands(layer) -> tuple:
@@ -94,8 +110,10 @@ def raster_band_names(layer):
 def raster_layer_to_path(layer, context, feedback, extent: QgsRectangle = None, pixel_size=None) -> str:
     """A path the engine can open for ``layer``; non-file layers are written to a temporary GeoTIFF.
 
-    ``extent`` (in the layer's CRS) and ``pixel_size`` (map units; one number, or x and y) bound what is
-    fetched from a web or virtual layer; a file-based layer is passed whole and the engine windows it itself.
+    ``extent`` (in the layer's CRS; or several, fetched each and mosaicked in a virtual raster: they must lie on one
+    grid of ``pixel_size``, as :func:`web_fetch_areas` gives them) and ``pixel_size`` (map units; one number, or x
+    and y) bound what is fetched from a web or virtual layer; a file-based layer is passed whole and the engine
+    windows it itself.
     """
     if layer is None or not layer.isValid():
         raise QgsProcessingException("The raster layer is not valid: check that its source still exists.")
@@ -105,13 +123,15 @@ def raster_layer_to_path(layer, context, feedback, extent: QgsRectangle = None, 
     path = raster_file_path(layer)
     if path is not None:
         return _in_layer_crs(layer, path, feedback)
-    if renders_colours(layer) and (extent is None or extent.isEmpty() or not pixel_size):
+    areas = extent if isinstance(extent, (list, tuple)) else [extent]
+    areas = [area for area in areas if area is not None and not area.isEmpty()]
+    if renders_colours(layer) and (not areas or not pixel_size):
         raise QgsProcessingException(
             f"'{layer.name()}' is a web map layer: tiles drawn by a server, over the whole world, at no fixed "
             f"resolution. 'Classify raster with model' runs a model on it over an Extent; for this step, save the "
             f"area as a GeoTIFF first (right-click the layer > Export > Save As..., 'Rendered image', with the "
             f"extent and resolution wanted) and use that file.")
-    extent = extent if extent is not None and not extent.isEmpty() else layer.extent()
+    areas = areas or [layer.extent()]
     xsize, ysize = pixel_size if isinstance(pixel_size, tuple) else (pixel_size, pixel_size)
     if xsize is None or xsize <= 0 or ysize <= 0:
         if layer.dataProvider().capabilities() & layer.dataProvider().Size and layer.width() > 0:
@@ -120,10 +140,23 @@ def raster_layer_to_path(layer, context, feedback, extent: QgsRectangle = None, 
             raise QgsProcessingException(
                 f"The layer '{layer.name()}' has no native resolution (a web or virtual layer): "
                 f"give a pixel size (or use a model that records its resolution).")
+    if len(areas) == 1:
+        return _written(layer, areas[0], xsize, ysize, context, feedback)
+    feedback.pushInfo(f"Fetching '{layer.name()}' in {len(areas)} areas around the labels (not the land between "
+                      f"them), mosaicked into one virtual raster.")
+    parts = [_written(layer, area, xsize, ysize, context, feedback, f"area {number} of {len(areas)}: ")
+             for number, area in enumerate(areas, start=1)]
+    target = QgsProcessingUtils.generateTempFilename(f"{_safe(layer.name())}.vrt")
+    gdal.BuildVRT(target, parts).FlushCache()
+    return target
+
+
+def _written(layer, extent, xsize: float, ysize: float, context, feedback, what: str = "") -> str:
+    """``layer`` over ``extent`` at pixels of ``xsize`` by ``ysize`` written to a temporary GeoTIFF: its path."""
     width = max(1, int(round(extent.width() / xsize)))
     height = max(1, int(round(extent.height() / ysize)))
     target = QgsProcessingUtils.generateTempFilename(f"{_safe(layer.name())}.tif")
-    feedback.pushInfo(f"Writing '{layer.name()}' ({layer.providerType()}) to a temporary GeoTIFF "
+    feedback.pushInfo(f"{what}Writing '{layer.name()}' ({layer.providerType()}) to a temporary GeoTIFF "
                       f"of {width} x {height} pixels: {target}")
     pipe = QgsRasterPipe()
     if not pipe.set(layer.dataProvider().clone()):

@@ -10,7 +10,7 @@ from algorithm_runs import checked_run
 from classify_models import card_for, export, tiny_model_for_chips, tiny_net
 from osgeo import gdal
 from osgeo_utils import gdal2tiles
-from qgis.core import QgsRasterLayer
+from qgis.core import QgsRasterLayer, QgsVectorLayer
 
 from landcover_plugin.core.chips.export import export_chips
 from landcover_plugin.core.chips.options import ChipExportOptions
@@ -119,3 +119,22 @@ def test_other_steps_given_a_web_layer_say_to_save_it_as_a_geotiff(provider, web
     model = export(tiny_net(3, 2), tmp_path / "any.onnx", 3, 32, metadata_props(card))
     results, ok, log = classify(web, model, tmp_path, EXTENT=web["extent"])
     assert not ok and "The model does not say its resolution, so the web map layer 'tiles' cannot be fetched" in log
+
+
+def test_polygons_far_apart_are_fetched_around_each_not_over_the_land_between(provider, web, shared_data,
+                                                                                 tmp_path):
+    """Four polygons in the four corners of the scene: four small areas are fetched and mosaicked, not the scene."""
+    corners = QgsVectorLayer(str(shared_data / "rstoolbox" / "training_polygons.gpkg"), "corners", "ogr")
+    assert corners.setSubsetString("fid IN (7, 20, 22, 24)") and corners.featureCount() == 4
+    results, ok, log = checked_run("landcover:export_label_chips", {
+        "INPUT": web["layer"], "LABELS": corners, "CLASS_FIELD": "class", "CHIP_SIZE": 16, "VAL_FRACTION": 0,
+        "WEB_RESOLUTION": 30, "OUTPUT": str(tmp_path / "chips")})
+    assert ok, log
+    assert "Fetching 'tiles' in 4 areas around the labels" in log
+    dataset = json.loads((tmp_path / "chips" / "dataset.json").read_text())
+    assert dataset["source"]["image"].endswith(".vrt")
+    with rasterio.open(dataset["source"]["image"]) as mosaic:
+        scene = mosaic.width * mosaic.height  # the box of the four polygons: the whole scene, nearly
+    assert 4 * 30 * 30 < dataset["valid_pixels"] < 0.2 * scene  # four chips' margins around each, no more
+    counted = json.loads(results["CLASS_PIXELS"])
+    assert counted["forest"] > 0 and counted["cleared"] > 0
