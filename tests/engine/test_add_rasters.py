@@ -2,6 +2,8 @@
 and a southern scene, each exported onto the same dataset with the sparse polygons. The second scene holds classes
 the first has none of, and their chips share window offsets, so ids, file names and grids must be kept apart."""
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -211,3 +213,16 @@ def test_a_raster_that_does_not_fit_leaves_the_dataset_as_it_was(both, scenes, s
     assert (folder / "dataset.json").read_bytes() == before
     assert sorted(p.relative_to(folder) for p in folder.rglob("*")) == files
     assert not [p for p in folder.parent.iterdir() if p.name.startswith(".")]
+
+
+def test_what_a_killed_adding_run_left_is_removed_by_the_next(both, scenes, shared_data, tmp_path):
+    folder = tmp_path / "chips"
+    export_chips(options(scenes["north"], folder, shared_data), RecordingEvents())
+    pid = int(subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                             text=True).stdout)  # a process that has ended: a run killed while exporting the raster
+    dead = tmp_path / f".chips.partial-{pid}.adding"
+    (dead / "chips" / "images").mkdir(parents=True)
+    (dead / f".chips.partial-{pid}").mkdir()
+    export_chips(options(scenes["south"], folder, shared_data), RecordingEvents())
+    assert not dead.exists() and [p.name for p in tmp_path.iterdir()] == ["chips"]
+    assert len(json.loads((folder / "dataset.json").read_text())["sources"]) == 2

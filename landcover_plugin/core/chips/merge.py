@@ -33,7 +33,7 @@ import rasterio
 from affine import Affine
 
 from ..errors import BadInputError
-from ..output_folder import partial_path
+from ..output_folder import partial_path, remove_stale
 from ..schema import ClassSchema
 from .band_stats import pooled
 from .counts import RARE_SHARE, class_summary
@@ -48,19 +48,21 @@ SOURCE_KEYS = ("crs", "resolution", "ground_resolution", "nodata", "bands", "str
 
 def export_adding(options, export, events) -> dict:
     """Export ``options.image`` with ``export`` (the exporter of one raster: ``export(options, events, adding=)``)
-    and add its chips to the chip dataset in
-    ``options.output``; where that folder holds no dataset yet, the export is the dataset's first raster."""
+    and add its chips to the chip dataset in ``options.output``; where that folder holds no dataset yet, the export
+    is the dataset's first raster. The raster's own dataset is made inside a hidden folder beside the dataset, which
+    a killed run leaves for the next one to remove (:func:`..output_folder.remove_stale`)."""
     folder = Path(options.output).expanduser().absolute()
     if not (folder / DATASET_FILE).is_file():
         return export(options, events)
     dataset = _read(folder)
     _check_request(dataset, options, folder)
+    remove_stale(folder)
     hidden = Path(partial_path(folder, ".adding"))
     shutil.rmtree(hidden, ignore_errors=True)
     try:
-        added = export(replace(options, output=str(hidden), keep_classes=options.keep_classes or str(folder)), events,
-                       adding=True)
-        summary = add_to_dataset(folder, hidden, events)
+        added = export(replace(options, output=str(hidden / folder.name),
+                               keep_classes=options.keep_classes or str(folder)), events, adding=True)
+        summary = add_to_dataset(folder, hidden / folder.name, events)
     finally:
         shutil.rmtree(hidden, ignore_errors=True)
     summary["added"] = {key: added[key] for key in ("chips", "train_chips", "val_chips", "class_pixels")}
