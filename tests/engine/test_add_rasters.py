@@ -12,7 +12,7 @@ import rasterio
 from osgeo import gdal
 
 from landcover_plugin.core.assess.training_pixels import TrainingPixels
-from landcover_plugin.core.chips.dataset import load_dataset, load_spec
+from landcover_plugin.core.chips.dataset import RASTER_ROWS, load_dataset, load_spec
 from landcover_plugin.core.chips.export import export_chips
 from landcover_plugin.core.chips.options import ChipExportOptions
 from landcover_plugin.core.classify.options import ClassifyOptions
@@ -226,3 +226,18 @@ def test_what_a_killed_adding_run_left_is_removed_by_the_next(both, scenes, shar
     export_chips(options(scenes["south"], folder, shared_data), RecordingEvents())
     assert not dead.exists() and [p.name for p in tmp_path.iterdir()] == ["chips"]
     assert len(json.loads((folder / "dataset.json").read_text())["sources"]) == 2
+
+
+def test_a_raster_in_another_crs_is_kept_apart_on_the_grid(scenes, shared_data, tmp_path):
+    """The south scene warped to UTM 13N: its pixels are not the north's grid's, so cross-validation sets them
+    apart (and counts each of its labelled pixels once)."""
+    warped = tmp_path / "south_13n.tif"
+    gdal.Warp(str(warped), str(scenes["south"]), dstSRS="EPSG:32613", xRes=30, yRes=30)
+    folder = tmp_path / "chips"
+    export_chips(options(scenes["north"], folder, shared_data), RecordingEvents())
+    export_chips(options(warped, folder, shared_data), RecordingEvents())
+    spec = load_spec(folder)
+    assert {chip.shift for chip in spec.chips} == {(0, 0), (2 * RASTER_ROWS, 0)}
+    plan = plan_folds(ChipStore(spec, 64, RecordingEvents()).labels, [c.place for c in spec.chips], 4, 0)
+    assert int(plan.scored.sum()) == sum(json.loads((folder / "dataset.json").read_text())[
+        "distinct_class_pixels"].values())
