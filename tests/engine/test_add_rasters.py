@@ -93,7 +93,12 @@ def test_the_second_raster_adds_its_chips_under_names_of_their_own(both, scenes)
     assert [s["image"] for s in dataset["sources"]] == [str(scenes["north"]), str(scenes["south"])]
     assert [s["chips"] for s in dataset["sources"]] == [len(north["chips"]), len(south)]
     assert not [p for p in scenes["folder"].iterdir() if p.name.startswith(".")]  # no hidden folder left
-    assert any("of 2 rasters" in e["message"] for e in both["events"].of_type("log"))
+    logs = both["events"].of_type("log")
+    assert any("of 2 rasters" in e["message"] for e in logs)
+    # the south has no Water polygon, the north has: told of the raster, not warned of as the model's
+    assert "No training pixels in this raster for: Water." in [e["message"] for e in logs]
+    assert not [e for e in logs if e["level"] == "warning" and ("Water" in e["message"] or "Few training polygons"
+                                                                 in e["message"])]
 
 
 def test_band_statistics_are_those_of_every_valid_pixel_of_both_rasters(both, scenes):

@@ -105,7 +105,8 @@ def export_chips(options: ChipExportOptions, events=None, *, adding: bool = Fals
             if labels.kept:
                 events.info(describe_kept(labels.kept))
             summary = _export(image, labels, folder, chip_size, stride, min_labelled, val_fraction, seed, events,
-                              started, raster_path, o.labels_source or labels_vector or labels_raster, class_field)
+                              started, raster_path, o.labels_source or labels_vector or labels_raster, class_field,
+                              adding)
         finally:
             labels.close()
     summary["output_dir"] = str(folder)
@@ -116,10 +117,10 @@ def export_chips(options: ChipExportOptions, events=None, *, adding: bool = Fals
 
 
 def _export(image, labels, folder, chip_size, stride, min_labelled, val_fraction, seed, events, started,
-            raster_path, labels_path, class_field) -> dict:
+            raster_path, labels_path, class_field, adding=False) -> dict:
     """Scan, split and write into a staging folder; move it into place only when all went well."""
     need = max(1, int(np.ceil(min_labelled * chip_size * chip_size)))
-    labeller, split_info = _choose_split(image, labels, need, val_fraction, seed, events)
+    labeller, split_info = _choose_split(image, labels, need, val_fraction, seed, events, adding)
     staging = start_staging(folder)
     try:
         chips, stats, windows_seen = scan(image, labels, labeller, staging, chip_size, stride, events)
@@ -166,12 +167,14 @@ def _export(image, labels, folder, chip_size, stride, min_labelled, val_fraction
     return summary
 
 
-def _choose_split(image, labels, need, val_fraction, seed, events):
+def _choose_split(image, labels, need, val_fraction, seed, events, adding=False):
     """(labeller, split info): whole polygons for validation when the labels are polygons, else (or when no
-    class has two separate polygon groups) spatial blocks after the scan."""
+    class has two separate polygon groups) spatial blocks after the scan. ``adding``: the raster is added to a
+    dataset, whose other rasters may hold more polygons: its own counts are told, not warned of."""
     if not isinstance(labels, VectorLabels):
         return BlockLabeller(labels, need), {}
-    _advise_polygon_counts(labels, events)
+    if not adding:
+        _advise_polygon_counts(labels, events)
     if val_fraction == 0.0:
         return PolygonLabeller(labels, np.zeros(len(labels.classes), dtype=bool), need), {}
     gap = 2.0 * max(abs(image.res[0]), abs(image.res[1]))  # a class's polygons within 2 pixels are one group
@@ -199,7 +202,10 @@ def _choose_split(image, labels, need, val_fraction, seed, events):
         p is not None for p in labels.parts) else ""
     events.info(f"Validation: {info['val_polygons']} of {len(is_val)} polygons{parts} held out whole (about "
                 f"{val_fraction:.0%} of each class's polygon groups), never seen in training.")
-    if unsplit:
+    if unsplit and adding:
+        events.info("In this raster, classes with a single polygon (or group), not held out: " + ", ".join(unsplit)
+                    + ".")
+    elif unsplit:
         events.warning("Classes with a single polygon (or one group of touching polygons) cannot be validated: "
                        + ", ".join(unsplit) + ". Digitise at least one more polygon of each, away from the first, "
                        "so the map's accuracy for them is measured.")
