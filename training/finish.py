@@ -4,6 +4,7 @@ from pathlib import Path
 
 import numpy as np
 
+from landcover_plugin.core.chips.dataset import raster_sources
 from landcover_plugin.core.errors import LandcoverError
 from landcover_plugin.core.model import class_shares as shares
 from landcover_plugin.core.model.card import build_card
@@ -135,7 +136,8 @@ def record_tile_agreement(path, spec, events) -> None:
 
     from landcover_plugin.core.classify.tile_agreement import measure
 
-    image = next((image for image in spec.images if image and Path(image).exists()), None)
+    image = next((source.get("image") for source in raster_sources(spec.raw)
+                  if source.get("image") and Path(source["image"]).exists()), None)
     if not path or not image:
         return
     try:

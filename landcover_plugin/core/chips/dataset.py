@@ -209,12 +209,17 @@ class DatasetSpec:
     def sources(self) -> list:
         """Per raster the chips were cut from, its ``source`` entry (``image``, ``labels``, ...): one for a dataset of
         one raster."""
-        return list(self.raw.get("sources") or [self.raw.get("source") or {}])
+        return raster_sources(self.raw)
 
     @property
     def images(self) -> list:
         """The paths of the rasters the chips were cut from, as their exports recorded them (None where unknown)."""
         return [source.get("image") for source in self.sources]
+
+
+def raster_sources(content: dict) -> list:
+    """Per raster a dataset.json's chips were cut from (``content``: its content), its ``source`` entry."""
+    return list(content.get("sources") or [content.get("source") or {}])
 
     def split(self, name: str) -> list:
         return [c for c in self.chips if c.split == name]
