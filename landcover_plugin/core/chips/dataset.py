@@ -216,13 +216,13 @@ class DatasetSpec:
         """The paths of the rasters the chips were cut from, as their exports recorded them (None where unknown)."""
         return [source.get("image") for source in self.sources]
 
+    def split(self, name: str) -> list:
+        return [c for c in self.chips if c.split == name]
+
 
 def raster_sources(content: dict) -> list:
     """Per raster a dataset.json's chips were cut from (``content``: its content), its ``source`` entry."""
     return list(content.get("sources") or [content.get("source") or {}])
-
-    def split(self, name: str) -> list:
-        return [c for c in self.chips if c.split == name]
 
 
 def dataset_folder(path) -> Path:
