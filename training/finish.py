@@ -192,16 +192,18 @@ def _source(spec) -> dict:
     trained = "all" if all(chip.split == "train" for chip in spec.chips) else "train"
     source = dict(spec.raw.get("source") or {}, chips=str(Path(spec.folder).absolute()), chips_trained=trained)
     if len(spec.sources) > 1:  # a dataset of several rasters: the card names them all
-        source["images"] = [str(image) for image in spec.images if image]
+        source["images"] = _images(spec)
     return source
+
+
+def _images(spec) -> list:
+    return [str(image) for image in spec.images if image]
 
 
 def scene_pixels(model_path, spec):
     """The model's class probabilities over a spread sample of the raster the chips were cut from (of each raster
     of a dataset of several, its share of the tiles set by its valid pixels); None when none can be read here."""
     sources = spec.sources
-    if len(sources) == 1:
-        return held.scene_sample(model_path, sources[0].get("image"))
     total = sum(source.get("valid_pixels") or 0 for source in sources) or len(sources)
     parts = [held.scene_sample(model_path, source.get("image"),
                                max(1, round(held.SAMPLE_TILES * (source.get("valid_pixels") or 1) / total)))
@@ -249,7 +251,7 @@ def _class_shares(pixels, learned, spec, events):
     entry = shares.card_entry(found, learned, [c["id"] for c in spec.schema.to_list()], spec.images[0], len(pixels),
                               found_by, em, disagreeing, probabilities=pixels, strength=strength)
     if len(spec.sources) > 1:
-        entry["sources"] = [str(image) for image in spec.images if image]
+        entry["sources"] = _images(spec)
     if em is not None:  # ``found`` holds the model's own map's counts then
         events.warning("Estimating the scene's class shares from the model's probabilities went astray: it gave " + (
             ", ".join(f"{names[k]} {100 * em[k]:.1f} % (the model's own map: {100 * found[k]:.1f} %, learned "

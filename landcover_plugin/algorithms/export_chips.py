@@ -17,7 +17,6 @@ from qgis.core import (
     QgsProcessingParameterRasterLayer,
     QgsProcessingParameterVectorLayer,
     QgsRasterBlock,
-    QgsRectangle,
 )
 from qgis.PyQt.QtCore import QVariant
 
@@ -27,6 +26,7 @@ from ..core.errors import BadInputError
 from ..core.kept_classes import read_class_list
 from ..core.options import default_of
 from ..qgis_glue.layers import (
+    combined_extent,
     raster_file_path,
     raster_layer_to_path,
     renders_colours,
@@ -230,9 +230,7 @@ class ExportChipsAlgorithm(EngineAlgorithm):
         if renders_colours(raster):  # fetched over the labels, at the resolution asked: red, green, blue, alpha
             extent, steps = web_fetch_areas(raster, polygons or labels_raster, self.parameterAsDouble(
                 parameters, self.WEB_RESOLUTION, context), chip_size, context, selected and polygons is not None)
-            whole = QgsRectangle(extent[0])
-            for area in extent[1:]:
-                whole.combineExtentWith(area)
+            whole = combined_extent(extent)
             expected = expect.expectation(round(whole.width() / steps[0]), round(whole.height() / steps[1]), 4, 1,
                                           chip_size, stride)
         else:

@@ -61,18 +61,24 @@ def web_fetch_areas(layer, labels, metres: float, margin: int, context, selected
     if not boxes:
         raise QgsProcessingException(f"The labels '{labels.name()}' hold no feature with a geometry: nothing to "
                                      f"fetch the web map layer '{layer.name()}' around.")
-    whole = QgsRectangle(boxes[0])
-    for box in boxes[1:]:
-        whole.combineExtentWith(box)
-    centre = whole.center()
+    centre = combined_extent(boxes).center()
     steps = steps_for_ground_metres(layer.crs().toWkt(), centre.x(), centre.y(), metres)
     areas = fetch_boxes([(b.xMinimum(), b.yMinimum(), b.xMaximum(), b.yMaximum()) for b in boxes], *steps, margin)
-    if pixels(areas, *steps) > WEB_FETCH_LIMIT:
+    needed = pixels(areas, *steps)
+    if needed > WEB_FETCH_LIMIT:
         raise QgsProcessingException(
-            f"The labels of '{labels.name()}' need {pixels(areas, *steps):,} pixels of {metres:g} m around them: too "
+            f"The labels of '{labels.name()}' need {needed:,} pixels of {metres:g} m around them: too "
             f"much to fetch from the web map layer '{layer.name()}' at once. Choose a coarser resolution, or export "
             f"the chips area by area (Selected features only) with 'Add to the chip dataset in the output folder'.")
     return [QgsRectangle(*area) for area in areas], steps
+
+
+def combined_extent(rectangles) -> QgsRectangle:
+    """The extent holding all of ``rectangles`` (one or more QgsRectangle)."""
+    whole = QgsRectangle(rectangles[0])
+    for rectangle in rectangles[1:]:
+        whole.combineExtentWith(rectangle)
+    return whole
 
 
 def _label_boxes(labels, selected_only: bool) -> list:

@@ -11,7 +11,7 @@ import json
 import math
 from pathlib import Path
 
-from ..chips.dataset import DATASET_FILE, IMAGES_DIR, LABELS_DIR
+from ..chips.dataset import DATASET_FILE, IMAGES_DIR, LABELS_DIR, raster_sources
 from ..errors import BadInputError
 from ..html_cells import count, escape, image_src, key_value_table, number, percent
 from ..model.class_shares import STRENGTH, vanishing_warning
@@ -351,7 +351,7 @@ def _data(card, dataset) -> str:
             how += (f": {split.get('val_polygons')} of {split.get('polygon_groups')} polygon groups held out "
                     f"whole for validation")
         rows.append(("Validation split", how))
-    for index, source in enumerate(dataset.get("sources") or [dataset.get("source") or {}], start=1):
+    for index, source in enumerate(raster_sources(dataset), start=1):
         if not source:
             continue
         several = f" {index}" if dataset.get("sources") else ""
