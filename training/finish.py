@@ -4,6 +4,7 @@ from pathlib import Path
 
 import numpy as np
 
+from landcover_plugin.core.band_choice import recorded_choices
 from landcover_plugin.core.chips.dataset import raster_sources
 from landcover_plugin.core.errors import LandcoverError
 from landcover_plugin.core.model import class_shares as shares
@@ -68,7 +69,8 @@ def finish_run(run: dict, model, network: dict, data: dict, spec, config, device
                                  "source": _source(spec),
                                  **({shares.CARD_KEY: shares_entry} if shares_entry else {})},
                           source_bands=spec.raw.get("bands", {}).get("source_bands"),
-                          source_count=spec.raw.get("bands", {}).get("source_count"))
+                          source_count=spec.raw.get("bands", {}).get("source_count"),
+                          source_choices=recorded_choices(s.get("bands") for s in spec.raw.get("sources") or ()))
         with disk_errors("the model", config.output, kept=config.checkpoint_dir / ckpt.LAST):
             return export(model, config.output, card=card, tile_size=tile, band_count=spec.band_count,
                           sample=sample, in_place=False)

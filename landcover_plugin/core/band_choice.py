@@ -9,7 +9,9 @@ them into the model card. Classify then feeds the model raster bands in the card
    raster's band descriptions, not 'band k') found on exactly one band of this raster (names compared without
    case): a raster stacked in another order, or with more bands, is read right whatever its band numbers;
 3. else the card's source bands, when the raster looks like the training source (as many bands as it had,
-   or another count than the model takes) and holds every one of them;
+   or another count than the model takes) and holds every one of them; a model trained on several rasters whose
+   bands were chosen differently (``bands.source_choices``, e.g. bands 1-4 of a 4-band raster and 2-5 of a 7-band
+   one) reads a raster by the choice of the training raster with as many bands;
 4. else the raster's bands but its alpha band, when that leaves the n bands the model takes (an RGBA raster, e.g.
    a web map layer saved for the engine, under a model of three unnamed bands such as a Deepness model);
 5. else bands 1..n when the raster has exactly the n bands the model takes;
@@ -80,6 +82,39 @@ def source_bands_of(card_bands: dict):
     if not bands or len(bands) != count:
         return None
     return [int(b) for b in bands]
+
+
+def source_choices(card_bands: dict) -> list:
+    """Each training raster's choice of bands, ``[(band numbers in the model's order, that raster's band count),
+    ...]``, distinct, the card's ``source_bands`` first; [] when the card records none."""
+    first = source_bands_of(card_bands)
+    choices = [(first, card_bands.get("source_count"))] if first else []
+    count = int(card_bands.get("count") or 0)
+    for entry in card_bands.get("source_choices") or ():
+        bands = [int(b) for b in entry.get("source_bands") or ()]
+        choice = (bands, entry.get("source_count"))
+        if len(bands) == count and choice not in choices:
+            choices.append(choice)
+    return choices
+
+
+def recorded_choices(band_records) -> list:
+    """The ``source_choices`` a model card records for a chip dataset's rasters (their ``bands`` records, the first
+    raster's first): each distinct choice of source bands, or [] when they all chose alike (one raster, or rasters
+    read by the same band numbers)."""
+    choices = []
+    for bands in band_records:
+        entry = {"source_bands": [int(b) for b in (bands or {}).get("source_bands") or ()],
+                 "source_count": (bands or {}).get("source_count")}
+        if entry["source_bands"] and entry not in choices:
+            choices.append(entry)
+    return choices if len(choices) > 1 else []
+
+
+def describe_choices(choices) -> str:
+    """``bands 1, 2, 3, 4 of a 4-band raster; bands 2, 3, 4, 5 of a 7-band raster``."""
+    return "; ".join(f"bands {', '.join(map(str, bands))}" + (f" of a {count}-band raster" if count else "")
+                     for bands, count in choices)
 
 
 def describe_model_bands(card_bands: dict) -> str:
@@ -154,10 +189,21 @@ def choose_bands(raster_count: int, card_bands: dict, given=None, raster_names=N
     named = bands_by_name(card_bands, list(raster_names or ())[:raster_count])
     if named:
         return named, "the raster's bands named as the model's"
-    source = source_bands_of(card_bands)
-    source_count = card_bands.get("source_count")
-    if source and max(source) <= raster_count and (raster_count == source_count or raster_count != needed):
-        return source, "the training source's bands, recorded in the model"
+    choices = source_choices(card_bands)
+    if len({tuple(bands) for bands, _ in choices}) > 1:
+        fitting = {tuple(bands) for bands, count in choices if count == raster_count and max(bands) <= raster_count}
+        if len(fitting) == 1:
+            return list(fitting.pop()), f"the bands of the training raster of {_bands(raster_count)}, recorded in " \
+                                        f"the model"
+        if fitting:
+            raise BadInputError(f"The model was trained on rasters of {_bands(raster_count)} whose bands were chosen "
+                                f"differently ({describe_choices(choices)}): which ones this raster holds cannot be "
+                                f"told. Give Bands (--bands): the raster bands that hold the model's "
+                                f"{describe_model_bands(card_bands)}.")
+    elif choices:  # one choice of bands, maybe from rasters of several band counts
+        source = choices[0][0]
+        if max(source) <= raster_count and (raster_count in {c for _, c in choices} or raster_count != needed):
+            return source, "the training source's bands, recorded in the model"
     if alpha and raster_count - 1 == needed:
         return [b for b in range(1, raster_count + 1) if b != alpha], "the raster's bands but its alpha band"
     if raster_count == needed:
@@ -166,7 +212,11 @@ def choose_bands(raster_count: int, card_bands: dict, given=None, raster_names=N
         raise BadInputError(f"The raster has too few bands for the model ({raster_count} of {needed}): the model "
                             f"takes {describe_model_bands(card_bands)}. Classify a raster that holds all the bands "
                             f"the model was trained on, or use a model trained on this raster's bands.")
-    if source and max(source) <= raster_count:
+    source = source_bands_of(card_bands)
+    source_count = card_bands.get("source_count")
+    if len({tuple(bands) for bands, _ in choices}) > 1:
+        hint = f"the model learnt from {describe_choices(choices)}: give the bands of this raster that hold those"
+    elif source and max(source) <= raster_count:
         hint = f"e.g. {' '.join(map(str, source))}, the training source's bands"
     elif source:  # '1 2 3 4' would read the wrong bands: say which ones the model learnt from
         of = f" of a {source_count}-band raster" if source_count else ""

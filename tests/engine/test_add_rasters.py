@@ -246,3 +246,33 @@ def test_a_raster_in_another_crs_is_kept_apart_on_the_grid(scenes, shared_data, 
     plan = plan_folds(ChipStore(spec, 64, RecordingEvents()).labels, [c.place for c in spec.chips], 4, 0)
     assert int(plan.scored.sum()) == sum(json.loads((folder / "dataset.json").read_text())[
         "distinct_class_pixels"].values())
+
+
+def test_rasters_whose_bands_were_chosen_differently_are_each_read_by_their_own_choice(scenes, shared_data, tmp_path):
+    """The south scene delivered as 5 bands (NIR first, then blue, green, red, NIR), exported with bands 2-5: the
+    model records both choices, and Classify reads the 5-band raster's bands 2-5 and the 4-band one's 1-4."""
+    stacked = tmp_path / "south_5band.tif"
+    gdal.Translate(str(stacked), str(scenes["south"]), bandList=[4, 1, 2, 3, 4])
+    folder = tmp_path / "chips"
+    export_chips(options(scenes["north"], folder, shared_data), RecordingEvents())
+    events = RecordingEvents()
+    export_chips(options(stacked, folder, shared_data, bands=[2, 3, 4, 5]), events)
+    assert any("were chosen as bands 2, 3, 4, 5 of a 5-band raster" in e["message"] for e in events.of_type("log"))
+    model = tmp_path / "model.onnx"
+    train(TrainConfig(dataset_dir=str(folder), output=str(model), epochs=1, batch_size=8, base_width=8,
+                      patience=0, device="cpu", refit=False), RecordingEvents())
+    bands = json.loads(read_metadata_props(model)[CARD_KEY])["bands"]
+    assert bands["source_choices"] == [{"source_bands": [1, 2, 3, 4], "source_count": 4},
+                                       {"source_bands": [2, 3, 4, 5], "source_count": 5}]
+    maps = {}
+    for name, image in (("four", scenes["south"]), ("five", stacked)):
+        said = RecordingEvents()
+        result = classify_raster(ClassifyOptions(image, str(model), tmp_path / f"{name}.tif"), said)
+        with rasterio.open(result["OUTPUT"]) as out:
+            maps[name] = out.read(1)
+    assert any("training raster of 5 bands" in e["message"] for e in said.of_type("log"))
+    assert np.array_equal(maps["four"], maps["five"])  # the same pixels read, band for band
+    six = tmp_path / "south_6band.tif"
+    gdal.Translate(str(six), str(scenes["south"]), bandList=[4, 1, 2, 3, 4, 4])
+    with pytest.raises(BadInputError, match="bands 1, 2, 3, 4 of a 4-band raster; bands 2, 3, 4, 5 of a 5-band"):
+        classify_raster(ClassifyOptions(six, str(model), tmp_path / "six.tif"), RecordingEvents())

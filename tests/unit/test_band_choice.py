@@ -67,6 +67,34 @@ def test_a_raster_lacking_the_recorded_source_bands_is_not_told_to_feed_bands_on
            "those" in info.value.message
 
 
+TWO_RASTERS = {"count": 4, "names": ["band 1", "band 2", "band 3", "band 4"], "source_bands": [1, 2, 3, 4],
+               "source_count": 4, "source_choices": [{"source_bands": [1, 2, 3, 4], "source_count": 4},
+                                                     {"source_bands": [2, 3, 4, 5], "source_count": 5}]}
+
+
+@pytest.mark.parametrize("raster_count, expected", [(4, [1, 2, 3, 4]), (5, [2, 3, 4, 5])])
+def test_a_model_of_rasters_whose_bands_were_chosen_differently_reads_each_by_its_choice(raster_count, expected):
+    bands, said = choose_bands(raster_count, TWO_RASTERS)
+    assert bands == expected and f"training raster of {raster_count} bands" in said
+
+
+def test_a_raster_like_none_of_the_training_rasters_is_refused_with_every_choice_named():
+    with pytest.raises(BadInputError, match="the model learnt from bands 1, 2, 3, 4 of a 4-band raster; bands 2, 3, "
+                                            "4, 5 of a 5-band raster: give the bands"):
+        choose_bands(6, TWO_RASTERS)
+    alike = dict(TWO_RASTERS, source_choices=[{"source_bands": [1, 2, 3, 4], "source_count": 4},
+                                              {"source_bands": [4, 3, 2, 1], "source_count": 4}])
+    with pytest.raises(BadInputError, match="rasters of 4 bands whose bands were chosen differently"):
+        choose_bands(4, alike)
+    assert choose_bands(4, alike, [4, 3, 2, 1])[0] == [4, 3, 2, 1]
+
+
+def test_one_choice_of_bands_from_rasters_of_several_counts_is_read_from_either():
+    card = dict(TWO_RASTERS, source_choices=[{"source_bands": [1, 2, 3, 4], "source_count": 4},
+                                             {"source_bands": [1, 2, 3, 4], "source_count": 7}])
+    assert choose_bands(7, card)[0] == [1, 2, 3, 4] == choose_bands(6, card)[0]
+
+
 BGRN = {"count": 4, "names": ["Blue", "green", "red", "NIR"], "source_bands": [1, 2, 3, 4], "source_count": 4}
 
 

@@ -32,6 +32,7 @@ from pathlib import Path
 import rasterio
 from affine import Affine
 
+from ..band_choice import describe_choices
 from ..errors import BadInputError
 from ..output_folder import partial_path, remove_stale
 from ..schema import ClassSchema
@@ -183,11 +184,24 @@ def _check_compatible(old: dict, new: dict, folder: Path, events) -> None:
         events.warning(f"The bands of {name} are named {', '.join(new['bands']['names'])}, the dataset's "
                        f"{', '.join(old['bands']['names'])}: the model takes them as the same bands, in this order. "
                        f"Check that Bands chose the same bands of both rasters.")
+    chosen = [c for c in map(_band_choice, old.get("sources") or [old]) if c]
+    new_chosen = _band_choice(new)
+    if chosen and new_chosen and new_chosen[0] not in [bands for bands, _ in chosen]:
+        events.warning(f"The bands of {name} were chosen as {describe_choices([new_chosen])}, the dataset's "
+                       f"rasters' as {describe_choices(chosen)}. The model records each: Classify reads a raster by "
+                       f"the choice of the training raster with as many bands (or by band names). Give Bands when "
+                       f"classifying any other raster, or when two training rasters have as many bands.")
     ratio = _resolution_ratio(old, new)
     if ratio is not None and ratio > RESOLUTION_RATIO:
         events.warning(f"The pixels of {name} are {ratio:.1f}x the size of the dataset's (or a {ratio:.1f}th): the "
                        f"model learns the classes at two scales. Resample the rasters to one resolution for a "
                        f"model that maps at one.")
+
+
+def _band_choice(dataset: dict):
+    bands = dataset.get("bands") or {}
+    chosen = [int(b) for b in bands.get("source_bands") or ()]
+    return (chosen, bands.get("source_count")) if chosen else None
 
 
 def _same_value(one, other) -> bool:

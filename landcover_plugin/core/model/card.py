@@ -26,10 +26,11 @@ MAX_OVERLAP = 0.75  # of the tile: the Processing parameter's maximum; more comp
 
 def build_card(*, schema: ClassSchema, band_names, input_dtype: str, nodata, mean, std, tile_size: int,
                overlap: float, resolution, crs: str, architecture: str, metrics: dict,
-               extra: dict = None, source_bands=None, source_count: int = None) -> dict:
+               extra: dict = None, source_bands=None, source_count: int = None, source_choices=None) -> dict:
     """Our full model card (JSON-serialisable). ``source_bands``: the training raster's band numbers (1-based)
     the model's input bands are, in order; ``source_count``: that raster's band count (both from the chip
-    dataset; classify reads those bands by default, see :mod:`..band_choice`)."""
+    dataset; classify reads those bands by default, see :mod:`..band_choice`); ``source_choices``: with several
+    training rasters whose bands were chosen differently, each one's ``{"source_bands", "source_count"}``."""
     card = {
         "schema_version": CARD_SCHEMA_VERSION,
         "classes": schema.to_list(),
@@ -50,6 +51,8 @@ def build_card(*, schema: ClassSchema, band_names, input_dtype: str, nodata, mea
     if source_bands:
         card["bands"]["source_bands"] = [int(b) for b in source_bands]
         card["bands"]["source_count"] = int(source_count) if source_count else None
+    if source_choices:
+        card["bands"]["source_choices"] = [dict(choice) for choice in source_choices]
     if extra:
         card.update(extra)
     return card

@@ -11,6 +11,7 @@ import json
 import math
 from pathlib import Path
 
+from ..band_choice import describe_choices, source_choices
 from ..chips.dataset import DATASET_FILE, IMAGES_DIR, LABELS_DIR, raster_sources
 from ..errors import BadInputError
 from ..html_cells import count, escape, image_src, key_value_table, number, percent
@@ -338,6 +339,8 @@ def _data(card, dataset) -> str:
     source, of = bands.get("source_bands"), bands.get("source_count")
     all_bands = not source or (source == list(range(1, len(source) + 1)) and of in (None, len(source)))
     chosen = "" if all_bands else f" (source bands {', '.join(map(str, source))} of {of or 'n/a'})"
+    if bands.get("source_choices"):
+        chosen = f" (per training raster: {describe_choices(source_choices(bands))})"
     rows = [("Bands", f"{bands.get('count', 'n/a')}: {', '.join(bands.get('names') or [])}{chosen}"),
             ("Input data type", card.get("input_dtype", "n/a")),
             ("Tile size", f"{card.get('tile_size', 'n/a')} px"),
