@@ -120,7 +120,8 @@ class ExportChipsAlgorithm(EngineAlgorithm):
             "dataset's classes keep their values (a class new in this raster gets the next one); the band "
             "statistics are pooled over every raster; each raster keeps its own CRS and validation polygons. The "
             "rasters must give the same number of bands (choose Bands), of one pixel type and nodata value, and "
-            "the same chip size. Adding the same raster with the same labels twice is refused.\n\n"
+            "the same chip size. Adding the same raster with the same labels twice is refused; new polygons of a "
+            "layer already added on this raster (selected) are welcome.\n\n"
             "The output folder must be new, empty, or an earlier chip dataset (which is replaced, or added to); a "
             "folder holding other files is refused and left untouched.")
 

@@ -276,3 +276,24 @@ def test_rasters_whose_bands_were_chosen_differently_are_each_read_by_their_own_
     gdal.Translate(str(six), str(scenes["south"]), bandList=[4, 1, 2, 3, 4, 4])
     with pytest.raises(BadInputError, match="bands 1, 2, 3, 4 of a 4-band raster; bands 2, 3, 4, 5 of a 5-band"):
         classify_raster(ClassifyOptions(six, str(model), tmp_path / "six.tif"), RecordingEvents())
+
+
+def test_other_polygons_of_the_same_layer_on_the_same_raster_are_added_and_polygons_again_refused(
+        scenes, shared_data, tmp_path):
+    """An analyst's second round of polygons on the same scene: the odd features first, then the even ones are
+    added; then the whole layer, half of it in already, is refused, the dataset left as it was."""
+    folder = tmp_path / "chips"
+    export_chips(options(scenes["north"], folder, shared_data, fids=list(range(1, 41, 2))), RecordingEvents())
+    events = RecordingEvents()
+    export_chips(options(scenes["north"], folder, shared_data, fids=list(range(2, 41, 2))), events)
+    dataset = json.loads((folder / "dataset.json").read_text())
+    assert len(dataset["sources"]) == 2 and {chip.get("source", 0) for chip in dataset["chips"]} == {0, 1}
+    assert not [e for e in events.of_type("log") if "labelled on" in e["message"]]
+    assert any("of 1 raster (north.tif, 2 exports)" in e["message"] for e in events.of_type("log"))
+    before = (folder / "dataset.json").read_bytes()
+    with pytest.raises(BadInputError, match=r"of the [\d,]+ labelled pixels of these labels are labelled on north.tif "
+                                            r"already \(raster 1 of the chip dataset"):
+        export_chips(options(scenes["north"], folder, shared_data), RecordingEvents())
+    with pytest.raises(BadInputError, match="with these labels is already in the chip dataset"):
+        export_chips(options(scenes["north"], folder, shared_data, fids=list(range(2, 41, 2))), RecordingEvents())
+    assert (folder / "dataset.json").read_bytes() == before

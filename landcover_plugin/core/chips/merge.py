@@ -19,8 +19,10 @@ the highest: see :mod:`..kept_classes`), and :func:`add_to_dataset` moves its ch
   the held-out feature ids stay in each raster's own entry, since feature ids repeat across layers).
 
 The rasters must agree on what a model reads: the band count, the pixel type, the nodata value and the chip size.
-Band names that differ, and resolutions more than 1.5x apart, are warned of. ``dataset.json`` is replaced last;
-a failure before it moves the chips back, so the dataset is left as it was.
+Band names that differ, and resolutions more than 1.5x apart, are warned of. Labels on a raster already in the
+dataset are refused where they label the pixels its chips label (:mod:`.shared_labels`): the same labels again, or a
+layer whose polygons were partly added before; other polygons of that layer are welcome. ``dataset.json`` is
+replaced last; a failure before it moves the chips back, so the dataset is left as it was.
 """
 import json
 import math
@@ -39,8 +41,10 @@ from ..schema import ClassSchema
 from .band_stats import pooled
 from .counts import RARE_SHARE, class_summary
 from .dataset import DATASET_FILE, write_dataset_json
+from .shared_labels import shared_pixels
 
 RESOLUTION_RATIO = 1.5  # rasters further apart in pixel size than this are warned of
+SHARED_SHARE = 0.01  # labels on a raster already in the dataset sharing more of their pixels are refused
 PIXEL_KEYS = ("class_pixels", "train_class_pixels", "val_class_pixels", "distinct_class_pixels",
               "distinct_train_class_pixels", "distinct_val_class_pixels")
 SOURCE_KEYS = ("crs", "resolution", "ground_resolution", "nodata", "bands", "stride", "min_labelled", "mean", "std",
@@ -77,6 +81,7 @@ def add_to_dataset(folder, new_folder, events) -> dict:
     folder, new_folder = Path(folder), Path(new_folder)
     old, new = _read(folder), _read(new_folder)
     _check_compatible(old, new, folder, events)
+    _check_shared(old, new, folder, new_folder, events)
     sources = _sources(old, folder) + [_source_entry(new, new_folder)]
     index = len(sources) - 1
     prefix = f"s{index + 1}_"
@@ -122,13 +127,16 @@ def _name(dataset: dict) -> str:
 
 
 def _check_request(dataset: dict, options, folder: Path) -> None:
-    """What can be refused before exporting: another chip size, or the same raster and labels added again."""
+    """What can be refused before exporting: another chip size, or the same raster and labels raster added again
+    (polygons are compared once exported: :func:`_check_shared`)."""
     if int(options.chip_size) != int(dataset.get("chip_size", 0)):
         raise BadInputError(f"The chip dataset in {folder} has chips of {dataset.get('chip_size')} px; this export "
                             f"asks for {options.chip_size} px. The chips of one dataset share a size: set the chip "
                             f"size to {dataset.get('chip_size')} px, or export to a new folder.")
+    if options.labels_vector is not None:
+        return  # polygons may be another selection of the same layer: their pixels are compared once exported
     image = str(Path(options.image).absolute())
-    labels = str(options.labels_source or options.labels_vector or options.labels_raster)
+    labels = str(options.labels_source or options.labels_raster)
     for number, source in enumerate(dataset.get("sources") or [dataset.get("source") or {}], start=1):
         if _same_file(source.get("image"), image) and _same_labels(source.get("labels"), labels):
             raise BadInputError(f"{Path(image).name} with these labels is already in the chip dataset in {folder} "
@@ -196,6 +204,32 @@ def _check_compatible(old: dict, new: dict, folder: Path, events) -> None:
         events.warning(f"The pixels of {name} are {ratio:.1f}x the size of the dataset's (or a {ratio:.1f}th): the "
                        f"model learns the classes at two scales. Resample the rasters to one resolution for a "
                        f"model that maps at one.")
+
+
+def _check_shared(old: dict, new: dict, folder: Path, new_folder: Path, events) -> None:
+    """Refuse labels already in the dataset on the same raster (all of them, or more than SHARED_SHARE of their
+    pixels: the same polygons again, or a whole layer of which some were added before); warn of a few."""
+    image = (new.get("source") or {}).get("image")
+    for index, source in enumerate(old.get("sources") or [old.get("source") or {}]):
+        if not _same_file(source.get("image"), image):
+            continue
+        chips = [chip for chip in old["chips"] if int(chip.get("source", 0)) == index]
+        shared, labelled = shared_pixels(new["chips"], new_folder, chips, folder, int(old["chip_size"]))
+        where = f"raster {index + 1} of the chip dataset in {folder}"
+        if labelled and shared >= labelled * (1 - SHARED_SHARE):
+            raise BadInputError(f"{_name(new)} with these labels is already in the chip dataset ({where}): adding "
+                                f"them again would count their chips twice. Add another raster, or labels not yet "
+                                f"added; to export this raster again with other settings, export to a new folder.")
+        if shared > labelled * SHARED_SHARE:
+            raise BadInputError(f"{shared:,} of the {labelled:,} labelled pixels of these labels are labelled on "
+                                f"{_name(new)} already ({where}): their chips would count twice, and could be trained "
+                                f"on in one export and scored in the other. Add only the polygons not yet added "
+                                f"(select them and check Selected features only), or export the whole layer to a "
+                                f"new folder.")
+        if shared:
+            events.warning(f"{shared:,} of the {labelled:,} labelled pixels of these labels are labelled on "
+                           f"{_name(new)} already ({where}): polygons that touch or overlap ones added before? "
+                           f"Those pixels count twice.")
 
 
 def _band_choice(dataset: dict):
@@ -289,9 +323,11 @@ def _merged_split(sources: list, schema, distinct: dict) -> dict:
 def _tell(merged: dict, new: dict, folder: Path, events) -> None:
     summary, sources = merged["summary"], merged["sources"]
     added = len(new["chips"])
+    names = [Path(image).name for image in dict.fromkeys(str(s.get("image")) for s in sources)]
+    exports = f", {len(sources)} exports" if len(names) < len(sources) else ""
     events.info(f"Added {added} chips of {_name(new)} to the chip dataset {folder}: it holds {summary['chips']} "
-                f"chips ({summary['train_chips']} train, {summary['val_chips']} val) of {len(sources)} rasters ("
-                + ", ".join(Path(str(s.get("image"))).name for s in sources) + "), band statistics over all their "
+                f"chips ({summary['train_chips']} train, {summary['val_chips']} val) of {len(names)} raster"
+                f"{'s' if len(names) > 1 else ''} ({', '.join(names)}{exports}), band statistics over all their "
                 f"{merged['valid_pixels']:,} valid pixels.")
     events.info("Labelled pixels per class over all the rasters (train / val): " + "; ".join(
         f"{name} {summary['train_class_pixels'][name]} / {summary['val_class_pixels'][name]}"
