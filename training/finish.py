@@ -19,6 +19,7 @@ from .distributed import current
 from .export_onnx import export, set_card_entry
 from .networks import left_out_channels
 from .objective import heldout_pixels
+from .scene_sample import SAMPLE_TILES, scene_sample
 from .writing import disk_errors
 
 
@@ -207,8 +208,8 @@ def scene_pixels(model_path, spec):
     of a dataset of several, its share of the tiles set by its valid pixels); None when none can be read here."""
     sources = spec.sources
     total = sum(source.get("valid_pixels") or 0 for source in sources) or len(sources)
-    parts = [held.scene_sample(model_path, source.get("image"),
-                               max(1, round(held.SAMPLE_TILES * (source.get("valid_pixels") or 1) / total)))
+    parts = [scene_sample(model_path, source.get("image"),
+                          max(1, round(SAMPLE_TILES * (source.get("valid_pixels") or 1) / total)))
              for source in sources]
     parts = [part for part in parts if part is not None]
     return np.concatenate(parts) if parts else None

@@ -19,24 +19,24 @@ et al. 2021): the held-out pixels' accuracy, lowered by how much less sure the m
 than of them (mean top-class probability; the scene: a spread sample, classified by the exported model). The
 held-out pixels are weighted so that their predicted classes take the shares they have in the map (the
 polygons over-sample rare classes). Mixed places get lower probabilities, so the scene's harder pixels pull it
-down. The reported IoUs come from the map as well: over the same sample, each pixel's class probabilities are
-taken as the chances of its reference classes, which gives an expected error matrix of the map (errors of
-mixed places that the polygons cannot show); its IoUs are lowered to that accuracy (:func:`_lowered_to`), so
-they agree with it, or raised to it (:func:`_raised_to`) when the model is right more often than its
-probabilities say (on the rstoolbox demo a 1-minute training's mean IoU read 0.58-0.60 beside 0.88 accuracy, and
-0.68 raised; the map scored 0.96-0.97 on the held-out polygons; the Zion sparse case is not changed: its model is
-surer than it is right). On the Zion sparse case (trainer's default net, map mIoU 0.151 against NLCD, east 40 %) it
-said 0.26, where the polygons' IoUs weighted by the map's class shares and lowered alike said 0.354 (0.43 not
-lowered, kept as ``polygon_iou`` and ``polygon_mean_iou``); the rare classes (water, developed, herbaceous,
-cultivated, wetlands: under 1 % of the east part, 1-9 % of the map) scored 0.01 and were estimated at 0.07-0.24.
+down. The reported IoUs come from the map as well: over the same sample, each pixel's class probabilities are taken as
+the chances of its reference classes, which gives an expected error matrix of the map (errors of mixed places that the
+polygons cannot show); its IoUs are lowered to that accuracy (:func:`.error_matrix.lowered_to`), so they agree with it,
+or raised to it (:func:`.error_matrix.raised_to`) when the model is right more often than its probabilities say (on the
+rstoolbox demo a 1-minute training's mean IoU read 0.58-0.60 beside 0.88 accuracy, and 0.68 raised; the map scored
+0.96-0.97 on the held-out polygons; the Zion sparse case is not changed: its model is surer than it is right). On the
+Zion sparse case (trainer's default net, map mIoU 0.151 against NLCD, east 40 %) it said 0.26, where the polygons' IoUs
+weighted by the map's class shares and lowered alike said 0.354 (0.43 not lowered, kept as ``polygon_iou`` and
+``polygon_mean_iou``); the rare classes (water, developed, herbaceous, cultivated, wetlands: under 1 % of the east part,
+1-9 % of the map) scored 0.01 and were estimated at 0.07-0.24.
 
-The DoC only lowers (:func:`doc_lowered`; the DoC is then kept as ``doc_held``): its premise is that the map's
-pixels are harder than the polygons', and a model surer of the map's pixels than of the held-out ones says that
-the models differ, not the places. The held-out pixels are scored
-by the folds' (or the held-out run's) models, the scene by the exported one, which the refit trains longer when
-the time limit cut the folds short. An RGBA copy of rstoolbox trained for 1 minute (folds of 1-2 epochs, refit of
-3): the folds' held-out pixels scored 0.67, the polygons' figure said 0.95, and the DoC 1.00, printed as "overall
-accuracy 100%, mean IoU 100%"; held, it says 0.80 (mIoU 0.48) with the same time limit.
+The DoC only lowers (:func:`.confidence.doc_lowered`; the DoC is then kept as ``doc_held``): its premise is that the
+map's pixels are harder than the polygons', and a model surer of the map's pixels than of the held-out ones says that
+the models differ, not the places. The held-out pixels are scored by the folds' (or the held-out run's) models, the
+scene by the exported one, which the refit trains longer when the time limit cut the folds short. An RGBA copy of
+rstoolbox trained for 1 minute (folds of 1-2 epochs, refit of 3): the folds' held-out pixels scored 0.67, the polygons'
+figure said 0.95, and the DoC 1.00, printed as "overall accuracy 100%, mean IoU 100%"; held, it says 0.80 (mIoU 0.48)
+with the same time limit.
 
 The overall accuracy, measured against the map's real OA on the Zion sparse case (east 40 % against NLCD), three
 models of one bench run (the default per-pixel net, 0.597; a ResNet-18 U-Net from a random start, 0.450, and scene-
@@ -71,78 +71,29 @@ the labels are: the estimate is the validation score itself. Where the labels co
 trained on NLCD labels of the scene's west 70 %, estimated 77 % / mIoU 27 % and scored 72 % / 22 % on the east 30 %.
 """
 import math
-from pathlib import Path
 
 import numpy as np
 
 from landcover_plugin.core.assess.metrics import ConfusionCounter, metrics_from_confusion
-from landcover_plugin.core.classify.source import open_source
-from landcover_plugin.core.classify.tiling import TileGrid
-from landcover_plugin.core.errors import LandcoverError
-from landcover_plugin.core.events import RecordingEvents
 from landcover_plugin.core.model.class_shares import weigh
-from landcover_plugin.core.model.session import load_model
+
+from .confidence import alternatives, atc, doc_lowered
+from .error_matrix import estimated_matrix, lowered_to, raised_to
+from .error_matrix import iou as iou_of
+from .scene_sample import scene_summary
 
 FEW_POLYGONS = 20      # fewer held-out polygons than this: say the estimate rests on few
 PART_LABELLED = 0.9    # a labels raster on less than this share of the image's valid pixels: say the estimate is
                        # of the labelled part (the Zion demo: 77 % estimated on its west 70 %, 72 % on the east)
-SAMPLE_TILES = 64      # tiles of the source raster classified to learn the map's class shares
-PIXELS_PER_TILE = 4096  # pixels of a sample tile kept (every 4th valid one, or sparser in big tiles)
-
-
-def scene_sample(model_path, raster_path, max_tiles: int = SAMPLE_TILES):
-    """The model's class probabilities over an evenly spread sample of tiles of the raster: (n, K) float32, every
-    4th valid pixel (at most :data:`PIXELS_PER_TILE` a tile); None when the raster cannot be read here."""
-    if not raster_path or not Path(raster_path).exists():
-        return None
-    try:
-        model = load_model(model_path, device="cpu", events=RecordingEvents())
-        with open_source(str(raster_path), model, events=RecordingEvents()) as source:
-            tiles = list(TileGrid(source.height, source.width, model.tile, 0))
-            step = max(1, len(tiles) // max_tiles)
-            pixels = []
-            for batch in source.batches(tiles[step // 2::step], 8):
-                probs = model.run(batch.x)
-                for tile_probs, valid in zip(probs, batch.valid):
-                    found = np.moveaxis(tile_probs, 0, -1)[valid]  # (valid pixels, K)
-                    pixels.append(found[::max(4, -(-len(found) // PIXELS_PER_TILE))])
-    except LandcoverError:
-        return None
-    pixels = np.concatenate(pixels) if pixels else np.zeros((0, 0), np.float32)
-    return pixels if len(pixels) else None
-
-
-def scene_summary(pixels, num_classes: int, chances=None) -> tuple:
-    """What the held-out estimate needs of the map from (n, K) pixel probabilities: ``(class shares, top-class
-    probabilities, expected error matrix)``. The expected error matrix (rows reference, columns mapped, summing to
-    1) takes each pixel's class probabilities as the chances of its reference classes: p_ij = the mean over the
-    pixels of the probability of class i where the map says j (:func:`expected_matrix`); ``chances``: other (n, K)
-    probabilities to take as those chances (the map is still ``pixels``' argmax)."""
-    expected = expected_matrix(pixels, num_classes, chances)
-    expected /= expected.sum()
-    return expected.sum(axis=0), pixels.max(axis=1), expected
-
-
-def expected_matrix(pixels, num_classes: int, chances=None) -> np.ndarray:
-    """(K, K) sums over (n, K) pixel probabilities: row i, column j = the probability of class i (in ``chances``,
-    by default ``pixels`` themselves) summed over the pixels mapped as j (``pixels``' argmax); its column sums
-    count the pixels mapped as each class."""
-    labels = np.asarray(pixels).argmax(axis=1)
-    chances = np.asarray(pixels if chances is None else chances, dtype=np.float64)
-    matrix = np.zeros((num_classes, num_classes), dtype=np.float64)
-    for j in np.unique(labels):
-        if j < num_classes:
-            matrix[:, j] = chances[labels == j, :num_classes].sum(axis=0)
-    return matrix
 
 
 def of_map(confusion, names, split: dict, heldout_pixels, scene_pixels, weights=None) -> dict:
     """The held-out estimate (:func:`estimate`) of the map Classify makes, from the held-out pixels'
     ``(probabilities (n, K), labels (n,))`` (objective.heldout_pixels) and the scene sample's (n, K) probabilities
-    (:func:`scene_sample`; None: not readable). ``confusion``: the held-out pixels' matrix, all of them. With the
-    card's class-share ``weights`` both are weighed as Classify weighs a tile's, and the estimate is of that map; the
-    unweighed map's figures are kept as ``unweighed``, its expected errors taken from the weighed probabilities
-    (the module's docstring says why)."""
+    (:func:`.scene_sample.scene_sample`; None: not readable). ``confusion``: the held-out pixels' matrix, all of
+    them. With the card's class-share ``weights`` both are weighed as Classify weighs a tile's, and the estimate is
+    of that map; the unweighed map's figures are kept as ``unweighed``, its expected errors taken from the weighed
+    probabilities (the module's docstring says why)."""
     names = list(names)
     if scene_pixels is None:
         return estimate(confusion, names, None, split)
@@ -198,10 +149,11 @@ def estimate(confusion, names, shares, split: dict, heldout_confidence=None, sce
              scene_matrix=None, accuracy=None) -> dict:
     """The held-out estimate from the validation confusion matrix (rows reference, columns predicted) and the
     map's class shares (None: the raw validation scores are all there is). With polygons, and the top-class
-    probabilities of the held-out pixels (``(confidence, correct[, predicted])``) and of the scene's pixels, the overall
-    accuracy is the class-weighted difference of confidences (:func:`doc`); the recall-weighted figure stays as
-    ``polygon_overall_accuracy``. With the map's expected error matrix as well (``scene_matrix``, from
-    :func:`scene_summary`) the IoUs are that matrix's, lowered to the overall accuracy, instead of the polygons'.
+    probabilities of the held-out pixels (``(confidence, correct[, predicted])``) and of the scene's pixels, the
+    overall accuracy is the class-weighted difference of confidences (:func:`.confidence.doc`); the recall-weighted
+    figure stays as ``polygon_overall_accuracy``. With the map's expected error matrix as well (``scene_matrix``,
+    from :func:`.scene_sample.scene_summary`) the IoUs are that matrix's, lowered to the overall accuracy, instead of
+    the polygons'.
     ``accuracy``: the map's overall accuracy found otherwise, in place of the DoC (the unweighed map's, from the
     weighed one's: :func:`of_map`)."""
     cm = np.asarray(confusion, dtype=np.float64)
@@ -225,8 +177,8 @@ def estimate(confusion, names, shares, split: dict, heldout_confidence=None, sce
                               "held-out polygons' pixels, unweighted (the source raster was not readable to "
                               "weight them by the map's class shares)"))
     else:
-        matrix = _estimated_matrix(cm, np.asarray(shares, dtype=np.float64), raw_oa)
-        iou = _iou(matrix)
+        matrix = estimated_matrix(cm, np.asarray(shares, dtype=np.float64), raw_oa)
+        iou = iou_of(matrix)
         weighted = _round(float(np.trace(matrix)))
         result.update(overall_accuracy=weighted, polygon_overall_accuracy=weighted, mean_iou=_round(_nanmean(iou)),
                       class_shares={n: _round(float(s)) for n, s in zip(names, shares)},
@@ -234,7 +186,7 @@ def estimate(confusion, names, shares, split: dict, heldout_confidence=None, sce
                       method=f"{where}, each class's recall on them weighted by its share of the map")
         if heldout_confidence is not None and scene_confidence is not None and len(heldout_confidence[0]):
             threshold, _ = atc(*heldout_confidence[:2], scene_confidence)
-            found = _alternatives(heldout_confidence, scene_confidence, shares)
+            found = {name: _round(v) for name, v in alternatives(heldout_confidence, scene_confidence, shares).items()}
             value, held = doc_lowered(heldout_confidence, scene_confidence, shares) if accuracy is None else \
                 (accuracy, False)
             value = min(1.0, max(0.0, value))
@@ -244,8 +196,8 @@ def estimate(confusion, names, shares, split: dict, heldout_confidence=None, sce
                 matrix = np.hstack([scene, np.zeros((len(scene), 1))]) / scene.sum()
                 ious = ("the IoUs from the map's own class probabilities over a spread sample of it (where it says "
                         "one class, the others' chances count as its errors), brought to that accuracy")
-                matrix = _raised_to(matrix, value)  # an unsure model's probabilities overstate its errors
-            lowered = _iou(_lowered_to(matrix, value, np.asarray(shares, dtype=np.float64)))
+                matrix = raised_to(matrix, value)  # an unsure model's probabilities overstate its errors
+            lowered = iou_of(lowered_to(matrix, value, np.asarray(shares, dtype=np.float64)))
             result.update(overall_accuracy=_round(value), confidence_threshold=_round(threshold), estimates=found,
                           mean_iou=_round(_nanmean(lowered)), iou={n: _round(v) for n, v in zip(names, lowered)},
                           polygon_mean_iou=result["mean_iou"], polygon_iou=result["iou"],
@@ -266,73 +218,6 @@ def estimate(confusion, names, shares, split: dict, heldout_confidence=None, sce
     result["few"] = split.get("method") == "polygons" and (polygons or 0) < FEW_POLYGONS
     result["confused"] = _confused(cm, names)
     return result
-
-
-def atc(confidence, correct, scene_confidence, weights=None):
-    """Average thresholded confidence (Garg et al. 2022, "Leveraging unlabeled data to predict
-    out-of-distribution performance", ICLR): the threshold ``t`` above which held-out pixels' top-class
-    probability lies as often as they are right, then the share of the scene's pixels above ``t``.
-    ``weights``: per held-out pixel (None: equal). Returns ``(t, estimated accuracy)``."""
-    confidence, scene = np.asarray(confidence, dtype=np.float64), np.asarray(scene_confidence, dtype=np.float64)
-    weights = np.ones_like(confidence) if weights is None else np.asarray(weights, dtype=np.float64)
-    accuracy = float(np.average(correct, weights=weights))
-    threshold = _quantile(confidence, weights, 1.0 - accuracy)
-    return threshold, float(np.mean(scene > threshold))
-
-
-def _quantile(values, weights, q: float) -> float:
-    """The weighted ``q`` quantile, linearly interpolated; with equal weights exactly ``np.quantile``'s rule
-    (the i-th smallest of n sits at i / (n - 1))."""
-    order = np.argsort(values, kind="stable")
-    values, weights = values[order], weights[order]
-    span = weights.sum() - weights[-1]
-    if values.size == 1 or span <= 0:
-        return float(values[-1])
-    return float(np.interp(q, (np.cumsum(weights) - weights) / span, values))
-
-
-def doc(confidence, correct, scene_confidence, weights=None) -> float:
-    """Difference of confidences (Guillory et al. 2021): the held-out accuracy lowered by how much less
-    confident the model is on the scene than on the held-out pixels."""
-    weights = np.ones(len(confidence)) if weights is None else np.asarray(weights, dtype=np.float64)
-    return float(np.average(correct, weights=weights) - np.average(confidence, weights=weights)
-                 + np.mean(scene_confidence))
-
-
-def doc_lowered(heldout_confidence, scene_confidence, shares) -> tuple:
-    """``(accuracy, held)``: the difference of confidences with the held-out pixels weighted to the map's class
-    shares where their predicted classes are known, never above the held-out accuracy it starts from (``held``:
-    the scene's pixels were the surer ones, so nothing was taken off; see the module's notes)."""
-    confidence, correct = heldout_confidence[:2]
-    weights = _class_weights(heldout_confidence, shares)
-    accuracy = float(np.average(correct, weights=weights))
-    gap = float(np.average(confidence, weights=weights) - np.mean(scene_confidence))
-    return (accuracy, True) if gap < 0 else (accuracy - gap, False)
-
-
-def _class_weights(heldout_confidence, shares):
-    """Weights of the held-out pixels that give their predicted classes the map's ``shares``; None where their
-    predicted classes or the shares are not known, or weigh nothing."""
-    if len(heldout_confidence) < 3 or shares is None:
-        return None
-    predicted = np.asarray(heldout_confidence[2])
-    shares = np.asarray(shares, dtype=np.float64)
-    counts = np.bincount(predicted, minlength=shares.size)[:shares.size].astype(np.float64)
-    weights = (shares / np.maximum(counts, 1.0) * predicted.size)[predicted]
-    return weights if weights.sum() > 0 else None
-
-
-def _alternatives(heldout_confidence, scene_confidence, shares) -> dict:
-    """Other estimators of the map's OA, kept in the card beside the one reported, to compare them on more
-    cases: ATC and DoC, with held-out pixels equal or weighted so that their predicted classes take the shares
-    they have in the map (the polygons over-sample rare classes)."""
-    confidence, correct = heldout_confidence[:2]
-    found = {"atc": atc(confidence, correct, scene_confidence)[1], "doc": doc(confidence, correct, scene_confidence)}
-    weights = _class_weights(heldout_confidence, shares)
-    if weights is not None:
-        found["atc_class_weighted"] = atc(confidence, correct, scene_confidence, weights)[1]
-        found["doc_class_weighted"] = doc(confidence, correct, scene_confidence, weights)
-    return {name: _round(value) for name, value in found.items()}
 
 
 def _confused(cm, names, share: float = 0.2, most: int = 3) -> list:
@@ -385,73 +270,6 @@ def part_labelled(cover: float) -> str:
             f"estimate is of that part. Beyond it the map is usually less accurate (the Zion demo's model, trained on "
             f"NLCD labels of the scene's west 70 %, estimates 77 % and scores 72 % on the east 30 %): check it there "
             f"with 'Create reference sample' and 'Assess accuracy'.")
-
-
-def _estimated_matrix(cm, shares, raw_oa) -> np.ndarray:
-    """p_ij: estimated share of the scene that is reference class i and mapped class j; the last column holds
-    what a class with no held-out pixel is mapped as wrongly (to which class is unknown)."""
-    k = cm.shape[0]
-    matrix = np.zeros((k, k + 1))
-    row = cm.sum(axis=1)
-    for i in range(k):
-        if row[i] > 0:
-            matrix[i, :k] = shares[i] * cm[i] / row[i]
-        else:
-            matrix[i, i] = shares[i] * raw_oa
-            matrix[i, k] = shares[i] * (1.0 - raw_oa)
-    return matrix
-
-
-def _lowered_to(matrix, overall_accuracy: float, shares) -> np.ndarray:
-    """The estimated error matrix with every class's correct share lowered by one factor until its trace is
-    ``overall_accuracy``, so that the IoUs agree with the overall accuracy reported beside them (from the
-    polygons alone they would not: 0.999 mean IoU beside 0.88 accuracy on rstoolbox, 0.44 beside 0.54 on the
-    Zion sparse case). What a class loses goes where its held-out pixels' errors went, or, for a class
-    without errors on them, to the other classes by their share of the map. Unchanged when the confidences
-    say the map is no worse than the polygons."""
-    k = matrix.shape[0]
-    trace = float(np.trace(matrix[:, :k]))
-    if trace <= 0 or overall_accuracy >= trace:
-        return matrix
-    lowered = matrix.copy()
-    for i in range(k):
-        moved = matrix[i, i] * (1.0 - overall_accuracy / trace)
-        errors = matrix[i].copy()
-        errors[i] = 0.0
-        if errors.sum() <= 0:
-            errors[:k] = shares
-            errors[i] = 0.0
-        if errors.sum() <= 0:  # a one-class map: the lost share is mapped as an unknown class
-            errors[k] = 1.0
-        lowered[i, i] -= moved
-        lowered[i] += moved * errors / errors.sum()
-    return lowered
-
-
-def _raised_to(matrix, overall_accuracy: float) -> np.ndarray:
-    """The map's expected error matrix (from its own probabilities) with each mapped class's errors shrunk by one
-    factor, back onto its diagonal, until its trace is ``overall_accuracy``: a model less sure of its held-out
-    pixels than it is right on them (a short training, a smoothed net) spreads chances over classes it does not
-    map, and the IoUs read from them would contradict the accuracy beside them (the rstoolbox demo: mean IoU
-    0.31 beside 96 % accuracy, for a map that scored 0.72 and 97 % on held-out polygons). The map's class
-    shares (column sums) stay. Unchanged when the probabilities are no surer than the accuracy."""
-    k = matrix.shape[0]
-    trace = float(np.trace(matrix[:, :k]))
-    total = float(matrix.sum())
-    if trace >= overall_accuracy * total or trace >= total:
-        return matrix
-    kept = (total - overall_accuracy * total) / (total - trace)  # the share of the errors that stays
-    raised = matrix * kept
-    columns = matrix[:, :k].sum(axis=0)
-    raised[np.arange(k), np.arange(k)] += columns - raised[:, :k].sum(axis=0)
-    return raised
-
-
-def _iou(matrix) -> list:
-    k = matrix.shape[0]
-    reference, mapped = matrix.sum(axis=1), matrix.sum(axis=0)[:k]
-    return [float(matrix[i, i] / (reference[i] + mapped[i] - matrix[i, i]))
-            if reference[i] + mapped[i] > 0 else math.nan for i in range(k)]
 
 
 def _nanmean(values):

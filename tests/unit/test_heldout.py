@@ -3,7 +3,9 @@ and the fallbacks."""
 import numpy as np
 import pytest
 
-from training.heldout import atc, describe, estimate, expected_matrix, of_map, scene_summary
+from training.confidence import atc
+from training.heldout import describe, estimate, of_map
+from training.scene_sample import expected_matrix, scene_summary
 
 NAMES = ["water", "forest", "crops"]
 # rows = reference, columns = predicted; held-out polygon pixels
