@@ -118,17 +118,17 @@ def test_em_run_astray_by_near_uniform_probabilities_gives_way_to_the_map_s_own_
 def test_the_training_report_names_the_classes_the_log_warned_of():
     """EM may raise a class above the map's count and still agree with it (within AGREE): the report names as
     astray only the classes the check refused (the log's warning names the same), not every class EM raised."""
-    from landcover_plugin.core.train.report import _class_shares
+    from landcover_plugin.core.train.report_sections import class_shares_section
 
     learned = np.array([0.25, 0.25, 0.25, 0.25])
     counted, em = np.array([0.40, 0.10, 0.40, 0.10]), np.array([0.45, 0.40, 0.10, 0.05])
     entry = card_entry(counted, learned, [3, 5, 7, 9], "scene.tif", 1000, "counts", em, [1])
     card = {"classes": [{"id": i, "name": n} for i, n in zip([3, 5, 7, 9], ["water", "forest", "crops", "urban"])],
             "class_shares": entry}
-    astray = _class_shares(card).split("went astray: ")[1].split(";")[0]
+    astray = class_shares_section(card).split("went astray: ")[1].split(";")[0]
     assert astray == "forest 40.0 %"  # water: raised by both, so not named
     del entry["em_astray_ids"]  # a card written before the ids were kept: every class EM put above the map's count
-    assert _class_shares(card).split("went astray: ")[1].split(";")[0] == "water 45.0 %, forest 40.0 %"
+    assert class_shares_section(card).split("went astray: ")[1].split(";")[0] == "water 45.0 %, forest 40.0 %"
 
 
 def test_em_raising_a_class_far_beyond_the_map_s_own_count_is_not_taken():
