@@ -42,7 +42,9 @@ def choose_epochs(epochs: int, counts, train_chips: int, chip_size: int, events)
     return AUTO_EPOCHS[kind]
 
 
-def check_training_pixels(store, train_idx, names, folder, events) -> np.ndarray:
+def check_training_pixels(store, train_idx, names, folder, events, tell: bool = True) -> np.ndarray:
+    """The training chips' labelled pixels per class (as the loss sees them); refuses fewer than two classes, warns
+    of a class without any; ``tell``: log the counts (not for every cross-validation fold but the first)."""
     if not train_idx:
         raise BadInputError(f"The chip dataset '{folder}' has no training chips (all are 'val'). Export the chips "
                             f"again with a validation fraction below 1.")
@@ -56,6 +58,8 @@ def check_training_pixels(store, train_idx, names, folder, events) -> np.ndarray
     if missing:
         events.warning(f"No training pixels for: {', '.join(missing)}. The model cannot learn a class it never "
                        f"sees, so it never maps it: digitise training areas for it, or drop it from the schema.")
-    events.info("Training pixels per class (a pixel in overlapping chips counts once a chip, as the model sees it; "
-                "the export's log gives distinct pixels): " + ", ".join(f"{n} {int(c)}" for n, c in zip(names, counts)))
+    if tell:
+        events.info("Training pixels per class (a pixel in overlapping chips counts once a chip, as the model sees "
+                    "it; the export's log gives distinct pixels): " + ", ".join(f"{n} {int(c)}"
+                                                                              for n, c in zip(names, counts)))
     return counts

@@ -30,7 +30,9 @@ def steps_per_epoch(chips: int, batch_size: int) -> float:
     return max(chips, MIN_STEPS_PER_EPOCH * batch_size) / batch_size
 
 
-def make_loaders(store, val_store, train_idx: list, val_idx: list, config, device, group, events) -> Loaders:
+def make_loaders(store, val_store, train_idx: list, val_idx: list, config, device, group, events,
+                 tell: bool = True) -> Loaders:
+    """The training and validation loaders; ``tell``: say when few chips are repeated to fill an epoch."""
     workers = default_workers(device, store.cached) if config.num_workers is None else config.num_workers
     options = {"num_workers": workers, "pin_memory": device.type == "cuda", "persistent_workers": workers > 0}
     if workers > 0 and not store.cached:
@@ -40,7 +42,7 @@ def make_loaders(store, val_store, train_idx: list, val_idx: list, config, devic
         options["multiprocessing_context"] = "forkserver"
     sampler = EpochSampler(len(train_idx), config.seed, MIN_STEPS_PER_EPOCH * config.batch_size)
     batch = group.per_rank(config.batch_size)
-    if len(sampler) > len(train_idx):
+    if tell and len(sampler) > len(train_idx):
         events.info(f"Few training chips ({len(train_idx)}) for batches of {config.batch_size}: each epoch "
                     f"draws {len(sampler)} chip samples ({MIN_STEPS_PER_EPOCH} steps), repeating chips "
                     f"{repeats(config.augment, config.colour_augment)}.")

@@ -112,7 +112,10 @@ class _Training:
             self.on_epoch = fold.get("on_epoch")  # (model, validation scores, validation loader) after each epoch
             self.train_idx, self.val_idx = fold["train_idx"], fold["val_idx"]
         self.names = spec.schema.names
-        counts = check_training_pixels(self.store, self.train_idx, self.names, spec.folder, events)
+        # a cross-validation fold's set-up (pixel counts, class weights, chip repetition) differs from the first
+        # fold's by the polygons held out: the first fold's says it, the others' would repeat it (3 lines a fold)
+        tell = self.phase is None or not self.phase.startswith("fold ") or self.phase.startswith("fold 1/")
+        counts = check_training_pixels(self.store, self.train_idx, self.names, spec.folder, events, tell)
         if not self.val_idx and not final_fit:
             events.warning("The dataset has no validation chips: scores are measured on the training chips and "
                            "overstate quality. Export the chips with a validation fraction above 0.")
@@ -154,11 +157,12 @@ class _Training:
         self.learned = learned_prior(counts, weights) if np.sum(counts) else None  # the class prior the loss teaches
         self.pixel_weight = torch.zeros(256, device=device)  # indexed by label value: 0 at IGNORE
         self.pixel_weight[:len(self.names)] = torch.as_tensor(weights, dtype=torch.float32)
-        events.info("Class weights: " + ", ".join(f"{n} {w:.2f}" for n, w in zip(self.names, weights))
-                    + ("" if config.class_weights else " (class weighting off)"))
+        if tell:
+            events.info("Class weights: " + ", ".join(f"{n} {w:.2f}" for n, w in zip(self.names, weights))
+                        + ("" if config.class_weights else " (class weighting off)"))
 
         loaders = make_loaders(self.store, self.val_store, self.train_idx, self.val_idx, config, device, group,
-                               events)
+                               events, tell)
         self.sampler, self.batch, self.workers = loaders.sampler, loaders.batch, loaders.workers
         self.train_loader, self.val_loader, self.all_val_loader = loaders.train, loaders.val, loaders.all_val
 

@@ -118,6 +118,9 @@ def test_training_with_few_held_out_polygons_cross_validates_then_refits(chips, 
     assert not any("stopped each cross-validation fold" in m["message"] for m in events.of_type("log"))  # no limit
     fold_metric = next(m for m in events.of_type("metric") if m["values"].get("phase") == "fold 2/3")
     assert format_metric(fold_metric).startswith("Fold 2/3 epoch 1:")
+    logs = [m["message"] for m in events.of_type("log")]
+    for said in ("Class weights: ", "Training pixels per class"):  # the first fold's and the refit's, not each fold's
+        assert sum(m.startswith(said) for m in logs) == 2, said
     heldout = outputs["HELDOUT"]
     assert heldout["method"].startswith("3-fold cross-validation over") and heldout["pixels"] > 0
     assert "top-class probability" in heldout["method"] and 0.0 < heldout["confidence_threshold"] < 1.0
