@@ -28,6 +28,8 @@ class ChipStore:
             self.lut[class_id] = channel
         self.mean = np.asarray(spec.mean, dtype=np.float32)[:, None, None]
         self.inv_std = (1.0 / np.asarray(spec.std, dtype=np.float32))[:, None, None]
+        # per band: how far zero lies below the mean in standard deviations (radiometric augmentation's scale)
+        self.mean_over_std = (np.asarray(spec.mean, dtype=np.float64) * self.inv_std[:, 0, 0]).astype(np.float32)
         self.nodata = spec.nodata
         size = spec.chip_size
         chips = spec.chips
@@ -125,7 +127,8 @@ class ChipDataset(Dataset):
         image, label = self.store.sample(self.indices[i])
         if self.augment or self.colour_augment:
             rng = np.random.default_rng([self.seed, epoch, i])
-            image, label = augment(image, label, rng, geometric=self.augment, colour=self.colour_augment)
+            image, label = augment(image, label, rng, geometric=self.augment, colour=self.colour_augment,
+                                   mean_over_std=self.store.mean_over_std)
         return torch.from_numpy(np.ascontiguousarray(image)), torch.from_numpy(np.ascontiguousarray(label))
 
 
@@ -159,8 +162,22 @@ class EpochSampler(Sampler):
         return self.samples
 
 
-def augment(image: np.ndarray, label: np.ndarray, rng, geometric: bool = True, colour: bool = False):
-    """Joint random flips and 90 degree rotation; optional brightness/contrast jitter and noise."""
+GAIN = 0.2         # radiometric augmentation: a chip's values times 1 +- this (the sun, the sensor's gain) ...
+BAND_GAIN = 0.03   # ... each band's a little more or less ...
+OFFSET = 0.1       # ... plus or minus this share of each band's mean (haze, a processing level's offset)
+
+
+def augment(image: np.ndarray, label: np.ndarray, rng, geometric: bool = True, colour: bool = False,
+            mean_over_std=None):
+    """Joint random flips and 90 degree rotation; with ``colour``, a radiometric jitter of the standardised
+    ``image`` and noise.
+
+    The jitter is what another date or scene does to the raw values x of a band: x' = g x + o, a gain g common to
+    the bands (1 +- :data:`GAIN`, each band +- :data:`BAND_GAIN`) and an offset o (+- :data:`OFFSET` of the band's
+    mean m). Standardised, z = (x - m) / s becomes g z + ((g - 1) m + o) / s: ``mean_over_std`` (m / s per band)
+    sets its scale. Jitter of the standardised values alone (as before) moved them by about a tenth of a standard
+    deviation, where 15 % more light moves Landsat digital numbers by 0.5-1.1 of one: a Zion model mapped such a
+    scene at 10 % overall accuracy (69 % as it is; 39 % trained with this jitter)."""
     if geometric:
         k = int(rng.integers(4))
         if k:
@@ -170,9 +187,12 @@ def augment(image: np.ndarray, label: np.ndarray, rng, geometric: bool = True, c
     if colour:
         image = np.array(image, dtype=np.float32)
         nodata = (image == 0.0).all(axis=0)  # set to 0 by sample(); a real pixel is never exactly 0 in all bands
-        contrast = rng.uniform(0.9, 1.1, size=(image.shape[0], 1, 1)).astype(np.float32)
-        brightness = np.float32(rng.normal(0.0, 0.1))
-        image = image * contrast + brightness
+        bands = image.shape[0]
+        ratio = np.zeros(bands) if mean_over_std is None else np.asarray(mean_over_std, dtype=np.float64)
+        gain = rng.uniform(1.0 - GAIN, 1.0 + GAIN) * rng.uniform(1.0 - BAND_GAIN, 1.0 + BAND_GAIN, size=bands)
+        offset = rng.uniform(-OFFSET, OFFSET, size=bands) * ratio  # o / s, o a share of the mean
+        shift = (gain - 1.0) * ratio + offset
+        image = image * gain.astype(np.float32)[:, None, None] + shift.astype(np.float32)[:, None, None]
         image += rng.normal(0.0, 0.03, size=image.shape).astype(np.float32)
         image[:, nodata] = 0.0
     return image, label

@@ -109,6 +109,27 @@ def test_augmentation_is_reproducible_per_epoch_and_chip(eolearn_chips):
     assert torch.isfinite(a[0]).all()
 
 
+def test_colour_augmentation_is_what_another_date_does_to_the_raw_values(eolearn_chips):
+    """Each augmented chip's raw values (standardisation undone) are a gain and an offset of the chip's own, as
+    another date's light and haze make them: gains over 1 +- 0.2 across chips, offsets within 10 % of the band's
+    mean (the noise added on top is small)."""
+    store = ChipStore(load_spec(eolearn_chips))
+    dataset = ChipDataset(store, [0], augment=False, colour_augment=True, seed=3)
+    image, _ = store.sample(0)
+    mean, std = store.mean[:, 0, 0], 1.0 / store.inv_std[:, 0, 0]
+    valid = ~(image == 0.0).all(axis=0)
+    raw = image * std[:, None, None] + mean[:, None, None]
+    gains = []
+    for epoch in range(40):
+        jittered = dataset[(epoch, 0)][0].numpy() * std[:, None, None] + mean[:, None, None]
+        for band in range(0, raw.shape[0], 4):
+            gain, offset = np.polyfit(raw[band][valid], jittered[band][valid], 1)
+            assert 0.8 * 0.97 - 0.01 <= gain <= 1.2 * 1.03 + 0.01
+            assert abs(offset) <= 0.1 * abs(mean[band]) + 0.05 * std[band]
+            gains.append(gain)
+    assert max(gains) - min(gains) > 0.25  # a jitter of the standardised values alone spanned 0.9-1.1
+
+
 def test_class_weights_favour_rare_classes_and_average_to_one():
     counts = np.array([1000, 100, 10, 0])
     weights = class_weights(counts)

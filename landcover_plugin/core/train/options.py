@@ -44,7 +44,9 @@ class TrainConfig:
     class_weights: bool = option(True, flag="--no-class-weights",
                                  help="do not weight the loss against class imbalance")
     augment: bool = option(True, flag="--no-augment", help="no random flips and 90 degree rotations")
-    colour_augment: bool = option(False, help="also jitter brightness/contrast and add noise")
+    colour_augment: bool = option(False, help="also change each chip's values as another date would (a gain of "
+                                               "up to +-20 %, an offset of up to +-10 % of each band's mean) and add "
+                                               "noise: for maps of other dates or scenes")
     patience: int = option(10, minimum=0, maximum=10_000,
                            help="stop after this many epochs without a better validation mIoU, once "
                                 "the learning rate is down to half its peak (0: never)")
