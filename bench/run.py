@@ -16,8 +16,8 @@ from pathlib import Path
 from .common import WORK, Settings, machine_info
 from .report import measured_on, write_results
 
-CASES = ("chips", "training", "inference", "quantised", "tiles", "quality", "sparse", "scaling", "pretrained",
-         "distributed")
+CASES = ("chips", "training", "inference", "quantised", "tiles", "quality", "sparse", "other_dates", "scaling",
+         "pretrained", "distributed")
 HERE = Path(__file__).resolve().parent
 
 

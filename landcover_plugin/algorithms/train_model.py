@@ -133,7 +133,7 @@ class TrainModelAlgorithm(EngineAlgorithm):
             "chip's values as another date or scene would (all bands brighter or darker by up to 20 %, an offset of "
             "up to 10 % of each band's mean, like haze) and adds noise: for a model to map other dates or scenes "
             "than the ones labelled. It costs some accuracy on scenes like the training ones (on the Zion example "
-            "65 % instead of 69 %; a 15 % brighter copy of the scene 39 % instead of 10 %).\n"
+            "65 % instead of 68 %; a 15 % brighter copy of the scene 39 % instead of 14 %).\n"
             "<b>Early stopping patience</b>: epochs without a better validation mIoU "
             "before stopping (0 = never); it waits until the learning rate is down to half its peak, since a best "
             "epoch at the peak rate is a noisy one. <b>Resume</b> continues a run from its 'last.pt' checkpoint; "
