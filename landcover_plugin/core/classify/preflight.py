@@ -5,7 +5,8 @@ spread over the area gives each band's mean and std, compared with the mean/std 
 training data's). A band far off (means several training stds
 apart, or spreads five times apart) is reported with the numbers per band and the likely cause: another
 scaling (reflectance 0-1 vs digital numbers 0-10000), the same bands in another order, or another sensor or
-processing level. It is a warning, never an error: the user may know better. The same sample warns of a
+processing level. A raster not that far off but brighter or darker in every band (another date) is warned of too
+(:mod:`.light_shift`). It is a warning, never an error: the user may know better. The same sample warns of a
 raster without a nodata value where many pixels are one fill value (0, -9999, ...) in every band (a fill border
 read as land cover; the bands are then compared without those pixels); a sample too small to say anything (a
 raster of a few pixels) gets no verdict.
@@ -20,6 +21,7 @@ from ..band_kinds import band_names, mask_alpha
 from ..errors import BadInputError
 from ..rasters import band_view, fill_counts, fill_warning, read, valid_mask
 from ..spread_windows import spread_windows
+from .light_shift import light_warning
 
 MEAN_TOLERANCE = 4.0  # training stds between the means
 SPREAD_TOLERANCE = 5.0  # ratio of the stds, either way
@@ -71,6 +73,8 @@ def preflight_warnings(dataset, window: Window, model, indexes=None, bands_given
             if values.shape[1] < MIN_SAMPLE_PIXELS:
                 return warnings
     message = _band_statistics_warning(values, dataset, model, indexes, bands_given, mask)
+    if message is None:  # not far off: maybe lit otherwise (another date)
+        message = light_warning(values, model.card, getattr(dataset, "src_dataset", dataset).name)
     return warnings + [message] if message else warnings
 
 
