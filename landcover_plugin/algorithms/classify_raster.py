@@ -56,6 +56,7 @@ class ClassifyRasterAlgorithm(EngineAlgorithm):
     MEAN = "MEAN"
     STD = "STD"
     RESAMPLE = "RESAMPLE"
+    MATCH_TRAINING_RASTER = "MATCH_TRAINING_RASTER"
     WEIGH_CLASS_SHARES = "WEIGH_CLASS_SHARES"
     CONFIDENCE = "CONFIDENCE"
     UNCERTAINTY = "UNCERTAINTY"
@@ -118,7 +119,12 @@ class ClassifyRasterAlgorithm(EngineAlgorithm):
             "The map records the model that made it and the trainer's held-out estimate of its accuracy (the "
             "log says it, and when it may not describe this map); 'Assess accuracy' sets it beside what it "
             "measures. Another raster brighter or darker than the training data in every band (another date's "
-            "light or haze) is warned of: a model trained on one date can map it far worse than its estimate.\n\n"
+            "light or haze) is warned of: a model trained on one date can map it far worse than its estimate. "
+            "<b>Match to the training raster</b>: for another date of the place the model was trained on, each "
+            "band is brought to the training raster's values by a gain and offset fitted over the ground the two "
+            "share (their value quantiles), and the log lists them; the map records them. It needs the training "
+            "raster at the path the model records. A gain far from 1 is warned of: land cover that changed over "
+            "most of the ground (flood, snow) would be matched away.\n\n"
             "<b>Dask scheduler</b> (optional, advanced): classify on a Dask cluster, <i>local:N</i> (N worker "
             "processes on this machine) or a scheduler address (<i>tcp://host:8786</i>). The raster is split into "
             "shards of whole tile rows, each written to the folder <i>&lt;output&gt;.shards</i>; the output is then "
@@ -152,6 +158,10 @@ class ClassifyRasterAlgorithm(EngineAlgorithm):
         self.addParameter(QgsProcessingParameterBoolean(
             self.RESAMPLE, self.tr("Resample to the model's resolution"),
             defaultValue=default_of(ClassifyOptions, "resample")))
+        self.addParameter(QgsProcessingParameterBoolean(
+            self.MATCH_TRAINING_RASTER,
+            self.tr("Match to the training raster (another date of the same place: its brightness and haze)"),
+            defaultValue=default_of(ClassifyOptions, "match_training_raster")))
         self.addParameter(QgsProcessingParameterBoolean(
             self.WEIGH_CLASS_SHARES, self.tr("Weigh classes by the scene's shares (models trained on polygons)"),
             defaultValue=default_of(ClassifyOptions, "class_shares") == "model"))
@@ -233,6 +243,7 @@ class ClassifyRasterAlgorithm(EngineAlgorithm):
             batch_size=self.parameterAsInt(parameters, self.BATCH_SIZE, context),
             device=DEVICES[self.parameterAsEnum(parameters, self.DEVICE, context)],
             resample=self.parameterAsBoolean(parameters, self.RESAMPLE, context),
+            match_training_raster=self.parameterAsBoolean(parameters, self.MATCH_TRAINING_RASTER, context),
             class_shares="model" if self.parameterAsBoolean(parameters, self.WEIGH_CLASS_SHARES, context) else "off",
             bands=self.parameterAsInts(parameters, self.BANDS, context) or None)
         if extent is not None and not extent.isEmpty():

@@ -1,4 +1,5 @@
 """Classify raster with model in a real headless QGIS: parameters -> engine -> a styled layer with a legend."""
+import json
 import os
 
 import numpy as np
@@ -194,3 +195,34 @@ def test_the_classes_are_weighed_by_the_models_scene_shares_unless_unticked(prov
         shares[weigh] = np.bincount(labels[labels > 0], minlength=4)[1:] / (labels > 0).sum()
     assert shares[True][0] > 0.99  # weighed: Water wherever the model gives it any chance
     assert shares[False][0] < 0.9  # the model's own probabilities: the untrained net spreads its classes
+
+
+def test_another_date_is_matched_to_the_training_raster_when_ticked(provider, zion_layer, tmp_path, shared_data):
+    """The dialog's 'Match to the training raster' reaches the engine: a piece of Zion 15 % brighter is read
+    with the gain that undoes it, recorded in the map; without the training raster the run fails, saying so."""
+    image = shared_data / "zion" / "landsat8_2015_b2345.tif"
+    card = card_for(NAMES, mean=[9000, 8000, 7500, 15000], std=[1000, 1200, 1500, 2500], tile=64,
+                    input_dtype="uint16", resolution=[30.0, 30.0], crs="EPSG:32612")
+    card["training"], card["source"] = {}, {"image": str(image)}
+    matching = export(tiny_net(4, 3), tmp_path / "dated.onnx", 4, 64, metadata_props(card))
+    with rasterio.open(image) as src:
+        window = ((300, 556), (300, 556))
+        data = src.read(window=window).astype(np.float64) * 1.15
+        profile = dict(src.profile, width=256, height=256, transform=src.window_transform(window))
+    brighter = tmp_path / "brighter.tif"
+    with rasterio.open(brighter, "w", **profile) as dst:
+        dst.write(np.round(data).astype(np.uint16))
+    output = str(tmp_path / "matched.tif")
+    processing.run("landcover:classify_raster", {"INPUT": str(brighter), "MODEL": matching, "DEVICE": 1,
+                                                 "MATCH_TRAINING_RASTER": True, "OUTPUT": output})
+    with rasterio.open(output) as out:
+        record = json.loads(out.tags()["landcover_model"])
+    assert np.allclose(record["matched_to_training"]["gain"], 1 / 1.15, rtol=0.01)
+    card["source"] = {"image": str(tmp_path / "gone.tif")}
+    lost = export(tiny_net(4, 3), tmp_path / "lost.onnx", 4, 64, metadata_props(card))
+    algorithm = QgsApplication.processingRegistry().createAlgorithmById("landcover:classify_raster")
+    with pytest.raises(QgsProcessingException, match="gone.tif, not found here"):
+        algorithm.run({"INPUT": str(brighter), "MODEL": lost, "MATCH_TRAINING_RASTER": True,
+                       "OUTPUT": str(tmp_path / "lost.tif")}, QgsProcessingContext(), QgsProcessingFeedback(),
+                      catchExceptions=False)
+    assert not (tmp_path / "lost.tif").exists()

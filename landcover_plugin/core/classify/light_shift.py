@@ -55,6 +55,8 @@ def light_warning(values: np.ndarray, card: dict, raster_path) -> Optional[str]:
     else:
         advice = ("For rasters of other dates, label some polygons on them too (Export label chips, Add to the chip "
                   "dataset in the output folder) or train with Colour augmentation, and train again.")
+    advice += (" Another date of the training raster's place can also be read as the training raster's values: "
+               "turn on 'Match to the training raster'.")
     return (f"The raster is {'brighter' if brighter else 'darker'} than the model's training data in every band "
             f"({how}, from {values.shape[1]} sampled pixels): as another date's light or haze would make it, or land "
             f"cover unlike the training raster's. A model trained on one date can map such a raster far worse than "

@@ -43,6 +43,10 @@ class ClassifyOptions:
         None, help="per-band mean for a model without metadata: comma-separated")
     std: Optional[Sequence[float]] = option(None, help="per-band standard deviation for a model without metadata")
     resample: bool = option(False, help="resample the raster to the model's resolution")
+    match_training_raster: bool = option(
+        False, help="another date of the training raster's place: bring each band to the training raster's values "
+                    "by a gain and offset fitted to the two rasters' value quantiles over the ground they share "
+                    "(see classify/radiometry.py)")
     confidence: Optional[str] = option(
         None, help="also write the top-class probability (percent) to this GeoTIFF")
     uncertainty: Optional[str] = option(

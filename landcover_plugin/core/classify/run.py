@@ -130,7 +130,7 @@ def prepared_run(o: ClassifyOptions, events: Events, preflight: bool = True):
                     f"{model.fixed_batch} tile(s) a batch instead of {batch_size}.")
         batch_size = model.fixed_batch
     with open_source(raster_path, model, extent=extent, mask_path=mask_path, resample=o.resample,
-                     events=events, bands=o.bands, preflight=preflight) as source:
+                     events=events, bands=o.bands, preflight=preflight, match=o.match_training_raster) as source:
         tile, batch_size, overlap_px = choose_tile(
             model, source.height, source.width, o.tile_size, batch_size,
             max(model.card.get("overlap") or 0.0, 0.125) if overlap is None else overlap, events)

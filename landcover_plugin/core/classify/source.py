@@ -28,6 +28,7 @@ from ..ground import raster_pixel_size
 from ..model.metadata import card_resolution_m
 from ..rasters import band_view, check_pixel_type, open_raster, own_mask, read, valid_mask
 from .preflight import check_band_statistics, preflight_warnings
+from .radiometry import match_training_raster, matched_card
 
 RESOLUTION_TOLERANCE = 1.5  # warn when raster and model resolutions differ by more than this factor
 GDAL_CACHE_BYTES = 256 * 2**20  # bounded block cache: strip-organised rasters are decoded once per tile row
@@ -146,11 +147,13 @@ class RasterSource:
 
 @contextlib.contextmanager
 def open_source(raster_path, model, *, extent=None, mask_path=None, resample=False, events, bands=None,
-                preflight=True):
+                preflight=True, match=False):
     """Open, check and frame the raster for ``model``; yields a :class:`RasterSource`. ``bands``: the raster
     bands to feed the model, in its order (default: see :func:`..band_choice.choose_bands`). ``preflight``:
     check the bands' statistics against the training data's now (:mod:`.preflight`); else the source's
-    :meth:`RasterSource.statistics_warnings` does, on the thread that reads it, and the caller tells it."""
+    :meth:`RasterSource.statistics_warnings` does, on the thread that reads it, and the caller tells it.
+    ``match``: read the raster as the training raster's values (:mod:`.radiometry`; the model's card then holds
+    the mean and std in the raster's own values, and ``matched_to_training``)."""
     previous_cache = gdal.GetCacheMax()
     gdal.SetCacheMax(GDAL_CACHE_BYTES)
     try:
@@ -164,6 +167,9 @@ def open_source(raster_path, model, *, extent=None, mask_path=None, resample=Fal
                                                         add_alpha=own is not None, **target))
                 own = own_mask(dataset, alpha_band=dataset.count) if own is not None else None
             window = extent_window(extent, dataset)
+            if match:
+                model.card = matched_card(model.card, match_training_raster(dataset, window, indexes, model.card,
+                                                                            events, own))
             shapes = load_mask(mask_path, dataset.crs) if mask_path else None
             if preflight:  # before spending the run
                 check_band_statistics(dataset, window, model, events, indexes, given, own)

@@ -1,0 +1,213 @@
+"""Another date of the training raster's place, brought to its radiometry: a gain and an offset per band.
+
+A model trained on one date learns that date's light with its classes (see :mod:`.light_shift`: a Zion model mapped
+a copy of its scene 15 % brighter at 19 % overall accuracy instead of 68 %). Where the raster to classify covers
+ground the training raster covers too (another date of the same place, the analyst's usual reason to classify
+again), the two can be compared pixel by pixel there: relative radiometric normalisation. The training raster is
+read onto the raster's grid (a rasterio ``WarpedVRT``, nearest neighbour, any CRS), both are sampled over the shared
+ground as the pre-flight samples (small windows spread over it), and each band's line ``training = gain x raster +
+offset`` is first drawn through the pairs' medians (their interquartile ranges' ratio as gain), then fitted by
+orthogonal regression (both dates are noisy) to the nearer half of the pairs, then again and again without the
+pairs far from the lines in all bands together (land cover that changed, clouds, misregistration), until those
+are the same pairs (the iteratively reweighted idea of IR-MAD normalisation, kept simple). The line is folded into
+the standardisation: the model reads ``(gain x value + offset - mean) / std``, i.e. the raster's values with the
+mean ``(mean - offset) / gain`` and the std ``std / gain``, so the run costs nothing more and every path (tiles,
+shards, the pre-flight's check) sees the matched values.
+
+Measured (/work/exp/match_change.py: the Zion sparse-polygon model; the scene's east 40 %, 15 % brighter, its south
+10 to 40 % replaced by other ground as changed land cover; scored on the unchanged part against NLCD): see the user
+guide. It cannot tell another date's light from land cover that changed on most of the shared ground (a whole scene
+flooded, or under snow): the log gives each band's line and the share of pairs left out, and a gain far from 1, or
+most pairs left out, is warned of.
+
+QGIS-free.
+"""
+import numpy as np
+import rasterio
+from rasterio.enums import Resampling
+from rasterio.vrt import WarpedVRT
+from rasterio.warp import transform_bounds
+from rasterio.windows import Window, from_bounds
+from rasterio.windows import bounds as window_bounds
+
+from ..band_choice import choose_bands
+from ..band_kinds import band_names, mask_alpha
+from ..errors import BadInputError
+from ..model.map_record import same_file
+from ..rasters import band_view, open_raster, read, valid_mask
+from ..spread_windows import spread_windows
+
+MIN_PIXELS = 1000  # sampled pixels valid in both rasters over the shared ground
+CUT = 3.0  # robust standard deviations over the median distance: a pair left out as changed
+MAX_ROUNDS = 10
+MIN_KEPT = 0.5
+MIN_SHARED = 0.05  # of the raster's area (the window classified) that the training raster must cover
+GAIN_WARNING = (0.6, 1.6)
+
+
+def match_training_raster(dataset, window, indexes, card: dict, events, mask=None):
+    """``{"raster", "gain", "offset", "shared", "pairs", "kept"}`` matching the bands ``indexes`` of ``dataset`` over
+    ``window`` to the training raster the ``card`` records that shares the most ground with it (said in the log),
+    or None where ``dataset`` is that raster itself. A :class:`BadInputError` where no training raster is recorded,
+    found, or shares ground with it. ``mask``: the raster's own mask (:func:`..rasters.own_mask`)."""
+    name = getattr(dataset, "src_dataset", dataset).name
+    images = _training_images(card)
+    if any(same_file(name, image) for image in images):
+        events.info("Match to the training raster: this is the training raster; its values are read as they are.")
+        return None
+    found = [image for image in images if _exists(image)]
+    if not found:
+        raise BadInputError(
+            "Matching the raster to the training raster needs the training raster, and "
+            + (f"the model records {', '.join(images)}, not found here. Put it back at that path, or turn off "
+               f"'Match to the training raster'." if images else
+               "the model does not record one (a model made elsewhere, or by an older version). Turn off 'Match "
+               "to the training raster'."))
+    bounds = window_bounds(window, dataset.transform)
+    shares = [(_shared(dataset, bounds, image), image) for image in found]
+    (share, ground), image = max(shares, key=lambda pair: pair[0][0])
+    if share < MIN_SHARED:
+        raise BadInputError(
+            f"The raster shares {share:.0%} of its ground with the training raster ({', '.join(found)}): matching "
+            f"needs another date of the same place (at least {MIN_SHARED:.0%} of the area classified in common). "
+            f"Turn off 'Match to the training raster' for a raster of another place.")
+    with open_raster(image, "training raster") as train:
+        train_bands = choose_bands(train.count, dict(card["bands"], count=len(indexes)),
+                                   raster_names=band_names(train), alpha=mask_alpha(train))[0]
+        here, there = _pairs(dataset, indexes, mask, train, train_bands, _window(dataset, ground))
+    if here.shape[1] < MIN_PIXELS:
+        raise BadInputError(
+            f"Too few pixels valid in both the raster and the training raster where they meet ({here.shape[1]} "
+            f"sampled; {MIN_PIXELS} needed) to match their values. Turn off 'Match to the training raster'.")
+    gain, offset, kept = _fit(here, there)
+    matched = {"raster": str(image), "gain": gain, "offset": offset, "shared": round(share, 4),
+               "pairs": int(here.shape[1]), "kept": round(kept, 4)}
+    _tell(matched, card, events)
+    return matched
+
+
+def matched_card(card: dict, matched) -> dict:
+    """The card the run reads the raster with: its mean and std in the raster's own values (see the module)."""
+    if matched is None:
+        return card
+    gain, offset = np.asarray(matched["gain"]), np.asarray(matched["offset"])
+    mean = (np.asarray(card["mean"], dtype=np.float64) - offset) / gain
+    std = np.asarray(card["std"], dtype=np.float64) / gain
+    return dict(card, mean=mean.tolist(), std=std.tolist(), matched_to_training=matched)
+
+
+def _pairs(dataset, indexes, mask, train, train_bands, window):
+    """(raster values, training raster values): (band, pixel) float64 arrays of the same ground, sampled over
+    ``window`` of ``dataset``'s grid where both are valid."""
+    nodata, train_nodata = band_view(dataset, indexes)[1], band_view(train, train_bands)[1]
+    here, there = [np.zeros((len(indexes), 0))], [np.zeros((len(indexes), 0))]
+    with WarpedVRT(train, crs=dataset.crs or train.crs, transform=dataset.transform, width=dataset.width,
+                   height=dataset.height, resampling=Resampling.nearest, add_alpha=True) as onto:
+        for piece in spread_windows(window):
+            mine, theirs = read(dataset, indexes, window=piece), read(onto, train_bands, window=piece)
+            valid = valid_mask(mine, nodata) & valid_mask(theirs, train_nodata) & (onto.read(onto.count,
+                                                                                                window=piece) > 0)
+            if mask is not None:
+                valid &= mask.valid(piece)
+            here.append(mine[:, valid].astype(np.float64))
+            there.append(theirs[:, valid].astype(np.float64))
+    return np.concatenate(here, axis=1), np.concatenate(there, axis=1)
+
+
+def _fit(here: np.ndarray, there: np.ndarray):
+    """Per band, ``there ~ gain x here + offset`` by orthogonal regression over the pairs kept; pairs whose distance
+    from the lines (root mean square over the bands, in each band's training standard deviations) lies over the
+    kept pairs' median + :data:`CUT` robust standard deviations are left out and the lines fitted again, until the
+    pairs kept stay the same. Returns (gains, offsets, share of the pairs kept)."""
+    spread = np.maximum(there.std(axis=1), 1e-12)[:, None]
+    keep = np.ones(here.shape[1], dtype=bool)
+    gain, offset = _robust_lines(here, there)  # a start that changed ground cannot pull far: medians and spreads
+    for round_ in range(MAX_ROUNDS):
+        distance = np.sqrt(np.mean(((gain[:, None] * here + offset[:, None] - there) / spread) ** 2, axis=0))
+        if round_ == 0:  # the nearer half first: the unchanged ground, wherever less than half of it changed
+            keep = distance <= np.median(distance)
+            gain, offset = _lines(here[:, keep], there[:, keep])
+            continue
+        centre = np.median(distance[keep])
+        scale = 1.4826 * np.median(np.abs(distance[keep] - centre))
+        kept = distance <= centre + CUT * max(scale, 1e-9)
+        if (kept == keep).all() or kept.sum() < MIN_PIXELS:
+            break
+        keep = kept
+        gain, offset = _lines(here[:, keep], there[:, keep])
+    if not (np.isfinite(gain).all() and (gain > 0).all()):
+        raise BadInputError("The raster's values fall where the training raster's rise over the ground they "
+                            "share (a band inverted, or other bands): they cannot be matched. Check the bands, "
+                            "or turn off 'Match to the training raster'.")
+    return [round(float(g), 6) for g in gain], [round(float(o), 6) for o in offset], float(keep.mean())
+
+
+def _robust_lines(x: np.ndarray, y: np.ndarray):
+    """Per band, the line through the pairs' medians with the ratio of their interquartile ranges as gain."""
+    qx, qy = np.percentile(x, (25, 50, 75), axis=1), np.percentile(y, (25, 50, 75), axis=1)
+    spread_x, spread_y = qx[2] - qx[0], qy[2] - qy[0]
+    gain = np.where(spread_x > 0, spread_y / np.where(spread_x > 0, spread_x, 1.0), 1.0)
+    return gain, qy[1] - gain * qx[1]
+
+
+def _lines(x: np.ndarray, y: np.ndarray):
+    """Per band (rows), the orthogonal-regression line ``y = gain x + offset`` (Deming, equal errors): the
+    principal axis of the pairs' covariance; a constant band is shifted, not stretched."""
+    mx, my = x.mean(axis=1), y.mean(axis=1)
+    sxx, syy = x.var(axis=1), y.var(axis=1)
+    sxy = ((x - mx[:, None]) * (y - my[:, None])).mean(axis=1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        gain = (syy - sxx + np.sqrt((syy - sxx) ** 2 + 4 * sxy ** 2)) / (2 * sxy)
+    gain = np.where(sxx > 0, gain, 1.0)
+    return gain, my - gain * mx
+
+
+def _tell(matched: dict, card: dict, events) -> None:
+    names = (card.get("bands") or {}).get("names") or []
+    names = names if len(names) == len(matched["gain"]) else [f"band {b + 1}" for b in range(len(matched["gain"]))]
+    lines = "; ".join(f"{name} x {gain:.3f} {'+' if offset >= 0 else '-'} {abs(offset):.4g}"
+                      for name, gain, offset in zip(names, matched["gain"], matched["offset"]))
+    events.info(f"Matched the raster's values to the training raster {matched['raster']} over the ground they share "
+                f"({matched['shared']:.0%} of the area classified; {matched['pairs']} pixel pairs sampled, "
+                f"{matched['kept']:.0%} of them kept, the rest left out as changed): {lines}.")
+    low, high = GAIN_WARNING
+    far = [name for name, gain in zip(names, matched["gain"]) if not low <= gain <= high]
+    if far or matched["kept"] < MIN_KEPT:
+        why = (f"a gain outside {low} to {high} ({', '.join(far)}): more than another date's light does" if far else
+               f"only {matched['kept']:.0%} of the pixel pairs agree with the lines")
+        events.warning(f"Matching to the training raster found {why}. Where the land cover changed over much of the "
+                       f"shared ground (flood, snow, harvest) matching can hide it: classify without 'Match to the "
+                       f"training raster' too and compare.")
+
+
+def _training_images(card: dict) -> list:
+    source = card.get("source") or {}
+    images = source.get("images") or [source.get("image")]
+    return [str(image) for image in images if image]
+
+
+def _exists(path: str) -> bool:
+    try:
+        with rasterio.open(path):
+            return True
+    except rasterio.errors.RasterioIOError:
+        return False
+
+
+def _shared(dataset, bounds, image):
+    """(share of ``bounds`` the raster at ``image`` covers, the shared bounds in ``dataset``'s CRS)."""
+    with rasterio.open(image) as train:
+        theirs = transform_bounds(train.crs, dataset.crs, *train.bounds) if train.crs and dataset.crs and \
+            train.crs != dataset.crs else tuple(train.bounds)
+    left, bottom = max(bounds[0], theirs[0]), max(bounds[1], theirs[1])
+    right, top = min(bounds[2], theirs[2]), min(bounds[3], theirs[3])
+    area = (bounds[2] - bounds[0]) * (bounds[3] - bounds[1])
+    if right <= left or top <= bottom or area <= 0:
+        return 0.0, None
+    return (right - left) * (top - bottom) / area, (left, bottom, right, top)
+
+
+def _window(dataset, ground):
+    """The window of ``dataset`` over ``ground`` (bounds in its CRS), whole pixels, within the raster."""
+    window = from_bounds(*ground, transform=dataset.transform).round_offsets().round_lengths()
+    return window.intersection(Window(0, 0, dataset.width, dataset.height))
