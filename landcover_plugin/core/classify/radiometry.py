@@ -14,9 +14,9 @@ the standardisation: the model reads ``(gain x value + offset - mean) / std``, i
 mean ``(mean - offset) / gain`` and the std ``std / gain``, so the run costs nothing more and every path (tiles,
 shards, the pre-flight's check) sees the matched values.
 
-Measured (/work/exp/match_change.py: the Zion sparse-polygon model; the scene's east 40 %, 15 % brighter, its south
-10 to 40 % replaced by other ground as changed land cover; scored on the unchanged part against NLCD): see the user
-guide. It cannot tell another date's light from land cover that changed on most of the shared ground (a whole scene
+Measured by ``make bench`` (case ``other_dates``: the Zion sparse-polygon model on copies of the scene's east 40 %
+brighter, darker, hazier, and hazier with noise, a pixel off and a quarter of other ground) and in the user guide.
+It cannot tell another date's light from land cover that changed on most of the shared ground (a whole scene
 flooded, or under snow): the log gives each band's line and the share of pairs left out, and a gain far from 1, or
 most pairs left out, is warned of.
 
