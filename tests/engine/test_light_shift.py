@@ -85,7 +85,7 @@ def test_the_scene_as_it_is_and_a_slightly_brighter_copy_pass_quietly(scene):
 
 def test_a_colour_augmented_model_is_told_of_its_limits(scene):
     (message,) = light_warnings(scene, copy(scene, "brighter_aug", 1.15), model(scene, "aug", colour_augment=True))
-    assert "trained with colour augmentation, which narrows that loss" in message
+    assert "trained with colour augmentation, which narrowed that loss" in message
     assert "train with Colour augmentation" not in message
 
 

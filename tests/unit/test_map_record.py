@@ -72,6 +72,28 @@ def test_an_unweighed_map_records_the_unweighed_estimate_and_another_raster_is_n
     assert len(told) == 1 and "It is of the training raster: this raster is another" in told[0]
 
 
+def test_another_date_matched_to_the_training_raster_is_recorded_and_said(mapped):
+    """A date 10 % brighter, matched by the trainer's own card (its training raster, its seven bands): the map
+    records the lines and is the training raster's map; the estimate's caveat says how it was read."""
+    folder = mapped["folder"]
+    with rasterio.open(mapped["image"]) as src:
+        data, profile = src.read(), src.profile
+    brighter = folder / "brighter.tif"
+    with rasterio.open(brighter, "w", **profile) as dst:
+        dst.write(np.clip(np.round(data * 1.1), 0, np.iinfo(data.dtype).max).astype(data.dtype))
+    events = RecordingEvents()
+    result = classify_raster(ClassifyOptions(brighter, mapped["model"], folder / "matched.tif",
+                                             match_training_raster=True), events)
+    entry = read_record(result["OUTPUT"])
+    assert entry["same_raster"] is False and entry["matched_to_training"]["raster"] == "landsat5_1988_7band.tif"
+    # the thermal band (131-146 in 8 bits) times 1.1 is its value + 14 over most of its range: a shift there
+    assert np.isclose(np.median(entry["matched_to_training"]["gain"]), 1 / 1.1, rtol=0.02)
+    with rasterio.open(result["OUTPUT"]) as matched, rasterio.open(mapped["map"]) as original:
+        assert (matched.read(1) == original.read(1)).mean() > 0.98
+    told = [e["message"] for e in events.of_type("log") if e["message"].startswith("The trainer estimated")]
+    assert "this raster is another, read as the training raster's values (gains 0." in told[0]
+
+
 def test_assessing_against_polygons_says_they_score_clear_places(mapped, shared_data, tmp_path):
     events = RecordingEvents()
     outputs = assess_accuracy(AssessOptions(mapped["map"], reference_vector=str(shared_data / "rstoolbox" /

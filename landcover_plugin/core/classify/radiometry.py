@@ -38,7 +38,8 @@ from ..rasters import band_view, open_raster, read, valid_mask
 from ..spread_windows import spread_windows
 
 MIN_PIXELS = 1000  # sampled pixels valid in both rasters over the shared ground
-CUT = 3.0  # robust standard deviations over the median distance: a pair left out as changed
+CUT = 3.0  # a pair's residuals, root mean square over the bands, in robust spreads: over it, left out as changed
+QUANTILES = np.linspace(0.02, 0.98, 49)
 MAX_ROUNDS = 10
 MIN_KEPT = 0.5
 MIN_SHARED = 0.05  # of the raster's area (the window classified) that the training raster must cover
@@ -115,26 +116,23 @@ def _pairs(dataset, indexes, mask, train, train_bands, window):
 
 
 def _fit(here: np.ndarray, there: np.ndarray):
-    """Per band, ``there ~ gain x here + offset`` by orthogonal regression over the pairs kept; pairs whose distance
-    from the lines (root mean square over the bands, in each band's training standard deviations) lies over the
-    kept pairs' median + :data:`CUT` robust standard deviations are left out and the lines fitted again, until the
-    pairs kept stay the same. Returns (gains, offsets, share of the pairs kept)."""
-    spread = np.maximum(there.std(axis=1), 1e-12)[:, None]
+    """Per band, ``there ~ gain x here + offset``: first the line through the two value distributions' quantiles
+    (:func:`_quantile_lines`), then, again and again, the reduced-major-axis lines of the pairs kept, a pair
+    kept where its residuals, each in its band's robust residual spread, are within :data:`CUT` of the lines (root
+    mean square over the bands), until the same pairs are kept. Returns (gains, offsets, share of the pairs kept)."""
+    floor = 0.01 * np.maximum(there.std(axis=1), 1e-12)[:, None]  # integer or constant values: no zero spread
     keep = np.ones(here.shape[1], dtype=bool)
-    gain, offset = _robust_lines(here, there)  # a start that changed ground cannot pull far: medians and spreads
-    for round_ in range(MAX_ROUNDS):
-        distance = np.sqrt(np.mean(((gain[:, None] * here + offset[:, None] - there) / spread) ** 2, axis=0))
-        if round_ == 0:  # the nearer half first: the unchanged ground, wherever less than half of it changed
-            keep = distance <= np.median(distance)
-            gain, offset = _lines(here[:, keep], there[:, keep])
-            continue
-        centre = np.median(distance[keep])
-        scale = 1.4826 * np.median(np.abs(distance[keep] - centre))
-        kept = distance <= centre + CUT * max(scale, 1e-9)
+    gain, offset = _quantile_lines(here, there)
+    for _ in range(MAX_ROUNDS):
+        residual = gain[:, None] * here + offset[:, None] - there
+        spread = np.maximum(1.4826 * np.median(np.abs(residual[:, keep]), axis=1)[:, None], floor)
+        kept = np.sqrt(np.mean((residual / spread) ** 2, axis=0)) <= CUT
         if (kept == keep).all() or kept.sum() < MIN_PIXELS:
             break
         keep = kept
-        gain, offset = _lines(here[:, keep], there[:, keep])
+        fitted_gain, fitted_offset = _lines(here[:, keep], there[:, keep])
+        varied = np.isfinite(fitted_gain)  # a band the kept pairs hold at one value keeps its line
+        gain, offset = np.where(varied, fitted_gain, gain), np.where(varied, fitted_offset, offset)
     if not (np.isfinite(gain).all() and (gain > 0).all()):
         raise BadInputError("The raster's values fall where the training raster's rise over the ground they "
                             "share (a band inverted, or other bands): they cannot be matched. Check the bands, "
@@ -142,23 +140,26 @@ def _fit(here: np.ndarray, there: np.ndarray):
     return [round(float(g), 6) for g in gain], [round(float(o), 6) for o in offset], float(keep.mean())
 
 
-def _robust_lines(x: np.ndarray, y: np.ndarray):
-    """Per band, the line through the pairs' medians with the ratio of their interquartile ranges as gain."""
-    qx, qy = np.percentile(x, (25, 50, 75), axis=1), np.percentile(y, (25, 50, 75), axis=1)
-    spread_x, spread_y = qx[2] - qx[0], qy[2] - qy[0]
-    gain = np.where(spread_x > 0, spread_y / np.where(spread_x > 0, spread_x, 1.0), 1.0)
-    return gain, qy[1] - gain * qx[1]
+def _quantile_lines(x: np.ndarray, y: np.ndarray):
+    """Per band, the least-squares line through the pairs of the two distributions' quantiles (2 % to 98 %): a
+    start that needs no pixel to match its pair and that changed ground moves by its share only."""
+    qx, qy = np.quantile(x, QUANTILES, axis=1), np.quantile(y, QUANTILES, axis=1)  # (quantile, band)
+    mx, my = qx.mean(axis=0), qy.mean(axis=0)
+    sxx = ((qx - mx) ** 2).sum(axis=0)
+    gain = np.where(sxx > 0, ((qx - mx) * (qy - my)).sum(axis=0) / np.where(sxx > 0, sxx, 1.0), 1.0)
+    return gain, my - gain * mx
 
 
 def _lines(x: np.ndarray, y: np.ndarray):
-    """Per band (rows), the orthogonal-regression line ``y = gain x + offset`` (Deming, equal errors): the
-    principal axis of the pairs' covariance; a constant band is shifted, not stretched."""
+    """Per band (rows), the reduced-major-axis line ``y = gain x + offset``: gain the ratio of the standard
+    deviations (both dates are noisy, so neither is the regressor; and unlike the principal axis it stays near the
+    ratio of the two spreads when unmatched pairs are still in); NaN for a band of one value, or whose values fall
+    as the other's rise."""
     mx, my = x.mean(axis=1), y.mean(axis=1)
     sxx, syy = x.var(axis=1), y.var(axis=1)
     sxy = ((x - mx[:, None]) * (y - my[:, None])).mean(axis=1)
     with np.errstate(divide="ignore", invalid="ignore"):
-        gain = (syy - sxx + np.sqrt((syy - sxx) ** 2 + 4 * sxy ** 2)) / (2 * sxy)
-    gain = np.where(sxx > 0, gain, 1.0)
+        gain = np.where((sxx > 0) & (sxy > 0), np.sqrt(syy / sxx), np.nan)
     return gain, my - gain * mx
 
 

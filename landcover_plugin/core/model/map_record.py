@@ -159,7 +159,13 @@ def _caveats(entry: dict, here: str) -> str:
     the other weighing of the classes, few held-out polygons."""
     estimate = entry["estimate"]
     notes = []
-    if entry.get("same_raster") is False:
+    matched = entry.get("matched_to_training")
+    if entry.get("same_raster") is False and matched:
+        gains = matched.get("gain") or [1.0]
+        notes.append(f"It is of the training raster: {here} is another, read as the training raster's values (gains "
+                     f"{min(gains):.2f} to {max(gains):.2f}), where it holds as far as the land cover and the season "
+                     f"are alike.")
+    elif entry.get("same_raster") is False:
         notes.append(f"It is of the training raster: {here} is another, where it holds only as far as the two are "
                      f"alike.")
     if estimate.get("labels_cover") is not None:
