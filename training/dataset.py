@@ -177,7 +177,8 @@ def augment(image: np.ndarray, label: np.ndarray, rng, geometric: bool = True, c
     mean m). Standardised, z = (x - m) / s becomes g z + ((g - 1) m + o) / s: ``mean_over_std`` (m / s per band)
     sets its scale. Jitter of the standardised values alone (as before) moved them by about a tenth of a standard
     deviation, where 15 % more light moves Landsat digital numbers by 0.5-1.1 of one: a Zion model mapped such a
-    scene at 10 % overall accuracy (69 % as it is; 39 % and 68 % in two bench runs trained with this jitter)."""
+    scene at 10 % overall accuracy (69 % as it is; trained with this jitter, 39 % in two bench runs of three, 68 %
+    in one)."""
     if geometric:
         k = int(rng.integers(4))
         if k:
