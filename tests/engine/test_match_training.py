@@ -149,3 +149,19 @@ def test_refused_without_the_training_raster_or_its_ground(scene, shared_data):
     with pytest.raises(BadInputError, match="shares 0% of its ground with the training raster .*another date of the "
                                             "same place"):
         labels(scene, brighter, match=True, model=elsewhere)
+
+
+def test_a_dask_shard_matches_as_the_whole_run_does(scene):
+    """A shard of a Dask run is the classifier over a range of rows of the same area: its lines are fitted over the
+    whole area, so its rows equal the whole matched run's, pixel for pixel, on a date noisy enough that a fit over
+    fewer rows would differ."""
+    noisy = scene["data"] * 1.1 + np.random.default_rng(1).normal(0, 300, scene["data"].shape)
+    path = write(scene, "noisy", noisy)
+    whole, tag, _ = labels(scene, path, match=True)
+    for r0, r1 in ((0, 37), (37, 701), (701, 1428)):
+        out = scene["folder"] / f"noisy_rows_{r0}.tif"
+        classify_raster(ClassifyOptions(path, scene["model"], out, rows=[r0, r1], match_training_raster=True),
+                        RecordingEvents())
+        with rasterio.open(out) as src:
+            assert np.array_equal(src.read(1), whole[r0:r1])
+            assert json.loads(src.tags()[TAG])["matched_to_training"] == tag["matched_to_training"]
