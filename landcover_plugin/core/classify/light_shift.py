@@ -21,7 +21,7 @@ from typing import Optional
 
 import numpy as np
 
-from ..model.map_record import same_file
+from ..model.map_record import same_file, training_images
 
 SHIFT_EVERY = 0.25  # of each band's training std, every band the same way
 SHIFT_MEDIAN = 0.4  # the median band's
@@ -30,9 +30,7 @@ SHIFT_MEDIAN = 0.4  # the median band's
 def light_warning(values: np.ndarray, card: dict, raster_path) -> Optional[str]:
     """The warning for a raster whose sampled ``values`` ((band, pixel), the bands fed to the model in its order)
     are all brighter, or all darker, than the training data the ``card`` describes; None otherwise."""
-    training = card.get("training")
-    images = (card.get("source") or {}).get("images") or [(card.get("source") or {}).get("image")]
-    images = [image for image in images if image]
+    training, images = card.get("training"), training_images(card)
     if not isinstance(training, dict) or not images or any(same_file(raster_path, image) for image in images):
         return None
     mean = values.mean(axis=1)

@@ -45,7 +45,8 @@ class ClassifyOptions:
     resample: bool = option(False, help="resample the raster to the model's resolution")
     match_training_raster: bool = option(
         False, help="another date of the training raster's place: bring each band to the training raster's values "
-                    "by a gain and offset fitted to the two rasters' value quantiles over the ground they share "
+                    "by a gain and offset per band fitted to the two rasters' pixel pairs over the ground they share, "
+                    "leaving out pairs that changed "
                     "(see classify/radiometry.py)")
     confidence: Optional[str] = option(
         None, help="also write the top-class probability (percent) to this GeoTIFF")

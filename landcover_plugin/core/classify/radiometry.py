@@ -36,7 +36,7 @@ from rasterio.windows import bounds as window_bounds
 from ..band_choice import choose_bands
 from ..band_kinds import band_names, mask_alpha
 from ..errors import BadInputError
-from ..model.map_record import same_file
+from ..model.map_record import same_file, training_images
 from ..rasters import band_view, open_raster, read, valid_mask
 from ..spread_windows import spread_windows
 
@@ -55,11 +55,13 @@ def match_training_raster(dataset, window, indexes, card: dict, events, mask=Non
     or None where ``dataset`` is that raster itself. A :class:`BadInputError` where no training raster is recorded,
     found, or shares ground with it. ``mask``: the raster's own mask (:func:`..rasters.own_mask`)."""
     name = getattr(dataset, "src_dataset", dataset).name
-    images = _training_images(card)
+    images = training_images(card)
     if any(same_file(name, image) for image in images):
         events.info("Match to the training raster: this is the training raster; its values are read as they are.")
         return None
-    found = [image for image in images if _exists(image)]
+    bounds = window_bounds(window, dataset.transform)
+    shares = [(shared, image) for image in images if (shared := _shared(dataset, bounds, image)) is not None]
+    found = [image for _, image in shares]
     if not found:
         raise BadInputError(
             "Matching the raster to the training raster needs the training raster, and "
@@ -67,8 +69,6 @@ def match_training_raster(dataset, window, indexes, card: dict, events, mask=Non
                f"'Match to the training raster'." if images else
                "the model does not record one (a model made elsewhere, or by an older version). Turn off 'Match "
                "to the training raster'."))
-    bounds = window_bounds(window, dataset.transform)
-    shares = [(_shared(dataset, bounds, image), image) for image in found]
     (share, ground), image = max(shares, key=lambda pair: pair[0][0])
     if share < MIN_SHARED:
         raise BadInputError(
@@ -184,25 +184,15 @@ def _tell(matched: dict, card: dict, events) -> None:
                        f"training raster' too and compare.")
 
 
-def _training_images(card: dict) -> list:
-    source = card.get("source") or {}
-    images = source.get("images") or [source.get("image")]
-    return [str(image) for image in images if image]
-
-
-def _exists(path: str) -> bool:
-    try:
-        with rasterio.open(path):
-            return True
-    except rasterio.errors.RasterioIOError:
-        return False
-
-
 def _shared(dataset, bounds, image):
-    """(share of ``bounds`` the raster at ``image`` covers, the shared bounds in ``dataset``'s CRS)."""
-    with rasterio.open(image) as train:
-        theirs = transform_bounds(train.crs, dataset.crs, *train.bounds) if train.crs and dataset.crs and \
-            train.crs != dataset.crs else tuple(train.bounds)
+    """(share of ``bounds`` the raster at ``image`` covers, the shared bounds in ``dataset``'s CRS), or None where
+    that raster cannot be opened (moved, deleted)."""
+    try:
+        with rasterio.open(image) as train:
+            theirs = transform_bounds(train.crs, dataset.crs, *train.bounds) if train.crs and dataset.crs and \
+                train.crs != dataset.crs else tuple(train.bounds)
+    except rasterio.errors.RasterioIOError:
+        return None
     left, bottom = max(bounds[0], theirs[0]), max(bounds[1], theirs[1])
     right, top = min(bounds[2], theirs[2]), min(bounds[3], theirs[3])
     area = (bounds[2] - bounds[0]) * (bounds[3] - bounds[1])

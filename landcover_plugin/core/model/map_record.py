@@ -34,6 +34,14 @@ def training_raster(card: dict):
     return str(source) if source else None
 
 
+def training_images(card: dict) -> list:
+    """The rasters the model was trained on, as its chip export recorded them (``source.images``, else
+    ``source.image``), as strings; empty for a model made elsewhere or before the card recorded them."""
+    source = card.get("source") or {}
+    images = source.get("images") or [source.get("image")]
+    return [str(image) for image in images if image]
+
+
 def map_estimate(heldout, weighed: bool):
     """The trainer's estimate of the map made with the classes weighed (``weighed``) or not: ``overall_accuracy``,
     ``mean_iou``, ``method``, and ``of_this_map`` False where the card has only the other map's figures. None
@@ -59,8 +67,8 @@ def map_estimate(heldout, weighed: bool):
 
 def record(card: dict, model_path, raster_path, weighed: bool) -> dict:
     """The ``landcover_model`` tag of a map classified from ``raster_path`` by the model at ``model_path``."""
-    trained_on = training_raster(card)
-    images = (card.get("source") or {}).get("images") or ([trained_on] if trained_on else [])
+    trained_on = training_raster(card)  # the class shares' source, for cards older than source.image
+    images = training_images(card) or ([trained_on] if trained_on else [])
     entry = {"model": Path(os.fspath(model_path)).name, "model_created": card.get("created"),
              "architecture": card.get("architecture"), "raster": Path(os.fspath(raster_path)).name,
              "training_raster": ", ".join(Path(image).name for image in images) if images else None,
