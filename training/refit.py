@@ -94,7 +94,7 @@ def train_then_refit(config, spec, device, events, split, training) -> dict:
 def held_out_share(config, spec, plan) -> float:
     """The share of a time limit for the held-out training (the folds together, or the single held-out run); the
     refit gets the rest. 75 % for the folds and 60 % for a single run, unless that leaves the refit less time than
-    the held-out training's epochs take over all the chips (the refit must train as many: see loop.py's
+    the held-out training's epochs take over all the chips (the refit must train as many: see epochs.py's
     ``min_epochs``): then in proportion to their training steps. A held-out run on 80 % of the chips gets 44 %
     (the refit's epochs are 1.25 times as long); 2 and 3 folds 50 % and 67 %; 4 folds keep 75 %."""
     chips = [sum(chip.split == "train" for chip in spec.chips)] if plan is None else \

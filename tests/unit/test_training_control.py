@@ -12,7 +12,8 @@ from landcover_plugin.core.events import RecordingEvents
 from landcover_plugin.core.train.options import TrainConfig
 from landcover_plugin.core.train.report import read_card, write_training_report
 from training import checkpoint
-from training.loop import _is_better, train
+from training.epochs import is_better
+from training.loop import train
 from training.networks import build_network
 
 # refit off: these tests follow one run's mechanics (tests/unit/test_training_refit.py covers the refit)
@@ -177,7 +178,7 @@ def test_early_stopping_anneals_the_learning_rate_then_stops(chips, tmp_path):
     assert rows[trigger]["lr"] <= 0.5 * peak
     best, stalled_at_peak_rate = None, []
     for epoch in sorted(rows):
-        if not _is_better(rows[epoch], best):
+        if not is_better(rows[epoch], best):
             stalled_at_peak_rate += [epoch] if epoch < trigger and rows[epoch]["lr"] > 0.5 * peak else []
         else:
             best = rows[epoch]

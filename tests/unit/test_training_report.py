@@ -99,7 +99,7 @@ def test_batch_size_and_validation_advice(chips):
     batch, warnings = preflight.advice(16, 16, 3)
     assert batch == 4 and "too large for 16 training chips" in warnings[0] and "Only 3 validation chip" in warnings[1]
     assert preflight.chip_counts(chips / "nowhere") == (None, None)
-    # the trainer makes at least 16 steps an epoch (training/loop.py), repeating chips when there are few
+    # the trainer makes at least 16 steps an epoch (training/loaders.py), repeating chips when there are few
     assert preflight.plan(4, train_chips).startswith(
         f"Expect 16 steps of 4 chips per epoch ({train_chips} training chips, repeated")
     assert "unchanged (augmentation off)" in preflight.plan(4, train_chips, augment=False)
