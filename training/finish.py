@@ -17,6 +17,8 @@ from . import heldout as held
 from .curves import write_curves
 from .distributed import current
 from .export_onnx import export, set_card_entry
+from .light_sensitivity import describe as describe_light
+from .light_sensitivity import light_sensitivity
 from .networks import left_out_channels
 from .objective import heldout_pixels
 from .scene_sample import SAMPLE_TILES, scene_sample
@@ -99,6 +101,7 @@ def finish_run(run: dict, model, network: dict, data: dict, spec, config, device
                          best["epoch"] if best else None, events)
         if tile_agreement and not run["cancelled"]:
             record_tile_agreement(staged, spec, events)
+            record_light_sensitivity(staged, spec, events)
         with disk_errors("the model", config.output, kept=config.checkpoint_dir / ckpt.LAST):
             os.replace(staged, config.output)
     finally:
@@ -155,6 +158,19 @@ def record_tile_agreement(path, spec, events) -> None:
     shares = ", ".join(f"{share:.1%} at {size} px" for size, share in agreement["agreement"].items())
     events.info(f"Bigger tiles than the model's own give the same class on {shares} of the pixels of the "
                 f"training image: the classifier's automatic tile is at most {agreement['tile']} px.")
+
+
+def record_light_sensitivity(path, spec, events) -> None:
+    """Measure how far 5 % more or less light changes the labels of the model at ``path`` on its training raster
+    (light_sensitivity.py); its card records it, the log says it (a warning when the model is fragile)."""
+    image = next((source.get("image") for source in raster_sources(spec.raw)
+                  if source.get("image") and Path(source["image"]).exists()), None)
+    entry = light_sensitivity(path, image) if path and image else None
+    if entry is None:
+        return
+    set_card_entry(path, "light_sensitivity", entry)
+    level, message = describe_light(entry, spec.band_names, spec.mean, spec.std)
+    (events.warning if level == "warning" else events.info)(message)
 
 
 def _card_metrics(run: dict) -> dict:

@@ -29,14 +29,15 @@ def mapped(chips, shared_data, tmp_path_factory):
     """The trained model's card and its map of the rstoolbox scene (classes weighed, as by default)."""
     folder = tmp_path_factory.mktemp("map_record")
     model = folder / "model.onnx"
+    trained = RecordingEvents()
     train(TrainConfig(dataset_dir=str(chips), output=str(model), epochs=3, batch_size=4, base_width=8,
-                      learning_rate=3e-3, patience=0, device="cpu", cv_folds=1), RecordingEvents())
+                      learning_rate=3e-3, patience=0, device="cpu", cv_folds=1), trained)
     card = json.loads({p.key: p.value for p in onnx.load(str(model)).metadata_props}[CARD_KEY])
     events = RecordingEvents()
     image = shared_data / "rstoolbox" / "landsat5_1988_7band.tif"
     result = classify_raster(ClassifyOptions(image, model, folder / "map.tif"), events)
     return {"folder": folder, "model": model, "card": card, "image": image, "map": result["OUTPUT"],
-            "logs": [e["message"] for e in events.of_type("log")]}
+            "logs": [e["message"] for e in events.of_type("log")], "training_logs": trained.of_type("log")}
 
 
 def test_the_map_records_the_model_and_the_estimate_of_the_map_it_is(mapped):
@@ -203,4 +204,34 @@ def test_a_date_three_percent_brighter_is_warned_of_by_its_thermal_band(mapped):
     told = [e["message"] for e in events.of_type("log") if e["level"] == "warning"
             and "than the model's training data in every band" in e["message"]]
     assert len(told) == 1 and "most in band 6" in told[0] and "The band that moved most, band 6" in told[0]
+    assert "this model's labels over its training raster change by" in told[0]  # the trainer's measurement
     assert same < 0.8  # 0.34 with this 3-epoch model; 0.20 with the trainer's defaults (cross-validated 0.997)
+
+
+def test_the_trainer_measures_how_far_light_changes_the_map(mapped):
+    """The card's light sensitivity (training/light_sensitivity.py) is what a copy of the raster 5 % brighter does
+    to the map, and the trainer's log says it, as a warning where the model is fragile."""
+    entry = mapped["card"]["light_sensitivity"]
+    assert entry["gain"] == 0.05 and entry["raster"] == "landsat5_1988_7band.tif" and len(entry["bands"]) == 7
+    folder = mapped["folder"]
+    with rasterio.open(mapped["image"]) as src:
+        data, profile = src.read(), src.profile
+    brighter = folder / "five_percent.tif"
+    with rasterio.open(brighter, "w", **profile) as dst:
+        dst.write(np.where(data == 255, 255, np.clip(np.round(data * 1.05), 0, 254)).astype(data.dtype))
+    result = classify_raster(ClassifyOptions(brighter, mapped["model"], folder / "five_percent_map.tif",
+                                             class_shares="off"), RecordingEvents())
+    original = classify_raster(ClassifyOptions(mapped["image"], mapped["model"], folder / "unweighed_map.tif",
+                                               class_shares="off"), RecordingEvents())
+    with rasterio.open(result["OUTPUT"]) as changed, rasterio.open(original["OUTPUT"]) as before:
+        mapped_before, mapped_after = before.read(1), changed.read(1)
+    valid = mapped_before > 0
+    measured = float((mapped_after[valid] != mapped_before[valid]).mean())
+    assert abs(entry["brighter"] - measured) < 0.05, (entry["brighter"], measured)  # 0.929 / 0.920 here
+    assert entry["bands"][5] == max(entry["bands"])  # the thermal band, 137.6 +- 1.8
+    told = [e for e in mapped["training_logs"] if e["message"].startswith("Light sensitivity, over ")]
+    assert len(told) == 1 and f"every band 5% brighter changes {entry['brighter']:.0%}" in told[0]["message"]
+    assert told[0]["level"] == ("warning" if max(entry["brighter"], entry["darker"]) >= 0.2 else "info")
+    if told[0]["level"] == "warning":  # the thermal band: 5 % moves it by 3.9 of its standard deviations
+        assert "band 6 varies little over this raster (5% moves it by 3.9 of its standard deviations" in \
+            told[0]["message"]

@@ -156,3 +156,18 @@ def test_the_report_gives_the_scene_s_class_shares_and_says_which_map_the_estima
     unweighed = card["heldout"]["unweighed"]
     assert "This estimate is of the map with the classes weighed by the scene's shares" in held
     assert f"off: overall accuracy {100 * unweighed['overall_accuracy']:.1f} %" in held
+
+
+def test_the_report_says_how_far_another_date_s_light_changes_the_map(run, chips, tmp_path):
+    outputs, _ = run
+    entry = read_card(outputs["OUTPUT"])["light_sensitivity"]
+    page = open(write_training_report(tmp_path / "light.html", outputs["OUTPUT"], outputs["CURVES_CSV"], None,
+                                      chips, outputs), encoding="utf-8").read()
+    section = page.split("<h2>Another date's light</h2>")[1].split("<h2>")[0]
+    assert f"Every band 5.0 % brighter</th><td>{100 * entry['brighter']:.1f} % of the labels change" in section
+    assert f"Every band 5.0 % darker</th><td>{100 * entry['darker']:.1f} % of the labels change" in section
+    worst = max(range(7), key=entry["bands"].__getitem__)
+    assert f"(band {worst + 1}): {100 * entry['bands'][worst]:.1f} % change when it alone" in section
+    fragile = max(entry["brighter"], entry["darker"]) >= 0.2
+    assert ("will differ from this one where nothing changed on the ground" in section) == fragile
+    assert "landsat5_1988_7band.tif" in section

@@ -13,7 +13,8 @@ lost 3 and is not (0.07); darker copies lost less (15 % darker: 4 points). Other
 raster's moves the bands too, so the message names both causes: over the Zion, rstoolbox and eolearn Sentinel-2
 scenes no half or 512 px window moves so, but one 128 px window of Zion in six does (one 256 px window in ten, one
 64 px window of rstoolbox in thirty). Not said for the training raster itself, nor for models made elsewhere, whose
-mean and std need not be their training data's.
+mean and std need not be their training data's. The message quotes the model's own light sensitivity where the
+trainer measured it (the card's ``light_sensitivity``: training/light_sensitivity.py), else the Zion example's loss.
 
 One band may move far where the others move little: a band whose values vary little over the training raster,
 such as Landsat 5's thermal band on rstoolbox (137.6 +- 1.8 in 8 bits), moves by 1.5 of its standard deviations
@@ -83,9 +84,20 @@ def light_warning(values: np.ndarray, card: dict, raster_path) -> Optional[str]:
     return (f"The raster is {'brighter' if brighter else 'darker'} than the model's training data in every band "
             f"({how}, from {values.shape[1]} sampled pixels): as another date's light or haze would make it, or land "
             f"cover unlike the training raster's. A model trained on one date can map such a raster far worse than "
-            f"its training estimate (the Zion example's model mapped a copy of its scene 15 % brighter at 14 % "
-            f"overall accuracy instead of 68 %). Check this map with 'Assess accuracy' before relying on it. "
-            + advice)
+            f"its training estimate ({_own_sensitivity(card)}). Check this map with 'Assess accuracy' before "
+            f"relying on it. " + advice)
+
+
+def _own_sensitivity(card: dict) -> str:
+    """The model's own light sensitivity, as the trainer measured it (the card's ``light_sensitivity``), else the
+    Zion example's loss."""
+    own = card.get("light_sensitivity")
+    if not isinstance(own, dict) or not {"gain", "brighter", "darker"} <= set(own):
+        return ("the Zion example's model mapped a copy of its scene 15 % brighter at 14 % overall accuracy instead "
+                "of 68 %")
+    return (f"this model's labels over its training raster change by {_percent(own['brighter'])} when every band "
+            f"is {_percent(own['gain'])} brighter, by {_percent(own['darker'])} when {_percent(own['gain'])} "
+            f"darker, as the trainer measured")
 
 
 def _band_name(card: dict, index: int) -> str:

@@ -17,7 +17,7 @@ from ..html_cells import count, escape, image_src, key_value_table, number, perc
 from ..model.metadata import read_metadata_props
 from ..output_folder import replaced_in_place
 from .options import duration_text
-from .report_sections import class_shares_section, data_section, heldout_section, settings_section
+from .report_sections import class_shares_section, data_section, heldout_section, light_section, settings_section
 
 CARD_KEY = "landcover_card"
 
@@ -102,7 +102,7 @@ def render(card: dict, curves: list, dataset: dict, model_path: str = "", curves
         f"Model: {escape(model_path)}<br>Chip dataset: {escape(dataset_dir or 'unknown')}</p>",
         "<h2>Summary</h2>", _summary(card, metrics, outputs),
         "<h2>Held-out estimate of the map's accuracy</h2>", heldout_section(card.get("heldout")),
-        class_shares_section(card),
+        class_shares_section(card), light_section(card),
         "<h2>Training curves</h2>",
         (f'<img src="{escape(curves_png)}" alt="Training and validation loss, validation accuracy and mIoU per epoch">'
          if curves_png else '<p class="note">No curves plot.</p>'),

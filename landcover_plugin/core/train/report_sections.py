@@ -1,6 +1,6 @@
 """The training report's sections that the model card and the chip dataset tell: the held-out estimate, the scene's
-class shares the map is weighed by, the data (bands, chips, rasters, how validation was held out) and the run's
-settings. Standard library only, as :mod:`.report`."""
+class shares the map is weighed by, how far another date's light changes the map, the data (bands, chips, rasters,
+how validation was held out) and the run's settings. Standard library only, as :mod:`.report`."""
 from ..band_choice import describe_choices, source_choices
 from ..chips.dataset import raster_sources
 from ..html_cells import escape, key_value_table, percent
@@ -82,6 +82,33 @@ def class_shares_section(card) -> str:
             "</th><th>Weight</th>" + ("<th>Share of the map over the sample (weighed)</th><th>Share of the map "
                                       "(weighing off)</th>" if mapped else "")
             + f"</tr></thead><tbody>{body}</tbody></table>" + (f'<p class="warn">{escape(lost)}</p>' if lost else ""))
+
+
+def light_section(card) -> str:
+    """How far 5 % more or less light changes the model's labels on its training raster (the trainer's
+    training/light_sensitivity.py), or nothing for cards without it."""
+    entry = card.get("light_sensitivity")
+    if not isinstance(entry, dict) or entry.get("brighter") is None:
+        return ""
+    names = (card.get("bands") or {}).get("names") or []
+    bands = entry.get("bands") or []
+    worst = max(range(len(bands)), key=bands.__getitem__) if bands else None
+    rows = [(f"Every band {percent(entry['gain'])} brighter", f"{percent(entry['brighter'])} of the labels change"),
+            (f"Every band {percent(entry['gain'])} darker", f"{percent(entry['darker'])} of the labels change")]
+    if worst is not None:
+        name = names[worst] if worst < len(names) else f"band {worst + 1}"
+        rows.append(("The band that matters most alone", f"{name} (band {worst + 1}): {percent(bands[worst])} "
+                                                        f"change when it alone is {percent(entry['gain'])} brighter"))
+    if max(entry["brighter"], entry["darker"]) >= 0.2:  # training/light_sensitivity.py's FRAGILE
+        note = ('<p class="warn">Maps of other dates (their light commonly differs by 5-15 %) will differ from this '
+                "one where nothing changed on the ground, and can be far less accurate than the held-out estimate, "
+                "which is of this raster's light. Classify another date of this place with 'Match to the training "
+                "raster', or train with Colour augmentation or with labels on other dates too.</p>")
+    else:
+        note = ('<p class="note">Measured on the training raster; the held-out estimate is of this raster\'s light '
+                "only.</p>")
+    return ("<h2>Another date's light</h2>" + key_value_table(rows) + note
+            + f'<p class="note">Over {escape(entry.get("tiles"))} tiles of {escape(entry.get("raster"))}.</p>')
 
 
 def data_section(card, dataset) -> str:
