@@ -10,7 +10,8 @@ training raster's grid and its south quarter replaced by other ground (changed l
 changed. Each copy is classified by ``classify_raster`` and scored against NLCD on every valid pixel. One training
 each (no median): the sparse case's seeds spread by about +-0.03 in overall accuracy. The model trained without
 colour augmentation then classifies each copy with ``match_training_raster`` (classify/radiometry.py), against its
-own unmatched maps.
+own unmatched maps. The light sensitivity each training measured (training/light_sensitivity.py: labels changed
+over a sample of the training raster by 5 % more or less light) is set side by side.
 
 ``python -m bench.other_dates`` runs it alone (prints JSON).
 """
@@ -26,6 +27,7 @@ from landcover_plugin.core.classify.options import ClassifyOptions
 from landcover_plugin.core.classify.run import classify_raster
 from landcover_plugin.core.events import RecordingEvents
 from landcover_plugin.core.model.map_record import from_tags
+from landcover_plugin.core.model.session import load_model
 from landcover_plugin.core.rasters import valid_mask
 from landcover_plugin.core.train.options import TrainConfig
 from training.loop import train
@@ -71,6 +73,16 @@ def run(settings) -> dict:
                 target=target(matched[metric], ">=", limit, what=(
                     ">= not matched - 0.01" if copy == "as it is" else ">= not matched")),
                 note=f"{matched['n']} px scored; {result['lines'][copy]}"))
+    for side in ("brighter", "darker"):  # the trainer's own measurement (training/light_sensitivity.py)
+        plain, augmented = result["light"]["plain"], result["light"]["augmented"]
+        if plain and augmented:
+            figures.append(figure(
+                f"other_dates.light_sensitivity.{side}", f"Labels changed by 5 % {side} light in every band (the "
+                f"trainer's light sensitivity), trained with colour augmentation", augmented[side], "",
+                baseline={"label": "colour augmentation off", "value": plain[side], "unit": ""},
+                ratio=augmented[side] - plain[side],
+                target=target(augmented[side], "<=", plain[side], what="<= colour augmentation off"),
+                note=f"over {augmented['tiles']} tiles of the training raster, classes weighed"))
     what = (f"The trainer's defaults on the Zion sparse-polygon chips for {result['minutes']:g} min, colour "
             f"augmentation off and on; each copy of the scene's east 40 % (digital numbers x gain + offset; the "
             f"last also noisy, a pixel off and with a quarter of other ground, scored where nothing changed) "
@@ -90,7 +102,7 @@ def measure(settings, work, minutes: float) -> dict:
     with rasterio.open(ZION_LABELS) as src:
         truth = src.read(1)[:, int(np.ceil(EAST_FROM * src.width)):]
     ids = [c["id"] for c in json.loads(CLASSES.read_text())["classes"]]
-    result = {"minutes": minutes, "notes": [], "lines": {}}
+    result = {"minutes": minutes, "notes": [], "lines": {}, "light": {}}
     for name, colour in (("plain", False), ("augmented", True)):
         out = work / f"{name}.onnx"
         config = TrainConfig(dataset_dir=str(chips), output=str(out), threads=2, time_limit_minutes=minutes,
@@ -99,6 +111,7 @@ def measure(settings, work, minutes: float) -> dict:
         trained = train(config, RecordingEvents())
         result["notes"].append(f"{name}: {trained['epochs_run']} epochs in {(time.perf_counter() - tick) / 60:.1f} "
                                f"min, held-out OA {trained.get('HELDOUT_OA')}")
+        result["light"][name] = load_model(out, events=RecordingEvents()).card.get("light_sensitivity")
         result[name] = {}
         for copy, (path, valid) in copies.items():
             result[name][copy] = _scored(path, out, work / f"{name}_map.tif", valid, truth, ids)

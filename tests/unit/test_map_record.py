@@ -71,6 +71,12 @@ def test_an_unweighed_map_records_the_unweighed_estimate_and_another_raster_is_n
     assert entry["estimate"]["of_this_map"] is True
     told = [e["message"] for e in events.of_type("log") if e["message"].startswith("The trainer estimated")]
     assert len(told) == 1 and "It is of the training raster: this raster is another" in told[0]
+    # and how far light changes this model's map, as the trainer measured it: the map records it too
+    light = mapped["card"]["light_sensitivity"]
+    assert entry["light_sensitivity"] == {k: light[k] for k in ("gain", "brighter", "darker")}
+    assert (f"(the trainer found that 5% more light in every band changes {light['brighter']:.0%} of this model's "
+            f"labels, 5% less {light['darker']:.0%}; for another date of its place, turn on 'Match to the training "
+            f"raster')") in told[0]  # this model: 93 % and 41 %
 
 
 def test_another_date_matched_to_the_training_raster_is_recorded_and_said(mapped):

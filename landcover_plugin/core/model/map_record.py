@@ -81,6 +81,9 @@ def record(card: dict, model_path, raster_path, weighed: bool) -> dict:
     if matched:  # read as the training raster's values (classify/radiometry.py): the lines it was read through
         entry["matched_to_training"] = {"raster": Path(matched["raster"]).name, "gain": matched["gain"],
                                         "offset": matched["offset"], "pairs_kept": matched.get("kept")}
+    light = card.get("light_sensitivity")
+    if isinstance(light, dict) and light.get("brighter") is not None:  # training/light_sensitivity.py
+        entry["light_sensitivity"] = {k: light.get(k) for k in ("gain", "brighter", "darker")}
     estimate = map_estimate(card.get("heldout"), weighed)
     if estimate is not None:
         entry["estimate"] = estimate
@@ -162,6 +165,18 @@ def _figures(estimate: dict) -> str:
     return f"overall accuracy {estimate['overall_accuracy']:.0%}{miou}"
 
 
+def _light_clause(light) -> str:
+    """How far the trainer found 5 % more or less light to change the model's labels, for the caveat on another
+    raster; with the fix where that is a fifth of them or more."""
+    if not light or light.get("brighter") is None:
+        return ""
+    gain, worst = light.get("gain") or 0.05, max(light["brighter"], light.get("darker") or 0.0)
+    return (f" (the trainer found that {gain:.0%} more light in every band changes {light['brighter']:.0%} of this "
+            f"model's labels, {gain:.0%} less {light.get('darker') or 0.0:.0%}"
+            + ("; for another date of its place, turn on 'Match to the training raster'" if worst >= 0.2 else "")
+            + ")")
+
+
 def _caveats(entry: dict, here: str) -> str:
     """What keeps the estimate from describing this map: another raster, labels over part of the training one,
     the other weighing of the classes, few held-out polygons."""
@@ -175,7 +190,7 @@ def _caveats(entry: dict, here: str) -> str:
                      f"are alike.")
     elif entry.get("same_raster") is False:
         notes.append(f"It is of the training raster: {here} is another, where it holds only as far as the two are "
-                     f"alike.")
+                     f"alike{_light_clause(entry.get('light_sensitivity'))}.")
     if estimate.get("labels_cover") is not None:
         notes.append(f"It is of the part of the training raster its labels covered ({estimate['labels_cover']:.0%}"
                      f" of it); elsewhere the map is usually less accurate.")
