@@ -142,8 +142,7 @@ def record_tile_agreement(path, spec, events) -> None:
 
     from landcover_plugin.core.classify.tile_agreement import measure
 
-    image = next((source.get("image") for source in raster_sources(spec.raw)
-                  if source.get("image") and Path(source["image"]).exists()), None)
+    image = _first_raster_here(spec)
     if not path or not image:
         return
     try:
@@ -163,14 +162,19 @@ def record_tile_agreement(path, spec, events) -> None:
 def record_light_sensitivity(path, spec, events) -> None:
     """Measure how far 5 % more or less light changes the labels of the model at ``path`` on its training raster
     (light_sensitivity.py); its card records it, the log says it (a warning when the model is fragile)."""
-    image = next((source.get("image") for source in raster_sources(spec.raw)
-                  if source.get("image") and Path(source["image"]).exists()), None)
+    image = _first_raster_here(spec)
     entry = light_sensitivity(path, image) if path and image else None
     if entry is None:
         return
     set_card_entry(path, "light_sensitivity", entry)
     level, message = describe_light(entry, spec.band_names, spec.mean, spec.std)
     (events.warning if level == "warning" else events.info)(message)
+
+
+def _first_raster_here(spec):
+    """The first of the chip dataset's rasters that is there to read (the training raster), or None."""
+    return next((source.get("image") for source in raster_sources(spec.raw)
+                 if source.get("image") and Path(source["image"]).exists()), None)
 
 
 def _card_metrics(run: dict) -> dict:
