@@ -162,8 +162,17 @@ def record_tile_agreement(path, spec, events) -> None:
 def record_light_sensitivity(path, spec, events) -> None:
     """Measure how far 5 % more or less light changes the labels of the model at ``path`` on its training raster
     (light_sensitivity.py); its card records it, the log says it (a warning when the model is fragile)."""
+    import rasterio
+
     image = _first_raster_here(spec)
-    entry = light_sensitivity(path, image) if path and image else None
+    if not path or not image:
+        return
+    try:
+        entry = light_sensitivity(path, image)
+    except (LandcoverError, rasterio.errors.RasterioError, OSError, RuntimeError) as exc:  # the model is written
+        events.warning(f"Could not measure how far another date's light changes the labels ({exc}); the model "
+                       f"is written without it.")
+        return
     if entry is None:
         return
     set_card_entry(path, "light_sensitivity", entry)

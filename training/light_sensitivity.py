@@ -24,57 +24,53 @@ import numpy as np
 
 from landcover_plugin.core.classify.source import open_source
 from landcover_plugin.core.classify.tiling import TileGrid
-from landcover_plugin.core.errors import LandcoverError
 from landcover_plugin.core.events import RecordingEvents
 from landcover_plugin.core.model.class_shares import card_weights
+from landcover_plugin.core.model.map_record import LIGHT_FRAGILE as FRAGILE
 from landcover_plugin.core.model.session import load_model
 
 GAIN = 0.05          # 5 % more (and less) light
 SAMPLE_TILES = 32    # tiles of the raster, spread evenly
 BAND_TILES = 8       # of them, the ones each band is changed alone on (a pass a band)
-FRAGILE = 0.2        # labels changed at 5 %: the log warns that maps of other dates need matching
 NARROW = 1.5         # a band that 5 % more light moves by this many of its stds varies little (a thermal band)
 
 
 def light_sensitivity(model_path, raster_path) -> Optional[dict]:
     """``{"gain", "brighter", "darker", "bands", "pixels", "tiles", "raster", "classes_weighed"}``: the shares of
     the sampled valid pixels whose label changes at 5 % more light in every band, 5 % less, and 5 % more in each
-    band alone (over the first :data:`BAND_TILES` tiles); None when the raster cannot be read here or holds no
-    valid pixel."""
+    band alone (over the first :data:`BAND_TILES` tiles); None when the raster is not here or holds no valid pixel.
+    Raises what reading the raster or running the model raises (the caller keeps the model and warns)."""
     if not raster_path or not Path(raster_path).exists():
         return None
-    try:
-        model = load_model(model_path, device="cpu", events=RecordingEvents())
-        offset = (np.asarray(model.card["mean"], np.float32) / np.asarray(model.card["std"], np.float32))
-        offset = offset[None, :, None, None]
-        weights = card_weights(model, RecordingEvents())  # as Classify weighs the classes by default
+    model = load_model(model_path, device="cpu", events=RecordingEvents())
+    offset = (np.asarray(model.card["mean"], np.float32) / np.asarray(model.card["std"], np.float32))
+    offset = offset[None, :, None, None]
+    weights = card_weights(model, RecordingEvents())  # as Classify weighs the classes by default
 
-        def labels_of(x):
-            probs = model.run(x)
-            return (probs if weights is None else probs * np.asarray(weights, probs.dtype)[None, :, None, None]
-                    ).argmax(axis=1)
+    def labels_of(x):
+        probs = model.run(x)
+        return (probs if weights is None else probs * np.asarray(weights, probs.dtype)[None, :, None, None]
+                ).argmax(axis=1)
 
-        with open_source(str(raster_path), model, events=RecordingEvents()) as source:
-            tiles = list(TileGrid(source.height, source.width, model.tile, 0))
-            step = max(1, len(tiles) // SAMPLE_TILES)
-            changed, band_changed = np.zeros(2), np.zeros(model.bands)
-            pixels = band_pixels = tiles_run = 0
-            for batch in source.batches(tiles[step // 2::step], 8):
-                x, valid = batch.x, batch.valid
-                labels = labels_of(x)
-                for k, gain in enumerate((1 + GAIN, 1 - GAIN)):
-                    moved = labels_of(x * gain + (gain - 1) * offset)
-                    changed[k] += np.count_nonzero((moved != labels) & valid)
-                pixels += int(valid.sum())
-                if tiles_run < BAND_TILES:
-                    for band in range(model.bands):
-                        one = x.copy()
-                        one[:, band] = x[:, band] * (1 + GAIN) + GAIN * offset[0, band]
-                        band_changed[band] += np.count_nonzero((labels_of(one) != labels) & valid)
-                    band_pixels += int(valid.sum())
-                tiles_run += len(batch.tiles)
-    except LandcoverError:
-        return None
+    with open_source(str(raster_path), model, events=RecordingEvents()) as source:
+        tiles = list(TileGrid(source.height, source.width, model.tile, 0))
+        step = max(1, len(tiles) // SAMPLE_TILES)
+        changed, band_changed = np.zeros(2), np.zeros(model.bands)
+        pixels = band_pixels = tiles_run = 0
+        for batch in source.batches(tiles[step // 2::step], 8):
+            x, valid = batch.x, batch.valid
+            labels = labels_of(x)
+            for k, gain in enumerate((1 + GAIN, 1 - GAIN)):
+                moved = labels_of(x * gain + (gain - 1) * offset)
+                changed[k] += np.count_nonzero((moved != labels) & valid)
+            pixels += int(valid.sum())
+            if tiles_run < BAND_TILES:
+                for band in range(model.bands):
+                    one = x.copy()
+                    one[:, band] = x[:, band] * (1 + GAIN) + GAIN * offset[0, band]
+                    band_changed[band] += np.count_nonzero((labels_of(one) != labels) & valid)
+                band_pixels += int(valid.sum())
+            tiles_run += len(batch.tiles)
     if not pixels:
         return None
     return {"gain": GAIN, "brighter": round(float(changed[0] / pixels), 4),
@@ -97,14 +93,13 @@ def describe(entry: dict, band_names, mean, std) -> tuple:
             f"{entry['darker']:.0%}; of the bands alone, {name} changes most, {entry['bands'][worst]:.0%}.")
     if max(entry["brighter"], entry["darker"]) < FRAGILE:
         return "info", text
-    narrow = entry["gain"] * abs(mean[worst]) / max(std[worst], 1e-12) >= NARROW
+    moves = entry["gain"] * abs(mean[worst]) / max(std[worst], 1e-12)  # the worst band's stds at 5 %
     return "warning", (
         text + " Maps of other dates (their light commonly differs by 5-15 %) will differ from this one where "
         "nothing changed on the ground, and can be far less accurate than the held-out estimate, which is of this "
         "raster's light (the Zion example's model lost 3 points of overall accuracy at 5 % brighter, 49 at 15 %). "
         "Classify another date of this place with 'Match to the training raster', or train with Colour "
         "augmentation or with labels on other dates too"
-        + (f"; {name} varies little over this raster ({entry['gain']:.0%} moves it by "
-           f"{entry['gain'] * abs(mean[worst]) / max(std[worst], 1e-12):.1f} of its standard deviations, as a "
-           f"thermal band's values do): leave it out (Bands in Export label chips) if it should not decide the "
-           f"classes" if narrow else "") + ".")
+        + (f"; {name} varies little over this raster ({entry['gain']:.0%} moves it by {moves:.1f} of its "
+           f"standard deviations, as a thermal band's values do): leave it out (Bands in Export label chips) if it "
+           f"should not decide the classes" if moves >= NARROW else "") + ".")

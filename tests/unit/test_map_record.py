@@ -15,12 +15,14 @@ from osgeo import ogr, osr
 
 from landcover_plugin.core.assess.assess import assess_accuracy
 from landcover_plugin.core.assess.options import AssessOptions
+from landcover_plugin.core.chips.dataset import load_spec
 from landcover_plugin.core.classify.options import ClassifyOptions
 from landcover_plugin.core.classify.run import classify_raster
 from landcover_plugin.core.events import RecordingEvents
 from landcover_plugin.core.model.card import CARD_KEY
 from landcover_plugin.core.model.map_record import read_record
 from landcover_plugin.core.train.options import TrainConfig
+from training.finish import record_light_sensitivity
 from training.loop import train
 
 
@@ -235,3 +237,22 @@ def test_the_trainer_measures_how_far_light_changes_the_map(mapped):
     if told[0]["level"] == "warning":  # the thermal band: 5 % moves it by 3.9 of its standard deviations
         assert "band 6 varies little over this raster (5% moves it by 3.9 of its standard deviations" in \
             told[0]["message"]
+
+
+def test_a_training_raster_that_cannot_be_read_leaves_the_model_as_it_was_and_says_so(mapped, chips, tmp_path):
+    """The light sensitivity is measured on the staged model after training: a training raster replaced since the
+    export by a file GDAL cannot read must not cost the run its model."""
+    folder = tmp_path / "chips"
+    shutil.copytree(chips, folder)
+    broken = tmp_path / "broken.tif"
+    broken.write_bytes(b"not a raster")
+    content = json.loads((folder / "dataset.json").read_text())
+    content["source"]["image"] = str(broken)
+    (folder / "dataset.json").write_text(json.dumps(content))
+    model = tmp_path / "model.onnx"
+    shutil.copy(mapped["model"], model)
+    events = RecordingEvents()
+    record_light_sensitivity(model, load_spec(folder), events)
+    (warning,) = [e["message"] for e in events.of_type("log") if e["level"] == "warning"]
+    assert warning.startswith("Could not measure how far another date's light changes the labels (")
+    assert model.read_bytes() == mapped["model"].read_bytes()

@@ -17,6 +17,7 @@ import os
 from pathlib import Path
 
 TAG = "landcover_model"
+LIGHT_FRAGILE = 0.2  # a model whose labels change this much at 5 % more or less light: fragile on another date
 
 
 def same_file(one, other) -> bool:
@@ -173,7 +174,8 @@ def _light_clause(light) -> str:
     gain, worst = light.get("gain") or 0.05, max(light["brighter"], light.get("darker") or 0.0)
     return (f" (the trainer found that {gain:.0%} more light in every band changes {light['brighter']:.0%} of this "
             f"model's labels, {gain:.0%} less {light.get('darker') or 0.0:.0%}"
-            + ("; for another date of its place, turn on 'Match to the training raster'" if worst >= 0.2 else "")
+            + ("; for another date of its place, turn on 'Match to the training raster'" if worst >= LIGHT_FRAGILE
+               else "")
             + ")")
 
 

@@ -5,6 +5,7 @@ from ..band_choice import describe_choices, source_choices
 from ..chips.dataset import raster_sources
 from ..html_cells import escape, key_value_table, percent
 from ..model.class_shares import STRENGTH, vanishing_warning
+from ..model.map_record import LIGHT_FRAGILE
 from ..model.metadata import card_resolution_m
 from .options import duration_text
 
@@ -99,7 +100,7 @@ def light_section(card) -> str:
         name = names[worst] if worst < len(names) else f"band {worst + 1}"
         rows.append(("The band that matters most alone", f"{name} (band {worst + 1}): {percent(bands[worst])} "
                                                         f"change when it alone is {percent(entry['gain'])} brighter"))
-    if max(entry["brighter"], entry["darker"]) >= 0.2:  # training/light_sensitivity.py's FRAGILE
+    if max(entry["brighter"], entry["darker"]) >= LIGHT_FRAGILE:
         note = ('<p class="warn">Maps of other dates (their light commonly differs by 5-15 %) will differ from this '
                 "one where nothing changed on the ground, and can be far less accurate than the held-out estimate, "
                 "which is of this raster's light. Classify another date of this place with 'Match to the training "
