@@ -63,7 +63,8 @@ def main(argv=None) -> int:
         print(f"\nAccuracy on held-out data, {scene}: overall accuracy {report['OA']:.3f}, kappa "
               f"{report['KAPPA']:.3f}, mean IoU {report['MIOU']:.3f}")
         print(f"The trainer's held-out estimate, before any reference data: overall accuracy "
-              f"{_number(report['HELDOUT_OA'])}, mean IoU {_number(report['HELDOUT_MIOU'])}")
+              f"{_number(report['HELDOUT_OA'])}, mean IoU {_number(report['HELDOUT_MIOU'])}; of this raster's light: "
+              f"5 % more or less light in every band changes {_number(report['LIGHT_SENSITIVITY'])} of its labels")
         print(report["table"])
     return 0
 
@@ -111,7 +112,8 @@ def scene(qgis, out: Path, raster: Path, labels: dict, reference: dict, chip_siz
     table = format_table(json.loads(Path(report["OUTPUT_JSON"]).read_text(encoding="utf-8")))
     return {"map": classified["OUTPUT"], "html": report["OUTPUT_HTML"], "table": table,
             "OA": report["OA"], "KAPPA": report["KAPPA"], "MIOU": report["MIOU"],
-            "HELDOUT_OA": model.get("HELDOUT_OA"), "HELDOUT_MIOU": model.get("HELDOUT_MIOU")}
+            "HELDOUT_OA": model.get("HELDOUT_OA"), "HELDOUT_MIOU": model.get("HELDOUT_MIOU"),
+            "LIGHT_SENSITIVITY": model.get("LIGHT_SENSITIVITY")}
 
 
 def _number(value) -> str:

@@ -84,6 +84,7 @@ def finish_run(run: dict, model, network: dict, data: dict, spec, config, device
     # finished without its estimate, tile agreement or curves.
     exported = write(heldout)
     staged = Path(exported["path"])
+    light = None  # the light sensitivity, measured on the model a run hands over
     csv_path, png_path = config.curves_paths()
     try:
         source = spec.raw.get("source") or {}
@@ -101,7 +102,7 @@ def finish_run(run: dict, model, network: dict, data: dict, spec, config, device
                          best["epoch"] if best else None, events)
         if tile_agreement and not run["cancelled"]:
             record_tile_agreement(staged, spec, events)
-            record_light_sensitivity(staged, spec, events)
+            light = record_light_sensitivity(staged, spec, events)
         with disk_errors("the model", config.output, kept=config.checkpoint_dir / ckpt.LAST):
             os.replace(staged, config.output)
     finally:
@@ -131,6 +132,8 @@ def finish_run(run: dict, model, network: dict, data: dict, spec, config, device
         "HELDOUT": heldout,
         "HELDOUT_OA": (heldout or {}).get("overall_accuracy"),
         "HELDOUT_MIOU": (heldout or {}).get("mean_iou"),
+        # the share of the labels that 5 % more or less light in every band changes, the larger (None: not measured)
+        "LIGHT_SENSITIVITY": max(light["brighter"], light["darker"]) if light else None,
     }
 
 
@@ -159,25 +162,27 @@ def record_tile_agreement(path, spec, events) -> None:
                 f"training image: the classifier's automatic tile is at most {agreement['tile']} px.")
 
 
-def record_light_sensitivity(path, spec, events) -> None:
+def record_light_sensitivity(path, spec, events):
     """Measure how far 5 % more or less light changes the labels of the model at ``path`` on its training raster
-    (light_sensitivity.py); its card records it, the log says it (a warning when the model is fragile)."""
+    (light_sensitivity.py); its card records it, the log says it (a warning when the model is fragile). Returns
+    the card's entry, or None when it could not be measured."""
     import rasterio
 
     image = _first_raster_here(spec)
     if not path or not image:
-        return
+        return None
     try:
         entry = light_sensitivity(path, image)
     except (LandcoverError, rasterio.errors.RasterioError, OSError, RuntimeError) as exc:  # the model is written
         events.warning(f"Could not measure how far another date's light changes the labels ({exc}); the model "
                        f"is written without it.")
-        return
+        return None
     if entry is None:
-        return
+        return None
     set_card_entry(path, "light_sensitivity", entry)
     level, message = describe_light(entry, spec.band_names, spec.mean, spec.std)
     (events.warning if level == "warning" else events.info)(message)
+    return entry
 
 
 def _first_raster_here(spec):

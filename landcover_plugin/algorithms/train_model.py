@@ -90,6 +90,7 @@ class TrainModelAlgorithm(EngineAlgorithm):
     CANCELLED = "CANCELLED"
     HELDOUT_OA = "HELDOUT_OA"
     HELDOUT_MIOU = "HELDOUT_MIOU"
+    LIGHT_SENSITIVITY = "LIGHT_SENSITIVITY"
 
     def name(self):
         return "train_segmentation_model"
@@ -127,9 +128,9 @@ class TrainModelAlgorithm(EngineAlgorithm):
             "is no cross-validation. With few polygons the estimate is rough: the log says so. With a labels "
             "raster, whole blocks of chips are held out, and the estimate is of the area the labels cover: "
             "where that is part of the image, the log says so (beyond it the map is usually less accurate). "
-            "The estimate is of the training raster's light: the log and the report also say how many of the "
-            "model's labels change when every band is 5 % brighter or darker (another date's light), and warn "
-            "of a model that depends on it.\n\n"
+            "The estimate is of the training raster's light: the log, the report and the LIGHT_SENSITIVITY "
+            "output also say how many of the model's labels change when every band is 5 % brighter or darker "
+            "(another date's light), and the log warns of a model that depends on it.\n\n"
             "<b>Cancel</b> stops at the next batch and still writes the model of the best epoch so far.\n"
             "<b>Class weights</b> balance rare classes against common ones (unlabelled pixels never count). "
             "<b>Augmentation</b>: random flips and 90 degree rotations. <b>Colour augmentation</b> changes each "
@@ -257,6 +258,8 @@ class TrainModelAlgorithm(EngineAlgorithm):
                                                                           "accuracy")))
         self.addOutput(QgsProcessingOutputNumber(self.HELDOUT_MIOU, self.tr("Held-out estimate of the map's mean "
                                                                             "IoU")))
+        self.addOutput(QgsProcessingOutputNumber(self.LIGHT_SENSITIVITY, self.tr(
+            "Light sensitivity: share of the labels that 5 % more or less light changes")))
 
     def checkParameterValues(self, parameters, context):
         """Settings the trainer refuses at its start, refused in the dialog instead (it names the setting)."""

@@ -32,6 +32,7 @@ def test_quick_demo_runs_every_step_and_prints_the_accuracy_tables(tmp_path, rep
         HTMLParser().feed(report)
         assert f"Accuracy on held-out data, {scene}: overall accuracy" in ran.stdout
     assert ran.stdout.count("The trainer's held-out estimate, before any reference data: overall accuracy 0.") == 2
+    assert len(re.findall(r"5 % more or less light in every band changes [01]\.\d{3} of its labels", ran.stdout)) == 2
     assert ran.stdout.count("precision") >= 2  # the per-class tables close the demo
     # each scene's training, shown as it went: rstoolbox's few held-out polygons by cross-validation folds
     assert re.search(r"   Fold \d+/\d+ epoch 1:", ran.stdout) and ran.stdout.count("   Epoch 1:") == 1

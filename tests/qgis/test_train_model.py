@@ -46,6 +46,9 @@ def test_training_writes_the_model_curves_and_scores(provider, chips, tmp_path):
     # polygons were held out whole: their estimate comes back, and the model was trained again on all of them
     assert 0.0 <= results["HELDOUT_OA"] <= 1.0 and 0.0 <= results["HELDOUT_MIOU"] <= 1.0
     assert card["heldout"]["overall_accuracy"] == results["HELDOUT_OA"]
+    # how far 5 % more or less light changes the labels: the output is the card's larger share, and the log says it
+    light = card["light_sensitivity"]
+    assert results["LIGHT_SENSITIVITY"] == max(light["brighter"], light["darker"]) and "Light sensitivity, over" in log
     assert "Held-out estimate of the map's accuracy" in log and "Refit epoch 1:" in log
     assert [c["name"] for c in card["classes"]] == [c["name"] for c in
                                                     json.loads((chips / "dataset.json").read_text())["classes"]]
