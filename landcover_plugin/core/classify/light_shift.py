@@ -17,10 +17,10 @@ mean and std need not be their training data's. The message quotes the model's o
 trainer measured it (the card's ``light_sensitivity``: training/light_sensitivity.py), else the Zion example's loss.
 
 One band may move far where the others move little: a band whose values vary little over the training raster,
-such as Landsat 5's thermal band on rstoolbox (137.6 +- 1.8 in 8 bits), moves by 1.5 of its standard deviations
+such as Landsat 5's thermal band on rstoolbox (137.6 +- 1.8 in 8 bits), moves by 1.7 of its standard deviations
 when the scene is 2 % brighter. The trainer's model of rstoolbox (cross-validated at 0.997) then mapped copies 2 %,
 3 % and 5 % brighter with 34 %, 20 % and 12 % of its labels unchanged (1 % brighter: 93 %) and nothing warned: the
-bands moved 0.1-0.2 of theirs, under :data:`SHIFT_EVERY`, and the thermal band 1.5-3.9, under the gross check's 4.
+bands moved 0.1-0.2 of theirs, under :data:`SHIFT_EVERY`, and the thermal band 1.7-3.9, under the gross check's 4.
 So every band moving the same way with one of them by :data:`SHIFT_ONE_BAND` or more (and the median band by
 :data:`SHIFT_ONE_MEDIAN`) warns too, naming that band: no half or window (64 px and up, overlapping by half) of the
 three scenes moves so, where 1.25 standard deviations would have flagged 9 of 1462 64 px windows of Zion and 1 of 336

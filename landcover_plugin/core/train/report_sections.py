@@ -97,9 +97,11 @@ def light_section(card) -> str:
     rows = [(f"Every band {percent(entry['gain'])} brighter", f"{percent(entry['brighter'])} of the labels change"),
             (f"Every band {percent(entry['gain'])} darker", f"{percent(entry['darker'])} of the labels change")]
     if worst is not None:
-        name = names[worst] if worst < len(names) else f"band {worst + 1}"
-        rows.append(("The band that matters most alone", f"{name} (band {worst + 1}): {percent(bands[worst])} "
-                                                        f"change when it alone is {percent(entry['gain'])} brighter"))
+        name = f"band {worst + 1}"
+        if worst < len(names) and names[worst] and names[worst] != name:
+            name += f" ({names[worst]})"
+        rows.append(("The band that matters most alone", f"{name}: {percent(bands[worst])} change when it alone "
+                                                        f"is {percent(entry['gain'])} brighter"))
     if max(entry["brighter"], entry["darker"]) >= LIGHT_FRAGILE:
         note = ('<p class="warn">Maps of other dates (their light commonly differs by 5-15 %) will differ from this '
                 "one where nothing changed on the ground, and can be far less accurate than the held-out estimate, "
