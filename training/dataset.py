@@ -167,6 +167,16 @@ BAND_GAIN = 0.03   # ... each band's a little more or less ...
 OFFSET = 0.1       # ... plus or minus this share of each band's mean (haze, a processing level's offset)
 
 
+def relit(z: np.ndarray, gain, mean_over_std, offset_share=0.0) -> np.ndarray:
+    """Standardised bands ``z`` (bands on axis -3: a chip or a batch) as they read when each band's raw values x
+    are ``gain`` x + ``offset_share`` m (another date's light; m the band's mean, s its std): g z + ((g - 1) m + o)
+    / s. ``gain`` and ``offset_share``: one for all bands or one a band; ``mean_over_std``: m / s a band. float32."""
+    gain = np.broadcast_to(np.asarray(gain, dtype=np.float64), np.shape(mean_over_std))
+    ratio = np.asarray(mean_over_std, dtype=np.float64)
+    shift = (gain - 1.0) * ratio + np.asarray(offset_share, dtype=np.float64) * ratio
+    return z * gain.astype(np.float32)[:, None, None] + shift.astype(np.float32)[:, None, None]
+
+
 def augment(image: np.ndarray, label: np.ndarray, rng, geometric: bool = True, colour: bool = False,
             mean_over_std=None):
     """Joint random flips and 90 degree rotation; with ``colour``, a radiometric jitter of the standardised
@@ -191,9 +201,7 @@ def augment(image: np.ndarray, label: np.ndarray, rng, geometric: bool = True, c
         bands = image.shape[0]
         ratio = np.zeros(bands) if mean_over_std is None else np.asarray(mean_over_std, dtype=np.float64)
         gain = rng.uniform(1.0 - GAIN, 1.0 + GAIN) * rng.uniform(1.0 - BAND_GAIN, 1.0 + BAND_GAIN, size=bands)
-        offset = rng.uniform(-OFFSET, OFFSET, size=bands) * ratio  # o / s, o a share of the mean
-        shift = (gain - 1.0) * ratio + offset
-        image = image * gain.astype(np.float32)[:, None, None] + shift.astype(np.float32)[:, None, None]
+        image = relit(image, gain, ratio, rng.uniform(-OFFSET, OFFSET, size=bands))
         image += rng.normal(0.0, 0.03, size=image.shape).astype(np.float32)
         image[:, nodata] = 0.0
     return image, label

@@ -13,21 +13,24 @@ raster), the card records it (``light_sensitivity``), the trainer's log says it 
 quotes it (:mod:`landcover_plugin.core.classify.light_shift`).
 
 A digital number x' = g x is (x' - mean) / std = g z + (g - 1) mean / std in the standardised units the model
-takes, so the tiles are read once and changed in those units. Labels are those of the map Classify makes by
-default: the top class after weighing the classes by the scene's shares where the card has them (a 6-minute Zion
-model changed 18 % of the weighed map's labels on a copy 5 % brighter, 46 % of the unweighed map's).
+takes, so the tiles are read once and changed in those units, as colour augmentation changes chips
+(dataset.py's ``relit``). Labels are those of the map Classify makes by default: the top class after weighing the
+classes by the scene's shares where the card has them (a 6-minute Zion model changed 18 % of the weighed map's
+labels on a copy 5 % brighter, 46 % of the unweighed map's).
 """
 from pathlib import Path
 from typing import Optional
 
 import numpy as np
 
-from landcover_plugin.core.classify.source import open_source
-from landcover_plugin.core.classify.tiling import TileGrid
+from landcover_plugin.core.band_choice import band_label
 from landcover_plugin.core.events import RecordingEvents
 from landcover_plugin.core.model.class_shares import card_weights
 from landcover_plugin.core.model.map_record import LIGHT_FRAGILE as FRAGILE
 from landcover_plugin.core.model.session import load_model
+
+from .dataset import relit
+from .scene_sample import spread_batches
 
 GAIN = 0.05          # 5 % more (and less) light
 SAMPLE_TILES = 32    # tiles of the raster, spread evenly
@@ -43,8 +46,7 @@ def light_sensitivity(model_path, raster_path) -> Optional[dict]:
     if not raster_path or not Path(raster_path).exists():
         return None
     model = load_model(model_path, device="cpu", events=RecordingEvents())
-    offset = (np.asarray(model.card["mean"], np.float32) / np.asarray(model.card["std"], np.float32))
-    offset = offset[None, :, None, None]
+    ratio = np.asarray(model.card["mean"], np.float64) / np.asarray(model.card["std"], np.float64)  # m / s
     weights = card_weights(model, RecordingEvents())  # as Classify weighs the classes by default
 
     def labels_of(x):
@@ -52,25 +54,21 @@ def light_sensitivity(model_path, raster_path) -> Optional[dict]:
         return (probs if weights is None else probs * np.asarray(weights, probs.dtype)[None, :, None, None]
                 ).argmax(axis=1)
 
-    with open_source(str(raster_path), model, events=RecordingEvents()) as source:
-        tiles = list(TileGrid(source.height, source.width, model.tile, 0))
-        step = max(1, len(tiles) // SAMPLE_TILES)
-        changed, band_changed = np.zeros(2), np.zeros(model.bands)
-        pixels = band_pixels = tiles_run = 0
-        for batch in source.batches(tiles[step // 2::step], 8):
-            x, valid = batch.x, batch.valid
-            labels = labels_of(x)
-            for k, gain in enumerate((1 + GAIN, 1 - GAIN)):
-                moved = labels_of(x * gain + (gain - 1) * offset)
-                changed[k] += np.count_nonzero((moved != labels) & valid)
-            pixels += int(valid.sum())
-            if tiles_run < BAND_TILES:
-                for band in range(model.bands):
-                    one = x.copy()
-                    one[:, band] = x[:, band] * (1 + GAIN) + GAIN * offset[0, band]
-                    band_changed[band] += np.count_nonzero((labels_of(one) != labels) & valid)
-                band_pixels += int(valid.sum())
-            tiles_run += len(batch.tiles)
+    changed, band_changed = np.zeros(2), np.zeros(model.bands)
+    pixels = band_pixels = tiles_run = 0
+    for batch in spread_batches(model, raster_path, SAMPLE_TILES):
+        x, valid = batch.x, batch.valid
+        labels = labels_of(x)
+        for k, gain in enumerate((1 + GAIN, 1 - GAIN)):
+            moved = labels_of(relit(x, gain, ratio))
+            changed[k] += np.count_nonzero((moved != labels) & valid)
+        pixels += int(valid.sum())
+        if tiles_run < BAND_TILES:
+            for band in range(model.bands):
+                alone = np.where(np.arange(model.bands) == band, 1 + GAIN, 1.0)  # this band's light only
+                band_changed[band] += np.count_nonzero((labels_of(relit(x, alone, ratio)) != labels) & valid)
+            band_pixels += int(valid.sum())
+        tiles_run += len(batch.tiles)
     if not pixels:
         return None
     return {"gain": GAIN, "brighter": round(float(changed[0] / pixels), 4),
@@ -85,9 +83,7 @@ def describe(entry: dict, band_names, mean, std) -> tuple:
     ``mean``, ``std``: the training data's per band; a band that 5 % moves by :data:`NARROW` of its std or more
     (values that vary little, as a thermal band's) is named as one to leave out when the model leans on it most."""
     worst = int(np.argmax(entry["bands"]))
-    name = f"band {worst + 1}"
-    if worst < len(band_names) and band_names[worst] and band_names[worst] != name:
-        name += f" '{band_names[worst]}'"
+    name = band_label(band_names, worst)
     text = (f"Light sensitivity, over {entry['tiles']} tiles of {entry['raster']}: every band {entry['gain']:.0%} "
             f"brighter changes {entry['brighter']:.0%} of the model's labels, {entry['gain']:.0%} darker "
             f"{entry['darker']:.0%}; of the bands alone, {name} changes most, {entry['bands'][worst]:.0%}.")

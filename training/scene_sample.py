@@ -22,19 +22,25 @@ def scene_sample(model_path, raster_path, max_tiles: int = SAMPLE_TILES):
         return None
     try:
         model = load_model(model_path, device="cpu", events=RecordingEvents())
-        with open_source(str(raster_path), model, events=RecordingEvents()) as source:
-            tiles = list(TileGrid(source.height, source.width, model.tile, 0))
-            step = max(1, len(tiles) // max_tiles)
-            pixels = []
-            for batch in source.batches(tiles[step // 2::step], 8):
-                probs = model.run(batch.x)
-                for tile_probs, valid in zip(probs, batch.valid):
-                    found = np.moveaxis(tile_probs, 0, -1)[valid]  # (valid pixels, K)
-                    pixels.append(found[::max(4, -(-len(found) // PIXELS_PER_TILE))])
+        pixels = []
+        for batch in spread_batches(model, raster_path, max_tiles):
+            probs = model.run(batch.x)
+            for tile_probs, valid in zip(probs, batch.valid):
+                found = np.moveaxis(tile_probs, 0, -1)[valid]  # (valid pixels, K)
+                pixels.append(found[::max(4, -(-len(found) // PIXELS_PER_TILE))])
     except LandcoverError:
         return None
     pixels = np.concatenate(pixels) if pixels else np.zeros((0, 0), np.float32)
     return pixels if len(pixels) else None
+
+
+def spread_batches(model, raster_path, max_tiles: int, batch_size: int = 8):
+    """Batches (:class:`landcover_plugin.core.classify.source.Batch`) of about ``max_tiles`` tiles spread evenly over
+    the raster, read and standardised as the classifier reads them for ``model``."""
+    with open_source(str(raster_path), model, events=RecordingEvents()) as source:
+        tiles = list(TileGrid(source.height, source.width, model.tile, 0))
+        step = max(1, len(tiles) // max_tiles)
+        yield from source.batches(tiles[step // 2::step], batch_size)
 
 
 def scene_summary(pixels, num_classes: int, chances=None) -> tuple:

@@ -75,6 +75,14 @@ def model_band_names(card_bands: dict) -> list:
     return names if len(names) == count else [f"band {k + 1}" for k in range(count)]
 
 
+def band_label(names, index: int) -> str:
+    """The model's band ``index`` (0-based) as ``band 6``, with its name beside it where it has one of its own
+    (``band 6 'thermal'``)."""
+    label = f"band {index + 1}"
+    name = names[index] if index < len(names) else None
+    return f"{label} '{name}'" if name and name != label else label
+
+
 def source_bands_of(card_bands: dict):
     """The training source's band numbers in the model's order, or None when the card does not record them."""
     bands = card_bands.get("source_bands")

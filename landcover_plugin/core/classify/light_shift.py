@@ -35,7 +35,8 @@ from typing import Optional
 
 import numpy as np
 
-from ..model.map_record import same_file, training_images
+from ..band_choice import band_label
+from ..model.map_record import light_found, same_file, training_images
 
 SHIFT_EVERY = 0.25  # of each band's training std, every band the same way
 SHIFT_MEDIAN = 0.4  # the median band's
@@ -65,7 +66,8 @@ def light_warning(values: np.ndarray, card: dict, raster_path) -> Optional[str]:
         how = (f"band means {_percent(change.min())} to {_percent(change.max())} {'higher' if brighter else 'lower'}"
                f", {how}")
     far = int(np.argmax(size))
-    one_band = _band_name(card, far) if size[far] >= SHIFT_ONE_BAND else None
+    names = (card.get("bands") or {}).get("names") or []
+    one_band = band_label(names, far) if size[far] >= SHIFT_ONE_BAND else None
     if one_band:
         how += f"; most in {one_band}"
     if training.get("colour_augment"):
@@ -91,20 +93,8 @@ def light_warning(values: np.ndarray, card: dict, raster_path) -> Optional[str]:
 def _own_sensitivity(card: dict) -> str:
     """The model's own light sensitivity, as the trainer measured it (the card's ``light_sensitivity``), else the
     Zion example's loss."""
-    own = card.get("light_sensitivity")
-    if not isinstance(own, dict) or not {"gain", "brighter", "darker"} <= set(own):
-        return ("the Zion example's model mapped a copy of its scene 15 % brighter at 14 % overall accuracy instead "
-                "of 68 %")
-    return (f"this model's labels over its training raster change by {_percent(own['brighter'])} when every band "
-            f"is {_percent(own['gain'])} brighter, by {_percent(own['darker'])} when {_percent(own['gain'])} "
-            f"darker, as the trainer measured")
-
-
-def _band_name(card: dict, index: int) -> str:
-    """The model's band ``index`` (0-based) by number, and by its name where the card has one."""
-    names = (card.get("bands") or {}).get("names") or []
-    name = names[index] if index < len(names) and names[index] else None
-    return f"band {index + 1}" + (f" '{name}'" if name and name != f"band {index + 1}" else "")
+    return light_found(card.get("light_sensitivity")) or (
+        "the Zion example's model mapped a copy of its scene 15 % brighter at 14 % overall accuracy instead of 68 %")
 
 
 def _percent(share: float) -> str:

@@ -1,7 +1,7 @@
 """The training report's sections that the model card and the chip dataset tell: the held-out estimate, the scene's
 class shares the map is weighed by, how far another date's light changes the map, the data (bands, chips, rasters,
 how validation was held out) and the run's settings. Standard library only, as :mod:`.report`."""
-from ..band_choice import describe_choices, source_choices
+from ..band_choice import band_label, describe_choices, source_choices
 from ..chips.dataset import raster_sources
 from ..html_cells import escape, key_value_table, percent
 from ..model.class_shares import STRENGTH, vanishing_warning
@@ -97,11 +97,8 @@ def light_section(card) -> str:
     rows = [(f"Every band {percent(entry['gain'])} brighter", f"{percent(entry['brighter'])} of the labels change"),
             (f"Every band {percent(entry['gain'])} darker", f"{percent(entry['darker'])} of the labels change")]
     if worst is not None:
-        name = f"band {worst + 1}"
-        if worst < len(names) and names[worst] and names[worst] != name:
-            name += f" ({names[worst]})"
-        rows.append(("The band that matters most alone", f"{name}: {percent(bands[worst])} change when it alone "
-                                                        f"is {percent(entry['gain'])} brighter"))
+        rows.append(("The band that matters most alone", f"{band_label(names, worst)}: {percent(bands[worst])} "
+                                                        f"change when it alone is {percent(entry['gain'])} brighter"))
     if max(entry["brighter"], entry["darker"]) >= LIGHT_FRAGILE:
         note = ('<p class="warn">Maps of other dates (their light commonly differs by 5-15 %) will differ from this '
                 "one where nothing changed on the ground, and can be far less accurate than the held-out estimate, "
