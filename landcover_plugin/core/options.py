@@ -64,7 +64,8 @@ def add_arguments(parser: argparse.ArgumentParser, options_class) -> None:
     """Add one argument per command-line field of ``options_class`` to ``parser``."""
     for f in cli_fields(options_class):
         kind = _value_type(options_class, f)
-        meta = f.metadata
+        meta = dict(f.metadata)
+        meta["help"] = meta["help"].replace("%", "%%")  # argparse formats help text: "5 %" would break --help
         if meta["positional"]:
             parser.add_argument(f.name, help=meta["help"], metavar=meta["metavar"])
             continue

@@ -29,7 +29,7 @@ class ClassifyOptions:
         None, minimum=0, maximum=8192,
         help="tile size in px for a model that takes any size: a multiple of its tile, or 0 for the size "
              "that computes the fewest pixels up to 512 px, and up to the largest tile the trainer found to "
-             "keep 99 %% of the labels (default: that automatic choice for a model whose card holds the "
+             "keep 99 % of the labels (default: that automatic choice for a model whose card holds the "
              "trainer's measurement, else the model's tile; see classify/tile_size.py); a model with "
              "a fixed size always runs its own")
     device: str = option("auto", choices=DEVICES, help="where the model runs")

@@ -30,11 +30,11 @@ class TrainConfig:
                               help="chip dataset folder (with dataset.json), as written by export-chips")
     output: str = option(help="the ONNX model file to write (.onnx)")
     architecture: str = option("auto", choices=ARCHITECTURES,
-                               help="segmentation network; auto (default): pixel_context when under 30 %% of the "
+                               help="segmentation network; auto (default): pixel_context when under 30 % of the "
                                     "chips' pixels are labelled (a few small polygons), else unet")
     epochs: int = option(0, minimum=0, maximum=10_000,
                          help="passes over the training chips at most; 0 (default): automatic, 60 with dense "
-                              "labels, 30 with sparse ones (under 30 %% of the chips' pixels labelled)")
+                              "labels, 30 with sparse ones (under 30 % of the chips' pixels labelled)")
     batch_size: int = option(16, minimum=1, maximum=4096, help="chips per training step")
     learning_rate: float = option(1e-3, minimum=1e-07,  # any higher rate runs: a diverging run stops with the fix
                                   help="peak learning rate of AdamW")
