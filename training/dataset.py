@@ -55,6 +55,10 @@ class ChipStore:
             where = f"in memory ({image_bytes / 2 ** 20:.0f} MB)" if self.cached else "from disk for each batch"
             events.info(f"Chip dataset: {len(chips)} chips of {size}x{size} px, {spec.band_count} bands "
                         f"({spec.dtype}), {len(spec.schema)} classes; images read {where}.")
+            for source in spec.sources:
+                if source.get("image_recorded"):
+                    events.info(f"The chips' raster is not at {source['image_recorded']}, where the export recorded "
+                                f"it; it is read from {source['image']}, the same place relative to the chip dataset.")
 
     def _read_label(self, chip) -> np.ndarray:
         data = _read(chip.label, chip.name, "label")

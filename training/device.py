@@ -38,6 +38,14 @@ def amp_settings(device: torch.device, wanted: bool) -> tuple:
     return True, torch.float16, True
 
 
+def gpu_memory_note(device: torch.device, batch_size: int) -> str:
+    """The GPU memory the training has used at most, against the card's: room for a larger batch, or none."""
+    peak = torch.cuda.max_memory_allocated(device) / 2 ** 20
+    total = torch.cuda.get_device_properties(device).total_memory / 2 ** 20
+    return (f"GPU memory: at most {peak:,.0f} MiB in use by the training (batch size {batch_size}), "
+            f"{100 * peak / total:.1f}% of the GPU's {total / 1024:.0f} GiB.")
+
+
 def default_workers(device: torch.device, cached: bool) -> int:
     cores = os.cpu_count() or 1
     if device.type == "cuda":

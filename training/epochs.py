@@ -23,6 +23,7 @@ from landcover_plugin.core.errors import BadInputError
 from landcover_plugin.core.train.options import duration_text
 
 from . import checkpoint as ckpt
+from .device import gpu_memory_note
 from .objective import evaluate, rate_has_fallen, schedule_factor
 from .step import train_step
 
@@ -93,6 +94,8 @@ class EpochLoop:
             run["stopped_by"] = "early stopping"
         if run.get("past_limit_from") is not None:
             run["past_limit_s"] = round(max(0.0, self._elapsed() - self.budget), 1)
+        if self.device.type == "cuda":
+            events.info(gpu_memory_note(self.device, config.batch_size))
         return run
 
     def _past_the_limit(self, epoch: int, epoch_seconds: list) -> None:

@@ -91,6 +91,9 @@ def test_the_second_raster_adds_its_chips_under_names_of_their_own(both, scenes)
         assert chip.transform == src.window_transform(((w["row_off"], w["row_off"] + CHIP),
                                                       (w["col_off"], w["col_off"] + CHIP)))
     assert [s["image"] for s in dataset["sources"]] == [str(scenes["north"]), str(scenes["south"])]
+    # each raster's way from the dataset's folder (the added one exported through a hidden folder a level deeper)
+    assert [s["image_from_chips"] for s in dataset["sources"]] == ["../north.tif", "../south.tif"]
+    assert dataset["source"]["image_from_chips"] == "../north.tif"
     assert [s["chips"] for s in dataset["sources"]] == [len(north["chips"]), len(south)]
     assert not [p for p in scenes["folder"].iterdir() if p.name.startswith(".")]  # no hidden folder left
     logs = both["events"].of_type("log")

@@ -40,7 +40,9 @@ A chip dataset is a folder::
                      from 0]}) says which parts of such features are held out (the others train).
                      With "polygons" a window may give a train chip and a val chip (``<id>_val``) sharing
                      one image file; a val chip labels only pixels no earlier window labelled.
-    source           {"image", "labels", "labels_kind": "vector" | "raster", "class_field"}
+    source           {"image", "labels", "labels_kind": "vector" | "raster", "class_field", "image_from_chips"}:
+                     the raster's absolute path and its path from the dataset's folder (absent in older
+                     datasets), by which :func:`load_dataset` finds a raster moved with its chips
     sources          (a dataset of several rasters, see :mod:`.merge`) per raster: its "source" entry with its
                      "crs", "resolution", "nodata", "bands", "mean", "std", "valid_pixels", "split", "summary" and
                      "chips" (how many); each chip's "source" is its raster's index here (absent: 0). The top-level
@@ -86,7 +88,16 @@ def nodata_from_json(value):
 
 
 def write_dataset_json(folder, content: dict) -> Path:
-    """Write ``dataset.json`` through a temporary name, so a reader never sees half a file."""
+    """Write ``dataset.json`` through a temporary name, so a reader never sees half a file. Each raster's
+    ``image_from_chips`` (its path from the dataset's folder) is recorded where the raster is there to measure it
+    from (a staging folder beside the dataset's gives the same path)."""
+    for source in _source_entries(content):
+        image = source.get("image")
+        if image and os.path.isfile(image):
+            try:
+                source["image_from_chips"] = Path(os.path.relpath(image, folder)).as_posix()
+            except ValueError:  # on another drive (Windows): there is no path from the folder
+                source.pop("image_from_chips", None)
     path = Path(folder) / DATASET_FILE
     partial = path.with_suffix(".json.partial")
     write_bytes(partial, json.dumps(content, indent=1).encode("utf-8"))
@@ -139,7 +150,25 @@ def load_dataset(folder) -> dict:
         chip["class_counts"] = {int(k): int(v) for k, v in chip.get("class_counts", {}).items()}
         chip["image_path"] = folder / chip["image"]
         chip["label_path"] = folder / chip["label"]
+    _locate_moved_rasters(data, folder)
     return data
+
+
+def _source_entries(content: dict) -> list:
+    """Every ``source`` entry of a dataset.json's content: the top-level one and those of ``sources``."""
+    return [entry for entry in [content.get("source"), *(content.get("sources") or [])] if isinstance(entry, dict)]
+
+
+def _locate_moved_rasters(data: dict, folder: Path) -> None:
+    """A raster no longer where its export recorded it, but where ``image_from_chips`` leads from the dataset's folder
+    (the project folder moved, or was copied to a GPU server with the same layout), is read from there: its entry's
+    ``image`` becomes that path and ``image_recorded`` keeps the old one. Training reads the raster after the chips
+    (held-out estimate weighed by the map's class shares, light sensitivity, tile agreement)."""
+    for source in _source_entries(data):
+        recorded, relative = source.get("image"), source.get("image_from_chips")
+        if recorded and relative and not os.path.exists(recorded) and (folder / relative).is_file():
+            source["image_recorded"] = recorded
+            source["image"] = str((folder / relative).resolve())
 
 
 def is_chip_dataset_folder(folder) -> bool:

@@ -14,7 +14,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import rasterio
-from osgeo import gdal, ogr
 from rasterio.enums import Resampling
 from rasterio.features import geometry_mask
 from rasterio.vrt import WarpedVRT
@@ -154,28 +153,41 @@ def open_source(raster_path, model, *, extent=None, mask_path=None, resample=Fal
     :meth:`RasterSource.statistics_warnings` does, on the thread that reads it, and the caller tells it.
     ``match``: read the raster as the training raster's values (:mod:`.radiometry`; the model's card then holds
     the mean and std in the raster's own values, and ``matched_to_training``)."""
-    previous_cache = gdal.GetCacheMax()
+    with _bounded_block_cache(), open_raster(raster_path) as src, contextlib.ExitStack() as stack:
+        indexes = _check(src, model, events, bands)
+        given = parse_bands(bands) is not None
+        dataset, own = src, own_mask(src, indexes)
+        target = _target_grid(src, model, resample, events)
+        if target is not None:  # a raster with a mask of its own: the warped mask is an added alpha band
+            dataset = stack.enter_context(WarpedVRT(src, crs=src.crs, resampling=Resampling.bilinear,
+                                                    add_alpha=own is not None, **target))
+            own = own_mask(dataset, alpha_band=dataset.count) if own is not None else None
+        window = extent_window(extent, dataset)
+        if match:
+            model.card = matched_card(model.card, match_training_raster(dataset, window, indexes, model.card,
+                                                                        events, own))
+        shapes = load_mask(mask_path, dataset.crs) if mask_path else None
+        if preflight:  # before spending the run
+            check_band_statistics(dataset, window, model, events, indexes, given, own)
+        yield RasterSource(dataset, window, model, shapes, events, indexes, given, own)
+
+
+@contextlib.contextmanager
+def _bounded_block_cache():
+    """GDAL's block cache held at :data:`GDAL_CACHE_BYTES` while the raster is read, through GDAL's own bindings
+    where this Python has them (they share rasterio's GDAL in QGIS's and Debian's Pythons); a bare engine with
+    only pip's rasterio (a GPU server that trains) reads with GDAL's default cache."""
+    try:
+        from osgeo import gdal  # noqa: PLC0415 - optional here
+    except ImportError:
+        yield
+        return
+    previous = gdal.GetCacheMax()
     gdal.SetCacheMax(GDAL_CACHE_BYTES)
     try:
-        with open_raster(raster_path) as src, contextlib.ExitStack() as stack:
-            indexes = _check(src, model, events, bands)
-            given = parse_bands(bands) is not None
-            dataset, own = src, own_mask(src, indexes)
-            target = _target_grid(src, model, resample, events)
-            if target is not None:  # a raster with a mask of its own: the warped mask is an added alpha band
-                dataset = stack.enter_context(WarpedVRT(src, crs=src.crs, resampling=Resampling.bilinear,
-                                                        add_alpha=own is not None, **target))
-                own = own_mask(dataset, alpha_band=dataset.count) if own is not None else None
-            window = extent_window(extent, dataset)
-            if match:
-                model.card = matched_card(model.card, match_training_raster(dataset, window, indexes, model.card,
-                                                                            events, own))
-            shapes = load_mask(mask_path, dataset.crs) if mask_path else None
-            if preflight:  # before spending the run
-                check_band_statistics(dataset, window, model, events, indexes, given, own)
-            yield RasterSource(dataset, window, model, shapes, events, indexes, given, own)
+        yield
     finally:
-        gdal.SetCacheMax(previous_cache)
+        gdal.SetCacheMax(previous)
 
 
 def _check(src, model, events, bands=None) -> list:
@@ -295,6 +307,7 @@ def extent_window(extent, dataset) -> Window:
 
 def load_mask(path, crs) -> list:
     """The polygons of the first layer of an OGR file, as GeoJSON-like dicts in ``crs``."""
+    from osgeo import ogr  # noqa: PLC0415 - GDAL's bindings, only when a mask is given
     try:
         source = ogr.Open(str(path))
     except RuntimeError:  # when someone turned on ogr.UseExceptions()
