@@ -12,14 +12,24 @@ batch 16):
 * classification Mpx/s: the network exported to ONNX (dynamic batch and size) and run by onnxruntime over
   256 px tiles with the classifier's own blending (``StripBlender``), on CUDA when this onnxruntime has the
   CUDA execution provider (``onnxruntime-gpu``), else the table says so and gives the CPU figure;
-* the GPU's name and the peak GPU memory of each training run.
+* the GPU's name and the peak GPU memory of each training run;
+* with ``--chips DIR ...``: the engine's own ``train`` command on each real chip dataset, run as an analyst runs it
+  (a subprocess, every default, ``--time-limit-minutes`` as given): device, epochs, median chips/s, peak GPU memory,
+  wall time with the steps after training, and the held-out estimate. It needs rasterio (pip's wheel will do: the
+  trainer needs none of GDAL's own bindings); a chip dataset copied with its raster, in the same layout, is read
+  whole. Export the chips where GDAL is.
 
-Paste the table into bench/RESULTS.md (section "GPU check").
+``--json FILE`` keeps the figures; committed as ``bench/gpu_check.json``, ``make bench`` prints them in
+bench/RESULTS.md (section "GPU check") with the machine and the commit they were measured on.
 """
 import argparse
+import csv
 import json
 import os
 import platform
+import re
+import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -47,6 +57,8 @@ def parse_args(argv=None):
     parser.add_argument("--device", default="cuda", choices=("cuda", "cpu"), help="where to train (default cuda)")
     parser.add_argument("--quick", action="store_true", help="tiny sizes and few steps (checks that it runs)")
     parser.add_argument("--json", help="also write the figures to this JSON file")
+    parser.add_argument("--chips", nargs="*", default=[], help="chip datasets to train the engine on, its defaults")
+    parser.add_argument("--minutes", type=float, default=2.0, help="time limit of each engine training (default 2)")
     return parser.parse_args(argv)
 
 
@@ -65,6 +77,8 @@ def main(argv=None) -> int:
             for name, amp in (("trainer step, AMP", True), ("trainer step, float32", False))]
     rows.append(_row("training, bare torch loop (float32)", bare, net, device, size))
     rows.append(_row(f"classify (onnxruntime, {size['tile']} px tiles, blending)", classify, net, size, args.device))
+    rows += [_row(f"engine train, {Path(folder).resolve().parent.name}/{Path(folder).name}", engine_training, folder,
+                  args.device, args.minutes) for folder in args.chips]
     info = machine(device)
     info["seconds"] = round(time.perf_counter() - started, 1)
     print(table(rows, info, size))
@@ -195,6 +209,47 @@ def classify(net, size: dict, device_name: str) -> dict:
     return result
 
 
+def engine_training(folder, device_name: str, minutes: float) -> dict:
+    """The engine's ``train`` on a real chip dataset, with its defaults, as the QGIS side starts it."""
+    try:
+        import rasterio  # noqa: F401 - the trainer reads the chips with it
+    except ImportError:
+        return {"note": "rasterio is not installed: engine training not measured (carry pip's wheel)"}
+    with tempfile.TemporaryDirectory(prefix="gpu-check-train-") as work:
+        output = Path(work) / "model.onnx"
+        tick = time.perf_counter()
+        done = subprocess.run([sys.executable, "-m", "landcover_plugin.core.engine", "train", str(folder), "--output",
+                               str(output), "--device", device_name, "--time-limit-minutes", str(minutes)],
+                              cwd=REPO, capture_output=True, text=True,
+                              env=dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [
+                                  str(REPO), os.environ.get("PYTHONPATH")]))))
+        seconds = time.perf_counter() - tick
+        events = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
+        outputs = next((e["outputs"] for e in events if e.get("event") == "result"), None)
+        if done.returncode or outputs is None:
+            error = next((e["message"] for e in events if e.get("event") == "error"), done.stderr[-300:])
+            return {"note": f"failed (exit {done.returncode}): {error[:300]}"}
+        with open(outputs["CURVES_CSV"], newline="", encoding="utf-8") as curves:
+            epochs = list(csv.DictReader(curves))
+    logs = [e.get("message", "") for e in events if e.get("event") == "log"]
+    peaks = [int(m.group(1).replace(",", "")) for m in (re.search(r"GPU memory: at most ([\d,]+) MiB", t) for t in logs)
+             if m]
+    precision = next((m.group(1) for m in (re.search(r"mixed precision torch\.(\w+)", t) for t in logs) if m),
+                     "float32")
+    speed = [float(r["chips_per_second"]) for r in epochs if r.get("chips_per_second")]
+    epoch_seconds = [float(r["epoch_seconds"]) for r in epochs if r.get("epoch_seconds")]
+    return {"chips_per_s": round(statistics.median(speed), 1) if speed else None, "seconds": round(seconds, 1),
+            "peak_mib": max(peaks) if peaks else None, "precision": precision, "engine": True,
+            "architecture": outputs.get("architecture"), "device": outputs.get("device"),
+            "epochs": outputs.get("epochs_run"), "stopped_by": outputs.get("stopped_by"),
+            "epoch_s": round(statistics.median(epoch_seconds), 2) if epoch_seconds else None,
+            "heldout_oa": outputs.get("HELDOUT_OA"), "heldout_miou": outputs.get("HELDOUT_MIOU"),
+            "note": (f"{outputs.get('architecture')} on {outputs.get('device')}: {outputs.get('epochs_run')} epochs "
+                     f"({outputs.get('stopped_by')}), median {statistics.median(epoch_seconds):.2f} s an epoch; "
+                     f"{seconds:.0f} s in all with the steps after training; held-out estimate OA "
+                     f"{outputs.get('HELDOUT_OA')}, mIoU {outputs.get('HELDOUT_MIOU')}" if epoch_seconds else "")}
+
+
 def _copy(net):
     import copy
 
@@ -203,7 +258,9 @@ def _copy(net):
 
 def machine(device) -> dict:
     info = {"python": platform.python_version(), "torch": torch.__version__, "numpy": np.__version__,
-            "cuda": torch.version.cuda, "device": str(device)}
+            "cuda": torch.version.cuda, "device": str(device),
+            "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+            "commit": os.environ.get("GPU_CHECK_COMMIT") or _commit()}
     try:
         import onnxruntime as ort
         info["onnxruntime"] = f"{ort.__version__} ({', '.join(ort.get_available_providers())})"
@@ -218,15 +275,26 @@ def machine(device) -> dict:
     return info
 
 
+def _commit():
+    try:
+        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True,
+                              timeout=10).stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
 def table(rows: list, info: dict, size: dict) -> str:
     float32 = next(r for r in rows if r["what"] == "training, trainer step, float32").get("chips_per_s")
     lines = [f"GPU check: {info['gpu']}; torch {info['torch']} (CUDA {info['cuda']}), numpy {info['numpy']}, "
-             f"onnxruntime {info['onnxruntime']}, Python {info['python']}; took {info['seconds']} s.",
+             f"onnxruntime {info['onnxruntime']}, Python {info['python']}; took {info['seconds']} s "
+             f"(on {info.get('date')}, commit {info.get('commit') or 'unknown'}).",
              f"U-Net base width 16, {BANDS} bands, {CLASSES} classes, {size['chip']} px chips, batch {size['batch']}, "
              f"{size['steps']} timed steps after {size['warmup']} warm-up.", "",
              "| What | Speed | vs trainer float32 | Precision | Peak GPU memory | Note |", "|---|---|---|---|---|---|"]
     for row in rows:
-        if "chips_per_s" in row:
+        if row.get("engine"):  # real chips of another size: no ratio to the synthetic 128 px step
+            speed, versus = f"{row['chips_per_s']} chips/s", ""
+        elif "chips_per_s" in row:
             speed = f"{row['chips_per_s']} chips/s"
             versus = f"{row['chips_per_s'] / float32:.2f}x" if float32 else ""
         elif "mpx_per_s" in row:

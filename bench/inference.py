@@ -71,7 +71,8 @@ def run(settings) -> dict:
                 lambda: classify_raster(ClassifyOptions(ZION_IMAGE, model_path, work / "profiled.tif", device=device,
                                                         overwrite=True)))
     if "cuda" not in devices:
-        figures.append(figure("inference.cuda", "Inference with CUDA", None, "", note="no GPU on this machine"))
+        figures.append(figure("inference.cuda", "Inference with CUDA", None, "",
+                              note="no GPU on this machine; see the GPU check below"))
 
     small_path, small_text = speed_model(settings, 4)
     size = 4000 if settings.quick else BIG

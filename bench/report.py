@@ -1,5 +1,9 @@
-"""``bench/RESULTS.md``: the machine, then one table per case (medians, baselines, ratios, targets)."""
+"""``bench/RESULTS.md``: the machine, then one table per case (medians, baselines, ratios, targets), then the last GPU
+check (``bench/gpu_check.json``, measured on a GPU machine by ``make gpu-check``), if there is one."""
 import json
+from pathlib import Path
+
+GPU_CHECK = Path(__file__).resolve().parent / "gpu_check.json"
 
 TITLES = {"chips": "Chip export", "training": "Training", "inference": "Inference", "quality": "Quality",
           "scaling": "Scaling", "quantised": "Quantised models (int8)",
@@ -64,7 +68,20 @@ def markdown(results: dict) -> str:
                       "| Function | Calls | Own s | Cumulative s |", "|---|---|---|---|"]
             lines += [f"| `{r['function']}` | {r['calls']} | {r['own_s']} | {r['cumulative_s']} |" for r in rows]
             lines.append("")
-    return "\n".join(lines)
+    return "\n".join(lines + gpu_check_section())
+
+
+def gpu_check_section(path=GPU_CHECK) -> list:
+    """The GPU check's table as measured on a GPU machine (not by this run), or nothing."""
+    if not path.is_file():
+        return []
+    from .gpu_check import table  # noqa: PLC0415 - torch, only when there is a check to show
+
+    check = json.loads(path.read_text(encoding="utf-8"))
+    return ["## GPU check", "",
+            f"`make gpu-check` (`python -m bench.gpu_check`), run on a GPU machine, not by `make bench`; "
+            f"kept in bench/{path.name}.", "", table(check["rows"], check["machine"], check["size"]),
+            *[f"- {note}" for note in check.get("notes", [])], ""]
 
 
 def _row(row: dict) -> str:

@@ -62,7 +62,8 @@ def run(settings) -> dict:
         if epoch_ratio > EPOCH_TARGET or train_ratio > EPOCH_TARGET:
             _, profiles[f"training on {device}"] = profile_call(lambda: ours(settings, dataset, device, 2))
     if "cuda" not in devices:
-        figures.append(figure("training.cuda", "Training on GPU", None, "", note="no GPU on this machine"))
+        figures.append(figure("training.cuda", "Training on GPU", None, "",
+                              note="no GPU on this machine; see the GPU check below"))
     spec = load_spec(dataset)
     what = (f"U-Net base width 16, batch 16, AdamW, Zion {chip} px chips stride {stride} "
             f"({sum(c.split == 'train' for c in spec.chips)} train / {sum(c.split == 'val' for c in spec.chips)} "
