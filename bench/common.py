@@ -210,7 +210,7 @@ def machine_info() -> dict:
     info = {"date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), "cpu": _cpu_model(),
             "cores": os.cpu_count(), "usable_cores": _usable_cores(), "ram_gb": _ram_gb(), "os": _os_name(),
             "python": platform.python_version(), "versions": _versions(), "gpu": gpu_info(),
-            "git_commit": _git_commit(), "load_average": _load()}
+            "git_commit": git_commit(), "load_average": _load()}
     return info
 
 
@@ -291,7 +291,7 @@ def _versions() -> dict:
     return versions
 
 
-def _git_commit():
+def git_commit():
     try:
         return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True,
                               timeout=10).stdout.strip() or None

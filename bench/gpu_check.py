@@ -44,7 +44,8 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from landcover_plugin.core.classify.tiling import StripBlender, TileGrid  # noqa: E402 - after the path
+from bench.common import git_commit  # noqa: E402 - after the path (stdlib only: no rasterio)
+from landcover_plugin.core.classify.tiling import StripBlender, TileGrid  # noqa: E402
 from training.device import amp_settings  # noqa: E402
 from training.networks import build_network  # noqa: E402
 from training.step import train_step  # noqa: E402
@@ -260,7 +261,7 @@ def machine(device) -> dict:
     info = {"python": platform.python_version(), "torch": torch.__version__, "numpy": np.__version__,
             "cuda": torch.version.cuda, "device": str(device),
             "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-            "commit": os.environ.get("GPU_CHECK_COMMIT") or _commit()}
+            "commit": os.environ.get("GPU_CHECK_COMMIT") or git_commit()}
     try:
         import onnxruntime as ort
         info["onnxruntime"] = f"{ort.__version__} ({', '.join(ort.get_available_providers())})"
@@ -273,14 +274,6 @@ def machine(device) -> dict:
     else:
         info["gpu"] = "none used (--device cpu)"
     return info
-
-
-def _commit():
-    try:
-        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True,
-                              timeout=10).stdout.strip() or None
-    except (OSError, subprocess.SubprocessError):
-        return None
 
 
 def table(rows: list, info: dict, size: dict) -> str:

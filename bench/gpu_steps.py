@@ -32,14 +32,19 @@ def step_time(device, batch=16, chip=64, amp=True, fused=False, channels_last=Fa
     def step():
         train_step(net, optimizer, scaler, images, labels, weight, amp, torch.bfloat16, on_diverged=on_diverged)
 
-    for _ in range(8):
-        step()
+    return mean_seconds(step, steps, warmup=8)
+
+
+def mean_seconds(work, repeats: int, warmup: int = 1) -> float:
+    """Seconds a call of ``work`` takes on the GPU, over ``repeats`` calls after ``warmup``."""
+    for _ in range(warmup):
+        work()
     torch.cuda.synchronize()
     tick = time.perf_counter()
-    for _ in range(steps):
-        step()
+    for _ in range(repeats):
+        work()
     torch.cuda.synchronize()
-    return (time.perf_counter() - tick) / steps
+    return (time.perf_counter() - tick) / repeats
 
 
 def part_times(device, batch=16, chip=64) -> dict:
@@ -49,14 +54,8 @@ def part_times(device, batch=16, chip=64) -> dict:
     images = torch.randn(batch, BANDS, chip, chip, device=device)
     labels = torch.randint(0, CLASSES, (batch, chip, chip), device=device)
 
-    def timed(work, repeats=30):
-        work()
-        torch.cuda.synchronize()
-        tick = time.perf_counter()
-        for _ in range(repeats):
-            work()
-        torch.cuda.synchronize()
-        return round((time.perf_counter() - tick) / repeats * 1000, 2)
+    def timed(work):
+        return round(mean_seconds(work, 30) * 1000, 2)
 
     with torch.no_grad():
         forward = timed(lambda: net(images))
