@@ -230,6 +230,9 @@ def _source(spec) -> dict:
     source = dict(spec.raw.get("source") or {}, chips=str(Path(spec.folder).absolute()), chips_trained=trained)
     if len(spec.sources) > 1:  # a dataset of several rasters: the card names them all
         source["images"] = _images(spec)
+        known = [s for s in spec.sources if s.get("image")]  # as _images
+        if any(s.get("image_recorded") for s in known):  # read elsewhere than recorded (chips.dataset)
+            source["images_recorded"] = [str(s.get("image_recorded") or s["image"]) for s in known]
     return source
 
 

@@ -2,6 +2,7 @@
 and a southern scene, each exported onto the same dataset with the sparse polygons. The second scene holds classes
 the first has none of, and their chips share window offsets, so ids, file names and grids must be kept apart."""
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -20,6 +21,7 @@ from landcover_plugin.core.classify.run import classify_raster
 from landcover_plugin.core.errors import BadInputError
 from landcover_plugin.core.events import RecordingEvents
 from landcover_plugin.core.model.card import CARD_KEY
+from landcover_plugin.core.model.map_record import training_images
 from landcover_plugin.core.model.metadata import read_metadata_props
 from landcover_plugin.core.train.options import TrainConfig
 from landcover_plugin.core.train.report import write_training_report
@@ -188,6 +190,28 @@ def test_a_model_of_both_rasters_names_them_and_assess_finds_its_training_pixels
     data = load_dataset(both["folder"])
     south_taught = sum(data["sources"][1]["summary"]["train_class_pixels"].values())
     assert int(taught.sum()) == south_taught  # the south's training pixels, none of the north's
+
+
+def test_both_rasters_moved_with_their_chips_are_read_there_and_the_card_keeps_where_they_were(both, scenes,
+                                                                                              tmp_path):
+    """The project folder (two rasters, one chip dataset) trained elsewhere: each raster is read from its place beside
+    the chips there, and the card keeps the paths the exports recorded, which the model uses once home again."""
+    server = tmp_path / "server"
+    moved = Path(shutil.move(scenes["folder"], server))
+    try:
+        events = RecordingEvents()
+        model = tmp_path / "moved.onnx"
+        train(TrainConfig(dataset_dir=str(moved / "chips"), output=str(model), epochs=1, batch_size=8, base_width=8,
+                          patience=0, device="cpu", refit=False), events)
+        card = json.loads(read_metadata_props(model)[CARD_KEY])
+    finally:
+        shutil.move(moved, scenes["folder"])  # home again, as the other tests expect it
+    there = [str((moved / name).resolve()) for name in ("north.tif", "south.tif")]
+    assert card["source"]["images"] == there
+    assert card["source"]["images_recorded"] == [str(scenes["north"]), str(scenes["south"])]
+    assert training_images(card) == [str(scenes["north"]), str(scenes["south"])]  # here, at home
+    said = [e["message"] for e in events.of_type("log") if "where the export recorded it" in e["message"]]
+    assert len(said) == 2 and there[1] in said[1]
 
 
 def _bounds(transform, shape):

@@ -13,6 +13,11 @@ from engine_runs import of_type
 
 from landcover_plugin.core.chips.export import export_chips
 from landcover_plugin.core.chips.options import ChipExportOptions
+from landcover_plugin.core.classify.options import ClassifyOptions
+from landcover_plugin.core.classify.run import classify_raster
+from landcover_plugin.core.events import RecordingEvents
+from landcover_plugin.core.model.map_record import read_record
+from landcover_plugin.core.train.report import read_card
 
 HIDE_GDAL_BINDINGS = ("import sys; sys.modules['osgeo'] = None; "  # 'import osgeo' now fails as if it were absent
                       "from landcover_plugin.core.engine import main; sys.exit(main())")
@@ -58,6 +63,28 @@ def test_the_raster_is_found_where_it_moved_with_the_chips(moved_run):
     assert str((moved / "imagery" / "scene.tif").resolve()) in said[0]
     light = [e["message"] for e in of_type(events, "log") if e["message"].startswith("Light sensitivity")]
     assert light and "scene.tif" in light[0]
+
+
+def test_the_model_brought_home_knows_its_training_raster_there(moved_run, tmp_path):
+    """Home again (the server's copy gone, the project where it was exported), the model's map of the training raster
+    is the map of its training raster: the card keeps the path the export recorded beside the one training read."""
+    moved, home = moved_run["moved"], moved_run["recorded"].parents[1]
+    card = read_card(moved_run["out"])
+    assert card["source"]["image"] == str((moved / "imagery" / "scene.tif").resolve())
+    assert card["source"]["image_recorded"] == str(moved_run["recorded"])
+    shutil.copytree(moved, home)
+    shutil.rmtree(moved)  # the server's copy is gone
+    try:
+        events = RecordingEvents()
+        done = classify_raster(ClassifyOptions(home / "imagery" / "scene.tif", moved_run["out"], tmp_path / "map.tif",
+                                               match_training_raster=True), events)
+        entry = read_record(done["OUTPUT"])
+        assert entry["same_raster"] is True and entry["training_raster"] == "scene.tif"
+        logs = [e["message"] for e in events.of_type("log")]
+        assert "Match to the training raster: this is the training raster; its values are read as they are." in logs
+        assert not [m for m in logs if "not on this one" in m]  # the class shares' raster is this one too
+    finally:
+        shutil.move(home, moved)  # as the other tests of the module expect it
 
 
 def test_the_gdal_bindings_are_really_hidden(tmp_path, engine_python, repo_root):

@@ -256,3 +256,25 @@ def test_a_training_raster_that_cannot_be_read_leaves_the_model_as_it_was_and_sa
     (warning,) = [e["message"] for e in events.of_type("log") if e["level"] == "warning"]
     assert warning.startswith("Could not measure how far another date's light changes the labels (")
     assert model.read_bytes() == mapped["model"].read_bytes()
+
+
+def test_a_card_names_each_training_raster_where_it_is_here(tmp_path):
+    """Trained on a server (each raster read from a copy there, ``images_recorded`` the exports' paths), classified
+    at home: each raster is the copy that is here, read or recorded; one in neither place keeps the path training
+    read it from, for the messages."""
+    from landcover_plugin.core.model.map_record import training_images, training_raster
+
+    home = [tmp_path / "north.tif", tmp_path / "south.tif"]
+    for path in home:
+        path.write_bytes(b"")
+    server = ["/server/project/north.tif", "/server/project/south.tif"]
+    card = {"source": {"image": server[0], "image_recorded": str(home[0]), "images": server,
+                       "images_recorded": [str(home[0]), "/nowhere/south.tif"]}}
+    assert training_images(card) == [str(home[0]), server[1]]
+    assert training_raster(card) == str(home[0])
+    card["source"]["images_recorded"] = [str(p) for p in home]
+    assert training_images(card) == [str(p) for p in home]
+    read_here = {"source": {"image": str(home[1]), "image_recorded": "/elsewhere/south.tif"}}
+    assert training_images(read_here) == [str(home[1])] == [training_raster(read_here)]
+    assert training_images({"source": {"image": server[0]}}) == [server[0]]  # older cards: as recorded
+    assert training_raster({"class_shares": {"source": server[1]}}) == server[1]

@@ -242,7 +242,8 @@ class DatasetSpec:
 
     @property
     def images(self) -> list:
-        """The paths of the rasters the chips were cut from, as their exports recorded them (None where unknown)."""
+        """The paths of the rasters the chips were cut from, as their exports recorded them, or where they moved with
+        the chips (``image_recorded`` then keeps the recorded one; see :func:`load_dataset`); None where unknown."""
         return [source.get("image") for source in self.sources]
 
     def split(self, name: str) -> list:

@@ -63,7 +63,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .map_record import same_file
+from .map_record import same_file, training_images
 
 STRENGTH = 0.5  # weights = (scene share / learned share) ** STRENGTH: halfway (geometrically) to the estimate
 FLOOR = 0.01  # no class's estimated share of the scene goes below about 1 %: weighed down, never to nothing
@@ -236,7 +236,8 @@ def card_weights(model, events, raster=None):
         + "): polygons sample classes about evenly, a scene does not. Turn 'Weigh classes by the scene's shares' "
           "off (engine: --class-shares off) for the model's own probabilities.")
     trained_on = entry.get("sources") or ([entry["source"]] if entry.get("source") else [])
-    if raster is not None and trained_on and not any(same_file(raster, path) for path in trained_on):
+    if raster is not None and trained_on and not any(same_file(raster, path) for path in
+                                                     trained_on + training_images(model.card)):  # + a moved one's
         events.info(f"Those shares were estimated on the training raster{'s' if len(trained_on) > 1 else ''}, "
                     f"{', '.join(Path(path).name for path in trained_on)}, not on this "
                     "one; they are kept (on parts of a scene whose shares differ, the weighing still helped more than "

@@ -29,18 +29,28 @@ def same_file(one, other) -> bool:
 
 
 def training_raster(card: dict):
-    """The path of the raster the model was trained on, as its chip export recorded it; None if unknown (a model
+    """The path of the raster the model was trained on (see :func:`training_images`); None if unknown (a model
     made elsewhere, or trained before the card recorded it: then the class shares' source, where there is one)."""
-    source = (card.get("source") or {}).get("image") or (card.get("class_shares") or {}).get("source")
+    images = training_images(card)
+    source = images[0] if images else (card.get("class_shares") or {}).get("source")
     return str(source) if source else None
 
 
 def training_images(card: dict) -> list:
-    """The rasters the model was trained on, as its chip export recorded them (``source.images``, else
-    ``source.image``), as strings; empty for a model made elsewhere or before the card recorded them."""
+    """The rasters the model was trained on (``source.images``, else ``source.image``), as strings; empty for a
+    model made elsewhere or before the card recorded them. Each is the path training read it from, or, where that
+    is not here and the one its chip export recorded is (``images_recorded`` / ``image_recorded``: a project trained
+    on a GPU server, its model brought home), the recorded one."""
     source = card.get("source") or {}
     images = source.get("images") or [source.get("image")]
-    return [str(image) for image in images if image]
+    recorded = source.get("images_recorded") or [source.get("image_recorded")]
+    return [str(_here(image, recorded[i] if i < len(recorded) else None)) for i, image in enumerate(images) if image]
+
+
+def _here(read, recorded):
+    if recorded and not os.path.exists(read) and os.path.exists(recorded):
+        return recorded
+    return read
 
 
 def map_estimate(heldout, weighed: bool):
