@@ -228,6 +228,8 @@ def _source(spec) -> dict:
     chips held out). 'Assess accuracy' tells from them the reference pixels the model was taught."""
     trained = "all" if all(chip.split == "train" for chip in spec.chips) else "train"
     source = dict(spec.raw.get("source") or {}, chips=str(Path(spec.folder).absolute()), chips_trained=trained)
+    if spec.raw.get("folder_recorded"):  # the chips moved with their raster (chips.dataset): where they were
+        source["chips_recorded"] = spec.raw["folder_recorded"]
     if len(spec.sources) > 1:  # a dataset of several rasters: the card names them all
         source["images"] = _images(spec)
         known = [s for s in spec.sources if s.get("image")]  # as _images

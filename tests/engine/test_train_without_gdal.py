@@ -9,8 +9,10 @@ import shutil
 import subprocess
 
 import pytest
+import rasterio
 from engine_runs import of_type
 
+from landcover_plugin.core.assess.training_pixels import TrainingPixels
 from landcover_plugin.core.chips.export import export_chips
 from landcover_plugin.core.chips.options import ChipExportOptions
 from landcover_plugin.core.classify.options import ClassifyOptions
@@ -72,6 +74,7 @@ def test_the_model_brought_home_knows_its_training_raster_there(moved_run, tmp_p
     card = read_card(moved_run["out"])
     assert card["source"]["image"] == str((moved / "imagery" / "scene.tif").resolve())
     assert card["source"]["image_recorded"] == str(moved_run["recorded"])
+    assert card["source"]["chips"] == str(moved / "chips") and card["source"]["chips_recorded"] == str(home / "chips")
     shutil.copytree(moved, home)
     shutil.rmtree(moved)  # the server's copy is gone
     try:
@@ -80,6 +83,9 @@ def test_the_model_brought_home_knows_its_training_raster_there(moved_run, tmp_p
                                                match_training_raster=True), events)
         entry = read_record(done["OUTPUT"])
         assert entry["same_raster"] is True and entry["training_raster"] == "scene.tif"
+        with rasterio.open(done["OUTPUT"]) as out:  # Assess finds the chips the model was taught, at home
+            taught = TrainingPixels.from_record(entry, out.crs)
+        assert entry["chips"] == str(home / "chips") and taught is not None and taught.folder == str(home / "chips")
         logs = [e["message"] for e in events.of_type("log")]
         assert "Match to the training raster: this is the training raster; its values are read as they are." in logs
         assert not [m for m in logs if "not on this one" in m]  # the class shares' raster is this one too

@@ -169,6 +169,18 @@ def _locate_moved_rasters(data: dict, folder: Path) -> None:
         if recorded and relative and not os.path.exists(recorded) and (folder / relative).is_file():
             source["image_recorded"] = recorded
             source["image"] = str((folder / relative).resolve())
+            data.setdefault("folder_recorded", str(_folder_where_recorded(folder, recorded, relative)))
+
+
+def _folder_where_recorded(folder: Path, recorded: str, relative: str) -> Path:
+    """Where the chip dataset was when its raster was at ``recorded``, the layout kept: ``recorded`` less the
+    ``relative`` path's tail, then the folders that its leading '..' climbed out of, named as they are now."""
+    parts = Path(relative).parts
+    up = next((i for i, part in enumerate(parts) if part != ".."), len(parts))
+    base = Path(recorded)
+    for _ in parts[up:]:
+        base = base.parent
+    return base.joinpath(*folder.parts[len(folder.parts) - up:]) if up else base
 
 
 def is_chip_dataset_folder(folder) -> bool:

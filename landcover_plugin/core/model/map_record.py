@@ -87,7 +87,8 @@ def record(card: dict, model_path, raster_path, weighed: bool) -> dict:
              "classes_weighed": bool(weighed)}
     source = card.get("source") or {}
     if source.get("chips"):  # the chip dataset and which of its chips the model was trained on: "all" or "train"
-        entry.update(chips=source["chips"], chips_trained=source.get("chips_trained"))
+        entry.update(chips=str(_here(source["chips"], source.get("chips_recorded"))),
+                     chips_trained=source.get("chips_trained"))
     matched = card.get("matched_to_training")
     if matched:  # read as the training raster's values (classify/radiometry.py): the lines it was read through
         entry["matched_to_training"] = {"raster": Path(matched["raster"]).name, "gain": matched["gain"],
