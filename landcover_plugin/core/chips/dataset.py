@@ -124,7 +124,9 @@ def load_dataset(folder) -> dict:
     """Read and check a chip dataset; returns the dataset.json dict with conveniences added:
 
     ``schema`` (a :class:`ClassSchema`), ``folder`` (Path), ``nodata`` as a number or NaN,
-    ``class_pixels`` etc. keyed by int id, and per chip ``image_path`` / ``label_path`` (absolute Paths).
+    ``class_pixels`` etc. keyed by int id, and per chip ``image_path`` / ``label_path`` (absolute Paths); where
+    the dataset moved with its rasters, each moved source's ``image`` is its path here, ``image_recorded`` the
+    export's, and ``folder_recorded`` where the dataset was (see :func:`_locate_moved_rasters`).
     """
     folder = dataset_folder(folder)
     path = folder / DATASET_FILE
