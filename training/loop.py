@@ -7,7 +7,7 @@ one-cycle or warm-up + cosine learning rate, class-weighted cross-entropy that i
 mixed precision on CUDA, the loaders and a resumed run's state; its epochs are epochs.py's ``EpochLoop``;
 finish.py exports the best weights (ONNX checked against torch), the card and the training curves.
 """
-from contextlib import nullcontext
+from contextlib import nullcontext, suppress
 from dataclasses import replace
 
 import numpy as np
@@ -45,10 +45,17 @@ def train(config: TrainConfig, events=None) -> dict:
     """
     events = events if events is not None else RecordingEvents()
     config = config.validate().absolute()  # the paths it returns are valid from any folder
-    if distributed.rank() == 0:  # the process that writes (rank 0 under torchrun): fail now, not after training
-        check_writable(config)
-    with exclusive_run(config) if distributed.takes_run_lock() else nullcontext():  # one run into a model at once
-        return _launch_or_join(config, events)
+    new_folder = not config.checkpoint_dir.exists()
+    try:
+        if distributed.rank() == 0:  # the process that writes (rank 0 under torchrun): fail now, not after training
+            check_writable(config)
+        with exclusive_run(config) if distributed.takes_run_lock() else nullcontext():  # one run into a model at once
+            return _launch_or_join(config, events)
+    except BaseException:
+        if new_folder:  # a run that failed before its first checkpoint leaves no empty checkpoints folder behind
+            with suppress(OSError):
+                config.checkpoint_dir.rmdir()  # only when empty: a checkpoint written is kept
+        raise
 
 
 def _launch_or_join(config, events) -> dict:

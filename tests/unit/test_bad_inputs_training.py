@@ -78,3 +78,4 @@ def test_a_fresh_run_at_an_absurd_learning_rate_says_lower_it(chips, tmp_path):
         train(TrainConfig(dataset_dir=str(chips), output=str(tmp_path / "m.onnx"), epochs=3,
                           **dict(TINY, learning_rate=1e10)))
     assert not (tmp_path / "m.onnx").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == []  # nor an empty checkpoints folder, nor a lock file

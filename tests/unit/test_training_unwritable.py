@@ -117,7 +117,7 @@ def test_a_disk_that_fills_up_during_a_checkpoint_is_a_clear_error(chips, tmp_pa
     assert proc.returncode == 2, proc.stderr[-2000:]
     assert events[-1]["event"] == "error" and events[-1]["kind"] == "bad_input", events[-1]
     assert "Cannot write the checkpoint" in events[-1]["message"] and "File too large" in events[-1]["message"]
-    assert not out.exists() and sorted(p.name for p in (tmp_path / "m_checkpoints").iterdir()) == []
+    assert not out.exists() and not (tmp_path / "m_checkpoints").exists()  # no half checkpoint, no empty folder
 
 
 DIES_BEFORE_THE_MODEL_IS_IN_PLACE = """
