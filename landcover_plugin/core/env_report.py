@@ -5,6 +5,7 @@ import sys
 from dataclasses import dataclass
 
 from .errors import BadInputError
+from .gpu import classify_gpu_unused, training_gpu_unused
 from .options import option
 
 ENGINE_PACKAGES = ["numpy", "rasterio", "onnxruntime", "torch", "onnx"]
@@ -58,6 +59,12 @@ def env_report(options: EnvReportOptions, events) -> dict:
                 + ", ".join(f"{name} {version or 'MISSING'}" for name, version in report["packages"].items()))
     events.info(f"GPU: {report['gpu']}; torch device: {report['torch_device']}; "
                 f"onnxruntime providers: {', '.join(report['onnxruntime_providers']) or 'none'}")
+    unused = [training_gpu_unused(report["torch_device"], report["packages"]["torch"])]
+    if report["packages"]["onnxruntime"]:
+        unused.append(classify_gpu_unused(report["onnxruntime_providers"], report["packages"]["onnxruntime"]))
+    report["gpu_unused"] = [note for note in unused if note]  # an NVIDIA GPU here that a part would not use
+    for note in report["gpu_unused"]:
+        events.warning(note)
     missing = [name for name in options.require if not report["packages"].get(name)]
     if missing:
         details = f" ({'; '.join(report['problems'])})" if report["problems"] else ""

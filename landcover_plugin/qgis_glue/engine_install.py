@@ -5,12 +5,12 @@ are chosen (onnxruntime-gpu; torch's CUDA build). numpy stays at the version the
 GDAL and rasterio keep working. Every failure is an :class:`EngineError` whose message says how to fix it.
 """
 import os
-import shutil
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
+from ..core.gpu import nvidia_gpu
 from . import engine_python
 from .engine_runner import EngineError, stream_process
 
@@ -85,17 +85,6 @@ class PipProgress:
             self.feedback.setProgressText("Installing packages")
         elif line.startswith("Successfully installed"):
             self.feedback.setProgress(95.0)
-
-
-def nvidia_gpu() -> str:
-    smi = shutil.which("nvidia-smi")
-    if not smi:
-        return ""
-    try:
-        out = subprocess.run([smi, "-L"], capture_output=True, text=True, timeout=20, check=False)
-    except (OSError, subprocess.TimeoutExpired):
-        return ""
-    return out.stdout.strip().splitlines()[0] if out.returncode == 0 and out.stdout.strip() else ""
 
 
 def _numpy_version(python: str) -> str:

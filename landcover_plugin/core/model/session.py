@@ -24,6 +24,7 @@ import onnxruntime as ort
 
 from ..errors import BadInputError
 from ..events import Events, RecordingEvents
+from ..gpu import classify_gpu_unused
 from ..options import DEVICES
 from ..schema import MAX_CLASS_ID
 from .card import CARD_KEY, card_from_metadata
@@ -137,6 +138,10 @@ def choose_providers(device: str, events: Events) -> list:
         events.warning(f"CUDA was asked for but this onnxruntime ({ort.__version__}) has no CUDA execution "
                        f"provider (it has {', '.join(available)}): running on the CPU. Install "
                        f"onnxruntime-gpu with 'Set up engine environment' to use the GPU.")
+    else:  # auto: the CPU, but not silently where an NVIDIA GPU goes unused
+        unused = classify_gpu_unused(available, ort.__version__)
+        if unused:
+            events.warning(unused)
     return [CPU]
 
 
