@@ -5,6 +5,7 @@ from contextlib import contextmanager
 import torch
 
 from landcover_plugin.core.errors import BadInputError, OutOfMemoryError
+from landcover_plugin.core.gpu import training_gpu_unused
 
 
 def select_device(choice: str, events, threads: int = None) -> torch.device:
@@ -26,6 +27,9 @@ def select_device(choice: str, events, threads: int = None) -> torch.device:
     reason = "as chosen" if choice == "cpu" else "no CUDA GPU found"
     events.info(f"Training on CPU ({reason}): {torch.get_num_threads()} threads of {os.cpu_count()} cores, "
                 f"torch {torch.__version__}.")
+    unused = training_gpu_unused("cpu", torch.__version__) if choice == "auto" else ""
+    if unused:  # an NVIDIA GPU that this torch cannot use: not silently
+        events.warning(unused)
     return torch.device("cpu")
 
 

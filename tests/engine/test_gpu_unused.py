@@ -60,3 +60,10 @@ def test_classify_on_auto_says_the_gpu_goes_unused_and_on_cpu_does_not(engine_py
     done, _, warnings = engine(engine_python, repo_root, smi_path(), *base, "--output", tmp_path / "cpu.tif",
                                "--device", "cpu")  # the analyst chose the CPU
     assert done.returncode == 0 and not [w for w in warnings if "NVIDIA" in w]
+
+
+def test_training_on_auto_says_the_gpu_goes_unused(engine_python, repo_root, smi_path, chips, tmp_path):
+    done, _, warnings = engine(engine_python, repo_root, smi_path(), "train", chips, "--output", tmp_path / "m.onnx",
+                               "--epochs", "1", "--batch-size", "4", "--base-width", "8", "--no-refit")
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert [w for w in warnings if "NVIDIA H200" in w and "training runs on the CPU" in w]
