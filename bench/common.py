@@ -72,6 +72,13 @@ def figure(key: str, label: str, value, unit: str, *, runs=None, baseline=None, 
     return row
 
 
+def versus(key: str, label: str, value, baseline_label: str, baseline, *, target=None, note: str = None) -> dict:
+    """A quality row: the score ``value`` beside the ``baseline`` score (unitless), the *Ratio* column their
+    difference (ours minus the baseline; none where either is not measured)."""
+    return figure(key, label, value, "", baseline={"label": baseline_label, "value": baseline, "unit": ""},
+                  ratio=None if value is None or baseline is None else value - baseline, target=target, note=note)
+
+
 def target(value, op: str, limit, unit: str = "", what: str = None) -> dict:
     """``value op limit`` checked; a miss says by how much (absolute and percent of the limit)."""
     text = what or f"{op} {_fmt(limit)}{unit}"

@@ -32,7 +32,7 @@ from landcover_plugin.core.rasters import valid_mask
 from landcover_plugin.core.train.options import TrainConfig
 from training.loop import train
 
-from .common import ZION_IMAGE, ZION_LABELS, Settings, figure, target
+from .common import ZION_IMAGE, ZION_LABELS, Settings, target, versus
 from .quality import score
 from .sparse import CLASS_FIELD, CLASSES, EAST_FROM, MINUTES, POLYGONS
 
@@ -54,11 +54,9 @@ def run(settings) -> dict:
         for metric, label in (("overall_accuracy", "overall accuracy"), ("mean_iou", "mIoU")):
             # another date should gain; the scene itself may lose a little (up to 0.05)
             limit = plain[metric] - 0.05 if copy == "as it is" else plain[metric]
-            figures.append(figure(
+            figures.append(versus(
                 f"other_dates.{copy}.{metric}", f"Zion east 40 %, {copy}, trained with colour augmentation: {label}",
-                augmented[metric], "", baseline={"label": "colour augmentation off", "value": plain[metric],
-                                                 "unit": ""},
-                ratio=augmented[metric] - plain[metric],
+                augmented[metric], "colour augmentation off", plain[metric],
                 target=target(augmented[metric], ">=", limit, what=(
                     ">= off - 0.05" if copy == "as it is" else ">= colour augmentation off")),
                 note=f"{augmented['n']} px scored"))
@@ -66,21 +64,19 @@ def run(settings) -> dict:
         plain, matched = result["plain"][copy], result["matched"][copy]
         for metric, label in (("overall_accuracy", "overall accuracy"), ("mean_iou", "mIoU")):
             limit = plain[metric] - 0.01 if copy == "as it is" else plain[metric]
-            figures.append(figure(
+            figures.append(versus(
                 f"other_dates.matched.{copy}.{metric}", f"Zion east 40 %, {copy}, matched to the training raster: "
-                f"{label}", matched[metric], "", baseline={"label": "not matched", "value": plain[metric], "unit": ""},
-                ratio=matched[metric] - plain[metric],
+                f"{label}", matched[metric], "not matched", plain[metric],
                 target=target(matched[metric], ">=", limit, what=(
                     ">= not matched - 0.01" if copy == "as it is" else ">= not matched")),
                 note=f"{matched['n']} px scored; {result['lines'][copy]}"))
     for side in ("brighter", "darker"):  # the trainer's own measurement (training/light_sensitivity.py)
         plain, augmented = result["light"]["plain"], result["light"]["augmented"]
         if plain and augmented:
-            figures.append(figure(
+            figures.append(versus(
                 f"other_dates.light_sensitivity.{side}", f"Labels changed by 5 % {side} light in every band (the "
-                f"trainer's light sensitivity), trained with colour augmentation", augmented[side], "",
-                baseline={"label": "colour augmentation off", "value": plain[side], "unit": ""},
-                ratio=augmented[side] - plain[side],
+                f"trainer's light sensitivity), trained with colour augmentation", augmented[side],
+                "colour augmentation off", plain[side],
                 target=target(augmented[side], "<=", plain[side], what="<= colour augmentation off"),
                 note=f"over {augmented['tiles']} tiles of the training raster, classes weighed"))
     what = (f"The trainer's defaults on the Zion sparse-polygon chips for {result['minutes']:g} min, colour "

@@ -31,7 +31,7 @@ from landcover_plugin.core.rasters import valid_mask
 from landcover_plugin.core.train.options import TrainConfig
 from training.loop import train
 
-from .common import ZION_IMAGE, ZION_LABELS, Settings, figure, target
+from .common import ZION_IMAGE, ZION_LABELS, Settings, target, versus
 from .pretrained_folds import rstoolbox_folds
 from .quality import polygons, score
 from .sparse import CLASS_FIELD, CLASSES, EAST_FROM, POLYGONS, _forest_maps
@@ -48,11 +48,9 @@ def run(settings) -> dict:
     random, scene, rf = result["random"], result["scene"], result["rf"]
     figures = []
     for metric, label in (("overall_accuracy", "overall accuracy"), ("mean_iou", "mIoU")):
-        figures.append(figure(
+        figures.append(versus(
             f"pretrained.zion.{metric}", f"Zion sparse polygons, {ARCHITECTURE} scene-pretrained: {label}",
-            scene[metric], "", baseline={"label": "the same net from a random start", "value": random[metric],
-                                         "unit": ""},
-            ratio=scene[metric] - random[metric],
+            scene[metric], "the same net from a random start", random[metric],
             target=target(scene[metric], ">=", random[metric], what=">= the random start"),
             note=f"{scene['n']} px scored; {result['notes']['scene']}; random start: {result['notes']['random']}; "
                  f"pixel random forest: {rf[metric]:.3f}"))
@@ -60,11 +58,9 @@ def run(settings) -> dict:
                             0.2 if settings.quick else FOLD_MINUTES, 0.2 if settings.quick else PRETRAIN_MINUTES / 2)
     result["rstoolbox"] = folds
     for metric, label in (("overall_accuracy", "overall accuracy"), ("mean_iou", "mIoU")):
-        figures.append(figure(
+        figures.append(versus(
             f"pretrained.rstoolbox.{metric}", f"rstoolbox 4-fold polygon CV, {ARCHITECTURE} scene-pretrained: "
-            f"{label}", folds["scene"][metric], "",
-            baseline={"label": "the same net from a random start", "value": folds["random"][metric], "unit": ""},
-            ratio=folds["scene"][metric] - folds["random"][metric],
+            f"{label}", folds["scene"][metric], "the same net from a random start", folds["random"][metric],
             target=target(folds["scene"][metric], ">=", folds["random"][metric], what=">= the random start"),
             note=f"{folds['scene']['n']} held-out px; pixel random forest: {folds['rf'][metric]:.3f}"))
     what = (f"{ARCHITECTURE} trained {result['train_minutes']:g} min on the Zion sparse-polygon chips from a "

@@ -47,7 +47,7 @@ from landcover_plugin.core.rasters import valid_mask
 from landcover_plugin.core.train.options import TrainConfig
 from training.loop import train
 
-from .common import RSTOOLBOX_IMAGE, RSTOOLBOX_POLYGONS, ZION_IMAGE, ZION_LABELS, figure, target
+from .common import RSTOOLBOX_IMAGE, RSTOOLBOX_POLYGONS, ZION_IMAGE, ZION_LABELS, figure, target, versus
 
 RF_OPTIONS = {"n_estimators": 100, "n_jobs": 2, "min_samples_leaf": 3, "max_samples": 0.25, "random_state": 0}
 ZION_SEEDS = (0, 1, 2)
@@ -65,12 +65,10 @@ def run(settings) -> dict:
         details[name] = result
         ours, rf = result["ours"], result["rf"]
         for metric, label in (("mean_iou", "mIoU"), ("overall_accuracy", "overall accuracy")):
-            diff = ours[metric] - rf[metric]
             margin = DENSE_MIOU_MARGIN if (name, metric) == ("zion", "mean_iou") else 0.0
-            figures.append(figure(
-                f"quality.{name}.{metric}", f"{result['title']}: {label}", ours[metric], "",
-                baseline={"label": "pixel random forest", "value": rf[metric], "unit": ""}, ratio=diff,
-                target=target(ours[metric], ">=", round(rf[metric] + margin, 4),
+            figures.append(versus(
+                f"quality.{name}.{metric}", f"{result['title']}: {label}", ours[metric], "pixel random forest",
+                rf[metric], target=target(ours[metric], ">=", round(rf[metric] + margin, 4),
                               what=f">= the forest + {margin:g}" if margin else ">= the forest"),
                 note=f"{ours['n']} px scored; wrong: ours {ours['wrong']} px, forest {rf['wrong']} px"))
         if "overlap_agreement" in result:

@@ -31,7 +31,7 @@ from landcover_plugin.core.train.options import TrainConfig
 from landcover_plugin.core.train.report import read_card
 from training.loop import train
 
-from .common import DATA, ZION_IMAGE, ZION_LABELS, figure, target
+from .common import DATA, ZION_IMAGE, ZION_LABELS, figure, target, versus
 from .quality import polygons, score
 
 POLYGONS = DATA / "zion" / "training_polygons_sparse.gpkg"
@@ -49,57 +49,49 @@ def run(settings) -> dict:
     ours, rf, smooth = result["ours"], result["rf"], result["rf_5x5"]
     figures = []
     for metric, label, margin in (("overall_accuracy", "overall accuracy", 0.03), ("mean_iou", "mIoU", 0.0)):
-        figures.append(figure(
-            f"sparse.zion.{metric}", f"Zion, 40 sparse polygons, east 40 % scored: {label}", ours[metric], "",
-            baseline={"label": "pixel random forest", "value": rf[metric], "unit": ""},
-            ratio=ours[metric] - rf[metric],
+        figures.append(versus(
+            f"sparse.zion.{metric}", f"Zion, 40 sparse polygons, east 40 % scored: {label}", ours[metric],
+            "pixel random forest", rf[metric],
             target=target(ours[metric], ">=", round(rf[metric] + margin, 4),
                           what=f">= the forest{f' + {margin:g}' if margin else ''}"),
             note=f"{ours['n']} px scored; forest with 5x5 averaging of its probabilities: {smooth[metric]:.3f}"))
     own = result["ours_own"]
     for metric, label in (("overall_accuracy", "overall accuracy"), ("mean_iou", "mIoU")):
-        figures.append(figure(
+        figures.append(versus(
             f"sparse.zion.class_shares.{metric}", f"Zion sparse: {label} with the classes weighed by the scene's "
-            f"estimated shares (the default) against the model's own probabilities", ours[metric], "",
-            baseline={"label": "class shares off", "value": own[metric], "unit": ""},
-            ratio=ours[metric] - own[metric],
+            f"estimated shares (the default) against the model's own probabilities", ours[metric],
+            "class shares off", own[metric],
             target=target(ours[metric], ">=", own[metric], what=">= class shares off"),
             note=f"estimated shares ({result.get('shares_found_by') or 'em'}): " + ", ".join(
                 f"{n} {100 * v:.1f} %" for n, v in zip(result["class_names"], result["scene_shares"]))))
     # the estimate is of the default map (classes weighed); the card keeps the unweighed map's beside it
     heldout, measured = result["heldout_oa"], ours["overall_accuracy"]
     unweighed = result.get("heldout_unweighed") or {}
-    figures.append(figure(
-        "sparse.zion.heldout", "Held-out estimate of the map's OA (HELDOUT_OA)", heldout, "",
-        baseline={"label": "the measured OA (east 40 %) of the map it describes (the default: classes weighed by "
-                           "the scene's shares)", "value": measured, "unit": ""},
-        ratio=None if heldout is None else heldout - measured,
+    figures.append(versus(
+        "sparse.zion.heldout", "Held-out estimate of the map's OA (HELDOUT_OA)", heldout,
+        "the measured OA (east 40 %) of the map it describes (the default: classes weighed by the scene's shares)",
+        measured,
         target=target(None if heldout is None else abs(heldout - measured), "<=", 0.10,
                       what="within 0.10 of the measured OA"), note=result["heldout_method"]))
     estimated = result["heldout_miou"]
-    figures.append(figure(
-        "sparse.zion.heldout_miou", "Held-out estimate of the map's mIoU (HELDOUT_MIOU)", estimated, "",
-        baseline={"label": "the measured mIoU (east 40 %) of the map it describes (classes weighed)",
-                  "value": ours["mean_iou"], "unit": ""},
-        ratio=None if estimated is None else estimated - ours["mean_iou"],
+    figures.append(versus(
+        "sparse.zion.heldout_miou", "Held-out estimate of the map's mIoU (HELDOUT_MIOU)", estimated,
+        "the measured mIoU (east 40 %) of the map it describes (classes weighed)", ours["mean_iou"],
         note=f"the polygons' IoUs weighted by the map's class shares say {result['heldout_polygon_miou']}; "
              f"the estimate takes the map's own expected errors (its class probabilities over a sample of it) "
              f"and brings them to the overall accuracy"))
     for metric, label in (("overall_accuracy", "OA"), ("mean_iou", "mIoU")):
         value = unweighed.get(metric)
-        figures.append(figure(
+        figures.append(versus(
             f"sparse.zion.heldout_unweighed.{metric}", f"Held-out estimate of the unweighed map's {label} (the "
-            f"card's heldout.unweighed)", value, "",
-            baseline={"label": f"the measured {label} (east 40 %) of the map with class shares off",
-                      "value": own[metric], "unit": ""},
-            ratio=None if value is None else value - own[metric]))
+            f"card's heldout.unweighed)", value, f"the measured {label} (east 40 %) of the map with class shares off",
+            own[metric]))
     parts = result["parts"]
     worst = min(parts, key=lambda part: part["weighed"] - part["off"])
-    figures.append(figure(
+    figures.append(versus(
         "sparse.zion.class_shares.parts", "Zion sparse, on parts of the scene with other class shares: "
-        "OA weighed by the whole scene's shares against class shares off (the worst part)", worst["weighed"], "",
-        baseline={"label": "class shares off", "value": worst["off"], "unit": ""},
-        ratio=worst["weighed"] - worst["off"], target=target(worst["weighed"], ">=", worst["off"],
+        "OA weighed by the whole scene's shares against class shares off (the worst part)", worst["weighed"],
+        "class shares off", worst["off"], target=target(worst["weighed"], ">=", worst["off"],
                                                              what=">= class shares off on every part"),
         note="; ".join(f"{part['name']} (forest {100 * part['forest']:.0f} %): {part['weighed']:.3f} / "
                        f"{part['off']:.3f}" for part in parts) + f" (forest {100 * result['forest_share']:.0f} % of "

@@ -14,7 +14,7 @@ from landcover_plugin.core.classify.run import classify_raster
 from landcover_plugin.core.model.session import load_model
 
 from .assets import map_agreement, mosaic_vrt, trainer_model
-from .common import ZION_LABELS, figure, median, paired_ratio, target
+from .common import ZION_LABELS, figure, median, paired_ratio, target, versus
 from .inference import RATIO_TARGET, bare_run, bare_side_by_side, per_run, same_way_row, tiles_in_memory_at
 
 AGREEMENT_TARGET = 0.99
@@ -82,14 +82,10 @@ def run(settings) -> dict:
                agreement[f"{ASKED} px asked"], "",
                note=f"{1.0 - median(seconds[f'{ASKED} px asked']) / median(seconds['model tile']):.0%} faster than "
                     f"64 px tiles; {asked['TILE']} px run"),
-        figure("tiles.accuracy", f"Overall accuracy against NLCD at the automatic {auto['TILE']} px tiles",
-               accuracy["automatic"], "", baseline={"label": "at the model's 64 px tiles",
-                                                     "value": accuracy["model tile"], "unit": ""},
-               ratio=accuracy["automatic"] - accuracy["model tile"]),
-        figure("tiles.accuracy_asked", f"Overall accuracy against NLCD at {ASKED} px tiles (asked for)",
-               accuracy[f"{ASKED} px asked"], "", baseline={"label": "at the model's 64 px tiles",
-                                                            "value": accuracy["model tile"], "unit": ""},
-               ratio=accuracy[f"{ASKED} px asked"] - accuracy["model tile"]),
+        versus("tiles.accuracy", f"Overall accuracy against NLCD at the automatic {auto['TILE']} px tiles",
+               accuracy["automatic"], "at the model's 64 px tiles", accuracy["model tile"]),
+        versus("tiles.accuracy_asked", f"Overall accuracy against NLCD at {ASKED} px tiles (asked for)",
+               accuracy[f"{ASKED} px asked"], "at the model's 64 px tiles", accuracy["model tile"]),
     ]
     what = f"Model: {described}. Raster: {raster.name}, {megapixels:.1f} Mpx; CPU, the card's overlap."
     return {"what": what, "figures": figures,
