@@ -232,14 +232,15 @@ def _source(spec) -> dict:
         source["chips_recorded"] = spec.raw["folder_recorded"]
     if len(spec.sources) > 1:  # a dataset of several rasters: the card names them all
         source["images"] = _images(spec)
-        known = [s for s in spec.sources if s.get("image")]  # as _images
-        if any(s.get("image_recorded") for s in known):  # read elsewhere than recorded (chips.dataset)
-            source["images_recorded"] = [str(s.get("image_recorded") or s["image"]) for s in known]
+        if any(s.get("image_recorded") for s in spec.sources):  # read elsewhere than recorded (chips.dataset)
+            source["images_recorded"] = _images(spec, recorded=True)
     return source
 
 
-def _images(spec) -> list:
-    return [str(image) for image in spec.images if image]
+def _images(spec, recorded: bool = False) -> list:
+    """The rasters' paths as training read them, or (``recorded``) as their exports recorded them."""
+    return [str(s.get("image_recorded") or s["image"]) if recorded else str(s["image"])
+            for s in spec.sources if s.get("image")]
 
 
 def scene_pixels(model_path, spec):
